@@ -1,0 +1,341 @@
+//! `custodian`: the one binary. Serves the API, administers users, runs migrations and loads
+//! demo data. The backend is chosen here, once: `--database-url postgres://…` selects
+//! PostgreSQL, otherwise SQLite in `--data-dir`.
+
+mod demo;
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, Parser, Subcommand};
+use custodian_crypto::MasterKey;
+use custodian_service::{RequestContext, Service, ServiceConfig, load_keyring};
+use custodian_store::Store;
+use std::io::Read;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+#[derive(Parser)]
+#[command(
+    name = "custodian",
+    version,
+    about = "Custodian — a self-hosted CRM whose customer data is accurate and safe",
+    long_about = "Custodian keeps customer data accurate and safe: validated and normalised on every write, \
+                  sensitive fields encrypted at rest, every change versioned and audited.\n\n\
+                  Storage: SQLite in --data-dir by default; --database-url postgres://… selects PostgreSQL."
+)]
+struct Cli {
+    /// Log format on stderr.
+    #[arg(long, global = true, env = "CUSTODIAN_LOG_FORMAT", default_value = "json", value_parser = ["json", "text"])]
+    log_format: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Args, Clone)]
+struct StoreArgs {
+    /// Directory for the SQLite database and the master key file.
+    #[arg(long, env = "CUSTODIAN_DATA_DIR", default_value = "./data")]
+    data_dir: PathBuf,
+    /// PostgreSQL URL (postgres://user@host/db). When given, PostgreSQL is used instead of SQLite.
+    #[arg(long, env = "CUSTODIAN_DATABASE_URL")]
+    database_url: Option<String>,
+    /// Master key file (created with mode 0600 at first start). Defaults to DATA_DIR/master.key.
+    /// The environment variable CUSTODIAN_MASTER_KEY (64 hex characters) takes precedence.
+    #[arg(long, env = "CUSTODIAN_MASTER_KEY_FILE")]
+    master_key_file: Option<PathBuf>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the HTTP server.
+    Serve {
+        #[command(flatten)]
+        store: StoreArgs,
+        /// Address to listen on.
+        #[arg(long, env = "CUSTODIAN_LISTEN", default_value = "127.0.0.1:8080")]
+        listen: String,
+        /// Default region for phone numbers without a country code (ISO 3166 code).
+        #[arg(long, env = "CUSTODIAN_DEFAULT_REGION", default_value = "CN")]
+        default_region: String,
+    },
+    /// Manage user accounts (works offline, directly on the store).
+    User {
+        #[command(subcommand)]
+        command: UserCommand,
+    },
+    /// Create or upgrade the database schema, then exit.
+    Migrate {
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// Load realistic demo data (Chinese and English companies, contacts, leads, deals and
+    /// activities, with a known share of near-duplicates). Seeded and reproducible.
+    Demo {
+        #[command(flatten)]
+        store: StoreArgs,
+        /// Number of records to create across all objects.
+        #[arg(long, default_value_t = 1000)]
+        records: usize,
+        /// Random seed: the same seed gives the same data.
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+        /// Share of companies, contacts and leads that are near-duplicates of another record.
+        #[arg(long, default_value_t = 0.05)]
+        duplicate_share: f64,
+        /// Records per transaction.
+        #[arg(long, default_value_t = 1000)]
+        batch: usize,
+    },
+}
+
+#[derive(Subcommand)]
+enum UserCommand {
+    /// Create a user. The password is read from standard input.
+    Create {
+        #[command(flatten)]
+        store: StoreArgs,
+        #[arg(long)]
+        username: String,
+        /// One of: sales_rep, sales_manager, data_steward, auditor, admin.
+        #[arg(long)]
+        role: String,
+        /// Read the password from standard input (required: passwords never go on the command line).
+        #[arg(long, required = true)]
+        password_stdin: bool,
+    },
+    /// List users.
+    List {
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+}
+
+fn init_logging(format: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("CUSTODIAN_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if format == "json" {
+        builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .init();
+    } else {
+        builder.init();
+    }
+}
+
+async fn open_store(args: &StoreArgs) -> Result<Arc<dyn Store>> {
+    match &args.database_url {
+        Some(url) => {
+            if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+                bail!(
+                    "--database-url must start with postgres:// (SQLite is selected with --data-dir)"
+                );
+            }
+            let store = custodian_store_postgres::PostgresStore::connect(url)
+                .await
+                .map_err(|e| anyhow::anyhow!("cannot open PostgreSQL store: {e}"))?;
+            Ok(Arc::new(store))
+        }
+        None => {
+            let path = args.data_dir.join("custodian.db");
+            let store = custodian_store_sqlite::SqliteStore::open(&path)
+                .await
+                .map_err(|e| {
+                    anyhow::anyhow!("cannot open SQLite store at {}: {e}", path.display())
+                })?;
+            Ok(Arc::new(store))
+        }
+    }
+}
+
+fn master_key(args: &StoreArgs) -> Result<MasterKey> {
+    if let Ok(hex) = std::env::var("CUSTODIAN_MASTER_KEY") {
+        return MasterKey::from_hex(&hex).context("CUSTODIAN_MASTER_KEY");
+    }
+    let path = args
+        .master_key_file
+        .clone()
+        .unwrap_or_else(|| args.data_dir.join("master.key"));
+    let (key, created) = MasterKey::load_or_create(&path)?;
+    if created {
+        tracing::warn!(path = %path.display(), "created a new master key file (mode 0600); back it up separately from the database");
+    }
+    Ok(key)
+}
+
+async fn open_service(args: &StoreArgs, config: ServiceConfig) -> Result<Arc<Service>> {
+    let store = open_store(args).await?;
+    let master = master_key(args)?;
+    let keyring = load_keyring(store.as_ref(), &master)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let service = Service::new(store, keyring, config)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    Ok(Arc::new(service))
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+    tracing::info!("shutting down: finishing in-flight requests");
+}
+
+async fn serve(store: StoreArgs, listen: String, default_region: String) -> Result<()> {
+    let config = ServiceConfig {
+        default_region,
+        ..ServiceConfig::default()
+    };
+    let service = open_service(&store, config).await?;
+    let admin_password = std::env::var("CUSTODIAN_ADMIN_PASSWORD")
+        .ok()
+        .filter(|p| !p.is_empty());
+    if let Some(generated) = service
+        .ensure_admin(admin_password)
+        .await
+        .map_err(|e| anyhow::anyhow!("creating the admin user: {e}"))?
+    {
+        // Printed once, on stdout only (never logged).
+        println!("Created user 'admin' with password: {generated}");
+        println!("Store it now; it will not be shown again.");
+    }
+    // Other servers may add custom fields: refresh the schema periodically.
+    let refresher = service.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(10));
+        loop {
+            tick.tick().await;
+            if let Err(e) = refresher.refresh_schema().await {
+                tracing::warn!(error = %e, "schema refresh failed");
+            }
+        }
+    });
+    let listener = tokio::net::TcpListener::bind(&listen)
+        .await
+        .with_context(|| format!("cannot listen on {listen}"))?;
+    tracing::info!(address = %listener.local_addr()?, backend = service.store().backend(), "custodian is listening");
+    custodian_server::serve(listener, custodian_server::app(service), shutdown_signal()).await?;
+    Ok(())
+}
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    init_logging(&cli.log_format);
+    match run(cli.command).await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(command: Command) -> Result<()> {
+    match command {
+        Command::Serve {
+            store,
+            listen,
+            default_region,
+        } => serve(store, listen, default_region).await,
+        Command::Migrate { store } => {
+            let s = open_store(&store).await?;
+            println!("{} store is at the current schema version", s.backend());
+            Ok(())
+        }
+        Command::User {
+            command:
+                UserCommand::Create {
+                    store,
+                    username,
+                    role,
+                    password_stdin,
+                },
+        } => {
+            if !password_stdin {
+                bail!("pass --password-stdin and write the password to standard input");
+            }
+            let mut password = String::new();
+            std::io::stdin()
+                .read_to_string(&mut password)
+                .context("reading the password from stdin")?;
+            let password = password.trim_end_matches(['\n', '\r']).to_owned();
+            let service = open_service(&store, ServiceConfig::default()).await?;
+            let user = service
+                .create_user(
+                    &RequestContext::cli(),
+                    &username,
+                    &password,
+                    &role,
+                    None,
+                    None,
+                )
+                .await
+                .map_err(|e| {
+                    let details: Vec<String> = e
+                        .details
+                        .iter()
+                        .map(|d| format!("{}: {}", d.field, d.message))
+                        .collect();
+                    anyhow::anyhow!("{} {}", e.message, details.join("; "))
+                })?;
+            println!(
+                "created user {} ({}) with role {}",
+                user.username, user.id, user.role
+            );
+            Ok(())
+        }
+        Command::User {
+            command: UserCommand::List { store },
+        } => {
+            let service = open_service(&store, ServiceConfig::default()).await?;
+            for u in service
+                .list_users(&RequestContext::cli())
+                .await
+                .map_err(|e| anyhow::anyhow!("{e}"))?
+            {
+                println!("{}\t{}\t{}\t{}", u.id, u.username, u.role, u.status);
+            }
+            Ok(())
+        }
+        Command::Demo {
+            store,
+            records,
+            seed,
+            duplicate_share,
+            batch,
+        } => {
+            if !(0.0..=0.5).contains(&duplicate_share) {
+                bail!("--duplicate-share must be between 0 and 0.5");
+            }
+            let service = open_service(&store, ServiceConfig::default()).await?;
+            demo::load(
+                &service,
+                records,
+                seed,
+                duplicate_share,
+                batch.clamp(1, 10_000),
+            )
+            .await
+        }
+    }
+}

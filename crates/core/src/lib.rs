@@ -1,0 +1,13 @@
+//! Custodian's domain: field schema as data, value validation and normalisation, search
+//! tokens, the error-code table and the demo data generator. This crate does no I/O.
+
+pub mod audit;
+pub mod demo;
+pub mod error;
+pub mod normalize;
+pub mod schema;
+pub mod search;
+pub mod values;
+
+pub use error::{ErrorCode, FieldError};
+pub use schema::{FieldDef, FieldType, ObjectDef, Schema};

@@ -1,0 +1,429 @@
+//! Keys and field encryption. Sensitive field values are sealed with XChaCha20-Poly1305 under a
+//! data key; the associated data binds object, field, record id and key version, so a
+//! ciphertext copied to another record or field fails to open. Data keys are stored in the
+//! database only wrapped by the master key, which lives in a 0600 file (or the environment).
+//! Equality lookups use blind indexes: HMAC-SHA256 of the normalised value under a per-field key
+//! derived with HKDF from the index root key, so equal values give equal digests without the
+//! value ever being stored.
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD_NO_PAD as B64;
+use chacha20poly1305::aead::{Aead, KeyInit, Payload};
+use chacha20poly1305::{XChaCha20Poly1305, XNonce};
+use hmac::{Hmac, Mac};
+use secrecy::{ExposeSecret, SecretBox};
+use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
+use std::path::Path;
+
+/// Length of every symmetric key.
+pub const KEY_LEN: usize = 32;
+const NONCE_LEN: usize = 24;
+/// Prefix of every encrypted field value (`enc:v1:{key_version}:{base64(nonce || ciphertext)}`).
+pub const ENVELOPE_PREFIX: &str = "enc:v1:";
+
+#[derive(Debug, thiserror::Error)]
+pub enum CryptoError {
+    #[error("master key file {path}: {reason}")]
+    KeyFile { path: String, reason: String },
+    #[error("master key from the environment must be 64 hex characters")]
+    BadEnvKey,
+    #[error("a key could not be unwrapped: wrong master key or damaged key material")]
+    Unwrap,
+    #[error("an encrypted value could not be opened (wrong key, wrong record or damaged)")]
+    Open,
+    #[error("an encrypted value is malformed")]
+    Malformed,
+    #[error("no data key with version {0}")]
+    UnknownKeyVersion(u32),
+    #[error("the operating system random generator failed")]
+    Random,
+}
+
+/// A 256-bit secret key that is never printed.
+pub struct Key(SecretBox<[u8; KEY_LEN]>);
+
+impl std::fmt::Debug for Key {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Key(<redacted>)")
+    }
+}
+
+impl Key {
+    pub fn generate() -> Result<Self, CryptoError> {
+        let mut bytes = Box::new([0u8; KEY_LEN]);
+        getrandom::fill(bytes.as_mut_slice()).map_err(|_| CryptoError::Random)?;
+        Ok(Key(SecretBox::new(bytes)))
+    }
+
+    pub fn from_bytes(bytes: &[u8]) -> Option<Self> {
+        let arr: [u8; KEY_LEN] = bytes.try_into().ok()?;
+        Some(Key(SecretBox::new(Box::new(arr))))
+    }
+
+    fn bytes(&self) -> &[u8; KEY_LEN] {
+        self.0.expose_secret()
+    }
+
+    fn cipher(&self) -> XChaCha20Poly1305 {
+        XChaCha20Poly1305::new(self.bytes().into())
+    }
+}
+
+pub fn random_bytes<const N: usize>() -> Result<[u8; N], CryptoError> {
+    let mut out = [0u8; N];
+    getrandom::fill(&mut out).map_err(|_| CryptoError::Random)?;
+    Ok(out)
+}
+
+fn seal(key: &Key, aad: &[u8], plaintext: &[u8]) -> Result<Vec<u8>, CryptoError> {
+    let nonce_bytes = random_bytes::<NONCE_LEN>()?;
+    let nonce = XNonce::try_from(&nonce_bytes[..]).map_err(|_| CryptoError::Malformed)?;
+    let ct = key
+        .cipher()
+        .encrypt(
+            &nonce,
+            Payload {
+                msg: plaintext,
+                aad,
+            },
+        )
+        .map_err(|_| CryptoError::Malformed)?;
+    let mut out = Vec::with_capacity(NONCE_LEN + ct.len());
+    out.extend_from_slice(&nonce_bytes);
+    out.extend_from_slice(&ct);
+    Ok(out)
+}
+
+fn open(key: &Key, aad: &[u8], sealed: &[u8]) -> Result<Vec<u8>, CryptoError> {
+    if sealed.len() < NONCE_LEN + 16 {
+        return Err(CryptoError::Malformed);
+    }
+    let (nonce_bytes, ct) = sealed.split_at(NONCE_LEN);
+    let nonce = XNonce::try_from(nonce_bytes).map_err(|_| CryptoError::Malformed)?;
+    key.cipher()
+        .decrypt(&nonce, Payload { msg: ct, aad })
+        .map_err(|_| CryptoError::Open)
+}
+
+/// The master key: wraps data keys, never touches field values directly.
+#[derive(Debug)]
+pub struct MasterKey(Key);
+
+impl MasterKey {
+    /// Reads the key from `CUSTODIAN_MASTER_KEY`-style text (64 hex characters).
+    pub fn from_hex(text: &str) -> Result<Self, CryptoError> {
+        let bytes = hex::decode(text.trim()).map_err(|_| CryptoError::BadEnvKey)?;
+        Key::from_bytes(&bytes)
+            .map(MasterKey)
+            .ok_or(CryptoError::BadEnvKey)
+    }
+
+    /// Loads the key file, or creates it (mode 0600, written to a temporary file and renamed)
+    /// when it does not exist. Returns the key and whether it was created.
+    pub fn load_or_create(path: &Path) -> Result<(Self, bool), CryptoError> {
+        let err = |reason: String| CryptoError::KeyFile {
+            path: path.display().to_string(),
+            reason,
+        };
+        match std::fs::read_to_string(path) {
+            Ok(text) => {
+                check_key_file_mode(path).map_err(err)?;
+                Ok((
+                    Self::from_hex(&text).map_err(|_| err("not 64 hex characters".into()))?,
+                    false,
+                ))
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let key = Key::generate()?;
+                write_secret_file(path, hex::encode(key.bytes()).as_bytes())
+                    .map_err(|e| err(e.to_string()))?;
+                Ok((MasterKey(key), true))
+            }
+            Err(e) => Err(err(e.to_string())),
+        }
+    }
+
+    /// Wraps a key for storage; `label` is bound as associated data (e.g. "data:3").
+    pub fn wrap(&self, key: &Key, label: &str) -> Result<Vec<u8>, CryptoError> {
+        seal(
+            &self.0,
+            format!("custodian-wrap:{label}").as_bytes(),
+            key.bytes(),
+        )
+    }
+
+    pub fn unwrap(&self, wrapped: &[u8], label: &str) -> Result<Key, CryptoError> {
+        let bytes = open(
+            &self.0,
+            format!("custodian-wrap:{label}").as_bytes(),
+            wrapped,
+        )
+        .map_err(|_| CryptoError::Unwrap)?;
+        Key::from_bytes(&bytes).ok_or(CryptoError::Unwrap)
+    }
+}
+
+#[cfg(unix)]
+fn check_key_file_mode(path: &Path) -> Result<(), String> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(path)
+        .map_err(|e| e.to_string())?
+        .permissions()
+        .mode();
+    if mode & 0o077 != 0 {
+        return Err(format!(
+            "permissions {:o} are too open; run chmod 600",
+            mode & 0o777
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(not(unix))]
+fn check_key_file_mode(_path: &Path) -> Result<(), String> {
+    Ok(())
+}
+
+/// Writes a secret to a new file readable only by its owner (0600 from creation on).
+pub fn write_secret_file(path: &Path, contents: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let tmp = path.with_extension("tmp");
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    let _ = std::fs::remove_file(&tmp);
+    let mut file = options.open(&tmp)?;
+    file.write_all(contents)?;
+    file.sync_all()?;
+    std::fs::rename(&tmp, path)?;
+    Ok(())
+}
+
+/// Labels under which the store keeps wrapped keys.
+pub fn data_key_label(version: u32) -> String {
+    format!("data:{version}")
+}
+pub const INDEX_KEY_LABEL: &str = "index:1";
+
+/// The unwrapped keys the service works with.
+pub struct Keyring {
+    data_keys: BTreeMap<u32, Key>,
+    current: u32,
+    index_root: Key,
+}
+
+impl std::fmt::Debug for Keyring {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Keyring")
+            .field("versions", &self.data_keys.keys().collect::<Vec<_>>())
+            .field("current", &self.current)
+            .finish()
+    }
+}
+
+type HmacSha256 = Hmac<Sha256>;
+
+impl Keyring {
+    /// `data_keys` must not be empty; the highest version encrypts new values.
+    pub fn new(data_keys: BTreeMap<u32, Key>, index_root: Key) -> Option<Self> {
+        let current = *data_keys.keys().next_back()?;
+        Some(Keyring {
+            data_keys,
+            current,
+            index_root,
+        })
+    }
+
+    pub fn current_version(&self) -> u32 {
+        self.current
+    }
+
+    fn aad(object: &str, field: &str, record_id: &str, version: u32) -> Vec<u8> {
+        // Length-prefixed so that no two different tuples give the same bytes.
+        let mut aad = Vec::new();
+        for part in [object.as_bytes(), field.as_bytes(), record_id.as_bytes()] {
+            aad.extend_from_slice(&(part.len() as u32).to_be_bytes());
+            aad.extend_from_slice(part);
+        }
+        aad.extend_from_slice(&version.to_be_bytes());
+        aad
+    }
+
+    /// Encrypts one field value into its text envelope.
+    pub fn encrypt_field(
+        &self,
+        object: &str,
+        field: &str,
+        record_id: &str,
+        plaintext: &str,
+    ) -> Result<String, CryptoError> {
+        let key = self
+            .data_keys
+            .get(&self.current)
+            .ok_or(CryptoError::UnknownKeyVersion(self.current))?;
+        let sealed = seal(
+            key,
+            &Self::aad(object, field, record_id, self.current),
+            plaintext.as_bytes(),
+        )?;
+        Ok(format!(
+            "{ENVELOPE_PREFIX}{}:{}",
+            self.current,
+            B64.encode(sealed)
+        ))
+    }
+
+    /// Opens an envelope made by `encrypt_field` for the same object, field and record.
+    pub fn decrypt_field(
+        &self,
+        object: &str,
+        field: &str,
+        record_id: &str,
+        envelope: &str,
+    ) -> Result<String, CryptoError> {
+        let rest = envelope
+            .strip_prefix(ENVELOPE_PREFIX)
+            .ok_or(CryptoError::Malformed)?;
+        let (version, body) = rest.split_once(':').ok_or(CryptoError::Malformed)?;
+        let version: u32 = version.parse().map_err(|_| CryptoError::Malformed)?;
+        let key = self
+            .data_keys
+            .get(&version)
+            .ok_or(CryptoError::UnknownKeyVersion(version))?;
+        let sealed = B64.decode(body).map_err(|_| CryptoError::Malformed)?;
+        let plain = open(key, &Self::aad(object, field, record_id, version), &sealed)?;
+        String::from_utf8(plain).map_err(|_| CryptoError::Malformed)
+    }
+
+    fn field_key(&self, purpose: &str, object: &str, field: &str) -> [u8; KEY_LEN] {
+        let hk = hkdf::Hkdf::<Sha256>::new(Some(b"custodian-index"), self.index_root.bytes());
+        let mut okm = [0u8; KEY_LEN];
+        let info = format!("{purpose}:{object}:{field}");
+        // HKDF-SHA256 can expand up to 8160 bytes; 32 always succeeds.
+        let _ = hk.expand(info.as_bytes(), &mut okm);
+        okm
+    }
+
+    fn keyed_digest(&self, purpose: &str, object: &str, field: &str, value: &str) -> Vec<u8> {
+        let key = self.field_key(purpose, object, field);
+        let mut mac = match <HmacSha256 as KeyInit>::new_from_slice(&key) {
+            Ok(m) => m,
+            // HMAC accepts keys of any length; this branch cannot be taken.
+            Err(_) => return Sha256::digest(value.as_bytes()).to_vec(),
+        };
+        mac.update(value.as_bytes());
+        mac.finalize().into_bytes().to_vec()
+    }
+
+    /// Blind index of a normalised sensitive value: equal values give equal digests.
+    pub fn blind_index(&self, object: &str, field: &str, normalised: &str) -> Vec<u8> {
+        self.keyed_digest("blind", object, field, normalised)
+    }
+
+    /// Key of a unique value (sensitive or not): a keyed hash so that the uniqueness table
+    /// never holds plaintext.
+    pub fn unique_key(&self, object: &str, field: &str, normalised: &str) -> Vec<u8> {
+        self.keyed_digest("unique", object, field, normalised)
+    }
+}
+
+/// SHA-256 as lowercase hex, used for session and API token hashes.
+pub fn sha256_hex(data: &[u8]) -> String {
+    hex::encode(Sha256::digest(data))
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn keyring() -> Keyring {
+        let mut keys = BTreeMap::new();
+        keys.insert(1, Key::generate().unwrap());
+        Keyring::new(keys, Key::generate().unwrap()).unwrap()
+    }
+
+    #[test]
+    fn ciphertext_is_bound_to_object_field_and_record() {
+        let k = keyring();
+        let env = k
+            .encrypt_field("contacts", "mobile", "r1", "+8613812345678")
+            .unwrap();
+        assert!(!env.contains("13812345678"));
+        assert_eq!(
+            k.decrypt_field("contacts", "mobile", "r1", &env).unwrap(),
+            "+8613812345678"
+        );
+        assert!(k.decrypt_field("contacts", "mobile", "r2", &env).is_err());
+        assert!(k.decrypt_field("contacts", "email", "r1", &env).is_err());
+        assert!(k.decrypt_field("leads", "mobile", "r1", &env).is_err());
+    }
+
+    #[test]
+    fn wrapped_keys_need_the_right_master_key_and_label() {
+        let m1 = MasterKey(Key::generate().unwrap());
+        let m2 = MasterKey(Key::generate().unwrap());
+        let dk = Key::generate().unwrap();
+        let w = m1.wrap(&dk, "data:1").unwrap();
+        assert_eq!(m1.unwrap(&w, "data:1").unwrap().bytes(), dk.bytes());
+        assert!(m2.unwrap(&w, "data:1").is_err());
+        assert!(m1.unwrap(&w, "data:2").is_err());
+    }
+
+    #[test]
+    fn key_file_is_created_with_mode_0600_and_reloaded() {
+        let dir = std::env::temp_dir().join(format!(
+            "custodian-key-{}",
+            sha256_hex(&random_bytes::<8>().unwrap())
+        ));
+        let path = dir.join("master.key");
+        let (k1, created) = MasterKey::load_or_create(&path).unwrap();
+        assert!(created);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            assert_eq!(
+                std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+                0o600
+            );
+        }
+        let (k2, created) = MasterKey::load_or_create(&path).unwrap();
+        assert!(!created);
+        assert_eq!(k1.0.bytes(), k2.0.bytes());
+        assert!(!format!("{k1:?}").contains(&hex::encode(k1.0.bytes())));
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    proptest! {
+        #[test]
+        fn encryption_round_trips_any_text(value in any::<String>(), record in "[a-f0-9-]{1,36}") {
+            let k = keyring();
+            let env = k.encrypt_field("contacts", "address", &record, &value).unwrap();
+            prop_assert_eq!(k.decrypt_field("contacts", "address", &record, &env).unwrap(), value);
+        }
+
+        #[test]
+        fn blind_indexes_are_deterministic_and_field_specific(value in "[0-9+]{1,20}") {
+            let k = keyring();
+            prop_assert_eq!(k.blind_index("contacts", "mobile", &value), k.blind_index("contacts", "mobile", &value));
+            prop_assert_ne!(k.blind_index("contacts", "mobile", &value), k.blind_index("leads", "mobile", &value));
+            prop_assert_ne!(k.blind_index("contacts", "mobile", &value), k.unique_key("contacts", "mobile", &value));
+        }
+
+        #[test]
+        fn garbage_envelopes_never_panic(text in any::<String>()) {
+            let k = keyring();
+            let _ = k.decrypt_field("contacts", "mobile", "r", &text);
+            let _ = k.decrypt_field("contacts", "mobile", "r", &format!("enc:v1:1:{text}"));
+        }
+    }
+}

@@ -1,0 +1,155 @@
+//! Request extractors that turn every malformed input into an error from the table instead of
+//! axum's plain-text rejections.
+
+use crate::AppState;
+use crate::error::ApiError;
+use axum::body::Bytes;
+use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Request};
+use axum::http::request::Parts;
+use axum::http::{Method, header};
+use custodian_core::ErrorCode;
+use custodian_service::RequestContext;
+use serde::de::DeserializeOwned;
+use std::net::SocketAddr;
+
+/// Name of the session cookie set at login.
+pub const SESSION_COOKIE: &str = "custodian_session";
+
+/// The request's id (set by the request-id layer), client IP and user agent.
+pub fn request_context(parts: &Parts) -> RequestContext {
+    let header_text = |name: &str| {
+        parts
+            .headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(|s| s.chars().take(256).collect::<String>())
+    };
+    RequestContext {
+        actor: None,
+        request_id: header_text("x-request-id"),
+        ip: parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|c| c.0.ip().to_string()),
+        user_agent: header_text("user-agent"),
+    }
+}
+
+fn bearer_token(parts: &Parts) -> Option<String> {
+    if let Some(v) = parts.headers.get(header::AUTHORIZATION) {
+        let text = v.to_str().ok()?;
+        let (scheme, token) = text.split_once(' ')?;
+        return scheme
+            .eq_ignore_ascii_case("bearer")
+            .then(|| token.trim().to_owned());
+    }
+    // Cookies authenticate only safe methods: state changes need the Authorization header,
+    // which a cross-site form cannot set (CSRF protection until the access work adds tokens).
+    if parts.method != Method::GET && parts.method != Method::HEAD {
+        return None;
+    }
+    for value in parts.headers.get_all(header::COOKIE) {
+        let Ok(text) = value.to_str() else { continue };
+        for pair in text.split(';') {
+            if let Some((k, v)) = pair.trim().split_once('=')
+                && k == SESSION_COOKIE
+            {
+                return Some(v.to_owned());
+            }
+        }
+    }
+    None
+}
+
+/// An authenticated request: the extractor fails with 401 when the token is missing, unknown,
+/// expired or belongs to a disabled user.
+pub struct Auth(pub RequestContext);
+
+impl FromRequestParts<AppState> for Auth {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let ctx = request_context(parts);
+        let token =
+            bearer_token(parts).ok_or_else(|| ApiError::code(ErrorCode::Unauthenticated))?;
+        let actor = state.service.authenticate(&token).await?;
+        Ok(Auth(ctx.with_actor(actor)))
+    }
+}
+
+/// An unauthenticated request's context (login).
+pub struct Ctx(pub RequestContext);
+
+impl FromRequestParts<AppState> for Ctx {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        _state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        Ok(Ctx(request_context(parts)))
+    }
+}
+
+/// A JSON body. Wrong content type → 415, too large → 413, anything unparsable (invalid
+/// UTF-8, syntax, wrong shape, unknown keys) → 400 `malformed_request`.
+pub struct JsonBody<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        if let Some(ct) = req.headers().get(header::CONTENT_TYPE) {
+            let ok = ct
+                .to_str()
+                .map(|s| {
+                    s.trim_start()
+                        .to_ascii_lowercase()
+                        .starts_with("application/json")
+                })
+                .unwrap_or(false);
+            if !ok {
+                return Err(ApiError::code(ErrorCode::UnsupportedMediaType));
+            }
+        }
+        let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
+            if rejection.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::code(ErrorCode::PayloadTooLarge)
+            } else {
+                ApiError::message(
+                    ErrorCode::MalformedRequest,
+                    "The request body could not be read.",
+                )
+            }
+        })?;
+        serde_json::from_slice(&bytes).map(JsonBody).map_err(|e| {
+            ApiError::message(
+                ErrorCode::MalformedRequest,
+                format!("Invalid JSON body: {e}"),
+            )
+        })
+    }
+}
+
+/// All query pairs, percent-decoded (invalid UTF-8 replaced, never a rejection).
+pub struct QueryPairs(pub Vec<(String, String)>);
+
+impl<S: Send + Sync> FromRequestParts<S> for QueryPairs {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        let q = parts.uri.query().unwrap_or("");
+        if q.len() > 16 * 1024 {
+            return Err(ApiError::message(
+                ErrorCode::InvalidQuery,
+                "The query string is too long.",
+            ));
+        }
+        Ok(QueryPairs(
+            form_urlencoded::parse(q.as_bytes()).into_owned().collect(),
+        ))
+    }
+}

@@ -1,0 +1,190 @@
+//! The HTTP server: axum routes, extractors, error rendering, OpenAPI, health and metrics.
+//! This is the only crate that knows HTTP; everything it does to data is a call on
+//! `custodian_service::Service`.
+
+pub mod error;
+pub mod extract;
+pub mod openapi;
+mod routes;
+
+use axum::Router;
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::{HeaderName, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use custodian_core::ErrorCode;
+use custodian_service::Service;
+use error::ApiError;
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
+use tower_http::timeout::TimeoutLayer;
+use tower_http::trace::TraceLayer;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+/// Largest accepted request body.
+pub const BODY_LIMIT_BYTES: usize = 1024 * 1024;
+
+#[derive(Clone)]
+pub struct AppState {
+    pub service: Arc<Service>,
+    metrics: PrometheusHandle,
+    openapi: Arc<serde_json::Value>,
+}
+
+/// The process-wide Prometheus recorder (installed once; later calls share it).
+fn metrics_handle() -> PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            let recorder = PrometheusBuilder::new().build_recorder();
+            let handle = recorder.handle();
+            let _ = metrics::set_global_recorder(recorder);
+            handle
+        })
+        .clone()
+}
+
+/// Every API route, registered together with its OpenAPI description.
+fn api_routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(routes::auth::login))
+        .routes(routes!(routes::auth::logout))
+        .routes(routes!(routes::auth::me))
+        .routes(routes!(
+            routes::admin::list_users,
+            routes::admin::create_user
+        ))
+        .routes(routes!(
+            routes::admin::list_departments,
+            routes::admin::create_department
+        ))
+        .routes(routes!(
+            routes::admin::list_teams,
+            routes::admin::create_team
+        ))
+        .routes(routes!(routes::admin::schema))
+        .routes(routes!(routes::admin::object_schema))
+        .routes(routes!(routes::admin::add_field))
+        .routes(routes!(routes::records::list, routes::records::create))
+        .routes(routes!(
+            routes::records::get,
+            routes::records::update,
+            routes::records::delete
+        ))
+        .routes(routes!(routes::records::restore))
+        .routes(routes!(routes::records::history))
+        .routes(routes!(routes::records::history_version))
+}
+
+/// The OpenAPI document of `api_routes` (also used by tests to enumerate routes).
+pub fn openapi_document(service: &Service) -> serde_json::Value {
+    let (_, api) = api_routes().split_for_parts();
+    let doc = serde_json::to_value(&api).unwrap_or_default();
+    openapi::finish_document(doc, &service.schema())
+}
+
+/// Builds the application with all middleware. `service` is shared by every request.
+pub fn app(service: Arc<Service>) -> Router {
+    let (api_router, api) = api_routes().split_for_parts();
+    let doc = openapi::finish_document(
+        serde_json::to_value(&api).unwrap_or_default(),
+        &service.schema(),
+    );
+    let state = AppState {
+        service,
+        metrics: metrics_handle(),
+        openapi: Arc::new(doc),
+    };
+    let request_id = HeaderName::from_static("x-request-id");
+    Router::new()
+        .merge(api_router)
+        .route("/api/v1/openapi.json", get(openapi_json))
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics_text))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(middleware::from_fn(record_metrics))
+        .layer(axum::extract::DefaultBodyLimit::max(BODY_LIMIT_BYTES))
+        .layer(CatchPanicLayer::custom(panic_response))
+        .layer(TimeoutLayer::with_status_code(StatusCode::SERVICE_UNAVAILABLE, Duration::from_secs(30)))
+        .layer(TraceLayer::new_for_http().make_span_with(|req: &Request| {
+            let id = req.headers().get("x-request-id").and_then(|v| v.to_str().ok()).unwrap_or("");
+            tracing::info_span!("request", method = %req.method(), path = %req.uri().path(), request_id = %id)
+        }))
+        .layer(PropagateRequestIdLayer::new(request_id.clone()))
+        .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
+        .layer(SetSensitiveRequestHeadersLayer::new([header::AUTHORIZATION, header::COOKIE]))
+        .with_state(state)
+}
+
+async fn openapi_json(State(state): State<AppState>) -> Response {
+    // Custom fields change the document: rebuild the schema-driven part on each request.
+    let doc = openapi::finish_document((*state.openapi).clone(), &state.service.schema());
+    axum::Json(doc).into_response()
+}
+
+async fn healthz(State(state): State<AppState>) -> Response {
+    match state.service.store().health().await {
+        Ok(()) => axum::Json(
+            serde_json::json!({ "status": "ok", "store": state.service.store().backend() }),
+        )
+        .into_response(),
+        Err(_) => ApiError::code(ErrorCode::Unavailable).into_response(),
+    }
+}
+
+async fn metrics_text(State(state): State<AppState>) -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        state.metrics.render(),
+    )
+        .into_response()
+}
+
+async fn not_found() -> Response {
+    ApiError::code(ErrorCode::NotFound).into_response()
+}
+
+async fn method_not_allowed() -> Response {
+    ApiError::code(ErrorCode::MethodNotAllowed).into_response()
+}
+
+fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    tracing::error!("a request handler panicked");
+    ApiError::code(ErrorCode::Internal).into_response()
+}
+
+async fn record_metrics(req: Request, next: Next) -> Response {
+    let start = Instant::now();
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_else(|| "unmatched".into());
+    let method = req.method().to_string();
+    let response = next.run(req).await;
+    let status = response.status().as_u16().to_string();
+    metrics::counter!("custodian_http_requests_total", "method" => method.clone(), "route" => route.clone(), "status" => status).increment(1);
+    metrics::histogram!("custodian_http_request_duration_seconds", "method" => method, "route" => route).record(start.elapsed().as_secs_f64());
+    response
+}
+
+/// Serves `app` on `listener` until `shutdown` resolves, then finishes in-flight requests.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    app: Router,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await
+}

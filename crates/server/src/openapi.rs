@@ -1,0 +1,188 @@
+//! OpenAPI 3.1 document. Paths come from the `#[utoipa::path]` annotations of the handlers that
+//! the router actually registers (utoipa-axum), so the document cannot list a route that does
+//! not exist or miss one that does. Per-object field schemas are generated from the live field
+//! schema, custom fields included.
+
+use custodian_core::ErrorCode;
+use custodian_core::schema::{FieldType, Schema};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use utoipa::ToSchema;
+
+/// Error body shared by every error response.
+#[derive(Serialize, ToSchema)]
+pub struct ErrorBody {
+    pub error: ErrorDoc,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ErrorDoc {
+    /// One of the codes of the error-code table (see `x-error-codes`).
+    pub code: String,
+    pub message: String,
+    pub message_zh: String,
+    pub details: Vec<FieldErrorDoc>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct FieldErrorDoc {
+    pub field: String,
+    pub code: String,
+    pub message: String,
+}
+
+/// A record.
+#[derive(Serialize, ToSchema)]
+pub struct RecordDoc {
+    pub id: uuid::Uuid,
+    pub object: String,
+    pub version: i64,
+    pub owner_id: Option<uuid::Uuid>,
+    pub team_id: Option<uuid::Uuid>,
+    pub created_at: String,
+    pub created_by: Option<uuid::Uuid>,
+    pub updated_at: String,
+    pub updated_by: Option<uuid::Uuid>,
+    pub deleted_at: Option<String>,
+    /// User fields; see the `Fields_<object>` schemas for each object's fields.
+    #[schema(value_type = Object)]
+    pub fields: serde_json::Map<String, Value>,
+    pub masked_fields: Vec<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct RecordListDoc {
+    pub items: Vec<RecordDoc>,
+    pub next_cursor: Option<String>,
+}
+
+/// Body of create and update requests.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RecordBody {
+    #[schema(value_type = Object)]
+    #[serde(default)]
+    pub fields: serde_json::Map<String, Value>,
+    /// Expected current version (alternative to `If-Match`).
+    #[serde(default)]
+    pub version: Option<i64>,
+}
+
+/// Body of delete and restore requests (optional).
+#[derive(Deserialize, ToSchema, Default)]
+#[serde(deny_unknown_fields)]
+pub struct VersionBody {
+    #[serde(default)]
+    pub version: Option<i64>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct VersionDoc {
+    pub record_id: uuid::Uuid,
+    pub object: String,
+    pub version: i64,
+    /// create, update, delete or restore
+    pub action: String,
+    pub owner_id: Option<uuid::Uuid>,
+    pub team_id: Option<uuid::Uuid>,
+    pub deleted_at: Option<String>,
+    pub changed_at: String,
+    pub changed_by: Option<uuid::Uuid>,
+    #[schema(value_type = Object)]
+    pub fields: serde_json::Map<String, Value>,
+    pub masked_fields: Vec<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct HistoryDoc {
+    pub items: Vec<VersionDoc>,
+    pub next_cursor: Option<String>,
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LoginBody {
+    pub username: String,
+    pub password: String,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct LoginDoc {
+    pub token: String,
+    pub expires_at: String,
+}
+
+fn field_schema(t: FieldType, options: &[String]) -> Value {
+    match t {
+        FieldType::Text | FieldType::LongText => json!({"type": "string"}),
+        FieldType::Integer => json!({"type": "integer", "format": "int64"}),
+        FieldType::Decimal => json!({"type": "string", "pattern": "^-?[0-9]+(\\.[0-9]+)?$"}),
+        FieldType::Money => {
+            json!({"type": "object", "properties": {"amount": {"type": "string"}, "currency": {"type": "string", "minLength": 3, "maxLength": 3}}, "required": ["amount"]})
+        }
+        FieldType::Date => json!({"type": "string", "format": "date"}),
+        FieldType::Datetime => json!({"type": "string", "format": "date-time"}),
+        FieldType::Boolean => json!({"type": "boolean"}),
+        FieldType::Enum => json!({"type": "string", "enum": options}),
+        FieldType::MultiEnum if options.is_empty() => {
+            json!({"type": "array", "items": {"type": "string"}})
+        }
+        FieldType::MultiEnum => {
+            json!({"type": "array", "items": {"type": "string", "enum": options}})
+        }
+        FieldType::Phone => json!({"type": "string", "description": "Normalised to E.164"}),
+        FieldType::Email => json!({"type": "string", "format": "email"}),
+        FieldType::Url => json!({"type": "string", "format": "uri"}),
+        FieldType::CnResidentId => {
+            json!({"type": "string", "description": "Chinese resident ID (GB 11643)"})
+        }
+        FieldType::CnUscc => {
+            json!({"type": "string", "description": "Unified Social Credit Code (GB 32100)"})
+        }
+        FieldType::Reference => json!({"type": "string", "format": "uuid"}),
+    }
+}
+
+/// Adds the schema-driven parts to the generated document: one `Fields_<object>` schema per
+/// object and the error-code table.
+pub fn finish_document(mut doc: Value, schema: &Schema) -> Value {
+    doc["openapi"] = json!("3.1.0");
+    doc["info"] = json!({
+        "title": "Custodian API",
+        "version": env!("CARGO_PKG_VERSION"),
+        "description": "Self-hosted CRM whose data is accurate and safe. Authenticate with POST /api/v1/auth/login and send `Authorization: Bearer TOKEN`.",
+        "license": {"name": "MIT OR Apache-2.0", "identifier": "MIT OR Apache-2.0"}
+    });
+    let schemas = doc
+        .pointer_mut("/components/schemas")
+        .and_then(Value::as_object_mut);
+    if let Some(schemas) = schemas {
+        for object in schema.objects() {
+            let mut props = serde_json::Map::new();
+            let mut required = Vec::new();
+            for f in &object.fields {
+                let mut s = field_schema(f.field_type, &f.options);
+                s["title"] = json!(f.label_en);
+                s["x-label-zh"] = json!(f.label_zh);
+                if f.sensitive {
+                    s["x-sensitive"] = json!(true);
+                }
+                props.insert(f.name.clone(), s);
+                if f.required {
+                    required.push(f.name.clone());
+                }
+            }
+            schemas.insert(
+                format!("Fields_{}", object.name),
+                json!({"type": "object", "title": object.label_en, "properties": props, "required": required, "additionalProperties": false}),
+            );
+        }
+    }
+    doc["x-error-codes"] = Value::Array(
+        ErrorCode::ALL
+            .iter()
+            .map(|c| json!({"code": c.as_str(), "status": c.http_status(), "message": c.message_en(), "message_zh": c.message_zh()}))
+            .collect(),
+    );
+    doc
+}

@@ -1,0 +1,67 @@
+//! Login, logout and "who am I".
+
+use crate::AppState;
+use crate::error::ApiResult;
+use crate::extract::{Auth, Ctx, JsonBody, SESSION_COOKIE};
+use crate::openapi::{ErrorBody, LoginBody, LoginDoc};
+use axum::Json;
+use axum::extract::State;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+#[utoipa::path(post, path = "/api/v1/auth/login", tag = "auth", request_body = LoginBody,
+    responses((status = 200, body = LoginDoc, description = "Also sets an HttpOnly session cookie"), (status = 401, body = ErrorBody), (status = 429, body = ErrorBody)),
+    security(()))]
+pub async fn login(
+    State(state): State<AppState>,
+    Ctx(ctx): Ctx,
+    JsonBody(body): JsonBody<LoginBody>,
+) -> ApiResult<Response> {
+    let result = state
+        .service
+        .login(&ctx, &body.username, &body.password)
+        .await?;
+    let cookie = format!(
+        "{SESSION_COOKIE}={}; Path=/; HttpOnly; Secure; SameSite=Strict; Max-Age={}",
+        result.token,
+        state.service.config().session_absolute_secs
+    );
+    let mut response = (
+        StatusCode::OK,
+        Json(json!({ "token": result.token, "expires_at": result.expires_at })),
+    )
+        .into_response();
+    if let Ok(v) = HeaderValue::from_str(&cookie) {
+        response.headers_mut().insert(header::SET_COOKIE, v);
+    }
+    Ok(response)
+}
+
+#[utoipa::path(post, path = "/api/v1/auth/logout", tag = "auth",
+    responses((status = 204), (status = 401, body = ErrorBody)))]
+pub async fn logout(State(state): State<AppState>, Auth(ctx): Auth) -> ApiResult<Response> {
+    state.service.logout(&ctx).await?;
+    let mut response = StatusCode::NO_CONTENT.into_response();
+    response.headers_mut().insert(
+        header::SET_COOKIE,
+        HeaderValue::from_static(
+            "custodian_session=; Path=/; HttpOnly; Secure; SameSite=Strict; Max-Age=0",
+        ),
+    );
+    Ok(response)
+}
+
+#[utoipa::path(get, path = "/api/v1/me", tag = "auth",
+    responses((status = 200, description = "The caller"), (status = 401, body = ErrorBody)))]
+pub async fn me(Auth(ctx): Auth) -> ApiResult<Response> {
+    let actor = ctx.actor.as_ref();
+    Ok(Json(json!({
+        "id": actor.map(|a| a.user_id),
+        "username": actor.map(|a| a.username.clone()),
+        "role": actor.map(|a| a.role.clone()),
+        "team_id": actor.and_then(|a| a.team_id),
+        "department_id": actor.and_then(|a| a.department_id),
+    }))
+    .into_response())
+}

@@ -1,0 +1,270 @@
+//! Record endpoints for every object: CRUD, restore, history.
+
+use crate::AppState;
+use crate::error::{ApiError, ApiResult};
+use crate::extract::{Auth, JsonBody, QueryPairs};
+use crate::openapi::{
+    ErrorBody, HistoryDoc, RecordBody, RecordDoc, RecordListDoc, VersionBody, VersionDoc,
+};
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use custodian_core::ErrorCode;
+use custodian_service::{CreateOptions, ListParams, RecordView, WriteOptions};
+use serde_json::json;
+use uuid::Uuid;
+
+/// An id in a path that is not a UUID cannot name a record: 404 like any unknown id.
+fn parse_id(text: &str) -> ApiResult<Uuid> {
+    Uuid::parse_str(text).map_err(|_| ApiError::code(ErrorCode::NotFound))
+}
+
+/// `If-Match: "3"` (or `W/"3"`, or `3`) and/or `"version": 3` in the body.
+fn expected_version(headers: &HeaderMap, body_version: Option<i64>) -> ApiResult<Option<i64>> {
+    let header_version = match headers.get(header::IF_MATCH) {
+        None => None,
+        Some(v) => {
+            let text = v.to_str().map_err(|_| {
+                ApiError::message(ErrorCode::MalformedRequest, "If-Match is not valid text.")
+            })?;
+            let trimmed = text.trim().trim_start_matches("W/").trim_matches('"');
+            Some(trimmed.parse::<i64>().map_err(|_| {
+                ApiError::message(
+                    ErrorCode::MalformedRequest,
+                    "If-Match must be a record version, e.g. \"3\".",
+                )
+            })?)
+        }
+    };
+    match (header_version, body_version) {
+        (Some(h), Some(b)) if h != b => Err(ApiError::message(
+            ErrorCode::MalformedRequest,
+            "If-Match and body version disagree.",
+        )),
+        (h, b) => Ok(h.or(b)),
+    }
+}
+
+fn with_etag(status: StatusCode, record: RecordView) -> Response {
+    let etag = HeaderValue::from_str(&format!("\"{}\"", record.version)).ok();
+    let mut response = (status, Json(record)).into_response();
+    if let Some(etag) = etag {
+        response.headers_mut().insert(header::ETAG, etag);
+    }
+    response
+}
+
+fn list_params(pairs: Vec<(String, String)>) -> ApiResult<ListParams> {
+    let mut params = ListParams::default();
+    for (k, v) in pairs {
+        match k.as_str() {
+            "q" => params.q = Some(v),
+            "sort" => params.sort = Some(v),
+            "cursor" => params.cursor = Some(v),
+            "deleted" => params.deleted = Some(v),
+            "limit" => {
+                let n = v.trim().parse::<u32>().map_err(|_| {
+                    ApiError(custodian_service::ServiceError::invalid_query(
+                        "limit",
+                        "invalid_value",
+                        "limit must be a positive integer.",
+                        "limit 须为正整数。",
+                    ))
+                })?;
+                params.limit = Some(n);
+            }
+            _ => params.filters.push((k, v)),
+        }
+    }
+    Ok(params)
+}
+
+#[utoipa::path(get, path = "/api/v1/{object}", tag = "records",
+    params(("object" = String, Path, description = "companies, contacts, leads, deals, activities"),
+           ("q" = Option<String>, Query, description = "Full-text search over non-sensitive text (Chinese names included)"),
+           ("sort" = Option<String>, Query, description = "Field or system property; prefix with - for descending"),
+           ("cursor" = Option<String>, Query), ("limit" = Option<u32>, Query, description = "1-500, default 50"),
+           ("deleted" = Option<String>, Query, description = "active (default), deleted or all")),
+    description = "Any other query key filters: `FIELD=value` (equality; sensitive fields through their blind index), `FIELD[op]=value` with op in eq, ne, gt, gte, lt, lte, contains, null.",
+    responses((status = 200, body = RecordListDoc), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn list(
+    State(state): State<AppState>,
+    Auth(ctx): Auth,
+    Path(object): Path<String>,
+    QueryPairs(pairs): QueryPairs,
+) -> ApiResult<Response> {
+    let params = list_params(pairs)?;
+    let list = state.service.list_records(&ctx, &object, &params).await?;
+    Ok(Json(list).into_response())
+}
+
+#[utoipa::path(post, path = "/api/v1/{object}", tag = "records", request_body = RecordBody,
+    params(("object" = String, Path)),
+    responses((status = 201, body = RecordDoc), (status = 400, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
+pub async fn create(
+    State(state): State<AppState>,
+    Auth(ctx): Auth,
+    Path(object): Path<String>,
+    JsonBody(body): JsonBody<RecordBody>,
+) -> ApiResult<Response> {
+    if body.version.is_some() {
+        return Err(ApiError::message(
+            ErrorCode::MalformedRequest,
+            "A new record has no version.",
+        ));
+    }
+    let record = state
+        .service
+        .create_record(&ctx, &object, &body.fields, &CreateOptions::default())
+        .await?;
+    let location = format!("/api/v1/{}/{}", record.object, record.id);
+    let mut response = with_etag(StatusCode::CREATED, record);
+    if let Ok(v) = HeaderValue::from_str(&location) {
+        response.headers_mut().insert(header::LOCATION, v);
+    }
+    Ok(response)
+}
+
+#[utoipa::path(get, path = "/api/v1/{object}/{id}", tag = "records",
+    params(("object" = String, Path), ("id" = Uuid, Path)),
+    responses((status = 200, body = RecordDoc), (status = 404, body = ErrorBody)))]
+pub async fn get(
+    State(state): State<AppState>,
+    Auth(ctx): Auth,
+    Path((object, id)): Path<(String, String)>,
+) -> ApiResult<Response> {
+    let id = parse_id(&id)?;
+    Ok(with_etag(
+        StatusCode::OK,
+        state.service.get_record(&ctx, &object, id).await?,
+    ))
+}
+
+#[utoipa::path(patch, path = "/api/v1/{object}/{id}", tag = "records", request_body = RecordBody,
+    params(("object" = String, Path), ("id" = Uuid, Path), ("If-Match" = Option<String>, Header, description = "Expected version, e.g. \"3\"")),
+    responses((status = 200, body = RecordDoc), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
+pub async fn update(
+    State(state): State<AppState>,
+    Auth(ctx): Auth,
+    Path((object, id)): Path<(String, String)>,
+    headers: HeaderMap,
+    JsonBody(body): JsonBody<RecordBody>,
+) -> ApiResult<Response> {
+    let id = parse_id(&id)?;
+    let options = WriteOptions {
+        expected_version: expected_version(&headers, body.version)?,
+    };
+    Ok(with_etag(
+        StatusCode::OK,
+        state
+            .service
+            .update_record(&ctx, &object, id, &body.fields, &options)
+            .await?,
+    ))
+}
+
+async fn optional_version_body(body: axum::body::Bytes) -> ApiResult<VersionBody> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(VersionBody::default());
+    }
+    serde_json::from_slice(&body).map_err(|e| {
+        ApiError::message(
+            ErrorCode::MalformedRequest,
+            format!("Invalid JSON body: {e}"),
+        )
+    })
+}
+
+#[utoipa::path(delete, path = "/api/v1/{object}/{id}", tag = "records", request_body(content = VersionBody, description = "Optional"),
+    params(("object" = String, Path), ("id" = Uuid, Path), ("If-Match" = Option<String>, Header)),
+    responses((status = 200, body = RecordDoc, description = "The soft-deleted record"), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub async fn delete(
+    State(state): State<AppState>,
+    Auth(ctx): Auth,
+    Path((object, id)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> ApiResult<Response> {
+    let id = parse_id(&id)?;
+    let body = optional_version_body(body).await?;
+    let options = WriteOptions {
+        expected_version: expected_version(&headers, body.version)?,
+    };
+    Ok(with_etag(
+        StatusCode::OK,
+        state
+            .service
+            .delete_record(&ctx, &object, id, &options)
+            .await?,
+    ))
+}
+
+#[utoipa::path(post, path = "/api/v1/{object}/{id}/restore", tag = "records", request_body(content = VersionBody, description = "Optional"),
+    params(("object" = String, Path), ("id" = Uuid, Path), ("If-Match" = Option<String>, Header)),
+    responses((status = 200, body = RecordDoc), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub async fn restore(
+    State(state): State<AppState>,
+    Auth(ctx): Auth,
+    Path((object, id)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> ApiResult<Response> {
+    let id = parse_id(&id)?;
+    let body = optional_version_body(body).await?;
+    let options = WriteOptions {
+        expected_version: expected_version(&headers, body.version)?,
+    };
+    Ok(with_etag(
+        StatusCode::OK,
+        state
+            .service
+            .restore_record(&ctx, &object, id, &options)
+            .await?,
+    ))
+}
+
+#[utoipa::path(get, path = "/api/v1/{object}/{id}/history", tag = "records",
+    params(("object" = String, Path), ("id" = Uuid, Path), ("cursor" = Option<String>, Query), ("limit" = Option<u32>, Query)),
+    responses((status = 200, body = HistoryDoc), (status = 404, body = ErrorBody)))]
+pub async fn history(
+    State(state): State<AppState>,
+    Auth(ctx): Auth,
+    Path((object, id)): Path<(String, String)>,
+    QueryPairs(pairs): QueryPairs,
+) -> ApiResult<Response> {
+    let id = parse_id(&id)?;
+    let params = list_params(pairs)?;
+    if let Some((k, _)) = params.filters.first() {
+        return Err(ApiError(custodian_service::ServiceError::invalid_query(
+            k,
+            "unknown_parameter",
+            "History accepts only cursor and limit.",
+            "历史记录仅支持 cursor 和 limit 参数。",
+        )));
+    }
+    let page = state
+        .service
+        .history(&ctx, &object, id, params.cursor.as_deref(), params.limit)
+        .await?;
+    Ok(Json(page).into_response())
+}
+
+#[utoipa::path(get, path = "/api/v1/{object}/{id}/history/{version}", tag = "records",
+    params(("object" = String, Path), ("id" = Uuid, Path), ("version" = i64, Path)),
+    responses((status = 200, body = VersionDoc), (status = 404, body = ErrorBody)))]
+pub async fn history_version(
+    State(state): State<AppState>,
+    Auth(ctx): Auth,
+    Path((object, id, version)): Path<(String, String, String)>,
+) -> ApiResult<Response> {
+    let id = parse_id(&id)?;
+    let version = version
+        .parse::<i64>()
+        .map_err(|_| ApiError::code(ErrorCode::NotFound))?;
+    let v = state
+        .service
+        .history_version(&ctx, &object, id, version)
+        .await?;
+    Ok(Json(json!(v)).into_response())
+}

@@ -1,0 +1,106 @@
+//! Service errors carry a code from the one error-code table (`custodian_core::ErrorCode`),
+//! a message safe to show to the caller, and per-field details. They never carry sensitive
+//! values.
+
+use custodian_core::{ErrorCode, FieldError};
+use custodian_store::StoreError;
+use serde_json::Value;
+
+#[derive(Debug, Clone)]
+pub struct ServiceError {
+    pub code: ErrorCode,
+    pub message: String,
+    pub details: Vec<FieldError>,
+    /// Extra machine-readable context, e.g. `{"current_version": 4}`.
+    pub extra: Option<Value>,
+}
+
+pub type ServiceResult<T> = Result<T, ServiceError>;
+
+impl ServiceError {
+    pub fn new(code: ErrorCode) -> Self {
+        ServiceError {
+            code,
+            message: code.message_en().to_owned(),
+            details: Vec::new(),
+            extra: None,
+        }
+    }
+
+    pub fn with_message(code: ErrorCode, message: impl Into<String>) -> Self {
+        ServiceError {
+            code,
+            message: message.into(),
+            details: Vec::new(),
+            extra: None,
+        }
+    }
+
+    pub fn validation(details: Vec<FieldError>) -> Self {
+        ServiceError {
+            details,
+            ..ServiceError::new(ErrorCode::ValidationFailed)
+        }
+    }
+
+    pub fn invalid_query(
+        field: &str,
+        code: &str,
+        en: impl Into<String>,
+        zh: impl Into<String>,
+    ) -> Self {
+        ServiceError {
+            details: vec![FieldError::new(field, code, en, zh)],
+            ..ServiceError::new(ErrorCode::InvalidQuery)
+        }
+    }
+
+    pub fn not_found() -> Self {
+        ServiceError::new(ErrorCode::NotFound)
+    }
+
+    pub fn with_extra(mut self, extra: Value) -> Self {
+        self.extra = Some(extra);
+        self
+    }
+}
+
+impl std::fmt::Display for ServiceError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.code.as_str(), self.message)
+    }
+}
+
+impl std::error::Error for ServiceError {}
+
+impl From<StoreError> for ServiceError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::NotFound => ServiceError::not_found(),
+            StoreError::VersionConflict { current } => {
+                ServiceError::new(ErrorCode::VersionConflict)
+                    .with_extra(serde_json::json!({ "current_version": current }))
+            }
+            StoreError::UniqueViolation { object, field, .. } => ServiceError {
+                details: vec![FieldError::new(
+                    &field,
+                    "duplicate",
+                    format!("Another {object} record already has this {field}."),
+                    format!("已有其他记录使用了该 {field}。"),
+                )],
+                ..ServiceError::new(ErrorCode::Duplicate)
+            },
+            StoreError::AlreadyExists(what) => {
+                ServiceError::with_message(ErrorCode::Conflict, format!("Already exists: {what}"))
+            }
+            StoreError::Unavailable(reason) => {
+                tracing::error!(%reason, "store unavailable");
+                ServiceError::new(ErrorCode::Unavailable)
+            }
+            StoreError::Internal(reason) => {
+                tracing::error!(%reason, "store error");
+                ServiceError::new(ErrorCode::Internal)
+            }
+        }
+    }
+}

@@ -1,0 +1,145 @@
+//! The one write path. Every mutation of Custodian data — from the HTTP API, the CLI, imports,
+//! merges, bulk actions and automation — is a call on `Service`, which validates, normalises,
+//! authorises, encrypts sensitive values, computes blind indexes, unique keys and search text,
+//! and hands the store one `WriteBatch` holding the new record version and its audit event, to
+//! be applied in one transaction. Reads pass through here too, so that row scope and field
+//! visibility are applied before any value leaves this crate.
+
+mod auth;
+mod error;
+mod keys;
+mod people;
+mod query;
+mod records;
+mod view;
+
+pub use auth::{Actor, LoginResult, ROLES};
+pub use error::{ServiceError, ServiceResult};
+pub use keys::load_keyring;
+pub use people::{DepartmentView, TeamView, UserView};
+pub use query::ListParams;
+pub use records::{CreateOptions, PreparedWrite, WriteOptions};
+pub use view::{HistoryPage, RecordList, RecordView, VersionView, micros_to_rfc3339};
+
+use custodian_core::schema::Schema;
+use custodian_crypto::Keyring;
+use custodian_store::Store;
+use std::sync::{Arc, RwLock};
+use tokio::sync::Semaphore;
+
+/// Tunables of the service layer.
+#[derive(Debug, Clone)]
+pub struct ServiceConfig {
+    /// Region assumed for phone numbers written without a country code.
+    pub default_region: String,
+    /// A session unused for this long expires.
+    pub session_idle_secs: i64,
+    /// A session expires this long after login, used or not.
+    pub session_absolute_secs: i64,
+    /// Largest page a list may ask for.
+    pub max_page_size: u32,
+    /// Password hashes computed at once (they are deliberately expensive).
+    pub hashing_concurrency: usize,
+}
+
+impl Default for ServiceConfig {
+    fn default() -> Self {
+        ServiceConfig {
+            default_region: "CN".into(),
+            session_idle_secs: 30 * 60,
+            session_absolute_secs: 12 * 60 * 60,
+            max_page_size: 500,
+            hashing_concurrency: 2,
+        }
+    }
+}
+
+/// Who is asking, and from where; recorded in every audit event.
+#[derive(Debug, Clone, Default)]
+pub struct RequestContext {
+    pub actor: Option<Actor>,
+    pub request_id: Option<String>,
+    pub ip: Option<String>,
+    pub user_agent: Option<String>,
+}
+
+impl RequestContext {
+    /// A context for offline CLI work (no HTTP request).
+    pub fn cli() -> Self {
+        RequestContext {
+            actor: None,
+            request_id: None,
+            ip: None,
+            user_agent: Some("custodian-cli".into()),
+        }
+    }
+
+    pub fn with_actor(mut self, actor: Actor) -> Self {
+        self.actor = Some(actor);
+        self
+    }
+}
+
+pub struct Service {
+    store: Arc<dyn Store>,
+    keyring: Arc<Keyring>,
+    schema: RwLock<Arc<Schema>>,
+    config: ServiceConfig,
+    hashing: Arc<Semaphore>,
+}
+
+impl Service {
+    /// Builds the service over an opened store. `keyring` comes from `load_keyring`.
+    pub async fn new(
+        store: Arc<dyn Store>,
+        keyring: Keyring,
+        config: ServiceConfig,
+    ) -> ServiceResult<Service> {
+        let hashing = Arc::new(Semaphore::new(config.hashing_concurrency.max(1)));
+        let service = Service {
+            store,
+            keyring: Arc::new(keyring),
+            schema: RwLock::new(Arc::new(Schema::standard())),
+            config,
+            hashing,
+        };
+        service.refresh_schema().await?;
+        Ok(service)
+    }
+
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    pub fn config(&self) -> &ServiceConfig {
+        &self.config
+    }
+
+    /// The current schema (standard objects plus custom fields).
+    pub fn schema(&self) -> Arc<Schema> {
+        match self.schema.read() {
+            Ok(guard) => guard.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// Reloads custom fields from the store (another server may have added some).
+    pub async fn refresh_schema(&self) -> ServiceResult<()> {
+        let rows = self.store.list_custom_fields().await?;
+        let mut custom = Vec::with_capacity(rows.len());
+        for row in rows {
+            match serde_json::from_value(row.definition) {
+                Ok(def) => custom.push((row.object, def)),
+                Err(e) => {
+                    tracing::error!(object = %row.object, field = %row.name, error = %e, "stored custom field definition is unreadable; skipped")
+                }
+            }
+        }
+        let schema = Arc::new(Schema::with_custom_fields(custom));
+        match self.schema.write() {
+            Ok(mut guard) => *guard = schema,
+            Err(poisoned) => *poisoned.into_inner() = schema,
+        }
+        Ok(())
+    }
+}

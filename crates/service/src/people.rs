@@ -1,0 +1,275 @@
+//! Departments (a tree), teams, users listing, and runtime schema changes (custom fields).
+
+use crate::error::{ServiceError, ServiceResult};
+use crate::{RequestContext, Service};
+use custodian_core::schema::{FieldDef, ObjectDef, check_custom_field};
+use custodian_core::{ErrorCode, FieldError};
+use custodian_store::{CustomFieldRow, DepartmentRow, StoreError, TeamRow, UserRow, now_micros};
+use serde::Serialize;
+use serde_json::json;
+use uuid::Uuid;
+
+/// A user as shown to admins (never the password hash).
+#[derive(Debug, Clone, Serialize)]
+pub struct UserView {
+    pub id: Uuid,
+    pub username: String,
+    pub display_name: String,
+    pub role: String,
+    pub department_id: Option<Uuid>,
+    pub team_id: Option<Uuid>,
+    pub status: String,
+    pub created_at: String,
+}
+
+impl From<&UserRow> for UserView {
+    fn from(u: &UserRow) -> Self {
+        UserView {
+            id: u.id,
+            username: u.username.clone(),
+            display_name: u.display_name.clone(),
+            role: u.role.clone(),
+            department_id: u.department_id,
+            team_id: u.team_id,
+            status: u.status.clone(),
+            created_at: crate::micros_to_rfc3339(u.created_at),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct DepartmentView {
+    pub id: Uuid,
+    pub name: String,
+    pub parent_id: Option<Uuid>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct TeamView {
+    pub id: Uuid,
+    pub name: String,
+    pub department_id: Option<Uuid>,
+}
+
+fn name_error(name: &str) -> Option<FieldError> {
+    let n = name.trim().chars().count();
+    (n == 0 || n > 100).then(|| {
+        FieldError::new(
+            "name",
+            "invalid_name",
+            "Names need 1-100 characters.",
+            "名称须为 1-100 个字符。",
+        )
+    })
+}
+
+impl Service {
+    fn require_admin(&self, ctx: &RequestContext) -> ServiceResult<()> {
+        match &ctx.actor {
+            Some(a) if a.role == "admin" => Ok(()),
+            Some(_) => Err(ServiceError::new(ErrorCode::Forbidden)),
+            None => Ok(()), // offline CLI
+        }
+    }
+
+    pub async fn list_users(&self, ctx: &RequestContext) -> ServiceResult<Vec<UserView>> {
+        self.require_admin(ctx)?;
+        Ok(self
+            .store
+            .list_users()
+            .await?
+            .iter()
+            .map(UserView::from)
+            .collect())
+    }
+
+    pub async fn create_department(
+        &self,
+        ctx: &RequestContext,
+        name: &str,
+        parent_id: Option<Uuid>,
+    ) -> ServiceResult<DepartmentView> {
+        self.require_admin(ctx)?;
+        if let Some(e) = name_error(name) {
+            return Err(ServiceError::validation(vec![e]));
+        }
+        if let Some(parent) = parent_id
+            && !self
+                .store
+                .list_departments()
+                .await?
+                .iter()
+                .any(|d| d.id == parent)
+        {
+            return Err(ServiceError::validation(vec![FieldError::new(
+                "parent_id",
+                "invalid_reference",
+                "No such department.",
+                "上级部门不存在。",
+            )]));
+        }
+        let row = DepartmentRow {
+            id: Uuid::now_v7(),
+            name: name.trim().to_owned(),
+            parent_id,
+            created_at: now_micros(),
+        };
+        let mut audit = self.audit_draft(ctx, "department.create");
+        audit.details =
+            json!({ "department_id": row.id, "name": row.name, "parent_id": row.parent_id });
+        self.store.create_department(row.clone(), audit).await?;
+        Ok(DepartmentView {
+            id: row.id,
+            name: row.name,
+            parent_id: row.parent_id,
+        })
+    }
+
+    pub async fn list_departments(
+        &self,
+        _ctx: &RequestContext,
+    ) -> ServiceResult<Vec<DepartmentView>> {
+        Ok(self
+            .store
+            .list_departments()
+            .await?
+            .into_iter()
+            .map(|d| DepartmentView {
+                id: d.id,
+                name: d.name,
+                parent_id: d.parent_id,
+            })
+            .collect())
+    }
+
+    /// Ids of a department and every department below it.
+    pub async fn department_subtree(&self, root: Uuid) -> ServiceResult<Vec<Uuid>> {
+        let all = self.store.list_departments().await?;
+        let mut out = vec![root];
+        let mut i = 0;
+        while i < out.len() {
+            let parent = out[i];
+            for d in all.iter().filter(|d| d.parent_id == Some(parent)) {
+                if !out.contains(&d.id) {
+                    out.push(d.id);
+                }
+            }
+            i += 1;
+        }
+        Ok(out)
+    }
+
+    pub async fn create_team(
+        &self,
+        ctx: &RequestContext,
+        name: &str,
+        department_id: Option<Uuid>,
+    ) -> ServiceResult<TeamView> {
+        self.require_admin(ctx)?;
+        if let Some(e) = name_error(name) {
+            return Err(ServiceError::validation(vec![e]));
+        }
+        if let Some(dep) = department_id
+            && !self
+                .store
+                .list_departments()
+                .await?
+                .iter()
+                .any(|d| d.id == dep)
+        {
+            return Err(ServiceError::validation(vec![FieldError::new(
+                "department_id",
+                "invalid_reference",
+                "No such department.",
+                "部门不存在。",
+            )]));
+        }
+        let row = TeamRow {
+            id: Uuid::now_v7(),
+            name: name.trim().to_owned(),
+            department_id,
+            created_at: now_micros(),
+        };
+        let mut audit = self.audit_draft(ctx, "team.create");
+        audit.details =
+            json!({ "team_id": row.id, "name": row.name, "department_id": row.department_id });
+        self.store.create_team(row.clone(), audit).await?;
+        Ok(TeamView {
+            id: row.id,
+            name: row.name,
+            department_id: row.department_id,
+        })
+    }
+
+    pub async fn list_teams(&self, _ctx: &RequestContext) -> ServiceResult<Vec<TeamView>> {
+        Ok(self
+            .store
+            .list_teams()
+            .await?
+            .into_iter()
+            .map(|t| TeamView {
+                id: t.id,
+                name: t.name,
+                department_id: t.department_id,
+            })
+            .collect())
+    }
+
+    /// The schema of one object (standard and custom fields).
+    pub fn object_schema(&self, object: &str) -> ServiceResult<ObjectDef> {
+        self.object_def(object)
+    }
+
+    /// Adds a custom field at runtime. It is validated, stored, listed and filterable like a
+    /// standard field from the next request on, on every server (they refresh the schema).
+    pub async fn add_custom_field(
+        &self,
+        ctx: &RequestContext,
+        object: &str,
+        mut field: FieldDef,
+    ) -> ServiceResult<ObjectDef> {
+        self.require_admin(ctx)?;
+        self.refresh_schema().await?;
+        let def = self.object_def(object)?;
+        field.custom = true;
+        if let Some(target) = &field.reference
+            && self.schema().object(target).is_none()
+        {
+            return Err(ServiceError::validation(vec![FieldError::new(
+                "reference",
+                "unknown_object",
+                "Unknown target object.",
+                "目标对象不存在。",
+            )]));
+        }
+        let errors = check_custom_field(&def, &field);
+        if !errors.is_empty() {
+            return Err(ServiceError::validation(errors));
+        }
+        let definition =
+            serde_json::to_value(&field).map_err(|_| ServiceError::new(ErrorCode::Internal))?;
+        let mut audit = self.audit_draft(ctx, "schema.add_field");
+        audit.object = Some(def.name.clone());
+        audit.details = json!({ "field": definition });
+        let row = CustomFieldRow {
+            object: def.name.clone(),
+            name: field.name.clone(),
+            definition,
+            created_at: now_micros(),
+        };
+        self.store
+            .add_custom_field(row, audit)
+            .await
+            .map_err(|e| match e {
+                StoreError::AlreadyExists(_) => ServiceError::validation(vec![FieldError::new(
+                    "name",
+                    "field_exists",
+                    "A field with this name already exists.",
+                    "同名字段已存在。",
+                )]),
+                other => other.into(),
+            })?;
+        self.refresh_schema().await?;
+        self.object_def(object)
+    }
+}

@@ -1,0 +1,543 @@
+//! Record writes and reads. `write_record` is the single function through which every record
+//! mutation passes: validate → normalise → check references → authorise → encrypt and index →
+//! one `WriteBatch` (new version + audit event) applied atomically by the store.
+
+use crate::error::{ServiceError, ServiceResult};
+use crate::view::{HistoryPage, RecordView, VersionView};
+use crate::{RequestContext, Service};
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
+use custodian_core::schema::{FieldType, ObjectDef};
+use custodian_core::values::{ValidationContext, index_text, validate_record};
+use custodian_core::{ErrorCode, FieldError, search};
+use custodian_store::{
+    AuditDraft, FieldDigest, RecordWrite, RowScope, StoredRecord, WriteAction, WriteBatch,
+    now_micros,
+};
+use serde_json::{Map, Value, json};
+use uuid::Uuid;
+
+/// Options of a create.
+#[derive(Debug, Clone, Default)]
+pub struct CreateOptions {
+    /// Owner of the new record; defaults to the caller.
+    pub owner_id: Option<Uuid>,
+    /// Team of the new record; defaults to the owner's team.
+    pub team_id: Option<Uuid>,
+}
+
+/// Options of an update, delete or restore.
+#[derive(Debug, Clone, Default)]
+pub struct WriteOptions {
+    /// The version the caller based the change on (`If-Match` or `"version"`).
+    pub expected_version: Option<i64>,
+}
+
+/// One prepared record change, not yet applied.
+#[derive(Clone)]
+pub(crate) struct Prepared {
+    pub write: RecordWrite,
+    pub audit: AuditDraft,
+}
+
+impl Service {
+    pub(crate) fn object_def(&self, object: &str) -> ServiceResult<ObjectDef> {
+        self.schema().object(object).cloned().ok_or_else(|| {
+            ServiceError::with_message(
+                ErrorCode::UnknownObject,
+                format!("Unknown object: {object}"),
+            )
+        })
+    }
+
+    pub(crate) fn validation_context(&self) -> ValidationContext {
+        ValidationContext {
+            today: time::OffsetDateTime::now_utc().date(),
+            default_region: self.config.default_region.clone(),
+        }
+    }
+
+    /// Row scope of the caller. Everyone authenticated sees all rows until roles with scopes
+    /// land; the value is still pushed into every query so scopes only need to be computed here.
+    pub(crate) fn row_scope(&self, _ctx: &RequestContext) -> RowScope {
+        RowScope::All
+    }
+
+    /// Authorisation hook of the write path.
+    pub(crate) fn authorize_write(
+        &self,
+        ctx: &RequestContext,
+        _object: &str,
+        _action: WriteAction,
+    ) -> ServiceResult<()> {
+        match &ctx.actor {
+            Some(actor) if actor.role == "auditor" => Err(ServiceError::new(ErrorCode::Forbidden)),
+            Some(_) => Ok(()),
+            // Offline CLI work (demo, import) runs without an actor.
+            None => Ok(()),
+        }
+    }
+
+    pub(crate) fn audit_draft(&self, ctx: &RequestContext, action: &str) -> AuditDraft {
+        let mut d = AuditDraft::new(action);
+        d.actor_id = ctx.actor.as_ref().map(|a| a.user_id);
+        d.request_id = ctx.request_id.clone();
+        d.ip = ctx.ip.clone();
+        d.user_agent = ctx.user_agent.clone();
+        d
+    }
+
+    /// Checks that reference fields point at existing, active records of the right object.
+    async fn check_references(
+        &self,
+        def: &ObjectDef,
+        fields: &Map<String, Value>,
+    ) -> ServiceResult<()> {
+        let mut errors = Vec::new();
+        for f in def
+            .fields
+            .iter()
+            .filter(|f| f.field_type == FieldType::Reference)
+        {
+            let Some(id) = fields
+                .get(&f.name)
+                .and_then(Value::as_str)
+                .and_then(|s| Uuid::parse_str(s).ok())
+            else {
+                continue;
+            };
+            // A reference without a fixed target takes it from `related_object` (activities).
+            let target = match &f.reference {
+                Some(t) => Some(t.clone()),
+                None => fields
+                    .get("related_object")
+                    .and_then(Value::as_str)
+                    .map(str::to_owned),
+            };
+            let Some(target) = target else {
+                errors.push(FieldError::new(
+                    &f.name,
+                    "required",
+                    "related_object is required with related_id.",
+                    "填写关联记录时须指定关联对象。",
+                ));
+                continue;
+            };
+            if self.store.existing_ids(&target, &[id]).await?.is_empty() {
+                errors.push(FieldError::new(
+                    &f.name,
+                    "invalid_reference",
+                    format!("No active {target} record with this id."),
+                    format!("不存在该 ID 的有效{target}记录。"),
+                ));
+            }
+        }
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(ServiceError::validation(errors))
+        }
+    }
+
+    /// Turns a normalised plaintext field map into what the store keeps: sensitive values
+    /// encrypted, their blind indexes, unique keys and the search text.
+    fn seal_fields(
+        &self,
+        def: &ObjectDef,
+        record_id: Uuid,
+        plain: &Map<String, Value>,
+        active: bool,
+    ) -> ServiceResult<(
+        Map<String, Value>,
+        Vec<FieldDigest>,
+        Vec<FieldDigest>,
+        String,
+    )> {
+        let id = record_id.to_string();
+        let mut stored = Map::with_capacity(plain.len());
+        let mut blind = Vec::new();
+        let mut unique = Vec::new();
+        let mut searchable: Vec<&str> = Vec::new();
+        for (name, value) in plain {
+            let Some(f) = def.field(name) else { continue };
+            let text = index_text(value);
+            if f.sensitive {
+                let envelope = self
+                    .keyring
+                    .encrypt_field(&def.name, name, &id, &value.to_string())
+                    .map_err(|e| {
+                        tracing::error!(error = %e, "encryption failed");
+                        ServiceError::new(ErrorCode::Internal)
+                    })?;
+                stored.insert(name.clone(), Value::String(envelope));
+                blind.push(FieldDigest {
+                    field: name.clone(),
+                    digest: self.keyring.blind_index(&def.name, name, &text),
+                });
+            } else {
+                stored.insert(name.clone(), value.clone());
+                if f.searchable()
+                    && let Some(s) = value.as_str()
+                {
+                    searchable.push(s);
+                }
+            }
+            if f.unique && active {
+                unique.push(FieldDigest {
+                    field: name.clone(),
+                    digest: self.keyring.unique_key(&def.name, name, &text),
+                });
+            }
+        }
+        let search_text = search::index_text(searchable);
+        Ok((stored, blind, unique, search_text))
+    }
+
+    /// Field-level changes for the audit event. Sensitive values appear only as a keyed hash.
+    fn audit_changes(
+        &self,
+        def: &ObjectDef,
+        before: Option<&Map<String, Value>>,
+        after: &Map<String, Value>,
+    ) -> Value {
+        let empty = Map::new();
+        let before = before.unwrap_or(&empty);
+        let mut changes = Map::new();
+        let names: std::collections::BTreeSet<&String> =
+            before.keys().chain(after.keys()).collect();
+        for name in names {
+            let (old, new) = (before.get(name), after.get(name));
+            if old == new {
+                continue;
+            }
+            let sensitive = def.field(name).is_some_and(|f| f.sensitive);
+            let show = |v: Option<&Value>| -> Value {
+                match v {
+                    None => Value::Null,
+                    Some(v) if sensitive => {
+                        let digest = self.keyring.blind_index(&def.name, name, &index_text(v));
+                        Value::String(format!("hmac:{}", hex::encode(&digest[..16])))
+                    }
+                    Some(v) => v.clone(),
+                }
+            };
+            changes.insert(name.clone(), json!({ "old": show(old), "new": show(new) }));
+        }
+        Value::Object(changes)
+    }
+
+    /// Prepares the write of `plain` (complete normalised fields) as the next state of a record.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn prepare_write(
+        &self,
+        ctx: &RequestContext,
+        def: &ObjectDef,
+        action: WriteAction,
+        current: Option<&StoredRecord>,
+        current_plain: Option<&Map<String, Value>>,
+        plain: &Map<String, Value>,
+        record: StoredRecord,
+    ) -> ServiceResult<Prepared> {
+        let active = record.deleted_at.is_none();
+        let (stored, blind, unique, search_text) =
+            self.seal_fields(def, record.id, plain, active)?;
+        let mut record = record;
+        record.fields = stored;
+        let mut audit = self.audit_draft(ctx, &format!("record.{}", action.as_str()));
+        audit.object = Some(def.name.clone());
+        audit.record_id = Some(record.id);
+        audit.details = json!({
+            "version": record.version,
+            "changes": self.audit_changes(def, current_plain, plain),
+        });
+        Ok(Prepared {
+            write: RecordWrite {
+                action,
+                expected_version: current.map(|c| c.version),
+                record,
+                blind_indexes: blind,
+                unique_keys: unique,
+                search_text,
+            },
+            audit,
+        })
+    }
+
+    pub(crate) async fn apply(&self, prepared: Vec<Prepared>) -> ServiceResult<()> {
+        let mut batch = WriteBatch::default();
+        for p in prepared {
+            batch.records.push(p.write);
+            batch.audit.push(p.audit);
+        }
+        self.store.write(batch).await?;
+        Ok(())
+    }
+
+    /// Validates and prepares a create without applying it (used by `create_record` and by
+    /// batch paths such as the demo loader and the importer).
+    pub async fn prepare_create(
+        &self,
+        ctx: &RequestContext,
+        object: &str,
+        fields: &Map<String, Value>,
+        options: &CreateOptions,
+    ) -> ServiceResult<(Uuid, PreparedWrite)> {
+        let def = self.object_def(object)?;
+        self.authorize_write(ctx, object, WriteAction::Create)?;
+        let plain = validate_record(&def, None, fields, &self.validation_context())
+            .map_err(ServiceError::validation)?;
+        self.check_references(&def, &plain).await?;
+        let now = now_micros();
+        let actor = ctx.actor.as_ref();
+        let owner_id = options.owner_id.or(actor.map(|a| a.user_id));
+        let team_id = options.team_id.or(actor.and_then(|a| a.team_id));
+        let record = StoredRecord {
+            id: Uuid::now_v7(),
+            object: def.name.clone(),
+            version: 1,
+            owner_id,
+            team_id,
+            created_at: now,
+            created_by: actor.map(|a| a.user_id),
+            updated_at: now,
+            updated_by: actor.map(|a| a.user_id),
+            deleted_at: None,
+            fields: Map::new(),
+        };
+        let id = record.id;
+        let prepared =
+            self.prepare_write(ctx, &def, WriteAction::Create, None, None, &plain, record)?;
+        Ok((id, PreparedWrite(prepared)))
+    }
+
+    /// Applies prepared writes in one transaction: all or nothing.
+    pub async fn apply_prepared(&self, writes: Vec<PreparedWrite>) -> ServiceResult<()> {
+        self.apply(writes.into_iter().map(|p| p.0).collect()).await
+    }
+
+    pub async fn create_record(
+        &self,
+        ctx: &RequestContext,
+        object: &str,
+        fields: &Map<String, Value>,
+        options: &CreateOptions,
+    ) -> ServiceResult<RecordView> {
+        let (id, prepared) = self.prepare_create(ctx, object, fields, options).await?;
+        self.apply_prepared(vec![prepared]).await?;
+        self.get_record(ctx, object, id).await
+    }
+
+    async fn load_current(
+        &self,
+        ctx: &RequestContext,
+        def: &ObjectDef,
+        id: Uuid,
+    ) -> ServiceResult<StoredRecord> {
+        self.store
+            .get_record(&def.name, id, &self.row_scope(ctx))
+            .await?
+            .ok_or_else(ServiceError::not_found)
+    }
+
+    fn check_expected(current: &StoredRecord, options: &WriteOptions) -> ServiceResult<()> {
+        match options.expected_version {
+            Some(v) if v != current.version => Err(ServiceError::new(ErrorCode::VersionConflict)
+                .with_extra(json!({ "current_version": current.version }))),
+            _ => Ok(()),
+        }
+    }
+
+    pub async fn update_record(
+        &self,
+        ctx: &RequestContext,
+        object: &str,
+        id: Uuid,
+        changes: &Map<String, Value>,
+        options: &WriteOptions,
+    ) -> ServiceResult<RecordView> {
+        let def = self.object_def(object)?;
+        let current = self.load_current(ctx, &def, id).await?;
+        if current.deleted_at.is_some() {
+            return Err(ServiceError::not_found());
+        }
+        self.authorize_write(ctx, object, WriteAction::Update)?;
+        Self::check_expected(&current, options)?;
+        let before = self.decrypt_fields(&def, id, &current.fields);
+        let after = validate_record(&def, Some(&before), changes, &self.validation_context())
+            .map_err(ServiceError::validation)?;
+        if after == before {
+            return Ok(self.record_view(&def, &current));
+        }
+        self.check_references(&def, &after).await?;
+        let actor = ctx.actor.as_ref().map(|a| a.user_id);
+        let next = StoredRecord {
+            version: current.version + 1,
+            updated_at: now_micros().max(current.updated_at),
+            updated_by: actor,
+            ..current.clone()
+        };
+        let prepared = self.prepare_write(
+            ctx,
+            &def,
+            WriteAction::Update,
+            Some(&current),
+            Some(&before),
+            &after,
+            next,
+        )?;
+        self.apply(vec![prepared]).await?;
+        self.get_record(ctx, object, id).await
+    }
+
+    /// Soft delete: the record keeps its id and versions; its unique values are freed.
+    pub async fn delete_record(
+        &self,
+        ctx: &RequestContext,
+        object: &str,
+        id: Uuid,
+        options: &WriteOptions,
+    ) -> ServiceResult<RecordView> {
+        self.set_deleted(ctx, object, id, options, true).await
+    }
+
+    /// Brings a deleted record back with the same id (fails with `duplicate` if another
+    /// active record took one of its unique values meanwhile).
+    pub async fn restore_record(
+        &self,
+        ctx: &RequestContext,
+        object: &str,
+        id: Uuid,
+        options: &WriteOptions,
+    ) -> ServiceResult<RecordView> {
+        self.set_deleted(ctx, object, id, options, false).await
+    }
+
+    async fn set_deleted(
+        &self,
+        ctx: &RequestContext,
+        object: &str,
+        id: Uuid,
+        options: &WriteOptions,
+        delete: bool,
+    ) -> ServiceResult<RecordView> {
+        let def = self.object_def(object)?;
+        let current = self.load_current(ctx, &def, id).await?;
+        let action = if delete {
+            WriteAction::Delete
+        } else {
+            WriteAction::Restore
+        };
+        if current.deleted_at.is_some() == delete {
+            return Err(if delete {
+                ServiceError::not_found()
+            } else {
+                ServiceError::with_message(ErrorCode::Conflict, "The record is not deleted.")
+            });
+        }
+        self.authorize_write(ctx, object, action)?;
+        Self::check_expected(&current, options)?;
+        let plain = self.decrypt_fields(&def, id, &current.fields);
+        let now = now_micros().max(current.updated_at);
+        let next = StoredRecord {
+            version: current.version + 1,
+            updated_at: now,
+            updated_by: ctx.actor.as_ref().map(|a| a.user_id),
+            deleted_at: if delete { Some(now) } else { None },
+            ..current.clone()
+        };
+        let prepared = self.prepare_write(
+            ctx,
+            &def,
+            action,
+            Some(&current),
+            Some(&plain),
+            &plain,
+            next,
+        )?;
+        self.apply(vec![prepared]).await?;
+        let after = self.load_current(ctx, &def, id).await?;
+        Ok(self.record_view(&def, &after))
+    }
+
+    /// One record (also a deleted one, which shows `deleted_at`).
+    pub async fn get_record(
+        &self,
+        ctx: &RequestContext,
+        object: &str,
+        id: Uuid,
+    ) -> ServiceResult<RecordView> {
+        let def = self.object_def(object)?;
+        let record = self.load_current(ctx, &def, id).await?;
+        Ok(self.record_view(&def, &record))
+    }
+
+    /// Versions of a record, oldest first, paginated.
+    pub async fn history(
+        &self,
+        ctx: &RequestContext,
+        object: &str,
+        id: Uuid,
+        cursor: Option<&str>,
+        limit: Option<u32>,
+    ) -> ServiceResult<HistoryPage> {
+        let def = self.object_def(object)?;
+        self.load_current(ctx, &def, id).await?;
+        let limit = self.page_size(limit)?;
+        let after = match cursor {
+            None => 0,
+            Some(c) => B64
+                .decode(c)
+                .ok()
+                .and_then(|b| String::from_utf8(b).ok())
+                .and_then(|s| s.strip_prefix("v:").and_then(|n| n.parse::<i64>().ok()))
+                .ok_or_else(|| {
+                    ServiceError::invalid_query(
+                        "cursor",
+                        "invalid_cursor",
+                        "The cursor is invalid.",
+                        "分页游标无效。",
+                    )
+                })?,
+        };
+        let mut versions = self
+            .store
+            .list_versions(&def.name, id, after, limit + 1)
+            .await?;
+        let next_cursor = if versions.len() > limit as usize {
+            versions.truncate(limit as usize);
+            versions
+                .last()
+                .map(|v| B64.encode(format!("v:{}", v.version)))
+        } else {
+            None
+        };
+        Ok(HistoryPage {
+            items: versions
+                .iter()
+                .map(|v| self.version_view(&def, v))
+                .collect(),
+            next_cursor,
+        })
+    }
+
+    pub async fn history_version(
+        &self,
+        ctx: &RequestContext,
+        object: &str,
+        id: Uuid,
+        version: i64,
+    ) -> ServiceResult<VersionView> {
+        let def = self.object_def(object)?;
+        self.load_current(ctx, &def, id).await?;
+        let v = self
+            .store
+            .get_version(&def.name, id, version)
+            .await?
+            .ok_or_else(ServiceError::not_found)?;
+        Ok(self.version_view(&def, &v))
+    }
+}
+
+/// A validated, encrypted record change waiting to be applied with `Service::apply_prepared`.
+#[derive(Clone)]
+pub struct PreparedWrite(pub(crate) Prepared);

@@ -1,0 +1,906 @@
+//! PostgreSQL backend: for deployments with several servers sharing one database.
+//!
+//! Every mutation is one transaction on a pooled connection. Optimistic version checks are
+//! `UPDATE … WHERE version = $expected` (row locks make concurrent writers of one record queue
+//! up, and the loser sees the new version); unique keys are a primary key in `unique_keys`, so
+//! the database decides which of two concurrent writers holds a value; the audit chain stays
+//! linear across servers because every appending transaction locks the single `audit_head` row
+//! (`SELECT … FOR UPDATE`) and links its events to the head it read.
+//!
+//! The table layout mirrors the SQLite backend; semantics are pinned by the conformance suite in
+//! `custodian-store-tests`.
+
+use async_trait::async_trait;
+use custodian_store::{
+    AuditDraft, AuditRow, Cursor, CustomFieldRow, DepartmentRow, ListQuery, RecordPage,
+    RecordWrite, RowScope, SessionRow, Store, StoreError, StoreResult, StoredRecord, StoredVersion,
+    TeamRow, UserRow, WrappedKeyRow, WriteAction, WriteBatch,
+};
+use serde_json::{Map, Value};
+use sqlx::postgres::{PgPoolOptions, PgRow};
+use sqlx::types::Json;
+use sqlx::{AssertSqlSafe, PgConnection, PgPool, Row};
+use std::time::Duration;
+use uuid::Uuid;
+
+mod sql;
+use sql::{Bind, QueryParts};
+
+/// Default size of the connection pool.
+pub const DEFAULT_MAX_CONNECTIONS: u32 = 16;
+
+/// Migrations embedded at compile time (no database needed to build).
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!();
+
+pub struct PostgresStore {
+    pool: PgPool,
+}
+
+impl std::fmt::Debug for PostgresStore {
+    // The pool's options hold the connection URL, which may contain a password.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PostgresStore")
+            .field("connections", &self.pool.size())
+            .finish_non_exhaustive()
+    }
+}
+
+fn internal(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Internal(e.to_string())
+}
+
+/// Maps a driver error: lost or refused connections, exhausted pools, shutdowns, lock and
+/// serialisation failures are `Unavailable` (worth retrying); everything else is `Internal`.
+fn map_sqlx(e: sqlx::Error) -> StoreError {
+    match &e {
+        sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::WorkerCrashed
+        | sqlx::Error::BeginFailed => StoreError::Unavailable(e.to_string()),
+        sqlx::Error::Database(db) => {
+            let code = db.code().map(|c| c.into_owned()).unwrap_or_default();
+            let unavailable = code.starts_with("08") // connection exception
+                || code.starts_with("53") // insufficient resources
+                || code.starts_with("57P") // admin shutdown, crash shutdown, cannot connect now
+                || matches!(code.as_str(), "40001" | "40P01" | "55P03" | "57014");
+            if unavailable {
+                return StoreError::Unavailable(e.to_string());
+            }
+            if code == "23505" {
+                let what = match db.constraint() {
+                    Some("users_username_key" | "users_pkey") => Some("user"),
+                    Some("custom_fields_pkey") => Some("custom field"),
+                    Some("departments_pkey") => Some("department"),
+                    Some("teams_pkey") => Some("team"),
+                    Some("sessions_pkey") => Some("session"),
+                    Some("wrapped_keys_pkey") => Some("wrapped key"),
+                    Some("records_pkey") => Some("record"),
+                    _ => None,
+                };
+                if let Some(what) = what {
+                    return StoreError::AlreadyExists(what.to_owned());
+                }
+            }
+            StoreError::Internal(e.to_string())
+        }
+        _ => StoreError::Internal(e.to_string()),
+    }
+}
+
+impl PostgresStore {
+    /// Connects a pool of up to [`DEFAULT_MAX_CONNECTIONS`] connections and runs pending
+    /// migrations.
+    pub async fn connect(url: &str) -> StoreResult<PostgresStore> {
+        Self::connect_with_pool_size(url, DEFAULT_MAX_CONNECTIONS).await
+    }
+
+    /// Like [`PostgresStore::connect`] with a chosen pool size (tests use small pools so that
+    /// many test databases fit under the server's connection limit).
+    pub async fn connect_with_pool_size(
+        url: &str,
+        max_connections: u32,
+    ) -> StoreResult<PostgresStore> {
+        let pool = PgPoolOptions::new()
+            .max_connections(max_connections.max(1))
+            .min_connections(0)
+            .acquire_timeout(Duration::from_secs(10))
+            .idle_timeout(Duration::from_secs(300))
+            .connect(url)
+            .await
+            .map_err(|e| match e {
+                sqlx::Error::Configuration(_) => {
+                    StoreError::Internal(format!("invalid PostgreSQL URL: {e}"))
+                }
+                other => match map_sqlx(other) {
+                    StoreError::Internal(m) => StoreError::Unavailable(m),
+                    mapped => mapped,
+                },
+            })?;
+        MIGRATOR
+            .run(&pool)
+            .await
+            .map_err(|e| StoreError::Internal(format!("migration failed: {e}")))?;
+        Ok(PostgresStore { pool })
+    }
+
+    /// The underlying pool, for operational tooling and backend-specific tests (for example
+    /// checking that the database itself refuses to rewrite audit events).
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// Closes every connection of the pool.
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    async fn begin(&self) -> StoreResult<sqlx::Transaction<'static, sqlx::Postgres>> {
+        self.pool.begin().await.map_err(map_sqlx)
+    }
+}
+
+async fn commit(tx: sqlx::Transaction<'static, sqlx::Postgres>) -> StoreResult<()> {
+    tx.commit().await.map_err(map_sqlx)
+}
+
+// ---- audit chain -------------------------------------------------------------------------
+
+/// Links `drafts` into the chain. Locks the chain head until the surrounding transaction ends,
+/// so concurrent appenders (also on other servers) queue up behind each other.
+async fn append_events(conn: &mut PgConnection, drafts: &[AuditDraft]) -> StoreResult<Vec<i64>> {
+    if drafts.is_empty() {
+        return Ok(Vec::new());
+    }
+    let head = sqlx::query("SELECT seq, hash FROM audit_head WHERE id = 1 FOR UPDATE")
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(map_sqlx)?
+        .ok_or_else(|| internal("the audit chain head is missing"))?;
+    let mut seq: i64 = head.try_get("seq").map_err(map_sqlx)?;
+    let mut prev_hash: Vec<u8> = head.try_get("hash").map_err(map_sqlx)?;
+    let mut seqs = Vec::with_capacity(drafts.len());
+    for d in drafts {
+        seq += 1;
+        let body = d.canonical_body();
+        let hash = custodian_core::audit::chain_hash(&prev_hash, seq, body.as_bytes()).to_vec();
+        sqlx::query(
+            "INSERT INTO audit_events (seq, at, actor_id, action, object, record_id, request_id, body, prev_hash, hash) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+        )
+        .bind(seq)
+        .bind(d.at)
+        .bind(d.actor_id)
+        .bind(&d.action)
+        .bind(&d.object)
+        .bind(d.record_id)
+        .bind(&d.request_id)
+        .bind(&body)
+        .bind(&prev_hash)
+        .bind(&hash)
+        .execute(&mut *conn)
+        .await
+        .map_err(map_sqlx)?;
+        prev_hash = hash;
+        seqs.push(seq);
+    }
+    sqlx::query("UPDATE audit_head SET seq = $1, hash = $2 WHERE id = 1")
+        .bind(seq)
+        .bind(&prev_hash)
+        .execute(&mut *conn)
+        .await
+        .map_err(map_sqlx)?;
+    Ok(seqs)
+}
+
+// ---- record writes -----------------------------------------------------------------------
+
+async fn apply_record_write(conn: &mut PgConnection, w: &RecordWrite) -> StoreResult<()> {
+    let r = &w.record;
+    let lexemes = sql::search_lexemes(&w.search_text);
+    match w.expected_version {
+        None => {
+            let res = sqlx::query(
+                "INSERT INTO records (id, object, version, owner_id, team_id, created_at, created_by, updated_at, updated_by, \
+                 deleted_at, fields, search) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, array_to_tsvector($12::text[])) \
+                 ON CONFLICT (id) DO NOTHING",
+            )
+            .bind(r.id)
+            .bind(&r.object)
+            .bind(r.version)
+            .bind(r.owner_id)
+            .bind(r.team_id)
+            .bind(r.created_at)
+            .bind(r.created_by)
+            .bind(r.updated_at)
+            .bind(r.updated_by)
+            .bind(r.deleted_at)
+            .bind(Json(&r.fields))
+            .bind(&lexemes)
+            .execute(&mut *conn)
+            .await
+            .map_err(map_sqlx)?;
+            if res.rows_affected() == 0 {
+                return Err(StoreError::AlreadyExists(format!("record {}", r.id)));
+            }
+        }
+        Some(expected) => {
+            let res = sqlx::query(
+                "UPDATE records SET version = $1, owner_id = $2, team_id = $3, updated_at = $4, updated_by = $5, \
+                 deleted_at = $6, fields = $7, search = array_to_tsvector($8::text[]) \
+                 WHERE id = $9 AND object = $10 AND version = $11",
+            )
+            .bind(r.version)
+            .bind(r.owner_id)
+            .bind(r.team_id)
+            .bind(r.updated_at)
+            .bind(r.updated_by)
+            .bind(r.deleted_at)
+            .bind(Json(&r.fields))
+            .bind(&lexemes)
+            .bind(r.id)
+            .bind(&r.object)
+            .bind(expected)
+            .execute(&mut *conn)
+            .await
+            .map_err(map_sqlx)?;
+            if res.rows_affected() == 0 {
+                // Read committed: this sees the version the winning writer committed.
+                let current: Option<i64> =
+                    sqlx::query_scalar("SELECT version FROM records WHERE id = $1 AND object = $2")
+                        .bind(r.id)
+                        .bind(&r.object)
+                        .fetch_optional(&mut *conn)
+                        .await
+                        .map_err(map_sqlx)?;
+                return Err(match current {
+                    Some(current) => StoreError::VersionConflict { current },
+                    None => StoreError::NotFound,
+                });
+            }
+        }
+    }
+
+    let res = sqlx::query(
+        "INSERT INTO record_versions (record_id, version, object, action, owner_id, team_id, deleted_at, fields, changed_at, changed_by) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT (record_id, version) DO NOTHING",
+    )
+    .bind(r.id)
+    .bind(r.version)
+    .bind(&r.object)
+    .bind(w.action.as_str())
+    .bind(r.owner_id)
+    .bind(r.team_id)
+    .bind(r.deleted_at)
+    .bind(Json(&r.fields))
+    .bind(r.updated_at)
+    .bind(r.updated_by)
+    .execute(&mut *conn)
+    .await
+    .map_err(map_sqlx)?;
+    if res.rows_affected() == 0 {
+        // The new version number was already written: the writer did not increment it.
+        return Err(StoreError::VersionConflict { current: r.version });
+    }
+
+    if w.expected_version.is_some() {
+        sqlx::query("DELETE FROM blind_indexes WHERE record_id = $1")
+            .bind(r.id)
+            .execute(&mut *conn)
+            .await
+            .map_err(map_sqlx)?;
+        sqlx::query("DELETE FROM unique_keys WHERE record_id = $1")
+            .bind(r.id)
+            .execute(&mut *conn)
+            .await
+            .map_err(map_sqlx)?;
+    }
+    if !w.blind_indexes.is_empty() {
+        let fields: Vec<String> = w.blind_indexes.iter().map(|b| b.field.clone()).collect();
+        let digests: Vec<Vec<u8>> = w.blind_indexes.iter().map(|b| b.digest.clone()).collect();
+        sqlx::query(
+            "INSERT INTO blind_indexes (object, field, digest, record_id) \
+             SELECT $1, f, d, $2 FROM UNNEST($3::text[], $4::bytea[]) AS t(f, d) ON CONFLICT DO NOTHING",
+        )
+        .bind(&r.object)
+        .bind(r.id)
+        .bind(fields)
+        .bind(digests)
+        .execute(&mut *conn)
+        .await
+        .map_err(map_sqlx)?;
+    }
+    for u in &w.unique_keys {
+        claim_unique_key(conn, &r.object, &u.field, &u.digest, r.id).await?;
+    }
+    Ok(())
+}
+
+/// Claims a unique value for `record_id`. `ON CONFLICT DO NOTHING` waits for a concurrent,
+/// uncommitted claim of the same value and then either inserts (the other rolled back) or
+/// conflicts (the other committed): two writers can never both hold a value.
+async fn claim_unique_key(
+    conn: &mut PgConnection,
+    object: &str,
+    field: &str,
+    digest: &[u8],
+    record_id: Uuid,
+) -> StoreResult<()> {
+    for _attempt in 0..3 {
+        let res = sqlx::query(
+            "INSERT INTO unique_keys (object, field, digest, record_id) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (object, field, digest) DO NOTHING",
+        )
+        .bind(object)
+        .bind(field)
+        .bind(digest)
+        .bind(record_id)
+        .execute(&mut *conn)
+        .await
+        .map_err(map_sqlx)?;
+        if res.rows_affected() == 1 {
+            return Ok(());
+        }
+        let holder: Option<Uuid> = sqlx::query_scalar(
+            "SELECT record_id FROM unique_keys WHERE object = $1 AND field = $2 AND digest = $3",
+        )
+        .bind(object)
+        .bind(field)
+        .bind(digest)
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(map_sqlx)?;
+        match holder {
+            // The same value listed twice for this record.
+            Some(h) if h == record_id => return Ok(()),
+            Some(h) => {
+                return Err(StoreError::UniqueViolation {
+                    object: object.to_owned(),
+                    field: field.to_owned(),
+                    holder: Some(h),
+                });
+            }
+            // The holder released it between our insert and our look-up: try again.
+            None => continue,
+        }
+    }
+    Err(StoreError::UniqueViolation {
+        object: object.to_owned(),
+        field: field.to_owned(),
+        holder: None,
+    })
+}
+
+// ---- rows ----------------------------------------------------------------------------------
+
+const RECORD_COLUMNS: &str = "r.id, r.object, r.version, r.owner_id, r.team_id, r.created_at, r.created_by, r.updated_at, r.updated_by, r.deleted_at, r.fields";
+
+fn fields_of(row: &PgRow) -> StoreResult<Map<String, Value>> {
+    let Json(v): Json<Value> = row.try_get("fields").map_err(map_sqlx)?;
+    match v {
+        Value::Object(m) => Ok(m),
+        _ => Err(internal("record fields are not a JSON object")),
+    }
+}
+
+fn record_from_row(row: &PgRow) -> StoreResult<StoredRecord> {
+    Ok(StoredRecord {
+        id: row.try_get("id").map_err(map_sqlx)?,
+        object: row.try_get("object").map_err(map_sqlx)?,
+        version: row.try_get("version").map_err(map_sqlx)?,
+        owner_id: row.try_get("owner_id").map_err(map_sqlx)?,
+        team_id: row.try_get("team_id").map_err(map_sqlx)?,
+        created_at: row.try_get("created_at").map_err(map_sqlx)?,
+        created_by: row.try_get("created_by").map_err(map_sqlx)?,
+        updated_at: row.try_get("updated_at").map_err(map_sqlx)?,
+        updated_by: row.try_get("updated_by").map_err(map_sqlx)?,
+        deleted_at: row.try_get("deleted_at").map_err(map_sqlx)?,
+        fields: fields_of(row)?,
+    })
+}
+
+fn version_from_row(row: &PgRow) -> StoreResult<StoredVersion> {
+    let action: String = row.try_get("action").map_err(map_sqlx)?;
+    Ok(StoredVersion {
+        record_id: row.try_get("record_id").map_err(map_sqlx)?,
+        object: row.try_get("object").map_err(map_sqlx)?,
+        version: row.try_get("version").map_err(map_sqlx)?,
+        action: WriteAction::parse(&action).ok_or_else(|| internal("unknown version action"))?,
+        owner_id: row.try_get("owner_id").map_err(map_sqlx)?,
+        team_id: row.try_get("team_id").map_err(map_sqlx)?,
+        deleted_at: row.try_get("deleted_at").map_err(map_sqlx)?,
+        fields: fields_of(row)?,
+        changed_at: row.try_get("changed_at").map_err(map_sqlx)?,
+        changed_by: row.try_get("changed_by").map_err(map_sqlx)?,
+    })
+}
+
+fn user_from_row(row: &PgRow) -> StoreResult<UserRow> {
+    Ok(UserRow {
+        id: row.try_get("id").map_err(map_sqlx)?,
+        username: row.try_get("username").map_err(map_sqlx)?,
+        display_name: row.try_get("display_name").map_err(map_sqlx)?,
+        password_hash: row.try_get("password_hash").map_err(map_sqlx)?,
+        role: row.try_get("role").map_err(map_sqlx)?,
+        department_id: row.try_get("department_id").map_err(map_sqlx)?,
+        team_id: row.try_get("team_id").map_err(map_sqlx)?,
+        status: row.try_get("status").map_err(map_sqlx)?,
+        created_at: row.try_get("created_at").map_err(map_sqlx)?,
+    })
+}
+
+fn audit_from_row(row: &PgRow) -> StoreResult<AuditRow> {
+    Ok(AuditRow {
+        seq: row.try_get("seq").map_err(map_sqlx)?,
+        at: row.try_get("at").map_err(map_sqlx)?,
+        actor_id: row.try_get("actor_id").map_err(map_sqlx)?,
+        action: row.try_get("action").map_err(map_sqlx)?,
+        object: row.try_get("object").map_err(map_sqlx)?,
+        record_id: row.try_get("record_id").map_err(map_sqlx)?,
+        body: row.try_get("body").map_err(map_sqlx)?,
+        prev_hash: row.try_get("prev_hash").map_err(map_sqlx)?,
+        hash: row.try_get("hash").map_err(map_sqlx)?,
+    })
+}
+
+fn session_from_row(row: &PgRow) -> StoreResult<SessionRow> {
+    Ok(SessionRow {
+        token_hash: row.try_get("token_hash").map_err(map_sqlx)?,
+        user_id: row.try_get("user_id").map_err(map_sqlx)?,
+        created_at: row.try_get("created_at").map_err(map_sqlx)?,
+        last_seen_at: row.try_get("last_seen_at").map_err(map_sqlx)?,
+        expires_at: row.try_get("expires_at").map_err(map_sqlx)?,
+        ip: row.try_get("ip").map_err(map_sqlx)?,
+        user_agent: row.try_get("user_agent").map_err(map_sqlx)?,
+    })
+}
+
+#[async_trait]
+impl Store for PostgresStore {
+    fn backend(&self) -> &'static str {
+        "postgres"
+    }
+
+    async fn health(&self) -> StoreResult<()> {
+        sqlx::query("SELECT 1")
+            .execute(&self.pool)
+            .await
+            .map_err(map_sqlx)
+            .map(|_| ())
+    }
+
+    async fn write(&self, batch: WriteBatch) -> StoreResult<Vec<i64>> {
+        let mut tx = self.begin().await?;
+        for w in &batch.records {
+            apply_record_write(&mut tx, w).await?;
+        }
+        let seqs = append_events(&mut tx, &batch.audit).await?;
+        commit(tx).await?;
+        Ok(seqs)
+    }
+
+    async fn get_record(
+        &self,
+        object: &str,
+        id: Uuid,
+        scope: &RowScope,
+    ) -> StoreResult<Option<StoredRecord>> {
+        let mut parts = QueryParts::default();
+        let o = parts.bind(Bind::Text(object.to_owned()));
+        parts.push_where(format!("r.object = {o}"));
+        let i = parts.bind(Bind::Uuid(id));
+        parts.push_where(format!("r.id = {i}"));
+        sql::push_scope(&mut parts, scope);
+        let text = format!(
+            "SELECT {RECORD_COLUMNS} FROM records r WHERE {}",
+            parts.where_sql()
+        );
+        let row = sql::bind_all(sqlx::query(AssertSqlSafe(text)), parts.into_binds())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(map_sqlx)?;
+        row.as_ref().map(record_from_row).transpose()
+    }
+
+    async fn existing_ids(&self, object: &str, ids: &[Uuid]) -> StoreResult<Vec<Uuid>> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        sqlx::query_scalar("SELECT id FROM records WHERE object = $1 AND deleted_at IS NULL AND id = ANY($2) ORDER BY id")
+            .bind(object)
+            .bind(ids.to_vec())
+            .fetch_all(&self.pool)
+            .await
+            .map_err(map_sqlx)
+    }
+
+    async fn list_records(&self, query: &ListQuery) -> StoreResult<RecordPage> {
+        let mut parts = QueryParts::default();
+        sql::push_list_conditions(&mut parts, query)?;
+        let sort = sql::sort_expr(&mut parts, &query.sort.column)?;
+        if let Some(after) = &query.after {
+            sql::push_keyset(&mut parts, &sort, query.sort.descending, after)?;
+        }
+        let dir = if query.sort.descending { "DESC" } else { "ASC" };
+        let limit = query.limit.clamp(1, 1000);
+        let limit_p = parts.bind(Bind::Int(i64::from(limit) + 1));
+        let text = format!(
+            "SELECT {RECORD_COLUMNS}, {select} AS sort_key FROM records r WHERE {where_sql} \
+             ORDER BY {expr} {dir}, r.id {dir} LIMIT {limit_p}",
+            select = sort.select,
+            where_sql = parts.where_sql(),
+            expr = sort.expr,
+        );
+        let rows = sql::bind_all(sqlx::query(AssertSqlSafe(text)), parts.into_binds())
+            .fetch_all(&self.pool)
+            .await
+            .map_err(map_sqlx)?;
+        let mut items = Vec::with_capacity(rows.len());
+        let mut last_key = None;
+        for row in rows.iter().take(limit as usize) {
+            items.push(record_from_row(row)?);
+            last_key = Some(sql::read_sort_key(row, sort.kind)?);
+        }
+        let next = if rows.len() > limit as usize {
+            match (items.last(), last_key) {
+                (Some(last), Some(key)) => Some(Cursor { key, id: last.id }),
+                _ => None,
+            }
+        } else {
+            None
+        };
+        Ok(RecordPage { items, next })
+    }
+
+    async fn count_records(&self, query: &ListQuery) -> StoreResult<u64> {
+        let mut parts = QueryParts::default();
+        sql::push_list_conditions(&mut parts, query)?;
+        let text = format!(
+            "SELECT COUNT(*) AS n FROM records r WHERE {}",
+            parts.where_sql()
+        );
+        let row = sql::bind_all(sqlx::query(AssertSqlSafe(text)), parts.into_binds())
+            .fetch_one(&self.pool)
+            .await
+            .map_err(map_sqlx)?;
+        let n: i64 = row.try_get("n").map_err(map_sqlx)?;
+        Ok(n.max(0) as u64)
+    }
+
+    async fn list_versions(
+        &self,
+        object: &str,
+        id: Uuid,
+        after: i64,
+        limit: u32,
+    ) -> StoreResult<Vec<StoredVersion>> {
+        let rows = sqlx::query(
+            "SELECT * FROM record_versions WHERE record_id = $1 AND object = $2 AND version > $3 ORDER BY version ASC LIMIT $4",
+        )
+        .bind(id)
+        .bind(object)
+        .bind(after)
+        .bind(i64::from(limit.clamp(1, 1000)))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(map_sqlx)?;
+        rows.iter().map(version_from_row).collect()
+    }
+
+    async fn get_version(
+        &self,
+        object: &str,
+        id: Uuid,
+        version: i64,
+    ) -> StoreResult<Option<StoredVersion>> {
+        let row = sqlx::query(
+            "SELECT * FROM record_versions WHERE record_id = $1 AND object = $2 AND version = $3",
+        )
+        .bind(id)
+        .bind(object)
+        .bind(version)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(map_sqlx)?;
+        row.as_ref().map(version_from_row).transpose()
+    }
+
+    async fn find_by_blind_index(
+        &self,
+        object: &str,
+        field: &str,
+        digest: &[u8],
+        limit: u32,
+    ) -> StoreResult<Vec<Uuid>> {
+        sqlx::query_scalar(
+            "SELECT b.record_id FROM blind_indexes b JOIN records r ON r.id = b.record_id \
+             WHERE b.object = $1 AND b.field = $2 AND b.digest = $3 AND r.deleted_at IS NULL \
+             ORDER BY b.record_id LIMIT $4",
+        )
+        .bind(object)
+        .bind(field)
+        .bind(digest)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(map_sqlx)
+    }
+
+    async fn append_audit(&self, events: Vec<AuditDraft>) -> StoreResult<Vec<i64>> {
+        if events.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut tx = self.begin().await?;
+        let seqs = append_events(&mut tx, &events).await?;
+        commit(tx).await?;
+        Ok(seqs)
+    }
+
+    async fn list_audit(&self, after_seq: i64, limit: u32) -> StoreResult<Vec<AuditRow>> {
+        let rows =
+            sqlx::query("SELECT * FROM audit_events WHERE seq > $1 ORDER BY seq ASC LIMIT $2")
+                .bind(after_seq)
+                .bind(i64::from(limit.clamp(1, 100_000)))
+                .fetch_all(&self.pool)
+                .await
+                .map_err(map_sqlx)?;
+        rows.iter().map(audit_from_row).collect()
+    }
+
+    async fn list_custom_fields(&self) -> StoreResult<Vec<CustomFieldRow>> {
+        let rows = sqlx::query("SELECT * FROM custom_fields ORDER BY created_at, object, name")
+            .fetch_all(&self.pool)
+            .await
+            .map_err(map_sqlx)?;
+        rows.iter()
+            .map(|row| {
+                let Json(definition): Json<Value> = row.try_get("definition").map_err(map_sqlx)?;
+                Ok(CustomFieldRow {
+                    object: row.try_get("object").map_err(map_sqlx)?,
+                    name: row.try_get("name").map_err(map_sqlx)?,
+                    definition,
+                    created_at: row.try_get("created_at").map_err(map_sqlx)?,
+                })
+            })
+            .collect()
+    }
+
+    async fn add_custom_field(&self, field: CustomFieldRow, audit: AuditDraft) -> StoreResult<()> {
+        let mut tx = self.begin().await?;
+        let res = sqlx::query(
+            "INSERT INTO custom_fields (object, name, definition, created_at) VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
+        )
+        .bind(&field.object)
+        .bind(&field.name)
+        .bind(Json(&field.definition))
+        .bind(field.created_at)
+        .execute(&mut *tx)
+        .await
+        .map_err(map_sqlx)?;
+        if res.rows_affected() == 0 {
+            return Err(StoreError::AlreadyExists(format!(
+                "{}.{}",
+                field.object, field.name
+            )));
+        }
+        append_events(&mut tx, &[audit]).await?;
+        commit(tx).await
+    }
+
+    async fn list_wrapped_keys(&self) -> StoreResult<Vec<WrappedKeyRow>> {
+        let rows = sqlx::query("SELECT label, wrapped FROM wrapped_keys ORDER BY label")
+            .fetch_all(&self.pool)
+            .await
+            .map_err(map_sqlx)?;
+        rows.iter()
+            .map(|row| {
+                Ok(WrappedKeyRow {
+                    label: row.try_get("label").map_err(map_sqlx)?,
+                    wrapped: row.try_get("wrapped").map_err(map_sqlx)?,
+                })
+            })
+            .collect()
+    }
+
+    async fn insert_wrapped_key(&self, key: WrappedKeyRow) -> StoreResult<bool> {
+        let res = sqlx::query("INSERT INTO wrapped_keys (label, wrapped, created_at) VALUES ($1, $2, $3) ON CONFLICT (label) DO NOTHING")
+            .bind(&key.label)
+            .bind(&key.wrapped)
+            .bind(custodian_store::now_micros())
+            .execute(&self.pool)
+            .await
+            .map_err(map_sqlx)?;
+        Ok(res.rows_affected() == 1)
+    }
+
+    async fn create_user(&self, user: UserRow, audit: AuditDraft) -> StoreResult<()> {
+        let mut tx = self.begin().await?;
+        let res = sqlx::query(
+            "INSERT INTO users (id, username, display_name, password_hash, role, department_id, team_id, status, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT DO NOTHING",
+        )
+        .bind(user.id)
+        .bind(&user.username)
+        .bind(&user.display_name)
+        .bind(&user.password_hash)
+        .bind(&user.role)
+        .bind(user.department_id)
+        .bind(user.team_id)
+        .bind(&user.status)
+        .bind(user.created_at)
+        .execute(&mut *tx)
+        .await
+        .map_err(map_sqlx)?;
+        if res.rows_affected() == 0 {
+            return Err(StoreError::AlreadyExists(format!("user {}", user.username)));
+        }
+        append_events(&mut tx, &[audit]).await?;
+        commit(tx).await
+    }
+
+    async fn get_user(&self, id: Uuid) -> StoreResult<Option<UserRow>> {
+        let row = sqlx::query("SELECT * FROM users WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(map_sqlx)?;
+        row.as_ref().map(user_from_row).transpose()
+    }
+
+    async fn get_user_by_username(&self, username: &str) -> StoreResult<Option<UserRow>> {
+        let row = sqlx::query("SELECT * FROM users WHERE username = $1")
+            .bind(username)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(map_sqlx)?;
+        row.as_ref().map(user_from_row).transpose()
+    }
+
+    async fn list_users(&self) -> StoreResult<Vec<UserRow>> {
+        let rows = sqlx::query("SELECT * FROM users ORDER BY username COLLATE \"C\"")
+            .fetch_all(&self.pool)
+            .await
+            .map_err(map_sqlx)?;
+        rows.iter().map(user_from_row).collect()
+    }
+
+    async fn count_users(&self) -> StoreResult<u64> {
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM users")
+            .fetch_one(&self.pool)
+            .await
+            .map_err(map_sqlx)?;
+        Ok(n.max(0) as u64)
+    }
+
+    async fn create_department(
+        &self,
+        department: DepartmentRow,
+        audit: AuditDraft,
+    ) -> StoreResult<()> {
+        let mut tx = self.begin().await?;
+        let res = sqlx::query("INSERT INTO departments (id, name, parent_id, created_at) VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING")
+            .bind(department.id)
+            .bind(&department.name)
+            .bind(department.parent_id)
+            .bind(department.created_at)
+            .execute(&mut *tx)
+            .await
+            .map_err(map_sqlx)?;
+        if res.rows_affected() == 0 {
+            return Err(StoreError::AlreadyExists(format!(
+                "department {}",
+                department.id
+            )));
+        }
+        append_events(&mut tx, &[audit]).await?;
+        commit(tx).await
+    }
+
+    async fn list_departments(&self) -> StoreResult<Vec<DepartmentRow>> {
+        let rows = sqlx::query("SELECT * FROM departments ORDER BY created_at, id")
+            .fetch_all(&self.pool)
+            .await
+            .map_err(map_sqlx)?;
+        rows.iter()
+            .map(|row| {
+                Ok(DepartmentRow {
+                    id: row.try_get("id").map_err(map_sqlx)?,
+                    name: row.try_get("name").map_err(map_sqlx)?,
+                    parent_id: row.try_get("parent_id").map_err(map_sqlx)?,
+                    created_at: row.try_get("created_at").map_err(map_sqlx)?,
+                })
+            })
+            .collect()
+    }
+
+    async fn create_team(&self, team: TeamRow, audit: AuditDraft) -> StoreResult<()> {
+        let mut tx = self.begin().await?;
+        let res = sqlx::query("INSERT INTO teams (id, name, department_id, created_at) VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING")
+            .bind(team.id)
+            .bind(&team.name)
+            .bind(team.department_id)
+            .bind(team.created_at)
+            .execute(&mut *tx)
+            .await
+            .map_err(map_sqlx)?;
+        if res.rows_affected() == 0 {
+            return Err(StoreError::AlreadyExists(format!("team {}", team.id)));
+        }
+        append_events(&mut tx, &[audit]).await?;
+        commit(tx).await
+    }
+
+    async fn list_teams(&self) -> StoreResult<Vec<TeamRow>> {
+        let rows = sqlx::query("SELECT * FROM teams ORDER BY created_at, id")
+            .fetch_all(&self.pool)
+            .await
+            .map_err(map_sqlx)?;
+        rows.iter()
+            .map(|row| {
+                Ok(TeamRow {
+                    id: row.try_get("id").map_err(map_sqlx)?,
+                    name: row.try_get("name").map_err(map_sqlx)?,
+                    department_id: row.try_get("department_id").map_err(map_sqlx)?,
+                    created_at: row.try_get("created_at").map_err(map_sqlx)?,
+                })
+            })
+            .collect()
+    }
+
+    async fn create_session(&self, session: SessionRow, audit: AuditDraft) -> StoreResult<()> {
+        let mut tx = self.begin().await?;
+        let res = sqlx::query(
+            "INSERT INTO sessions (token_hash, user_id, created_at, last_seen_at, expires_at, ip, user_agent) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING",
+        )
+        .bind(&session.token_hash)
+        .bind(session.user_id)
+        .bind(session.created_at)
+        .bind(session.last_seen_at)
+        .bind(session.expires_at)
+        .bind(&session.ip)
+        .bind(&session.user_agent)
+        .execute(&mut *tx)
+        .await
+        .map_err(map_sqlx)?;
+        if res.rows_affected() == 0 {
+            return Err(StoreError::AlreadyExists("session".into()));
+        }
+        append_events(&mut tx, &[audit]).await?;
+        commit(tx).await
+    }
+
+    async fn get_session(&self, token_hash: &str) -> StoreResult<Option<SessionRow>> {
+        let row = sqlx::query("SELECT * FROM sessions WHERE token_hash = $1")
+            .bind(token_hash)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(map_sqlx)?;
+        row.as_ref().map(session_from_row).transpose()
+    }
+
+    async fn touch_session(&self, token_hash: &str, now: i64) -> StoreResult<()> {
+        sqlx::query(
+            "UPDATE sessions SET last_seen_at = $2 WHERE token_hash = $1 AND last_seen_at < $2",
+        )
+        .bind(token_hash)
+        .bind(now)
+        .execute(&self.pool)
+        .await
+        .map_err(map_sqlx)
+        .map(|_| ())
+    }
+
+    async fn delete_session(&self, token_hash: &str, audit: AuditDraft) -> StoreResult<()> {
+        let mut tx = self.begin().await?;
+        sqlx::query("DELETE FROM sessions WHERE token_hash = $1")
+            .bind(token_hash)
+            .execute(&mut *tx)
+            .await
+            .map_err(map_sqlx)?;
+        append_events(&mut tx, &[audit]).await?;
+        commit(tx).await
+    }
+}

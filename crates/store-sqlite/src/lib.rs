@@ -1,0 +1,1059 @@
+//! SQLite backend: the embedded default. WAL journal, `synchronous=FULL` (an acknowledged write
+//! survives power loss), a pool of read connections and exactly one writer task.
+//!
+//! Group commit: every mutation is a job sent to the writer task, which drains all queued jobs
+//! into one transaction with a savepoint per job. A failing job rolls back to its savepoint and
+//! gets its own error; the others commit together with one fsync. Callers are answered only
+//! after COMMIT returned, so an acknowledged write is durable.
+
+use async_trait::async_trait;
+use custodian_store::{
+    AuditDraft, AuditRow, Cursor, CustomFieldRow, DepartmentRow, ListQuery, RecordPage,
+    RecordWrite, RowScope, SessionRow, Store, StoreError, StoreResult, StoredRecord, StoredVersion,
+    TeamRow, UserRow, WrappedKeyRow, WriteAction, WriteBatch,
+};
+use serde_json::{Map, Value};
+use sqlx::sqlite::{
+    SqliteArguments, SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow,
+    SqliteSynchronous,
+};
+use sqlx::{AssertSqlSafe, Connection, Row, SqliteConnection, SqlitePool};
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot};
+use uuid::Uuid;
+
+mod sql;
+use sql::{Bind, QueryParts};
+
+/// Most jobs committed in one group transaction.
+const MAX_GROUP: usize = 512;
+
+pub struct SqliteStore {
+    read_pool: SqlitePool,
+    writer: mpsc::Sender<Job>,
+}
+
+/// Durability setting of the write connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
+    /// `synchronous=FULL`: every commit is fsynced (the default).
+    Full,
+    /// `synchronous=NORMAL`: for tests and throwaway demo databases only.
+    Normal,
+}
+
+fn internal(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Internal(e.to_string())
+}
+
+fn map_sqlx(e: sqlx::Error) -> StoreError {
+    match &e {
+        sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => {
+            StoreError::Unavailable(e.to_string())
+        }
+        sqlx::Error::Database(db)
+            if db.message().contains("database is locked") || db.message().contains("busy") =>
+        {
+            StoreError::Unavailable(e.to_string())
+        }
+        _ => StoreError::Internal(e.to_string()),
+    }
+}
+
+fn is_unique_violation(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(db) if db.message().contains("UNIQUE constraint failed"))
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database file at `path`, runs migrations, and starts the
+    /// writer task.
+    pub async fn open(path: &Path) -> StoreResult<SqliteStore> {
+        Self::open_with(path, Durability::Full).await
+    }
+
+    pub async fn open_with(path: &Path, durability: Durability) -> StoreResult<SqliteStore> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| StoreError::Unavailable(format!("{}: {e}", dir.display())))?;
+        }
+        let base = SqliteConnectOptions::new()
+            .filename(path)
+            .journal_mode(SqliteJournalMode::Wal)
+            .busy_timeout(Duration::from_secs(10))
+            .foreign_keys(false)
+            .pragma("temp_store", "memory")
+            .pragma("cache_size", "-16000");
+        let write_options = base
+            .clone()
+            .create_if_missing(true)
+            .synchronous(match durability {
+                Durability::Full => SqliteSynchronous::Full,
+                Durability::Normal => SqliteSynchronous::Normal,
+            });
+        let mut write_conn = SqliteConnection::connect_with(&write_options)
+            .await
+            .map_err(map_sqlx)?;
+        sqlx::migrate!("./migrations")
+            .run(&mut write_conn)
+            .await
+            .map_err(|e| StoreError::Internal(format!("migration failed: {e}")))?;
+        let read_pool = SqlitePoolOptions::new()
+            .max_connections(8)
+            .min_connections(1)
+            .acquire_timeout(Duration::from_secs(10))
+            .connect_with(base.pragma("query_only", "ON"))
+            .await
+            .map_err(map_sqlx)?;
+        let (tx, rx) = mpsc::channel(4096);
+        tokio::spawn(writer_loop(write_conn, rx));
+        Ok(SqliteStore {
+            read_pool,
+            writer: tx,
+        })
+    }
+
+    async fn submit(&self, op: Op) -> StoreResult<OpOut> {
+        let (reply, rx) = oneshot::channel();
+        self.writer
+            .send(Job { op, reply })
+            .await
+            .map_err(|_| StoreError::Unavailable("the SQLite writer has stopped".into()))?;
+        rx.await
+            .map_err(|_| StoreError::Unavailable("the SQLite writer has stopped".into()))?
+    }
+
+    async fn submit_unit(&self, op: Op) -> StoreResult<()> {
+        self.submit(op).await.map(|_| ())
+    }
+}
+
+// ---- the writer task ---------------------------------------------------------------------
+
+enum Op {
+    Write(WriteBatch),
+    Audit(Vec<AuditDraft>),
+    AddCustomField(CustomFieldRow, AuditDraft),
+    InsertKey(WrappedKeyRow),
+    CreateUser(UserRow, AuditDraft),
+    CreateDepartment(DepartmentRow, AuditDraft),
+    CreateTeam(TeamRow, AuditDraft),
+    CreateSession(SessionRow, AuditDraft),
+    TouchSession(String, i64),
+    DeleteSession(String, AuditDraft),
+}
+
+enum OpOut {
+    Seqs(Vec<i64>),
+    Unit,
+    Bool(bool),
+}
+
+struct Job {
+    op: Op,
+    reply: oneshot::Sender<StoreResult<OpOut>>,
+}
+
+/// The head of the audit chain as seen inside the current transaction.
+#[derive(Clone)]
+struct ChainHead {
+    seq: i64,
+    hash: Vec<u8>,
+}
+
+async fn writer_loop(mut conn: SqliteConnection, mut rx: mpsc::Receiver<Job>) {
+    while let Some(first) = rx.recv().await {
+        let mut jobs = vec![first];
+        while jobs.len() < MAX_GROUP {
+            match rx.try_recv() {
+                Ok(job) => jobs.push(job),
+                Err(_) => break,
+            }
+        }
+        run_group(&mut conn, jobs).await;
+    }
+}
+
+async fn exec(conn: &mut SqliteConnection, sql: &'static str) -> StoreResult<()> {
+    sqlx::query(sql)
+        .execute(&mut *conn)
+        .await
+        .map_err(map_sqlx)
+        .map(|_| ())
+}
+
+async fn run_group(conn: &mut SqliteConnection, jobs: Vec<Job>) {
+    let mut results: Vec<(oneshot::Sender<StoreResult<OpOut>>, StoreResult<OpOut>)> =
+        Vec::with_capacity(jobs.len());
+    let began = exec(conn, "BEGIN IMMEDIATE").await;
+    if let Err(e) = began {
+        let msg = e.to_string();
+        for job in jobs {
+            let _ = job.reply.send(Err(StoreError::Unavailable(msg.clone())));
+        }
+        return;
+    }
+    let mut head = match read_chain_head(conn).await {
+        Ok(h) => h,
+        Err(e) => {
+            let _ = exec(conn, "ROLLBACK").await;
+            let msg = e.to_string();
+            for job in jobs {
+                let _ = job.reply.send(Err(StoreError::Unavailable(msg.clone())));
+            }
+            return;
+        }
+    };
+    for job in jobs {
+        let saved_head = head.clone();
+        let outcome = match exec(conn, "SAVEPOINT job").await {
+            Err(e) => Err(e),
+            Ok(()) => {
+                let r = apply_op(conn, job.op, &mut head).await;
+                match r {
+                    Ok(out) => match exec(conn, "RELEASE job").await {
+                        Ok(()) => Ok(out),
+                        Err(e) => Err(e),
+                    },
+                    Err(e) => {
+                        let _ = exec(conn, "ROLLBACK TO job").await;
+                        let _ = exec(conn, "RELEASE job").await;
+                        head = saved_head;
+                        Err(e)
+                    }
+                }
+            }
+        };
+        results.push((job.reply, outcome));
+    }
+    match exec(conn, "COMMIT").await {
+        Ok(()) => {
+            for (reply, outcome) in results {
+                let _ = reply.send(outcome);
+            }
+        }
+        Err(e) => {
+            let _ = exec(conn, "ROLLBACK").await;
+            let msg = e.to_string();
+            for (reply, _) in results {
+                let _ = reply.send(Err(StoreError::Unavailable(format!(
+                    "commit failed: {msg}"
+                ))));
+            }
+        }
+    }
+}
+
+async fn read_chain_head(conn: &mut SqliteConnection) -> StoreResult<ChainHead> {
+    let row = sqlx::query("SELECT seq, hash FROM audit_events ORDER BY seq DESC LIMIT 1")
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(map_sqlx)?;
+    Ok(match row {
+        Some(r) => ChainHead {
+            seq: r.try_get("seq").map_err(map_sqlx)?,
+            hash: r.try_get("hash").map_err(map_sqlx)?,
+        },
+        None => ChainHead {
+            seq: 0,
+            hash: custodian_core::audit::GENESIS_HASH.to_vec(),
+        },
+    })
+}
+
+async fn append_events(
+    conn: &mut SqliteConnection,
+    head: &mut ChainHead,
+    drafts: &[AuditDraft],
+) -> StoreResult<Vec<i64>> {
+    let mut seqs = Vec::with_capacity(drafts.len());
+    for d in drafts {
+        let seq = head.seq + 1;
+        let body = d.canonical_body();
+        let hash = custodian_core::audit::chain_hash(&head.hash, seq, body.as_bytes()).to_vec();
+        sqlx::query(
+            "INSERT INTO audit_events (seq, at, actor_id, action, object, record_id, request_id, body, prev_hash, hash) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(seq)
+        .bind(d.at)
+        .bind(d.actor_id.map(|u| u.to_string()))
+        .bind(&d.action)
+        .bind(&d.object)
+        .bind(d.record_id.map(|u| u.to_string()))
+        .bind(&d.request_id)
+        .bind(&body)
+        .bind(&head.hash)
+        .bind(&hash)
+        .execute(&mut *conn)
+        .await
+        .map_err(map_sqlx)?;
+        head.seq = seq;
+        head.hash = hash;
+        seqs.push(seq);
+    }
+    Ok(seqs)
+}
+
+fn opt_uuid(u: Option<Uuid>) -> Option<String> {
+    u.map(|u| u.to_string())
+}
+
+async fn apply_op(conn: &mut SqliteConnection, op: Op, head: &mut ChainHead) -> StoreResult<OpOut> {
+    match op {
+        Op::Write(batch) => {
+            for w in &batch.records {
+                apply_record_write(conn, w).await?;
+            }
+            Ok(OpOut::Seqs(append_events(conn, head, &batch.audit).await?))
+        }
+        Op::Audit(drafts) => Ok(OpOut::Seqs(append_events(conn, head, &drafts).await?)),
+        Op::AddCustomField(f, audit) => {
+            let r = sqlx::query("INSERT INTO custom_fields (object, name, definition, created_at) VALUES (?, ?, ?, ?)")
+                .bind(&f.object)
+                .bind(&f.name)
+                .bind(f.definition.to_string())
+                .bind(f.created_at)
+                .execute(&mut *conn)
+                .await;
+            match r {
+                Err(e) if is_unique_violation(&e) => {
+                    return Err(StoreError::AlreadyExists(format!(
+                        "{}.{}",
+                        f.object, f.name
+                    )));
+                }
+                Err(e) => return Err(map_sqlx(e)),
+                Ok(_) => {}
+            }
+            append_events(conn, head, &[audit]).await?;
+            Ok(OpOut::Unit)
+        }
+        Op::InsertKey(k) => {
+            let r = sqlx::query("INSERT INTO wrapped_keys (label, wrapped, created_at) VALUES (?, ?, ?) ON CONFLICT (label) DO NOTHING")
+                .bind(&k.label)
+                .bind(&k.wrapped)
+                .bind(custodian_store::now_micros())
+                .execute(&mut *conn)
+                .await
+                .map_err(map_sqlx)?;
+            Ok(OpOut::Bool(r.rows_affected() == 1))
+        }
+        Op::CreateUser(u, audit) => {
+            let r = sqlx::query(
+                "INSERT INTO users (id, username, display_name, password_hash, role, department_id, team_id, status, created_at) \
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            )
+            .bind(u.id.to_string())
+            .bind(&u.username)
+            .bind(&u.display_name)
+            .bind(&u.password_hash)
+            .bind(&u.role)
+            .bind(opt_uuid(u.department_id))
+            .bind(opt_uuid(u.team_id))
+            .bind(&u.status)
+            .bind(u.created_at)
+            .execute(&mut *conn)
+            .await;
+            match r {
+                Err(e) if is_unique_violation(&e) => {
+                    return Err(StoreError::AlreadyExists(format!("user {}", u.username)));
+                }
+                Err(e) => return Err(map_sqlx(e)),
+                Ok(_) => {}
+            }
+            append_events(conn, head, &[audit]).await?;
+            Ok(OpOut::Unit)
+        }
+        Op::CreateDepartment(d, audit) => {
+            let r = sqlx::query(
+                "INSERT INTO departments (id, name, parent_id, created_at) VALUES (?, ?, ?, ?)",
+            )
+            .bind(d.id.to_string())
+            .bind(&d.name)
+            .bind(opt_uuid(d.parent_id))
+            .bind(d.created_at)
+            .execute(&mut *conn)
+            .await;
+            match r {
+                Err(e) if is_unique_violation(&e) => {
+                    return Err(StoreError::AlreadyExists(format!("department {}", d.id)));
+                }
+                Err(e) => return Err(map_sqlx(e)),
+                Ok(_) => {}
+            }
+            append_events(conn, head, &[audit]).await?;
+            Ok(OpOut::Unit)
+        }
+        Op::CreateTeam(t, audit) => {
+            let r = sqlx::query(
+                "INSERT INTO teams (id, name, department_id, created_at) VALUES (?, ?, ?, ?)",
+            )
+            .bind(t.id.to_string())
+            .bind(&t.name)
+            .bind(opt_uuid(t.department_id))
+            .bind(t.created_at)
+            .execute(&mut *conn)
+            .await;
+            match r {
+                Err(e) if is_unique_violation(&e) => {
+                    return Err(StoreError::AlreadyExists(format!("team {}", t.id)));
+                }
+                Err(e) => return Err(map_sqlx(e)),
+                Ok(_) => {}
+            }
+            append_events(conn, head, &[audit]).await?;
+            Ok(OpOut::Unit)
+        }
+        Op::CreateSession(s, audit) => {
+            sqlx::query(
+                "INSERT INTO sessions (token_hash, user_id, created_at, last_seen_at, expires_at, ip, user_agent) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            )
+            .bind(&s.token_hash)
+            .bind(s.user_id.to_string())
+            .bind(s.created_at)
+            .bind(s.last_seen_at)
+            .bind(s.expires_at)
+            .bind(&s.ip)
+            .bind(&s.user_agent)
+            .execute(&mut *conn)
+            .await
+            .map_err(map_sqlx)?;
+            append_events(conn, head, &[audit]).await?;
+            Ok(OpOut::Unit)
+        }
+        Op::TouchSession(hash, now) => {
+            sqlx::query(
+                "UPDATE sessions SET last_seen_at = ? WHERE token_hash = ? AND last_seen_at < ?",
+            )
+            .bind(now)
+            .bind(&hash)
+            .bind(now)
+            .execute(&mut *conn)
+            .await
+            .map_err(map_sqlx)?;
+            Ok(OpOut::Unit)
+        }
+        Op::DeleteSession(hash, audit) => {
+            sqlx::query("DELETE FROM sessions WHERE token_hash = ?")
+                .bind(&hash)
+                .execute(&mut *conn)
+                .await
+                .map_err(map_sqlx)?;
+            append_events(conn, head, &[audit]).await?;
+            Ok(OpOut::Unit)
+        }
+    }
+}
+
+async fn apply_record_write(conn: &mut SqliteConnection, w: &RecordWrite) -> StoreResult<()> {
+    let r = &w.record;
+    let id = r.id.to_string();
+    let fields = Value::Object(r.fields.clone()).to_string();
+    let seq: i64 = match w.expected_version {
+        None => {
+            let res = sqlx::query(
+                "INSERT INTO records (id, object, version, owner_id, team_id, created_at, created_by, updated_at, updated_by, deleted_at, fields) \
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING seq",
+            )
+            .bind(&id)
+            .bind(&r.object)
+            .bind(r.version)
+            .bind(opt_uuid(r.owner_id))
+            .bind(opt_uuid(r.team_id))
+            .bind(r.created_at)
+            .bind(opt_uuid(r.created_by))
+            .bind(r.updated_at)
+            .bind(opt_uuid(r.updated_by))
+            .bind(r.deleted_at)
+            .bind(&fields)
+            .fetch_one(&mut *conn)
+            .await;
+            match res {
+                Ok(row) => row.try_get("seq").map_err(map_sqlx)?,
+                Err(e) if is_unique_violation(&e) => {
+                    return Err(StoreError::AlreadyExists(format!("record {id}")));
+                }
+                Err(e) => return Err(map_sqlx(e)),
+            }
+        }
+        Some(expected) => {
+            let row = sqlx::query(
+                "UPDATE records SET version = ?, owner_id = ?, team_id = ?, updated_at = ?, updated_by = ?, deleted_at = ?, fields = ? \
+                 WHERE id = ? AND object = ? AND version = ? RETURNING seq",
+            )
+            .bind(r.version)
+            .bind(opt_uuid(r.owner_id))
+            .bind(opt_uuid(r.team_id))
+            .bind(r.updated_at)
+            .bind(opt_uuid(r.updated_by))
+            .bind(r.deleted_at)
+            .bind(&fields)
+            .bind(&id)
+            .bind(&r.object)
+            .bind(expected)
+            .fetch_optional(&mut *conn)
+            .await
+            .map_err(map_sqlx)?;
+            match row {
+                Some(row) => row.try_get("seq").map_err(map_sqlx)?,
+                None => {
+                    let current: Option<i64> = sqlx::query_scalar(
+                        "SELECT version FROM records WHERE id = ? AND object = ?",
+                    )
+                    .bind(&id)
+                    .bind(&r.object)
+                    .fetch_optional(&mut *conn)
+                    .await
+                    .map_err(map_sqlx)?;
+                    return Err(match current {
+                        Some(current) => StoreError::VersionConflict { current },
+                        None => StoreError::NotFound,
+                    });
+                }
+            }
+        }
+    };
+    sqlx::query(
+        "INSERT INTO record_versions (record_id, version, object, action, owner_id, team_id, deleted_at, fields, changed_at, changed_by) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+    )
+    .bind(&id)
+    .bind(r.version)
+    .bind(&r.object)
+    .bind(w.action.as_str())
+    .bind(opt_uuid(r.owner_id))
+    .bind(opt_uuid(r.team_id))
+    .bind(r.deleted_at)
+    .bind(&fields)
+    .bind(r.updated_at)
+    .bind(opt_uuid(r.updated_by))
+    .execute(&mut *conn)
+    .await
+    .map_err(|e| if is_unique_violation(&e) { StoreError::VersionConflict { current: r.version } } else { map_sqlx(e) })?;
+
+    if w.expected_version.is_some() {
+        sqlx::query("DELETE FROM blind_indexes WHERE record_id = ?")
+            .bind(&id)
+            .execute(&mut *conn)
+            .await
+            .map_err(map_sqlx)?;
+        sqlx::query("DELETE FROM unique_keys WHERE record_id = ?")
+            .bind(&id)
+            .execute(&mut *conn)
+            .await
+            .map_err(map_sqlx)?;
+        sqlx::query("DELETE FROM record_search WHERE rowid = ?")
+            .bind(seq)
+            .execute(&mut *conn)
+            .await
+            .map_err(map_sqlx)?;
+    }
+    for b in &w.blind_indexes {
+        sqlx::query("INSERT OR IGNORE INTO blind_indexes (object, field, digest, record_id) VALUES (?, ?, ?, ?)")
+            .bind(&r.object)
+            .bind(&b.field)
+            .bind(&b.digest)
+            .bind(&id)
+            .execute(&mut *conn)
+            .await
+            .map_err(map_sqlx)?;
+    }
+    for u in &w.unique_keys {
+        let holder: Option<String> = sqlx::query_scalar(
+            "SELECT record_id FROM unique_keys WHERE object = ? AND field = ? AND digest = ?",
+        )
+        .bind(&r.object)
+        .bind(&u.field)
+        .bind(&u.digest)
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(map_sqlx)?;
+        if let Some(holder) = holder
+            && holder != id
+        {
+            return Err(StoreError::UniqueViolation {
+                object: r.object.clone(),
+                field: u.field.clone(),
+                holder: Uuid::parse_str(&holder).ok(),
+            });
+        }
+        sqlx::query("INSERT OR IGNORE INTO unique_keys (object, field, digest, record_id) VALUES (?, ?, ?, ?)")
+            .bind(&r.object)
+            .bind(&u.field)
+            .bind(&u.digest)
+            .bind(&id)
+            .execute(&mut *conn)
+            .await
+            .map_err(map_sqlx)?;
+    }
+    if !w.search_text.is_empty() {
+        sqlx::query("INSERT INTO record_search (rowid, tokens) VALUES (?, ?)")
+            .bind(seq)
+            .bind(&w.search_text)
+            .execute(&mut *conn)
+            .await
+            .map_err(map_sqlx)?;
+    }
+    Ok(())
+}
+
+// ---- reads -------------------------------------------------------------------------------
+
+const RECORD_COLUMNS: &str = "r.id, r.object, r.version, r.owner_id, r.team_id, r.created_at, r.created_by, r.updated_at, r.updated_by, r.deleted_at, r.fields";
+
+fn parse_uuid(s: Option<String>) -> StoreResult<Option<Uuid>> {
+    s.map(|s| Uuid::parse_str(&s).map_err(internal)).transpose()
+}
+
+fn parse_fields(text: &str) -> StoreResult<Map<String, Value>> {
+    match serde_json::from_str(text).map_err(internal)? {
+        Value::Object(m) => Ok(m),
+        _ => Err(internal("record fields are not a JSON object")),
+    }
+}
+
+fn record_from_row(row: &SqliteRow) -> StoreResult<StoredRecord> {
+    let id: String = row.try_get("id").map_err(map_sqlx)?;
+    let fields: String = row.try_get("fields").map_err(map_sqlx)?;
+    Ok(StoredRecord {
+        id: Uuid::parse_str(&id).map_err(internal)?,
+        object: row.try_get("object").map_err(map_sqlx)?,
+        version: row.try_get("version").map_err(map_sqlx)?,
+        owner_id: parse_uuid(row.try_get("owner_id").map_err(map_sqlx)?)?,
+        team_id: parse_uuid(row.try_get("team_id").map_err(map_sqlx)?)?,
+        created_at: row.try_get("created_at").map_err(map_sqlx)?,
+        created_by: parse_uuid(row.try_get("created_by").map_err(map_sqlx)?)?,
+        updated_at: row.try_get("updated_at").map_err(map_sqlx)?,
+        updated_by: parse_uuid(row.try_get("updated_by").map_err(map_sqlx)?)?,
+        deleted_at: row.try_get("deleted_at").map_err(map_sqlx)?,
+        fields: parse_fields(&fields)?,
+    })
+}
+
+fn version_from_row(row: &SqliteRow) -> StoreResult<StoredVersion> {
+    let id: String = row.try_get("record_id").map_err(map_sqlx)?;
+    let action: String = row.try_get("action").map_err(map_sqlx)?;
+    let fields: String = row.try_get("fields").map_err(map_sqlx)?;
+    Ok(StoredVersion {
+        record_id: Uuid::parse_str(&id).map_err(internal)?,
+        object: row.try_get("object").map_err(map_sqlx)?,
+        version: row.try_get("version").map_err(map_sqlx)?,
+        action: WriteAction::parse(&action).ok_or_else(|| internal("unknown version action"))?,
+        owner_id: parse_uuid(row.try_get("owner_id").map_err(map_sqlx)?)?,
+        team_id: parse_uuid(row.try_get("team_id").map_err(map_sqlx)?)?,
+        deleted_at: row.try_get("deleted_at").map_err(map_sqlx)?,
+        fields: parse_fields(&fields)?,
+        changed_at: row.try_get("changed_at").map_err(map_sqlx)?,
+        changed_by: parse_uuid(row.try_get("changed_by").map_err(map_sqlx)?)?,
+    })
+}
+
+fn user_from_row(row: &SqliteRow) -> StoreResult<UserRow> {
+    let id: String = row.try_get("id").map_err(map_sqlx)?;
+    Ok(UserRow {
+        id: Uuid::parse_str(&id).map_err(internal)?,
+        username: row.try_get("username").map_err(map_sqlx)?,
+        display_name: row.try_get("display_name").map_err(map_sqlx)?,
+        password_hash: row.try_get("password_hash").map_err(map_sqlx)?,
+        role: row.try_get("role").map_err(map_sqlx)?,
+        department_id: parse_uuid(row.try_get("department_id").map_err(map_sqlx)?)?,
+        team_id: parse_uuid(row.try_get("team_id").map_err(map_sqlx)?)?,
+        status: row.try_get("status").map_err(map_sqlx)?,
+        created_at: row.try_get("created_at").map_err(map_sqlx)?,
+    })
+}
+
+fn audit_from_row(row: &SqliteRow) -> StoreResult<AuditRow> {
+    Ok(AuditRow {
+        seq: row.try_get("seq").map_err(map_sqlx)?,
+        at: row.try_get("at").map_err(map_sqlx)?,
+        actor_id: parse_uuid(row.try_get("actor_id").map_err(map_sqlx)?)?,
+        action: row.try_get("action").map_err(map_sqlx)?,
+        object: row.try_get("object").map_err(map_sqlx)?,
+        record_id: parse_uuid(row.try_get("record_id").map_err(map_sqlx)?)?,
+        body: row.try_get("body").map_err(map_sqlx)?,
+        prev_hash: row.try_get("prev_hash").map_err(map_sqlx)?,
+        hash: row.try_get("hash").map_err(map_sqlx)?,
+    })
+}
+
+fn bind_all<'q>(
+    mut q: sqlx::query::Query<'q, sqlx::Sqlite, SqliteArguments>,
+    binds: Vec<Bind>,
+) -> sqlx::query::Query<'q, sqlx::Sqlite, SqliteArguments> {
+    for b in binds {
+        q = match b {
+            Bind::Text(s) => q.bind(s),
+            Bind::Int(i) => q.bind(i),
+            Bind::Real(f) => q.bind(f),
+            Bind::Blob(v) => q.bind(v),
+        };
+    }
+    q
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    fn backend(&self) -> &'static str {
+        "sqlite"
+    }
+
+    async fn health(&self) -> StoreResult<()> {
+        sqlx::query("SELECT 1")
+            .execute(&self.read_pool)
+            .await
+            .map_err(map_sqlx)
+            .map(|_| ())
+    }
+
+    async fn write(&self, batch: WriteBatch) -> StoreResult<Vec<i64>> {
+        match self.submit(Op::Write(batch)).await? {
+            OpOut::Seqs(s) => Ok(s),
+            _ => Err(internal("unexpected writer reply")),
+        }
+    }
+
+    async fn get_record(
+        &self,
+        object: &str,
+        id: Uuid,
+        scope: &RowScope,
+    ) -> StoreResult<Option<StoredRecord>> {
+        let mut parts = QueryParts::default();
+        parts.push_where("r.object = ?", vec![Bind::Text(object.to_owned())]);
+        parts.push_where("r.id = ?", vec![Bind::Text(id.to_string())]);
+        sql::push_scope(&mut parts, scope);
+        let (where_sql, binds) = parts.finish_where();
+        let text = format!("SELECT {RECORD_COLUMNS} FROM records r WHERE {where_sql}");
+        let row = bind_all(sqlx::query(AssertSqlSafe(text)), binds)
+            .fetch_optional(&self.read_pool)
+            .await
+            .map_err(map_sqlx)?;
+        row.as_ref().map(record_from_row).transpose()
+    }
+
+    async fn existing_ids(&self, object: &str, ids: &[Uuid]) -> StoreResult<Vec<Uuid>> {
+        let mut out = Vec::new();
+        for chunk in ids.chunks(500) {
+            let placeholders = vec!["?"; chunk.len()].join(", ");
+            let text = format!(
+                "SELECT id FROM records WHERE object = ? AND deleted_at IS NULL AND id IN ({placeholders})"
+            );
+            let mut q =
+                sqlx::query_scalar::<_, String>(AssertSqlSafe(text)).bind(object.to_owned());
+            for id in chunk {
+                q = q.bind(id.to_string());
+            }
+            for id in q.fetch_all(&self.read_pool).await.map_err(map_sqlx)? {
+                out.push(Uuid::parse_str(&id).map_err(internal)?);
+            }
+        }
+        Ok(out)
+    }
+
+    async fn list_records(&self, query: &ListQuery) -> StoreResult<RecordPage> {
+        let mut parts = QueryParts::default();
+        sql::push_list_conditions(&mut parts, query)?;
+        let sort = sql::sort_expr(&query.sort.column)?;
+        if let Some(after) = &query.after {
+            sql::push_keyset(&mut parts, &sort, query.sort.descending, after)?;
+        }
+        let (where_sql, mut binds) = parts.finish_where();
+        let dir = if query.sort.descending { "DESC" } else { "ASC" };
+        let limit = query.limit.clamp(1, 1000);
+        let text = format!(
+            "SELECT {RECORD_COLUMNS}, {expr} AS sort_key FROM records r WHERE {where_sql} ORDER BY {expr} {dir}, r.id {dir} LIMIT ?",
+            expr = sort.expr
+        );
+        binds.push(Bind::Int(i64::from(limit) + 1));
+        let rows = bind_all(sqlx::query(AssertSqlSafe(text)), binds)
+            .fetch_all(&self.read_pool)
+            .await
+            .map_err(map_sqlx)?;
+        let mut items = Vec::with_capacity(rows.len());
+        let mut keys = Vec::with_capacity(rows.len());
+        for row in rows.iter().take(limit as usize) {
+            items.push(record_from_row(row)?);
+            keys.push(sql::read_sort_key(row, sort.kind)?);
+        }
+        let next = if rows.len() > limit as usize {
+            match (items.last(), keys.pop()) {
+                (Some(last), Some(key)) => Some(Cursor { key, id: last.id }),
+                _ => None,
+            }
+        } else {
+            None
+        };
+        Ok(RecordPage { items, next })
+    }
+
+    async fn count_records(&self, query: &ListQuery) -> StoreResult<u64> {
+        let mut parts = QueryParts::default();
+        sql::push_list_conditions(&mut parts, query)?;
+        let (where_sql, binds) = parts.finish_where();
+        let text = format!("SELECT COUNT(*) AS n FROM records r WHERE {where_sql}");
+        let row = bind_all(sqlx::query(AssertSqlSafe(text)), binds)
+            .fetch_one(&self.read_pool)
+            .await
+            .map_err(map_sqlx)?;
+        let n: i64 = row.try_get("n").map_err(map_sqlx)?;
+        Ok(n.max(0) as u64)
+    }
+
+    async fn list_versions(
+        &self,
+        object: &str,
+        id: Uuid,
+        after: i64,
+        limit: u32,
+    ) -> StoreResult<Vec<StoredVersion>> {
+        let rows = sqlx::query(
+            "SELECT * FROM record_versions WHERE record_id = ? AND object = ? AND version > ? ORDER BY version ASC LIMIT ?",
+        )
+        .bind(id.to_string())
+        .bind(object)
+        .bind(after)
+        .bind(i64::from(limit.clamp(1, 1000)))
+        .fetch_all(&self.read_pool)
+        .await
+        .map_err(map_sqlx)?;
+        rows.iter().map(version_from_row).collect()
+    }
+
+    async fn get_version(
+        &self,
+        object: &str,
+        id: Uuid,
+        version: i64,
+    ) -> StoreResult<Option<StoredVersion>> {
+        let row = sqlx::query(
+            "SELECT * FROM record_versions WHERE record_id = ? AND object = ? AND version = ?",
+        )
+        .bind(id.to_string())
+        .bind(object)
+        .bind(version)
+        .fetch_optional(&self.read_pool)
+        .await
+        .map_err(map_sqlx)?;
+        row.as_ref().map(version_from_row).transpose()
+    }
+
+    async fn find_by_blind_index(
+        &self,
+        object: &str,
+        field: &str,
+        digest: &[u8],
+        limit: u32,
+    ) -> StoreResult<Vec<Uuid>> {
+        let ids: Vec<String> = sqlx::query_scalar(
+            "SELECT b.record_id FROM blind_indexes b JOIN records r ON r.id = b.record_id \
+             WHERE b.object = ? AND b.field = ? AND b.digest = ? AND r.deleted_at IS NULL LIMIT ?",
+        )
+        .bind(object)
+        .bind(field)
+        .bind(digest)
+        .bind(i64::from(limit))
+        .fetch_all(&self.read_pool)
+        .await
+        .map_err(map_sqlx)?;
+        ids.iter()
+            .map(|s| Uuid::parse_str(s).map_err(internal))
+            .collect()
+    }
+
+    async fn append_audit(&self, events: Vec<AuditDraft>) -> StoreResult<Vec<i64>> {
+        match self.submit(Op::Audit(events)).await? {
+            OpOut::Seqs(s) => Ok(s),
+            _ => Err(internal("unexpected writer reply")),
+        }
+    }
+
+    async fn list_audit(&self, after_seq: i64, limit: u32) -> StoreResult<Vec<AuditRow>> {
+        let rows = sqlx::query("SELECT * FROM audit_events WHERE seq > ? ORDER BY seq ASC LIMIT ?")
+            .bind(after_seq)
+            .bind(i64::from(limit.clamp(1, 100_000)))
+            .fetch_all(&self.read_pool)
+            .await
+            .map_err(map_sqlx)?;
+        rows.iter().map(audit_from_row).collect()
+    }
+
+    async fn list_custom_fields(&self) -> StoreResult<Vec<CustomFieldRow>> {
+        let rows = sqlx::query("SELECT * FROM custom_fields ORDER BY created_at, object, name")
+            .fetch_all(&self.read_pool)
+            .await
+            .map_err(map_sqlx)?;
+        rows.iter()
+            .map(|row| {
+                let def: String = row.try_get("definition").map_err(map_sqlx)?;
+                Ok(CustomFieldRow {
+                    object: row.try_get("object").map_err(map_sqlx)?,
+                    name: row.try_get("name").map_err(map_sqlx)?,
+                    definition: serde_json::from_str(&def).map_err(internal)?,
+                    created_at: row.try_get("created_at").map_err(map_sqlx)?,
+                })
+            })
+            .collect()
+    }
+
+    async fn add_custom_field(&self, field: CustomFieldRow, audit: AuditDraft) -> StoreResult<()> {
+        self.submit_unit(Op::AddCustomField(field, audit)).await
+    }
+
+    async fn list_wrapped_keys(&self) -> StoreResult<Vec<WrappedKeyRow>> {
+        let rows = sqlx::query("SELECT label, wrapped FROM wrapped_keys ORDER BY label")
+            .fetch_all(&self.read_pool)
+            .await
+            .map_err(map_sqlx)?;
+        rows.iter()
+            .map(|row| {
+                Ok(WrappedKeyRow {
+                    label: row.try_get("label").map_err(map_sqlx)?,
+                    wrapped: row.try_get("wrapped").map_err(map_sqlx)?,
+                })
+            })
+            .collect()
+    }
+
+    async fn insert_wrapped_key(&self, key: WrappedKeyRow) -> StoreResult<bool> {
+        match self.submit(Op::InsertKey(key)).await? {
+            OpOut::Bool(b) => Ok(b),
+            _ => Err(internal("unexpected writer reply")),
+        }
+    }
+
+    async fn create_user(&self, user: UserRow, audit: AuditDraft) -> StoreResult<()> {
+        self.submit_unit(Op::CreateUser(user, audit)).await
+    }
+
+    async fn get_user(&self, id: Uuid) -> StoreResult<Option<UserRow>> {
+        let row = sqlx::query("SELECT * FROM users WHERE id = ?")
+            .bind(id.to_string())
+            .fetch_optional(&self.read_pool)
+            .await
+            .map_err(map_sqlx)?;
+        row.as_ref().map(user_from_row).transpose()
+    }
+
+    async fn get_user_by_username(&self, username: &str) -> StoreResult<Option<UserRow>> {
+        let row = sqlx::query("SELECT * FROM users WHERE username = ?")
+            .bind(username)
+            .fetch_optional(&self.read_pool)
+            .await
+            .map_err(map_sqlx)?;
+        row.as_ref().map(user_from_row).transpose()
+    }
+
+    async fn list_users(&self) -> StoreResult<Vec<UserRow>> {
+        let rows = sqlx::query("SELECT * FROM users ORDER BY username")
+            .fetch_all(&self.read_pool)
+            .await
+            .map_err(map_sqlx)?;
+        rows.iter().map(user_from_row).collect()
+    }
+
+    async fn count_users(&self) -> StoreResult<u64> {
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM users")
+            .fetch_one(&self.read_pool)
+            .await
+            .map_err(map_sqlx)?;
+        Ok(n.max(0) as u64)
+    }
+
+    async fn create_department(
+        &self,
+        department: DepartmentRow,
+        audit: AuditDraft,
+    ) -> StoreResult<()> {
+        self.submit_unit(Op::CreateDepartment(department, audit))
+            .await
+    }
+
+    async fn list_departments(&self) -> StoreResult<Vec<DepartmentRow>> {
+        let rows = sqlx::query("SELECT * FROM departments ORDER BY created_at, id")
+            .fetch_all(&self.read_pool)
+            .await
+            .map_err(map_sqlx)?;
+        rows.iter()
+            .map(|row| {
+                let id: String = row.try_get("id").map_err(map_sqlx)?;
+                Ok(DepartmentRow {
+                    id: Uuid::parse_str(&id).map_err(internal)?,
+                    name: row.try_get("name").map_err(map_sqlx)?,
+                    parent_id: parse_uuid(row.try_get("parent_id").map_err(map_sqlx)?)?,
+                    created_at: row.try_get("created_at").map_err(map_sqlx)?,
+                })
+            })
+            .collect()
+    }
+
+    async fn create_team(&self, team: TeamRow, audit: AuditDraft) -> StoreResult<()> {
+        self.submit_unit(Op::CreateTeam(team, audit)).await
+    }
+
+    async fn list_teams(&self) -> StoreResult<Vec<TeamRow>> {
+        let rows = sqlx::query("SELECT * FROM teams ORDER BY created_at, id")
+            .fetch_all(&self.read_pool)
+            .await
+            .map_err(map_sqlx)?;
+        rows.iter()
+            .map(|row| {
+                let id: String = row.try_get("id").map_err(map_sqlx)?;
+                Ok(TeamRow {
+                    id: Uuid::parse_str(&id).map_err(internal)?,
+                    name: row.try_get("name").map_err(map_sqlx)?,
+                    department_id: parse_uuid(row.try_get("department_id").map_err(map_sqlx)?)?,
+                    created_at: row.try_get("created_at").map_err(map_sqlx)?,
+                })
+            })
+            .collect()
+    }
+
+    async fn create_session(&self, session: SessionRow, audit: AuditDraft) -> StoreResult<()> {
+        self.submit_unit(Op::CreateSession(session, audit)).await
+    }
+
+    async fn get_session(&self, token_hash: &str) -> StoreResult<Option<SessionRow>> {
+        let row = sqlx::query("SELECT * FROM sessions WHERE token_hash = ?")
+            .bind(token_hash)
+            .fetch_optional(&self.read_pool)
+            .await
+            .map_err(map_sqlx)?;
+        row.map(|row| {
+            let user: String = row.try_get("user_id").map_err(map_sqlx)?;
+            Ok(SessionRow {
+                token_hash: row.try_get("token_hash").map_err(map_sqlx)?,
+                user_id: Uuid::parse_str(&user).map_err(internal)?,
+                created_at: row.try_get("created_at").map_err(map_sqlx)?,
+                last_seen_at: row.try_get("last_seen_at").map_err(map_sqlx)?,
+                expires_at: row.try_get("expires_at").map_err(map_sqlx)?,
+                ip: row.try_get("ip").map_err(map_sqlx)?,
+                user_agent: row.try_get("user_agent").map_err(map_sqlx)?,
+            })
+        })
+        .transpose()
+    }
+
+    async fn touch_session(&self, token_hash: &str, now: i64) -> StoreResult<()> {
+        self.submit_unit(Op::TouchSession(token_hash.to_owned(), now))
+            .await
+    }
+
+    async fn delete_session(&self, token_hash: &str, audit: AuditDraft) -> StoreResult<()> {
+        self.submit_unit(Op::DeleteSession(token_hash.to_owned(), audit))
+            .await
+    }
+}
+
+impl FromStr for Durability {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "full" => Ok(Durability::Full),
+            "normal" => Ok(Durability::Normal),
+            other => Err(format!("unknown durability {other}")),
+        }
+    }
+}

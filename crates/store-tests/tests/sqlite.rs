@@ -1,0 +1,35 @@
+//! The conformance suite on SQLite, plus the database-level append-only check.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use custodian_store::{AuditDraft, Store};
+use sqlx::Connection;
+
+custodian_store_tests::conformance_tests!(Some(custodian_store_tests::sqlite_test_store().await));
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn audit_events_are_append_only_in_the_database() {
+    let (store, dir) = custodian_store_tests::sqlite_test_store().await;
+    store
+        .append_audit(vec![AuditDraft::new("a"), AuditDraft::new("b")])
+        .await
+        .unwrap();
+    let url = format!("sqlite://{}", dir.database_file().display());
+    let mut conn = sqlx::SqliteConnection::connect(&url).await.unwrap();
+    for sql in [
+        "UPDATE audit_events SET body = '{}' WHERE seq = 1",
+        "DELETE FROM audit_events WHERE seq = 2",
+    ] {
+        assert!(
+            sqlx::query(sqlx::AssertSqlSafe(sql))
+                .execute(&mut conn)
+                .await
+                .is_err(),
+            "{sql} must be refused"
+        );
+    }
+    conn.close().await.unwrap();
+    let rows = store.list_audit(0, 10).await.unwrap();
+    assert_eq!(rows.len(), 2);
+    custodian_store::audit::verify_chain(0, &custodian_core::audit::GENESIS_HASH, &rows).unwrap();
+}

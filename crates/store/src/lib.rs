@@ -1,0 +1,441 @@
+//! The store contract. Two backends implement it (SQLite, the embedded default, and
+//! PostgreSQL); one conformance suite in `custodian-store-tests` runs unchanged against both.
+//!
+//! Stores are deliberately dumb: they never see plaintext of sensitive fields (the service
+//! encrypts before calling them), never decide what is valid (the service validates) and never
+//! decide who may see what (the service passes a `RowScope`, which the store turns into SQL).
+//! What stores do guarantee: every `WriteBatch` is applied atomically together with its audit
+//! events; versions are checked (optimistic concurrency) inside the transaction; unique keys are
+//! enforced by the database; the audit chain stays linear.
+
+use async_trait::async_trait;
+use custodian_core::search::QueryToken;
+use serde_json::{Map, Value};
+use uuid::Uuid;
+
+pub mod audit;
+pub use audit::{AuditDraft, AuditRow};
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("not found")]
+    NotFound,
+    /// The record's version is not the one the writer expected.
+    #[error("version conflict: current version is {current}")]
+    VersionConflict { current: i64 },
+    /// Another active record already holds this unique value.
+    #[error("unique value of {object}.{field} is taken")]
+    UniqueViolation {
+        object: String,
+        field: String,
+        holder: Option<Uuid>,
+    },
+    /// A row with this key already exists (usernames, custom field names, …).
+    #[error("already exists: {0}")]
+    AlreadyExists(String),
+    /// The database is unreachable, busy beyond its timeout or shutting down.
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+    #[error("store error: {0}")]
+    Internal(String),
+}
+
+/// Current time in microseconds since the Unix epoch (the stores' time representation).
+pub fn now_micros() -> i64 {
+    let now = time::OffsetDateTime::now_utc();
+    (now.unix_timestamp_nanos() / 1_000) as i64
+}
+
+/// A record as stored: sensitive field values are encryption envelopes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredRecord {
+    pub id: Uuid,
+    pub object: String,
+    pub version: i64,
+    pub owner_id: Option<Uuid>,
+    pub team_id: Option<Uuid>,
+    pub created_at: i64,
+    pub created_by: Option<Uuid>,
+    pub updated_at: i64,
+    pub updated_by: Option<Uuid>,
+    pub deleted_at: Option<i64>,
+    pub fields: Map<String, Value>,
+}
+
+/// What a write does to a record; stored with each version.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WriteAction {
+    Create,
+    Update,
+    Delete,
+    Restore,
+}
+
+impl WriteAction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WriteAction::Create => "create",
+            WriteAction::Update => "update",
+            WriteAction::Delete => "delete",
+            WriteAction::Restore => "restore",
+        }
+    }
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "create" => WriteAction::Create,
+            "update" => WriteAction::Update,
+            "delete" => WriteAction::Delete,
+            "restore" => WriteAction::Restore,
+            _ => return None,
+        })
+    }
+}
+
+/// An immutable snapshot written by every change.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredVersion {
+    pub record_id: Uuid,
+    pub object: String,
+    pub version: i64,
+    pub action: WriteAction,
+    pub owner_id: Option<Uuid>,
+    pub team_id: Option<Uuid>,
+    pub deleted_at: Option<i64>,
+    pub fields: Map<String, Value>,
+    pub changed_at: i64,
+    pub changed_by: Option<Uuid>,
+}
+
+/// A keyed digest attached to a record field (blind index or unique key).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldDigest {
+    pub field: String,
+    pub digest: Vec<u8>,
+}
+
+/// One record change. `record` is the complete new state (version already incremented);
+/// the store writes it, a `StoredVersion` snapshot of it, and replaces the record's blind
+/// indexes, unique keys and search text with the given sets.
+#[derive(Debug, Clone)]
+pub struct RecordWrite {
+    pub action: WriteAction,
+    pub record: StoredRecord,
+    /// `None` only for creates; otherwise the version the change was based on. A mismatch
+    /// fails the whole batch with `VersionConflict`.
+    pub expected_version: Option<i64>,
+    pub blind_indexes: Vec<FieldDigest>,
+    /// Unique keys held by this record; must be empty when the record is deleted.
+    pub unique_keys: Vec<FieldDigest>,
+    pub search_text: String,
+}
+
+/// Record changes and audit events applied in one transaction: all or nothing.
+#[derive(Debug, Clone, Default)]
+pub struct WriteBatch {
+    pub records: Vec<RecordWrite>,
+    pub audit: Vec<AuditDraft>,
+}
+
+/// Which rows a caller may touch. Pushed into SQL as a predicate; never applied after a query.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RowScope {
+    All,
+    /// Rows owned by one of `owner_ids`, or in one of `team_ids`, or listed in `record_ids`.
+    Restricted {
+        owner_ids: Vec<Uuid>,
+        team_ids: Vec<Uuid>,
+        record_ids: Vec<Uuid>,
+    },
+}
+
+/// A column a filter or sort can target.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Column {
+    Id,
+    OwnerId,
+    TeamId,
+    CreatedAt,
+    UpdatedAt,
+    CreatedBy,
+    UpdatedBy,
+    /// A user field; `path` descends into its JSON (e.g. `["amount", "amount"]` for money).
+    Field {
+        path: Vec<String>,
+        kind: ValueKind,
+    },
+}
+
+/// How a field value compares in SQL.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ValueKind {
+    Text,
+    Number,
+    Boolean,
+    /// A JSON array of strings (multi-enum); equality means "contains the element".
+    Array,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum FilterValue {
+    Text(String),
+    /// A canonical decimal string.
+    Number(String),
+    Bool(bool),
+    Uuid(Uuid),
+    /// Microseconds since the epoch (system time columns).
+    Micros(i64),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum FilterOp {
+    Eq(FilterValue),
+    Ne(FilterValue),
+    Gt(FilterValue),
+    Gte(FilterValue),
+    Lt(FilterValue),
+    Lte(FilterValue),
+    /// Case-insensitive substring match on text.
+    Contains(String),
+    /// The column is null (true) or not null (false).
+    IsNull(bool),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Filter {
+    Column {
+        column: Column,
+        op: FilterOp,
+    },
+    /// Equality on a sensitive field through its blind index.
+    BlindIndex {
+        field: String,
+        digest: Vec<u8>,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeletedFilter {
+    Active,
+    Deleted,
+    All,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Sort {
+    pub column: Column,
+    pub descending: bool,
+}
+
+impl Default for Sort {
+    fn default() -> Self {
+        Sort {
+            column: Column::Id,
+            descending: false,
+        }
+    }
+}
+
+/// Position after which a page starts. `key` is the sort key as the store returned it in
+/// `RecordPage::next`; the service treats it as opaque.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Cursor {
+    pub key: Value,
+    pub id: Uuid,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ListQuery {
+    pub object: String,
+    pub scope: RowScope,
+    pub filters: Vec<Filter>,
+    /// Every token must match the record's search text.
+    pub search: Vec<QueryToken>,
+    pub sort: Sort,
+    pub after: Option<Cursor>,
+    pub limit: u32,
+    pub deleted: DeletedFilter,
+}
+
+impl ListQuery {
+    pub fn new(object: impl Into<String>) -> Self {
+        ListQuery {
+            object: object.into(),
+            scope: RowScope::All,
+            filters: Vec::new(),
+            search: Vec::new(),
+            sort: Sort::default(),
+            after: None,
+            limit: 50,
+            deleted: DeletedFilter::Active,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct RecordPage {
+    pub items: Vec<StoredRecord>,
+    /// Present when more rows may follow.
+    pub next: Option<Cursor>,
+}
+
+/// A user account as stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct UserRow {
+    pub id: Uuid,
+    pub username: String,
+    pub display_name: String,
+    pub password_hash: String,
+    pub role: String,
+    pub department_id: Option<Uuid>,
+    pub team_id: Option<Uuid>,
+    pub status: String,
+    pub created_at: i64,
+}
+
+/// A login session or API token: only the SHA-256 of the token is stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SessionRow {
+    pub token_hash: String,
+    pub user_id: Uuid,
+    pub created_at: i64,
+    pub last_seen_at: i64,
+    pub expires_at: i64,
+    pub ip: Option<String>,
+    pub user_agent: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct DepartmentRow {
+    pub id: Uuid,
+    pub name: String,
+    pub parent_id: Option<Uuid>,
+    pub created_at: i64,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct TeamRow {
+    pub id: Uuid,
+    pub name: String,
+    pub department_id: Option<Uuid>,
+    pub created_at: i64,
+}
+
+/// A custom field definition as stored (`definition` is a serialised `FieldDef`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct CustomFieldRow {
+    pub object: String,
+    pub name: String,
+    pub definition: Value,
+    pub created_at: i64,
+}
+
+/// A key wrapped by the master key.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WrappedKeyRow {
+    pub label: String,
+    pub wrapped: Vec<u8>,
+}
+
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// "sqlite" or "postgres".
+    fn backend(&self) -> &'static str;
+
+    /// Cheap liveness check of the database.
+    async fn health(&self) -> StoreResult<()>;
+
+    // ---- records -------------------------------------------------------------------------
+
+    /// Applies record changes and audit events atomically. Returns the sequence numbers
+    /// assigned to the audit events.
+    async fn write(&self, batch: WriteBatch) -> StoreResult<Vec<i64>>;
+
+    /// One record by id, deleted or not, if it is of `object` and inside `scope`.
+    async fn get_record(
+        &self,
+        object: &str,
+        id: Uuid,
+        scope: &RowScope,
+    ) -> StoreResult<Option<StoredRecord>>;
+
+    /// Ids among `ids` that exist as active records of `object` (reference checks).
+    async fn existing_ids(&self, object: &str, ids: &[Uuid]) -> StoreResult<Vec<Uuid>>;
+
+    async fn list_records(&self, query: &ListQuery) -> StoreResult<RecordPage>;
+
+    /// Number of records matching the query's scope, filters, search and deleted filter.
+    async fn count_records(&self, query: &ListQuery) -> StoreResult<u64>;
+
+    /// Versions of a record with version > `after`, oldest first.
+    async fn list_versions(
+        &self,
+        object: &str,
+        id: Uuid,
+        after: i64,
+        limit: u32,
+    ) -> StoreResult<Vec<StoredVersion>>;
+
+    async fn get_version(
+        &self,
+        object: &str,
+        id: Uuid,
+        version: i64,
+    ) -> StoreResult<Option<StoredVersion>>;
+
+    /// Ids of active records of `object` holding `digest` as blind index of `field`.
+    async fn find_by_blind_index(
+        &self,
+        object: &str,
+        field: &str,
+        digest: &[u8],
+        limit: u32,
+    ) -> StoreResult<Vec<Uuid>>;
+
+    // ---- audit ---------------------------------------------------------------------------
+
+    /// Appends events that accompany no record change (reads, logins, refusals).
+    async fn append_audit(&self, events: Vec<AuditDraft>) -> StoreResult<Vec<i64>>;
+
+    /// Events with seq > `after_seq`, in order.
+    async fn list_audit(&self, after_seq: i64, limit: u32) -> StoreResult<Vec<AuditRow>>;
+
+    // ---- schema and keys -----------------------------------------------------------------
+
+    async fn list_custom_fields(&self) -> StoreResult<Vec<CustomFieldRow>>;
+
+    /// Fails with `AlreadyExists` when the object already has a custom field of that name.
+    async fn add_custom_field(&self, field: CustomFieldRow, audit: AuditDraft) -> StoreResult<()>;
+
+    async fn list_wrapped_keys(&self) -> StoreResult<Vec<WrappedKeyRow>>;
+
+    /// Inserts the key unless one with the label exists; returns whether it was inserted. Two
+    /// servers starting at once thus agree on one key.
+    async fn insert_wrapped_key(&self, key: WrappedKeyRow) -> StoreResult<bool>;
+
+    // ---- people --------------------------------------------------------------------------
+
+    async fn create_user(&self, user: UserRow, audit: AuditDraft) -> StoreResult<()>;
+    async fn get_user(&self, id: Uuid) -> StoreResult<Option<UserRow>>;
+    async fn get_user_by_username(&self, username: &str) -> StoreResult<Option<UserRow>>;
+    async fn list_users(&self) -> StoreResult<Vec<UserRow>>;
+    async fn count_users(&self) -> StoreResult<u64>;
+
+    async fn create_department(
+        &self,
+        department: DepartmentRow,
+        audit: AuditDraft,
+    ) -> StoreResult<()>;
+    async fn list_departments(&self) -> StoreResult<Vec<DepartmentRow>>;
+    async fn create_team(&self, team: TeamRow, audit: AuditDraft) -> StoreResult<()>;
+    async fn list_teams(&self) -> StoreResult<Vec<TeamRow>>;
+
+    // ---- sessions ------------------------------------------------------------------------
+
+    async fn create_session(&self, session: SessionRow, audit: AuditDraft) -> StoreResult<()>;
+    async fn get_session(&self, token_hash: &str) -> StoreResult<Option<SessionRow>>;
+    /// Moves `last_seen_at` forward (idle expiry).
+    async fn touch_session(&self, token_hash: &str, now: i64) -> StoreResult<()>;
+    async fn delete_session(&self, token_hash: &str, audit: AuditDraft) -> StoreResult<()>;
+}
