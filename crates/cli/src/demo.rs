@@ -12,23 +12,15 @@ use std::collections::HashMap;
 use std::time::Instant;
 use uuid::Uuid;
 
-pub async fn load(
-    service: &Service,
-    records: usize,
-    seed: u64,
-    duplicate_share: f64,
-    batch: usize,
-) -> Result<()> {
+pub async fn load(service: &Service, records: usize, seed: u64, duplicate_share: f64, batch: usize) -> Result<()> {
     let started = Instant::now();
     let data = generate(records, seed, duplicate_share);
     let ctx = RequestContext::cli();
     let progress = ProgressBar::new(data.records.len() as u64);
     progress.set_style(
-        ProgressStyle::with_template(
-            "{spinner} {msg:12} [{bar:40}] {pos}/{len} ({per_sec}, eta {eta})",
-        )
-        .unwrap_or_else(|_| ProgressStyle::default_bar())
-        .progress_chars("=> "),
+        ProgressStyle::with_template("{spinner} {msg:12} [{bar:40}] {pos}/{len} ({per_sec}, eta {eta})")
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
     );
     let mut ids: HashMap<(&'static str, usize), Uuid> = HashMap::with_capacity(data.records.len());
     let mut pending: Vec<(&'static str, usize, Uuid, PreparedWrite)> = Vec::with_capacity(batch);
@@ -53,16 +45,9 @@ pub async fn load(
                 }
             }
         }
-        match service
-            .prepare_create(&ctx, record.object, &fields, &CreateOptions::default())
-            .await
-        {
+        match service.prepare_create(&ctx, record.object, &fields, &CreateOptions::default()).await {
             Ok((id, prepared)) => pending.push((record.object, record.key, id, prepared)),
-            Err(e) => {
-                *skipped
-                    .entry(format!("{}: {}", record.object, e.code.as_str()))
-                    .or_default() += 1
-            }
+            Err(e) => *skipped.entry(format!("{}: {}", record.object, e.code.as_str())).or_default() += 1,
         }
         if pending.len() >= batch {
             flush(service, &mut pending, &mut ids, &mut skipped, &mut created).await?;
@@ -109,23 +94,14 @@ async fn flush(
             }
             Ok(())
         }
-        Err(e)
-            if matches!(
-                e.code,
-                ErrorCode::Duplicate | ErrorCode::VersionConflict | ErrorCode::Conflict
-            ) =>
-        {
+        Err(e) if matches!(e.code, ErrorCode::Duplicate | ErrorCode::VersionConflict | ErrorCode::Conflict) => {
             for ((o, k, id), write) in keys.into_iter().zip(retry) {
                 match service.apply_prepared(vec![write]).await {
                     Ok(()) => {
                         *created += 1;
                         ids.insert((o, k), id);
                     }
-                    Err(e) => {
-                        *skipped
-                            .entry(format!("{o}: {}", e.code.as_str()))
-                            .or_default() += 1
-                    }
+                    Err(e) => *skipped.entry(format!("{o}: {}", e.code.as_str())).or_default() += 1,
                 }
             }
             Ok(())

@@ -112,15 +112,9 @@ enum UserCommand {
 fn init_logging(format: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("CUSTODIAN_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     if format == "json" {
-        builder
-            .json()
-            .flatten_event(true)
-            .with_current_span(true)
-            .init();
+        builder.json().flatten_event(true).with_current_span(true).init();
     } else {
         builder.init();
     }
@@ -130,9 +124,7 @@ async fn open_store(args: &StoreArgs) -> Result<Arc<dyn Store>> {
     match &args.database_url {
         Some(url) => {
             if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
-                bail!(
-                    "--database-url must start with postgres:// (SQLite is selected with --data-dir)"
-                );
+                bail!("--database-url must start with postgres:// (SQLite is selected with --data-dir)");
             }
             let store = custodian_store_postgres::PostgresStore::connect(url)
                 .await
@@ -143,9 +135,7 @@ async fn open_store(args: &StoreArgs) -> Result<Arc<dyn Store>> {
             let path = args.data_dir.join("custodian.db");
             let store = custodian_store_sqlite::SqliteStore::open(&path)
                 .await
-                .map_err(|e| {
-                    anyhow::anyhow!("cannot open SQLite store at {}: {e}", path.display())
-                })?;
+                .map_err(|e| anyhow::anyhow!("cannot open SQLite store at {}: {e}", path.display()))?;
             Ok(Arc::new(store))
         }
     }
@@ -155,10 +145,7 @@ fn master_key(args: &StoreArgs) -> Result<MasterKey> {
     if let Ok(hex) = std::env::var("CUSTODIAN_MASTER_KEY") {
         return MasterKey::from_hex(&hex).context("CUSTODIAN_MASTER_KEY");
     }
-    let path = args
-        .master_key_file
-        .clone()
-        .unwrap_or_else(|| args.data_dir.join("master.key"));
+    let path = args.master_key_file.clone().unwrap_or_else(|| args.data_dir.join("master.key"));
     let (key, created) = MasterKey::load_or_create(&path)?;
     if created {
         tracing::warn!(path = %path.display(), "created a new master key file (mode 0600); back it up separately from the database");
@@ -169,12 +156,8 @@ fn master_key(args: &StoreArgs) -> Result<MasterKey> {
 async fn open_service(args: &StoreArgs, config: ServiceConfig) -> Result<Arc<Service>> {
     let store = open_store(args).await?;
     let master = master_key(args)?;
-    let keyring = load_keyring(store.as_ref(), &master)
-        .await
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
-    let service = Service::new(store, keyring, config)
-        .await
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let keyring = load_keyring(store.as_ref(), &master).await.map_err(|e| anyhow::anyhow!("{e}"))?;
+    let service = Service::new(store, keyring, config).await.map_err(|e| anyhow::anyhow!("{e}"))?;
     Ok(Arc::new(service))
 }
 
@@ -201,18 +184,11 @@ async fn shutdown_signal() {
 }
 
 async fn serve(store: StoreArgs, listen: String, default_region: String) -> Result<()> {
-    let config = ServiceConfig {
-        default_region,
-        ..ServiceConfig::default()
-    };
+    let config = ServiceConfig { default_region, ..ServiceConfig::default() };
     let service = open_service(&store, config).await?;
-    let admin_password = std::env::var("CUSTODIAN_ADMIN_PASSWORD")
-        .ok()
-        .filter(|p| !p.is_empty());
-    if let Some(generated) = service
-        .ensure_admin(admin_password)
-        .await
-        .map_err(|e| anyhow::anyhow!("creating the admin user: {e}"))?
+    let admin_password = std::env::var("CUSTODIAN_ADMIN_PASSWORD").ok().filter(|p| !p.is_empty());
+    if let Some(generated) =
+        service.ensure_admin(admin_password).await.map_err(|e| anyhow::anyhow!("creating the admin user: {e}"))?
     {
         // Printed once, on stdout only (never logged).
         println!("Created user 'admin' with password: {generated}");
@@ -229,9 +205,8 @@ async fn serve(store: StoreArgs, listen: String, default_region: String) -> Resu
             }
         }
     });
-    let listener = tokio::net::TcpListener::bind(&listen)
-        .await
-        .with_context(|| format!("cannot listen on {listen}"))?;
+    let listener =
+        tokio::net::TcpListener::bind(&listen).await.with_context(|| format!("cannot listen on {listen}"))?;
     tracing::info!(address = %listener.local_addr()?, backend = service.store().backend(), "custodian is listening");
     custodian_server::serve(listener, custodian_server::app(service), shutdown_signal()).await?;
     Ok(())
@@ -252,90 +227,44 @@ async fn main() -> std::process::ExitCode {
 
 async fn run(command: Command) -> Result<()> {
     match command {
-        Command::Serve {
-            store,
-            listen,
-            default_region,
-        } => serve(store, listen, default_region).await,
+        Command::Serve { store, listen, default_region } => serve(store, listen, default_region).await,
         Command::Migrate { store } => {
             let s = open_store(&store).await?;
             println!("{} store is at the current schema version", s.backend());
             Ok(())
         }
-        Command::User {
-            command:
-                UserCommand::Create {
-                    store,
-                    username,
-                    role,
-                    password_stdin,
-                },
-        } => {
+        Command::User { command: UserCommand::Create { store, username, role, password_stdin } } => {
             if !password_stdin {
                 bail!("pass --password-stdin and write the password to standard input");
             }
             let mut password = String::new();
-            std::io::stdin()
-                .read_to_string(&mut password)
-                .context("reading the password from stdin")?;
+            std::io::stdin().read_to_string(&mut password).context("reading the password from stdin")?;
             let password = password.trim_end_matches(['\n', '\r']).to_owned();
             let service = open_service(&store, ServiceConfig::default()).await?;
             let user = service
-                .create_user(
-                    &RequestContext::cli(),
-                    &username,
-                    &password,
-                    &role,
-                    None,
-                    None,
-                )
+                .create_user(&RequestContext::cli(), &username, &password, &role, None, None)
                 .await
                 .map_err(|e| {
-                    let details: Vec<String> = e
-                        .details
-                        .iter()
-                        .map(|d| format!("{}: {}", d.field, d.message))
-                        .collect();
+                    let details: Vec<String> =
+                        e.details.iter().map(|d| format!("{}: {}", d.field, d.message)).collect();
                     anyhow::anyhow!("{} {}", e.message, details.join("; "))
                 })?;
-            println!(
-                "created user {} ({}) with role {}",
-                user.username, user.id, user.role
-            );
+            println!("created user {} ({}) with role {}", user.username, user.id, user.role);
             Ok(())
         }
-        Command::User {
-            command: UserCommand::List { store },
-        } => {
+        Command::User { command: UserCommand::List { store } } => {
             let service = open_service(&store, ServiceConfig::default()).await?;
-            for u in service
-                .list_users(&RequestContext::cli())
-                .await
-                .map_err(|e| anyhow::anyhow!("{e}"))?
-            {
+            for u in service.list_users(&RequestContext::cli()).await.map_err(|e| anyhow::anyhow!("{e}"))? {
                 println!("{}\t{}\t{}\t{}", u.id, u.username, u.role, u.status);
             }
             Ok(())
         }
-        Command::Demo {
-            store,
-            records,
-            seed,
-            duplicate_share,
-            batch,
-        } => {
+        Command::Demo { store, records, seed, duplicate_share, batch } => {
             if !(0.0..=0.5).contains(&duplicate_share) {
                 bail!("--duplicate-share must be between 0 and 0.5");
             }
             let service = open_service(&store, ServiceConfig::default()).await?;
-            demo::load(
-                &service,
-                records,
-                seed,
-                duplicate_share,
-                batch.clamp(1, 10_000),
-            )
-            .await
+            demo::load(&service, records, seed, duplicate_share, batch.clamp(1, 10_000)).await
         }
     }
 }

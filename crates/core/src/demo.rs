@@ -64,32 +64,22 @@ impl DemoData {
         let Some(rank) = OBJECTS.iter().position(|o| *o == object) else {
             return &[];
         };
-        let start = self
-            .records
-            .partition_point(|r| object_rank(r.object) < rank);
-        let end = self
-            .records
-            .partition_point(|r| object_rank(r.object) <= rank);
+        let start = self.records.partition_point(|r| object_rank(r.object) < rank);
+        let end = self.records.partition_point(|r| object_rank(r.object) <= rank);
         &self.records[start..end]
     }
 
     /// Position in [`DemoData::records`] of `(object, key)`.
     pub fn index_of(&self, object: &str, key: usize) -> Option<usize> {
         let rank = OBJECTS.iter().position(|o| *o == object)?;
-        let i = self
-            .records
-            .partition_point(|r| object_rank(r.object) < rank)
-            + key;
+        let i = self.records.partition_point(|r| object_rank(r.object) < rank) + key;
         let r = self.records.get(i)?;
         (r.object == object && r.key == key).then_some(i)
     }
 }
 
 fn object_rank(object: &str) -> usize {
-    OBJECTS
-        .iter()
-        .position(|o| *o == object)
-        .unwrap_or(OBJECTS.len())
+    OBJECTS.iter().position(|o| *o == object).unwrap_or(OBJECTS.len())
 }
 
 /// Records per object for `total` records, in [`OBJECTS`] order: ~15% companies, 30% contacts,
@@ -174,249 +164,33 @@ const fn city(
     region: &'static str,
     area: &'static str,
 ) -> City {
-    City {
-        province,
-        city,
-        short,
-        trad,
-        pinyin,
-        district,
-        region,
-        area,
-    }
+    City { province, city, short, trad, pinyin, district, region, area }
 }
 
 const CITIES: &[City] = &[
-    city(
-        "浙江省",
-        "杭州市",
-        "杭州",
-        "杭州",
-        "Hangzhou",
-        "西湖区",
-        "330106",
-        "0571",
-    ),
-    city(
-        "北京市",
-        "北京市",
-        "北京",
-        "北京",
-        "Beijing",
-        "东城区",
-        "110101",
-        "010",
-    ),
-    city(
-        "北京市",
-        "北京市",
-        "北京",
-        "北京",
-        "Beijing",
-        "海淀区",
-        "110108",
-        "010",
-    ),
-    city(
-        "上海市",
-        "上海市",
-        "上海",
-        "上海",
-        "Shanghai",
-        "徐汇区",
-        "310104",
-        "021",
-    ),
-    city(
-        "上海市",
-        "上海市",
-        "上海",
-        "上海",
-        "Shanghai",
-        "浦东新区",
-        "310115",
-        "021",
-    ),
-    city(
-        "广东省",
-        "深圳市",
-        "深圳",
-        "深圳",
-        "Shenzhen",
-        "南山区",
-        "440305",
-        "0755",
-    ),
-    city(
-        "广东省",
-        "广州市",
-        "广州",
-        "廣州",
-        "Guangzhou",
-        "天河区",
-        "440106",
-        "020",
-    ),
-    city(
-        "江苏省",
-        "南京市",
-        "南京",
-        "南京",
-        "Nanjing",
-        "鼓楼区",
-        "320106",
-        "025",
-    ),
-    city(
-        "江苏省",
-        "苏州市",
-        "苏州",
-        "蘇州",
-        "Suzhou",
-        "姑苏区",
-        "320508",
-        "0512",
-    ),
-    city(
-        "江苏省",
-        "无锡市",
-        "无锡",
-        "無錫",
-        "Wuxi",
-        "滨湖区",
-        "320211",
-        "0510",
-    ),
-    city(
-        "四川省",
-        "成都市",
-        "成都",
-        "成都",
-        "Chengdu",
-        "武侯区",
-        "510107",
-        "028",
-    ),
-    city(
-        "湖北省",
-        "武汉市",
-        "武汉",
-        "武漢",
-        "Wuhan",
-        "洪山区",
-        "420111",
-        "027",
-    ),
-    city(
-        "陕西省",
-        "西安市",
-        "西安",
-        "西安",
-        "Xi'an",
-        "雁塔区",
-        "610113",
-        "029",
-    ),
-    city(
-        "山东省",
-        "青岛市",
-        "青岛",
-        "青島",
-        "Qingdao",
-        "市南区",
-        "370202",
-        "0532",
-    ),
-    city(
-        "福建省",
-        "厦门市",
-        "厦门",
-        "廈門",
-        "Xiamen",
-        "思明区",
-        "350203",
-        "0592",
-    ),
-    city(
-        "天津市",
-        "天津市",
-        "天津",
-        "天津",
-        "Tianjin",
-        "和平区",
-        "120101",
-        "022",
-    ),
-    city(
-        "重庆市",
-        "重庆市",
-        "重庆",
-        "重慶",
-        "Chongqing",
-        "渝中区",
-        "500103",
-        "023",
-    ),
-    city(
-        "湖南省",
-        "长沙市",
-        "长沙",
-        "長沙",
-        "Changsha",
-        "岳麓区",
-        "430104",
-        "0731",
-    ),
-    city(
-        "河南省",
-        "郑州市",
-        "郑州",
-        "鄭州",
-        "Zhengzhou",
-        "金水区",
-        "410105",
-        "0371",
-    ),
-    city(
-        "安徽省",
-        "合肥市",
-        "合肥",
-        "合肥",
-        "Hefei",
-        "蜀山区",
-        "340104",
-        "0551",
-    ),
-    city(
-        "辽宁省",
-        "大连市",
-        "大连",
-        "大連",
-        "Dalian",
-        "中山区",
-        "210202",
-        "0411",
-    ),
-    city(
-        "浙江省",
-        "宁波市",
-        "宁波",
-        "寧波",
-        "Ningbo",
-        "鄞州区",
-        "330212",
-        "0574",
-    ),
-    city(
-        "云南省",
-        "昆明市",
-        "昆明",
-        "昆明",
-        "Kunming",
-        "五华区",
-        "530102",
-        "0871",
-    ),
+    city("浙江省", "杭州市", "杭州", "杭州", "Hangzhou", "西湖区", "330106", "0571"),
+    city("北京市", "北京市", "北京", "北京", "Beijing", "东城区", "110101", "010"),
+    city("北京市", "北京市", "北京", "北京", "Beijing", "海淀区", "110108", "010"),
+    city("上海市", "上海市", "上海", "上海", "Shanghai", "徐汇区", "310104", "021"),
+    city("上海市", "上海市", "上海", "上海", "Shanghai", "浦东新区", "310115", "021"),
+    city("广东省", "深圳市", "深圳", "深圳", "Shenzhen", "南山区", "440305", "0755"),
+    city("广东省", "广州市", "广州", "廣州", "Guangzhou", "天河区", "440106", "020"),
+    city("江苏省", "南京市", "南京", "南京", "Nanjing", "鼓楼区", "320106", "025"),
+    city("江苏省", "苏州市", "苏州", "蘇州", "Suzhou", "姑苏区", "320508", "0512"),
+    city("江苏省", "无锡市", "无锡", "無錫", "Wuxi", "滨湖区", "320211", "0510"),
+    city("四川省", "成都市", "成都", "成都", "Chengdu", "武侯区", "510107", "028"),
+    city("湖北省", "武汉市", "武汉", "武漢", "Wuhan", "洪山区", "420111", "027"),
+    city("陕西省", "西安市", "西安", "西安", "Xi'an", "雁塔区", "610113", "029"),
+    city("山东省", "青岛市", "青岛", "青島", "Qingdao", "市南区", "370202", "0532"),
+    city("福建省", "厦门市", "厦门", "廈門", "Xiamen", "思明区", "350203", "0592"),
+    city("天津市", "天津市", "天津", "天津", "Tianjin", "和平区", "120101", "022"),
+    city("重庆市", "重庆市", "重庆", "重慶", "Chongqing", "渝中区", "500103", "023"),
+    city("湖南省", "长沙市", "长沙", "長沙", "Changsha", "岳麓区", "430104", "0731"),
+    city("河南省", "郑州市", "郑州", "鄭州", "Zhengzhou", "金水区", "410105", "0371"),
+    city("安徽省", "合肥市", "合肥", "合肥", "Hefei", "蜀山区", "340104", "0551"),
+    city("辽宁省", "大连市", "大连", "大連", "Dalian", "中山区", "210202", "0411"),
+    city("浙江省", "宁波市", "宁波", "寧波", "Ningbo", "鄞州区", "330212", "0574"),
+    city("云南省", "昆明市", "昆明", "昆明", "Kunming", "五华区", "530102", "0871"),
 ];
 
 /// Company brand names (字号): simplified, traditional, pinyin.
@@ -509,11 +283,7 @@ const INDUSTRIES: &[Industry] = &[
         zh: &[
             ("投资管理", "投資管理", "Investment Management"),
             ("融资租赁", "融資租賃", "Financial Leasing"),
-            (
-                "金融信息服务",
-                "金融信息服務",
-                "Financial Information Services",
-            ),
+            ("金融信息服务", "金融信息服務", "Financial Information Services"),
         ],
         en: &["Capital", "Financial", "Investments"],
     },
@@ -541,11 +311,7 @@ const INDUSTRIES: &[Industry] = &[
         zh: &[
             ("物流", "物流", "Logistics"),
             ("供应链管理", "供應鏈管理", "Supply Chain Management"),
-            (
-                "国际货运代理",
-                "國際貨運代理",
-                "International Freight Forwarding",
-            ),
+            ("国际货运代理", "國際貨運代理", "International Freight Forwarding"),
             ("仓储服务", "倉儲服務", "Warehousing"),
         ],
         en: &["Logistics", "Freight", "Supply Chain"],
@@ -613,16 +379,8 @@ const EN_WORDS: &[&str] = &[
     "Kingsbridge",
 ];
 
-const EN_SUFFIXES: &[&str] = &[
-    "Co., Ltd.",
-    "Ltd.",
-    "Inc.",
-    "LLC",
-    "Limited",
-    "Group",
-    "(China) Co., Ltd.",
-    "Holdings Ltd.",
-];
+const EN_SUFFIXES: &[&str] =
+    &["Co., Ltd.", "Ltd.", "Inc.", "LLC", "Limited", "Group", "(China) Co., Ltd.", "Holdings Ltd."];
 
 /// Single-character surnames: simplified, traditional, pinyin. The first 12 are drawn more often.
 const SURNAMES: &[(&str, &str, &str)] = &[
@@ -758,15 +516,14 @@ const GIVEN: &[(&str, &str, &str)] = &[
 ];
 
 const EN_FIRST: &[&str] = &[
-    "Emily", "James", "Olivia", "Michael", "Sophia", "Daniel", "Grace", "David", "Chloe", "Ryan",
-    "Hannah", "Kevin", "Lily", "Jason", "Amy", "Eric", "Vivian", "Peter", "Linda", "Tony",
-    "Jessica", "Andrew", "Rachel", "Brian",
+    "Emily", "James", "Olivia", "Michael", "Sophia", "Daniel", "Grace", "David", "Chloe", "Ryan", "Hannah", "Kevin",
+    "Lily", "Jason", "Amy", "Eric", "Vivian", "Peter", "Linda", "Tony", "Jessica", "Andrew", "Rachel", "Brian",
 ];
 
 const EN_LAST: &[&str] = &[
-    "Carter", "Smith", "Johnson", "Brown", "Miller", "Wilson", "Taylor", "Anderson", "Thomas",
-    "Moore", "Clark", "Lewis", "Walker", "Young", "King", "Wright", "Scott", "Green", "Baker",
-    "Hall", "Mitchell", "Turner", "Campbell", "Parker",
+    "Carter", "Smith", "Johnson", "Brown", "Miller", "Wilson", "Taylor", "Anderson", "Thomas", "Moore", "Clark",
+    "Lewis", "Walker", "Young", "King", "Wright", "Scott", "Green", "Baker", "Hall", "Mitchell", "Turner", "Campbell",
+    "Parker",
 ];
 
 const ZH_TITLES: &[&str] = &[
@@ -809,9 +566,8 @@ const EN_TITLES: &[&str] = &[
 
 /// Mobile prefixes in use (1[3-9]x).
 const MOBILE_PREFIXES: &[u64] = &[
-    130, 131, 132, 133, 134, 135, 136, 137, 138, 139, 145, 147, 150, 151, 152, 153, 155, 156, 157,
-    158, 159, 166, 170, 171, 173, 175, 176, 177, 178, 180, 181, 182, 183, 184, 185, 186, 187, 188,
-    189, 191, 193, 195, 196, 198, 199,
+    130, 131, 132, 133, 134, 135, 136, 137, 138, 139, 145, 147, 150, 151, 152, 153, 155, 156, 157, 158, 159, 166, 170,
+    171, 173, 175, 176, 177, 178, 180, 181, 182, 183, 184, 185, 186, 187, 188, 189, 191, 193, 195, 196, 198, 199,
 ];
 
 const PUBLIC_MAIL_DOMAINS: &[(&str, u32)] = &[
@@ -847,16 +603,8 @@ const ROADS: &[&str] = &[
     "青年路",
 ];
 
-const BUILDINGS: &[&str] = &[
-    "国际大厦",
-    "科技大厦",
-    "创业大厦",
-    "金融中心",
-    "国贸中心B座",
-    "软件园3号楼",
-    "中心广场A座",
-    "时代广场",
-];
+const BUILDINGS: &[&str] =
+    &["国际大厦", "科技大厦", "创业大厦", "金融中心", "国贸中心B座", "软件园3号楼", "中心广场A座", "时代广场"];
 
 const ESTATES: &[&str] = &[
     "阳光花园",
@@ -871,33 +619,10 @@ const ESTATES: &[&str] = &[
     "春晓苑",
 ];
 
-const COMPANY_TAGS: &[&str] = &[
-    "重点客户",
-    "KA",
-    "战略合作",
-    "续约",
-    "新签",
-    "渠道",
-    "上市公司",
-    "高新技术企业",
-    "2026目标客户",
-];
-const CONTACT_TAGS: &[&str] = &[
-    "决策人",
-    "VIP",
-    "技术对接",
-    "老客户",
-    "展会结识",
-    "key-contact",
-    "影响者",
-];
-const LEAD_TAGS: &[&str] = &[
-    "2026春季展会",
-    "官网注册",
-    "老客户推荐",
-    "webinar",
-    "百度推广",
-];
+const COMPANY_TAGS: &[&str] =
+    &["重点客户", "KA", "战略合作", "续约", "新签", "渠道", "上市公司", "高新技术企业", "2026目标客户"];
+const CONTACT_TAGS: &[&str] = &["决策人", "VIP", "技术对接", "老客户", "展会结识", "key-contact", "影响者"];
+const LEAD_TAGS: &[&str] = &["2026春季展会", "官网注册", "老客户推荐", "webinar", "百度推广"];
 const DEAL_TAGS: &[&str] = &["新签", "续约", "增购", "competitive", "框架协议"];
 
 const PRODUCTS: &[(&str, &str)] = &[
@@ -933,21 +658,12 @@ const ACTIVITY_KINDS: &[ActivityKind] = &[
         kind: "meeting",
         weight: 15,
         zh: &["方案评审会", "季度业务回顾", "需求调研会议", "合同谈判"],
-        en: &[
-            "Kick-off meeting",
-            "Quarterly business review",
-            "Solution workshop",
-        ],
+        en: &["Kick-off meeting", "Quarterly business review", "Solution workshop"],
     },
     ActivityKind {
         kind: "email",
         weight: 20,
-        zh: &[
-            "发送报价单",
-            "发送合同草稿",
-            "发送产品资料",
-            "邮件确认会议纪要",
-        ],
+        zh: &["发送报价单", "发送合同草稿", "发送产品资料", "邮件确认会议纪要"],
         en: &["Sent proposal", "Pricing follow-up", "Sent meeting minutes"],
     },
     ActivityKind {
@@ -965,12 +681,7 @@ const ACTIVITY_KINDS: &[ActivityKind] = &[
     ActivityKind {
         kind: "task",
         weight: 10,
-        zh: &[
-            "准备合同草稿",
-            "整理需求清单",
-            "安排技术交流",
-            "申请特价审批",
-        ],
+        zh: &["准备合同草稿", "整理需求清单", "安排技术交流", "申请特价审批"],
         en: &["Prepare quote", "Send NDA", "Book demo"],
     },
 ];
@@ -994,14 +705,8 @@ const EN_BODIES: &[&str] = &[
     "Budget for {name} is approved; legal review starts next week.",
 ];
 
-const LEAD_SOURCES: &[(&str, u32)] = &[
-    ("web", 30),
-    ("referral", 20),
-    ("event", 15),
-    ("cold_call", 15),
-    ("partner", 12),
-    ("other", 8),
-];
+const LEAD_SOURCES: &[(&str, u32)] =
+    &[("web", 30), ("referral", 20), ("event", 15), ("cold_call", 15), ("partner", 12), ("other", 8)];
 
 const ZH_DEAL_BODIES: &[&str] = &[
     "{name}：客户确认了需求范围，下周提交正式报价。",
@@ -1079,11 +784,7 @@ fn company_parts(seed: u64, salt: u64, key: usize) -> CompanyParts {
     let industry = m.below(INDUSTRIES.len());
     let ind = &INDUSTRIES[industry];
     let (brand, word, suffix) = if english {
-        (
-            m.below(EN_WORDS.len()),
-            m.below(ind.en.len()),
-            m.below(EN_SUFFIXES.len()),
-        )
+        (m.below(EN_WORDS.len()), m.below(ind.en.len()), m.below(EN_SUFFIXES.len()))
     } else {
         let s = m.below(100);
         let suffix = match s {
@@ -1102,35 +803,17 @@ fn company_parts(seed: u64, salt: u64, key: usize) -> CompanyParts {
     };
     let wide = m.below(2) == 0;
     let web = m.below(5) as u8;
-    CompanyParts {
-        english,
-        city,
-        industry,
-        brand,
-        word,
-        suffix,
-        layout,
-        wide,
-        web,
-    }
+    CompanyParts { english, city, industry, brand, word, suffix, layout, wide, web }
 }
 
 /// Short name used in deal names.
 fn company_short(p: &CompanyParts) -> &'static str {
-    if p.english {
-        EN_WORDS[p.brand]
-    } else {
-        BRANDS[p.brand].0
-    }
+    if p.english { EN_WORDS[p.brand] } else { BRANDS[p.brand].0 }
 }
 
 /// Host of the company's website and work e-mail.
 fn company_host(p: &CompanyParts) -> String {
-    let base = if p.english {
-        EN_WORDS[p.brand].to_ascii_lowercase()
-    } else {
-        BRANDS[p.brand].2.to_ascii_lowercase()
-    };
+    let base = if p.english { EN_WORDS[p.brand].to_ascii_lowercase() } else { BRANDS[p.brand].2.to_ascii_lowercase() };
     match p.web {
         0 => format!("{base}.com"),
         1 if INDUSTRIES[p.industry].code == "software" => format!("{base}tech.com"),
@@ -1138,11 +821,7 @@ fn company_host(p: &CompanyParts) -> String {
         2 => format!("{base}.com.cn"),
         3 => format!("{base}.cn"),
         _ => {
-            let city: String = CITIES[p.city]
-                .pinyin
-                .chars()
-                .filter(char::is_ascii_alphabetic)
-                .collect();
+            let city: String = CITIES[p.city].pinyin.chars().filter(char::is_ascii_alphabetic).collect();
             format!("{}{base}.com", city.to_ascii_lowercase())
         }
     }
@@ -1197,8 +876,7 @@ fn company_name(p: &CompanyParts, v: CoVariant, rng: &mut ChaCha8Rng) -> String 
         return match v {
             CoVariant::Typo => format!("{} {iw} {suffix}", typo(word, rng)),
             CoVariant::AltSuffix => {
-                let other =
-                    (p.suffix + 1 + rng.random_range(0..EN_SUFFIXES.len() - 1)) % EN_SUFFIXES.len();
+                let other = (p.suffix + 1 + rng.random_range(0..EN_SUFFIXES.len() - 1)) % EN_SUFFIXES.len();
                 format!("{word} {iw} {}", EN_SUFFIXES[other])
             }
             CoVariant::NoSuffix => format!("{word} {iw}"),
@@ -1293,24 +971,12 @@ fn person_parts(seed: u64, salt: u64, key: usize) -> PersonParts {
     let given = [m.below(GIVEN.len()), m.below(GIVEN.len())];
     let first = m.below(EN_FIRST.len());
     let last = m.below(EN_LAST.len());
-    PersonParts {
-        kind,
-        compound,
-        surname,
-        given,
-        given_len,
-        first,
-        last,
-    }
+    PersonParts { kind, compound, surname, given, given_len, first, last }
 }
 
 impl PersonParts {
     fn surname(&self) -> (&'static str, &'static str, &'static str) {
-        if self.compound {
-            COMPOUND_SURNAMES[self.surname]
-        } else {
-            SURNAMES[self.surname]
-        }
+        if self.compound { COMPOUND_SURNAMES[self.surname] } else { SURNAMES[self.surname] }
     }
 
     fn given(&self) -> impl Iterator<Item = (&'static str, &'static str, &'static str)> + '_ {
@@ -1320,10 +986,7 @@ impl PersonParts {
     /// (first, last) of a Latin-written name.
     fn latin(&self) -> (String, String) {
         match self.kind {
-            1 => (
-                EN_FIRST[self.first].to_owned(),
-                EN_LAST[self.last].to_owned(),
-            ),
+            1 => (EN_FIRST[self.first].to_owned(), EN_LAST[self.last].to_owned()),
             2 => (EN_FIRST[self.first].to_owned(), self.surname().2.to_owned()),
             _ => {
                 let given: String = self.given().map(|g| g.2).collect();
@@ -1463,13 +1126,7 @@ fn typo(word: &str, rng: &mut ChaCha8Rng) -> String {
 /// Primes (Knuth's and xxHash's constants) larger than every prime factor of the moduli used, so
 /// `x -> (x * A + B) mod m` is a bijection of `0..m`; one per key space so that a record's mobile,
 /// e-mail number, id number and organisation code don't share digits.
-const PERM_PRIMES: [u128; 5] = [
-    2_654_435_761,
-    2_246_822_519,
-    3_266_489_917,
-    668_265_263,
-    374_761_393,
-];
+const PERM_PRIMES: [u128; 5] = [2_654_435_761, 2_246_822_519, 3_266_489_917, 668_265_263, 374_761_393];
 const SPACE_MOBILE: usize = 0;
 const SPACE_RESIDENT_ID: usize = 1;
 const SPACE_ORG_CODE: usize = 2;
@@ -1508,10 +1165,7 @@ fn format_mobile(number: u64, style: u8) -> String {
         3 => format!("+86 {a} {b} {c}"),
         4 => format!("+86{s}"),
         5 => format!("+86-{a}-{b}-{c}"),
-        6 => s
-            .bytes()
-            .map(|d| FULL_WIDTH_DIGITS[usize::from(d - b'0') % 10])
-            .collect(),
+        6 => s.bytes().map(|d| FULL_WIDTH_DIGITS[usize::from(d - b'0') % 10]).collect(),
         7 => format!("0086 {a} {b} {c}"),
         8 => format!("+86 {s}"),
         _ => s,
@@ -1525,11 +1179,7 @@ const RESIDENT_ID_CHECK: &[u8; 11] = b"10X98765432";
 
 /// GB 11643 check character of the first 17 digits.
 fn resident_id_check(first17: &[u8]) -> u8 {
-    let sum: u32 = first17
-        .iter()
-        .zip(RESIDENT_ID_WEIGHTS)
-        .map(|(d, w)| u32::from(d.wrapping_sub(b'0') % 10) * w)
-        .sum();
+    let sum: u32 = first17.iter().zip(RESIDENT_ID_WEIGHTS).map(|(d, w)| u32::from(d.wrapping_sub(b'0') % 10) * w).sum();
     RESIDENT_ID_CHECK[(sum % 11) as usize]
 }
 
@@ -1552,9 +1202,7 @@ fn resident_id(seed: u64, seq: u64) -> (String, String) {
 }
 
 const USCC_CHARSET: &[u8; 31] = b"0123456789ABCDEFGHJKLMNPQRTUWXY";
-const USCC_WEIGHTS: [u32; 17] = [
-    1, 3, 9, 27, 19, 26, 16, 17, 20, 29, 25, 13, 8, 24, 10, 30, 28,
-];
+const USCC_WEIGHTS: [u32; 17] = [1, 3, 9, 27, 19, 26, 16, 17, 20, 29, 25, 13, 8, 24, 10, 30, 28];
 
 /// GB 32100 check character of the first 17 characters.
 fn uscc_check(first17: &[u8]) -> u8 {
@@ -1569,11 +1217,7 @@ fn uscc_check(first17: &[u8]) -> u8 {
 /// GB 11714 organisation-code check character of 8 digits.
 fn org_code_check(first8: &[u8]) -> u8 {
     const W: [u32; 8] = [3, 7, 9, 10, 5, 8, 4, 2];
-    let sum: u32 = first8
-        .iter()
-        .zip(W)
-        .map(|(d, w)| u32::from(d.wrapping_sub(b'0') % 10) * w)
-        .sum();
+    let sum: u32 = first8.iter().zip(W).map(|(d, w)| u32::from(d.wrapping_sub(b'0') % 10) * w).sum();
     match 11 - sum % 11 {
         10 => b'X',
         11 => b'0',
@@ -1694,11 +1338,7 @@ impl Gen {
                 None => break,
             }
         }
-        let share = if share.is_nan() {
-            0.0
-        } else {
-            share.clamp(0.0, 1.0)
-        };
+        let share = if share.is_nan() { 0.0 } else { share.clamp(0.0, 1.0) };
         Gen {
             rng: ChaCha8Rng::seed_from_u64(seed),
             seed,
@@ -1725,20 +1365,12 @@ impl Gen {
     }
 
     fn field_str(&self, obj: usize, key: usize, name: &str) -> Option<String> {
-        self.rec(obj, key)
-            .fields
-            .get(name)
-            .and_then(Value::as_str)
-            .map(str::to_owned)
+        self.rec(obj, key).fields.get(name).and_then(Value::as_str).map(str::to_owned)
     }
 
     /// Uniform in `0..n` (0 when `n <= 1`).
     fn below(&mut self, n: usize) -> usize {
-        if n <= 1 {
-            0
-        } else {
-            self.rng.random_range(0..n)
-        }
+        if n <= 1 { 0 } else { self.rng.random_range(0..n) }
     }
 
     fn pct(&mut self, p: u32) -> bool {
@@ -1775,11 +1407,7 @@ impl Gen {
     }
 
     fn dup_tag(exact: bool) -> Value {
-        Value::Array(vec![Value::from(if exact {
-            TAG_DUP_EXACT
-        } else {
-            TAG_DUP_FUZZY
-        })])
+        Value::Array(vec![Value::from(if exact { TAG_DUP_EXACT } else { TAG_DUP_FUZZY })])
     }
 
     /// Decides whether record `key` of `obj` is an injected duplicate: `Some((original, exact))`.
@@ -1830,11 +1458,7 @@ impl Gen {
             1 => {
                 let capitalised: Vec<String> = domain.split('.').map(capitalise).collect();
                 let d = capitalised.join(".");
-                if d == domain {
-                    format!("{local}@{}", domain.to_uppercase())
-                } else {
-                    format!("{local}@{d}")
-                }
+                if d == domain { format!("{local}@{}", domain.to_uppercase()) } else { format!("{local}@{d}") }
             }
             _ => format!(" {local}@{} ", domain.to_uppercase()),
         }
@@ -1847,10 +1471,7 @@ impl Gen {
         };
         if domain == "qq.com" && self.pct(60) {
             // A QQ number; numeric local parts never collide with the lettered ones below.
-            return format!(
-                "{}@qq.com",
-                HUNDRED_MILLION + permute(self.seed, SPACE_QQ, seq, HUNDRED_MILLION)
-            );
+            return format!("{}@qq.com", HUNDRED_MILLION + permute(self.seed, SPACE_QQ, seq, HUNDRED_MILLION));
         }
         let u = permute(self.seed, SPACE_EMAIL, seq, self.email_space);
         let (first, last) = p.latin();
@@ -1888,11 +1509,7 @@ impl Gen {
             3..7 => {
                 let (first, last) = p.latin();
                 let n = self.rng.random_range(10..10_000u32);
-                format!(
-                    "{}{}{n}",
-                    last.to_ascii_lowercase(),
-                    first.to_ascii_lowercase()
-                )
+                format!("{}{}{n}", last.to_ascii_lowercase(), first.to_ascii_lowercase())
             }
             7..9 => mobile.to_string(),
             _ => {
@@ -1937,10 +1554,7 @@ impl Gen {
         let block = self.rng.random_range(1..30u32);
         let unit = self.rng.random_range(1..5u32);
         let room = self.rng.random_range(1..33u32) * 100 + self.rng.random_range(1..5u32);
-        format!(
-            "{}{street}{estate}{block}幢{unit}单元{room}室",
-            Self::place(city)
-        )
+        format!("{}{street}{estate}{block}幢{unit}单元{room}室", Self::place(city))
     }
 
     fn landline(&mut self, city: &City) -> String {
@@ -1966,11 +1580,7 @@ impl Gen {
 
     fn company_variant(&mut self, p: &CompanyParts, original: &str) -> String {
         for _ in 0..6 {
-            let v = if p.english {
-                self.weighted(EN_CO_VARIANTS)
-            } else {
-                self.weighted(ZH_CO_VARIANTS)
-            };
+            let v = if p.english { self.weighted(EN_CO_VARIANTS) } else { self.weighted(ZH_CO_VARIANTS) };
             let s = company_name(p, v, &mut self.rng);
             if s != original {
                 return s;
@@ -1981,21 +1591,13 @@ impl Gen {
 
     fn person_variant(&mut self, p: &PersonParts, original: &str) -> String {
         for _ in 0..6 {
-            let v = if p.kind == 0 {
-                self.weighted(ZH_PERSON_VARIANTS)
-            } else {
-                self.weighted(LATIN_PERSON_VARIANTS)
-            };
+            let v = if p.kind == 0 { self.weighted(ZH_PERSON_VARIANTS) } else { self.weighted(LATIN_PERSON_VARIANTS) };
             let s = person_name(p, v, &mut self.rng);
             if s != original {
                 return s;
             }
         }
-        let v = if p.kind == 0 {
-            PVariant::Spaced
-        } else {
-            PVariant::Comma
-        };
+        let v = if p.kind == 0 { PVariant::Spaced } else { PVariant::Comma };
         person_name(p, v, &mut self.rng)
     }
 
@@ -2033,22 +1635,11 @@ impl Gen {
             let phone = self.landline(city);
             f.put("phone", phone);
         }
-        let status = self.weighted(&[
-            ("prospect", 40),
-            ("active", 35),
-            ("inactive", 15),
-            ("archived", 10),
-        ]);
+        let status = self.weighted(&[("prospect", 40), ("active", 35), ("inactive", 15), ("archived", 10)]);
         f.put("status", status);
         let tags = self.tags(COMPANY_TAGS, 60);
         f.put("tags", tags);
-        DemoRecord {
-            object: OBJECTS[COMPANIES],
-            key,
-            fields: f.into_map(),
-            refs: Vec::new(),
-            duplicate_of: None,
-        }
+        DemoRecord { object: OBJECTS[COMPANIES], key, fields: f.into_map(), refs: Vec::new(), duplicate_of: None }
     }
 
     fn company_dup(&mut self, key: usize, root: usize, want_exact: bool) -> DemoRecord {
@@ -2080,13 +1671,7 @@ impl Gen {
         }
         f.put("status", "prospect");
         f.put("tags", Self::dup_tag(exact));
-        DemoRecord {
-            object: OBJECTS[COMPANIES],
-            key,
-            fields: f.into_map(),
-            refs: Vec::new(),
-            duplicate_of: Some(root),
-        }
+        DemoRecord { object: OBJECTS[COMPANIES], key, fields: f.into_map(), refs: Vec::new(), duplicate_of: Some(root) }
     }
 
     // --- contacts ----------------------------------------------------------------------------
@@ -2105,11 +1690,7 @@ impl Gen {
         if self.pct(92) {
             let c = self.below(self.counts[COMPANIES]);
             refs.push(("company_id", OBJECTS[COMPANIES], c));
-            company = Some(company_parts(
-                self.seed,
-                SALT_COMPANY,
-                self.root(COMPANIES, c),
-            ));
+            company = Some(company_parts(self.seed, SALT_COMPANY, self.root(COMPANIES, c)));
         }
         let mut f = Fields::with_capacity(9);
         f.put("name", person_name(&p, PVariant::Original, &mut self.rng));
@@ -2154,23 +1735,13 @@ impl Gen {
         }
         let tags = self.tags(CONTACT_TAGS, 35);
         f.put("tags", tags);
-        DemoRecord {
-            object: OBJECTS[CONTACTS],
-            key,
-            fields: f.into_map(),
-            refs,
-            duplicate_of: None,
-        }
+        DemoRecord { object: OBJECTS[CONTACTS], key, fields: f.into_map(), refs, duplicate_of: None }
     }
 
     fn contact_dup(&mut self, key: usize, root: usize, exact: bool) -> DemoRecord {
         let p = person_parts(self.seed, SALT_CONTACT, root);
         let original_name = self.field_str(CONTACTS, root, "name").unwrap_or_default();
-        let refs = if self.pct(85) {
-            self.rec(CONTACTS, root).refs.clone()
-        } else {
-            Vec::new()
-        };
+        let refs = if self.pct(85) { self.rec(CONTACTS, root).refs.clone() } else { Vec::new() };
         let mut f = Fields::with_capacity(9);
         let name = self.person_variant(&p, &original_name);
         f.put("name", name);
@@ -2188,11 +1759,7 @@ impl Gen {
                 f.put("email", e);
             }
             if let Some(id) = self.field_str(CONTACTS, root, "id_number") {
-                let id = if id.ends_with('X') && self.pct(60) {
-                    id.to_lowercase()
-                } else {
-                    id
-                };
+                let id = if id.ends_with('X') && self.pct(60) { id.to_lowercase() } else { id };
                 f.put("id_number", id);
             }
         } else {
@@ -2218,13 +1785,7 @@ impl Gen {
             f.put("address", a);
         }
         f.put("tags", Self::dup_tag(exact));
-        DemoRecord {
-            object: OBJECTS[CONTACTS],
-            key,
-            fields: f.into_map(),
-            refs,
-            duplicate_of: Some(root),
-        }
+        DemoRecord { object: OBJECTS[CONTACTS], key, fields: f.into_map(), refs, duplicate_of: Some(root) }
     }
 
     // --- leads -------------------------------------------------------------------------------
@@ -2248,10 +1809,7 @@ impl Gen {
         f.put("name", person_name(&p, PVariant::Original, &mut self.rng));
         let has_company = self.pct(90);
         if has_company {
-            f.put(
-                "company_name",
-                company_name(&cp, CoVariant::Original, &mut self.rng),
-            );
+            f.put("company_name", company_name(&cp, CoVariant::Original, &mut self.rng));
         }
         let m = self.mobile_original(seq);
         f.put("mobile", m);
@@ -2262,23 +1820,12 @@ impl Gen {
         }
         let source = self.weighted(LEAD_SOURCES);
         f.put("source", source);
-        let status = self.weighted(&[
-            ("new", 30),
-            ("working", 25),
-            ("qualified", 20),
-            ("disqualified", 15),
-            ("converted", 10),
-        ]);
+        let status =
+            self.weighted(&[("new", 30), ("working", 25), ("qualified", 20), ("disqualified", 15), ("converted", 10)]);
         f.put("status", status);
         let tags = self.tags(LEAD_TAGS, 20);
         f.put("tags", tags);
-        DemoRecord {
-            object: OBJECTS[LEADS],
-            key,
-            fields: f.into_map(),
-            refs: Vec::new(),
-            duplicate_of: None,
-        }
+        DemoRecord { object: OBJECTS[LEADS], key, fields: f.into_map(), refs: Vec::new(), duplicate_of: None }
     }
 
     fn lead_dup(&mut self, key: usize, root: usize, exact: bool) -> DemoRecord {
@@ -2319,13 +1866,7 @@ impl Gen {
         f.put("source", source);
         f.put("status", "new");
         f.put("tags", Self::dup_tag(exact));
-        DemoRecord {
-            object: OBJECTS[LEADS],
-            key,
-            fields: f.into_map(),
-            refs: Vec::new(),
-            duplicate_of: Some(root),
-        }
+        DemoRecord { object: OBJECTS[LEADS], key, fields: f.into_map(), refs: Vec::new(), duplicate_of: Some(root) }
     }
 
     // --- deals -------------------------------------------------------------------------------
@@ -2336,12 +1877,7 @@ impl Gen {
         if self.counts[CONTACTS] > 0 && self.pct(70) {
             let ck = self.below(self.counts[CONTACTS]);
             contact = Some(ck);
-            company = self
-                .rec(CONTACTS, ck)
-                .refs
-                .iter()
-                .find(|r| r.0 == "company_id")
-                .map(|r| r.2);
+            company = self.rec(CONTACTS, ck).refs.iter().find(|r| r.0 == "company_id").map(|r| r.2);
         }
         let company = match company {
             Some(c) => c,
@@ -2379,24 +1915,14 @@ impl Gen {
             let day = CLOSE_FIRST_DAY + self.below(CLOSE_DAYS) as i64;
             f.put("expected_close_date", format_date(day));
         }
-        let p_contract = if matches!(stage, "won" | "negotiation") {
-            80
-        } else {
-            23
-        };
+        let p_contract = if matches!(stage, "won" | "negotiation") { 80 } else { 23 };
         if self.pct(p_contract) {
             let contract_year = if self.pct(70) { 2026 } else { 2025 };
             f.put("contract_no", format!("HT-{contract_year}-{:06}", key + 1));
         }
         let tags = self.tags(DEAL_TAGS, 15);
         f.put("tags", tags);
-        DemoRecord {
-            object: OBJECTS[DEALS],
-            key,
-            fields: f.into_map(),
-            refs,
-            duplicate_of: None,
-        }
+        DemoRecord { object: OBJECTS[DEALS], key, fields: f.into_map(), refs, duplicate_of: None }
     }
 
     /// `{"amount": "123456.00", "currency": "CNY"}`; integer arithmetic only.
@@ -2457,22 +1983,14 @@ impl Gen {
             r -= k.weight;
         }
         let english = (!name.is_empty() && name.is_ascii() && self.pct(80)) || self.pct(5);
-        let subject = if english {
-            self.pick(kind.en)
-        } else {
-            self.pick(kind.zh)
-        };
+        let subject = if english { self.pick(kind.en) } else { self.pick(kind.zh) };
         let body = match (obj, english) {
             (DEALS, true) => self.pick(EN_DEAL_BODIES),
             (DEALS, false) => self.pick(ZH_DEAL_BODIES),
             (_, true) => self.pick(EN_BODIES),
             (_, false) => self.pick(ZH_BODIES),
         };
-        let who = if name.is_empty() {
-            if english { "the customer" } else { "客户" }
-        } else {
-            name.as_str()
-        };
+        let who = if name.is_empty() { if english { "the customer" } else { "客户" } } else { name.as_str() };
         let mut f = Fields::with_capacity(7);
         f.put("kind", kind.kind);
         f.put("subject", subject);
@@ -2494,21 +2012,11 @@ impl Gen {
         }
         if past && self.pct(67) {
             // Done up to two days before or one day after it was due, in 5-minute steps.
-            let shift = if due {
-                (self.below(3 * 288) as i64 - 2 * 288) * 5
-            } else {
-                0
-            };
+            let shift = if due { (self.below(3 * 288) as i64 - 2 * 288) * 5 } else { 0 };
             f.put("done_at", format_datetime(at + shift));
         }
         let refs = vec![("related_id", OBJECTS[obj], target)];
-        DemoRecord {
-            object: OBJECTS[ACTIVITIES],
-            key,
-            fields: f.into_map(),
-            refs,
-            duplicate_of: None,
-        }
+        DemoRecord { object: OBJECTS[ACTIVITIES], key, fields: f.into_map(), refs, duplicate_of: None }
     }
 }
 
@@ -2526,20 +2034,14 @@ mod tests {
             return false;
         }
         let w = [7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2];
-        let sum: u32 = b[..17]
-            .iter()
-            .zip(w)
-            .map(|(d, w)| u32::from(d - b'0') * w)
-            .sum();
+        let sum: u32 = b[..17].iter().zip(w).map(|(d, w)| u32::from(d - b'0') * w).sum();
         let expected = ['1', '0', 'X', '9', '8', '7', '6', '5', '4', '3', '2'][(sum % 11) as usize];
         char::from(b[17]).to_ascii_uppercase() == expected
     }
 
     fn uscc_ok(code: &str) -> bool {
         let charset = "0123456789ABCDEFGHJKLMNPQRTUWXY";
-        let w = [
-            1, 3, 9, 27, 19, 26, 16, 17, 20, 29, 25, 13, 8, 24, 10, 30, 28,
-        ];
+        let w = [1, 3, 9, 27, 19, 26, 16, 17, 20, 29, 25, 13, 8, 24, 10, 30, 28];
         let chars: Vec<char> = code.chars().collect();
         if chars.len() != 18 {
             return false;
@@ -2600,12 +2102,7 @@ mod tests {
     }
 
     fn tag(r: &DemoRecord) -> Option<&str> {
-        r.fields
-            .get("tags")?
-            .as_array()?
-            .iter()
-            .filter_map(Value::as_str)
-            .find(|t| t.starts_with("demo-dup-"))
+        r.fields.get("tags")?.as_array()?.iter().filter_map(Value::as_str).find(|t| t.starts_with("demo-dup-"))
     }
 
     #[test]
@@ -2656,10 +2153,7 @@ mod tests {
                     }
                     ("deals", "contact_id") => assert_eq!(target, "contacts"),
                     ("activities", "related_id") => {
-                        assert_eq!(
-                            r.fields.get("related_object").and_then(Value::as_str),
-                            Some(target)
-                        )
+                        assert_eq!(r.fields.get("related_object").and_then(Value::as_str), Some(target))
                     }
                     other => panic!("unexpected ref {other:?}"),
                 }
@@ -2687,11 +2181,7 @@ mod tests {
         for r in &data.records {
             if let Some(id) = r.fields.get("id_number").and_then(Value::as_str) {
                 assert!(id_ok(id), "bad id {id}");
-                let birth = r
-                    .fields
-                    .get("birth_date")
-                    .and_then(Value::as_str)
-                    .expect("birth date with id");
+                let birth = r.fields.get("birth_date").and_then(Value::as_str).expect("birth date with id");
                 assert_eq!(&id[6..14], birth.replace('-', ""));
                 checked_ids += 1;
             }
@@ -2702,10 +2192,7 @@ mod tests {
             if let Some(m) = r.fields.get("mobile").and_then(Value::as_str) {
                 let n = norm_phone(m);
                 assert_eq!(n.len(), 11, "{m}");
-                assert!(
-                    n.starts_with('1') && (b'3'..=b'9').contains(&n.as_bytes()[1]),
-                    "{m}"
-                );
+                assert!(n.starts_with('1') && (b'3'..=b'9').contains(&n.as_bytes()[1]), "{m}");
             }
             if let Some(e) = r.fields.get("email").and_then(Value::as_str) {
                 assert_eq!(e.trim().matches('@').count(), 1, "{e}");
@@ -2715,12 +2202,7 @@ mod tests {
             }
             for k in strong_keys(r) {
                 let prev = seen.insert(k.clone(), (r.object, r.key));
-                assert!(
-                    prev.is_none(),
-                    "{k:?} of {} {} collides with {prev:?}",
-                    r.object,
-                    r.key
-                );
+                assert!(prev.is_none(), "{k:?} of {} {} collides with {prev:?}", r.object, r.key);
             }
         }
         assert!(checked_ids > 500, "{checked_ids}");
@@ -2734,30 +2216,18 @@ mod tests {
         let (mut exact, mut fuzzy) = (0usize, 0usize);
         for obj in ["companies", "contacts", "leads"] {
             let records = data.of(obj);
-            let dups: Vec<&DemoRecord> = records
-                .iter()
-                .filter(|r| r.duplicate_of.is_some())
-                .collect();
+            let dups: Vec<&DemoRecord> = records.iter().filter(|r| r.duplicate_of.is_some()).collect();
             let ratio = dups.len() as f64 / records.len() as f64;
             assert!((0.035..0.065).contains(&ratio), "{obj}: {ratio}");
             for d in dups {
                 let o = &records[d.duplicate_of.unwrap()];
                 let ok: HashSet<_> = strong_keys(o).into_iter().collect();
                 let dk: HashSet<_> = strong_keys(d).into_iter().collect();
-                assert_ne!(
-                    d.fields.get("name"),
-                    o.fields.get("name"),
-                    "{obj} {}",
-                    d.key
-                );
+                assert_ne!(d.fields.get("name"), o.fields.get("name"), "{obj} {}", d.key);
                 match tag(d) {
                     Some(TAG_DUP_EXACT) => {
                         exact += 1;
-                        assert!(
-                            !dk.is_empty() && dk.is_subset(&ok),
-                            "{obj} {}: {dk:?} vs {ok:?}",
-                            d.key
-                        );
+                        assert!(!dk.is_empty() && dk.is_subset(&ok), "{obj} {}: {dk:?} vs {ok:?}", d.key);
                     }
                     Some(TAG_DUP_FUZZY) => {
                         fuzzy += 1;
@@ -2766,12 +2236,7 @@ mod tests {
                     other => panic!("duplicate without tag: {other:?}"),
                 }
             }
-            assert!(
-                records
-                    .iter()
-                    .filter(|r| r.duplicate_of.is_none())
-                    .all(|r| tag(r).is_none())
-            );
+            assert!(records.iter().filter(|r| r.duplicate_of.is_none()).all(|r| tag(r).is_none()));
         }
         let exact_share = exact as f64 / (exact + fuzzy) as f64;
         assert!((0.4..0.6).contains(&exact_share), "{exact_share}");
@@ -2780,29 +2245,15 @@ mod tests {
         assert!(none.records.iter().all(|r| r.duplicate_of.is_none()));
         // Out-of-range shares are clamped, not panics.
         let all = generate(200, 1, 7.0);
-        assert!(
-            all.of("contacts")
-                .iter()
-                .skip(1)
-                .all(|r| r.duplicate_of.is_some())
-        );
-        assert!(
-            generate(200, 1, f64::NAN)
-                .records
-                .iter()
-                .all(|r| r.duplicate_of.is_none())
-        );
+        assert!(all.of("contacts").iter().skip(1).all(|r| r.duplicate_of.is_some()));
+        assert!(generate(200, 1, f64::NAN).records.iter().all(|r| r.duplicate_of.is_none()));
     }
 
     #[test]
     fn demo_field_shapes() {
         let data = generate(10_000, 5, 0.05);
         let enums: &[(&str, &str, &[&str])] = &[
-            (
-                "companies",
-                "status",
-                &["prospect", "active", "inactive", "archived"],
-            ),
+            ("companies", "status", &["prospect", "active", "inactive", "archived"]),
             (
                 "companies",
                 "industry",
@@ -2819,58 +2270,24 @@ mod tests {
                     "other",
                 ],
             ),
-            (
-                "leads",
-                "source",
-                &["web", "referral", "event", "cold_call", "partner", "other"],
-            ),
-            (
-                "leads",
-                "status",
-                &["new", "working", "qualified", "disqualified", "converted"],
-            ),
-            (
-                "deals",
-                "stage",
-                &[
-                    "qualification",
-                    "needs_analysis",
-                    "proposal",
-                    "negotiation",
-                    "won",
-                    "lost",
-                ],
-            ),
-            (
-                "activities",
-                "kind",
-                &["call", "meeting", "email", "visit", "note", "task"],
-            ),
-            (
-                "activities",
-                "related_object",
-                &["companies", "contacts", "deals"],
-            ),
+            ("leads", "source", &["web", "referral", "event", "cold_call", "partner", "other"]),
+            ("leads", "status", &["new", "working", "qualified", "disqualified", "converted"]),
+            ("deals", "stage", &["qualification", "needs_analysis", "proposal", "negotiation", "won", "lost"]),
+            ("activities", "kind", &["call", "meeting", "email", "visit", "note", "task"]),
+            ("activities", "related_object", &["companies", "contacts", "deals"]),
         ];
         for (obj, field, allowed) in enums {
             for r in data.of(obj) {
                 if let Some(v) = r.fields.get(*field) {
-                    assert!(
-                        allowed.contains(&v.as_str().unwrap()),
-                        "{obj}.{field} = {v}"
-                    );
+                    assert!(allowed.contains(&v.as_str().unwrap()), "{obj}.{field} = {v}");
                 }
             }
         }
         let is_date = |s: &str| {
-            s.len() == 10
-                && time::Date::parse(s, time::macros::format_description!("[year]-[month]-[day]"))
-                    .is_ok()
+            s.len() == 10 && time::Date::parse(s, time::macros::format_description!("[year]-[month]-[day]")).is_ok()
         };
         let is_datetime = |s: &str| {
-            s.ends_with('Z')
-                && time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339)
-                    .is_ok()
+            s.ends_with('Z') && time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339).is_ok()
         };
         for r in data.of("companies") {
             let name = r.fields["name"].as_str().unwrap();
@@ -2878,18 +2295,12 @@ mod tests {
             let province = r.fields.get("province").and_then(Value::as_str);
             let city = r.fields.get("city").and_then(Value::as_str);
             if let (Some(p), Some(c)) = (province, city) {
-                assert!(
-                    CITIES.iter().any(|x| x.province == p && x.city == c),
-                    "{p} {c}"
-                );
+                assert!(CITIES.iter().any(|x| x.province == p && x.city == c), "{p} {c}");
             }
             assert!(r.fields["tags"].is_array());
         }
-        let english_companies = data
-            .of("companies")
-            .iter()
-            .filter(|r| r.fields["name"].as_str().unwrap().is_ascii())
-            .count();
+        let english_companies =
+            data.of("companies").iter().filter(|r| r.fields["name"].as_str().unwrap().is_ascii()).count();
         let share = english_companies as f64 / data.of("companies").len() as f64;
         assert!((0.18..0.35).contains(&share), "{share}");
         for r in data.of("contacts") {
@@ -2903,28 +2314,16 @@ mod tests {
             let amount = r.fields["amount"].as_object().unwrap();
             let a = amount["amount"].as_str().unwrap();
             let (int, frac) = a.split_once('.').unwrap();
-            assert!(
-                frac.len() == 2 && int.bytes().all(|b| b.is_ascii_digit()) && !int.is_empty(),
-                "{a}"
-            );
+            assert!(frac.len() == 2 && int.bytes().all(|b| b.is_ascii_digit()) && !int.is_empty(), "{a}");
             assert!(["CNY", "USD"].contains(&amount["currency"].as_str().unwrap()));
             if let Some(d) = r.fields.get("expected_close_date") {
                 let d = d.as_str().unwrap();
-                assert!(
-                    is_date(d) && (d.starts_with("2026") || d.starts_with("2027")),
-                    "{d}"
-                );
+                assert!(is_date(d) && (d.starts_with("2026") || d.starts_with("2027")), "{d}");
             }
             if let Some(c) = r.fields.get("contract_no") {
                 let c = c.as_str().unwrap();
                 let parts: Vec<&str> = c.split('-').collect();
-                assert!(
-                    parts.len() == 3
-                        && parts[0] == "HT"
-                        && parts[1].len() == 4
-                        && parts[2].len() >= 6,
-                    "{c}"
-                );
+                assert!(parts.len() == 3 && parts[0] == "HT" && parts[1].len() == 4 && parts[2].len() >= 6, "{c}");
                 contract_nos += 1;
             }
         }
@@ -2967,17 +2366,11 @@ mod tests {
                 }
             }
             if d.object == "companies"
-                && ["雲", "華", "遠", "達", "聯", "萬", "東", "長", "銀", "凱"]
-                    .iter()
-                    .any(|c| name.contains(c))
+                && ["雲", "華", "遠", "達", "聯", "萬", "東", "長", "銀", "凱"].iter().any(|c| name.contains(c))
             {
                 traditional += 1;
             }
-            if d.fields
-                .get("mobile")
-                .and_then(Value::as_str)
-                .is_some_and(|m| m.contains('１') || m.contains('３'))
-            {
+            if d.fields.get("mobile").and_then(Value::as_str).is_some_and(|m| m.contains('１') || m.contains('３')) {
                 full_width += 1;
             }
         }
@@ -2993,14 +2386,7 @@ mod tests {
             let (y, m, d) = civil_from_days(z);
             assert_eq!(days_from_civil(y, m, d), z);
             let t = time::Date::from_julian_day((z + 2_440_588) as i32).unwrap();
-            assert_eq!(
-                (
-                    t.year() as i64,
-                    u8::from(t.month()) as i64,
-                    i64::from(t.day())
-                ),
-                (y, m, d)
-            );
+            assert_eq!((t.year() as i64, u8::from(t.month()) as i64, i64::from(t.day())), (y, m, d));
         }
     }
 

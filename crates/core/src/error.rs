@@ -81,12 +81,7 @@ impl FieldError {
         en: impl Into<String>,
         zh: impl Into<String>,
     ) -> Self {
-        FieldError {
-            field: field.into(),
-            code: code.into(),
-            message: en.into(),
-            message_zh: Some(zh.into()),
-        }
+        FieldError { field: field.into(), code: code.into(), message: en.into(), message_zh: Some(zh.into()) }
     }
 }
 
@@ -99,11 +94,7 @@ mod tests {
     fn codes_are_unique_and_statuses_are_client_or_server_errors() {
         let mut seen = HashSet::new();
         for code in ErrorCode::ALL {
-            assert!(
-                seen.insert(code.as_str()),
-                "duplicate code {}",
-                code.as_str()
-            );
+            assert!(seen.insert(code.as_str()), "duplicate code {}", code.as_str());
             assert!((400..600).contains(&code.http_status()));
             assert!(!code.message_en().is_empty() && !code.message_zh().is_empty());
         }

@@ -149,6 +149,10 @@ pub struct FieldDef {
     /// Added at runtime by an admin.
     #[serde(default)]
     pub custom: bool,
+    /// A text field holding a person's name: normalised as one (spacing between CJK
+    /// characters removed, full-width folded).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub person_name: bool,
 }
 
 impl FieldDef {
@@ -166,7 +170,12 @@ impl FieldDef {
             reference: None,
             rules: Vec::new(),
             custom: false,
+            person_name: false,
         }
+    }
+    fn person_name(mut self) -> Self {
+        self.person_name = true;
+        self
     }
     fn required(mut self) -> Self {
         self.required = true;
@@ -259,13 +268,7 @@ impl Schema {
             label_zh: "客户".into(),
             fields: vec![
                 FieldDef::std("name", T::Text, "Name", "客户名称").required(),
-                FieldDef::std(
-                    "uscc",
-                    T::CnUscc,
-                    "Unified Social Credit Code",
-                    "统一社会信用代码",
-                )
-                .unique(),
+                FieldDef::std("uscc", T::CnUscc, "Unified Social Credit Code", "统一社会信用代码").unique(),
                 FieldDef::std("industry", T::Text, "Industry", "行业"),
                 FieldDef::std("province", T::Text, "Province", "省份"),
                 FieldDef::std("city", T::Text, "City", "城市"),
@@ -282,9 +285,8 @@ impl Schema {
             label_en: "Contact".into(),
             label_zh: "联系人".into(),
             fields: vec![
-                FieldDef::std("name", T::Text, "Name", "姓名").required(),
-                FieldDef::std("company_id", T::Reference, "Company", "所属客户")
-                    .reference("companies"),
+                FieldDef::std("name", T::Text, "Name", "姓名").required().person_name(),
+                FieldDef::std("company_id", T::Reference, "Company", "所属客户").reference("companies"),
                 FieldDef::std("title", T::Text, "Title", "职务"),
                 FieldDef::std("mobile", T::Phone, "Mobile", "手机").sensitive(),
                 FieldDef::std("email", T::Email, "Email", "邮箱").sensitive(),
@@ -300,7 +302,7 @@ impl Schema {
             label_en: "Lead".into(),
             label_zh: "线索".into(),
             fields: vec![
-                FieldDef::std("name", T::Text, "Name", "姓名").required(),
+                FieldDef::std("name", T::Text, "Name", "姓名").required().person_name(),
                 FieldDef::std("company_name", T::Text, "Company name", "公司名称"),
                 FieldDef::std("mobile", T::Phone, "Mobile", "手机").sensitive(),
                 FieldDef::std("email", T::Email, "Email", "邮箱").sensitive(),
@@ -328,15 +330,9 @@ impl Schema {
             label_zh: "商机".into(),
             fields: vec![
                 FieldDef::std("name", T::Text, "Name", "商机名称").required(),
-                FieldDef::std("company_id", T::Reference, "Company", "所属客户")
-                    .required()
-                    .reference("companies"),
-                FieldDef::std("contact_id", T::Reference, "Contact", "联系人")
-                    .reference("contacts"),
-                FieldDef::std("amount", T::Money, "Amount", "金额").rule(Rule::Range {
-                    min: Some(0.0),
-                    max: None,
-                }),
+                FieldDef::std("company_id", T::Reference, "Company", "所属客户").required().reference("companies"),
+                FieldDef::std("contact_id", T::Reference, "Contact", "联系人").reference("contacts"),
+                FieldDef::std("amount", T::Money, "Amount", "金额").rule(Rule::Range { min: Some(0.0), max: None }),
                 FieldDef::std("stage", T::Enum, "Stage", "阶段").options(&[
                     "qualification",
                     "needs_analysis",
@@ -345,37 +341,33 @@ impl Schema {
                     "won",
                     "lost",
                 ]),
-                FieldDef::std(
-                    "expected_close_date",
-                    T::Date,
-                    "Expected close date",
-                    "预计成交日期",
-                ),
+                FieldDef::std("expected_close_date", T::Date, "Expected close date", "预计成交日期"),
                 FieldDef::std("contract_no", T::Text, "Contract number", "合同编号")
                     .unique()
-                    .rule(Rule::Regex {
-                        pattern: "^[A-Z]{2,4}-[0-9]{4}-[0-9]{3,8}$".into(),
-                    }),
+                    .rule(Rule::Regex { pattern: "^[A-Z]{2,4}-[0-9]{4}-[0-9]{3,8}$".into() }),
                 tags(),
             ],
         };
-        let activities =
-            ObjectDef {
-                name: "activities".into(),
-                label_en: "Activity".into(),
-                label_zh: "跟进记录".into(),
-                fields: vec![
-                    FieldDef::std("kind", T::Enum, "Kind", "类型")
-                        .options(&["call", "meeting", "email", "visit", "note", "task"]),
-                    FieldDef::std("subject", T::Text, "Subject", "主题").required(),
-                    FieldDef::std("body", T::LongText, "Body", "内容"),
-                    FieldDef::std("related_object", T::Enum, "Related object", "关联对象")
-                        .options(&["companies", "contacts", "leads", "deals"]),
-                    FieldDef::std("related_id", T::Reference, "Related record", "关联记录"),
-                    FieldDef::std("due_at", T::Datetime, "Due at", "截止时间"),
-                    FieldDef::std("done_at", T::Datetime, "Done at", "完成时间"),
-                ],
-            };
+        let activities = ObjectDef {
+            name: "activities".into(),
+            label_en: "Activity".into(),
+            label_zh: "跟进记录".into(),
+            fields: vec![
+                FieldDef::std("kind", T::Enum, "Kind", "类型")
+                    .options(&["call", "meeting", "email", "visit", "note", "task"]),
+                FieldDef::std("subject", T::Text, "Subject", "主题").required(),
+                FieldDef::std("body", T::LongText, "Body", "内容"),
+                FieldDef::std("related_object", T::Enum, "Related object", "关联对象").options(&[
+                    "companies",
+                    "contacts",
+                    "leads",
+                    "deals",
+                ]),
+                FieldDef::std("related_id", T::Reference, "Related record", "关联记录"),
+                FieldDef::std("due_at", T::Datetime, "Due at", "截止时间"),
+                FieldDef::std("done_at", T::Datetime, "Done at", "完成时间"),
+            ],
+        };
         let mut objects = BTreeMap::new();
         for o in [companies, contacts, leads, deals, activities] {
             objects.insert(o.name.clone(), o);
@@ -418,10 +410,7 @@ pub fn check_custom_field(object: &ObjectDef, field: &FieldDef) -> Vec<crate::Fi
     let name_ok = !field.name.is_empty()
         && field.name.len() <= 48
         && field.name.starts_with(|c: char| c.is_ascii_lowercase())
-        && field
-            .name
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+        && field.name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
     if !name_ok {
         errors.push(FieldError::new(
             "name",
@@ -439,20 +428,10 @@ pub fn check_custom_field(object: &ObjectDef, field: &FieldDef) -> Vec<crate::Fi
         ));
     }
     if field.label_en.trim().is_empty() || field.label_zh.trim().is_empty() {
-        errors.push(FieldError::new(
-            "label",
-            "required",
-            "Both labels (en, zh) are required.",
-            "中英文标签均为必填。",
-        ));
+        errors.push(FieldError::new("label", "required", "Both labels (en, zh) are required.", "中英文标签均为必填。"));
     }
     if field.field_type == FieldType::Enum && field.options.is_empty() {
-        errors.push(FieldError::new(
-            "options",
-            "required",
-            "An enum field needs options.",
-            "枚举字段需要选项。",
-        ));
+        errors.push(FieldError::new("options", "required", "An enum field needs options.", "枚举字段需要选项。"));
     }
     if field.field_type == FieldType::Reference {
         match &field.reference {
@@ -473,12 +452,7 @@ pub fn check_custom_field(object: &ObjectDef, field: &FieldDef) -> Vec<crate::Fi
             "受限字段必须是敏感字段。",
         ));
     }
-    if field.sensitive
-        && matches!(
-            field.field_type,
-            FieldType::Reference | FieldType::MultiEnum | FieldType::Boolean
-        )
-    {
+    if field.sensitive && matches!(field.field_type, FieldType::Reference | FieldType::MultiEnum | FieldType::Boolean) {
         errors.push(FieldError::new(
             "sensitive",
             "invalid",
@@ -512,10 +486,7 @@ mod tests {
     #[test]
     fn standard_objects_exist_with_sensitive_fields_marked() {
         let s = Schema::standard();
-        assert_eq!(
-            s.object_names().collect::<Vec<_>>(),
-            vec!["activities", "companies", "contacts", "deals", "leads"]
-        );
+        assert_eq!(s.object_names().collect::<Vec<_>>(), vec!["activities", "companies", "contacts", "deals", "leads"]);
         let contacts = s.object("contacts").unwrap_or_else(|| panic!("contacts"));
         for f in ["mobile", "email", "id_number", "wechat", "address"] {
             assert!(contacts.field(f).is_some_and(|f| f.sensitive), "{f}");

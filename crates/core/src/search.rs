@@ -95,20 +95,11 @@ pub fn query_tokens(query: &str) -> Vec<QueryToken> {
     let mut out: Vec<QueryToken> = Vec::new();
     for run in runs(query) {
         match run {
-            Run::Word(w) => out.push(QueryToken {
-                text: w,
-                prefix: true,
-            }),
-            Run::Cjk(chars) if chars.len() == 1 => out.push(QueryToken {
-                text: chars[0].to_string(),
-                prefix: false,
-            }),
+            Run::Word(w) => out.push(QueryToken { text: w, prefix: true }),
+            Run::Cjk(chars) if chars.len() == 1 => out.push(QueryToken { text: chars[0].to_string(), prefix: false }),
             Run::Cjk(chars) => {
                 for pair in chars.windows(2) {
-                    out.push(QueryToken {
-                        text: pair.iter().collect(),
-                        prefix: false,
-                    });
+                    out.push(QueryToken { text: pair.iter().collect(), prefix: false });
                 }
             }
         }
@@ -126,13 +117,7 @@ mod tests {
     fn two_character_chinese_names_become_one_bigram() {
         assert_eq!(index_text(["张三"]), "张 三 张三");
         let q = query_tokens("张三");
-        assert_eq!(
-            q,
-            vec![QueryToken {
-                text: "张三".into(),
-                prefix: false
-            }]
-        );
+        assert_eq!(q, vec![QueryToken { text: "张三".into(), prefix: false }]);
     }
 
     #[test]
@@ -145,12 +130,7 @@ mod tests {
 
     #[test]
     fn query_tokens_only_contain_safe_characters() {
-        for q in [
-            "\" OR 1=1 --",
-            "'; DROP TABLE records; --",
-            "NEAR(a b)",
-            "a*b:c^d",
-        ] {
+        for q in ["\" OR 1=1 --", "'; DROP TABLE records; --", "NEAR(a b)", "a*b:c^d"] {
             for t in query_tokens(q) {
                 assert!(t.text.chars().all(|c| c.is_alphanumeric()), "{t:?}");
             }

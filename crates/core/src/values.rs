@@ -95,16 +95,8 @@ fn check_required_when(def: &FieldDef, record: &Map<String, Value>, errors: &mut
                 errors.push(FieldError::new(
                     &def.name,
                     "required",
-                    format!(
-                        "{} is required when {field} is {}.",
-                        def.label_en,
-                        other.unwrap_or_default()
-                    ),
-                    format!(
-                        "当 {field} 为 {} 时，{}为必填项。",
-                        other.unwrap_or_default(),
-                        def.label_zh
-                    ),
+                    format!("{} is required when {field} is {}.", def.label_en, other.unwrap_or_default()),
+                    format!("当 {field} 为 {} 时，{}为必填项。", other.unwrap_or_default(), def.label_zh),
                 ));
             }
         }
@@ -112,12 +104,7 @@ fn check_required_when(def: &FieldDef, record: &Map<String, Value>, errors: &mut
 }
 
 /// Runs the declarative rules of one field on its normalised value.
-pub fn check_rules(
-    def: &FieldDef,
-    value: &Value,
-    _record: &Map<String, Value>,
-    errors: &mut Vec<FieldError>,
-) {
+pub fn check_rules(def: &FieldDef, value: &Value, _record: &Map<String, Value>, errors: &mut Vec<FieldError>) {
     for rule in &def.rules {
         match rule {
             Rule::Regex { pattern } => {
@@ -173,10 +160,7 @@ pub fn numeric_value(field_type: FieldType, value: &Value) -> Option<f64> {
     match field_type {
         FieldType::Integer => value.as_i64().map(|n| n as f64),
         FieldType::Decimal => value.as_str().and_then(|s| s.parse().ok()),
-        FieldType::Money => value
-            .get("amount")
-            .and_then(Value::as_str)
-            .and_then(|s| s.parse().ok()),
+        FieldType::Money => value.get("amount").and_then(Value::as_str).and_then(|s| s.parse().ok()),
         _ => None,
     }
 }
@@ -221,19 +205,15 @@ fn from_normalize_error(def: &FieldDef, e: normalize::NormalizeError) -> FieldEr
 }
 
 fn expect_str<'a>(def: &FieldDef, raw: &'a Value) -> Result<&'a str, FieldError> {
-    raw.as_str()
-        .ok_or_else(|| type_error(def, "a string", "字符串"))
+    raw.as_str().ok_or_else(|| type_error(def, "a string", "字符串"))
 }
 
-fn text_value(
-    def: &FieldDef,
-    raw: &Value,
-    max: usize,
-    long: bool,
-) -> Result<Option<Value>, FieldError> {
+fn text_value(def: &FieldDef, raw: &Value, max: usize, long: bool) -> Result<Option<Value>, FieldError> {
     let s = expect_str(def, raw)?;
     let normalised = if long {
         normalize_long_text(s)
+    } else if def.person_name {
+        normalize::normalize_person_name(s)
     } else {
         normalize::normalize_text(s)
     };
@@ -245,27 +225,15 @@ fn text_value(
             format!("{}超过 {max} 个字符。", def.label_zh),
         ));
     }
-    Ok(if normalised.is_empty() {
-        None
-    } else {
-        Some(Value::String(normalised))
-    })
+    Ok(if normalised.is_empty() { None } else { Some(Value::String(normalised)) })
 }
 
 fn normalize_long_text(s: &str) -> String {
-    s.chars()
-        .filter(|c| !c.is_control() || *c == '\n' || *c == '\t')
-        .collect::<String>()
-        .trim()
-        .to_owned()
+    s.chars().filter(|c| !c.is_control() || *c == '\n' || *c == '\t').collect::<String>().trim().to_owned()
 }
 
 /// Normalises one value of one field. `Ok(None)` means "no value" (e.g. an empty string).
-pub fn normalize_value(
-    def: &FieldDef,
-    raw: &Value,
-    ctx: &ValidationContext,
-) -> Result<Option<Value>, FieldError> {
+pub fn normalize_value(def: &FieldDef, raw: &Value, ctx: &ValidationContext) -> Result<Option<Value>, FieldError> {
     use FieldType as T;
     // Empty strings mean "no value" for every string-typed field.
     if raw.as_str().is_some_and(|s| s.trim().is_empty()) {
@@ -276,11 +244,9 @@ pub fn normalize_value(
         T::LongText => return text_value(def, raw, MAX_LONG_TEXT_CHARS, true),
         T::Integer => match raw {
             Value::Number(n) if n.is_i64() => raw.clone(),
-            Value::String(s) => Value::from(
-                s.trim()
-                    .parse::<i64>()
-                    .map_err(|_| type_error(def, "an integer", "整数"))?,
-            ),
+            Value::String(s) => {
+                Value::from(s.trim().parse::<i64>().map_err(|_| type_error(def, "an integer", "整数"))?)
+            }
             _ => return Err(type_error(def, "an integer", "整数")),
         },
         T::Decimal => {
@@ -289,10 +255,7 @@ pub fn normalize_value(
                 Value::String(s) => s.clone(),
                 _ => return Err(type_error(def, "a decimal number", "数字")),
             };
-            Value::String(
-                parse_decimal(&text, 10)
-                    .ok_or_else(|| type_error(def, "a decimal number", "数字"))?,
-            )
+            Value::String(parse_decimal(&text, 10).ok_or_else(|| type_error(def, "a decimal number", "数字"))?)
         }
         T::Money => Value::Object(parse_money(def, raw)?),
         T::Date => Value::String(
@@ -313,16 +276,8 @@ pub fn normalize_value(
                 return Err(FieldError::new(
                     &def.name,
                     "not_allowed",
-                    format!(
-                        "{} must be one of: {}.",
-                        def.label_en,
-                        def.options.join(", ")
-                    ),
-                    format!(
-                        "{}必须是以下之一：{}。",
-                        def.label_zh,
-                        def.options.join("、")
-                    ),
+                    format!("{} must be one of: {}.", def.label_en, def.options.join(", ")),
+                    format!("{}必须是以下之一：{}。", def.label_zh, def.options.join("、")),
                 ));
             }
             Value::String(s.to_owned())
@@ -332,18 +287,11 @@ pub fn normalize_value(
                 return Err(type_error(def, "an array of strings", "字符串数组"));
             };
             if items.len() > MAX_MULTI_VALUES {
-                return Err(FieldError::new(
-                    &def.name,
-                    "too_many",
-                    "Too many values.",
-                    "取值过多。",
-                ));
+                return Err(FieldError::new(&def.name, "too_many", "Too many values.", "取值过多。"));
             }
             let mut out: Vec<String> = Vec::with_capacity(items.len());
             for item in items {
-                let s = item
-                    .as_str()
-                    .ok_or_else(|| type_error(def, "an array of strings", "字符串数组"))?;
+                let s = item.as_str().ok_or_else(|| type_error(def, "an array of strings", "字符串数组"))?;
                 let s = normalize::normalize_text(s);
                 if s.is_empty() || s.chars().count() > 100 {
                     return Err(FieldError::new(
@@ -357,16 +305,8 @@ pub fn normalize_value(
                     return Err(FieldError::new(
                         &def.name,
                         "not_allowed",
-                        format!(
-                            "{} values must be among: {}.",
-                            def.label_en,
-                            def.options.join(", ")
-                        ),
-                        format!(
-                            "{}的取值必须属于：{}。",
-                            def.label_zh,
-                            def.options.join("、")
-                        ),
+                        format!("{} values must be among: {}.", def.label_en, def.options.join(", ")),
+                        format!("{}的取值必须属于：{}。", def.label_zh, def.options.join("、")),
                     ));
                 }
                 if !out.contains(&s) {
@@ -382,21 +322,18 @@ pub fn normalize_value(
             normalize::normalize_phone(expect_str(def, raw)?, &ctx.default_region)
                 .map_err(|e| from_normalize_error(def, e))?,
         ),
-        T::Email => Value::String(
-            normalize::normalize_email(expect_str(def, raw)?)
-                .map_err(|e| from_normalize_error(def, e))?,
-        ),
-        T::Url => Value::String(
-            normalize::normalize_url(expect_str(def, raw)?)
-                .map_err(|e| from_normalize_error(def, e))?,
-        ),
+        T::Email => {
+            Value::String(normalize::normalize_email(expect_str(def, raw)?).map_err(|e| from_normalize_error(def, e))?)
+        }
+        T::Url => {
+            Value::String(normalize::normalize_url(expect_str(def, raw)?).map_err(|e| from_normalize_error(def, e))?)
+        }
         T::CnResidentId => Value::String(
             normalize::normalize_cn_resident_id(expect_str(def, raw)?, ctx.today)
                 .map_err(|e| from_normalize_error(def, e))?,
         ),
         T::CnUscc => {
-            let uscc = normalize::normalize_uscc(expect_str(def, raw)?)
-                .map_err(|e| from_normalize_error(def, e))?;
+            let uscc = normalize::normalize_uscc(expect_str(def, raw)?).map_err(|e| from_normalize_error(def, e))?;
             if !uscc.checksum_ok {
                 return Err(FieldError::new(
                     &def.name,
@@ -409,8 +346,7 @@ pub fn normalize_value(
         }
         T::Reference => {
             let s = expect_str(def, raw)?.trim();
-            let id =
-                uuid::Uuid::parse_str(s).map_err(|_| type_error(def, "a record id", "记录 ID"))?;
+            let id = uuid::Uuid::parse_str(s).map_err(|_| type_error(def, "a record id", "记录 ID"))?;
             Value::String(id.hyphenated().to_string())
         }
     };
@@ -432,9 +368,7 @@ pub fn parse_decimal(text: &str, max_scale: usize) -> Option<String> {
     if int_part.is_empty() && frac_part.is_empty() {
         return None;
     }
-    if !int_part.chars().all(|c| c.is_ascii_digit())
-        || !frac_part.chars().all(|c| c.is_ascii_digit())
-    {
+    if !int_part.chars().all(|c| c.is_ascii_digit()) || !frac_part.chars().all(|c| c.is_ascii_digit()) {
         return None;
     }
     let int_trimmed = int_part.trim_start_matches('0');
@@ -442,11 +376,7 @@ pub fn parse_decimal(text: &str, max_scale: usize) -> Option<String> {
     if int_trimmed.len() > 18 || frac_trimmed.len() > max_scale {
         return None;
     }
-    let int_text = if int_trimmed.is_empty() {
-        "0"
-    } else {
-        int_trimmed
-    };
+    let int_text = if int_trimmed.is_empty() { "0" } else { int_trimmed };
     let mut out = String::new();
     let is_zero = int_text == "0" && frac_trimmed.is_empty();
     if negative && !is_zero {
@@ -465,14 +395,8 @@ fn parse_money(def: &FieldDef, raw: &Value) -> Result<Map<String, Value>, FieldE
         FieldError::new(
             &def.name,
             "invalid_money",
-            format!(
-                "{} must be {{\"amount\": \"123.45\", \"currency\": \"CNY\"}}.",
-                def.label_en
-            ),
-            format!(
-                "{}格式应为 {{\"amount\": \"123.45\", \"currency\": \"CNY\"}}。",
-                def.label_zh
-            ),
+            format!("{} must be {{\"amount\": \"123.45\", \"currency\": \"CNY\"}}.", def.label_en),
+            format!("{}格式应为 {{\"amount\": \"123.45\", \"currency\": \"CNY\"}}。", def.label_zh),
         )
     };
     let (amount, currency) = match raw {
@@ -532,12 +456,7 @@ pub fn parse_date(text: &str) -> Option<String> {
 }
 
 pub fn format_date(date: Date) -> String {
-    format!(
-        "{:04}-{:02}-{:02}",
-        date.year(),
-        u8::from(date.month()),
-        date.day()
-    )
+    format!("{:04}-{:02}-{:02}", date.year(), u8::from(date.month()), date.day())
 }
 
 /// Parses an RFC 3339 date-time and returns it in UTC as `YYYY-MM-DDTHH:MM:SSZ` (sortable text).
@@ -547,13 +466,7 @@ pub fn parse_datetime(text: &str) -> Option<String> {
     if !(1800..=2200).contains(&utc.year()) {
         return None;
     }
-    Some(format!(
-        "{}T{:02}:{:02}:{:02}Z",
-        format_date(utc.date()),
-        utc.hour(),
-        utc.minute(),
-        utc.second()
-    ))
+    Some(format!("{}T{:02}:{:02}:{:02}Z", format_date(utc.date()), utc.hour(), utc.minute(), utc.second()))
 }
 
 /// The string that a sensitive value's blind index and a unique value's key are computed over.
@@ -571,30 +484,20 @@ mod tests {
     use serde_json::json;
 
     fn ctx() -> ValidationContext {
-        ValidationContext {
-            today: time::macros::date!(2026 - 11 - 29),
-            default_region: "CN".into(),
-        }
+        ValidationContext { today: time::macros::date!(2026 - 11 - 29), default_region: "CN".into() }
     }
 
     fn check(object: &str, input: Value) -> Result<Map<String, Value>, Vec<FieldError>> {
         let schema = Schema::standard();
         let def = schema.object(object).unwrap_or_else(|| panic!("object"));
-        let Value::Object(m) = input else {
-            panic!("object input")
-        };
+        let Value::Object(m) = input else { panic!("object input") };
         validate_record(def, None, &m, &ctx())
     }
 
     #[test]
     fn unknown_fields_wrong_types_and_missing_required_are_all_reported() {
-        let errs = check("contacts", json!({"nope": 1, "birth_date": 5}))
-            .err()
-            .unwrap_or_default();
-        let codes: Vec<_> = errs
-            .iter()
-            .map(|e| (e.field.as_str(), e.code.as_str()))
-            .collect();
+        let errs = check("contacts", json!({"nope": 1, "birth_date": 5})).err().unwrap_or_default();
+        let codes: Vec<_> = errs.iter().map(|e| (e.field.as_str(), e.code.as_str())).collect();
         assert!(codes.contains(&("nope", "unknown_field")));
         assert!(codes.contains(&("birth_date", "invalid_type")));
         assert!(codes.contains(&("name", "required")));
@@ -607,10 +510,7 @@ mod tests {
             json!({"name": "x", "company_id": "0190b1f2-0000-7000-8000-000000000001", "amount": {"amount": "1234.5", "currency": "cny"}}),
         );
         let out = out.unwrap_or_else(|e| panic!("{e:?}"));
-        assert_eq!(
-            out["amount"],
-            json!({"amount": "1234.50", "currency": "CNY"})
-        );
+        assert_eq!(out["amount"], json!({"amount": "1234.50", "currency": "CNY"}));
         let bad = check(
             "deals",
             json!({"name": "x", "company_id": "0190b1f2-0000-7000-8000-000000000001", "amount": {"amount": "-1", "currency": "CNY"}}),
@@ -626,10 +526,7 @@ mod tests {
         assert_eq!(parse_decimal(".", 10), None);
         assert_eq!(parse_date("2026/2/3").as_deref(), Some("2026-02-03"));
         assert_eq!(parse_date("2026-02-30"), None);
-        assert_eq!(
-            parse_datetime("2026-01-02T10:00:00+08:00").as_deref(),
-            Some("2026-01-02T02:00:00Z")
-        );
+        assert_eq!(parse_datetime("2026-01-02T10:00:00+08:00").as_deref(), Some("2026-01-02T02:00:00Z"));
     }
 
     #[test]
@@ -639,34 +536,18 @@ mod tests {
             json!({"name": "x", "company_id": "0190b1f2-0000-7000-8000-000000000001", "contract_no": "abc", "stage": "maybe"}),
         );
         let errs = bad.err().unwrap_or_default();
-        assert!(
-            errs.iter()
-                .any(|e| e.field == "contract_no" && e.code == "pattern_mismatch")
-        );
-        assert!(
-            errs.iter()
-                .any(|e| e.field == "stage" && e.code == "not_allowed")
-        );
+        assert!(errs.iter().any(|e| e.field == "contract_no" && e.code == "pattern_mismatch"));
+        assert!(errs.iter().any(|e| e.field == "stage" && e.code == "not_allowed"));
     }
 
     #[test]
     fn update_merges_and_null_clears() {
         let schema = Schema::standard();
-        let def = schema
-            .object("companies")
-            .unwrap_or_else(|| panic!("companies"));
+        let def = schema.object("companies").unwrap_or_else(|| panic!("companies"));
         let existing = json!({"name": "甲", "city": "北京"});
         let changes = json!({"city": null, "province": " 浙江 "});
-        let out = validate_record(
-            def,
-            existing.as_object(),
-            changes.as_object().unwrap_or_else(|| panic!()),
-            &ctx(),
-        )
-        .unwrap_or_else(|e| panic!("{e:?}"));
-        assert_eq!(
-            Value::Object(out),
-            json!({"name": "甲", "province": "浙江"})
-        );
+        let out = validate_record(def, existing.as_object(), changes.as_object().unwrap_or_else(|| panic!()), &ctx())
+            .unwrap_or_else(|e| panic!("{e:?}"));
+        assert_eq!(Value::Object(out), json!({"name": "甲", "province": "浙江"}));
     }
 }

@@ -79,16 +79,7 @@ pub fn random_bytes<const N: usize>() -> Result<[u8; N], CryptoError> {
 fn seal(key: &Key, aad: &[u8], plaintext: &[u8]) -> Result<Vec<u8>, CryptoError> {
     let nonce_bytes = random_bytes::<NONCE_LEN>()?;
     let nonce = XNonce::try_from(&nonce_bytes[..]).map_err(|_| CryptoError::Malformed)?;
-    let ct = key
-        .cipher()
-        .encrypt(
-            &nonce,
-            Payload {
-                msg: plaintext,
-                aad,
-            },
-        )
-        .map_err(|_| CryptoError::Malformed)?;
+    let ct = key.cipher().encrypt(&nonce, Payload { msg: plaintext, aad }).map_err(|_| CryptoError::Malformed)?;
     let mut out = Vec::with_capacity(NONCE_LEN + ct.len());
     out.extend_from_slice(&nonce_bytes);
     out.extend_from_slice(&ct);
@@ -101,9 +92,7 @@ fn open(key: &Key, aad: &[u8], sealed: &[u8]) -> Result<Vec<u8>, CryptoError> {
     }
     let (nonce_bytes, ct) = sealed.split_at(NONCE_LEN);
     let nonce = XNonce::try_from(nonce_bytes).map_err(|_| CryptoError::Malformed)?;
-    key.cipher()
-        .decrypt(&nonce, Payload { msg: ct, aad })
-        .map_err(|_| CryptoError::Open)
+    key.cipher().decrypt(&nonce, Payload { msg: ct, aad }).map_err(|_| CryptoError::Open)
 }
 
 /// The master key: wraps data keys, never touches field values directly.
@@ -114,30 +103,21 @@ impl MasterKey {
     /// Reads the key from `CUSTODIAN_MASTER_KEY`-style text (64 hex characters).
     pub fn from_hex(text: &str) -> Result<Self, CryptoError> {
         let bytes = hex::decode(text.trim()).map_err(|_| CryptoError::BadEnvKey)?;
-        Key::from_bytes(&bytes)
-            .map(MasterKey)
-            .ok_or(CryptoError::BadEnvKey)
+        Key::from_bytes(&bytes).map(MasterKey).ok_or(CryptoError::BadEnvKey)
     }
 
     /// Loads the key file, or creates it (mode 0600, written to a temporary file and renamed)
     /// when it does not exist. Returns the key and whether it was created.
     pub fn load_or_create(path: &Path) -> Result<(Self, bool), CryptoError> {
-        let err = |reason: String| CryptoError::KeyFile {
-            path: path.display().to_string(),
-            reason,
-        };
+        let err = |reason: String| CryptoError::KeyFile { path: path.display().to_string(), reason };
         match std::fs::read_to_string(path) {
             Ok(text) => {
                 check_key_file_mode(path).map_err(err)?;
-                Ok((
-                    Self::from_hex(&text).map_err(|_| err("not 64 hex characters".into()))?,
-                    false,
-                ))
+                Ok((Self::from_hex(&text).map_err(|_| err("not 64 hex characters".into()))?, false))
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 let key = Key::generate()?;
-                write_secret_file(path, hex::encode(key.bytes()).as_bytes())
-                    .map_err(|e| err(e.to_string()))?;
+                write_secret_file(path, hex::encode(key.bytes()).as_bytes()).map_err(|e| err(e.to_string()))?;
                 Ok((MasterKey(key), true))
             }
             Err(e) => Err(err(e.to_string())),
@@ -146,20 +126,12 @@ impl MasterKey {
 
     /// Wraps a key for storage; `label` is bound as associated data (e.g. "data:3").
     pub fn wrap(&self, key: &Key, label: &str) -> Result<Vec<u8>, CryptoError> {
-        seal(
-            &self.0,
-            format!("custodian-wrap:{label}").as_bytes(),
-            key.bytes(),
-        )
+        seal(&self.0, format!("custodian-wrap:{label}").as_bytes(), key.bytes())
     }
 
     pub fn unwrap(&self, wrapped: &[u8], label: &str) -> Result<Key, CryptoError> {
-        let bytes = open(
-            &self.0,
-            format!("custodian-wrap:{label}").as_bytes(),
-            wrapped,
-        )
-        .map_err(|_| CryptoError::Unwrap)?;
+        let bytes =
+            open(&self.0, format!("custodian-wrap:{label}").as_bytes(), wrapped).map_err(|_| CryptoError::Unwrap)?;
         Key::from_bytes(&bytes).ok_or(CryptoError::Unwrap)
     }
 }
@@ -167,15 +139,9 @@ impl MasterKey {
 #[cfg(unix)]
 fn check_key_file_mode(path: &Path) -> Result<(), String> {
     use std::os::unix::fs::PermissionsExt;
-    let mode = std::fs::metadata(path)
-        .map_err(|e| e.to_string())?
-        .permissions()
-        .mode();
+    let mode = std::fs::metadata(path).map_err(|e| e.to_string())?.permissions().mode();
     if mode & 0o077 != 0 {
-        return Err(format!(
-            "permissions {:o} are too open; run chmod 600",
-            mode & 0o777
-        ));
+        return Err(format!("permissions {:o} are too open; run chmod 600", mode & 0o777));
     }
     Ok(())
 }
@@ -235,11 +201,7 @@ impl Keyring {
     /// `data_keys` must not be empty; the highest version encrypts new values.
     pub fn new(data_keys: BTreeMap<u32, Key>, index_root: Key) -> Option<Self> {
         let current = *data_keys.keys().next_back()?;
-        Some(Keyring {
-            data_keys,
-            current,
-            index_root,
-        })
+        Some(Keyring { data_keys, current, index_root })
     }
 
     pub fn current_version(&self) -> u32 {
@@ -265,20 +227,9 @@ impl Keyring {
         record_id: &str,
         plaintext: &str,
     ) -> Result<String, CryptoError> {
-        let key = self
-            .data_keys
-            .get(&self.current)
-            .ok_or(CryptoError::UnknownKeyVersion(self.current))?;
-        let sealed = seal(
-            key,
-            &Self::aad(object, field, record_id, self.current),
-            plaintext.as_bytes(),
-        )?;
-        Ok(format!(
-            "{ENVELOPE_PREFIX}{}:{}",
-            self.current,
-            B64.encode(sealed)
-        ))
+        let key = self.data_keys.get(&self.current).ok_or(CryptoError::UnknownKeyVersion(self.current))?;
+        let sealed = seal(key, &Self::aad(object, field, record_id, self.current), plaintext.as_bytes())?;
+        Ok(format!("{ENVELOPE_PREFIX}{}:{}", self.current, B64.encode(sealed)))
     }
 
     /// Opens an envelope made by `encrypt_field` for the same object, field and record.
@@ -289,15 +240,10 @@ impl Keyring {
         record_id: &str,
         envelope: &str,
     ) -> Result<String, CryptoError> {
-        let rest = envelope
-            .strip_prefix(ENVELOPE_PREFIX)
-            .ok_or(CryptoError::Malformed)?;
+        let rest = envelope.strip_prefix(ENVELOPE_PREFIX).ok_or(CryptoError::Malformed)?;
         let (version, body) = rest.split_once(':').ok_or(CryptoError::Malformed)?;
         let version: u32 = version.parse().map_err(|_| CryptoError::Malformed)?;
-        let key = self
-            .data_keys
-            .get(&version)
-            .ok_or(CryptoError::UnknownKeyVersion(version))?;
+        let key = self.data_keys.get(&version).ok_or(CryptoError::UnknownKeyVersion(version))?;
         let sealed = B64.decode(body).map_err(|_| CryptoError::Malformed)?;
         let plain = open(key, &Self::aad(object, field, record_id, version), &sealed)?;
         String::from_utf8(plain).map_err(|_| CryptoError::Malformed)
@@ -355,14 +301,9 @@ mod tests {
     #[test]
     fn ciphertext_is_bound_to_object_field_and_record() {
         let k = keyring();
-        let env = k
-            .encrypt_field("contacts", "mobile", "r1", "+8613812345678")
-            .unwrap();
+        let env = k.encrypt_field("contacts", "mobile", "r1", "+8613812345678").unwrap();
         assert!(!env.contains("13812345678"));
-        assert_eq!(
-            k.decrypt_field("contacts", "mobile", "r1", &env).unwrap(),
-            "+8613812345678"
-        );
+        assert_eq!(k.decrypt_field("contacts", "mobile", "r1", &env).unwrap(), "+8613812345678");
         assert!(k.decrypt_field("contacts", "mobile", "r2", &env).is_err());
         assert!(k.decrypt_field("contacts", "email", "r1", &env).is_err());
         assert!(k.decrypt_field("leads", "mobile", "r1", &env).is_err());
@@ -381,20 +322,14 @@ mod tests {
 
     #[test]
     fn key_file_is_created_with_mode_0600_and_reloaded() {
-        let dir = std::env::temp_dir().join(format!(
-            "custodian-key-{}",
-            sha256_hex(&random_bytes::<8>().unwrap())
-        ));
+        let dir = std::env::temp_dir().join(format!("custodian-key-{}", sha256_hex(&random_bytes::<8>().unwrap())));
         let path = dir.join("master.key");
         let (k1, created) = MasterKey::load_or_create(&path).unwrap();
         assert!(created);
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
-            assert_eq!(
-                std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
-                0o600
-            );
+            assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
         }
         let (k2, created) = MasterKey::load_or_create(&path).unwrap();
         assert!(!created);

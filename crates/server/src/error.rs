@@ -30,14 +30,8 @@ pub fn error_body(e: &ServiceError) -> Value {
     let mut error = Map::new();
     error.insert("code".into(), Value::String(e.code.as_str().to_owned()));
     error.insert("message".into(), Value::String(e.message.clone()));
-    error.insert(
-        "message_zh".into(),
-        Value::String(e.code.message_zh().to_owned()),
-    );
-    error.insert(
-        "details".into(),
-        serde_json::to_value(&e.details).unwrap_or(Value::Array(Vec::new())),
-    );
+    error.insert("message_zh".into(), Value::String(e.code.message_zh().to_owned()));
+    error.insert("details".into(), serde_json::to_value(&e.details).unwrap_or(Value::Array(Vec::new())));
     if let Some(Value::Object(extra)) = &e.extra {
         for (k, v) in extra {
             error.entry(k.clone()).or_insert_with(|| v.clone());
@@ -48,22 +42,15 @@ pub fn error_body(e: &ServiceError) -> Value {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let status = StatusCode::from_u16(self.0.code.http_status())
-            .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let status = StatusCode::from_u16(self.0.code.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         if status.is_server_error() {
             tracing::error!(code = self.0.code.as_str(), message = %self.0.message, "request failed");
         }
         let body = error_body(&self.0).to_string();
         let mut response = (status, body).into_response();
-        response.headers_mut().insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        );
-        if self.0.code == ErrorCode::Unauthenticated || self.0.code == ErrorCode::InvalidCredentials
-        {
-            response
-                .headers_mut()
-                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        if self.0.code == ErrorCode::Unauthenticated || self.0.code == ErrorCode::InvalidCredentials {
+            response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
         response
     }

@@ -18,19 +18,12 @@ pub const SESSION_COOKIE: &str = "custodian_session";
 /// The request's id (set by the request-id layer), client IP and user agent.
 pub fn request_context(parts: &Parts) -> RequestContext {
     let header_text = |name: &str| {
-        parts
-            .headers
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .map(|s| s.chars().take(256).collect::<String>())
+        parts.headers.get(name).and_then(|v| v.to_str().ok()).map(|s| s.chars().take(256).collect::<String>())
     };
     RequestContext {
         actor: None,
         request_id: header_text("x-request-id"),
-        ip: parts
-            .extensions
-            .get::<ConnectInfo<SocketAddr>>()
-            .map(|c| c.0.ip().to_string()),
+        ip: parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip().to_string()),
         user_agent: header_text("user-agent"),
     }
 }
@@ -39,9 +32,7 @@ fn bearer_token(parts: &Parts) -> Option<String> {
     if let Some(v) = parts.headers.get(header::AUTHORIZATION) {
         let text = v.to_str().ok()?;
         let (scheme, token) = text.split_once(' ')?;
-        return scheme
-            .eq_ignore_ascii_case("bearer")
-            .then(|| token.trim().to_owned());
+        return scheme.eq_ignore_ascii_case("bearer").then(|| token.trim().to_owned());
     }
     // Cookies authenticate only safe methods: state changes need the Authorization header,
     // which a cross-site form cannot set (CSRF protection until the access work adds tokens).
@@ -68,13 +59,9 @@ pub struct Auth(pub RequestContext);
 impl FromRequestParts<AppState> for Auth {
     type Rejection = ApiError;
 
-    async fn from_request_parts(
-        parts: &mut Parts,
-        state: &AppState,
-    ) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
         let ctx = request_context(parts);
-        let token =
-            bearer_token(parts).ok_or_else(|| ApiError::code(ErrorCode::Unauthenticated))?;
+        let token = bearer_token(parts).ok_or_else(|| ApiError::code(ErrorCode::Unauthenticated))?;
         let actor = state.service.authenticate(&token).await?;
         Ok(Auth(ctx.with_actor(actor)))
     }
@@ -86,10 +73,7 @@ pub struct Ctx(pub RequestContext);
 impl FromRequestParts<AppState> for Ctx {
     type Rejection = ApiError;
 
-    async fn from_request_parts(
-        parts: &mut Parts,
-        _state: &AppState,
-    ) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(parts: &mut Parts, _state: &AppState) -> Result<Self, Self::Rejection> {
         Ok(Ctx(request_context(parts)))
     }
 }
@@ -105,11 +89,7 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody<T> {
         if let Some(ct) = req.headers().get(header::CONTENT_TYPE) {
             let ok = ct
                 .to_str()
-                .map(|s| {
-                    s.trim_start()
-                        .to_ascii_lowercase()
-                        .starts_with("application/json")
-                })
+                .map(|s| s.trim_start().to_ascii_lowercase().starts_with("application/json"))
                 .unwrap_or(false);
             if !ok {
                 return Err(ApiError::code(ErrorCode::UnsupportedMediaType));
@@ -119,18 +99,12 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody<T> {
             if rejection.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
                 ApiError::code(ErrorCode::PayloadTooLarge)
             } else {
-                ApiError::message(
-                    ErrorCode::MalformedRequest,
-                    "The request body could not be read.",
-                )
+                ApiError::message(ErrorCode::MalformedRequest, "The request body could not be read.")
             }
         })?;
-        serde_json::from_slice(&bytes).map(JsonBody).map_err(|e| {
-            ApiError::message(
-                ErrorCode::MalformedRequest,
-                format!("Invalid JSON body: {e}"),
-            )
-        })
+        serde_json::from_slice(&bytes)
+            .map(JsonBody)
+            .map_err(|e| ApiError::message(ErrorCode::MalformedRequest, format!("Invalid JSON body: {e}")))
     }
 }
 
@@ -143,13 +117,8 @@ impl<S: Send + Sync> FromRequestParts<S> for QueryPairs {
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
         let q = parts.uri.query().unwrap_or("");
         if q.len() > 16 * 1024 {
-            return Err(ApiError::message(
-                ErrorCode::InvalidQuery,
-                "The query string is too long.",
-            ));
+            return Err(ApiError::message(ErrorCode::InvalidQuery, "The query string is too long."));
         }
-        Ok(QueryPairs(
-            form_urlencoded::parse(q.as_bytes()).into_owned().collect(),
-        ))
+        Ok(QueryPairs(form_urlencoded::parse(q.as_bytes()).into_owned().collect()))
     }
 }

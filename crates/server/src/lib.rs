@@ -56,27 +56,14 @@ fn api_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(routes::auth::login))
         .routes(routes!(routes::auth::logout))
         .routes(routes!(routes::auth::me))
-        .routes(routes!(
-            routes::admin::list_users,
-            routes::admin::create_user
-        ))
-        .routes(routes!(
-            routes::admin::list_departments,
-            routes::admin::create_department
-        ))
-        .routes(routes!(
-            routes::admin::list_teams,
-            routes::admin::create_team
-        ))
+        .routes(routes!(routes::admin::list_users, routes::admin::create_user))
+        .routes(routes!(routes::admin::list_departments, routes::admin::create_department))
+        .routes(routes!(routes::admin::list_teams, routes::admin::create_team))
         .routes(routes!(routes::admin::schema))
         .routes(routes!(routes::admin::object_schema))
         .routes(routes!(routes::admin::add_field))
         .routes(routes!(routes::records::list, routes::records::create))
-        .routes(routes!(
-            routes::records::get,
-            routes::records::update,
-            routes::records::delete
-        ))
+        .routes(routes!(routes::records::get, routes::records::update, routes::records::delete))
         .routes(routes!(routes::records::restore))
         .routes(routes!(routes::records::history))
         .routes(routes!(routes::records::history_version))
@@ -92,15 +79,8 @@ pub fn openapi_document(service: &Service) -> serde_json::Value {
 /// Builds the application with all middleware. `service` is shared by every request.
 pub fn app(service: Arc<Service>) -> Router {
     let (api_router, api) = api_routes().split_for_parts();
-    let doc = openapi::finish_document(
-        serde_json::to_value(&api).unwrap_or_default(),
-        &service.schema(),
-    );
-    let state = AppState {
-        service,
-        metrics: metrics_handle(),
-        openapi: Arc::new(doc),
-    };
+    let doc = openapi::finish_document(serde_json::to_value(&api).unwrap_or_default(), &service.schema());
+    let state = AppState { service, metrics: metrics_handle(), openapi: Arc::new(doc) };
     let request_id = HeaderName::from_static("x-request-id");
     Router::new()
         .merge(api_router)
@@ -131,20 +111,15 @@ async fn openapi_json(State(state): State<AppState>) -> Response {
 
 async fn healthz(State(state): State<AppState>) -> Response {
     match state.service.store().health().await {
-        Ok(()) => axum::Json(
-            serde_json::json!({ "status": "ok", "store": state.service.store().backend() }),
-        )
-        .into_response(),
+        Ok(()) => {
+            axum::Json(serde_json::json!({ "status": "ok", "store": state.service.store().backend() })).into_response()
+        }
         Err(_) => ApiError::code(ErrorCode::Unavailable).into_response(),
     }
 }
 
 async fn metrics_text(State(state): State<AppState>) -> Response {
-    (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        state.metrics.render(),
-    )
-        .into_response()
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], state.metrics.render()).into_response()
 }
 
 async fn not_found() -> Response {
@@ -162,16 +137,14 @@ fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
 
 async fn record_metrics(req: Request, next: Next) -> Response {
     let start = Instant::now();
-    let route = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|p| p.as_str().to_owned())
-        .unwrap_or_else(|| "unmatched".into());
+    let route =
+        req.extensions().get::<MatchedPath>().map(|p| p.as_str().to_owned()).unwrap_or_else(|| "unmatched".into());
     let method = req.method().to_string();
     let response = next.run(req).await;
     let status = response.status().as_u16().to_string();
     metrics::counter!("custodian_http_requests_total", "method" => method.clone(), "route" => route.clone(), "status" => status).increment(1);
-    metrics::histogram!("custodian_http_request_duration_seconds", "method" => method, "route" => route).record(start.elapsed().as_secs_f64());
+    metrics::histogram!("custodian_http_request_duration_seconds", "method" => method, "route" => route)
+        .record(start.elapsed().as_secs_f64());
     response
 }
 
@@ -181,10 +154,7 @@ pub async fn serve(
     app: Router,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown)
-    .await
+    axum::serve(listener, app.into_make_service_with_connect_info::<std::net::SocketAddr>())
+        .with_graceful_shutdown(shutdown)
+        .await
 }

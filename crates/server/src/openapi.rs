@@ -153,9 +153,7 @@ pub fn finish_document(mut doc: Value, schema: &Schema) -> Value {
         "description": "Self-hosted CRM whose data is accurate and safe. Authenticate with POST /api/v1/auth/login and send `Authorization: Bearer TOKEN`.",
         "license": {"name": "MIT OR Apache-2.0", "identifier": "MIT OR Apache-2.0"}
     });
-    let schemas = doc
-        .pointer_mut("/components/schemas")
-        .and_then(Value::as_object_mut);
+    let schemas = doc.pointer_mut("/components/schemas").and_then(Value::as_object_mut);
     if let Some(schemas) = schemas {
         for object in schema.objects() {
             let mut props = serde_json::Map::new();

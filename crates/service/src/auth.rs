@@ -16,13 +16,7 @@ use serde_json::json;
 use uuid::Uuid;
 
 /// Built-in roles (PRODUCT.md S3).
-pub const ROLES: &[&str] = &[
-    "sales_rep",
-    "sales_manager",
-    "data_steward",
-    "auditor",
-    "admin",
-];
+pub const ROLES: &[&str] = &["sales_rep", "sales_manager", "data_steward", "auditor", "admin"];
 
 /// Prefix of session tokens, so that leaked tokens are recognisable by secret scanners.
 const TOKEN_PREFIX: &str = "cst_";
@@ -54,11 +48,7 @@ const DUMMY_HASH_PASSWORD: &str = "custodian-dummy-password-for-timing";
 
 impl Service {
     async fn hash_password(&self, password: &str) -> ServiceResult<String> {
-        let _permit = self
-            .hashing
-            .acquire()
-            .await
-            .map_err(|_| ServiceError::new(ErrorCode::Unavailable))?;
+        let _permit = self.hashing.acquire().await.map_err(|_| ServiceError::new(ErrorCode::Unavailable))?;
         let password = password.to_owned();
         tokio::task::spawn_blocking(move || {
             let salt = random_bytes::<16>().map_err(|_| ServiceError::new(ErrorCode::Internal))?;
@@ -75,11 +65,7 @@ impl Service {
     }
 
     async fn verify_password(&self, password: &str, phc: Option<String>) -> ServiceResult<bool> {
-        let _permit = self
-            .hashing
-            .acquire()
-            .await
-            .map_err(|_| ServiceError::new(ErrorCode::Unavailable))?;
+        let _permit = self.hashing.acquire().await.map_err(|_| ServiceError::new(ErrorCode::Unavailable))?;
         let password = password.to_owned();
         let dummy = self.dummy_hash().await?;
         tokio::task::spawn_blocking(move || {
@@ -87,12 +73,8 @@ impl Service {
                 Some(p) => (p, true),
                 None => (dummy, false),
             };
-            let ok = PasswordVerifier::<str>::verify_password(
-                &Argon2::default(),
-                password.as_bytes(),
-                phc.as_str(),
-            )
-            .is_ok();
+            let ok =
+                PasswordVerifier::<str>::verify_password(&Argon2::default(), password.as_bytes(), phc.as_str()).is_ok();
             Ok(ok && real)
         })
         .await
@@ -155,9 +137,7 @@ impl Service {
         let mut errors = Vec::new();
         if username.is_empty()
             || username.chars().count() > 64
-            || !username
-                .chars()
-                .all(|c| c.is_alphanumeric() || matches!(c, '_' | '-' | '.' | '@'))
+            || !username.chars().all(|c| c.is_alphanumeric() || matches!(c, '_' | '-' | '.' | '@'))
         {
             errors.push(FieldError::new(
                 "username",
@@ -193,21 +173,13 @@ impl Service {
         };
         let mut audit = self.audit_draft(ctx, "user.create");
         audit.details = json!({ "user_id": user.id, "username": user.username, "role": user.role });
-        self.store
-            .create_user(user.clone(), audit)
-            .await
-            .map_err(|e| match e {
-                custodian_store::StoreError::AlreadyExists(_) => ServiceError {
-                    details: vec![FieldError::new(
-                        "username",
-                        "taken",
-                        "This username is taken.",
-                        "该用户名已被使用。",
-                    )],
-                    ..ServiceError::new(ErrorCode::Conflict)
-                },
-                other => other.into(),
-            })?;
+        self.store.create_user(user.clone(), audit).await.map_err(|e| match e {
+            custodian_store::StoreError::AlreadyExists(_) => ServiceError {
+                details: vec![FieldError::new("username", "taken", "This username is taken.", "该用户名已被使用。")],
+                ..ServiceError::new(ErrorCode::Conflict)
+            },
+            other => other.into(),
+        })?;
         Ok(user)
     }
 
@@ -219,24 +191,9 @@ impl Service {
         }
         let (password, generated) = match password {
             Some(p) => (p, false),
-            None => (
-                B64.encode(
-                    random_bytes::<18>().map_err(|_| ServiceError::new(ErrorCode::Internal))?,
-                ),
-                true,
-            ),
+            None => (B64.encode(random_bytes::<18>().map_err(|_| ServiceError::new(ErrorCode::Internal))?), true),
         };
-        match self
-            .create_user(
-                &RequestContext::cli(),
-                "admin",
-                &password,
-                "admin",
-                None,
-                None,
-            )
-            .await
-        {
+        match self.create_user(&RequestContext::cli(), "admin", &password, "admin", None, None).await {
             Ok(_) => Ok(generated.then_some(password)),
             // Another server created it at the same moment.
             Err(e) if e.code == ErrorCode::Conflict => Ok(None),
@@ -244,20 +201,9 @@ impl Service {
         }
     }
 
-    pub async fn login(
-        &self,
-        ctx: &RequestContext,
-        username: &str,
-        password: &str,
-    ) -> ServiceResult<LoginResult> {
-        let user = if username.len() <= 256 {
-            self.store.get_user_by_username(username.trim()).await?
-        } else {
-            None
-        };
-        let ok = self
-            .verify_password(password, user.as_ref().map(|u| u.password_hash.clone()))
-            .await?;
+    pub async fn login(&self, ctx: &RequestContext, username: &str, password: &str) -> ServiceResult<LoginResult> {
+        let user = if username.len() <= 256 { self.store.get_user_by_username(username.trim()).await? } else { None };
+        let ok = self.verify_password(password, user.as_ref().map(|u| u.password_hash.clone())).await?;
         let user = match user {
             Some(u) if ok && u.status == "active" => u,
             other => {
@@ -286,10 +232,7 @@ impl Service {
         let mut audit = self.audit_draft(ctx, "auth.login");
         audit.actor_id = Some(user.id);
         self.store.create_session(session, audit).await?;
-        Ok(LoginResult {
-            token,
-            expires_at: crate::micros_to_rfc3339(expires_at),
-        })
+        Ok(LoginResult { token, expires_at: crate::micros_to_rfc3339(expires_at) })
     }
 
     /// Resolves a bearer token to the caller. Expired, unknown and disabled all answer
@@ -300,21 +243,13 @@ impl Service {
             return Err(unauthenticated());
         }
         let hash = sha256_hex(token.as_bytes());
-        let session = self
-            .store
-            .get_session(&hash)
-            .await?
-            .ok_or_else(unauthenticated)?;
+        let session = self.store.get_session(&hash).await?.ok_or_else(unauthenticated)?;
         let now = now_micros();
         let idle_limit = session.last_seen_at + self.config.session_idle_secs * 1_000_000;
         if now >= session.expires_at || now >= idle_limit {
             return Err(unauthenticated());
         }
-        let user = self
-            .store
-            .get_user(session.user_id)
-            .await?
-            .ok_or_else(unauthenticated)?;
+        let user = self.store.get_user(session.user_id).await?.ok_or_else(unauthenticated)?;
         if user.status != "active" {
             return Err(unauthenticated());
         }
@@ -333,14 +268,9 @@ impl Service {
     }
 
     pub async fn logout(&self, ctx: &RequestContext) -> ServiceResult<()> {
-        let actor = ctx
-            .actor
-            .as_ref()
-            .ok_or_else(|| ServiceError::new(ErrorCode::Unauthenticated))?;
+        let actor = ctx.actor.as_ref().ok_or_else(|| ServiceError::new(ErrorCode::Unauthenticated))?;
         let audit = self.audit_draft(ctx, "auth.logout");
-        self.store
-            .delete_session(&actor.session_hash, audit)
-            .await?;
+        self.store.delete_session(&actor.session_hash, audit).await?;
         Ok(())
     }
 }

@@ -19,36 +19,18 @@ pub type ServiceResult<T> = Result<T, ServiceError>;
 
 impl ServiceError {
     pub fn new(code: ErrorCode) -> Self {
-        ServiceError {
-            code,
-            message: code.message_en().to_owned(),
-            details: Vec::new(),
-            extra: None,
-        }
+        ServiceError { code, message: code.message_en().to_owned(), details: Vec::new(), extra: None }
     }
 
     pub fn with_message(code: ErrorCode, message: impl Into<String>) -> Self {
-        ServiceError {
-            code,
-            message: message.into(),
-            details: Vec::new(),
-            extra: None,
-        }
+        ServiceError { code, message: message.into(), details: Vec::new(), extra: None }
     }
 
     pub fn validation(details: Vec<FieldError>) -> Self {
-        ServiceError {
-            details,
-            ..ServiceError::new(ErrorCode::ValidationFailed)
-        }
+        ServiceError { details, ..ServiceError::new(ErrorCode::ValidationFailed) }
     }
 
-    pub fn invalid_query(
-        field: &str,
-        code: &str,
-        en: impl Into<String>,
-        zh: impl Into<String>,
-    ) -> Self {
+    pub fn invalid_query(field: &str, code: &str, en: impl Into<String>, zh: impl Into<String>) -> Self {
         ServiceError {
             details: vec![FieldError::new(field, code, en, zh)],
             ..ServiceError::new(ErrorCode::InvalidQuery)
@@ -77,10 +59,8 @@ impl From<StoreError> for ServiceError {
     fn from(e: StoreError) -> Self {
         match e {
             StoreError::NotFound => ServiceError::not_found(),
-            StoreError::VersionConflict { current } => {
-                ServiceError::new(ErrorCode::VersionConflict)
-                    .with_extra(serde_json::json!({ "current_version": current }))
-            }
+            StoreError::VersionConflict { current } => ServiceError::new(ErrorCode::VersionConflict)
+                .with_extra(serde_json::json!({ "current_version": current })),
             StoreError::UniqueViolation { object, field, .. } => ServiceError {
                 details: vec![FieldError::new(
                     &field,

@@ -21,12 +21,7 @@ pub async fn load_keyring(store: &dyn Store, master: &MasterKey) -> ServiceResul
         if !rows.iter().any(|r| r.label == label) {
             let key = Key::generate().map_err(key_error)?;
             let wrapped = master.wrap(&key, label).map_err(key_error)?;
-            store
-                .insert_wrapped_key(WrappedKeyRow {
-                    label: label.to_owned(),
-                    wrapped,
-                })
-                .await?;
+            store.insert_wrapped_key(WrappedKeyRow { label: label.to_owned(), wrapped }).await?;
             generated = true;
         }
     }
@@ -39,11 +34,7 @@ pub async fn load_keyring(store: &dyn Store, master: &MasterKey) -> ServiceResul
         let key = master.unwrap(&row.wrapped, &row.label).map_err(key_error)?;
         if row.label == INDEX_KEY_LABEL {
             index_root = Some(key);
-        } else if let Some(v) = row
-            .label
-            .strip_prefix("data:")
-            .and_then(|v| v.parse::<u32>().ok())
-        {
+        } else if let Some(v) = row.label.strip_prefix("data:").and_then(|v| v.parse::<u32>().ok()) {
             data_keys.insert(v, key);
         }
     }

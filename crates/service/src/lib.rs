@@ -66,12 +66,7 @@ pub struct RequestContext {
 impl RequestContext {
     /// A context for offline CLI work (no HTTP request).
     pub fn cli() -> Self {
-        RequestContext {
-            actor: None,
-            request_id: None,
-            ip: None,
-            user_agent: Some("custodian-cli".into()),
-        }
+        RequestContext { actor: None, request_id: None, ip: None, user_agent: Some("custodian-cli".into()) }
     }
 
     pub fn with_actor(mut self, actor: Actor) -> Self {
@@ -90,11 +85,7 @@ pub struct Service {
 
 impl Service {
     /// Builds the service over an opened store. `keyring` comes from `load_keyring`.
-    pub async fn new(
-        store: Arc<dyn Store>,
-        keyring: Keyring,
-        config: ServiceConfig,
-    ) -> ServiceResult<Service> {
+    pub async fn new(store: Arc<dyn Store>, keyring: Keyring, config: ServiceConfig) -> ServiceResult<Service> {
         let hashing = Arc::new(Semaphore::new(config.hashing_concurrency.max(1)));
         let service = Service {
             store,

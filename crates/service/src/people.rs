@@ -53,14 +53,8 @@ pub struct TeamView {
 
 fn name_error(name: &str) -> Option<FieldError> {
     let n = name.trim().chars().count();
-    (n == 0 || n > 100).then(|| {
-        FieldError::new(
-            "name",
-            "invalid_name",
-            "Names need 1-100 characters.",
-            "名称须为 1-100 个字符。",
-        )
-    })
+    (n == 0 || n > 100)
+        .then(|| FieldError::new("name", "invalid_name", "Names need 1-100 characters.", "名称须为 1-100 个字符。"))
 }
 
 impl Service {
@@ -74,13 +68,7 @@ impl Service {
 
     pub async fn list_users(&self, ctx: &RequestContext) -> ServiceResult<Vec<UserView>> {
         self.require_admin(ctx)?;
-        Ok(self
-            .store
-            .list_users()
-            .await?
-            .iter()
-            .map(UserView::from)
-            .collect())
+        Ok(self.store.list_users().await?.iter().map(UserView::from).collect())
     }
 
     pub async fn create_department(
@@ -94,12 +82,7 @@ impl Service {
             return Err(ServiceError::validation(vec![e]));
         }
         if let Some(parent) = parent_id
-            && !self
-                .store
-                .list_departments()
-                .await?
-                .iter()
-                .any(|d| d.id == parent)
+            && !self.store.list_departments().await?.iter().any(|d| d.id == parent)
         {
             return Err(ServiceError::validation(vec![FieldError::new(
                 "parent_id",
@@ -108,37 +91,21 @@ impl Service {
                 "上级部门不存在。",
             )]));
         }
-        let row = DepartmentRow {
-            id: Uuid::now_v7(),
-            name: name.trim().to_owned(),
-            parent_id,
-            created_at: now_micros(),
-        };
+        let row =
+            DepartmentRow { id: Uuid::now_v7(), name: name.trim().to_owned(), parent_id, created_at: now_micros() };
         let mut audit = self.audit_draft(ctx, "department.create");
-        audit.details =
-            json!({ "department_id": row.id, "name": row.name, "parent_id": row.parent_id });
+        audit.details = json!({ "department_id": row.id, "name": row.name, "parent_id": row.parent_id });
         self.store.create_department(row.clone(), audit).await?;
-        Ok(DepartmentView {
-            id: row.id,
-            name: row.name,
-            parent_id: row.parent_id,
-        })
+        Ok(DepartmentView { id: row.id, name: row.name, parent_id: row.parent_id })
     }
 
-    pub async fn list_departments(
-        &self,
-        _ctx: &RequestContext,
-    ) -> ServiceResult<Vec<DepartmentView>> {
+    pub async fn list_departments(&self, _ctx: &RequestContext) -> ServiceResult<Vec<DepartmentView>> {
         Ok(self
             .store
             .list_departments()
             .await?
             .into_iter()
-            .map(|d| DepartmentView {
-                id: d.id,
-                name: d.name,
-                parent_id: d.parent_id,
-            })
+            .map(|d| DepartmentView { id: d.id, name: d.name, parent_id: d.parent_id })
             .collect())
     }
 
@@ -170,12 +137,7 @@ impl Service {
             return Err(ServiceError::validation(vec![e]));
         }
         if let Some(dep) = department_id
-            && !self
-                .store
-                .list_departments()
-                .await?
-                .iter()
-                .any(|d| d.id == dep)
+            && !self.store.list_departments().await?.iter().any(|d| d.id == dep)
         {
             return Err(ServiceError::validation(vec![FieldError::new(
                 "department_id",
@@ -184,21 +146,11 @@ impl Service {
                 "部门不存在。",
             )]));
         }
-        let row = TeamRow {
-            id: Uuid::now_v7(),
-            name: name.trim().to_owned(),
-            department_id,
-            created_at: now_micros(),
-        };
+        let row = TeamRow { id: Uuid::now_v7(), name: name.trim().to_owned(), department_id, created_at: now_micros() };
         let mut audit = self.audit_draft(ctx, "team.create");
-        audit.details =
-            json!({ "team_id": row.id, "name": row.name, "department_id": row.department_id });
+        audit.details = json!({ "team_id": row.id, "name": row.name, "department_id": row.department_id });
         self.store.create_team(row.clone(), audit).await?;
-        Ok(TeamView {
-            id: row.id,
-            name: row.name,
-            department_id: row.department_id,
-        })
+        Ok(TeamView { id: row.id, name: row.name, department_id: row.department_id })
     }
 
     pub async fn list_teams(&self, _ctx: &RequestContext) -> ServiceResult<Vec<TeamView>> {
@@ -207,11 +159,7 @@ impl Service {
             .list_teams()
             .await?
             .into_iter()
-            .map(|t| TeamView {
-                id: t.id,
-                name: t.name,
-                department_id: t.department_id,
-            })
+            .map(|t| TeamView { id: t.id, name: t.name, department_id: t.department_id })
             .collect())
     }
 
@@ -246,29 +194,21 @@ impl Service {
         if !errors.is_empty() {
             return Err(ServiceError::validation(errors));
         }
-        let definition =
-            serde_json::to_value(&field).map_err(|_| ServiceError::new(ErrorCode::Internal))?;
+        let definition = serde_json::to_value(&field).map_err(|_| ServiceError::new(ErrorCode::Internal))?;
         let mut audit = self.audit_draft(ctx, "schema.add_field");
         audit.object = Some(def.name.clone());
         audit.details = json!({ "field": definition });
-        let row = CustomFieldRow {
-            object: def.name.clone(),
-            name: field.name.clone(),
-            definition,
-            created_at: now_micros(),
-        };
-        self.store
-            .add_custom_field(row, audit)
-            .await
-            .map_err(|e| match e {
-                StoreError::AlreadyExists(_) => ServiceError::validation(vec![FieldError::new(
-                    "name",
-                    "field_exists",
-                    "A field with this name already exists.",
-                    "同名字段已存在。",
-                )]),
-                other => other.into(),
-            })?;
+        let row =
+            CustomFieldRow { object: def.name.clone(), name: field.name.clone(), definition, created_at: now_micros() };
+        self.store.add_custom_field(row, audit).await.map_err(|e| match e {
+            StoreError::AlreadyExists(_) => ServiceError::validation(vec![FieldError::new(
+                "name",
+                "field_exists",
+                "A field with this name already exists.",
+                "同名字段已存在。",
+            )]),
+            other => other.into(),
+        })?;
         self.refresh_schema().await?;
         self.object_def(object)
     }

@@ -10,12 +10,8 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use custodian_core::schema::{FieldDef, FieldType, ObjectDef};
 use custodian_core::search;
-use custodian_core::values::{
-    index_text, normalize_value, parse_date, parse_datetime, parse_decimal,
-};
-use custodian_store::{
-    Column, Cursor, DeletedFilter, Filter, FilterOp, FilterValue, ListQuery, Sort, ValueKind,
-};
+use custodian_core::values::{index_text, normalize_value, parse_date, parse_datetime, parse_decimal};
+use custodian_store::{Column, Cursor, DeletedFilter, Filter, FilterOp, FilterValue, ListQuery, Sort, ValueKind};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
@@ -66,10 +62,7 @@ fn field_column(def: &FieldDef) -> Column {
     if def.field_type == FieldType::Money {
         path.push("amount".into());
     }
-    Column::Field {
-        path,
-        kind: value_kind(def.field_type),
-    }
+    Column::Field { path, kind: value_kind(def.field_type) }
 }
 
 impl Service {
@@ -87,12 +80,7 @@ impl Service {
         }
     }
 
-    fn system_filter_value(
-        &self,
-        name: &str,
-        column: &Column,
-        raw: &str,
-    ) -> ServiceResult<FilterValue> {
+    fn system_filter_value(&self, name: &str, column: &Column, raw: &str) -> ServiceResult<FilterValue> {
         match column {
             Column::CreatedAt | Column::UpdatedAt => {
                 let text = parse_datetime(raw)
@@ -105,21 +93,9 @@ impl Service {
                             "应为日期或 RFC 3339 时间。",
                         )
                     })?;
-                let t = time::OffsetDateTime::parse(
-                    &text,
-                    &time::format_description::well_known::Rfc3339,
-                )
-                .map_err(|_| {
-                    bad(
-                        name,
-                        "invalid_value",
-                        "Expected a date-time.",
-                        "应为日期时间。",
-                    )
-                })?;
-                Ok(FilterValue::Micros(
-                    (t.unix_timestamp_nanos() / 1_000) as i64,
-                ))
+                let t = time::OffsetDateTime::parse(&text, &time::format_description::well_known::Rfc3339)
+                    .map_err(|_| bad(name, "invalid_value", "Expected a date-time.", "应为日期时间。"))?;
+                Ok(FilterValue::Micros((t.unix_timestamp_nanos() / 1_000) as i64))
             }
             _ => Uuid::parse_str(raw.trim())
                 .map(FilterValue::Uuid)
@@ -130,10 +106,9 @@ impl Service {
     fn field_filter_value(&self, def: &FieldDef, raw: &str) -> ServiceResult<FilterValue> {
         let invalid = |en: &str, zh: &str| bad(&def.name, "invalid_value", en, zh);
         Ok(match def.field_type {
-            FieldType::Integer | FieldType::Decimal | FieldType::Money => FilterValue::Number(
-                parse_decimal(raw, 10)
-                    .ok_or_else(|| invalid("Expected a number.", "应为数字。"))?,
-            ),
+            FieldType::Integer | FieldType::Decimal | FieldType::Money => {
+                FilterValue::Number(parse_decimal(raw, 10).ok_or_else(|| invalid("Expected a number.", "应为数字。"))?)
+            }
             FieldType::Boolean => FilterValue::Bool(match raw.trim() {
                 "true" | "1" => true,
                 "false" | "0" => false,
@@ -144,20 +119,9 @@ impl Service {
             }
             _ => {
                 // Typed values are compared in normalised form.
-                let v = normalize_value(
-                    def,
-                    &Value::String(raw.to_owned()),
-                    &self.validation_context(),
-                )
-                .map_err(|e| {
-                    bad(
-                        &def.name,
-                        &e.code,
-                        e.message,
-                        e.message_zh.unwrap_or_default(),
-                    )
-                })?
-                .ok_or_else(|| invalid("Empty value.", "值为空。"))?;
+                let v = normalize_value(def, &Value::String(raw.to_owned()), &self.validation_context())
+                    .map_err(|e| bad(&def.name, &e.code, e.message, e.message_zh.unwrap_or_default()))?
+                    .ok_or_else(|| invalid("Empty value.", "值为空。"))?;
                 FilterValue::Text(index_text(&v))
             }
         })
@@ -166,14 +130,9 @@ impl Service {
     fn parse_filter(&self, def: &ObjectDef, key: &str, raw: &str) -> ServiceResult<Filter> {
         let (name, op) = match key.split_once('[') {
             Some((name, rest)) => {
-                let op = rest.strip_suffix(']').ok_or_else(|| {
-                    bad(
-                        key,
-                        "invalid_filter",
-                        "Use FIELD[op]=value.",
-                        "请使用 FIELD[op]=value。",
-                    )
-                })?;
+                let op = rest
+                    .strip_suffix(']')
+                    .ok_or_else(|| bad(key, "invalid_filter", "Use FIELD[op]=value.", "请使用 FIELD[op]=value。"))?;
                 (name, op)
             }
             None => (key, "eq"),
@@ -191,12 +150,7 @@ impl Service {
                 "true" | "1" => true,
                 "false" | "0" => false,
                 _ => {
-                    return Err(bad(
-                        key,
-                        "invalid_value",
-                        "Expected true or false.",
-                        "应为 true 或 false。",
-                    ));
+                    return Err(bad(key, "invalid_value", "Expected true or false.", "应为 true 或 false。"));
                 }
             };
             let column = match system_column(name) {
@@ -206,10 +160,7 @@ impl Service {
                     field_column(f)
                 }
             };
-            return Ok(Filter::Column {
-                column,
-                op: FilterOp::IsNull(is_null),
-            });
+            return Ok(Filter::Column { column, op: FilterOp::IsNull(is_null) });
         }
         if let Some(column) = system_column(name) {
             if op == "contains" {
@@ -221,10 +172,7 @@ impl Service {
                 ));
             }
             let value = self.system_filter_value(name, &column, raw)?;
-            return Ok(Filter::Column {
-                column,
-                op: make_op(op, value),
-            });
+            return Ok(Filter::Column { column, op: make_op(op, value) });
         }
         let f = def.field(name).ok_or_else(|| unknown_field(def, name))?;
         if f.sensitive {
@@ -236,36 +184,16 @@ impl Service {
                     "敏感字段已加密，仅支持精确匹配。",
                 ));
             }
-            let v = normalize_value(
-                f,
-                &Value::String(raw.to_owned()),
-                &self.validation_context(),
-            )
-            .map_err(|e| {
-                bad(
-                    &f.name,
-                    &e.code,
-                    e.message,
-                    e.message_zh.unwrap_or_default(),
-                )
-            })?
-            .ok_or_else(|| bad(key, "invalid_value", "Empty value.", "值为空。"))?;
-            let digest = self
-                .keyring
-                .blind_index(&def.name, &f.name, &index_text(&v));
-            return Ok(Filter::BlindIndex {
-                field: f.name.clone(),
-                digest,
-            });
+            let v = normalize_value(f, &Value::String(raw.to_owned()), &self.validation_context())
+                .map_err(|e| bad(&f.name, &e.code, e.message, e.message_zh.unwrap_or_default()))?
+                .ok_or_else(|| bad(key, "invalid_value", "Empty value.", "值为空。"))?;
+            let digest = self.keyring.blind_index(&def.name, &f.name, &index_text(&v));
+            return Ok(Filter::BlindIndex { field: f.name.clone(), digest });
         }
         if op == "contains" {
             if !matches!(
                 f.field_type,
-                FieldType::Text
-                    | FieldType::LongText
-                    | FieldType::Url
-                    | FieldType::Email
-                    | FieldType::Phone
+                FieldType::Text | FieldType::LongText | FieldType::Url | FieldType::Email | FieldType::Phone
             ) {
                 return Err(bad(
                     key,
@@ -283,16 +211,10 @@ impl Service {
                     "contains 需要 1-200 个字符。",
                 ));
             }
-            return Ok(Filter::Column {
-                column: field_column(f),
-                op: FilterOp::Contains(needle.to_owned()),
-            });
+            return Ok(Filter::Column { column: field_column(f), op: FilterOp::Contains(needle.to_owned()) });
         }
         if matches!(op, "gt" | "gte" | "lt" | "lte")
-            && matches!(
-                f.field_type,
-                FieldType::Boolean | FieldType::MultiEnum | FieldType::Reference
-            )
+            && matches!(f.field_type, FieldType::Boolean | FieldType::MultiEnum | FieldType::Reference)
         {
             return Err(bad(
                 key,
@@ -302,10 +224,7 @@ impl Service {
             ));
         }
         let value = self.field_filter_value(f, raw)?;
-        Ok(Filter::Column {
-            column: field_column(f),
-            op: make_op(op, value),
-        })
+        Ok(Filter::Column { column: field_column(f), op: make_op(op, value) })
     }
 
     fn parse_sort(&self, def: &ObjectDef, sort: Option<&str>) -> ServiceResult<Sort> {
@@ -321,17 +240,9 @@ impl Service {
         }
         let f = def.field(name).ok_or_else(|| unknown_field(def, name))?;
         if f.sensitive || f.field_type == FieldType::MultiEnum {
-            return Err(bad(
-                "sort",
-                "unsupported_sort",
-                "This field cannot be sorted on.",
-                "该字段不支持排序。",
-            ));
+            return Err(bad("sort", "unsupported_sort", "This field cannot be sorted on.", "该字段不支持排序。"));
         }
-        Ok(Sort {
-            column: field_column(f),
-            descending,
-        })
+        Ok(Sort { column: field_column(f), descending })
     }
 
     /// Builds the store query for a list request (scope included).
@@ -358,21 +269,11 @@ impl Service {
             }
         };
         if params.filters.len() > 32 {
-            return Err(bad(
-                "filters",
-                "too_many",
-                "At most 32 filters.",
-                "最多 32 个过滤条件。",
-            ));
+            return Err(bad("filters", "too_many", "At most 32 filters.", "最多 32 个过滤条件。"));
         }
         for (key, value) in &params.filters {
             if value.len() > 1_000 {
-                return Err(bad(
-                    key,
-                    "too_long",
-                    "Filter values are limited to 1000 bytes.",
-                    "过滤值最长 1000 字节。",
-                ));
+                return Err(bad(key, "too_long", "Filter values are limited to 1000 bytes.", "过滤值最长 1000 字节。"));
             }
             query.filters.push(self.parse_filter(def, key, value)?);
         }
@@ -406,29 +307,17 @@ impl Service {
         let def = self.object_def(object)?;
         let (query, impossible) = self.build_list_query(ctx, &def, params)?;
         if impossible {
-            return Ok(RecordList {
-                items: Vec::new(),
-                next_cursor: None,
-            });
+            return Ok(RecordList { items: Vec::new(), next_cursor: None });
         }
         let page = self.store.list_records(&query).await?;
         let sort_spec = params.sort.as_deref().unwrap_or("");
         Ok(RecordList {
-            items: page
-                .items
-                .iter()
-                .map(|r| self.record_view(&def, r))
-                .collect(),
+            items: page.items.iter().map(|r| self.record_view(&def, r)).collect(),
             next_cursor: page.next.map(|c| encode_cursor(&c, sort_spec)),
         })
     }
 
-    pub async fn count_records(
-        &self,
-        ctx: &RequestContext,
-        object: &str,
-        params: &ListParams,
-    ) -> ServiceResult<u64> {
+    pub async fn count_records(&self, ctx: &RequestContext, object: &str, params: &ListParams) -> ServiceResult<u64> {
         let def = self.object_def(object)?;
         let (query, impossible) = self.build_list_query(ctx, &def, params)?;
         if impossible {
@@ -480,11 +369,7 @@ fn decode_cursor(text: &str, sort: &str) -> ServiceResult<Cursor> {
     if v.get("s").and_then(Value::as_str) != Some(sort) {
         return Err(invalid());
     }
-    let id = v
-        .get("i")
-        .and_then(Value::as_str)
-        .and_then(|s| Uuid::parse_str(s).ok())
-        .ok_or_else(invalid)?;
+    let id = v.get("i").and_then(Value::as_str).and_then(|s| Uuid::parse_str(s).ok()).ok_or_else(invalid)?;
     let key = v.get("k").cloned().ok_or_else(invalid)?;
     if !(key.is_string() || key.is_number()) {
         return Err(invalid());

@@ -11,8 +11,7 @@ use custodian_core::schema::{FieldType, ObjectDef};
 use custodian_core::values::{ValidationContext, index_text, validate_record};
 use custodian_core::{ErrorCode, FieldError, search};
 use custodian_store::{
-    AuditDraft, FieldDigest, RecordWrite, RowScope, StoredRecord, WriteAction, WriteBatch,
-    now_micros,
+    AuditDraft, FieldDigest, RecordWrite, RowScope, StoredRecord, WriteAction, WriteBatch, now_micros,
 };
 use serde_json::{Map, Value, json};
 use uuid::Uuid;
@@ -42,12 +41,10 @@ pub(crate) struct Prepared {
 
 impl Service {
     pub(crate) fn object_def(&self, object: &str) -> ServiceResult<ObjectDef> {
-        self.schema().object(object).cloned().ok_or_else(|| {
-            ServiceError::with_message(
-                ErrorCode::UnknownObject,
-                format!("Unknown object: {object}"),
-            )
-        })
+        self.schema()
+            .object(object)
+            .cloned()
+            .ok_or_else(|| ServiceError::with_message(ErrorCode::UnknownObject, format!("Unknown object: {object}")))
     }
 
     pub(crate) fn validation_context(&self) -> ValidationContext {
@@ -88,31 +85,16 @@ impl Service {
     }
 
     /// Checks that reference fields point at existing, active records of the right object.
-    async fn check_references(
-        &self,
-        def: &ObjectDef,
-        fields: &Map<String, Value>,
-    ) -> ServiceResult<()> {
+    async fn check_references(&self, def: &ObjectDef, fields: &Map<String, Value>) -> ServiceResult<()> {
         let mut errors = Vec::new();
-        for f in def
-            .fields
-            .iter()
-            .filter(|f| f.field_type == FieldType::Reference)
-        {
-            let Some(id) = fields
-                .get(&f.name)
-                .and_then(Value::as_str)
-                .and_then(|s| Uuid::parse_str(s).ok())
-            else {
+        for f in def.fields.iter().filter(|f| f.field_type == FieldType::Reference) {
+            let Some(id) = fields.get(&f.name).and_then(Value::as_str).and_then(|s| Uuid::parse_str(s).ok()) else {
                 continue;
             };
             // A reference without a fixed target takes it from `related_object` (activities).
             let target = match &f.reference {
                 Some(t) => Some(t.clone()),
-                None => fields
-                    .get("related_object")
-                    .and_then(Value::as_str)
-                    .map(str::to_owned),
+                None => fields.get("related_object").and_then(Value::as_str).map(str::to_owned),
             };
             let Some(target) = target else {
                 errors.push(FieldError::new(
@@ -132,11 +114,7 @@ impl Service {
                 ));
             }
         }
-        if errors.is_empty() {
-            Ok(())
-        } else {
-            Err(ServiceError::validation(errors))
-        }
+        if errors.is_empty() { Ok(()) } else { Err(ServiceError::validation(errors)) }
     }
 
     /// Turns a normalised plaintext field map into what the store keeps: sensitive values
@@ -147,12 +125,7 @@ impl Service {
         record_id: Uuid,
         plain: &Map<String, Value>,
         active: bool,
-    ) -> ServiceResult<(
-        Map<String, Value>,
-        Vec<FieldDigest>,
-        Vec<FieldDigest>,
-        String,
-    )> {
+    ) -> ServiceResult<(Map<String, Value>, Vec<FieldDigest>, Vec<FieldDigest>, String)> {
         let id = record_id.to_string();
         let mut stored = Map::with_capacity(plain.len());
         let mut blind = Vec::new();
@@ -162,13 +135,10 @@ impl Service {
             let Some(f) = def.field(name) else { continue };
             let text = index_text(value);
             if f.sensitive {
-                let envelope = self
-                    .keyring
-                    .encrypt_field(&def.name, name, &id, &value.to_string())
-                    .map_err(|e| {
-                        tracing::error!(error = %e, "encryption failed");
-                        ServiceError::new(ErrorCode::Internal)
-                    })?;
+                let envelope = self.keyring.encrypt_field(&def.name, name, &id, &value.to_string()).map_err(|e| {
+                    tracing::error!(error = %e, "encryption failed");
+                    ServiceError::new(ErrorCode::Internal)
+                })?;
                 stored.insert(name.clone(), Value::String(envelope));
                 blind.push(FieldDigest {
                     field: name.clone(),
@@ -183,10 +153,8 @@ impl Service {
                 }
             }
             if f.unique && active {
-                unique.push(FieldDigest {
-                    field: name.clone(),
-                    digest: self.keyring.unique_key(&def.name, name, &text),
-                });
+                unique
+                    .push(FieldDigest { field: name.clone(), digest: self.keyring.unique_key(&def.name, name, &text) });
             }
         }
         let search_text = search::index_text(searchable);
@@ -194,17 +162,11 @@ impl Service {
     }
 
     /// Field-level changes for the audit event. Sensitive values appear only as a keyed hash.
-    fn audit_changes(
-        &self,
-        def: &ObjectDef,
-        before: Option<&Map<String, Value>>,
-        after: &Map<String, Value>,
-    ) -> Value {
+    fn audit_changes(&self, def: &ObjectDef, before: Option<&Map<String, Value>>, after: &Map<String, Value>) -> Value {
         let empty = Map::new();
         let before = before.unwrap_or(&empty);
         let mut changes = Map::new();
-        let names: std::collections::BTreeSet<&String> =
-            before.keys().chain(after.keys()).collect();
+        let names: std::collections::BTreeSet<&String> = before.keys().chain(after.keys()).collect();
         for name in names {
             let (old, new) = (before.get(name), after.get(name));
             if old == new {
@@ -239,8 +201,7 @@ impl Service {
         record: StoredRecord,
     ) -> ServiceResult<Prepared> {
         let active = record.deleted_at.is_none();
-        let (stored, blind, unique, search_text) =
-            self.seal_fields(def, record.id, plain, active)?;
+        let (stored, blind, unique, search_text) = self.seal_fields(def, record.id, plain, active)?;
         let mut record = record;
         record.fields = stored;
         let mut audit = self.audit_draft(ctx, &format!("record.{}", action.as_str()));
@@ -284,8 +245,8 @@ impl Service {
     ) -> ServiceResult<(Uuid, PreparedWrite)> {
         let def = self.object_def(object)?;
         self.authorize_write(ctx, object, WriteAction::Create)?;
-        let plain = validate_record(&def, None, fields, &self.validation_context())
-            .map_err(ServiceError::validation)?;
+        let plain =
+            validate_record(&def, None, fields, &self.validation_context()).map_err(ServiceError::validation)?;
         self.check_references(&def, &plain).await?;
         let now = now_micros();
         let actor = ctx.actor.as_ref();
@@ -305,8 +266,7 @@ impl Service {
             fields: Map::new(),
         };
         let id = record.id;
-        let prepared =
-            self.prepare_write(ctx, &def, WriteAction::Create, None, None, &plain, record)?;
+        let prepared = self.prepare_write(ctx, &def, WriteAction::Create, None, None, &plain, record)?;
         Ok((id, PreparedWrite(prepared)))
     }
 
@@ -327,22 +287,16 @@ impl Service {
         self.get_record(ctx, object, id).await
     }
 
-    async fn load_current(
-        &self,
-        ctx: &RequestContext,
-        def: &ObjectDef,
-        id: Uuid,
-    ) -> ServiceResult<StoredRecord> {
-        self.store
-            .get_record(&def.name, id, &self.row_scope(ctx))
-            .await?
-            .ok_or_else(ServiceError::not_found)
+    async fn load_current(&self, ctx: &RequestContext, def: &ObjectDef, id: Uuid) -> ServiceResult<StoredRecord> {
+        self.store.get_record(&def.name, id, &self.row_scope(ctx)).await?.ok_or_else(ServiceError::not_found)
     }
 
     fn check_expected(current: &StoredRecord, options: &WriteOptions) -> ServiceResult<()> {
         match options.expected_version {
-            Some(v) if v != current.version => Err(ServiceError::new(ErrorCode::VersionConflict)
-                .with_extra(json!({ "current_version": current.version }))),
+            Some(v) if v != current.version => {
+                Err(ServiceError::new(ErrorCode::VersionConflict)
+                    .with_extra(json!({ "current_version": current.version })))
+            }
             _ => Ok(()),
         }
     }
@@ -376,15 +330,8 @@ impl Service {
             updated_by: actor,
             ..current.clone()
         };
-        let prepared = self.prepare_write(
-            ctx,
-            &def,
-            WriteAction::Update,
-            Some(&current),
-            Some(&before),
-            &after,
-            next,
-        )?;
+        let prepared =
+            self.prepare_write(ctx, &def, WriteAction::Update, Some(&current), Some(&before), &after, next)?;
         self.apply(vec![prepared]).await?;
         self.get_record(ctx, object, id).await
     }
@@ -422,11 +369,7 @@ impl Service {
     ) -> ServiceResult<RecordView> {
         let def = self.object_def(object)?;
         let current = self.load_current(ctx, &def, id).await?;
-        let action = if delete {
-            WriteAction::Delete
-        } else {
-            WriteAction::Restore
-        };
+        let action = if delete { WriteAction::Delete } else { WriteAction::Restore };
         if current.deleted_at.is_some() == delete {
             return Err(if delete {
                 ServiceError::not_found()
@@ -445,27 +388,14 @@ impl Service {
             deleted_at: if delete { Some(now) } else { None },
             ..current.clone()
         };
-        let prepared = self.prepare_write(
-            ctx,
-            &def,
-            action,
-            Some(&current),
-            Some(&plain),
-            &plain,
-            next,
-        )?;
+        let prepared = self.prepare_write(ctx, &def, action, Some(&current), Some(&plain), &plain, next)?;
         self.apply(vec![prepared]).await?;
         let after = self.load_current(ctx, &def, id).await?;
         Ok(self.record_view(&def, &after))
     }
 
     /// One record (also a deleted one, which shows `deleted_at`).
-    pub async fn get_record(
-        &self,
-        ctx: &RequestContext,
-        object: &str,
-        id: Uuid,
-    ) -> ServiceResult<RecordView> {
+    pub async fn get_record(&self, ctx: &RequestContext, object: &str, id: Uuid) -> ServiceResult<RecordView> {
         let def = self.object_def(object)?;
         let record = self.load_current(ctx, &def, id).await?;
         Ok(self.record_view(&def, &record))
@@ -491,33 +421,17 @@ impl Service {
                 .and_then(|b| String::from_utf8(b).ok())
                 .and_then(|s| s.strip_prefix("v:").and_then(|n| n.parse::<i64>().ok()))
                 .ok_or_else(|| {
-                    ServiceError::invalid_query(
-                        "cursor",
-                        "invalid_cursor",
-                        "The cursor is invalid.",
-                        "分页游标无效。",
-                    )
+                    ServiceError::invalid_query("cursor", "invalid_cursor", "The cursor is invalid.", "分页游标无效。")
                 })?,
         };
-        let mut versions = self
-            .store
-            .list_versions(&def.name, id, after, limit + 1)
-            .await?;
+        let mut versions = self.store.list_versions(&def.name, id, after, limit + 1).await?;
         let next_cursor = if versions.len() > limit as usize {
             versions.truncate(limit as usize);
-            versions
-                .last()
-                .map(|v| B64.encode(format!("v:{}", v.version)))
+            versions.last().map(|v| B64.encode(format!("v:{}", v.version)))
         } else {
             None
         };
-        Ok(HistoryPage {
-            items: versions
-                .iter()
-                .map(|v| self.version_view(&def, v))
-                .collect(),
-            next_cursor,
-        })
+        Ok(HistoryPage { items: versions.iter().map(|v| self.version_view(&def, v)).collect(), next_cursor })
     }
 
     pub async fn history_version(
@@ -529,11 +443,7 @@ impl Service {
     ) -> ServiceResult<VersionView> {
         let def = self.object_def(object)?;
         self.load_current(ctx, &def, id).await?;
-        let v = self
-            .store
-            .get_version(&def.name, id, version)
-            .await?
-            .ok_or_else(ServiceError::not_found)?;
+        let v = self.store.get_version(&def.name, id, version).await?.ok_or_else(ServiceError::not_found)?;
         Ok(self.version_view(&def, &v))
     }
 }

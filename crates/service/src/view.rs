@@ -84,8 +84,7 @@ impl Service {
                     Ok(plain) => {
                         // Sensitive values are stored as their normalised text; structured
                         // types are kept as JSON text.
-                        let v =
-                            serde_json::from_str::<Value>(&plain).unwrap_or(Value::String(plain));
+                        let v = serde_json::from_str::<Value>(&plain).unwrap_or(Value::String(plain));
                         out.insert(name.clone(), v);
                     }
                     Err(e) => {

@@ -12,9 +12,9 @@
 
 use async_trait::async_trait;
 use custodian_store::{
-    AuditDraft, AuditRow, Cursor, CustomFieldRow, DepartmentRow, ListQuery, RecordPage,
-    RecordWrite, RowScope, SessionRow, Store, StoreError, StoreResult, StoredRecord, StoredVersion,
-    TeamRow, UserRow, WrappedKeyRow, WriteAction, WriteBatch,
+    AuditDraft, AuditRow, Cursor, CustomFieldRow, DepartmentRow, ListQuery, RecordPage, RecordWrite, RowScope,
+    SessionRow, Store, StoreError, StoreResult, StoredRecord, StoredVersion, TeamRow, UserRow, WrappedKeyRow,
+    WriteAction, WriteBatch,
 };
 use serde_json::{Map, Value};
 use sqlx::postgres::{PgPoolOptions, PgRow};
@@ -39,9 +39,7 @@ pub struct PostgresStore {
 impl std::fmt::Debug for PostgresStore {
     // The pool's options hold the connection URL, which may contain a password.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PostgresStore")
-            .field("connections", &self.pool.size())
-            .finish_non_exhaustive()
+        f.debug_struct("PostgresStore").field("connections", &self.pool.size()).finish_non_exhaustive()
     }
 }
 
@@ -61,7 +59,8 @@ fn map_sqlx(e: sqlx::Error) -> StoreError {
         | sqlx::Error::BeginFailed => StoreError::Unavailable(e.to_string()),
         sqlx::Error::Database(db) => {
             let code = db.code().map(|c| c.into_owned()).unwrap_or_default();
-            let unavailable = code.starts_with("08") // connection exception
+            // Connection exceptions (08xxx) except protocol violations, which are bugs.
+            let unavailable = (code.starts_with("08") && code != "08P01")
                 || code.starts_with("53") // insufficient resources
                 || code.starts_with("57P") // admin shutdown, crash shutdown, cannot connect now
                 || matches!(code.as_str(), "40001" | "40P01" | "55P03" | "57014");
@@ -98,10 +97,7 @@ impl PostgresStore {
 
     /// Like [`PostgresStore::connect`] with a chosen pool size (tests use small pools so that
     /// many test databases fit under the server's connection limit).
-    pub async fn connect_with_pool_size(
-        url: &str,
-        max_connections: u32,
-    ) -> StoreResult<PostgresStore> {
+    pub async fn connect_with_pool_size(url: &str, max_connections: u32) -> StoreResult<PostgresStore> {
         let pool = PgPoolOptions::new()
             .max_connections(max_connections.max(1))
             .min_connections(0)
@@ -110,18 +106,13 @@ impl PostgresStore {
             .connect(url)
             .await
             .map_err(|e| match e {
-                sqlx::Error::Configuration(_) => {
-                    StoreError::Internal(format!("invalid PostgreSQL URL: {e}"))
-                }
+                sqlx::Error::Configuration(_) => StoreError::Internal(format!("invalid PostgreSQL URL: {e}")),
                 other => match map_sqlx(other) {
                     StoreError::Internal(m) => StoreError::Unavailable(m),
                     mapped => mapped,
                 },
             })?;
-        MIGRATOR
-            .run(&pool)
-            .await
-            .map_err(|e| StoreError::Internal(format!("migration failed: {e}")))?;
+        MIGRATOR.run(&pool).await.map_err(|e| StoreError::Internal(format!("migration failed: {e}")))?;
         Ok(PostgresStore { pool })
     }
 
@@ -343,15 +334,14 @@ async fn claim_unique_key(
         if res.rows_affected() == 1 {
             return Ok(());
         }
-        let holder: Option<Uuid> = sqlx::query_scalar(
-            "SELECT record_id FROM unique_keys WHERE object = $1 AND field = $2 AND digest = $3",
-        )
-        .bind(object)
-        .bind(field)
-        .bind(digest)
-        .fetch_optional(&mut *conn)
-        .await
-        .map_err(map_sqlx)?;
+        let holder: Option<Uuid> =
+            sqlx::query_scalar("SELECT record_id FROM unique_keys WHERE object = $1 AND field = $2 AND digest = $3")
+                .bind(object)
+                .bind(field)
+                .bind(digest)
+                .fetch_optional(&mut *conn)
+                .await
+                .map_err(map_sqlx)?;
         match holder {
             // The same value listed twice for this record.
             Some(h) if h == record_id => return Ok(()),
@@ -366,11 +356,7 @@ async fn claim_unique_key(
             None => continue,
         }
     }
-    Err(StoreError::UniqueViolation {
-        object: object.to_owned(),
-        field: field.to_owned(),
-        holder: None,
-    })
+    Err(StoreError::UniqueViolation { object: object.to_owned(), field: field.to_owned(), holder: None })
 }
 
 // ---- rows ----------------------------------------------------------------------------------
@@ -464,11 +450,7 @@ impl Store for PostgresStore {
     }
 
     async fn health(&self) -> StoreResult<()> {
-        sqlx::query("SELECT 1")
-            .execute(&self.pool)
-            .await
-            .map_err(map_sqlx)
-            .map(|_| ())
+        sqlx::query("SELECT 1").execute(&self.pool).await.map_err(map_sqlx).map(|_| ())
     }
 
     async fn write(&self, batch: WriteBatch) -> StoreResult<Vec<i64>> {
@@ -481,22 +463,14 @@ impl Store for PostgresStore {
         Ok(seqs)
     }
 
-    async fn get_record(
-        &self,
-        object: &str,
-        id: Uuid,
-        scope: &RowScope,
-    ) -> StoreResult<Option<StoredRecord>> {
+    async fn get_record(&self, object: &str, id: Uuid, scope: &RowScope) -> StoreResult<Option<StoredRecord>> {
         let mut parts = QueryParts::default();
         let o = parts.bind(Bind::Text(object.to_owned()));
         parts.push_where(format!("r.object = {o}"));
         let i = parts.bind(Bind::Uuid(id));
         parts.push_where(format!("r.id = {i}"));
         sql::push_scope(&mut parts, scope);
-        let text = format!(
-            "SELECT {RECORD_COLUMNS} FROM records r WHERE {}",
-            parts.where_sql()
-        );
+        let text = format!("SELECT {RECORD_COLUMNS} FROM records r WHERE {}", parts.where_sql());
         let row = sql::bind_all(sqlx::query(AssertSqlSafe(text)), parts.into_binds())
             .fetch_optional(&self.pool)
             .await
@@ -508,12 +482,14 @@ impl Store for PostgresStore {
         if ids.is_empty() {
             return Ok(Vec::new());
         }
-        sqlx::query_scalar("SELECT id FROM records WHERE object = $1 AND deleted_at IS NULL AND id = ANY($2) ORDER BY id")
-            .bind(object)
-            .bind(ids.to_vec())
-            .fetch_all(&self.pool)
-            .await
-            .map_err(map_sqlx)
+        sqlx::query_scalar(
+            "SELECT id FROM records WHERE object = $1 AND deleted_at IS NULL AND id = ANY($2) ORDER BY id",
+        )
+        .bind(object)
+        .bind(ids.to_vec())
+        .fetch_all(&self.pool)
+        .await
+        .map_err(map_sqlx)
     }
 
     async fn list_records(&self, query: &ListQuery) -> StoreResult<RecordPage> {
@@ -557,10 +533,7 @@ impl Store for PostgresStore {
     async fn count_records(&self, query: &ListQuery) -> StoreResult<u64> {
         let mut parts = QueryParts::default();
         sql::push_list_conditions(&mut parts, query)?;
-        let text = format!(
-            "SELECT COUNT(*) AS n FROM records r WHERE {}",
-            parts.where_sql()
-        );
+        let text = format!("SELECT COUNT(*) AS n FROM records r WHERE {}", parts.where_sql());
         let row = sql::bind_all(sqlx::query(AssertSqlSafe(text)), parts.into_binds())
             .fetch_one(&self.pool)
             .await
@@ -569,13 +542,7 @@ impl Store for PostgresStore {
         Ok(n.max(0) as u64)
     }
 
-    async fn list_versions(
-        &self,
-        object: &str,
-        id: Uuid,
-        after: i64,
-        limit: u32,
-    ) -> StoreResult<Vec<StoredVersion>> {
+    async fn list_versions(&self, object: &str, id: Uuid, after: i64, limit: u32) -> StoreResult<Vec<StoredVersion>> {
         let rows = sqlx::query(
             "SELECT * FROM record_versions WHERE record_id = $1 AND object = $2 AND version > $3 ORDER BY version ASC LIMIT $4",
         )
@@ -589,21 +556,14 @@ impl Store for PostgresStore {
         rows.iter().map(version_from_row).collect()
     }
 
-    async fn get_version(
-        &self,
-        object: &str,
-        id: Uuid,
-        version: i64,
-    ) -> StoreResult<Option<StoredVersion>> {
-        let row = sqlx::query(
-            "SELECT * FROM record_versions WHERE record_id = $1 AND object = $2 AND version = $3",
-        )
-        .bind(id)
-        .bind(object)
-        .bind(version)
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(map_sqlx)?;
+    async fn get_version(&self, object: &str, id: Uuid, version: i64) -> StoreResult<Option<StoredVersion>> {
+        let row = sqlx::query("SELECT * FROM record_versions WHERE record_id = $1 AND object = $2 AND version = $3")
+            .bind(id)
+            .bind(object)
+            .bind(version)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(map_sqlx)?;
         row.as_ref().map(version_from_row).transpose()
     }
 
@@ -639,13 +599,12 @@ impl Store for PostgresStore {
     }
 
     async fn list_audit(&self, after_seq: i64, limit: u32) -> StoreResult<Vec<AuditRow>> {
-        let rows =
-            sqlx::query("SELECT * FROM audit_events WHERE seq > $1 ORDER BY seq ASC LIMIT $2")
-                .bind(after_seq)
-                .bind(i64::from(limit.clamp(1, 100_000)))
-                .fetch_all(&self.pool)
-                .await
-                .map_err(map_sqlx)?;
+        let rows = sqlx::query("SELECT * FROM audit_events WHERE seq > $1 ORDER BY seq ASC LIMIT $2")
+            .bind(after_seq)
+            .bind(i64::from(limit.clamp(1, 100_000)))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(map_sqlx)?;
         rows.iter().map(audit_from_row).collect()
     }
 
@@ -680,10 +639,7 @@ impl Store for PostgresStore {
         .await
         .map_err(map_sqlx)?;
         if res.rows_affected() == 0 {
-            return Err(StoreError::AlreadyExists(format!(
-                "{}.{}",
-                field.object, field.name
-            )));
+            return Err(StoreError::AlreadyExists(format!("{}.{}", field.object, field.name)));
         }
         append_events(&mut tx, &[audit]).await?;
         commit(tx).await
@@ -705,13 +661,15 @@ impl Store for PostgresStore {
     }
 
     async fn insert_wrapped_key(&self, key: WrappedKeyRow) -> StoreResult<bool> {
-        let res = sqlx::query("INSERT INTO wrapped_keys (label, wrapped, created_at) VALUES ($1, $2, $3) ON CONFLICT (label) DO NOTHING")
-            .bind(&key.label)
-            .bind(&key.wrapped)
-            .bind(custodian_store::now_micros())
-            .execute(&self.pool)
-            .await
-            .map_err(map_sqlx)?;
+        let res = sqlx::query(
+            "INSERT INTO wrapped_keys (label, wrapped, created_at) VALUES ($1, $2, $3) ON CONFLICT (label) DO NOTHING",
+        )
+        .bind(&key.label)
+        .bind(&key.wrapped)
+        .bind(custodian_store::now_micros())
+        .execute(&self.pool)
+        .await
+        .map_err(map_sqlx)?;
         Ok(res.rows_affected() == 1)
     }
 
@@ -767,32 +725,24 @@ impl Store for PostgresStore {
     }
 
     async fn count_users(&self) -> StoreResult<u64> {
-        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM users")
-            .fetch_one(&self.pool)
-            .await
-            .map_err(map_sqlx)?;
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM users").fetch_one(&self.pool).await.map_err(map_sqlx)?;
         Ok(n.max(0) as u64)
     }
 
-    async fn create_department(
-        &self,
-        department: DepartmentRow,
-        audit: AuditDraft,
-    ) -> StoreResult<()> {
+    async fn create_department(&self, department: DepartmentRow, audit: AuditDraft) -> StoreResult<()> {
         let mut tx = self.begin().await?;
-        let res = sqlx::query("INSERT INTO departments (id, name, parent_id, created_at) VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING")
-            .bind(department.id)
-            .bind(&department.name)
-            .bind(department.parent_id)
-            .bind(department.created_at)
-            .execute(&mut *tx)
-            .await
-            .map_err(map_sqlx)?;
+        let res = sqlx::query(
+            "INSERT INTO departments (id, name, parent_id, created_at) VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
+        )
+        .bind(department.id)
+        .bind(&department.name)
+        .bind(department.parent_id)
+        .bind(department.created_at)
+        .execute(&mut *tx)
+        .await
+        .map_err(map_sqlx)?;
         if res.rows_affected() == 0 {
-            return Err(StoreError::AlreadyExists(format!(
-                "department {}",
-                department.id
-            )));
+            return Err(StoreError::AlreadyExists(format!("department {}", department.id)));
         }
         append_events(&mut tx, &[audit]).await?;
         commit(tx).await
@@ -817,14 +767,16 @@ impl Store for PostgresStore {
 
     async fn create_team(&self, team: TeamRow, audit: AuditDraft) -> StoreResult<()> {
         let mut tx = self.begin().await?;
-        let res = sqlx::query("INSERT INTO teams (id, name, department_id, created_at) VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING")
-            .bind(team.id)
-            .bind(&team.name)
-            .bind(team.department_id)
-            .bind(team.created_at)
-            .execute(&mut *tx)
-            .await
-            .map_err(map_sqlx)?;
+        let res = sqlx::query(
+            "INSERT INTO teams (id, name, department_id, created_at) VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
+        )
+        .bind(team.id)
+        .bind(&team.name)
+        .bind(team.department_id)
+        .bind(team.created_at)
+        .execute(&mut *tx)
+        .await
+        .map_err(map_sqlx)?;
         if res.rows_affected() == 0 {
             return Err(StoreError::AlreadyExists(format!("team {}", team.id)));
         }
@@ -833,10 +785,8 @@ impl Store for PostgresStore {
     }
 
     async fn list_teams(&self) -> StoreResult<Vec<TeamRow>> {
-        let rows = sqlx::query("SELECT * FROM teams ORDER BY created_at, id")
-            .fetch_all(&self.pool)
-            .await
-            .map_err(map_sqlx)?;
+        let rows =
+            sqlx::query("SELECT * FROM teams ORDER BY created_at, id").fetch_all(&self.pool).await.map_err(map_sqlx)?;
         rows.iter()
             .map(|row| {
                 Ok(TeamRow {
@@ -882,15 +832,13 @@ impl Store for PostgresStore {
     }
 
     async fn touch_session(&self, token_hash: &str, now: i64) -> StoreResult<()> {
-        sqlx::query(
-            "UPDATE sessions SET last_seen_at = $2 WHERE token_hash = $1 AND last_seen_at < $2",
-        )
-        .bind(token_hash)
-        .bind(now)
-        .execute(&self.pool)
-        .await
-        .map_err(map_sqlx)
-        .map(|_| ())
+        sqlx::query("UPDATE sessions SET last_seen_at = $2 WHERE token_hash = $1 AND last_seen_at < $2")
+            .bind(token_hash)
+            .bind(now)
+            .execute(&self.pool)
+            .await
+            .map_err(map_sqlx)
+            .map(|_| ())
     }
 
     async fn delete_session(&self, token_hash: &str, audit: AuditDraft) -> StoreResult<()> {

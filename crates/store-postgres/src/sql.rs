@@ -9,8 +9,8 @@
 //! SQLite's BINARY), and missing values sort lowest.
 
 use custodian_store::{
-    Column, Cursor, DeletedFilter, Filter, FilterOp, FilterValue, ListQuery, RowScope, StoreError,
-    StoreResult, ValueKind,
+    Column, Cursor, DeletedFilter, Filter, FilterOp, FilterValue, ListQuery, RowScope, StoreError, StoreResult,
+    ValueKind,
 };
 use serde_json::Value;
 use sqlx::Row;
@@ -49,11 +49,7 @@ impl QueryParts {
     }
 
     pub fn where_sql(&self) -> String {
-        if self.conditions.is_empty() {
-            "TRUE".to_owned()
-        } else {
-            self.conditions.join(" AND ")
-        }
+        if self.conditions.is_empty() { "TRUE".to_owned() } else { self.conditions.join(" AND ") }
     }
 
     pub fn into_binds(self) -> Vec<Bind> {
@@ -92,20 +88,11 @@ fn bind_path(parts: &mut QueryParts, path: &[String]) -> StoreResult<String> {
 }
 
 pub fn push_scope(parts: &mut QueryParts, scope: &RowScope) {
-    let RowScope::Restricted {
-        owner_ids,
-        team_ids,
-        record_ids,
-    } = scope
-    else {
+    let RowScope::Restricted { owner_ids, team_ids, record_ids } = scope else {
         return;
     };
     let mut alternatives = Vec::new();
-    for (column, ids) in [
-        ("r.owner_id", owner_ids),
-        ("r.team_id", team_ids),
-        ("r.id", record_ids),
-    ] {
+    for (column, ids) in [("r.owner_id", owner_ids), ("r.team_id", team_ids), ("r.id", record_ids)] {
         if ids.is_empty() {
             continue;
         }
@@ -183,9 +170,7 @@ fn value_as_text(v: &FilterValue) -> String {
 
 fn value_as_number(v: &FilterValue) -> Option<String> {
     match v {
-        FilterValue::Text(s) | FilterValue::Number(s) => {
-            is_decimal(s.trim()).then(|| s.trim().to_owned())
-        }
+        FilterValue::Text(s) | FilterValue::Number(s) => is_decimal(s.trim()).then(|| s.trim().to_owned()),
         FilterValue::Bool(b) => Some(if *b { "1".into() } else { "0".into() }),
         FilterValue::Micros(m) => Some(m.to_string()),
         FilterValue::Uuid(_) => None,
@@ -231,21 +216,13 @@ fn comparison(op: &FilterOp) -> Option<(&'static str, &FilterValue)> {
 
 /// `lhs sym rhs`, where `Ne` also matches a missing (NULL) left-hand side, as on SQLite.
 fn compare(lhs: &str, sym: &str, rhs: &str) -> String {
-    if sym == "<>" {
-        format!("({lhs} IS NULL OR {lhs} <> {rhs})")
-    } else {
-        format!("{lhs} {sym} {rhs}")
-    }
+    if sym == "<>" { format!("({lhs} IS NULL OR {lhs} <> {rhs})") } else { format!("{lhs} {sym} {rhs}") }
 }
 
 /// A comparison whose right-hand value cannot be read as the column's type: nothing equals it
 /// (so `Ne` matches everything) and nothing orders against it.
 fn incomparable(sym: &str) -> String {
-    if sym == "<>" {
-        "TRUE".to_owned()
-    } else {
-        "FALSE".to_owned()
-    }
+    if sym == "<>" { "TRUE".to_owned() } else { "FALSE".to_owned() }
 }
 
 fn system_column(column: &Column) -> Option<(&'static str, bool)> {
@@ -327,12 +304,22 @@ fn system_filter(parts: &mut QueryParts, col: &str, is_uuid: bool, op: &FilterOp
     }
 }
 
-fn field_filter(
-    parts: &mut QueryParts,
-    path: &[String],
-    kind: ValueKind,
-    op: &FilterOp,
-) -> StoreResult<String> {
+fn field_filter(parts: &mut QueryParts, path: &[String], kind: ValueKind, op: &FilterOp) -> StoreResult<String> {
+    if path.is_empty() {
+        return Err(invalid("empty field path"));
+    }
+    // Decide incomparable values before binding anything: every bound parameter must appear in
+    // the statement.
+    if let Some((sym, v)) = comparison(op) {
+        let readable = match kind {
+            ValueKind::Number => value_as_number(v).is_some(),
+            ValueKind::Boolean => value_as_bool(v).is_some(),
+            ValueKind::Text | ValueKind::Array => true,
+        };
+        if !readable {
+            return Ok(incomparable(sym));
+        }
+    }
     let p = bind_path(parts, path)?;
     let json = format!("(r.fields #> {p})");
     let text = format!("(r.fields #>> {p})");
@@ -352,20 +339,14 @@ fn field_filter(
                 ValueKind::Number => match value_as_number(v) {
                     Some(n) => {
                         let vp = parts.bind(Bind::Text(n));
-                        compare(
-                            &format!("custodian_numeric({text})"),
-                            sym,
-                            &format!("{vp}::numeric"),
-                        )
+                        compare(&format!("custodian_numeric({text})"), sym, &format!("{vp}::numeric"))
                     }
                     None => incomparable(sym),
                 },
                 ValueKind::Boolean => match value_as_bool(v) {
                     Some(b) => {
                         let vp = parts.bind(Bind::Bool(b));
-                        let lhs = format!(
-                            "(CASE WHEN jsonb_typeof({json}) = 'boolean' THEN {text}::boolean END)"
-                        );
+                        let lhs = format!("(CASE WHEN jsonb_typeof({json}) = 'boolean' THEN {text}::boolean END)");
                         compare(&lhs, sym, &vp)
                     }
                     None => incomparable(sym),
@@ -375,11 +356,7 @@ fn field_filter(
                     "=" | "<>" => {
                         let vp = parts.bind(Bind::Text(value_as_text(v)));
                         let has = format!("COALESCE({json} ? {vp}, FALSE)");
-                        if sym == "=" {
-                            has
-                        } else {
-                            format!("NOT {has}")
-                        }
+                        if sym == "=" { has } else { format!("NOT {has}") }
                     }
                     _ => {
                         let vp = parts.bind(Bind::Text(value_as_text(v)));
@@ -402,11 +379,7 @@ fn tsquery_text(query: &ListQuery) -> StoreResult<String> {
             return Err(invalid("search tokens must be alphanumeric"));
         }
         let lexeme = t.text.to_lowercase();
-        terms.push(if t.prefix {
-            format!("'{lexeme}':*")
-        } else {
-            format!("'{lexeme}'")
-        });
+        terms.push(if t.prefix { format!("'{lexeme}':*") } else { format!("'{lexeme}'") });
     }
     Ok(terms.join(" & "))
 }
@@ -470,39 +443,21 @@ pub struct SortExpr {
 }
 
 pub fn sort_expr(parts: &mut QueryParts, column: &Column) -> StoreResult<SortExpr> {
-    let simple = |expr: &str, kind| SortExpr {
-        expr: expr.to_owned(),
-        select: expr.to_owned(),
-        kind,
-        is_id: false,
-    };
+    let simple = |expr: &str, kind| SortExpr { expr: expr.to_owned(), select: expr.to_owned(), kind, is_id: false };
     Ok(match column {
-        Column::Id => SortExpr {
-            is_id: true,
-            ..simple("r.id", KeyKind::Uuid)
-        },
+        Column::Id => SortExpr { is_id: true, ..simple("r.id", KeyKind::Uuid) },
         Column::CreatedAt => simple("r.created_at", KeyKind::Int),
         Column::UpdatedAt => simple("r.updated_at", KeyKind::Int),
         Column::OwnerId | Column::TeamId | Column::CreatedBy | Column::UpdatedBy => {
             let (col, _) = system_column(column).unwrap_or(("r.id", true));
-            simple(
-                &format!("COALESCE({col}, '00000000-0000-0000-0000-000000000000'::uuid)"),
-                KeyKind::Uuid,
-            )
+            simple(&format!("COALESCE({col}, '00000000-0000-0000-0000-000000000000'::uuid)"), KeyKind::Uuid)
         }
         Column::Field { path, kind } => {
             let p = bind_path(parts, path)?;
             match kind {
                 ValueKind::Number => {
-                    let expr = format!(
-                        "COALESCE(custodian_numeric(r.fields #>> {p}), '-Infinity'::numeric)"
-                    );
-                    SortExpr {
-                        select: format!("({expr})::text"),
-                        expr,
-                        kind: KeyKind::Numeric,
-                        is_id: false,
-                    }
+                    let expr = format!("COALESCE(custodian_numeric(r.fields #>> {p}), '-Infinity'::numeric)");
+                    SortExpr { select: format!("({expr})::text"), expr, kind: KeyKind::Numeric, is_id: false }
                 }
                 ValueKind::Boolean => simple(
                     &format!(
@@ -511,10 +466,9 @@ pub fn sort_expr(parts: &mut QueryParts, column: &Column) -> StoreResult<SortExp
                     ),
                     KeyKind::Int,
                 ),
-                ValueKind::Text | ValueKind::Array => simple(
-                    &format!("(COALESCE(r.fields #>> {p}, '') COLLATE \"C\")"),
-                    KeyKind::Text,
-                ),
+                ValueKind::Text | ValueKind::Array => {
+                    simple(&format!("(COALESCE(r.fields #>> {p}, '') COLLATE \"C\")"), KeyKind::Text)
+                }
             }
         }
     })
@@ -539,12 +493,7 @@ fn key_placeholder(parts: &mut QueryParts, kind: KeyKind, key: &Value) -> StoreR
     })
 }
 
-pub fn push_keyset(
-    parts: &mut QueryParts,
-    sort: &SortExpr,
-    descending: bool,
-    after: &Cursor,
-) -> StoreResult<()> {
+pub fn push_keyset(parts: &mut QueryParts, sort: &SortExpr, descending: bool, after: &Cursor) -> StoreResult<()> {
     let op = if descending { "<" } else { ">" };
     let id = parts.bind(Bind::Uuid(after.id));
     if sort.is_id {
@@ -552,22 +501,15 @@ pub fn push_keyset(
         return Ok(());
     }
     let k = key_placeholder(parts, sort.kind, &after.key)?;
-    parts.push_where(format!(
-        "({e} {op} {k} OR ({e} = {k} AND r.id {op} {id}))",
-        e = sort.expr
-    ));
+    parts.push_where(format!("({e} {op} {k} OR ({e} = {k} AND r.id {op} {id}))", e = sort.expr));
     Ok(())
 }
 
 pub fn read_sort_key(row: &PgRow, kind: KeyKind) -> StoreResult<Value> {
     let err = |e: sqlx::Error| StoreError::Internal(e.to_string());
     Ok(match kind {
-        KeyKind::Text | KeyKind::Numeric => {
-            Value::String(row.try_get::<String, _>("sort_key").map_err(err)?)
-        }
-        KeyKind::Uuid => {
-            Value::String(row.try_get::<Uuid, _>("sort_key").map_err(err)?.to_string())
-        }
+        KeyKind::Text | KeyKind::Numeric => Value::String(row.try_get::<String, _>("sort_key").map_err(err)?),
+        KeyKind::Uuid => Value::String(row.try_get::<Uuid, _>("sort_key").map_err(err)?.to_string()),
         KeyKind::Int => Value::from(row.try_get::<i64, _>("sort_key").map_err(err)?),
     })
 }
@@ -578,22 +520,98 @@ mod tests {
 
     #[test]
     fn decimals_are_recognised() {
-        for ok in [
-            "0",
-            "-1",
-            "+2.5",
-            "10.",
-            ".5",
-            "1e3",
-            "1.5E-10",
-            "123456789012345678901234567890.123",
-        ] {
+        for ok in ["0", "-1", "+2.5", "10.", ".5", "1e3", "1.5E-10", "123456789012345678901234567890.123"] {
             assert!(is_decimal(ok), "{ok}");
         }
-        for bad in [
-            "", "-", ".", "e3", "1e", "1e1234", "abc", "1,5", " 1", "NaN", "Infinity", "1e+",
-        ] {
+        for bad in ["", "-", ".", "e3", "1e", "1e1234", "abc", "1,5", " 1", "NaN", "Infinity", "1e+"] {
             assert!(!is_decimal(bad), "{bad}");
+        }
+    }
+
+    /// Placeholders `$n` used in `sql`.
+    fn placeholders(sql: &str) -> std::collections::BTreeSet<usize> {
+        let mut out = std::collections::BTreeSet::new();
+        let b = sql.as_bytes();
+        let mut i = 0;
+        while i < b.len() {
+            if b[i] == b'$' {
+                let start = i + 1;
+                let mut j = start;
+                while j < b.len() && b[j].is_ascii_digit() {
+                    j += 1;
+                }
+                if j > start {
+                    out.insert(sql[start..j].parse().unwrap_or(0));
+                }
+                i = j.max(i + 1);
+            } else {
+                i += 1;
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn every_bound_parameter_appears_in_the_statement() {
+        let columns = [
+            Column::Id,
+            Column::OwnerId,
+            Column::TeamId,
+            Column::CreatedAt,
+            Column::UpdatedAt,
+            Column::CreatedBy,
+            Column::UpdatedBy,
+            Column::Field { path: vec!["a".into(), "b".into()], kind: ValueKind::Text },
+            Column::Field { path: vec!["a".into()], kind: ValueKind::Number },
+            Column::Field { path: vec!["a".into()], kind: ValueKind::Boolean },
+            Column::Field { path: vec!["a".into()], kind: ValueKind::Array },
+        ];
+        let values = [
+            FilterValue::Text("x".into()),
+            FilterValue::Text("12".into()),
+            FilterValue::Text("true".into()),
+            FilterValue::Number("1.5".into()),
+            FilterValue::Number("bad".into()),
+            FilterValue::Bool(true),
+            FilterValue::Uuid(Uuid::nil()),
+            FilterValue::Micros(7),
+        ];
+        let mut ops = vec![FilterOp::Contains("%".into()), FilterOp::IsNull(true), FilterOp::IsNull(false)];
+        for v in &values {
+            ops.extend([
+                FilterOp::Eq(v.clone()),
+                FilterOp::Ne(v.clone()),
+                FilterOp::Gt(v.clone()),
+                FilterOp::Gte(v.clone()),
+                FilterOp::Lt(v.clone()),
+                FilterOp::Lte(v.clone()),
+            ]);
+        }
+        let keys = [Value::String("k".into()), Value::from(3), Value::String("1.5".into()), Value::String(Uuid::nil().to_string())];
+        for column in &columns {
+            for op in &ops {
+                for sort_column in &columns {
+                    for key in &keys {
+                        let mut query = ListQuery::new("o");
+                        query.filters = vec![
+                            Filter::Column { column: column.clone(), op: op.clone() },
+                            Filter::BlindIndex { field: "f".into(), digest: vec![1] },
+                        ];
+                        query.scope = RowScope::Restricted { owner_ids: vec![Uuid::nil()], team_ids: vec![], record_ids: vec![] };
+                        query.search = custodian_core::search::query_tokens("abc 张三");
+                        let mut parts = QueryParts::default();
+                        push_list_conditions(&mut parts, &query).unwrap_or_else(|e| panic!("{e}"));
+                        let Ok(sort) = sort_expr(&mut parts, sort_column) else { panic!("sort") };
+                        let cursor = Cursor { key: key.clone(), id: Uuid::nil() };
+                        if push_keyset(&mut parts, &sort, true, &cursor).is_err() {
+                            continue; // a cursor of the wrong shape is refused
+                        }
+                        let sql = format!("{} {} {}", parts.where_sql(), sort.expr, sort.select);
+                        let n = parts.into_binds().len();
+                        assert_eq!(placeholders(&sql), (1..=n).collect(), "{column:?} {op:?} sort {sort_column:?}: {sql}");
+                    }
+                }
+            }
         }
     }
 
@@ -604,10 +622,7 @@ mod tests {
 
     #[test]
     fn lexemes_split_like_unicode61() {
-        assert_eq!(
-            search_lexemes("张 三 张三 Acme-Co  x"),
-            vec!["acme", "co", "x", "三", "张", "张三"]
-        );
+        assert_eq!(search_lexemes("张 三 张三 Acme-Co  x"), vec!["acme", "co", "x", "三", "张", "张三"]);
         assert!(search_lexemes("").is_empty());
     }
 }

@@ -8,14 +8,13 @@
 
 use async_trait::async_trait;
 use custodian_store::{
-    AuditDraft, AuditRow, Cursor, CustomFieldRow, DepartmentRow, ListQuery, RecordPage,
-    RecordWrite, RowScope, SessionRow, Store, StoreError, StoreResult, StoredRecord, StoredVersion,
-    TeamRow, UserRow, WrappedKeyRow, WriteAction, WriteBatch,
+    AuditDraft, AuditRow, Cursor, CustomFieldRow, DepartmentRow, ListQuery, RecordPage, RecordWrite, RowScope,
+    SessionRow, Store, StoreError, StoreResult, StoredRecord, StoredVersion, TeamRow, UserRow, WrappedKeyRow,
+    WriteAction, WriteBatch,
 };
 use serde_json::{Map, Value};
 use sqlx::sqlite::{
-    SqliteArguments, SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow,
-    SqliteSynchronous,
+    SqliteArguments, SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
 };
 use sqlx::{AssertSqlSafe, Connection, Row, SqliteConnection, SqlitePool};
 use std::path::Path;
@@ -53,9 +52,7 @@ fn map_sqlx(e: sqlx::Error) -> StoreError {
         sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => {
             StoreError::Unavailable(e.to_string())
         }
-        sqlx::Error::Database(db)
-            if db.message().contains("database is locked") || db.message().contains("busy") =>
-        {
+        sqlx::Error::Database(db) if db.message().contains("database is locked") || db.message().contains("busy") => {
             StoreError::Unavailable(e.to_string())
         }
         _ => StoreError::Internal(e.to_string()),
@@ -75,8 +72,7 @@ impl SqliteStore {
 
     pub async fn open_with(path: &Path, durability: Durability) -> StoreResult<SqliteStore> {
         if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir)
-                .map_err(|e| StoreError::Unavailable(format!("{}: {e}", dir.display())))?;
+            std::fs::create_dir_all(dir).map_err(|e| StoreError::Unavailable(format!("{}: {e}", dir.display())))?;
         }
         let base = SqliteConnectOptions::new()
             .filename(path)
@@ -85,16 +81,11 @@ impl SqliteStore {
             .foreign_keys(false)
             .pragma("temp_store", "memory")
             .pragma("cache_size", "-16000");
-        let write_options = base
-            .clone()
-            .create_if_missing(true)
-            .synchronous(match durability {
-                Durability::Full => SqliteSynchronous::Full,
-                Durability::Normal => SqliteSynchronous::Normal,
-            });
-        let mut write_conn = SqliteConnection::connect_with(&write_options)
-            .await
-            .map_err(map_sqlx)?;
+        let write_options = base.clone().create_if_missing(true).synchronous(match durability {
+            Durability::Full => SqliteSynchronous::Full,
+            Durability::Normal => SqliteSynchronous::Normal,
+        });
+        let mut write_conn = SqliteConnection::connect_with(&write_options).await.map_err(map_sqlx)?;
         sqlx::migrate!("./migrations")
             .run(&mut write_conn)
             .await
@@ -108,10 +99,7 @@ impl SqliteStore {
             .map_err(map_sqlx)?;
         let (tx, rx) = mpsc::channel(4096);
         tokio::spawn(writer_loop(write_conn, rx));
-        Ok(SqliteStore {
-            read_pool,
-            writer: tx,
-        })
+        Ok(SqliteStore { read_pool, writer: tx })
     }
 
     async fn submit(&self, op: Op) -> StoreResult<OpOut> {
@@ -120,8 +108,7 @@ impl SqliteStore {
             .send(Job { op, reply })
             .await
             .map_err(|_| StoreError::Unavailable("the SQLite writer has stopped".into()))?;
-        rx.await
-            .map_err(|_| StoreError::Unavailable("the SQLite writer has stopped".into()))?
+        rx.await.map_err(|_| StoreError::Unavailable("the SQLite writer has stopped".into()))?
     }
 
     async fn submit_unit(&self, op: Op) -> StoreResult<()> {
@@ -176,16 +163,11 @@ async fn writer_loop(mut conn: SqliteConnection, mut rx: mpsc::Receiver<Job>) {
 }
 
 async fn exec(conn: &mut SqliteConnection, sql: &'static str) -> StoreResult<()> {
-    sqlx::query(sql)
-        .execute(&mut *conn)
-        .await
-        .map_err(map_sqlx)
-        .map(|_| ())
+    sqlx::query(sql).execute(&mut *conn).await.map_err(map_sqlx).map(|_| ())
 }
 
 async fn run_group(conn: &mut SqliteConnection, jobs: Vec<Job>) {
-    let mut results: Vec<(oneshot::Sender<StoreResult<OpOut>>, StoreResult<OpOut>)> =
-        Vec::with_capacity(jobs.len());
+    let mut results: Vec<(oneshot::Sender<StoreResult<OpOut>>, StoreResult<OpOut>)> = Vec::with_capacity(jobs.len());
     let began = exec(conn, "BEGIN IMMEDIATE").await;
     if let Err(e) = began {
         let msg = e.to_string();
@@ -237,9 +219,7 @@ async fn run_group(conn: &mut SqliteConnection, jobs: Vec<Job>) {
             let _ = exec(conn, "ROLLBACK").await;
             let msg = e.to_string();
             for (reply, _) in results {
-                let _ = reply.send(Err(StoreError::Unavailable(format!(
-                    "commit failed: {msg}"
-                ))));
+                let _ = reply.send(Err(StoreError::Unavailable(format!("commit failed: {msg}"))));
             }
         }
     }
@@ -251,14 +231,8 @@ async fn read_chain_head(conn: &mut SqliteConnection) -> StoreResult<ChainHead> 
         .await
         .map_err(map_sqlx)?;
     Ok(match row {
-        Some(r) => ChainHead {
-            seq: r.try_get("seq").map_err(map_sqlx)?,
-            hash: r.try_get("hash").map_err(map_sqlx)?,
-        },
-        None => ChainHead {
-            seq: 0,
-            hash: custodian_core::audit::GENESIS_HASH.to_vec(),
-        },
+        Some(r) => ChainHead { seq: r.try_get("seq").map_err(map_sqlx)?, hash: r.try_get("hash").map_err(map_sqlx)? },
+        None => ChainHead { seq: 0, hash: custodian_core::audit::GENESIS_HASH.to_vec() },
     })
 }
 
@@ -319,10 +293,7 @@ async fn apply_op(conn: &mut SqliteConnection, op: Op, head: &mut ChainHead) -> 
                 .await;
             match r {
                 Err(e) if is_unique_violation(&e) => {
-                    return Err(StoreError::AlreadyExists(format!(
-                        "{}.{}",
-                        f.object, f.name
-                    )));
+                    return Err(StoreError::AlreadyExists(format!("{}.{}", f.object, f.name)));
                 }
                 Err(e) => return Err(map_sqlx(e)),
                 Ok(_) => {}
@@ -331,13 +302,15 @@ async fn apply_op(conn: &mut SqliteConnection, op: Op, head: &mut ChainHead) -> 
             Ok(OpOut::Unit)
         }
         Op::InsertKey(k) => {
-            let r = sqlx::query("INSERT INTO wrapped_keys (label, wrapped, created_at) VALUES (?, ?, ?) ON CONFLICT (label) DO NOTHING")
-                .bind(&k.label)
-                .bind(&k.wrapped)
-                .bind(custodian_store::now_micros())
-                .execute(&mut *conn)
-                .await
-                .map_err(map_sqlx)?;
+            let r = sqlx::query(
+                "INSERT INTO wrapped_keys (label, wrapped, created_at) VALUES (?, ?, ?) ON CONFLICT (label) DO NOTHING",
+            )
+            .bind(&k.label)
+            .bind(&k.wrapped)
+            .bind(custodian_store::now_micros())
+            .execute(&mut *conn)
+            .await
+            .map_err(map_sqlx)?;
             Ok(OpOut::Bool(r.rows_affected() == 1))
         }
         Op::CreateUser(u, audit) => {
@@ -367,15 +340,13 @@ async fn apply_op(conn: &mut SqliteConnection, op: Op, head: &mut ChainHead) -> 
             Ok(OpOut::Unit)
         }
         Op::CreateDepartment(d, audit) => {
-            let r = sqlx::query(
-                "INSERT INTO departments (id, name, parent_id, created_at) VALUES (?, ?, ?, ?)",
-            )
-            .bind(d.id.to_string())
-            .bind(&d.name)
-            .bind(opt_uuid(d.parent_id))
-            .bind(d.created_at)
-            .execute(&mut *conn)
-            .await;
+            let r = sqlx::query("INSERT INTO departments (id, name, parent_id, created_at) VALUES (?, ?, ?, ?)")
+                .bind(d.id.to_string())
+                .bind(&d.name)
+                .bind(opt_uuid(d.parent_id))
+                .bind(d.created_at)
+                .execute(&mut *conn)
+                .await;
             match r {
                 Err(e) if is_unique_violation(&e) => {
                     return Err(StoreError::AlreadyExists(format!("department {}", d.id)));
@@ -387,15 +358,13 @@ async fn apply_op(conn: &mut SqliteConnection, op: Op, head: &mut ChainHead) -> 
             Ok(OpOut::Unit)
         }
         Op::CreateTeam(t, audit) => {
-            let r = sqlx::query(
-                "INSERT INTO teams (id, name, department_id, created_at) VALUES (?, ?, ?, ?)",
-            )
-            .bind(t.id.to_string())
-            .bind(&t.name)
-            .bind(opt_uuid(t.department_id))
-            .bind(t.created_at)
-            .execute(&mut *conn)
-            .await;
+            let r = sqlx::query("INSERT INTO teams (id, name, department_id, created_at) VALUES (?, ?, ?, ?)")
+                .bind(t.id.to_string())
+                .bind(&t.name)
+                .bind(opt_uuid(t.department_id))
+                .bind(t.created_at)
+                .execute(&mut *conn)
+                .await;
             match r {
                 Err(e) if is_unique_violation(&e) => {
                     return Err(StoreError::AlreadyExists(format!("team {}", t.id)));
@@ -424,15 +393,13 @@ async fn apply_op(conn: &mut SqliteConnection, op: Op, head: &mut ChainHead) -> 
             Ok(OpOut::Unit)
         }
         Op::TouchSession(hash, now) => {
-            sqlx::query(
-                "UPDATE sessions SET last_seen_at = ? WHERE token_hash = ? AND last_seen_at < ?",
-            )
-            .bind(now)
-            .bind(&hash)
-            .bind(now)
-            .execute(&mut *conn)
-            .await
-            .map_err(map_sqlx)?;
+            sqlx::query("UPDATE sessions SET last_seen_at = ? WHERE token_hash = ? AND last_seen_at < ?")
+                .bind(now)
+                .bind(&hash)
+                .bind(now)
+                .execute(&mut *conn)
+                .await
+                .map_err(map_sqlx)?;
             Ok(OpOut::Unit)
         }
         Op::DeleteSession(hash, audit) => {
@@ -499,14 +466,13 @@ async fn apply_record_write(conn: &mut SqliteConnection, w: &RecordWrite) -> Sto
             match row {
                 Some(row) => row.try_get("seq").map_err(map_sqlx)?,
                 None => {
-                    let current: Option<i64> = sqlx::query_scalar(
-                        "SELECT version FROM records WHERE id = ? AND object = ?",
-                    )
-                    .bind(&id)
-                    .bind(&r.object)
-                    .fetch_optional(&mut *conn)
-                    .await
-                    .map_err(map_sqlx)?;
+                    let current: Option<i64> =
+                        sqlx::query_scalar("SELECT version FROM records WHERE id = ? AND object = ?")
+                            .bind(&id)
+                            .bind(&r.object)
+                            .fetch_optional(&mut *conn)
+                            .await
+                            .map_err(map_sqlx)?;
                     return Err(match current {
                         Some(current) => StoreError::VersionConflict { current },
                         None => StoreError::NotFound,
@@ -561,15 +527,14 @@ async fn apply_record_write(conn: &mut SqliteConnection, w: &RecordWrite) -> Sto
             .map_err(map_sqlx)?;
     }
     for u in &w.unique_keys {
-        let holder: Option<String> = sqlx::query_scalar(
-            "SELECT record_id FROM unique_keys WHERE object = ? AND field = ? AND digest = ?",
-        )
-        .bind(&r.object)
-        .bind(&u.field)
-        .bind(&u.digest)
-        .fetch_optional(&mut *conn)
-        .await
-        .map_err(map_sqlx)?;
+        let holder: Option<String> =
+            sqlx::query_scalar("SELECT record_id FROM unique_keys WHERE object = ? AND field = ? AND digest = ?")
+                .bind(&r.object)
+                .bind(&u.field)
+                .bind(&u.digest)
+                .fetch_optional(&mut *conn)
+                .await
+                .map_err(map_sqlx)?;
         if let Some(holder) = holder
             && holder != id
         {
@@ -701,11 +666,7 @@ impl Store for SqliteStore {
     }
 
     async fn health(&self) -> StoreResult<()> {
-        sqlx::query("SELECT 1")
-            .execute(&self.read_pool)
-            .await
-            .map_err(map_sqlx)
-            .map(|_| ())
+        sqlx::query("SELECT 1").execute(&self.read_pool).await.map_err(map_sqlx).map(|_| ())
     }
 
     async fn write(&self, batch: WriteBatch) -> StoreResult<Vec<i64>> {
@@ -715,12 +676,7 @@ impl Store for SqliteStore {
         }
     }
 
-    async fn get_record(
-        &self,
-        object: &str,
-        id: Uuid,
-        scope: &RowScope,
-    ) -> StoreResult<Option<StoredRecord>> {
+    async fn get_record(&self, object: &str, id: Uuid, scope: &RowScope) -> StoreResult<Option<StoredRecord>> {
         let mut parts = QueryParts::default();
         parts.push_where("r.object = ?", vec![Bind::Text(object.to_owned())]);
         parts.push_where("r.id = ?", vec![Bind::Text(id.to_string())]);
@@ -738,11 +694,9 @@ impl Store for SqliteStore {
         let mut out = Vec::new();
         for chunk in ids.chunks(500) {
             let placeholders = vec!["?"; chunk.len()].join(", ");
-            let text = format!(
-                "SELECT id FROM records WHERE object = ? AND deleted_at IS NULL AND id IN ({placeholders})"
-            );
-            let mut q =
-                sqlx::query_scalar::<_, String>(AssertSqlSafe(text)).bind(object.to_owned());
+            let text =
+                format!("SELECT id FROM records WHERE object = ? AND deleted_at IS NULL AND id IN ({placeholders})");
+            let mut q = sqlx::query_scalar::<_, String>(AssertSqlSafe(text)).bind(object.to_owned());
             for id in chunk {
                 q = q.bind(id.to_string());
             }
@@ -768,10 +722,8 @@ impl Store for SqliteStore {
             expr = sort.expr
         );
         binds.push(Bind::Int(i64::from(limit) + 1));
-        let rows = bind_all(sqlx::query(AssertSqlSafe(text)), binds)
-            .fetch_all(&self.read_pool)
-            .await
-            .map_err(map_sqlx)?;
+        let rows =
+            bind_all(sqlx::query(AssertSqlSafe(text)), binds).fetch_all(&self.read_pool).await.map_err(map_sqlx)?;
         let mut items = Vec::with_capacity(rows.len());
         let mut keys = Vec::with_capacity(rows.len());
         for row in rows.iter().take(limit as usize) {
@@ -794,21 +746,13 @@ impl Store for SqliteStore {
         sql::push_list_conditions(&mut parts, query)?;
         let (where_sql, binds) = parts.finish_where();
         let text = format!("SELECT COUNT(*) AS n FROM records r WHERE {where_sql}");
-        let row = bind_all(sqlx::query(AssertSqlSafe(text)), binds)
-            .fetch_one(&self.read_pool)
-            .await
-            .map_err(map_sqlx)?;
+        let row =
+            bind_all(sqlx::query(AssertSqlSafe(text)), binds).fetch_one(&self.read_pool).await.map_err(map_sqlx)?;
         let n: i64 = row.try_get("n").map_err(map_sqlx)?;
         Ok(n.max(0) as u64)
     }
 
-    async fn list_versions(
-        &self,
-        object: &str,
-        id: Uuid,
-        after: i64,
-        limit: u32,
-    ) -> StoreResult<Vec<StoredVersion>> {
+    async fn list_versions(&self, object: &str, id: Uuid, after: i64, limit: u32) -> StoreResult<Vec<StoredVersion>> {
         let rows = sqlx::query(
             "SELECT * FROM record_versions WHERE record_id = ? AND object = ? AND version > ? ORDER BY version ASC LIMIT ?",
         )
@@ -822,21 +766,14 @@ impl Store for SqliteStore {
         rows.iter().map(version_from_row).collect()
     }
 
-    async fn get_version(
-        &self,
-        object: &str,
-        id: Uuid,
-        version: i64,
-    ) -> StoreResult<Option<StoredVersion>> {
-        let row = sqlx::query(
-            "SELECT * FROM record_versions WHERE record_id = ? AND object = ? AND version = ?",
-        )
-        .bind(id.to_string())
-        .bind(object)
-        .bind(version)
-        .fetch_optional(&self.read_pool)
-        .await
-        .map_err(map_sqlx)?;
+    async fn get_version(&self, object: &str, id: Uuid, version: i64) -> StoreResult<Option<StoredVersion>> {
+        let row = sqlx::query("SELECT * FROM record_versions WHERE record_id = ? AND object = ? AND version = ?")
+            .bind(id.to_string())
+            .bind(object)
+            .bind(version)
+            .fetch_optional(&self.read_pool)
+            .await
+            .map_err(map_sqlx)?;
         row.as_ref().map(version_from_row).transpose()
     }
 
@@ -858,9 +795,7 @@ impl Store for SqliteStore {
         .fetch_all(&self.read_pool)
         .await
         .map_err(map_sqlx)?;
-        ids.iter()
-            .map(|s| Uuid::parse_str(s).map_err(internal))
-            .collect()
+        ids.iter().map(|s| Uuid::parse_str(s).map_err(internal)).collect()
     }
 
     async fn append_audit(&self, events: Vec<AuditDraft>) -> StoreResult<Vec<i64>> {
@@ -947,28 +882,19 @@ impl Store for SqliteStore {
     }
 
     async fn list_users(&self) -> StoreResult<Vec<UserRow>> {
-        let rows = sqlx::query("SELECT * FROM users ORDER BY username")
-            .fetch_all(&self.read_pool)
-            .await
-            .map_err(map_sqlx)?;
+        let rows =
+            sqlx::query("SELECT * FROM users ORDER BY username").fetch_all(&self.read_pool).await.map_err(map_sqlx)?;
         rows.iter().map(user_from_row).collect()
     }
 
     async fn count_users(&self) -> StoreResult<u64> {
-        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM users")
-            .fetch_one(&self.read_pool)
-            .await
-            .map_err(map_sqlx)?;
+        let n: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM users").fetch_one(&self.read_pool).await.map_err(map_sqlx)?;
         Ok(n.max(0) as u64)
     }
 
-    async fn create_department(
-        &self,
-        department: DepartmentRow,
-        audit: AuditDraft,
-    ) -> StoreResult<()> {
-        self.submit_unit(Op::CreateDepartment(department, audit))
-            .await
+    async fn create_department(&self, department: DepartmentRow, audit: AuditDraft) -> StoreResult<()> {
+        self.submit_unit(Op::CreateDepartment(department, audit)).await
     }
 
     async fn list_departments(&self) -> StoreResult<Vec<DepartmentRow>> {
@@ -1037,13 +963,11 @@ impl Store for SqliteStore {
     }
 
     async fn touch_session(&self, token_hash: &str, now: i64) -> StoreResult<()> {
-        self.submit_unit(Op::TouchSession(token_hash.to_owned(), now))
-            .await
+        self.submit_unit(Op::TouchSession(token_hash.to_owned(), now)).await
     }
 
     async fn delete_session(&self, token_hash: &str, audit: AuditDraft) -> StoreResult<()> {
-        self.submit_unit(Op::DeleteSession(token_hash.to_owned(), audit))
-            .await
+        self.submit_unit(Op::DeleteSession(token_hash.to_owned(), audit)).await
     }
 }
 

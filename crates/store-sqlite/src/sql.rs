@@ -3,8 +3,8 @@
 //! to be plain identifiers.
 
 use custodian_store::{
-    Column, Cursor, DeletedFilter, Filter, FilterOp, FilterValue, ListQuery, RowScope, StoreError,
-    StoreResult, ValueKind,
+    Column, Cursor, DeletedFilter, Filter, FilterOp, FilterValue, ListQuery, RowScope, StoreError, StoreResult,
+    ValueKind,
 };
 use serde_json::Value;
 use sqlx::Row;
@@ -30,11 +30,7 @@ impl QueryParts {
     }
 
     pub fn finish_where(self) -> (String, Vec<Bind>) {
-        let sql = if self.conditions.is_empty() {
-            "1".to_owned()
-        } else {
-            self.conditions.join(" AND ")
-        };
+        let sql = if self.conditions.is_empty() { "1".to_owned() } else { self.conditions.join(" AND ") };
         (sql, self.binds)
     }
 }
@@ -64,21 +60,12 @@ fn field_expr(path: &[String]) -> StoreResult<String> {
 }
 
 pub fn push_scope(parts: &mut QueryParts, scope: &RowScope) {
-    let RowScope::Restricted {
-        owner_ids,
-        team_ids,
-        record_ids,
-    } = scope
-    else {
+    let RowScope::Restricted { owner_ids, team_ids, record_ids } = scope else {
         return;
     };
     let mut alternatives = Vec::new();
     let mut binds = Vec::new();
-    for (column, ids) in [
-        ("r.owner_id", owner_ids),
-        ("r.team_id", team_ids),
-        ("r.id", record_ids),
-    ] {
+    for (column, ids) in [("r.owner_id", owner_ids), ("r.team_id", team_ids), ("r.id", record_ids)] {
         if ids.is_empty() {
             continue;
         }
@@ -140,29 +127,21 @@ fn push_filter(parts: &mut QueryParts, filter: &Filter) -> StoreResult<()> {
     // The left-hand expression and how the right-hand value is wrapped.
     let (lhs, kind) = match column {
         Column::Field { path, kind } => (field_expr(path)?, *kind),
-        other => (
-            system_column(other).unwrap_or("NULL").to_owned(),
-            ValueKind::Text,
-        ),
+        other => (system_column(other).unwrap_or("NULL").to_owned(), ValueKind::Text),
     };
     let cmp = |sym: &str, v: &FilterValue| -> (String, Vec<Bind>) {
         match (kind, v) {
-            (ValueKind::Number, _) => (
-                format!("CAST({lhs} AS REAL) {sym} CAST(? AS REAL)"),
-                vec![value_bind(v)],
-            ),
+            (ValueKind::Number, _) => (format!("CAST({lhs} AS REAL) {sym} CAST(? AS REAL)"), vec![value_bind(v)]),
             _ => (format!("{lhs} {sym} ?"), vec![value_bind(v)]),
         }
     };
     let (sql, binds) = match op {
-        FilterOp::Eq(v) if kind == ValueKind::Array => (
-            format!("EXISTS (SELECT 1 FROM json_each({lhs}) WHERE json_each.value = ?)"),
-            vec![value_bind(v)],
-        ),
-        FilterOp::Ne(v) if kind == ValueKind::Array => (
-            format!("NOT EXISTS (SELECT 1 FROM json_each({lhs}) WHERE json_each.value = ?)"),
-            vec![value_bind(v)],
-        ),
+        FilterOp::Eq(v) if kind == ValueKind::Array => {
+            (format!("EXISTS (SELECT 1 FROM json_each({lhs}) WHERE json_each.value = ?)"), vec![value_bind(v)])
+        }
+        FilterOp::Ne(v) if kind == ValueKind::Array => {
+            (format!("NOT EXISTS (SELECT 1 FROM json_each({lhs}) WHERE json_each.value = ?)"), vec![value_bind(v)])
+        }
         FilterOp::Eq(v) => cmp("=", v),
         FilterOp::Ne(v) => {
             let (s, b) = cmp("<>", v);
@@ -172,10 +151,7 @@ fn push_filter(parts: &mut QueryParts, filter: &Filter) -> StoreResult<()> {
         FilterOp::Gte(v) => cmp(">=", v),
         FilterOp::Lt(v) => cmp("<", v),
         FilterOp::Lte(v) => cmp("<=", v),
-        FilterOp::Contains(s) => (
-            format!("{lhs} LIKE '%' || ? || '%' ESCAPE '\\'"),
-            vec![Bind::Text(escape_like(s))],
-        ),
+        FilterOp::Contains(s) => (format!("{lhs} LIKE '%' || ? || '%' ESCAPE '\\'"), vec![Bind::Text(escape_like(s))]),
         FilterOp::IsNull(true) => (format!("{lhs} IS NULL"), Vec::new()),
         FilterOp::IsNull(false) => (format!("{lhs} IS NOT NULL"), Vec::new()),
     };
@@ -189,13 +165,7 @@ fn match_expression(query: &ListQuery) -> String {
     query
         .search
         .iter()
-        .map(|t| {
-            if t.prefix {
-                format!("\"{}\"*", t.text)
-            } else {
-                format!("\"{}\"", t.text)
-            }
-        })
+        .map(|t| if t.prefix { format!("\"{}\"*", t.text) } else { format!("\"{}\"", t.text) })
         .collect::<Vec<_>>()
         .join(" ")
 }
@@ -212,11 +182,7 @@ pub fn push_list_conditions(parts: &mut QueryParts, query: &ListQuery) -> StoreR
         push_filter(parts, f)?;
     }
     if !query.search.is_empty() {
-        if query
-            .search
-            .iter()
-            .any(|t| !t.text.chars().all(char::is_alphanumeric))
-        {
+        if query.search.iter().any(|t| !t.text.chars().all(char::is_alphanumeric)) {
             return Err(invalid("search tokens must be alphanumeric"));
         }
         parts.push_where(
@@ -242,37 +208,22 @@ pub struct SortExpr {
 
 pub fn sort_expr(column: &Column) -> StoreResult<SortExpr> {
     Ok(match column {
-        Column::Id => SortExpr {
-            expr: "r.id".into(),
-            kind: KeyKind::Text,
-        },
-        Column::CreatedAt => SortExpr {
-            expr: "r.created_at".into(),
-            kind: KeyKind::Int,
-        },
-        Column::UpdatedAt => SortExpr {
-            expr: "r.updated_at".into(),
-            kind: KeyKind::Int,
-        },
-        Column::OwnerId | Column::TeamId | Column::CreatedBy | Column::UpdatedBy => SortExpr {
-            expr: format!("COALESCE({}, '')", system_column(column).unwrap_or("NULL")),
-            kind: KeyKind::Text,
-        },
+        Column::Id => SortExpr { expr: "r.id".into(), kind: KeyKind::Text },
+        Column::CreatedAt => SortExpr { expr: "r.created_at".into(), kind: KeyKind::Int },
+        Column::UpdatedAt => SortExpr { expr: "r.updated_at".into(), kind: KeyKind::Int },
+        Column::OwnerId | Column::TeamId | Column::CreatedBy | Column::UpdatedBy => {
+            SortExpr { expr: format!("COALESCE({}, '')", system_column(column).unwrap_or("NULL")), kind: KeyKind::Text }
+        }
         Column::Field { path, kind } => {
             let e = field_expr(path)?;
             match kind {
-                ValueKind::Number => SortExpr {
-                    expr: format!("COALESCE(CAST({e} AS REAL), -1e308)"),
-                    kind: KeyKind::Real,
-                },
-                ValueKind::Boolean => SortExpr {
-                    expr: format!("COALESCE({e}, -1)"),
-                    kind: KeyKind::Int,
-                },
-                ValueKind::Text | ValueKind::Array => SortExpr {
-                    expr: format!("COALESCE(CAST({e} AS TEXT), '')"),
-                    kind: KeyKind::Text,
-                },
+                ValueKind::Number => {
+                    SortExpr { expr: format!("COALESCE(CAST({e} AS REAL), -1e308)"), kind: KeyKind::Real }
+                }
+                ValueKind::Boolean => SortExpr { expr: format!("COALESCE({e}, -1)"), kind: KeyKind::Int },
+                ValueKind::Text | ValueKind::Array => {
+                    SortExpr { expr: format!("COALESCE(CAST({e} AS TEXT), '')"), kind: KeyKind::Text }
+                }
             }
         }
     })
@@ -287,12 +238,7 @@ fn key_bind(kind: KeyKind, key: &Value) -> StoreResult<Bind> {
     })
 }
 
-pub fn push_keyset(
-    parts: &mut QueryParts,
-    sort: &SortExpr,
-    descending: bool,
-    after: &Cursor,
-) -> StoreResult<()> {
+pub fn push_keyset(parts: &mut QueryParts, sort: &SortExpr, descending: bool, after: &Cursor) -> StoreResult<()> {
     let op = if descending { "<" } else { ">" };
     let id = Bind::Text(after.id.to_string());
     if sort.expr == "r.id" {
@@ -301,10 +247,7 @@ pub fn push_keyset(
     }
     let k1 = key_bind(sort.kind, &after.key)?;
     let k2 = key_bind(sort.kind, &after.key)?;
-    parts.push_where(
-        format!("({e} {op} ? OR ({e} = ? AND r.id {op} ?))", e = sort.expr),
-        vec![k1, k2, id],
-    );
+    parts.push_where(format!("({e} {op} ? OR ({e} = ? AND r.id {op} ?))", e = sort.expr), vec![k1, k2, id]);
     Ok(())
 }
 
@@ -315,9 +258,7 @@ pub fn read_sort_key(row: &SqliteRow, kind: KeyKind) -> StoreResult<Value> {
         KeyKind::Int => Value::from(row.try_get::<i64, _>("sort_key").map_err(err)?),
         KeyKind::Real => {
             let f: f64 = row.try_get("sort_key").map_err(err)?;
-            serde_json::Number::from_f64(f)
-                .map(Value::Number)
-                .unwrap_or(Value::Null)
+            serde_json::Number::from_f64(f).map(Value::Number).unwrap_or(Value::Null)
         }
     })
 }

@@ -10,10 +10,9 @@ use custodian_core::audit::GENESIS_HASH;
 use custodian_core::search::{QueryToken, index_text, query_tokens};
 use custodian_store::audit::verify_chain;
 use custodian_store::{
-    AuditDraft, AuditRow, Column, CustomFieldRow, DeletedFilter, DepartmentRow, FieldDigest,
-    Filter, FilterOp, FilterValue, ListQuery, RecordWrite, RowScope, SessionRow, Sort, Store,
-    StoreError, StoredRecord, TeamRow, UserRow, ValueKind, WrappedKeyRow, WriteAction, WriteBatch,
-    now_micros,
+    AuditDraft, AuditRow, Column, CustomFieldRow, DeletedFilter, DepartmentRow, FieldDigest, Filter, FilterOp,
+    FilterValue, ListQuery, RecordWrite, RowScope, SessionRow, Sort, Store, StoreError, StoredRecord, TeamRow, UserRow,
+    ValueKind, WrappedKeyRow, WriteAction, WriteBatch, now_micros,
 };
 use serde_json::{Map, Value, json};
 use std::cmp::Ordering;
@@ -104,12 +103,7 @@ pub fn audit_for(w: &RecordWrite) -> AuditDraft {
 
 pub async fn apply(store: &DynStore, w: RecordWrite) -> Result<Vec<i64>, StoreError> {
     let audit = vec![audit_for(&w)];
-    store
-        .write(WriteBatch {
-            records: vec![w],
-            audit,
-        })
-        .await
+    store.write(WriteBatch { records: vec![w], audit }).await
 }
 
 pub async fn create(store: &DynStore, v: Value) -> StoredRecord {
@@ -125,17 +119,12 @@ pub async fn create_with(store: &DynStore, r: StoredRecord) -> StoredRecord {
 
 pub async fn update(store: &DynStore, prev: &StoredRecord, v: Value) -> StoredRecord {
     let next = successor(prev, v);
-    apply(store, change(WriteAction::Update, prev, &next))
-        .await
-        .expect("update record");
+    apply(store, change(WriteAction::Update, prev, &next)).await.expect("update record");
     next
 }
 
 pub async fn get(store: &DynStore, id: Uuid) -> Option<StoredRecord> {
-    store
-        .get_record(OBJ, id, &RowScope::All)
-        .await
-        .expect("get_record")
+    store.get_record(OBJ, id, &RowScope::All).await.expect("get_record")
 }
 
 pub async fn all_audit(store: &DynStore) -> Vec<AuditRow> {
@@ -157,10 +146,7 @@ pub fn query() -> ListQuery {
 }
 
 pub fn field(path: &str, kind: ValueKind) -> Column {
-    Column::Field {
-        path: path.split('.').map(str::to_owned).collect(),
-        kind,
-    }
+    Column::Field { path: path.split('.').map(str::to_owned).collect(), kind }
 }
 
 pub fn col(column: Column, op: FilterOp) -> Filter {
@@ -173,10 +159,7 @@ pub async fn list_all(store: &DynStore, mut q: ListQuery) -> Vec<StoredRecord> {
     q.after = None;
     for _ in 0..10_000 {
         let page = store.list_records(&q).await.expect("list_records");
-        assert!(
-            page.items.len() <= q.limit as usize,
-            "page larger than the limit"
-        );
+        assert!(page.items.len() <= q.limit as usize, "page larger than the limit");
         out.extend(page.items);
         match page.next {
             Some(cursor) => q.after = Some(cursor),
@@ -196,11 +179,7 @@ pub async fn matching(store: &DynStore, filters: Vec<Filter>) -> BTreeSet<Uuid> 
     q.filters = filters;
     let page = store.list_records(&q).await.expect("list_records");
     let count = store.count_records(&q).await.expect("count_records");
-    assert_eq!(
-        count as usize,
-        page.items.len(),
-        "count_records disagrees with list_records"
-    );
+    assert_eq!(count as usize, page.items.len(), "count_records disagrees with list_records");
     id_set(&page.items)
 }
 
@@ -213,10 +192,7 @@ pub fn digest(byte: u8) -> Vec<u8> {
 }
 
 pub fn key(field: &str, byte: u8) -> FieldDigest {
-    FieldDigest {
-        field: field.to_owned(),
-        digest: digest(byte),
-    }
+    FieldDigest { field: field.to_owned(), digest: digest(byte) }
 }
 
 fn user(name: &str) -> UserRow {
@@ -255,25 +231,12 @@ pub async fn create_get_update(store: DynStore) {
     let first = audit_for(&w);
     let mut second = AuditDraft::new("record.view");
     second.record_id = Some(r1.id);
-    let seqs = store
-        .write(WriteBatch {
-            records: vec![w],
-            audit: vec![first, second],
-        })
-        .await
-        .expect("create");
+    let seqs = store.write(WriteBatch { records: vec![w], audit: vec![first, second] }).await.expect("create");
     assert_eq!(seqs.len(), 2);
     assert_eq!(seqs[1], seqs[0] + 1);
 
     assert_eq!(get(&store, r1.id).await.as_ref(), Some(&r1));
-    assert_eq!(
-        store
-            .get_record("companies", r1.id, &RowScope::All)
-            .await
-            .expect("get"),
-        None,
-        "object must match"
-    );
+    assert_eq!(store.get_record("companies", r1.id, &RowScope::All).await.expect("get"), None, "object must match");
     assert_eq!(get(&store, Uuid::now_v7()).await, None);
 
     let r2 = update(&store, &r1, json!({ "name": "张三", "age": 31 })).await;
@@ -283,81 +246,28 @@ pub async fn create_get_update(store: DynStore) {
     assert_eq!(got.created_at, r1.created_at);
     assert_eq!(got.created_by, r1.created_by);
 
-    let versions = store
-        .list_versions(OBJ, r1.id, 0, 100)
-        .await
-        .expect("versions");
+    let versions = store.list_versions(OBJ, r1.id, 0, 100).await.expect("versions");
     assert_eq!(versions.len(), 2);
     let (v1, v2) = (&versions[0], &versions[1]);
-    assert_eq!(
-        (v1.version, v1.action, v1.record_id, v1.object.as_str()),
-        (1, WriteAction::Create, r1.id, OBJ)
-    );
+    assert_eq!((v1.version, v1.action, v1.record_id, v1.object.as_str()), (1, WriteAction::Create, r1.id, OBJ));
     assert_eq!(v1.fields, r1.fields);
-    assert_eq!(
-        (v1.owner_id, v1.team_id, v1.deleted_at),
-        (r1.owner_id, r1.team_id, None)
-    );
-    assert_eq!(
-        (v1.changed_at, v1.changed_by),
-        (r1.updated_at, r1.updated_by)
-    );
+    assert_eq!((v1.owner_id, v1.team_id, v1.deleted_at), (r1.owner_id, r1.team_id, None));
+    assert_eq!((v1.changed_at, v1.changed_by), (r1.updated_at, r1.updated_by));
     assert_eq!((v2.version, v2.action), (2, WriteAction::Update));
     assert_eq!(v2.fields, r2.fields);
-    assert_eq!(
-        (v2.changed_at, v2.changed_by),
-        (r2.updated_at, r2.updated_by)
-    );
+    assert_eq!((v2.changed_at, v2.changed_by), (r2.updated_at, r2.updated_by));
 
-    assert_eq!(
-        store
-            .get_version(OBJ, r1.id, 1)
-            .await
-            .expect("get_version")
-            .as_ref(),
-        Some(v1)
-    );
-    assert_eq!(
-        store
-            .get_version(OBJ, r1.id, 2)
-            .await
-            .expect("get_version")
-            .as_ref(),
-        Some(v2)
-    );
-    assert_eq!(
-        store.get_version(OBJ, r1.id, 3).await.expect("get_version"),
-        None
-    );
-    assert_eq!(
-        store
-            .get_version("companies", r1.id, 1)
-            .await
-            .expect("get_version"),
-        None
-    );
-    assert!(
-        store
-            .list_versions("companies", r1.id, 0, 100)
-            .await
-            .expect("versions")
-            .is_empty()
-    );
+    assert_eq!(store.get_version(OBJ, r1.id, 1).await.expect("get_version").as_ref(), Some(v1));
+    assert_eq!(store.get_version(OBJ, r1.id, 2).await.expect("get_version").as_ref(), Some(v2));
+    assert_eq!(store.get_version(OBJ, r1.id, 3).await.expect("get_version"), None);
+    assert_eq!(store.get_version("companies", r1.id, 1).await.expect("get_version"), None);
+    assert!(store.list_versions("companies", r1.id, 0, 100).await.expect("versions").is_empty());
 }
 
 pub async fn empty_batch_is_a_no_op(store: DynStore) {
-    assert_eq!(
-        store
-            .write(WriteBatch::default())
-            .await
-            .expect("empty batch"),
-        Vec::<i64>::new()
-    );
+    assert_eq!(store.write(WriteBatch::default()).await.expect("empty batch"), Vec::<i64>::new());
     assert!(all_audit(&store).await.is_empty());
-    assert_eq!(
-        store.append_audit(Vec::new()).await.expect("empty append"),
-        Vec::<i64>::new()
-    );
+    assert_eq!(store.append_audit(Vec::new()).await.expect("empty append"), Vec::<i64>::new());
 }
 
 pub async fn stale_version_conflicts_and_changes_nothing(store: DynStore) {
@@ -371,57 +281,33 @@ pub async fn stale_version_conflicts_and_changes_nothing(store: DynStore) {
         other => panic!("expected VersionConflict, got {other:?}"),
     }
     assert_eq!(get(&store, r1.id).await, Some(r2.clone()));
-    assert_eq!(
-        store
-            .list_versions(OBJ, r1.id, 0, 100)
-            .await
-            .expect("versions")
-            .len(),
-        2
-    );
-    assert_eq!(
-        all_audit(&store).await.len(),
-        audit_before,
-        "a failed write appends no audit event"
-    );
+    assert_eq!(store.list_versions(OBJ, r1.id, 0, 100).await.expect("versions").len(), 2);
+    assert_eq!(all_audit(&store).await.len(), audit_before, "a failed write appends no audit event");
 
     // A version from the future conflicts too.
     let mut future = successor(&r2, json!({ "name": "future" }));
     future.version = 10;
     let mut w = change(WriteAction::Update, &r2, &future);
     w.expected_version = Some(9);
-    assert!(matches!(
-        apply(&store, w).await,
-        Err(StoreError::VersionConflict { current: 2 })
-    ));
+    assert!(matches!(apply(&store, w).await, Err(StoreError::VersionConflict { current: 2 })));
 
     // Updating a record that does not exist, or under another object, is NotFound.
     let ghost = new_record(json!({ "name": "ghost" }));
     let next = successor(&ghost, json!({ "name": "ghost 2" }));
-    assert!(matches!(
-        apply(&store, change(WriteAction::Update, &ghost, &next)).await,
-        Err(StoreError::NotFound)
-    ));
+    assert!(matches!(apply(&store, change(WriteAction::Update, &ghost, &next)).await, Err(StoreError::NotFound)));
     let mut elsewhere = successor(&r2, json!({ "name": "elsewhere" }));
     elsewhere.object = "companies".into();
     let mut prev_elsewhere = r2.clone();
     prev_elsewhere.object = "companies".into();
     assert!(matches!(
-        apply(
-            &store,
-            change(WriteAction::Update, &prev_elsewhere, &elsewhere)
-        )
-        .await,
+        apply(&store, change(WriteAction::Update, &prev_elsewhere, &elsewhere)).await,
         Err(StoreError::NotFound)
     ));
 
     // Creating an id that exists is AlreadyExists and changes nothing.
     let mut dup = new_record(json!({ "name": "dup" }));
     dup.id = r1.id;
-    assert!(matches!(
-        apply(&store, creation(&dup)).await,
-        Err(StoreError::AlreadyExists(_))
-    ));
+    assert!(matches!(apply(&store, creation(&dup)).await, Err(StoreError::AlreadyExists(_))));
     assert_eq!(get(&store, r1.id).await, Some(r2));
     assert_eq!(all_audit(&store).await.len(), audit_before);
 }
@@ -434,9 +320,7 @@ pub async fn concurrent_updates_one_wins(store: DynStore) {
         let r1 = r1.clone();
         tasks.push(tokio::spawn(async move {
             let next = successor(&r1, json!({ "name": format!("writer {i}") }));
-            apply(&store, change(WriteAction::Update, &r1, &next))
-                .await
-                .map(|_| next)
+            apply(&store, change(WriteAction::Update, &r1, &next)).await.map(|_| next)
         }));
     }
     let mut winners = Vec::new();
@@ -447,20 +331,9 @@ pub async fn concurrent_updates_one_wins(store: DynStore) {
             Err(e) => panic!("unexpected error {e:?}"),
         }
     }
-    assert_eq!(
-        winners.len(),
-        1,
-        "exactly one writer with the same expected version wins"
-    );
+    assert_eq!(winners.len(), 1, "exactly one writer with the same expected version wins");
     assert_eq!(get(&store, r1.id).await.as_ref(), Some(&winners[0]));
-    assert_eq!(
-        store
-            .list_versions(OBJ, r1.id, 0, 100)
-            .await
-            .expect("versions")
-            .len(),
-        2
-    );
+    assert_eq!(store.list_versions(OBJ, r1.id, 0, 100).await.expect("versions").len(), 2);
     assert_eq!(all_audit(&store).await.len(), 2);
 }
 
@@ -518,20 +391,8 @@ pub async fn delete_and_restore_keep_id(store: DynStore) {
     assert_eq!(listed(DeletedFilter::Active).await, ids([&other]));
     assert_eq!(listed(DeletedFilter::Deleted).await, ids([&r1]));
     assert_eq!(listed(DeletedFilter::All).await, ids([&r1, &other]));
-    assert_eq!(
-        store
-            .existing_ids(OBJ, &[r1.id, other.id])
-            .await
-            .expect("existing"),
-        vec![other.id]
-    );
-    assert!(
-        store
-            .find_by_blind_index(OBJ, "mobile", &digest(1), 10)
-            .await
-            .expect("blind")
-            .is_empty()
-    );
+    assert_eq!(store.existing_ids(OBJ, &[r1.id, other.id]).await.expect("existing"), vec![other.id]);
+    assert!(store.find_by_blind_index(OBJ, "mobile", &digest(1), 10).await.expect("blind").is_empty());
 
     let mut restored = successor(&deleted, Value::Object(r1.fields.clone()));
     restored.deleted_at = None;
@@ -543,27 +404,11 @@ pub async fn delete_and_restore_keep_id(store: DynStore) {
     assert_eq!(got, restored);
     assert_eq!((got.id, got.version, got.deleted_at), (r1.id, 3, None));
     assert_eq!(listed(DeletedFilter::Active).await, ids([&r1, &other]));
-    assert_eq!(
-        store
-            .find_by_blind_index(OBJ, "mobile", &digest(1), 10)
-            .await
-            .expect("blind"),
-        vec![r1.id]
-    );
+    assert_eq!(store.find_by_blind_index(OBJ, "mobile", &digest(1), 10).await.expect("blind"), vec![r1.id]);
 
-    let versions = store
-        .list_versions(OBJ, r1.id, 0, 100)
-        .await
-        .expect("versions");
+    let versions = store.list_versions(OBJ, r1.id, 0, 100).await.expect("versions");
     let actions: Vec<_> = versions.iter().map(|v| v.action).collect();
-    assert_eq!(
-        actions,
-        vec![
-            WriteAction::Create,
-            WriteAction::Delete,
-            WriteAction::Restore
-        ]
-    );
+    assert_eq!(actions, vec![WriteAction::Create, WriteAction::Delete, WriteAction::Restore]);
     assert_eq!(versions[1].deleted_at, deleted.deleted_at);
     assert_eq!(versions[2].deleted_at, None);
 }
@@ -573,39 +418,15 @@ pub async fn versions_are_listed_and_paged(store: DynStore) {
     for n in 2..=6 {
         r = update(&store, &r, json!({ "n": n })).await;
     }
-    let all = store
-        .list_versions(OBJ, r.id, 0, 100)
-        .await
-        .expect("versions");
-    assert_eq!(
-        all.iter().map(|v| v.version).collect::<Vec<_>>(),
-        vec![1, 2, 3, 4, 5, 6]
-    );
+    let all = store.list_versions(OBJ, r.id, 0, 100).await.expect("versions");
+    assert_eq!(all.iter().map(|v| v.version).collect::<Vec<_>>(), vec![1, 2, 3, 4, 5, 6]);
     for v in &all {
         assert_eq!(v.fields.get("n"), Some(&json!(v.version)));
     }
-    let page = store
-        .list_versions(OBJ, r.id, 2, 2)
-        .await
-        .expect("versions");
-    assert_eq!(
-        page.iter().map(|v| v.version).collect::<Vec<_>>(),
-        vec![3, 4]
-    );
-    assert!(
-        store
-            .list_versions(OBJ, r.id, 6, 10)
-            .await
-            .expect("versions")
-            .is_empty()
-    );
-    assert!(
-        store
-            .list_versions(OBJ, Uuid::now_v7(), 0, 10)
-            .await
-            .expect("versions")
-            .is_empty()
-    );
+    let page = store.list_versions(OBJ, r.id, 2, 2).await.expect("versions");
+    assert_eq!(page.iter().map(|v| v.version).collect::<Vec<_>>(), vec![3, 4]);
+    assert!(store.list_versions(OBJ, r.id, 6, 10).await.expect("versions").is_empty());
+    assert!(store.list_versions(OBJ, Uuid::now_v7(), 0, 10).await.expect("versions").is_empty());
 }
 
 // ---- unique keys and atomicity -------------------------------------------------------------
@@ -621,30 +442,13 @@ pub async fn unique_keys_are_enforced_and_freed(store: DynStore) {
     let mut wb = creation(&b);
     wb.unique_keys = vec![key("mobile", 7)];
     match apply(&store, wb.clone()).await {
-        Err(StoreError::UniqueViolation {
-            object,
-            field,
-            holder,
-        }) => {
-            assert_eq!(
-                (object.as_str(), field.as_str(), holder),
-                (OBJ, "mobile", Some(a.id))
-            );
+        Err(StoreError::UniqueViolation { object, field, holder }) => {
+            assert_eq!((object.as_str(), field.as_str(), holder), (OBJ, "mobile", Some(a.id)));
         }
         other => panic!("expected UniqueViolation, got {other:?}"),
     }
-    assert_eq!(
-        get(&store, b.id).await,
-        None,
-        "the refused record is not written"
-    );
-    assert!(
-        store
-            .list_versions(OBJ, b.id, 0, 10)
-            .await
-            .expect("versions")
-            .is_empty()
-    );
+    assert_eq!(get(&store, b.id).await, None, "the refused record is not written");
+    assert!(store.list_versions(OBJ, b.id, 0, 10).await.expect("versions").is_empty());
     assert_eq!(all_audit(&store).await.len(), audit_before);
 
     // The same digest under another field or another object is a different value.
@@ -666,9 +470,7 @@ pub async fn unique_keys_are_enforced_and_freed(store: DynStore) {
     // Deleting A frees the value (the delete carries no unique keys); B can now take it.
     let mut a3 = successor(&a2, json!({ "name": "A2" }));
     a3.deleted_at = Some(a3.updated_at);
-    apply(&store, change(WriteAction::Delete, &a2, &a3))
-        .await
-        .expect("delete A");
+    apply(&store, change(WriteAction::Delete, &a2, &a3)).await.expect("delete A");
     apply(&store, wb).await.expect("B takes the freed value");
 
     // Restoring A with the value now fails and leaves A deleted.
@@ -680,16 +482,11 @@ pub async fn unique_keys_are_enforced_and_freed(store: DynStore) {
         Err(StoreError::UniqueViolation { holder, .. }) => assert_eq!(holder, Some(b.id)),
         other => panic!("expected UniqueViolation, got {other:?}"),
     }
-    assert_eq!(
-        get(&store, a.id).await.expect("A").deleted_at,
-        a3.deleted_at
-    );
+    assert_eq!(get(&store, a.id).await.expect("A").deleted_at, a3.deleted_at);
 
     // An update that drops a value frees it too.
     let b2 = successor(&b, json!({ "name": "B2" }));
-    apply(&store, change(WriteAction::Update, &b, &b2))
-        .await
-        .expect("B drops the value");
+    apply(&store, change(WriteAction::Update, &b, &b2)).await.expect("B drops the value");
     let e = new_record(json!({ "name": "E" }));
     let mut we = creation(&e);
     we.unique_keys = vec![key("mobile", 7)];
@@ -717,15 +514,8 @@ pub async fn concurrent_unique_claims_one_wins(store: DynStore) {
             Err(e) => panic!("unexpected error {e:?}"),
         }
     }
-    assert_eq!(
-        winners.len(),
-        1,
-        "exactly one concurrent claimant holds a unique value"
-    );
-    assert!(
-        holders.iter().all(|h| *h == Some(winners[0])),
-        "losers are told who holds the value: {holders:?}"
-    );
+    assert_eq!(winners.len(), 1, "exactly one concurrent claimant holds a unique value");
+    assert!(holders.iter().all(|h| *h == Some(winners[0])), "losers are told who holds the value: {holders:?}");
     let listed = list_all(&store, query()).await;
     assert_eq!(listed.len(), 1);
 }
@@ -741,23 +531,10 @@ pub async fn batch_is_atomic(store: DynStore) {
     let stale_b = successor(&b, json!({ "name": "B stale" }));
     let w1 = change(WriteAction::Update, &a, &a2);
     let w2 = change(WriteAction::Update, &b, &stale_b);
-    let batch = WriteBatch {
-        audit: vec![audit_for(&w1), audit_for(&w2)],
-        records: vec![w1, w2],
-    };
-    assert!(matches!(
-        store.write(batch).await,
-        Err(StoreError::VersionConflict { current: 2 })
-    ));
+    let batch = WriteBatch { audit: vec![audit_for(&w1), audit_for(&w2)], records: vec![w1, w2] };
+    assert!(matches!(store.write(batch).await, Err(StoreError::VersionConflict { current: 2 })));
     assert_eq!(get(&store, a.id).await, Some(a.clone()));
-    assert_eq!(
-        store
-            .list_versions(OBJ, a.id, 0, 10)
-            .await
-            .expect("versions")
-            .len(),
-        1
-    );
+    assert_eq!(store.list_versions(OBJ, a.id, 0, 10).await.expect("versions").len(), 1);
     assert_eq!(all_audit(&store).await, audit_before);
 
     // A create followed by a unique violation: the create is rolled back with it.
@@ -773,23 +550,11 @@ pub async fn batch_is_atomic(store: DynStore) {
     let d = new_record(json!({ "name": "D" }));
     let mut wd = creation(&d);
     wd.unique_keys = vec![key("email", 9)];
-    let batch = WriteBatch {
-        audit: vec![audit_for(&wc), audit_for(&wd)],
-        records: vec![wc.clone(), wd],
-    };
-    assert!(matches!(
-        store.write(batch).await,
-        Err(StoreError::UniqueViolation { .. })
-    ));
+    let batch = WriteBatch { audit: vec![audit_for(&wc), audit_for(&wd)], records: vec![wc.clone(), wd] };
+    assert!(matches!(store.write(batch).await, Err(StoreError::UniqueViolation { .. })));
     assert_eq!(get(&store, c.id).await, None);
     assert_eq!(get(&store, d.id).await, None);
-    assert!(
-        store
-            .find_by_blind_index(OBJ, "mobile", &digest(3), 10)
-            .await
-            .expect("blind")
-            .is_empty()
-    );
+    assert!(store.find_by_blind_index(OBJ, "mobile", &digest(3), 10).await.expect("blind").is_empty());
     assert_eq!(all_audit(&store).await, audit_before);
     // C's unique value was not left claimed by the rolled-back batch.
     apply(&store, wc).await.expect("C alone");
@@ -803,25 +568,12 @@ pub async fn batch_applies_writes_in_order(store: DynStore) {
     let b = new_record(json!({ "name": "B" }));
     let w3 = creation(&b);
     let audit = vec![audit_for(&w1), audit_for(&w2), audit_for(&w3)];
-    let seqs = store
-        .write(WriteBatch {
-            records: vec![w1, w2, w3],
-            audit,
-        })
-        .await
-        .expect("batch");
+    let seqs = store.write(WriteBatch { records: vec![w1, w2, w3], audit }).await.expect("batch");
     assert_eq!(seqs.len(), 3);
     assert!(seqs.windows(2).all(|p| p[1] == p[0] + 1));
     assert_eq!(get(&store, a.id).await, Some(a2));
     assert_eq!(get(&store, b.id).await, Some(b));
-    assert_eq!(
-        store
-            .list_versions(OBJ, a.id, 0, 10)
-            .await
-            .expect("versions")
-            .len(),
-        2
-    );
+    assert_eq!(store.list_versions(OBJ, a.id, 0, 10).await.expect("versions").len(), 2);
 }
 
 // ---- audit ------------------------------------------------------------------------------
@@ -836,23 +588,14 @@ pub async fn audit_rows_round_trip(store: DynStore) {
     d1.user_agent = Some("Mozilla/5.0 \"quoted\" 浏览器".into());
     d1.details = json!({ "ids": [1, 2, 3], "reason": "登录成功", "nested": { "k": null } });
     let d2 = AuditDraft::new("record.list");
-    let seqs = store
-        .append_audit(vec![d1.clone(), d2.clone()])
-        .await
-        .expect("append");
+    let seqs = store.append_audit(vec![d1.clone(), d2.clone()]).await.expect("append");
     assert_eq!(seqs, vec![1, 2]);
 
     let rows = store.list_audit(0, 10).await.expect("list_audit");
     assert_eq!(rows.len(), 2);
     let (r1, r2) = (&rows[0], &rows[1]);
-    assert_eq!(
-        (r1.seq, r1.at, r1.actor_id, r1.action.as_str()),
-        (1, d1.at, d1.actor_id, "login.success")
-    );
-    assert_eq!(
-        (r1.object.as_deref(), r1.record_id),
-        (Some("users"), d1.record_id)
-    );
+    assert_eq!((r1.seq, r1.at, r1.actor_id, r1.action.as_str()), (1, d1.at, d1.actor_id, "login.success"));
+    assert_eq!((r1.object.as_deref(), r1.record_id), (Some("users"), d1.record_id));
     assert_eq!(r1.body, d1.canonical_body());
     assert_eq!(r1.prev_hash, GENESIS_HASH.to_vec());
     assert_eq!(r1.hash.len(), 32);
@@ -863,13 +606,7 @@ pub async fn audit_rows_round_trip(store: DynStore) {
 
     assert_eq!(store.list_audit(1, 10).await.expect("list_audit").len(), 1);
     assert_eq!(store.list_audit(0, 1).await.expect("list_audit").len(), 1);
-    assert!(
-        store
-            .list_audit(2, 10)
-            .await
-            .expect("list_audit")
-            .is_empty()
-    );
+    assert!(store.list_audit(2, 10).await.expect("list_audit").is_empty());
 
     // The verifier names a tampered entry.
     let mut tampered = rows.clone();
@@ -879,15 +616,9 @@ pub async fn audit_rows_round_trip(store: DynStore) {
     // Events written with records and with people join the same chain.
     create(&store, json!({ "name": "x" })).await;
     let u = user("auditee");
-    store
-        .create_user(u, AuditDraft::new("user.create"))
-        .await
-        .expect("user");
+    store.create_user(u, AuditDraft::new("user.create")).await.expect("user");
     let rows = all_audit(&store).await;
-    assert_eq!(
-        rows.iter().map(|r| r.seq).collect::<Vec<_>>(),
-        vec![1, 2, 3, 4]
-    );
+    assert_eq!(rows.iter().map(|r| r.seq).collect::<Vec<_>>(), vec![1, 2, 3, 4]);
     verify_chain(0, &GENESIS_HASH, &rows).expect("chain verifies");
 }
 
@@ -902,33 +633,18 @@ pub async fn audit_chain_is_linear_under_concurrency(store: DynStore) {
             let mut extra = AuditDraft::new("record.view");
             extra.details = json!({ "task": task, "step": "create-extra" });
             let drafts = vec![audit_for(&w), extra];
-            let seqs = store
-                .write(WriteBatch {
-                    records: vec![w],
-                    audit: drafts.clone(),
-                })
-                .await
-                .expect("create");
+            let seqs = store.write(WriteBatch { records: vec![w], audit: drafts.clone() }).await.expect("create");
             written.extend(seqs.into_iter().zip(drafts));
 
             let next = successor(&r, json!({ "name": format!("task {task} updated") }));
             let w = change(WriteAction::Update, &r, &next);
             let drafts = vec![audit_for(&w)];
-            let seqs = store
-                .write(WriteBatch {
-                    records: vec![w],
-                    audit: drafts.clone(),
-                })
-                .await
-                .expect("update");
+            let seqs = store.write(WriteBatch { records: vec![w], audit: drafts.clone() }).await.expect("update");
             written.extend(seqs.into_iter().zip(drafts));
 
             let mut read = AuditDraft::new("record.list");
             read.details = json!({ "task": task, "step": "list" });
-            let seqs = store
-                .append_audit(vec![read.clone()])
-                .await
-                .expect("append");
+            let seqs = store.append_audit(vec![read.clone()]).await.expect("append");
             written.extend(seqs.into_iter().zip([read]));
             written
         }));
@@ -936,82 +652,39 @@ pub async fn audit_chain_is_linear_under_concurrency(store: DynStore) {
     let mut written: HashMap<i64, AuditDraft> = HashMap::new();
     for t in tasks {
         for (seq, draft) in t.await.expect("task") {
-            assert!(
-                written.insert(seq, draft).is_none(),
-                "sequence number {seq} handed out twice"
-            );
+            assert!(written.insert(seq, draft).is_none(), "sequence number {seq} handed out twice");
         }
     }
     assert_eq!(written.len(), 80);
     let rows = all_audit(&store).await;
-    assert_eq!(
-        rows.iter().map(|r| r.seq).collect::<Vec<_>>(),
-        (1..=80).collect::<Vec<_>>(),
-        "no gaps, no forks"
-    );
+    assert_eq!(rows.iter().map(|r| r.seq).collect::<Vec<_>>(), (1..=80).collect::<Vec<_>>(), "no gaps, no forks");
     verify_chain(0, &GENESIS_HASH, &rows).expect("the chain verifies");
     for row in &rows {
-        let draft = written
-            .get(&row.seq)
-            .expect("every stored event was returned to its writer");
-        assert_eq!(
-            row.body,
-            draft.canonical_body(),
-            "seq {} holds the body its writer was told",
-            row.seq
-        );
+        let draft = written.get(&row.seq).expect("every stored event was returned to its writer");
+        assert_eq!(row.body, draft.canonical_body(), "seq {} holds the body its writer was told", row.seq);
     }
 }
 
 // ---- filters --------------------------------------------------------------------------------
 
 pub async fn filter_text(store: DynStore) {
-    let names = [
-        "Alice",
-        "bob",
-        "Carol",
-        "50% off",
-        "5000 off",
-        "a_b",
-        "axb",
-        "back\\slash",
-        "张三",
-        "",
-    ];
+    let names = ["Alice", "bob", "Carol", "50% off", "5000 off", "a_b", "axb", "back\\slash", "张三", ""];
     let mut by_name = Vec::new();
     for n in names {
         by_name.push((n, create(&store, json!({ "name": n })).await));
     }
     let missing = create(&store, json!({ "other": 1 })).await;
     let null = create(&store, json!({ "name": null })).await;
-    let all: BTreeSet<Uuid> = by_name
-        .iter()
-        .map(|(_, r)| r.id)
-        .chain([missing.id, null.id])
-        .collect();
+    let all: BTreeSet<Uuid> = by_name.iter().map(|(_, r)| r.id).chain([missing.id, null.id]).collect();
     let name = || field("name", ValueKind::Text);
     let text = |s: &str| FilterValue::Text(s.to_owned());
     let named = |pred: &dyn Fn(&str) -> bool| -> BTreeSet<Uuid> {
-        by_name
-            .iter()
-            .filter(|(n, _)| pred(n))
-            .map(|(_, r)| r.id)
-            .collect()
+        by_name.iter().filter(|(n, _)| pred(n)).map(|(_, r)| r.id).collect()
     };
 
-    assert_eq!(
-        matching(&store, vec![col(name(), FilterOp::Eq(text("Alice")))]).await,
-        named(&|n| n == "Alice")
-    );
-    assert_eq!(
-        matching(&store, vec![col(name(), FilterOp::Eq(text("alice")))]).await,
-        BTreeSet::new(),
-        "Eq is exact"
-    );
-    assert_eq!(
-        matching(&store, vec![col(name(), FilterOp::Eq(text("张三")))]).await,
-        named(&|n| n == "张三")
-    );
+    assert_eq!(matching(&store, vec![col(name(), FilterOp::Eq(text("Alice")))]).await, named(&|n| n == "Alice"));
+    assert_eq!(matching(&store, vec![col(name(), FilterOp::Eq(text("alice")))]).await, BTreeSet::new(), "Eq is exact");
+    assert_eq!(matching(&store, vec![col(name(), FilterOp::Eq(text("张三")))]).await, named(&|n| n == "张三"));
     let mut ne = all.clone();
     ne.remove(&by_name[0].1.id);
     assert_eq!(
@@ -1042,58 +715,19 @@ pub async fn filter_text(store: DynStore) {
         );
     }
     let contains = |s: &str| col(name(), FilterOp::Contains(s.to_owned()));
-    assert_eq!(
-        matching(&store, vec![contains("%")]).await,
-        named(&|n| n == "50% off"),
-        "% is literal"
-    );
-    assert_eq!(
-        matching(&store, vec![contains("_")]).await,
-        named(&|n| n == "a_b"),
-        "_ is literal"
-    );
-    assert_eq!(
-        matching(&store, vec![contains("\\")]).await,
-        named(&|n| n == "back\\slash"),
-        "\\ is literal"
-    );
-    assert_eq!(
-        matching(&store, vec![contains("0% ")]).await,
-        named(&|n| n == "50% off")
-    );
-    assert_eq!(
-        matching(&store, vec![contains("0 o")]).await,
-        named(&|n| n == "5000 off")
-    );
-    assert_eq!(
-        matching(&store, vec![contains("ALI")]).await,
-        named(&|n| n == "Alice"),
-        "Contains ignores ASCII case"
-    );
-    assert_eq!(
-        matching(&store, vec![contains("三")]).await,
-        named(&|n| n == "张三")
-    );
-    assert_eq!(
-        matching(&store, vec![col(name(), FilterOp::IsNull(true))]).await,
-        ids([&missing, &null])
-    );
-    assert_eq!(
-        matching(&store, vec![col(name(), FilterOp::IsNull(false))]).await,
-        named(&|_| true)
-    );
+    assert_eq!(matching(&store, vec![contains("%")]).await, named(&|n| n == "50% off"), "% is literal");
+    assert_eq!(matching(&store, vec![contains("_")]).await, named(&|n| n == "a_b"), "_ is literal");
+    assert_eq!(matching(&store, vec![contains("\\")]).await, named(&|n| n == "back\\slash"), "\\ is literal");
+    assert_eq!(matching(&store, vec![contains("0% ")]).await, named(&|n| n == "50% off"));
+    assert_eq!(matching(&store, vec![contains("0 o")]).await, named(&|n| n == "5000 off"));
+    assert_eq!(matching(&store, vec![contains("ALI")]).await, named(&|n| n == "Alice"), "Contains ignores ASCII case");
+    assert_eq!(matching(&store, vec![contains("三")]).await, named(&|n| n == "张三"));
+    assert_eq!(matching(&store, vec![col(name(), FilterOp::IsNull(true))]).await, ids([&missing, &null]));
+    assert_eq!(matching(&store, vec![col(name(), FilterOp::IsNull(false))]).await, named(&|_| true));
 }
 
 pub async fn filter_number(store: DynStore) {
-    let values = [
-        json!(1),
-        json!(2),
-        json!(2.0),
-        json!("2.50"),
-        json!(10),
-        json!(-3),
-        json!("100.5"),
-    ];
+    let values = [json!(1), json!(2), json!(2.0), json!("2.50"), json!(10), json!(-3), json!("100.5")];
     let mut recs = Vec::new();
     for v in &values {
         recs.push(create(&store, json!({ "score": v })).await);
@@ -1103,76 +737,30 @@ pub async fn filter_number(store: DynStore) {
     let num = |s: &str| FilterValue::Number(s.to_owned());
     let pick = |idx: &[usize]| -> BTreeSet<Uuid> { idx.iter().map(|&i| recs[i].id).collect() };
 
-    assert_eq!(
-        matching(&store, vec![col(score(), FilterOp::Eq(num("2")))]).await,
-        pick(&[1, 2])
-    );
-    assert_eq!(
-        matching(&store, vec![col(score(), FilterOp::Eq(num("2.5")))]).await,
-        pick(&[3]),
-        "2.50 equals 2.5"
-    );
+    assert_eq!(matching(&store, vec![col(score(), FilterOp::Eq(num("2")))]).await, pick(&[1, 2]));
+    assert_eq!(matching(&store, vec![col(score(), FilterOp::Eq(num("2.5")))]).await, pick(&[3]), "2.50 equals 2.5");
     assert_eq!(
         matching(&store, vec![col(score(), FilterOp::Gt(num("2")))]).await,
         pick(&[3, 4, 6]),
         "numeric, not text, order"
     );
-    assert_eq!(
-        matching(&store, vec![col(score(), FilterOp::Gte(num("2")))]).await,
-        pick(&[1, 2, 3, 4, 6])
-    );
-    assert_eq!(
-        matching(&store, vec![col(score(), FilterOp::Lt(num("2")))]).await,
-        pick(&[0, 5])
-    );
-    assert_eq!(
-        matching(&store, vec![col(score(), FilterOp::Lte(num("-3")))]).await,
-        pick(&[5])
-    );
-    assert_eq!(
-        matching(&store, vec![col(score(), FilterOp::Gt(num("-3.5")))]).await,
-        pick(&[0, 1, 2, 3, 4, 5, 6])
-    );
+    assert_eq!(matching(&store, vec![col(score(), FilterOp::Gte(num("2")))]).await, pick(&[1, 2, 3, 4, 6]));
+    assert_eq!(matching(&store, vec![col(score(), FilterOp::Lt(num("2")))]).await, pick(&[0, 5]));
+    assert_eq!(matching(&store, vec![col(score(), FilterOp::Lte(num("-3")))]).await, pick(&[5]));
+    assert_eq!(matching(&store, vec![col(score(), FilterOp::Gt(num("-3.5")))]).await, pick(&[0, 1, 2, 3, 4, 5, 6]));
     let mut ne = pick(&[0, 3, 4, 5, 6]);
     ne.insert(missing.id);
-    assert_eq!(
-        matching(&store, vec![col(score(), FilterOp::Ne(num("2")))]).await,
-        ne,
-        "Ne includes missing values"
-    );
-    assert_eq!(
-        matching(&store, vec![col(score(), FilterOp::IsNull(true))]).await,
-        ids([&missing])
-    );
-    assert_eq!(
-        matching(&store, vec![col(score(), FilterOp::IsNull(false))]).await,
-        pick(&[0, 1, 2, 3, 4, 5, 6])
-    );
+    assert_eq!(matching(&store, vec![col(score(), FilterOp::Ne(num("2")))]).await, ne, "Ne includes missing values");
+    assert_eq!(matching(&store, vec![col(score(), FilterOp::IsNull(true))]).await, ids([&missing]));
+    assert_eq!(matching(&store, vec![col(score(), FilterOp::IsNull(false))]).await, pick(&[0, 1, 2, 3, 4, 5, 6]));
 
     // Money: a decimal string inside an object.
-    let cheap = create(
-        &store,
-        json!({ "amount": { "amount": "12.50", "currency": "CNY" } }),
-    )
-    .await;
-    let dear = create(
-        &store,
-        json!({ "amount": { "amount": "1200", "currency": "CNY" } }),
-    )
-    .await;
+    let cheap = create(&store, json!({ "amount": { "amount": "12.50", "currency": "CNY" } })).await;
+    let dear = create(&store, json!({ "amount": { "amount": "1200", "currency": "CNY" } })).await;
     let amount = || field("amount.amount", ValueKind::Number);
-    assert_eq!(
-        matching(&store, vec![col(amount(), FilterOp::Eq(num("12.5")))]).await,
-        ids([&cheap])
-    );
-    assert_eq!(
-        matching(&store, vec![col(amount(), FilterOp::Gt(num("100")))]).await,
-        ids([&dear])
-    );
-    assert_eq!(
-        matching(&store, vec![col(amount(), FilterOp::Lte(num("1200.00")))]).await,
-        ids([&cheap, &dear])
-    );
+    assert_eq!(matching(&store, vec![col(amount(), FilterOp::Eq(num("12.5")))]).await, ids([&cheap]));
+    assert_eq!(matching(&store, vec![col(amount(), FilterOp::Gt(num("100")))]).await, ids([&dear]));
+    assert_eq!(matching(&store, vec![col(amount(), FilterOp::Lte(num("1200.00")))]).await, ids([&cheap, &dear]));
 }
 
 pub async fn filter_number_tolerates_malformed_values(store: DynStore) {
@@ -1183,29 +771,14 @@ pub async fn filter_number_tolerates_malformed_values(store: DynStore) {
     let _object = create(&store, json!({ "score": { "x": 1 } })).await;
     let _boolean = create(&store, json!({ "score": true })).await;
     let score = || field("score", ValueKind::Number);
-    let got = matching(
-        &store,
-        vec![col(score(), FilterOp::Gt(FilterValue::Number("5".into())))],
-    )
-    .await;
+    let got = matching(&store, vec![col(score(), FilterOp::Gt(FilterValue::Number("5".into())))]).await;
     assert_eq!(got, ids([&big]));
-    let got = matching(
-        &store,
-        vec![col(score(), FilterOp::Eq(FilterValue::Number("3".into())))],
-    )
-    .await;
+    let got = matching(&store, vec![col(score(), FilterOp::Eq(FilterValue::Number("3".into())))]).await;
     assert_eq!(got, ids([&small]));
     let mut q = query();
-    q.sort = Sort {
-        column: score(),
-        descending: true,
-    };
+    q.sort = Sort { column: score(), descending: true };
     q.limit = 2;
-    assert_eq!(
-        list_all(&store, q).await.len(),
-        5,
-        "sorting on the field pages through every record"
-    );
+    assert_eq!(list_all(&store, q).await.len(), 5, "sorting on the field pages through every record");
 }
 
 pub async fn filter_boolean(store: DynStore) {
@@ -1215,26 +788,11 @@ pub async fn filter_boolean(store: DynStore) {
     let text_true = create(&store, json!({ "active": "yes" })).await;
     let active = || field("active", ValueKind::Boolean);
     let b = FilterValue::Bool;
-    assert_eq!(
-        matching(&store, vec![col(active(), FilterOp::Eq(b(true)))]).await,
-        ids([&yes])
-    );
-    assert_eq!(
-        matching(&store, vec![col(active(), FilterOp::Eq(b(false)))]).await,
-        ids([&no])
-    );
-    assert_eq!(
-        matching(&store, vec![col(active(), FilterOp::Ne(b(true)))]).await,
-        ids([&no, &missing, &text_true])
-    );
-    assert_eq!(
-        matching(&store, vec![col(active(), FilterOp::IsNull(true))]).await,
-        ids([&missing])
-    );
-    assert_eq!(
-        matching(&store, vec![col(active(), FilterOp::IsNull(false))]).await,
-        ids([&yes, &no, &text_true])
-    );
+    assert_eq!(matching(&store, vec![col(active(), FilterOp::Eq(b(true)))]).await, ids([&yes]));
+    assert_eq!(matching(&store, vec![col(active(), FilterOp::Eq(b(false)))]).await, ids([&no]));
+    assert_eq!(matching(&store, vec![col(active(), FilterOp::Ne(b(true)))]).await, ids([&no, &missing, &text_true]));
+    assert_eq!(matching(&store, vec![col(active(), FilterOp::IsNull(true))]).await, ids([&missing]));
+    assert_eq!(matching(&store, vec![col(active(), FilterOp::IsNull(false))]).await, ids([&yes, &no, &text_true]));
 }
 
 pub async fn filter_array(store: DynStore) {
@@ -1251,32 +809,16 @@ pub async fn filter_array(store: DynStore) {
         ids([&both, &vip]),
         "element, not substring"
     );
-    assert_eq!(
-        matching(&store, vec![col(tags(), FilterOp::Eq(t("中文标签")))]).await,
-        ids([&near])
-    );
+    assert_eq!(matching(&store, vec![col(tags(), FilterOp::Eq(t("中文标签")))]).await, ids([&near]));
     assert_eq!(
         matching(&store, vec![col(tags(), FilterOp::Ne(t("vip")))]).await,
         ids([&south, &empty, &missing, &near]),
         "Ne: records without the element, also untagged ones"
     );
+    assert_eq!(matching(&store, vec![col(tags(), FilterOp::Contains("VI".into()))]).await, ids([&both, &vip, &near]));
+    assert_eq!(matching(&store, vec![col(tags(), FilterOp::IsNull(true))]).await, ids([&missing]));
     assert_eq!(
-        matching(&store, vec![col(tags(), FilterOp::Contains("VI".into()))]).await,
-        ids([&both, &vip, &near])
-    );
-    assert_eq!(
-        matching(&store, vec![col(tags(), FilterOp::IsNull(true))]).await,
-        ids([&missing])
-    );
-    assert_eq!(
-        matching(
-            &store,
-            vec![
-                col(tags(), FilterOp::Eq(t("vip"))),
-                col(tags(), FilterOp::Eq(t("north")))
-            ]
-        )
-        .await,
+        matching(&store, vec![col(tags(), FilterOp::Eq(t("vip"))), col(tags(), FilterOp::Eq(t("north")))]).await,
         ids([&both])
     );
 }
@@ -1299,74 +841,29 @@ pub async fn filter_system_columns(store: DynStore) {
     let u = FilterValue::Uuid;
     let m = FilterValue::Micros;
     let f = |c: Column, op| vec![col(c, op)];
-    assert_eq!(
-        matching(&store, f(Column::OwnerId, FilterOp::Eq(u(u1)))).await,
-        ids([&a])
-    );
+    assert_eq!(matching(&store, f(Column::OwnerId, FilterOp::Eq(u(u1)))).await, ids([&a]));
     assert_eq!(
         matching(&store, f(Column::OwnerId, FilterOp::Ne(u(u1)))).await,
         ids([&b, &c]),
         "Ne includes null owners"
     );
-    assert_eq!(
-        matching(&store, f(Column::OwnerId, FilterOp::IsNull(true))).await,
-        ids([&c])
-    );
-    assert_eq!(
-        matching(&store, f(Column::OwnerId, FilterOp::IsNull(false))).await,
-        ids([&a, &b])
-    );
-    assert_eq!(
-        matching(&store, f(Column::TeamId, FilterOp::Eq(u(t1)))).await,
-        ids([&a, &b])
-    );
-    assert_eq!(
-        matching(&store, f(Column::CreatedBy, FilterOp::Eq(u(u2)))).await,
-        ids([&b])
-    );
-    assert_eq!(
-        matching(&store, f(Column::UpdatedBy, FilterOp::Eq(u(u2)))).await,
-        ids([&b, &c])
-    );
-    assert_eq!(
-        matching(&store, f(Column::Id, FilterOp::Eq(u(b.id)))).await,
-        ids([&b])
-    );
-    assert_eq!(
-        matching(&store, f(Column::Id, FilterOp::Ne(u(b.id)))).await,
-        ids([&a, &c])
-    );
-    assert_eq!(
-        matching(&store, f(Column::CreatedAt, FilterOp::Gt(m(1_500)))).await,
-        ids([&b, &c])
-    );
-    assert_eq!(
-        matching(&store, f(Column::CreatedAt, FilterOp::Gte(m(2_000)))).await,
-        ids([&b, &c])
-    );
-    assert_eq!(
-        matching(&store, f(Column::CreatedAt, FilterOp::Lt(m(2_000)))).await,
-        ids([&a])
-    );
-    assert_eq!(
-        matching(&store, f(Column::CreatedAt, FilterOp::Lte(m(2_000)))).await,
-        ids([&a, &b])
-    );
-    assert_eq!(
-        matching(&store, f(Column::CreatedAt, FilterOp::Eq(m(3_000)))).await,
-        ids([&c])
-    );
-    assert_eq!(
-        matching(&store, f(Column::UpdatedAt, FilterOp::Gt(m(2_400)))).await,
-        ids([&b, &c])
-    );
+    assert_eq!(matching(&store, f(Column::OwnerId, FilterOp::IsNull(true))).await, ids([&c]));
+    assert_eq!(matching(&store, f(Column::OwnerId, FilterOp::IsNull(false))).await, ids([&a, &b]));
+    assert_eq!(matching(&store, f(Column::TeamId, FilterOp::Eq(u(t1)))).await, ids([&a, &b]));
+    assert_eq!(matching(&store, f(Column::CreatedBy, FilterOp::Eq(u(u2)))).await, ids([&b]));
+    assert_eq!(matching(&store, f(Column::UpdatedBy, FilterOp::Eq(u(u2)))).await, ids([&b, &c]));
+    assert_eq!(matching(&store, f(Column::Id, FilterOp::Eq(u(b.id)))).await, ids([&b]));
+    assert_eq!(matching(&store, f(Column::Id, FilterOp::Ne(u(b.id)))).await, ids([&a, &c]));
+    assert_eq!(matching(&store, f(Column::CreatedAt, FilterOp::Gt(m(1_500)))).await, ids([&b, &c]));
+    assert_eq!(matching(&store, f(Column::CreatedAt, FilterOp::Gte(m(2_000)))).await, ids([&b, &c]));
+    assert_eq!(matching(&store, f(Column::CreatedAt, FilterOp::Lt(m(2_000)))).await, ids([&a]));
+    assert_eq!(matching(&store, f(Column::CreatedAt, FilterOp::Lte(m(2_000)))).await, ids([&a, &b]));
+    assert_eq!(matching(&store, f(Column::CreatedAt, FilterOp::Eq(m(3_000)))).await, ids([&c]));
+    assert_eq!(matching(&store, f(Column::UpdatedAt, FilterOp::Gt(m(2_400)))).await, ids([&b, &c]));
     assert_eq!(
         matching(
             &store,
-            vec![
-                col(Column::TeamId, FilterOp::Eq(u(t1))),
-                col(Column::CreatedAt, FilterOp::Gt(m(1_000)))
-            ]
+            vec![col(Column::TeamId, FilterOp::Eq(u(t1))), col(Column::CreatedAt, FilterOp::Gt(m(1_000)))]
         )
         .await,
         ids([&b])
@@ -1381,35 +878,18 @@ pub async fn filters_combine(store: DynStore) {
     let mut b = new_record(json!({ "name": "Acme 北方", "city": "上海", "score": 5 }));
     b.owner_id = Some(owner);
     let b = create_with(&store, b).await;
-    let _c = create(
-        &store,
-        json!({ "name": "Acme 南方", "city": "北京", "score": 5 }),
-    )
-    .await;
+    let _c = create(&store, json!({ "name": "Acme 南方", "city": "北京", "score": 5 })).await;
     let mut q = query();
-    q.scope = RowScope::Restricted {
-        owner_ids: vec![owner],
-        team_ids: vec![],
-        record_ids: vec![],
-    };
+    q.scope = RowScope::Restricted { owner_ids: vec![owner], team_ids: vec![], record_ids: vec![] };
     q.search = query_tokens("acme");
     q.filters = vec![
-        col(
-            field("city", ValueKind::Text),
-            FilterOp::Eq(FilterValue::Text("北京".into())),
-        ),
-        col(
-            field("score", ValueKind::Number),
-            FilterOp::Gte(FilterValue::Number("5".into())),
-        ),
+        col(field("city", ValueKind::Text), FilterOp::Eq(FilterValue::Text("北京".into()))),
+        col(field("score", ValueKind::Number), FilterOp::Gte(FilterValue::Number("5".into()))),
     ];
     assert_eq!(id_set(&list_all(&store, q.clone()).await), ids([&a]));
     assert_eq!(store.count_records(&q).await.expect("count"), 1);
     q.filters.pop();
-    q.filters[0] = col(
-        field("city", ValueKind::Text),
-        FilterOp::Ne(FilterValue::Text("北京".into())),
-    );
+    q.filters[0] = col(field("city", ValueKind::Text), FilterOp::Ne(FilterValue::Text("北京".into())));
     assert_eq!(id_set(&list_all(&store, q.clone()).await), ids([&b]));
 }
 
@@ -1466,24 +946,10 @@ fn expected_key(r: &StoredRecord, column: &Column) -> Key {
 }
 
 pub async fn sort_and_paginate(store: DynStore) {
-    let names: [Option<&str>; 8] = [
-        Some("b"),
-        Some("a"),
-        Some("B"),
-        None,
-        Some(""),
-        Some("张三"),
-        Some("a"),
-        Some("Zed"),
-    ];
-    let scores: [Option<Value>; 6] = [
-        Some(json!(3)),
-        Some(json!(-1)),
-        None,
-        Some(json!("2.5")),
-        Some(json!(3)),
-        Some(json!(100)),
-    ];
+    let names: [Option<&str>; 8] =
+        [Some("b"), Some("a"), Some("B"), None, Some(""), Some("张三"), Some("a"), Some("Zed")];
+    let scores: [Option<Value>; 6] =
+        [Some(json!(3)), Some(json!(-1)), None, Some(json!("2.5")), Some(json!(3)), Some(json!(100))];
     let flags: [Option<bool>; 3] = [Some(true), None, Some(false)];
     let owners = [Some(Uuid::now_v7()), None, Some(Uuid::now_v7())];
     let base = 1_700_000_000_000_000_i64;
@@ -1511,9 +977,7 @@ pub async fn sort_and_paginate(store: DynStore) {
     let deleted = create(&store, json!({ "name": "deleted" })).await;
     let mut gone = successor(&deleted, json!({ "name": "deleted" }));
     gone.deleted_at = Some(gone.updated_at);
-    apply(&store, change(WriteAction::Delete, &deleted, &gone))
-        .await
-        .expect("delete");
+    apply(&store, change(WriteAction::Delete, &deleted, &gone)).await.expect("delete");
 
     let columns = [
         Column::Id,
@@ -1526,9 +990,7 @@ pub async fn sort_and_paginate(store: DynStore) {
     ];
     for column in &columns {
         let mut expected = all.clone();
-        expected.sort_by(|a, b| {
-            cmp_keys(&expected_key(a, column), &expected_key(b, column)).then(a.id.cmp(&b.id))
-        });
+        expected.sort_by(|a, b| cmp_keys(&expected_key(a, column), &expected_key(b, column)).then(a.id.cmp(&b.id)));
         let expected_asc: Vec<Uuid> = expected.iter().map(|r| r.id).collect();
         for descending in [false, true] {
             let mut want = expected_asc.clone();
@@ -1537,36 +999,20 @@ pub async fn sort_and_paginate(store: DynStore) {
             }
             for limit in [1_u32, 4, 7, 23, 100] {
                 let mut q = query();
-                q.sort = Sort {
-                    column: column.clone(),
-                    descending,
-                };
+                q.sort = Sort { column: column.clone(), descending };
                 q.limit = limit;
                 let got: Vec<Uuid> = list_all(&store, q).await.iter().map(|r| r.id).collect();
                 let unique: HashSet<Uuid> = got.iter().copied().collect();
-                assert_eq!(
-                    unique.len(),
-                    got.len(),
-                    "duplicates sorting by {column:?} desc={descending} limit={limit}"
-                );
-                assert_eq!(
-                    got, want,
-                    "order sorting by {column:?} desc={descending} limit={limit}"
-                );
+                assert_eq!(unique.len(), got.len(), "duplicates sorting by {column:?} desc={descending} limit={limit}");
+                assert_eq!(got, want, "order sorting by {column:?} desc={descending} limit={limit}");
             }
         }
     }
 
     // Keyset pagination combined with a filter.
     let mut q = query();
-    q.sort = Sort {
-        column: field("score", ValueKind::Number),
-        descending: true,
-    };
-    q.filters = vec![col(
-        field("score", ValueKind::Number),
-        FilterOp::Gte(FilterValue::Number("0".into())),
-    )];
+    q.sort = Sort { column: field("score", ValueKind::Number), descending: true };
+    q.filters = vec![col(field("score", ValueKind::Number), FilterOp::Gte(FilterValue::Number("0".into())))];
     q.limit = 2;
     let got = list_all(&store, q).await;
     let want = all
@@ -1589,10 +1035,7 @@ pub async fn page_limit_and_next(store: DynStore) {
     let page = store.list_records(&q).await.expect("list");
     assert_eq!(page.items.len(), 2);
     let next = page.next.expect("a cursor when more follow");
-    assert_eq!(
-        next.id, page.items[1].id,
-        "the cursor points after the last item returned"
-    );
+    assert_eq!(next.id, page.items[1].id, "the cursor points after the last item returned");
     q.after = Some(next);
     let page2 = store.list_records(&q).await.expect("list");
     assert_eq!(page2.items.len(), 2);
@@ -1610,11 +1053,7 @@ pub async fn search_cjk_and_latin(store: DynStore) {
     let zhang = create(&store, json!({ "name": "张三" })).await;
     let zhang_feng = create(&store, json!({ "name": "张三丰" })).await;
     let li = create(&store, json!({ "name": "李四" })).await;
-    let acme = create(
-        &store,
-        json!({ "name": "Acme 云图科技有限公司", "city": "Beijing" }),
-    )
-    .await;
+    let acme = create(&store, json!({ "name": "Acme 云图科技有限公司", "city": "Beijing" })).await;
     let number = create(&store, json!({ "name": "Order 20240101" })).await;
     let search = |text: &'static str| {
         let store = store.clone();
@@ -1622,10 +1061,7 @@ pub async fn search_cjk_and_latin(store: DynStore) {
             let mut q = query();
             q.search = query_tokens(text);
             let items = list_all(&store, q.clone()).await;
-            assert_eq!(
-                store.count_records(&q).await.expect("count") as usize,
-                items.len()
-            );
+            assert_eq!(store.count_records(&q).await.expect("count") as usize, items.len());
             id_set(&items)
         }
     };
@@ -1635,18 +1071,10 @@ pub async fn search_cjk_and_latin(store: DynStore) {
     assert_eq!(found, ids([&zhang, &zhang_feng]));
     assert_eq!(search("李").await, ids([&li]), "single CJK character");
     assert_eq!(search("三丰").await, ids([&zhang_feng]));
-    assert_eq!(
-        search("acm").await,
-        ids([&acme]),
-        "Latin words match as prefixes"
-    );
+    assert_eq!(search("acm").await, ids([&acme]), "Latin words match as prefixes");
     assert_eq!(search("ACME").await, ids([&acme]), "case-insensitive");
     assert_eq!(search("云图科技").await, ids([&acme]));
-    assert_eq!(
-        search("beij 云图").await,
-        ids([&acme]),
-        "every token must match"
-    );
+    assert_eq!(search("beij 云图").await, ids([&acme]), "every token must match");
     assert_eq!(search("acme 李四").await, BTreeSet::new());
     assert_eq!(search("2024").await, ids([&number]));
     assert_eq!(search("zzz").await, BTreeSet::new());
@@ -1666,25 +1094,15 @@ pub async fn search_follows_updates_and_deletes(store: DynStore) {
             id_set(&list_all(&store, q).await)
         }
     };
-    assert_eq!(
-        find("李四", DeletedFilter::Active).await,
-        ids([&other]),
-        "old search text is replaced"
-    );
+    assert_eq!(find("李四", DeletedFilter::Active).await, ids([&other]), "old search text is replaced");
     assert_eq!(find("赵六", DeletedFilter::Active).await, ids([&li]));
     let mut gone = successor(&renamed, json!({ "name": "赵六" }));
     gone.deleted_at = Some(gone.updated_at);
-    apply(&store, change(WriteAction::Delete, &renamed, &gone))
-        .await
-        .expect("delete");
+    apply(&store, change(WriteAction::Delete, &renamed, &gone)).await.expect("delete");
     assert_eq!(find("赵六", DeletedFilter::Active).await, BTreeSet::new());
     assert_eq!(find("赵六", DeletedFilter::Deleted).await, ids([&li]));
     // Clearing the search text removes the record from search.
-    let mut w = change(
-        WriteAction::Update,
-        &other,
-        &successor(&other, json!({ "name": "李四光" })),
-    );
+    let mut w = change(WriteAction::Update, &other, &successor(&other, json!({ "name": "李四光" })));
     w.search_text = String::new();
     apply(&store, w).await.expect("update");
     assert_eq!(find("李四", DeletedFilter::All).await, BTreeSet::new());
@@ -1706,59 +1124,25 @@ pub async fn blind_index_filter_and_lookup(store: DynStore) {
     for w in [wa, wb, wc, wd] {
         apply(&store, w).await.expect("create");
     }
-    let blind = |field: &str, byte: u8| Filter::BlindIndex {
-        field: field.into(),
-        digest: digest(byte),
-    };
-    assert_eq!(
-        matching(&store, vec![blind("mobile", 1)]).await,
-        ids([&a, &d]),
-        "only this object's records"
-    );
-    assert_eq!(
-        matching(&store, vec![blind("email", 1)]).await,
-        BTreeSet::new(),
-        "field must match"
-    );
+    let blind = |field: &str, byte: u8| Filter::BlindIndex { field: field.into(), digest: digest(byte) };
+    assert_eq!(matching(&store, vec![blind("mobile", 1)]).await, ids([&a, &d]), "only this object's records");
+    assert_eq!(matching(&store, vec![blind("email", 1)]).await, BTreeSet::new(), "field must match");
     assert_eq!(matching(&store, vec![blind("email", 2)]).await, ids([&a]));
     assert_eq!(
         matching(
             &store,
-            vec![
-                blind("mobile", 1),
-                col(
-                    field("name", ValueKind::Text),
-                    FilterOp::Eq(FilterValue::Text("D".into()))
-                )
-            ]
+            vec![blind("mobile", 1), col(field("name", ValueKind::Text), FilterOp::Eq(FilterValue::Text("D".into())))]
         )
         .await,
         ids([&d])
     );
-    let mut found = store
-        .find_by_blind_index(OBJ, "mobile", &digest(1), 10)
-        .await
-        .expect("find");
+    let mut found = store.find_by_blind_index(OBJ, "mobile", &digest(1), 10).await.expect("find");
     found.sort();
     let mut want = vec![a.id, d.id];
     want.sort();
     assert_eq!(found, want);
-    assert_eq!(
-        store
-            .find_by_blind_index(OBJ, "mobile", &digest(1), 1)
-            .await
-            .expect("find")
-            .len(),
-        1,
-        "limit"
-    );
-    assert_eq!(
-        store
-            .find_by_blind_index("leads", "mobile", &digest(1), 10)
-            .await
-            .expect("find"),
-        vec![c.id]
-    );
+    assert_eq!(store.find_by_blind_index(OBJ, "mobile", &digest(1), 1).await.expect("find").len(), 1, "limit");
+    assert_eq!(store.find_by_blind_index("leads", "mobile", &digest(1), 10).await.expect("find"), vec![c.id]);
 
     // An update replaces the record's blind indexes.
     let a2 = successor(&a, json!({ "name": "A" }));
@@ -1767,10 +1151,7 @@ pub async fn blind_index_filter_and_lookup(store: DynStore) {
     apply(&store, w).await.expect("update");
     assert_eq!(matching(&store, vec![blind("mobile", 1)]).await, ids([&d]));
     assert_eq!(matching(&store, vec![blind("mobile", 4)]).await, ids([&a]));
-    assert_eq!(
-        matching(&store, vec![blind("email", 2)]).await,
-        BTreeSet::new()
-    );
+    assert_eq!(matching(&store, vec![blind("email", 2)]).await, BTreeSet::new());
 
     // Deleted records are not found by lookup (but can be listed explicitly).
     let mut b2 = successor(&b, json!({ "name": "B" }));
@@ -1778,13 +1159,7 @@ pub async fn blind_index_filter_and_lookup(store: DynStore) {
     let mut w = change(WriteAction::Delete, &b, &b2);
     w.blind_indexes = vec![key("mobile", 3)];
     apply(&store, w).await.expect("delete");
-    assert!(
-        store
-            .find_by_blind_index(OBJ, "mobile", &digest(3), 10)
-            .await
-            .expect("find")
-            .is_empty()
-    );
+    assert!(store.find_by_blind_index(OBJ, "mobile", &digest(3), 10).await.expect("find").is_empty());
     let mut q = query();
     q.deleted = DeletedFilter::All;
     q.filters = vec![blind("mobile", 3)];
@@ -1820,24 +1195,11 @@ pub async fn row_scope_restricts_reads(store: DynStore) {
     for (scope, want) in cases {
         let mut q = query();
         q.scope = scope.clone();
-        assert_eq!(
-            id_set(&list_all(&store, q.clone()).await),
-            want,
-            "list under {scope:?}"
-        );
-        assert_eq!(
-            store.count_records(&q).await.expect("count") as usize,
-            want.len(),
-            "count under {scope:?}"
-        );
+        assert_eq!(id_set(&list_all(&store, q.clone()).await), want, "list under {scope:?}");
+        assert_eq!(store.count_records(&q).await.expect("count") as usize, want.len(), "count under {scope:?}");
         for r in [&r1, &r2, &r3, &r4] {
             let got = store.get_record(OBJ, r.id, &scope).await.expect("get");
-            assert_eq!(
-                got.is_some(),
-                want.contains(&r.id),
-                "get {} under {scope:?}",
-                r.id
-            );
+            assert_eq!(got.is_some(), want.contains(&r.id), "get {} under {scope:?}", r.id);
         }
     }
 }
@@ -1848,34 +1210,17 @@ pub async fn existing_ids_are_active_of_object(store: DynStore) {
     let c = create(&store, json!({ "n": 3 })).await;
     let mut c2 = successor(&c, json!({ "n": 3 }));
     c2.deleted_at = Some(c2.updated_at);
-    apply(&store, change(WriteAction::Delete, &c, &c2))
-        .await
-        .expect("delete");
+    apply(&store, change(WriteAction::Delete, &c, &c2)).await.expect("delete");
     let d = new_record_of("companies", json!({ "n": 4 }));
     apply(&store, creation(&d)).await.expect("create");
-    let mut got = store
-        .existing_ids(OBJ, &[a.id, b.id, c.id, d.id, Uuid::now_v7(), a.id])
-        .await
-        .expect("existing");
+    let mut got = store.existing_ids(OBJ, &[a.id, b.id, c.id, d.id, Uuid::now_v7(), a.id]).await.expect("existing");
     got.sort();
     got.dedup();
     let mut want = vec![a.id, b.id];
     want.sort();
     assert_eq!(got, want);
-    assert!(
-        store
-            .existing_ids(OBJ, &[])
-            .await
-            .expect("existing")
-            .is_empty()
-    );
-    assert_eq!(
-        store
-            .existing_ids("companies", &[d.id, a.id])
-            .await
-            .expect("existing"),
-        vec![d.id]
-    );
+    assert!(store.existing_ids(OBJ, &[]).await.expect("existing").is_empty());
+    assert_eq!(store.existing_ids("companies", &[d.id, a.id]).await.expect("existing"), vec![d.id]);
 }
 
 // ---- people, sessions, schema, keys ------------------------------------------------------
@@ -1886,48 +1231,25 @@ pub async fn users_round_trip(store: DynStore) {
     zhang.department_id = Some(Uuid::now_v7());
     zhang.team_id = Some(Uuid::now_v7());
     let admin = user("admin");
-    store
-        .create_user(zhang.clone(), AuditDraft::new("user.create"))
-        .await
-        .expect("create");
-    store
-        .create_user(admin.clone(), AuditDraft::new("user.create"))
-        .await
-        .expect("create");
-    assert_eq!(
-        store.get_user(zhang.id).await.expect("get"),
-        Some(zhang.clone())
-    );
-    assert_eq!(
-        store.get_user_by_username("zhangsan").await.expect("get"),
-        Some(zhang.clone())
-    );
-    assert_eq!(
-        store.get_user_by_username("nobody").await.expect("get"),
-        None
-    );
+    store.create_user(zhang.clone(), AuditDraft::new("user.create")).await.expect("create");
+    store.create_user(admin.clone(), AuditDraft::new("user.create")).await.expect("create");
+    assert_eq!(store.get_user(zhang.id).await.expect("get"), Some(zhang.clone()));
+    assert_eq!(store.get_user_by_username("zhangsan").await.expect("get"), Some(zhang.clone()));
+    assert_eq!(store.get_user_by_username("nobody").await.expect("get"), None);
     assert_eq!(store.get_user(Uuid::now_v7()).await.expect("get"), None);
-    assert_eq!(
-        store.list_users().await.expect("list"),
-        vec![admin.clone(), zhang.clone()],
-        "ordered by username"
-    );
+    assert_eq!(store.list_users().await.expect("list"), vec![admin.clone(), zhang.clone()], "ordered by username");
     assert_eq!(store.count_users().await.expect("count"), 2);
 
     let mut same_name = user("zhangsan");
     same_name.display_name = "impostor".into();
     assert!(matches!(
-        store
-            .create_user(same_name, AuditDraft::new("user.create"))
-            .await,
+        store.create_user(same_name, AuditDraft::new("user.create")).await,
         Err(StoreError::AlreadyExists(_))
     ));
     let mut same_id = user("someone_else");
     same_id.id = zhang.id;
     assert!(matches!(
-        store
-            .create_user(same_id, AuditDraft::new("user.create"))
-            .await,
+        store.create_user(same_id, AuditDraft::new("user.create")).await,
         Err(StoreError::AlreadyExists(_))
     ));
     assert_eq!(store.count_users().await.expect("count"), 2);
@@ -1947,142 +1269,49 @@ pub async fn sessions_round_trip(store: DynStore) {
         ip: Some("198.51.100.1".into()),
         user_agent: Some("curl/8".into()),
     };
-    store
-        .create_session(s.clone(), AuditDraft::new("session.create"))
-        .await
-        .expect("create");
-    assert_eq!(
-        store.get_session(&s.token_hash).await.expect("get"),
-        Some(s.clone())
-    );
+    store.create_session(s.clone(), AuditDraft::new("session.create")).await.expect("create");
+    assert_eq!(store.get_session(&s.token_hash).await.expect("get"), Some(s.clone()));
     assert_eq!(store.get_session("unknown").await.expect("get"), None);
-    store
-        .touch_session(&s.token_hash, now + 10)
-        .await
-        .expect("touch");
+    store.touch_session(&s.token_hash, now + 10).await.expect("touch");
+    assert_eq!(store.get_session(&s.token_hash).await.expect("get").expect("session").last_seen_at, now + 10);
+    store.touch_session(&s.token_hash, now + 5).await.expect("touch");
     assert_eq!(
-        store
-            .get_session(&s.token_hash)
-            .await
-            .expect("get")
-            .expect("session")
-            .last_seen_at,
-        now + 10
-    );
-    store
-        .touch_session(&s.token_hash, now + 5)
-        .await
-        .expect("touch");
-    assert_eq!(
-        store
-            .get_session(&s.token_hash)
-            .await
-            .expect("get")
-            .expect("session")
-            .last_seen_at,
+        store.get_session(&s.token_hash).await.expect("get").expect("session").last_seen_at,
         now + 10,
         "last_seen_at only moves forward"
     );
-    store
-        .touch_session("unknown", now)
-        .await
-        .expect("touching a missing session is harmless");
-    let bare = SessionRow {
-        token_hash: "other".into(),
-        ip: None,
-        user_agent: None,
-        ..s.clone()
-    };
-    store
-        .create_session(bare.clone(), AuditDraft::new("session.create"))
-        .await
-        .expect("create");
-    store
-        .delete_session(&s.token_hash, AuditDraft::new("session.delete"))
-        .await
-        .expect("delete");
+    store.touch_session("unknown", now).await.expect("touching a missing session is harmless");
+    let bare = SessionRow { token_hash: "other".into(), ip: None, user_agent: None, ..s.clone() };
+    store.create_session(bare.clone(), AuditDraft::new("session.create")).await.expect("create");
+    store.delete_session(&s.token_hash, AuditDraft::new("session.delete")).await.expect("delete");
     assert_eq!(store.get_session(&s.token_hash).await.expect("get"), None);
     assert_eq!(store.get_session("other").await.expect("get"), Some(bare));
-    let actions: Vec<String> = all_audit(&store)
-        .await
-        .into_iter()
-        .map(|r| r.action)
-        .collect();
-    assert_eq!(
-        actions,
-        vec!["session.create", "session.create", "session.delete"]
-    );
+    let actions: Vec<String> = all_audit(&store).await.into_iter().map(|r| r.action).collect();
+    assert_eq!(actions, vec!["session.create", "session.create", "session.delete"]);
 }
 
 pub async fn departments_and_teams_round_trip(store: DynStore) {
     let now = now_micros();
-    let root = DepartmentRow {
-        id: Uuid::now_v7(),
-        name: "总部".into(),
-        parent_id: None,
-        created_at: now,
-    };
-    let sales = DepartmentRow {
-        id: Uuid::now_v7(),
-        name: "销售部".into(),
-        parent_id: Some(root.id),
-        created_at: now + 1,
-    };
-    store
-        .create_department(root.clone(), AuditDraft::new("department.create"))
-        .await
-        .expect("create");
-    store
-        .create_department(sales.clone(), AuditDraft::new("department.create"))
-        .await
-        .expect("create");
-    let dup = DepartmentRow {
-        name: "dup".into(),
-        ..root.clone()
-    };
+    let root = DepartmentRow { id: Uuid::now_v7(), name: "总部".into(), parent_id: None, created_at: now };
+    let sales =
+        DepartmentRow { id: Uuid::now_v7(), name: "销售部".into(), parent_id: Some(root.id), created_at: now + 1 };
+    store.create_department(root.clone(), AuditDraft::new("department.create")).await.expect("create");
+    store.create_department(sales.clone(), AuditDraft::new("department.create")).await.expect("create");
+    let dup = DepartmentRow { name: "dup".into(), ..root.clone() };
     assert!(matches!(
-        store
-            .create_department(dup, AuditDraft::new("department.create"))
-            .await,
+        store.create_department(dup, AuditDraft::new("department.create")).await,
         Err(StoreError::AlreadyExists(_))
     ));
-    assert_eq!(
-        store.list_departments().await.expect("list"),
-        vec![root.clone(), sales.clone()]
-    );
+    assert_eq!(store.list_departments().await.expect("list"), vec![root.clone(), sales.clone()]);
 
-    let north = TeamRow {
-        id: Uuid::now_v7(),
-        name: "华北组".into(),
-        department_id: Some(sales.id),
-        created_at: now,
-    };
-    let floating = TeamRow {
-        id: Uuid::now_v7(),
-        name: "floating".into(),
-        department_id: None,
-        created_at: now + 1,
-    };
-    store
-        .create_team(north.clone(), AuditDraft::new("team.create"))
-        .await
-        .expect("create");
-    store
-        .create_team(floating.clone(), AuditDraft::new("team.create"))
-        .await
-        .expect("create");
-    let dup = TeamRow {
-        name: "dup".into(),
-        ..north.clone()
-    };
-    assert!(matches!(
-        store.create_team(dup, AuditDraft::new("team.create")).await,
-        Err(StoreError::AlreadyExists(_))
-    ));
-    assert_eq!(
-        store.list_teams().await.expect("list"),
-        vec![north, floating]
-    );
+    let north =
+        TeamRow { id: Uuid::now_v7(), name: "华北组".into(), department_id: Some(sales.id), created_at: now };
+    let floating = TeamRow { id: Uuid::now_v7(), name: "floating".into(), department_id: None, created_at: now + 1 };
+    store.create_team(north.clone(), AuditDraft::new("team.create")).await.expect("create");
+    store.create_team(floating.clone(), AuditDraft::new("team.create")).await.expect("create");
+    let dup = TeamRow { name: "dup".into(), ..north.clone() };
+    assert!(matches!(store.create_team(dup, AuditDraft::new("team.create")).await, Err(StoreError::AlreadyExists(_))));
+    assert_eq!(store.list_teams().await.expect("list"), vec![north, floating]);
     assert_eq!(all_audit(&store).await.len(), 4);
 }
 
@@ -2102,69 +1331,38 @@ pub async fn custom_fields_round_trip(store: DynStore) {
         definition: json!({ "type": "text" }),
         created_at: now + 1,
     };
-    store
-        .add_custom_field(f1.clone(), AuditDraft::new("schema.field_add"))
-        .await
-        .expect("add");
+    store.add_custom_field(f1.clone(), AuditDraft::new("schema.field_add")).await.expect("add");
     store
         .add_custom_field(f2.clone(), AuditDraft::new("schema.field_add"))
         .await
         .expect("add, same name on another object");
-    let again = CustomFieldRow {
-        definition: json!({ "type": "integer" }),
-        ..f1.clone()
-    };
+    let again = CustomFieldRow { definition: json!({ "type": "integer" }), ..f1.clone() };
     assert!(matches!(
-        store
-            .add_custom_field(again, AuditDraft::new("schema.field_add"))
-            .await,
+        store.add_custom_field(again, AuditDraft::new("schema.field_add")).await,
         Err(StoreError::AlreadyExists(_))
     ));
     let mut listed = store.list_custom_fields().await.expect("list");
-    listed.sort_by(|a, b| {
-        (a.created_at, &a.object, &a.name).cmp(&(b.created_at, &b.object, &b.name))
-    });
+    listed.sort_by(|a, b| (a.created_at, &a.object, &a.name).cmp(&(b.created_at, &b.object, &b.name)));
     assert_eq!(listed, vec![f1, f2]);
     assert_eq!(all_audit(&store).await.len(), 2);
 }
 
 pub async fn wrapped_keys_first_writer_wins(store: DynStore) {
     assert!(store.list_wrapped_keys().await.expect("list").is_empty());
-    let k1 = WrappedKeyRow {
-        label: "data-v1".into(),
-        wrapped: vec![0, 1, 2, 255, 0],
-    };
+    let k1 = WrappedKeyRow { label: "data-v1".into(), wrapped: vec![0, 1, 2, 255, 0] };
     assert!(store.insert_wrapped_key(k1.clone()).await.expect("insert"));
-    let other = WrappedKeyRow {
-        label: "data-v1".into(),
-        wrapped: vec![9; 48],
-    };
-    assert!(
-        !store.insert_wrapped_key(other).await.expect("insert"),
-        "second insert of a label is refused"
-    );
-    let k0 = WrappedKeyRow {
-        label: "blind-v1".into(),
-        wrapped: vec![7; 40],
-    };
+    let other = WrappedKeyRow { label: "data-v1".into(), wrapped: vec![9; 48] };
+    assert!(!store.insert_wrapped_key(other).await.expect("insert"), "second insert of a label is refused");
+    let k0 = WrappedKeyRow { label: "blind-v1".into(), wrapped: vec![7; 40] };
     assert!(store.insert_wrapped_key(k0.clone()).await.expect("insert"));
-    assert_eq!(
-        store.list_wrapped_keys().await.expect("list"),
-        vec![k0, k1],
-        "ordered by label, first value kept"
-    );
+    assert_eq!(store.list_wrapped_keys().await.expect("list"), vec![k0, k1], "ordered by label, first value kept");
 
     // Two servers starting at once agree on one key.
     let mut tasks = Vec::new();
     for i in 0..8_u8 {
         let store = store.clone();
         tasks.push(tokio::spawn(async move {
-            store
-                .insert_wrapped_key(WrappedKeyRow {
-                    label: "race".into(),
-                    wrapped: vec![i; 8],
-                })
-                .await
+            store.insert_wrapped_key(WrappedKeyRow { label: "race".into(), wrapped: vec![i; 8] }).await
         }));
     }
     let mut inserted = 0;
@@ -2181,151 +1379,60 @@ pub async fn wrapped_keys_first_writer_wins(store: DynStore) {
 pub async fn sql_metacharacters_are_harmless(store: DynStore) {
     let evil = "'; DROP TABLE records; --";
     let bobby = "Robert'); DROP TABLE students;-- \" \\ $1 ? :x %s";
-    let a = create(
-        &store,
-        json!({ "name": evil, "note": "\\x00 E'\\'' $$ $tag$" }),
-    )
-    .await;
+    let a = create(&store, json!({ "name": evil, "note": "\\x00 E'\\'' $$ $tag$" })).await;
     let b = create(&store, json!({ "name": bobby, evil: "value" })).await;
     assert_eq!(get(&store, a.id).await, Some(a.clone()));
     assert_eq!(get(&store, b.id).await, Some(b.clone()));
     let name = || field("name", ValueKind::Text);
     let t = |s: &str| FilterValue::Text(s.to_owned());
-    assert_eq!(
-        matching(&store, vec![col(name(), FilterOp::Eq(t(evil)))]).await,
-        ids([&a])
-    );
-    assert_eq!(
-        matching(&store, vec![col(name(), FilterOp::Eq(t(bobby)))]).await,
-        ids([&b])
-    );
-    assert_eq!(
-        matching(&store, vec![col(name(), FilterOp::Contains(evil.into()))]).await,
-        ids([&a])
-    );
-    assert_eq!(
-        matching(
-            &store,
-            vec![col(name(), FilterOp::Contains("'); DROP".into()))]
-        )
-        .await,
-        ids([&b])
-    );
+    assert_eq!(matching(&store, vec![col(name(), FilterOp::Eq(t(evil)))]).await, ids([&a]));
+    assert_eq!(matching(&store, vec![col(name(), FilterOp::Eq(t(bobby)))]).await, ids([&b]));
+    assert_eq!(matching(&store, vec![col(name(), FilterOp::Contains(evil.into()))]).await, ids([&a]));
+    assert_eq!(matching(&store, vec![col(name(), FilterOp::Contains("'); DROP".into()))]).await, ids([&b]));
     matching(&store, vec![col(name(), FilterOp::Gt(t(evil)))]).await;
-    matching(
-        &store,
-        vec![col(
-            field("n", ValueKind::Number),
-            FilterOp::Eq(FilterValue::Number(evil.into())),
-        )],
-    )
-    .await;
-    matching(
-        &store,
-        vec![col(field("n", ValueKind::Boolean), FilterOp::Eq(t(evil)))],
-    )
-    .await;
-    matching(
-        &store,
-        vec![col(field("n", ValueKind::Array), FilterOp::Eq(t(evil)))],
-    )
-    .await;
+    matching(&store, vec![col(field("n", ValueKind::Number), FilterOp::Eq(FilterValue::Number(evil.into())))]).await;
+    matching(&store, vec![col(field("n", ValueKind::Boolean), FilterOp::Eq(t(evil)))]).await;
+    matching(&store, vec![col(field("n", ValueKind::Array), FilterOp::Eq(t(evil)))]).await;
     matching(&store, vec![col(Column::OwnerId, FilterOp::Eq(t(evil)))]).await;
     matching(&store, vec![col(Column::CreatedAt, FilterOp::Gt(t(evil)))]).await;
-    matching(
-        &store,
-        vec![Filter::BlindIndex {
-            field: evil.into(),
-            digest: evil.as_bytes().to_vec(),
-        }],
-    )
-    .await;
+    matching(&store, vec![Filter::BlindIndex { field: evil.into(), digest: evil.as_bytes().to_vec() }]).await;
 
     // Hostile field paths, sorts, tokens and cursors: refused or harmless, never executed.
-    let hostile_path = Column::Field {
-        path: vec![evil.into()],
-        kind: ValueKind::Text,
-    };
+    let hostile_path = Column::Field { path: vec![evil.into()], kind: ValueKind::Text };
     let mut q = query();
     q.filters = vec![col(hostile_path.clone(), FilterOp::Eq(t("value")))];
     if let Ok(page) = store.list_records(&q).await {
         assert_eq!(id_set(&page.items), ids([&b]), "a path is a key, not SQL");
     }
     let mut q = query();
-    q.sort = Sort {
-        column: hostile_path,
-        descending: true,
-    };
+    q.sort = Sort { column: hostile_path, descending: true };
     let _ = store.list_records(&q).await;
     let mut q = query();
     q.search = query_tokens(evil);
-    assert_eq!(
-        id_set(&list_all(&store, q).await),
-        ids([&a]),
-        "the search finds the text, nothing else"
-    );
+    assert_eq!(id_set(&list_all(&store, q).await), ids([&a]), "the search finds the text, nothing else");
     for text in ["x' | 'y", "a\" OR \"b", "*", "a:*", "NEAR(a b)", "'", ""] {
         let mut q = query();
-        q.search = vec![QueryToken {
-            text: text.into(),
-            prefix: true,
-        }];
+        q.search = vec![QueryToken { text: text.into(), prefix: true }];
         if let Ok(page) = store.list_records(&q).await {
             assert!(page.items.len() <= 2);
         }
     }
-    for column in [
-        Column::Id,
-        Column::CreatedAt,
-        field("n", ValueKind::Number),
-        field("n", ValueKind::Text),
-        Column::OwnerId,
-    ] {
+    for column in
+        [Column::Id, Column::CreatedAt, field("n", ValueKind::Number), field("n", ValueKind::Text), Column::OwnerId]
+    {
         let mut q = query();
-        q.sort = Sort {
-            column,
-            descending: false,
-        };
-        q.after = Some(custodian_store::Cursor {
-            key: json!(evil),
-            id: a.id,
-        });
+        q.sort = Sort { column, descending: false };
+        q.after = Some(custodian_store::Cursor { key: json!(evil), id: a.id });
         let _ = store.list_records(&q).await;
-        q.after = Some(custodian_store::Cursor {
-            key: json!({ "x": [evil] }),
-            id: a.id,
-        });
+        q.after = Some(custodian_store::Cursor { key: json!({ "x": [evil] }), id: a.id });
         let _ = store.list_records(&q).await;
     }
 
-    assert_eq!(
-        store.get_user_by_username(evil).await.expect("lookup"),
-        None
-    );
+    assert_eq!(store.get_user_by_username(evil).await.expect("lookup"), None);
     assert_eq!(store.get_session(evil).await.expect("lookup"), None);
-    assert!(
-        store
-            .insert_wrapped_key(WrappedKeyRow {
-                label: evil.into(),
-                wrapped: vec![1]
-            })
-            .await
-            .expect("key")
-    );
-    assert!(
-        store
-            .find_by_blind_index(evil, evil, evil.as_bytes(), 5)
-            .await
-            .expect("lookup")
-            .is_empty()
-    );
-    assert!(
-        store
-            .existing_ids(evil, &[a.id])
-            .await
-            .expect("lookup")
-            .is_empty()
-    );
+    assert!(store.insert_wrapped_key(WrappedKeyRow { label: evil.into(), wrapped: vec![1] }).await.expect("key"));
+    assert!(store.find_by_blind_index(evil, evil, evil.as_bytes(), 5).await.expect("lookup").is_empty());
+    assert!(store.existing_ids(evil, &[a.id]).await.expect("lookup").is_empty());
     let mut d = AuditDraft::new(evil);
     d.object = Some(evil.into());
     d.request_id = Some(bobby.into());
@@ -2361,17 +1468,10 @@ pub async fn unusual_values_round_trip(store: DynStore) {
     )
     .await;
     assert_eq!(get(&store, r.id).await, Some(r.clone()));
-    let v = store
-        .get_version(OBJ, r.id, 1)
-        .await
-        .expect("version")
-        .expect("version 1");
+    let v = store.get_version(OBJ, r.id, 1).await.expect("version").expect("version 1");
     assert_eq!(v.fields, r.fields);
     let mut q = query();
-    q.filters = vec![col(
-        field("emoji", ValueKind::Text),
-        FilterOp::Eq(FilterValue::Text("👩‍💼🚀".into())),
-    )];
+    q.filters = vec![col(field("emoji", ValueKind::Text), FilterOp::Eq(FilterValue::Text("👩‍💼🚀".into())))];
     assert_eq!(id_set(&list_all(&store, q).await), ids([&r]));
 
     // A NUL character either round-trips or is refused without a partial write.

@@ -38,11 +38,8 @@ pub fn test_database_url() -> String {
 }
 
 fn postgres_required() -> bool {
-    let flag = |name: &str| {
-        std::env::var(name)
-            .map(|v| matches!(v.trim(), "1" | "true" | "TRUE" | "yes"))
-            .unwrap_or(false)
-    };
+    let flag =
+        |name: &str| std::env::var(name).map(|v| matches!(v.trim(), "1" | "true" | "TRUE" | "yes")).unwrap_or(false);
     flag("CUSTODIAN_REQUIRE_POSTGRES") || flag("CI")
 }
 
@@ -58,12 +55,7 @@ pub fn redact_url(url: &str) -> String {
         Some(at) => {
             let userinfo = &authority[..at];
             match userinfo.find(':') {
-                Some(colon) => format!(
-                    "{}{}:***{}",
-                    &url[..scheme_end],
-                    &userinfo[..colon],
-                    &rest[at..]
-                ),
+                Some(colon) => format!("{}{}:***{}", &url[..scheme_end], &userinfo[..colon], &rest[at..]),
                 None => url.to_owned(),
             }
         }
@@ -104,9 +96,7 @@ impl PgTestDb {
 
 impl std::fmt::Debug for PgTestDb {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PgTestDb")
-            .field("name", &self.name)
-            .finish_non_exhaustive()
+        f.debug_struct("PgTestDb").field("name", &self.name).finish_non_exhaustive()
     }
 }
 
@@ -117,18 +107,12 @@ impl Drop for PgTestDb {
         let admin_url = self.admin_url.clone();
         let name = self.name.clone();
         let _ = std::thread::spawn(move || {
-            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            else {
+            let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else {
                 return;
             };
             rt.block_on(async move {
-                let Ok(Ok(mut conn)) = tokio::time::timeout(
-                    Duration::from_secs(10),
-                    PgConnection::connect(&admin_url),
-                )
-                .await
+                let Ok(Ok(mut conn)) =
+                    tokio::time::timeout(Duration::from_secs(10), PgConnection::connect(&admin_url)).await
                 else {
                     return;
                 };
@@ -148,8 +132,7 @@ static SKIP_NOTICE: Once = Once::new();
 /// is reachable and PostgreSQL is not required.
 pub async fn postgres_test_store() -> Option<(PostgresStore, PgTestDb)> {
     let admin_url = test_database_url();
-    let connected =
-        tokio::time::timeout(Duration::from_secs(5), PgConnection::connect(&admin_url)).await;
+    let connected = tokio::time::timeout(Duration::from_secs(5), PgConnection::connect(&admin_url)).await;
     let mut admin = match connected {
         Ok(Ok(conn)) => conn,
         failure => {
@@ -165,9 +148,7 @@ pub async fn postgres_test_store() -> Option<(PostgresStore, PgTestDb)> {
                 );
             }
             SKIP_NOTICE.call_once(|| {
-                eprintln!(
-                    "PostgreSQL not reachable at {shown} ({reason}): PostgreSQL tests SKIPPED"
-                );
+                eprintln!("PostgreSQL not reachable at {shown} ({reason}): PostgreSQL tests SKIPPED");
             });
             return None;
         }
@@ -176,27 +157,13 @@ pub async fn postgres_test_store() -> Option<(PostgresStore, PgTestDb)> {
     sqlx::query(AssertSqlSafe(format!("CREATE DATABASE \"{name}\"")))
         .execute(&mut admin)
         .await
-        .unwrap_or_else(|e| {
-            panic!(
-                "cannot create test database {name} on {}: {e}",
-                redact_url(&admin_url)
-            )
-        });
+        .unwrap_or_else(|e| panic!("cannot create test database {name} on {}: {e}", redact_url(&admin_url)));
     let _ = admin.close().await;
     let url = url_with_database(&admin_url, &name);
-    let guard = PgTestDb {
-        admin_url,
-        name,
-        url,
-    };
+    let guard = PgTestDb { admin_url, name, url };
     let store = PostgresStore::connect_with_pool_size(guard.url(), TEST_POOL_SIZE)
         .await
-        .unwrap_or_else(|e| {
-            panic!(
-                "cannot open PostgresStore on test database {}: {e}",
-                guard.name
-            )
-        });
+        .unwrap_or_else(|e| panic!("cannot open PostgresStore on test database {}: {e}", guard.name));
     Some((store, guard))
 }
 
@@ -208,8 +175,7 @@ pub struct TestDir {
 impl TestDir {
     pub fn new() -> TestDir {
         let path = std::env::temp_dir().join(format!("custodian-test-{}", Uuid::new_v4().simple()));
-        std::fs::create_dir_all(&path)
-            .unwrap_or_else(|e| panic!("cannot create {}: {e}", path.display()));
+        std::fs::create_dir_all(&path).unwrap_or_else(|e| panic!("cannot create {}: {e}", path.display()));
         TestDir { path }
     }
 

@@ -17,10 +17,7 @@ async fn audit_events_are_append_only_in_the_database() {
     let Some((store, _db)) = custodian_store_tests::postgres_test_store().await else {
         return;
     };
-    store
-        .append_audit(vec![AuditDraft::new("a"), AuditDraft::new("b")])
-        .await
-        .unwrap();
+    store.append_audit(vec![AuditDraft::new("a"), AuditDraft::new("b")]).await.unwrap();
     let pool = store.pool();
     for sql in [
         "UPDATE audit_events SET body = '{}' WHERE seq = 1",
@@ -50,27 +47,12 @@ async fn record_versions_are_immutable_in_the_database() {
     let store: Arc<dyn Store> = Arc::new(store);
     let r = cases::create(&store, serde_json::json!({ "name": "x" })).await;
     let pg = PostgresStore::connect(db.url()).await.unwrap();
-    for sql in [
-        "UPDATE record_versions SET fields = '{}'::jsonb",
-        "DELETE FROM record_versions",
-        "TRUNCATE record_versions",
-    ] {
-        assert!(
-            sqlx::query(sqlx::AssertSqlSafe(sql))
-                .execute(pg.pool())
-                .await
-                .is_err(),
-            "{sql} must be refused"
-        );
+    for sql in
+        ["UPDATE record_versions SET fields = '{}'::jsonb", "DELETE FROM record_versions", "TRUNCATE record_versions"]
+    {
+        assert!(sqlx::query(sqlx::AssertSqlSafe(sql)).execute(pg.pool()).await.is_err(), "{sql} must be refused");
     }
-    assert_eq!(
-        store
-            .list_versions(cases::OBJ, r.id, 0, 10)
-            .await
-            .unwrap()
-            .len(),
-        1
-    );
+    assert_eq!(store.list_versions(cases::OBJ, r.id, 0, 10).await.unwrap().len(), 1);
     pg.close().await;
 }
 
@@ -80,19 +62,13 @@ async fn several_servers_keep_one_audit_chain() {
     let Some((first, db)) = custodian_store_tests::postgres_test_store().await else {
         return;
     };
-    let second = PostgresStore::connect_with_pool_size(db.url(), 4)
-        .await
-        .expect("second server");
+    let second = PostgresStore::connect_with_pool_size(db.url(), 4).await.expect("second server");
     let servers: Vec<Arc<dyn Store>> = vec![Arc::new(first), Arc::new(second)];
     let mut tasks = Vec::new();
     for i in 0..20 {
         let store = servers[i % 2].clone();
         tasks.push(tokio::spawn(async move {
-            cases::create(
-                &store,
-                serde_json::json!({ "name": format!("server {} task {i}", i % 2) }),
-            )
-            .await;
+            cases::create(&store, serde_json::json!({ "name": format!("server {} task {i}", i % 2) })).await;
             let mut d = AuditDraft::new("record.list");
             d.details = serde_json::json!({ "task": i });
             store.append_audit(vec![d.clone(), d]).await.unwrap()
@@ -102,10 +78,7 @@ async fn several_servers_keep_one_audit_chain() {
         t.await.unwrap();
     }
     let rows = servers[1].list_audit(0, 1000).await.unwrap();
-    assert_eq!(
-        rows.iter().map(|r| r.seq).collect::<Vec<_>>(),
-        (1..=60).collect::<Vec<_>>()
-    );
+    assert_eq!(rows.iter().map(|r| r.seq).collect::<Vec<_>>(), (1..=60).collect::<Vec<_>>());
     verify_chain(0, &GENESIS_HASH, &rows).unwrap();
 }
 
@@ -118,13 +91,7 @@ async fn reconnecting_keeps_schema_and_data() {
     let store: Arc<dyn Store> = Arc::new(store);
     let r = cases::create(&store, serde_json::json!({ "name": "persisted" })).await;
     let again = PostgresStore::connect(db.url()).await.expect("reconnect");
-    assert_eq!(
-        again
-            .get_record(cases::OBJ, r.id, &custodian_store::RowScope::All)
-            .await
-            .unwrap(),
-        Some(r)
-    );
+    assert_eq!(again.get_record(cases::OBJ, r.id, &custodian_store::RowScope::All).await.unwrap(), Some(r));
     again.close().await;
 }
 

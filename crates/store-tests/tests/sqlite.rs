@@ -10,23 +10,11 @@ custodian_store_tests::conformance_tests!(Some(custodian_store_tests::sqlite_tes
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn audit_events_are_append_only_in_the_database() {
     let (store, dir) = custodian_store_tests::sqlite_test_store().await;
-    store
-        .append_audit(vec![AuditDraft::new("a"), AuditDraft::new("b")])
-        .await
-        .unwrap();
+    store.append_audit(vec![AuditDraft::new("a"), AuditDraft::new("b")]).await.unwrap();
     let url = format!("sqlite://{}", dir.database_file().display());
     let mut conn = sqlx::SqliteConnection::connect(&url).await.unwrap();
-    for sql in [
-        "UPDATE audit_events SET body = '{}' WHERE seq = 1",
-        "DELETE FROM audit_events WHERE seq = 2",
-    ] {
-        assert!(
-            sqlx::query(sqlx::AssertSqlSafe(sql))
-                .execute(&mut conn)
-                .await
-                .is_err(),
-            "{sql} must be refused"
-        );
+    for sql in ["UPDATE audit_events SET body = '{}' WHERE seq = 1", "DELETE FROM audit_events WHERE seq = 2"] {
+        assert!(sqlx::query(sqlx::AssertSqlSafe(sql)).execute(&mut conn).await.is_err(), "{sql} must be refused");
     }
     conn.close().await.unwrap();
     let rows = store.list_audit(0, 10).await.unwrap();

@@ -39,44 +39,13 @@ impl AuditDraft {
     pub fn canonical_body(&self) -> String {
         let mut m = Map::new();
         m.insert("at".into(), Value::from(self.at));
-        m.insert(
-            "actor_id".into(),
-            self.actor_id
-                .map(|u| Value::String(u.to_string()))
-                .unwrap_or(Value::Null),
-        );
+        m.insert("actor_id".into(), self.actor_id.map(|u| Value::String(u.to_string())).unwrap_or(Value::Null));
         m.insert("action".into(), Value::String(self.action.clone()));
-        m.insert(
-            "object".into(),
-            self.object
-                .clone()
-                .map(Value::String)
-                .unwrap_or(Value::Null),
-        );
-        m.insert(
-            "record_id".into(),
-            self.record_id
-                .map(|u| Value::String(u.to_string()))
-                .unwrap_or(Value::Null),
-        );
-        m.insert(
-            "request_id".into(),
-            self.request_id
-                .clone()
-                .map(Value::String)
-                .unwrap_or(Value::Null),
-        );
-        m.insert(
-            "ip".into(),
-            self.ip.clone().map(Value::String).unwrap_or(Value::Null),
-        );
-        m.insert(
-            "user_agent".into(),
-            self.user_agent
-                .clone()
-                .map(Value::String)
-                .unwrap_or(Value::Null),
-        );
+        m.insert("object".into(), self.object.clone().map(Value::String).unwrap_or(Value::Null));
+        m.insert("record_id".into(), self.record_id.map(|u| Value::String(u.to_string())).unwrap_or(Value::Null));
+        m.insert("request_id".into(), self.request_id.clone().map(Value::String).unwrap_or(Value::Null));
+        m.insert("ip".into(), self.ip.clone().map(Value::String).unwrap_or(Value::Null));
+        m.insert("user_agent".into(), self.user_agent.clone().map(Value::String).unwrap_or(Value::Null));
         m.insert("details".into(), self.details.clone());
         Value::Object(m).to_string()
     }

@@ -27,11 +27,7 @@ pub enum StoreError {
     VersionConflict { current: i64 },
     /// Another active record already holds this unique value.
     #[error("unique value of {object}.{field} is taken")]
-    UniqueViolation {
-        object: String,
-        field: String,
-        holder: Option<Uuid>,
-    },
+    UniqueViolation { object: String, field: String, holder: Option<Uuid> },
     /// A row with this key already exists (usernames, custom field names, …).
     #[error("already exists: {0}")]
     AlreadyExists(String),
@@ -230,10 +226,7 @@ pub struct Sort {
 
 impl Default for Sort {
     fn default() -> Self {
-        Sort {
-            column: Column::Id,
-            descending: false,
-        }
+        Sort { column: Column::Id, descending: false }
     }
 }
 
@@ -353,12 +346,7 @@ pub trait Store: Send + Sync + 'static {
     async fn write(&self, batch: WriteBatch) -> StoreResult<Vec<i64>>;
 
     /// One record by id, deleted or not, if it is of `object` and inside `scope`.
-    async fn get_record(
-        &self,
-        object: &str,
-        id: Uuid,
-        scope: &RowScope,
-    ) -> StoreResult<Option<StoredRecord>>;
+    async fn get_record(&self, object: &str, id: Uuid, scope: &RowScope) -> StoreResult<Option<StoredRecord>>;
 
     /// Ids among `ids` that exist as active records of `object` (reference checks).
     async fn existing_ids(&self, object: &str, ids: &[Uuid]) -> StoreResult<Vec<Uuid>>;
@@ -369,29 +357,13 @@ pub trait Store: Send + Sync + 'static {
     async fn count_records(&self, query: &ListQuery) -> StoreResult<u64>;
 
     /// Versions of a record with version > `after`, oldest first.
-    async fn list_versions(
-        &self,
-        object: &str,
-        id: Uuid,
-        after: i64,
-        limit: u32,
-    ) -> StoreResult<Vec<StoredVersion>>;
+    async fn list_versions(&self, object: &str, id: Uuid, after: i64, limit: u32) -> StoreResult<Vec<StoredVersion>>;
 
-    async fn get_version(
-        &self,
-        object: &str,
-        id: Uuid,
-        version: i64,
-    ) -> StoreResult<Option<StoredVersion>>;
+    async fn get_version(&self, object: &str, id: Uuid, version: i64) -> StoreResult<Option<StoredVersion>>;
 
     /// Ids of active records of `object` holding `digest` as blind index of `field`.
-    async fn find_by_blind_index(
-        &self,
-        object: &str,
-        field: &str,
-        digest: &[u8],
-        limit: u32,
-    ) -> StoreResult<Vec<Uuid>>;
+    async fn find_by_blind_index(&self, object: &str, field: &str, digest: &[u8], limit: u32)
+    -> StoreResult<Vec<Uuid>>;
 
     // ---- audit ---------------------------------------------------------------------------
 
@@ -422,11 +394,7 @@ pub trait Store: Send + Sync + 'static {
     async fn list_users(&self) -> StoreResult<Vec<UserRow>>;
     async fn count_users(&self) -> StoreResult<u64>;
 
-    async fn create_department(
-        &self,
-        department: DepartmentRow,
-        audit: AuditDraft,
-    ) -> StoreResult<()>;
+    async fn create_department(&self, department: DepartmentRow, audit: AuditDraft) -> StoreResult<()>;
     async fn list_departments(&self) -> StoreResult<Vec<DepartmentRow>>;
     async fn create_team(&self, team: TeamRow, audit: AuditDraft) -> StoreResult<()>;
     async fn list_teams(&self) -> StoreResult<Vec<TeamRow>>;

@@ -36,16 +36,8 @@ pub struct NormalizeError {
 }
 
 impl NormalizeError {
-    pub(crate) fn new(
-        code: &'static str,
-        message_en: impl Into<String>,
-        message_zh: impl Into<String>,
-    ) -> Self {
-        Self {
-            code,
-            message_en: message_en.into(),
-            message_zh: message_zh.into(),
-        }
+    pub(crate) fn new(code: &'static str, message_en: impl Into<String>, message_zh: impl Into<String>) -> Self {
+        Self { code, message_en: message_en.into(), message_zh: message_zh.into() }
     }
 }
 

@@ -50,10 +50,7 @@ const LATIN_LEGAL_SUFFIXES: &[&str] = &[
 /// (…会计师事务所（特殊普通合伙）), both of which are noise for matching. A suffix is never
 /// stripped if nothing would remain, so "有限公司" alone stays "有限公司".
 pub fn canonical_company_name(raw: &str) -> String {
-    to_fixed_point(
-        canonical_company_name_once(raw),
-        canonical_company_name_once,
-    )
+    to_fixed_point(canonical_company_name_once(raw), canonical_company_name_once)
 }
 
 fn canonical_company_name_once(raw: &str) -> String {
@@ -68,21 +65,14 @@ fn canonical_company_name_once(raw: &str) -> String {
 
     let mut tokens = company_tokens(&text);
     loop {
-        if tokens.len() > 1
-            && tokens
-                .last()
-                .is_some_and(|last| LATIN_LEGAL_SUFFIXES.contains(&last.as_str()))
-        {
+        if tokens.len() > 1 && tokens.last().is_some_and(|last| LATIN_LEGAL_SUFFIXES.contains(&last.as_str())) {
             tokens.pop();
             continue;
         }
         let joined: String = tokens.concat();
         // The longest matching suffix decides: "有限公司" alone is kept whole rather than
         // shortened to "有限" by the shorter suffix "公司".
-        match CJK_LEGAL_SUFFIXES
-            .iter()
-            .find(|suffix| joined.ends_with(*suffix))
-        {
+        match CJK_LEGAL_SUFFIXES.iter().find(|suffix| joined.ends_with(*suffix)) {
             Some(suffix) if joined.len() > suffix.len() => {
                 remove_trailing_chars(&mut tokens, suffix.chars().count());
             }
@@ -172,10 +162,7 @@ pub fn normalize_person_name(raw: &str) -> String {
 }
 
 fn normalize_person_name_once(raw: &str) -> String {
-    let visible: String = nfkc(raw)
-        .chars()
-        .filter(|&c| !is_removable_invisible(c))
-        .collect();
+    let visible: String = nfkc(raw).chars().filter(|&c| !is_removable_invisible(c)).collect();
     let mut out = String::with_capacity(visible.len());
     let mut previous_word_end: Option<char> = None;
     for word in visible.split_whitespace() {
@@ -206,10 +193,7 @@ pub fn normalize_text(raw: &str) -> String {
 fn normalize_text_once(raw: &str) -> String {
     // Invisible characters go first so that a base letter and a combining mark they separated
     // compose under NFC.
-    let visible: String = raw
-        .chars()
-        .filter(|&c| !is_removable_invisible(c))
-        .collect();
+    let visible: String = raw.chars().filter(|&c| !is_removable_invisible(c)).collect();
     let composed: String = visible.nfc().collect();
     composed.split_whitespace().collect::<Vec<_>>().join(" ")
 }
@@ -259,45 +243,14 @@ mod tests {
     #[test]
     fn company_names_that_must_match() {
         let groups: &[&[&str]] = &[
-            &[
-                "腾讯科技（深圳）有限公司",
-                "腾讯科技有限公司",
-                "腾讯科技(深圳)有限公司",
-                "腾讯科技",
-            ],
-            &[
-                "Acme Co., Ltd.",
-                "ACME",
-                "Acme Inc.",
-                "acme",
-                "ACME CO LTD",
-                "Acme Co.,Ltd",
-                "Acme Limited",
-            ],
-            &[
-                "Acme LLC",
-                "Acme L.L.C.",
-                "Acme Corp.",
-                "Acme Corporation",
-                "Acme Incorporated",
-                "Acme, Inc",
-            ],
-            &[
-                "Acme GmbH",
-                "Acme PLC",
-                "Acme S.A.",
-                "Acme Company",
-                "Acme Co.Ltd.",
-            ],
+            &["腾讯科技（深圳）有限公司", "腾讯科技有限公司", "腾讯科技(深圳)有限公司", "腾讯科技"],
+            &["Acme Co., Ltd.", "ACME", "Acme Inc.", "acme", "ACME CO LTD", "Acme Co.,Ltd", "Acme Limited"],
+            &["Acme LLC", "Acme L.L.C.", "Acme Corp.", "Acme Corporation", "Acme Incorporated", "Acme, Inc"],
+            &["Acme GmbH", "Acme PLC", "Acme S.A.", "Acme Company", "Acme Co.Ltd."],
             &["华为技术有限公司", "华为技术", "华为技术有限责任公司"],
             // Traditional script keeps its characters (simplified/traditional folding is the
             // matching engine's job) but its legal suffixes are still stripped.
-            &[
-                "華為技術有限公司",
-                "華為技術",
-                "華為技術有限責任公司",
-                "華為技術集團",
-            ],
+            &["華為技術有限公司", "華為技術", "華為技術有限責任公司", "華為技術集團"],
             &[
                 "阿里巴巴（中国）有限公司",
                 "阿里巴巴(中国)有限公司",
@@ -305,54 +258,21 @@ mod tests {
                 "阿里巴巴集团",
                 "阿里巴巴集团有限公司",
             ],
-            &[
-                "中国平安保险（集团）股份有限公司",
-                "中国平安保险股份有限公司",
-                "中国平安保险",
-            ],
-            &[
-                "北京京东世纪贸易有限公司",
-                "北京京东世纪贸易有限责任公司",
-                "北京 京东 世纪 贸易 有限公司",
-            ],
-            &[
-                "ＡＣＭＥ有限公司",
-                "acme 有限公司",
-                "Acme Co., Ltd.（上海）",
-            ],
-            &[
-                "小米科技有限责任公司",
-                "小米科技有限公司",
-                "小米科技公司",
-                "小米科技",
-            ],
-            &[
-                "普华永道中天会计师事务所（特殊普通合伙）",
-                "普华永道中天会计师事务所",
-            ],
+            &["中国平安保险（集团）股份有限公司", "中国平安保险股份有限公司", "中国平安保险"],
+            &["北京京东世纪贸易有限公司", "北京京东世纪贸易有限责任公司", "北京 京东 世纪 贸易 有限公司"],
+            &["ＡＣＭＥ有限公司", "acme 有限公司", "Acme Co., Ltd.（上海）"],
+            &["小米科技有限责任公司", "小米科技有限公司", "小米科技公司", "小米科技"],
+            &["普华永道中天会计师事务所（特殊普通合伙）", "普华永道中天会计师事务所"],
             &["招商银行股份有限公司深圳分公司", "招商银行股份有限公司深圳"],
-            &[
-                "Tencent Holdings Limited",
-                "TENCENT HOLDINGS LTD.",
-                "Tencent Holdings",
-            ],
+            &["Tencent Holdings Limited", "TENCENT HOLDINGS LTD.", "Tencent Holdings"],
             &["腾讯科技Co.,Ltd.", "腾讯科技"],
-            &[
-                "【测试】上海某某贸易有限公司",
-                "上海某某贸易有限公司",
-                "上海某某贸易",
-            ],
+            &["【测试】上海某某贸易有限公司", "上海某某贸易有限公司", "上海某某贸易"],
             &["三菱商事株式会社（上海）", "三菱商事株式会社"],
         ];
         for group in groups {
             let expected = canonical_company_name(group[0]);
             for name in group.iter() {
-                assert_eq!(
-                    canonical_company_name(name),
-                    expected,
-                    "{name:?} vs {:?}",
-                    group[0]
-                );
+                assert_eq!(canonical_company_name(name), expected, "{name:?} vs {:?}", group[0]);
             }
         }
     }
@@ -399,11 +319,7 @@ mod tests {
             ("华为技术有限公司", "华为终端有限公司"),
         ];
         for (a, b) in pairs {
-            assert_ne!(
-                canonical_company_name(a),
-                canonical_company_name(b),
-                "{a:?} vs {b:?}"
-            );
+            assert_ne!(canonical_company_name(a), canonical_company_name(b), "{a:?} vs {b:?}");
         }
     }
 

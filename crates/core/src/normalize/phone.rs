@@ -20,21 +20,8 @@ const MAX_DIGITS: usize = 19;
 const MAX_EXTENSION_DIGITS: usize = 10;
 /// Extension markers, longest first so that "ext." wins over "x". Matching is ASCII
 /// case-insensitive and done after NFKC, so full-width "＃" and "ＥＸＴ" are covered.
-const EXTENSION_MARKERS: &[&str] = &[
-    ";ext=",
-    "extension",
-    "分机号",
-    "分機號",
-    "ext.",
-    "ext",
-    "分机",
-    "分機",
-    "转",
-    "轉",
-    "#",
-    "x",
-    ",",
-];
+const EXTENSION_MARKERS: &[&str] =
+    &[";ext=", "extension", "分机号", "分機號", "ext.", "ext", "分机", "分機", "转", "轉", "#", "x", ","];
 
 /// Phone → E.164 (`"+8613812345678"`), with `";ext=123"` appended when the input carried an
 /// extension. `default_region` is an ISO 3166 alpha-2 code (`"CN"`) used for numbers written
@@ -53,11 +40,7 @@ pub fn normalize_phone(raw: &str, default_region: &str) -> Result<String, Normal
     let text = nfkc(raw);
     let text = text.trim();
     if text.is_empty() {
-        return Err(NormalizeError::new(
-            CODE,
-            "phone number is empty",
-            "电话号码为空",
-        ));
+        return Err(NormalizeError::new(CODE, "phone number is empty", "电话号码为空"));
     }
     let region = region_id(default_region);
     let (main, extension) = split_extension(text);
@@ -107,11 +90,7 @@ impl Dialled {
                 plus = true;
             } else if !is_separator(c) {
                 return Err(if c.is_alphabetic() {
-                    NormalizeError::new(
-                        CODE,
-                        "phone number contains letters",
-                        "电话号码中包含字母或文字",
-                    )
+                    NormalizeError::new(CODE, "phone number contains letters", "电话号码中包含字母或文字")
                 } else {
                     NormalizeError::new(
                         CODE,
@@ -132,11 +111,7 @@ impl Dialled {
 
     /// The form handed to libphonenumber: only `+` and ASCII digits.
     fn as_parse_input(&self) -> String {
-        if self.plus {
-            format!("+{}", self.digits)
-        } else {
-            self.digits.clone()
-        }
+        if self.plus { format!("+{}", self.digits) } else { self.digits.clone() }
     }
 }
 
@@ -144,8 +119,7 @@ fn is_separator(c: char) -> bool {
     c.is_whitespace()
         || matches!(
             c,
-            '-' | '.' | '(' | ')' | '[' | ']' | '/' | '\u{2010}'
-                ..='\u{2015}' | '\u{2212}' | '\u{30FB}' | '\u{00B7}'
+            '-' | '.' | '(' | ')' | '[' | ']' | '/' | '\u{2010}'..='\u{2015}' | '\u{2212}' | '\u{30FB}' | '\u{00B7}'
         )
 }
 
@@ -178,10 +152,7 @@ fn split_dash_extension(main: &str, region: Option<Id>) -> Option<(PhoneNumber, 
     }
     let head = Dialled::scan(&main[..at]).ok()?;
     let number = parse_valid(&head, region)?;
-    let is_landline = matches!(
-        number.number_type(&DATABASE),
-        Type::FixedLine | Type::FixedLineOrMobile
-    );
+    let is_landline = matches!(number.number_type(&DATABASE), Type::FixedLine | Type::FixedLineOrMobile);
     is_landline.then(|| (number, tail.to_owned()))
 }
 
@@ -205,10 +176,7 @@ fn is_cn_pseudo_mobile(number: &PhoneNumber) -> bool {
     let national = formatted.strip_prefix("+86").unwrap_or(&formatted);
     national.len() == 11
         && national.starts_with('1')
-        && !matches!(
-            number.number_type(&DATABASE),
-            Type::Mobile | Type::FixedLineOrMobile
-        )
+        && !matches!(number.number_type(&DATABASE), Type::Mobile | Type::FixedLineOrMobile)
 }
 
 fn e164(number: &PhoneNumber) -> String {
@@ -245,11 +213,7 @@ fn invalid_number_error(dialled: &Dialled, region: Option<Id>) -> NormalizeError
         digits.strip_prefix("86")
     } else if region == Some(Id::CN) {
         let without_idd = digits.strip_prefix("0086").unwrap_or(digits);
-        Some(if without_idd.len() == 13 {
-            without_idd.strip_prefix("86").unwrap_or(without_idd)
-        } else {
-            without_idd
-        })
+        Some(if without_idd.len() == 13 { without_idd.strip_prefix("86").unwrap_or(without_idd) } else { without_idd })
     } else {
         None
     };

@@ -22,8 +22,8 @@ const CHECK_CHARS: [char; 11] = ['1', '0', 'X', '9', '8', '7', '6', '5', '4', '3
 /// 81/82 (Hong Kong/Macau residence permits) 83 (Taiwan residence permits) and 91 (foreigners'
 /// permanent residence, 2023 format).
 const PROVINCE_CODES: &[u8] = &[
-    11, 12, 13, 14, 15, 21, 22, 23, 31, 32, 33, 34, 35, 36, 37, 41, 42, 43, 44, 45, 46, 50, 51, 52,
-    53, 54, 61, 62, 63, 64, 65, 71, 81, 82, 83, 91,
+    11, 12, 13, 14, 15, 21, 22, 23, 31, 32, 33, 34, 35, 36, 37, 41, 42, 43, 44, 45, 46, 50, 51, 52, 53, 54, 61, 62, 63,
+    64, 65, 71, 81, 82, 83, 91,
 ];
 
 /// Upper bound on input length; anything longer is certainly not an ID and is rejected before
@@ -39,11 +39,7 @@ pub fn normalize_cn_resident_id(raw: &str, today: Date) -> Result<String, Normal
     if raw.len() > MAX_RAW_LEN {
         return Err(format_error("resident ID is too long", "身份证号码过长"));
     }
-    let folded: String = nfkc(raw)
-        .chars()
-        .filter(|c| !c.is_whitespace())
-        .map(|c| c.to_ascii_uppercase())
-        .collect();
+    let folded: String = nfkc(raw).chars().filter(|c| !c.is_whitespace()).map(|c| c.to_ascii_uppercase()).collect();
 
     let id18 = match folded.len() {
         18 => folded,
@@ -59,21 +55,14 @@ pub fn normalize_cn_resident_id(raw: &str, today: Date) -> Result<String, Normal
     // The length above is in bytes, so `id18` may still hold multi-byte characters (six CJK
     // characters are 18 bytes); the alphabet is checked before any slicing by byte index.
     let (first17, last) = split_check_char(&id18).ok_or_else(|| {
-        format_error(
-            "resident ID must be 17 digits followed by a digit or X",
-            "身份证号码应为17位数字加1位数字或X",
-        )
+        format_error("resident ID must be 17 digits followed by a digit or X", "身份证号码应为17位数字加1位数字或X")
     })?;
 
     check_region(first17)?;
     check_birth_date(&first17[6..14], today)?;
 
-    let expected = resident_id_check_char(first17).ok_or_else(|| {
-        format_error(
-            "resident ID must start with 17 digits",
-            "身份证号码前17位应为数字",
-        )
-    })?;
+    let expected = resident_id_check_char(first17)
+        .ok_or_else(|| format_error("resident ID must start with 17 digits", "身份证号码前17位应为数字"))?;
     if expected != last {
         return Err(NormalizeError::new(
             CODE_CHECKSUM,
@@ -117,8 +106,7 @@ fn split_check_char(id18: &str) -> Option<(&str, char)> {
     }
     let (first17, last) = id18.split_at(17);
     let last = last.chars().next()?;
-    let alphabet_ok =
-        first17.bytes().all(|b| b.is_ascii_digit()) && (last.is_ascii_digit() || last == 'X');
+    let alphabet_ok = first17.bytes().all(|b| b.is_ascii_digit()) && (last.is_ascii_digit() || last == 'X');
     alphabet_ok.then_some((first17, last))
 }
 
@@ -142,31 +130,19 @@ fn check_region(first17: &str) -> Result<(), NormalizeError> {
     if PROVINCE_CODES.contains(&province) {
         Ok(())
     } else {
-        Err(format_error(
-            "resident ID starts with an unknown province code",
-            "身份证号码的省级行政区划代码无效",
-        ))
+        Err(format_error("resident ID starts with an unknown province code", "身份证号码的省级行政区划代码无效"))
     }
 }
 
 fn check_birth_date(yyyymmdd: &str, today: Date) -> Result<(), NormalizeError> {
     let Some(birth) = parse_yyyymmdd(yyyymmdd) else {
-        return Err(format_error(
-            "resident ID contains an impossible birth date",
-            "身份证号码中的出生日期不存在",
-        ));
+        return Err(format_error("resident ID contains an impossible birth date", "身份证号码中的出生日期不存在"));
     };
     if birth.year() < 1900 {
-        return Err(format_error(
-            "resident ID birth year is before 1900",
-            "身份证号码中的出生年份早于1900年",
-        ));
+        return Err(format_error("resident ID birth year is before 1900", "身份证号码中的出生年份早于1900年"));
     }
     if birth > today {
-        return Err(format_error(
-            "resident ID birth date is in the future",
-            "身份证号码中的出生日期晚于今天",
-        ));
+        return Err(format_error("resident ID birth date is in the future", "身份证号码中的出生日期晚于今天"));
     }
     Ok(())
 }
@@ -207,14 +183,8 @@ mod tests {
             ("11010519491231002x", Ok("11010519491231002X")),
             ("  11010519491231002x\t", Ok("11010519491231002X")),
             ("110105 19491231 002X", Ok("11010519491231002X")),
-            (
-                "１１０１０５１９４９１２３１００２Ｘ",
-                Ok("11010519491231002X"),
-            ),
-            (
-                "１１０１０５１９４９１２３１００２ｘ",
-                Ok("11010519491231002X"),
-            ),
+            ("１１０１０５１９４９１２３１００２Ｘ", Ok("11010519491231002X")),
+            ("１１０１０５１９４９１２３１００２ｘ", Ok("11010519491231002X")),
             ("110105　19491231　002X", Ok("11010519491231002X")),
             // Computed examples across provinces and special codes.
             ("44030519900101123X", Ok("44030519900101123X")),
@@ -294,14 +264,8 @@ mod tests {
 
     #[test]
     fn birth_date_extraction() {
-        assert_eq!(
-            resident_id_birth_date("11010519491231002X"),
-            Some(date!(1949 - 12 - 31))
-        );
-        assert_eq!(
-            resident_id_birth_date("310104198802290012"),
-            Some(date!(1988 - 02 - 29))
-        );
+        assert_eq!(resident_id_birth_date("11010519491231002X"), Some(date!(1949 - 12 - 31)));
+        assert_eq!(resident_id_birth_date("310104198802290012"), Some(date!(1988 - 02 - 29)));
         assert_eq!(resident_id_birth_date("110105199002300028"), None);
         assert_eq!(resident_id_birth_date("11010519491231002"), None);
         assert_eq!(resident_id_birth_date("１１０１０５１９４９１２３１"), None);
@@ -333,22 +297,17 @@ mod tests {
     }
 
     fn valid_id_born_in(years: std::ops::RangeInclusive<i32>) -> impl Strategy<Value = String> {
-        (
-            proptest::sample::select(PROVINCE_CODES),
-            0u32..10_000,
-            years,
-            1u8..=12,
-            1u8..=31,
-            0u32..1000,
-        )
-            .prop_filter_map("real date not after today", |(p, area, y, m, d, seq)| {
+        (proptest::sample::select(PROVINCE_CODES), 0u32..10_000, years, 1u8..=12, 1u8..=31, 0u32..1000).prop_filter_map(
+            "real date not after today",
+            |(p, area, y, m, d, seq)| {
                 let birth = Date::from_calendar_date(y, Month::try_from(m).ok()?, d).ok()?;
                 if birth > TODAY {
                     return None;
                 }
                 let first17 = format!("{p:02}{area:04}{y:04}{m:02}{d:02}{seq:03}");
                 Some(format!("{first17}{}", resident_id_check_char(&first17)?))
-            })
+            },
+        )
     }
 
     proptest! {

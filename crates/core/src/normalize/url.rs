@@ -24,20 +24,12 @@ pub fn normalize_url(raw: &str) -> Result<String, NormalizeError> {
         return Err(NormalizeError::new(CODE, "URL is too long", "网址过长"));
     }
     if trimmed.chars().any(char::is_whitespace) {
-        return Err(NormalizeError::new(
-            CODE,
-            "URL must not contain spaces",
-            "网址中不能包含空格",
-        ));
+        return Err(NormalizeError::new(CODE, "URL must not contain spaces", "网址中不能包含空格"));
     }
 
     let folded = fold_full_width_prefix(trimmed);
     let with_scheme = match explicit_scheme(&folded) {
-        Some(scheme)
-            if scheme.eq_ignore_ascii_case("http") || scheme.eq_ignore_ascii_case("https") =>
-        {
-            folded
-        }
+        Some(scheme) if scheme.eq_ignore_ascii_case("http") || scheme.eq_ignore_ascii_case("https") => folded,
         Some(scheme) => {
             return Err(NormalizeError::new(
                 CODE,
@@ -49,8 +41,8 @@ pub fn normalize_url(raw: &str) -> Result<String, NormalizeError> {
         None => format!("https://{folded}"),
     };
 
-    let url = Url::parse(&with_scheme)
-        .map_err(|_| NormalizeError::new(CODE, "not a valid web address", "不是有效的网址"))?;
+    let url =
+        Url::parse(&with_scheme).map_err(|_| NormalizeError::new(CODE, "not a valid web address", "不是有效的网址"))?;
     if !url.username().is_empty() || url.password().is_some() {
         return Err(NormalizeError::new(
             CODE,
@@ -103,20 +95,14 @@ fn fold_full_width_prefix(s: &str) -> String {
         && (first_delimiter == 0 || folded.get(first_delimiter.wrapping_sub(1)) == Some(&':'));
     let authority_end = if starts_authority {
         let from = first_delimiter + 2;
-        folded[from..]
-            .iter()
-            .position(is_delimiter)
-            .map_or(folded.len(), |i| from + i)
+        folded[from..].iter().position(is_delimiter).map_or(folded.len(), |i| from + i)
     } else {
         first_delimiter
     };
     // The delimiter that ends the authority is folded too ("ｑｑ．ｃｏｍ／" must not leave a
     // full-width solidus inside the host).
     let authority_end = (authority_end + 1).min(folded.len());
-    folded[..authority_end]
-        .iter()
-        .chain(&original[authority_end..])
-        .collect()
+    folded[..authority_end].iter().chain(&original[authority_end..]).collect()
 }
 
 fn fold_full_width_char(c: char) -> char {
@@ -138,15 +124,11 @@ fn is_plausible_domain(domain: &str) -> bool {
             && label.len() <= 63
             && !label.starts_with('-')
             && !label.ends_with('-')
-            && label
-                .bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+            && label.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
     };
     labels.len() >= 2
         && labels.iter().all(label_ok)
-        && labels
-            .last()
-            .is_some_and(|tld| tld.bytes().any(|b| b.is_ascii_alphabetic()))
+        && labels.last().is_some_and(|tld| tld.bytes().any(|b| b.is_ascii_alphabetic()))
 }
 
 #[cfg(test)]
@@ -162,30 +144,18 @@ mod tests {
             ("  www.example.com  ", "https://www.example.com/"),
             ("WWW.Example.COM", "https://www.example.com/"),
             ("http://example.com", "http://example.com/"),
-            (
-                "HTTPS://EXAMPLE.COM/Path/To?Q=Search#Frag",
-                "https://example.com/Path/To?Q=Search#Frag",
-            ),
+            ("HTTPS://EXAMPLE.COM/Path/To?Q=Search#Frag", "https://example.com/Path/To?Q=Search#Frag"),
             ("https://example.com:443/", "https://example.com/"),
             ("example.com:8080/admin", "https://example.com:8080/admin"),
             ("//cdn.example.com/x.js", "https://cdn.example.com/x.js"),
-            (
-                "www.baidu.com/s?wd=客户",
-                "https://www.baidu.com/s?wd=%E5%AE%A2%E6%88%B7",
-            ),
+            ("www.baidu.com/s?wd=客户", "https://www.baidu.com/s?wd=%E5%AE%A2%E6%88%B7"),
             ("ｗｗｗ．ｔｅｎｃｅｎｔ．ｃｏｍ", "https://www.tencent.com/"),
-            (
-                "ｈｔｔｐｓ：／／ｗｗｗ．ｑｑ．ｃｏｍ／",
-                "https://www.qq.com/",
-            ),
+            ("ｈｔｔｐｓ：／／ｗｗｗ．ｑｑ．ｃｏｍ／", "https://www.qq.com/"),
             ("www。example。com", "https://www.example.com/"),
             ("中国政府.政务", "https://xn--fiqs8sirgfmh.xn--zfr164b/"),
             ("http://例子.测试/", "http://xn--fsqu00a.xn--0zwm56d/"),
             ("HTTP://Bücher.de", "http://xn--bcher-kva.de/"),
-            (
-                "https://192.168.1.10:8443/crm",
-                "https://192.168.1.10:8443/crm",
-            ),
+            ("https://192.168.1.10:8443/crm", "https://192.168.1.10:8443/crm"),
             ("https://[2001:DB8::1]/", "https://[2001:db8::1]/"),
             ("example.com/路径", "https://example.com/%E8%B7%AF%E5%BE%84"),
             ("example.com.", "https://example.com./"),
@@ -223,11 +193,7 @@ mod tests {
         ];
         for raw in cases {
             let got = normalize_url(raw);
-            assert_eq!(
-                got.as_ref().map_err(|e| e.code),
-                Err("invalid_url"),
-                "input {raw:?}: {got:?}"
-            );
+            assert_eq!(got.as_ref().map_err(|e| e.code), Err("invalid_url"), "input {raw:?}: {got:?}");
         }
     }
 

@@ -11,9 +11,7 @@ const CODE: &str = "invalid_uscc";
 
 /// The USCC alphabet in value order: the character at index `n` has value `n`.
 const CHARSET: &str = "0123456789ABCDEFGHJKLMNPQRTUWXY";
-const WEIGHTS: [u32; 17] = [
-    1, 3, 9, 27, 19, 26, 16, 17, 20, 29, 25, 13, 8, 24, 10, 30, 28,
-];
+const WEIGHTS: [u32; 17] = [1, 3, 9, 27, 19, 26, 16, 17, 20, 29, 25, 13, 8, 24, 10, 30, 28];
 const MAX_RAW_LEN: usize = 96;
 
 /// A syntactically valid Unified Social Credit Code. `checksum_ok` is false when the check
@@ -30,17 +28,9 @@ pub struct Uscc {
 /// length or character is an error; a failing checksum is reported in [`Uscc::checksum_ok`].
 pub fn normalize_uscc(raw: &str) -> Result<Uscc, NormalizeError> {
     if raw.len() > MAX_RAW_LEN {
-        return Err(NormalizeError::new(
-            CODE,
-            "unified social credit code is too long",
-            "统一社会信用代码过长",
-        ));
+        return Err(NormalizeError::new(CODE, "unified social credit code is too long", "统一社会信用代码过长"));
     }
-    let value: String = nfkc(raw)
-        .chars()
-        .filter(|c| !c.is_whitespace())
-        .flat_map(char::to_uppercase)
-        .collect();
+    let value: String = nfkc(raw).chars().filter(|c| !c.is_whitespace()).flat_map(char::to_uppercase).collect();
 
     if value.chars().count() != 18 {
         return Err(NormalizeError::new(
@@ -55,11 +45,7 @@ pub fn normalize_uscc(raw: &str) -> Result<Uscc, NormalizeError> {
         } else {
             ""
         };
-        let hint_zh = if hint.is_empty() {
-            ""
-        } else {
-            "（不使用字母I、O、Z、S、V）"
-        };
+        let hint_zh = if hint.is_empty() { "" } else { "（不使用字母I、O、Z、S、V）" };
         return Err(NormalizeError::new(
             CODE,
             format!("unified social credit code contains the invalid character '{bad}'{hint}"),
@@ -97,10 +83,7 @@ mod tests {
     use proptest::prelude::*;
 
     fn ok(value: &str, checksum_ok: bool) -> Result<Uscc, &'static str> {
-        Ok(Uscc {
-            value: value.to_owned(),
-            checksum_ok,
-        })
+        Ok(Uscc { value: value.to_owned(), checksum_ok })
     }
 
     #[test]
@@ -113,14 +96,8 @@ mod tests {
             // Case, full width and spacing.
             ("9144030071526726xg", ok("9144030071526726XG", true)),
             (" 91440300 7152 6726XG ", ok("9144030071526726XG", true)),
-            (
-                "９１４４０３００７１５２６７２６ＸＧ",
-                ok("9144030071526726XG", true),
-            ),
-            (
-                "９１４４０３００７１５２６７２６ｘｇ",
-                ok("9144030071526726XG", true),
-            ),
+            ("９１４４０３００７１５２６７２６ＸＧ", ok("9144030071526726XG", true)),
+            ("９１４４０３００７１５２６７２６ｘｇ", ok("9144030071526726XG", true)),
             ("9144\u{3000}030071526726XG", ok("9144030071526726XG", true)),
             // Checksum failures are reported, not rejected.
             ("9144030071526726XH", ok("9144030071526726XH", false)),
@@ -158,22 +135,14 @@ mod tests {
         // Find a prefix whose weighted sum is divisible by 31 and check that the check
         // character is '0' rather than an out-of-range index.
         let found = (0..10_000u32).map(|n| format!("9111010{n:010}")).find(|p| {
-            let sum: u32 = p
-                .chars()
-                .zip(WEIGHTS)
-                .map(|(c, w)| char_value(c).unwrap() * w)
-                .sum();
+            let sum: u32 = p.chars().zip(WEIGHTS).map(|(c, w)| char_value(c).unwrap() * w).sum();
             sum.is_multiple_of(31)
         });
         assert_eq!(uscc_check_char(&found.unwrap()), Some('0'));
     }
 
     fn valid_uscc() -> impl Strategy<Value = String> {
-        proptest::collection::vec(
-            proptest::sample::select(CHARSET.chars().collect::<Vec<_>>()),
-            17,
-        )
-        .prop_map(|chars| {
+        proptest::collection::vec(proptest::sample::select(CHARSET.chars().collect::<Vec<_>>()), 17).prop_map(|chars| {
             let first17: String = chars.into_iter().collect();
             let check = uscc_check_char(&first17).unwrap();
             format!("{first17}{check}")

@@ -56,27 +56,13 @@ pub async fn create_user(
 ) -> ApiResult<Response> {
     let user = state
         .service
-        .create_user(
-            &ctx,
-            &body.username,
-            &body.password,
-            &body.role,
-            body.team_id,
-            body.department_id,
-        )
+        .create_user(&ctx, &body.username, &body.password, &body.role, body.team_id, body.department_id)
         .await?;
-    Ok((
-        StatusCode::CREATED,
-        Json(json!(custodian_service::UserView::from(&user))),
-    )
-        .into_response())
+    Ok((StatusCode::CREATED, Json(json!(custodian_service::UserView::from(&user)))).into_response())
 }
 
 #[utoipa::path(get, path = "/api/v1/departments", tag = "admin", responses((status = 200)))]
-pub async fn list_departments(
-    State(state): State<AppState>,
-    Auth(ctx): Auth,
-) -> ApiResult<Response> {
+pub async fn list_departments(State(state): State<AppState>, Auth(ctx): Auth) -> ApiResult<Response> {
     Ok(Json(json!({ "items": state.service.list_departments(&ctx).await? })).into_response())
 }
 
@@ -87,10 +73,7 @@ pub async fn create_department(
     Auth(ctx): Auth,
     JsonBody(body): JsonBody<NewDepartmentBody>,
 ) -> ApiResult<Response> {
-    let d = state
-        .service
-        .create_department(&ctx, &body.name, body.parent_id)
-        .await?;
+    let d = state.service.create_department(&ctx, &body.name, body.parent_id).await?;
     Ok((StatusCode::CREATED, Json(json!(d))).into_response())
 }
 
@@ -106,10 +89,7 @@ pub async fn create_team(
     Auth(ctx): Auth,
     JsonBody(body): JsonBody<NewTeamBody>,
 ) -> ApiResult<Response> {
-    let t = state
-        .service
-        .create_team(&ctx, &body.name, body.department_id)
-        .await?;
+    let t = state.service.create_team(&ctx, &body.name, body.department_id).await?;
     Ok((StatusCode::CREATED, Json(json!(t))).into_response())
 }
 

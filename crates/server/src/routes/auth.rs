@@ -18,20 +18,14 @@ pub async fn login(
     Ctx(ctx): Ctx,
     JsonBody(body): JsonBody<LoginBody>,
 ) -> ApiResult<Response> {
-    let result = state
-        .service
-        .login(&ctx, &body.username, &body.password)
-        .await?;
+    let result = state.service.login(&ctx, &body.username, &body.password).await?;
     let cookie = format!(
         "{SESSION_COOKIE}={}; Path=/; HttpOnly; Secure; SameSite=Strict; Max-Age={}",
         result.token,
         state.service.config().session_absolute_secs
     );
-    let mut response = (
-        StatusCode::OK,
-        Json(json!({ "token": result.token, "expires_at": result.expires_at })),
-    )
-        .into_response();
+    let mut response =
+        (StatusCode::OK, Json(json!({ "token": result.token, "expires_at": result.expires_at }))).into_response();
     if let Ok(v) = HeaderValue::from_str(&cookie) {
         response.headers_mut().insert(header::SET_COOKIE, v);
     }
@@ -45,9 +39,7 @@ pub async fn logout(State(state): State<AppState>, Auth(ctx): Auth) -> ApiResult
     let mut response = StatusCode::NO_CONTENT.into_response();
     response.headers_mut().insert(
         header::SET_COOKIE,
-        HeaderValue::from_static(
-            "custodian_session=; Path=/; HttpOnly; Secure; SameSite=Strict; Max-Age=0",
-        ),
+        HeaderValue::from_static("custodian_session=; Path=/; HttpOnly; Secure; SameSite=Strict; Max-Age=0"),
     );
     Ok(response)
 }

@@ -3,9 +3,7 @@
 use crate::AppState;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{Auth, JsonBody, QueryPairs};
-use crate::openapi::{
-    ErrorBody, HistoryDoc, RecordBody, RecordDoc, RecordListDoc, VersionBody, VersionDoc,
-};
+use crate::openapi::{ErrorBody, HistoryDoc, RecordBody, RecordDoc, RecordListDoc, VersionBody, VersionDoc};
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
@@ -25,23 +23,19 @@ fn expected_version(headers: &HeaderMap, body_version: Option<i64>) -> ApiResult
     let header_version = match headers.get(header::IF_MATCH) {
         None => None,
         Some(v) => {
-            let text = v.to_str().map_err(|_| {
-                ApiError::message(ErrorCode::MalformedRequest, "If-Match is not valid text.")
-            })?;
+            let text = v
+                .to_str()
+                .map_err(|_| ApiError::message(ErrorCode::MalformedRequest, "If-Match is not valid text."))?;
             let trimmed = text.trim().trim_start_matches("W/").trim_matches('"');
             Some(trimmed.parse::<i64>().map_err(|_| {
-                ApiError::message(
-                    ErrorCode::MalformedRequest,
-                    "If-Match must be a record version, e.g. \"3\".",
-                )
+                ApiError::message(ErrorCode::MalformedRequest, "If-Match must be a record version, e.g. \"3\".")
             })?)
         }
     };
     match (header_version, body_version) {
-        (Some(h), Some(b)) if h != b => Err(ApiError::message(
-            ErrorCode::MalformedRequest,
-            "If-Match and body version disagree.",
-        )),
+        (Some(h), Some(b)) if h != b => {
+            Err(ApiError::message(ErrorCode::MalformedRequest, "If-Match and body version disagree."))
+        }
         (h, b) => Ok(h.or(b)),
     }
 }
@@ -109,15 +103,9 @@ pub async fn create(
     JsonBody(body): JsonBody<RecordBody>,
 ) -> ApiResult<Response> {
     if body.version.is_some() {
-        return Err(ApiError::message(
-            ErrorCode::MalformedRequest,
-            "A new record has no version.",
-        ));
+        return Err(ApiError::message(ErrorCode::MalformedRequest, "A new record has no version."));
     }
-    let record = state
-        .service
-        .create_record(&ctx, &object, &body.fields, &CreateOptions::default())
-        .await?;
+    let record = state.service.create_record(&ctx, &object, &body.fields, &CreateOptions::default()).await?;
     let location = format!("/api/v1/{}/{}", record.object, record.id);
     let mut response = with_etag(StatusCode::CREATED, record);
     if let Ok(v) = HeaderValue::from_str(&location) {
@@ -135,10 +123,7 @@ pub async fn get(
     Path((object, id)): Path<(String, String)>,
 ) -> ApiResult<Response> {
     let id = parse_id(&id)?;
-    Ok(with_etag(
-        StatusCode::OK,
-        state.service.get_record(&ctx, &object, id).await?,
-    ))
+    Ok(with_etag(StatusCode::OK, state.service.get_record(&ctx, &object, id).await?))
 }
 
 #[utoipa::path(patch, path = "/api/v1/{object}/{id}", tag = "records", request_body = RecordBody,
@@ -152,28 +137,16 @@ pub async fn update(
     JsonBody(body): JsonBody<RecordBody>,
 ) -> ApiResult<Response> {
     let id = parse_id(&id)?;
-    let options = WriteOptions {
-        expected_version: expected_version(&headers, body.version)?,
-    };
-    Ok(with_etag(
-        StatusCode::OK,
-        state
-            .service
-            .update_record(&ctx, &object, id, &body.fields, &options)
-            .await?,
-    ))
+    let options = WriteOptions { expected_version: expected_version(&headers, body.version)? };
+    Ok(with_etag(StatusCode::OK, state.service.update_record(&ctx, &object, id, &body.fields, &options).await?))
 }
 
 async fn optional_version_body(body: axum::body::Bytes) -> ApiResult<VersionBody> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(VersionBody::default());
     }
-    serde_json::from_slice(&body).map_err(|e| {
-        ApiError::message(
-            ErrorCode::MalformedRequest,
-            format!("Invalid JSON body: {e}"),
-        )
-    })
+    serde_json::from_slice(&body)
+        .map_err(|e| ApiError::message(ErrorCode::MalformedRequest, format!("Invalid JSON body: {e}")))
 }
 
 #[utoipa::path(delete, path = "/api/v1/{object}/{id}", tag = "records", request_body(content = VersionBody, description = "Optional"),
@@ -188,16 +161,8 @@ pub async fn delete(
 ) -> ApiResult<Response> {
     let id = parse_id(&id)?;
     let body = optional_version_body(body).await?;
-    let options = WriteOptions {
-        expected_version: expected_version(&headers, body.version)?,
-    };
-    Ok(with_etag(
-        StatusCode::OK,
-        state
-            .service
-            .delete_record(&ctx, &object, id, &options)
-            .await?,
-    ))
+    let options = WriteOptions { expected_version: expected_version(&headers, body.version)? };
+    Ok(with_etag(StatusCode::OK, state.service.delete_record(&ctx, &object, id, &options).await?))
 }
 
 #[utoipa::path(post, path = "/api/v1/{object}/{id}/restore", tag = "records", request_body(content = VersionBody, description = "Optional"),
@@ -212,16 +177,8 @@ pub async fn restore(
 ) -> ApiResult<Response> {
     let id = parse_id(&id)?;
     let body = optional_version_body(body).await?;
-    let options = WriteOptions {
-        expected_version: expected_version(&headers, body.version)?,
-    };
-    Ok(with_etag(
-        StatusCode::OK,
-        state
-            .service
-            .restore_record(&ctx, &object, id, &options)
-            .await?,
-    ))
+    let options = WriteOptions { expected_version: expected_version(&headers, body.version)? };
+    Ok(with_etag(StatusCode::OK, state.service.restore_record(&ctx, &object, id, &options).await?))
 }
 
 #[utoipa::path(get, path = "/api/v1/{object}/{id}/history", tag = "records",
@@ -243,10 +200,7 @@ pub async fn history(
             "历史记录仅支持 cursor 和 limit 参数。",
         )));
     }
-    let page = state
-        .service
-        .history(&ctx, &object, id, params.cursor.as_deref(), params.limit)
-        .await?;
+    let page = state.service.history(&ctx, &object, id, params.cursor.as_deref(), params.limit).await?;
     Ok(Json(page).into_response())
 }
 
@@ -259,12 +213,7 @@ pub async fn history_version(
     Path((object, id, version)): Path<(String, String, String)>,
 ) -> ApiResult<Response> {
     let id = parse_id(&id)?;
-    let version = version
-        .parse::<i64>()
-        .map_err(|_| ApiError::code(ErrorCode::NotFound))?;
-    let v = state
-        .service
-        .history_version(&ctx, &object, id, version)
-        .await?;
+    let version = version.parse::<i64>().map_err(|_| ApiError::code(ErrorCode::NotFound))?;
+    let v = state.service.history_version(&ctx, &object, id, version).await?;
     Ok(Json(json!(v)).into_response())
 }
