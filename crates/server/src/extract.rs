@@ -102,9 +102,29 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody<T> {
                 ApiError::message(ErrorCode::MalformedRequest, "The request body could not be read.")
             }
         })?;
-        serde_json::from_slice(&bytes)
+        let value: serde_json::Value = serde_json::from_slice(&bytes)
+            .map_err(|e| ApiError::message(ErrorCode::MalformedRequest, format!("Invalid JSON body: {e}")))?;
+        // Every body of this API is a JSON object (serde would also accept arrays for structs).
+        if !value.is_object() {
+            return Err(ApiError::message(ErrorCode::MalformedRequest, "The body must be a JSON object."));
+        }
+        serde_json::from_value(value)
             .map(JsonBody)
             .map_err(|e| ApiError::message(ErrorCode::MalformedRequest, format!("Invalid JSON body: {e}")))
+    }
+}
+
+/// Path parameters. A path that cannot be decoded (e.g. invalid UTF-8) names nothing: 404.
+pub struct PathParams<T>(pub T);
+
+impl<T: DeserializeOwned + Send, S: Send + Sync> FromRequestParts<S> for PathParams<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        axum::extract::Path::<T>::from_request_parts(parts, state)
+            .await
+            .map(|p| PathParams(p.0))
+            .map_err(|_| ApiError::code(ErrorCode::NotFound))
     }
 }
 

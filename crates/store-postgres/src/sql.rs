@@ -587,7 +587,12 @@ mod tests {
                 FilterOp::Lte(v.clone()),
             ]);
         }
-        let keys = [Value::String("k".into()), Value::from(3), Value::String("1.5".into()), Value::String(Uuid::nil().to_string())];
+        let keys = [
+            Value::String("k".into()),
+            Value::from(3),
+            Value::String("1.5".into()),
+            Value::String(Uuid::nil().to_string()),
+        ];
         for column in &columns {
             for op in &ops {
                 for sort_column in &columns {
@@ -597,7 +602,8 @@ mod tests {
                             Filter::Column { column: column.clone(), op: op.clone() },
                             Filter::BlindIndex { field: "f".into(), digest: vec![1] },
                         ];
-                        query.scope = RowScope::Restricted { owner_ids: vec![Uuid::nil()], team_ids: vec![], record_ids: vec![] };
+                        query.scope =
+                            RowScope::Restricted { owner_ids: vec![Uuid::nil()], team_ids: vec![], record_ids: vec![] };
                         query.search = custodian_core::search::query_tokens("abc 张三");
                         let mut parts = QueryParts::default();
                         push_list_conditions(&mut parts, &query).unwrap_or_else(|e| panic!("{e}"));
@@ -608,7 +614,11 @@ mod tests {
                         }
                         let sql = format!("{} {} {}", parts.where_sql(), sort.expr, sort.select);
                         let n = parts.into_binds().len();
-                        assert_eq!(placeholders(&sql), (1..=n).collect(), "{column:?} {op:?} sort {sort_column:?}: {sql}");
+                        assert_eq!(
+                            placeholders(&sql),
+                            (1..=n).collect(),
+                            "{column:?} {op:?} sort {sort_column:?}: {sql}"
+                        );
                     }
                 }
             }

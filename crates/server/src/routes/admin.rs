@@ -2,10 +2,10 @@
 
 use crate::AppState;
 use crate::error::ApiResult;
-use crate::extract::{Auth, JsonBody};
+use crate::extract::{Auth, JsonBody, PathParams};
 use crate::openapi::ErrorBody;
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use custodian_core::schema::FieldDef;
@@ -105,7 +105,7 @@ pub async fn schema(State(state): State<AppState>, Auth(_ctx): Auth) -> ApiResul
 pub async fn object_schema(
     State(state): State<AppState>,
     Auth(_ctx): Auth,
-    Path(object): Path<String>,
+    PathParams(object): PathParams<String>,
 ) -> ApiResult<Response> {
     Ok(Json(json!(state.service.object_schema(&object)?)).into_response())
 }
@@ -116,7 +116,7 @@ pub async fn object_schema(
 pub async fn add_field(
     State(state): State<AppState>,
     Auth(ctx): Auth,
-    Path(object): Path<String>,
+    PathParams(object): PathParams<String>,
     JsonBody(field): JsonBody<serde_json::Value>,
 ) -> ApiResult<Response> {
     let field: FieldDef = serde_json::from_value(field).map_err(|e| {

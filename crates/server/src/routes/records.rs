@@ -2,10 +2,10 @@
 
 use crate::AppState;
 use crate::error::{ApiError, ApiResult};
-use crate::extract::{Auth, JsonBody, QueryPairs};
+use crate::extract::{Auth, JsonBody, PathParams, QueryPairs};
 use crate::openapi::{ErrorBody, HistoryDoc, RecordBody, RecordDoc, RecordListDoc, VersionBody, VersionDoc};
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use custodian_core::ErrorCode;
@@ -85,7 +85,7 @@ fn list_params(pairs: Vec<(String, String)>) -> ApiResult<ListParams> {
 pub async fn list(
     State(state): State<AppState>,
     Auth(ctx): Auth,
-    Path(object): Path<String>,
+    PathParams(object): PathParams<String>,
     QueryPairs(pairs): QueryPairs,
 ) -> ApiResult<Response> {
     let params = list_params(pairs)?;
@@ -99,7 +99,7 @@ pub async fn list(
 pub async fn create(
     State(state): State<AppState>,
     Auth(ctx): Auth,
-    Path(object): Path<String>,
+    PathParams(object): PathParams<String>,
     JsonBody(body): JsonBody<RecordBody>,
 ) -> ApiResult<Response> {
     if body.version.is_some() {
@@ -120,7 +120,7 @@ pub async fn create(
 pub async fn get(
     State(state): State<AppState>,
     Auth(ctx): Auth,
-    Path((object, id)): Path<(String, String)>,
+    PathParams((object, id)): PathParams<(String, String)>,
 ) -> ApiResult<Response> {
     let id = parse_id(&id)?;
     Ok(with_etag(StatusCode::OK, state.service.get_record(&ctx, &object, id).await?))
@@ -132,7 +132,7 @@ pub async fn get(
 pub async fn update(
     State(state): State<AppState>,
     Auth(ctx): Auth,
-    Path((object, id)): Path<(String, String)>,
+    PathParams((object, id)): PathParams<(String, String)>,
     headers: HeaderMap,
     JsonBody(body): JsonBody<RecordBody>,
 ) -> ApiResult<Response> {
@@ -155,7 +155,7 @@ async fn optional_version_body(body: axum::body::Bytes) -> ApiResult<VersionBody
 pub async fn delete(
     State(state): State<AppState>,
     Auth(ctx): Auth,
-    Path((object, id)): Path<(String, String)>,
+    PathParams((object, id)): PathParams<(String, String)>,
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> ApiResult<Response> {
@@ -171,7 +171,7 @@ pub async fn delete(
 pub async fn restore(
     State(state): State<AppState>,
     Auth(ctx): Auth,
-    Path((object, id)): Path<(String, String)>,
+    PathParams((object, id)): PathParams<(String, String)>,
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> ApiResult<Response> {
@@ -187,7 +187,7 @@ pub async fn restore(
 pub async fn history(
     State(state): State<AppState>,
     Auth(ctx): Auth,
-    Path((object, id)): Path<(String, String)>,
+    PathParams((object, id)): PathParams<(String, String)>,
     QueryPairs(pairs): QueryPairs,
 ) -> ApiResult<Response> {
     let id = parse_id(&id)?;
@@ -210,7 +210,7 @@ pub async fn history(
 pub async fn history_version(
     State(state): State<AppState>,
     Auth(ctx): Auth,
-    Path((object, id, version)): Path<(String, String, String)>,
+    PathParams((object, id, version)): PathParams<(String, String, String)>,
 ) -> ApiResult<Response> {
     let id = parse_id(&id)?;
     let version = version.parse::<i64>().map_err(|_| ApiError::code(ErrorCode::NotFound))?;
