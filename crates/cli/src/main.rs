@@ -2,6 +2,7 @@
 //! demo data. The backend is chosen here, once: `--database-url postgres://…` selects
 //! PostgreSQL, otherwise SQLite in `--data-dir`.
 
+mod bench;
 mod demo;
 
 use anyhow::{Context, Result, bail};
@@ -84,6 +85,12 @@ enum Command {
         /// Records per transaction.
         #[arg(long, default_value_t = 1000)]
         batch: usize,
+    },
+    /// Benchmark the write and read paths against bare baselines in the same run (fresh
+    /// temporary stores; loopback only). Prints one line per scenario and a summary table.
+    Bench {
+        #[command(flatten)]
+        args: bench::BenchArgs,
     },
 }
 
@@ -266,5 +273,6 @@ async fn run(command: Command) -> Result<()> {
             let service = open_service(&store, ServiceConfig::default()).await?;
             demo::load(&service, records, seed, duplicate_share, batch.clamp(1, 10_000)).await
         }
+        Command::Bench { args } => bench::run(args).await,
     }
 }

@@ -427,22 +427,25 @@ pub fn check_custom_field(object: &ObjectDef, field: &FieldDef) -> Vec<crate::Fi
             "同名字段已存在。",
         ));
     }
-    if field.label_en.trim().is_empty() || field.label_zh.trim().is_empty() {
-        errors.push(FieldError::new("label", "required", "Both labels (en, zh) are required.", "中英文标签均为必填。"));
+    let bad_label = |l: &str| l.trim().is_empty() || l.chars().count() > 100 || l.chars().any(char::is_control);
+    if bad_label(&field.label_en) || bad_label(&field.label_zh) {
+        errors.push(FieldError::new(
+            "label",
+            "required",
+            "Both labels (en, zh) are required, 1-100 characters.",
+            "中英文标签均为必填。",
+        ));
     }
     if field.field_type == FieldType::Enum && field.options.is_empty() {
         errors.push(FieldError::new("options", "required", "An enum field needs options.", "枚举字段需要选项。"));
     }
-    if field.field_type == FieldType::Reference {
-        match &field.reference {
-            None => errors.push(FieldError::new(
-                "reference",
-                "required",
-                "A reference field needs a target object.",
-                "引用字段需要目标对象。",
-            )),
-            Some(_) => {}
-        }
+    if field.field_type == FieldType::Reference && field.reference.is_none() {
+        errors.push(FieldError::new(
+            "reference",
+            "required",
+            "A reference field needs a target object.",
+            "引用字段需要目标对象。",
+        ));
     }
     if field.restricted && !field.sensitive {
         errors.push(FieldError::new(

@@ -104,6 +104,10 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody<T> {
         })?;
         let value: serde_json::Value = serde_json::from_slice(&bytes)
             .map_err(|e| ApiError::message(ErrorCode::MalformedRequest, format!("Invalid JSON body: {e}")))?;
+        // NUL is never part of a valid value, and PostgreSQL cannot store it in text or JSON.
+        if bytes.windows(6).any(|w| w.eq_ignore_ascii_case(b"\\u0000")) {
+            return Err(ApiError::message(ErrorCode::MalformedRequest, "The body contains a NUL character."));
+        }
         // Every body of this API is a JSON object (serde would also accept arrays for structs).
         if !value.is_object() {
             return Err(ApiError::message(ErrorCode::MalformedRequest, "The body must be a JSON object."));

@@ -61,6 +61,12 @@ both_backends!(every_kind_of_bad_input_is_refused_cleanly, |app: TestApp| async 
         StatusCode::BAD_REQUEST,
         "malformed_request",
     );
+    assert_table_error(
+        &post("/api/v1/contacts", br#"{"fields":{"name":"a\u0000b"}}"#.to_vec()).await,
+        StatusCode::BAD_REQUEST,
+        "malformed_request",
+    );
+    assert_table_error(&app.get("/api/v1/contacts?name=a%00b").await, StatusCode::BAD_REQUEST, "invalid_query");
     let big = format!(r#"{{"fields":{{"name":"{}"}}}}"#, "x".repeat(2 * 1024 * 1024));
     assert_table_error(
         &post("/api/v1/contacts", big.into_bytes()).await,
@@ -299,11 +305,22 @@ fn path() -> impl Strategy<Value = String> {
 
 /// Thousands of generated requests: never a 5xx, every error from the table.
 #[test]
-fn generated_requests_never_produce_server_errors() {
+fn generated_requests_never_produce_server_errors_sqlite() {
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     let app = rt.block_on(common::sqlite_app()).unwrap();
+    fuzz(&rt, &app, 3000);
+}
+
+#[test]
+fn generated_requests_never_produce_server_errors_postgres() {
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let Some(app) = rt.block_on(common::postgres_app()) else { return };
+    fuzz(&rt, &app, 600);
+}
+
+fn fuzz(rt: &tokio::runtime::Runtime, app: &TestApp, default_cases: u32) {
     let known: Vec<&str> = ErrorCode::ALL.iter().map(|c| c.as_str()).collect();
-    let cases: u32 = std::env::var("CUSTODIAN_FUZZ_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(3000);
+    let cases: u32 = std::env::var("CUSTODIAN_FUZZ_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(default_cases);
     let mut runner = proptest::test_runner::TestRunner::new(ProptestConfig {
         cases,
         failure_persistence: None,

@@ -202,7 +202,11 @@ impl Service {
     }
 
     pub async fn login(&self, ctx: &RequestContext, username: &str, password: &str) -> ServiceResult<LoginResult> {
-        let user = if username.len() <= 256 { self.store.get_user_by_username(username.trim()).await? } else { None };
+        let user = if username.len() <= 256 && !username.contains('\0') {
+            self.store.get_user_by_username(username.trim()).await?
+        } else {
+            None
+        };
         let ok = self.verify_password(password, user.as_ref().map(|u| u.password_hash.clone())).await?;
         let user = match user {
             Some(u) if ok && u.status == "active" => u,

@@ -53,7 +53,7 @@ pub struct TeamView {
 
 fn name_error(name: &str) -> Option<FieldError> {
     let n = name.trim().chars().count();
-    (n == 0 || n > 100)
+    (n == 0 || n > 100 || name.chars().any(char::is_control))
         .then(|| FieldError::new("name", "invalid_name", "Names need 1-100 characters.", "名称须为 1-100 个字符。"))
 }
 

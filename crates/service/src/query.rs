@@ -272,6 +272,15 @@ impl Service {
             return Err(bad("filters", "too_many", "At most 32 filters.", "最多 32 个过滤条件。"));
         }
         for (key, value) in &params.filters {
+            // NUL cannot be stored by PostgreSQL and is never part of a real value.
+            if value.contains('\0') || key.contains('\0') {
+                return Err(bad(
+                    key,
+                    "invalid_value",
+                    "Filter values cannot contain NUL characters.",
+                    "过滤值不能包含 NUL 字符。",
+                ));
+            }
             if value.len() > 1_000 {
                 return Err(bad(key, "too_long", "Filter values are limited to 1000 bytes.", "过滤值最长 1000 字节。"));
             }

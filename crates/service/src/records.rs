@@ -32,6 +32,9 @@ pub struct WriteOptions {
     pub expected_version: Option<i64>,
 }
 
+/// Stored fields (sensitive values encrypted), blind indexes, unique keys and search text.
+type SealedFields = (Map<String, Value>, Vec<FieldDigest>, Vec<FieldDigest>, String);
+
 /// One prepared record change, not yet applied.
 #[derive(Clone)]
 pub(crate) struct Prepared {
@@ -125,7 +128,7 @@ impl Service {
         record_id: Uuid,
         plain: &Map<String, Value>,
         active: bool,
-    ) -> ServiceResult<(Map<String, Value>, Vec<FieldDigest>, Vec<FieldDigest>, String)> {
+    ) -> ServiceResult<SealedFields> {
         let id = record_id.to_string();
         let mut stored = Map::with_capacity(plain.len());
         let mut blind = Vec::new();

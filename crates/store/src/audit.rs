@@ -70,8 +70,7 @@ pub struct AuditRow {
 /// the first one, or the genesis hash). Returns the first sequence number that does not verify.
 pub fn verify_chain(prev_seq: i64, prev: &[u8], rows: &[AuditRow]) -> Result<Vec<u8>, i64> {
     let mut prev_hash = prev.to_vec();
-    let mut expected_seq = prev_seq + 1;
-    for row in rows {
+    for (expected_seq, row) in (prev_seq + 1..).zip(rows) {
         if row.seq != expected_seq || row.prev_hash != prev_hash {
             return Err(expected_seq.min(row.seq));
         }
@@ -80,7 +79,6 @@ pub fn verify_chain(prev_seq: i64, prev: &[u8], rows: &[AuditRow]) -> Result<Vec
             return Err(row.seq);
         }
         prev_hash = row.hash.clone();
-        expected_seq += 1;
     }
     Ok(prev_hash)
 }

@@ -1,0 +1,1144 @@
+//! `custodian bench`: the benchmarks quoted in the project's closing note.
+//!
+//! Every scenario runs against a fresh store (a new directory for SQLite, a new database
+//! `custodian_bench_<random>_<scenario>` for PostgreSQL, dropped at the end) built exactly like
+//! `serve` builds it, and measures a bare baseline side by side in the same run, so that the
+//! printed *ratios* stay meaningful on a shared, noisy machine. Everything is loopback only and
+//! bounded in time and request count.
+//!
+//! Scenarios:
+//! - `http-create`: C keep-alive HTTP/1.1 clients POST N contacts to the real app; baseline: one
+//!   connection inserting the same N JSON bodies into a bare table, one row per transaction.
+//! - `batch-create`: `prepare_create` + `apply_prepared` in chunks of 1000 (the import path);
+//!   baseline: the same N bodies into a bare table in transactions of 1000.
+//! - `http-get`: GET one contact by id, open loop at a fixed rate (latency percentiles) and closed
+//!   loop (throughput); baseline: a bare axum handler returning the same bytes from memory.
+//! - `large` (only with `--large` or `--only large`): M demo records loaded through the batch
+//!   path in a child `custodian demo` process, then list / filter / blind-index / search / sort
+//!   latencies through the app, and the resident memory of this (the server) process.
+
+use anyhow::{Context, Result, anyhow, bail};
+use clap::Args;
+use custodian_core::demo::generate;
+use custodian_crypto::{MasterKey, random_bytes};
+use custodian_service::{CreateOptions, RequestContext, Service, ServiceConfig, load_keyring};
+use serde_json::{Map, Value, json};
+use sqlx::{ConnectOptions, Connection};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::{Mutex, oneshot};
+use tokio::task::JoinSet;
+use uuid::Uuid;
+
+const SCENARIOS: [&str; 4] = ["http-create", "batch-create", "http-get", "large"];
+
+/// Offered rate of the open-loop GET run.
+const GET_RATE_PER_SEC: u64 = 1000;
+/// Duration of the open-loop GET run.
+const GET_OPEN_SECS: u64 = 10;
+/// Duration of each closed-loop GET run.
+const GET_CLOSED_SECS: u64 = 5;
+/// Contacts created before the GET runs.
+const GET_CONTACTS: usize = 1000;
+/// The bare one-row-per-transaction baseline stops after this long (its rate is steady).
+const BARE_PER_ROW_MAX: Duration = Duration::from_secs(30);
+/// Records per transaction in the batch paths.
+const CHUNK: usize = 1000;
+/// Requests per query kind in the `large` scenario.
+const LARGE_REQUESTS: usize = 200;
+
+#[derive(Args, Clone, Debug)]
+pub struct BenchArgs {
+    /// Directory in which a fresh working directory is created for the SQLite stores and the bare
+    /// baselines (removed at the end). Default: the system temporary directory.
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// PostgreSQL server (postgres://user@host/db): benchmark the PostgreSQL store instead of
+    /// SQLite, in fresh databases `custodian_bench_<random>_<scenario>` created on that server
+    /// and dropped at the end.
+    #[arg(long)]
+    database_url: Option<String>,
+    /// Records created by `http-create` and `batch-create`.
+    #[arg(long, default_value_t = 20_000)]
+    records: usize,
+    /// Concurrent HTTP clients (one keep-alive connection each).
+    #[arg(long, default_value_t = 32)]
+    concurrency: usize,
+    /// Run only this scenario.
+    #[arg(long, value_parser = SCENARIOS)]
+    only: Option<String>,
+    /// Also run the `large` scenario (slow: loads --large-records records).
+    #[arg(long)]
+    large: bool,
+    /// Records loaded by the `large` scenario.
+    #[arg(long, default_value_t = 1_000_000)]
+    large_records: usize,
+    /// Database of the bare write baselines: the benchmarked backend (`store`), or a bare SQLite
+    /// file (`sqlite`) even when --database-url is given.
+    #[arg(long, default_value = "store", value_parser = ["store", "sqlite"])]
+    baseline: String,
+}
+
+pub async fn run(args: BenchArgs) -> Result<()> {
+    if args.records == 0 || args.concurrency == 0 {
+        bail!("--records and --concurrency must be positive");
+    }
+    if let Some(url) = &args.database_url
+        && !(url.starts_with("postgres://") || url.starts_with("postgresql://"))
+    {
+        bail!("--database-url must start with postgres://");
+    }
+    let mut ws = Workspace::create(&args).await?;
+    let outcome = run_scenarios(&args, &mut ws).await;
+    let cleaned = ws.cleanup().await;
+    let rows = outcome?;
+    cleaned?;
+    print_summary(&rows);
+    Ok(())
+}
+
+async fn run_scenarios(args: &BenchArgs, ws: &mut Workspace) -> Result<Vec<Row>> {
+    let selected = |name: &str| match &args.only {
+        Some(only) => only == name,
+        None => name != "large" || args.large,
+    };
+    println!(
+        "custodian bench: backend {}, baseline {}, records {}, concurrency {}, {} CPUs, {}",
+        ws.backend(),
+        ws.baseline_backend(),
+        args.records,
+        args.concurrency,
+        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
+        if cfg!(debug_assertions) { "DEBUG build (numbers meaningless)" } else { "release build" }
+    );
+    let mut rows = Vec::new();
+    if selected("http-create") {
+        rows.extend(http_create(args, ws).await.context("http-create")?);
+    }
+    if selected("batch-create") {
+        rows.extend(batch_create(args, ws).await.context("batch-create")?);
+    }
+    if selected("http-get") {
+        rows.extend(http_get(args, ws).await.context("http-get")?);
+    }
+    if selected("large") {
+        rows.extend(large(args, ws).await.context("large")?);
+    }
+    Ok(rows)
+}
+
+// ---- workspace: fresh stores, bare baselines, cleanup -------------------------------------
+
+struct Workspace {
+    dir: PathBuf,
+    run_id: String,
+    master_hex: String,
+    /// The server URL given with --database-url.
+    pg_server: Option<url::Url>,
+    /// Databases created on it (dropped at the end).
+    pg_databases: Vec<String>,
+    bare_sqlite: bool,
+}
+
+fn random_hex<const N: usize>() -> Result<String> {
+    let bytes = random_bytes::<N>().map_err(|e| anyhow!("{e}"))?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+impl Workspace {
+    async fn create(args: &BenchArgs) -> Result<Workspace> {
+        let run_id = random_hex::<4>()?;
+        let base = args.data_dir.clone().unwrap_or_else(std::env::temp_dir);
+        let dir = base.join(format!("custodian-bench-{run_id}"));
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        let pg_server = match &args.database_url {
+            Some(u) => Some(url::Url::parse(u).context("--database-url is not a URL")?),
+            None => None,
+        };
+        let bare_sqlite = pg_server.is_none() || args.baseline == "sqlite";
+        Ok(Workspace { dir, run_id, master_hex: random_hex::<32>()?, pg_server, pg_databases: Vec::new(), bare_sqlite })
+    }
+
+    fn backend(&self) -> &'static str {
+        if self.pg_server.is_some() { "postgres" } else { "sqlite" }
+    }
+
+    fn baseline_backend(&self) -> &'static str {
+        if self.bare_sqlite { "bare sqlite (WAL, synchronous=FULL)" } else { "bare postgres" }
+    }
+
+    async fn admin_connection(&self) -> Result<sqlx::PgConnection> {
+        let server = self.pg_server.as_ref().ok_or_else(|| anyhow!("no PostgreSQL server"))?;
+        sqlx::PgConnection::connect(server.as_str()).await.context("connecting to the PostgreSQL server")
+    }
+
+    /// Creates a fresh database for `scenario` and returns its URL.
+    async fn create_database(&mut self, scenario: &str) -> Result<String> {
+        let server = self.pg_server.clone().ok_or_else(|| anyhow!("no PostgreSQL server"))?;
+        let name = format!("custodian_bench_{}_{}", self.run_id, scenario.replace('-', "_"));
+        let mut admin = self.admin_connection().await?;
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE \"{name}\"")))
+            .execute(&mut admin)
+            .await
+            .with_context(|| format!("creating database {name}"))?;
+        self.pg_databases.push(name.clone());
+        let _ = admin.close().await;
+        let mut url = server;
+        url.set_path(&format!("/{name}"));
+        Ok(url.to_string())
+    }
+
+    /// A service over a fresh store, built like `serve` builds it (`open_store`, the master key,
+    /// `load_keyring`, `Service::new` with the default configuration).
+    async fn service(&mut self, scenario: &str) -> Result<Arc<Service>> {
+        let database_url = match self.pg_server {
+            Some(_) => Some(self.create_database(scenario).await?),
+            None => None,
+        };
+        let args = crate::StoreArgs { data_dir: self.dir.join(scenario), database_url, master_key_file: None };
+        let store = crate::open_store(&args).await?;
+        let master = MasterKey::from_hex(&self.master_hex).map_err(|e| anyhow!("master key: {e}"))?;
+        let keyring = load_keyring(store.as_ref(), &master).await.map_err(|e| anyhow!("{e}"))?;
+        let service = Service::new(store, keyring, ServiceConfig::default()).await.map_err(|e| anyhow!("{e}"))?;
+        Ok(Arc::new(service))
+    }
+
+    /// A connection to a fresh bare database with one table `bare (id TEXT PRIMARY KEY, fields TEXT)`.
+    async fn bare(&mut self, name: &str) -> Result<Bare> {
+        if self.bare_sqlite {
+            let path = self.dir.join("bare").join(format!("{name}.db"));
+            if let Some(parent) = path.parent() {
+                std::fs::create_dir_all(parent)?;
+            }
+            let options = sqlx::sqlite::SqliteConnectOptions::new()
+                .filename(&path)
+                .create_if_missing(true)
+                .journal_mode(sqlx::sqlite::SqliteJournalMode::Wal)
+                .synchronous(sqlx::sqlite::SqliteSynchronous::Full);
+            let mut conn = options.connect().await.context("opening the bare SQLite file")?;
+            sqlx::query("CREATE TABLE bare (id TEXT PRIMARY KEY, fields TEXT)").execute(&mut conn).await?;
+            Ok(Bare::Sqlite(conn))
+        } else {
+            let url = self.create_database(&format!("bare_{name}")).await?;
+            let mut conn = sqlx::PgConnection::connect(&url).await.context("connecting to the bare database")?;
+            sqlx::query("CREATE TABLE bare (id TEXT PRIMARY KEY, fields TEXT)").execute(&mut conn).await?;
+            Ok(Bare::Pg(conn))
+        }
+    }
+
+    async fn cleanup(&mut self) -> Result<()> {
+        let mut problems = Vec::new();
+        if !self.pg_databases.is_empty() {
+            match self.admin_connection().await {
+                Ok(mut admin) => {
+                    for name in std::mem::take(&mut self.pg_databases) {
+                        let sql = format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)");
+                        if let Err(e) = sqlx::query(sqlx::AssertSqlSafe(sql)).execute(&mut admin).await {
+                            problems.push(format!("dropping {name}: {e}"));
+                        }
+                    }
+                    let _ = admin.close().await;
+                }
+                Err(e) => problems.push(format!("{e:#} (databases left: {})", self.pg_databases.join(", "))),
+            }
+        }
+        if let Err(e) = std::fs::remove_dir_all(&self.dir) {
+            problems.push(format!("removing {}: {e}", self.dir.display()));
+        }
+        if problems.is_empty() { Ok(()) } else { bail!("cleanup: {}", problems.join("; ")) }
+    }
+}
+
+enum Bare {
+    Sqlite(sqlx::SqliteConnection),
+    Pg(sqlx::PgConnection),
+}
+
+impl Bare {
+    /// One row per transaction (autocommit), until all rows are in or `max` has passed.
+    /// Returns the rows inserted and the time taken.
+    async fn insert_per_row(&mut self, bodies: &[String], max: Duration) -> Result<(usize, Duration)> {
+        let started = Instant::now();
+        let mut done = 0;
+        for body in bodies {
+            let id = Uuid::now_v7().to_string();
+            match self {
+                Bare::Sqlite(c) => {
+                    sqlx::query("INSERT INTO bare (id, fields) VALUES (?, ?)")
+                        .bind(id)
+                        .bind(body)
+                        .execute(&mut *c)
+                        .await?;
+                }
+                Bare::Pg(c) => {
+                    sqlx::query("INSERT INTO bare (id, fields) VALUES ($1, $2)")
+                        .bind(id)
+                        .bind(body)
+                        .execute(&mut *c)
+                        .await?;
+                }
+            }
+            done += 1;
+            if started.elapsed() >= max {
+                break;
+            }
+        }
+        Ok((done, started.elapsed()))
+    }
+
+    /// Transactions of `chunk` rows through one prepared statement.
+    async fn insert_batched(&mut self, bodies: &[String], chunk: usize) -> Result<Duration> {
+        let started = Instant::now();
+        for part in bodies.chunks(chunk) {
+            match self {
+                Bare::Sqlite(c) => {
+                    let mut tx = c.begin().await?;
+                    for body in part {
+                        sqlx::query("INSERT INTO bare (id, fields) VALUES (?, ?)")
+                            .bind(Uuid::now_v7().to_string())
+                            .bind(body)
+                            .execute(&mut *tx)
+                            .await?;
+                    }
+                    tx.commit().await?;
+                }
+                Bare::Pg(c) => {
+                    let mut tx = c.begin().await?;
+                    for body in part {
+                        sqlx::query("INSERT INTO bare (id, fields) VALUES ($1, $2)")
+                            .bind(Uuid::now_v7().to_string())
+                            .bind(body)
+                            .execute(&mut *tx)
+                            .await?;
+                    }
+                    tx.commit().await?;
+                }
+            }
+        }
+        Ok(started.elapsed())
+    }
+
+    async fn close(self) {
+        match self {
+            Bare::Sqlite(c) => {
+                let _ = c.close().await;
+            }
+            Bare::Pg(c) => {
+                let _ = c.close().await;
+            }
+        }
+    }
+}
+
+// ---- servers -------------------------------------------------------------------------------
+
+struct RunningServer {
+    addr: SocketAddr,
+    stop: oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+impl RunningServer {
+    async fn stop(self) -> Result<()> {
+        let _ = self.stop.send(());
+        match tokio::time::timeout(Duration::from_secs(10), self.task).await {
+            Ok(joined) => joined.context("server task")?.context("server")?,
+            Err(_) => bail!("the server did not stop within 10 s"),
+        }
+        Ok(())
+    }
+}
+
+/// The real application, served like `serve` serves it, on a free loopback port.
+async fn start_app(service: Arc<Service>) -> Result<RunningServer> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let (stop, stopped) = oneshot::channel::<()>();
+    let task = tokio::spawn(custodian_server::serve(listener, custodian_server::app(service), async move {
+        let _ = stopped.await;
+    }));
+    Ok(RunningServer { addr, stop, task })
+}
+
+/// A bare axum handler returning `body` from memory.
+async fn start_bare_axum(body: axum::body::Bytes) -> Result<RunningServer> {
+    use axum::http::header::CONTENT_TYPE;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let (stop, stopped) = oneshot::channel::<()>();
+    let router = axum::Router::new().route(
+        "/x/{id}",
+        axum::routing::get(move |axum::extract::Path(_id): axum::extract::Path<String>| {
+            let body = body.clone();
+            async move { ([(CONTENT_TYPE, "application/json")], body) }
+        }),
+    );
+    let task = tokio::spawn(async move {
+        axum::serve(listener, router)
+            .with_graceful_shutdown(async move {
+                let _ = stopped.await;
+            })
+            .await
+    });
+    Ok(RunningServer { addr, stop, task })
+}
+
+// ---- a minimal HTTP/1.1 keep-alive client ----------------------------------------------------
+
+struct HttpConn {
+    stream: TcpStream,
+    buf: Vec<u8>,
+}
+
+struct Response {
+    status: u16,
+    body: Vec<u8>,
+}
+
+fn request_bytes(method: &str, path: &str, token: Option<&str>, body: Option<&[u8]>) -> Vec<u8> {
+    let mut head = format!("{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nUser-Agent: custodian-bench\r\n");
+    if let Some(t) = token {
+        head.push_str(&format!("Authorization: Bearer {t}\r\n"));
+    }
+    if let Some(b) = body {
+        head.push_str(&format!("Content-Type: application/json\r\nContent-Length: {}\r\n", b.len()));
+    }
+    head.push_str("\r\n");
+    let mut out = head.into_bytes();
+    if let Some(b) = body {
+        out.extend_from_slice(b);
+    }
+    out
+}
+
+impl HttpConn {
+    async fn connect(addr: SocketAddr) -> Result<HttpConn> {
+        let stream = TcpStream::connect(addr).await.with_context(|| format!("connecting to {addr}"))?;
+        stream.set_nodelay(true)?;
+        Ok(HttpConn { stream, buf: Vec::with_capacity(16 * 1024) })
+    }
+
+    async fn fill(&mut self) -> Result<()> {
+        self.buf.reserve(16 * 1024);
+        let n = self.stream.read_buf(&mut self.buf).await?;
+        if n == 0 {
+            bail!("the server closed the connection");
+        }
+        Ok(())
+    }
+
+    /// Sends one complete request and reads one response (Content-Length bodies only).
+    async fn send(&mut self, request: &[u8]) -> Result<Response> {
+        self.stream.write_all(request).await?;
+        let mut scanned = 0;
+        let head_end = loop {
+            if let Some(p) = self.buf[scanned..].windows(4).position(|w| w == b"\r\n\r\n") {
+                break scanned + p + 4;
+            }
+            scanned = self.buf.len().saturating_sub(3);
+            if self.buf.len() > 64 * 1024 {
+                bail!("response head too large");
+            }
+            self.fill().await?;
+        };
+        let (status, length) = {
+            let head = std::str::from_utf8(&self.buf[..head_end]).context("response head is not UTF-8")?;
+            let mut lines = head.split("\r\n");
+            let status_line = lines.next().unwrap_or_default();
+            let status = status_line
+                .split(' ')
+                .nth(1)
+                .and_then(|s| s.parse::<u16>().ok())
+                .ok_or_else(|| anyhow!("bad status line {status_line:?}"))?;
+            let mut length = None;
+            for line in lines {
+                if let Some((k, v)) = line.split_once(':') {
+                    if k.eq_ignore_ascii_case("content-length") {
+                        length = v.trim().parse::<usize>().ok();
+                    } else if k.eq_ignore_ascii_case("transfer-encoding") {
+                        bail!("chunked responses are not supported by the bench client");
+                    }
+                }
+            }
+            let length = match length {
+                Some(n) => n,
+                None if status == 204 || status == 304 => 0,
+                None => bail!("response without Content-Length (status {status})"),
+            };
+            (status, length)
+        };
+        while self.buf.len() < head_end + length {
+            self.fill().await?;
+        }
+        let body = self.buf[head_end..head_end + length].to_vec();
+        self.buf.drain(..head_end + length);
+        Ok(Response { status, body })
+    }
+}
+
+async fn connect_all(addr: SocketAddr, n: usize) -> Result<Vec<HttpConn>> {
+    let mut conns = Vec::with_capacity(n);
+    for _ in 0..n {
+        conns.push(HttpConn::connect(addr).await?);
+    }
+    Ok(conns)
+}
+
+async fn login(addr: SocketAddr, password: &str) -> Result<String> {
+    let mut conn = HttpConn::connect(addr).await?;
+    let body = json!({ "username": "admin", "password": password }).to_string();
+    let resp = conn.send(&request_bytes("POST", "/api/v1/auth/login", None, Some(body.as_bytes()))).await?;
+    if resp.status != 200 {
+        bail!("login answered {}: {}", resp.status, String::from_utf8_lossy(&resp.body));
+    }
+    let v: Value = serde_json::from_slice(&resp.body)?;
+    v.get("token").and_then(Value::as_str).map(str::to_owned).ok_or_else(|| anyhow!("login answer without token"))
+}
+
+async fn get_json(conn: &mut HttpConn, path: &str, token: &str) -> Result<Value> {
+    let resp = conn.send(&request_bytes("GET", path, Some(token), None)).await?;
+    if resp.status != 200 {
+        bail!("GET {path} answered {}: {}", resp.status, String::from_utf8_lossy(&resp.body));
+    }
+    Ok(serde_json::from_slice(&resp.body)?)
+}
+
+/// splitmix64: a tiny deterministic generator for picking random ids.
+struct Rng(u64);
+
+impl Rng {
+    fn below(&mut self, n: usize) -> usize {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^= z >> 31;
+        (z % n.max(1) as u64) as usize
+    }
+}
+
+// ---- statistics ----------------------------------------------------------------------------
+
+struct Latencies(Vec<Duration>);
+
+impl Latencies {
+    fn new(mut v: Vec<Duration>) -> Latencies {
+        v.sort_unstable();
+        Latencies(v)
+    }
+
+    /// Nearest-rank percentile, in milliseconds.
+    fn pct(&self, p: f64) -> f64 {
+        if self.0.is_empty() {
+            return f64::NAN;
+        }
+        let rank = ((p / 100.0) * self.0.len() as f64).ceil().max(1.0) as usize;
+        self.0[rank.min(self.0.len()) - 1].as_secs_f64() * 1000.0
+    }
+
+    fn max(&self) -> f64 {
+        self.0.last().map(|d| d.as_secs_f64() * 1000.0).unwrap_or(f64::NAN)
+    }
+
+    fn summary(&self) -> String {
+        format!(
+            "p50 {:.2} ms, p90 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+            self.pct(50.0),
+            self.pct(90.0),
+            self.pct(99.0),
+            self.max()
+        )
+    }
+}
+
+/// Result of a load run.
+struct Load {
+    ok: usize,
+    errors: usize,
+    first_error: Option<String>,
+    elapsed: Duration,
+    latencies: Latencies,
+}
+
+impl Load {
+    fn rate(&self) -> f64 {
+        self.ok as f64 / self.elapsed.as_secs_f64().max(1e-9)
+    }
+}
+
+type WorkerOut = (usize, usize, Option<String>, Vec<Duration>);
+
+async fn join_workers(mut set: JoinSet<Result<WorkerOut>>) -> Result<(usize, usize, Option<String>, Vec<Duration>)> {
+    let (mut ok, mut errors, mut first_error, mut lats) = (0, 0, None, Vec::new());
+    while let Some(joined) = set.join_next().await {
+        let (o, e, f, l) = joined.context("client task")??;
+        ok += o;
+        errors += e;
+        if first_error.is_none() {
+            first_error = f;
+        }
+        lats.extend(l);
+    }
+    Ok((ok, errors, first_error, lats))
+}
+
+fn describe_error(resp: &Response) -> String {
+    let text = String::from_utf8_lossy(&resp.body);
+    format!("{} {}", resp.status, text.chars().take(300).collect::<String>())
+}
+
+/// Each request of `requests` exactly once, spread over `conns` (one worker per connection).
+async fn run_all_once(conns: Vec<HttpConn>, requests: Arc<Vec<Vec<u8>>>, expect: u16) -> Result<Load> {
+    let next = Arc::new(AtomicUsize::new(0));
+    let started = Instant::now();
+    let mut set = JoinSet::new();
+    for mut conn in conns {
+        let (next, requests) = (next.clone(), requests.clone());
+        set.spawn(async move {
+            let (mut ok, mut errors, mut first_error, mut lats) = (0, 0, None, Vec::new());
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                let Some(request) = requests.get(i) else { break };
+                let t = Instant::now();
+                let resp = conn.send(request).await?;
+                lats.push(t.elapsed());
+                if resp.status == expect {
+                    ok += 1;
+                } else {
+                    errors += 1;
+                    first_error.get_or_insert_with(|| describe_error(&resp));
+                }
+            }
+            Ok((ok, errors, first_error, lats))
+        });
+    }
+    let (ok, errors, first_error, lats) = join_workers(set).await?;
+    Ok(Load { ok, errors, first_error, elapsed: started.elapsed(), latencies: Latencies::new(lats) })
+}
+
+/// Closed loop: every connection sends its next request as soon as the previous one is answered.
+async fn closed_loop(conns: Vec<HttpConn>, requests: Arc<Vec<Vec<u8>>>, duration: Duration) -> Result<Load> {
+    let started = Instant::now();
+    let deadline = started + duration;
+    let mut set = JoinSet::new();
+    for (w, mut conn) in conns.into_iter().enumerate() {
+        let requests = requests.clone();
+        set.spawn(async move {
+            let mut rng = Rng(0x5eed + w as u64);
+            let (mut ok, mut errors, mut first_error, mut lats) = (0, 0, None, Vec::new());
+            while Instant::now() < deadline {
+                let t = Instant::now();
+                let resp = conn.send(&requests[rng.below(requests.len())]).await?;
+                lats.push(t.elapsed());
+                if resp.status == 200 {
+                    ok += 1;
+                } else {
+                    errors += 1;
+                    first_error.get_or_insert_with(|| describe_error(&resp));
+                }
+            }
+            Ok((ok, errors, first_error, lats))
+        });
+    }
+    let (ok, errors, first_error, lats) = join_workers(set).await?;
+    Ok(Load { ok, errors, first_error, elapsed: started.elapsed(), latencies: Latencies::new(lats) })
+}
+
+/// Open loop: a ticker releases `rate` requests per second for `duration`, whatever the
+/// answers do; an idle connection takes each released request. Latency is measured from the
+/// release; `from_schedule` from the tick the request was due (includes timer lateness).
+async fn open_loop(
+    conns: Vec<HttpConn>,
+    requests: Arc<Vec<Vec<u8>>>,
+    rate: u64,
+    duration: Duration,
+) -> Result<(Load, Latencies)> {
+    let total = (rate as f64 * duration.as_secs_f64()) as u64;
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<(Instant, Instant)>();
+    let rx = Arc::new(Mutex::new(rx));
+    let mut set = JoinSet::new();
+    let (sched_tx, mut sched_rx) = tokio::sync::mpsc::unbounded_channel::<Vec<Duration>>();
+    for (w, mut conn) in conns.into_iter().enumerate() {
+        let (rx, requests, sched_tx) = (rx.clone(), requests.clone(), sched_tx.clone());
+        set.spawn(async move {
+            let mut rng = Rng(0xface + w as u64);
+            let (mut ok, mut errors, mut first_error, mut lats, mut sched) = (0, 0, None, Vec::new(), Vec::new());
+            loop {
+                let next = { rx.lock().await.recv().await };
+                let Some((due, released)) = next else { break };
+                let resp = conn.send(&requests[rng.below(requests.len())]).await?;
+                lats.push(released.elapsed());
+                sched.push(due.elapsed());
+                if resp.status == 200 {
+                    ok += 1;
+                } else {
+                    errors += 1;
+                    first_error.get_or_insert_with(|| describe_error(&resp));
+                }
+            }
+            let _ = sched_tx.send(sched);
+            Ok((ok, errors, first_error, lats))
+        });
+    }
+    drop(sched_tx);
+    let period = Duration::from_secs_f64(1.0 / rate as f64);
+    let started = Instant::now();
+    let start = tokio::time::Instant::from_std(started);
+    for i in 0..total {
+        let due = start + period.mul_f64(i as f64);
+        tokio::time::sleep_until(due).await;
+        tx.send((due.into_std(), Instant::now())).map_err(|_| anyhow!("all clients stopped"))?;
+    }
+    drop(tx);
+    let (ok, errors, first_error, lats) = join_workers(set).await?;
+    let elapsed = started.elapsed();
+    let mut sched = Vec::new();
+    while let Some(v) = sched_rx.recv().await {
+        sched.extend(v);
+    }
+    Ok((Load { ok, errors, first_error, elapsed, latencies: Latencies::new(lats) }, Latencies::new(sched)))
+}
+
+// ---- data ----------------------------------------------------------------------------------
+
+/// `n` realistic contacts from the demo generator (no duplicates; `company_id` dropped).
+fn demo_contacts(n: usize, seed: u64) -> Result<Vec<Map<String, Value>>> {
+    let data = generate(n * 10 / 3 + 64, seed, 0.0);
+    let contacts: Vec<Map<String, Value>> = data
+        .of("contacts")
+        .iter()
+        .take(n)
+        .map(|r| {
+            let mut f = r.fields.clone();
+            f.remove("company_id");
+            f
+        })
+        .collect();
+    if contacts.len() < n {
+        bail!("the demo generator gave {} contacts, {n} needed", contacts.len());
+    }
+    Ok(contacts)
+}
+
+/// Creates `contacts` through the batch path; returns the ids, time preparing, time applying.
+async fn batch_path(service: &Service, contacts: &[Map<String, Value>]) -> Result<(Vec<Uuid>, Duration, Duration)> {
+    let ctx = RequestContext::cli();
+    let (mut prepare, mut apply) = (Duration::ZERO, Duration::ZERO);
+    let mut ids = Vec::with_capacity(contacts.len());
+    for chunk in contacts.chunks(CHUNK) {
+        let t = Instant::now();
+        let mut writes = Vec::with_capacity(chunk.len());
+        for fields in chunk {
+            let (id, write) = service
+                .prepare_create(&ctx, "contacts", fields, &CreateOptions::default())
+                .await
+                .map_err(|e| anyhow!("prepare_create: {e} {:?}", e.details))?;
+            ids.push(id);
+            writes.push(write);
+        }
+        prepare += t.elapsed();
+        let t = Instant::now();
+        service.apply_prepared(writes).await.map_err(|e| anyhow!("apply_prepared: {e}"))?;
+        apply += t.elapsed();
+    }
+    Ok((ids, prepare, apply))
+}
+
+// ---- report --------------------------------------------------------------------------------
+
+struct Row {
+    scenario: &'static str,
+    metric: String,
+    ours: String,
+    baseline: String,
+    ratio: Option<f64>,
+    target: String,
+    pass: Option<bool>,
+}
+
+fn verdict(pass: Option<bool>) -> &'static str {
+    match pass {
+        Some(true) => "PASS",
+        Some(false) => "MISS",
+        None => "-",
+    }
+}
+
+fn print_summary(rows: &[Row]) {
+    if rows.is_empty() {
+        return;
+    }
+    let header = ["scenario", "metric", "ours", "baseline", "ratio", "target", "verdict"];
+    let cells: Vec<[String; 7]> = rows
+        .iter()
+        .map(|r| {
+            [
+                r.scenario.to_owned(),
+                r.metric.clone(),
+                r.ours.clone(),
+                r.baseline.clone(),
+                r.ratio.map(|x| format!("{x:.2}x")).unwrap_or_else(|| "-".into()),
+                r.target.clone(),
+                verdict(r.pass).to_owned(),
+            ]
+        })
+        .collect();
+    let width = |i: usize| cells.iter().map(|c| c[i].chars().count()).chain([header[i].len()]).max().unwrap_or(0);
+    let widths: Vec<usize> = (0..7).map(width).collect();
+    let line = |c: &[String]| c.iter().zip(&widths).map(|(s, w)| format!("{s:<w$}")).collect::<Vec<_>>().join(" | ");
+    println!();
+    println!("summary");
+    println!("{}", line(&header.map(str::to_owned)));
+    println!("{}", widths.iter().map(|w| "-".repeat(*w)).collect::<Vec<_>>().join("-+-"));
+    for c in &cells {
+        println!("{}", line(c));
+    }
+}
+
+fn errors_note(load: &Load) -> String {
+    match (&load.first_error, load.errors) {
+        (_, 0) => String::new(),
+        (Some(e), n) => format!(" [{n} errors, first: {e}]"),
+        (None, n) => format!(" [{n} errors]"),
+    }
+}
+
+// ---- scenarios -----------------------------------------------------------------------------
+
+async fn http_create(args: &BenchArgs, ws: &mut Workspace) -> Result<Vec<Row>> {
+    let n = args.records;
+    let contacts = demo_contacts(n, 42)?;
+    let bodies: Vec<String> = contacts.iter().map(|f| json!({ "fields": f }).to_string()).collect();
+
+    let service = ws.service("http-create").await?;
+    let password = random_hex::<12>()?;
+    service.ensure_admin(Some(password.clone())).await.map_err(|e| anyhow!("ensure_admin: {e}"))?;
+    let server = start_app(service.clone()).await?;
+    let token = login(server.addr, &password).await?;
+    let requests: Arc<Vec<Vec<u8>>> = Arc::new(
+        bodies.iter().map(|b| request_bytes("POST", "/api/v1/contacts", Some(&token), Some(b.as_bytes()))).collect(),
+    );
+    let conns = connect_all(server.addr, args.concurrency).await?;
+    let ours = run_all_once(conns, requests, 201).await?;
+    server.stop().await?;
+    drop(service);
+
+    let mut bare = ws.bare("http_create").await?;
+    let (bare_rows, bare_time) = bare.insert_per_row(&bodies, BARE_PER_ROW_MAX).await?;
+    bare.close().await;
+    let bare_rate = bare_rows as f64 / bare_time.as_secs_f64().max(1e-9);
+
+    let ratio = ours.rate() / bare_rate;
+    println!(
+        "http-create: ours {:.0} records/s ({} created in {:.2} s, {} clients; request {}){} | bare {:.0} records/s ({} rows, one per transaction, in {:.2} s) | ratio {:.2}x (target >= 3x and >= 2000 records/s)",
+        ours.rate(),
+        ours.ok,
+        ours.elapsed.as_secs_f64(),
+        args.concurrency,
+        ours.latencies.summary(),
+        errors_note(&ours),
+        bare_rate,
+        bare_rows,
+        bare_time.as_secs_f64(),
+        ratio
+    );
+    Ok(vec![Row {
+        scenario: "http-create",
+        metric: "records/s".into(),
+        ours: format!("{:.0}", ours.rate()),
+        baseline: format!("{bare_rate:.0}"),
+        ratio: Some(ratio),
+        target: ">= 3x, >= 2000/s".into(),
+        pass: Some(ratio >= 3.0 && ours.rate() >= 2000.0 && ours.errors == 0),
+    }])
+}
+
+async fn batch_create(args: &BenchArgs, ws: &mut Workspace) -> Result<Vec<Row>> {
+    let n = args.records;
+    let contacts = demo_contacts(n, 42)?;
+    let service = ws.service("batch-create").await?;
+    let started = Instant::now();
+    let (_, prepare, apply) = batch_path(&service, &contacts).await?;
+    let total = started.elapsed();
+    drop(service);
+    let ours_rate = n as f64 / total.as_secs_f64().max(1e-9);
+
+    let bodies: Vec<String> = contacts.iter().map(|f| Value::Object(f.clone()).to_string()).collect();
+    let mut bare = ws.bare("batch_create").await?;
+    let bare_time = bare.insert_batched(&bodies, CHUNK).await?;
+    bare.close().await;
+    let bare_rate = n as f64 / bare_time.as_secs_f64().max(1e-9);
+    let ratio = ours_rate / bare_rate;
+    let per = |d: Duration| d.as_secs_f64() * 1e6 / n as f64;
+    println!(
+        "batch-create: ours {ours_rate:.0} records/s ({n} in {:.2} s: prepare {:.1} us/record, apply {:.1} us/record) | bare {bare_rate:.0} records/s ({n} rows in transactions of {CHUNK}, {:.2} s) | ratio {ratio:.2}x (target >= 50000/s and >= 0.3x)",
+        total.as_secs_f64(),
+        per(prepare),
+        per(apply),
+        bare_time.as_secs_f64(),
+    );
+    Ok(vec![Row {
+        scenario: "batch-create",
+        metric: "records/s".into(),
+        ours: format!("{ours_rate:.0}"),
+        baseline: format!("{bare_rate:.0}"),
+        ratio: Some(ratio),
+        target: ">= 0.3x, >= 50000/s".into(),
+        pass: Some(ratio >= 0.3 && ours_rate >= 50_000.0),
+    }])
+}
+
+async fn http_get(args: &BenchArgs, ws: &mut Workspace) -> Result<Vec<Row>> {
+    let contacts = demo_contacts(GET_CONTACTS, 7)?;
+    let service = ws.service("http-get").await?;
+    let password = random_hex::<12>()?;
+    service.ensure_admin(Some(password.clone())).await.map_err(|e| anyhow!("ensure_admin: {e}"))?;
+    let (ids, _, _) = batch_path(&service, &contacts).await?;
+    let server = start_app(service.clone()).await?;
+    let token = login(server.addr, &password).await?;
+    let ours_requests: Arc<Vec<Vec<u8>>> = Arc::new(
+        ids.iter().map(|id| request_bytes("GET", &format!("/api/v1/contacts/{id}"), Some(&token), None)).collect(),
+    );
+    let bare_requests: Arc<Vec<Vec<u8>>> =
+        Arc::new(ids.iter().map(|id| request_bytes("GET", &format!("/x/{id}"), Some(&token), None)).collect());
+    let sample = {
+        let mut c = HttpConn::connect(server.addr).await?;
+        let resp = c.send(&ours_requests[0]).await?;
+        if resp.status != 200 {
+            bail!("GET answered {}", describe_error(&resp));
+        }
+        resp.body
+    };
+    let bare_server = start_bare_axum(axum::body::Bytes::from(sample.clone())).await?;
+    let c = args.concurrency;
+
+    // (a) open loop at a fixed offered rate, ours then bare (the bare run shows the floor of
+    // this client on this machine).
+    let open_dur = Duration::from_secs(GET_OPEN_SECS);
+    let (ours_open, ours_sched) =
+        open_loop(connect_all(server.addr, c).await?, ours_requests.clone(), GET_RATE_PER_SEC, open_dur).await?;
+    let (bare_open, _) =
+        open_loop(connect_all(bare_server.addr, c).await?, bare_requests.clone(), GET_RATE_PER_SEC, open_dur).await?;
+    // (b) closed loop, same client, same duration.
+    let closed_dur = Duration::from_secs(GET_CLOSED_SECS);
+    let ours_closed = closed_loop(connect_all(server.addr, c).await?, ours_requests, closed_dur).await?;
+    let bare_closed = closed_loop(connect_all(bare_server.addr, c).await?, bare_requests, closed_dur).await?;
+    server.stop().await?;
+    bare_server.stop().await?;
+    drop(service);
+
+    let p99 = ours_open.latencies.pct(99.0);
+    let ratio = ours_closed.rate() / bare_closed.rate();
+    println!(
+        "http-get (a) open loop {GET_RATE_PER_SEC} req/s for {GET_OPEN_SECS} s over {c} connections, {}-byte record: ours {} ({} ok, {:.0} req/s achieved; from schedule p99 {:.2} ms){} | bare axum {} | p99 target < 5 ms",
+        sample.len(),
+        ours_open.latencies.summary(),
+        ours_open.ok,
+        ours_open.rate(),
+        ours_sched.pct(99.0),
+        errors_note(&ours_open),
+        bare_open.latencies.summary(),
+    );
+    println!(
+        "http-get (b) closed loop {c} connections for {GET_CLOSED_SECS} s: ours {:.0} req/s ({}){} | bare axum {:.0} req/s ({}){} | ratio {ratio:.2}x (target >= 0.25x)",
+        ours_closed.rate(),
+        ours_closed.latencies.summary(),
+        errors_note(&ours_closed),
+        bare_closed.rate(),
+        bare_closed.latencies.summary(),
+        errors_note(&bare_closed),
+    );
+    Ok(vec![
+        Row {
+            scenario: "http-get",
+            metric: format!("p99 at {GET_RATE_PER_SEC} req/s (p50)"),
+            ours: format!("{p99:.2} ms ({:.2})", ours_open.latencies.pct(50.0)),
+            baseline: format!("{:.2} ms ({:.2})", bare_open.latencies.pct(99.0), bare_open.latencies.pct(50.0)),
+            ratio: None,
+            target: "p99 < 5 ms".into(),
+            pass: Some(p99 < 5.0 && ours_open.errors == 0),
+        },
+        Row {
+            scenario: "http-get",
+            metric: "closed-loop req/s".into(),
+            ours: format!("{:.0}", ours_closed.rate()),
+            baseline: format!("{:.0}", bare_closed.rate()),
+            ratio: Some(ratio),
+            target: ">= 0.25x".into(),
+            pass: Some(ratio >= 0.25 && ours_closed.errors == 0),
+        },
+    ])
+}
+
+fn read_status_kb(field: &str) -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field))
+        .and_then(|rest| rest.trim_start_matches(':').trim().trim_end_matches("kB").trim().parse().ok())
+}
+
+fn encode(text: &str) -> String {
+    form_urlencoded::byte_serialize(text.as_bytes()).collect()
+}
+
+async fn large(args: &BenchArgs, ws: &mut Workspace) -> Result<Vec<Row>> {
+    let m = args.large_records;
+    // Load in a child `custodian demo` process (the same batch path: prepare_create +
+    // apply_prepared in transactions of 1000), so that the generator's memory does not count
+    // in the RSS of the server measured below.
+    let database_url = match ws.pg_server {
+        Some(_) => Some(ws.create_database("large").await?),
+        None => None,
+    };
+    let data_dir = ws.dir.join("large");
+    let exe = std::env::current_exe().context("locating the custodian binary")?;
+    let mut cmd = tokio::process::Command::new(exe);
+    cmd.arg("--log-format")
+        .arg("text")
+        .arg("demo")
+        .arg("--data-dir")
+        .arg(&data_dir)
+        .args(["--records", &m.to_string(), "--seed", "42", "--batch", &CHUNK.to_string()])
+        .env("CUSTODIAN_MASTER_KEY", &ws.master_hex)
+        .env("CUSTODIAN_LOG", "warn")
+        .env_remove("CUSTODIAN_DATABASE_URL")
+        .env_remove("CUSTODIAN_DATA_DIR")
+        .env_remove("CUSTODIAN_MASTER_KEY_FILE")
+        .stdin(std::process::Stdio::null())
+        .kill_on_drop(true);
+    if let Some(url) = &database_url {
+        cmd.arg("--database-url").arg(url);
+    }
+    println!("large: loading {m} demo records through the batch path (child process)…");
+    let load_started = Instant::now();
+    let out = cmd.output().await.context("running custodian demo")?;
+    let load_secs = load_started.elapsed().as_secs_f64();
+    let load_text = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    if !out.status.success() {
+        bail!("custodian demo failed: {load_text} {}", String::from_utf8_lossy(&out.stderr));
+    }
+    println!("large: load done in {load_secs:.1} s: {}", load_text.replace('\n', "; "));
+
+    // Serve it from this process.
+    let args_store = crate::StoreArgs { data_dir, database_url, master_key_file: None };
+    let store = crate::open_store(&args_store).await?;
+    let master = MasterKey::from_hex(&ws.master_hex).map_err(|e| anyhow!("master key: {e}"))?;
+    let keyring = load_keyring(store.as_ref(), &master).await.map_err(|e| anyhow!("{e}"))?;
+    let service = Arc::new(Service::new(store, keyring, ServiceConfig::default()).await.map_err(|e| anyhow!("{e}"))?);
+    let password = random_hex::<12>()?;
+    service.ensure_admin(Some(password.clone())).await.map_err(|e| anyhow!("ensure_admin: {e}"))?;
+    let server = start_app(service.clone()).await?;
+    let token = login(server.addr, &password).await?;
+    let mut conn = HttpConn::connect(server.addr).await?;
+
+    // Values that exist: cities of companies and mobiles of contacts from their first pages.
+    let companies = get_json(&mut conn, "/api/v1/companies?limit=500", &token).await?;
+    let mut cities: Vec<String> = companies["items"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|r| r["fields"]["city"].as_str().map(str::to_owned)).collect())
+        .unwrap_or_default();
+    cities.sort();
+    cities.dedup();
+    let contacts = get_json(&mut conn, "/api/v1/contacts?limit=500", &token).await?;
+    let mobiles: Vec<String> = contacts["items"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|r| r["fields"]["mobile"].as_str().map(str::to_owned)).collect())
+        .unwrap_or_default();
+    if cities.is_empty() || mobiles.is_empty() {
+        bail!("no cities or mobiles found in the loaded data");
+    }
+
+    type PathFn = Box<dyn Fn(usize) -> String>;
+    let kinds: Vec<(&str, PathFn)> = vec![
+        ("list contacts, first page", Box::new(|_| "/api/v1/contacts".to_owned())),
+        (
+            "companies ?city=",
+            Box::new(move |i| format!("/api/v1/companies?city={}", encode(&cities[i % cities.len()]))),
+        ),
+        (
+            "contacts ?mobile= (blind index)",
+            Box::new(move |i| format!("/api/v1/contacts?mobile={}", encode(&mobiles[i % mobiles.len()]))),
+        ),
+        ("contacts ?q=张伟", Box::new(|_| format!("/api/v1/contacts?q={}", encode("张伟")))),
+        ("contacts ?sort=-updated_at", Box::new(|_| "/api/v1/contacts?sort=-updated_at".to_owned())),
+    ];
+    let mut rows = Vec::new();
+    let mut all_pass = true;
+    for (name, path) in kinds {
+        let mut lats = Vec::with_capacity(LARGE_REQUESTS);
+        let (mut errors, mut items, mut first_error) = (0usize, 0usize, None);
+        for i in 0..LARGE_REQUESTS {
+            let request = request_bytes("GET", &path(i), Some(&token), None);
+            let t = Instant::now();
+            let resp = conn.send(&request).await?;
+            lats.push(t.elapsed());
+            if resp.status == 200 {
+                items += serde_json::from_slice::<Value>(&resp.body)
+                    .ok()
+                    .and_then(|v| v["items"].as_array().map(Vec::len))
+                    .unwrap_or(0);
+            } else {
+                errors += 1;
+                first_error.get_or_insert_with(|| describe_error(&resp));
+            }
+        }
+        let lats = Latencies::new(lats);
+        let pass = lats.pct(99.0) < 50.0 && errors == 0;
+        all_pass &= pass;
+        println!(
+            "large {name}: {} over {LARGE_REQUESTS} sequential requests, {:.1} items/answer{}",
+            lats.summary(),
+            items as f64 / LARGE_REQUESTS as f64,
+            match first_error {
+                Some(e) => format!(" [{errors} errors, first: {e}]"),
+                None => String::new(),
+            }
+        );
+        rows.push(Row {
+            scenario: "large",
+            metric: format!("{name} p99 (p50)"),
+            ours: format!("{:.2} ms ({:.2})", lats.pct(99.0), lats.pct(50.0)),
+            baseline: "-".into(),
+            ratio: None,
+            target: "p99 < 50 ms".into(),
+            pass: Some(pass),
+        });
+    }
+    drop(conn);
+    let rss = read_status_kb("VmRSS").unwrap_or(0);
+    let hwm = read_status_kb("VmHWM").unwrap_or(0);
+    server.stop().await?;
+    drop(service);
+    println!(
+        "large: {m} records loaded in {load_secs:.1} s ({:.0} records/s); server process RSS {:.1} MB (peak {:.1} MB); all latency targets {}",
+        m as f64 / load_secs.max(1e-9),
+        rss as f64 / 1024.0,
+        hwm as f64 / 1024.0,
+        if all_pass { "met" } else { "NOT met" }
+    );
+    rows.push(Row {
+        scenario: "large",
+        metric: "load records/s (batch path, child)".into(),
+        ours: format!("{:.0}", m as f64 / load_secs.max(1e-9)),
+        baseline: "-".into(),
+        ratio: None,
+        target: "-".into(),
+        pass: None,
+    });
+    rows.push(Row {
+        scenario: "large",
+        metric: "server RSS (peak)".into(),
+        ours: format!("{:.1} MB ({:.1})", rss as f64 / 1024.0, hwm as f64 / 1024.0),
+        baseline: "-".into(),
+        ratio: None,
+        target: "< 150 MB".into(),
+        pass: Some((rss as f64 / 1024.0) < 150.0),
+    });
+    Ok(rows)
+}
