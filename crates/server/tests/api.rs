@@ -347,3 +347,40 @@ both_backends!(sensitive_values_are_not_stored_in_plaintext, |app: TestApp| asyn
     let r = app.get("/api/v1/contacts?email=SECRET.person@example.org").await;
     assert_eq!(r.body["items"][0]["fields"]["id_number"], secrets[2]);
 });
+
+#[tokio::test]
+async fn operations_endpoints_and_request_ids() {
+    let app = common::sqlite_app().await.unwrap();
+    let r = app.raw(Method::GET, "/healthz", None, None, &[]).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.body["store"], "sqlite");
+    // Every response carries a request id; a client-supplied one is propagated.
+    assert!(r.headers.get("x-request-id").is_some());
+    let r = app.raw(Method::GET, "/api/v1/contacts", Some(&app.token), None, &[("x-request-id", "trace-me-123")]).await;
+    assert_eq!(r.headers.get("x-request-id").unwrap(), "trace-me-123");
+    let r = app.raw(Method::GET, "/metrics", None, None, &[]).await;
+    let text = r.body.as_str().unwrap_or_default().to_owned();
+    assert!(text.contains("custodian_http_requests_total"), "{text}");
+    // The OpenAPI document is 3.1 and documents every route of the router.
+    let doc = app.raw(Method::GET, "/api/v1/openapi.json", None, None, &[]).await.body;
+    assert_eq!(doc["openapi"], "3.1.0");
+    let paths = doc["paths"].as_object().unwrap();
+    for p in [
+        "/api/v1/auth/login",
+        "/api/v1/{object}",
+        "/api/v1/{object}/{id}",
+        "/api/v1/{object}/{id}/restore",
+        "/api/v1/{object}/{id}/history",
+        "/api/v1/{object}/{id}/history/{version}",
+        "/api/v1/schema/{object}/fields",
+    ] {
+        assert!(paths.contains_key(p), "{p} missing from the OpenAPI document");
+    }
+    let codes: Vec<_> =
+        doc["x-error-codes"].as_array().unwrap().iter().map(|c| c["code"].as_str().unwrap().to_owned()).collect();
+    assert!(codes.contains(&"version_conflict".to_owned()) && codes.contains(&"duplicate".to_owned()));
+    // Logout ends the session.
+    let r = app.call(Method::POST, "/api/v1/auth/logout", None).await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT);
+    assert_eq!(app.get("/api/v1/contacts").await.status, StatusCode::UNAUTHORIZED);
+}

@@ -1,0 +1,229 @@
+//! The `custodian` binary end to end: first start, offline user creation, durability of
+//! acknowledged writes across kill -9, graceful shutdown.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use serde_json::{Value, json};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_custodian");
+
+struct TempDir(PathBuf);
+impl TempDir {
+    fn new() -> Self {
+        let p = std::env::temp_dir().join(format!("custodian-cli-{}", uuid::Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&p).unwrap();
+        TempDir(p)
+    }
+}
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A minimal HTTP/1.1 client (one request per connection).
+fn http(port: u16, method: &str, path: &str, token: Option<&str>, body: Option<&Value>) -> (u16, Value) {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let body = body.map(|b| b.to_string()).unwrap_or_default();
+    let auth = token.map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
+    write!(s, "{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}", body.len()).unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    let status: u16 = text.split_whitespace().nth(1).unwrap().parse().unwrap();
+    let json =
+        text.split_once("\r\n\r\n").map(|(_, b)| serde_json::from_str(b).unwrap_or(Value::Null)).unwrap_or(Value::Null);
+    (status, json)
+}
+
+struct Server {
+    child: Child,
+    port: u16,
+    stdout: BufReader<std::process::ChildStdout>,
+}
+
+fn start(dir: &Path, admin_password: Option<&str>) -> Server {
+    let port = free_port();
+    let mut cmd = Command::new(BIN);
+    cmd.args(["serve", "--data-dir", dir.to_str().unwrap(), "--listen", &format!("127.0.0.1:{port}")])
+        .env_remove("CUSTODIAN_MASTER_KEY")
+        .env_remove("CUSTODIAN_DATABASE_URL")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
+    match admin_password {
+        Some(p) => cmd.env("CUSTODIAN_ADMIN_PASSWORD", p),
+        None => cmd.env_remove("CUSTODIAN_ADMIN_PASSWORD"),
+    };
+    let mut child = cmd.spawn().unwrap();
+    let stdout = BufReader::new(child.stdout.take().unwrap());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "server did not start");
+        assert!(child.try_wait().unwrap().is_none(), "server exited early");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Server { child, port, stdout }
+}
+
+fn login(port: u16, user: &str, password: &str) -> String {
+    let (status, body) =
+        http(port, "POST", "/api/v1/auth/login", None, Some(&json!({"username": user, "password": password})));
+    assert_eq!(status, 200, "{body}");
+    body["token"].as_str().unwrap().to_owned()
+}
+
+#[test]
+fn first_start_prints_admin_password_once_and_creates_a_private_key_file() {
+    let dir = TempDir::new();
+    let mut server = start(&dir.0, None);
+    let mut line = String::new();
+    server.stdout.read_line(&mut line).unwrap();
+    let password = line.trim().rsplit(' ').next().unwrap().to_owned();
+    assert!(line.contains("Created user 'admin'"), "{line}");
+    login(server.port, "admin", &password);
+    let (status, health) = http(server.port, "GET", "/healthz", None, None);
+    assert_eq!((status, health["status"].as_str()), (200, Some("ok")));
+    server.child.kill().unwrap();
+    server.child.wait().unwrap();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(dir.0.join("master.key")).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+    // A second start prints nothing: the admin exists.
+    let mut server = start(&dir.0, None);
+    login(server.port, "admin", &password);
+    server.child.kill().unwrap();
+    let mut rest = String::new();
+    server.stdout.read_to_string(&mut rest).unwrap();
+    assert!(!rest.contains("password"), "{rest}");
+}
+
+#[test]
+fn user_create_is_offline_and_reads_the_password_from_stdin() {
+    let dir = TempDir::new();
+    let d = dir.0.to_str().unwrap();
+    let mut child = Command::new(BIN)
+        .args([
+            "--log-format",
+            "text",
+            "user",
+            "create",
+            "--data-dir",
+            d,
+            "--username",
+            "alice",
+            "--role",
+            "sales_rep",
+            "--password-stdin",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(b"a long enough password\n").unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("created user alice"));
+    // Weak input is refused with a clear message and a failure exit code.
+    let mut child = Command::new(BIN)
+        .args(["user", "create", "--data-dir", d, "--username", "bob", "--role", "sales_rep", "--password-stdin"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(b"short\n").unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("password"));
+    let list = Command::new(BIN).args(["user", "list", "--data-dir", d]).output().unwrap();
+    assert!(String::from_utf8_lossy(&list.stdout).contains("alice\tsales_rep"));
+    let mut server = start(&dir.0, Some("admin password 123"));
+    login(server.port, "alice", "a long enough password");
+    server.child.kill().unwrap();
+    server.child.wait().unwrap();
+}
+
+#[test]
+fn acknowledged_writes_survive_kill_minus_9() {
+    let dir = TempDir::new();
+    let mut server = start(&dir.0, Some("admin password 123"));
+    let token = login(server.port, "admin", "admin password 123");
+    let port = server.port;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut writers = Vec::new();
+    for w in 0..8 {
+        let token = token.clone();
+        let stop = stop.clone();
+        writers.push(std::thread::spawn(move || {
+            let mut acked = Vec::new();
+            for i in 0..10_000 {
+                if stop.load(std::sync::atomic::Ordering::SeqCst) {
+                    break;
+                }
+                let body = json!({"fields": {"name": format!("客户 {w}-{i}"), "city": "杭州"}});
+                // A request cut off by the kill is simply not acknowledged.
+                let result =
+                    std::panic::catch_unwind(|| http(port, "POST", "/api/v1/companies", Some(&token), Some(&body)));
+                match result {
+                    Ok((201, v)) => acked.push(v["id"].as_str().unwrap().to_owned()),
+                    _ => break,
+                }
+            }
+            acked
+        }));
+    }
+    std::thread::sleep(Duration::from_millis(1500));
+    server.child.kill().unwrap(); // SIGKILL
+    server.child.wait().unwrap();
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let acked: Vec<String> = writers.into_iter().flat_map(|w| w.join().unwrap()).collect();
+    assert!(acked.len() > 20, "too few writes acknowledged before the kill: {}", acked.len());
+
+    let mut server = start(&dir.0, None);
+    let token = login(server.port, "admin", "admin password 123");
+    for id in &acked {
+        let (status, body) = http(server.port, "GET", &format!("/api/v1/companies/{id}"), Some(&token), None);
+        assert_eq!(status, 200, "acknowledged record {id} lost after kill -9: {body}");
+    }
+    server.child.kill().unwrap();
+    server.child.wait().unwrap();
+}
+
+#[cfg(unix)]
+#[test]
+fn sigterm_shuts_down_gracefully() {
+    let dir = TempDir::new();
+    let mut server = start(&dir.0, Some("admin password 123"));
+    let status = Command::new("kill").args(["-TERM", &server.child.id().to_string()]).status().unwrap();
+    assert!(status.success());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some(exit) = server.child.try_wait().unwrap() {
+            assert!(exit.success(), "exit status {exit}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "server did not stop on SIGTERM");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn help_lists_the_commands() {
+    let out = Command::new(BIN).arg("--help").output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    for c in ["serve", "user", "migrate", "demo"] {
+        assert!(text.contains(c), "{text}");
+    }
+}
