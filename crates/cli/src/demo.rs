@@ -23,7 +23,7 @@ pub async fn load(service: &Service, records: usize, seed: u64, duplicate_share:
             .progress_chars("=> "),
     );
     let mut ids: HashMap<(&'static str, usize), Uuid> = HashMap::with_capacity(data.records.len());
-    let mut pending: Vec<(&'static str, usize, Uuid, PreparedWrite)> = Vec::with_capacity(batch);
+    let mut pending: Vec<Pending> = Vec::with_capacity(batch);
     let mut skipped: HashMap<String, usize> = HashMap::new();
     let mut created = 0usize;
     let mut current_object = "";
@@ -46,8 +46,17 @@ pub async fn load(service: &Service, records: usize, seed: u64, duplicate_share:
             }
         }
         match service.prepare_create(&ctx, record.object, &fields, &CreateOptions::default()).await {
-            Ok((id, prepared)) => pending.push((record.object, record.key, id, prepared)),
-            Err(e) => *skipped.entry(format!("{}: {}", record.object, e.code.as_str())).or_default() += 1,
+            Ok((id, prepared)) => pending.push(Pending {
+                object: record.object,
+                key: record.key,
+                duplicate_of: record.duplicate_of,
+                id,
+                write: prepared,
+            }),
+            Err(e) => {
+                *skipped.entry(format!("{}: {}", record.object, e.code.as_str())).or_default() += 1;
+                stand_in(&mut ids, record.object, record.key, record.duplicate_of);
+            }
         }
         if pending.len() >= batch {
             flush(service, &mut pending, &mut ids, &mut skipped, &mut created).await?;
@@ -74,7 +83,7 @@ pub async fn load(service: &Service, records: usize, seed: u64, duplicate_share:
 /// so that only the refused record is skipped.
 async fn flush(
     service: &Service,
-    pending: &mut Vec<(&'static str, usize, Uuid, PreparedWrite)>,
+    pending: &mut Vec<Pending>,
     ids: &mut HashMap<(&'static str, usize), Uuid>,
     skipped: &mut HashMap<String, usize>,
     created: &mut usize,
@@ -83,29 +92,52 @@ async fn flush(
         return Ok(());
     }
     let items = std::mem::take(pending);
-    let keys: Vec<_> = items.iter().map(|(o, k, id, _)| (*o, *k, *id)).collect();
-    let (writes, retry): (Vec<PreparedWrite>, Vec<PreparedWrite>) =
-        items.into_iter().map(|(_, _, _, p)| (p.clone(), p)).unzip();
+    let writes: Vec<PreparedWrite> = items.iter().map(|p| p.write.clone()).collect();
     match service.apply_prepared(writes).await {
         Ok(()) => {
-            *created += keys.len();
-            for (o, k, id) in keys {
-                ids.insert((o, k), id);
+            *created += items.len();
+            for p in items {
+                ids.insert((p.object, p.key), p.id);
             }
             Ok(())
         }
         Err(e) if matches!(e.code, ErrorCode::Duplicate | ErrorCode::VersionConflict | ErrorCode::Conflict) => {
-            for ((o, k, id), write) in keys.into_iter().zip(retry) {
-                match service.apply_prepared(vec![write]).await {
+            for p in items {
+                match service.apply_prepared(vec![p.write]).await {
                     Ok(()) => {
                         *created += 1;
-                        ids.insert((o, k), id);
+                        ids.insert((p.object, p.key), p.id);
                     }
-                    Err(e) => *skipped.entry(format!("{o}: {}", e.code.as_str())).or_default() += 1,
+                    Err(e) => {
+                        *skipped.entry(format!("{}: {}", p.object, e.code.as_str())).or_default() += 1;
+                        stand_in(ids, p.object, p.key, p.duplicate_of);
+                    }
                 }
             }
             Ok(())
         }
         Err(e) => anyhow::bail!("writing demo records failed: {e}"),
+    }
+}
+
+/// A prepared demo record waiting for its batch.
+struct Pending {
+    object: &'static str,
+    key: usize,
+    duplicate_of: Option<usize>,
+    id: Uuid,
+    write: PreparedWrite,
+}
+
+/// A refused near-duplicate is represented by its original, so records that refer to it
+/// (a deal of a duplicate company) still get a valid reference.
+fn stand_in(
+    ids: &mut HashMap<(&'static str, usize), Uuid>,
+    object: &'static str,
+    key: usize,
+    duplicate_of: Option<usize>,
+) {
+    if let Some(original) = duplicate_of.and_then(|k| ids.get(&(object, k)).copied()) {
+        ids.insert((object, key), original);
     }
 }
