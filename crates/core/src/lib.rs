@@ -1,6 +1,7 @@
 //! Custodian's domain: field schema as data, value validation and normalisation, search
 //! tokens, the error-code table and the demo data generator. This crate does no I/O.
 
+pub mod access;
 pub mod audit;
 pub mod demo;
 pub mod error;

@@ -65,6 +65,7 @@ fn api_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(routes::records::list, routes::records::create))
         .routes(routes!(routes::records::get, routes::records::update, routes::records::delete))
         .routes(routes!(routes::records::restore))
+        .routes(routes!(routes::records::reveal))
         .routes(routes!(routes::records::history))
         .routes(routes!(routes::records::history_version))
 }

@@ -25,6 +25,7 @@ both_backends!(record_lifecycle_versions_and_history, |app: TestApp| async move 
     assert_eq!(contact["fields"]["name"], "张三");
     assert_eq!(contact["fields"]["mobile"], "+8613812345678");
     assert_eq!(contact["owner_id"], contact["created_by"]);
+    assert_eq!(contact["masked_fields"], json!([]));
 
     // Update with If-Match; the stale version then conflicts and changes nothing.
     let path = format!("/api/v1/contacts/{id}");
@@ -343,9 +344,11 @@ both_backends!(sensitive_values_are_not_stored_in_plaintext, |app: TestApp| asyn
             app.backend
         );
     }
-    // The values are still readable through the API.
+    // The values are still readable through the API (the resident ID masked even for admins).
     let r = app.get("/api/v1/contacts?email=SECRET.person@example.org").await;
-    assert_eq!(r.body["items"][0]["fields"]["id_number"], secrets[2]);
+    assert_eq!(r.body["items"][0]["fields"]["mobile"], "+8613912345678");
+    assert_eq!(r.body["items"][0]["fields"]["id_number"], "110101********803X");
+    assert_eq!(r.body["items"][0]["masked_fields"], json!(["id_number"]));
 });
 
 #[tokio::test]

@@ -34,6 +34,9 @@ pub struct Actor {
     pub department_id: Option<Uuid>,
     /// SHA-256 of the session token used.
     pub session_hash: String,
+    /// A second-factor step-up happened within the last five minutes (MFA comes with the
+    /// access work; until then this is always false).
+    pub stepped_up: bool,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -128,11 +131,7 @@ impl Service {
         team_id: Option<Uuid>,
         department_id: Option<Uuid>,
     ) -> ServiceResult<UserRow> {
-        if let Some(actor) = &ctx.actor
-            && actor.role != "admin"
-        {
-            return Err(ServiceError::new(ErrorCode::Forbidden));
-        }
+        self.require_admin(ctx)?;
         let username = username.trim();
         let mut errors = Vec::new();
         if username.is_empty()
@@ -180,6 +179,7 @@ impl Service {
             },
             other => other.into(),
         })?;
+        self.invalidate_org();
         Ok(user)
     }
 
@@ -268,6 +268,7 @@ impl Service {
             team_id: user.team_id,
             department_id: user.department_id,
             session_hash: hash,
+            stepped_up: false,
         })
     }
 

@@ -5,6 +5,7 @@
 //! be applied in one transaction. Reads pass through here too, so that row scope and field
 //! visibility are applied before any value leaves this crate.
 
+mod access;
 mod auth;
 mod error;
 mod keys;
@@ -13,6 +14,7 @@ mod query;
 mod records;
 mod view;
 
+pub use access::Operation;
 pub use auth::{Actor, LoginResult, ROLES};
 pub use error::{ServiceError, ServiceResult};
 pub use keys::load_keyring;
@@ -81,6 +83,7 @@ pub struct Service {
     schema: RwLock<Arc<Schema>>,
     config: ServiceConfig,
     hashing: Arc<Semaphore>,
+    org_cache: access::OrgCache,
 }
 
 impl Service {
@@ -93,6 +96,7 @@ impl Service {
             schema: RwLock::new(Arc::new(Schema::standard())),
             config,
             hashing,
+            org_cache: Default::default(),
         };
         service.refresh_schema().await?;
         Ok(service)

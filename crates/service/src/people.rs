@@ -58,14 +58,6 @@ fn name_error(name: &str) -> Option<FieldError> {
 }
 
 impl Service {
-    fn require_admin(&self, ctx: &RequestContext) -> ServiceResult<()> {
-        match &ctx.actor {
-            Some(a) if a.role == "admin" => Ok(()),
-            Some(_) => Err(ServiceError::new(ErrorCode::Forbidden)),
-            None => Ok(()), // offline CLI
-        }
-    }
-
     pub async fn list_users(&self, ctx: &RequestContext) -> ServiceResult<Vec<UserView>> {
         self.require_admin(ctx)?;
         Ok(self.store.list_users().await?.iter().map(UserView::from).collect())
@@ -96,6 +88,7 @@ impl Service {
         let mut audit = self.audit_draft(ctx, "department.create");
         audit.details = json!({ "department_id": row.id, "name": row.name, "parent_id": row.parent_id });
         self.store.create_department(row.clone(), audit).await?;
+        self.invalidate_org();
         Ok(DepartmentView { id: row.id, name: row.name, parent_id: row.parent_id })
     }
 
@@ -150,6 +143,7 @@ impl Service {
         let mut audit = self.audit_draft(ctx, "team.create");
         audit.details = json!({ "team_id": row.id, "name": row.name, "department_id": row.department_id });
         self.store.create_team(row.clone(), audit).await?;
+        self.invalidate_org();
         Ok(TeamView { id: row.id, name: row.name, department_id: row.department_id })
     }
 

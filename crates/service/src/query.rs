@@ -127,7 +127,7 @@ impl Service {
         })
     }
 
-    fn parse_filter(&self, def: &ObjectDef, key: &str, raw: &str) -> ServiceResult<Filter> {
+    fn parse_filter(&self, ctx: &RequestContext, def: &ObjectDef, key: &str, raw: &str) -> ServiceResult<Filter> {
         let (name, op) = match key.split_once('[') {
             Some((name, rest)) => {
                 let op = rest
@@ -156,7 +156,7 @@ impl Service {
             let column = match system_column(name) {
                 Some(c) => c,
                 None => {
-                    let f = def.field(name).ok_or_else(|| unknown_field(def, name))?;
+                    let f = self.queryable_field(ctx, def, name)?;
                     field_column(f)
                 }
             };
@@ -174,7 +174,7 @@ impl Service {
             let value = self.system_filter_value(name, &column, raw)?;
             return Ok(Filter::Column { column, op: make_op(op, value) });
         }
-        let f = def.field(name).ok_or_else(|| unknown_field(def, name))?;
+        let f = self.queryable_field(ctx, def, name)?;
         if f.sensitive {
             if op != "eq" {
                 return Err(bad(
@@ -227,7 +227,7 @@ impl Service {
         Ok(Filter::Column { column: field_column(f), op: make_op(op, value) })
     }
 
-    fn parse_sort(&self, def: &ObjectDef, sort: Option<&str>) -> ServiceResult<Sort> {
+    fn parse_sort(&self, ctx: &RequestContext, def: &ObjectDef, sort: Option<&str>) -> ServiceResult<Sort> {
         let Some(spec) = sort.map(str::trim).filter(|s| !s.is_empty()) else {
             return Ok(Sort::default());
         };
@@ -238,7 +238,7 @@ impl Service {
         if let Some(column) = system_column(name) {
             return Ok(Sort { column, descending });
         }
-        let f = def.field(name).ok_or_else(|| unknown_field(def, name))?;
+        let f = self.queryable_field(ctx, def, name)?;
         if f.sensitive || f.field_type == FieldType::MultiEnum {
             return Err(bad("sort", "unsupported_sort", "This field cannot be sorted on.", "该字段不支持排序。"));
         }
@@ -246,14 +246,15 @@ impl Service {
     }
 
     /// Builds the store query for a list request (scope included).
-    pub(crate) fn build_list_query(
+    pub(crate) async fn build_list_query(
         &self,
         ctx: &RequestContext,
         def: &ObjectDef,
         params: &ListParams,
     ) -> ServiceResult<(ListQuery, bool)> {
         let mut query = ListQuery::new(def.name.clone());
-        query.scope = self.row_scope(ctx);
+        self.check_object_readable(ctx, &def.name)?;
+        query.scope = self.scope_for(ctx, &def.name, crate::Operation::Read).await?;
         query.limit = self.page_size(params.limit)?;
         query.deleted = match params.deleted.as_deref() {
             None | Some("active") => DeletedFilter::Active,
@@ -284,7 +285,7 @@ impl Service {
             if value.len() > 1_000 {
                 return Err(bad(key, "too_long", "Filter values are limited to 1000 bytes.", "过滤值最长 1000 字节。"));
             }
-            query.filters.push(self.parse_filter(def, key, value)?);
+            query.filters.push(self.parse_filter(ctx, def, key, value)?);
         }
         let mut impossible = false;
         if let Some(q) = &params.q {
@@ -300,7 +301,7 @@ impl Service {
             // A query made only of punctuation matches nothing.
             impossible = query.search.is_empty() && !q.trim().is_empty();
         }
-        query.sort = self.parse_sort(def, params.sort.as_deref())?;
+        query.sort = self.parse_sort(ctx, def, params.sort.as_deref())?;
         if let Some(cursor) = &params.cursor {
             query.after = Some(decode_cursor(cursor, params.sort.as_deref().unwrap_or(""))?);
         }
@@ -314,21 +315,21 @@ impl Service {
         params: &ListParams,
     ) -> ServiceResult<RecordList> {
         let def = self.object_def(object)?;
-        let (query, impossible) = self.build_list_query(ctx, &def, params)?;
+        let (query, impossible) = self.build_list_query(ctx, &def, params).await?;
         if impossible {
             return Ok(RecordList { items: Vec::new(), next_cursor: None });
         }
         let page = self.store.list_records(&query).await?;
         let sort_spec = params.sort.as_deref().unwrap_or("");
         Ok(RecordList {
-            items: page.items.iter().map(|r| self.record_view(&def, r)).collect(),
+            items: page.items.iter().map(|r| self.record_view(ctx, &def, r)).collect(),
             next_cursor: page.next.map(|c| encode_cursor(&c, sort_spec)),
         })
     }
 
     pub async fn count_records(&self, ctx: &RequestContext, object: &str, params: &ListParams) -> ServiceResult<u64> {
         let def = self.object_def(object)?;
-        let (query, impossible) = self.build_list_query(ctx, &def, params)?;
+        let (query, impossible) = self.build_list_query(ctx, &def, params).await?;
         if impossible {
             return Ok(0);
         }
@@ -344,6 +345,22 @@ fn make_op(op: &str, v: FilterValue) -> FilterOp {
         "lt" => FilterOp::Lt(v),
         "lte" => FilterOp::Lte(v),
         _ => FilterOp::Eq(v),
+    }
+}
+
+impl Service {
+    /// A field the caller may filter or sort on: hidden fields are unknown to them, masked ones
+    /// cannot be probed with filters.
+    fn queryable_field<'a>(&self, ctx: &RequestContext, def: &'a ObjectDef, name: &str) -> ServiceResult<&'a FieldDef> {
+        let f = def.field(name).ok_or_else(|| unknown_field(def, name))?;
+        if self.field_queryable(ctx, def, name) {
+            return Ok(f);
+        }
+        let role = self.role_of(ctx);
+        if role.field_access(&def.name, f) == custodian_core::access::FieldAccess::Hidden {
+            return Err(unknown_field(def, name));
+        }
+        Err(bad(name, "not_permitted", "You may not filter or sort on this field.", "您无权按该字段过滤或排序。"))
     }
 }
 

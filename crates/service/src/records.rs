@@ -2,6 +2,7 @@
 //! mutation passes: validate → normalise → check references → authorise → encrypt and index →
 //! one `WriteBatch` (new version + audit event) applied atomically by the store.
 
+use crate::access::Operation;
 use crate::error::{ServiceError, ServiceResult};
 use crate::view::{HistoryPage, RecordView, VersionView};
 use crate::{RequestContext, Service};
@@ -10,9 +11,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use custodian_core::schema::{FieldType, ObjectDef};
 use custodian_core::values::{ValidationContext, index_text, validate_record};
 use custodian_core::{ErrorCode, FieldError, search};
-use custodian_store::{
-    AuditDraft, FieldDigest, RecordWrite, RowScope, StoredRecord, WriteAction, WriteBatch, now_micros,
-};
+use custodian_store::{AuditDraft, FieldDigest, RecordWrite, StoredRecord, WriteAction, WriteBatch, now_micros};
 use serde_json::{Map, Value, json};
 use uuid::Uuid;
 
@@ -57,25 +56,40 @@ impl Service {
         }
     }
 
-    /// Row scope of the caller. Everyone authenticated sees all rows until roles with scopes
-    /// land; the value is still pushed into every query so scopes only need to be computed here.
-    pub(crate) fn row_scope(&self, _ctx: &RequestContext) -> RowScope {
-        RowScope::All
-    }
-
-    /// Authorisation hook of the write path.
-    pub(crate) fn authorize_write(
+    /// Loads a record the caller may see (else 404, like a missing record) and, for a write,
+    /// checks that it is also inside the caller's write scope (else 403). Both checks are SQL
+    /// predicates in the lookup itself.
+    async fn load_scoped(
         &self,
         ctx: &RequestContext,
-        _object: &str,
-        _action: WriteAction,
-    ) -> ServiceResult<()> {
-        match &ctx.actor {
-            Some(actor) if actor.role == "auditor" => Err(ServiceError::new(ErrorCode::Forbidden)),
-            Some(_) => Ok(()),
-            // Offline CLI work (demo, import) runs without an actor.
-            None => Ok(()),
+        def: &ObjectDef,
+        id: Uuid,
+        op: Operation,
+    ) -> ServiceResult<StoredRecord> {
+        let read = self.scope_for(ctx, &def.name, Operation::Read).await?;
+        let record = self.store.get_record(&def.name, id, &read).await?.ok_or_else(ServiceError::not_found)?;
+        if op != Operation::Read {
+            let scope = self.scope_for(ctx, &def.name, op).await?;
+            if scope != read && self.store.get_record(&def.name, id, &scope).await?.is_none() {
+                return Err(ServiceError::new(ErrorCode::Forbidden));
+            }
         }
+        Ok(record)
+    }
+
+    /// Passes a result through, recording an audit event when it is a refusal.
+    async fn audited<T>(
+        &self,
+        ctx: &RequestContext,
+        object: &str,
+        id: Option<Uuid>,
+        operation: &str,
+        result: ServiceResult<T>,
+    ) -> ServiceResult<T> {
+        if let Err(e) = &result {
+            self.audit_refusal(ctx, object, id, operation, e).await;
+        }
+        result
     }
 
     pub(crate) fn audit_draft(&self, ctx: &RequestContext, action: &str) -> AuditDraft {
@@ -247,7 +261,10 @@ impl Service {
         options: &CreateOptions,
     ) -> ServiceResult<(Uuid, PreparedWrite)> {
         let def = self.object_def(object)?;
-        self.authorize_write(ctx, object, WriteAction::Create)?;
+        if let Err(e) = self.check_create(ctx, object).and_then(|()| self.check_field_writes(ctx, &def, fields)) {
+            self.audit_refusal(ctx, object, None, "create", &e).await;
+            return Err(e);
+        }
         let plain =
             validate_record(&def, None, fields, &self.validation_context()).map_err(ServiceError::validation)?;
         self.check_references(&def, &plain).await?;
@@ -290,10 +307,6 @@ impl Service {
         self.get_record(ctx, object, id).await
     }
 
-    async fn load_current(&self, ctx: &RequestContext, def: &ObjectDef, id: Uuid) -> ServiceResult<StoredRecord> {
-        self.store.get_record(&def.name, id, &self.row_scope(ctx)).await?.ok_or_else(ServiceError::not_found)
-    }
-
     fn check_expected(current: &StoredRecord, options: &WriteOptions) -> ServiceResult<()> {
         match options.expected_version {
             Some(v) if v != current.version => {
@@ -313,17 +326,19 @@ impl Service {
         options: &WriteOptions,
     ) -> ServiceResult<RecordView> {
         let def = self.object_def(object)?;
-        let current = self.load_current(ctx, &def, id).await?;
+        let loaded = self.load_scoped(ctx, &def, id, Operation::Update).await;
+        let current = self.audited(ctx, object, Some(id), "update", loaded).await?;
         if current.deleted_at.is_some() {
             return Err(ServiceError::not_found());
         }
-        self.authorize_write(ctx, object, WriteAction::Update)?;
+        let allowed = self.check_field_writes(ctx, &def, changes);
+        self.audited(ctx, object, Some(id), "update", allowed).await?;
         Self::check_expected(&current, options)?;
         let before = self.decrypt_fields(&def, id, &current.fields);
         let after = validate_record(&def, Some(&before), changes, &self.validation_context())
             .map_err(ServiceError::validation)?;
         if after == before {
-            return Ok(self.record_view(&def, &current));
+            return Ok(self.record_view(ctx, &def, &current));
         }
         self.check_references(&def, &after).await?;
         let actor = ctx.actor.as_ref().map(|a| a.user_id);
@@ -371,8 +386,9 @@ impl Service {
         delete: bool,
     ) -> ServiceResult<RecordView> {
         let def = self.object_def(object)?;
-        let current = self.load_current(ctx, &def, id).await?;
         let action = if delete { WriteAction::Delete } else { WriteAction::Restore };
+        let loaded = self.load_scoped(ctx, &def, id, Operation::Delete).await;
+        let current = self.audited(ctx, object, Some(id), action.as_str(), loaded).await?;
         if current.deleted_at.is_some() == delete {
             return Err(if delete {
                 ServiceError::not_found()
@@ -380,7 +396,6 @@ impl Service {
                 ServiceError::with_message(ErrorCode::Conflict, "The record is not deleted.")
             });
         }
-        self.authorize_write(ctx, object, action)?;
         Self::check_expected(&current, options)?;
         let plain = self.decrypt_fields(&def, id, &current.fields);
         let now = now_micros().max(current.updated_at);
@@ -393,15 +408,16 @@ impl Service {
         };
         let prepared = self.prepare_write(ctx, &def, action, Some(&current), Some(&plain), &plain, next)?;
         self.apply(vec![prepared]).await?;
-        let after = self.load_current(ctx, &def, id).await?;
-        Ok(self.record_view(&def, &after))
+        let after = self.load_scoped(ctx, &def, id, Operation::Read).await?;
+        Ok(self.record_view(ctx, &def, &after))
     }
 
     /// One record (also a deleted one, which shows `deleted_at`).
     pub async fn get_record(&self, ctx: &RequestContext, object: &str, id: Uuid) -> ServiceResult<RecordView> {
         let def = self.object_def(object)?;
-        let record = self.load_current(ctx, &def, id).await?;
-        Ok(self.record_view(&def, &record))
+        let loaded = self.load_scoped(ctx, &def, id, Operation::Read).await;
+        let record = self.audited(ctx, object, Some(id), "read", loaded).await?;
+        Ok(self.record_view(ctx, &def, &record))
     }
 
     /// Versions of a record, oldest first, paginated.
@@ -414,7 +430,8 @@ impl Service {
         limit: Option<u32>,
     ) -> ServiceResult<HistoryPage> {
         let def = self.object_def(object)?;
-        self.load_current(ctx, &def, id).await?;
+        let loaded = self.load_scoped(ctx, &def, id, Operation::Read).await;
+        self.audited(ctx, object, Some(id), "history", loaded).await?;
         let limit = self.page_size(limit)?;
         let after = match cursor {
             None => 0,
@@ -434,7 +451,7 @@ impl Service {
         } else {
             None
         };
-        Ok(HistoryPage { items: versions.iter().map(|v| self.version_view(&def, v)).collect(), next_cursor })
+        Ok(HistoryPage { items: versions.iter().map(|v| self.version_view(ctx, &def, v)).collect(), next_cursor })
     }
 
     pub async fn history_version(
@@ -445,9 +462,10 @@ impl Service {
         version: i64,
     ) -> ServiceResult<VersionView> {
         let def = self.object_def(object)?;
-        self.load_current(ctx, &def, id).await?;
+        let loaded = self.load_scoped(ctx, &def, id, Operation::Read).await;
+        self.audited(ctx, object, Some(id), "history", loaded).await?;
         let v = self.store.get_version(&def.name, id, version).await?.ok_or_else(ServiceError::not_found)?;
-        Ok(self.version_view(&def, &v))
+        Ok(self.version_view(ctx, &def, &v))
     }
 }
 

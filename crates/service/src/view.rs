@@ -1,7 +1,7 @@
 //! What leaves the service: records with decrypted (and, with the access work, masked) fields.
 //! Every output path — single records, lists, history — goes through `Service::view_fields`.
 
-use crate::Service;
+use crate::{RequestContext, Service};
 use custodian_core::schema::ObjectDef;
 use custodian_store::{StoredRecord, StoredVersion};
 use serde::Serialize;
@@ -102,15 +102,16 @@ impl Service {
     /// ones. The access work plugs role-based hiding and masking in here.
     pub(crate) fn view_fields(
         &self,
+        ctx: &RequestContext,
         def: &ObjectDef,
         record_id: Uuid,
         stored: &Map<String, Value>,
     ) -> (Map<String, Value>, Vec<String>) {
-        (self.decrypt_fields(def, record_id, stored), Vec::new())
+        self.apply_field_access(ctx, def, self.decrypt_fields(def, record_id, stored))
     }
 
-    pub(crate) fn record_view(&self, def: &ObjectDef, r: &StoredRecord) -> RecordView {
-        let (fields, masked_fields) = self.view_fields(def, r.id, &r.fields);
+    pub(crate) fn record_view(&self, ctx: &RequestContext, def: &ObjectDef, r: &StoredRecord) -> RecordView {
+        let (fields, masked_fields) = self.view_fields(ctx, def, r.id, &r.fields);
         RecordView {
             id: r.id,
             object: r.object.clone(),
@@ -127,8 +128,8 @@ impl Service {
         }
     }
 
-    pub(crate) fn version_view(&self, def: &ObjectDef, v: &StoredVersion) -> VersionView {
-        let (fields, masked_fields) = self.view_fields(def, v.record_id, &v.fields);
+    pub(crate) fn version_view(&self, ctx: &RequestContext, def: &ObjectDef, v: &StoredVersion) -> VersionView {
+        let (fields, masked_fields) = self.view_fields(ctx, def, v.record_id, &v.fields);
         VersionView {
             record_id: v.record_id,
             object: v.object.clone(),

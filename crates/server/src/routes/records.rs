@@ -217,3 +217,24 @@ pub async fn history_version(
     let v = state.service.history_version(&ctx, &object, id, version).await?;
     Ok(Json(json!(v)).into_response())
 }
+
+#[derive(serde::Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RevealBody {
+    pub field: String,
+}
+
+#[utoipa::path(post, path = "/api/v1/{object}/{id}/reveal", tag = "records", request_body = RevealBody,
+    params(("object" = String, Path), ("id" = Uuid, Path)),
+    description = "Reveals one masked field value (audited). Restricted fields need a step-up (428 otherwise).",
+    responses((status = 200, description = "{\"field\", \"value\"}"), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 428, body = ErrorBody)))]
+pub async fn reveal(
+    State(state): State<AppState>,
+    Auth(ctx): Auth,
+    PathParams((object, id)): PathParams<(String, String)>,
+    JsonBody(body): JsonBody<RevealBody>,
+) -> ApiResult<Response> {
+    let id = parse_id(&id)?;
+    let value = state.service.reveal_field(&ctx, &object, id, &body.field).await?;
+    Ok(Json(json!({ "field": body.field, "value": value })).into_response())
+}

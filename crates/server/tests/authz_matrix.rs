@@ -1,0 +1,352 @@
+//! The authorisation matrix: every route of the router × every built-in role × records that are
+//! the caller's own, their team's, their department's and someone else's. A route that appears
+//! in the router (and so in the OpenAPI document) without an expectation here fails the suite.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use axum::http::{Method, StatusCode};
+use common::TestApp;
+use serde_json::{Value, json};
+use std::collections::BTreeMap;
+
+const PASSWORD: &str = "a long enough password";
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Cat {
+    Own,
+    Team,
+    Department,
+    Other,
+}
+const CATS: [Cat; 4] = [Cat::Own, Cat::Team, Cat::Department, Cat::Other];
+
+struct Actor {
+    role: &'static str,
+    token: String,
+    /// Record ids by category from this actor's point of view.
+    records: BTreeMap<&'static str, String>,
+}
+
+fn cat_key(c: Cat) -> &'static str {
+    match c {
+        Cat::Own => "own",
+        Cat::Team => "team",
+        Cat::Department => "department",
+        Cat::Other => "other",
+    }
+}
+
+/// Expected visibility/permission per role and category.
+fn can(role: &str, op: &str, c: Cat) -> bool {
+    match (role, op) {
+        ("admin" | "data_steward", _) => true,
+        ("auditor", "read") => true,
+        ("auditor", _) => false,
+        ("sales_rep", _) => c == Cat::Own,
+        ("sales_manager", "read") => c != Cat::Other,
+        ("sales_manager", _) => matches!(c, Cat::Own | Cat::Team),
+        _ => false,
+    }
+}
+
+async fn as_user(app: &TestApp, token: &str, method: Method, path: &str, body: Option<Value>) -> common::Reply {
+    app.raw(method, path, Some(token), body.map(|b| b.to_string().into_bytes()), &[]).await
+}
+
+async fn setup(app: &TestApp) -> Vec<Actor> {
+    let post = |path: &'static str, body: Value| async move {
+        let r = app.post(path, body).await;
+        assert_eq!(r.status, StatusCode::CREATED, "{path}: {}", r.body);
+        r.body["id"].as_str().unwrap().to_owned()
+    };
+    let sales = post("/api/v1/departments", json!({"name": "销售部"})).await;
+    let east = post("/api/v1/departments", json!({"name": "华东区", "parent_id": sales})).await;
+    let north = post("/api/v1/departments", json!({"name": "华北区"})).await;
+    let team_a = post("/api/v1/teams", json!({"name": "A 组", "department_id": east})).await;
+    let team_b = post("/api/v1/teams", json!({"name": "B 组", "department_id": east})).await;
+    let team_c = post("/api/v1/teams", json!({"name": "C 组", "department_id": north})).await;
+    let users = [
+        ("rep1", "sales_rep", Some(&team_a), Some(&east)),
+        ("rep2", "sales_rep", Some(&team_b), Some(&east)),
+        ("rep3", "sales_rep", Some(&team_c), Some(&north)),
+        ("manager", "sales_manager", Some(&team_a), Some(&sales)),
+        ("steward", "data_steward", None, None),
+        ("auditor", "auditor", None, None),
+    ];
+    let mut tokens = BTreeMap::new();
+    for (name, role, team, dept) in users {
+        let r = app
+            .post(
+                "/api/v1/users",
+                json!({"username": name, "password": PASSWORD, "role": role, "team_id": team, "department_id": dept}),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+        tokens.insert(name, app.login(name, PASSWORD).await);
+    }
+    tokens.insert("admin", app.token.clone());
+    // One contact owned by each writer.
+    let mut owned = BTreeMap::new();
+    for (i, name) in ["rep1", "rep2", "rep3", "manager", "steward", "admin"].into_iter().enumerate() {
+        let r = as_user(app, &tokens[name], Method::POST, "/api/v1/contacts", Some(json!({"fields": {"name": format!("客户{i}"), "mobile": format!("1390000000{i}"), "id_number": "11010119900307803X"}}))).await;
+        assert_eq!(r.status, StatusCode::CREATED, "{name}: {}", r.body);
+        owned.insert(name, r.body["id"].as_str().unwrap().to_owned());
+    }
+    let cats = |own: &str, team: &str, dept: &str, other: &str| -> BTreeMap<&'static str, String> {
+        [
+            ("own", owned[own].clone()),
+            ("team", owned[team].clone()),
+            ("department", owned[dept].clone()),
+            ("other", owned[other].clone()),
+        ]
+        .into_iter()
+        .collect()
+    };
+    vec![
+        Actor { role: "sales_rep", token: tokens["rep1"].clone(), records: cats("rep1", "manager", "rep2", "rep3") },
+        Actor {
+            role: "sales_manager",
+            token: tokens["manager"].clone(),
+            records: cats("manager", "rep1", "rep2", "rep3"),
+        },
+        Actor {
+            role: "data_steward",
+            token: tokens["steward"].clone(),
+            records: cats("steward", "rep1", "rep2", "rep3"),
+        },
+        Actor { role: "auditor", token: tokens["auditor"].clone(), records: cats("admin", "rep1", "rep2", "rep3") },
+        Actor { role: "admin", token: tokens["admin"].clone(), records: cats("admin", "rep1", "rep2", "rep3") },
+    ]
+}
+
+/// Expected status of one record route for one actor and category.
+fn expected(route: &str, role: &str, c: Cat) -> StatusCode {
+    let read = can(role, "read", c);
+    let write = |op: &str, ok: StatusCode| {
+        if !read {
+            StatusCode::NOT_FOUND
+        } else if !can(role, op, c) {
+            StatusCode::FORBIDDEN
+        } else {
+            ok
+        }
+    };
+    match route {
+        "GET /api/v1/{object}/{id}"
+        | "GET /api/v1/{object}/{id}/history"
+        | "GET /api/v1/{object}/{id}/history/{version}" => {
+            if read {
+                StatusCode::OK
+            } else {
+                StatusCode::NOT_FOUND
+            }
+        }
+        "PATCH /api/v1/{object}/{id}" => write("update", StatusCode::OK),
+        // Restoring an active record conflicts once the caller is allowed to try.
+        "POST /api/v1/{object}/{id}/restore" => write("delete", StatusCode::CONFLICT),
+        "DELETE /api/v1/{object}/{id}" => write("delete", StatusCode::OK),
+        "POST /api/v1/{object}/{id}/reveal" => {
+            if !read {
+                StatusCode::NOT_FOUND
+            } else if role == "auditor" {
+                // Masked for auditors, who may not reveal.
+                StatusCode::FORBIDDEN
+            } else {
+                StatusCode::OK
+            }
+        }
+        other => panic!("no expectation for record route {other}"),
+    }
+}
+
+/// Expected status of a route that is not about one record.
+fn expected_other(route: &str, role: &str) -> Option<StatusCode> {
+    let admin = role == "admin";
+    Some(match route {
+        "GET /api/v1/me"
+        | "GET /api/v1/departments"
+        | "GET /api/v1/teams"
+        | "GET /api/v1/schema"
+        | "GET /api/v1/schema/{object}"
+        | "GET /api/v1/{object}" => StatusCode::OK,
+        "GET /api/v1/users" => {
+            if admin {
+                StatusCode::OK
+            } else {
+                StatusCode::FORBIDDEN
+            }
+        }
+        "POST /api/v1/users"
+        | "POST /api/v1/departments"
+        | "POST /api/v1/teams"
+        | "POST /api/v1/schema/{object}/fields" => {
+            if admin {
+                StatusCode::CREATED
+            } else {
+                StatusCode::FORBIDDEN
+            }
+        }
+        "POST /api/v1/{object}" => {
+            if role == "auditor" {
+                StatusCode::FORBIDDEN
+            } else {
+                StatusCode::CREATED
+            }
+        }
+        // Covered by their own tests (they change the caller's session).
+        "POST /api/v1/auth/login" | "POST /api/v1/auth/logout" => return None,
+        other => panic!("route {other} has no authorisation expectation: add it to the matrix"),
+    })
+}
+
+fn body_for(route: &str, n: usize) -> Option<Value> {
+    Some(match route {
+        "PATCH /api/v1/{object}/{id}" => json!({"fields": {"title": format!("t{n}")}}),
+        "POST /api/v1/{object}/{id}/reveal" => json!({"field": "mobile"}),
+        "POST /api/v1/users" => json!({"username": format!("newuser{n}"), "password": PASSWORD, "role": "sales_rep"}),
+        "POST /api/v1/departments" | "POST /api/v1/teams" => json!({"name": format!("org {n}")}),
+        "POST /api/v1/schema/{object}/fields" => {
+            json!({"name": format!("extra_{n}"), "type": "text", "label_en": "Extra", "label_zh": "扩展"})
+        }
+        "POST /api/v1/{object}" => json!({"fields": {"name": format!("new {n}")}}),
+        _ => return None,
+    })
+}
+
+both_backends!(every_route_every_role_every_scope, |app: TestApp| async move {
+    let actors = setup(&app).await;
+    let doc = app.get("/api/v1/openapi.json").await.body;
+    let mut routes = Vec::new();
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for method in item.as_object().unwrap().keys() {
+            if ["get", "post", "patch", "delete", "put"].contains(&method.as_str()) {
+                routes.push((method.to_uppercase(), path.clone()));
+            }
+        }
+    }
+    assert!(routes.len() >= 18, "{routes:?}");
+    let mut n = 0;
+    for actor in &actors {
+        for (method, path) in &routes {
+            let route = format!("{method} {path}");
+            let m = Method::from_bytes(method.as_bytes()).unwrap();
+            if path.contains("{id}") {
+                // DELETE last: it changes the record for the routes after it.
+                if method == "DELETE" {
+                    continue;
+                }
+                for c in CATS {
+                    n += 1;
+                    let id = &actor.records[cat_key(c)];
+                    let concrete = path.replace("{object}", "contacts").replace("{id}", id).replace("{version}", "1");
+                    let r = as_user(&app, &actor.token, m.clone(), &concrete, body_for(&route, n)).await;
+                    assert_eq!(
+                        r.status,
+                        expected(&route, actor.role, c),
+                        "{} {route} on {:?}: {}",
+                        actor.role,
+                        c,
+                        r.body
+                    );
+                    if r.status == StatusCode::NOT_FOUND {
+                        // Out of scope looks exactly like missing: no existence leak.
+                        assert_eq!(r.code(), "not_found");
+                    }
+                    if route == "POST /api/v1/{object}/{id}/reveal" && r.status == StatusCode::OK {
+                        assert!(r.body["value"].as_str().unwrap().starts_with("+86139"));
+                    }
+                }
+            } else {
+                n += 1;
+                let Some(status) = expected_other(&route, actor.role) else { continue };
+                let concrete = path.replace("{object}", "contacts");
+                let r = as_user(&app, &actor.token, m, &concrete, body_for(&route, n)).await;
+                assert_eq!(r.status, status, "{} {route}: {}", actor.role, r.body);
+            }
+        }
+        // Lists return exactly the records in the caller's read scope, and counts agree.
+        let r = as_user(&app, &actor.token, Method::GET, "/api/v1/contacts?limit=500", None).await;
+        let ids: Vec<String> =
+            r.body["items"].as_array().unwrap().iter().map(|x| x["id"].as_str().unwrap().to_owned()).collect();
+        for c in CATS {
+            assert_eq!(
+                ids.contains(&actor.records[cat_key(c)]),
+                can(actor.role, "read", c),
+                "{} list, {c:?}",
+                actor.role
+            );
+        }
+        // Search and blind-index lookups are scoped too.
+        let other_mobile = "13900000002"; // rep3's record, "other" for reps and managers
+        let r =
+            as_user(&app, &actor.token, Method::GET, &format!("/api/v1/contacts?mobile={other_mobile}"), None).await;
+        let found = r.body["items"].as_array().map(|a| a.len()).unwrap_or(0);
+        match actor.role {
+            "sales_rep" => assert_eq!(found, 0),
+            "sales_manager" | "auditor" => {
+                assert_eq!(r.status, StatusCode::BAD_REQUEST, "masked fields cannot be probed")
+            }
+            _ => assert_eq!(found, 1, "{}", actor.role),
+        }
+        // Field visibility: the resident ID is masked for everyone, the mobile for managers and auditors.
+        let r = as_user(&app, &actor.token, Method::GET, &format!("/api/v1/contacts/{}", actor.records["other"]), None)
+            .await;
+        if r.status == StatusCode::OK {
+            assert_eq!(r.body["fields"]["id_number"], "110101********803X", "{}", actor.role);
+            let masked_mobile = r.body["fields"]["mobile"].as_str().unwrap().contains('*');
+            assert_eq!(masked_mobile, matches!(actor.role, "sales_manager" | "auditor"), "{}", actor.role);
+            // History versions are masked the same way.
+            let h = as_user(
+                &app,
+                &actor.token,
+                Method::GET,
+                &format!("/api/v1/contacts/{}/history/1", actor.records["other"]),
+                None,
+            )
+            .await;
+            assert_eq!(h.body["fields"]["id_number"], "110101********803X");
+        }
+        // Restricted fields need a step-up even for roles that may reveal; roles that may not
+        // reveal are refused outright.
+        let r = as_user(
+            &app,
+            &actor.token,
+            Method::POST,
+            &format!("/api/v1/contacts/{}/reveal", actor.records["own"]),
+            Some(json!({"field": "id_number"})),
+        )
+        .await;
+        if matches!(actor.role, "sales_rep" | "auditor") {
+            assert_eq!(r.status, StatusCode::FORBIDDEN, "{}: {}", actor.role, r.body);
+        } else {
+            assert_eq!(r.status, StatusCode::PRECONDITION_REQUIRED, "{}: {}", actor.role, r.body);
+            assert_eq!(r.code(), "step_up_required");
+        }
+    }
+    // Finally deletes, per category, checked against the delete scope.
+    for actor in &actors {
+        for c in CATS {
+            let id = &actor.records[cat_key(c)];
+            let before = app.get(&format!("/api/v1/contacts/{id}")).await;
+            let r = as_user(&app, &actor.token, Method::DELETE, &format!("/api/v1/contacts/{id}"), None).await;
+            let want = if before.body["deleted_at"].is_string()
+                && can(actor.role, "read", c)
+                && can(actor.role, "delete", c)
+            {
+                StatusCode::NOT_FOUND // already deleted by an earlier actor
+            } else {
+                expected("DELETE /api/v1/{object}/{id}", actor.role, c)
+            };
+            assert_eq!(r.status, want, "{} DELETE on {c:?}: {}", actor.role, r.body);
+            if r.status == StatusCode::OK {
+                app.call(Method::POST, &format!("/api/v1/contacts/{id}/restore"), None).await;
+            }
+        }
+    }
+    // Refusals are audited.
+    let events = app.store.list_audit(0, 1_000_000).await.unwrap();
+    assert!(events.iter().any(|e| e.action == "access.denied"));
+    assert!(events.iter().any(|e| e.action == "record.reveal"));
+    assert!(events.iter().any(|e| e.action == "record.reveal_denied"));
+});
