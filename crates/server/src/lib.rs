@@ -66,6 +66,9 @@ fn api_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(routes::records::get, routes::records::update, routes::records::delete))
         .routes(routes!(routes::records::restore))
         .routes(routes!(routes::records::reveal))
+        .routes(routes!(routes::records::as_of))
+        .routes(routes!(routes::records::diff))
+        .routes(routes!(routes::records::revert))
         .routes(routes!(routes::records::history))
         .routes(routes!(routes::records::history_version))
 }

@@ -387,3 +387,42 @@ async fn operations_endpoints_and_request_ids() {
     assert_eq!(r.status, StatusCode::NO_CONTENT);
     assert_eq!(app.get("/api/v1/contacts").await.status, StatusCode::UNAUTHORIZED);
 }
+
+both_backends!(as_of_diff_and_revert, |app: TestApp| async move {
+    let c = app.create("contacts", json!({"name": "历史", "title": "一", "mobile": "13711112222"})).await;
+    let id = id_of(&c);
+    let path = format!("/api/v1/contacts/{id}");
+    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    let between = time::OffsetDateTime::now_utc().format(&time::format_description::well_known::Rfc3339).unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    app.call(Method::PATCH, &path, Some(json!({"fields": {"title": "二", "mobile": "13733334444"}}))).await;
+    app.call(Method::PATCH, &path, Some(json!({"fields": {"title": "三"}}))).await;
+
+    let r = app.get(&format!("{path}/as-of?at={}", form_urlencoded::byte_serialize(between.as_bytes()).collect::<String>())).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert_eq!(r.body["version"], 1);
+    assert_eq!(r.body["fields"]["title"], "一");
+    assert_eq!(app.get(&format!("{path}/as-of?at=2000-01-01T00:00:00Z")).await.status, StatusCode::NOT_FOUND);
+    assert_eq!(app.get(&format!("{path}/as-of?at=yesterday")).await.code(), "invalid_query");
+
+    let d = app.get(&format!("{path}/diff?from=1&to=3")).await;
+    assert_eq!(d.body["changes"]["title"], json!({"old": "一", "new": "三"}));
+    assert_eq!(d.body["changes"]["mobile"], json!({"old": "+8613711112222", "new": "+8613733334444"}));
+    assert!(d.body["changes"].get("name").is_none());
+
+    // Revert one field, then the whole record: new versions, same id, audited.
+    let r = app.post(&format!("{path}/revert"), json!({"to_version": 1, "field": "mobile"})).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert_eq!(r.body["version"], 4);
+    assert_eq!(r.body["fields"]["mobile"], "+8613711112222");
+    assert_eq!(r.body["fields"]["title"], "三");
+    let r = app.post(&format!("{path}/revert"), json!({"to_version": 2, "version": 3})).await;
+    assert_eq!(r.code(), "version_conflict");
+    let r = app.post(&format!("{path}/revert"), json!({"to_version": 2, "version": 4})).await;
+    assert_eq!(r.body["version"], 5);
+    assert_eq!(r.body["fields"]["title"], "二");
+    assert_eq!(r.body["fields"]["mobile"], "+8613733334444");
+    assert_eq!(app.post(&format!("{path}/revert"), json!({"to_version": 99})).await.status, StatusCode::NOT_FOUND);
+    let events = app.store.list_audit(0, 10_000).await.unwrap();
+    assert_eq!(events.iter().filter(|e| e.action == "record.revert").count(), 2);
+});

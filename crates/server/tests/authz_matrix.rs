@@ -135,14 +135,16 @@ fn expected(route: &str, role: &str, c: Cat) -> StatusCode {
     match route {
         "GET /api/v1/{object}/{id}"
         | "GET /api/v1/{object}/{id}/history"
-        | "GET /api/v1/{object}/{id}/history/{version}" => {
+        | "GET /api/v1/{object}/{id}/history/{version}"
+        | "GET /api/v1/{object}/{id}/as-of"
+        | "GET /api/v1/{object}/{id}/diff" => {
             if read {
                 StatusCode::OK
             } else {
                 StatusCode::NOT_FOUND
             }
         }
-        "PATCH /api/v1/{object}/{id}" => write("update", StatusCode::OK),
+        "PATCH /api/v1/{object}/{id}" | "POST /api/v1/{object}/{id}/revert" => write("update", StatusCode::OK),
         // Restoring an active record conflicts once the caller is allowed to try.
         "POST /api/v1/{object}/{id}/restore" => write("delete", StatusCode::CONFLICT),
         "DELETE /api/v1/{object}/{id}" => write("delete", StatusCode::OK),
@@ -204,6 +206,7 @@ fn body_for(route: &str, n: usize) -> Option<Value> {
     Some(match route {
         "PATCH /api/v1/{object}/{id}" => json!({"fields": {"title": format!("t{n}")}}),
         "POST /api/v1/{object}/{id}/reveal" => json!({"field": "mobile"}),
+        "POST /api/v1/{object}/{id}/revert" => json!({"to_version": 1, "field": "title"}),
         "POST /api/v1/users" => json!({"username": format!("newuser{n}"), "password": PASSWORD, "role": "sales_rep"}),
         "POST /api/v1/departments" | "POST /api/v1/teams" => json!({"name": format!("org {n}")}),
         "POST /api/v1/schema/{object}/fields" => {
@@ -239,7 +242,12 @@ both_backends!(every_route_every_role_every_scope, |app: TestApp| async move {
                 for c in CATS {
                     n += 1;
                     let id = &actor.records[cat_key(c)];
-                    let concrete = path.replace("{object}", "contacts").replace("{id}", id).replace("{version}", "1");
+                    let concrete = path.replace("{object}", "contacts").replace("{id}", id).replace("{version}", "1")
+                        + match path.as_str() {
+                            "/api/v1/{object}/{id}/as-of" => "?at=2100-01-01T00:00:00Z",
+                            "/api/v1/{object}/{id}/diff" => "?from=1&to=1",
+                            _ => "",
+                        };
                     let r = as_user(&app, &actor.token, m.clone(), &concrete, body_for(&route, n)).await;
                     assert_eq!(
                         r.status,

@@ -8,6 +8,7 @@
 mod access;
 mod auth;
 mod error;
+mod history;
 mod keys;
 mod people;
 mod query;
@@ -17,6 +18,7 @@ mod view;
 pub use access::Operation;
 pub use auth::{Actor, LoginResult, ROLES};
 pub use error::{ServiceError, ServiceResult};
+pub use history::VersionDiff;
 pub use keys::load_keyring;
 pub use people::{DepartmentView, TeamView, UserView};
 pub use query::ListParams;

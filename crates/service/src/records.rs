@@ -59,7 +59,7 @@ impl Service {
     /// Loads a record the caller may see (else 404, like a missing record) and, for a write,
     /// checks that it is also inside the caller's write scope (else 403). Both checks are SQL
     /// predicates in the lookup itself.
-    async fn load_scoped(
+    pub(crate) async fn load_scoped(
         &self,
         ctx: &RequestContext,
         def: &ObjectDef,
@@ -102,7 +102,7 @@ impl Service {
     }
 
     /// Checks that reference fields point at existing, active records of the right object.
-    async fn check_references(&self, def: &ObjectDef, fields: &Map<String, Value>) -> ServiceResult<()> {
+    pub(crate) async fn check_references(&self, def: &ObjectDef, fields: &Map<String, Value>) -> ServiceResult<()> {
         let mut errors = Vec::new();
         for f in def.fields.iter().filter(|f| f.field_type == FieldType::Reference) {
             let Some(id) = fields.get(&f.name).and_then(Value::as_str).and_then(|s| Uuid::parse_str(s).ok()) else {

@@ -238,3 +238,78 @@ pub async fn reveal(
     let value = state.service.reveal_field(&ctx, &object, id, &body.field).await?;
     Ok(Json(json!({ "field": body.field, "value": value })).into_response())
 }
+
+fn query_value<'a>(pairs: &'a [(String, String)], key: &str) -> Option<&'a str> {
+    pairs.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+}
+
+fn query_error(field: &str, en: &str, zh: &str) -> ApiError {
+    ApiError(custodian_service::ServiceError::invalid_query(field, "invalid_value", en, zh))
+}
+
+#[utoipa::path(get, path = "/api/v1/{object}/{id}/as-of", tag = "records",
+    params(("object" = String, Path), ("id" = Uuid, Path), ("at" = String, Query, description = "RFC 3339 date-time")),
+    responses((status = 200, body = VersionDoc, description = "The version in force at that time"), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn as_of(
+    State(state): State<AppState>,
+    Auth(ctx): Auth,
+    PathParams((object, id)): PathParams<(String, String)>,
+    QueryPairs(pairs): QueryPairs,
+) -> ApiResult<Response> {
+    let id = parse_id(&id)?;
+    let at = query_value(&pairs, "at")
+        .and_then(|t| time::OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339).ok())
+        .ok_or_else(|| query_error("at", "at must be an RFC 3339 date-time.", "at 须为 RFC 3339 时间。"))?;
+    let micros = (at.unix_timestamp_nanos() / 1_000) as i64;
+    let v = state.service.record_as_of(&ctx, &object, id, micros).await?;
+    Ok(Json(json!(v)).into_response())
+}
+
+#[utoipa::path(get, path = "/api/v1/{object}/{id}/diff", tag = "records",
+    params(("object" = String, Path), ("id" = Uuid, Path), ("from" = i64, Query), ("to" = i64, Query)),
+    responses((status = 200, description = "{record_id, from, to, changes: {field: {old, new}}}"), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn diff(
+    State(state): State<AppState>,
+    Auth(ctx): Auth,
+    PathParams((object, id)): PathParams<(String, String)>,
+    QueryPairs(pairs): QueryPairs,
+) -> ApiResult<Response> {
+    let id = parse_id(&id)?;
+    let version = |key: &str| {
+        query_value(&pairs, key)
+            .and_then(|v| v.parse::<i64>().ok())
+            .ok_or_else(|| query_error(key, "from and to must be version numbers.", "from 和 to 须为版本号。"))
+    };
+    let d = state.service.diff_versions(&ctx, &object, id, version("from")?, version("to")?).await?;
+    Ok(Json(json!(d)).into_response())
+}
+
+#[derive(serde::Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RevertBody {
+    /// The version whose values to bring back.
+    pub to_version: i64,
+    /// Only this field (default: the whole record).
+    #[serde(default)]
+    pub field: Option<String>,
+    /// Expected current version (alternative to If-Match).
+    #[serde(default)]
+    pub version: Option<i64>,
+}
+
+#[utoipa::path(post, path = "/api/v1/{object}/{id}/revert", tag = "records", request_body = RevertBody,
+    params(("object" = String, Path), ("id" = Uuid, Path), ("If-Match" = Option<String>, Header)),
+    description = "Writes a new version with the values of an earlier one (whole record or one field).",
+    responses((status = 200, body = RecordDoc), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
+pub async fn revert(
+    State(state): State<AppState>,
+    Auth(ctx): Auth,
+    PathParams((object, id)): PathParams<(String, String)>,
+    headers: HeaderMap,
+    JsonBody(body): JsonBody<RevertBody>,
+) -> ApiResult<Response> {
+    let id = parse_id(&id)?;
+    let options = WriteOptions { expected_version: expected_version(&headers, body.version)? };
+    let r = state.service.revert_record(&ctx, &object, id, body.to_version, body.field.as_deref(), &options).await?;
+    Ok(with_etag(StatusCode::OK, r))
+}
