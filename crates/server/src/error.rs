@@ -49,6 +49,11 @@ impl IntoResponse for ApiError {
         let body = error_body(&self.0).to_string();
         let mut response = (status, body).into_response();
         response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        if let Some(secs) = self.0.extra.as_ref().and_then(|e| e.get("retry_after_secs")).and_then(|v| v.as_u64())
+            && let Ok(v) = HeaderValue::from_str(&secs.to_string())
+        {
+            response.headers_mut().insert(header::RETRY_AFTER, v);
+        }
         if self.0.code == ErrorCode::Unauthenticated || self.0.code == ErrorCode::InvalidCredentials {
             response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }

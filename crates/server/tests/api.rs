@@ -398,7 +398,9 @@ both_backends!(as_of_diff_and_revert, |app: TestApp| async move {
     app.call(Method::PATCH, &path, Some(json!({"fields": {"title": "二", "mobile": "13733334444"}}))).await;
     app.call(Method::PATCH, &path, Some(json!({"fields": {"title": "三"}}))).await;
 
-    let r = app.get(&format!("{path}/as-of?at={}", form_urlencoded::byte_serialize(between.as_bytes()).collect::<String>())).await;
+    let r = app
+        .get(&format!("{path}/as-of?at={}", form_urlencoded::byte_serialize(between.as_bytes()).collect::<String>()))
+        .await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.body);
     assert_eq!(r.body["version"], 1);
     assert_eq!(r.body["fields"]["title"], "一");
@@ -425,4 +427,24 @@ both_backends!(as_of_diff_and_revert, |app: TestApp| async move {
     assert_eq!(app.post(&format!("{path}/revert"), json!({"to_version": 99})).await.status, StatusCode::NOT_FOUND);
     let events = app.store.list_audit(0, 10_000).await.unwrap();
     assert_eq!(events.iter().filter(|e| e.action == "record.revert").count(), 2);
+});
+
+both_backends!(login_flood_is_throttled_and_audited, |app: TestApp| async move {
+    let body = |pw: &str| Some(json!({"username": "admin", "password": pw}).to_string().into_bytes());
+    let mut statuses = Vec::new();
+    for _ in 0..8 {
+        statuses.push(app.raw(Method::POST, "/api/v1/auth/login", None, body("wrong password!!"), &[]).await.status);
+    }
+    assert_eq!(&statuses[..5], &[StatusCode::UNAUTHORIZED; 5]);
+    assert!(statuses[5..].iter().all(|s| *s == StatusCode::TOO_MANY_REQUESTS), "{statuses:?}");
+    // Even the right password is refused while the account is throttled.
+    let r = app.raw(Method::POST, "/api/v1/auth/login", None, body(common::ADMIN_PASSWORD), &[]).await;
+    assert_eq!(r.status, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(r.code(), "throttled");
+    assert!(r.headers.get("retry-after").is_some());
+    // The existing session keeps working.
+    assert_eq!(app.get("/api/v1/contacts").await.status, StatusCode::OK);
+    let events = app.store.list_audit(0, 10_000).await.unwrap();
+    assert_eq!(events.iter().filter(|e| e.action == "auth.login_failed").count(), 5);
+    assert!(events.iter().any(|e| e.action == "auth.login_throttled"));
 });

@@ -202,6 +202,15 @@ impl Service {
     }
 
     pub async fn login(&self, ctx: &RequestContext, username: &str, password: &str) -> ServiceResult<LoginResult> {
+        let now = std::time::Instant::now();
+        if let Some(wait) = self.throttle.check(username, ctx.ip.as_deref(), now) {
+            let mut audit = self.audit_draft(ctx, "auth.login_throttled");
+            audit.details =
+                json!({ "username_hash": sha256_hex(username.as_bytes()), "retry_after_secs": wait.as_secs().max(1) });
+            self.store.append_audit(vec![audit]).await?;
+            return Err(ServiceError::new(ErrorCode::Throttled)
+                .with_extra(json!({ "retry_after_secs": wait.as_secs().max(1) })));
+        }
         let user = if username.len() <= 256 && !username.contains('\0') {
             self.store.get_user_by_username(username.trim()).await?
         } else {
@@ -211,6 +220,7 @@ impl Service {
         let user = match user {
             Some(u) if ok && u.status == "active" => u,
             other => {
+                self.throttle.record_failure(username, ctx.ip.as_deref(), now);
                 let mut audit = self.audit_draft(ctx, "auth.login_failed");
                 audit.actor_id = other.as_ref().map(|u| u.id);
                 audit.details = json!({ "username_hash": sha256_hex(username.as_bytes()) });
@@ -218,6 +228,7 @@ impl Service {
                 return Err(ServiceError::new(ErrorCode::InvalidCredentials));
             }
         };
+        self.throttle.record_success(username);
         let token = format!(
             "{TOKEN_PREFIX}{}",
             B64.encode(random_bytes::<32>().map_err(|_| ServiceError::new(ErrorCode::Internal))?)

@@ -13,6 +13,7 @@ mod keys;
 mod people;
 mod query;
 mod records;
+mod throttle;
 mod view;
 
 pub use access::Operation;
@@ -86,6 +87,7 @@ pub struct Service {
     config: ServiceConfig,
     hashing: Arc<Semaphore>,
     org_cache: access::OrgCache,
+    throttle: throttle::LoginThrottle,
 }
 
 impl Service {
@@ -99,6 +101,7 @@ impl Service {
             config,
             hashing,
             org_cache: Default::default(),
+            throttle: Default::default(),
         };
         service.refresh_schema().await?;
         Ok(service)
