@@ -26,7 +26,12 @@ pub struct VersionDiff {
 }
 
 impl Service {
-    async fn versions_upto(&self, object: &str, id: Uuid, mut keep: impl FnMut(&StoredVersion) -> bool) -> ServiceResult<Option<StoredVersion>> {
+    async fn versions_upto(
+        &self,
+        object: &str,
+        id: Uuid,
+        mut keep: impl FnMut(&StoredVersion) -> bool,
+    ) -> ServiceResult<Option<StoredVersion>> {
         let mut after = 0;
         let mut found = None;
         loop {
@@ -50,7 +55,13 @@ impl Service {
 
     /// The record as it was at `at` (microseconds since the epoch): the last version written
     /// at or before that moment. 404 when the record did not exist yet.
-    pub async fn record_as_of(&self, ctx: &RequestContext, object: &str, id: Uuid, at: i64) -> ServiceResult<VersionView> {
+    pub async fn record_as_of(
+        &self,
+        ctx: &RequestContext,
+        object: &str,
+        id: Uuid,
+        at: i64,
+    ) -> ServiceResult<VersionView> {
         let def = self.object_def(object)?;
         self.load_scoped(ctx, &def, id, Operation::Read).await?;
         let v = self.versions_upto(&def.name, id, |v| v.changed_at <= at).await?.ok_or_else(ServiceError::not_found)?;
@@ -58,7 +69,14 @@ impl Service {
     }
 
     /// Differences between versions `from` and `to`, with field visibility applied to both sides.
-    pub async fn diff_versions(&self, ctx: &RequestContext, object: &str, id: Uuid, from: i64, to: i64) -> ServiceResult<VersionDiff> {
+    pub async fn diff_versions(
+        &self,
+        ctx: &RequestContext,
+        object: &str,
+        id: Uuid,
+        from: i64,
+        to: i64,
+    ) -> ServiceResult<VersionDiff> {
         let def = self.object_def(object)?;
         self.load_scoped(ctx, &def, id, Operation::Read).await?;
         let a = self.store.get_version(&def.name, id, from).await?.ok_or_else(ServiceError::not_found)?;
@@ -72,7 +90,10 @@ impl Service {
             // Masked values that differ in clear may look equal; compare what was stored.
             let stored_differs = a.fields.get(name) != b.fields.get(name);
             if o != n || stored_differs {
-                changes.insert(name.clone(), json!({ "old": o.cloned().unwrap_or(Value::Null), "new": n.cloned().unwrap_or(Value::Null) }));
+                changes.insert(
+                    name.clone(),
+                    json!({ "old": o.cloned().unwrap_or(Value::Null), "new": n.cloned().unwrap_or(Value::Null) }),
+                );
             }
         }
         Ok(VersionDiff { record_id: id, from, to, changes })
@@ -96,7 +117,9 @@ impl Service {
         if let Some(v) = options.expected_version
             && v != current.version
         {
-            return Err(ServiceError::new(ErrorCode::VersionConflict).with_extra(json!({ "current_version": current.version })));
+            return Err(
+                ServiceError::new(ErrorCode::VersionConflict).with_extra(json!({ "current_version": current.version }))
+            );
         }
         let target = self.store.get_version(&def.name, id, version).await?.ok_or_else(ServiceError::not_found)?;
         let before = self.decrypt_fields(&def, id, &current.fields);
@@ -105,7 +128,12 @@ impl Service {
             None => old.clone(),
             Some(name) => {
                 if def.field(name).is_none() {
-                    return Err(ServiceError::validation(vec![FieldError::new(name, "unknown_field", "No such field.", "字段不存在。")]));
+                    return Err(ServiceError::validation(vec![FieldError::new(
+                        name,
+                        "unknown_field",
+                        "No such field.",
+                        "字段不存在。",
+                    )]));
                 }
                 let mut m = before.clone();
                 match old.get(name) {
@@ -126,7 +154,8 @@ impl Service {
             .map(|k| (k.clone(), wanted.get(k).cloned().unwrap_or(Value::Null)))
             .collect();
         self.check_field_writes(ctx, &def, &changed)?;
-        let after = validate_record(&def, None, &wanted, &self.validation_context()).map_err(ServiceError::validation)?;
+        let after =
+            validate_record(&def, None, &wanted, &self.validation_context()).map_err(ServiceError::validation)?;
         if after == before {
             return Ok(self.record_view(ctx, &def, &current));
         }
@@ -137,7 +166,8 @@ impl Service {
             updated_by: ctx.actor.as_ref().map(|a| a.user_id),
             ..current.clone()
         };
-        let mut prepared = self.prepare_write(ctx, &def, WriteAction::Update, Some(&current), Some(&before), &after, next)?;
+        let mut prepared =
+            self.prepare_write(ctx, &def, WriteAction::Update, Some(&current), Some(&before), &after, next)?;
         prepared.audit.action = "record.revert".into();
         if let Value::Object(details) = &mut prepared.audit.details {
             details.insert("reverted_to".into(), json!(version));

@@ -104,7 +104,36 @@ impl Service {
             throttle: Default::default(),
         };
         service.refresh_schema().await?;
+        service.ensure_field_indexes().await?;
         Ok(service)
+    }
+
+    /// Makes sure every filterable field has its index (cheap when they exist).
+    pub async fn ensure_field_indexes(&self) -> ServiceResult<()> {
+        use custodian_core::schema::FieldType as T;
+        let schema = self.schema();
+        for object in schema.objects() {
+            for f in &object.fields {
+                let indexable = !f.sensitive
+                    && matches!(
+                        f.field_type,
+                        T::Text
+                            | T::Enum
+                            | T::Date
+                            | T::Datetime
+                            | T::Reference
+                            | T::Phone
+                            | T::Email
+                            | T::Url
+                            | T::CnUscc
+                            | T::CnResidentId
+                    );
+                if indexable {
+                    self.store.ensure_field_index(&object.name, std::slice::from_ref(&f.name)).await?;
+                }
+            }
+        }
+        Ok(())
     }
 
     pub fn store(&self) -> &Arc<dyn Store> {

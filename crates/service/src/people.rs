@@ -204,6 +204,7 @@ impl Service {
             other => other.into(),
         })?;
         self.refresh_schema().await?;
+        self.ensure_field_indexes().await?;
         self.object_def(object)
     }
 }

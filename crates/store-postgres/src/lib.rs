@@ -608,6 +608,28 @@ impl Store for PostgresStore {
         rows.iter().map(audit_from_row).collect()
     }
 
+    async fn ensure_field_index(&self, object: &str, path: &[String]) -> StoreResult<()> {
+        if !custodian_store::is_identifier(object)
+            || path.is_empty()
+            || !path.iter().all(|s| custodian_store::is_identifier(s))
+        {
+            return Err(internal("field index names must be identifiers"));
+        }
+        // The expression is spelled exactly as `sql::field_expr` spells it for identifier paths,
+        // and the object is a literal in list queries, so the planner can use this partial index.
+        let ddl = format!(
+            "CREATE INDEX IF NOT EXISTS {name} ON records ((fields #>> '{{{path}}}'::text[])) WHERE object = '{object}'",
+            name = custodian_store::field_index_name(object, path),
+            path = path.join(","),
+        );
+        match sqlx::query(AssertSqlSafe(ddl)).execute(&self.pool).await {
+            Ok(_) => Ok(()),
+            // Another server created it at the same moment.
+            Err(sqlx::Error::Database(db)) if matches!(db.code().as_deref(), Some("23505") | Some("42P07")) => Ok(()),
+            Err(e) => Err(map_sqlx(e)),
+        }
+    }
+
     async fn list_custom_fields(&self) -> StoreResult<Vec<CustomFieldRow>> {
         let rows = sqlx::query("SELECT * FROM custom_fields ORDER BY created_at, object, name")
             .fetch_all(&self.pool)

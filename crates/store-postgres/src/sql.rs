@@ -79,10 +79,15 @@ fn invalid(msg: impl Into<String>) -> StoreError {
     StoreError::Internal(msg.into())
 }
 
-/// Binds a JSON path; an empty path would address the whole document and is refused.
+/// A JSON path for `#>` / `#>>`. Paths of plain identifiers are written as a literal (the form
+/// `ensure_field_index` uses, so expression indexes match); any other path is bound. An empty
+/// path would address the whole document and is refused.
 fn bind_path(parts: &mut QueryParts, path: &[String]) -> StoreResult<String> {
     if path.is_empty() {
         return Err(invalid("empty field path"));
+    }
+    if path.iter().all(|s| custodian_store::is_identifier(s)) {
+        return Ok(format!("'{{{}}}'::text[]", path.join(",")));
     }
     Ok(parts.bind(Bind::TextArray(path.to_vec())))
 }
@@ -385,8 +390,13 @@ fn tsquery_text(query: &ListQuery) -> StoreResult<String> {
 }
 
 pub fn push_list_conditions(parts: &mut QueryParts, query: &ListQuery) -> StoreResult<()> {
-    let o = parts.bind(Bind::Text(query.object.clone()));
-    parts.push_where(format!("r.object = {o}"));
+    if custodian_store::is_identifier(&query.object) {
+        // A literal lets the planner use the per-object partial field indexes.
+        parts.push_where(format!("r.object = '{}'", query.object));
+    } else {
+        let o = parts.bind(Bind::Text(query.object.clone()));
+        parts.push_where(format!("r.object = {o}"));
+    }
     match query.deleted {
         DeletedFilter::Active => parts.push_where("r.deleted_at IS NULL"),
         DeletedFilter::Deleted => parts.push_where("r.deleted_at IS NOT NULL"),

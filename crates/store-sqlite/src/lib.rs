@@ -90,6 +90,8 @@ impl SqliteStore {
             .run(&mut write_conn)
             .await
             .map_err(|e| StoreError::Internal(format!("migration failed: {e}")))?;
+        // Statistics for the query planner (cheap when they are fresh).
+        sqlx::query("PRAGMA optimize=0x10002").execute(&mut write_conn).await.map_err(map_sqlx)?;
         let read_pool = SqlitePoolOptions::new()
             .max_connections(8)
             .min_connections(1)
@@ -120,6 +122,7 @@ impl SqliteStore {
 
 enum Op {
     Write(WriteBatch),
+    EnsureIndex(String),
     Audit(Vec<AuditDraft>),
     AddCustomField(CustomFieldRow, AuditDraft),
     InsertKey(WrappedKeyRow),
@@ -149,8 +152,19 @@ struct ChainHead {
     hash: Vec<u8>,
 }
 
+/// How often the writer refreshes the planner's statistics (`PRAGMA optimize`), so that the
+/// per-field indexes are chosen once tables have grown.
+const OPTIMIZE_EVERY: Duration = Duration::from_secs(10 * 60);
+
 async fn writer_loop(mut conn: SqliteConnection, mut rx: mpsc::Receiver<Job>) {
+    let mut last_optimize = std::time::Instant::now();
     while let Some(first) = rx.recv().await {
+        if last_optimize.elapsed() > OPTIMIZE_EVERY {
+            if let Err(e) = sqlx::query("PRAGMA optimize=0x10002").execute(&mut conn).await {
+                tracing::warn!(error = %e, "PRAGMA optimize failed");
+            }
+            last_optimize = std::time::Instant::now();
+        }
         let mut jobs = vec![first];
         while jobs.len() < MAX_GROUP {
             match rx.try_recv() {
@@ -283,6 +297,10 @@ async fn apply_op(conn: &mut SqliteConnection, op: Op, head: &mut ChainHead) -> 
             Ok(OpOut::Seqs(append_events(conn, head, &batch.audit).await?))
         }
         Op::Audit(drafts) => Ok(OpOut::Seqs(append_events(conn, head, &drafts).await?)),
+        Op::EnsureIndex(ddl) => {
+            sqlx::query(AssertSqlSafe(ddl)).execute(&mut *conn).await.map_err(map_sqlx)?;
+            Ok(OpOut::Unit)
+        }
         Op::AddCustomField(f, audit) => {
             let r = sqlx::query("INSERT INTO custom_fields (object, name, definition, created_at) VALUES (?, ?, ?, ?)")
                 .bind(&f.object)
@@ -813,6 +831,23 @@ impl Store for SqliteStore {
             .await
             .map_err(map_sqlx)?;
         rows.iter().map(audit_from_row).collect()
+    }
+
+    async fn ensure_field_index(&self, object: &str, path: &[String]) -> StoreResult<()> {
+        if !custodian_store::is_identifier(object)
+            || path.is_empty()
+            || !path.iter().all(|s| custodian_store::is_identifier(s))
+        {
+            return Err(internal("field index names must be identifiers"));
+        }
+        // A partial expression index per object and field; list queries spell the same
+        // expression and the object as a literal so that SQLite can use it.
+        let ddl = format!(
+            "CREATE INDEX IF NOT EXISTS {name} ON records (json_extract(fields, '$.{path}')) WHERE object = '{object}'",
+            name = custodian_store::field_index_name(object, path),
+            path = path.join("."),
+        );
+        self.submit_unit(Op::EnsureIndex(ddl)).await
     }
 
     async fn list_custom_fields(&self) -> StoreResult<Vec<CustomFieldRow>> {

@@ -171,7 +171,12 @@ fn match_expression(query: &ListQuery) -> String {
 }
 
 pub fn push_list_conditions(parts: &mut QueryParts, query: &ListQuery) -> StoreResult<()> {
-    parts.push_where("r.object = ?", vec![Bind::Text(query.object.clone())]);
+    if custodian_store::is_identifier(&query.object) {
+        // A literal lets SQLite use the per-object partial field indexes.
+        parts.push_where(format!("r.object = '{}'", query.object), Vec::new());
+    } else {
+        parts.push_where("r.object = ?", vec![Bind::Text(query.object.clone())]);
+    }
     match query.deleted {
         DeletedFilter::Active => parts.push_where("r.deleted_at IS NULL", Vec::new()),
         DeletedFilter::Deleted => parts.push_where("r.deleted_at IS NOT NULL", Vec::new()),

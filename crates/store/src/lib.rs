@@ -38,6 +38,18 @@ pub enum StoreError {
     Internal(String),
 }
 
+/// Whether `s` is a plain identifier (`[A-Za-z0-9_]+`), safe to splice into SQL text. Stores
+/// inline object names and JSON paths that pass this check, so that the database can match
+/// them against expression and partial indexes; anything else is bound or refused.
+pub fn is_identifier(s: &str) -> bool {
+    !s.is_empty() && s.len() <= 64 && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+/// Name of the index `ensure_field_index` creates.
+pub fn field_index_name(object: &str, path: &[String]) -> String {
+    format!("fx_{object}_{}", path.join("__"))
+}
+
 /// Current time in microseconds since the Unix epoch (the stores' time representation).
 pub fn now_micros() -> i64 {
     let now = time::OffsetDateTime::now_utc();
@@ -374,6 +386,11 @@ pub trait Store: Send + Sync + 'static {
     async fn list_audit(&self, after_seq: i64, limit: u32) -> StoreResult<Vec<AuditRow>>;
 
     // ---- schema and keys -----------------------------------------------------------------
+
+    /// Creates, if missing, an index that serves equality and range filters on one field of
+    /// one object (`path` segments and `object` are plain identifiers, else `Internal`).
+    /// Idempotent; the service calls it at start and when a field is added.
+    async fn ensure_field_index(&self, object: &str, path: &[String]) -> StoreResult<()>;
 
     async fn list_custom_fields(&self) -> StoreResult<Vec<CustomFieldRow>>;
 
