@@ -448,3 +448,132 @@ both_backends!(login_flood_is_throttled_and_audited, |app: TestApp| async move {
     assert_eq!(events.iter().filter(|e| e.action == "auth.login_failed").count(), 5);
     assert!(events.iter().any(|e| e.action == "auth.login_throttled"));
 });
+
+both_backends!(offboarding_moves_everything_and_cuts_access_at_once, |app: TestApp| async move {
+    let mk = |name: &str, role: &str| json!({"username": name, "password": "a long enough password", "role": role});
+    let leaver = app.post("/api/v1/users", mk("leaver", "sales_rep")).await.body;
+    let heir = app.post("/api/v1/users", mk("heir", "sales_rep")).await.body;
+    let leaver_id = leaver["id"].as_str().unwrap().to_owned();
+    let heir_id = heir["id"].as_str().unwrap().to_owned();
+    let token = app.login("leaver", "a long enough password").await;
+    let other_session = app.login("leaver", "a long enough password").await;
+    let mut ids = Vec::new();
+    for i in 0..5 {
+        let r = app
+            .raw(
+                Method::POST,
+                "/api/v1/contacts",
+                Some(&token),
+                Some(
+                    json!({"fields": {"name": format!("客户{i}"), "mobile": format!("1360000000{i}")}})
+                        .to_string()
+                        .into_bytes(),
+                ),
+                &[],
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+        ids.push(r.body["id"].as_str().unwrap().to_owned());
+    }
+    let company = app
+        .raw(
+            Method::POST,
+            "/api/v1/companies",
+            Some(&token),
+            Some(json!({"fields": {"name": "离职者的客户"}}).to_string().into_bytes()),
+            &[],
+        )
+        .await;
+    // One of the leaver's records is deleted: it moves too.
+    app.raw(Method::DELETE, &format!("/api/v1/contacts/{}", ids[4]), Some(&token), None, &[]).await;
+    let sessions = app.raw(Method::GET, "/api/v1/auth/sessions", Some(&token), None, &[]).await;
+    assert_eq!(sessions.body["items"].as_array().unwrap().len(), 2);
+
+    // Refusals: unknown successor, self as successor.
+    let r = app.post(&format!("/api/v1/users/{leaver_id}/offboard"), json!({"successor_id": leaver_id})).await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
+    let r = app.post(&format!("/api/v1/users/{leaver_id}/offboard"), json!({"successor_id": heir_id})).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert_eq!(r.body["sessions_revoked"], 2);
+    assert_eq!(r.body["records_transferred"]["contacts"], 5);
+    assert_eq!(r.body["records_transferred"]["companies"], 1);
+    assert!(r.body["activity"].as_array().unwrap().iter().any(|a| a["action"] == "record.create" && a["count"] == 6));
+
+    // Both of the leaver's tokens fail on their very next request; the password no longer works.
+    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    for t in [&token, &other_session] {
+        let r = app.raw(Method::GET, "/api/v1/contacts", Some(t), None, &[]).await;
+        assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    }
+    let r = app
+        .raw(
+            Method::POST,
+            "/api/v1/auth/login",
+            None,
+            Some(json!({"username": "leaver", "password": "a long enough password"}).to_string().into_bytes()),
+            &[],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+
+    // Every record now belongs to the heir, with a new version and a transfer event.
+    let heir_token = app.login("heir", "a long enough password").await;
+    for id in ids.iter().take(4) {
+        let r = app.raw(Method::GET, &format!("/api/v1/contacts/{id}"), Some(&heir_token), None, &[]).await;
+        assert_eq!(r.status, StatusCode::OK);
+        assert_eq!(r.body["owner_id"], heir_id.as_str());
+        assert_eq!(r.body["version"], 2);
+    }
+    let deleted = app.get(&format!("/api/v1/contacts/{}", ids[4])).await;
+    assert_eq!(deleted.body["owner_id"], heir_id.as_str());
+    assert!(deleted.body["deleted_at"].is_string());
+    assert_eq!(
+        app.get(&format!("/api/v1/companies/{}", company.body["id"].as_str().unwrap())).await.body["owner_id"],
+        heir_id.as_str()
+    );
+    let events = app.store.list_audit(0, 100_000).await.unwrap();
+    assert_eq!(events.iter().filter(|e| e.action == "record.transfer").count(), 6);
+    assert!(events.iter().any(|e| e.action == "user.offboard"));
+    custodian_store::audit::verify_chain(0, &custodian_core::audit::GENESIS_HASH, &events).unwrap();
+});
+
+both_backends!(suspension_role_changes_and_my_sessions, |app: TestApp| async move {
+    let u = app
+        .post("/api/v1/users", json!({"username": "temp", "password": "a long enough password", "role": "sales_rep"}))
+        .await
+        .body;
+    let id = u["id"].as_str().unwrap().to_owned();
+    let token = app.login("temp", "a long enough password").await;
+    let r = app.post(&format!("/api/v1/users/{id}/suspend"), json!({})).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert_eq!(app.raw(Method::GET, "/api/v1/me", Some(&token), None, &[]).await.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(app.post(&format!("/api/v1/users/{id}/reactivate"), json!({})).await.status, StatusCode::OK);
+    let token = app.login("temp", "a long enough password").await;
+    // A role change ends the user's sessions so the new permissions apply at once.
+    let r = app.call(Method::PATCH, &format!("/api/v1/users/{id}"), Some(json!({"role": "sales_manager"}))).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert_eq!(r.body["role"], "sales_manager");
+    assert_eq!(app.raw(Method::GET, "/api/v1/me", Some(&token), None, &[]).await.status, StatusCode::UNAUTHORIZED);
+    // Nobody changes their own role, and non-admins change nobody's.
+    let me = app.get("/api/v1/me").await.body["id"].as_str().unwrap().to_owned();
+    let r = app.call(Method::PATCH, &format!("/api/v1/users/{me}"), Some(json!({"role": "sales_rep"}))).await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    let token = app.login("temp", "a long enough password").await;
+    let r = app
+        .raw(
+            Method::PATCH,
+            &format!("/api/v1/users/{id}"),
+            Some(&token),
+            Some(json!({"role": "admin"}).to_string().into_bytes()),
+            &[],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    let r = app.call(Method::PATCH, &format!("/api/v1/users/{id}"), Some(json!({"role": "overlord"}))).await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
+    // End all my sessions.
+    let second = app.login("temp", "a long enough password").await;
+    let r = app.raw(Method::DELETE, "/api/v1/auth/sessions", Some(&token), None, &[]).await;
+    assert_eq!(r.body["ended"], 2);
+    assert_eq!(app.raw(Method::GET, "/api/v1/me", Some(&second), None, &[]).await.status, StatusCode::UNAUTHORIZED);
+});

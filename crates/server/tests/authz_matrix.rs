@@ -167,6 +167,7 @@ fn expected_other(route: &str, role: &str) -> Option<StatusCode> {
     let admin = role == "admin";
     Some(match route {
         "GET /api/v1/me"
+        | "GET /api/v1/auth/sessions"
         | "GET /api/v1/departments"
         | "GET /api/v1/teams"
         | "GET /api/v1/schema"
@@ -197,7 +198,21 @@ fn expected_other(route: &str, role: &str) -> Option<StatusCode> {
             }
         }
         // Covered by their own tests (they change the caller's session).
-        "POST /api/v1/auth/login" | "POST /api/v1/auth/logout" => return None,
+        "POST /api/v1/auth/login" | "POST /api/v1/auth/logout" | "DELETE /api/v1/auth/sessions" => return None,
+        "PATCH /api/v1/users/{id}" | "POST /api/v1/users/{id}/suspend" | "POST /api/v1/users/{id}/reactivate" => {
+            if admin {
+                StatusCode::OK
+            } else {
+                StatusCode::FORBIDDEN
+            }
+        }
+        // Offboarding disables the target for good: admins are covered by its own test.
+        "POST /api/v1/users/{id}/offboard" => {
+            if admin {
+                return None;
+            }
+            StatusCode::FORBIDDEN
+        }
         other => panic!("route {other} has no authorisation expectation: add it to the matrix"),
     })
 }
@@ -213,6 +228,8 @@ fn body_for(route: &str, n: usize) -> Option<Value> {
             json!({"name": format!("extra_{n}"), "type": "text", "label_en": "Extra", "label_zh": "扩展"})
         }
         "POST /api/v1/{object}" => json!({"fields": {"name": format!("new {n}")}}),
+        "PATCH /api/v1/users/{id}" => json!({"display_name": format!("Name {n}")}),
+        "POST /api/v1/users/{id}/offboard" => json!({"successor_id": "01938f2c-0000-7000-8000-000000000000"}),
         _ => return None,
     })
 }
@@ -229,12 +246,17 @@ both_backends!(every_route_every_role_every_scope, |app: TestApp| async move {
         }
     }
     assert!(routes.len() >= 18, "{routes:?}");
+    let users = app.get("/api/v1/users").await.body;
+    let rep3 = users["items"].as_array().unwrap().iter().find(|u| u["username"] == "rep3").unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     let mut n = 0;
     for actor in &actors {
         for (method, path) in &routes {
             let route = format!("{method} {path}");
             let m = Method::from_bytes(method.as_bytes()).unwrap();
-            if path.contains("{id}") {
+            if path.contains("{id}") && !path.starts_with("/api/v1/users/") {
                 // DELETE last: it changes the record for the routes after it.
                 if method == "DELETE" {
                     continue;
@@ -268,7 +290,7 @@ both_backends!(every_route_every_role_every_scope, |app: TestApp| async move {
             } else {
                 n += 1;
                 let Some(status) = expected_other(&route, actor.role) else { continue };
-                let concrete = path.replace("{object}", "contacts");
+                let concrete = path.replace("{object}", "contacts").replace("{id}", &rep3);
                 let r = as_user(&app, &actor.token, m, &concrete, body_for(&route, n)).await;
                 assert_eq!(r.status, status, "{} {route}: {}", actor.role, r.body);
             }

@@ -14,6 +14,7 @@ mod people;
 mod query;
 mod records;
 mod throttle;
+mod users;
 mod view;
 
 pub use access::Operation;
@@ -24,6 +25,7 @@ pub use keys::load_keyring;
 pub use people::{DepartmentView, TeamView, UserView};
 pub use query::ListParams;
 pub use records::{CreateOptions, PreparedWrite, WriteOptions};
+pub use users::{ActivityLine, OffboardReport, SessionView, UserChanges};
 pub use view::{HistoryPage, RecordList, RecordView, VersionView, micros_to_rfc3339};
 
 use custodian_core::schema::Schema;

@@ -863,6 +863,74 @@ impl Store for PostgresStore {
             .map(|_| ())
     }
 
+    async fn list_user_sessions(&self, user_id: Uuid) -> StoreResult<Vec<SessionRow>> {
+        let rows = sqlx::query("SELECT * FROM sessions WHERE user_id = $1 ORDER BY created_at DESC")
+            .bind(user_id)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(map_sqlx)?;
+        rows.iter().map(session_from_row).collect()
+    }
+
+    async fn delete_user_sessions(&self, user_id: Uuid, audit: AuditDraft) -> StoreResult<u64> {
+        let mut tx = self.begin().await?;
+        let r = sqlx::query("DELETE FROM sessions WHERE user_id = $1")
+            .bind(user_id)
+            .execute(&mut *tx)
+            .await
+            .map_err(map_sqlx)?;
+        append_events(&mut tx, &[audit]).await?;
+        commit(tx).await?;
+        Ok(r.rows_affected())
+    }
+
+    async fn update_user(&self, user: UserRow, revoke_sessions: bool, audit: AuditDraft) -> StoreResult<()> {
+        let mut tx = self.begin().await?;
+        let r = sqlx::query(
+            "UPDATE users SET display_name = $2, role = $3, department_id = $4, team_id = $5, status = $6 WHERE id = $1",
+        )
+        .bind(user.id)
+        .bind(&user.display_name)
+        .bind(&user.role)
+        .bind(user.department_id)
+        .bind(user.team_id)
+        .bind(&user.status)
+        .execute(&mut *tx)
+        .await
+        .map_err(map_sqlx)?;
+        if r.rows_affected() == 0 {
+            return Err(StoreError::NotFound);
+        }
+        if revoke_sessions {
+            sqlx::query("DELETE FROM sessions WHERE user_id = $1")
+                .bind(user.id)
+                .execute(&mut *tx)
+                .await
+                .map_err(map_sqlx)?;
+        }
+        append_events(&mut tx, &[audit]).await?;
+        commit(tx).await
+    }
+
+    async fn audit_activity(&self, since: i64) -> StoreResult<Vec<custodian_store::ActivityCount>> {
+        let rows = sqlx::query(
+            "SELECT actor_id, action, COUNT(*) AS n FROM audit_events WHERE at >= $1 GROUP BY actor_id, action",
+        )
+        .bind(since)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(map_sqlx)?;
+        rows.iter()
+            .map(|row| {
+                Ok(custodian_store::ActivityCount {
+                    actor_id: row.try_get("actor_id").map_err(map_sqlx)?,
+                    action: row.try_get("action").map_err(map_sqlx)?,
+                    count: row.try_get("n").map_err(map_sqlx)?,
+                })
+            })
+            .collect()
+    }
+
     async fn delete_session(&self, token_hash: &str, audit: AuditDraft) -> StoreResult<()> {
         let mut tx = self.begin().await?;
         sqlx::query("DELETE FROM sessions WHERE token_hash = $1")

@@ -132,10 +132,13 @@ enum Op {
     CreateSession(SessionRow, AuditDraft),
     TouchSession(String, i64),
     DeleteSession(String, AuditDraft),
+    DeleteUserSessions(Uuid, AuditDraft),
+    UpdateUser(UserRow, bool, AuditDraft),
 }
 
 enum OpOut {
     Seqs(Vec<i64>),
+    Count(u64),
     Unit,
     Bool(bool),
 }
@@ -420,6 +423,41 @@ async fn apply_op(conn: &mut SqliteConnection, op: Op, head: &mut ChainHead) -> 
                 .map_err(map_sqlx)?;
             Ok(OpOut::Unit)
         }
+        Op::DeleteUserSessions(user_id, audit) => {
+            let r = sqlx::query("DELETE FROM sessions WHERE user_id = ?")
+                .bind(user_id.to_string())
+                .execute(&mut *conn)
+                .await
+                .map_err(map_sqlx)?;
+            append_events(conn, head, &[audit]).await?;
+            Ok(OpOut::Count(r.rows_affected()))
+        }
+        Op::UpdateUser(u, revoke, audit) => {
+            let r = sqlx::query(
+                "UPDATE users SET display_name = ?, role = ?, department_id = ?, team_id = ?, status = ? WHERE id = ?",
+            )
+            .bind(&u.display_name)
+            .bind(&u.role)
+            .bind(opt_uuid(u.department_id))
+            .bind(opt_uuid(u.team_id))
+            .bind(&u.status)
+            .bind(u.id.to_string())
+            .execute(&mut *conn)
+            .await
+            .map_err(map_sqlx)?;
+            if r.rows_affected() == 0 {
+                return Err(StoreError::NotFound);
+            }
+            if revoke {
+                sqlx::query("DELETE FROM sessions WHERE user_id = ?")
+                    .bind(u.id.to_string())
+                    .execute(&mut *conn)
+                    .await
+                    .map_err(map_sqlx)?;
+            }
+            append_events(conn, head, &[audit]).await?;
+            Ok(OpOut::Unit)
+        }
         Op::DeleteSession(hash, audit) => {
             sqlx::query("DELETE FROM sessions WHERE token_hash = ?")
                 .bind(&hash)
@@ -645,6 +683,19 @@ fn user_from_row(row: &SqliteRow) -> StoreResult<UserRow> {
         team_id: parse_uuid(row.try_get("team_id").map_err(map_sqlx)?)?,
         status: row.try_get("status").map_err(map_sqlx)?,
         created_at: row.try_get("created_at").map_err(map_sqlx)?,
+    })
+}
+
+fn session_from_row(row: &SqliteRow) -> StoreResult<SessionRow> {
+    let user: String = row.try_get("user_id").map_err(map_sqlx)?;
+    Ok(SessionRow {
+        token_hash: row.try_get("token_hash").map_err(map_sqlx)?,
+        user_id: Uuid::parse_str(&user).map_err(internal)?,
+        created_at: row.try_get("created_at").map_err(map_sqlx)?,
+        last_seen_at: row.try_get("last_seen_at").map_err(map_sqlx)?,
+        expires_at: row.try_get("expires_at").map_err(map_sqlx)?,
+        ip: row.try_get("ip").map_err(map_sqlx)?,
+        user_agent: row.try_get("user_agent").map_err(map_sqlx)?,
     })
 }
 
@@ -982,19 +1033,46 @@ impl Store for SqliteStore {
             .fetch_optional(&self.read_pool)
             .await
             .map_err(map_sqlx)?;
-        row.map(|row| {
-            let user: String = row.try_get("user_id").map_err(map_sqlx)?;
-            Ok(SessionRow {
-                token_hash: row.try_get("token_hash").map_err(map_sqlx)?,
-                user_id: Uuid::parse_str(&user).map_err(internal)?,
-                created_at: row.try_get("created_at").map_err(map_sqlx)?,
-                last_seen_at: row.try_get("last_seen_at").map_err(map_sqlx)?,
-                expires_at: row.try_get("expires_at").map_err(map_sqlx)?,
-                ip: row.try_get("ip").map_err(map_sqlx)?,
-                user_agent: row.try_get("user_agent").map_err(map_sqlx)?,
+        row.as_ref().map(session_from_row).transpose()
+    }
+
+    async fn list_user_sessions(&self, user_id: Uuid) -> StoreResult<Vec<SessionRow>> {
+        let rows = sqlx::query("SELECT * FROM sessions WHERE user_id = ? ORDER BY created_at DESC")
+            .bind(user_id.to_string())
+            .fetch_all(&self.read_pool)
+            .await
+            .map_err(map_sqlx)?;
+        rows.iter().map(session_from_row).collect()
+    }
+
+    async fn delete_user_sessions(&self, user_id: Uuid, audit: AuditDraft) -> StoreResult<u64> {
+        match self.submit(Op::DeleteUserSessions(user_id, audit)).await? {
+            OpOut::Count(n) => Ok(n),
+            _ => Err(internal("unexpected writer reply")),
+        }
+    }
+
+    async fn update_user(&self, user: UserRow, revoke_sessions: bool, audit: AuditDraft) -> StoreResult<()> {
+        self.submit_unit(Op::UpdateUser(user, revoke_sessions, audit)).await
+    }
+
+    async fn audit_activity(&self, since: i64) -> StoreResult<Vec<custodian_store::ActivityCount>> {
+        let rows = sqlx::query(
+            "SELECT actor_id, action, COUNT(*) AS n FROM audit_events WHERE at >= ? GROUP BY actor_id, action",
+        )
+        .bind(since)
+        .fetch_all(&self.read_pool)
+        .await
+        .map_err(map_sqlx)?;
+        rows.iter()
+            .map(|row| {
+                Ok(custodian_store::ActivityCount {
+                    actor_id: parse_uuid(row.try_get("actor_id").map_err(map_sqlx)?)?,
+                    action: row.try_get("action").map_err(map_sqlx)?,
+                    count: row.try_get("n").map_err(map_sqlx)?,
+                })
             })
-        })
-        .transpose()
+            .collect()
     }
 
     async fn touch_session(&self, token_hash: &str, now: i64) -> StoreResult<()> {

@@ -423,4 +423,27 @@ pub trait Store: Send + Sync + 'static {
     /// Moves `last_seen_at` forward (idle expiry).
     async fn touch_session(&self, token_hash: &str, now: i64) -> StoreResult<()>;
     async fn delete_session(&self, token_hash: &str, audit: AuditDraft) -> StoreResult<()>;
+
+    /// Sessions and tokens of one user, newest first.
+    async fn list_user_sessions(&self, user_id: Uuid) -> StoreResult<Vec<SessionRow>>;
+
+    /// Ends every session and token of a user at once; returns how many there were.
+    async fn delete_user_sessions(&self, user_id: Uuid, audit: AuditDraft) -> StoreResult<u64>;
+
+    /// Replaces a user's role, team, department, display name and status (by id), and revokes
+    /// all of the user's sessions when `revoke_sessions` is set — in one transaction with the
+    /// audit event. `NotFound` when the user does not exist.
+    async fn update_user(&self, user: UserRow, revoke_sessions: bool, audit: AuditDraft) -> StoreResult<()>;
+
+    /// Number of audit events per (actor, action) since `since` (µs), for activity reports and
+    /// baselines.
+    async fn audit_activity(&self, since: i64) -> StoreResult<Vec<ActivityCount>>;
+}
+
+/// One row of `Store::audit_activity`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ActivityCount {
+    pub actor_id: Option<Uuid>,
+    pub action: String,
+    pub count: i64,
 }

@@ -128,3 +128,95 @@ pub async fn add_field(
     let def = state.service.add_custom_field(&ctx, &object, field).await?;
     Ok((StatusCode::CREATED, Json(json!(def))).into_response())
 }
+
+fn parse_user_id(text: &str) -> Result<Uuid, crate::error::ApiError> {
+    Uuid::parse_str(text).map_err(|_| crate::error::ApiError::code(custodian_core::ErrorCode::NotFound))
+}
+
+fn malformed(msg: &str) -> crate::error::ApiError {
+    crate::error::ApiError::message(custodian_core::ErrorCode::MalformedRequest, msg)
+}
+
+/// `null` clears, a UUID sets, absence keeps.
+fn optional_id(
+    body: &serde_json::Map<String, serde_json::Value>,
+    key: &str,
+) -> Result<Option<Option<Uuid>>, crate::error::ApiError> {
+    match body.get(key) {
+        None => Ok(None),
+        Some(serde_json::Value::Null) => Ok(Some(None)),
+        Some(serde_json::Value::String(s)) => {
+            Uuid::parse_str(s).map(|u| Some(Some(u))).map_err(|_| malformed("Ids must be UUIDs."))
+        }
+        Some(_) => Err(malformed("Ids must be UUIDs or null.")),
+    }
+}
+
+#[utoipa::path(patch, path = "/api/v1/users/{id}", tag = "admin", params(("id" = Uuid, Path)),
+    description = "Changes {\"role\", \"team_id\", \"department_id\", \"display_name\"}; a role change ends the user's sessions. Nobody changes their own role.",
+    responses((status = 200), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
+pub async fn update_user(
+    State(state): State<AppState>,
+    Auth(ctx): Auth,
+    PathParams(id): PathParams<String>,
+    JsonBody(body): JsonBody<serde_json::Map<String, serde_json::Value>>,
+) -> ApiResult<Response> {
+    let id = parse_user_id(&id)?;
+    if let Some(k) = body.keys().find(|k| !["role", "team_id", "department_id", "display_name"].contains(&k.as_str())) {
+        return Err(malformed(&format!("Unknown key {k}.")));
+    }
+    let text = |k: &str| match body.get(k) {
+        None => Ok(None),
+        Some(serde_json::Value::String(s)) => Ok(Some(s.clone())),
+        Some(_) => Err(malformed("role and display_name must be strings.")),
+    };
+    let changes = custodian_service::UserChanges {
+        role: text("role")?,
+        display_name: text("display_name")?,
+        team_id: optional_id(&body, "team_id")?,
+        department_id: optional_id(&body, "department_id")?,
+    };
+    let user = state.service.update_user(&ctx, id, &changes).await?;
+    Ok(Json(json!(custodian_service::UserView::from(&user))).into_response())
+}
+
+#[utoipa::path(post, path = "/api/v1/users/{id}/suspend", tag = "admin", params(("id" = Uuid, Path)),
+    responses((status = 200), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn suspend_user(
+    State(state): State<AppState>,
+    Auth(ctx): Auth,
+    PathParams(id): PathParams<String>,
+) -> ApiResult<Response> {
+    let user = state.service.set_user_active(&ctx, parse_user_id(&id)?, false).await?;
+    Ok(Json(json!(custodian_service::UserView::from(&user))).into_response())
+}
+
+#[utoipa::path(post, path = "/api/v1/users/{id}/reactivate", tag = "admin", params(("id" = Uuid, Path)),
+    responses((status = 200), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub async fn reactivate_user(
+    State(state): State<AppState>,
+    Auth(ctx): Auth,
+    PathParams(id): PathParams<String>,
+) -> ApiResult<Response> {
+    let user = state.service.set_user_active(&ctx, parse_user_id(&id)?, true).await?;
+    Ok(Json(json!(custodian_service::UserView::from(&user))).into_response())
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct OffboardBody {
+    pub successor_id: Uuid,
+}
+
+#[utoipa::path(post, path = "/api/v1/users/{id}/offboard", tag = "admin", params(("id" = Uuid, Path)), request_body = OffboardBody,
+    description = "Disables the account, ends every session and token, moves every owned record to the successor in one transaction, and reports the last 90 days of activity with unusual volumes flagged.",
+    responses((status = 200), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
+pub async fn offboard_user(
+    State(state): State<AppState>,
+    Auth(ctx): Auth,
+    PathParams(id): PathParams<String>,
+    JsonBody(body): JsonBody<OffboardBody>,
+) -> ApiResult<Response> {
+    let report = state.service.offboard_user(&ctx, parse_user_id(&id)?, body.successor_id).await?;
+    Ok(Json(json!(report)).into_response())
+}

@@ -57,3 +57,17 @@ pub async fn me(Auth(ctx): Auth) -> ApiResult<Response> {
     }))
     .into_response())
 }
+
+#[utoipa::path(get, path = "/api/v1/auth/sessions", tag = "auth",
+    responses((status = 200, description = "The caller's sessions"), (status = 401, body = ErrorBody)))]
+pub async fn my_sessions(State(state): State<AppState>, Auth(ctx): Auth) -> ApiResult<Response> {
+    Ok(Json(json!({ "items": state.service.my_sessions(&ctx).await? })).into_response())
+}
+
+#[utoipa::path(delete, path = "/api/v1/auth/sessions", tag = "auth",
+    description = "Ends every session of the caller, the current one included.",
+    responses((status = 200), (status = 401, body = ErrorBody)))]
+pub async fn end_my_sessions(State(state): State<AppState>, Auth(ctx): Auth) -> ApiResult<Response> {
+    let n = state.service.end_my_sessions(&ctx).await?;
+    Ok(Json(json!({ "ended": n })).into_response())
+}
