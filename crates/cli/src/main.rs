@@ -2,8 +2,11 @@
 //! demo data. The backend is chosen here, once: `--database-url postgres://…` selects
 //! PostgreSQL, otherwise SQLite in `--data-dir`.
 
+mod audit;
 mod bench;
+mod dedupe;
 mod demo;
+mod linkage;
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
@@ -57,6 +60,13 @@ enum Command {
         /// Default region for phone numbers without a country code (ISO 3166 code).
         #[arg(long, env = "CUSTODIAN_DEFAULT_REGION", default_value = "CN")]
         default_region: String,
+        #[command(flatten)]
+        checkpoints: audit::CheckpointArgs,
+    },
+    /// Verify the tamper-evident audit log, write signed checkpoints, prove and check inclusion.
+    Audit {
+        #[command(subcommand)]
+        command: audit::AuditCommand,
     },
     /// Manage user accounts (works offline, directly on the store).
     User {
@@ -92,6 +102,18 @@ enum Command {
         #[command(flatten)]
         args: bench::BenchArgs,
     },
+    /// Find duplicate records in a CSV file: map columns to kinds, get scored pairs (and
+    /// clusters). Weights are estimated on the file itself; no training data is needed.
+    Dedupe {
+        #[command(flatten)]
+        args: dedupe::DedupeArgs,
+    },
+    /// Labelled benchmark of the matching engine: generate synthetic records with known
+    /// duplicates, or measure precision, recall, F1 and time on them.
+    LinkageBench {
+        #[command(subcommand)]
+        command: linkage::LinkageCommand,
+    },
 }
 
 #[derive(Subcommand)]
@@ -113,6 +135,18 @@ enum UserCommand {
     List {
         #[command(flatten)]
         store: StoreArgs,
+    },
+    /// Offboard a user in one action: disable the account, end every session and token, move
+    /// every owned record to the successor (one transaction), and print the last 90 days'
+    /// activity report as JSON.
+    Offboard {
+        #[command(flatten)]
+        store: StoreArgs,
+        #[arg(long)]
+        username: String,
+        /// Username of the colleague who takes over the records.
+        #[arg(long)]
+        successor: String,
     },
 }
 
@@ -168,29 +202,34 @@ async fn open_service(args: &StoreArgs, config: ServiceConfig) -> Result<Arc<Ser
     Ok(Arc::new(service))
 }
 
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
+/// Resolves on SIGINT or SIGTERM. The handlers are installed when this is called (before the
+/// listener accepts anything), so a signal that arrives early still shuts down gracefully
+/// instead of killing the process.
+fn shutdown_signal() -> Result<impl std::future::Future<Output = ()> + Send + 'static> {
     #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("installing the SIGTERM handler")?;
+    #[cfg(unix)]
+    let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
+        .context("installing the SIGINT handler")?;
+    Ok(async move {
+        #[cfg(unix)]
+        tokio::select! {
+            _ = term.recv() => {},
+            _ = int.recv() => {},
         }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => {},
-        _ = term => {},
-    }
-    tracing::info!("shutting down: finishing in-flight requests");
+        #[cfg(not(unix))]
+        let _ = tokio::signal::ctrl_c().await;
+        tracing::info!("shutting down: finishing in-flight requests");
+    })
 }
 
-async fn serve(store: StoreArgs, listen: String, default_region: String) -> Result<()> {
+async fn serve(
+    store: StoreArgs,
+    listen: String,
+    default_region: String,
+    checkpoints: audit::CheckpointArgs,
+) -> Result<()> {
     let config = ServiceConfig { default_region, ..ServiceConfig::default() };
     let service = open_service(&store, config).await?;
     let admin_password = std::env::var("CUSTODIAN_ADMIN_PASSWORD").ok().filter(|p| !p.is_empty());
@@ -201,6 +240,7 @@ async fn serve(store: StoreArgs, listen: String, default_region: String) -> Resu
         println!("Created user 'admin' with password: {generated}");
         println!("Store it now; it will not be shown again.");
     }
+    let shutdown = shutdown_signal()?;
     // Other servers may add custom fields: refresh the schema periodically.
     let refresher = service.clone();
     tokio::spawn(async move {
@@ -212,10 +252,14 @@ async fn serve(store: StoreArgs, listen: String, default_region: String) -> Resu
             }
         }
     });
+    // Signed audit checkpoints every N events or T seconds; a last one at shutdown.
+    let checkpoint_writer = audit::start_checkpoint_writer(service.store().clone(), &store, &checkpoints).await?;
     let listener =
         tokio::net::TcpListener::bind(&listen).await.with_context(|| format!("cannot listen on {listen}"))?;
     tracing::info!(address = %listener.local_addr()?, backend = service.store().backend(), "custodian is listening");
-    custodian_server::serve(listener, custodian_server::app(service), shutdown_signal()).await?;
+    let served = custodian_server::serve(listener, custodian_server::app(service), shutdown).await;
+    checkpoint_writer.shutdown(std::time::Duration::from_secs(30)).await;
+    served?;
     Ok(())
 }
 
@@ -234,7 +278,10 @@ async fn main() -> std::process::ExitCode {
 
 async fn run(command: Command) -> Result<()> {
     match command {
-        Command::Serve { store, listen, default_region } => serve(store, listen, default_region).await,
+        Command::Serve { store, listen, default_region, checkpoints } => {
+            serve(store, listen, default_region, checkpoints).await
+        }
+        Command::Audit { command } => audit::run(command).await,
         Command::Migrate { store } => {
             let s = open_store(&store).await?;
             println!("{} store is at the current schema version", s.backend());
@@ -259,6 +306,28 @@ async fn run(command: Command) -> Result<()> {
             println!("created user {} ({}) with role {}", user.username, user.id, user.role);
             Ok(())
         }
+        Command::User { command: UserCommand::Offboard { store, username, successor } } => {
+            let service = open_service(&store, ServiceConfig::default()).await?;
+            let find = |name: String| {
+                let service = service.clone();
+                async move {
+                    service
+                        .store()
+                        .get_user_by_username(&name)
+                        .await
+                        .map_err(|e| anyhow::anyhow!("{e}"))?
+                        .ok_or_else(|| anyhow::anyhow!("no user named {name}"))
+                }
+            };
+            let user = find(username).await?;
+            let heir = find(successor).await?;
+            let report = service
+                .offboard_user(&RequestContext::cli(), user.id, heir.id)
+                .await
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            println!("{}", serde_json::to_string_pretty(&report)?);
+            Ok(())
+        }
         Command::User { command: UserCommand::List { store } } => {
             let service = open_service(&store, ServiceConfig::default()).await?;
             for u in service.list_users(&RequestContext::cli()).await.map_err(|e| anyhow::anyhow!("{e}"))? {
@@ -274,5 +343,7 @@ async fn run(command: Command) -> Result<()> {
             demo::load(&service, records, seed, duplicate_share, batch.clamp(1, 10_000)).await
         }
         Command::Bench { args } => bench::run(args).await,
+        Command::Dedupe { args } => dedupe::run(args),
+        Command::LinkageBench { command } => linkage::run(command),
     }
 }

@@ -227,3 +227,34 @@ fn help_lists_the_commands() {
         assert!(text.contains(c), "{text}");
     }
 }
+
+#[test]
+fn offboard_from_the_command_line() {
+    let dir = TempDir::new();
+    let d = dir.0.to_str().unwrap();
+    for name in ["leaver", "heir"] {
+        let mut child = Command::new(BIN)
+            .args(["user", "create", "--data-dir", d, "--username", name, "--role", "sales_rep", "--password-stdin"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(b"a long enough password").unwrap();
+        assert!(child.wait().unwrap().success());
+    }
+    let out = Command::new(BIN)
+        .args(["user", "offboard", "--data-dir", d, "--username", "leaver", "--successor", "heir"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["window_days"], 90);
+    let list = Command::new(BIN).args(["user", "list", "--data-dir", d]).output().unwrap();
+    assert!(String::from_utf8_lossy(&list.stdout).contains("leaver\tsales_rep\tdisabled"));
+    let out = Command::new(BIN)
+        .args(["user", "offboard", "--data-dir", d, "--username", "ghost", "--successor", "heir"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+}

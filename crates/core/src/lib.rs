@@ -5,6 +5,7 @@ pub mod access;
 pub mod audit;
 pub mod demo;
 pub mod error;
+pub mod matching;
 pub mod normalize;
 pub mod schema;
 pub mod search;

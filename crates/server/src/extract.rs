@@ -63,6 +63,10 @@ impl FromRequestParts<AppState> for Auth {
         let ctx = request_context(parts);
         let token = bearer_token(parts).ok_or_else(|| ApiError::code(ErrorCode::Unauthenticated))?;
         let actor = state.service.authenticate(&token).await?;
+        // A read-only personal token may only read.
+        if actor.read_only && parts.method != Method::GET && parts.method != Method::HEAD {
+            return Err(ApiError::message(ErrorCode::Forbidden, "This API token is read-only."));
+        }
         Ok(Auth(ctx.with_actor(actor)))
     }
 }

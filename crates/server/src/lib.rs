@@ -57,6 +57,8 @@ fn api_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(routes::auth::logout))
         .routes(routes!(routes::auth::me))
         .routes(routes!(routes::auth::my_sessions, routes::auth::end_my_sessions))
+        .routes(routes!(routes::auth::end_session))
+        .routes(routes!(routes::auth::create_token))
         .routes(routes!(routes::admin::update_user))
         .routes(routes!(routes::admin::suspend_user))
         .routes(routes!(routes::admin::reactivate_user))

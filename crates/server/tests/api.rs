@@ -577,3 +577,86 @@ both_backends!(suspension_role_changes_and_my_sessions, |app: TestApp| async mov
     assert_eq!(r.body["ended"], 2);
     assert_eq!(app.raw(Method::GET, "/api/v1/me", Some(&second), None, &[]).await.status, StatusCode::UNAUTHORIZED);
 });
+
+both_backends!(personal_api_tokens, |app: TestApp| async move {
+    let r = app.post("/api/v1/auth/tokens", json!({"name": "报表脚本", "scope": "read", "expires_in_days": 30})).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    let read_token = r.body["token"].as_str().unwrap().to_owned();
+    assert!(read_token.starts_with("cpt_"));
+    let read_id = r.body["id"].as_str().unwrap().to_owned();
+    let rw = app
+        .post("/api/v1/auth/tokens", json!({"name": "同步", "scope": "read_write", "expires_in_days": 365}))
+        .await
+        .body;
+    let rw_token = rw["token"].as_str().unwrap().to_owned();
+    for bad in [
+        json!({"name": "x", "scope": "admin", "expires_in_days": 30}),
+        json!({"name": "x", "scope": "read", "expires_in_days": 0}),
+        json!({"name": "x", "scope": "read", "expires_in_days": 9999}),
+    ] {
+        assert_eq!(app.post("/api/v1/auth/tokens", bad).await.status, StatusCode::UNPROCESSABLE_ENTITY);
+    }
+    // Read-only tokens read but never write; read-write tokens write; tokens cannot mint tokens.
+    assert_eq!(app.raw(Method::GET, "/api/v1/contacts", Some(&read_token), None, &[]).await.status, StatusCode::OK);
+    let body = Some(json!({"fields": {"name": "令牌"}}).to_string().into_bytes());
+    assert_eq!(
+        app.raw(Method::POST, "/api/v1/contacts", Some(&read_token), body.clone(), &[]).await.status,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(app.raw(Method::POST, "/api/v1/contacts", Some(&rw_token), body, &[]).await.status, StatusCode::CREATED);
+    let mint = Some(json!({"name": "x", "scope": "read", "expires_in_days": 1}).to_string().into_bytes());
+    assert_eq!(
+        app.raw(Method::POST, "/api/v1/auth/tokens", Some(&rw_token), mint, &[]).await.status,
+        StatusCode::FORBIDDEN
+    );
+    // Tokens are stored only as hashes and listed without their secret.
+    let list = app.get("/api/v1/auth/sessions").await.body;
+    assert!(!list.to_string().contains(&read_token[4..]));
+    assert!(
+        list["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|s| s["kind"] == "api_token" && s["scope"] == "read" && s["name"] == "报表脚本")
+    );
+    // Revocation takes effect at once.
+    assert_eq!(
+        app.call(Method::DELETE, &format!("/api/v1/auth/sessions/{read_id}"), None).await.status,
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(
+        app.raw(Method::GET, "/api/v1/contacts", Some(&read_token), None, &[]).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(app.call(Method::DELETE, "/api/v1/auth/sessions/zzzz", None).await.status, StatusCode::NOT_FOUND);
+    let events = app.store.list_audit(0, 10_000).await.unwrap();
+    assert_eq!(events.iter().filter(|e| e.action == "auth.token_create").count(), 2);
+    assert!(events.iter().any(|e| e.action == "auth.token_revoke"));
+});
+
+both_backends!(every_read_is_audited_with_what_was_shown, |app: TestApp| async move {
+    let c = app
+        .create("contacts", json!({"name": "被查看", "mobile": "13500001111", "id_number": "11010119900307803X"}))
+        .await;
+    let id = id_of(&c);
+    let before = app.store.list_audit(0, 100_000).await.unwrap().len();
+    app.get(&format!("/api/v1/contacts/{id}")).await;
+    app.get("/api/v1/contacts?q=%E8%A2%AB%E6%9F%A5").await;
+    app.get("/api/v1/contacts?limit=5").await;
+    app.get(&format!("/api/v1/contacts/{id}/history")).await;
+    let events = app.store.list_audit(0, 100_000).await.unwrap();
+    let new: Vec<_> = events[before..].iter().collect();
+    let view = new.iter().find(|e| e.action == "record.view").expect("view event");
+    assert_eq!(view.record_id.map(|r| r.to_string()), Some(id.clone()));
+    let body: Value = serde_json::from_str(&view.body).unwrap();
+    assert_eq!(body["details"]["masked"], json!(["id_number"]));
+    assert!(body["details"]["fields"].as_array().unwrap().contains(&json!("mobile")));
+    // Lists and searches record the ids returned, never the values.
+    let search = new.iter().find(|e| e.action == "record.search").expect("search event");
+    assert!(search.body.contains(&id));
+    assert!(!search.body.contains("13500001111") && !search.body.contains("被查看"));
+    assert!(new.iter().any(|e| e.action == "record.list"));
+    assert!(new.iter().any(|e| e.action == "record.history"));
+    // No plaintext of sensitive values anywhere in the log.
+    assert!(events.iter().all(|e| !e.body.contains("13500001111") && !e.body.contains("11010119900307803X")));
+});

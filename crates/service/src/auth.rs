@@ -20,6 +20,10 @@ pub const ROLES: &[&str] = &["sales_rep", "sales_manager", "data_steward", "audi
 
 /// Prefix of session tokens, so that leaked tokens are recognisable by secret scanners.
 const TOKEN_PREFIX: &str = "cst_";
+/// Prefix of personal API tokens.
+const API_TOKEN_PREFIX: &str = "cpt_";
+/// Longest lifetime of a personal API token.
+pub const MAX_API_TOKEN_DAYS: u32 = 365;
 
 /// Minimum password length.
 pub const MIN_PASSWORD_CHARS: usize = 12;
@@ -37,6 +41,20 @@ pub struct Actor {
     /// A second-factor step-up happened within the last five minutes (MFA comes with the
     /// access work; until then this is always false).
     pub stepped_up: bool,
+    /// Authenticated with a read-only personal token: only safe methods are allowed.
+    pub read_only: bool,
+    /// Authenticated with a personal API token (not a login session).
+    pub api_token: bool,
+}
+
+/// A newly created personal API token; the secret is shown once.
+#[derive(Debug, Clone, Serialize)]
+pub struct NewApiToken {
+    pub token: String,
+    pub id: String,
+    pub name: String,
+    pub scope: String,
+    pub expires_at: String,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -243,6 +261,9 @@ impl Service {
             expires_at,
             ip: ctx.ip.clone(),
             user_agent: ctx.user_agent.clone(),
+            kind: "session".into(),
+            scope: "read_write".into(),
+            name: None,
         };
         let mut audit = self.audit_draft(ctx, "auth.login");
         audit.actor_id = Some(user.id);
@@ -254,14 +275,17 @@ impl Service {
     /// `unauthenticated` without saying which.
     pub async fn authenticate(&self, token: &str) -> ServiceResult<Actor> {
         let unauthenticated = || ServiceError::new(ErrorCode::Unauthenticated);
-        if !token.starts_with(TOKEN_PREFIX) || token.len() > 128 {
+        if !(token.starts_with(TOKEN_PREFIX) || token.starts_with(API_TOKEN_PREFIX)) || token.len() > 128 {
             return Err(unauthenticated());
         }
         let hash = sha256_hex(token.as_bytes());
         let session = self.store.get_session(&hash).await?.ok_or_else(unauthenticated)?;
         let now = now_micros();
-        let idle_limit = session.last_seen_at + self.config.session_idle_secs * 1_000_000;
-        if now >= session.expires_at || now >= idle_limit {
+        let api_token = session.kind == "api_token";
+        // Personal tokens have no idle timeout, only their expiry.
+        let idle_limit =
+            if api_token { i64::MAX } else { session.last_seen_at + self.config.session_idle_secs * 1_000_000 };
+        if now >= session.expires_at || now >= idle_limit || api_token != token.starts_with(API_TOKEN_PREFIX) {
             return Err(unauthenticated());
         }
         let user = self.store.get_user(session.user_id).await?.ok_or_else(unauthenticated)?;
@@ -280,7 +304,100 @@ impl Service {
             department_id: user.department_id,
             session_hash: hash,
             stepped_up: false,
+            read_only: session.scope == "read",
+            api_token,
         })
+    }
+
+    /// Creates a personal API token for the caller (prefixed `cpt_`, stored hashed, scoped to
+    /// `read` or `read_write`, expiring after at most a year). Tokens cannot mint tokens.
+    pub async fn create_api_token(
+        &self,
+        ctx: &RequestContext,
+        name: &str,
+        scope: &str,
+        days: u32,
+    ) -> ServiceResult<NewApiToken> {
+        let actor = ctx.actor.as_ref().ok_or_else(|| ServiceError::new(ErrorCode::Unauthenticated))?;
+        if actor.api_token {
+            return Err(ServiceError::with_message(
+                ErrorCode::Forbidden,
+                "API tokens cannot create API tokens; log in.",
+            ));
+        }
+        let mut errors = Vec::new();
+        let name = name.trim();
+        if name.is_empty() || name.chars().count() > 100 || name.chars().any(char::is_control) {
+            errors.push(FieldError::new(
+                "name",
+                "invalid_name",
+                "Names need 1-100 characters.",
+                "名称须为 1-100 个字符。",
+            ));
+        }
+        if scope != "read" && scope != "read_write" {
+            errors.push(FieldError::new(
+                "scope",
+                "not_allowed",
+                "scope is read or read_write.",
+                "scope 取值为 read 或 read_write。",
+            ));
+        }
+        if days == 0 || days > MAX_API_TOKEN_DAYS {
+            errors.push(FieldError::new(
+                "expires_in_days",
+                "out_of_range",
+                format!("Tokens expire after 1-{MAX_API_TOKEN_DAYS} days."),
+                format!("令牌有效期须为 1-{MAX_API_TOKEN_DAYS} 天。"),
+            ));
+        }
+        if !errors.is_empty() {
+            return Err(ServiceError::validation(errors));
+        }
+        let token = format!(
+            "{API_TOKEN_PREFIX}{}",
+            B64.encode(random_bytes::<32>().map_err(|_| ServiceError::new(ErrorCode::Internal))?)
+        );
+        let now = now_micros();
+        let expires_at = now + i64::from(days) * 24 * 3600 * 1_000_000;
+        let hash = sha256_hex(token.as_bytes());
+        let row = SessionRow {
+            token_hash: hash.clone(),
+            user_id: actor.user_id,
+            created_at: now,
+            last_seen_at: now,
+            expires_at,
+            ip: ctx.ip.clone(),
+            user_agent: ctx.user_agent.clone(),
+            kind: "api_token".into(),
+            scope: scope.to_owned(),
+            name: Some(name.to_owned()),
+        };
+        let mut audit = self.audit_draft(ctx, "auth.token_create");
+        audit.details = json!({ "token_id": &hash[..12], "name": name, "scope": scope, "expires_at": crate::micros_to_rfc3339(expires_at) });
+        self.store.create_session(row, audit).await?;
+        Ok(NewApiToken {
+            token,
+            id: hash[..12].to_owned(),
+            name: name.to_owned(),
+            scope: scope.to_owned(),
+            expires_at: crate::micros_to_rfc3339(expires_at),
+        })
+    }
+
+    /// Ends one of the caller's sessions or tokens, named by the id `my_sessions` shows.
+    pub async fn end_my_session(&self, ctx: &RequestContext, id: &str) -> ServiceResult<()> {
+        let actor = ctx.actor.as_ref().ok_or_else(|| ServiceError::new(ErrorCode::Unauthenticated))?;
+        if id.len() != 12 || !id.chars().all(|c| c.is_ascii_hexdigit()) {
+            return Err(ServiceError::not_found());
+        }
+        let sessions = self.store.list_user_sessions(actor.user_id).await?;
+        let target = sessions.into_iter().find(|s| s.token_hash.starts_with(id)).ok_or_else(ServiceError::not_found)?;
+        let mut audit =
+            self.audit_draft(ctx, if target.kind == "api_token" { "auth.token_revoke" } else { "auth.session_end" });
+        audit.details = json!({ "token_id": id });
+        self.store.delete_session(&target.token_hash, audit).await?;
+        Ok(())
     }
 
     pub async fn logout(&self, ctx: &RequestContext) -> ServiceResult<()> {

@@ -65,7 +65,10 @@ impl Service {
         let def = self.object_def(object)?;
         self.load_scoped(ctx, &def, id, Operation::Read).await?;
         let v = self.versions_upto(&def.name, id, |v| v.changed_at <= at).await?.ok_or_else(ServiceError::not_found)?;
-        Ok(self.version_view(ctx, &def, &v))
+        let view = self.version_view(ctx, &def, &v);
+        self.audit_read(ctx, "record.history", &def.name, Some(id), json!({ "as_of": at, "version": v.version }))
+            .await?;
+        Ok(view)
     }
 
     /// Differences between versions `from` and `to`, with field visibility applied to both sides.
@@ -96,6 +99,7 @@ impl Service {
                 );
             }
         }
+        self.audit_read(ctx, "record.history", &def.name, Some(id), json!({ "diff": [from, to] })).await?;
         Ok(VersionDiff { record_id: id, from, to, changes })
     }
 

@@ -18,7 +18,7 @@ mod users;
 mod view;
 
 pub use access::Operation;
-pub use auth::{Actor, LoginResult, ROLES};
+pub use auth::{Actor, LoginResult, NewApiToken, ROLES};
 pub use error::{ServiceError, ServiceResult};
 pub use history::VersionDiff;
 pub use keys::load_keyring;
@@ -47,6 +47,9 @@ pub struct ServiceConfig {
     pub max_page_size: u32,
     /// Password hashes computed at once (they are deliberately expensive).
     pub hashing_concurrency: usize,
+    /// Record every view, list and search in the audit log (PRODUCT.md S6). A read whose event
+    /// cannot be stored fails. Only benchmarks turn this off, to measure its cost.
+    pub audit_reads: bool,
 }
 
 impl Default for ServiceConfig {
@@ -57,6 +60,7 @@ impl Default for ServiceConfig {
             session_absolute_secs: 12 * 60 * 60,
             max_page_size: 500,
             hashing_concurrency: 2,
+            audit_reads: true,
         }
     }
 }

@@ -320,6 +320,11 @@ impl Service {
             return Ok(RecordList { items: Vec::new(), next_cursor: None });
         }
         let page = self.store.list_records(&query).await?;
+        // Which ids were returned (never the values), and how they were asked for.
+        let ids: Vec<String> = page.items.iter().map(|r| r.id.to_string()).collect();
+        let action = if params.q.is_some() { "record.search" } else { "record.list" };
+        let filters: Vec<&str> = params.filters.iter().map(|(k, _)| k.as_str()).collect();
+        self.audit_read(ctx, action, &def.name, None, serde_json::json!({ "ids": ids, "filters": filters })).await?;
         let sort_spec = params.sort.as_deref().unwrap_or("");
         Ok(RecordList {
             items: page.items.iter().map(|r| self.record_view(ctx, &def, r)).collect(),

@@ -304,7 +304,7 @@ impl Service {
     ) -> ServiceResult<RecordView> {
         let (id, prepared) = self.prepare_create(ctx, object, fields, options).await?;
         self.apply_prepared(vec![prepared]).await?;
-        self.get_record(ctx, object, id).await
+        self.fetch_view(ctx, object, id).await
     }
 
     fn check_expected(current: &StoredRecord, options: &WriteOptions) -> ServiceResult<()> {
@@ -351,7 +351,7 @@ impl Service {
         let prepared =
             self.prepare_write(ctx, &def, WriteAction::Update, Some(&current), Some(&before), &after, next)?;
         self.apply(vec![prepared]).await?;
-        self.get_record(ctx, object, id).await
+        self.fetch_view(ctx, object, id).await
     }
 
     /// Soft delete: the record keeps its id and versions; its unique values are freed.
@@ -417,7 +417,45 @@ impl Service {
         let def = self.object_def(object)?;
         let loaded = self.load_scoped(ctx, &def, id, Operation::Read).await;
         let record = self.audited(ctx, object, Some(id), "read", loaded).await?;
+        let view = self.record_view(ctx, &def, &record);
+        self.audit_read(
+            ctx,
+            "record.view",
+            &def.name,
+            Some(id),
+            json!({ "fields": view.fields.keys().collect::<Vec<_>>(), "masked": view.masked_fields }),
+        )
+        .await?;
+        Ok(view)
+    }
+
+    /// The record as the caller sees it right after their own write (part of that write's
+    /// audit event, not a separate view).
+    pub(crate) async fn fetch_view(&self, ctx: &RequestContext, object: &str, id: Uuid) -> ServiceResult<RecordView> {
+        let def = self.object_def(object)?;
+        let record = self.load_scoped(ctx, &def, id, Operation::Read).await?;
         Ok(self.record_view(ctx, &def, &record))
+    }
+
+    /// Records a read in the audit log before its result is returned: a served read never
+    /// lacks its event (if the event cannot be stored, the read fails).
+    pub(crate) async fn audit_read(
+        &self,
+        ctx: &RequestContext,
+        action: &str,
+        object: &str,
+        record_id: Option<Uuid>,
+        details: Value,
+    ) -> ServiceResult<()> {
+        if !self.config.audit_reads || ctx.actor.is_none() {
+            return Ok(());
+        }
+        let mut audit = self.audit_draft(ctx, action);
+        audit.object = Some(object.to_owned());
+        audit.record_id = record_id;
+        audit.details = details;
+        self.store.append_audit(vec![audit]).await?;
+        Ok(())
     }
 
     /// Versions of a record, oldest first, paginated.
@@ -451,7 +489,11 @@ impl Service {
         } else {
             None
         };
-        Ok(HistoryPage { items: versions.iter().map(|v| self.version_view(ctx, &def, v)).collect(), next_cursor })
+        let page =
+            HistoryPage { items: versions.iter().map(|v| self.version_view(ctx, &def, v)).collect(), next_cursor };
+        let shown: Vec<i64> = page.items.iter().map(|v| v.version).collect();
+        self.audit_read(ctx, "record.history", &def.name, Some(id), json!({ "versions": shown })).await?;
+        Ok(page)
     }
 
     pub async fn history_version(
@@ -465,7 +507,16 @@ impl Service {
         let loaded = self.load_scoped(ctx, &def, id, Operation::Read).await;
         self.audited(ctx, object, Some(id), "history", loaded).await?;
         let v = self.store.get_version(&def.name, id, version).await?.ok_or_else(ServiceError::not_found)?;
-        Ok(self.version_view(ctx, &def, &v))
+        let view = self.version_view(ctx, &def, &v);
+        self.audit_read(
+            ctx,
+            "record.history",
+            &def.name,
+            Some(id),
+            json!({ "versions": [version], "masked": view.masked_fields }),
+        )
+        .await?;
+        Ok(view)
     }
 }
 

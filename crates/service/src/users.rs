@@ -57,6 +57,10 @@ pub struct SessionView {
     pub ip: Option<String>,
     pub user_agent: Option<String>,
     pub current: bool,
+    /// "session" or "api_token".
+    pub kind: String,
+    pub scope: String,
+    pub name: Option<String>,
 }
 
 const REPORT_DAYS: u32 = 90;
@@ -294,6 +298,9 @@ impl Service {
                 ip: s.ip,
                 user_agent: s.user_agent,
                 current: s.token_hash == actor.session_hash,
+                kind: s.kind,
+                scope: s.scope,
+                name: s.name,
             })
             .collect())
     }

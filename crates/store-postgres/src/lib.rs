@@ -12,9 +12,10 @@
 
 use async_trait::async_trait;
 use custodian_store::{
-    AuditDraft, AuditRow, Cursor, CustomFieldRow, DepartmentRow, ListQuery, RecordPage, RecordWrite, RowScope,
-    SessionRow, Store, StoreError, StoreResult, StoredRecord, StoredVersion, TeamRow, UserRow, WrappedKeyRow,
-    WriteAction, WriteBatch,
+    AuditChainRow, AuditDraft, AuditRow, CheckpointClaimOutcome, CheckpointClaimRequest, CheckpointClaimRow,
+    CheckpointRange, Cursor, CustomFieldRow, DepartmentRow, ListQuery, RecordPage, RecordWrite, RowScope, SessionRow,
+    Store, StoreError, StoreResult, StoredRecord, StoredVersion, TeamRow, UserRow, WrappedKeyRow, WriteAction,
+    WriteBatch,
 };
 use serde_json::{Map, Value};
 use sqlx::postgres::{PgPoolOptions, PgRow};
@@ -23,6 +24,7 @@ use sqlx::{AssertSqlSafe, PgConnection, PgPool, Row};
 use std::time::Duration;
 use uuid::Uuid;
 
+mod audit;
 mod sql;
 use sql::{Bind, QueryParts};
 
@@ -98,12 +100,16 @@ impl PostgresStore {
     /// Like [`PostgresStore::connect`] with a chosen pool size (tests use small pools so that
     /// many test databases fit under the server's connection limit).
     pub async fn connect_with_pool_size(url: &str, max_connections: u32) -> StoreResult<PostgresStore> {
+        let options: sqlx::postgres::PgConnectOptions =
+            url.parse().map_err(|e: sqlx::Error| StoreError::Internal(format!("invalid PostgreSQL URL: {e}")))?;
+        // JIT compilation costs more than it saves on these short OLTP queries.
+        let options = options.options([("jit", "off")]);
         let pool = PgPoolOptions::new()
             .max_connections(max_connections.max(1))
             .min_connections(0)
             .acquire_timeout(Duration::from_secs(10))
             .idle_timeout(Duration::from_secs(300))
-            .connect(url)
+            .connect_with(options)
             .await
             .map_err(|e| match e {
                 sqlx::Error::Configuration(_) => StoreError::Internal(format!("invalid PostgreSQL URL: {e}")),
@@ -440,6 +446,9 @@ fn session_from_row(row: &PgRow) -> StoreResult<SessionRow> {
         expires_at: row.try_get("expires_at").map_err(map_sqlx)?,
         ip: row.try_get("ip").map_err(map_sqlx)?,
         user_agent: row.try_get("user_agent").map_err(map_sqlx)?,
+        kind: row.try_get("kind").map_err(map_sqlx)?,
+        scope: row.try_get("scope").map_err(map_sqlx)?,
+        name: row.try_get("name").map_err(map_sqlx)?,
     })
 }
 
@@ -606,6 +615,37 @@ impl Store for PostgresStore {
             .await
             .map_err(map_sqlx)?;
         rows.iter().map(audit_from_row).collect()
+    }
+
+    fn audit_chain(
+        &self,
+        after_seq: i64,
+        through_seq: Option<i64>,
+    ) -> futures::stream::BoxStream<'_, StoreResult<AuditChainRow>> {
+        audit::audit_chain(&self.pool, after_seq, through_seq)
+    }
+
+    async fn audit_max_seq(&self) -> StoreResult<i64> {
+        sqlx::query_scalar("SELECT COALESCE(max(seq), 0) FROM audit_events")
+            .fetch_one(&self.pool)
+            .await
+            .map_err(map_sqlx)
+    }
+
+    async fn claim_audit_checkpoint(&self, request: CheckpointClaimRequest) -> StoreResult<CheckpointClaimOutcome> {
+        audit::claim_checkpoint(&self.pool, &request).await
+    }
+
+    async fn complete_audit_checkpoint(&self, range: CheckpointRange, now: i64) -> StoreResult<()> {
+        audit::complete_checkpoint(&self.pool, range, now).await
+    }
+
+    async fn list_audit_checkpoint_claims(
+        &self,
+        after_seq_from: i64,
+        limit: u32,
+    ) -> StoreResult<Vec<CheckpointClaimRow>> {
+        audit::list_claims(&self.pool, after_seq_from, limit).await
     }
 
     async fn ensure_field_index(&self, object: &str, path: &[String]) -> StoreResult<()> {
@@ -824,8 +864,8 @@ impl Store for PostgresStore {
     async fn create_session(&self, session: SessionRow, audit: AuditDraft) -> StoreResult<()> {
         let mut tx = self.begin().await?;
         let res = sqlx::query(
-            "INSERT INTO sessions (token_hash, user_id, created_at, last_seen_at, expires_at, ip, user_agent) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING",
+            "INSERT INTO sessions (token_hash, user_id, created_at, last_seen_at, expires_at, ip, user_agent, kind, scope, name) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT DO NOTHING",
         )
         .bind(&session.token_hash)
         .bind(session.user_id)
@@ -834,6 +874,9 @@ impl Store for PostgresStore {
         .bind(session.expires_at)
         .bind(&session.ip)
         .bind(&session.user_agent)
+        .bind(&session.kind)
+        .bind(&session.scope)
+        .bind(&session.name)
         .execute(&mut *tx)
         .await
         .map_err(map_sqlx)?;

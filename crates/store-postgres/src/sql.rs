@@ -249,13 +249,16 @@ fn contains_sql(parts: &mut QueryParts, lhs_text: &str, needle: &str) -> String 
     format!("{lhs_text} ILIKE '%' || {p} || '%' ESCAPE '\\'")
 }
 
-fn push_filter(parts: &mut QueryParts, filter: &Filter) -> StoreResult<()> {
+fn push_filter(parts: &mut QueryParts, filter: &Filter, object: &str) -> StoreResult<()> {
     let (column, op) = match filter {
         Filter::BlindIndex { field, digest } => {
+            // The object is a constant, not `r.object`: a correlated subquery would run once
+            // per row of the object instead of one index lookup.
+            let o = parts.bind(Bind::Text(object.to_owned()));
             let f = parts.bind(Bind::Text(field.clone()));
             let d = parts.bind(Bind::Bytes(digest.clone()));
             parts.push_where(format!(
-                "r.id IN (SELECT b.record_id FROM blind_indexes b WHERE b.object = r.object AND b.field = {f} AND b.digest = {d})"
+                "r.id IN (SELECT b.record_id FROM blind_indexes b WHERE b.object = {o} AND b.field = {f} AND b.digest = {d})"
             ));
             return Ok(());
         }
@@ -404,7 +407,7 @@ pub fn push_list_conditions(parts: &mut QueryParts, query: &ListQuery) -> StoreR
     }
     push_scope(parts, &query.scope);
     for f in &query.filters {
-        push_filter(parts, f)?;
+        push_filter(parts, f, &query.object)?;
     }
     if !query.search.is_empty() {
         let q = parts.bind(Bind::Text(tsquery_text(query)?));

@@ -8,9 +8,10 @@
 
 use async_trait::async_trait;
 use custodian_store::{
-    AuditDraft, AuditRow, Cursor, CustomFieldRow, DepartmentRow, ListQuery, RecordPage, RecordWrite, RowScope,
-    SessionRow, Store, StoreError, StoreResult, StoredRecord, StoredVersion, TeamRow, UserRow, WrappedKeyRow,
-    WriteAction, WriteBatch,
+    AuditChainRow, AuditDraft, AuditRow, CheckpointClaimOutcome, CheckpointClaimRequest, CheckpointClaimRow,
+    CheckpointRange, Cursor, CustomFieldRow, DepartmentRow, ListQuery, RecordPage, RecordWrite, RowScope, SessionRow,
+    Store, StoreError, StoreResult, StoredRecord, StoredVersion, TeamRow, UserRow, WrappedKeyRow, WriteAction,
+    WriteBatch,
 };
 use serde_json::{Map, Value};
 use sqlx::sqlite::{
@@ -23,6 +24,7 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
+mod audit;
 mod sql;
 use sql::{Bind, QueryParts};
 
@@ -134,6 +136,8 @@ enum Op {
     DeleteSession(String, AuditDraft),
     DeleteUserSessions(Uuid, AuditDraft),
     UpdateUser(UserRow, bool, AuditDraft),
+    ClaimCheckpoint(CheckpointClaimRequest),
+    CompleteCheckpoint(CheckpointRange, i64),
 }
 
 enum OpOut {
@@ -141,6 +145,7 @@ enum OpOut {
     Count(u64),
     Unit,
     Bool(bool),
+    Claim(CheckpointClaimOutcome),
 }
 
 struct Job {
@@ -398,7 +403,8 @@ async fn apply_op(conn: &mut SqliteConnection, op: Op, head: &mut ChainHead) -> 
         }
         Op::CreateSession(s, audit) => {
             sqlx::query(
-                "INSERT INTO sessions (token_hash, user_id, created_at, last_seen_at, expires_at, ip, user_agent) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                "INSERT INTO sessions (token_hash, user_id, created_at, last_seen_at, expires_at, ip, user_agent, kind, scope, name) \
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             )
             .bind(&s.token_hash)
             .bind(s.user_id.to_string())
@@ -407,6 +413,9 @@ async fn apply_op(conn: &mut SqliteConnection, op: Op, head: &mut ChainHead) -> 
             .bind(s.expires_at)
             .bind(&s.ip)
             .bind(&s.user_agent)
+            .bind(&s.kind)
+            .bind(&s.scope)
+            .bind(&s.name)
             .execute(&mut *conn)
             .await
             .map_err(map_sqlx)?;
@@ -465,6 +474,11 @@ async fn apply_op(conn: &mut SqliteConnection, op: Op, head: &mut ChainHead) -> 
                 .await
                 .map_err(map_sqlx)?;
             append_events(conn, head, &[audit]).await?;
+            Ok(OpOut::Unit)
+        }
+        Op::ClaimCheckpoint(request) => Ok(OpOut::Claim(audit::claim_checkpoint(conn, head, &request).await?)),
+        Op::CompleteCheckpoint(range, now) => {
+            audit::complete_checkpoint(conn, range, now).await?;
             Ok(OpOut::Unit)
         }
     }
@@ -696,6 +710,9 @@ fn session_from_row(row: &SqliteRow) -> StoreResult<SessionRow> {
         expires_at: row.try_get("expires_at").map_err(map_sqlx)?,
         ip: row.try_get("ip").map_err(map_sqlx)?,
         user_agent: row.try_get("user_agent").map_err(map_sqlx)?,
+        kind: row.try_get("kind").map_err(map_sqlx)?,
+        scope: row.try_get("scope").map_err(map_sqlx)?,
+        name: row.try_get("name").map_err(map_sqlx)?,
     })
 }
 
@@ -882,6 +899,40 @@ impl Store for SqliteStore {
             .await
             .map_err(map_sqlx)?;
         rows.iter().map(audit_from_row).collect()
+    }
+
+    fn audit_chain(
+        &self,
+        after_seq: i64,
+        through_seq: Option<i64>,
+    ) -> futures::stream::BoxStream<'_, StoreResult<AuditChainRow>> {
+        audit::audit_chain(&self.read_pool, after_seq, through_seq)
+    }
+
+    async fn audit_max_seq(&self) -> StoreResult<i64> {
+        sqlx::query_scalar("SELECT COALESCE(MAX(seq), 0) FROM audit_events")
+            .fetch_one(&self.read_pool)
+            .await
+            .map_err(map_sqlx)
+    }
+
+    async fn claim_audit_checkpoint(&self, request: CheckpointClaimRequest) -> StoreResult<CheckpointClaimOutcome> {
+        match self.submit(Op::ClaimCheckpoint(request)).await? {
+            OpOut::Claim(outcome) => Ok(outcome),
+            _ => Err(internal("unexpected writer reply")),
+        }
+    }
+
+    async fn complete_audit_checkpoint(&self, range: CheckpointRange, now: i64) -> StoreResult<()> {
+        self.submit_unit(Op::CompleteCheckpoint(range, now)).await
+    }
+
+    async fn list_audit_checkpoint_claims(
+        &self,
+        after_seq_from: i64,
+        limit: u32,
+    ) -> StoreResult<Vec<CheckpointClaimRow>> {
+        audit::list_claims(&self.read_pool, after_seq_from, limit).await
     }
 
     async fn ensure_field_index(&self, object: &str, path: &[String]) -> StoreResult<()> {

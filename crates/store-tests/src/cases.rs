@@ -10,9 +10,10 @@ use custodian_core::audit::GENESIS_HASH;
 use custodian_core::search::{QueryToken, index_text, query_tokens};
 use custodian_store::audit::verify_chain;
 use custodian_store::{
-    AuditDraft, AuditRow, Column, CustomFieldRow, DeletedFilter, DepartmentRow, FieldDigest, Filter, FilterOp,
-    FilterValue, ListQuery, RecordWrite, RowScope, SessionRow, Sort, Store, StoreError, StoredRecord, TeamRow, UserRow,
-    ValueKind, WrappedKeyRow, WriteAction, WriteBatch, now_micros,
+    AuditDraft, AuditRow, CheckpointClaimOutcome, CheckpointClaimRequest, CheckpointRange, Column, CustomFieldRow,
+    DeletedFilter, DepartmentRow, FieldDigest, Filter, FilterOp, FilterValue, ListQuery, RecordWrite, RowScope,
+    SessionRow, Sort, Store, StoreError, StoredRecord, TeamRow, UserRow, ValueKind, WrappedKeyRow, WriteAction,
+    WriteBatch, now_micros,
 };
 use serde_json::{Map, Value, json};
 use std::cmp::Ordering;
@@ -665,6 +666,134 @@ pub async fn audit_chain_is_linear_under_concurrency(store: DynStore) {
     }
 }
 
+pub async fn audit_chain_streams_raw_rows(store: DynStore) {
+    use futures::TryStreamExt;
+    assert!(store.audit_chain(0, None).try_collect::<Vec<_>>().await.expect("empty chain").is_empty());
+    assert_eq!(store.audit_max_seq().await.expect("max seq"), 0);
+    let mut d = AuditDraft::new("record.view");
+    d.actor_id = Some(Uuid::now_v7());
+    d.object = Some(OBJ.into());
+    d.record_id = Some(Uuid::now_v7());
+    d.request_id = Some("req-7".into());
+    d.details = json!({ "fields": ["name", "mobile"], "note": "见过 \"quoted\"" });
+    store.append_audit(vec![d.clone(), AuditDraft::new("record.list"), AuditDraft::new("x")]).await.expect("append");
+    let listed = store.list_audit(0, 10).await.expect("list_audit");
+    let raw: Vec<_> = store.audit_chain(0, None).try_collect().await.expect("chain");
+    assert_eq!(raw.len(), 3);
+    for (r, l) in raw.iter().zip(&listed) {
+        assert_eq!(r.seq, l.seq);
+        assert_eq!(r.at, Some(l.at));
+        assert_eq!(r.action.as_deref(), Some(l.action.as_str()));
+        assert_eq!(r.actor_id, l.actor_id.map(|u| u.to_string()));
+        assert_eq!(r.object, l.object);
+        assert_eq!(r.record_id, l.record_id.map(|u| u.to_string()));
+        assert_eq!(r.body.as_deref(), Some(l.body.as_bytes()));
+        assert_eq!(r.prev_hash.as_deref(), Some(l.prev_hash.as_slice()));
+        assert_eq!(r.hash.as_deref(), Some(l.hash.as_slice()));
+    }
+    assert_eq!(raw[0].request_id.as_deref(), Some("req-7"));
+    assert_eq!(raw[1].actor_id, None);
+    assert_eq!(store.audit_max_seq().await.expect("max seq"), 3);
+    let all: Vec<_> = store.audit_chain(i64::MIN, None).try_collect().await.expect("chain");
+    assert_eq!(all.len(), 3);
+    let middle: Vec<_> = store.audit_chain(1, Some(2)).try_collect().await.expect("chain");
+    assert_eq!(middle.iter().map(|r| r.seq).collect::<Vec<_>>(), vec![2]);
+    let tail: Vec<_> = store.audit_chain(2, None).try_collect().await.expect("chain");
+    assert_eq!(tail.iter().map(|r| r.seq).collect::<Vec<_>>(), vec![3]);
+}
+
+fn claim_request(claimant: &str, max_events: i64, now: i64) -> CheckpointClaimRequest {
+    CheckpointClaimRequest {
+        claimant: claimant.to_owned(),
+        max_events,
+        every_micros: 10_000_000,
+        lease_micros: 60_000_000,
+        now,
+    }
+}
+
+fn claimed(from: i64, to: i64) -> CheckpointClaimOutcome {
+    CheckpointClaimOutcome::Claimed(CheckpointRange { seq_from: from, seq_to: to })
+}
+
+pub async fn checkpoint_claims_hand_out_consecutive_ranges(store: DynStore) {
+    let t0 = now_micros();
+    assert_eq!(
+        store.claim_audit_checkpoint(claim_request("a", 3, t0)).await.expect("claim"),
+        CheckpointClaimOutcome::Nothing
+    );
+    store.append_audit((0..5).map(|i| AuditDraft::new(format!("e{i}"))).collect()).await.expect("append");
+    // The first range is due at once; it never exceeds max_events.
+    assert_eq!(store.claim_audit_checkpoint(claim_request("a", 3, t0)).await.expect("claim"), claimed(1, 3));
+    store.complete_audit_checkpoint(CheckpointRange { seq_from: 1, seq_to: 3 }, t0).await.expect("complete");
+    // Two events pending: fewer than max_events and the newest claim is recent.
+    assert_eq!(
+        store.claim_audit_checkpoint(claim_request("b", 3, t0 + 1)).await.expect("claim"),
+        CheckpointClaimOutcome::Nothing
+    );
+    // Once `every` has passed (for any server), the short range is due.
+    let later = t0 + 10_000_000;
+    assert_eq!(store.claim_audit_checkpoint(claim_request("b", 3, later)).await.expect("claim"), claimed(4, 5));
+    // Not written yet, within its lease: nobody else gets it, nothing else is pending.
+    assert_eq!(
+        store.claim_audit_checkpoint(claim_request("c", 3, later + 1)).await.expect("claim"),
+        CheckpointClaimOutcome::Nothing
+    );
+    // Its writer died: after the lease, the next writer takes over the same range.
+    let expired = later + 60_000_000;
+    assert_eq!(store.claim_audit_checkpoint(claim_request("c", 3, expired)).await.expect("claim"), claimed(4, 5));
+    store.complete_audit_checkpoint(CheckpointRange { seq_from: 4, seq_to: 5 }, expired).await.expect("complete");
+    assert_eq!(
+        store.claim_audit_checkpoint(claim_request("d", 3, expired + 100_000_000)).await.expect("claim"),
+        CheckpointClaimOutcome::Nothing
+    );
+    // A clock moved backwards does not stall time-based checkpoints.
+    store.append_audit(vec![AuditDraft::new("e5")]).await.expect("append");
+    assert_eq!(
+        store.claim_audit_checkpoint(claim_request("d", 3, t0 - 3_600_000_000)).await.expect("claim"),
+        claimed(6, 6)
+    );
+
+    let claims = store.list_audit_checkpoint_claims(0, 10).await.expect("claims");
+    assert_eq!(claims.iter().map(|c| (c.seq_from, c.seq_to)).collect::<Vec<_>>(), vec![(1, 3), (4, 5), (6, 6)]);
+    assert_eq!((claims[0].claimant.as_str(), claims[0].written_at), ("a", Some(t0)));
+    assert_eq!((claims[1].claimant.as_str(), claims[1].written_at), ("c", Some(expired)));
+    assert_eq!(claims[2].written_at, None);
+    assert_eq!(store.list_audit_checkpoint_claims(1, 10).await.expect("claims").len(), 2);
+}
+
+pub async fn checkpoint_claims_are_disjoint_under_concurrency(store: DynStore) {
+    store.append_audit((0..100).map(|i| AuditDraft::new(format!("e{i}"))).collect()).await.expect("append");
+    let mut tasks = Vec::new();
+    for task in 0..8 {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut got = Vec::new();
+            loop {
+                let request = claim_request(&format!("writer {task}"), 7, now_micros());
+                match store.claim_audit_checkpoint(request).await.expect("claim") {
+                    CheckpointClaimOutcome::Claimed(range) => got.push(range),
+                    _ => break,
+                }
+            }
+            got
+        }));
+    }
+    let mut ranges = Vec::new();
+    for t in tasks {
+        ranges.extend(t.await.expect("task"));
+    }
+    ranges.sort_by_key(|r| r.seq_from);
+    let mut next = 1;
+    for r in &ranges {
+        assert_eq!(r.seq_from, next, "ranges are consecutive and never handed out twice: {ranges:?}");
+        assert!(r.seq_to >= r.seq_from && r.seq_to - r.seq_from < 7);
+        next = r.seq_to + 1;
+    }
+    // 14 full ranges; the last 2 events wait for `every` (the newest claim is recent).
+    assert_eq!(next, 99);
+}
+
 // ---- filters --------------------------------------------------------------------------------
 
 pub async fn filter_text(store: DynStore) {
@@ -1268,6 +1397,9 @@ pub async fn sessions_round_trip(store: DynStore) {
         expires_at: now + 3_600_000_000,
         ip: Some("198.51.100.1".into()),
         user_agent: Some("curl/8".into()),
+        kind: "session".into(),
+        scope: "read_write".into(),
+        name: None,
     };
     store.create_session(s.clone(), AuditDraft::new("session.create")).await.expect("create");
     assert_eq!(store.get_session(&s.token_hash).await.expect("get"), Some(s.clone()));
@@ -1281,7 +1413,15 @@ pub async fn sessions_round_trip(store: DynStore) {
         "last_seen_at only moves forward"
     );
     store.touch_session("unknown", now).await.expect("touching a missing session is harmless");
-    let bare = SessionRow { token_hash: "other".into(), ip: None, user_agent: None, ..s.clone() };
+    let bare = SessionRow {
+        token_hash: "other".into(),
+        ip: None,
+        user_agent: None,
+        kind: "api_token".into(),
+        scope: "read".into(),
+        name: Some("报表脚本".into()),
+        ..s.clone()
+    };
     store.create_session(bare.clone(), AuditDraft::new("session.create")).await.expect("create");
     store.delete_session(&s.token_hash, AuditDraft::new("session.delete")).await.expect("delete");
     assert_eq!(store.get_session(&s.token_hash).await.expect("get"), None);

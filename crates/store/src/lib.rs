@@ -14,7 +14,10 @@ use serde_json::{Map, Value};
 use uuid::Uuid;
 
 pub mod audit;
-pub use audit::{AuditDraft, AuditRow};
+pub use audit::{
+    AuditChainRow, AuditDraft, AuditRow, CheckpointClaimOutcome, CheckpointClaimRequest, CheckpointClaimRow,
+    CheckpointRange,
+};
 
 pub type StoreResult<T> = Result<T, StoreError>;
 
@@ -309,6 +312,12 @@ pub struct SessionRow {
     pub expires_at: i64,
     pub ip: Option<String>,
     pub user_agent: Option<String>,
+    /// "session" (login, idle expiry) or "api_token" (personal token, no idle expiry).
+    pub kind: String,
+    /// "read_write" or "read".
+    pub scope: String,
+    /// Label of a personal token.
+    pub name: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -384,6 +393,36 @@ pub trait Store: Send + Sync + 'static {
 
     /// Events with seq > `after_seq`, in order.
     async fn list_audit(&self, after_seq: i64, limit: u32) -> StoreResult<Vec<AuditRow>>;
+
+    /// Every stored event with `after_seq < seq <= through_seq` (no upper bound when `None`),
+    /// ordered by seq, streamed from one query so that a million events never sit in memory
+    /// and a row stored twice under one seq is seen twice. Rows are raw (`AuditChainRow`): the
+    /// verifier reads a database that may have been tampered with.
+    fn audit_chain(
+        &self,
+        after_seq: i64,
+        through_seq: Option<i64>,
+    ) -> futures::stream::BoxStream<'_, StoreResult<AuditChainRow>>;
+
+    /// The highest sequence number stored in the events table (0 when empty): what is there,
+    /// not what the chain head claims.
+    async fn audit_max_seq(&self) -> StoreResult<i64>;
+
+    /// Hands out the next range of events to checkpoint, serialised across every server sharing
+    /// the database, so that one server writes one checkpoint per range. Stale claims (their
+    /// writer died) come first; see `audit::plan_checkpoint_claim` for the rest.
+    async fn claim_audit_checkpoint(&self, request: CheckpointClaimRequest) -> StoreResult<CheckpointClaimOutcome>;
+
+    /// Marks a claimed range as written to a checkpoint file.
+    async fn complete_audit_checkpoint(&self, range: CheckpointRange, now: i64) -> StoreResult<()>;
+
+    /// Checkpoint claims with seq_from > `after_seq_from`, in order (for the verifier's
+    /// cross-check of checkpoint files against what the servers say they wrote).
+    async fn list_audit_checkpoint_claims(
+        &self,
+        after_seq_from: i64,
+        limit: u32,
+    ) -> StoreResult<Vec<CheckpointClaimRow>>;
 
     // ---- schema and keys -----------------------------------------------------------------
 

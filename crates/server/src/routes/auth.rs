@@ -71,3 +71,36 @@ pub async fn end_my_sessions(State(state): State<AppState>, Auth(ctx): Auth) -> 
     let n = state.service.end_my_sessions(&ctx).await?;
     Ok(Json(json!({ "ended": n })).into_response())
 }
+
+#[derive(serde::Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewTokenBody {
+    pub name: String,
+    /// "read" or "read_write".
+    pub scope: String,
+    /// 1-365.
+    pub expires_in_days: u32,
+}
+
+#[utoipa::path(post, path = "/api/v1/auth/tokens", tag = "auth", request_body = NewTokenBody,
+    description = "Creates a personal API token (shown once; stored hashed). Read-only tokens may only use GET.",
+    responses((status = 201), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 422, body = ErrorBody)))]
+pub async fn create_token(
+    State(state): State<AppState>,
+    Auth(ctx): Auth,
+    JsonBody(body): JsonBody<NewTokenBody>,
+) -> ApiResult<Response> {
+    let t = state.service.create_api_token(&ctx, &body.name, &body.scope, body.expires_in_days).await?;
+    Ok((StatusCode::CREATED, Json(json!(t))).into_response())
+}
+
+#[utoipa::path(delete, path = "/api/v1/auth/sessions/{id}", tag = "auth", params(("id" = String, Path, description = "Session or token id from GET /auth/sessions")),
+    responses((status = 204), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn end_session(
+    State(state): State<AppState>,
+    Auth(ctx): Auth,
+    crate::extract::PathParams(id): crate::extract::PathParams<String>,
+) -> ApiResult<Response> {
+    state.service.end_my_session(&ctx, &id).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}

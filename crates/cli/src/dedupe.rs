@@ -1,0 +1,560 @@
+//! `custodian dedupe`: finds duplicate records in any CSV file, before import or for a one-off
+//! clean-up. Columns are mapped to kinds (`--column name=person_name`); the matching engine
+//! (`custodian_core::matching`) estimates its weights on the file itself, so no training data
+//! or configuration is needed. Writes `id_a,id_b,score` for pairs at or above the threshold,
+//! and optionally the clusters.
+//!
+//! Bad input gets a clear error and changes nothing: the input must be UTF-8 (GBK exports are
+//! refused with the `iconv` command that converts them), quoting must be well-formed, fields,
+//! lines and column counts are capped, and outputs are written to temporary files that replace
+//! the targets only when everything succeeded.
+
+use std::collections::HashMap;
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use custodian_core::matching::{DedupeResult, FieldKind, FieldSpec, MatchConfig, Matcher, Stage};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+/// Largest field accepted (bytes).
+pub const MAX_FIELD_BYTES: usize = 1 << 20;
+/// Largest record (line, or lines of one quoted record) accepted (bytes).
+pub const MAX_RECORD_BYTES: usize = 4 << 20;
+/// Most columns accepted in a row.
+pub const MAX_COLUMNS: usize = 2048;
+/// Most data rows accepted.
+pub const MAX_ROWS: usize = 20_000_000;
+/// Files with at least this many rows show a progress bar (when stderr is a terminal).
+const PROGRESS_FROM_ROWS: usize = 20_000;
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct DedupeArgs {
+    /// CSV file (UTF-8, comma-separated, first line = column names).
+    #[arg(long)]
+    pub input: PathBuf,
+    /// Column holding each record's unique id.
+    #[arg(long)]
+    pub id_column: String,
+    /// A column to compare and its kind, as NAME=KIND; repeat for each column. Kinds:
+    /// person_name, given_name, surname, company_name, phone, email, date, address, postcode,
+    /// city, id_number, text, exact.
+    #[arg(long = "column", value_name = "NAME=KIND", required = true)]
+    pub columns: Vec<String>,
+    /// Where to write the pairs (`id_a,id_b,score`).
+    #[arg(long)]
+    pub output: PathBuf,
+    /// Lowest match probability written (0 < threshold <= 1).
+    #[arg(long, default_value_t = 0.9)]
+    pub threshold: f64,
+    /// Also write the clusters (`id,cluster_id,cluster_size`; every record, singletons too).
+    #[arg(long)]
+    pub clusters: Option<PathBuf>,
+    /// Refuse to put two records in one cluster when their own score is below this
+    /// (0 <= min_link <= 1). Without it, clusters are plain connected components.
+    #[arg(long)]
+    pub min_link: Option<f64>,
+}
+
+/// A parsed CSV file.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Table {
+    pub header: Vec<String>,
+    pub rows: Vec<Vec<String>>,
+    /// Line number (1-based) where each row starts.
+    pub lines: Vec<usize>,
+}
+
+/// What to compare, resolved against a table's header.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    pub id_index: usize,
+    /// (column index, field spec) per compared column.
+    pub columns: Vec<(usize, FieldSpec)>,
+}
+
+/// Result of a dedupe run, for the caller's report.
+#[derive(Debug)]
+pub struct Outcome {
+    pub ids: Vec<String>,
+    pub result: DedupeResult,
+    pub elapsed: Duration,
+}
+
+pub fn run(args: DedupeArgs) -> Result<()> {
+    check_probability("--threshold", args.threshold, false)?;
+    if let Some(min_link) = args.min_link {
+        check_probability("--min-link", min_link, true)?;
+    }
+    let started = Instant::now();
+    let table = read_table(&args.input)?;
+    let plan = plan(&table, &args.id_column, &args.columns)?;
+    let progress = progress_bar(table.rows.len());
+    let outcome = dedupe_table(&table, &plan, &progress)?;
+    progress.set_message("writing");
+    let written = write_pairs(&args.output, &outcome, args.threshold)?;
+    let clusters = match &args.clusters {
+        Some(path) => Some(write_clusters(path, &outcome, args.threshold, args.min_link)?),
+        None => None,
+    };
+    progress.finish_and_clear();
+    let mut out = std::io::stdout().lock();
+    writeln!(
+        out,
+        "{} records, {} candidate pairs compared, {} pairs with score >= {} written to {}{} ({:.2} s)",
+        table.rows.len(),
+        outcome.result.pairs.len(),
+        written,
+        args.threshold,
+        args.output.display(),
+        clusters.map_or(String::new(), |n| format!("; {n} clusters of two or more records")),
+        started.elapsed().as_secs_f64(),
+    )?;
+    Ok(())
+}
+
+fn check_probability(flag: &str, value: f64, zero_allowed: bool) -> Result<()> {
+    let ok = value.is_finite() && value <= 1.0 && if zero_allowed { value >= 0.0 } else { value > 0.0 };
+    if !ok {
+        let range = if zero_allowed { "0 <= value <= 1" } else { "0 < value <= 1" };
+        bail!("{flag} must be a probability ({range}), got {value}");
+    }
+    Ok(())
+}
+
+/// Reads and parses a CSV file, refusing anything that is not well-formed UTF-8 CSV.
+pub fn read_table(path: &Path) -> Result<Table> {
+    let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    parse_table(&bytes).with_context(|| format!("{} is not a usable CSV file", path.display()))
+}
+
+/// Parses CSV bytes (see [`read_table`]).
+pub fn parse_table(bytes: &[u8]) -> Result<Table> {
+    if bytes.starts_with(&[0xFF, 0xFE]) || bytes.starts_with(&[0xFE, 0xFF]) {
+        bail!(
+            "the file is UTF-16 encoded; convert it to UTF-8 first, e.g. `iconv -f UTF-16 -t UTF-8 in.csv > out.csv`"
+        );
+    }
+    let bytes = bytes.strip_prefix(&[0xEF, 0xBB, 0xBF]).unwrap_or(bytes);
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        bail!("the file is empty");
+    }
+    let text = match std::str::from_utf8(bytes) {
+        Ok(text) => text,
+        Err(e) => {
+            let offset = e.valid_up_to();
+            let line = bytes[..offset].iter().filter(|&&b| b == b'\n').count() + 1;
+            bail!(
+                "the file is not valid UTF-8 (first bad byte 0x{:02X} at byte {offset}, line {line}); it is probably \
+                 GBK/GB18030 (Excel in Chinese locales saves CSV that way). Convert it first, e.g. \
+                 `iconv -f GBK -t UTF-8 in.csv > in-utf8.csv`, and run again",
+                bytes[offset]
+            );
+        }
+    };
+    if let Some(offset) = text.find('\0') {
+        let line = text[..offset].matches('\n').count() + 1;
+        bail!("the file contains a NUL byte (line {line}); it is not a text CSV file");
+    }
+    let (records, lines) = parse_records(text)?;
+    let mut records = records.into_iter();
+    let mut lines = lines.into_iter();
+    let Some(header) = records.next() else {
+        bail!("the file is empty");
+    };
+    lines.next();
+    let header: Vec<String> = header.into_iter().map(|h| h.trim().to_owned()).collect();
+    let mut rows = Vec::new();
+    let mut row_lines = Vec::new();
+    for (row, line) in records.zip(lines) {
+        if row.len() != header.len() {
+            bail!("line {line} has {} fields but the header has {} columns", row.len(), header.len());
+        }
+        rows.push(row);
+        row_lines.push(line);
+        if rows.len() > MAX_ROWS {
+            bail!("more than {MAX_ROWS} rows; split the file");
+        }
+    }
+    if rows.is_empty() {
+        bail!("the file has a header but no data rows");
+    }
+    Ok(Table { header, rows, lines: row_lines })
+}
+
+/// RFC 4180 records: comma-separated, CRLF or LF line ends, fields optionally in double quotes
+/// with "" for a quote. Strict where lenient parsers guess: a quote inside an unquoted field,
+/// text after a closing quote and an unclosed quote are errors naming the line. Blank lines are
+/// skipped.
+fn parse_records(text: &str) -> Result<(Vec<Vec<String>>, Vec<usize>)> {
+    let mut records = Vec::new();
+    let mut starts = Vec::new();
+    let bytes = text.as_bytes();
+    let mut i = 0usize;
+    let mut line = 1usize;
+    while i < bytes.len() {
+        // Blank line.
+        if bytes[i] == b'\n' {
+            i += 1;
+            line += 1;
+            continue;
+        }
+        if bytes[i] == b'\r' && bytes.get(i + 1) == Some(&b'\n') {
+            i += 2;
+            line += 1;
+            continue;
+        }
+        let record_start = i;
+        let record_line = line;
+        let mut fields: Vec<String> = Vec::new();
+        loop {
+            if fields.len() >= MAX_COLUMNS {
+                bail!("line {record_line} has more than {MAX_COLUMNS} columns");
+            }
+            let mut field = String::new();
+            if bytes.get(i) == Some(&b'"') {
+                let quote_line = line;
+                i += 1;
+                let mut closed = false;
+                let mut chunk_start = i;
+                while i < bytes.len() {
+                    match bytes[i] {
+                        b'"' if bytes.get(i + 1) == Some(&b'"') => {
+                            field.push_str(&text[chunk_start..=i]);
+                            i += 2;
+                            chunk_start = i;
+                        }
+                        b'"' => {
+                            field.push_str(&text[chunk_start..i]);
+                            i += 1;
+                            closed = true;
+                            break;
+                        }
+                        b'\n' => {
+                            line += 1;
+                            i += 1;
+                        }
+                        _ => i += 1,
+                    }
+                    if i - record_start > MAX_RECORD_BYTES {
+                        bail!(
+                            "the record starting on line {record_line} is longer than {} MiB (an unclosed quote?)",
+                            MAX_RECORD_BYTES >> 20
+                        );
+                    }
+                }
+                if !closed {
+                    bail!("line {quote_line}: a quoted field is never closed (missing \")");
+                }
+                match bytes.get(i) {
+                    None | Some(b',') | Some(b'\n') => {}
+                    Some(b'\r') if bytes.get(i + 1) == Some(&b'\n') => {}
+                    Some(_) => bail!(
+                        "line {line}: unexpected text after a closing quote (write \"\" for a quote inside a quoted field)"
+                    ),
+                }
+            } else {
+                let start = i;
+                while i < bytes.len() && !matches!(bytes[i], b',' | b'\n') {
+                    if bytes[i] == b'\r' && bytes.get(i + 1) == Some(&b'\n') {
+                        break;
+                    }
+                    if bytes[i] == b'"' {
+                        bail!(
+                            "line {line}: a quote inside an unquoted field (quote the whole field and write \"\" for the quote)"
+                        );
+                    }
+                    i += 1;
+                }
+                field.push_str(&text[start..i]);
+            }
+            if field.len() > MAX_FIELD_BYTES {
+                bail!("line {record_line}: a field is longer than {} KiB", MAX_FIELD_BYTES >> 10);
+            }
+            if i - record_start > MAX_RECORD_BYTES {
+                bail!("line {record_line} is longer than {} MiB", MAX_RECORD_BYTES >> 20);
+            }
+            fields.push(field);
+            match bytes.get(i) {
+                Some(b',') => {
+                    i += 1;
+                }
+                Some(b'\r') => {
+                    i += 2;
+                    line += 1;
+                    break;
+                }
+                Some(b'\n') => {
+                    i += 1;
+                    line += 1;
+                    break;
+                }
+                _ => break,
+            }
+        }
+        records.push(fields);
+        starts.push(record_line);
+    }
+    Ok((records, starts))
+}
+
+/// Resolves `--id-column` and `--column NAME=KIND` against the header.
+pub fn plan(table: &Table, id_column: &str, columns: &[String]) -> Result<Plan> {
+    let available = || table.header.iter().map(|h| format!("{h:?}")).collect::<Vec<_>>().join(", ");
+    let find = |name: &str| -> Result<usize> {
+        let hits: Vec<usize> = table.header.iter().enumerate().filter(|(_, h)| *h == name).map(|(i, _)| i).collect();
+        match hits.as_slice() {
+            [one] => Ok(*one),
+            [] => bail!("no column named {name:?}; the columns are: {}", available()),
+            _ => bail!("the header has {} columns named {name:?}; rename them so each name is unique", hits.len()),
+        }
+    };
+    let id_index = find(id_column.trim()).context("--id-column")?;
+    let mut ids: HashMap<&str, usize> = HashMap::with_capacity(table.rows.len());
+    for (row, line) in table.rows.iter().zip(&table.lines) {
+        let id = row[id_index].trim();
+        if id.is_empty() {
+            bail!("line {line}: the id column {id_column:?} is empty; every record needs an id");
+        }
+        if let Some(first) = ids.insert(id, *line) {
+            bail!("id {id:?} appears on lines {first} and {line}; ids must be unique");
+        }
+    }
+    if columns.is_empty() {
+        bail!("map at least one column to a kind with --column NAME=KIND");
+    }
+    let mut planned: Vec<(usize, FieldSpec)> = Vec::new();
+    for mapping in columns {
+        let Some((name, kind)) = mapping.rsplit_once('=') else {
+            bail!("--column {mapping:?} must be NAME=KIND, e.g. --column mobile=phone");
+        };
+        let kind: FieldKind = kind.parse().with_context(|| format!("--column {mapping:?}"))?;
+        let index = find(name.trim()).with_context(|| format!("--column {mapping:?}"))?;
+        if planned.iter().any(|(i, _)| *i == index) {
+            bail!("--column {mapping:?}: column {name:?} is mapped twice");
+        }
+        planned.push((index, FieldSpec::new(name.trim(), kind)));
+    }
+    if planned.len() > custodian_core::matching::MAX_FIELDS {
+        bail!("at most {} columns can be compared", custodian_core::matching::MAX_FIELDS);
+    }
+    Ok(Plan { id_index, columns: planned })
+}
+
+/// Runs the matching engine on a table.
+pub fn dedupe_table(table: &Table, plan: &Plan, progress: &ProgressBar) -> Result<Outcome> {
+    let started = Instant::now();
+    let fields: Vec<FieldSpec> = plan.columns.iter().map(|(_, f)| f.clone()).collect();
+    let matcher = Matcher::new(fields, MatchConfig::default())?;
+    progress.set_message("preparing");
+    let raw: Vec<Vec<&str>> =
+        table.rows.iter().map(|row| plan.columns.iter().map(|(i, _)| row[*i].as_str()).collect()).collect();
+    let records = matcher.prepare_all(&raw);
+    let result = matcher.dedupe(&records, &mut |stage, done, total| {
+        let name = match stage {
+            Stage::Blocking => "blocking",
+            Stage::Comparing => "comparing",
+            Stage::Estimating => "estimating",
+            Stage::Scoring => "scoring",
+        };
+        progress.set_message(name);
+        progress.set_length(total.max(1));
+        progress.set_position(done);
+    });
+    let ids = table.rows.iter().map(|row| row[plan.id_index].trim().to_owned()).collect();
+    Ok(Outcome { ids, result, elapsed: started.elapsed() })
+}
+
+fn progress_bar(rows: usize) -> ProgressBar {
+    if rows < PROGRESS_FROM_ROWS || !std::io::stderr().is_terminal() {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::with_draw_target(Some(rows as u64), ProgressDrawTarget::stderr());
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} {msg:10} [{bar:40}] {pos}/{len} ({elapsed})")
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
+    );
+    bar.enable_steady_tick(Duration::from_millis(200));
+    bar
+}
+
+/// A probability with six decimals, rounded down so that a written score is never above the
+/// computed one (a pair written at "0.900000" did reach 0.9).
+fn format_score(p: f64) -> String {
+    format!("{:.6}", (p * 1e6).floor() / 1e6)
+}
+
+/// Writes `path` through a temporary file next to it, renamed into place only on success.
+fn write_atomically(path: &Path, write: impl FnOnce(&mut csv::Writer<std::fs::File>) -> Result<()>) -> Result<()> {
+    let file_name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "output".into());
+    let temporary = path.with_file_name(format!(".{file_name}.{}.tmp", std::process::id()));
+    let result = (|| -> Result<()> {
+        let file = std::fs::File::create(&temporary).with_context(|| format!("cannot create {}", path.display()))?;
+        let mut writer = csv::Writer::from_writer(file);
+        write(&mut writer)?;
+        let file =
+            writer.into_inner().map_err(|e| anyhow::anyhow!("cannot write {}: {}", path.display(), e.error()))?;
+        file.sync_all().with_context(|| format!("cannot write {}", path.display()))?;
+        std::fs::rename(&temporary, path).with_context(|| format!("cannot write {}", path.display()))?;
+        Ok(())
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&temporary);
+    }
+    result
+}
+
+/// Pairs at or above the threshold, best first; returns how many were written.
+pub fn write_pairs(path: &Path, outcome: &Outcome, threshold: f64) -> Result<usize> {
+    let mut pairs: Vec<_> = outcome.result.pairs_at_or_above(threshold).collect();
+    pairs.sort_by(|x, y| y.probability.total_cmp(&x.probability).then((x.a, x.b).cmp(&(y.a, y.b))));
+    write_atomically(path, |w| {
+        w.write_record(["id_a", "id_b", "score"])?;
+        for p in &pairs {
+            let score = format_score(p.probability);
+            w.write_record([outcome.ids[p.a as usize].as_str(), outcome.ids[p.b as usize].as_str(), score.as_str()])?;
+        }
+        Ok(())
+    })?;
+    Ok(pairs.len())
+}
+
+/// Every record with its cluster (named by the id of its first record in file order) and the
+/// cluster's size; returns the number of clusters with two or more records.
+pub fn write_clusters(path: &Path, outcome: &Outcome, threshold: f64, min_link: Option<f64>) -> Result<usize> {
+    let labels = outcome.result.clusters(threshold, min_link);
+    let mut sizes: HashMap<u32, usize> = HashMap::new();
+    for label in &labels {
+        *sizes.entry(*label).or_insert(0) += 1;
+    }
+    write_atomically(path, |w| {
+        w.write_record(["id", "cluster_id", "cluster_size"])?;
+        for (i, label) in labels.iter().enumerate() {
+            let size = sizes.get(label).copied().unwrap_or(1).to_string();
+            w.write_record([outcome.ids[i].as_str(), outcome.ids[*label as usize].as_str(), size.as_str()])?;
+        }
+        Ok(())
+    })?;
+    Ok(sizes.values().filter(|&&s| s >= 2).count())
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+
+    fn err(bytes: &[u8]) -> String {
+        format!("{:#}", parse_table(bytes).unwrap_err())
+    }
+
+    #[test]
+    fn parses_rfc4180() {
+        let t = parse_table(b"\xEF\xBB\xBFid,name\r\n1,\"Zhang, Wei\"\r\n\r\n2,\"say \"\"hi\"\"\nnext line\"\n3,\n")
+            .unwrap();
+        assert_eq!(t.header, vec!["id", "name"]);
+        assert_eq!(t.rows, vec![vec!["1", "Zhang, Wei"], vec!["2", "say \"hi\"\nnext line"], vec!["3", ""]]);
+        assert_eq!(t.lines, vec![2, 4, 6]);
+    }
+
+    #[test]
+    fn refuses_bad_files() {
+        assert!(err(b"").contains("empty"));
+        assert!(err(b"  \n\n").contains("empty"));
+        assert!(err(b"id,name\n").contains("no data rows"));
+        let gbk = b"id,name\n1,\xd5\xc5\xce\xb0\n";
+        let message = err(gbk);
+        assert!(
+            message.contains("UTF-8") && message.contains("iconv -f GBK -t UTF-8") && message.contains("line 2"),
+            "{message}"
+        );
+        assert!(err(b"\xFF\xFEi\0d\0").contains("UTF-16"));
+        assert!(err(b"id,name\n1,\"unclosed\n2,b\n").contains("never closed"));
+        assert!(err(b"id,name\n1,ab\"c\n").contains("quote inside an unquoted field"));
+        assert!(err(b"id,name\n1,\"a\"b\n").contains("after a closing quote"));
+        assert!(err(b"id,name\n1,a,extra\n").contains("line 2 has 3 fields"));
+        assert!(err(b"id,name\n1,a\0b\n").contains("NUL"));
+        let wide = format!("{}\n", vec!["x"; MAX_COLUMNS + 1].join(","));
+        assert!(err(wide.as_bytes()).contains("more than 2048 columns"));
+        let long = format!("id,name\n1,{}\n", "a".repeat(MAX_FIELD_BYTES + 1));
+        assert!(err(long.as_bytes()).contains("longer than"));
+    }
+
+    fn table() -> Table {
+        parse_table("id,name,mobile\nA,张伟,13812345678\nB,張偉,+86 138 1234 5678\nC,李娜,13900000000\n".as_bytes())
+            .unwrap()
+    }
+
+    #[test]
+    fn plan_errors() {
+        let t = table();
+        let cols = |c: &[&str]| c.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+        assert!(plan(&t, "id", &cols(&["name=person_name", "mobile=phone"])).is_ok());
+        let e = |id: &str, c: &[&str]| format!("{:#}", plan(&t, id, &cols(c)).unwrap_err());
+        assert!(e("nope", &["name=person_name"]).contains("no column named \"nope\""));
+        assert!(e("id", &["nam=person_name"]).contains("the columns are"));
+        assert!(e("id", &["name=nickname"]).contains("valid kinds"));
+        assert!(e("id", &["name"]).contains("NAME=KIND"));
+        assert!(e("id", &["name=person_name", "name=text"]).contains("mapped twice"));
+        assert!(e("id", &[]).contains("at least one column"));
+        let dup = parse_table(b"id,name\nA,x\nA,y\n").unwrap();
+        assert!(
+            format!("{:#}", plan(&dup, "id", &cols(&["name=text"])).unwrap_err()).contains("appears on lines 2 and 3")
+        );
+        let empty_id = parse_table(b"id,name\n,x\n").unwrap();
+        assert!(format!("{:#}", plan(&empty_id, "id", &cols(&["name=text"])).unwrap_err()).contains("is empty"));
+    }
+
+    #[test]
+    fn thresholds() {
+        for bad in [0.0, -0.1, 1.5, f64::NAN, f64::INFINITY] {
+            assert!(check_probability("--threshold", bad, false).is_err(), "{bad}");
+        }
+        assert!(check_probability("--threshold", 1.0, false).is_ok());
+        assert!(check_probability("--min-link", 0.0, true).is_ok());
+        assert_eq!(format_score(0.9999999), "0.999999");
+        assert_eq!(format_score(0.9), "0.900000");
+    }
+
+    #[test]
+    fn end_to_end_on_a_generated_file() {
+        use custodian_core::matching::synth;
+        let data = synth::people(synth::SynthConfig { records: 600, seed: 11, duplicate_share: 0.4 });
+        let dir = std::env::temp_dir().join(format!("custodian-dedupe-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let input = dir.join("records.csv");
+        let mut w = csv::Writer::from_path(&input).unwrap();
+        w.write_record(&data.header).unwrap();
+        for row in &data.rows {
+            w.write_record(row).unwrap();
+        }
+        w.flush().unwrap();
+        let args = DedupeArgs {
+            input: input.clone(),
+            id_column: "id".into(),
+            columns: synth::PEOPLE_COLUMNS[1..].iter().map(|(c, k)| format!("{c}={k}")).collect(),
+            output: dir.join("pairs.csv"),
+            threshold: 0.9,
+            clusters: Some(dir.join("clusters.csv")),
+            min_link: Some(0.5),
+        };
+        run(args).unwrap();
+        let pairs = std::fs::read_to_string(dir.join("pairs.csv")).unwrap();
+        let mut lines = pairs.lines();
+        assert_eq!(lines.next(), Some("id_a,id_b,score"));
+        let entity: HashMap<&str, u32> = data.rows.iter().zip(&data.entity).map(|(r, e)| (r[0].as_str(), *e)).collect();
+        let (mut right, mut total) = (0, 0);
+        for line in lines {
+            let parts: Vec<&str> = line.split(',').collect();
+            let score: f64 = parts[2].parse().unwrap();
+            assert!((0.9..=1.0).contains(&score));
+            total += 1;
+            right += usize::from(entity[parts[0]] == entity[parts[1]]);
+        }
+        assert!(total > 50 && right as f64 / total as f64 > 0.95, "{right}/{total}");
+        let clusters = std::fs::read_to_string(dir.join("clusters.csv")).unwrap();
+        assert_eq!(clusters.lines().count(), 601);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

@@ -1,0 +1,204 @@
+//! `custodian linkage-bench`: the labelled benchmark of the matching engine. `generate` writes
+//! synthetic CRM records with realistic duplicates and the truth kept apart; `run` deduplicates
+//! them exactly as `custodian dedupe` would and reports pairwise precision, recall and F1,
+//! B-cubed F1, pair completeness of blocking, the number of pairs compared and the time.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use custodian_core::matching::evaluate::{Evaluation, evaluate};
+use custodian_core::matching::synth::{self, SynthConfig, SynthData};
+use indicatif::ProgressBar;
+
+use crate::dedupe;
+
+/// Thresholds reported by `run`, besides the one asked for.
+const REPORTED_THRESHOLDS: &[f64] = &[0.5, 0.8, 0.9, 0.95, 0.99, 0.999];
+/// Precision required of the automatic-merge threshold (ISSUE 4, item 5).
+const AUTO_MERGE_PRECISION: f64 = 0.995;
+
+#[derive(clap::Subcommand, Debug, Clone)]
+pub enum LinkageCommand {
+    /// Write a labelled benchmark into a directory: records.csv + truth.csv (people) and, with
+    /// --companies, companies.csv + companies_truth.csv. Seeded and reproducible.
+    Generate {
+        /// Number of people records.
+        #[arg(long, default_value_t = 5000)]
+        people: usize,
+        /// Number of company records (0 = none).
+        #[arg(long, default_value_t = 0)]
+        companies: usize,
+        #[arg(long, default_value_t = 7)]
+        seed: u64,
+        /// Share of people (and companies) entered more than once.
+        #[arg(long, default_value_t = 0.4)]
+        duplicate_share: f64,
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Deduplicate a generated benchmark as `custodian dedupe` does and report its quality.
+    Run {
+        #[arg(long)]
+        dir: PathBuf,
+        /// Threshold of the headline numbers.
+        #[arg(long, default_value_t = 0.9)]
+        threshold: f64,
+        /// Minimum link for the clusters (see `custodian dedupe --min-link`).
+        #[arg(long)]
+        min_link: Option<f64>,
+    },
+}
+
+pub fn run(command: LinkageCommand) -> Result<()> {
+    match command {
+        LinkageCommand::Generate { people, companies, seed, duplicate_share, out } => {
+            if !(0.0..=0.9).contains(&duplicate_share) {
+                bail!("--duplicate-share must be between 0 and 0.9");
+            }
+            if people == 0 && companies == 0 {
+                bail!("nothing to generate: give --people or --companies a positive number");
+            }
+            if people.max(companies) > 2_000_000 {
+                bail!("at most 2,000,000 records per file");
+            }
+            std::fs::create_dir_all(&out).with_context(|| format!("cannot create {}", out.display()))?;
+            if people > 0 {
+                let data = synth::people(SynthConfig { records: people, seed, duplicate_share });
+                write_data(&out, "records.csv", "truth.csv", &data)?;
+                println!(
+                    "wrote {} and {}; deduplicate with:\n  custodian dedupe --input {} --id-column id {} --output pairs.csv",
+                    out.join("records.csv").display(),
+                    out.join("truth.csv").display(),
+                    out.join("records.csv").display(),
+                    column_flags(synth::PEOPLE_COLUMNS)
+                );
+            }
+            if companies > 0 {
+                let data = synth::companies(SynthConfig { records: companies, seed, duplicate_share });
+                write_data(&out, "companies.csv", "companies_truth.csv", &data)?;
+                println!(
+                    "wrote {} and {}",
+                    out.join("companies.csv").display(),
+                    out.join("companies_truth.csv").display()
+                );
+            }
+            Ok(())
+        }
+        LinkageCommand::Run { dir, threshold, min_link } => {
+            let mut found = false;
+            for (records, truth, columns) in [
+                ("records.csv", "truth.csv", synth::PEOPLE_COLUMNS),
+                ("companies.csv", "companies_truth.csv", synth::COMPANY_COLUMNS),
+            ] {
+                if dir.join(records).exists() {
+                    found = true;
+                    bench(&dir.join(records), &dir.join(truth), columns, threshold, min_link)?;
+                }
+            }
+            if !found {
+                bail!(
+                    "{} has neither records.csv nor companies.csv; run `custodian linkage-bench generate` first",
+                    dir.display()
+                );
+            }
+            Ok(())
+        }
+    }
+}
+
+fn column_flags(columns: &[(&str, &str)]) -> String {
+    columns[1..].iter().map(|(c, k)| format!("--column {c}={k}")).collect::<Vec<_>>().join(" ")
+}
+
+fn write_data(dir: &Path, records: &str, truth: &str, data: &SynthData) -> Result<()> {
+    let mut w = csv::Writer::from_path(dir.join(records)).with_context(|| format!("cannot write {records}"))?;
+    w.write_record(&data.header)?;
+    for row in &data.rows {
+        w.write_record(row)?;
+    }
+    w.flush()?;
+    let mut t = csv::Writer::from_path(dir.join(truth)).with_context(|| format!("cannot write {truth}"))?;
+    t.write_record(["id", "entity_id"])?;
+    for (row, entity) in data.rows.iter().zip(&data.entity) {
+        t.write_record([row[0].as_str(), entity.to_string().as_str()])?;
+    }
+    t.flush()?;
+    Ok(())
+}
+
+fn bench(records: &Path, truth: &Path, columns: &[(&str, &str)], threshold: f64, min_link: Option<f64>) -> Result<()> {
+    let table = dedupe::read_table(records)?;
+    let mapping: Vec<String> = columns[1..].iter().map(|(c, k)| format!("{c}={k}")).collect();
+    let plan = dedupe::plan(&table, columns[0].0, &mapping)?;
+    let outcome = dedupe::dedupe_table(&table, &plan, &ProgressBar::hidden())?;
+
+    let truth_table = dedupe::read_table(truth)?;
+    let entity_of: HashMap<&str, u32> = truth_table
+        .rows
+        .iter()
+        .map(|r| Ok((r[0].as_str(), r.get(1).map(String::as_str).unwrap_or_default().parse::<u32>()?)))
+        .collect::<Result<_>>()
+        .with_context(|| format!("{}: entity_id must be a number", truth.display()))?;
+    let entities: Vec<u32> = outcome
+        .ids
+        .iter()
+        .map(|id| {
+            entity_of.get(id.as_str()).copied().with_context(|| format!("id {id:?} is not in {}", truth.display()))
+        })
+        .collect::<Result<_>>()?;
+    let candidates: Vec<(u32, u32)> = outcome.result.pairs.iter().map(|p| (p.a, p.b)).collect();
+    let at = |t: f64| -> Evaluation {
+        let predicted: Vec<(u32, u32)> = outcome.result.pairs_at_or_above(t).map(|p| (p.a, p.b)).collect();
+        let clusters = outcome.result.clusters(t, min_link);
+        evaluate(&entities, &candidates, &predicted, &clusters)
+    };
+
+    let headline = at(threshold);
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{}: {} records, {} true duplicate pairs", records.display(), table.rows.len(), headline.true_pairs)?;
+    writeln!(
+        out,
+        "  blocking: {} candidate pairs compared ({:.4}% of all pairs), pair completeness {:.4}",
+        headline.candidate_pairs,
+        100.0 * headline.candidate_pairs as f64 / (table.rows.len() as f64 * (table.rows.len() as f64 - 1.0) / 2.0),
+        headline.pair_completeness
+    )?;
+    writeln!(
+        out,
+        "  matching time (prepare, block, compare, estimate, score): {:.3} s",
+        outcome.elapsed.as_secs_f64()
+    )?;
+    writeln!(out, "  threshold  precision  recall   F1       B3-precision  B3-recall  B3-F1    pairs")?;
+    let mut thresholds: Vec<f64> = REPORTED_THRESHOLDS.to_vec();
+    if !thresholds.iter().any(|t| (t - threshold).abs() < 1e-12) {
+        thresholds.push(threshold);
+        thresholds.sort_by(f64::total_cmp);
+    }
+    let mut auto_merge: Option<f64> = None;
+    for t in thresholds {
+        let e = at(t);
+        if auto_merge.is_none() && e.precision >= AUTO_MERGE_PRECISION {
+            auto_merge = Some(t);
+        }
+        writeln!(
+            out,
+            "  {:<9}  {:.4}     {:.4}   {:.4}   {:.4}        {:.4}     {:.4}   {}{}",
+            t,
+            e.precision,
+            e.recall,
+            e.f1,
+            e.bcubed_precision,
+            e.bcubed_recall,
+            e.bcubed_f1,
+            e.predicted_pairs,
+            if (t - threshold).abs() < 1e-12 { "  <- --threshold" } else { "" }
+        )?;
+    }
+    match auto_merge {
+        Some(t) => writeln!(out, "  lowest reported threshold with precision >= {AUTO_MERGE_PRECISION}: {t}")?,
+        None => writeln!(out, "  no reported threshold reaches precision {AUTO_MERGE_PRECISION}")?,
+    }
+    Ok(())
+}

@@ -1,0 +1,182 @@
+//! `custodian dedupe` and `custodian linkage-bench` end to end through the built binary: a
+//! generated benchmark is deduplicated, and every kind of bad input is refused with a clear
+//! message, a non-zero exit and no output file.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+const BIN: &str = env!("CARGO_BIN_EXE_custodian");
+
+struct TempDir(PathBuf);
+impl TempDir {
+    fn new() -> Self {
+        let p = std::env::temp_dir().join(format!("custodian-dedupe-{}", uuid::Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&p).unwrap();
+        TempDir(p)
+    }
+    fn path(&self, name: &str) -> PathBuf {
+        self.0.join(name)
+    }
+}
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn custodian(args: &[&str]) -> Output {
+    Command::new(BIN).args(args).env("CUSTODIAN_LOG", "warn").output().unwrap()
+}
+
+const PEOPLE_COLUMNS: &[&str] = &[
+    "--column",
+    "name=person_name",
+    "--column",
+    "mobile=phone",
+    "--column",
+    "email=email",
+    "--column",
+    "birth_date=date",
+    "--column",
+    "id_number=id_number",
+    "--column",
+    "company=company_name",
+    "--column",
+    "city=city",
+    "--column",
+    "address=address",
+];
+
+fn dedupe(input: &Path, output: &Path, extra: &[&str]) -> Output {
+    let mut args = vec!["dedupe", "--input", input.to_str().unwrap(), "--id-column", "id"];
+    args.extend_from_slice(extra);
+    args.extend_from_slice(&["--output", output.to_str().unwrap()]);
+    custodian(&args)
+}
+
+#[test]
+fn generated_benchmark_is_deduplicated_with_high_precision() {
+    let dir = TempDir::new();
+    let out =
+        custodian(&["linkage-bench", "generate", "--people", "1500", "--seed", "5", "--out", dir.0.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let records = dir.path("records.csv");
+    let pairs = dir.path("pairs.csv");
+    let clusters = dir.path("clusters.csv");
+    let mut extra: Vec<&str> = PEOPLE_COLUMNS.to_vec();
+    extra.extend_from_slice(&["--threshold", "0.95", "--clusters", clusters.to_str().unwrap()]);
+    let out = dedupe(&records, &pairs, &extra);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("1500 records"));
+
+    let truth: std::collections::HashMap<String, String> = std::fs::read_to_string(dir.path("truth.csv"))
+        .unwrap()
+        .lines()
+        .skip(1)
+        .map(|l| {
+            let (id, entity) = l.split_once(',').unwrap();
+            (id.to_owned(), entity.to_owned())
+        })
+        .collect();
+    let text = std::fs::read_to_string(&pairs).unwrap();
+    let mut lines = text.lines();
+    assert_eq!(lines.next(), Some("id_a,id_b,score"));
+    let (mut right, mut total) = (0usize, 0usize);
+    let mut previous = f64::INFINITY;
+    for line in lines {
+        let fields: Vec<&str> = line.split(',').collect();
+        let score: f64 = fields[2].parse().unwrap();
+        assert!((0.95..=1.0).contains(&score), "{line}");
+        assert!(score <= previous, "pairs are written best first");
+        previous = score;
+        total += 1;
+        right += usize::from(truth[fields[0]] == truth[fields[1]]);
+    }
+    assert!(total > 200, "{total} pairs");
+    assert!(right as f64 / total as f64 >= 0.99, "precision {right}/{total}");
+    let clusters = std::fs::read_to_string(&clusters).unwrap();
+    assert!(clusters.starts_with("id,cluster_id,cluster_size\n"));
+    assert_eq!(clusters.lines().count(), 1501);
+
+    let out = custodian(&["linkage-bench", "run", "--dir", dir.0.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let report = String::from_utf8_lossy(&out.stdout);
+    for needle in ["pair completeness", "precision", "B3-F1", "candidate pairs compared", "matching time"] {
+        assert!(report.contains(needle), "{needle} missing in:\n{report}");
+    }
+}
+
+/// Runs dedupe on `content` and expects a failure whose message contains every `needle`, and
+/// no output file.
+fn refused(content: &[u8], extra: &[&str], needles: &[&str]) {
+    let dir = TempDir::new();
+    let input = dir.path("in.csv");
+    std::fs::write(&input, content).unwrap();
+    let output = dir.path("pairs.csv");
+    let out = dedupe(&input, &output, extra);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "accepted: {extra:?}");
+    for needle in needles {
+        assert!(stderr.contains(needle), "{needle:?} not in {stderr}");
+    }
+    assert!(!output.exists(), "no output on failure");
+    assert!(std::fs::read_dir(&dir.0).unwrap().count() == 1, "no temporary files left behind");
+}
+
+const GOOD: &[u8] = "id,name,mobile\n1,张伟,13812345678\n2,張偉,138-1234-5678\n".as_bytes();
+
+#[test]
+fn bad_inputs_are_refused_clearly() {
+    let name = &["--column", "name=person_name"];
+    // GBK-encoded 张伟 (a typical Excel export in a Chinese locale).
+    refused(b"id,name\n1,\xd5\xc5\xce\xb0\n2,\xd5\xc5\xce\xb0\n", name, &["not valid UTF-8", "iconv -f GBK -t UTF-8"]);
+    refused(b"", name, &["empty"]);
+    refused(b"id,name\n", name, &["no data rows"]);
+    refused(b"id,name\n1,\"Zhang\n2,Li\n", name, &["never closed"]);
+    refused(b"id,name\n1,Zh\"ang\n", name, &["quote inside an unquoted field"]);
+    refused(b"id,name\n1,Zhang,extra\n", name, &["line 2 has 3 fields"]);
+    let wide = format!("{}\n", vec!["c"; 1_000_000].join(","));
+    refused(wide.as_bytes(), name, &["more than 2048 columns"]);
+    let long = format!("id,name\n1,{}\n", "张".repeat(400_000));
+    refused(long.as_bytes(), name, &["longer than"]);
+    refused(GOOD, &["--column", "nom=person_name"], &["no column named \"nom\"", "\"name\""]);
+    refused(GOOD, &["--column", "name=nickname"], &["unknown kind", "person_name"]);
+    refused(GOOD, &["--column", "name"], &["NAME=KIND"]);
+    for threshold in ["--threshold=1.5", "--threshold=0", "--threshold=-1", "--threshold=NaN", "--threshold=inf"] {
+        refused(GOOD, &["--column", "name=person_name", threshold], &["--threshold"]);
+    }
+    refused(GOOD, &["--column", "name=person_name", "--min-link=2"], &["--min-link"]);
+    refused(b"id,name\n1,a\n1,b\n", name, &["appears on lines 2 and 3"]);
+}
+
+#[test]
+fn missing_input_and_id_column() {
+    let dir = TempDir::new();
+    let out = dedupe(&dir.path("absent.csv"), &dir.path("pairs.csv"), &["--column", "name=text"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot read"));
+    let input = dir.path("in.csv");
+    std::fs::write(&input, GOOD).unwrap();
+    let mut args = vec!["dedupe", "--input", input.to_str().unwrap(), "--id-column", "key"];
+    args.extend_from_slice(&["--column", "name=person_name", "--output", "/nonexistent-dir/pairs.csv"]);
+    let out = custodian(&args);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--id-column"));
+}
+
+#[test]
+fn small_file_works() {
+    let dir = TempDir::new();
+    let input = dir.path("in.csv");
+    std::fs::write(&input, GOOD).unwrap();
+    let output = dir.path("pairs.csv");
+    let out =
+        dedupe(&input, &output, &["--column", "name=person_name", "--column", "mobile=phone", "--threshold", "0.5"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = std::fs::read_to_string(&output).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines[0], "id_a,id_b,score");
+    assert_eq!(lines.len(), 2, "{text}");
+    assert!(lines[1].starts_with("1,2,"), "{text}");
+}

@@ -1,0 +1,439 @@
+//! Blocking: cheap keys such that true duplicates almost always share at least one, so only
+//! records sharing a key are compared (sub-quadratic candidate generation).
+//!
+//! Keys come in classes (one per field and purpose, e.g. "pinyin of the surname + initial of
+//! the given name"). A key shared by at most `max_block_size` records pairs them all; a larger
+//! block (a very common surname, a company switchboard) is not dropped — that would lose its
+//! duplicates — but compared by sorted neighbourhood: its records are ordered by a name-like
+//! sort key and each is paired with the next `window` records only, so the work per key stays
+//! linear in the number of records that share it.
+
+use std::collections::HashMap;
+
+use super::engine::PreparedRecord;
+use super::fold::double_metaphone;
+use super::kind::FieldKind;
+use super::value::{Detail, NameValue, Prepared};
+
+/// How many of a record's rarest tokens become keys (company names, addresses, text).
+const RAREST_TOKENS: usize = 2;
+
+/// A class of blocking keys: its name and the fields its keys are computed from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyClass {
+    pub name: String,
+    /// Bit set of field indexes.
+    pub fields: u64,
+    pub(crate) rule: Rule,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Rule {
+    /// Person name: surname sound + initial of the given name, in every plausible order.
+    NameInitial(usize),
+    /// Person name: the whole name's sound in every plausible order.
+    NameForm(usize),
+    /// Person name: Double Metaphone of the surname + initial of the given name.
+    NameMetaphone(usize),
+    /// Surname column + initial of the given-name column (and the reverse, for swapped columns).
+    SplitName { surname: usize, given: usize },
+    /// Double Metaphone of the surname column + initial of the given-name column.
+    SplitNameMetaphone { surname: usize, given: usize },
+    /// The whole value's sound (a lone given-name or surname column).
+    Sound(usize),
+    /// The exact form.
+    Exact(usize),
+    /// The rarest tokens of the value.
+    RareTokens(usize),
+    /// Last seven digits of a phone, and the digits before the last four.
+    PhoneParts(usize),
+    /// The user part of an e-mail address.
+    EmailUser(usize),
+    /// Year with month and day in either order.
+    DateKey(usize),
+    /// First and second half of an identifier.
+    IdHalves(usize),
+}
+
+/// Key classes for a list of field kinds.
+pub fn key_classes(kinds: &[FieldKind]) -> Vec<KeyClass> {
+    let mut classes = Vec::new();
+    let bit = |i: usize| if i < 64 { 1u64 << i } else { 0 };
+    let surname = kinds.iter().position(|k| *k == FieldKind::Surname);
+    let given = kinds.iter().position(|k| *k == FieldKind::GivenName);
+    let mut push = |name: String, fields: u64, rule: Rule| classes.push(KeyClass { name, fields, rule });
+    if let (Some(s), Some(g)) = (surname, given) {
+        push("surname+given_initial".into(), bit(s) | bit(g), Rule::SplitName { surname: s, given: g });
+        push(
+            "surname_metaphone+given_initial".into(),
+            bit(s) | bit(g),
+            Rule::SplitNameMetaphone { surname: s, given: g },
+        );
+    }
+    for (i, kind) in kinds.iter().enumerate() {
+        let b = bit(i);
+        match kind {
+            FieldKind::PersonName => {
+                push(format!("{i}:name_initial"), b, Rule::NameInitial(i));
+                push(format!("{i}:name_form"), b, Rule::NameForm(i));
+                push(format!("{i}:name_metaphone"), b, Rule::NameMetaphone(i));
+            }
+            FieldKind::GivenName | FieldKind::Surname => {
+                if surname.is_none() || given.is_none() {
+                    push(format!("{i}:sound"), b, Rule::Sound(i));
+                }
+            }
+            FieldKind::CompanyName => {
+                push(format!("{i}:company"), b, Rule::Exact(i));
+                push(format!("{i}:company_tokens"), b, Rule::RareTokens(i));
+            }
+            FieldKind::Phone => push(format!("{i}:phone_parts"), b, Rule::PhoneParts(i)),
+            FieldKind::Email => {
+                push(format!("{i}:email"), b, Rule::Exact(i));
+                push(format!("{i}:email_user"), b, Rule::EmailUser(i));
+            }
+            FieldKind::Date => push(format!("{i}:date"), b, Rule::DateKey(i)),
+            FieldKind::Address | FieldKind::Text => push(format!("{i}:tokens"), b, Rule::RareTokens(i)),
+            FieldKind::Postcode | FieldKind::Exact => push(format!("{i}:exact"), b, Rule::Exact(i)),
+            FieldKind::IdNumber => {
+                push(format!("{i}:id"), b, Rule::Exact(i));
+                push(format!("{i}:id_halves"), b, Rule::IdHalves(i));
+            }
+            // A city alone is far too coarse to block on.
+            FieldKind::City => {}
+        }
+    }
+    // Class membership is tracked in a 64-bit set.
+    classes.truncate(64);
+    classes
+}
+
+/// Token document frequencies per field, to pick each record's rarest tokens.
+pub(crate) type TokenFrequencies = Vec<HashMap<Box<str>, u32>>;
+
+/// The blocking keys of one record, as (class index, key text). With `frequencies`, token
+/// classes keep only the record's rarest tokens that some other record also has; without, all
+/// tokens are returned (for callers that filter keys themselves, e.g. against a stored index).
+pub(crate) fn record_keys(
+    classes: &[KeyClass],
+    record: &[Option<Prepared>],
+    frequencies: Option<&TokenFrequencies>,
+    out: &mut Vec<(u8, String)>,
+) {
+    for (class_index, class) in classes.iter().enumerate() {
+        let c = class_index as u8;
+        let value = |i: usize| record.get(i).and_then(Option::as_ref);
+        match class.rule {
+            Rule::NameInitial(i) => {
+                if let Some(name) = value(i).and_then(name_of) {
+                    for (surname, initial) in surname_initial_pairs(name) {
+                        out.push((c, format!("{surname}|{initial}")));
+                    }
+                }
+            }
+            Rule::NameForm(i) => {
+                if let Some(name) = value(i).and_then(name_of) {
+                    out.extend(name.forms.iter().map(|f| (c, f.to_string())));
+                }
+            }
+            Rule::NameMetaphone(i) => {
+                if let Some(name) = value(i).and_then(name_of) {
+                    for (surname, initial) in surname_initial_pairs(name) {
+                        let code = double_metaphone(surname);
+                        if !code.is_empty() {
+                            out.push((c, format!("{code}|{initial}")));
+                        }
+                    }
+                }
+            }
+            Rule::SplitName { surname, given } => {
+                if let (Some(s), Some(g)) = (value(surname).and_then(name_of), value(given).and_then(name_of)) {
+                    let (s_form, g_form) = (s.tokens.concat(), g.tokens.concat());
+                    for (a, b) in [(&s_form, &g_form), (&g_form, &s_form)] {
+                        if let Some(initial) = b.chars().next() {
+                            out.push((c, format!("{a}|{initial}")));
+                        }
+                    }
+                }
+            }
+            Rule::SplitNameMetaphone { surname, given } => {
+                if let (Some(s), Some(g)) = (value(surname).and_then(name_of), value(given).and_then(name_of)) {
+                    let (s_form, g_form) = (s.tokens.concat(), g.tokens.concat());
+                    for (a, b) in [(&s_form, &g_form), (&g_form, &s_form)] {
+                        let code = double_metaphone(a);
+                        if let (Some(initial), false) = (b.chars().next(), code.is_empty()) {
+                            out.push((c, format!("{code}|{initial}")));
+                        }
+                    }
+                }
+            }
+            Rule::Sound(i) => {
+                if let Some(name) = value(i).and_then(name_of) {
+                    out.push((c, name.tokens.concat()));
+                }
+            }
+            Rule::Exact(i) => {
+                if let Some(v) = value(i) {
+                    out.push((c, v.exact.to_string()));
+                }
+            }
+            Rule::RareTokens(i) => {
+                if let Some(v) = value(i) {
+                    rare_tokens(i, v, frequencies, |t| out.push((c, t.to_owned())));
+                }
+            }
+            Rule::PhoneParts(i) => {
+                if let Some(v) = value(i) {
+                    let digits = &*v.exact;
+                    if digits.len() >= 7 {
+                        out.push((c, format!("s{}", &digits[digits.len() - 7..])));
+                    }
+                    if digits.len() >= 9 {
+                        out.push((c, format!("h{}", &digits[..digits.len() - 4])));
+                    }
+                    if digits.len() < 7 {
+                        out.push((c, format!("s{digits}")));
+                    }
+                }
+            }
+            Rule::EmailUser(i) => {
+                if let Some(Detail::Email(e)) = value(i).map(|v| &v.detail)
+                    && e.user.chars().count() >= 3
+                {
+                    out.push((c, e.user.to_string()));
+                }
+            }
+            Rule::DateKey(i) => {
+                if let Some(Detail::Date(d)) = value(i).map(|v| &v.detail) {
+                    match d.ymd {
+                        Some((y, m, day)) => out.push((c, format!("{y}-{}-{}", m.min(day), m.max(day)))),
+                        None => out.push((c, d.digits.to_string())),
+                    }
+                }
+            }
+            Rule::IdHalves(i) => {
+                if let Some(v) = value(i) {
+                    let chars: Vec<char> = v.exact.chars().collect();
+                    if chars.len() >= 8 {
+                        let half = chars.len() / 2;
+                        out.push((c, format!("a{}", chars[..half].iter().collect::<String>())));
+                        out.push((c, format!("b{}", chars[half..].iter().collect::<String>())));
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn name_of(value: &Prepared) -> Option<&NameValue> {
+    match &value.detail {
+        Detail::Name(n) => Some(n),
+        _ => None,
+    }
+}
+
+/// (surname sound, initial of the given name) for each plausible reading of a name: for a Han
+/// name the surname is known; for a Latin name it may be the first or the last word.
+fn surname_initial_pairs(name: &NameValue) -> Vec<(&str, char)> {
+    let tokens = &name.tokens;
+    let initial = |t: &str| t.chars().next();
+    let mut pairs = Vec::new();
+    match tokens.len() {
+        0 => {}
+        1 => {
+            if let Some(i) = initial(&tokens[0]) {
+                pairs.push((&*tokens[0], i));
+            }
+        }
+        n => {
+            if let Some(i) = initial(&tokens[1]) {
+                pairs.push((&*tokens[0], i));
+            }
+            if !name.surname_first
+                && let Some(i) = initial(&tokens[0])
+            {
+                pairs.push((&*tokens[n - 1], i));
+            }
+        }
+    }
+    pairs
+}
+
+fn rare_tokens(field: usize, value: &Prepared, frequencies: Option<&TokenFrequencies>, mut emit: impl FnMut(&str)) {
+    let tokens = match &value.detail {
+        Detail::Company(t) | Detail::Tokens(t) => &t.tokens,
+        _ => return,
+    };
+    let Some(table) = frequencies.and_then(|f| f.get(field)) else {
+        tokens.iter().for_each(|t| emit(t));
+        return;
+    };
+    let mut ranked: Vec<(u32, &str)> = tokens
+        .iter()
+        .filter_map(|t| table.get(t).map(|&count| (count, &**t)))
+        .filter(|(count, _)| *count >= 2)
+        .collect();
+    ranked.sort_unstable();
+    for (_, token) in ranked.into_iter().take(RAREST_TOKENS) {
+        emit(token);
+    }
+}
+
+/// Counts in how many records each token of each token-blocked field occurs.
+pub(crate) fn token_frequencies(classes: &[KeyClass], records: &[PreparedRecord], fields: usize) -> TokenFrequencies {
+    let mut tables: TokenFrequencies = vec![HashMap::new(); fields];
+    let token_fields: Vec<usize> = classes
+        .iter()
+        .filter_map(|c| match c.rule {
+            Rule::RareTokens(i) => Some(i),
+            _ => None,
+        })
+        .collect();
+    for record in records {
+        for &i in &token_fields {
+            if let Some(Detail::Company(t) | Detail::Tokens(t)) =
+                record.values.get(i).and_then(Option::as_ref).map(|v| &v.detail)
+            {
+                for token in &t.tokens {
+                    *tables[i].entry(token.clone()).or_insert(0) += 1;
+                }
+            }
+        }
+    }
+    tables
+}
+
+/// 64-bit FNV-1a of a class index and key text.
+fn key_hash(class: u8, text: &str) -> u64 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in std::iter::once(class).chain(text.bytes()) {
+        hash ^= u64::from(byte);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    hash
+}
+
+/// Candidate pairs (i < j) with the set of key classes that proposed each, sorted by pair.
+pub(crate) fn candidate_pairs(
+    classes: &[KeyClass],
+    records: &[PreparedRecord],
+    frequencies: &TokenFrequencies,
+    sort_rank: &[u32],
+    max_block_size: usize,
+    window: usize,
+) -> Vec<(u32, u32, u64)> {
+    let mut keyed: Vec<(u64, u32, u32, u8)> = Vec::with_capacity(records.len() * 8);
+    let mut scratch = Vec::new();
+    for (index, record) in records.iter().enumerate() {
+        scratch.clear();
+        record_keys(classes, &record.values, Some(frequencies), &mut scratch);
+        for (class, text) in &scratch {
+            keyed.push((key_hash(*class, text), sort_rank[index], index as u32, *class));
+        }
+    }
+    // Grouped by key, members ordered by sort rank (for the sorted-neighbourhood windows).
+    keyed.sort_unstable();
+    keyed.dedup();
+    let mut pairs: Vec<(u64, u64)> = Vec::new();
+    let mut start = 0;
+    while start < keyed.len() {
+        let hash = keyed[start].0;
+        let mut end = start + 1;
+        while end < keyed.len() && keyed[end].0 == hash {
+            end += 1;
+        }
+        let members = &keyed[start..end];
+        let class_bit = 1u64 << members[0].3;
+        let reach = if members.len() <= max_block_size { members.len() } else { window + 1 };
+        for (p, a) in members.iter().enumerate() {
+            for b in members.iter().skip(p + 1).take(reach - 1) {
+                let (x, y) = if a.2 < b.2 { (a.2, b.2) } else { (b.2, a.2) };
+                pairs.push(((u64::from(x) << 32) | u64::from(y), class_bit));
+            }
+        }
+        start = end;
+    }
+    pairs.sort_unstable_by_key(|p| p.0);
+    let mut merged: Vec<(u32, u32, u64)> = Vec::with_capacity(pairs.len() / 2);
+    for (key, bits) in pairs {
+        let (x, y) = ((key >> 32) as u32, key as u32);
+        match merged.last_mut() {
+            Some(last) if last.0 == x && last.1 == y => last.2 |= bits,
+            _ => merged.push((x, y, bits)),
+        }
+    }
+    merged
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::super::value::prepare;
+    use super::*;
+
+    fn keys(kinds: &[FieldKind], raw: &[&str]) -> Vec<String> {
+        let classes = key_classes(kinds);
+        let record: Vec<Option<Prepared>> = kinds.iter().zip(raw).map(|(k, r)| prepare(*k, r)).collect();
+        let mut out = Vec::new();
+        record_keys(&classes, &record, None, &mut out);
+        out.into_iter().map(|(c, t)| format!("{}={t}", classes[c as usize].name)).collect()
+    }
+
+    fn share(kinds: &[FieldKind], a: &[&str], b: &[&str]) -> bool {
+        let (ka, kb) = (keys(kinds, a), keys(kinds, b));
+        ka.iter().any(|k| kb.contains(k))
+    }
+
+    #[test]
+    fn name_keys_bridge_scripts_and_orders() {
+        let k = [FieldKind::PersonName];
+        assert!(keys(&k, &["张伟"]).contains(&"0:name_initial=zhang|w".to_owned()));
+        assert!(keys(&k, &["曾小明"]).contains(&"0:name_initial=zeng|x".to_owned()));
+        for other in ["張偉", "Zhang Wei", "Wei Zhang", "ZHANGWEI", "章伟", "张玮", "张伟明"] {
+            assert!(share(&k, &["张伟"], &[other]), "张伟 vs {other}");
+        }
+        assert!(share(&k, &["Emily Carter"], &["Carter Emily"]));
+        assert!(share(&k, &["Emily Carter"], &["Emily Cartre"]), "metaphone key survives a typo");
+        assert!(!share(&k, &["Emily Carter"], &["Grace Young"]));
+    }
+
+    #[test]
+    fn split_name_keys() {
+        let k = [FieldKind::GivenName, FieldKind::Surname];
+        assert!(share(&k, &["John", "Smith"], &["Jon", "Smyth"]));
+        assert!(share(&k, &["John", "Smith"], &["Smith", "John"]), "swapped columns");
+        assert!(!share(&k, &["John", "Smith"], &["Mary", "Jones"]));
+    }
+
+    #[test]
+    fn other_keys() {
+        let phone = [FieldKind::Phone];
+        assert!(share(&phone, &["13812345678"], &["+86 138 1234 5678"]));
+        assert!(share(&phone, &["13812345678"], &["13912345678"]), "suffix");
+        assert!(share(&phone, &["13812345678"], &["13812345687"]), "head");
+        let email = [FieldKind::Email];
+        assert!(share(&email, &["zhang.wei@qq.com"], &["zhangwei@163.com"]));
+        let date = [FieldKind::Date];
+        assert!(share(&date, &["1985-03-07"], &["1985-07-03"]));
+        let id = [FieldKind::IdNumber];
+        assert!(share(&id, &["A1234567"], &["A1234576"]));
+        let company = [FieldKind::CompanyName];
+        assert!(share(&company, &["腾讯科技（深圳）有限公司"], &["腾讯科技有限公司"]));
+        assert!(keys(&[FieldKind::City], &["杭州"]).is_empty());
+    }
+
+    #[test]
+    fn candidate_generation_uses_windows_for_big_blocks() {
+        let kinds = [FieldKind::Exact];
+        let classes = key_classes(&kinds);
+        let records: Vec<PreparedRecord> =
+            (0..50).map(|_| PreparedRecord { values: vec![prepare(FieldKind::Exact, "same")] }).collect();
+        let frequencies = token_frequencies(&classes, &records, 1);
+        let rank: Vec<u32> = (0..50).collect();
+        let all = candidate_pairs(&classes, &records, &frequencies, &rank, 100, 3);
+        assert_eq!(all.len(), 50 * 49 / 2);
+        let windowed = candidate_pairs(&classes, &records, &frequencies, &rank, 10, 3);
+        assert_eq!(windowed.len(), 47 * 3 + 2 + 1);
+        assert!(windowed.iter().all(|(a, b, bits)| a < b && *bits == 1));
+    }
+}

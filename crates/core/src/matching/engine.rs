@@ -1,0 +1,584 @@
+//! The matcher: prepares records, generates candidate pairs by blocking, compares them,
+//! estimates the model on the data itself and scores every candidate pair.
+
+use std::collections::HashMap;
+
+use super::blocking::{self, KeyClass};
+use super::cluster::cluster;
+use super::compare::compare;
+use super::kind::FieldKind;
+use super::model::{self, EmSession, FieldModel, MISSING, Model, Patterns};
+use super::value::{Detail, Prepared, prepare};
+
+/// Most fields a matcher accepts (blocking classes and EM sessions track fields in a 64-bit set).
+pub const MAX_FIELDS: usize = 64;
+
+/// One attribute of the records: a name for messages and its kind.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldSpec {
+    pub name: String,
+    pub kind: FieldKind,
+}
+
+impl FieldSpec {
+    pub fn new(name: impl Into<String>, kind: FieldKind) -> Self {
+        Self { name: name.into(), kind }
+    }
+}
+
+/// Tuning that is about cost, not about what counts as a match.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MatchConfig {
+    /// Blocks of up to this many records compare all their pairs; larger ones use a window.
+    pub max_block_size: usize,
+    /// Sorted-neighbourhood window inside large blocks.
+    pub window: usize,
+    /// Random pairs drawn to estimate `u`.
+    pub u_sample_pairs: usize,
+    /// EM iterations per session (it usually converges long before).
+    pub em_iterations: usize,
+    /// Seed of the random pair sample (results are deterministic for a given seed).
+    pub seed: u64,
+    /// Worker threads; 0 means one per available core.
+    pub threads: usize,
+}
+
+impl Default for MatchConfig {
+    fn default() -> Self {
+        Self { max_block_size: 50, window: 10, u_sample_pairs: 20_000, em_iterations: 200, seed: 0x5eed, threads: 0 }
+    }
+}
+
+/// Errors in setting up a matcher.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MatchError {
+    #[error("no fields to compare: map at least one column to a kind")]
+    NoFields,
+    #[error("too many fields ({0}); at most {MAX_FIELDS} can be compared")]
+    TooManyFields(usize),
+    #[error("field {0:?} is listed twice")]
+    DuplicateField(String),
+}
+
+/// The prepared values of one record, in field order (`None` = missing).
+#[derive(Debug, Clone, PartialEq)]
+pub struct PreparedRecord {
+    pub values: Vec<Option<Prepared>>,
+}
+
+/// Pipeline stages reported to the progress callback.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    Blocking,
+    Comparing,
+    Estimating,
+    Scoring,
+}
+
+/// A scored candidate pair (record indexes, a < b).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ScoredPair {
+    pub a: u32,
+    pub b: u32,
+    /// Sum of the field weights (log Bayes factor, nats).
+    pub weight: f64,
+    /// Match probability.
+    pub probability: f64,
+}
+
+/// Result of [`Matcher::dedupe`].
+#[derive(Debug, Clone)]
+pub struct DedupeResult {
+    /// Every candidate pair with its score, ordered by (a, b).
+    pub pairs: Vec<ScoredPair>,
+    /// The model estimated on the input.
+    pub model: Model,
+    pub records: usize,
+}
+
+impl DedupeResult {
+    /// Pairs scored at or above `threshold`.
+    pub fn pairs_at_or_above(&self, threshold: f64) -> impl Iterator<Item = &ScoredPair> {
+        self.pairs.iter().filter(move |p| p.probability >= threshold)
+    }
+
+    /// Cluster label per record (smallest record index of its cluster).
+    pub fn clusters(&self, threshold: f64, min_link: Option<f64>) -> Vec<u32> {
+        let scored: Vec<(u32, u32, f64)> = self.pairs.iter().map(|p| (p.a, p.b, p.probability)).collect();
+        cluster(self.records, &scored, threshold, min_link)
+    }
+}
+
+/// A configured matcher for one record layout.
+#[derive(Debug, Clone)]
+pub struct Matcher {
+    fields: Vec<FieldSpec>,
+    kinds: Vec<FieldKind>,
+    classes: Vec<KeyClass>,
+    config: MatchConfig,
+}
+
+impl Matcher {
+    pub fn new(fields: Vec<FieldSpec>, config: MatchConfig) -> Result<Self, MatchError> {
+        if fields.is_empty() {
+            return Err(MatchError::NoFields);
+        }
+        if fields.len() > MAX_FIELDS {
+            return Err(MatchError::TooManyFields(fields.len()));
+        }
+        for (i, f) in fields.iter().enumerate() {
+            if fields[..i].iter().any(|g| g.name == f.name) {
+                return Err(MatchError::DuplicateField(f.name.clone()));
+            }
+        }
+        let kinds: Vec<FieldKind> = fields.iter().map(|f| f.kind).collect();
+        let classes = blocking::key_classes(&kinds);
+        Ok(Self { fields, kinds, classes, config })
+    }
+
+    pub fn fields(&self) -> &[FieldSpec] {
+        &self.fields
+    }
+
+    pub fn key_classes(&self) -> &[KeyClass] {
+        &self.classes
+    }
+
+    /// Prepares one record from its raw values in field order (absent trailing values count
+    /// as missing).
+    pub fn prepare<S: AsRef<str>>(&self, raw: &[S]) -> PreparedRecord {
+        let values = self
+            .kinds
+            .iter()
+            .enumerate()
+            .map(|(i, kind)| raw.get(i).and_then(|v| prepare(*kind, v.as_ref())))
+            .collect();
+        let mut record = PreparedRecord { values };
+        mark_name_like_emails(&self.kinds, &mut record);
+        record
+    }
+
+    /// Prepares many records on all worker threads.
+    pub fn prepare_all<R, S>(&self, rows: &[R]) -> Vec<PreparedRecord>
+    where
+        R: AsRef<[S]> + Sync,
+        S: AsRef<str>,
+    {
+        parallel_map(rows, self.threads(), |row| self.prepare(row.as_ref()))
+    }
+
+    /// Agreement level per field (`MISSING` where either value is missing).
+    pub fn compare(&self, a: &PreparedRecord, b: &PreparedRecord) -> Vec<u8> {
+        let mut out = vec![MISSING; self.kinds.len()];
+        self.compare_into(a, b, &mut out);
+        out
+    }
+
+    fn compare_into(&self, a: &PreparedRecord, b: &PreparedRecord, out: &mut [u8]) {
+        for (k, kind) in self.kinds.iter().enumerate() {
+            out[k] = match (a.values.get(k).and_then(Option::as_ref), b.values.get(k).and_then(Option::as_ref)) {
+                (Some(x), Some(y)) => compare(*kind, x, y),
+                _ => MISSING,
+            };
+        }
+    }
+
+    /// Blocking keys of a record as (class name, key text), all tokens included for token
+    /// classes. A store keeps (a keyed hash of) these to find candidates for a new record.
+    pub fn blocking_keys(&self, record: &PreparedRecord) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        blocking::record_keys(&self.classes, &record.values, None, &mut out);
+        out.into_iter().map(|(c, text)| (self.classes[usize::from(c)].name.clone(), text)).collect()
+    }
+
+    /// Scores a pair with a given model (e.g. one estimated earlier by [`Matcher::dedupe`]).
+    pub fn score(&self, model: &Model, a: &PreparedRecord, b: &PreparedRecord) -> ScoredPair {
+        let levels = self.compare(a, b);
+        let weight = model.total_weight(&levels, &a.values, &b.values);
+        ScoredPair { a: 0, b: 0, weight, probability: model.probability(weight) }
+    }
+
+    fn threads(&self) -> usize {
+        if self.config.threads > 0 {
+            self.config.threads
+        } else {
+            std::thread::available_parallelism().map_or(1, |n| n.get()).min(16)
+        }
+    }
+
+    /// Finds duplicates among `records`: blocking, comparison, unsupervised estimation, scoring.
+    pub fn dedupe(&self, records: &[PreparedRecord], progress: &mut dyn FnMut(Stage, u64, u64)) -> DedupeResult {
+        let n = records.len();
+        let width = self.kinds.len();
+        let rows: Vec<&[Option<Prepared>]> = records.iter().map(|r| r.values.as_slice()).collect();
+
+        progress(Stage::Blocking, 0, n as u64);
+        let frequencies = blocking::token_frequencies(&self.classes, records, width);
+        let rank = sort_ranks(&self.kinds, &rows);
+        let candidates = blocking::candidate_pairs(
+            &self.classes,
+            records,
+            &frequencies,
+            &rank,
+            self.config.max_block_size.max(2),
+            self.config.window.max(1),
+        );
+        progress(Stage::Blocking, n as u64, n as u64);
+
+        // Comparison vectors of the candidates.
+        let total = candidates.len() as u64;
+        progress(Stage::Comparing, 0, total);
+        let levels = self.compare_pairs(records, candidates.iter().map(|&(a, b, _)| (a, b)).collect());
+        progress(Stage::Comparing, total, total);
+
+        // Parameters.
+        progress(Stage::Estimating, 0, 4);
+        let mut fields: Vec<FieldModel> =
+            self.fields.iter().map(|f| FieldModel::with_defaults(f.name.clone(), f.kind)).collect();
+        for record in records {
+            for (field, value) in fields.iter_mut().zip(&record.values) {
+                if let Some(v) = value {
+                    field.observe(v);
+                }
+            }
+        }
+        // `u` is the level distribution over all pairs, estimated by strata: the candidate
+        // pairs are all counted, the rest are sampled. The high levels occur almost only among
+        // candidates, so their `u` is counted rather than guessed from a handful of samples.
+        let sample: Vec<(u32, u32)> = random_pairs(n, self.config.u_sample_pairs, self.config.seed)
+            .into_iter()
+            .filter(|&(a, b)| candidates.binary_search_by(|c| (c.0, c.1).cmp(&(a, b))).is_err())
+            .collect();
+        let sample_levels = self.compare_pairs(records, sample);
+        let unweighted_sample = vec![1.0; sample_levels.len() / width.max(1)];
+        let unweighted_candidates = vec![1.0; candidates.len()];
+        for (k, field) in fields.iter_mut().enumerate() {
+            let levels_k = field.m.len();
+            let in_candidates = level_counts(&levels, width, k, levels_k, &unweighted_candidates);
+            let in_sample = level_counts(&sample_levels, width, k, levels_k, &unweighted_sample);
+            let present = f64::from(field.present);
+            let all_pairs = present * (present - 1.0) / 2.0;
+            let candidate_pairs: f64 = in_candidates.iter().sum();
+            let sampled: f64 = in_sample.iter().sum();
+            let rest = (all_pairs - candidate_pairs).max(0.0);
+            let counts: Vec<f64> = if sampled > 0.0 {
+                // Expected counts over all pairs, rescaled to the sample size so that the
+                // smoothing prior keeps its weight.
+                let scale = sampled / all_pairs.max(1.0);
+                in_candidates.iter().zip(&in_sample).map(|(c, s)| (c + rest * s / sampled) * scale).collect()
+            } else {
+                in_candidates
+            };
+            model::estimate_u(field, &counts, None);
+        }
+        progress(Stage::Estimating, 1, 4);
+
+        let sessions = self.sessions(&candidates, &levels);
+        let reports: Vec<EmSession> = model::estimate_m(&mut fields, &sessions, self.config.em_iterations);
+        let mut model = Model { fields, prior: 1e-6, sessions: reports };
+        let possible = n as f64 * (n as f64 - 1.0) / 2.0;
+        let weights = self.weights(&model, records, &candidates, &levels);
+        model.prior = model::estimate_prior(&weights, possible);
+        progress(Stage::Estimating, 2, 4);
+
+        // Exactly agreeing pairs include the true duplicates, which inflate `u` of exact
+        // agreement (for a unique identifier, every exact agreement is a duplicate). With
+        // posteriors known, the non-matching share of the agreeing pairs gives the chance of a
+        // coincidence; it is the floor of the term-frequency `u` of values too rare to count.
+        // The other levels and `m` keep the first estimates, which leave a margin for the
+        // dependence between fields that the model ignores.
+        let candidate_non_match: Vec<f64> = weights.iter().map(|&w| 1.0 - model.probability(w)).collect();
+        for (k, field) in model.fields.iter_mut().enumerate() {
+            let top = (field.m.len() - 1) as u8;
+            let (mut agreeing, mut agreeing_non_match) = (0.0, 0.0);
+            for (row, q) in levels.chunks_exact(width.max(1)).zip(&candidate_non_match) {
+                if row[k] == top {
+                    agreeing += 1.0;
+                    agreeing_non_match += q;
+                }
+            }
+            let present = f64::from(field.present);
+            let all_pairs = present * (present - 1.0) / 2.0;
+            if all_pairs > 0.0 {
+                let coincidences = (model::exact_pairs(field) - agreeing).max(0.0) + agreeing_non_match;
+                field.exact_floor = Some((coincidences / all_pairs).max(1.0 / (present * present)));
+            }
+        }
+        let weights = self.weights(&model, records, &candidates, &levels);
+        model.prior = model::estimate_prior(&weights, possible);
+        progress(Stage::Estimating, 4, 4);
+
+        progress(Stage::Scoring, 0, total);
+        let pairs: Vec<ScoredPair> = candidates
+            .iter()
+            .zip(&weights)
+            .map(|(&(a, b, _), &weight)| ScoredPair { a, b, weight, probability: model.probability(weight) })
+            .collect();
+        progress(Stage::Scoring, total, total);
+        DedupeResult { pairs, model, records: n }
+    }
+
+    /// Total weight of each pair.
+    fn weights(&self, model: &Model, records: &[PreparedRecord], pairs: &[(u32, u32, u64)], levels: &[u8]) -> Vec<f64> {
+        let width = self.kinds.len().max(1);
+        pairs
+            .iter()
+            .zip(levels.chunks_exact(width))
+            .map(|(&(a, b, _), row)| model.total_weight(row, &records[a as usize].values, &records[b as usize].values))
+            .collect()
+    }
+
+    /// Comparison vectors of `pairs`, flattened (one row of `fields` levels per pair).
+    fn compare_pairs(&self, records: &[PreparedRecord], pairs: Vec<(u32, u32)>) -> Vec<u8> {
+        let width = self.kinds.len();
+        let threads = self.threads();
+        let mut out = vec![MISSING; pairs.len() * width];
+        if pairs.is_empty() || width == 0 {
+            return out;
+        }
+        let per_thread = pairs.len().div_ceil(threads).max(1);
+        std::thread::scope(|scope| {
+            for (pair_chunk, out_chunk) in pairs.chunks(per_thread).zip(out.chunks_mut(per_thread * width)) {
+                scope.spawn(move || {
+                    for (&(a, b), row) in pair_chunk.iter().zip(out_chunk.chunks_exact_mut(width)) {
+                        self.compare_into(&records[a as usize], &records[b as usize], row);
+                    }
+                });
+            }
+        });
+        out
+    }
+
+    /// One EM session per set of fields that blocking classes are made from; each sees the
+    /// candidate pairs its classes proposed, with those fields left out.
+    fn sessions(&self, candidates: &[(u32, u32, u64)], levels: &[u8]) -> Vec<Patterns> {
+        let width = self.kinds.len();
+        let mut field_sets: Vec<u64> = self.classes.iter().map(|c| c.fields).collect();
+        field_sets.sort_unstable();
+        field_sets.dedup();
+        let class_masks: Vec<u64> = field_sets
+            .iter()
+            .map(|set| {
+                self.classes
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, c)| c.fields == *set)
+                    .fold(0u64, |mask, (i, _)| mask | (1u64 << i))
+            })
+            .collect();
+        let mut counts: Vec<HashMap<Vec<u8>, u64>> = vec![HashMap::new(); field_sets.len()];
+        let mut pattern = vec![MISSING; width];
+        for (&(_, _, bits), row) in candidates.iter().zip(levels.chunks_exact(width.max(1))) {
+            for ((session, &mask), &excluded) in counts.iter_mut().zip(&class_masks).zip(&field_sets) {
+                if bits & mask == 0 {
+                    continue;
+                }
+                for (k, (&level, slot)) in row.iter().zip(pattern.iter_mut()).enumerate() {
+                    *slot = if k < 64 && excluded & (1u64 << k) != 0 { MISSING } else { level };
+                }
+                *session.entry(pattern.clone()).or_insert(0) += 1;
+            }
+        }
+        field_sets
+            .iter()
+            .zip(counts)
+            .map(|(&excluded_fields, map)| {
+                let mut counts: Vec<(Vec<u8>, u64)> = map.into_iter().collect();
+                counts.sort_unstable();
+                Patterns { excluded_fields, counts }
+            })
+            .collect()
+    }
+}
+
+/// Weighted count of each level of field `k` in flattened comparison rows.
+fn level_counts(rows: &[u8], width: usize, k: usize, levels: usize, weights: &[f64]) -> Vec<f64> {
+    let mut counts = vec![0.0; levels];
+    for (row, w) in rows.chunks_exact(width.max(1)).zip(weights) {
+        if let Some(slot) = row.get(k).filter(|&&l| l != MISSING).and_then(|&l| counts.get_mut(usize::from(l))) {
+            *slot += w;
+        }
+    }
+    counts
+}
+
+/// Marks e-mail values whose user part is made from the record's name (see
+/// `EmailValue::name_like`).
+fn mark_name_like_emails(kinds: &[FieldKind], record: &mut PreparedRecord) {
+    let mut tokens: Vec<Box<str>> = Vec::new();
+    for (kind, value) in kinds.iter().zip(&record.values) {
+        if let (FieldKind::PersonName | FieldKind::GivenName | FieldKind::Surname, Some(v)) = (kind, value)
+            && let Detail::Name(name) = &v.detail
+        {
+            tokens.extend(name.tokens.iter().cloned());
+        }
+    }
+    if tokens.is_empty() {
+        return;
+    }
+    for value in record.values.iter_mut().flatten() {
+        if let Detail::Email(email) = &mut value.detail {
+            let letters: String = email.user.chars().filter(|c| !c.is_ascii_digit()).collect();
+            email.name_like = is_made_from(&letters, &tokens);
+        }
+    }
+}
+
+/// Whether `user` is a name's words run together in some order, one word, the initials, or a
+/// word with the initial of another (zhangwei, weizhang, carter, zw, ecarter, carter.e).
+fn is_made_from(user: &str, tokens: &[Box<str>]) -> bool {
+    if user.is_empty() || tokens.len() > 6 {
+        return false;
+    }
+    let initials: String = tokens.iter().filter_map(|t| t.chars().next()).collect();
+    if user == initials || tokens.iter().any(|t| **t == *user) {
+        return true;
+    }
+    let n = tokens.len();
+    for i in 0..n {
+        for j in 0..n {
+            if i == j {
+                continue;
+            }
+            let (a, b) = (&*tokens[i], &*tokens[j]);
+            let initial = &b[..b.chars().next().map_or(0, char::len_utf8)];
+            if user == format!("{a}{b}") || user == format!("{initial}{a}") || user == format!("{a}{initial}") {
+                return true;
+            }
+        }
+    }
+    // Three or more words, in written or reversed order.
+    let joined: String = tokens.concat();
+    let reversed: String = tokens.iter().rev().map(|t| &**t).collect();
+    user == joined || user == reversed
+}
+
+/// Rank of each record when sorted by a name-like key: the sound of the name, the company,
+/// the e-mail, the phone — the first two that are present.
+fn sort_ranks(kinds: &[FieldKind], rows: &[&[Option<Prepared>]]) -> Vec<u32> {
+    let priority = |kind: FieldKind| match kind {
+        FieldKind::PersonName => 0,
+        FieldKind::Surname => 1,
+        FieldKind::GivenName => 2,
+        FieldKind::CompanyName => 3,
+        FieldKind::Email => 4,
+        FieldKind::Phone => 5,
+        FieldKind::IdNumber => 6,
+        FieldKind::Date => 7,
+        _ => 8,
+    };
+    let mut order: Vec<usize> = (0..kinds.len()).collect();
+    order.sort_by_key(|&k| (priority(kinds[k]), k));
+    let keys: Vec<String> = rows
+        .iter()
+        .map(|row| {
+            let mut key = String::new();
+            let mut used = 0;
+            for &k in &order {
+                if let Some(Some(v)) = row.get(k) {
+                    let part = match &v.detail {
+                        Detail::Name(name) => name.forms.first().map_or_else(|| v.exact.to_string(), |f| f.to_string()),
+                        _ => v.exact.to_string(),
+                    };
+                    key.push_str(&part);
+                    key.push('\u{1}');
+                    used += 1;
+                    if used == 2 {
+                        break;
+                    }
+                }
+            }
+            key
+        })
+        .collect();
+    let mut by_key: Vec<u32> = (0..rows.len() as u32).collect();
+    by_key.sort_by(|&x, &y| keys[x as usize].cmp(&keys[y as usize]).then(x.cmp(&y)));
+    let mut rank = vec![0u32; rows.len()];
+    for (position, &record) in by_key.iter().enumerate() {
+        rank[record as usize] = position as u32;
+    }
+    rank
+}
+
+/// `count` distinct random pairs (all pairs when there are fewer), deterministic for a seed.
+fn random_pairs(n: usize, count: usize, seed: u64) -> Vec<(u32, u32)> {
+    let possible = (n as u128) * (n as u128).saturating_sub(1) / 2;
+    if possible == 0 || count == 0 {
+        return Vec::new();
+    }
+    if possible <= count as u128 {
+        let mut all = Vec::with_capacity(possible as usize);
+        for a in 0..n as u32 {
+            for b in a + 1..n as u32 {
+                all.push((a, b));
+            }
+        }
+        return all;
+    }
+    let mut state = seed;
+    let mut next = move || {
+        // SplitMix64.
+        state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    };
+    let mut pairs = Vec::with_capacity(count);
+    while pairs.len() < count {
+        let a = (next() % n as u64) as u32;
+        let b = (next() % n as u64) as u32;
+        if a != b {
+            pairs.push((a.min(b), a.max(b)));
+        }
+    }
+    pairs
+}
+
+fn parallel_map<T: Sync, U: Send>(items: &[T], threads: usize, f: impl Fn(&T) -> U + Sync) -> Vec<U> {
+    if items.len() < 256 || threads <= 1 {
+        return items.iter().map(&f).collect();
+    }
+    let per_thread = items.len().div_ceil(threads);
+    let f = &f;
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = items
+            .chunks(per_thread)
+            .map(|chunk| scope.spawn(move || chunk.iter().map(f).collect::<Vec<U>>()))
+            .collect();
+        let mut out = Vec::with_capacity(items.len());
+        for handle in handles {
+            match handle.join() {
+                Ok(part) => out.extend(part),
+                Err(panic) => std::panic::resume_unwind(panic),
+            }
+        }
+        out
+    })
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn name_like_emails() {
+        let matcher = Matcher::new(
+            vec![FieldSpec::new("name", FieldKind::PersonName), FieldSpec::new("email", FieldKind::Email)],
+            MatchConfig::default(),
+        )
+        .unwrap();
+        let like = |name: &str, email: &str| match &matcher.prepare(&[name, email]).values[1] {
+            Some(Prepared { detail: Detail::Email(e), .. }) => e.name_like,
+            other => panic!("{other:?}"),
+        };
+        assert!(like("张伟", "zhangwei85@qq.com"));
+        assert!(like("张伟", "wei.zhang@163.com"));
+        assert!(like("Emily Carter", "ecarter@example.com"));
+        assert!(like("Emily Carter", "emily.carter@example.com"));
+        assert!(like("李小明", "lx1985@qq.com"));
+        assert!(!like("张伟", "12345678@qq.com"));
+        assert!(!like("Emily Carter", "sunshine@example.com"));
+    }
+}

@@ -1,0 +1,553 @@
+//! Fellegi-Sunter match weights, estimated without labels.
+//!
+//! For every field and agreement level there are two probabilities: `m`, the chance of that
+//! level when the two records are the same entity, and `u`, the chance when they are not.
+//! A pair's log-odds of being a match are the prior log-odds plus, per field where both values
+//! are present, ln(m/u) of the observed level; a missing value adds nothing.
+//!
+//! * `u` comes from pairs drawn at random: nearly all random pairs are non-matches, so the
+//!   level frequencies among them estimate `u` directly. The exact level uses the value's own
+//!   frequency (term-frequency adjustment): agreeing on 张伟 is weaker evidence than on 诸葛亮.
+//! * `m` comes from expectation-maximisation over the candidate pairs, run separately for the
+//!   pairs proposed by each blocking class with that class's own fields left out: records that
+//!   share a surname key agree on the surname whether or not they match, so that agreement
+//!   says nothing about `m` of the surname — but their phones, e-mails and dates do.
+//! * The prior (the chance that two random records match) is the fixed point of "expected
+//!   number of matches among the candidates divided by the number of possible pairs".
+//!
+//! Estimates are smoothed towards defaults (Dirichlet pseudo-counts), clamped away from 0 and
+//! 1, and constrained so that a higher agreement level never counts less than a lower one.
+
+use std::collections::HashMap;
+
+use super::kind::FieldKind;
+use super::value::{Detail, Prepared};
+
+/// Marks a field whose value is missing on either side.
+pub const MISSING: u8 = u8::MAX;
+/// Pseudo-count of the prior on `m` (in expected matching pairs).
+const M_PRIOR_STRENGTH: f64 = 20.0;
+/// Pseudo-count of the prior on `u` (in pairs): negligible for real files, but a file of a
+/// few records says little about chance agreement and then the defaults dominate.
+const U_PRIOR_STRENGTH: f64 = 100.0;
+/// No single field moves the log-odds by more than this many nats either way.
+const MAX_FIELD_WEIGHT: f64 = 18.0;
+const PROBABILITY_FLOOR: f64 = 1e-7;
+
+/// Parameters of one field.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FieldModel {
+    pub name: String,
+    pub kind: FieldKind,
+    /// P(level | match), per level.
+    pub m: Vec<f64>,
+    /// P(level | non-match), per level.
+    pub u: Vec<f64>,
+    /// How many records hold each exact value (for term-frequency adjustment).
+    pub(crate) term_counts: HashMap<Box<str>, u32>,
+    /// How many records hold each sound (see [`Prepared::sound`]).
+    pub(crate) sound_counts: HashMap<Box<str>, u32>,
+    /// How many records hold each name part (surname, given name, word).
+    pub(crate) part_counts: HashMap<Box<str>, u32>,
+    /// Number of records where this field is present.
+    pub(crate) present: u32,
+    /// Chance that two unrelated records agree exactly, net of duplicates (see `dedupe`);
+    /// the term-frequency `u` of a rare value is not taken below it.
+    pub(crate) exact_floor: Option<f64>,
+}
+
+impl FieldModel {
+    /// Defaults used before (or instead of) estimation.
+    pub fn with_defaults(name: impl Into<String>, kind: FieldKind) -> Self {
+        Self {
+            name: name.into(),
+            kind,
+            m: default_m(kind.level_count()),
+            u: default_u(kind.level_count()),
+            term_counts: HashMap::new(),
+            sound_counts: HashMap::new(),
+            part_counts: HashMap::new(),
+            present: 0,
+            exact_floor: None,
+        }
+    }
+
+    /// Counts a present value (for term-frequency adjustment).
+    pub fn observe(&mut self, value: &Prepared) {
+        self.present += 1;
+        *self.term_counts.entry(value.exact.clone()).or_insert(0) += 1;
+        if let Some(sound) = &value.sound {
+            *self.sound_counts.entry(sound.clone()).or_insert(0) += 1;
+        }
+        if let Detail::Name(name) = &value.detail {
+            for part in &name.parts {
+                *self.part_counts.entry(part.clone()).or_insert(0) += 1;
+            }
+        }
+    }
+
+    /// ln(m/u) of a level for two present values, adjusted by term frequencies when they are
+    /// known:
+    /// * exact level: `u` is the chance that an unrelated record has this very value, estimated
+    ///   from the value's occurrences beyond the compared pair — or, for a value too rare to
+    ///   say, the field's average (or, for a name, the product of its surname's and given
+    ///   name's frequencies: a rare combination of common parts is still rare);
+    /// * a near level reached by values of the same sound: `u` is at least the chance that
+    ///   another record has this sound, so agreeing on a common name's sound is weak evidence.
+    pub fn weight(&self, level: u8, a: Option<&Prepared>, b: Option<&Prepared>) -> f64 {
+        let level_index = usize::from(level);
+        let (Some(&m), Some(&u)) = (self.m.get(level_index), self.u.get(level_index)) else {
+            return 0.0;
+        };
+        let top = self.m.len() - 1;
+        let present = f64::from(self.present.max(1));
+        let count = |value: &Prepared| self.term_counts.get(&value.exact).copied().unwrap_or(1);
+        let u = match (a, b) {
+            (Some(a), _) if level_index == top && self.present > 2 => {
+                let beyond_pair = f64::from(count(a).saturating_sub(2)) / present;
+                let floor = match &a.detail {
+                    Detail::Name(name) if name.parts.len() >= 2 => name
+                        .parts
+                        .iter()
+                        .map(|p| f64::from(self.part_counts.get(p).copied().unwrap_or(1).max(1)) / present)
+                        .product::<f64>()
+                        .max(1.0 / (present * present)),
+                    _ => self.exact_floor.unwrap_or(u),
+                };
+                beyond_pair.max(floor)
+            }
+            (Some(a), Some(b)) if level_index > 0 && level_index < top && self.present > 1 => {
+                match (&a.sound, &b.sound) {
+                    (Some(x), Some(y)) if x == y => {
+                        let sound = self.sound_counts.get(x).copied().unwrap_or(0);
+                        // Other records with this sound, beyond the pair's own values.
+                        let others = sound.saturating_sub(count(a).min(count(b))).saturating_sub(1);
+                        u.max(f64::from(others) / present)
+                    }
+                    _ => u,
+                }
+            }
+            _ => u,
+        };
+        let weight = (m.max(PROBABILITY_FLOOR) / u.max(PROBABILITY_FLOOR)).ln();
+        let weight = weight.clamp(-MAX_FIELD_WEIGHT, MAX_FIELD_WEIGHT);
+        // Exact agreement never counts against a match and disagreement never for one.
+        if level_index == top {
+            weight.max(0.0)
+        } else if level_index == 0 {
+            weight.min(0.0)
+        } else {
+            weight
+        }
+    }
+}
+
+/// Default `m`: most matching pairs agree exactly, the rest spread over lower levels.
+fn default_m(levels: usize) -> Vec<f64> {
+    let mut m = vec![0.0; levels];
+    match levels {
+        0 => {}
+        1 => m[0] = 1.0,
+        _ => {
+            m[levels - 1] = 0.7;
+            let rest = 0.3 / (levels - 1) as f64;
+            for v in m.iter_mut().take(levels - 1) {
+                *v = rest;
+            }
+        }
+    }
+    m
+}
+
+/// Default `u`: most random pairs disagree; each higher level is ten times rarer.
+fn default_u(levels: usize) -> Vec<f64> {
+    let mut u: Vec<f64> = (0..levels).map(|l| 0.1f64.powi(l as i32 + 1)).collect();
+    if let Some(first) = u.first_mut() {
+        *first = 0.0;
+    }
+    let rest: f64 = u.iter().sum();
+    if let Some(first) = u.first_mut() {
+        *first = 1.0 - rest;
+    }
+    u
+}
+
+/// The fitted model.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Model {
+    pub fields: Vec<FieldModel>,
+    /// Probability that two records drawn at random are the same entity.
+    pub prior: f64,
+    /// EM diagnostics: (blocking class fields, iterations, estimated share of matches among
+    /// that class's candidate pairs).
+    pub sessions: Vec<EmSession>,
+}
+
+/// Diagnostics of one EM run.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EmSession {
+    /// Bit set of the fields left out (those the blocking keys were made from).
+    pub excluded_fields: u64,
+    pub pairs: usize,
+    pub iterations: usize,
+    pub match_share: f64,
+}
+
+impl Model {
+    /// A model with default parameters and the given prior, e.g. for checking one new record
+    /// against stored candidates before any estimation has run.
+    pub fn with_defaults(fields: &[(String, FieldKind)], prior: f64) -> Self {
+        Self {
+            fields: fields.iter().map(|(n, k)| FieldModel::with_defaults(n.clone(), *k)).collect(),
+            prior: prior.clamp(1e-12, 0.5),
+            sessions: Vec::new(),
+        }
+    }
+
+    /// Sum of the field weights of a comparison vector for two records' prepared values.
+    pub fn total_weight(&self, levels: &[u8], a: &[Option<Prepared>], b: &[Option<Prepared>]) -> f64 {
+        let mut total = 0.0;
+        for (k, &level) in levels.iter().enumerate() {
+            if level == MISSING {
+                continue;
+            }
+            let Some(field) = self.fields.get(k) else { continue };
+            let (x, y) = (a.get(k).and_then(Option::as_ref), b.get(k).and_then(Option::as_ref));
+            let mut weight = field.weight(level, x, y);
+            // E-mail users made from the name agree whenever the names do (namesakes share
+            // zhangwei@…): short of the same address, that agreement adds nothing.
+            if let (Some(Detail::Email(p)), Some(Detail::Email(q))) = (x.map(|v| &v.detail), y.map(|v| &v.detail))
+                && p.name_like
+                && q.name_like
+                && usize::from(level) + 1 < field.m.len()
+            {
+                weight = weight.min(0.0);
+            }
+            total += weight;
+        }
+        total
+    }
+
+    /// Match probability for a total weight.
+    pub fn probability(&self, total_weight: f64) -> f64 {
+        sigmoid(logit(self.prior) + total_weight)
+    }
+}
+
+pub(crate) fn sigmoid(x: f64) -> f64 {
+    if x >= 0.0 {
+        1.0 / (1.0 + (-x).exp())
+    } else {
+        let e = x.exp();
+        e / (1.0 + e)
+    }
+}
+
+pub(crate) fn logit(p: f64) -> f64 {
+    let p = p.clamp(1e-15, 1.0 - 1e-15);
+    (p / (1.0 - p)).ln()
+}
+
+/// Level counts among random pairs → `u`, smoothed towards the default; the exact level is
+/// replaced by the probability that two random present values are equal, computed exactly
+/// from the term counts.
+pub(crate) fn estimate_u(field: &mut FieldModel, level_counts: &[f64], exact_override: Option<f64>) {
+    let levels = field.m.len();
+    let prior = default_u(levels);
+    let total: f64 = level_counts.iter().sum();
+    let mut u: Vec<f64> = (0..levels)
+        .map(|l| {
+            (level_counts.get(l).copied().unwrap_or(0.0) + U_PRIOR_STRENGTH * prior[l]) / (total + U_PRIOR_STRENGTH)
+        })
+        .collect();
+    let present = f64::from(field.present);
+    if present >= 2.0 && levels >= 2 {
+        let exact = match exact_override {
+            Some(exact) => exact,
+            None => {
+                let same: u64 =
+                    field.term_counts.values().map(|&c| u64::from(c) * u64::from(c.saturating_sub(1))).sum();
+                (same as f64 + U_PRIOR_STRENGTH * prior[levels - 1]) / (present * (present - 1.0) + U_PRIOR_STRENGTH)
+            }
+        };
+        let exact = exact.clamp(1.0 / (present * present), 1.0);
+        let others: f64 = u[..levels - 1].iter().sum();
+        if others > 0.0 {
+            let scale = (1.0 - exact) / others;
+            for v in u[..levels - 1].iter_mut() {
+                *v *= scale;
+            }
+        }
+        u[levels - 1] = exact;
+    }
+    for v in u.iter_mut() {
+        *v = v.clamp(PROBABILITY_FLOOR, 1.0);
+    }
+    field.u = u;
+}
+
+/// Pairs of present values that agree exactly, over all pairs of records.
+pub(crate) fn exact_pairs(field: &FieldModel) -> f64 {
+    field.term_counts.values().map(|&c| f64::from(c) * (f64::from(c) - 1.0) / 2.0).sum()
+}
+
+/// Comparison patterns of the candidate pairs of one EM session, with their counts.
+pub(crate) struct Patterns {
+    pub excluded_fields: u64,
+    /// Distinct patterns with their counts, sorted (so that sums, and results, do not depend
+    /// on hash order).
+    pub counts: Vec<(Vec<u8>, u64)>,
+}
+
+/// Runs EM for each session with `u` fixed, pools the expected level counts of the matching
+/// pairs across sessions, and sets each field's `m` from them.
+pub(crate) fn estimate_m(fields: &mut [FieldModel], sessions: &[Patterns], max_iterations: usize) -> Vec<EmSession> {
+    let n = fields.len();
+    let mut pooled: Vec<Vec<f64>> = fields.iter().map(|f| vec![0.0; f.m.len()]).collect();
+    let mut report = Vec::new();
+    for session in sessions {
+        let total: u64 = session.counts.iter().map(|(_, c)| c).sum();
+        if total == 0 {
+            continue;
+        }
+        let included: Vec<bool> = (0..n).map(|k| k >= 64 || session.excluded_fields & (1u64 << k) == 0).collect();
+        let mut m: Vec<Vec<f64>> = fields.iter().map(|f| default_m(f.m.len())).collect();
+        let mut share = 0.1f64;
+        let mut expected: Vec<Vec<f64>> = fields.iter().map(|f| vec![0.0; f.m.len()]).collect();
+        let mut iterations = 0;
+        for iteration in 0..max_iterations.max(1) {
+            iterations = iteration + 1;
+            for row in expected.iter_mut() {
+                row.iter_mut().for_each(|v| *v = 0.0);
+            }
+            let prior = logit(share);
+            let mut matched = 0.0;
+            for (pattern, count) in &session.counts {
+                let count = *count;
+                let mut log_odds = prior;
+                for (k, &level) in pattern.iter().enumerate() {
+                    if level == MISSING || !included[k] {
+                        continue;
+                    }
+                    let l = usize::from(level);
+                    log_odds += (m[k][l].max(PROBABILITY_FLOOR) / fields[k].u[l]).ln();
+                }
+                let g = sigmoid(log_odds) * count as f64;
+                matched += g;
+                for (k, &level) in pattern.iter().enumerate() {
+                    if level != MISSING && included[k] {
+                        expected[k][usize::from(level)] += g;
+                    }
+                }
+            }
+            let new_share = (matched / total as f64).clamp(1e-6, 0.999);
+            let mut change = (new_share - share).abs();
+            share = new_share;
+            for k in 0..n {
+                if !included[k] {
+                    continue;
+                }
+                let new_m = smoothed_monotone_m(&expected[k], &fields[k].u);
+                for (old, new) in m[k].iter_mut().zip(new_m) {
+                    change = change.max((*old - new).abs());
+                    *old = new;
+                }
+            }
+            if change < 1e-6 {
+                break;
+            }
+        }
+        for k in 0..n {
+            if included[k] {
+                for (p, e) in pooled[k].iter_mut().zip(&expected[k]) {
+                    *p += e;
+                }
+            }
+        }
+        report.push(EmSession {
+            excluded_fields: session.excluded_fields,
+            pairs: total as usize,
+            iterations,
+            match_share: share,
+        });
+    }
+    for (field, counts) in fields.iter_mut().zip(&pooled) {
+        field.m = smoothed_monotone_m(counts, &field.u);
+    }
+    report
+}
+
+/// `m` from expected counts: Dirichlet-smoothed towards the default, then the ratio m/u made
+/// non-decreasing in the level by pooling adjacent violators.
+fn smoothed_monotone_m(expected: &[f64], u: &[f64]) -> Vec<f64> {
+    let levels = expected.len();
+    let prior = default_m(levels);
+    let total: f64 = expected.iter().sum();
+    let m: Vec<f64> =
+        (0..levels).map(|l| (expected[l] + M_PRIOR_STRENGTH * prior[l]) / (total + M_PRIOR_STRENGTH)).collect();
+    let mut m = monotone_ratio(&m, u);
+    for v in m.iter_mut() {
+        *v = v.clamp(PROBABILITY_FLOOR, 1.0 - PROBABILITY_FLOOR);
+    }
+    m
+}
+
+/// Pool-adjacent-violators on the ratio m/u (weights u): the result keeps the total of `m` and
+/// has a non-decreasing ratio across levels.
+fn monotone_ratio(m: &[f64], u: &[f64]) -> Vec<f64> {
+    // Blocks of (first level, sum m, sum u).
+    let mut blocks: Vec<(usize, f64, f64)> = Vec::with_capacity(m.len());
+    for (l, (&mv, &uv)) in m.iter().zip(u).enumerate() {
+        blocks.push((l, mv, uv.max(PROBABILITY_FLOOR)));
+        while blocks.len() >= 2 {
+            let (_, m2, u2) = blocks[blocks.len() - 1];
+            let (_, m1, u1) = blocks[blocks.len() - 2];
+            if m1 / u1 > m2 / u2 {
+                blocks.pop();
+                if let Some(last) = blocks.last_mut() {
+                    last.1 += m2;
+                    last.2 += u2;
+                }
+            } else {
+                break;
+            }
+        }
+    }
+    let mut out = vec![0.0; m.len()];
+    for (b, &(start, mv, uv)) in blocks.iter().enumerate() {
+        let end = blocks.get(b + 1).map_or(m.len(), |next| next.0);
+        for l in start..end {
+            out[l] = u[l].max(PROBABILITY_FLOOR) * mv / uv;
+        }
+    }
+    out
+}
+
+/// The prior that makes the expected number of matches among the candidates (each weighted by
+/// its posterior) equal to prior × all possible pairs.
+pub(crate) fn estimate_prior(weights: &[f64], possible_pairs: f64) -> f64 {
+    if weights.is_empty() || possible_pairs < 1.0 {
+        return 1e-6;
+    }
+    let floor = (1.0 / possible_pairs).min(0.5) * 1e-3;
+    let mut prior = (weights.iter().filter(|&&w| w > 0.0).count() as f64 / possible_pairs).clamp(floor, 0.5);
+    for _ in 0..200 {
+        let l = logit(prior);
+        let expected: f64 = weights.iter().map(|&w| sigmoid(l + w)).sum();
+        let next = (expected / possible_pairs).clamp(floor, 0.5);
+        if (next - prior).abs() <= prior * 1e-6 {
+            prior = next;
+            break;
+        }
+        prior = next;
+    }
+    prior
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_distributions() {
+        for levels in 2..6 {
+            let m = default_m(levels);
+            let u = default_u(levels);
+            assert!((m.iter().sum::<f64>() - 1.0).abs() < 1e-9);
+            assert!((u.iter().sum::<f64>() - 1.0).abs() < 1e-9);
+            assert!(m[levels - 1] / u[levels - 1] > 1.0 && m[0] / u[0] < 1.0);
+        }
+    }
+
+    #[test]
+    fn monotone_pooling() {
+        let u = [0.9, 0.05, 0.04, 0.01];
+        let m = [0.1, 0.3, 0.1, 0.5];
+        let out = monotone_ratio(&m, &u);
+        let ratios: Vec<f64> = out.iter().zip(&u).map(|(m, u)| m / u).collect();
+        assert!(ratios.windows(2).all(|w| w[0] <= w[1] + 1e-12), "{ratios:?}");
+        assert!((out.iter().sum::<f64>() - 1.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn weights_respect_signs_and_term_frequency() {
+        use super::super::value::prepare;
+        let mut f = FieldModel::with_defaults("name", FieldKind::PersonName);
+        f.m = vec![0.04, 0.01, 0.05, 0.1, 0.2, 0.6];
+        f.u = vec![0.98, 0.01, 0.007, 0.002, 0.0005, 0.0005];
+        let value = |raw: &str| prepare(FieldKind::PersonName, raw).unwrap();
+        for _ in 0..1000 {
+            f.observe(&value("Emily Carter"));
+        }
+        for _ in 0..100 {
+            f.observe(&value("张伟"));
+            f.observe(&value("Wei Zhang"));
+        }
+        f.observe(&value("诸葛亮"));
+        f.observe(&value("诸葛亮"));
+        f.observe(&value("Zhuge Liang"));
+        f.observe(&value("Liang Zhuge"));
+        f.observe(&value("司马光"));
+        f.observe(&value("Sima Guang"));
+        let common = f.weight(5, Some(&value("张伟")), Some(&value("张伟")));
+        let rare = f.weight(5, Some(&value("诸葛亮")), Some(&value("诸葛亮")));
+        assert!(rare > common && common >= 0.0, "{rare} {common}");
+        let common_sound = f.weight(4, Some(&value("张伟")), Some(&value("Wei Zhang")));
+        let rare_sound = f.weight(4, Some(&value("诸葛亮")), Some(&value("Zhuge Liang")));
+        assert!(rare_sound > common_sound, "{rare_sound} {common_sound}");
+        let unique_sound = f.weight(4, Some(&value("司马光")), Some(&value("Sima Guang")));
+        assert!((unique_sound - (0.2f64 / 0.0005).ln()).abs() < 1e-9, "a sound of its own keeps the global u");
+        assert!(f.weight(0, None, None) < 0.0);
+    }
+
+    #[test]
+    fn em_recovers_m_on_a_clean_mixture() {
+        // Two fields, three levels each; 1,000 matches mostly agreeing, 9,000 non-matches
+        // disagreeing at the u rates.
+        let mut fields = vec![
+            FieldModel::with_defaults("a", FieldKind::CompanyName),
+            FieldModel::with_defaults("b", FieldKind::CompanyName),
+            FieldModel::with_defaults("c", FieldKind::CompanyName),
+        ];
+        for f in fields.iter_mut() {
+            f.u = vec![0.9, 0.07, 0.02, 0.01];
+        }
+        let mut counts: HashMap<Vec<u8>, u64> = HashMap::new();
+        // matches: every field exact 80%, level 2 20% (independently) → enumerate.
+        for a in [2u8, 3] {
+            for b in [2u8, 3] {
+                for c in [2u8, 3] {
+                    let p: f64 = [a, b, c].iter().map(|&l| if l == 3 { 0.8 } else { 0.2 }).product();
+                    *counts.entry(vec![a, b, c]).or_insert(0) += (1000.0 * p).round() as u64;
+                }
+            }
+        }
+        for a in 0u8..4 {
+            for b in 0u8..4 {
+                for c in 0u8..4 {
+                    let u: [f64; 4] = [0.9, 0.07, 0.02, 0.01];
+                    let p = u[a as usize] * u[b as usize] * u[c as usize];
+                    *counts.entry(vec![a, b, c]).or_insert(0) += (9000.0 * p).round() as u64;
+                }
+            }
+        }
+        let mut counts: Vec<(Vec<u8>, u64)> = counts.into_iter().collect();
+        counts.sort();
+        let sessions = [Patterns { excluded_fields: 0, counts }];
+        let report = estimate_m(&mut fields, &sessions, 200);
+        assert!((report[0].match_share - 0.1).abs() < 0.01, "{report:?}");
+        for f in &fields {
+            assert!((f.m[3] - 0.8).abs() < 0.03, "{:?}", f.m);
+        }
+    }
+
+    #[test]
+    fn prior_fixed_point() {
+        // 100 sure matches among a million possible pairs, plus a thousand sure non-matches.
+        let mut weights = vec![30.0; 100];
+        weights.extend(vec![-30.0; 1000]);
+        let prior = estimate_prior(&weights, 1e6);
+        assert!((prior - 1e-4).abs() < 1e-6, "{prior}");
+    }
+}
