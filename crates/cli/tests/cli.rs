@@ -11,17 +11,22 @@ use std::time::{Duration, Instant};
 
 const BIN: &str = env!("CARGO_BIN_EXE_custodian");
 
+/// A data directory inside its own temporary directory: the server keeps its audit checkpoint
+/// file and signing key beside the data directory, and they must be cleaned up too.
 struct TempDir(PathBuf);
 impl TempDir {
     fn new() -> Self {
-        let p = std::env::temp_dir().join(format!("custodian-cli-{}", uuid::Uuid::new_v4().simple()));
-        std::fs::create_dir_all(&p).unwrap();
-        TempDir(p)
+        let root = std::env::temp_dir().join(format!("custodian-cli-{}", uuid::Uuid::new_v4().simple()));
+        let data = root.join("data");
+        std::fs::create_dir_all(&data).unwrap();
+        TempDir(data)
     }
 }
 impl Drop for TempDir {
     fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
+        if let Some(root) = self.0.parent() {
+            let _ = std::fs::remove_dir_all(root);
+        }
     }
 }
 
