@@ -16,6 +16,13 @@ pub async fn load(service: &Service, records: usize, seed: u64, duplicate_share:
     let started = Instant::now();
     let data = generate(records, seed, duplicate_share);
     let ctx = RequestContext::cli();
+    // Spread the records over the existing sales users (reps and managers, else everyone
+    // active), so that row scopes have something to show; with no users they stay unowned.
+    let users = service.list_users(&ctx).await.map_err(|e| anyhow::anyhow!("{e}"))?;
+    let active: Vec<_> = users.into_iter().filter(|u| u.status == "active").collect();
+    let sales: Vec<_> =
+        active.iter().filter(|u| matches!(u.role.as_str(), "sales_rep" | "sales_manager")).cloned().collect();
+    let owners = if sales.is_empty() { active } else { sales };
     let progress = ProgressBar::new(data.records.len() as u64);
     progress.set_style(
         ProgressStyle::with_template("{spinner} {msg:12} [{bar:40}] {pos}/{len} ({per_sec}, eta {eta})")
@@ -45,7 +52,11 @@ pub async fn load(service: &Service, records: usize, seed: u64, duplicate_share:
                 }
             }
         }
-        match service.prepare_create(&ctx, record.object, &fields, &CreateOptions::default()).await {
+        let options = match owners.get(record.key % owners.len().max(1)) {
+            Some(u) => CreateOptions { owner_id: Some(u.id), team_id: u.team_id },
+            None => CreateOptions::default(),
+        };
+        match service.prepare_create(&ctx, record.object, &fields, &options).await {
             Ok((id, prepared)) => pending.push(Pending {
                 object: record.object,
                 key: record.key,

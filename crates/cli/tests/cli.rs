@@ -263,3 +263,28 @@ fn offboard_from_the_command_line() {
         .unwrap();
     assert!(!out.status.success());
 }
+
+#[test]
+fn demo_data_belongs_to_the_sales_users() {
+    let dir = TempDir::new();
+    let d = dir.0.to_str().unwrap();
+    let mut child = Command::new(BIN)
+        .args(["user", "create", "--data-dir", d, "--username", "rep", "--role", "sales_rep", "--password-stdin"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(b"a long enough password").unwrap();
+    assert!(child.wait().unwrap().success());
+    let out = Command::new(BIN).args(["demo", "--data-dir", d, "--records", "120", "--seed", "3"]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let mut server = start(&dir.0, Some("admin password 123"));
+    // The rep sees their own demo records (row scope "own").
+    let token = login(server.port, "rep", "a long enough password");
+    let (status, body) = http(server.port, "GET", "/api/v1/contacts?limit=500", Some(&token), None);
+    assert_eq!(status, 200, "{body}");
+    assert!(body["items"].as_array().unwrap().len() >= 20, "{body}");
+    server.child.kill().unwrap();
+    server.child.wait().unwrap();
+}
