@@ -86,39 +86,70 @@ impl FromRequestParts<AppState> for Ctx {
 /// UTF-8, syntax, wrong shape, unknown keys) → 400 `malformed_request`.
 pub struct JsonBody<T>(pub T);
 
+fn check_json_content_type(req: &Request) -> Result<(), ApiError> {
+    if let Some(ct) = req.headers().get(header::CONTENT_TYPE) {
+        let ok =
+            ct.to_str().map(|s| s.trim_start().to_ascii_lowercase().starts_with("application/json")).unwrap_or(false);
+        if !ok {
+            return Err(ApiError::code(ErrorCode::UnsupportedMediaType));
+        }
+    }
+    Ok(())
+}
+
+async fn read_body<S: Send + Sync>(req: Request, state: &S) -> Result<Bytes, ApiError> {
+    Bytes::from_request(req, state).await.map_err(|rejection| {
+        if rejection.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::code(ErrorCode::PayloadTooLarge)
+        } else {
+            ApiError::message(ErrorCode::MalformedRequest, "The request body could not be read.")
+        }
+    })
+}
+
+fn parse_json_object<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    let value: serde_json::Value = serde_json::from_slice(bytes)
+        .map_err(|e| ApiError::message(ErrorCode::MalformedRequest, format!("Invalid JSON body: {e}")))?;
+    // NUL is never part of a valid value, and PostgreSQL cannot store it in text or JSON.
+    if bytes.windows(6).any(|w| w.eq_ignore_ascii_case(b"\\u0000")) {
+        return Err(ApiError::message(ErrorCode::MalformedRequest, "The body contains a NUL character."));
+    }
+    // Every body of this API is a JSON object (serde would also accept arrays for structs).
+    if !value.is_object() {
+        return Err(ApiError::message(ErrorCode::MalformedRequest, "The body must be a JSON object."));
+    }
+    serde_json::from_value(value)
+        .map_err(|e| ApiError::message(ErrorCode::MalformedRequest, format!("Invalid JSON body: {e}")))
+}
+
 impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        if let Some(ct) = req.headers().get(header::CONTENT_TYPE) {
-            let ok = ct
-                .to_str()
-                .map(|s| s.trim_start().to_ascii_lowercase().starts_with("application/json"))
-                .unwrap_or(false);
-            if !ok {
-                return Err(ApiError::code(ErrorCode::UnsupportedMediaType));
-            }
+        check_json_content_type(&req)?;
+        let bytes = read_body(req, state).await?;
+        parse_json_object(&bytes).map(JsonBody)
+    }
+}
+
+/// A JSON body that may be left out entirely (an empty body means `T::default()`); a body that
+/// is there is checked exactly like `JsonBody`.
+pub struct OptionalJsonBody<T>(pub T);
+
+impl<T: DeserializeOwned + Default, S: Send + Sync> FromRequest<S> for OptionalJsonBody<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let has_content_type = req.headers().contains_key(header::CONTENT_TYPE);
+        let checked = check_json_content_type(&req);
+        let bytes = read_body(req, state).await?;
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            return Ok(OptionalJsonBody(T::default()));
         }
-        let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
-            if rejection.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
-                ApiError::code(ErrorCode::PayloadTooLarge)
-            } else {
-                ApiError::message(ErrorCode::MalformedRequest, "The request body could not be read.")
-            }
-        })?;
-        let value: serde_json::Value = serde_json::from_slice(&bytes)
-            .map_err(|e| ApiError::message(ErrorCode::MalformedRequest, format!("Invalid JSON body: {e}")))?;
-        // NUL is never part of a valid value, and PostgreSQL cannot store it in text or JSON.
-        if bytes.windows(6).any(|w| w.eq_ignore_ascii_case(b"\\u0000")) {
-            return Err(ApiError::message(ErrorCode::MalformedRequest, "The body contains a NUL character."));
+        if has_content_type {
+            checked?;
         }
-        // Every body of this API is a JSON object (serde would also accept arrays for structs).
-        if !value.is_object() {
-            return Err(ApiError::message(ErrorCode::MalformedRequest, "The body must be a JSON object."));
-        }
-        serde_json::from_value(value)
-            .map(JsonBody)
-            .map_err(|e| ApiError::message(ErrorCode::MalformedRequest, format!("Invalid JSON body: {e}")))
+        parse_json_object(&bytes).map(OptionalJsonBody)
     }
 }
 

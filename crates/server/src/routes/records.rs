@@ -2,7 +2,7 @@
 
 use crate::AppState;
 use crate::error::{ApiError, ApiResult};
-use crate::extract::{Auth, JsonBody, PathParams, QueryPairs};
+use crate::extract::{Auth, JsonBody, OptionalJsonBody, PathParams, QueryPairs};
 use crate::openapi::{ErrorBody, HistoryDoc, RecordBody, RecordDoc, RecordListDoc, VersionBody, VersionDoc};
 use axum::Json;
 use axum::extract::State;
@@ -141,14 +141,6 @@ pub async fn update(
     Ok(with_etag(StatusCode::OK, state.service.update_record(&ctx, &object, id, &body.fields, &options).await?))
 }
 
-async fn optional_version_body(body: axum::body::Bytes) -> ApiResult<VersionBody> {
-    if body.iter().all(u8::is_ascii_whitespace) {
-        return Ok(VersionBody::default());
-    }
-    serde_json::from_slice(&body)
-        .map_err(|e| ApiError::message(ErrorCode::MalformedRequest, format!("Invalid JSON body: {e}")))
-}
-
 #[utoipa::path(delete, path = "/api/v1/{object}/{id}", tag = "records", request_body(content = VersionBody, description = "Optional"),
     params(("object" = String, Path), ("id" = Uuid, Path), ("If-Match" = Option<String>, Header)),
     responses((status = 200, body = RecordDoc, description = "The soft-deleted record"), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
@@ -157,10 +149,9 @@ pub async fn delete(
     Auth(ctx): Auth,
     PathParams((object, id)): PathParams<(String, String)>,
     headers: HeaderMap,
-    body: axum::body::Bytes,
+    OptionalJsonBody(body): OptionalJsonBody<VersionBody>,
 ) -> ApiResult<Response> {
     let id = parse_id(&id)?;
-    let body = optional_version_body(body).await?;
     let options = WriteOptions { expected_version: expected_version(&headers, body.version)? };
     Ok(with_etag(StatusCode::OK, state.service.delete_record(&ctx, &object, id, &options).await?))
 }
@@ -173,10 +164,9 @@ pub async fn restore(
     Auth(ctx): Auth,
     PathParams((object, id)): PathParams<(String, String)>,
     headers: HeaderMap,
-    body: axum::body::Bytes,
+    OptionalJsonBody(body): OptionalJsonBody<VersionBody>,
 ) -> ApiResult<Response> {
     let id = parse_id(&id)?;
-    let body = optional_version_body(body).await?;
     let options = WriteOptions { expected_version: expected_version(&headers, body.version)? };
     Ok(with_etag(StatusCode::OK, state.service.restore_record(&ctx, &object, id, &options).await?))
 }
