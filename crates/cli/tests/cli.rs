@@ -78,6 +78,31 @@ fn start(dir: &Path, admin_password: Option<&str>) -> Server {
     Server { child, port, stdout }
 }
 
+/// `custodian user create` with the password on standard input.
+fn create_user(data_dir: &str, username: &str, role: &str, password: &[u8]) -> std::process::Output {
+    let mut child = Command::new(BIN)
+        .args([
+            "--log-format",
+            "text",
+            "user",
+            "create",
+            "--data-dir",
+            data_dir,
+            "--username",
+            username,
+            "--role",
+            role,
+        ])
+        .arg("--password-stdin")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(password).unwrap();
+    child.wait_with_output().unwrap()
+}
+
 fn login(port: u16, user: &str, password: &str) -> String {
     let (status, body) =
         http(port, "POST", "/api/v1/auth/login", None, Some(&json!({"username": user, "password": password})));
@@ -117,39 +142,11 @@ fn first_start_prints_admin_password_once_and_creates_a_private_key_file() {
 fn user_create_is_offline_and_reads_the_password_from_stdin() {
     let dir = TempDir::new();
     let d = dir.0.to_str().unwrap();
-    let mut child = Command::new(BIN)
-        .args([
-            "--log-format",
-            "text",
-            "user",
-            "create",
-            "--data-dir",
-            d,
-            "--username",
-            "alice",
-            "--role",
-            "sales_rep",
-            "--password-stdin",
-        ])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child.stdin.take().unwrap().write_all(b"a long enough password\n").unwrap();
-    let out = child.wait_with_output().unwrap();
+    let out = create_user(d, "alice", "sales_rep", b"a long enough password\n");
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(String::from_utf8_lossy(&out.stdout).contains("created user alice"));
     // Weak input is refused with a clear message and a failure exit code.
-    let mut child = Command::new(BIN)
-        .args(["user", "create", "--data-dir", d, "--username", "bob", "--role", "sales_rep", "--password-stdin"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child.stdin.take().unwrap().write_all(b"short\n").unwrap();
-    let out = child.wait_with_output().unwrap();
+    let out = create_user(d, "bob", "sales_rep", b"short\n");
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("password"));
     let list = Command::new(BIN).args(["user", "list", "--data-dir", d]).output().unwrap();
@@ -238,15 +235,7 @@ fn offboard_from_the_command_line() {
     let dir = TempDir::new();
     let d = dir.0.to_str().unwrap();
     for name in ["leaver", "heir"] {
-        let mut child = Command::new(BIN)
-            .args(["user", "create", "--data-dir", d, "--username", name, "--role", "sales_rep", "--password-stdin"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        child.stdin.take().unwrap().write_all(b"a long enough password").unwrap();
-        assert!(child.wait().unwrap().success());
+        assert!(create_user(d, name, "sales_rep", b"a long enough password").status.success());
     }
     let out = Command::new(BIN)
         .args(["user", "offboard", "--data-dir", d, "--username", "leaver", "--successor", "heir"])
@@ -268,15 +257,7 @@ fn offboard_from_the_command_line() {
 fn demo_data_belongs_to_the_sales_users() {
     let dir = TempDir::new();
     let d = dir.0.to_str().unwrap();
-    let mut child = Command::new(BIN)
-        .args(["user", "create", "--data-dir", d, "--username", "rep", "--role", "sales_rep", "--password-stdin"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    child.stdin.take().unwrap().write_all(b"a long enough password").unwrap();
-    assert!(child.wait().unwrap().success());
+    assert!(create_user(d, "rep", "sales_rep", b"a long enough password").status.success());
     let out = Command::new(BIN).args(["demo", "--data-dir", d, "--records", "120", "--seed", "3"]).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let mut server = start(&dir.0, Some("admin password 123"));
