@@ -25,6 +25,7 @@ use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
 mod audit;
+mod bulk;
 mod sql;
 use sql::{Bind, QueryParts};
 
@@ -123,9 +124,10 @@ impl SqliteStore {
 // ---- the writer task ---------------------------------------------------------------------
 
 enum Op {
-    Write(WriteBatch),
+    /// A batch and its rows encoded for the bulk path.
+    Write(WriteBatch, bulk::Encoded),
     EnsureIndex(String),
-    Audit(Vec<AuditDraft>),
+    Audit(Vec<AuditDraft>, bulk::Encoded),
     AddCustomField(CustomFieldRow, AuditDraft),
     InsertKey(WrappedKeyRow),
     CreateUser(UserRow, AuditDraft),
@@ -209,7 +211,24 @@ async fn run_group(conn: &mut SqliteConnection, jobs: Vec<Job>) {
             return;
         }
     };
-    for job in jobs {
+    // Record writes and audit appends of the whole group first go through the bulk path in one
+    // savepoint; if anything in them fails, they are replayed one job at a time below.
+    let (combinable, mut single): (Vec<Job>, Vec<Job>) =
+        jobs.into_iter().partition(|j| matches!(j.op, Op::Write(..) | Op::Audit(..)));
+    if !combinable.is_empty() {
+        match run_bulk(conn, &combinable, &mut head).await {
+            Ok(seqs) => {
+                for (job, seqs) in combinable.into_iter().zip(seqs) {
+                    results.push((job.reply, Ok(OpOut::Seqs(seqs))));
+                }
+            }
+            Err(bulk::Fallback(reason)) => {
+                tracing::debug!(%reason, jobs = combinable.len(), "bulk write fell back to one job at a time");
+                single.extend(combinable);
+            }
+        }
+    }
+    for job in single {
         let saved_head = head.clone();
         let outcome = match exec(conn, "SAVEPOINT job").await {
             Err(e) => Err(e),
@@ -247,6 +266,37 @@ async fn run_group(conn: &mut SqliteConnection, jobs: Vec<Job>) {
     }
 }
 
+/// Applies every `Op::Write` and `Op::Audit` of `jobs` in one savepoint through the bulk path.
+/// Returns the event sequence numbers per job, or `Fallback` after rolling the savepoint back.
+async fn run_bulk(
+    conn: &mut SqliteConnection,
+    jobs: &[Job],
+    head: &mut ChainHead,
+) -> Result<Vec<Vec<i64>>, bulk::Fallback> {
+    let mut parts = Vec::with_capacity(jobs.len());
+    for job in jobs {
+        match &job.op {
+            Op::Write(_, encoded) | Op::Audit(_, encoded) => parts.push(encoded),
+            _ => return Err(bulk::Fallback("not a record write".into())),
+        }
+    }
+    exec(conn, "SAVEPOINT bulk").await?;
+    let saved = head.clone();
+    match bulk::apply(conn, &parts, head).await {
+        Ok(seqs) => {
+            exec(conn, "RELEASE bulk").await?;
+            let mut seqs = seqs.into_iter();
+            Ok(parts.iter().map(|p| seqs.by_ref().take(p.events.len()).collect()).collect())
+        }
+        Err(e) => {
+            exec(conn, "ROLLBACK TO bulk").await?;
+            exec(conn, "RELEASE bulk").await?;
+            *head = saved;
+            Err(e)
+        }
+    }
+}
+
 async fn read_chain_head(conn: &mut SqliteConnection) -> StoreResult<ChainHead> {
     let row = sqlx::query("SELECT seq, hash FROM audit_events ORDER BY seq DESC LIMIT 1")
         .fetch_optional(&mut *conn)
@@ -263,33 +313,8 @@ async fn append_events(
     head: &mut ChainHead,
     drafts: &[AuditDraft],
 ) -> StoreResult<Vec<i64>> {
-    let mut seqs = Vec::with_capacity(drafts.len());
-    for d in drafts {
-        let seq = head.seq + 1;
-        let body = d.canonical_body();
-        let hash = custodian_core::audit::chain_hash(&head.hash, seq, body.as_bytes()).to_vec();
-        sqlx::query(
-            "INSERT INTO audit_events (seq, at, actor_id, action, object, record_id, request_id, body, prev_hash, hash) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        )
-        .bind(seq)
-        .bind(d.at)
-        .bind(d.actor_id.map(|u| u.to_string()))
-        .bind(&d.action)
-        .bind(&d.object)
-        .bind(d.record_id.map(|u| u.to_string()))
-        .bind(&d.request_id)
-        .bind(&body)
-        .bind(&head.hash)
-        .bind(&hash)
-        .execute(&mut *conn)
-        .await
-        .map_err(map_sqlx)?;
-        head.seq = seq;
-        head.hash = hash;
-        seqs.push(seq);
-    }
-    Ok(seqs)
+    let events = bulk::encode_events(drafts)?;
+    bulk::append_events(conn, head, &events.iter().collect::<Vec<_>>()).await
 }
 
 fn opt_uuid(u: Option<Uuid>) -> Option<String> {
@@ -298,13 +323,13 @@ fn opt_uuid(u: Option<Uuid>) -> Option<String> {
 
 async fn apply_op(conn: &mut SqliteConnection, op: Op, head: &mut ChainHead) -> StoreResult<OpOut> {
     match op {
-        Op::Write(batch) => {
+        Op::Write(batch, _) => {
             for w in &batch.records {
                 apply_record_write(conn, w).await?;
             }
             Ok(OpOut::Seqs(append_events(conn, head, &batch.audit).await?))
         }
-        Op::Audit(drafts) => Ok(OpOut::Seqs(append_events(conn, head, &drafts).await?)),
+        Op::Audit(drafts, _) => Ok(OpOut::Seqs(append_events(conn, head, &drafts).await?)),
         Op::EnsureIndex(ddl) => {
             sqlx::query(AssertSqlSafe(ddl)).execute(&mut *conn).await.map_err(map_sqlx)?;
             Ok(OpOut::Unit)
@@ -756,7 +781,8 @@ impl Store for SqliteStore {
     }
 
     async fn write(&self, batch: WriteBatch) -> StoreResult<Vec<i64>> {
-        match self.submit(Op::Write(batch)).await? {
+        let encoded = bulk::Encoded::new(&batch)?;
+        match self.submit(Op::Write(batch, encoded)).await? {
             OpOut::Seqs(s) => Ok(s),
             _ => Err(internal("unexpected writer reply")),
         }
@@ -885,7 +911,8 @@ impl Store for SqliteStore {
     }
 
     async fn append_audit(&self, events: Vec<AuditDraft>) -> StoreResult<Vec<i64>> {
-        match self.submit(Op::Audit(events)).await? {
+        let encoded = bulk::Encoded::events(&events)?;
+        match self.submit(Op::Audit(events, encoded)).await? {
             OpOut::Seqs(s) => Ok(s),
             _ => Err(internal("unexpected writer reply")),
         }

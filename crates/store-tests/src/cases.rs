@@ -521,6 +521,86 @@ pub async fn concurrent_unique_claims_one_wins(store: DynStore) {
     assert_eq!(listed.len(), 1);
 }
 
+/// Writes submitted together may be committed together (group commit): one that fails must
+/// fail alone, with its own precise error, and leave every other write applied in full —
+/// record, version, blind indexes, unique keys, search text and audit event.
+pub async fn failing_write_fails_alone_among_concurrent_writes(store: DynStore) {
+    let mut stale = Vec::new();
+    for i in 0..5 {
+        let r = create(&store, json!({ "name": format!("stale {i}") })).await;
+        update(&store, &r, json!({ "name": format!("moved on {i}") })).await;
+        stale.push(r);
+    }
+    let holder = new_record(json!({ "name": "holder" }));
+    let mut w = creation(&holder);
+    w.unique_keys = vec![key("uscc", 200)];
+    apply(&store, w).await.expect("holder");
+    let events_before = all_audit(&store).await.len();
+
+    let mut tasks = Vec::new();
+    for i in 0..30u8 {
+        let store = store.clone();
+        let stale = stale.clone();
+        tasks.push(tokio::spawn(async move {
+            let (w, expect_ok) = match i {
+                0..=4 => {
+                    let prev = &stale[usize::from(i)];
+                    let next = successor(prev, json!({ "name": "lost update" }));
+                    (change(WriteAction::Update, prev, &next), false)
+                }
+                5 => {
+                    let r = new_record(json!({ "name": "clashes with holder" }));
+                    let mut w = creation(&r);
+                    w.unique_keys = vec![key("uscc", 200)];
+                    (w, false)
+                }
+                _ => {
+                    let r = new_record(json!({ "name": format!("并发写入 {i}") }));
+                    let mut w = creation(&r);
+                    w.blind_indexes = vec![key("mobile", i)];
+                    w.unique_keys = vec![key("uscc", i)];
+                    (w, true)
+                }
+            };
+            let audit = audit_for(&w);
+            let result = store.write(WriteBatch { records: vec![w.clone()], audit: vec![audit] }).await;
+            (i, w, expect_ok, result)
+        }));
+    }
+    let mut committed = 0;
+    for t in tasks {
+        let (i, w, expect_ok, result) = t.await.expect("task");
+        match (expect_ok, result) {
+            (true, Ok(seqs)) => {
+                assert_eq!(seqs.len(), 1);
+                committed += 1;
+                let stored = get(&store, w.record.id).await.expect("committed record is readable");
+                assert_eq!(stored.fields, w.record.fields);
+                let v = store.get_version(OBJ, w.record.id, 1).await.expect("version").expect("version 1 exists");
+                assert_eq!(v.fields, w.record.fields);
+                let found = store.find_by_blind_index(OBJ, "mobile", &digest(i), 10).await.expect("lookup");
+                assert_eq!(found, vec![w.record.id], "blind index of write {i}");
+                let mut q = query();
+                q.search = query_tokens(&format!("并发写入 {i}"));
+                assert!(list_all(&store, q).await.iter().any(|r| r.id == w.record.id), "search finds write {i}");
+                let mut again = creation(&new_record(json!({ "name": "second claim" })));
+                again.unique_keys = vec![key("uscc", i)];
+                assert!(matches!(apply(&store, again).await, Err(StoreError::UniqueViolation { .. })));
+            }
+            (false, Err(StoreError::VersionConflict { current })) if i < 5 => assert_eq!(current, 2),
+            (false, Err(StoreError::UniqueViolation { holder: h, .. })) if i == 5 => assert_eq!(h, Some(holder.id)),
+            (expect_ok, other) => panic!("write {i} (expected ok: {expect_ok}) gave {other:?}"),
+        }
+    }
+    assert_eq!(committed, 24);
+    for r in &stale {
+        assert_eq!(get(&store, r.id).await.expect("stale record").version, 2, "a refused update changed nothing");
+    }
+    let rows = all_audit(&store).await;
+    assert_eq!(rows.len(), events_before + 24, "one event per committed write, none for refused ones");
+    verify_chain(0, &GENESIS_HASH, &rows).expect("the chain verifies");
+}
+
 pub async fn batch_is_atomic(store: DynStore) {
     let a = create(&store, json!({ "name": "A" })).await;
     let b = create(&store, json!({ "name": "B" })).await;

@@ -235,6 +235,7 @@ macro_rules! conformance_tests {
             versions_are_listed_and_paged,
             unique_keys_are_enforced_and_freed,
             concurrent_unique_claims_one_wins,
+            failing_write_fails_alone_among_concurrent_writes,
             batch_is_atomic,
             batch_applies_writes_in_order,
             audit_rows_round_trip,
