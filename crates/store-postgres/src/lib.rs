@@ -106,6 +106,9 @@ impl PostgresStore {
         let options = options.options([("jit", "off")]);
         let pool = PgPoolOptions::new()
             .max_connections(max_connections.max(1))
+            // No ping before each use (a round trip per query). A connection broken by a
+            // server restart fails its next query (503, `unavailable`) and is discarded.
+            .test_before_acquire(false)
             .min_connections(0)
             .acquire_timeout(Duration::from_secs(10))
             .idle_timeout(Duration::from_secs(300))

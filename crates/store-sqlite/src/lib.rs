@@ -98,6 +98,9 @@ impl SqliteStore {
         let read_pool = SqlitePoolOptions::new()
             .max_connections(8)
             .min_connections(1)
+            // A connection to a local file does not go stale; pinging it before each use
+            // doubled the cost of every read (each call is a hop to the driver's thread).
+            .test_before_acquire(false)
             .acquire_timeout(Duration::from_secs(10))
             .connect_with(base.pragma("query_only", "ON"))
             .await

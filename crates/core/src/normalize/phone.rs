@@ -496,7 +496,9 @@ mod tests {
         for prefix in 100..200u32 {
             for suffix in ["00000000", "12345678", "99999999", "50505050"] {
                 let national = format!("{prefix}{suffix}");
-                for raw in [national.clone(), format!("+86{national}"), format!("86{national}"), format!("0086{national}")] {
+                for raw in
+                    [national.clone(), format!("+86{national}"), format!("86{national}"), format!("0086{national}")]
+                {
                     let region = region_id("CN");
                     let dialled = Dialled::scan(&raw).unwrap();
                     if let Some(fast) = cn_mobile_fast_path(&dialled, region) {
