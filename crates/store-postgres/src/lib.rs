@@ -1,6 +1,7 @@
 //! PostgreSQL backend: for deployments with several servers sharing one database.
 //!
-//! Every mutation is one transaction on a pooled connection. Optimistic version checks are
+//! Record writes and audit appends are group-committed by one writer task per server (see
+//! `writer`); every other mutation is one transaction on a pooled connection. Optimistic version checks are
 //! `UPDATE … WHERE version = $expected` (row locks make concurrent writers of one record queue
 //! up, and the loser sees the new version); unique keys are a primary key in `unique_keys`, so
 //! the database decides which of two concurrent writers holds a value; the audit chain stays
@@ -26,6 +27,7 @@ use uuid::Uuid;
 
 mod audit;
 mod sql;
+mod writer;
 use sql::{Bind, QueryParts};
 
 /// Default size of the connection pool.
@@ -36,6 +38,8 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!();
 
 pub struct PostgresStore {
     pool: PgPool,
+    /// Group commit of record writes and audit appends (see `writer`).
+    writer: writer::Writer,
 }
 
 impl std::fmt::Debug for PostgresStore {
@@ -104,6 +108,7 @@ impl PostgresStore {
             url.parse().map_err(|e: sqlx::Error| StoreError::Internal(format!("invalid PostgreSQL URL: {e}")))?;
         // JIT compilation costs more than it saves on these short OLTP queries.
         let options = options.options([("jit", "off")]);
+        let writer_options = options.clone();
         let pool = PgPoolOptions::new()
             .max_connections(max_connections.max(1))
             // No ping before each use (a round trip per query). A connection broken by a
@@ -122,7 +127,7 @@ impl PostgresStore {
                 },
             })?;
         MIGRATOR.run(&pool).await.map_err(|e| StoreError::Internal(format!("migration failed: {e}")))?;
-        Ok(PostgresStore { pool })
+        Ok(PostgresStore { pool, writer: writer::Writer::spawn(writer_options) })
     }
 
     /// The underlying pool, for operational tooling and backend-specific tests (for example
@@ -466,13 +471,10 @@ impl Store for PostgresStore {
     }
 
     async fn write(&self, batch: WriteBatch) -> StoreResult<Vec<i64>> {
-        let mut tx = self.begin().await?;
-        for w in &batch.records {
-            apply_record_write(&mut tx, w).await?;
+        if batch.records.is_empty() && batch.audit.is_empty() {
+            return Ok(Vec::new());
         }
-        let seqs = append_events(&mut tx, &batch.audit).await?;
-        commit(tx).await?;
-        Ok(seqs)
+        self.writer.write(batch).await
     }
 
     async fn get_record(&self, object: &str, id: Uuid, scope: &RowScope) -> StoreResult<Option<StoredRecord>> {
@@ -604,10 +606,7 @@ impl Store for PostgresStore {
         if events.is_empty() {
             return Ok(Vec::new());
         }
-        let mut tx = self.begin().await?;
-        let seqs = append_events(&mut tx, &events).await?;
-        commit(tx).await?;
-        Ok(seqs)
+        self.writer.append(events).await
     }
 
     async fn list_audit(&self, after_seq: i64, limit: u32) -> StoreResult<Vec<AuditRow>> {

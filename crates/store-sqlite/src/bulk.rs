@@ -16,7 +16,7 @@
 //! job fails and why. So both paths have the same outcome; this one is just cheaper.
 
 use crate::{ChainHead, map_sqlx};
-use custodian_store::{AuditDraft, StoreError, StoreResult, WriteBatch};
+use custodian_store::{AuditDraft, EncodedEvent, StoreError, StoreResult, WriteBatch, chain_rows};
 use serde::Serialize;
 use sqlx::SqliteConnection;
 use uuid::Uuid;
@@ -74,25 +74,6 @@ struct DigestRow<'a> {
 struct SearchRow<'a> {
     id: &'a str,
     tokens: &'a str,
-}
-
-#[derive(Serialize)]
-struct EventHead<'a> {
-    at: i64,
-    actor_id: Option<Uuid>,
-    action: &'a str,
-    object: Option<&'a str>,
-    record_id: Option<Uuid>,
-    request_id: Option<&'a str>,
-    body: &'a str,
-}
-
-/// An audit event encoded up to what only the writer knows (sequence number and hashes).
-pub(crate) struct EncodedEvent {
-    /// The canonical body that is hashed into the chain.
-    body: String,
-    /// The event's columns as JSON object members without braces, `"at":…,"body":"…"`.
-    members: String,
 }
 
 /// The rows of one `WriteBatch` (or of bare audit events) as JSON object texts, per table.
@@ -160,24 +141,7 @@ impl Encoded {
 }
 
 pub(crate) fn encode_events(drafts: &[AuditDraft]) -> StoreResult<Vec<EncodedEvent>> {
-    drafts
-        .iter()
-        .map(|d| {
-            let body = d.canonical_body();
-            let head = to_json(&EventHead {
-                at: d.at,
-                actor_id: d.actor_id,
-                action: &d.action,
-                object: d.object.as_deref(),
-                record_id: d.record_id,
-                request_id: d.request_id.as_deref(),
-                body: &body,
-            })?;
-            // `{…}` → members only, so the writer can add the chain columns.
-            let members = head.strip_prefix('{').and_then(|s| s.strip_suffix('}')).unwrap_or_default().to_owned();
-            Ok(EncodedEvent { body, members })
-        })
-        .collect()
+    drafts.iter().map(|d| EncodedEvent::new(d).map_err(internal)).collect()
 }
 
 /// `[a,b,c]` from the rows of every part.
@@ -299,36 +263,17 @@ pub(crate) async fn append_events(
     if events.is_empty() {
         return Ok(Vec::new());
     }
-    let mut payload = String::with_capacity(events.iter().map(|e| e.members.len() + 200).sum());
-    payload.push('[');
-    let mut seqs = Vec::with_capacity(events.len());
-    let mut next = head.clone();
-    for (i, e) in events.iter().enumerate() {
-        let seq = next.seq + 1;
-        let hash = custodian_core::audit::chain_hash(&next.hash, seq, e.body.as_bytes()).to_vec();
-        if i > 0 {
-            payload.push(',');
-        }
-        payload.push_str(&format!(
-            "{{\"seq\":{seq},{},\"prev_hash\":\"{}\",\"hash\":\"{}\"}}",
-            e.members,
-            hex::encode(&next.hash),
-            hex::encode(&hash)
-        ));
-        next = ChainHead { seq, hash };
-        seqs.push(seq);
-    }
-    payload.push(']');
+    let rows = chain_rows(head.seq, &head.hash, events);
     sqlx::query(
         "INSERT INTO audit_events (seq, at, actor_id, action, object, record_id, request_id, body, prev_hash, hash) \
          SELECT j.value ->> 'seq', j.value ->> 'at', j.value ->> 'actor_id', j.value ->> 'action', \
          j.value ->> 'object', j.value ->> 'record_id', j.value ->> 'request_id', j.value ->> 'body', \
          unhex(j.value ->> 'prev_hash'), unhex(j.value ->> 'hash') FROM jsonb_each(?) AS j",
     )
-    .bind(payload)
+    .bind(rows.json)
     .execute(&mut *conn)
     .await
     .map_err(map_sqlx)?;
-    *head = next;
-    Ok(seqs)
+    *head = ChainHead { seq: rows.head_seq, hash: rows.head_hash };
+    Ok(rows.seqs)
 }

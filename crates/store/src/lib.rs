@@ -15,8 +15,8 @@ use uuid::Uuid;
 
 pub mod audit;
 pub use audit::{
-    AuditChainRow, AuditDraft, AuditRow, CheckpointClaimOutcome, CheckpointClaimRequest, CheckpointClaimRow,
-    CheckpointRange,
+    AuditChainRow, AuditDraft, AuditRow, ChainedRows, CheckpointClaimOutcome, CheckpointClaimRequest,
+    CheckpointClaimRow, CheckpointRange, EncodedEvent, chain_rows,
 };
 
 pub type StoreResult<T> = Result<T, StoreError>;
