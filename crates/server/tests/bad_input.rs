@@ -175,17 +175,15 @@ both_backends!(every_kind_of_bad_input_is_refused_cleanly, |app: TestApp| async 
         )
         .await;
     assert_table_error(&r, StatusCode::UNAUTHORIZED, "invalid_credentials");
-    // A session cookie does not authorise state changes (CSRF).
-    let r = app
-        .raw(
-            Method::POST,
-            "/api/v1/contacts",
-            None,
-            Some(br#"{"fields":{"name":"csrf"}}"#.to_vec()),
-            &[("cookie", &format!("custodian_session={}", app.token))],
-        )
-        .await;
-    assert_table_error(&r, StatusCode::UNAUTHORIZED, "unauthenticated");
+    // A session cookie alone does not authorise state changes (CSRF): the session's CSRF token
+    // must come along in X-CSRF-Token.
+    let cookie = format!("custodian_session={}", app.token);
+    for headers in [vec![("cookie", cookie.as_str())], vec![("cookie", cookie.as_str()), ("x-csrf-token", "forged")]] {
+        let r = app
+            .raw(Method::POST, "/api/v1/contacts", None, Some(br#"{"fields":{"name":"csrf"}}"#.to_vec()), &headers)
+            .await;
+        assert_table_error(&r, StatusCode::FORBIDDEN, "csrf_failed");
+    }
     let r = app
         .raw(Method::GET, "/api/v1/contacts", None, None, &[("cookie", &format!("custodian_session={}", app.token))])
         .await;
