@@ -17,8 +17,15 @@ fn assert_table_error(r: &common::Reply, status: StatusCode, code: &str) {
 }
 
 /// Audit actions that record reads and refusals rather than changes.
-const READ_OR_REFUSAL: &[&str] =
-    &["auth.login_failed", "access.denied", "record.view", "record.list", "record.search", "record.history"];
+const READ_OR_REFUSAL: &[&str] = &[
+    "auth.login_failed",
+    "auth.csrf_failed",
+    "access.denied",
+    "record.view",
+    "record.list",
+    "record.search",
+    "record.history",
+];
 
 /// Number of audit events (other than reads, refusals and failed logins) and of active
 /// contacts: neither may move on a refused request.
