@@ -393,7 +393,7 @@ impl Service {
         }
         // Only roles that must have MFA pay for the extra lookup.
         let mfa_enrollment_required = crate::MFA_REQUIRED_ROLES.contains(&user.role.as_str())
-            && !self.store.get_user_mfa(user.id).await?.is_some_and(|m| m.enabled);
+            && !self.session_user_enrolled(&hash, user.id).await?;
         let stepped_up = session.step_up_until.is_some_and(|until| until > self.config.clock.now_micros());
         Ok(Actor {
             user_id: user.id,

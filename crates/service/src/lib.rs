@@ -109,6 +109,7 @@ pub struct Service {
     hashing: Arc<Semaphore>,
     org_cache: access::OrgCache,
     throttle: throttle::LoginThrottle,
+    mfa_sessions: mfa::EnrolledSessions,
 }
 
 impl Service {
@@ -123,6 +124,7 @@ impl Service {
             hashing,
             org_cache: Default::default(),
             throttle: Default::default(),
+            mfa_sessions: Default::default(),
         };
         service.refresh_schema().await?;
         service.ensure_field_indexes().await?;

@@ -73,6 +73,15 @@ pub struct MfaStatus {
     pub step_up_until: Option<String>,
 }
 
+/// Sessions whose user was seen with an enabled factor. A factor only goes away through
+/// `reset_mfa`, which ends every session of the user in the same transaction, so a session in
+/// this set never needs the lookup again (a session created after a reset has a new hash).
+#[derive(Debug, Default)]
+pub(crate) struct EnrolledSessions(std::sync::Mutex<std::collections::HashSet<String>>);
+
+/// Bound on remembered sessions; the set is simply emptied when it is full.
+const MAX_REMEMBERED_SESSIONS: usize = 100_000;
+
 /// A code as presented: a TOTP code that matched a time step, or a recovery code.
 enum Presented {
     Totp { step: i64 },
@@ -189,6 +198,22 @@ impl Service {
     async fn caller_user(&self, ctx: &RequestContext) -> ServiceResult<UserRow> {
         let actor = self.caller(ctx)?;
         self.store.get_user(actor.user_id).await?.ok_or_else(|| ServiceError::new(ErrorCode::Unauthenticated))
+    }
+
+    /// Whether the user of a session has an enabled factor (remembered per session).
+    pub(crate) async fn session_user_enrolled(&self, session_hash: &str, user_id: Uuid) -> ServiceResult<bool> {
+        let known = |s: &Self| s.mfa_sessions.0.lock().map(|set| set.contains(session_hash)).unwrap_or(false);
+        if known(self) {
+            return Ok(true);
+        }
+        let enabled = self.store.get_user_mfa(user_id).await?.is_some_and(|m| m.enabled);
+        if enabled && let Ok(mut set) = self.mfa_sessions.0.lock() {
+            if set.len() >= MAX_REMEMBERED_SESSIONS {
+                set.clear();
+            }
+            set.insert(session_hash.to_owned());
+        }
+        Ok(enabled)
     }
 
     // ---- enrolment -----------------------------------------------------------------------
