@@ -516,7 +516,28 @@ async fn login(addr: SocketAddr, password: &str) -> Result<String> {
         bail!("login answered {}: {}", resp.status, String::from_utf8_lossy(&resp.body));
     }
     let v: Value = serde_json::from_slice(&resp.body)?;
-    v.get("token").and_then(Value::as_str).map(str::to_owned).ok_or_else(|| anyhow!("login answer without token"))
+    let token = v
+        .get("token")
+        .and_then(Value::as_str)
+        .map(str::to_owned)
+        .ok_or_else(|| anyhow!("login answer without token"))?;
+    // The admin role must have MFA before it can use the API: enrol with a computed code.
+    let resp = conn.send(&request_bytes("POST", "/api/v1/auth/mfa/enroll", Some(&token), None)).await?;
+    let v: Value = serde_json::from_slice(&resp.body)?;
+    let secret = v
+        .get("secret")
+        .and_then(Value::as_str)
+        .and_then(custodian_crypto::totp::secret_from_base32)
+        .ok_or_else(|| anyhow!("MFA enrolment answered {}", resp.status))?;
+    let step = custodian_crypto::totp::step_at(time::OffsetDateTime::now_utc().unix_timestamp());
+    let body = json!({ "code": custodian_crypto::totp::code_for_step(&secret, step) }).to_string();
+    let resp = conn
+        .send(&request_bytes("POST", "/api/v1/auth/mfa/enroll/confirm", Some(&token), Some(body.as_bytes())))
+        .await?;
+    if resp.status != 200 {
+        bail!("MFA confirmation answered {}: {}", resp.status, String::from_utf8_lossy(&resp.body));
+    }
+    Ok(token)
 }
 
 async fn get_json(conn: &mut HttpConn, path: &str, token: &str) -> Result<Value> {

@@ -7,9 +7,11 @@
 
 mod access;
 mod auth;
+mod clock;
 mod error;
 mod history;
 mod keys;
+mod mfa;
 mod people;
 mod query;
 mod records;
@@ -18,10 +20,14 @@ mod users;
 mod view;
 
 pub use access::Operation;
-pub use auth::{Actor, LoginResult, NewApiToken, ROLES};
+pub use auth::{Actor, LoginOutcome, LoginResult, NewApiToken, ROLES};
+pub use clock::{Clock, ManualClock};
 pub use error::{ServiceError, ServiceResult};
 pub use history::VersionDiff;
 pub use keys::load_keyring;
+pub use mfa::{
+    MFA_REQUIRED_ROLES, MfaChallengeView, MfaEnrolment, MfaStatus, RECOVERY_CODE_COUNT, STEP_UP_SECS, StepUpView,
+};
 pub use people::{DepartmentView, TeamView, UserView};
 pub use query::ListParams;
 pub use records::{CreateOptions, PreparedWrite, WriteOptions};
@@ -50,6 +56,12 @@ pub struct ServiceConfig {
     /// Record every view, list and search in the audit log (PRODUCT.md S6). A read whose event
     /// cannot be stored fails. Only benchmarks turn this off, to measure its cost.
     pub audit_reads: bool,
+    /// Length of the step-up window a fresh second factor opens (PRODUCT.md S2: five minutes).
+    pub step_up_secs: i64,
+    /// Lifetime of a login challenge waiting for its second factor.
+    pub mfa_challenge_secs: i64,
+    /// Time for TOTP steps, step-up windows and challenges (injectable for tests).
+    pub clock: Clock,
 }
 
 impl Default for ServiceConfig {
@@ -61,6 +73,9 @@ impl Default for ServiceConfig {
             max_page_size: 500,
             hashing_concurrency: 2,
             audit_reads: true,
+            step_up_secs: STEP_UP_SECS,
+            mfa_challenge_secs: 5 * 60,
+            clock: Clock::system(),
         }
     }
 }
@@ -94,6 +109,7 @@ pub struct Service {
     hashing: Arc<Semaphore>,
     org_cache: access::OrgCache,
     throttle: throttle::LoginThrottle,
+    mfa_sessions: mfa::EnrolledSessions,
 }
 
 impl Service {
@@ -108,6 +124,7 @@ impl Service {
             hashing,
             org_cache: Default::default(),
             throttle: Default::default(),
+            mfa_sessions: Default::default(),
         };
         service.refresh_schema().await?;
         service.ensure_field_indexes().await?;

@@ -14,9 +14,9 @@
 use async_trait::async_trait;
 use custodian_store::{
     AuditChainRow, AuditDraft, AuditRow, CheckpointClaimOutcome, CheckpointClaimRequest, CheckpointClaimRow,
-    CheckpointRange, Cursor, CustomFieldRow, DepartmentRow, ListQuery, RecordPage, RecordWrite, RowScope, SessionRow,
-    Store, StoreError, StoreResult, StoredRecord, StoredVersion, TeamRow, UserRow, WrappedKeyRow, WriteAction,
-    WriteBatch,
+    CheckpointRange, Cursor, CustomFieldRow, DepartmentRow, ListQuery, MfaChallengeRow, MfaEffect, MfaFactor,
+    RecordPage, RecordWrite, RowScope, SessionRow, Store, StoreError, StoreResult, StoredRecord, StoredVersion,
+    TeamRow, UserMfaRow, UserRow, WrappedKeyRow, WriteAction, WriteBatch,
 };
 use serde_json::{Map, Value};
 use sqlx::postgres::{PgPoolOptions, PgRow};
@@ -26,6 +26,7 @@ use std::time::Duration;
 use uuid::Uuid;
 
 mod audit;
+mod mfa;
 mod sql;
 mod writer;
 use sql::{Bind, QueryParts};
@@ -445,6 +446,32 @@ fn audit_from_row(row: &PgRow) -> StoreResult<AuditRow> {
     })
 }
 
+/// Inserts a session row; `AlreadyExists` when the token hash is taken.
+async fn insert_session(conn: &mut PgConnection, session: &SessionRow) -> StoreResult<()> {
+    let res = sqlx::query(
+        "INSERT INTO sessions (token_hash, user_id, created_at, last_seen_at, expires_at, ip, user_agent, kind, scope, name, step_up_until) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) ON CONFLICT DO NOTHING",
+    )
+    .bind(&session.token_hash)
+    .bind(session.user_id)
+    .bind(session.created_at)
+    .bind(session.last_seen_at)
+    .bind(session.expires_at)
+    .bind(&session.ip)
+    .bind(&session.user_agent)
+    .bind(&session.kind)
+    .bind(&session.scope)
+    .bind(&session.name)
+    .bind(session.step_up_until)
+    .execute(&mut *conn)
+    .await
+    .map_err(map_sqlx)?;
+    if res.rows_affected() == 0 {
+        return Err(StoreError::AlreadyExists("session".into()));
+    }
+    Ok(())
+}
+
 fn session_from_row(row: &PgRow) -> StoreResult<SessionRow> {
     Ok(SessionRow {
         token_hash: row.try_get("token_hash").map_err(map_sqlx)?,
@@ -457,6 +484,7 @@ fn session_from_row(row: &PgRow) -> StoreResult<SessionRow> {
         kind: row.try_get("kind").map_err(map_sqlx)?,
         scope: row.try_get("scope").map_err(map_sqlx)?,
         name: row.try_get("name").map_err(map_sqlx)?,
+        step_up_until: row.try_get("step_up_until").map_err(map_sqlx)?,
     })
 }
 
@@ -865,26 +893,7 @@ impl Store for PostgresStore {
 
     async fn create_session(&self, session: SessionRow, audit: AuditDraft) -> StoreResult<()> {
         let mut tx = self.begin().await?;
-        let res = sqlx::query(
-            "INSERT INTO sessions (token_hash, user_id, created_at, last_seen_at, expires_at, ip, user_agent, kind, scope, name) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT DO NOTHING",
-        )
-        .bind(&session.token_hash)
-        .bind(session.user_id)
-        .bind(session.created_at)
-        .bind(session.last_seen_at)
-        .bind(session.expires_at)
-        .bind(&session.ip)
-        .bind(&session.user_agent)
-        .bind(&session.kind)
-        .bind(&session.scope)
-        .bind(&session.name)
-        .execute(&mut *tx)
-        .await
-        .map_err(map_sqlx)?;
-        if res.rows_affected() == 0 {
-            return Err(StoreError::AlreadyExists("session".into()));
-        }
+        insert_session(&mut tx, &session).await?;
         append_events(&mut tx, &[audit]).await?;
         commit(tx).await
     }
@@ -985,5 +994,48 @@ impl Store for PostgresStore {
             .map_err(map_sqlx)?;
         append_events(&mut tx, &[audit]).await?;
         commit(tx).await
+    }
+
+    // ---- MFA (src/mfa.rs) --------------------------------------------------------------------
+
+    async fn get_user_mfa(&self, user_id: Uuid) -> StoreResult<Option<UserMfaRow>> {
+        mfa::get_user_mfa(&self.pool, user_id).await
+    }
+
+    async fn start_mfa_enrolment(&self, row: UserMfaRow, audit: AuditDraft) -> StoreResult<()> {
+        mfa::start_enrolment(&self.pool, row, audit).await
+    }
+
+    async fn confirm_mfa_enrolment(
+        &self,
+        user_id: Uuid,
+        step: i64,
+        recovery_code_hashes: Vec<String>,
+        now: i64,
+        audit: AuditDraft,
+    ) -> StoreResult<bool> {
+        mfa::confirm_enrolment(&self.pool, user_id, step, recovery_code_hashes, now, audit).await
+    }
+
+    async fn use_mfa_factor(
+        &self,
+        user_id: Uuid,
+        factor: MfaFactor,
+        effect: MfaEffect,
+        audit: Vec<AuditDraft>,
+    ) -> StoreResult<bool> {
+        mfa::use_factor(&self.pool, user_id, factor, effect, audit).await
+    }
+
+    async fn reset_mfa(&self, user_id: Uuid, audit: AuditDraft) -> StoreResult<bool> {
+        mfa::reset(&self.pool, user_id, audit).await
+    }
+
+    async fn create_mfa_challenge(&self, challenge: MfaChallengeRow, audit: AuditDraft) -> StoreResult<()> {
+        mfa::create_challenge(&self.pool, challenge, audit).await
+    }
+
+    async fn get_mfa_challenge(&self, challenge_hash: &str) -> StoreResult<Option<MfaChallengeRow>> {
+        mfa::get_challenge(&self.pool, challenge_hash).await
     }
 }

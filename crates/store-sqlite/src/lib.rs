@@ -9,9 +9,9 @@
 use async_trait::async_trait;
 use custodian_store::{
     AuditChainRow, AuditDraft, AuditRow, CheckpointClaimOutcome, CheckpointClaimRequest, CheckpointClaimRow,
-    CheckpointRange, Cursor, CustomFieldRow, DepartmentRow, ListQuery, RecordPage, RecordWrite, RowScope, SessionRow,
-    Store, StoreError, StoreResult, StoredRecord, StoredVersion, TeamRow, UserRow, WrappedKeyRow, WriteAction,
-    WriteBatch,
+    CheckpointRange, Cursor, CustomFieldRow, DepartmentRow, ListQuery, MfaChallengeRow, MfaEffect, MfaFactor,
+    RecordPage, RecordWrite, RowScope, SessionRow, Store, StoreError, StoreResult, StoredRecord, StoredVersion,
+    TeamRow, UserMfaRow, UserRow, WrappedKeyRow, WriteAction, WriteBatch,
 };
 use serde_json::{Map, Value};
 use sqlx::sqlite::{
@@ -26,6 +26,7 @@ use uuid::Uuid;
 
 mod audit;
 mod bulk;
+mod mfa;
 mod sql;
 use sql::{Bind, QueryParts};
 
@@ -122,6 +123,13 @@ impl SqliteStore {
     async fn submit_unit(&self, op: Op) -> StoreResult<()> {
         self.submit(op).await.map(|_| ())
     }
+
+    async fn submit_bool(&self, op: Op) -> StoreResult<bool> {
+        match self.submit(op).await? {
+            OpOut::Bool(b) => Ok(b),
+            _ => Err(internal("unexpected writer reply")),
+        }
+    }
 }
 
 // ---- the writer task ---------------------------------------------------------------------
@@ -143,6 +151,7 @@ enum Op {
     UpdateUser(UserRow, bool, AuditDraft),
     ClaimCheckpoint(CheckpointClaimRequest),
     CompleteCheckpoint(CheckpointRange, i64),
+    Mfa(mfa::MfaOp),
 }
 
 enum OpOut {
@@ -430,23 +439,7 @@ async fn apply_op(conn: &mut SqliteConnection, op: Op, head: &mut ChainHead) -> 
             Ok(OpOut::Unit)
         }
         Op::CreateSession(s, audit) => {
-            sqlx::query(
-                "INSERT INTO sessions (token_hash, user_id, created_at, last_seen_at, expires_at, ip, user_agent, kind, scope, name) \
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            )
-            .bind(&s.token_hash)
-            .bind(s.user_id.to_string())
-            .bind(s.created_at)
-            .bind(s.last_seen_at)
-            .bind(s.expires_at)
-            .bind(&s.ip)
-            .bind(&s.user_agent)
-            .bind(&s.kind)
-            .bind(&s.scope)
-            .bind(&s.name)
-            .execute(&mut *conn)
-            .await
-            .map_err(map_sqlx)?;
+            insert_session(conn, &s).await?;
             append_events(conn, head, &[audit]).await?;
             Ok(OpOut::Unit)
         }
@@ -509,7 +502,30 @@ async fn apply_op(conn: &mut SqliteConnection, op: Op, head: &mut ChainHead) -> 
             audit::complete_checkpoint(conn, range, now).await?;
             Ok(OpOut::Unit)
         }
+        Op::Mfa(op) => mfa::apply(conn, op, head).await,
     }
+}
+
+async fn insert_session(conn: &mut SqliteConnection, s: &SessionRow) -> StoreResult<()> {
+    sqlx::query(
+        "INSERT INTO sessions (token_hash, user_id, created_at, last_seen_at, expires_at, ip, user_agent, kind, scope, name, step_up_until) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+    )
+    .bind(&s.token_hash)
+    .bind(s.user_id.to_string())
+    .bind(s.created_at)
+    .bind(s.last_seen_at)
+    .bind(s.expires_at)
+    .bind(&s.ip)
+    .bind(&s.user_agent)
+    .bind(&s.kind)
+    .bind(&s.scope)
+    .bind(&s.name)
+    .bind(s.step_up_until)
+    .execute(&mut *conn)
+    .await
+    .map_err(map_sqlx)?;
+    Ok(())
 }
 
 async fn apply_record_write(conn: &mut SqliteConnection, w: &RecordWrite) -> StoreResult<()> {
@@ -741,6 +757,7 @@ fn session_from_row(row: &SqliteRow) -> StoreResult<SessionRow> {
         kind: row.try_get("kind").map_err(map_sqlx)?,
         scope: row.try_get("scope").map_err(map_sqlx)?,
         name: row.try_get("name").map_err(map_sqlx)?,
+        step_up_until: row.try_get("step_up_until").map_err(map_sqlx)?,
     })
 }
 
@@ -1162,6 +1179,49 @@ impl Store for SqliteStore {
 
     async fn delete_session(&self, token_hash: &str, audit: AuditDraft) -> StoreResult<()> {
         self.submit_unit(Op::DeleteSession(token_hash.to_owned(), audit)).await
+    }
+
+    // ---- MFA (src/mfa.rs) --------------------------------------------------------------------
+
+    async fn get_user_mfa(&self, user_id: Uuid) -> StoreResult<Option<UserMfaRow>> {
+        mfa::get_user_mfa(&self.read_pool, user_id).await
+    }
+
+    async fn start_mfa_enrolment(&self, row: UserMfaRow, audit: AuditDraft) -> StoreResult<()> {
+        self.submit_unit(Op::Mfa(mfa::MfaOp::Start(row, audit))).await
+    }
+
+    async fn confirm_mfa_enrolment(
+        &self,
+        user_id: Uuid,
+        step: i64,
+        recovery_code_hashes: Vec<String>,
+        now: i64,
+        audit: AuditDraft,
+    ) -> StoreResult<bool> {
+        self.submit_bool(Op::Mfa(mfa::MfaOp::Confirm { user_id, step, recovery_code_hashes, now, audit })).await
+    }
+
+    async fn use_mfa_factor(
+        &self,
+        user_id: Uuid,
+        factor: MfaFactor,
+        effect: MfaEffect,
+        audit: Vec<AuditDraft>,
+    ) -> StoreResult<bool> {
+        self.submit_bool(Op::Mfa(mfa::MfaOp::Use { user_id, factor, effect, audit })).await
+    }
+
+    async fn reset_mfa(&self, user_id: Uuid, audit: AuditDraft) -> StoreResult<bool> {
+        self.submit_bool(Op::Mfa(mfa::MfaOp::Reset(user_id, audit))).await
+    }
+
+    async fn create_mfa_challenge(&self, challenge: MfaChallengeRow, audit: AuditDraft) -> StoreResult<()> {
+        self.submit_unit(Op::Mfa(mfa::MfaOp::CreateChallenge(challenge, audit))).await
+    }
+
+    async fn get_mfa_challenge(&self, challenge_hash: &str) -> StoreResult<Option<MfaChallengeRow>> {
+        mfa::get_mfa_challenge(&self.read_pool, challenge_hash).await
     }
 }
 
