@@ -284,29 +284,46 @@ async fn apply_single(conn: &mut PgConnection, op: &Op) -> StoreResult<Vec<i64>>
     }
 }
 
-/// `[a,b,c]` from the rows of every job.
-fn array<'a>(rows: impl Iterator<Item = &'a String>) -> Option<String> {
-    let mut out = String::from("[");
+/// Largest JSON text sent with one statement. sqlx 0.9.0 leaves Nagle's algorithm on (its
+/// TCP_NODELAY was dropped; transact-rs/sqlx#4335): a message that does not fit the socket's
+/// send buffer in one write (16 KiB at first on Linux) leaves a small tail that waits for the
+/// server's delayed ACK, 40 ms. Measured here: every statement above ~16 KiB stalled 41–49 ms,
+/// none below. Rows are therefore sent in arrays of at most 12 KiB.
+const MAX_STATEMENT_JSON: usize = 12 * 1024;
+
+/// `[a,b,c]` arrays of the rows, each at most `MAX_STATEMENT_JSON` long (unless one row is).
+fn arrays<'a>(rows: impl Iterator<Item = &'a String>) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut current = String::from("[");
     for row in rows {
-        if out.len() > 1 {
-            out.push(',');
+        if current.len() > 1 && current.len() + row.len() + 2 > MAX_STATEMENT_JSON {
+            current.push(']');
+            out.push(std::mem::replace(&mut current, String::from("[")));
         }
-        out.push_str(row);
+        if current.len() > 1 {
+            current.push(',');
+        }
+        current.push_str(row);
     }
-    (out.len() > 1).then(|| {
-        out.push(']');
-        out
-    })
+    if current.len() > 1 {
+        current.push(']');
+        out.push(current);
+    }
+    out
 }
 
-async fn exec_rows(conn: &mut PgConnection, sql: &'static str, rows: Option<String>) -> Result<u64, Fallback> {
-    let Some(rows) = rows else { return Ok(0) };
-    sqlx::query(sql)
-        .bind(rows)
-        .execute(&mut *conn)
-        .await
-        .map(|r| r.rows_affected())
-        .map_err(|e| Fallback(e.to_string()))
+/// Runs `sql` once per array of rows; returns the rows affected in all.
+async fn exec_rows(conn: &mut PgConnection, sql: &'static str, arrays: Vec<String>) -> Result<u64, Fallback> {
+    let mut affected = 0;
+    for rows in arrays {
+        affected += sqlx::query(sql)
+            .bind(rows)
+            .execute(&mut *conn)
+            .await
+            .map(|r| r.rows_affected())
+            .map_err(|e| Fallback(e.to_string()))?;
+    }
+    Ok(affected)
 }
 
 fn expect_rows(what: &str, done: u64, wanted: usize) -> Result<(), Fallback> {
@@ -330,7 +347,7 @@ async fn apply_bulk(conn: &mut PgConnection, jobs: &[Job]) -> Result<Vec<Vec<i64
              team_id uuid, updated_at bigint, updated_by uuid, deleted_at bigint, fields jsonb, lexemes text[], \
              expected bigint) \
              WHERE r.id = j.id AND r.object = j.object AND r.version = j.expected",
-            array(parts.iter().flat_map(|p| p.updates.iter())),
+            arrays(parts.iter().flat_map(|p| p.updates.iter())),
         )
         .await?;
         expect_rows("updates", done, updates)?;
@@ -352,7 +369,7 @@ async fn apply_bulk(conn: &mut PgConnection, jobs: &[Job]) -> Result<Vec<Vec<i64
          team_id uuid, created_at bigint, created_by uuid, updated_at bigint, updated_by uuid, \
          deleted_at bigint, fields jsonb, lexemes text[]) \
          ON CONFLICT (id) DO NOTHING",
-        array(parts.iter().flat_map(|p| p.inserts.iter())),
+        arrays(parts.iter().flat_map(|p| p.inserts.iter())),
     )
     .await?;
     expect_rows("inserts", done, inserts)?;
@@ -366,7 +383,7 @@ async fn apply_bulk(conn: &mut PgConnection, jobs: &[Job]) -> Result<Vec<Vec<i64
          r.updated_at, r.updated_by \
          FROM jsonb_to_recordset($1::jsonb) AS j(id uuid, action text) JOIN records AS r ON r.id = j.id \
          ON CONFLICT (record_id, version) DO NOTHING",
-        array(parts.iter().flat_map(|p| p.versions.iter())),
+        arrays(parts.iter().flat_map(|p| p.versions.iter())),
     )
     .await?;
     expect_rows("versions", done, versions)?;
@@ -376,7 +393,7 @@ async fn apply_bulk(conn: &mut PgConnection, jobs: &[Job]) -> Result<Vec<Vec<i64
          SELECT j.object, j.field, decode(j.digest, 'hex'), j.record_id \
          FROM jsonb_to_recordset($1::jsonb) AS j(object text, field text, digest text, record_id uuid) \
          ON CONFLICT DO NOTHING",
-        array(parts.iter().flat_map(|p| p.blind.iter())),
+        arrays(parts.iter().flat_map(|p| p.blind.iter())),
     )
     .await?;
     // A value already held (or listed twice) is not inserted; the replay names the holder.
@@ -387,7 +404,7 @@ async fn apply_bulk(conn: &mut PgConnection, jobs: &[Job]) -> Result<Vec<Vec<i64
          SELECT j.object, j.field, decode(j.digest, 'hex'), j.record_id \
          FROM jsonb_to_recordset($1::jsonb) AS j(object text, field text, digest text, record_id uuid) \
          ON CONFLICT (object, field, digest) DO NOTHING",
-        array(parts.iter().flat_map(|p| p.unique.iter())),
+        arrays(parts.iter().flat_map(|p| p.unique.iter())),
     )
     .await?;
     expect_rows("unique keys", done, unique)?;
@@ -402,25 +419,38 @@ async fn apply_bulk(conn: &mut PgConnection, jobs: &[Job]) -> Result<Vec<Vec<i64
             .ok_or_else(|| Fallback("the audit chain head is missing".into()))?;
         let seq: i64 = head.try_get("seq").map_err(|e| Fallback(e.to_string()))?;
         let hash: Vec<u8> = head.try_get("hash").map_err(|e| Fallback(e.to_string()))?;
-        let rows = chain_rows(seq, &hash, &events);
-        exec_rows(
-            conn,
-            "INSERT INTO audit_events (seq, at, actor_id, action, object, record_id, request_id, body, \
-             prev_hash, hash) \
-             SELECT j.seq, j.at, j.actor_id, j.action, j.object, j.record_id, j.request_id, j.body, \
-             decode(j.prev_hash, 'hex'), decode(j.hash, 'hex') \
-             FROM jsonb_to_recordset($1::jsonb) AS j(seq bigint, at bigint, actor_id uuid, action text, \
-             object text, record_id uuid, request_id text, body text, prev_hash text, hash text)",
-            Some(rows.json),
-        )
-        .await?;
+        let (mut head_seq, mut head_hash) = (seq, hash);
+        let mut start = 0;
+        while start < events.len() {
+            // As many events as fit one statement (at least one).
+            let mut end = start + 1;
+            let mut size = events[start].members_len();
+            while end < events.len() && size + events[end].members_len() + 300 < MAX_STATEMENT_JSON {
+                size += events[end].members_len() + 300;
+                end += 1;
+            }
+            let rows = chain_rows(head_seq, &head_hash, &events[start..end]);
+            exec_rows(
+                conn,
+                "INSERT INTO audit_events (seq, at, actor_id, action, object, record_id, request_id, body, \
+                 prev_hash, hash) \
+                 SELECT j.seq, j.at, j.actor_id, j.action, j.object, j.record_id, j.request_id, j.body, \
+                 decode(j.prev_hash, 'hex'), decode(j.hash, 'hex') \
+                 FROM jsonb_to_recordset($1::jsonb) AS j(seq bigint, at bigint, actor_id uuid, action text, \
+                 object text, record_id uuid, request_id text, body text, prev_hash text, hash text)",
+                vec![rows.json],
+            )
+            .await?;
+            seqs.extend(rows.seqs);
+            (head_seq, head_hash) = (rows.head_seq, rows.head_hash);
+            start = end;
+        }
         sqlx::query("UPDATE audit_head SET seq = $1, hash = $2 WHERE id = 1")
-            .bind(rows.head_seq)
-            .bind(&rows.head_hash)
+            .bind(head_seq)
+            .bind(&head_hash)
             .execute(&mut *conn)
             .await
             .map_err(|e| Fallback(e.to_string()))?;
-        seqs = rows.seqs;
     }
     let mut seqs = seqs.into_iter();
     Ok(parts.iter().map(|p| seqs.by_ref().take(p.events.len()).collect()).collect())
