@@ -6,10 +6,13 @@
 //! visibility are applied before any value leaves this crate.
 
 mod access;
+mod alerts;
+mod audit_query;
 mod auth;
 mod error;
 mod history;
 mod keys;
+mod notifications;
 mod people;
 mod query;
 mod records;
@@ -18,6 +21,9 @@ mod users;
 mod view;
 
 pub use access::Operation;
+pub use alerts::{AlertPage, AlertRule, AlertView, METRICS, WorkingHours};
+pub use audit_query::{AuditEventView, AuditEvidence, AuditExport, AuditPage, AuditParams, MAX_AUDIT_PAGE};
+pub use notifications::{NotificationPage, NotificationView};
 pub use auth::{Actor, LoginResult, NewApiToken, ROLES};
 pub use error::{ServiceError, ServiceResult};
 pub use history::VersionDiff;
@@ -50,6 +56,11 @@ pub struct ServiceConfig {
     /// Record every view, list and search in the audit log (PRODUCT.md S6). A read whose event
     /// cannot be stored fails. Only benchmarks turn this off, to measure its cost.
     pub audit_reads: bool,
+    /// Checkpoint files and trusted keys for `POST /api/v1/audit/verify`.
+    pub audit_evidence: AuditEvidence,
+    /// Delivery channels configured ("webhook", "email"): alerts and notifications get one
+    /// outbox message per channel.
+    pub outbox_channels: Vec<String>,
 }
 
 impl Default for ServiceConfig {
@@ -61,6 +72,8 @@ impl Default for ServiceConfig {
             max_page_size: 500,
             hashing_concurrency: 2,
             audit_reads: true,
+            audit_evidence: AuditEvidence::default(),
+            outbox_channels: Vec::new(),
         }
     }
 }
@@ -94,6 +107,8 @@ pub struct Service {
     hashing: Arc<Semaphore>,
     org_cache: access::OrgCache,
     throttle: throttle::LoginThrottle,
+    /// One audit verification at a time (it reads the whole log).
+    verifying: Semaphore,
 }
 
 impl Service {
@@ -108,6 +123,7 @@ impl Service {
             hashing,
             org_cache: Default::default(),
             throttle: Default::default(),
+            verifying: Semaphore::new(1),
         };
         service.refresh_schema().await?;
         service.ensure_field_indexes().await?;

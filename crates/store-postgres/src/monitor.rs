@@ -320,9 +320,13 @@ pub(crate) async fn ack_notification(
         .await
         .map_err(map_sqlx)?
         .ok_or(StoreError::NotFound)?;
+    let row = notification_from_row(&row)?;
+    let mut audit = audit;
+    audit.object = Some(row.object.clone());
+    audit.record_id = Some(row.record_id);
     append_events(&mut tx, &[audit]).await?;
     commit(tx).await?;
-    notification_from_row(&row)
+    Ok(row)
 }
 
 pub(crate) async fn insert_notifications(conn: &mut PgConnection, rows: &[NotificationRow]) -> StoreResult<()> {

@@ -376,8 +376,12 @@ pub(crate) async fn apply(conn: &mut SqliteConnection, op: MonitorOp, head: &mut
                 .await
                 .map_err(map_sqlx)?
                 .ok_or(StoreError::NotFound)?;
+            let row = notification_from_row(&row)?;
+            let mut audit = audit;
+            audit.object = Some(row.object.clone());
+            audit.record_id = Some(row.record_id);
             append_events(conn, head, &[audit]).await?;
-            Ok(MonitorOut::Notification(notification_from_row(&row)?))
+            Ok(MonitorOut::Notification(row))
         }
         MonitorOp::ClaimOutbox(claimant, now, lease, limit) => {
             // One writer: selecting and leasing in the same transaction is already exclusive.

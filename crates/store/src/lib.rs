@@ -526,8 +526,9 @@ pub trait Store: Send + Sync + 'static {
         limit: u32,
     ) -> StoreResult<Vec<NotificationRow>>;
 
-    /// Acknowledges a notification of `user_id` (signed off, 签字确认) with its audit event.
-    /// `NotFound` when it does not exist or belongs to someone else.
+    /// Acknowledges a notification of `user_id` (signed off, 签字确认) with its audit event,
+    /// whose object and record id are set to the notification's record. `NotFound` when it does
+    /// not exist or belongs to someone else.
     async fn ack_notification(
         &self,
         id: Uuid,
