@@ -128,7 +128,11 @@ impl AlertRule {
             return err("baseline_multiple", "The multiple is at least 1.", "倍数至少为 1。");
         }
         if self.absolute.is_none() && self.baseline_multiple.is_none() {
-            return err("absolute", "Give an absolute threshold, a baseline multiple, or both.", "须设置绝对阈值或基线倍数。");
+            return err(
+                "absolute",
+                "Give an absolute threshold, a baseline multiple, or both.",
+                "须设置绝对阈值或基线倍数。",
+            );
         }
         if self.baseline_min < 0 {
             return err("baseline_min", "Must not be negative.", "不能为负数。");
@@ -294,11 +298,13 @@ impl Service {
         if let Value::Object(m) = &mut rule {
             m.entry("metric").or_insert_with(|| json!(metric));
         }
-        let rule: AlertRule = serde_json::from_value(rule).map_err(|e| {
-            ServiceError::with_message(ErrorCode::MalformedRequest, format!("Invalid alert rule: {e}"))
-        })?;
+        let rule: AlertRule = serde_json::from_value(rule)
+            .map_err(|e| ServiceError::with_message(ErrorCode::MalformedRequest, format!("Invalid alert rule: {e}")))?;
         if rule.metric != metric {
-            return Err(ServiceError::with_message(ErrorCode::MalformedRequest, "The rule's metric must match the path."));
+            return Err(ServiceError::with_message(
+                ErrorCode::MalformedRequest,
+                "The rule's metric must match the path.",
+            ));
         }
         rule.validate()?;
         let old = self.alert_rules().await?.into_iter().find(|r| r.metric == metric);
@@ -438,7 +444,12 @@ impl Service {
             && value >= rule.baseline_min
             && (value as f64) > multiple * baseline_p95 as f64
         {
-            return Ok(Some(Finding { value, baseline_p95, reason: "baseline", threshold: multiple * baseline_p95 as f64 }));
+            return Ok(Some(Finding {
+                value,
+                baseline_p95,
+                reason: "baseline",
+                threshold: multiple * baseline_p95 as f64,
+            }));
         }
         Ok(None)
     }
@@ -513,7 +524,9 @@ pub(crate) fn decode_cursor(text: &str) -> ServiceResult<(i64, Uuid)> {
             let (at, id) = rest.split_once(':')?;
             Some((at.parse().ok()?, Uuid::parse_str(id).ok()?))
         })
-        .ok_or_else(|| ServiceError::invalid_query("cursor", "invalid_cursor", "The cursor is invalid.", "分页游标无效。"))
+        .ok_or_else(|| {
+            ServiceError::invalid_query("cursor", "invalid_cursor", "The cursor is invalid.", "分页游标无效。")
+        })
 }
 
 #[cfg(test)]

@@ -147,7 +147,10 @@ impl AuditParams {
             q.before_seq = Some(seq);
         }
         if let Some(l) = &self.limit {
-            let n = l.trim().parse::<u32>().map_err(|_| bad("limit", "limit is a positive integer.", "limit 须为正整数。"))?;
+            let n = l
+                .trim()
+                .parse::<u32>()
+                .map_err(|_| bad("limit", "limit is a positive integer.", "limit 须为正整数。"))?;
             // Larger pages are capped rather than refused.
             q.limit = n.clamp(1, MAX_AUDIT_PAGE);
         }
@@ -159,7 +162,11 @@ impl Service {
     /// Auditors and admins read the audit log.
     pub(crate) fn require_auditor(&self, ctx: &RequestContext) -> ServiceResult<()> {
         let role = self.role_of(ctx);
-        if ctx.actor.is_some() && (role.audit || role.admin) { Ok(()) } else { Err(ServiceError::new(ErrorCode::Forbidden)) }
+        if ctx.actor.is_some() && (role.audit || role.admin) {
+            Ok(())
+        } else {
+            Err(ServiceError::new(ErrorCode::Forbidden))
+        }
     }
 
     /// Refuses with 403 and records the refusal.

@@ -1,4 +1,4 @@
 pub mod admin;
 pub mod auth;
-pub mod records;
 pub mod monitor;
+pub mod records;

@@ -142,7 +142,11 @@ fn csv_row(e: &AuditEventView) -> Vec<String> {
     ]
 }
 
-async fn export(state: &AppState, ctx: &custodian_service::RequestContext, params: &AuditParams) -> ApiResult<Response> {
+async fn export(
+    state: &AppState,
+    ctx: &custodian_service::RequestContext,
+    params: &AuditParams,
+) -> ApiResult<Response> {
     let export = state.service.export_audit_events(ctx, params).await?;
     let header: Vec<String> = CSV_HEADER.iter().map(|s| (*s).to_owned()).collect();
     let head = futures::stream::once(async move { csv_bytes(&[&header]) });

@@ -24,6 +24,8 @@ pub struct TestApp {
     pub backend: &'static str,
     /// SQLite: the data directory; PostgreSQL: the database URL.
     pub location: String,
+    /// The master key (hex), to build further services over the same store.
+    pub master_hex: String,
     _guard: Box<dyn Any + Send + Sync>,
 }
 
@@ -40,13 +42,22 @@ impl Reply {
 }
 
 async fn build(store: Arc<dyn Store>, guard: Box<dyn Any + Send + Sync>, location: String) -> TestApp {
-    let master = MasterKey::from_hex(&hex::encode(custodian_crypto::random_bytes::<32>().unwrap())).unwrap();
+    let master_hex = hex::encode(custodian_crypto::random_bytes::<32>().unwrap());
+    let master = MasterKey::from_hex(&master_hex).unwrap();
     let keyring = load_keyring(store.as_ref(), &master).await.unwrap();
     let service = Arc::new(Service::new(store.clone(), keyring, ServiceConfig::default()).await.unwrap());
     service.ensure_admin(Some(ADMIN_PASSWORD.into())).await.unwrap();
     let router = custodian_server::app(service.clone());
-    let mut app =
-        TestApp { router, service, backend: store.backend(), store, token: String::new(), location, _guard: guard };
+    let mut app = TestApp {
+        router,
+        service,
+        backend: store.backend(),
+        store,
+        token: String::new(),
+        location,
+        master_hex,
+        _guard: guard,
+    };
     app.token = app.login("admin", ADMIN_PASSWORD).await;
     app
 }
@@ -64,6 +75,15 @@ pub async fn postgres_app() -> Option<TestApp> {
 }
 
 impl TestApp {
+    /// The same store and admin session behind a service built with `config`.
+    pub async fn reconfigure(mut self, config: ServiceConfig) -> TestApp {
+        let master = MasterKey::from_hex(&self.master_hex).unwrap();
+        let keyring = load_keyring(self.store.as_ref(), &master).await.unwrap();
+        self.service = Arc::new(Service::new(self.store.clone(), keyring, config).await.unwrap());
+        self.router = custodian_server::app(self.service.clone());
+        self
+    }
+
     pub async fn login(&self, username: &str, password: &str) -> String {
         let r = self
             .raw(
