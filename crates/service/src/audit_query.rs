@@ -75,7 +75,8 @@ pub struct AuditExport {
 pub struct AuditEvidence {
     /// Signed checkpoint files; one that does not exist yet (no checkpoint written) is skipped.
     pub checkpoint_files: Vec<PathBuf>,
-    /// Files of trusted public keys (64 hex characters per line).
+    /// Files of trusted public keys (64 hex characters per line); a missing one is skipped,
+    /// which leaves the checkpoints unverifiable (reported, never "intact").
     pub public_key_files: Vec<PathBuf>,
 }
 
@@ -269,6 +270,10 @@ impl Service {
             }
             let mut keys = Vec::new();
             for path in &evidence.public_key_files {
+                // A missing key file leaves the checkpoints unverifiable: reported, not intact.
+                if !path.exists() {
+                    continue;
+                }
                 keys.extend(custodian_audit::read_public_keys(path).map_err(|e| e.to_string())?);
             }
             Ok::<_, String>((files, keys))
