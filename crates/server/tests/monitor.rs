@@ -399,3 +399,74 @@ both_backends!(change_notifications_reach_owner_and_manager, |app: TestApp| asyn
         as_user(&app, &manager, Method::GET, &format!("/api/v1/notifications?limit=1&cursor={cursor}"), None).await;
     assert_eq!(rest.body["items"][0]["changes"]["stage"]["new"], "won");
 });
+
+both_backends!(off_hours_and_baselines_count_from_stored_events, |app: TestApp| async move {
+    let (uid, _) = user(&app, "night_owl", "sales_rep", None).await;
+    let uid: uuid::Uuid = uid.parse().unwrap();
+    let now = now_micros();
+    let hour = 3_600_000_000i64;
+    let view = |at: i64, record: uuid::Uuid| {
+        let mut d = custodian_store::AuditDraft::new("record.view");
+        d.actor_id = Some(uid);
+        d.at = at;
+        d.object = Some("contacts".into());
+        d.record_id = Some(record);
+        d
+    };
+    // Off hours: with no working weekday every moment is off hours; with every day 00:00-24:00
+    // none is. Four views in the last hour against a threshold of three.
+    app.store.append_audit((0..4).map(|i| view(now - 600_000_000 + i, uuid::Uuid::now_v7())).collect()).await.unwrap();
+    let rule = |weekdays: Value, start: &str, end: &str| {
+        json!({"enabled": true, "window_secs": 3600, "absolute": 3, "baseline_multiple": null, "baseline_min": 0,
+            "auto_suspend": false, "working_hours": {"timezone": "Asia/Shanghai", "start": start, "end": end, "weekdays": weekdays}})
+    };
+    let put = |metric: &'static str, body: Value| {
+        let app = &app;
+        async move {
+            let r = app.call(Method::PUT, &format!("/api/v1/alert-rules/{metric}"), Some(body)).await;
+            assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+        }
+    };
+    put("off_hours", rule(json!([1, 2, 3, 4, 5, 6, 7]), "00:00", "24:00")).await;
+    let raised = app.service.evaluate_alerts(now).await.unwrap();
+    assert!(raised.iter().all(|a| a.metric != "off_hours"), "{raised:?}");
+    put("off_hours", rule(json!([]), "09:00", "18:00")).await;
+    let raised = app.service.evaluate_alerts(now).await.unwrap();
+    let off: Vec<_> = raised.iter().filter(|a| a.metric == "off_hours").collect();
+    assert_eq!(off.len(), 1, "{raised:?}");
+    // The four views and the user's login.
+    assert_eq!(off[0].value, 5);
+    let bad = rule(json!([1]), "09:00", "18:00");
+    let mut bad_tz = bad.clone();
+    bad_tz["working_hours"]["timezone"] = json!("Mars/Olympus");
+    let r = app.call(Method::PUT, "/api/v1/alert-rules/off_hours", Some(bad_tz)).await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.body);
+
+    // Baseline: two distinct records in each of 40 past hours makes the user's own p95 two;
+    // five distinct records now exceed twice that, four would not.
+    let mut history = Vec::new();
+    for h in 2..42 {
+        for _ in 0..2 {
+            history.push(view(now - h * hour, uuid::Uuid::now_v7()));
+        }
+    }
+    app.store.append_audit(history).await.unwrap();
+    put("off_hours", json!({"enabled": false, "window_secs": 3600, "absolute": 3, "baseline_multiple": null,
+        "baseline_min": 0, "auto_suspend": false, "working_hours": {"timezone": "UTC", "start": "00:00", "end": "24:00", "weekdays": []}})).await;
+    put(
+        "distinct_records_viewed",
+        json!({"enabled": true, "window_secs": 3600, "absolute": null,
+        "baseline_multiple": 2.0, "baseline_min": 3, "auto_suspend": false}),
+    )
+    .await;
+    // Four distinct records in the window so far.
+    let later = now + 1;
+    assert!(app.service.evaluate_alerts(later).await.unwrap().iter().all(|a| a.metric != "distinct_records_viewed"));
+    app.store.append_audit(vec![view(now - 300_000_000, uuid::Uuid::now_v7())]).await.unwrap();
+    let raised = app.service.evaluate_alerts(later + 1).await.unwrap();
+    let base: Vec<_> = raised.iter().filter(|a| a.metric == "distinct_records_viewed").collect();
+    assert_eq!(base.len(), 1, "{raised:?}");
+    assert_eq!(base[0].value, 5);
+    assert_eq!(base[0].details["reason"], "baseline");
+    assert_eq!(base[0].details["baseline_p95"], 2);
+});
