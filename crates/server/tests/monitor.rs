@@ -470,3 +470,17 @@ both_backends!(off_hours_and_baselines_count_from_stored_events, |app: TestApp| 
     assert_eq!(base[0].details["reason"], "baseline");
     assert_eq!(base[0].details["baseline_p95"], 2);
 });
+
+both_backends!(auto_suspension_spares_the_last_admin, |app: TestApp| async move {
+    let rule = json!({"enabled": true, "window_secs": 3600, "absolute": 1, "baseline_multiple": null, "baseline_min": 0, "auto_suspend": true});
+    assert_eq!(
+        app.call(Method::PUT, "/api/v1/alert-rules/distinct_records_viewed", Some(rule)).await.status,
+        StatusCode::OK
+    );
+    let c = app.create("contacts", json!({"name": "甲"})).await;
+    app.get(&format!("/api/v1/contacts/{}", c["id"].as_str().unwrap())).await;
+    let raised = app.service.evaluate_alerts(now_micros()).await.unwrap();
+    assert!(raised.iter().any(|a| a.metric == "distinct_records_viewed"), "{raised:?}");
+    // The alert stands, the only admin keeps working.
+    assert_eq!(app.get("/api/v1/me").await.status, StatusCode::OK);
+});

@@ -493,7 +493,10 @@ impl Service {
             return Ok(None);
         }
         tracing::warn!(metric = %alert.metric, user = %user, value = alert.value, "anomaly alert raised");
-        if rule.auto_suspend {
+        if rule.auto_suspend && self.last_active_admin(user).await? {
+            // Suspending the only administrator would leave nobody to review the alert.
+            tracing::error!(user = %user, "automatic suspension skipped: the user is the last active admin");
+        } else if rule.auto_suspend {
             let ctx = RequestContext { user_agent: Some("custodian-alerts".into()), ..RequestContext::default() };
             let reason = json!({ "alert_id": alert.id, "metric": alert.metric });
             match self.set_user_active_because(&ctx, user, false, Some(reason)).await {
@@ -503,6 +506,12 @@ impl Service {
             }
         }
         Ok(Some(alert))
+    }
+
+    async fn last_active_admin(&self, user: Uuid) -> ServiceResult<bool> {
+        let users = self.store.list_users().await?;
+        let admins: Vec<_> = users.iter().filter(|u| u.role == "admin" && u.status == "active").collect();
+        Ok(admins.len() <= 1 && admins.iter().any(|u| u.id == user))
     }
 
     /// One outbox message per configured delivery channel.
