@@ -9,9 +9,11 @@ mod access;
 mod alerts;
 mod audit_query;
 mod auth;
+mod clock;
 mod error;
 mod history;
 mod keys;
+mod mfa;
 mod notifications;
 mod people;
 mod query;
@@ -23,10 +25,14 @@ mod view;
 pub use access::Operation;
 pub use alerts::{AlertPage, AlertRule, AlertView, METRICS, WorkingHours};
 pub use audit_query::{AuditEventView, AuditEvidence, AuditExport, AuditPage, AuditParams, MAX_AUDIT_PAGE};
-pub use auth::{Actor, LoginResult, NewApiToken, ROLES};
+pub use auth::{Actor, LoginOutcome, LoginResult, NewApiToken, ROLES};
+pub use clock::{Clock, ManualClock};
 pub use error::{ServiceError, ServiceResult};
 pub use history::VersionDiff;
 pub use keys::load_keyring;
+pub use mfa::{
+    MFA_REQUIRED_ROLES, MfaChallengeView, MfaEnrolment, MfaStatus, RECOVERY_CODE_COUNT, STEP_UP_SECS, StepUpView,
+};
 pub use notifications::{NotificationPage, NotificationView};
 pub use people::{DepartmentView, TeamView, UserView};
 pub use query::ListParams;
@@ -61,6 +67,12 @@ pub struct ServiceConfig {
     /// Delivery channels configured ("webhook", "email"): alerts and notifications get one
     /// outbox message per channel.
     pub outbox_channels: Vec<String>,
+    /// Length of the step-up window a fresh second factor opens (PRODUCT.md S2: five minutes).
+    pub step_up_secs: i64,
+    /// Lifetime of a login challenge waiting for its second factor.
+    pub mfa_challenge_secs: i64,
+    /// Time for TOTP steps, step-up windows and challenges (injectable for tests).
+    pub clock: Clock,
 }
 
 impl Default for ServiceConfig {
@@ -74,6 +86,9 @@ impl Default for ServiceConfig {
             audit_reads: true,
             audit_evidence: AuditEvidence::default(),
             outbox_channels: Vec::new(),
+            step_up_secs: STEP_UP_SECS,
+            mfa_challenge_secs: 5 * 60,
+            clock: Clock::system(),
         }
     }
 }
@@ -109,6 +124,7 @@ pub struct Service {
     throttle: throttle::LoginThrottle,
     /// One audit verification at a time (it reads the whole log).
     verifying: Semaphore,
+    mfa_sessions: mfa::EnrolledSessions,
 }
 
 impl Service {
@@ -124,6 +140,7 @@ impl Service {
             org_cache: Default::default(),
             throttle: Default::default(),
             verifying: Semaphore::new(1),
+            mfa_sessions: Default::default(),
         };
         service.refresh_schema().await?;
         service.ensure_field_indexes().await?;
