@@ -186,6 +186,16 @@ async fn checkpoint_writer(
     Ok(CheckpointWriter::new(store, key, config))
 }
 
+/// The checkpoint file and trusted public key the server's verify API checks against: the
+/// ones its checkpoint writer uses.
+pub fn evidence(store_args: &StoreArgs, args: &CheckpointArgs) -> custodian_service::AuditEvidence {
+    let key_path = args.audit_signing_key.clone().unwrap_or_else(|| default_signing_key(store_args));
+    custodian_service::AuditEvidence {
+        checkpoint_files: vec![args.checkpoint_file.clone().unwrap_or_else(|| default_checkpoint_file(store_args))],
+        public_key_files: vec![public_key_path(&key_path)],
+    }
+}
+
 /// Starts the periodic checkpoint writer of `serve`.
 pub async fn start_checkpoint_writer(
     store: Arc<dyn Store>,

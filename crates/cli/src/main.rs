@@ -7,6 +7,7 @@ mod bench;
 mod dedupe;
 mod demo;
 mod linkage;
+mod monitor;
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
@@ -66,6 +67,8 @@ enum Command {
         insecure_cookies: bool,
         #[command(flatten)]
         checkpoints: audit::CheckpointArgs,
+        #[command(flatten)]
+        monitor: monitor::MonitorArgs,
     },
     /// Verify the tamper-evident audit log, write signed checkpoints, prove and check inclusion.
     Audit {
@@ -234,8 +237,16 @@ async fn serve(
     default_region: String,
     insecure_cookies: bool,
     checkpoints: audit::CheckpointArgs,
+    monitor_args: monitor::MonitorArgs,
 ) -> Result<()> {
-    let config = ServiceConfig { default_region, ..ServiceConfig::default() };
+    let delivery = monitor_args.delivery()?;
+    let config = ServiceConfig {
+        default_region,
+        // POST /api/v1/audit/verify checks the same evidence as `custodian audit verify`.
+        audit_evidence: audit::evidence(&store, &checkpoints),
+        outbox_channels: delivery.channels(),
+        ..ServiceConfig::default()
+    };
     let service = open_service(&store, config).await?;
     let admin_password = std::env::var("CUSTODIAN_ADMIN_PASSWORD").ok().filter(|p| !p.is_empty());
     if let Some(generated) =
@@ -259,6 +270,8 @@ async fn serve(
     });
     // Signed audit checkpoints every N events or T seconds; a last one at shutdown.
     let checkpoint_writer = audit::start_checkpoint_writer(service.store().clone(), &store, &checkpoints).await?;
+    // Anomaly evaluation and outbox delivery (webhook, SMTP).
+    let monitor_tasks = monitor::MonitorTasks::spawn(service.clone(), &monitor_args, delivery)?;
     let listener =
         tokio::net::TcpListener::bind(&listen).await.with_context(|| format!("cannot listen on {listen}"))?;
     tracing::info!(address = %listener.local_addr()?, backend = service.store().backend(), "custodian is listening");
@@ -266,6 +279,7 @@ async fn serve(
     let served =
         custodian_server::serve(listener, custodian_server::app_with_options(service, options), shutdown).await;
     checkpoint_writer.shutdown(std::time::Duration::from_secs(30)).await;
+    monitor_tasks.shutdown().await;
     served?;
     Ok(())
 }
@@ -285,8 +299,8 @@ async fn main() -> std::process::ExitCode {
 
 async fn run(command: Command) -> Result<()> {
     match command {
-        Command::Serve { store, listen, default_region, insecure_cookies, checkpoints } => {
-            serve(store, listen, default_region, insecure_cookies, checkpoints).await
+        Command::Serve { store, listen, default_region, insecure_cookies, checkpoints, monitor } => {
+            serve(store, listen, default_region, insecure_cookies, checkpoints, monitor).await
         }
         Command::Audit { command } => audit::run(command).await,
         Command::Migrate { store } => {

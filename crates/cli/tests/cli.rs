@@ -310,3 +310,40 @@ fn demo_data_belongs_to_the_sales_users() {
     server.child.kill().unwrap();
     server.child.wait().unwrap();
 }
+
+#[test]
+fn verify_api_checks_the_servers_own_checkpoints() {
+    let dir = TempDir::new();
+    let mut server = start(&dir.0, Some("admin password 123"));
+    let mut secret = None;
+    let token = login_with_mfa(server.port, "admin", "admin password 123", &mut secret);
+    // The writer checkpoints pending events within its poll interval.
+    let checkpoints = dir.0.parent().unwrap().join("data.audit-checkpoints.log");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::fs::metadata(&checkpoints).map(|m| m.len()).unwrap_or(0) == 0 {
+        assert!(Instant::now() < deadline, "no checkpoint written");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let (status, report) = http(server.port, "POST", "/api/v1/audit/verify", Some(&token), None);
+    assert_eq!(status, 200, "{report}");
+    assert_eq!(report["intact"], true, "{report}");
+    assert!(report["checkpoints_verified"].as_u64().unwrap() >= 1, "{report}");
+    server.child.kill().unwrap();
+    server.child.wait().unwrap();
+}
+
+#[test]
+fn webhook_delivery_refuses_to_start_without_a_signing_secret() {
+    let dir = TempDir::new();
+    let out = Command::new(BIN)
+        .args(["serve", "--data-dir", dir.0.to_str().unwrap(), "--listen", "127.0.0.1:0"])
+        .args(["--webhook-url", "http://127.0.0.1:9/hook"])
+        .env_remove("CUSTODIAN_WEBHOOK_SECRET")
+        .env_remove("CUSTODIAN_MASTER_KEY")
+        .env_remove("CUSTODIAN_DATABASE_URL")
+        .env("CUSTODIAN_ADMIN_PASSWORD", "admin password 123")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("CUSTODIAN_WEBHOOK_SECRET"));
+}

@@ -253,6 +253,37 @@ fn expected_other(route: &str, role: &str) -> Option<StatusCode> {
                 StatusCode::FORBIDDEN
             }
         }
+        // The audit log, alerts and their rules: auditors and admins (rules are edited by admins).
+        "GET /api/v1/audit/events"
+        | "GET /api/v1/audit/events.csv"
+        | "POST /api/v1/audit/verify"
+        | "GET /api/v1/alerts"
+        | "GET /api/v1/alert-rules" => {
+            if matches!(role, "admin" | "auditor") {
+                StatusCode::OK
+            } else {
+                StatusCode::FORBIDDEN
+            }
+        }
+        // No alert has this id (a user id): not found once the caller may acknowledge alerts.
+        "POST /api/v1/alerts/{id}/ack" => {
+            if matches!(role, "admin" | "auditor") {
+                StatusCode::NOT_FOUND
+            } else {
+                StatusCode::FORBIDDEN
+            }
+        }
+        "PUT /api/v1/alert-rules/{metric}" => {
+            if admin {
+                StatusCode::OK
+            } else {
+                StatusCode::FORBIDDEN
+            }
+        }
+        // Everyone reads their own notifications; nobody acknowledges someone else's (or a
+        // missing one): 404.
+        "GET /api/v1/notifications" => StatusCode::OK,
+        "POST /api/v1/notifications/{id}/ack" => StatusCode::NOT_FOUND,
         other => panic!("route {other} has no authorisation expectation: add it to the matrix"),
     })
 }
@@ -271,6 +302,8 @@ fn body_for(route: &str, n: usize) -> Option<Value> {
         "PATCH /api/v1/users/{id}" => json!({"display_name": format!("Name {n}")}),
         "POST /api/v1/auth/tokens" => json!({"name": format!("token {n}"), "scope": "read", "expires_in_days": 30}),
         "POST /api/v1/users/{id}/offboard" => json!({"successor_id": "01938f2c-0000-7000-8000-000000000000"}),
+        "PUT /api/v1/alert-rules/{metric}" => json!({"enabled": true, "window_secs": 3600, "absolute": 30 + n,
+            "baseline_multiple": 3.0, "baseline_min": 10, "auto_suspend": false}),
         // A wrong code (the right one would be a one-in-a-million accident).
         "POST /api/v1/auth/mfa/enroll/confirm" | "POST /api/v1/auth/step-up" => json!({"code": "000000"}),
         _ => return None,
@@ -299,7 +332,8 @@ both_backends!(every_route_every_role_every_scope, |app: TestApp| async move {
         for (method, path) in &routes {
             let route = format!("{method} {path}");
             let m = Method::from_bytes(method.as_bytes()).unwrap();
-            if path.contains("{id}") && !path.starts_with("/api/v1/users/") && !path.starts_with("/api/v1/auth/") {
+            let not_a_record = ["/api/v1/users/", "/api/v1/auth/", "/api/v1/alerts/", "/api/v1/notifications/"];
+            if path.contains("{id}") && !not_a_record.iter().any(|p| path.starts_with(p)) {
                 // DELETE last: it changes the record for the routes after it.
                 if method == "DELETE" {
                     continue;
@@ -333,7 +367,8 @@ both_backends!(every_route_every_role_every_scope, |app: TestApp| async move {
             } else {
                 n += 1;
                 let Some(status) = expected_other(&route, actor.role) else { continue };
-                let concrete = path.replace("{object}", "contacts").replace("{id}", &rep3);
+                let concrete =
+                    path.replace("{object}", "contacts").replace("{id}", &rep3).replace("{metric}", "reveals");
                 let r = as_user(&app, &actor.token, m, &concrete, body_for(&route, n)).await;
                 assert_eq!(r.status, status, "{} {route}: {}", actor.role, r.body);
             }

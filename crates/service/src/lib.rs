@@ -6,12 +6,15 @@
 //! visibility are applied before any value leaves this crate.
 
 mod access;
+mod alerts;
+mod audit_query;
 mod auth;
 mod clock;
 mod error;
 mod history;
 mod keys;
 mod mfa;
+mod notifications;
 mod people;
 mod query;
 mod records;
@@ -20,6 +23,8 @@ mod users;
 mod view;
 
 pub use access::Operation;
+pub use alerts::{AlertPage, AlertRule, AlertView, METRICS, WorkingHours};
+pub use audit_query::{AuditEventView, AuditEvidence, AuditExport, AuditPage, AuditParams, MAX_AUDIT_PAGE};
 pub use auth::{Actor, LoginOutcome, LoginResult, NewApiToken, ROLES};
 pub use clock::{Clock, ManualClock};
 pub use error::{ServiceError, ServiceResult};
@@ -28,6 +33,7 @@ pub use keys::load_keyring;
 pub use mfa::{
     MFA_REQUIRED_ROLES, MfaChallengeView, MfaEnrolment, MfaStatus, RECOVERY_CODE_COUNT, STEP_UP_SECS, StepUpView,
 };
+pub use notifications::{NotificationPage, NotificationView};
 pub use people::{DepartmentView, TeamView, UserView};
 pub use query::ListParams;
 pub use records::{CreateOptions, PreparedWrite, WriteOptions};
@@ -56,6 +62,11 @@ pub struct ServiceConfig {
     /// Record every view, list and search in the audit log (PRODUCT.md S6). A read whose event
     /// cannot be stored fails. Only benchmarks turn this off, to measure its cost.
     pub audit_reads: bool,
+    /// Checkpoint files and trusted keys for `POST /api/v1/audit/verify`.
+    pub audit_evidence: AuditEvidence,
+    /// Delivery channels configured ("webhook", "email"): alerts and notifications get one
+    /// outbox message per channel.
+    pub outbox_channels: Vec<String>,
     /// Length of the step-up window a fresh second factor opens (PRODUCT.md S2: five minutes).
     pub step_up_secs: i64,
     /// Lifetime of a login challenge waiting for its second factor.
@@ -73,6 +84,8 @@ impl Default for ServiceConfig {
             max_page_size: 500,
             hashing_concurrency: 2,
             audit_reads: true,
+            audit_evidence: AuditEvidence::default(),
+            outbox_channels: Vec::new(),
             step_up_secs: STEP_UP_SECS,
             mfa_challenge_secs: 5 * 60,
             clock: Clock::system(),
@@ -109,6 +122,8 @@ pub struct Service {
     hashing: Arc<Semaphore>,
     org_cache: access::OrgCache,
     throttle: throttle::LoginThrottle,
+    /// One audit verification at a time (it reads the whole log).
+    verifying: Semaphore,
     mfa_sessions: mfa::EnrolledSessions,
 }
 
@@ -124,6 +139,7 @@ impl Service {
             hashing,
             org_cache: Default::default(),
             throttle: Default::default(),
+            verifying: Semaphore::new(1),
             mfa_sessions: Default::default(),
         };
         service.refresh_schema().await?;

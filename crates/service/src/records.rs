@@ -39,6 +39,8 @@ type SealedFields = (Map<String, Value>, Vec<FieldDigest>, Vec<FieldDigest>, Str
 pub(crate) struct Prepared {
     pub write: RecordWrite,
     pub audit: AuditDraft,
+    /// Owner, stage or amount changes that notify people (S13), sent with the write.
+    pub notice: Option<crate::notifications::ChangeNotice>,
 }
 
 impl Service {
@@ -228,7 +230,16 @@ impl Service {
             "version": record.version,
             "changes": self.audit_changes(def, current_plain, plain),
         });
+        let notice = crate::notifications::change_notice(
+            &def.name,
+            action,
+            current.and_then(|c| c.owner_id),
+            record.owner_id,
+            &audit.details["changes"],
+            |name| def.field(name).is_some_and(|f| f.sensitive),
+        );
         Ok(Prepared {
+            notice,
             write: RecordWrite {
                 action,
                 expected_version: current.map(|c| c.version),
@@ -243,6 +254,8 @@ impl Service {
 
     pub(crate) async fn apply(&self, prepared: Vec<Prepared>) -> ServiceResult<()> {
         let mut batch = WriteBatch::default();
+        // Change notifications commit with the change (or not at all).
+        (batch.notifications, batch.outbox) = self.notifications_for(&prepared).await?;
         for p in prepared {
             batch.records.push(p.write);
             batch.audit.push(p.audit);

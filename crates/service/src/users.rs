@@ -148,6 +148,17 @@ impl Service {
     /// Suspends (status "suspended", every session ends; needs a recent step-up) or reactivates
     /// a user.
     pub async fn set_user_active(&self, ctx: &RequestContext, id: Uuid, active: bool) -> ServiceResult<UserRow> {
+        self.set_user_active_because(ctx, id, active, None).await
+    }
+
+    /// `set_user_active` with a recorded reason (an anomaly alert's automatic suspension).
+    pub(crate) async fn set_user_active_because(
+        &self,
+        ctx: &RequestContext,
+        id: Uuid,
+        active: bool,
+        reason: Option<serde_json::Value>,
+    ) -> ServiceResult<UserRow> {
         self.require_admin(ctx)?;
         if ctx.actor.as_ref().is_some_and(|a| a.user_id == id) {
             return Err(ServiceError::with_message(ErrorCode::Forbidden, "You cannot suspend yourself."));
@@ -162,6 +173,9 @@ impl Service {
         user.status = if active { "active" } else { "suspended" }.into();
         let mut audit = self.audit_draft(ctx, if active { "user.reactivate" } else { "user.suspend" });
         audit.details = json!({ "user_id": id });
+        if let (Some(reason), serde_json::Value::Object(d)) = (reason, &mut audit.details) {
+            d.insert("reason".into(), reason);
+        }
         self.store.update_user(user.clone(), !active, audit).await?;
         Ok(user)
     }

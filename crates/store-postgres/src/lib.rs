@@ -13,6 +13,9 @@
 
 use async_trait::async_trait;
 use custodian_store::{
+    AlertRow, AlertRuleRow, AuditQuery, Bucket, BucketQuery, DeliveryOutcome, NotificationRow, OutboxRow,
+};
+use custodian_store::{
     AuditChainRow, AuditDraft, AuditRow, CheckpointClaimOutcome, CheckpointClaimRequest, CheckpointClaimRow,
     CheckpointRange, Cursor, CustomFieldRow, DepartmentRow, ListQuery, MfaChallengeRow, MfaEffect, MfaFactor,
     RecordPage, RecordWrite, RowScope, SessionRow, Store, StoreError, StoreResult, StoredRecord, StoredVersion,
@@ -27,6 +30,7 @@ use uuid::Uuid;
 
 mod audit;
 mod mfa;
+mod monitor;
 mod sql;
 mod writer;
 use sql::{Bind, QueryParts};
@@ -499,7 +503,11 @@ impl Store for PostgresStore {
     }
 
     async fn write(&self, batch: WriteBatch) -> StoreResult<Vec<i64>> {
-        if batch.records.is_empty() && batch.audit.is_empty() {
+        if batch.records.is_empty()
+            && batch.audit.is_empty()
+            && batch.notifications.is_empty()
+            && batch.outbox.is_empty()
+        {
             return Ok(Vec::new());
         }
         self.writer.write(batch).await
@@ -983,6 +991,79 @@ impl Store for PostgresStore {
                 })
             })
             .collect()
+    }
+
+    async fn query_audit(&self, query: &AuditQuery) -> StoreResult<Vec<AuditRow>> {
+        monitor::query_audit(&self.pool, query).await
+    }
+
+    async fn count_audit(&self, query: &AuditQuery) -> StoreResult<u64> {
+        monitor::count_audit(&self.pool, query).await
+    }
+
+    async fn audit_buckets(&self, query: &BucketQuery) -> StoreResult<Vec<Bucket>> {
+        monitor::audit_buckets(&self.pool, query).await
+    }
+
+    async fn active_actors(&self, since: i64) -> StoreResult<Vec<Uuid>> {
+        monitor::active_actors(&self.pool, since).await
+    }
+
+    async fn list_alert_rules(&self) -> StoreResult<Vec<AlertRuleRow>> {
+        monitor::list_rules(&self.pool).await
+    }
+
+    async fn put_alert_rule(&self, rule: AlertRuleRow, audit: AuditDraft) -> StoreResult<()> {
+        monitor::put_rule(&self.pool, rule, audit).await
+    }
+
+    async fn insert_alert(&self, alert: AlertRow, outbox: Vec<OutboxRow>, audit: AuditDraft) -> StoreResult<bool> {
+        monitor::insert_alert(&self.pool, alert, outbox, audit).await
+    }
+
+    async fn list_alerts(&self, before: Option<(i64, Uuid)>, limit: u32) -> StoreResult<Vec<AlertRow>> {
+        monitor::list_alerts(&self.pool, before, limit).await
+    }
+
+    async fn ack_alert(&self, id: Uuid, by: Uuid, at: i64, audit: AuditDraft) -> StoreResult<AlertRow> {
+        monitor::ack_alert(&self.pool, id, by, at, audit).await
+    }
+
+    async fn list_notifications(
+        &self,
+        user_id: Uuid,
+        before: Option<(i64, Uuid)>,
+        limit: u32,
+    ) -> StoreResult<Vec<NotificationRow>> {
+        monitor::list_notifications(&self.pool, user_id, before, limit).await
+    }
+
+    async fn ack_notification(
+        &self,
+        id: Uuid,
+        user_id: Uuid,
+        at: i64,
+        audit: AuditDraft,
+    ) -> StoreResult<NotificationRow> {
+        monitor::ack_notification(&self.pool, id, user_id, at, audit).await
+    }
+
+    async fn claim_outbox(
+        &self,
+        claimant: &str,
+        now: i64,
+        lease_micros: i64,
+        limit: u32,
+    ) -> StoreResult<Vec<OutboxRow>> {
+        monitor::claim_outbox(&self.pool, claimant, now, lease_micros, limit).await
+    }
+
+    async fn finish_outbox(&self, id: Uuid, claimant: &str, outcome: DeliveryOutcome) -> StoreResult<()> {
+        monitor::finish_outbox(&self.pool, id, claimant, outcome).await
+    }
+
+    async fn list_outbox(&self, limit: u32) -> StoreResult<Vec<OutboxRow>> {
+        monitor::list_outbox(&self.pool, limit).await
     }
 
     async fn delete_session(&self, token_hash: &str, audit: AuditDraft) -> StoreResult<()> {

@@ -265,6 +265,8 @@ async fn apply_single(conn: &mut PgConnection, op: &Op) -> StoreResult<Vec<i64>>
                 for w in &batch.records {
                     apply_record_write(conn, w).await?;
                 }
+                crate::monitor::insert_notifications(conn, &batch.notifications).await?;
+                crate::monitor::insert_outbox(conn, &batch.outbox).await?;
                 append_events(conn, &batch.audit).await
             }
             Op::Audit(events) => append_events(conn, events).await,
@@ -408,6 +410,14 @@ async fn apply_bulk(conn: &mut PgConnection, jobs: &[Job]) -> Result<Vec<Vec<i64
     )
     .await?;
     expect_rows("unique keys", done, unique)?;
+
+    // Change notifications and their outbox messages (rare: row by row).
+    for job in jobs {
+        if let Op::Write(batch) = &job.op {
+            crate::monitor::insert_notifications(conn, &batch.notifications).await?;
+            crate::monitor::insert_outbox(conn, &batch.outbox).await?;
+        }
+    }
 
     let events: Vec<&EncodedEvent> = parts.iter().flat_map(|p| p.events.iter()).collect();
     let mut seqs = Vec::new();

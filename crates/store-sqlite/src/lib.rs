@@ -8,6 +8,9 @@
 
 use async_trait::async_trait;
 use custodian_store::{
+    AlertRow, AlertRuleRow, AuditQuery, Bucket, BucketQuery, DeliveryOutcome, NotificationRow, OutboxRow,
+};
+use custodian_store::{
     AuditChainRow, AuditDraft, AuditRow, CheckpointClaimOutcome, CheckpointClaimRequest, CheckpointClaimRow,
     CheckpointRange, Cursor, CustomFieldRow, DepartmentRow, ListQuery, MfaChallengeRow, MfaEffect, MfaFactor,
     RecordPage, RecordWrite, RowScope, SessionRow, Store, StoreError, StoreResult, StoredRecord, StoredVersion,
@@ -27,6 +30,7 @@ use uuid::Uuid;
 mod audit;
 mod bulk;
 mod mfa;
+mod monitor;
 mod sql;
 use sql::{Bind, QueryParts};
 
@@ -124,6 +128,13 @@ impl SqliteStore {
         self.submit(op).await.map(|_| ())
     }
 
+    async fn monitor(&self, op: monitor::MonitorOp) -> StoreResult<monitor::MonitorOut> {
+        match self.submit(Op::Monitor(op)).await? {
+            OpOut::Monitor(out) => Ok(out),
+            _ => Err(internal("unexpected writer reply")),
+        }
+    }
+
     async fn submit_bool(&self, op: Op) -> StoreResult<bool> {
         match self.submit(op).await? {
             OpOut::Bool(b) => Ok(b),
@@ -151,6 +162,7 @@ enum Op {
     UpdateUser(UserRow, bool, AuditDraft),
     ClaimCheckpoint(CheckpointClaimRequest),
     CompleteCheckpoint(CheckpointRange, i64),
+    Monitor(monitor::MonitorOp),
     Mfa(mfa::MfaOp),
 }
 
@@ -160,6 +172,7 @@ enum OpOut {
     Unit,
     Bool(bool),
     Claim(CheckpointClaimOutcome),
+    Monitor(monitor::MonitorOut),
 }
 
 struct Job {
@@ -294,7 +307,11 @@ async fn run_bulk(
     }
     exec(conn, "SAVEPOINT bulk").await?;
     let saved = head.clone();
-    match bulk::apply(conn, &parts, head).await {
+    let applied = match bulk::apply(conn, &parts, head).await {
+        Ok(seqs) => bulk_monitor_rows(conn, jobs).await.map(|()| seqs),
+        Err(e) => Err(e),
+    };
+    match applied {
         Ok(seqs) => {
             exec(conn, "RELEASE bulk").await?;
             let mut seqs = seqs.into_iter();
@@ -307,6 +324,18 @@ async fn run_bulk(
             Err(e)
         }
     }
+}
+
+/// The change notifications and outbox messages of the record writes in a bulk group (rare:
+/// row by row, inside the group's savepoint).
+async fn bulk_monitor_rows(conn: &mut SqliteConnection, jobs: &[Job]) -> Result<(), bulk::Fallback> {
+    for job in jobs {
+        if let Op::Write(batch, _) = &job.op {
+            monitor::insert_notifications(conn, &batch.notifications).await?;
+            monitor::insert_outbox(conn, &batch.outbox).await?;
+        }
+    }
+    Ok(())
 }
 
 async fn read_chain_head(conn: &mut SqliteConnection) -> StoreResult<ChainHead> {
@@ -339,6 +368,8 @@ async fn apply_op(conn: &mut SqliteConnection, op: Op, head: &mut ChainHead) -> 
             for w in &batch.records {
                 apply_record_write(conn, w).await?;
             }
+            monitor::insert_notifications(conn, &batch.notifications).await?;
+            monitor::insert_outbox(conn, &batch.outbox).await?;
             Ok(OpOut::Seqs(append_events(conn, head, &batch.audit).await?))
         }
         Op::Audit(drafts, _) => Ok(OpOut::Seqs(append_events(conn, head, &drafts).await?)),
@@ -502,6 +533,7 @@ async fn apply_op(conn: &mut SqliteConnection, op: Op, head: &mut ChainHead) -> 
             audit::complete_checkpoint(conn, range, now).await?;
             Ok(OpOut::Unit)
         }
+        Op::Monitor(op) => Ok(OpOut::Monitor(monitor::apply(conn, op, head).await?)),
         Op::Mfa(op) => mfa::apply(conn, op, head).await,
     }
 }
@@ -1171,6 +1203,91 @@ impl Store for SqliteStore {
                 })
             })
             .collect()
+    }
+
+    async fn query_audit(&self, query: &AuditQuery) -> StoreResult<Vec<AuditRow>> {
+        monitor::query_audit(&self.read_pool, query).await
+    }
+
+    async fn count_audit(&self, query: &AuditQuery) -> StoreResult<u64> {
+        monitor::count_audit(&self.read_pool, query).await
+    }
+
+    async fn audit_buckets(&self, query: &BucketQuery) -> StoreResult<Vec<Bucket>> {
+        monitor::audit_buckets(&self.read_pool, query).await
+    }
+
+    async fn active_actors(&self, since: i64) -> StoreResult<Vec<Uuid>> {
+        monitor::active_actors(&self.read_pool, since).await
+    }
+
+    async fn list_alert_rules(&self) -> StoreResult<Vec<AlertRuleRow>> {
+        monitor::list_rules(&self.read_pool).await
+    }
+
+    async fn put_alert_rule(&self, rule: AlertRuleRow, audit: AuditDraft) -> StoreResult<()> {
+        self.monitor(monitor::MonitorOp::PutRule(rule, audit)).await.map(|_| ())
+    }
+
+    async fn insert_alert(&self, alert: AlertRow, outbox: Vec<OutboxRow>, audit: AuditDraft) -> StoreResult<bool> {
+        match self.monitor(monitor::MonitorOp::InsertAlert(alert, outbox, audit)).await? {
+            monitor::MonitorOut::Inserted(b) => Ok(b),
+            _ => Err(internal("unexpected writer reply")),
+        }
+    }
+
+    async fn list_alerts(&self, before: Option<(i64, Uuid)>, limit: u32) -> StoreResult<Vec<AlertRow>> {
+        monitor::list_alerts(&self.read_pool, before, limit).await
+    }
+
+    async fn ack_alert(&self, id: Uuid, by: Uuid, at: i64, audit: AuditDraft) -> StoreResult<AlertRow> {
+        match self.monitor(monitor::MonitorOp::AckAlert(id, by, at, audit)).await? {
+            monitor::MonitorOut::Alert(a) => Ok(a),
+            _ => Err(internal("unexpected writer reply")),
+        }
+    }
+
+    async fn list_notifications(
+        &self,
+        user_id: Uuid,
+        before: Option<(i64, Uuid)>,
+        limit: u32,
+    ) -> StoreResult<Vec<NotificationRow>> {
+        monitor::list_notifications(&self.read_pool, user_id, before, limit).await
+    }
+
+    async fn ack_notification(
+        &self,
+        id: Uuid,
+        user_id: Uuid,
+        at: i64,
+        audit: AuditDraft,
+    ) -> StoreResult<NotificationRow> {
+        match self.monitor(monitor::MonitorOp::AckNotification(id, user_id, at, audit)).await? {
+            monitor::MonitorOut::Notification(n) => Ok(n),
+            _ => Err(internal("unexpected writer reply")),
+        }
+    }
+
+    async fn claim_outbox(
+        &self,
+        claimant: &str,
+        now: i64,
+        lease_micros: i64,
+        limit: u32,
+    ) -> StoreResult<Vec<OutboxRow>> {
+        match self.monitor(monitor::MonitorOp::ClaimOutbox(claimant.to_owned(), now, lease_micros, limit)).await? {
+            monitor::MonitorOut::Outbox(rows) => Ok(rows),
+            _ => Err(internal("unexpected writer reply")),
+        }
+    }
+
+    async fn finish_outbox(&self, id: Uuid, claimant: &str, outcome: DeliveryOutcome) -> StoreResult<()> {
+        self.monitor(monitor::MonitorOp::FinishOutbox(id, claimant.to_owned(), outcome)).await.map(|_| ())
+    }
+
+    async fn list_outbox(&self, limit: u32) -> StoreResult<Vec<OutboxRow>> {
+        monitor::list_outbox(&self.read_pool, limit).await
     }
 
     async fn touch_session(&self, token_hash: &str, now: i64) -> StoreResult<()> {

@@ -104,7 +104,7 @@ pub fn audit_for(w: &RecordWrite) -> AuditDraft {
 
 pub async fn apply(store: &DynStore, w: RecordWrite) -> Result<Vec<i64>, StoreError> {
     let audit = vec![audit_for(&w)];
-    store.write(WriteBatch { records: vec![w], audit }).await
+    store.write(WriteBatch { records: vec![w], audit, ..Default::default() }).await
 }
 
 pub async fn create(store: &DynStore, v: Value) -> StoredRecord {
@@ -232,7 +232,10 @@ pub async fn create_get_update(store: DynStore) {
     let first = audit_for(&w);
     let mut second = AuditDraft::new("record.view");
     second.record_id = Some(r1.id);
-    let seqs = store.write(WriteBatch { records: vec![w], audit: vec![first, second] }).await.expect("create");
+    let seqs = store
+        .write(WriteBatch { records: vec![w], audit: vec![first, second], ..Default::default() })
+        .await
+        .expect("create");
     assert_eq!(seqs.len(), 2);
     assert_eq!(seqs[1], seqs[0] + 1);
 
@@ -563,7 +566,8 @@ pub async fn failing_write_fails_alone_among_concurrent_writes(store: DynStore) 
                 }
             };
             let audit = audit_for(&w);
-            let result = store.write(WriteBatch { records: vec![w.clone()], audit: vec![audit] }).await;
+            let result =
+                store.write(WriteBatch { records: vec![w.clone()], audit: vec![audit], ..Default::default() }).await;
             (i, w, expect_ok, result)
         }));
     }
@@ -612,7 +616,7 @@ pub async fn batch_is_atomic(store: DynStore) {
     let stale_b = successor(&b, json!({ "name": "B stale" }));
     let w1 = change(WriteAction::Update, &a, &a2);
     let w2 = change(WriteAction::Update, &b, &stale_b);
-    let batch = WriteBatch { audit: vec![audit_for(&w1), audit_for(&w2)], records: vec![w1, w2] };
+    let batch = WriteBatch { audit: vec![audit_for(&w1), audit_for(&w2)], records: vec![w1, w2], ..Default::default() };
     assert!(matches!(store.write(batch).await, Err(StoreError::VersionConflict { current: 2 })));
     assert_eq!(get(&store, a.id).await, Some(a.clone()));
     assert_eq!(store.list_versions(OBJ, a.id, 0, 10).await.expect("versions").len(), 1);
@@ -631,7 +635,8 @@ pub async fn batch_is_atomic(store: DynStore) {
     let d = new_record(json!({ "name": "D" }));
     let mut wd = creation(&d);
     wd.unique_keys = vec![key("email", 9)];
-    let batch = WriteBatch { audit: vec![audit_for(&wc), audit_for(&wd)], records: vec![wc.clone(), wd] };
+    let batch =
+        WriteBatch { audit: vec![audit_for(&wc), audit_for(&wd)], records: vec![wc.clone(), wd], ..Default::default() };
     assert!(matches!(store.write(batch).await, Err(StoreError::UniqueViolation { .. })));
     assert_eq!(get(&store, c.id).await, None);
     assert_eq!(get(&store, d.id).await, None);
@@ -649,7 +654,7 @@ pub async fn batch_applies_writes_in_order(store: DynStore) {
     let b = new_record(json!({ "name": "B" }));
     let w3 = creation(&b);
     let audit = vec![audit_for(&w1), audit_for(&w2), audit_for(&w3)];
-    let seqs = store.write(WriteBatch { records: vec![w1, w2, w3], audit }).await.expect("batch");
+    let seqs = store.write(WriteBatch { records: vec![w1, w2, w3], audit, ..Default::default() }).await.expect("batch");
     assert_eq!(seqs.len(), 3);
     assert!(seqs.windows(2).all(|p| p[1] == p[0] + 1));
     assert_eq!(get(&store, a.id).await, Some(a2));
@@ -714,13 +719,19 @@ pub async fn audit_chain_is_linear_under_concurrency(store: DynStore) {
             let mut extra = AuditDraft::new("record.view");
             extra.details = json!({ "task": task, "step": "create-extra" });
             let drafts = vec![audit_for(&w), extra];
-            let seqs = store.write(WriteBatch { records: vec![w], audit: drafts.clone() }).await.expect("create");
+            let seqs = store
+                .write(WriteBatch { records: vec![w], audit: drafts.clone(), ..Default::default() })
+                .await
+                .expect("create");
             written.extend(seqs.into_iter().zip(drafts));
 
             let next = successor(&r, json!({ "name": format!("task {task} updated") }));
             let w = change(WriteAction::Update, &r, &next);
             let drafts = vec![audit_for(&w)];
-            let seqs = store.write(WriteBatch { records: vec![w], audit: drafts.clone() }).await.expect("update");
+            let seqs = store
+                .write(WriteBatch { records: vec![w], audit: drafts.clone(), ..Default::default() })
+                .await
+                .expect("update");
             written.extend(seqs.into_iter().zip(drafts));
 
             let mut read = AuditDraft::new("record.list");
@@ -1704,6 +1715,8 @@ pub async fn unusual_values_round_trip(store: DynStore) {
     }
 }
 
+// The issue-5 cases live in their own file.
+pub use crate::monitor_cases::*;
 // ---- MFA -----------------------------------------------------------------------------------
 
 fn session_for(user_id: Uuid, token_hash: &str) -> SessionRow {

@@ -14,6 +14,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 pub mod cases;
+pub mod monitor_cases;
 
 use custodian_store_postgres::PostgresStore;
 use custodian_store_sqlite::SqliteStore;
@@ -269,6 +270,11 @@ macro_rules! conformance_tests {
             wrapped_keys_first_writer_wins,
             sql_metacharacters_are_harmless,
             unusual_values_round_trip,
+            audit_query_filters_and_pages,
+            audit_buckets_count_from_events,
+            alerts_are_unique_per_window_and_acknowledged,
+            notifications_commit_with_the_write,
+            outbox_leases_deliver_each_message_once,
         );
     };
 }

@@ -14,9 +14,14 @@ use serde_json::{Map, Value};
 use uuid::Uuid;
 
 pub mod audit;
+pub mod monitor;
 pub use audit::{
     AuditChainRow, AuditDraft, AuditRow, ChainedRows, CheckpointClaimOutcome, CheckpointClaimRequest,
     CheckpointClaimRow, CheckpointRange, EncodedEvent, chain_rows,
+};
+pub use monitor::{
+    ActionFilter, AlertRow, AlertRuleRow, AuditQuery, Bucket, BucketQuery, DeliveryOutcome, Measure, NotificationRow,
+    OutboxRow,
 };
 
 pub type StoreResult<T> = Result<T, StoreError>;
@@ -142,11 +147,14 @@ pub struct RecordWrite {
     pub search_text: String,
 }
 
-/// Record changes and audit events applied in one transaction: all or nothing.
+/// Record changes and audit events applied in one transaction: all or nothing. Change
+/// notifications and the outbox messages announcing them commit with the change.
 #[derive(Debug, Clone, Default)]
 pub struct WriteBatch {
     pub records: Vec<RecordWrite>,
     pub audit: Vec<AuditDraft>,
+    pub notifications: Vec<NotificationRow>,
+    pub outbox: Vec<OutboxRow>,
 }
 
 /// Which rows a caller may touch. Pushed into SQL as a predicate; never applied after a query.
@@ -531,6 +539,73 @@ pub trait Store: Send + Sync + 'static {
     /// baselines.
     async fn audit_activity(&self, since: i64) -> StoreResult<Vec<ActivityCount>>;
 
+    // ---- audit query, anomaly alerts, notifications, outbox (issue 5) --------------------
+
+    /// Events matching every filter of `query`, newest first, at most `query.limit` (1..=1000).
+    async fn query_audit(&self, query: &AuditQuery) -> StoreResult<Vec<AuditRow>>;
+
+    /// Number of events matching `query` (its limit is ignored).
+    async fn count_audit(&self, query: &AuditQuery) -> StoreResult<u64>;
+
+    /// Activity of one actor per time bucket, counted from the audit events (non-empty buckets
+    /// only, by index).
+    async fn audit_buckets(&self, query: &BucketQuery) -> StoreResult<Vec<Bucket>>;
+
+    /// Users who were the actor of at least one event since `since` (µs).
+    async fn active_actors(&self, since: i64) -> StoreResult<Vec<Uuid>>;
+
+    async fn list_alert_rules(&self) -> StoreResult<Vec<AlertRuleRow>>;
+
+    /// Inserts or replaces the rule of `rule.metric`, with its audit event.
+    async fn put_alert_rule(&self, rule: AlertRuleRow, audit: AuditDraft) -> StoreResult<()>;
+
+    /// Stores an alert with its outbox messages and audit event in one transaction. Returns
+    /// false (and writes nothing) when the metric already has an alert for this user and window:
+    /// several servers evaluating at once raise it once.
+    async fn insert_alert(&self, alert: AlertRow, outbox: Vec<OutboxRow>, audit: AuditDraft) -> StoreResult<bool>;
+
+    /// Alerts newest first, with `raised_at`/id below the cursor `(raised_at, id)`.
+    async fn list_alerts(&self, before: Option<(i64, Uuid)>, limit: u32) -> StoreResult<Vec<AlertRow>>;
+
+    /// Marks an alert acknowledged (the first acknowledgement stays) with its audit event.
+    /// `NotFound` when there is no such alert.
+    async fn ack_alert(&self, id: Uuid, by: Uuid, at: i64, audit: AuditDraft) -> StoreResult<AlertRow>;
+
+    /// Notifications of one recipient, newest first, below the cursor `(created_at, id)`.
+    async fn list_notifications(
+        &self,
+        user_id: Uuid,
+        before: Option<(i64, Uuid)>,
+        limit: u32,
+    ) -> StoreResult<Vec<NotificationRow>>;
+
+    /// Acknowledges a notification of `user_id` (signed off, 签字确认) with its audit event,
+    /// whose object and record id are set to the notification's record. `NotFound` when it does
+    /// not exist or belongs to someone else.
+    async fn ack_notification(
+        &self,
+        id: Uuid,
+        user_id: Uuid,
+        at: i64,
+        audit: AuditDraft,
+    ) -> StoreResult<NotificationRow>;
+
+    /// Leases up to `limit` undelivered messages that are due (`next_attempt_at <= now`) and
+    /// not leased by another worker, for `lease_micros`, counting an attempt on each. Several
+    /// servers calling this at once never receive the same message while its lease runs.
+    async fn claim_outbox(
+        &self,
+        claimant: &str,
+        now: i64,
+        lease_micros: i64,
+        limit: u32,
+    ) -> StoreResult<Vec<OutboxRow>>;
+
+    /// Records the outcome of an attempt by the holder of the lease (ignored otherwise).
+    async fn finish_outbox(&self, id: Uuid, claimant: &str, outcome: DeliveryOutcome) -> StoreResult<()>;
+
+    /// Every outbox message, oldest first (operations and tests).
+    async fn list_outbox(&self, limit: u32) -> StoreResult<Vec<OutboxRow>>;
     // ---- MFA: TOTP enrolment, recovery codes, login challenges, step-up --------------------
 
     /// The user's second factor, enabled or pending, with the number of unused recovery codes.

@@ -27,6 +27,8 @@ pub struct TestApp {
     pub backend: &'static str,
     /// SQLite: the data directory; PostgreSQL: the database URL.
     pub location: String,
+    /// The master key (hex), to build further services over the same store.
+    pub master_hex: String,
     /// Moves the service's clock (TOTP steps, step-up windows, challenge expiry).
     pub clock: ManualClock,
     /// TOTP secrets of the users the harness enrolled, by username.
@@ -47,7 +49,8 @@ impl Reply {
 }
 
 async fn build(store: Arc<dyn Store>, guard: Box<dyn Any + Send + Sync>, location: String) -> TestApp {
-    let master = MasterKey::from_hex(&hex::encode(custodian_crypto::random_bytes::<32>().unwrap())).unwrap();
+    let master_hex = hex::encode(custodian_crypto::random_bytes::<32>().unwrap());
+    let master = MasterKey::from_hex(&master_hex).unwrap();
     let keyring = load_keyring(store.as_ref(), &master).await.unwrap();
     let (clock, manual) = Clock::manual();
     let config = ServiceConfig { clock, ..ServiceConfig::default() };
@@ -61,6 +64,7 @@ async fn build(store: Arc<dyn Store>, guard: Box<dyn Any + Send + Sync>, locatio
         store,
         token: String::new(),
         location,
+        master_hex,
         clock: manual,
         mfa_secrets: Mutex::new(HashMap::new()),
         _guard: guard,
@@ -82,6 +86,17 @@ pub async fn postgres_app() -> Option<TestApp> {
 }
 
 impl TestApp {
+    /// The same store and admin session behind a service built with `config`.
+    pub async fn reconfigure(mut self, config: ServiceConfig) -> TestApp {
+        let master = MasterKey::from_hex(&self.master_hex).unwrap();
+        let keyring = load_keyring(self.store.as_ref(), &master).await.unwrap();
+        // The same manual clock, so the harness's TOTP codes keep working.
+        let config = ServiceConfig { clock: self.service.config().clock.clone(), ..config };
+        self.service = Arc::new(Service::new(self.store.clone(), keyring, config).await.unwrap());
+        self.router = custodian_server::app(self.service.clone());
+        self
+    }
+
     /// Logs in like a person would: password, then (for a user the harness enrolled) a TOTP
     /// code for the challenge; a user whose role requires MFA and who has none is enrolled on
     /// the spot. Returns a token that can use the whole API.
