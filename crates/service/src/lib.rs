@@ -7,9 +7,11 @@
 
 mod access;
 mod auth;
+mod duplicates;
 mod error;
 mod history;
 mod keys;
+mod merges;
 mod people;
 mod query;
 mod records;
@@ -19,9 +21,11 @@ mod view;
 
 pub use access::Operation;
 pub use auth::{Actor, LoginResult, NewApiToken, ROLES};
+pub use duplicates::{CandidatePage, CandidateView, ConfirmNotDuplicate, DuplicateConfig, ScanJobView};
 pub use error::{ServiceError, ServiceResult};
 pub use history::VersionDiff;
 pub use keys::load_keyring;
+pub use merges::{MAX_LOSERS, MergeRequest, MergeRule, MergeView, MergedRecord};
 pub use people::{DepartmentView, TeamView, UserView};
 pub use query::ListParams;
 pub use records::{CreateOptions, PreparedWrite, WriteOptions};
@@ -50,6 +54,8 @@ pub struct ServiceConfig {
     /// Record every view, list and search in the audit log (PRODUCT.md S6). A read whose event
     /// cannot be stored fails. Only benchmarks turn this off, to measure its cost.
     pub audit_reads: bool,
+    /// Duplicate detection at entry and by scans.
+    pub duplicates: DuplicateConfig,
 }
 
 impl Default for ServiceConfig {
@@ -61,6 +67,7 @@ impl Default for ServiceConfig {
             max_page_size: 500,
             hashing_concurrency: 2,
             audit_reads: true,
+            duplicates: DuplicateConfig::default(),
         }
     }
 }
@@ -99,6 +106,10 @@ pub struct Service {
 impl Service {
     /// Builds the service over an opened store. `keyring` comes from `load_keyring`.
     pub async fn new(store: Arc<dyn Store>, keyring: Keyring, config: ServiceConfig) -> ServiceResult<Service> {
+        config.duplicates.check().map_err(|reason| {
+            tracing::error!(%reason, "invalid duplicate configuration");
+            ServiceError::with_message(custodian_core::ErrorCode::Internal, reason)
+        })?;
         let hashing = Arc::new(Semaphore::new(config.hashing_concurrency.max(1)));
         let service = Service {
             store,

@@ -3,6 +3,7 @@
 //! one `WriteBatch` (new version + audit event) applied atomically by the store.
 
 use crate::access::Operation;
+use crate::duplicates::{CheckOptions, ConfirmNotDuplicate};
 use crate::error::{ServiceError, ServiceResult};
 use crate::view::{HistoryPage, RecordView, VersionView};
 use crate::{RequestContext, Service};
@@ -11,7 +12,9 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use custodian_core::schema::{FieldType, ObjectDef};
 use custodian_core::values::{ValidationContext, index_text, validate_record};
 use custodian_core::{ErrorCode, FieldError, search};
-use custodian_store::{AuditDraft, FieldDigest, RecordWrite, StoredRecord, WriteAction, WriteBatch, now_micros};
+use custodian_store::{
+    AuditDraft, FieldDigest, MatchKeySet, RecordWrite, StoredRecord, WriteAction, WriteBatch, now_micros,
+};
 use serde_json::{Map, Value, json};
 use uuid::Uuid;
 
@@ -22,6 +25,8 @@ pub struct CreateOptions {
     pub owner_id: Option<Uuid>,
     /// Team of the new record; defaults to the owner's team.
     pub team_id: Option<Uuid>,
+    /// Overrides a `possible_duplicate` refusal; the reason is audited.
+    pub confirm_not_duplicate: Option<ConfirmNotDuplicate>,
 }
 
 /// Options of an update, delete or restore.
@@ -29,6 +34,8 @@ pub struct CreateOptions {
 pub struct WriteOptions {
     /// The version the caller based the change on (`If-Match` or `"version"`).
     pub expected_version: Option<i64>,
+    /// Overrides a `possible_duplicate` refusal of an update; the reason is audited.
+    pub confirm_not_duplicate: Option<ConfirmNotDuplicate>,
 }
 
 /// Stored fields (sensitive values encrypted), blind indexes, unique keys and search text.
@@ -39,6 +46,8 @@ type SealedFields = (Map<String, Value>, Vec<FieldDigest>, Vec<FieldDigest>, Str
 pub(crate) struct Prepared {
     pub write: RecordWrite,
     pub audit: AuditDraft,
+    /// The record's blocking keys for duplicate checks (see `duplicates`).
+    pub match_keys: Option<MatchKeySet>,
 }
 
 impl Service {
@@ -228,6 +237,7 @@ impl Service {
             "version": record.version,
             "changes": self.audit_changes(def, current_plain, plain),
         });
+        let match_keys = self.match_key_set(def, record.id, plain);
         Ok(Prepared {
             write: RecordWrite {
                 action,
@@ -238,6 +248,7 @@ impl Service {
                 search_text,
             },
             audit,
+            match_keys,
         })
     }
 
@@ -246,6 +257,7 @@ impl Service {
         for p in prepared {
             batch.records.push(p.write);
             batch.audit.push(p.audit);
+            batch.match_keys.extend(p.match_keys);
         }
         self.store.write(batch).await?;
         Ok(())
@@ -268,6 +280,8 @@ impl Service {
         let plain =
             validate_record(&def, None, fields, &self.validation_context()).map_err(ServiceError::validation)?;
         self.check_references(&def, &plain).await?;
+        let check = CheckOptions { confirm: options.confirm_not_duplicate.as_ref(), ..Default::default() };
+        let confirmed = self.check_duplicates(ctx, &def, &plain, check).await?;
         let now = now_micros();
         let actor = ctx.actor.as_ref();
         let owner_id = options.owner_id.or(actor.map(|a| a.user_id));
@@ -286,7 +300,8 @@ impl Service {
             fields: Map::new(),
         };
         let id = record.id;
-        let prepared = self.prepare_write(ctx, &def, WriteAction::Create, None, None, &plain, record)?;
+        let mut prepared = self.prepare_write(ctx, &def, WriteAction::Create, None, None, &plain, record)?;
+        note_confirmation(&mut prepared, confirmed);
         Ok((id, PreparedWrite(prepared)))
     }
 
@@ -341,6 +356,13 @@ impl Service {
             return Ok(self.record_view(ctx, &def, &current));
         }
         self.check_references(&def, &after).await?;
+        let check = CheckOptions {
+            record_id: Some(id),
+            before: Some(&before),
+            confirm: options.confirm_not_duplicate.as_ref(),
+            ..Default::default()
+        };
+        let confirmed = self.check_duplicates(ctx, &def, &after, check).await?;
         let actor = ctx.actor.as_ref().map(|a| a.user_id);
         let next = StoredRecord {
             version: current.version + 1,
@@ -348,8 +370,9 @@ impl Service {
             updated_by: actor,
             ..current.clone()
         };
-        let prepared =
+        let mut prepared =
             self.prepare_write(ctx, &def, WriteAction::Update, Some(&current), Some(&before), &after, next)?;
+        note_confirmation(&mut prepared, confirmed);
         self.apply(vec![prepared]).await?;
         self.fetch_view(ctx, object, id).await
     }
@@ -517,6 +540,13 @@ impl Service {
         )
         .await?;
         Ok(view)
+    }
+}
+
+/// Records a confirmed "not a duplicate" override in the write's audit event.
+fn note_confirmation(prepared: &mut Prepared, confirmed: Option<Value>) {
+    if let (Some(confirmed), Value::Object(details)) = (confirmed, &mut prepared.audit.details) {
+        details.insert("confirm_not_duplicate".into(), confirmed);
     }
 }
 

@@ -12,10 +12,10 @@
 
 use async_trait::async_trait;
 use custodian_store::{
-    AuditChainRow, AuditDraft, AuditRow, CheckpointClaimOutcome, CheckpointClaimRequest, CheckpointClaimRow,
-    CheckpointRange, Cursor, CustomFieldRow, DepartmentRow, ListQuery, RecordPage, RecordWrite, RowScope, SessionRow,
-    Store, StoreError, StoreResult, StoredRecord, StoredVersion, TeamRow, UserRow, WrappedKeyRow, WriteAction,
-    WriteBatch,
+    AuditChainRow, AuditDraft, AuditRow, CandidateRow, CheckpointClaimOutcome, CheckpointClaimRequest,
+    CheckpointClaimRow, CheckpointRange, Cursor, CustomFieldRow, DepartmentRow, DismissalRow, ListQuery, MergeRow,
+    RecordPage, RecordWrite, RowScope, ScanJobRow, SessionRow, Store, StoreError, StoreResult, StoredRecord,
+    StoredVersion, TeamRow, UserRow, WrappedKeyRow, WriteAction, WriteBatch,
 };
 use serde_json::{Map, Value};
 use sqlx::postgres::{PgPoolOptions, PgRow};
@@ -25,6 +25,7 @@ use std::time::Duration;
 use uuid::Uuid;
 
 mod audit;
+mod duplicates;
 mod sql;
 use sql::{Bind, QueryParts};
 
@@ -466,6 +467,10 @@ impl Store for PostgresStore {
         let mut tx = self.begin().await?;
         for w in &batch.records {
             apply_record_write(&mut tx, w).await?;
+        }
+        duplicates::write_match_keys(&mut tx, &batch.match_keys).await?;
+        if let Some(merge) = &batch.merge {
+            duplicates::apply_merge(&mut tx, merge).await?;
         }
         let seqs = append_events(&mut tx, &batch.audit).await?;
         commit(tx).await?;
@@ -972,6 +977,58 @@ impl Store for PostgresStore {
                 })
             })
             .collect()
+    }
+
+    async fn match_candidates(
+        &self,
+        object: &str,
+        keys: &[Vec<u8>],
+        exclude: &[Uuid],
+        limit: u32,
+    ) -> StoreResult<Vec<Uuid>> {
+        duplicates::match_candidates(&self.pool, object, keys, exclude, limit).await
+    }
+
+    async fn dismissed_with(&self, object: &str, record: Uuid, others: &[Uuid]) -> StoreResult<Vec<Uuid>> {
+        duplicates::dismissed_with(&self.pool, object, record, others).await
+    }
+
+    async fn list_dismissals(&self, object: &str) -> StoreResult<Vec<DismissalRow>> {
+        duplicates::list_dismissals(&self.pool, object).await
+    }
+
+    async fn create_scan_job(&self, job: ScanJobRow, audit: AuditDraft) -> StoreResult<()> {
+        duplicates::create_scan_job(&self.pool, &job, audit).await
+    }
+
+    async fn get_scan_job(&self, id: Uuid) -> StoreResult<Option<ScanJobRow>> {
+        duplicates::get_scan_job(&self.pool, id).await
+    }
+
+    async fn finish_scan_job(&self, job: ScanJobRow, candidates: Vec<CandidateRow>) -> StoreResult<()> {
+        duplicates::finish_scan_job(&self.pool, &job, &candidates).await
+    }
+
+    async fn list_candidates(
+        &self,
+        object: &str,
+        status: &str,
+        after: Option<Uuid>,
+        limit: u32,
+    ) -> StoreResult<Vec<CandidateRow>> {
+        duplicates::list_candidates(&self.pool, object, status, after, limit).await
+    }
+
+    async fn get_candidate(&self, id: Uuid) -> StoreResult<Option<CandidateRow>> {
+        duplicates::get_candidate(&self.pool, id).await
+    }
+
+    async fn dismiss_candidate(&self, id: Uuid, dismissal: DismissalRow, audit: AuditDraft) -> StoreResult<()> {
+        duplicates::dismiss_candidate(&self.pool, id, &dismissal, audit).await
+    }
+
+    async fn get_merge(&self, id: Uuid) -> StoreResult<Option<MergeRow>> {
+        duplicates::get_merge(&self.pool, id).await
     }
 
     async fn delete_session(&self, token_hash: &str, audit: AuditDraft) -> StoreResult<()> {

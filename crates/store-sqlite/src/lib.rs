@@ -8,10 +8,10 @@
 
 use async_trait::async_trait;
 use custodian_store::{
-    AuditChainRow, AuditDraft, AuditRow, CheckpointClaimOutcome, CheckpointClaimRequest, CheckpointClaimRow,
-    CheckpointRange, Cursor, CustomFieldRow, DepartmentRow, ListQuery, RecordPage, RecordWrite, RowScope, SessionRow,
-    Store, StoreError, StoreResult, StoredRecord, StoredVersion, TeamRow, UserRow, WrappedKeyRow, WriteAction,
-    WriteBatch,
+    AuditChainRow, AuditDraft, AuditRow, CandidateRow, CheckpointClaimOutcome, CheckpointClaimRequest,
+    CheckpointClaimRow, CheckpointRange, Cursor, CustomFieldRow, DepartmentRow, DismissalRow, ListQuery, MergeRow,
+    RecordPage, RecordWrite, RowScope, ScanJobRow, SessionRow, Store, StoreError, StoreResult, StoredRecord,
+    StoredVersion, TeamRow, UserRow, WrappedKeyRow, WriteAction, WriteBatch,
 };
 use serde_json::{Map, Value};
 use sqlx::sqlite::{
@@ -25,6 +25,7 @@ use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
 mod audit;
+mod duplicates;
 mod sql;
 use sql::{Bind, QueryParts};
 
@@ -138,6 +139,9 @@ enum Op {
     UpdateUser(UserRow, bool, AuditDraft),
     ClaimCheckpoint(CheckpointClaimRequest),
     CompleteCheckpoint(CheckpointRange, i64),
+    CreateScanJob(ScanJobRow, AuditDraft),
+    FinishScanJob(ScanJobRow, Vec<CandidateRow>),
+    DismissCandidate(Uuid, DismissalRow, AuditDraft),
 }
 
 enum OpOut {
@@ -301,6 +305,10 @@ async fn apply_op(conn: &mut SqliteConnection, op: Op, head: &mut ChainHead) -> 
         Op::Write(batch) => {
             for w in &batch.records {
                 apply_record_write(conn, w).await?;
+            }
+            duplicates::write_match_keys(conn, &batch.match_keys).await?;
+            if let Some(merge) = &batch.merge {
+                duplicates::apply_merge(conn, merge).await?;
             }
             Ok(OpOut::Seqs(append_events(conn, head, &batch.audit).await?))
         }
@@ -479,6 +487,18 @@ async fn apply_op(conn: &mut SqliteConnection, op: Op, head: &mut ChainHead) -> 
         Op::ClaimCheckpoint(request) => Ok(OpOut::Claim(audit::claim_checkpoint(conn, head, &request).await?)),
         Op::CompleteCheckpoint(range, now) => {
             audit::complete_checkpoint(conn, range, now).await?;
+            Ok(OpOut::Unit)
+        }
+        Op::CreateScanJob(job, audit) => {
+            duplicates::create_scan_job(conn, head, &job, audit).await?;
+            Ok(OpOut::Unit)
+        }
+        Op::FinishScanJob(job, candidates) => {
+            duplicates::finish_scan_job(conn, &job, &candidates).await?;
+            Ok(OpOut::Unit)
+        }
+        Op::DismissCandidate(id, dismissal, audit) => {
+            duplicates::dismiss_candidate(conn, head, id, &dismissal, audit).await?;
             Ok(OpOut::Unit)
         }
     }
@@ -1124,6 +1144,58 @@ impl Store for SqliteStore {
                 })
             })
             .collect()
+    }
+
+    async fn match_candidates(
+        &self,
+        object: &str,
+        keys: &[Vec<u8>],
+        exclude: &[Uuid],
+        limit: u32,
+    ) -> StoreResult<Vec<Uuid>> {
+        duplicates::match_candidates(&self.read_pool, object, keys, exclude, limit).await
+    }
+
+    async fn dismissed_with(&self, object: &str, record: Uuid, others: &[Uuid]) -> StoreResult<Vec<Uuid>> {
+        duplicates::dismissed_with(&self.read_pool, object, record, others).await
+    }
+
+    async fn list_dismissals(&self, object: &str) -> StoreResult<Vec<DismissalRow>> {
+        duplicates::list_dismissals(&self.read_pool, object).await
+    }
+
+    async fn create_scan_job(&self, job: ScanJobRow, audit: AuditDraft) -> StoreResult<()> {
+        self.submit_unit(Op::CreateScanJob(job, audit)).await
+    }
+
+    async fn get_scan_job(&self, id: Uuid) -> StoreResult<Option<ScanJobRow>> {
+        duplicates::get_scan_job(&self.read_pool, id).await
+    }
+
+    async fn finish_scan_job(&self, job: ScanJobRow, candidates: Vec<CandidateRow>) -> StoreResult<()> {
+        self.submit_unit(Op::FinishScanJob(job, candidates)).await
+    }
+
+    async fn list_candidates(
+        &self,
+        object: &str,
+        status: &str,
+        after: Option<Uuid>,
+        limit: u32,
+    ) -> StoreResult<Vec<CandidateRow>> {
+        duplicates::list_candidates(&self.read_pool, object, status, after, limit).await
+    }
+
+    async fn get_candidate(&self, id: Uuid) -> StoreResult<Option<CandidateRow>> {
+        duplicates::get_candidate(&self.read_pool, id).await
+    }
+
+    async fn dismiss_candidate(&self, id: Uuid, dismissal: DismissalRow, audit: AuditDraft) -> StoreResult<()> {
+        self.submit_unit(Op::DismissCandidate(id, dismissal, audit)).await
+    }
+
+    async fn get_merge(&self, id: Uuid) -> StoreResult<Option<MergeRow>> {
+        duplicates::get_merge(&self.read_pool, id).await
     }
 
     async fn touch_session(&self, token_hash: &str, now: i64) -> StoreResult<()> {

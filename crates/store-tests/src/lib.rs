@@ -263,6 +263,9 @@ macro_rules! conformance_tests {
             wrapped_keys_first_writer_wins,
             sql_metacharacters_are_harmless,
             unusual_values_round_trip,
+            match_keys_find_active_candidates,
+            scan_jobs_candidates_and_dismissals,
+            merge_rows_are_written_with_their_batch_and_undone_once,
         );
     };
 }

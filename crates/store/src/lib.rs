@@ -14,10 +14,12 @@ use serde_json::{Map, Value};
 use uuid::Uuid;
 
 pub mod audit;
+pub mod duplicates;
 pub use audit::{
     AuditChainRow, AuditDraft, AuditRow, CheckpointClaimOutcome, CheckpointClaimRequest, CheckpointClaimRow,
     CheckpointRange,
 };
+pub use duplicates::{CandidateRow, DismissalRow, MatchKeySet, MergeChange, MergeRow, ScanJobRow};
 
 pub type StoreResult<T> = Result<T, StoreError>;
 
@@ -147,6 +149,10 @@ pub struct RecordWrite {
 pub struct WriteBatch {
     pub records: Vec<RecordWrite>,
     pub audit: Vec<AuditDraft>,
+    /// Blocking keys of written records (each set replaces the record's previous keys).
+    pub match_keys: Vec<MatchKeySet>,
+    /// Merge bookkeeping, applied after the records.
+    pub merge: Option<MergeChange>,
 }
 
 /// Which rows a caller may touch. Pushed into SQL as a predicate; never applied after a query.
@@ -477,6 +483,49 @@ pub trait Store: Send + Sync + 'static {
     /// Number of audit events per (actor, action) since `since` (µs), for activity reports and
     /// baselines.
     async fn audit_activity(&self, since: i64) -> StoreResult<Vec<ActivityCount>>;
+
+    // ---- duplicates and merges (A3, A5) -------------------------------------------------
+
+    /// Active records of `object` sharing at least one of `keys` (match keys), those sharing
+    /// the most keys first, at most `limit`, never one of `exclude`.
+    async fn match_candidates(
+        &self,
+        object: &str,
+        keys: &[Vec<u8>],
+        exclude: &[Uuid],
+        limit: u32,
+    ) -> StoreResult<Vec<Uuid>>;
+
+    /// Records among `others` whose pair with `record` was dismissed as "not a duplicate".
+    async fn dismissed_with(&self, object: &str, record: Uuid, others: &[Uuid]) -> StoreResult<Vec<Uuid>>;
+
+    /// Every dismissed pair of an object (for scans).
+    async fn list_dismissals(&self, object: &str) -> StoreResult<Vec<DismissalRow>>;
+
+    async fn create_scan_job(&self, job: ScanJobRow, audit: AuditDraft) -> StoreResult<()>;
+
+    async fn get_scan_job(&self, id: Uuid) -> StoreResult<Option<ScanJobRow>>;
+
+    /// Finishes a job. When it is "done", the object's open candidates are replaced by
+    /// `candidates` in the same transaction (decided ones are kept).
+    async fn finish_scan_job(&self, job: ScanJobRow, candidates: Vec<CandidateRow>) -> StoreResult<()>;
+
+    /// Candidates of an object with a status, both records active, ordered by id after `after`.
+    async fn list_candidates(
+        &self,
+        object: &str,
+        status: &str,
+        after: Option<Uuid>,
+        limit: u32,
+    ) -> StoreResult<Vec<CandidateRow>>;
+
+    async fn get_candidate(&self, id: Uuid) -> StoreResult<Option<CandidateRow>>;
+
+    /// Marks an open candidate dismissed and remembers the pair, with its audit event.
+    /// `NotFound` when the candidate is not open.
+    async fn dismiss_candidate(&self, id: Uuid, dismissal: DismissalRow, audit: AuditDraft) -> StoreResult<()>;
+
+    async fn get_merge(&self, id: Uuid) -> StoreResult<Option<MergeRow>>;
 }
 
 /// One row of `Store::audit_activity`.
