@@ -300,8 +300,7 @@ impl Service {
         if ids.is_empty() {
             return Ok(None);
         }
-        let fields: Vec<(String, FieldKind)> = policy.compare.iter().map(|(n, k)| ((*n).to_owned(), *k)).collect();
-        let model = Model::with_defaults(&fields, self.config.duplicates.entry_prior);
+        let model = entry_model(&policy, self.config.duplicates.entry_prior);
         let threshold = self.config.duplicates.warn_threshold(&def.name);
         let new = matcher.prepare(&policy.raw_values(after));
         let mut scored: BTreeMap<Uuid, Vec<String>> = BTreeMap::new();
@@ -364,10 +363,22 @@ impl Service {
         code: ErrorCode,
         found: Vec<Found>,
     ) -> ServiceError {
-        match self.render_candidates(ctx, def, policy, found).await {
-            Ok((candidates, hidden)) => {
-                ServiceError::new(code).with_extra(json!({ "candidates": candidates, "hidden_candidates": hidden }))
+        // For an exact duplicate, the fields that are taken (as for a unique-key violation).
+        let mut details: Vec<FieldError> = Vec::new();
+        if code == ErrorCode::Duplicate {
+            let fields: BTreeSet<&String> = found.iter().flat_map(|f| f.matched_on.iter()).collect();
+            for field in fields {
+                details.push(FieldError::new(
+                    field,
+                    "duplicate",
+                    format!("Another {} record already has this {field}.", def.name),
+                    format!("已有其他记录使用了该 {field}。"),
+                ));
             }
+        }
+        match self.render_candidates(ctx, def, policy, found).await {
+            Ok((candidates, hidden)) => ServiceError { details, ..ServiceError::new(code) }
+                .with_extra(json!({ "candidates": candidates, "hidden_candidates": hidden })),
             Err(e) => e,
         }
     }
@@ -419,6 +430,28 @@ impl Service {
         }
         out
     }
+}
+
+/// The model that scores one write against stored candidates. There is nothing to estimate it
+/// from (one new record), so it is the engine's defaults with one correction: the defaults say
+/// that two unrelated records share an exact value once in a million pairs, which is right for
+/// identifiers but not for names (张伟 is shared by hundreds of thousands of people). An exact
+/// name is taken to be shared by one pair in ten thousand; it then takes a second agreeing
+/// field (birth date, address, company, a similar e-mail) to reach the warn threshold.
+fn entry_model(policy: &Policy, prior: f64) -> Model {
+    let fields: Vec<(String, FieldKind)> = policy.compare.iter().map(|(n, k)| ((*n).to_owned(), *k)).collect();
+    let mut model = Model::with_defaults(&fields, prior);
+    for field in &mut model.fields {
+        if matches!(field.kind, FieldKind::PersonName | FieldKind::CompanyName | FieldKind::Text)
+            && let (Some(top), Some(first)) = (field.u.last().copied(), field.u.first().copied())
+        {
+            let name_u = 1e-4_f64.max(top);
+            let last = field.u.len() - 1;
+            field.u[last] = name_u;
+            field.u[0] = (first - (name_u - top)).max(0.0);
+        }
+    }
+    model
 }
 
 /// Fields that agree at some level, as "field:level" (e.g. "name:same_sound").
