@@ -177,7 +177,7 @@ impl Service {
             }
         }
         let mut newest_first: Vec<&Loaded> = all.clone();
-        newest_first.sort_by(|a, b| b.record.updated_at.cmp(&a.record.updated_at));
+        newest_first.sort_by_key(|l| std::cmp::Reverse(l.record.updated_at));
         let mut most_complete: Vec<&Loaded> = all.clone();
         most_complete.sort_by_key(|l| std::cmp::Reverse(l.plain.values().filter(|v| filled(Some(v))).count()));
         let mut merged = Map::new();
@@ -338,7 +338,7 @@ impl Service {
             "rule": request.rule.as_str(),
             "records": touched,
         });
-        self.apply_merge_batch(prepared, event, MergeChange::Record(row.clone())).await?;
+        self.apply_merge_batch(prepared, event, MergeChange::Record(Box::new(row.clone()))).await?;
         Ok(merge_view(&row))
     }
 
@@ -512,9 +512,9 @@ impl Service {
                     loop {
                         let page = self.store.list_records(&query).await?;
                         for record in page.items {
-                            if !found.contains_key(&record.id) {
+                            if let std::collections::btree_map::Entry::Vacant(slot) = found.entry(record.id) {
                                 let plain = self.decrypt_fields(object, record.id, &record.fields);
-                                found.insert(record.id, (object.clone(), record, plain));
+                                slot.insert((object.clone(), record, plain));
                             }
                         }
                         match page.next {

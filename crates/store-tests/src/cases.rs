@@ -1826,7 +1826,7 @@ pub async fn merge_rows_are_written_with_their_batch_and_undone_once(store: DynS
             records: vec![bad],
             audit: vec![AuditDraft::new("record.merge")],
             match_keys: Vec::new(),
-            merge: Some(MergeChange::Record(row.clone())),
+            merge: Some(MergeChange::Record(Box::new(row.clone()))),
         })
         .await;
     assert!(r.is_err());
@@ -1838,7 +1838,7 @@ pub async fn merge_rows_are_written_with_their_batch_and_undone_once(store: DynS
             records: vec![change(WriteAction::Delete, &loser, &gone)],
             audit: vec![AuditDraft::new("record.merge")],
             match_keys: Vec::new(),
-            merge: Some(MergeChange::Record(row.clone())),
+            merge: Some(MergeChange::Record(Box::new(row.clone()))),
         })
         .await
         .expect("merge");
@@ -1864,7 +1864,7 @@ pub async fn merge_rows_are_written_with_their_batch_and_undone_once(store: DynS
     // Two concurrent undos of one merge: exactly one wins.
     let row2 = MergeRow { id: Uuid::now_v7(), ..row.clone() };
     store
-        .write(WriteBatch { merge: Some(MergeChange::Record(row2.clone())), ..Default::default() })
+        .write(WriteBatch { merge: Some(MergeChange::Record(Box::new(row2.clone()))), ..Default::default() })
         .await
         .expect("merge");
     let tries = (0..4).map(|i| {

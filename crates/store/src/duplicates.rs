@@ -89,7 +89,7 @@ pub struct MergeRow {
 #[derive(Debug, Clone, PartialEq)]
 pub enum MergeChange {
     /// Stores a new merge row; open candidate pairs that involve a loser become "merged".
-    Record(MergeRow),
+    Record(Box<MergeRow>),
     /// Marks a merge undone: `NotFound` when there is no such merge, `AlreadyExists` when it was
     /// undone already (so two concurrent undos cannot both apply).
     Undo { id: Uuid, undone_at: i64, undone_by: Option<Uuid> },
