@@ -48,6 +48,8 @@ pub struct RecordDoc {
     #[schema(value_type = Object)]
     pub fields: serde_json::Map<String, Value>,
     pub masked_fields: Vec<String>,
+    /// A tombstone left by a merge: the record it was merged into.
+    pub merged_into: Option<uuid::Uuid>,
 }
 
 #[derive(Serialize, ToSchema)]

@@ -115,6 +115,16 @@ both_backends!(exact_duplicates_are_refused_with_the_candidates_the_caller_may_s
     let r = app.post("/api/v1/leads", json!({"fields": {"name": "E. Carter", "email": "Emily@Example.com"}})).await;
     assert_eq!(r.code(), "duplicate");
 
+    // Reverting to old values is checked as well.
+    let r = app.post("/api/v1/contacts", json!({"fields": {"name": "周舟", "mobile": "15011112222"}})).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    let zhou = format!("/api/v1/contacts/{}", id_of(&r.body));
+    let r = app.call(Method::PATCH, &zhou, Some(json!({"fields": {"mobile": "15033334444"}}))).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    app.create("contacts", json!({"name": "吴越", "mobile": "15011112222"})).await;
+    let r = app.post(&format!("{zhou}/revert"), json!({"to_version": 1})).await;
+    assert_eq!(r.code(), "duplicate", "{}", r.body);
+
     // Showing candidates is an audited read.
     let events = app.store.list_audit(0, 100_000).await.unwrap();
     assert!(events.iter().any(|e| e.action == "record.list" && e.body.contains("duplicate_check")));
@@ -265,7 +275,9 @@ both_backends!(merge_reparents_and_undo_restores_the_exact_state, |app: TestApp|
     assert_eq!(sv["fields"]["website"], loser["fields"]["website"]);
     assert_eq!(sv["fields"]["city"], "杭州");
     assert_eq!(sv["fields"]["name"], "杭州云图信息科技有限公司");
-    assert!(app.get(&format!("/api/v1/companies/{l}")).await.body["deleted_at"].is_string());
+    let tombstone = app.get(&format!("/api/v1/companies/{l}")).await.body;
+    assert!(tombstone["deleted_at"].is_string());
+    assert_eq!(tombstone["merged_into"], s.as_str());
     assert_eq!(
         app.get(&format!("/api/v1/contacts/{}", id_of(&contact))).await.body["fields"]["company_id"],
         s.as_str()
@@ -300,6 +312,7 @@ both_backends!(merge_reparents_and_undo_restores_the_exact_state, |app: TestApp|
     assert_eq!(r.status, StatusCode::OK, "{}", r.body);
     assert!(r.body["undone_at"].is_string());
     assert_eq!(snapshot(&app, &records).await, before);
+    assert!(app.get(&format!("/api/v1/companies/{l}")).await.body.get("merged_into").is_none());
     // Unique keys are back with their holder.
     let r = app.post("/api/v1/companies", json!({"fields": {"name": "又一家", "uscc": "91110108551385082Q"}})).await;
     assert_eq!(r.code(), "duplicate", "{}", r.body);

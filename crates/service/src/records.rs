@@ -440,7 +440,10 @@ impl Service {
         let def = self.object_def(object)?;
         let loaded = self.load_scoped(ctx, &def, id, Operation::Read).await;
         let record = self.audited(ctx, object, Some(id), "read", loaded).await?;
-        let view = self.record_view(ctx, &def, &record);
+        let mut view = self.record_view(ctx, &def, &record);
+        if record.deleted_at.is_some() {
+            view.merged_into = self.store.merged_into(&def.name, id).await?;
+        }
         self.audit_read(
             ctx,
             "record.view",

@@ -351,3 +351,16 @@ pub(crate) async fn get_merge(pool: &PgPool, id: Uuid) -> StoreResult<Option<Mer
         undone_by: row.try_get("undone_by").map_err(map_sqlx)?,
     }))
 }
+
+pub(crate) async fn merged_into(pool: &PgPool, object: &str, loser: Uuid) -> StoreResult<Option<Uuid>> {
+    let survivor: Option<Uuid> = sqlx::query_scalar(
+        "SELECT survivor_id FROM merges WHERE object = $1 AND undone_at IS NULL \
+         AND loser_ids @> jsonb_build_array($2::text) ORDER BY created_at DESC, id DESC LIMIT 1",
+    )
+    .bind(object)
+    .bind(loser.to_string())
+    .fetch_optional(pool)
+    .await
+    .map_err(map_sqlx)?;
+    Ok(survivor)
+}

@@ -1027,6 +1027,10 @@ impl Store for PostgresStore {
         duplicates::dismiss_candidate(&self.pool, id, &dismissal, audit).await
     }
 
+    async fn merged_into(&self, object: &str, loser: Uuid) -> StoreResult<Option<Uuid>> {
+        duplicates::merged_into(&self.pool, object, loser).await
+    }
+
     async fn get_merge(&self, id: Uuid) -> StoreResult<Option<MergeRow>> {
         duplicates::get_merge(&self.pool, id).await
     }

@@ -386,3 +386,17 @@ pub(crate) async fn get_merge(pool: &SqlitePool, id: Uuid) -> StoreResult<Option
         undone_by: parse_uuid(row.try_get("undone_by").map_err(map_sqlx)?)?,
     }))
 }
+
+pub(crate) async fn merged_into(pool: &SqlitePool, object: &str, loser: Uuid) -> StoreResult<Option<Uuid>> {
+    let survivor: Option<String> = sqlx::query_scalar(
+        "SELECT survivor_id FROM merges WHERE object = ? AND undone_at IS NULL \
+         AND EXISTS (SELECT 1 FROM json_each(merges.loser_ids) WHERE json_each.value = ?) \
+         ORDER BY created_at DESC, id DESC LIMIT 1",
+    )
+    .bind(object)
+    .bind(loser.to_string())
+    .fetch_optional(pool)
+    .await
+    .map_err(map_sqlx)?;
+    parse_uuid(survivor)
+}

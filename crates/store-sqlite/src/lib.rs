@@ -1194,6 +1194,10 @@ impl Store for SqliteStore {
         self.submit_unit(Op::DismissCandidate(id, dismissal, audit)).await
     }
 
+    async fn merged_into(&self, object: &str, loser: Uuid) -> StoreResult<Option<Uuid>> {
+        duplicates::merged_into(&self.read_pool, object, loser).await
+    }
+
     async fn get_merge(&self, id: Uuid) -> StoreResult<Option<MergeRow>> {
         duplicates::get_merge(&self.read_pool, id).await
     }

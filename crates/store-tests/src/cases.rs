@@ -1843,6 +1843,9 @@ pub async fn merge_rows_are_written_with_their_batch_and_undone_once(store: DynS
         .await
         .expect("merge");
     assert_eq!(store.get_merge(row.id).await.expect("get"), Some(row.clone()));
+    assert_eq!(store.merged_into(OBJ, loser.id).await.expect("merged"), Some(survivor.id));
+    assert_eq!(store.merged_into(OBJ, survivor.id).await.expect("merged"), None);
+    assert_eq!(store.merged_into("companies", loser.id).await.expect("merged"), None);
     // Open candidates involving a loser are decided by the merge.
     assert_eq!(store.get_candidate(candidate.id).await.expect("get").expect("candidate").status, "merged");
     let undo = |at: i64| WriteBatch {
@@ -1855,6 +1858,7 @@ pub async fn merge_rows_are_written_with_their_batch_and_undone_once(store: DynS
     store.write(undo(at)).await.expect("undo");
     let undone = store.get_merge(row.id).await.expect("get").expect("merge");
     assert_eq!((undone.undone_at, undone.undone_by), (Some(at), row.created_by));
+    assert_eq!(store.merged_into(OBJ, loser.id).await.expect("merged"), None);
     assert!(matches!(store.write(undo(at + 1)).await, Err(StoreError::AlreadyExists(_))));
     let missing = WriteBatch {
         merge: Some(MergeChange::Undo { id: Uuid::now_v7(), undone_at: at, undone_by: None }),

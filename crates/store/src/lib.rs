@@ -526,6 +526,9 @@ pub trait Store: Send + Sync + 'static {
     async fn dismiss_candidate(&self, id: Uuid, dismissal: DismissalRow, audit: AuditDraft) -> StoreResult<()>;
 
     async fn get_merge(&self, id: Uuid) -> StoreResult<Option<MergeRow>>;
+
+    /// The survivor a record was merged into: the newest merge not undone that lists `loser`.
+    async fn merged_into(&self, object: &str, loser: Uuid) -> StoreResult<Option<Uuid>>;
 }
 
 /// One row of `Store::audit_activity`.
