@@ -809,3 +809,82 @@ impl Service {
         })
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn absurd_settings_are_refused() {
+        assert!(DuplicateConfig::default().check().is_ok());
+        for bad in [0.0, -0.5, 1.5, f64::NAN, f64::INFINITY] {
+            let config = DuplicateConfig { default_warn_threshold: bad, ..DuplicateConfig::default() };
+            assert!(config.check().is_err(), "{bad}");
+            let mut per_object = DuplicateConfig::default();
+            per_object.warn_thresholds.insert("contacts".into(), bad);
+            assert!(per_object.check().is_err(), "{bad}");
+            let prior = DuplicateConfig { entry_prior: bad, ..DuplicateConfig::default() };
+            assert!(prior.check().is_err(), "{bad}");
+        }
+        let mut config = DuplicateConfig::default();
+        config.warn_thresholds.insert("leads".into(), 0.95);
+        assert_eq!(config.warn_threshold("leads"), 0.95);
+        assert_eq!(config.warn_threshold("contacts"), 0.8);
+    }
+
+    fn score(object: &str, a: Value, b: Value) -> f64 {
+        let policy = policy(object).unwrap();
+        let matcher = policy.matcher().unwrap();
+        let model = entry_model(&policy, DuplicateConfig::default().entry_prior);
+        let prepare = |v: Value| matcher.prepare(&policy.raw_values(v.as_object().unwrap()));
+        matcher.score(&model, &prepare(a), &prepare(b)).probability
+    }
+
+    #[test]
+    fn entry_model_needs_more_than_a_shared_name() {
+        let warn = DuplicateConfig::default().default_warn_threshold;
+        let base =
+            serde_json::json!({"name": "张伟", "birth_date": "1985-03-07", "address": "杭州市西湖区文三路 90 号"});
+        // Same person in traditional characters, same birth date and address.
+        assert!(
+            score(
+                "contacts",
+                base.clone(),
+                serde_json::json!({"name": "張偉", "birth_date": "1985-03-07", "address": "杭州市西湖区文三路90号"})
+            ) >= warn
+        );
+        // A namesake with a different birth date and phone.
+        assert!(
+            score(
+                "contacts",
+                base.clone(),
+                serde_json::json!({"name": "张伟", "birth_date": "1990-11-02", "mobile": "+8613611112222"})
+            ) < warn
+        );
+        // The name alone is not enough either.
+        assert!(score("contacts", base.clone(), serde_json::json!({"name": "张伟"})) < warn);
+        // Another name with the same birth date.
+        assert!(score("contacts", base, serde_json::json!({"name": "王小明", "birth_date": "1985-03-07"})) < warn);
+        // Companies: the same canonical name and phone.
+        assert!(
+            score(
+                "companies",
+                serde_json::json!({"name": "杭州云图信息科技有限公司", "phone": "+8657188886666"}),
+                serde_json::json!({"name": "杭州云图信息科技股份有限公司", "phone": "+8657188886666"})
+            ) >= warn
+        );
+    }
+
+    #[test]
+    fn every_policy_names_fields_of_its_object() {
+        let schema = custodian_core::schema::Schema::standard();
+        for object in schema.objects() {
+            let Some(p) = policy(&object.name) else { continue };
+            for name in p.strong.iter().chain(p.blocking).chain(p.display).chain(p.compare.iter().map(|(n, _)| n)) {
+                assert!(object.field(name).is_some(), "{}.{name}", object.name);
+            }
+            assert!(p.matcher().is_some());
+        }
+    }
+}
