@@ -9,7 +9,8 @@
 //! Scenarios:
 //! - `http-create`: C keep-alive HTTP/1.1 clients POST N contacts to the real app; baseline: one
 //!   connection inserting the same N JSON bodies into a bare table, one row per transaction.
-//! - `batch-create`: `prepare_create` + `apply_prepared` in chunks of 1000 (the import path);
+//! - `batch-create`: `prepare_create` + `apply_prepared` in chunks of 1000, each chunk prepared
+//!   while the previous one commits (the import path);
 //!   baseline: the same N bodies into a bare table in transactions of 1000.
 //! - `http-get`: GET one contact by id, open loop at a fixed rate (latency percentiles) and closed
 //!   loop (throughput); baseline: a bare axum handler returning the same bytes from memory.
@@ -21,7 +22,7 @@ use anyhow::{Context, Result, anyhow, bail};
 use clap::Args;
 use custodian_core::demo::generate;
 use custodian_crypto::{MasterKey, random_bytes};
-use custodian_service::{CreateOptions, RequestContext, Service, ServiceConfig, load_keyring};
+use custodian_service::{CreateOptions, PreparedWrite, RequestContext, Service, ServiceConfig, load_keyring};
 use serde_json::{Map, Value, json};
 use sqlx::{ConnectOptions, Connection};
 use std::net::SocketAddr;
@@ -49,6 +50,8 @@ const GET_CONTACTS: usize = 1000;
 const BARE_PER_ROW_MAX: Duration = Duration::from_secs(30);
 /// Rounds in which `http-create` alternates ours and the bare baseline.
 const ROUNDS: usize = 4;
+/// Chunks per round of `batch-create` (ours, then the bare baseline, round after round).
+const BATCH_ROUND_CHUNKS: usize = 5;
 /// Records per transaction in the batch paths.
 const CHUNK: usize = 1000;
 /// Requests per query kind in the `large` scenario.
@@ -513,7 +516,28 @@ async fn login(addr: SocketAddr, password: &str) -> Result<String> {
         bail!("login answered {}: {}", resp.status, String::from_utf8_lossy(&resp.body));
     }
     let v: Value = serde_json::from_slice(&resp.body)?;
-    v.get("token").and_then(Value::as_str).map(str::to_owned).ok_or_else(|| anyhow!("login answer without token"))
+    let token = v
+        .get("token")
+        .and_then(Value::as_str)
+        .map(str::to_owned)
+        .ok_or_else(|| anyhow!("login answer without token"))?;
+    // The admin role must have MFA before it can use the API: enrol with a computed code.
+    let resp = conn.send(&request_bytes("POST", "/api/v1/auth/mfa/enroll", Some(&token), None)).await?;
+    let v: Value = serde_json::from_slice(&resp.body)?;
+    let secret = v
+        .get("secret")
+        .and_then(Value::as_str)
+        .and_then(custodian_crypto::totp::secret_from_base32)
+        .ok_or_else(|| anyhow!("MFA enrolment answered {}", resp.status))?;
+    let step = custodian_crypto::totp::step_at(time::OffsetDateTime::now_utc().unix_timestamp());
+    let body = json!({ "code": custodian_crypto::totp::code_for_step(&secret, step) }).to_string();
+    let resp = conn
+        .send(&request_bytes("POST", "/api/v1/auth/mfa/enroll/confirm", Some(&token), Some(body.as_bytes())))
+        .await?;
+    if resp.status != 200 {
+        bail!("MFA confirmation answered {}: {}", resp.status, String::from_utf8_lossy(&resp.body));
+    }
+    Ok(token)
 }
 
 async fn get_json(conn: &mut HttpConn, path: &str, token: &str) -> Result<Value> {
@@ -788,28 +812,50 @@ async fn service_concurrent_create(
     Ok(Load { ok, errors, first_error, elapsed: started.elapsed(), latencies: Latencies::new(lats) })
 }
 
-/// Creates `contacts` through the batch path; returns the ids, time preparing, time applying.
+/// Creates `contacts` through the batch path the way a bulk loader uses it: each chunk is
+/// prepared while the previous one commits. Returns the ids, the elapsed time and the time
+/// spent preparing.
 async fn batch_path(service: &Service, contacts: &[Map<String, Value>]) -> Result<(Vec<Uuid>, Duration, Duration)> {
     let ctx = RequestContext::cli();
-    let (mut prepare, mut apply) = (Duration::ZERO, Duration::ZERO);
+    let started = Instant::now();
+    let mut prepare = Duration::ZERO;
     let mut ids = Vec::with_capacity(contacts.len());
+    let mut pending: Option<Vec<PreparedWrite>> = None;
     for chunk in contacts.chunks(CHUNK) {
-        let t = Instant::now();
-        let mut writes = Vec::with_capacity(chunk.len());
-        for fields in chunk {
-            let (id, write) = service
-                .prepare_create(&ctx, "contacts", fields, &CreateOptions::default())
-                .await
-                .map_err(|e| anyhow!("prepare_create: {e} {:?}", e.details))?;
-            ids.push(id);
-            writes.push(write);
-        }
-        prepare += t.elapsed();
-        let t = Instant::now();
-        service.apply_prepared(writes).await.map_err(|e| anyhow!("apply_prepared: {e}"))?;
-        apply += t.elapsed();
+        let previous = pending.take();
+        // The commit is polled first: it hands its batch to the writer, then the CPU-bound
+        // preparation of this chunk runs while the writer works.
+        let commit = async {
+            match previous {
+                Some(writes) => service.apply_prepared(writes).await.map_err(|e| anyhow!("apply_prepared: {e}")),
+                None => Ok(()),
+            }
+        };
+        let prep = async {
+            let t = Instant::now();
+            let mut writes = Vec::with_capacity(chunk.len());
+            let mut chunk_ids = Vec::with_capacity(chunk.len());
+            for fields in chunk {
+                let (id, write) = service
+                    .prepare_create(&ctx, "contacts", fields, &CreateOptions::default())
+                    .await
+                    .map_err(|e| anyhow!("prepare_create: {e} {:?}", e.details))?;
+                chunk_ids.push(id);
+                writes.push(write);
+            }
+            Ok::<_, anyhow::Error>((chunk_ids, writes, t.elapsed()))
+        };
+        let (committed, prepared) = tokio::join!(commit, prep);
+        committed?;
+        let (chunk_ids, writes, took) = prepared?;
+        prepare += took;
+        ids.extend(chunk_ids);
+        pending = Some(writes);
     }
-    Ok((ids, prepare, apply))
+    if let Some(writes) = pending {
+        service.apply_prepared(writes).await.map_err(|e| anyhow!("apply_prepared: {e}"))?;
+    }
+    Ok((ids, started.elapsed(), prepare))
 }
 
 // ---- report --------------------------------------------------------------------------------
@@ -958,26 +1004,26 @@ async fn batch_create(args: &BenchArgs, ws: &mut Workspace) -> Result<Vec<Row>> 
     let bodies: Vec<String> = contacts.iter().map(|f| Value::Object(f.clone()).to_string()).collect();
     let service = ws.service("batch-create").await?;
     let mut bare = ws.bare("batch_create").await?;
-    // Chunk by chunk, ours then bare, so that both see the same machine.
-    let (mut prepare, mut apply, mut bare_time) = (Duration::ZERO, Duration::ZERO, Duration::ZERO);
-    for (ours_chunk, bare_chunk) in contacts.chunks(CHUNK).zip(bodies.chunks(CHUNK)) {
-        let (_, p, a) = batch_path(&service, ours_chunk).await?;
+    // Round by round (a few chunks each), ours then bare, so that both see the same machine.
+    let round = CHUNK * BATCH_ROUND_CHUNKS;
+    let (mut elapsed, mut prepare, mut bare_time) = (Duration::ZERO, Duration::ZERO, Duration::ZERO);
+    for (ours_round, bare_round) in contacts.chunks(round).zip(bodies.chunks(round)) {
+        let (_, took, p) = batch_path(&service, ours_round).await?;
+        elapsed += took;
         prepare += p;
-        apply += a;
-        bare_time += bare.insert_batched(bare_chunk, CHUNK).await?;
+        bare_time += bare.insert_batched(bare_round, CHUNK).await?;
     }
     bare.close().await;
     drop(service);
-    let total = prepare + apply;
+    let total = elapsed;
     let ours_rate = n as f64 / total.as_secs_f64().max(1e-9);
     let bare_rate = n as f64 / bare_time.as_secs_f64().max(1e-9);
     let ratio = ours_rate / bare_rate;
     let per = |d: Duration| d.as_secs_f64() * 1e6 / n as f64;
     println!(
-        "batch-create: ours {ours_rate:.0} records/s ({n} in {:.2} s: prepare {:.1} us/record, apply {:.1} us/record) | bare {bare_rate:.0} records/s ({n} rows in transactions of {CHUNK}, {:.2} s) | ratio {ratio:.2}x (target >= 50000/s and >= 0.3x)",
+        "batch-create: ours {ours_rate:.0} records/s ({n} in {:.2} s, chunks of {CHUNK} prepared while the previous one commits; preparing took {:.1} us/record) | bare {bare_rate:.0} records/s ({n} rows in transactions of {CHUNK}, {:.2} s) | ratio {ratio:.2}x (target >= 50000/s and >= 0.3x)",
         total.as_secs_f64(),
         per(prepare),
-        per(apply),
         bare_time.as_secs_f64(),
     );
     Ok(vec![Row {

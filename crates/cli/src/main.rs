@@ -60,6 +60,10 @@ enum Command {
         /// Default region for phone numbers without a country code (ISO 3166 code).
         #[arg(long, env = "CUSTODIAN_DEFAULT_REGION", default_value = "CN")]
         default_region: String,
+        /// Leave the Secure attribute off the session cookie, so that browsers send it over plain
+        /// HTTP (development on http://localhost only; never behind a public address).
+        #[arg(long, env = "CUSTODIAN_INSECURE_COOKIES")]
+        insecure_cookies: bool,
         #[command(flatten)]
         checkpoints: audit::CheckpointArgs,
     },
@@ -228,6 +232,7 @@ async fn serve(
     store: StoreArgs,
     listen: String,
     default_region: String,
+    insecure_cookies: bool,
     checkpoints: audit::CheckpointArgs,
 ) -> Result<()> {
     let config = ServiceConfig { default_region, ..ServiceConfig::default() };
@@ -257,7 +262,9 @@ async fn serve(
     let listener =
         tokio::net::TcpListener::bind(&listen).await.with_context(|| format!("cannot listen on {listen}"))?;
     tracing::info!(address = %listener.local_addr()?, backend = service.store().backend(), "custodian is listening");
-    let served = custodian_server::serve(listener, custodian_server::app(service), shutdown).await;
+    let options = custodian_server::AppOptions { secure_cookies: !insecure_cookies };
+    let served =
+        custodian_server::serve(listener, custodian_server::app_with_options(service, options), shutdown).await;
     checkpoint_writer.shutdown(std::time::Duration::from_secs(30)).await;
     served?;
     Ok(())
@@ -278,8 +285,8 @@ async fn main() -> std::process::ExitCode {
 
 async fn run(command: Command) -> Result<()> {
     match command {
-        Command::Serve { store, listen, default_region, checkpoints } => {
-            serve(store, listen, default_region, checkpoints).await
+        Command::Serve { store, listen, default_region, insecure_cookies, checkpoints } => {
+            serve(store, listen, default_region, insecure_cookies, checkpoints).await
         }
         Command::Audit { command } => audit::run(command).await,
         Command::Migrate { store } => {

@@ -110,6 +110,42 @@ fn login(port: u16, user: &str, password: &str) -> String {
     body["token"].as_str().unwrap().to_owned()
 }
 
+fn unix_now() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64
+}
+
+/// Logs in a user whose role requires MFA, the way a person with an authenticator app would:
+/// the first time it enrols (and keeps the secret in `secret`), afterwards it answers the login
+/// challenge with the code of the next time step (the step used before is refused as a replay).
+fn login_with_mfa(port: u16, user: &str, password: &str, secret: &mut Option<Vec<u8>>) -> String {
+    use custodian_crypto::totp;
+    let (status, body) =
+        http(port, "POST", "/api/v1/auth/login", None, Some(&json!({"username": user, "password": password})));
+    assert_eq!(status, 200, "{body}");
+    if body["mfa_required"] == json!(true) {
+        let s = secret.as_ref().expect("the user enrolled earlier");
+        let code = totp::code_for_step(s, totp::step_at(unix_now()) + 1);
+        let (status, body) =
+            http(port, "POST", "/api/v1/auth/mfa", None, Some(&json!({"challenge": body["challenge"], "code": code})));
+        assert_eq!(status, 200, "{body}");
+        return body["token"].as_str().unwrap().to_owned();
+    }
+    let token = body["token"].as_str().unwrap().to_owned();
+    // Until enrolled, the admin may do nothing else.
+    let (status, body) = http(port, "GET", "/api/v1/contacts", Some(&token), None);
+    assert_eq!((status, body["error"]["code"].as_str()), (403, Some("mfa_enrollment_required")), "{body}");
+    let (status, body) = http(port, "POST", "/api/v1/auth/mfa/enroll", Some(&token), None);
+    assert_eq!(status, 200, "{body}");
+    let s = totp::secret_from_base32(body["secret"].as_str().unwrap()).unwrap();
+    let code = totp::code_for_step(&s, totp::step_at(unix_now()));
+    let (status, body) =
+        http(port, "POST", "/api/v1/auth/mfa/enroll/confirm", Some(&token), Some(&json!({"code": code})));
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["recovery_codes"].as_array().unwrap().len(), 10);
+    *secret = Some(s);
+    token
+}
+
 #[test]
 fn first_start_prints_admin_password_once_and_creates_a_private_key_file() {
     let dir = TempDir::new();
@@ -149,6 +185,10 @@ fn user_create_is_offline_and_reads_the_password_from_stdin() {
     let out = create_user(d, "bob", "sales_rep", b"short\n");
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("password"));
+    // So is a long but common one, with the reason.
+    let out = create_user(d, "bob", "sales_rep", b"Password123!\n");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("too weak"), "{}", String::from_utf8_lossy(&out.stderr));
     let list = Command::new(BIN).args(["user", "list", "--data-dir", d]).output().unwrap();
     assert!(String::from_utf8_lossy(&list.stdout).contains("alice\tsales_rep"));
     let mut server = start(&dir.0, Some("admin password 123"));
@@ -161,7 +201,8 @@ fn user_create_is_offline_and_reads_the_password_from_stdin() {
 fn acknowledged_writes_survive_kill_minus_9() {
     let dir = TempDir::new();
     let mut server = start(&dir.0, Some("admin password 123"));
-    let token = login(server.port, "admin", "admin password 123");
+    let mut secret = None;
+    let token = login_with_mfa(server.port, "admin", "admin password 123", &mut secret);
     let port = server.port;
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let mut writers = Vec::new();
@@ -194,7 +235,7 @@ fn acknowledged_writes_survive_kill_minus_9() {
     assert!(acked.len() > 20, "too few writes acknowledged before the kill: {}", acked.len());
 
     let mut server = start(&dir.0, None);
-    let token = login(server.port, "admin", "admin password 123");
+    let token = login_with_mfa(server.port, "admin", "admin password 123", &mut secret);
     for id in &acked {
         let (status, body) = http(server.port, "GET", &format!("/api/v1/companies/{id}"), Some(&token), None);
         assert_eq!(status, 200, "acknowledged record {id} lost after kill -9: {body}");

@@ -43,7 +43,11 @@ error_codes! {
     UnsupportedMediaType, "unsupported_media_type", 415, "The request body must be JSON.", "请求体必须是 JSON。";
     Unauthenticated, "unauthenticated", 401, "Authentication is required.", "需要登录认证。";
     InvalidCredentials, "invalid_credentials", 401, "Username or password is wrong.", "用户名或密码错误。";
+    InvalidMfaCode, "invalid_mfa_code", 401, "The verification code is wrong, expired or already used.", "验证码错误、已过期或已被使用。";
+    MfaChallengeInvalid, "mfa_challenge_invalid", 401, "The login challenge is unknown or expired; log in again.", "登录验证已失效，请重新登录。";
     Forbidden, "forbidden", 403, "You are not allowed to do this.", "无权执行此操作。";
+    MfaEnrollmentRequired, "mfa_enrollment_required", 403, "Your role requires two-factor authentication; enrol first (POST /api/v1/auth/mfa/enroll).", "您的角色必须启用两步验证，请先完成绑定。";
+    CsrfFailed, "csrf_failed", 403, "Missing or wrong X-CSRF-Token header for a cookie-authenticated request.", "使用 Cookie 认证的请求缺少或带有错误的 X-CSRF-Token。";
     NotFound, "not_found", 404, "Not found.", "未找到。";
     UnknownObject, "unknown_object", 404, "Unknown object type.", "未知的对象类型。";
     MethodNotAllowed, "method_not_allowed", 405, "Method not allowed.", "不支持该请求方法。";

@@ -6,6 +6,7 @@
 //! derived with HKDF from the index root key, so equal values give equal digests without the
 //! value ever being stored.
 
+pub mod totp;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD_NO_PAD as B64;
 use chacha20poly1305::aead::{Aead, KeyInit, Payload};
@@ -278,6 +279,13 @@ impl Keyring {
     /// never holds plaintext.
     pub fn unique_key(&self, object: &str, field: &str, normalised: &str) -> Vec<u8> {
         self.keyed_digest("unique", object, field, normalised)
+    }
+
+    /// A keyed MAC for values the service derives rather than stores (for example the CSRF
+    /// token of a session, derived from the session's token hash): the same input gives the
+    /// same MAC, and nobody without the keys can compute it. `purpose` separates the uses.
+    pub fn keyed_mac(&self, purpose: &str, value: &str) -> Vec<u8> {
+        self.keyed_digest("mac", purpose, "", value)
     }
 }
 

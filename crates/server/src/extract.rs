@@ -28,16 +28,21 @@ pub fn request_context(parts: &Parts) -> RequestContext {
     }
 }
 
-fn bearer_token(parts: &Parts) -> Option<String> {
+/// Header carrying the CSRF token of a cookie-authenticated unsafe request.
+pub const CSRF_HEADER: &str = "x-csrf-token";
+
+/// How the request presented its token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum TokenSource {
+    Header,
+    Cookie,
+}
+
+fn request_token(parts: &Parts) -> Option<(String, TokenSource)> {
     if let Some(v) = parts.headers.get(header::AUTHORIZATION) {
         let text = v.to_str().ok()?;
         let (scheme, token) = text.split_once(' ')?;
-        return scheme.eq_ignore_ascii_case("bearer").then(|| token.trim().to_owned());
-    }
-    // Cookies authenticate only safe methods: state changes need the Authorization header,
-    // which a cross-site form cannot set (CSRF protection until the access work adds tokens).
-    if parts.method != Method::GET && parts.method != Method::HEAD {
-        return None;
+        return scheme.eq_ignore_ascii_case("bearer").then(|| (token.trim().to_owned(), TokenSource::Header));
     }
     for value in parts.headers.get_all(header::COOKIE) {
         let Ok(text) = value.to_str() else { continue };
@@ -45,29 +50,64 @@ fn bearer_token(parts: &Parts) -> Option<String> {
             if let Some((k, v)) = pair.trim().split_once('=')
                 && k == SESSION_COOKIE
             {
-                return Some(v.to_owned());
+                return Some((v.to_owned(), TokenSource::Cookie));
             }
         }
     }
     None
 }
 
+fn is_safe(method: &Method) -> bool {
+    method == Method::GET || method == Method::HEAD || method == Method::OPTIONS
+}
+
+/// Authenticates a request: bearer token or session cookie. A cookie-authenticated unsafe
+/// request must carry the session's CSRF token in `X-CSRF-Token` (a cross-site form can send
+/// the cookie but cannot read or set the token); bearer requests need none. A read-only
+/// personal token may only read. Unless `allow_unenrolled`, a user whose role requires MFA and
+/// who has not enrolled is refused.
+async fn authenticate(parts: &Parts, state: &AppState, allow_unenrolled: bool) -> Result<RequestContext, ApiError> {
+    let ctx = request_context(parts);
+    let (token, source) = request_token(parts).ok_or_else(|| ApiError::code(ErrorCode::Unauthenticated))?;
+    let actor = state.service.authenticate(&token).await?;
+    let ctx = ctx.with_actor(actor);
+    let actor = ctx.actor.as_ref().ok_or_else(|| ApiError::code(ErrorCode::Unauthenticated))?;
+    if actor.read_only && parts.method != Method::GET && parts.method != Method::HEAD {
+        return Err(ApiError::message(ErrorCode::Forbidden, "This API token is read-only."));
+    }
+    if source == TokenSource::Cookie && !is_safe(&parts.method) {
+        let presented = parts.headers.get(CSRF_HEADER).and_then(|v| v.to_str().ok());
+        state.service.check_csrf(&ctx, presented).await?;
+    }
+    if !allow_unenrolled {
+        state.service.require_mfa_enrolled(&ctx).await?;
+    }
+    Ok(ctx)
+}
+
 /// An authenticated request: the extractor fails with 401 when the token is missing, unknown,
-/// expired or belongs to a disabled user.
+/// expired or belongs to a disabled user, 403 `csrf_failed` for a cookie-authenticated unsafe
+/// request without its CSRF token, and 403 `mfa_enrollment_required` while a role that needs
+/// MFA has not enrolled.
 pub struct Auth(pub RequestContext);
 
 impl FromRequestParts<AppState> for Auth {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
-        let ctx = request_context(parts);
-        let token = bearer_token(parts).ok_or_else(|| ApiError::code(ErrorCode::Unauthenticated))?;
-        let actor = state.service.authenticate(&token).await?;
-        // A read-only personal token may only read.
-        if actor.read_only && parts.method != Method::GET && parts.method != Method::HEAD {
-            return Err(ApiError::message(ErrorCode::Forbidden, "This API token is read-only."));
-        }
-        Ok(Auth(ctx.with_actor(actor)))
+        authenticate(parts, state, false).await.map(Auth)
+    }
+}
+
+/// Like `Auth`, but also admits a caller who still has to enrol in MFA: only for enrolment,
+/// "me" and logout.
+pub struct AuthEnrolling(pub RequestContext);
+
+impl FromRequestParts<AppState> for AuthEnrolling {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        authenticate(parts, state, true).await.map(AuthEnrolling)
     }
 }
 

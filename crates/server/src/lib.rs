@@ -33,8 +33,23 @@ pub const BODY_LIMIT_BYTES: usize = 1024 * 1024;
 #[derive(Clone)]
 pub struct AppState {
     pub service: Arc<Service>,
+    pub options: AppOptions,
     metrics: PrometheusHandle,
     openapi: Arc<serde_json::Value>,
+}
+
+/// HTTP-level settings.
+#[derive(Debug, Clone)]
+pub struct AppOptions {
+    /// Mark the session cookie `Secure` (sent over HTTPS only). Turn off only for plain-HTTP
+    /// development on localhost.
+    pub secure_cookies: bool,
+}
+
+impl Default for AppOptions {
+    fn default() -> Self {
+        AppOptions { secure_cookies: true }
+    }
 }
 
 /// The process-wide Prometheus recorder (installed once; later calls share it).
@@ -59,6 +74,11 @@ fn api_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(routes::auth::my_sessions, routes::auth::end_my_sessions))
         .routes(routes!(routes::auth::end_session))
         .routes(routes!(routes::auth::create_token))
+        .routes(routes!(routes::mfa::login_mfa))
+        .routes(routes!(routes::mfa::start_enrolment))
+        .routes(routes!(routes::mfa::confirm_enrolment))
+        .routes(routes!(routes::mfa::step_up))
+        .routes(routes!(routes::mfa::reset_user_mfa))
         .routes(routes!(routes::admin::update_user))
         .routes(routes!(routes::admin::suspend_user))
         .routes(routes!(routes::admin::reactivate_user))
@@ -94,11 +114,17 @@ pub fn openapi_document(service: &Service) -> serde_json::Value {
     openapi::finish_document(doc, &service.schema())
 }
 
-/// Builds the application with all middleware. `service` is shared by every request.
+/// Builds the application with all middleware and default options. `service` is shared by
+/// every request.
 pub fn app(service: Arc<Service>) -> Router {
+    app_with_options(service, AppOptions::default())
+}
+
+/// Builds the application with all middleware.
+pub fn app_with_options(service: Arc<Service>, options: AppOptions) -> Router {
     let (api_router, api) = api_routes().split_for_parts();
     let doc = openapi::finish_document(serde_json::to_value(&api).unwrap_or_default(), &service.schema());
-    let state = AppState { service, metrics: metrics_handle(), openapi: Arc::new(doc) };
+    let state = AppState { service, options, metrics: metrics_handle(), openapi: Arc::new(doc) };
     let request_id = HeaderName::from_static("x-request-id");
     Router::new()
         .merge(api_router)

@@ -128,10 +128,16 @@ pub struct LoginBody {
     pub password: String,
 }
 
+/// Either a session (`token`, `expires_at`, `csrf_token`) or, for a user with a second factor,
+/// `{"mfa_required": true, "challenge", "expires_at"}` to complete with `POST /auth/mfa`.
 #[derive(Serialize, ToSchema)]
 pub struct LoginDoc {
-    pub token: String,
+    pub token: Option<String>,
     pub expires_at: String,
+    /// Send as `X-CSRF-Token` with unsafe requests authenticated by the session cookie.
+    pub csrf_token: Option<String>,
+    pub mfa_required: Option<bool>,
+    pub challenge: Option<String>,
 }
 
 fn field_schema(t: FieldType, options: &[String]) -> Value {

@@ -492,6 +492,12 @@ both_backends!(offboarding_moves_everything_and_cuts_access_at_once, |app: TestA
     // Refusals: unknown successor, self as successor.
     let r = app.post(&format!("/api/v1/users/{leaver_id}/offboard"), json!({"successor_id": leaver_id})).await;
     assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
+    // Offboarding is sensitive: without a fresh second factor it answers 428 and changes nothing.
+    let r = app.post(&format!("/api/v1/users/{leaver_id}/offboard"), json!({"successor_id": heir_id})).await;
+    assert_eq!((r.status, r.code()), (StatusCode::PRECONDITION_REQUIRED, "step_up_required"), "{}", r.body);
+    let r = app.raw(Method::GET, "/api/v1/contacts", Some(&token), None, &[]).await;
+    assert_eq!(r.status, StatusCode::OK, "the refused offboarding left the leaver's session alone");
+    app.admin_step_up().await;
     let r = app.post(&format!("/api/v1/users/{leaver_id}/offboard"), json!({"successor_id": heir_id})).await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.body);
     assert_eq!(r.body["sessions_revoked"], 2);
@@ -544,6 +550,13 @@ both_backends!(suspension_role_changes_and_my_sessions, |app: TestApp| async mov
         .body;
     let id = u["id"].as_str().unwrap().to_owned();
     let token = app.login("temp", "a long enough password").await;
+    // Suspension and role changes are sensitive: 428 without a fresh second factor.
+    let r = app.post(&format!("/api/v1/users/{id}/suspend"), json!({})).await;
+    assert_eq!((r.status, r.code()), (StatusCode::PRECONDITION_REQUIRED, "step_up_required"), "{}", r.body);
+    let r = app.call(Method::PATCH, &format!("/api/v1/users/{id}"), Some(json!({"role": "sales_manager"}))).await;
+    assert_eq!((r.status, r.code()), (StatusCode::PRECONDITION_REQUIRED, "step_up_required"), "{}", r.body);
+    assert_eq!(app.raw(Method::GET, "/api/v1/me", Some(&token), None, &[]).await.body["role"], "sales_rep");
+    app.admin_step_up().await;
     let r = app.post(&format!("/api/v1/users/{id}/suspend"), json!({})).await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.body);
     assert_eq!(app.raw(Method::GET, "/api/v1/me", Some(&token), None, &[]).await.status, StatusCode::UNAUTHORIZED);

@@ -187,6 +187,11 @@ fn merger(role: &str) -> bool {
     matches!(role, "admin" | "data_steward")
 }
 
+/// Roles that must have MFA (and so are enrolled by the harness).
+fn privileged(role: &str) -> bool {
+    matches!(role, "admin" | "data_steward" | "auditor")
+}
+
 /// Expected status of a route that is not about one record.
 fn expected_other(route: &str, role: &str) -> Option<StatusCode> {
     let admin = role == "admin";
@@ -246,23 +251,54 @@ fn expected_other(route: &str, role: &str) -> Option<StatusCode> {
         }
         // Covered by their own tests (they change the caller's session).
         "POST /api/v1/auth/login"
+        | "POST /api/v1/auth/mfa"
         | "POST /api/v1/auth/logout"
         | "DELETE /api/v1/auth/sessions"
         | "DELETE /api/v1/auth/sessions/{id}" => return None,
         "POST /api/v1/auth/tokens" => StatusCode::CREATED,
-        "PATCH /api/v1/users/{id}" | "POST /api/v1/users/{id}/suspend" | "POST /api/v1/users/{id}/reactivate" => {
+        // Privileged roles are enrolled (the harness enrols them at login): a second enrolment
+        // conflicts. Sales roles may enrol voluntarily; the matrix starts one and never confirms
+        // it, so confirming with a wrong code is refused while nothing is pending, and a
+        // step-up without an active factor conflicts.
+        "POST /api/v1/auth/mfa/enroll" => {
+            if privileged(role) {
+                StatusCode::CONFLICT
+            } else {
+                StatusCode::OK
+            }
+        }
+        "POST /api/v1/auth/mfa/enroll/confirm" => {
+            if privileged(role) {
+                StatusCode::CONFLICT
+            } else {
+                StatusCode::UNAUTHORIZED
+            }
+        }
+        "POST /api/v1/auth/step-up" => {
+            if privileged(role) {
+                StatusCode::UNAUTHORIZED
+            } else {
+                StatusCode::CONFLICT
+            }
+        }
+        // A display-name change and reactivation are not sensitive.
+        "PATCH /api/v1/users/{id}" | "POST /api/v1/users/{id}/reactivate" => {
             if admin {
                 StatusCode::OK
             } else {
                 StatusCode::FORBIDDEN
             }
         }
-        // Offboarding disables the target for good: admins are covered by its own test.
-        "POST /api/v1/users/{id}/offboard" => {
+        // Sensitive: an admin without a fresh step-up gets 428 and nothing changes (the admin
+        // outcomes after a step-up are covered by their own tests).
+        "POST /api/v1/users/{id}/suspend"
+        | "POST /api/v1/users/{id}/offboard"
+        | "POST /api/v1/users/{id}/mfa/reset" => {
             if admin {
-                return None;
+                StatusCode::PRECONDITION_REQUIRED
+            } else {
+                StatusCode::FORBIDDEN
             }
-            StatusCode::FORBIDDEN
         }
         other => panic!("route {other} has no authorisation expectation: add it to the matrix"),
     })
@@ -287,6 +323,8 @@ fn body_for(route: &str, n: usize) -> Option<Value> {
         "PATCH /api/v1/users/{id}" => json!({"display_name": format!("Name {n}")}),
         "POST /api/v1/auth/tokens" => json!({"name": format!("token {n}"), "scope": "read", "expires_in_days": 30}),
         "POST /api/v1/users/{id}/offboard" => json!({"successor_id": "01938f2c-0000-7000-8000-000000000000"}),
+        // A wrong code (the right one would be a one-in-a-million accident).
+        "POST /api/v1/auth/mfa/enroll/confirm" | "POST /api/v1/auth/step-up" => json!({"code": "000000"}),
         _ => return None,
     })
 }
@@ -417,6 +455,27 @@ both_backends!(every_route_every_role_every_scope, |app: TestApp| async move {
             assert_eq!(r.status, StatusCode::PRECONDITION_REQUIRED, "{}: {}", actor.role, r.body);
             assert_eq!(r.code(), "step_up_required");
         }
+    }
+    // With a fresh step-up, the roles that may reveal see the restricted value.
+    for (actor, username) in actors.iter().filter_map(|a| match a.role {
+        "data_steward" => Some((a, "steward")),
+        "admin" => Some((a, "admin")),
+        _ => None,
+    }) {
+        let r = app.step_up(&actor.token, username).await;
+        assert_eq!(r.status, StatusCode::OK, "{}: {}", actor.role, r.body);
+        let r = as_user(
+            &app,
+            &actor.token,
+            Method::POST,
+            &format!("/api/v1/contacts/{}/reveal", actor.records["own"]),
+            Some(json!({"field": "id_number"})),
+        )
+        .await;
+        assert_eq!(r.status, StatusCode::OK, "{}: {}", actor.role, r.body);
+        // Each writer's contact has its own resident ID (see `setup`).
+        let own_id_number = if username == "steward" { "11010119900227803X" } else { "11010119900307803X" };
+        assert_eq!(r.body["value"], own_id_number);
     }
     // Finally deletes, per category, checked against the delete scope.
     for actor in &actors {

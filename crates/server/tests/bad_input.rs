@@ -17,8 +17,15 @@ fn assert_table_error(r: &common::Reply, status: StatusCode, code: &str) {
 }
 
 /// Audit actions that record reads and refusals rather than changes.
-const READ_OR_REFUSAL: &[&str] =
-    &["auth.login_failed", "access.denied", "record.view", "record.list", "record.search", "record.history"];
+const READ_OR_REFUSAL: &[&str] = &[
+    "auth.login_failed",
+    "auth.csrf_failed",
+    "access.denied",
+    "record.view",
+    "record.list",
+    "record.search",
+    "record.history",
+];
 
 /// Number of audit events (other than reads, refusals and failed logins) and of active
 /// contacts: neither may move on a refused request.
@@ -175,17 +182,15 @@ both_backends!(every_kind_of_bad_input_is_refused_cleanly, |app: TestApp| async 
         )
         .await;
     assert_table_error(&r, StatusCode::UNAUTHORIZED, "invalid_credentials");
-    // A session cookie does not authorise state changes (CSRF).
-    let r = app
-        .raw(
-            Method::POST,
-            "/api/v1/contacts",
-            None,
-            Some(br#"{"fields":{"name":"csrf"}}"#.to_vec()),
-            &[("cookie", &format!("custodian_session={}", app.token))],
-        )
-        .await;
-    assert_table_error(&r, StatusCode::UNAUTHORIZED, "unauthenticated");
+    // A session cookie alone does not authorise state changes (CSRF): the session's CSRF token
+    // must come along in X-CSRF-Token.
+    let cookie = format!("custodian_session={}", app.token);
+    for headers in [vec![("cookie", cookie.as_str())], vec![("cookie", cookie.as_str()), ("x-csrf-token", "forged")]] {
+        let r = app
+            .raw(Method::POST, "/api/v1/contacts", None, Some(br#"{"fields":{"name":"csrf"}}"#.to_vec()), &headers)
+            .await;
+        assert_table_error(&r, StatusCode::FORBIDDEN, "csrf_failed");
+    }
     let r = app
         .raw(Method::GET, "/api/v1/contacts", None, None, &[("cookie", &format!("custodian_session={}", app.token))])
         .await;

@@ -1,6 +1,7 @@
-//! Accounts and sessions (minimal; roles, MFA and lockout come with the access work).
-//! Passwords are Argon2id PHC strings hashed on a bounded blocking pool; session tokens are 256
-//! random bits handed to the client once and stored only as their SHA-256.
+//! Accounts and sessions. Passwords are Argon2id PHC strings hashed on a bounded blocking pool
+//! and must be long and not guessable (zxcvbn score ≥ 3 against the username and display name);
+//! session tokens are 256 random bits handed to the client once and stored only as their
+//! SHA-256. A user with a second factor gets a login challenge instead of a session (see `mfa`).
 
 use crate::error::{ServiceError, ServiceResult};
 use crate::{RequestContext, Service};
@@ -38,9 +39,13 @@ pub struct Actor {
     pub department_id: Option<Uuid>,
     /// SHA-256 of the session token used.
     pub session_hash: String,
-    /// A second-factor step-up happened within the last five minutes (MFA comes with the
-    /// access work; until then this is always false).
+    /// A second-factor step-up on this session happened within the step-up window.
     pub stepped_up: bool,
+    /// End of the session's step-up window (µs), if one was ever opened.
+    pub step_up_until: Option<i64>,
+    /// The role requires MFA and the user has not enrolled yet: only enrolment, "me" and logout
+    /// are allowed.
+    pub mfa_enrollment_required: bool,
     /// Authenticated with a read-only personal token: only safe methods are allowed.
     pub read_only: bool,
     /// Authenticated with a personal API token (not a login session).
@@ -61,7 +66,25 @@ pub struct NewApiToken {
 pub struct LoginResult {
     pub token: String,
     pub expires_at: String,
+    /// For browsers using the session cookie: send it as `X-CSRF-Token` with every unsafe
+    /// request. Derived from the session with a keyed MAC, so it is never stored.
+    pub csrf_token: String,
 }
+
+/// What a correct password leads to.
+#[derive(Debug, Clone)]
+pub enum LoginOutcome {
+    /// No second factor: the session exists.
+    Session(LoginResult),
+    /// The user has a second factor: complete the login with `POST /auth/mfa`.
+    MfaRequired(crate::MfaChallengeView),
+}
+
+/// The lowest zxcvbn score a new password may have (3: "safely unguessable", > 10^8 guesses).
+pub const MIN_PASSWORD_SCORE: u8 = 3;
+/// Characters of a password the strength estimator looks at (its cost grows with length; a
+/// prefix this long that is strong makes the whole password strong).
+const STRENGTH_CHECK_CHARS: usize = 128;
 
 /// A fixed Argon2id hash verified when the username does not exist, so that the response time
 /// does not tell whether an account exists.
@@ -118,8 +141,9 @@ impl Service {
             .cloned()
     }
 
-    /// Checks a new password against the policy (length now; strength with the access work).
-    pub fn check_password_policy(password: &str) -> ServiceResult<()> {
+    /// Checks a new password against the policy: at least 12 characters, at most 1024 bytes, and
+    /// not weak or common (zxcvbn score ≥ 3, with the user's own names counted as guessable).
+    pub fn check_password_policy(password: &str, user_inputs: &[&str]) -> ServiceResult<()> {
         if password.chars().count() < MIN_PASSWORD_CHARS {
             return Err(ServiceError::validation(vec![FieldError::new(
                 "password",
@@ -135,6 +159,31 @@ impl Service {
                 "Passwords are limited to 1024 bytes.",
                 "密码最长 1024 字节。",
             )]));
+        }
+        let checked: String = password.chars().take(STRENGTH_CHECK_CHARS).collect();
+        let estimate = zxcvbn::zxcvbn(&checked, user_inputs);
+        let score = u8::from(estimate.score());
+        if score < MIN_PASSWORD_SCORE {
+            let warning = estimate.feedback().and_then(|f| f.warning()).map(|w| w.to_string());
+            let suggestions: Vec<String> = estimate
+                .feedback()
+                .map(|f| f.suggestions().iter().map(|s| s.to_string()).collect())
+                .unwrap_or_default();
+            let reason = warning.clone().unwrap_or_else(|| "This password is easy to guess.".to_owned());
+            return Err(ServiceError::validation(vec![FieldError::new(
+                "password",
+                "password_weak",
+                format!("The password is too weak: {reason} Use a longer phrase of unrelated words."),
+                "密码过于简单或常见，请使用更长且不相关的词组。",
+            )])
+            .with_extra(json!({
+                "password_strength": {
+                    "score": score,
+                    "min_score": MIN_PASSWORD_SCORE,
+                    "warning": warning,
+                    "suggestions": suggestions,
+                }
+            })));
         }
         Ok(())
     }
@@ -171,11 +220,15 @@ impl Service {
                 "角色不存在。",
             ));
         }
-        if let Err(e) = Self::check_password_policy(password) {
+        let mut extra = None;
+        if let Err(e) = Self::check_password_policy(password, &[username]) {
             errors.extend(e.details);
+            extra = e.extra;
         }
         if !errors.is_empty() {
-            return Err(ServiceError::validation(errors));
+            let mut e = ServiceError::validation(errors);
+            e.extra = extra;
+            return Err(e);
         }
         let user = UserRow {
             id: Uuid::now_v7(),
@@ -219,7 +272,7 @@ impl Service {
         }
     }
 
-    pub async fn login(&self, ctx: &RequestContext, username: &str, password: &str) -> ServiceResult<LoginResult> {
+    pub async fn login(&self, ctx: &RequestContext, username: &str, password: &str) -> ServiceResult<LoginOutcome> {
         let now = std::time::Instant::now();
         if let Some(wait) = self.throttle.check(username, ctx.ip.as_deref(), now) {
             let mut audit = self.audit_draft(ctx, "auth.login_throttled");
@@ -246,16 +299,32 @@ impl Service {
                 return Err(ServiceError::new(ErrorCode::InvalidCredentials));
             }
         };
+        // With a second factor the password alone opens nothing, and the account's failure
+        // counter is cleared only when the second factor succeeds (so that a known password
+        // does not buy unlimited code guesses).
+        if self.store.get_user_mfa(user.id).await?.is_some_and(|m| m.enabled) {
+            return Ok(LoginOutcome::MfaRequired(self.create_login_challenge(ctx, &user).await?));
+        }
         self.throttle.record_success(username);
+        let (result, session) = self.new_session(ctx, user.id)?;
+        let mut audit = self.audit_draft(ctx, "auth.login");
+        audit.actor_id = Some(user.id);
+        self.store.create_session(session, audit).await?;
+        Ok(LoginOutcome::Session(result))
+    }
+
+    /// A new login session for a user (not yet stored) and what the client is told about it.
+    pub(crate) fn new_session(&self, ctx: &RequestContext, user_id: Uuid) -> ServiceResult<(LoginResult, SessionRow)> {
         let token = format!(
             "{TOKEN_PREFIX}{}",
             B64.encode(random_bytes::<32>().map_err(|_| ServiceError::new(ErrorCode::Internal))?)
         );
         let now = now_micros();
         let expires_at = now + self.config.session_absolute_secs * 1_000_000;
+        let token_hash = sha256_hex(token.as_bytes());
         let session = SessionRow {
-            token_hash: sha256_hex(token.as_bytes()),
-            user_id: user.id,
+            token_hash: token_hash.clone(),
+            user_id,
             created_at: now,
             last_seen_at: now,
             expires_at,
@@ -264,11 +333,37 @@ impl Service {
             kind: "session".into(),
             scope: "read_write".into(),
             name: None,
+            step_up_until: None,
         };
-        let mut audit = self.audit_draft(ctx, "auth.login");
-        audit.actor_id = Some(user.id);
-        self.store.create_session(session, audit).await?;
-        Ok(LoginResult { token, expires_at: crate::micros_to_rfc3339(expires_at) })
+        let result = LoginResult {
+            token,
+            expires_at: crate::micros_to_rfc3339(expires_at),
+            csrf_token: self.csrf_token_for(&token_hash),
+        };
+        Ok((result, session))
+    }
+
+    /// The CSRF token of a session: a keyed MAC of the session's token hash, so it is bound to
+    /// the session, needs no storage, and cannot be computed without the server's keys.
+    pub fn csrf_token_for(&self, session_hash: &str) -> String {
+        B64.encode(self.keyring.keyed_mac("csrf", session_hash))
+    }
+
+    /// Checks the `X-CSRF-Token` of an unsafe request authenticated by cookie. A missing or
+    /// wrong token is refused (403 `csrf_failed`) and audited.
+    pub async fn check_csrf(&self, ctx: &RequestContext, presented: Option<&str>) -> ServiceResult<()> {
+        let actor = ctx.actor.as_ref().ok_or_else(|| ServiceError::new(ErrorCode::Unauthenticated))?;
+        let expected = self.csrf_token_for(&actor.session_hash);
+        let ok = presented.is_some_and(|p| {
+            p.len() == expected.len() && p.bytes().zip(expected.bytes()).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
+        });
+        if ok {
+            return Ok(());
+        }
+        let mut audit = self.audit_draft(ctx, "auth.csrf_failed");
+        audit.details = json!({ "token_present": presented.is_some() });
+        self.store.append_audit(vec![audit]).await?;
+        Err(ServiceError::new(ErrorCode::CsrfFailed))
     }
 
     /// Resolves a bearer token to the caller. Expired, unknown and disabled all answer
@@ -296,6 +391,10 @@ impl Service {
         if now - session.last_seen_at > 60 * 1_000_000 {
             self.store.touch_session(&hash, now).await?;
         }
+        // Only roles that must have MFA pay for the extra lookup.
+        let mfa_enrollment_required = crate::MFA_REQUIRED_ROLES.contains(&user.role.as_str())
+            && !self.session_user_enrolled(&hash, user.id).await?;
+        let stepped_up = session.step_up_until.is_some_and(|until| until > self.config.clock.now_micros());
         Ok(Actor {
             user_id: user.id,
             username: user.username,
@@ -303,7 +402,9 @@ impl Service {
             team_id: user.team_id,
             department_id: user.department_id,
             session_hash: hash,
-            stepped_up: false,
+            stepped_up,
+            step_up_until: session.step_up_until,
+            mfa_enrollment_required,
             read_only: session.scope == "read",
             api_token,
         })
@@ -372,6 +473,7 @@ impl Service {
             kind: "api_token".into(),
             scope: scope.to_owned(),
             name: Some(name.to_owned()),
+            step_up_until: None,
         };
         let mut audit = self.audit_draft(ctx, "auth.token_create");
         audit.details = json!({ "token_id": &hash[..12], "name": name, "scope": scope, "expires_at": crate::micros_to_rfc3339(expires_at) });
@@ -405,5 +507,48 @@ impl Service {
         let audit = self.audit_draft(ctx, "auth.logout");
         self.store.delete_session(&actor.session_hash, audit).await?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn weak_and_common_passwords_are_refused_with_the_reason() {
+        for (password, inputs) in [
+            ("password1234", &[][..]),
+            ("123456789012", &[][..]),
+            ("qwertyuiopasdf", &[][..]),
+            ("Password123!", &[][..]),
+            ("alice.wang1985", &["alice.wang"][..]),
+            ("zhangwei.custodian", &["zhangwei.custodian"][..]),
+        ] {
+            let e = Service::check_password_policy(password, inputs).err();
+            let e = e.unwrap_or_else(|| panic!("{password} was accepted"));
+            assert_eq!(e.code, ErrorCode::ValidationFailed);
+            assert_eq!(e.details[0].code, "password_weak", "{password}");
+            let strength = &e.extra.as_ref().map(|x| x["password_strength"].clone()).unwrap_or_default();
+            assert!(strength["score"].as_u64().unwrap_or(9) < u64::from(MIN_PASSWORD_SCORE), "{strength}");
+        }
+        assert_eq!(
+            Service::check_password_policy("short", &[]).err().map(|e| e.details[0].code.clone()).as_deref(),
+            Some("password_too_short")
+        );
+        for password in [
+            "correct horse battery staple",
+            "a long enough password",
+            "Vq3#kd8!Lp2@xz",
+            "蓝色的大海上有三只白色的海鸥在飞翔",
+        ] {
+            assert!(Service::check_password_policy(password, &["alice"]).is_ok(), "{password} was refused");
+        }
+        // The longest allowed password is judged quickly (only a prefix goes to the estimator),
+        // and a repeated pattern is weak however long it is.
+        let long = "aZ3$".repeat(256);
+        let started = std::time::Instant::now();
+        let refused = Service::check_password_policy(&long, &[]).err().map(|e| e.details[0].code.clone());
+        assert_eq!(refused.as_deref(), Some("password_weak"));
+        assert!(started.elapsed() < std::time::Duration::from_secs(2));
     }
 }

@@ -7,11 +7,13 @@
 
 mod access;
 mod auth;
+mod clock;
 mod duplicates;
 mod error;
 mod history;
 mod keys;
 mod merges;
+mod mfa;
 mod people;
 mod query;
 mod records;
@@ -20,12 +22,16 @@ mod users;
 mod view;
 
 pub use access::Operation;
-pub use auth::{Actor, LoginResult, NewApiToken, ROLES};
+pub use auth::{Actor, LoginOutcome, LoginResult, NewApiToken, ROLES};
+pub use clock::{Clock, ManualClock};
 pub use duplicates::{CandidatePage, CandidateView, ConfirmNotDuplicate, DuplicateConfig, ScanJobView};
 pub use error::{ServiceError, ServiceResult};
 pub use history::VersionDiff;
 pub use keys::load_keyring;
 pub use merges::{MAX_LOSERS, MergeRequest, MergeRule, MergeView, MergedRecord};
+pub use mfa::{
+    MFA_REQUIRED_ROLES, MfaChallengeView, MfaEnrolment, MfaStatus, RECOVERY_CODE_COUNT, STEP_UP_SECS, StepUpView,
+};
 pub use people::{DepartmentView, TeamView, UserView};
 pub use query::ListParams;
 pub use records::{CreateOptions, PreparedWrite, WriteOptions};
@@ -56,6 +62,12 @@ pub struct ServiceConfig {
     pub audit_reads: bool,
     /// Duplicate detection at entry and by scans.
     pub duplicates: DuplicateConfig,
+    /// Length of the step-up window a fresh second factor opens (PRODUCT.md S2: five minutes).
+    pub step_up_secs: i64,
+    /// Lifetime of a login challenge waiting for its second factor.
+    pub mfa_challenge_secs: i64,
+    /// Time for TOTP steps, step-up windows and challenges (injectable for tests).
+    pub clock: Clock,
 }
 
 impl Default for ServiceConfig {
@@ -68,6 +80,9 @@ impl Default for ServiceConfig {
             hashing_concurrency: 2,
             audit_reads: true,
             duplicates: DuplicateConfig::default(),
+            step_up_secs: STEP_UP_SECS,
+            mfa_challenge_secs: 5 * 60,
+            clock: Clock::system(),
         }
     }
 }
@@ -101,6 +116,7 @@ pub struct Service {
     hashing: Arc<Semaphore>,
     org_cache: access::OrgCache,
     throttle: throttle::LoginThrottle,
+    mfa_sessions: mfa::EnrolledSessions,
 }
 
 impl Service {
@@ -119,6 +135,7 @@ impl Service {
             hashing,
             org_cache: Default::default(),
             throttle: Default::default(),
+            mfa_sessions: Default::default(),
         };
         service.refresh_schema().await?;
         service.ensure_field_indexes().await?;

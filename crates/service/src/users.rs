@@ -71,7 +71,7 @@ impl Service {
     }
 
     /// Changes role, team, department or display name. Nobody changes their own role (no
-    /// self-escalation, also not by an admin).
+    /// self-escalation, also not by an admin); a role change needs a recent step-up.
     pub async fn update_user(&self, ctx: &RequestContext, id: Uuid, changes: &UserChanges) -> ServiceResult<UserRow> {
         self.require_admin(ctx)?;
         let mut user = self.user_or_404(id).await?;
@@ -87,6 +87,9 @@ impl Service {
                     "Unknown role.",
                     "角色不存在。",
                 )]));
+            }
+            if *role != before.role {
+                self.require_step_up(ctx, "user.role_change").await?;
             }
             user.role = role.clone();
         }
@@ -142,7 +145,8 @@ impl Service {
         Ok(user)
     }
 
-    /// Suspends (status "suspended", every session ends) or reactivates a user.
+    /// Suspends (status "suspended", every session ends; needs a recent step-up) or reactivates
+    /// a user.
     pub async fn set_user_active(&self, ctx: &RequestContext, id: Uuid, active: bool) -> ServiceResult<UserRow> {
         self.require_admin(ctx)?;
         if ctx.actor.as_ref().is_some_and(|a| a.user_id == id) {
@@ -151,6 +155,9 @@ impl Service {
         let mut user = self.user_or_404(id).await?;
         if user.status == "disabled" {
             return Err(ServiceError::with_message(ErrorCode::Conflict, "The user was offboarded."));
+        }
+        if !active {
+            self.require_step_up(ctx, "user.suspend").await?;
         }
         user.status = if active { "active" } else { "suspended" }.into();
         let mut audit = self.audit_draft(ctx, if active { "user.reactivate" } else { "user.suspend" });
@@ -161,7 +168,8 @@ impl Service {
 
     /// Offboarding in one action: the account is disabled and every session and token ends;
     /// every record the user owns (also deleted ones) moves to the successor in one transaction,
-    /// each with a new version and audit event; the report covers the last 90 days.
+    /// each with a new version and audit event; the report covers the last 90 days. Needs a
+    /// recent step-up.
     pub async fn offboard_user(
         &self,
         ctx: &RequestContext,
@@ -181,6 +189,7 @@ impl Service {
             return Err(ServiceError::with_message(ErrorCode::Forbidden, "You cannot offboard yourself."));
         }
         let mut user = self.user_or_404(id).await?;
+        self.require_step_up(ctx, "user.offboard").await?;
         let successor = self.store.get_user(successor_id).await?;
         let Some(successor) = successor.filter(|s| s.status == "active") else {
             return Err(ServiceError::validation(vec![FieldError::new(

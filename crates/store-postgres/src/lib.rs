@@ -1,6 +1,7 @@
 //! PostgreSQL backend: for deployments with several servers sharing one database.
 //!
-//! Every mutation is one transaction on a pooled connection. Optimistic version checks are
+//! Record writes and audit appends are group-committed by one writer task per server (see
+//! `writer`); every other mutation is one transaction on a pooled connection. Optimistic version checks are
 //! `UPDATE … WHERE version = $expected` (row locks make concurrent writers of one record queue
 //! up, and the loser sees the new version); unique keys are a primary key in `unique_keys`, so
 //! the database decides which of two concurrent writers holds a value; the audit chain stays
@@ -14,8 +15,9 @@ use async_trait::async_trait;
 use custodian_store::{
     AuditChainRow, AuditDraft, AuditRow, CandidateRow, CheckpointClaimOutcome, CheckpointClaimRequest,
     CheckpointClaimRow, CheckpointRange, Cursor, CustomFieldRow, DepartmentRow, DismissalRow, ListQuery, MergeRow,
-    RecordPage, RecordWrite, RowScope, ScanJobRow, SessionRow, Store, StoreError, StoreResult, StoredRecord,
-    StoredVersion, TeamRow, UserRow, WrappedKeyRow, WriteAction, WriteBatch,
+    MfaChallengeRow, MfaEffect, MfaFactor, RecordPage, RecordWrite, RowScope, ScanJobRow, SessionRow, Store,
+    StoreError, StoreResult, StoredRecord, StoredVersion, TeamRow, UserMfaRow, UserRow, WrappedKeyRow, WriteAction,
+    WriteBatch,
 };
 use serde_json::{Map, Value};
 use sqlx::postgres::{PgPoolOptions, PgRow};
@@ -26,7 +28,9 @@ use uuid::Uuid;
 
 mod audit;
 mod duplicates;
+mod mfa;
 mod sql;
+mod writer;
 use sql::{Bind, QueryParts};
 
 /// Default size of the connection pool.
@@ -37,6 +41,8 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!();
 
 pub struct PostgresStore {
     pool: PgPool,
+    /// Group commit of record writes and audit appends (see `writer`).
+    writer: writer::Writer,
 }
 
 impl std::fmt::Debug for PostgresStore {
@@ -105,8 +111,12 @@ impl PostgresStore {
             url.parse().map_err(|e: sqlx::Error| StoreError::Internal(format!("invalid PostgreSQL URL: {e}")))?;
         // JIT compilation costs more than it saves on these short OLTP queries.
         let options = options.options([("jit", "off")]);
+        let writer_options = options.clone();
         let pool = PgPoolOptions::new()
             .max_connections(max_connections.max(1))
+            // No ping before each use (a round trip per query). A connection broken by a
+            // server restart fails its next query (503, `unavailable`) and is discarded.
+            .test_before_acquire(false)
             .min_connections(0)
             .acquire_timeout(Duration::from_secs(10))
             .idle_timeout(Duration::from_secs(300))
@@ -120,7 +130,7 @@ impl PostgresStore {
                 },
             })?;
         MIGRATOR.run(&pool).await.map_err(|e| StoreError::Internal(format!("migration failed: {e}")))?;
-        Ok(PostgresStore { pool })
+        Ok(PostgresStore { pool, writer: writer::Writer::spawn(writer_options) })
     }
 
     /// The underlying pool, for operational tooling and backend-specific tests (for example
@@ -438,6 +448,32 @@ fn audit_from_row(row: &PgRow) -> StoreResult<AuditRow> {
     })
 }
 
+/// Inserts a session row; `AlreadyExists` when the token hash is taken.
+async fn insert_session(conn: &mut PgConnection, session: &SessionRow) -> StoreResult<()> {
+    let res = sqlx::query(
+        "INSERT INTO sessions (token_hash, user_id, created_at, last_seen_at, expires_at, ip, user_agent, kind, scope, name, step_up_until) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) ON CONFLICT DO NOTHING",
+    )
+    .bind(&session.token_hash)
+    .bind(session.user_id)
+    .bind(session.created_at)
+    .bind(session.last_seen_at)
+    .bind(session.expires_at)
+    .bind(&session.ip)
+    .bind(&session.user_agent)
+    .bind(&session.kind)
+    .bind(&session.scope)
+    .bind(&session.name)
+    .bind(session.step_up_until)
+    .execute(&mut *conn)
+    .await
+    .map_err(map_sqlx)?;
+    if res.rows_affected() == 0 {
+        return Err(StoreError::AlreadyExists("session".into()));
+    }
+    Ok(())
+}
+
 fn session_from_row(row: &PgRow) -> StoreResult<SessionRow> {
     Ok(SessionRow {
         token_hash: row.try_get("token_hash").map_err(map_sqlx)?,
@@ -450,6 +486,7 @@ fn session_from_row(row: &PgRow) -> StoreResult<SessionRow> {
         kind: row.try_get("kind").map_err(map_sqlx)?,
         scope: row.try_get("scope").map_err(map_sqlx)?,
         name: row.try_get("name").map_err(map_sqlx)?,
+        step_up_until: row.try_get("step_up_until").map_err(map_sqlx)?,
     })
 }
 
@@ -464,17 +501,10 @@ impl Store for PostgresStore {
     }
 
     async fn write(&self, batch: WriteBatch) -> StoreResult<Vec<i64>> {
-        let mut tx = self.begin().await?;
-        for w in &batch.records {
-            apply_record_write(&mut tx, w).await?;
+        if batch.records.is_empty() && batch.audit.is_empty() && batch.match_keys.is_empty() && batch.merge.is_none() {
+            return Ok(Vec::new());
         }
-        duplicates::write_match_keys(&mut tx, &batch.match_keys).await?;
-        if let Some(merge) = &batch.merge {
-            duplicates::apply_merge(&mut tx, merge).await?;
-        }
-        let seqs = append_events(&mut tx, &batch.audit).await?;
-        commit(tx).await?;
-        Ok(seqs)
+        self.writer.write(batch).await
     }
 
     async fn get_record(&self, object: &str, id: Uuid, scope: &RowScope) -> StoreResult<Option<StoredRecord>> {
@@ -606,10 +636,7 @@ impl Store for PostgresStore {
         if events.is_empty() {
             return Ok(Vec::new());
         }
-        let mut tx = self.begin().await?;
-        let seqs = append_events(&mut tx, &events).await?;
-        commit(tx).await?;
-        Ok(seqs)
+        self.writer.append(events).await
     }
 
     async fn list_audit(&self, after_seq: i64, limit: u32) -> StoreResult<Vec<AuditRow>> {
@@ -868,26 +895,7 @@ impl Store for PostgresStore {
 
     async fn create_session(&self, session: SessionRow, audit: AuditDraft) -> StoreResult<()> {
         let mut tx = self.begin().await?;
-        let res = sqlx::query(
-            "INSERT INTO sessions (token_hash, user_id, created_at, last_seen_at, expires_at, ip, user_agent, kind, scope, name) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT DO NOTHING",
-        )
-        .bind(&session.token_hash)
-        .bind(session.user_id)
-        .bind(session.created_at)
-        .bind(session.last_seen_at)
-        .bind(session.expires_at)
-        .bind(&session.ip)
-        .bind(&session.user_agent)
-        .bind(&session.kind)
-        .bind(&session.scope)
-        .bind(&session.name)
-        .execute(&mut *tx)
-        .await
-        .map_err(map_sqlx)?;
-        if res.rows_affected() == 0 {
-            return Err(StoreError::AlreadyExists("session".into()));
-        }
+        insert_session(&mut tx, &session).await?;
         append_events(&mut tx, &[audit]).await?;
         commit(tx).await
     }
@@ -1044,5 +1052,48 @@ impl Store for PostgresStore {
             .map_err(map_sqlx)?;
         append_events(&mut tx, &[audit]).await?;
         commit(tx).await
+    }
+
+    // ---- MFA (src/mfa.rs) --------------------------------------------------------------------
+
+    async fn get_user_mfa(&self, user_id: Uuid) -> StoreResult<Option<UserMfaRow>> {
+        mfa::get_user_mfa(&self.pool, user_id).await
+    }
+
+    async fn start_mfa_enrolment(&self, row: UserMfaRow, audit: AuditDraft) -> StoreResult<()> {
+        mfa::start_enrolment(&self.pool, row, audit).await
+    }
+
+    async fn confirm_mfa_enrolment(
+        &self,
+        user_id: Uuid,
+        step: i64,
+        recovery_code_hashes: Vec<String>,
+        now: i64,
+        audit: AuditDraft,
+    ) -> StoreResult<bool> {
+        mfa::confirm_enrolment(&self.pool, user_id, step, recovery_code_hashes, now, audit).await
+    }
+
+    async fn use_mfa_factor(
+        &self,
+        user_id: Uuid,
+        factor: MfaFactor,
+        effect: MfaEffect,
+        audit: Vec<AuditDraft>,
+    ) -> StoreResult<bool> {
+        mfa::use_factor(&self.pool, user_id, factor, effect, audit).await
+    }
+
+    async fn reset_mfa(&self, user_id: Uuid, audit: AuditDraft) -> StoreResult<bool> {
+        mfa::reset(&self.pool, user_id, audit).await
+    }
+
+    async fn create_mfa_challenge(&self, challenge: MfaChallengeRow, audit: AuditDraft) -> StoreResult<()> {
+        mfa::create_challenge(&self.pool, challenge, audit).await
+    }
+
+    async fn get_mfa_challenge(&self, challenge_hash: &str) -> StoreResult<Option<MfaChallengeRow>> {
+        mfa::get_challenge(&self.pool, challenge_hash).await
     }
 }

@@ -10,8 +10,9 @@ use async_trait::async_trait;
 use custodian_store::{
     AuditChainRow, AuditDraft, AuditRow, CandidateRow, CheckpointClaimOutcome, CheckpointClaimRequest,
     CheckpointClaimRow, CheckpointRange, Cursor, CustomFieldRow, DepartmentRow, DismissalRow, ListQuery, MergeRow,
-    RecordPage, RecordWrite, RowScope, ScanJobRow, SessionRow, Store, StoreError, StoreResult, StoredRecord,
-    StoredVersion, TeamRow, UserRow, WrappedKeyRow, WriteAction, WriteBatch,
+    MfaChallengeRow, MfaEffect, MfaFactor, RecordPage, RecordWrite, RowScope, ScanJobRow, SessionRow, Store,
+    StoreError, StoreResult, StoredRecord, StoredVersion, TeamRow, UserMfaRow, UserRow, WrappedKeyRow, WriteAction,
+    WriteBatch,
 };
 use serde_json::{Map, Value};
 use sqlx::sqlite::{
@@ -25,7 +26,9 @@ use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
 mod audit;
+mod bulk;
 mod duplicates;
+mod mfa;
 mod sql;
 use sql::{Bind, QueryParts};
 
@@ -98,6 +101,9 @@ impl SqliteStore {
         let read_pool = SqlitePoolOptions::new()
             .max_connections(8)
             .min_connections(1)
+            // A connection to a local file does not go stale; pinging it before each use
+            // doubled the cost of every read (each call is a hop to the driver's thread).
+            .test_before_acquire(false)
             .acquire_timeout(Duration::from_secs(10))
             .connect_with(base.pragma("query_only", "ON"))
             .await
@@ -119,14 +125,22 @@ impl SqliteStore {
     async fn submit_unit(&self, op: Op) -> StoreResult<()> {
         self.submit(op).await.map(|_| ())
     }
+
+    async fn submit_bool(&self, op: Op) -> StoreResult<bool> {
+        match self.submit(op).await? {
+            OpOut::Bool(b) => Ok(b),
+            _ => Err(internal("unexpected writer reply")),
+        }
+    }
 }
 
 // ---- the writer task ---------------------------------------------------------------------
 
 enum Op {
-    Write(WriteBatch),
+    /// A batch and its rows encoded for the bulk path.
+    Write(WriteBatch, bulk::Encoded),
     EnsureIndex(String),
-    Audit(Vec<AuditDraft>),
+    Audit(Vec<AuditDraft>, bulk::Encoded),
     AddCustomField(CustomFieldRow, AuditDraft),
     InsertKey(WrappedKeyRow),
     CreateUser(UserRow, AuditDraft),
@@ -142,6 +156,7 @@ enum Op {
     CreateScanJob(ScanJobRow, AuditDraft),
     FinishScanJob(ScanJobRow, Vec<CandidateRow>),
     DismissCandidate(Uuid, DismissalRow, AuditDraft),
+    Mfa(mfa::MfaOp),
 }
 
 enum OpOut {
@@ -213,7 +228,24 @@ async fn run_group(conn: &mut SqliteConnection, jobs: Vec<Job>) {
             return;
         }
     };
-    for job in jobs {
+    // Record writes and audit appends of the whole group first go through the bulk path in one
+    // savepoint; if anything in them fails, they are replayed one job at a time below.
+    let (combinable, mut single): (Vec<Job>, Vec<Job>) =
+        jobs.into_iter().partition(|j| matches!(j.op, Op::Write(..) | Op::Audit(..)));
+    if !combinable.is_empty() {
+        match run_bulk(conn, &combinable, &mut head).await {
+            Ok(seqs) => {
+                for (job, seqs) in combinable.into_iter().zip(seqs) {
+                    results.push((job.reply, Ok(OpOut::Seqs(seqs))));
+                }
+            }
+            Err(bulk::Fallback(reason)) => {
+                tracing::debug!(%reason, jobs = combinable.len(), "bulk write fell back to one job at a time");
+                single.extend(combinable);
+            }
+        }
+    }
+    for job in single {
         let saved_head = head.clone();
         let outcome = match exec(conn, "SAVEPOINT job").await {
             Err(e) => Err(e),
@@ -251,6 +283,41 @@ async fn run_group(conn: &mut SqliteConnection, jobs: Vec<Job>) {
     }
 }
 
+/// Applies every `Op::Write` and `Op::Audit` of `jobs` in one savepoint through the bulk path.
+/// Returns the event sequence numbers per job, or `Fallback` after rolling the savepoint back.
+async fn run_bulk(
+    conn: &mut SqliteConnection,
+    jobs: &[Job],
+    head: &mut ChainHead,
+) -> Result<Vec<Vec<i64>>, bulk::Fallback> {
+    let mut parts = Vec::with_capacity(jobs.len());
+    for job in jobs {
+        match &job.op {
+            // Match keys and merge rows are written by the per-job path only (see `apply_op`).
+            Op::Write(batch, _) if !batch.match_keys.is_empty() || batch.merge.is_some() => {
+                return Err(bulk::Fallback("a batch with match keys or a merge".into()));
+            }
+            Op::Write(_, encoded) | Op::Audit(_, encoded) => parts.push(encoded),
+            _ => return Err(bulk::Fallback("not a record write".into())),
+        }
+    }
+    exec(conn, "SAVEPOINT bulk").await?;
+    let saved = head.clone();
+    match bulk::apply(conn, &parts, head).await {
+        Ok(seqs) => {
+            exec(conn, "RELEASE bulk").await?;
+            let mut seqs = seqs.into_iter();
+            Ok(parts.iter().map(|p| seqs.by_ref().take(p.events.len()).collect()).collect())
+        }
+        Err(e) => {
+            exec(conn, "ROLLBACK TO bulk").await?;
+            exec(conn, "RELEASE bulk").await?;
+            *head = saved;
+            Err(e)
+        }
+    }
+}
+
 async fn read_chain_head(conn: &mut SqliteConnection) -> StoreResult<ChainHead> {
     let row = sqlx::query("SELECT seq, hash FROM audit_events ORDER BY seq DESC LIMIT 1")
         .fetch_optional(&mut *conn)
@@ -267,33 +334,8 @@ async fn append_events(
     head: &mut ChainHead,
     drafts: &[AuditDraft],
 ) -> StoreResult<Vec<i64>> {
-    let mut seqs = Vec::with_capacity(drafts.len());
-    for d in drafts {
-        let seq = head.seq + 1;
-        let body = d.canonical_body();
-        let hash = custodian_core::audit::chain_hash(&head.hash, seq, body.as_bytes()).to_vec();
-        sqlx::query(
-            "INSERT INTO audit_events (seq, at, actor_id, action, object, record_id, request_id, body, prev_hash, hash) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        )
-        .bind(seq)
-        .bind(d.at)
-        .bind(d.actor_id.map(|u| u.to_string()))
-        .bind(&d.action)
-        .bind(&d.object)
-        .bind(d.record_id.map(|u| u.to_string()))
-        .bind(&d.request_id)
-        .bind(&body)
-        .bind(&head.hash)
-        .bind(&hash)
-        .execute(&mut *conn)
-        .await
-        .map_err(map_sqlx)?;
-        head.seq = seq;
-        head.hash = hash;
-        seqs.push(seq);
-    }
-    Ok(seqs)
+    let events = bulk::encode_events(drafts)?;
+    bulk::append_events(conn, head, &events.iter().collect::<Vec<_>>()).await
 }
 
 fn opt_uuid(u: Option<Uuid>) -> Option<String> {
@@ -302,7 +344,7 @@ fn opt_uuid(u: Option<Uuid>) -> Option<String> {
 
 async fn apply_op(conn: &mut SqliteConnection, op: Op, head: &mut ChainHead) -> StoreResult<OpOut> {
     match op {
-        Op::Write(batch) => {
+        Op::Write(batch, _) => {
             for w in &batch.records {
                 apply_record_write(conn, w).await?;
             }
@@ -312,7 +354,7 @@ async fn apply_op(conn: &mut SqliteConnection, op: Op, head: &mut ChainHead) -> 
             }
             Ok(OpOut::Seqs(append_events(conn, head, &batch.audit).await?))
         }
-        Op::Audit(drafts) => Ok(OpOut::Seqs(append_events(conn, head, &drafts).await?)),
+        Op::Audit(drafts, _) => Ok(OpOut::Seqs(append_events(conn, head, &drafts).await?)),
         Op::EnsureIndex(ddl) => {
             sqlx::query(AssertSqlSafe(ddl)).execute(&mut *conn).await.map_err(map_sqlx)?;
             Ok(OpOut::Unit)
@@ -410,23 +452,7 @@ async fn apply_op(conn: &mut SqliteConnection, op: Op, head: &mut ChainHead) -> 
             Ok(OpOut::Unit)
         }
         Op::CreateSession(s, audit) => {
-            sqlx::query(
-                "INSERT INTO sessions (token_hash, user_id, created_at, last_seen_at, expires_at, ip, user_agent, kind, scope, name) \
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            )
-            .bind(&s.token_hash)
-            .bind(s.user_id.to_string())
-            .bind(s.created_at)
-            .bind(s.last_seen_at)
-            .bind(s.expires_at)
-            .bind(&s.ip)
-            .bind(&s.user_agent)
-            .bind(&s.kind)
-            .bind(&s.scope)
-            .bind(&s.name)
-            .execute(&mut *conn)
-            .await
-            .map_err(map_sqlx)?;
+            insert_session(conn, &s).await?;
             append_events(conn, head, &[audit]).await?;
             Ok(OpOut::Unit)
         }
@@ -501,7 +527,30 @@ async fn apply_op(conn: &mut SqliteConnection, op: Op, head: &mut ChainHead) -> 
             duplicates::dismiss_candidate(conn, head, id, &dismissal, audit).await?;
             Ok(OpOut::Unit)
         }
+        Op::Mfa(op) => mfa::apply(conn, op, head).await,
     }
+}
+
+async fn insert_session(conn: &mut SqliteConnection, s: &SessionRow) -> StoreResult<()> {
+    sqlx::query(
+        "INSERT INTO sessions (token_hash, user_id, created_at, last_seen_at, expires_at, ip, user_agent, kind, scope, name, step_up_until) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+    )
+    .bind(&s.token_hash)
+    .bind(s.user_id.to_string())
+    .bind(s.created_at)
+    .bind(s.last_seen_at)
+    .bind(s.expires_at)
+    .bind(&s.ip)
+    .bind(&s.user_agent)
+    .bind(&s.kind)
+    .bind(&s.scope)
+    .bind(&s.name)
+    .bind(s.step_up_until)
+    .execute(&mut *conn)
+    .await
+    .map_err(map_sqlx)?;
+    Ok(())
 }
 
 async fn apply_record_write(conn: &mut SqliteConnection, w: &RecordWrite) -> StoreResult<()> {
@@ -733,6 +782,7 @@ fn session_from_row(row: &SqliteRow) -> StoreResult<SessionRow> {
         kind: row.try_get("kind").map_err(map_sqlx)?,
         scope: row.try_get("scope").map_err(map_sqlx)?,
         name: row.try_get("name").map_err(map_sqlx)?,
+        step_up_until: row.try_get("step_up_until").map_err(map_sqlx)?,
     })
 }
 
@@ -776,7 +826,8 @@ impl Store for SqliteStore {
     }
 
     async fn write(&self, batch: WriteBatch) -> StoreResult<Vec<i64>> {
-        match self.submit(Op::Write(batch)).await? {
+        let encoded = bulk::Encoded::new(&batch)?;
+        match self.submit(Op::Write(batch, encoded)).await? {
             OpOut::Seqs(s) => Ok(s),
             _ => Err(internal("unexpected writer reply")),
         }
@@ -905,7 +956,8 @@ impl Store for SqliteStore {
     }
 
     async fn append_audit(&self, events: Vec<AuditDraft>) -> StoreResult<Vec<i64>> {
-        match self.submit(Op::Audit(events)).await? {
+        let encoded = bulk::Encoded::events(&events)?;
+        match self.submit(Op::Audit(events, encoded)).await? {
             OpOut::Seqs(s) => Ok(s),
             _ => Err(internal("unexpected writer reply")),
         }
@@ -1208,6 +1260,49 @@ impl Store for SqliteStore {
 
     async fn delete_session(&self, token_hash: &str, audit: AuditDraft) -> StoreResult<()> {
         self.submit_unit(Op::DeleteSession(token_hash.to_owned(), audit)).await
+    }
+
+    // ---- MFA (src/mfa.rs) --------------------------------------------------------------------
+
+    async fn get_user_mfa(&self, user_id: Uuid) -> StoreResult<Option<UserMfaRow>> {
+        mfa::get_user_mfa(&self.read_pool, user_id).await
+    }
+
+    async fn start_mfa_enrolment(&self, row: UserMfaRow, audit: AuditDraft) -> StoreResult<()> {
+        self.submit_unit(Op::Mfa(mfa::MfaOp::Start(row, audit))).await
+    }
+
+    async fn confirm_mfa_enrolment(
+        &self,
+        user_id: Uuid,
+        step: i64,
+        recovery_code_hashes: Vec<String>,
+        now: i64,
+        audit: AuditDraft,
+    ) -> StoreResult<bool> {
+        self.submit_bool(Op::Mfa(mfa::MfaOp::Confirm { user_id, step, recovery_code_hashes, now, audit })).await
+    }
+
+    async fn use_mfa_factor(
+        &self,
+        user_id: Uuid,
+        factor: MfaFactor,
+        effect: MfaEffect,
+        audit: Vec<AuditDraft>,
+    ) -> StoreResult<bool> {
+        self.submit_bool(Op::Mfa(mfa::MfaOp::Use { user_id, factor, effect, audit })).await
+    }
+
+    async fn reset_mfa(&self, user_id: Uuid, audit: AuditDraft) -> StoreResult<bool> {
+        self.submit_bool(Op::Mfa(mfa::MfaOp::Reset(user_id, audit))).await
+    }
+
+    async fn create_mfa_challenge(&self, challenge: MfaChallengeRow, audit: AuditDraft) -> StoreResult<()> {
+        self.submit_unit(Op::Mfa(mfa::MfaOp::CreateChallenge(challenge, audit))).await
+    }
+
+    async fn get_mfa_challenge(&self, challenge_hash: &str) -> StoreResult<Option<MfaChallengeRow>> {
+        mfa::get_mfa_challenge(&self.read_pool, challenge_hash).await
     }
 }
 

@@ -11,9 +11,9 @@ use custodian_core::search::{QueryToken, index_text, query_tokens};
 use custodian_store::audit::verify_chain;
 use custodian_store::{
     AuditDraft, AuditRow, CheckpointClaimOutcome, CheckpointClaimRequest, CheckpointRange, Column, CustomFieldRow,
-    DeletedFilter, DepartmentRow, FieldDigest, Filter, FilterOp, FilterValue, ListQuery, RecordWrite, RowScope,
-    SessionRow, Sort, Store, StoreError, StoredRecord, TeamRow, UserRow, ValueKind, WrappedKeyRow, WriteAction,
-    WriteBatch, now_micros,
+    DeletedFilter, DepartmentRow, FieldDigest, Filter, FilterOp, FilterValue, ListQuery, MfaChallengeRow, MfaEffect,
+    MfaFactor, RecordWrite, RowScope, SessionRow, Sort, Store, StoreError, StoredRecord, TeamRow, UserMfaRow, UserRow,
+    ValueKind, WrappedKeyRow, WriteAction, WriteBatch, now_micros,
 };
 use serde_json::{Map, Value, json};
 use std::cmp::Ordering;
@@ -522,6 +522,87 @@ pub async fn concurrent_unique_claims_one_wins(store: DynStore) {
     assert!(holders.iter().all(|h| *h == Some(winners[0])), "losers are told who holds the value: {holders:?}");
     let listed = list_all(&store, query()).await;
     assert_eq!(listed.len(), 1);
+}
+
+/// Writes submitted together may be committed together (group commit): one that fails must
+/// fail alone, with its own precise error, and leave every other write applied in full —
+/// record, version, blind indexes, unique keys, search text and audit event.
+pub async fn failing_write_fails_alone_among_concurrent_writes(store: DynStore) {
+    let mut stale = Vec::new();
+    for i in 0..5 {
+        let r = create(&store, json!({ "name": format!("stale {i}") })).await;
+        update(&store, &r, json!({ "name": format!("moved on {i}") })).await;
+        stale.push(r);
+    }
+    let holder = new_record(json!({ "name": "holder" }));
+    let mut w = creation(&holder);
+    w.unique_keys = vec![key("uscc", 200)];
+    apply(&store, w).await.expect("holder");
+    let events_before = all_audit(&store).await.len();
+
+    let mut tasks = Vec::new();
+    for i in 0..30u8 {
+        let store = store.clone();
+        let stale = stale.clone();
+        tasks.push(tokio::spawn(async move {
+            let (w, expect_ok) = match i {
+                0..=4 => {
+                    let prev = &stale[usize::from(i)];
+                    let next = successor(prev, json!({ "name": "lost update" }));
+                    (change(WriteAction::Update, prev, &next), false)
+                }
+                5 => {
+                    let r = new_record(json!({ "name": "clashes with holder" }));
+                    let mut w = creation(&r);
+                    w.unique_keys = vec![key("uscc", 200)];
+                    (w, false)
+                }
+                _ => {
+                    let r = new_record(json!({ "name": format!("并发写入 {i}") }));
+                    let mut w = creation(&r);
+                    w.blind_indexes = vec![key("mobile", i)];
+                    w.unique_keys = vec![key("uscc", i)];
+                    (w, true)
+                }
+            };
+            let audit = audit_for(&w);
+            let result =
+                store.write(WriteBatch { records: vec![w.clone()], audit: vec![audit], ..Default::default() }).await;
+            (i, w, expect_ok, result)
+        }));
+    }
+    let mut committed = 0;
+    for t in tasks {
+        let (i, w, expect_ok, result) = t.await.expect("task");
+        match (expect_ok, result) {
+            (true, Ok(seqs)) => {
+                assert_eq!(seqs.len(), 1);
+                committed += 1;
+                let stored = get(&store, w.record.id).await.expect("committed record is readable");
+                assert_eq!(stored.fields, w.record.fields);
+                let v = store.get_version(OBJ, w.record.id, 1).await.expect("version").expect("version 1 exists");
+                assert_eq!(v.fields, w.record.fields);
+                let found = store.find_by_blind_index(OBJ, "mobile", &digest(i), 10).await.expect("lookup");
+                assert_eq!(found, vec![w.record.id], "blind index of write {i}");
+                let mut q = query();
+                q.search = query_tokens(&format!("并发写入 {i}"));
+                assert!(list_all(&store, q).await.iter().any(|r| r.id == w.record.id), "search finds write {i}");
+                let mut again = creation(&new_record(json!({ "name": "second claim" })));
+                again.unique_keys = vec![key("uscc", i)];
+                assert!(matches!(apply(&store, again).await, Err(StoreError::UniqueViolation { .. })));
+            }
+            (false, Err(StoreError::VersionConflict { current })) if i < 5 => assert_eq!(current, 2),
+            (false, Err(StoreError::UniqueViolation { holder: h, .. })) if i == 5 => assert_eq!(h, Some(holder.id)),
+            (expect_ok, other) => panic!("write {i} (expected ok: {expect_ok}) gave {other:?}"),
+        }
+    }
+    assert_eq!(committed, 24);
+    for r in &stale {
+        assert_eq!(get(&store, r.id).await.expect("stale record").version, 2, "a refused update changed nothing");
+    }
+    let rows = all_audit(&store).await;
+    assert_eq!(rows.len(), events_before + 24, "one event per committed write, none for refused ones");
+    verify_chain(0, &GENESIS_HASH, &rows).expect("the chain verifies");
 }
 
 pub async fn batch_is_atomic(store: DynStore) {
@@ -1410,6 +1491,7 @@ pub async fn sessions_round_trip(store: DynStore) {
         kind: "session".into(),
         scope: "read_write".into(),
         name: None,
+        step_up_until: None,
     };
     store.create_session(s.clone(), AuditDraft::new("session.create")).await.expect("create");
     assert_eq!(store.get_session(&s.token_hash).await.expect("get"), Some(s.clone()));
@@ -1885,4 +1967,264 @@ pub async fn merge_rows_are_written_with_their_batch_and_undone_once(store: DynS
     });
     let results = futures::future::join_all(tries).await;
     assert_eq!(results.into_iter().filter(|r| matches!(r, Ok(Ok(_)))).count(), 1);
+}
+
+// ---- MFA -----------------------------------------------------------------------------------
+
+fn session_for(user_id: Uuid, token_hash: &str) -> SessionRow {
+    let now = now_micros();
+    SessionRow {
+        token_hash: token_hash.into(),
+        user_id,
+        created_at: now,
+        last_seen_at: now,
+        expires_at: now + 3_600_000_000,
+        ip: None,
+        user_agent: None,
+        kind: "session".into(),
+        scope: "read_write".into(),
+        name: None,
+        step_up_until: None,
+    }
+}
+
+fn pending_mfa(user_id: Uuid, secret: &str) -> UserMfaRow {
+    UserMfaRow {
+        user_id,
+        secret: secret.into(),
+        enabled: false,
+        last_used_step: 0,
+        created_at: now_micros(),
+        confirmed_at: None,
+        recovery_codes_left: 0,
+    }
+}
+
+async fn enabled_mfa(store: &DynStore, user_id: Uuid, step: i64, codes: &[&str]) {
+    store
+        .start_mfa_enrolment(pending_mfa(user_id, "enc:v1:1:secret"), AuditDraft::new("mfa.enroll_start"))
+        .await
+        .expect("start");
+    let hashes = codes.iter().map(|c| (*c).to_owned()).collect();
+    assert!(
+        store
+            .confirm_mfa_enrolment(user_id, step, hashes, now_micros(), AuditDraft::new("mfa.enroll_confirm"))
+            .await
+            .expect("confirm")
+    );
+}
+
+pub async fn mfa_enrolment_and_replay_guard(store: DynStore) {
+    let user = Uuid::now_v7();
+    assert_eq!(store.get_user_mfa(user).await.expect("get"), None);
+    store
+        .start_mfa_enrolment(pending_mfa(user, "enc:v1:1:first"), AuditDraft::new("mfa.enroll_start"))
+        .await
+        .expect("start");
+    // A second start while pending replaces the secret.
+    store
+        .start_mfa_enrolment(pending_mfa(user, "enc:v1:1:second"), AuditDraft::new("mfa.enroll_start"))
+        .await
+        .expect("restart");
+    let pending = store.get_user_mfa(user).await.expect("get").expect("row");
+    assert_eq!((pending.secret.as_str(), pending.enabled, pending.recovery_codes_left), ("enc:v1:1:second", false, 0));
+    // A factor cannot be used before it is confirmed.
+    let stepup = MfaEffect::StepUp { token_hash: "t".into(), until: 1 };
+    assert!(!store.use_mfa_factor(user, MfaFactor::Totp { step: 50 }, stepup.clone(), vec![]).await.expect("use"));
+    let codes: Vec<String> = (0..10).map(|i| format!("hash-{i}")).collect();
+    assert!(
+        store
+            .confirm_mfa_enrolment(user, 100, codes, now_micros(), AuditDraft::new("mfa.enroll_confirm"))
+            .await
+            .expect("confirm")
+    );
+    // Confirming twice does nothing.
+    assert!(!store.confirm_mfa_enrolment(user, 101, vec![], now_micros(), AuditDraft::new("x")).await.expect("again"));
+    let active = store.get_user_mfa(user).await.expect("get").expect("row");
+    assert!(active.enabled);
+    assert_eq!((active.last_used_step, active.recovery_codes_left), (100, 10));
+    assert!(active.confirmed_at.is_some());
+    // An enabled factor is not replaced by a new enrolment.
+    assert!(matches!(
+        store.start_mfa_enrolment(pending_mfa(user, "enc:v1:1:third"), AuditDraft::new("x")).await,
+        Err(StoreError::AlreadyExists(_))
+    ));
+    store.create_session(session_for(user, "tok"), AuditDraft::new("auth.login")).await.expect("session");
+    let stepup = MfaEffect::StepUp { token_hash: "tok".into(), until: 42 };
+    // The step used at confirmation, and earlier ones, are refused.
+    for step in [99, 100] {
+        assert!(
+            !store
+                .use_mfa_factor(user, MfaFactor::Totp { step }, stepup.clone(), vec![AuditDraft::new("x")])
+                .await
+                .expect("use")
+        );
+    }
+    assert!(
+        store
+            .use_mfa_factor(user, MfaFactor::Totp { step: 101 }, stepup.clone(), vec![AuditDraft::new("auth.step_up")])
+            .await
+            .expect("use")
+    );
+    assert!(
+        !store
+            .use_mfa_factor(user, MfaFactor::Totp { step: 101 }, stepup, vec![AuditDraft::new("x")])
+            .await
+            .expect("replay")
+    );
+    assert_eq!(store.get_user_mfa(user).await.expect("get").expect("row").last_used_step, 101);
+    let actions: Vec<String> = all_audit(&store).await.into_iter().map(|r| r.action).collect();
+    assert_eq!(
+        actions,
+        vec!["mfa.enroll_start", "mfa.enroll_start", "mfa.enroll_confirm", "auth.login", "auth.step_up"],
+        "refused factors change nothing and append nothing"
+    );
+}
+
+pub async fn mfa_recovery_codes_are_single_use(store: DynStore) {
+    let user = Uuid::now_v7();
+    enabled_mfa(&store, user, 10, &["code-a", "code-b"]).await;
+    store.create_session(session_for(user, "tok"), AuditDraft::new("auth.login")).await.expect("session");
+    let effect = MfaEffect::StepUp { token_hash: "tok".into(), until: 7 };
+    let code = |h: &str| MfaFactor::RecoveryCode { code_hash: h.into(), now: now_micros() };
+    assert!(
+        store
+            .use_mfa_factor(user, code("code-a"), effect.clone(), vec![AuditDraft::new("mfa.recovery_used")])
+            .await
+            .expect("use")
+    );
+    assert!(!store.use_mfa_factor(user, code("code-a"), effect.clone(), vec![]).await.expect("reuse"));
+    assert!(!store.use_mfa_factor(user, code("unknown"), effect.clone(), vec![]).await.expect("unknown"));
+    // Another user's code is not this user's.
+    let other = Uuid::now_v7();
+    enabled_mfa(&store, other, 10, &["code-z"]).await;
+    assert!(!store.use_mfa_factor(user, code("code-z"), effect, vec![]).await.expect("foreign"));
+    assert_eq!(store.get_user_mfa(user).await.expect("get").expect("row").recovery_codes_left, 1);
+    assert_eq!(store.get_session("tok").await.expect("get").expect("session").step_up_until, Some(7));
+}
+
+pub async fn mfa_login_challenge_is_single_use(store: DynStore) {
+    let user = Uuid::now_v7();
+    enabled_mfa(&store, user, 10, &[]).await;
+    let now = now_micros();
+    let challenge =
+        MfaChallengeRow { challenge_hash: "ch".into(), user_id: user, created_at: now, expires_at: now + 300_000_000 };
+    store.create_mfa_challenge(challenge.clone(), AuditDraft::new("auth.mfa_challenge")).await.expect("challenge");
+    assert_eq!(store.get_mfa_challenge("ch").await.expect("get"), Some(challenge.clone()));
+    assert_eq!(store.get_mfa_challenge("other").await.expect("get"), None);
+    let login = |hash: &str, token: &str, at: i64| MfaEffect::Login {
+        challenge_hash: hash.into(),
+        now: at,
+        session: session_for(user, token),
+    };
+    // An unknown challenge fails the whole transaction: the step is not consumed.
+    assert!(matches!(
+        store
+            .use_mfa_factor(user, MfaFactor::Totp { step: 11 }, login("nope", "s0", now), vec![AuditDraft::new("x")])
+            .await,
+        Err(StoreError::NotFound)
+    ));
+    assert_eq!(store.get_user_mfa(user).await.expect("get").expect("row").last_used_step, 10);
+    // Expired at `now`: refused the same way.
+    assert!(matches!(
+        store.use_mfa_factor(user, MfaFactor::Totp { step: 11 }, login("ch", "s0", now + 300_000_000), vec![]).await,
+        Err(StoreError::NotFound)
+    ));
+    assert!(
+        store
+            .use_mfa_factor(
+                user,
+                MfaFactor::Totp { step: 11 },
+                login("ch", "s1", now),
+                vec![AuditDraft::new("auth.login")]
+            )
+            .await
+            .expect("login")
+    );
+    assert_eq!(store.get_session("s1").await.expect("get").map(|s| s.user_id), Some(user));
+    assert_eq!(store.get_mfa_challenge("ch").await.expect("get"), None, "consumed");
+    assert!(matches!(
+        store.use_mfa_factor(user, MfaFactor::Totp { step: 12 }, login("ch", "s2", now), vec![]).await,
+        Err(StoreError::NotFound)
+    ));
+    assert_eq!(store.get_session("s0").await.expect("get"), None);
+    assert_eq!(store.get_session("s2").await.expect("get"), None);
+    // Creating a challenge forgets expired ones.
+    let old = MfaChallengeRow { challenge_hash: "old".into(), user_id: user, created_at: now, expires_at: now + 1 };
+    store.create_mfa_challenge(old, AuditDraft::new("auth.mfa_challenge")).await.expect("old");
+    let fresh =
+        MfaChallengeRow { challenge_hash: "new".into(), user_id: user, created_at: now + 2, expires_at: now + 100 };
+    store.create_mfa_challenge(fresh, AuditDraft::new("auth.mfa_challenge")).await.expect("new");
+    assert_eq!(store.get_mfa_challenge("old").await.expect("get"), None);
+}
+
+pub async fn mfa_step_up_and_reset(store: DynStore) {
+    let user = Uuid::now_v7();
+    enabled_mfa(&store, user, 10, &["c1"]).await;
+    // Step-up on a session that does not exist (or is another user's) changes nothing.
+    let other = Uuid::now_v7();
+    store.create_session(session_for(other, "foreign"), AuditDraft::new("auth.login")).await.expect("session");
+    assert!(matches!(
+        store
+            .use_mfa_factor(
+                user,
+                MfaFactor::Totp { step: 11 },
+                MfaEffect::StepUp { token_hash: "foreign".into(), until: 5 },
+                vec![]
+            )
+            .await,
+        Err(StoreError::NotFound)
+    ));
+    assert_eq!(store.get_user_mfa(user).await.expect("get").expect("row").last_used_step, 10);
+    store.create_session(session_for(user, "mine"), AuditDraft::new("auth.login")).await.expect("session");
+    assert!(
+        store
+            .use_mfa_factor(
+                user,
+                MfaFactor::Totp { step: 11 },
+                MfaEffect::StepUp { token_hash: "mine".into(), until: 5 },
+                vec![]
+            )
+            .await
+            .expect("step up")
+    );
+    assert_eq!(store.get_session("mine").await.expect("get").expect("s").step_up_until, Some(5));
+    assert_eq!(store.get_session("foreign").await.expect("get").expect("s").step_up_until, None);
+    assert!(store.reset_mfa(user, AuditDraft::new("mfa.reset")).await.expect("reset"));
+    assert_eq!(store.get_user_mfa(user).await.expect("get"), None);
+    assert_eq!(store.get_session("mine").await.expect("get"), None, "reset ends the user's sessions");
+    assert!(store.get_session("foreign").await.expect("get").is_some());
+    assert!(!store.reset_mfa(user, AuditDraft::new("mfa.reset")).await.expect("reset again"));
+    // After a reset the user can enrol again from scratch.
+    enabled_mfa(&store, user, 3, &["c2"]).await;
+    let row = store.get_user_mfa(user).await.expect("get").expect("row");
+    assert_eq!((row.last_used_step, row.recovery_codes_left), (3, 1));
+}
+
+pub async fn mfa_concurrent_use_of_one_step_one_wins(store: DynStore) {
+    let user = Uuid::now_v7();
+    enabled_mfa(&store, user, 10, &[]).await;
+    for i in 0..8 {
+        store
+            .create_session(session_for(user, &format!("t{i}")), AuditDraft::new("auth.login"))
+            .await
+            .expect("session");
+    }
+    let mut tasks = Vec::new();
+    for i in 0..8 {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            let effect = MfaEffect::StepUp { token_hash: format!("t{i}"), until: 99 };
+            store
+                .use_mfa_factor(user, MfaFactor::Totp { step: 11 }, effect, vec![AuditDraft::new("auth.step_up")])
+                .await
+        }));
+    }
+    let mut wins = 0;
+    for t in tasks {
+        if t.await.expect("join").expect("use") {
+            wins += 1;
+        }
+    }
+    assert_eq!(wins, 1, "one code, one use");
 }

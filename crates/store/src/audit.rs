@@ -179,3 +179,112 @@ pub fn plan_checkpoint_claim(
 pub fn claim_is_stale(claim: &CheckpointClaimRow, now: i64, lease_micros: i64) -> bool {
     claim.written_at.is_none() && now.saturating_sub(claim.claimed_at).saturating_abs() >= lease_micros
 }
+
+// ---- encoding for bulk appends ---------------------------------------------------------------
+
+#[derive(serde::Serialize)]
+struct EventColumns<'a> {
+    at: i64,
+    actor_id: Option<Uuid>,
+    action: &'a str,
+    object: Option<&'a str>,
+    record_id: Option<Uuid>,
+    request_id: Option<&'a str>,
+    body: &'a str,
+}
+
+/// An audit event encoded, by the task that submits it, up to what only the appending
+/// transaction knows: its sequence number and hashes. Stores insert many such events with one
+/// statement over a JSON array (`chain_rows`).
+#[derive(Debug, Clone)]
+pub struct EncodedEvent {
+    /// The canonical body that is hashed into the chain.
+    pub body: String,
+    /// The event's columns as JSON object members without braces: `"at":…,"body":"…"`.
+    members: String,
+}
+
+impl EncodedEvent {
+    pub fn new(draft: &AuditDraft) -> Result<EncodedEvent, serde_json::Error> {
+        let body = draft.canonical_body();
+        let object = serde_json::to_string(&EventColumns {
+            at: draft.at,
+            actor_id: draft.actor_id,
+            action: &draft.action,
+            object: draft.object.as_deref(),
+            record_id: draft.record_id,
+            request_id: draft.request_id.as_deref(),
+            body: &body,
+        })?;
+        let members = object.strip_prefix('{').and_then(|s| s.strip_suffix('}')).unwrap_or_default().to_owned();
+        Ok(EncodedEvent { body, members })
+    }
+}
+
+/// The chain after appending some events: the rows to insert and the new head.
+pub struct ChainedRows {
+    /// A JSON array of objects with the columns `seq, at, actor_id, action, object, record_id,
+    /// request_id, body, prev_hash, hash` (hashes in lower-case hex).
+    pub json: String,
+    pub seqs: Vec<i64>,
+    pub head_seq: i64,
+    pub head_hash: Vec<u8>,
+}
+
+/// Links `events` into the chain after (`head_seq`, `head_hash`).
+pub fn chain_rows(head_seq: i64, head_hash: &[u8], events: &[&EncodedEvent]) -> ChainedRows {
+    let mut json = String::with_capacity(events.iter().map(|e| e.members.len() + 200).sum::<usize>() + 2);
+    json.push('[');
+    let mut seqs = Vec::with_capacity(events.len());
+    let (mut seq, mut prev) = (head_seq, head_hash.to_vec());
+    for (i, e) in events.iter().enumerate() {
+        seq += 1;
+        let hash = custodian_core::audit::chain_hash(&prev, seq, e.body.as_bytes()).to_vec();
+        if i > 0 {
+            json.push(',');
+        }
+        json.push_str(&format!(
+            "{{\"seq\":{seq},{},\"prev_hash\":\"{}\",\"hash\":\"{}\"}}",
+            e.members,
+            hex::encode(&prev),
+            hex::encode(&hash)
+        ));
+        prev = hash;
+        seqs.push(seq);
+    }
+    json.push(']');
+    ChainedRows { json, seqs, head_seq: seq, head_hash: prev }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod encoding_tests {
+    use super::*;
+    use serde_json::{Value, json};
+
+    #[test]
+    fn chained_rows_carry_every_column_and_link_up() {
+        let mut a = AuditDraft::new("record.create");
+        a.actor_id = Some(Uuid::from_u128(7));
+        a.object = Some("contacts".into());
+        a.details = json!({"quote": "\"引号\"\n", "n": 1});
+        let b = AuditDraft::new("record.view");
+        let events = [EncodedEvent::new(&a).unwrap(), EncodedEvent::new(&b).unwrap()];
+        let genesis = custodian_core::audit::GENESIS_HASH;
+        let rows = chain_rows(41, &genesis, &events.iter().collect::<Vec<_>>());
+        assert_eq!(rows.seqs, vec![42, 43]);
+        let parsed: Vec<Value> = serde_json::from_str(&rows.json).unwrap();
+        assert_eq!(parsed[0]["seq"], 42);
+        assert_eq!(parsed[0]["body"].as_str().unwrap(), a.canonical_body());
+        assert_eq!(parsed[0]["actor_id"], Uuid::from_u128(7).to_string());
+        assert_eq!(parsed[0]["object"], "contacts");
+        assert_eq!(parsed[1]["object"], Value::Null);
+        let h1 = custodian_core::audit::chain_hash(&genesis, 42, a.canonical_body().as_bytes());
+        let h2 = custodian_core::audit::chain_hash(&h1, 43, b.canonical_body().as_bytes());
+        assert_eq!(parsed[0]["prev_hash"], hex::encode(genesis));
+        assert_eq!(parsed[0]["hash"], hex::encode(h1));
+        assert_eq!(parsed[1]["prev_hash"], hex::encode(h1));
+        assert_eq!(rows.head_hash, h2.to_vec());
+        assert_eq!(rows.head_seq, 43);
+    }
+}

@@ -16,8 +16,8 @@ use uuid::Uuid;
 pub mod audit;
 pub mod duplicates;
 pub use audit::{
-    AuditChainRow, AuditDraft, AuditRow, CheckpointClaimOutcome, CheckpointClaimRequest, CheckpointClaimRow,
-    CheckpointRange,
+    AuditChainRow, AuditDraft, AuditRow, ChainedRows, CheckpointClaimOutcome, CheckpointClaimRequest,
+    CheckpointClaimRow, CheckpointRange, EncodedEvent, chain_rows,
 };
 pub use duplicates::{CandidateRow, DismissalRow, MatchKeySet, MergeChange, MergeRow, ScanJobRow};
 
@@ -324,6 +324,59 @@ pub struct SessionRow {
     pub scope: String,
     /// Label of a personal token.
     pub name: Option<String>,
+    /// End (µs) of the step-up window opened on this session by a fresh second factor; kept in
+    /// the row so that every server sharing the database sees it.
+    pub step_up_until: Option<i64>,
+}
+
+/// A user's TOTP second factor. The secret is an encryption envelope made by the service; the
+/// store never sees it in clear.
+#[derive(Debug, Clone, PartialEq)]
+pub struct UserMfaRow {
+    pub user_id: Uuid,
+    /// Encryption envelope of the base32 TOTP secret.
+    pub secret: String,
+    /// False while enrolment waits for its first code.
+    pub enabled: bool,
+    /// Highest TOTP time step accepted for this user: a code of this step or an earlier one is
+    /// refused (replay protection that holds across servers).
+    pub last_used_step: i64,
+    pub created_at: i64,
+    pub confirmed_at: Option<i64>,
+    /// Unused recovery codes (filled by `get_user_mfa`; ignored when writing).
+    pub recovery_codes_left: i64,
+}
+
+/// A pending login that passed the password and waits for the second factor. Only the hash of
+/// the challenge handed to the client is stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MfaChallengeRow {
+    pub challenge_hash: String,
+    pub user_id: Uuid,
+    pub created_at: i64,
+    pub expires_at: i64,
+}
+
+/// The second factor a request presents.
+#[derive(Debug, Clone, PartialEq)]
+pub enum MfaFactor {
+    /// A TOTP code that matched this time step; accepted only when the step is later than the
+    /// user's `last_used_step`.
+    Totp { step: i64 },
+    /// The hash of a recovery code; accepted only while that code is unused.
+    RecoveryCode { code_hash: String, now: i64 },
+}
+
+/// What an accepted second factor does, in the same transaction.
+#[derive(Debug, Clone, PartialEq)]
+pub enum MfaEffect {
+    /// Completes a login: the challenge (unexpired at `now`, of this user) is consumed and the
+    /// session is created. A missing, expired or foreign challenge fails with `NotFound` and
+    /// nothing changes (the factor is not consumed either).
+    Login { challenge_hash: String, now: i64, session: SessionRow },
+    /// Opens a step-up window on a session of the user until `until` (µs). `NotFound` when the
+    /// session does not exist.
+    StepUp { token_hash: String, until: i64 },
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -529,6 +582,49 @@ pub trait Store: Send + Sync + 'static {
 
     /// The survivor a record was merged into: the newest merge not undone that lists `loser`.
     async fn merged_into(&self, object: &str, loser: Uuid) -> StoreResult<Option<Uuid>>;
+
+    // ---- MFA: TOTP enrolment, recovery codes, login challenges, step-up --------------------
+
+    /// The user's second factor, enabled or pending, with the number of unused recovery codes.
+    async fn get_user_mfa(&self, user_id: Uuid) -> StoreResult<Option<UserMfaRow>>;
+
+    /// Stores a pending enrolment (`enabled` false), replacing an earlier pending one of the
+    /// user. `AlreadyExists` when the user has an enabled factor (it must be reset first).
+    async fn start_mfa_enrolment(&self, row: UserMfaRow, audit: AuditDraft) -> StoreResult<()>;
+
+    /// Activates the pending enrolment of the user with the code of `step` (which becomes
+    /// `last_used_step`) and replaces the user's recovery codes with `recovery_code_hashes`, in
+    /// one transaction with the audit event. `Ok(false)`, with nothing changed, when there is no
+    /// pending enrolment or `step` is not later than the last used one.
+    async fn confirm_mfa_enrolment(
+        &self,
+        user_id: Uuid,
+        step: i64,
+        recovery_code_hashes: Vec<String>,
+        now: i64,
+        audit: AuditDraft,
+    ) -> StoreResult<bool>;
+
+    /// Consumes a second factor of a user with an enabled factor and applies `effect`, with the
+    /// audit events, in one transaction. `Ok(false)`, with nothing changed and no event, when
+    /// the factor is not accepted (step already used, recovery code unknown or used, no enabled
+    /// factor); the caller records the refusal.
+    async fn use_mfa_factor(
+        &self,
+        user_id: Uuid,
+        factor: MfaFactor,
+        effect: MfaEffect,
+        audit: Vec<AuditDraft>,
+    ) -> StoreResult<bool>;
+
+    /// Removes the user's factor and recovery codes and ends every session and token of the
+    /// user, with the audit event. Returns whether a factor existed.
+    async fn reset_mfa(&self, user_id: Uuid, audit: AuditDraft) -> StoreResult<bool>;
+
+    /// Stores a login challenge (and forgets expired ones), with the audit event.
+    async fn create_mfa_challenge(&self, challenge: MfaChallengeRow, audit: AuditDraft) -> StoreResult<()>;
+
+    async fn get_mfa_challenge(&self, challenge_hash: &str) -> StoreResult<Option<MfaChallengeRow>>;
 }
 
 /// One row of `Store::audit_activity`.

@@ -46,6 +46,13 @@ pub fn normalize_phone(raw: &str, default_region: &str) -> Result<String, Normal
     let (main, extension) = split_extension(text);
     let dialled = Dialled::scan(main)?;
 
+    if let Some(national) = cn_mobile_fast_path(&dialled, region) {
+        let e164 = format!("+86{national}");
+        return Ok(match extension {
+            Some(ext) => format!("{e164};ext={ext}"),
+            None => e164,
+        });
+    }
     if let Some(number) = parse_valid(&dialled, region) {
         return Ok(with_extension(&number, extension.as_deref()));
     }
@@ -154,6 +161,33 @@ fn split_dash_extension(main: &str, region: Option<Id>) -> Option<(PhoneNumber, 
     let number = parse_valid(&head, region)?;
     let is_landline = matches!(number.number_type(&DATABASE), Type::FixedLine | Type::FixedLineOrMobile);
     is_landline.then(|| (number, tail.to_owned()))
+}
+
+/// Mainland mobiles are most of what a Chinese CRM stores, and the general path runs every
+/// number-type pattern of the metadata. For an 11-digit national number starting with 1 (bare,
+/// or after +86 / 0086 / 86) the mobile pattern of the same metadata decides alone: a match is
+/// exactly what the general path would accept (a valid number whose type is mobile), and
+/// anything else falls through to the general path. `fast_path_agrees_with_general_path`
+/// checks the equivalence.
+fn cn_mobile_fast_path(dialled: &Dialled, region: Option<Id>) -> Option<&str> {
+    let digits = dialled.digits.as_str();
+    let national = if dialled.plus {
+        digits.strip_prefix("86")?
+    } else if region == Some(Id::CN) {
+        match digits.len() {
+            11 => digits,
+            13 => digits.strip_prefix("86")?,
+            15 => digits.strip_prefix("0086")?,
+            _ => return None,
+        }
+    } else {
+        return None;
+    };
+    if national.len() != 11 || !national.starts_with('1') {
+        return None;
+    }
+    let mobile = DATABASE.by_id("CN")?.descriptors().mobile()?;
+    mobile.is_match(national).then_some(national)
 }
 
 /// Parses with libphonenumber and keeps the result only if the metadata says it is valid.
@@ -445,6 +479,56 @@ mod tests {
                 _ => format!("86{national}"),
             };
             prop_assert_eq!(normalize_phone(&raw, "CN"), Ok(format!("+86{national}")));
+        }
+    }
+
+    /// The mainland-mobile fast path answers exactly what the general libphonenumber path
+    /// answers, for every prefix form it handles.
+    fn general_path(raw: &str, region: &str) -> Option<String> {
+        let region = region_id(region);
+        let dialled = Dialled::scan(raw).ok()?;
+        parse_valid(&dialled, region).map(|n| e164(&n))
+    }
+
+    #[test]
+    fn fast_path_agrees_with_general_path_on_every_prefix() {
+        // Every three-digit prefix 100..199 with a few suffixes, in each written form.
+        for prefix in 100..200u32 {
+            for suffix in ["00000000", "12345678", "99999999", "50505050"] {
+                let national = format!("{prefix}{suffix}");
+                for raw in
+                    [national.clone(), format!("+86{national}"), format!("86{national}"), format!("0086{national}")]
+                {
+                    let region = region_id("CN");
+                    let dialled = Dialled::scan(&raw).unwrap();
+                    if let Some(fast) = cn_mobile_fast_path(&dialled, region) {
+                        assert_eq!(general_path(&raw, "CN"), Some(format!("+86{fast}")), "{raw}");
+                    }
+                }
+            }
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn fast_path_agrees_with_general_path(n in 10_000_000_000u64..20_000_000_000u64, form in 0..4usize) {
+            let national = n.to_string();
+            let raw = match form {
+                0 => national.clone(),
+                1 => format!("+86{national}"),
+                2 => format!("86{national}"),
+                _ => format!("0086{national}"),
+            };
+            let dialled = Dialled::scan(&raw).unwrap();
+            if let Some(fast) = cn_mobile_fast_path(&dialled, region_id("CN")) {
+                prop_assert_eq!(general_path(&raw, "CN"), Some(format!("+86{fast}")));
+            } else if national.starts_with('1') {
+                // Rejected by the mobile pattern: the general path must not call it a mobile.
+                if let Some(general) = general_path(&raw, "CN") {
+                    let number = phonenumber::parse(None, &general).unwrap();
+                    prop_assert!(!matches!(number.number_type(&DATABASE), Type::Mobile));
+                }
+            }
         }
     }
 }

@@ -2,51 +2,69 @@
 
 use crate::AppState;
 use crate::error::ApiResult;
-use crate::extract::{Auth, Ctx, JsonBody, SESSION_COOKIE};
+use crate::extract::{Auth, AuthEnrolling, Ctx, JsonBody, SESSION_COOKIE};
 use crate::openapi::{ErrorBody, LoginBody, LoginDoc};
 use axum::Json;
 use axum::extract::State;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use custodian_service::{LoginOutcome, LoginResult};
 use serde_json::json;
 
 #[utoipa::path(post, path = "/api/v1/auth/login", tag = "auth", request_body = LoginBody,
-    responses((status = 200, body = LoginDoc, description = "Also sets an HttpOnly session cookie"), (status = 401, body = ErrorBody), (status = 429, body = ErrorBody)),
+    description = "Without a second factor: the session token, its expiry and the CSRF token, and an HttpOnly SameSite=Strict session cookie. With one: {\"mfa_required\": true, \"challenge\", \"expires_at\"}, completed with POST /api/v1/auth/mfa.",
+    responses((status = 200, body = LoginDoc), (status = 401, body = ErrorBody), (status = 429, body = ErrorBody)),
     security(()))]
 pub async fn login(
     State(state): State<AppState>,
     Ctx(ctx): Ctx,
     JsonBody(body): JsonBody<LoginBody>,
 ) -> ApiResult<Response> {
-    let result = state.service.login(&ctx, &body.username, &body.password).await?;
+    match state.service.login(&ctx, &body.username, &body.password).await? {
+        LoginOutcome::Session(result) => Ok(session_response(&state, &result)),
+        LoginOutcome::MfaRequired(challenge) => Ok((StatusCode::OK, Json(json!(challenge))).into_response()),
+    }
+}
+
+/// A new session: the token and CSRF token in the body, the token also as a cookie (HttpOnly,
+/// SameSite=Strict, Secure unless turned off for plain-HTTP development).
+pub(crate) fn session_response(state: &AppState, result: &LoginResult) -> Response {
+    let secure = if state.options.secure_cookies { " Secure;" } else { "" };
     let cookie = format!(
-        "{SESSION_COOKIE}={}; Path=/; HttpOnly; Secure; SameSite=Strict; Max-Age={}",
+        "{SESSION_COOKIE}={}; Path=/; HttpOnly;{secure} SameSite=Strict; Max-Age={}",
         result.token,
         state.service.config().session_absolute_secs
     );
-    let mut response =
-        (StatusCode::OK, Json(json!({ "token": result.token, "expires_at": result.expires_at }))).into_response();
+    let mut response = (
+        StatusCode::OK,
+        Json(json!({ "token": result.token, "expires_at": result.expires_at, "csrf_token": result.csrf_token })),
+    )
+        .into_response();
     if let Ok(v) = HeaderValue::from_str(&cookie) {
+        response.headers_mut().insert(header::SET_COOKIE, v);
+    }
+    response
+}
+
+#[utoipa::path(post, path = "/api/v1/auth/logout", tag = "auth",
+    responses((status = 204), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
+pub async fn logout(State(state): State<AppState>, AuthEnrolling(ctx): AuthEnrolling) -> ApiResult<Response> {
+    state.service.logout(&ctx).await?;
+    let secure = if state.options.secure_cookies { " Secure;" } else { "" };
+    let mut response = StatusCode::NO_CONTENT.into_response();
+    if let Ok(v) =
+        HeaderValue::from_str(&format!("{SESSION_COOKIE}=; Path=/; HttpOnly;{secure} SameSite=Strict; Max-Age=0"))
+    {
         response.headers_mut().insert(header::SET_COOKIE, v);
     }
     Ok(response)
 }
 
-#[utoipa::path(post, path = "/api/v1/auth/logout", tag = "auth",
-    responses((status = 204), (status = 401, body = ErrorBody)))]
-pub async fn logout(State(state): State<AppState>, Auth(ctx): Auth) -> ApiResult<Response> {
-    state.service.logout(&ctx).await?;
-    let mut response = StatusCode::NO_CONTENT.into_response();
-    response.headers_mut().insert(
-        header::SET_COOKIE,
-        HeaderValue::from_static("custodian_session=; Path=/; HttpOnly; Secure; SameSite=Strict; Max-Age=0"),
-    );
-    Ok(response)
-}
-
 #[utoipa::path(get, path = "/api/v1/me", tag = "auth",
+    description = "The caller, with the second-factor state: mfa_enabled, mfa_required, mfa_enrollment_required, recovery_codes_left, stepped_up, step_up_until.",
     responses((status = 200, description = "The caller"), (status = 401, body = ErrorBody)))]
-pub async fn me(Auth(ctx): Auth) -> ApiResult<Response> {
+pub async fn me(State(state): State<AppState>, AuthEnrolling(ctx): AuthEnrolling) -> ApiResult<Response> {
+    let mfa = state.service.mfa_status(&ctx).await?;
     let actor = ctx.actor.as_ref();
     Ok(Json(json!({
         "id": actor.map(|a| a.user_id),
@@ -54,6 +72,12 @@ pub async fn me(Auth(ctx): Auth) -> ApiResult<Response> {
         "role": actor.map(|a| a.role.clone()),
         "team_id": actor.and_then(|a| a.team_id),
         "department_id": actor.and_then(|a| a.department_id),
+        "mfa_enabled": mfa.mfa_enabled,
+        "mfa_required": mfa.mfa_required,
+        "mfa_enrollment_required": mfa.mfa_enrollment_required,
+        "recovery_codes_left": mfa.recovery_codes_left,
+        "stepped_up": mfa.stepped_up,
+        "step_up_until": mfa.step_up_until,
     }))
     .into_response())
 }

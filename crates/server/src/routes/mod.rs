@@ -1,4 +1,5 @@
 pub mod admin;
 pub mod auth;
 pub mod duplicates;
+pub mod mfa;
 pub mod records;

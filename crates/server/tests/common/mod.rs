@@ -1,17 +1,20 @@
 //! A test harness: the full application (router + service + store) in process, on SQLite or on
-//! a fresh PostgreSQL database, with an admin logged in.
+//! a fresh PostgreSQL database, with an admin logged in (and enrolled in MFA, which the admin
+//! role requires). The service runs on a manual clock: every TOTP code the harness computes
+//! first moves it 30 seconds on, so each code is of a new time step (codes work once).
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 use axum::Router;
 use axum::body::Body;
 use axum::http::{HeaderMap, Method, Request, StatusCode};
 use custodian_crypto::MasterKey;
-use custodian_service::{Service, ServiceConfig, load_keyring};
+use custodian_service::{Clock, ManualClock, Service, ServiceConfig, load_keyring};
 use custodian_store::Store;
 use http_body_util::BodyExt;
 use serde_json::{Value, json};
 use std::any::Any;
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use tower::ServiceExt;
 
 pub const ADMIN_PASSWORD: &str = "correct horse battery staple";
@@ -24,6 +27,10 @@ pub struct TestApp {
     pub backend: &'static str,
     /// SQLite: the data directory; PostgreSQL: the database URL.
     pub location: String,
+    /// Moves the service's clock (TOTP steps, step-up windows, challenge expiry).
+    pub clock: ManualClock,
+    /// TOTP secrets of the users the harness enrolled, by username.
+    pub mfa_secrets: Mutex<HashMap<String, Vec<u8>>>,
     _guard: Box<dyn Any + Send + Sync>,
 }
 
@@ -42,11 +49,22 @@ impl Reply {
 async fn build(store: Arc<dyn Store>, guard: Box<dyn Any + Send + Sync>, location: String) -> TestApp {
     let master = MasterKey::from_hex(&hex::encode(custodian_crypto::random_bytes::<32>().unwrap())).unwrap();
     let keyring = load_keyring(store.as_ref(), &master).await.unwrap();
-    let service = Arc::new(Service::new(store.clone(), keyring, ServiceConfig::default()).await.unwrap());
+    let (clock, manual) = Clock::manual();
+    let config = ServiceConfig { clock, ..ServiceConfig::default() };
+    let service = Arc::new(Service::new(store.clone(), keyring, config).await.unwrap());
     service.ensure_admin(Some(ADMIN_PASSWORD.into())).await.unwrap();
     let router = custodian_server::app(service.clone());
-    let mut app =
-        TestApp { router, service, backend: store.backend(), store, token: String::new(), location, _guard: guard };
+    let mut app = TestApp {
+        router,
+        service,
+        backend: store.backend(),
+        store,
+        token: String::new(),
+        location,
+        clock: manual,
+        mfa_secrets: Mutex::new(HashMap::new()),
+        _guard: guard,
+    };
     app.token = app.login("admin", ADMIN_PASSWORD).await;
     app
 }
@@ -64,18 +82,101 @@ pub async fn postgres_app() -> Option<TestApp> {
 }
 
 impl TestApp {
+    /// Logs in like a person would: password, then (for a user the harness enrolled) a TOTP
+    /// code for the challenge; a user whose role requires MFA and who has none is enrolled on
+    /// the spot. Returns a token that can use the whole API.
     pub async fn login(&self, username: &str, password: &str) -> String {
+        let r = self.password_login(username, password).await;
+        assert_eq!(r.status, StatusCode::OK, "login failed: {}", r.body);
+        let token = if r.body["mfa_required"] == json!(true) {
+            let code = self.next_code(username);
+            let r = self.mfa(r.body["challenge"].as_str().unwrap(), &code).await;
+            assert_eq!(r.status, StatusCode::OK, "MFA login failed: {}", r.body);
+            r.body["token"].as_str().unwrap().to_owned()
+        } else {
+            r.body["token"].as_str().unwrap().to_owned()
+        };
+        let me = self.raw(Method::GET, "/api/v1/me", Some(&token), None, &[]).await;
+        if me.body["mfa_enrollment_required"] == json!(true) {
+            self.enrol(&token, username).await;
+        }
+        token
+    }
+
+    /// `POST /auth/login` only.
+    pub async fn password_login(&self, username: &str, password: &str) -> Reply {
+        self.raw(
+            Method::POST,
+            "/api/v1/auth/login",
+            None,
+            Some(json!({"username": username, "password": password}).to_string().into_bytes()),
+            &[],
+        )
+        .await
+    }
+
+    /// `POST /auth/mfa`.
+    pub async fn mfa(&self, challenge: &str, code: &str) -> Reply {
+        self.raw(
+            Method::POST,
+            "/api/v1/auth/mfa",
+            None,
+            Some(json!({"challenge": challenge, "code": code}).to_string().into_bytes()),
+            &[],
+        )
+        .await
+    }
+
+    /// Enrols the token's user in TOTP; remembers the secret and returns the recovery codes.
+    pub async fn enrol(&self, token: &str, username: &str) -> Vec<String> {
+        let r = self.raw(Method::POST, "/api/v1/auth/mfa/enroll", Some(token), None, &[]).await;
+        assert_eq!(r.status, StatusCode::OK, "enrolment failed: {}", r.body);
+        let secret = custodian_crypto::totp::secret_from_base32(r.body["secret"].as_str().unwrap()).unwrap();
+        self.mfa_secrets.lock().unwrap().insert(username.to_owned(), secret);
+        let code = self.next_code(username);
         let r = self
             .raw(
                 Method::POST,
-                "/api/v1/auth/login",
-                None,
-                Some(json!({"username": username, "password": password}).to_string().into_bytes()),
+                "/api/v1/auth/mfa/enroll/confirm",
+                Some(token),
+                Some(json!({ "code": code }).to_string().into_bytes()),
                 &[],
             )
             .await;
-        assert_eq!(r.status, StatusCode::OK, "login failed: {}", r.body);
-        r.body["token"].as_str().unwrap().to_owned()
+        assert_eq!(r.status, StatusCode::OK, "enrolment confirmation failed: {}", r.body);
+        r.body["recovery_codes"].as_array().unwrap().iter().map(|c| c.as_str().unwrap().to_owned()).collect()
+    }
+
+    /// Moves the clock to the next TOTP step and returns the user's code for it.
+    pub fn next_code(&self, username: &str) -> String {
+        self.clock.advance_secs(custodian_crypto::totp::STEP_SECS);
+        self.current_code(username)
+    }
+
+    /// The user's code for the current step (without moving the clock).
+    pub fn current_code(&self, username: &str) -> String {
+        let secret = self.mfa_secrets.lock().unwrap().get(username).cloned().expect("user enrolled by the harness");
+        let step = custodian_crypto::totp::step_at(self.service.config().clock.now_secs());
+        custodian_crypto::totp::code_for_step(&secret, step)
+    }
+
+    /// Opens a step-up window on `token`'s session with a fresh code.
+    pub async fn step_up(&self, token: &str, username: &str) -> Reply {
+        let code = self.next_code(username);
+        self.raw(
+            Method::POST,
+            "/api/v1/auth/step-up",
+            Some(token),
+            Some(json!({ "code": code }).to_string().into_bytes()),
+            &[],
+        )
+        .await
+    }
+
+    /// Steps up the admin session of the harness (for sensitive operations).
+    pub async fn admin_step_up(&self) {
+        let r = self.step_up(&self.token, "admin").await;
+        assert_eq!(r.status, StatusCode::OK, "admin step-up failed: {}", r.body);
     }
 
     /// A request with the admin's token (or none when `token` is `None`).

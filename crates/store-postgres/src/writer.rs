@@ -1,0 +1,435 @@
+//! Group commit for record writes and audit appends.
+//!
+//! Every appending transaction holds the `audit_head` row lock until it commits, so with one
+//! transaction per request the chain admitted one commit (one WAL flush) at a time. Here one
+//! writer task per server, on its own connection, drains the queued `write`/`append_audit`
+//! calls into one transaction: all their rows go in with one statement per table over a JSON
+//! array (`jsonb_to_recordset`), the audit head is locked once, and one COMMIT acknowledges
+//! them all. Several servers still keep one linear chain: each group locks the head.
+//!
+//! If anything in the group fails (a version mismatch, a unique value taken, a duplicate id,
+//! a deadlock), the group's savepoint is rolled back and the jobs are replayed one by one, each
+//! under its own savepoint, through the per-record path that names the precise error. Callers
+//! are answered only after COMMIT returned.
+
+use crate::{append_events, apply_record_write, map_sqlx, sql};
+use custodian_store::{AuditDraft, EncodedEvent, RecordWrite, StoreError, StoreResult, WriteBatch, chain_rows};
+use serde::Serialize;
+use serde_json::{Map, Value};
+use sqlx::postgres::PgConnectOptions;
+use sqlx::{Connection, PgConnection, Row};
+use tokio::sync::{mpsc, oneshot};
+use uuid::Uuid;
+
+/// Most jobs committed in one group transaction.
+const MAX_GROUP: usize = 512;
+
+/// Why the bulk path gave up; the jobs are replayed one by one.
+struct Fallback(String);
+
+impl From<StoreError> for Fallback {
+    fn from(e: StoreError) -> Self {
+        Fallback(e.to_string())
+    }
+}
+
+fn internal(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Internal(e.to_string())
+}
+
+#[derive(Serialize)]
+struct RecordRow<'a> {
+    id: Uuid,
+    object: &'a str,
+    version: i64,
+    owner_id: Option<Uuid>,
+    team_id: Option<Uuid>,
+    created_at: i64,
+    created_by: Option<Uuid>,
+    updated_at: i64,
+    updated_by: Option<Uuid>,
+    deleted_at: Option<i64>,
+    fields: &'a Map<String, Value>,
+    lexemes: Vec<String>,
+    expected: Option<i64>,
+}
+
+#[derive(Serialize)]
+struct VersionRow<'a> {
+    id: Uuid,
+    action: &'a str,
+}
+
+#[derive(Serialize)]
+struct DigestRow<'a> {
+    object: &'a str,
+    field: &'a str,
+    digest: String,
+    record_id: Uuid,
+}
+
+/// The rows of one job as JSON object texts per table, encoded by the submitting task.
+#[derive(Default)]
+struct Encoded {
+    inserts: Vec<String>,
+    updates: Vec<String>,
+    updated_ids: Vec<Uuid>,
+    versions: Vec<String>,
+    blind: Vec<String>,
+    unique: Vec<String>,
+    events: Vec<EncodedEvent>,
+}
+
+fn to_json(value: &impl Serialize) -> StoreResult<String> {
+    serde_json::to_string(value).map_err(internal)
+}
+
+impl Encoded {
+    fn new(records: &[RecordWrite], audit: &[AuditDraft]) -> StoreResult<Encoded> {
+        let mut e = Encoded {
+            events: audit.iter().map(|d| EncodedEvent::new(d).map_err(internal)).collect::<StoreResult<_>>()?,
+            ..Encoded::default()
+        };
+        for w in records {
+            let r = &w.record;
+            let row = to_json(&RecordRow {
+                id: r.id,
+                object: &r.object,
+                version: r.version,
+                owner_id: r.owner_id,
+                team_id: r.team_id,
+                created_at: r.created_at,
+                created_by: r.created_by,
+                updated_at: r.updated_at,
+                updated_by: r.updated_by,
+                deleted_at: r.deleted_at,
+                fields: &r.fields,
+                lexemes: sql::search_lexemes(&w.search_text),
+                expected: w.expected_version,
+            })?;
+            match w.expected_version {
+                None => e.inserts.push(row),
+                Some(_) => {
+                    e.updated_ids.push(r.id);
+                    e.updates.push(row);
+                }
+            }
+            e.versions.push(to_json(&VersionRow { id: r.id, action: w.action.as_str() })?);
+            for (digests, rows) in [(&w.blind_indexes, &mut e.blind), (&w.unique_keys, &mut e.unique)] {
+                for d in digests {
+                    rows.push(to_json(&DigestRow {
+                        object: &r.object,
+                        field: &d.field,
+                        digest: hex::encode(&d.digest),
+                        record_id: r.id,
+                    })?);
+                }
+            }
+        }
+        Ok(e)
+    }
+}
+
+enum Op {
+    Write(WriteBatch),
+    Audit(Vec<AuditDraft>),
+}
+
+struct Job {
+    op: Op,
+    encoded: Encoded,
+    reply: oneshot::Sender<StoreResult<Vec<i64>>>,
+}
+
+/// Handle of the writer task.
+pub(crate) struct Writer {
+    tx: mpsc::Sender<Job>,
+}
+
+impl Writer {
+    pub(crate) fn spawn(options: PgConnectOptions) -> Writer {
+        let (tx, rx) = mpsc::channel(4096);
+        tokio::spawn(writer_loop(options, rx));
+        Writer { tx }
+    }
+
+    pub(crate) async fn write(&self, batch: WriteBatch) -> StoreResult<Vec<i64>> {
+        let encoded = Encoded::new(&batch.records, &batch.audit)?;
+        self.submit(Op::Write(batch), encoded).await
+    }
+
+    pub(crate) async fn append(&self, events: Vec<AuditDraft>) -> StoreResult<Vec<i64>> {
+        let encoded = Encoded::new(&[], &events)?;
+        self.submit(Op::Audit(events), encoded).await
+    }
+
+    async fn submit(&self, op: Op, encoded: Encoded) -> StoreResult<Vec<i64>> {
+        let stopped = || StoreError::Unavailable("the PostgreSQL writer has stopped".into());
+        let (reply, rx) = oneshot::channel();
+        self.tx.send(Job { op, encoded, reply }).await.map_err(|_| stopped())?;
+        rx.await.map_err(|_| stopped())?
+    }
+}
+
+async fn writer_loop(options: PgConnectOptions, mut rx: mpsc::Receiver<Job>) {
+    let mut conn: Option<PgConnection> = None;
+    while let Some(first) = rx.recv().await {
+        let mut jobs = vec![first];
+        while jobs.len() < MAX_GROUP {
+            match rx.try_recv() {
+                Ok(job) => jobs.push(job),
+                Err(_) => break,
+            }
+        }
+        let mut c = match conn.take() {
+            Some(c) => c,
+            None => match PgConnection::connect_with(&options).await {
+                Ok(c) => c,
+                Err(e) => {
+                    let msg = format!("cannot connect the writer: {e}");
+                    for job in jobs {
+                        let _ = job.reply.send(Err(StoreError::Unavailable(msg.clone())));
+                    }
+                    continue;
+                }
+            },
+        };
+        // A connection that failed outside a job is dropped and replaced on the next group.
+        if run_group(&mut c, jobs).await {
+            conn = Some(c);
+        }
+    }
+}
+
+async fn exec(conn: &mut PgConnection, sql: &'static str) -> StoreResult<()> {
+    sqlx::query(sql).execute(&mut *conn).await.map(|_| ()).map_err(map_sqlx)
+}
+
+/// Runs one group transaction; returns whether the connection is still usable.
+async fn run_group(conn: &mut PgConnection, jobs: Vec<Job>) -> bool {
+    if let Err(e) = exec(conn, "BEGIN").await {
+        let msg = e.to_string();
+        for job in jobs {
+            let _ = job.reply.send(Err(StoreError::Unavailable(msg.clone())));
+        }
+        return false;
+    }
+    let mut results: Vec<StoreResult<Vec<i64>>> = Vec::with_capacity(jobs.len());
+    let bulk = match exec(conn, "SAVEPOINT bulk").await {
+        Ok(()) => match apply_bulk(conn, &jobs).await {
+            Ok(seqs) => exec(conn, "RELEASE SAVEPOINT bulk").await.map(|()| seqs).map_err(Fallback::from),
+            Err(f) => Err(f),
+        },
+        Err(e) => Err(Fallback::from(e)),
+    };
+    match bulk {
+        Ok(seqs) => results.extend(seqs.into_iter().map(Ok)),
+        Err(Fallback(reason)) => {
+            tracing::debug!(%reason, jobs = jobs.len(), "bulk write fell back to one job at a time");
+            if exec(conn, "ROLLBACK TO SAVEPOINT bulk").await.is_err() {
+                let _ = exec(conn, "ROLLBACK").await;
+                for job in jobs {
+                    let _ = job.reply.send(Err(StoreError::Unavailable(format!("write failed: {reason}"))));
+                }
+                return false;
+            }
+            for job in &jobs {
+                results.push(apply_single(conn, &job.op).await);
+            }
+        }
+    }
+    match exec(conn, "COMMIT").await {
+        Ok(()) => {
+            for (job, result) in jobs.into_iter().zip(results) {
+                let _ = job.reply.send(result);
+            }
+            true
+        }
+        Err(e) => {
+            let _ = exec(conn, "ROLLBACK").await;
+            let msg = e.to_string();
+            for job in jobs {
+                let _ = job.reply.send(Err(StoreError::Unavailable(format!("commit failed: {msg}"))));
+            }
+            false
+        }
+    }
+}
+
+/// One job under its own savepoint through the per-record path.
+async fn apply_single(conn: &mut PgConnection, op: &Op) -> StoreResult<Vec<i64>> {
+    exec(conn, "SAVEPOINT job").await?;
+    let outcome = async {
+        match op {
+            Op::Write(batch) => {
+                for w in &batch.records {
+                    apply_record_write(conn, w).await?;
+                }
+                crate::duplicates::write_match_keys(conn, &batch.match_keys).await?;
+                if let Some(merge) = &batch.merge {
+                    crate::duplicates::apply_merge(conn, merge).await?;
+                }
+                append_events(conn, &batch.audit).await
+            }
+            Op::Audit(events) => append_events(conn, events).await,
+        }
+    }
+    .await;
+    match outcome {
+        Ok(seqs) => {
+            exec(conn, "RELEASE SAVEPOINT job").await?;
+            Ok(seqs)
+        }
+        Err(e) => {
+            exec(conn, "ROLLBACK TO SAVEPOINT job").await?;
+            exec(conn, "RELEASE SAVEPOINT job").await?;
+            Err(e)
+        }
+    }
+}
+
+/// `[a,b,c]` from the rows of every job.
+fn array<'a>(rows: impl Iterator<Item = &'a String>) -> Option<String> {
+    let mut out = String::from("[");
+    for row in rows {
+        if out.len() > 1 {
+            out.push(',');
+        }
+        out.push_str(row);
+    }
+    (out.len() > 1).then(|| {
+        out.push(']');
+        out
+    })
+}
+
+async fn exec_rows(conn: &mut PgConnection, sql: &'static str, rows: Option<String>) -> Result<u64, Fallback> {
+    let Some(rows) = rows else { return Ok(0) };
+    sqlx::query(sql)
+        .bind(rows)
+        .execute(&mut *conn)
+        .await
+        .map(|r| r.rows_affected())
+        .map_err(|e| Fallback(e.to_string()))
+}
+
+fn expect_rows(what: &str, done: u64, wanted: usize) -> Result<(), Fallback> {
+    if done == wanted as u64 { Ok(()) } else { Err(Fallback(format!("{done} of {wanted} {what} applied"))) }
+}
+
+/// Every job's rows with one statement per table; the audit head locked once. Returns the
+/// event sequence numbers per job.
+async fn apply_bulk(conn: &mut PgConnection, jobs: &[Job]) -> Result<Vec<Vec<i64>>, Fallback> {
+    // Match keys and merge rows are written by the per-job path only (see `apply_single`).
+    if jobs.iter().any(|j| matches!(&j.op, Op::Write(b) if !b.match_keys.is_empty() || b.merge.is_some())) {
+        return Err(Fallback("a batch with match keys or a merge".into()));
+    }
+    let parts: Vec<&Encoded> = jobs.iter().map(|j| &j.encoded).collect();
+    let count = |f: fn(&Encoded) -> usize| parts.iter().map(|p| f(p)).sum::<usize>();
+
+    let updates = count(|p| p.updates.len());
+    if updates > 0 {
+        let done = exec_rows(
+            conn,
+            "UPDATE records AS r SET version = j.version, owner_id = j.owner_id, team_id = j.team_id, \
+             updated_at = j.updated_at, updated_by = j.updated_by, deleted_at = j.deleted_at, \
+             fields = j.fields, search = array_to_tsvector(j.lexemes) \
+             FROM jsonb_to_recordset($1::jsonb) AS j(id uuid, object text, version bigint, owner_id uuid, \
+             team_id uuid, updated_at bigint, updated_by uuid, deleted_at bigint, fields jsonb, lexemes text[], \
+             expected bigint) \
+             WHERE r.id = j.id AND r.object = j.object AND r.version = j.expected",
+            array(parts.iter().flat_map(|p| p.updates.iter())),
+        )
+        .await?;
+        expect_rows("updates", done, updates)?;
+        let ids: Vec<Uuid> = parts.iter().flat_map(|p| p.updated_ids.iter().copied()).collect();
+        for sql in
+            ["DELETE FROM blind_indexes WHERE record_id = ANY($1)", "DELETE FROM unique_keys WHERE record_id = ANY($1)"]
+        {
+            sqlx::query(sql).bind(&ids).execute(&mut *conn).await.map_err(|e| Fallback(e.to_string()))?;
+        }
+    }
+    let inserts = count(|p| p.inserts.len());
+    let done = exec_rows(
+        conn,
+        "INSERT INTO records (id, object, version, owner_id, team_id, created_at, created_by, updated_at, \
+         updated_by, deleted_at, fields, search) \
+         SELECT j.id, j.object, j.version, j.owner_id, j.team_id, j.created_at, j.created_by, j.updated_at, \
+         j.updated_by, j.deleted_at, j.fields, array_to_tsvector(j.lexemes) \
+         FROM jsonb_to_recordset($1::jsonb) AS j(id uuid, object text, version bigint, owner_id uuid, \
+         team_id uuid, created_at bigint, created_by uuid, updated_at bigint, updated_by uuid, \
+         deleted_at bigint, fields jsonb, lexemes text[]) \
+         ON CONFLICT (id) DO NOTHING",
+        array(parts.iter().flat_map(|p| p.inserts.iter())),
+    )
+    .await?;
+    expect_rows("inserts", done, inserts)?;
+    // Each version is the row just written.
+    let versions = count(|p| p.versions.len());
+    let done = exec_rows(
+        conn,
+        "INSERT INTO record_versions (record_id, version, object, action, owner_id, team_id, deleted_at, \
+         fields, changed_at, changed_by) \
+         SELECT r.id, r.version, r.object, j.action, r.owner_id, r.team_id, r.deleted_at, r.fields, \
+         r.updated_at, r.updated_by \
+         FROM jsonb_to_recordset($1::jsonb) AS j(id uuid, action text) JOIN records AS r ON r.id = j.id \
+         ON CONFLICT (record_id, version) DO NOTHING",
+        array(parts.iter().flat_map(|p| p.versions.iter())),
+    )
+    .await?;
+    expect_rows("versions", done, versions)?;
+    exec_rows(
+        conn,
+        "INSERT INTO blind_indexes (object, field, digest, record_id) \
+         SELECT j.object, j.field, decode(j.digest, 'hex'), j.record_id \
+         FROM jsonb_to_recordset($1::jsonb) AS j(object text, field text, digest text, record_id uuid) \
+         ON CONFLICT DO NOTHING",
+        array(parts.iter().flat_map(|p| p.blind.iter())),
+    )
+    .await?;
+    // A value already held (or listed twice) is not inserted; the replay names the holder.
+    let unique = count(|p| p.unique.len());
+    let done = exec_rows(
+        conn,
+        "INSERT INTO unique_keys (object, field, digest, record_id) \
+         SELECT j.object, j.field, decode(j.digest, 'hex'), j.record_id \
+         FROM jsonb_to_recordset($1::jsonb) AS j(object text, field text, digest text, record_id uuid) \
+         ON CONFLICT (object, field, digest) DO NOTHING",
+        array(parts.iter().flat_map(|p| p.unique.iter())),
+    )
+    .await?;
+    expect_rows("unique keys", done, unique)?;
+
+    let events: Vec<&EncodedEvent> = parts.iter().flat_map(|p| p.events.iter()).collect();
+    let mut seqs = Vec::new();
+    if !events.is_empty() {
+        let head = sqlx::query("SELECT seq, hash FROM audit_head WHERE id = 1 FOR UPDATE")
+            .fetch_optional(&mut *conn)
+            .await
+            .map_err(|e| Fallback(e.to_string()))?
+            .ok_or_else(|| Fallback("the audit chain head is missing".into()))?;
+        let seq: i64 = head.try_get("seq").map_err(|e| Fallback(e.to_string()))?;
+        let hash: Vec<u8> = head.try_get("hash").map_err(|e| Fallback(e.to_string()))?;
+        let rows = chain_rows(seq, &hash, &events);
+        exec_rows(
+            conn,
+            "INSERT INTO audit_events (seq, at, actor_id, action, object, record_id, request_id, body, \
+             prev_hash, hash) \
+             SELECT j.seq, j.at, j.actor_id, j.action, j.object, j.record_id, j.request_id, j.body, \
+             decode(j.prev_hash, 'hex'), decode(j.hash, 'hex') \
+             FROM jsonb_to_recordset($1::jsonb) AS j(seq bigint, at bigint, actor_id uuid, action text, \
+             object text, record_id uuid, request_id text, body text, prev_hash text, hash text)",
+            Some(rows.json),
+        )
+        .await?;
+        sqlx::query("UPDATE audit_head SET seq = $1, hash = $2 WHERE id = 1")
+            .bind(rows.head_seq)
+            .bind(&rows.head_hash)
+            .execute(&mut *conn)
+            .await
+            .map_err(|e| Fallback(e.to_string()))?;
+        seqs = rows.seqs;
+    }
+    let mut seqs = seqs.into_iter();
+    Ok(parts.iter().map(|p| seqs.by_ref().take(p.events.len()).collect()).collect())
+}
