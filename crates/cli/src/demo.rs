@@ -53,7 +53,7 @@ pub async fn load(service: &Service, records: usize, seed: u64, duplicate_share:
             }
         }
         let options = match owners.get(record.key % owners.len().max(1)) {
-            Some(u) => CreateOptions { owner_id: Some(u.id), team_id: u.team_id },
+            Some(u) => CreateOptions { owner_id: Some(u.id), team_id: u.team_id, ..Default::default() },
             None => CreateOptions::default(),
         };
         match service.prepare_create(&ctx, record.object, &fields, &options).await {

@@ -86,6 +86,9 @@ pub struct RoleDef {
     /// May read the audit log.
     #[serde(default)]
     pub audit: bool,
+    /// May run duplicate scans, review the duplicate queue and merge or unmerge records.
+    #[serde(default)]
+    pub merge: bool,
 }
 
 impl RoleDef {
@@ -143,6 +146,7 @@ pub fn builtin_roles() -> Vec<RoleDef> {
         can_reveal: false,
         admin: false,
         audit: false,
+        merge: false,
     };
     let manager = RoleDef {
         name: "sales_manager".into(),
@@ -161,6 +165,7 @@ pub fn builtin_roles() -> Vec<RoleDef> {
         can_reveal: true,
         admin: false,
         audit: false,
+        merge: false,
     };
     let steward = RoleDef {
         name: "data_steward".into(),
@@ -182,6 +187,7 @@ pub fn builtin_roles() -> Vec<RoleDef> {
         can_reveal: true,
         admin: false,
         audit: false,
+        merge: true,
     };
     let auditor = RoleDef {
         name: "auditor".into(),
@@ -200,6 +206,7 @@ pub fn builtin_roles() -> Vec<RoleDef> {
         can_reveal: false,
         admin: false,
         audit: true,
+        merge: false,
     };
     let admin = RoleDef {
         name: "admin".into(),
@@ -221,6 +228,7 @@ pub fn builtin_roles() -> Vec<RoleDef> {
         can_reveal: true,
         admin: true,
         audit: true,
+        merge: true,
     };
     vec![rep, manager, steward, auditor, admin]
 }

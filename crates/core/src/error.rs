@@ -53,6 +53,7 @@ error_codes! {
     MethodNotAllowed, "method_not_allowed", 405, "Method not allowed.", "不支持该请求方法。";
     VersionConflict, "version_conflict", 409, "The record was changed by someone else; reload and retry.", "记录已被他人修改，请刷新后重试。";
     Duplicate, "duplicate", 409, "A record with the same unique value already exists.", "已存在具有相同唯一值的记录。";
+    PossibleDuplicate, "possible_duplicate", 409, "This looks like a record that already exists; confirm with confirm_not_duplicate and a reason if it is not.", "疑似与已有记录重复；如确认不是重复，请提供 confirm_not_duplicate 及原因。";
     Conflict, "conflict", 409, "The request conflicts with the current state.", "请求与当前状态冲突。";
     ValidationFailed, "validation_failed", 422, "Some fields are invalid.", "部分字段无效。";
     StepUpRequired, "step_up_required", 428, "This action needs a fresh second-factor confirmation.", "此操作需要重新进行二次验证。";

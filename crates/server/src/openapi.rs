@@ -48,6 +48,8 @@ pub struct RecordDoc {
     #[schema(value_type = Object)]
     pub fields: serde_json::Map<String, Value>,
     pub masked_fields: Vec<String>,
+    /// A tombstone left by a merge: the record it was merged into.
+    pub merged_into: Option<uuid::Uuid>,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -66,6 +68,26 @@ pub struct RecordBody {
     /// Expected current version (alternative to `If-Match`).
     #[serde(default)]
     pub version: Option<i64>,
+    /// Saves a record the duplicate check found similar to existing ones (409
+    /// `possible_duplicate`); the reason is recorded in the audit log. Exact duplicates (409
+    /// `duplicate`) cannot be overridden.
+    #[serde(default)]
+    pub confirm_not_duplicate: Option<ConfirmNotDuplicateBody>,
+}
+
+/// `{"reason": "…"}`: why the record is not a duplicate of the proposed candidates.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ConfirmNotDuplicateBody {
+    pub reason: String,
+}
+
+impl ConfirmNotDuplicateBody {
+    pub fn checked(
+        body: Option<&Self>,
+    ) -> Result<Option<custodian_service::ConfirmNotDuplicate>, crate::error::ApiError> {
+        body.map(|b| custodian_service::ConfirmNotDuplicate::new(&b.reason).map_err(crate::error::ApiError)).transpose()
+    }
 }
 
 /// Body of delete and restore requests (optional).

@@ -135,7 +135,7 @@ both_backends!(filters_sort_search_and_pagination, |app: TestApp| async move {
         .create("companies", json!({"name": "Northwind Trading Co., Ltd.", "city": "上海", "tags": ["vip", "east"]}))
         .await;
     for (i, (name, mobile)) in
-        [("张三", "13800000001"), ("张三丰", "13800000002"), ("李四", "13800000003"), ("Emily Carter", "13800000004")]
+        [("张三", "13800000001"), ("张三丰", "13856780002"), ("李四", "13800000003"), ("Emily Carter", "13800000004")]
             .iter()
             .enumerate()
     {

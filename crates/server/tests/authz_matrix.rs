@@ -86,10 +86,18 @@ async fn setup(app: &TestApp) -> Vec<Actor> {
         tokens.insert(name, app.login(name, PASSWORD).await);
     }
     tokens.insert("admin", app.token.clone());
-    // One contact owned by each writer.
+    // One contact owned by each writer (distinct resident IDs: an equal one is a duplicate).
+    let id_numbers = [
+        "11010119900104803X",
+        "11010119900112803X",
+        "11010119900120803X",
+        "11010119900219803X",
+        "11010119900227803X",
+        "11010119900307803X",
+    ];
     let mut owned = BTreeMap::new();
     for (i, name) in ["rep1", "rep2", "rep3", "manager", "steward", "admin"].into_iter().enumerate() {
-        let r = as_user(app, &tokens[name], Method::POST, "/api/v1/contacts", Some(json!({"fields": {"name": format!("客户{i}"), "mobile": format!("1390000000{i}"), "id_number": "11010119900307803X"}}))).await;
+        let r = as_user(app, &tokens[name], Method::POST, "/api/v1/contacts", Some(json!({"fields": {"name": format!("客户{i}"), "mobile": format!("1390000000{i}"), "id_number": id_numbers[i]}}))).await;
         assert_eq!(r.status, StatusCode::CREATED, "{name}: {}", r.body);
         owned.insert(name, r.body["id"].as_str().unwrap().to_owned());
     }
@@ -148,6 +156,18 @@ fn expected(route: &str, role: &str, c: Cat) -> StatusCode {
         // Restoring an active record conflicts once the caller is allowed to try.
         "POST /api/v1/{object}/{id}/restore" => write("delete", StatusCode::CONFLICT),
         "DELETE /api/v1/{object}/{id}" => write("delete", StatusCode::OK),
+        // Duplicate review and merges are for stewards and admins; the ids here name no scan
+        // job, candidate or merge.
+        "GET /api/v1/duplicates/scan/{id}"
+        | "POST /api/v1/duplicates/{id}/dismiss"
+        | "GET /api/v1/merges/{id}"
+        | "POST /api/v1/merges/{id}/undo" => {
+            if merger(role) {
+                StatusCode::NOT_FOUND
+            } else {
+                StatusCode::FORBIDDEN
+            }
+        }
         "POST /api/v1/{object}/{id}/reveal" => {
             if !read {
                 StatusCode::NOT_FOUND
@@ -160,6 +180,11 @@ fn expected(route: &str, role: &str, c: Cat) -> StatusCode {
         }
         other => panic!("no expectation for record route {other}"),
     }
+}
+
+/// Roles that review duplicates and merge.
+fn merger(role: &str) -> bool {
+    matches!(role, "admin" | "data_steward")
 }
 
 /// Roles that must have MFA (and so are enrolled by the harness).
@@ -191,6 +216,28 @@ fn expected_other(route: &str, role: &str) -> Option<StatusCode> {
         | "POST /api/v1/schema/{object}/fields" => {
             if admin {
                 StatusCode::CREATED
+            } else {
+                StatusCode::FORBIDDEN
+            }
+        }
+        "POST /api/v1/duplicates/scan" => {
+            if merger(role) {
+                StatusCode::ACCEPTED
+            } else {
+                StatusCode::FORBIDDEN
+            }
+        }
+        "GET /api/v1/duplicates" => {
+            if merger(role) {
+                StatusCode::OK
+            } else {
+                StatusCode::FORBIDDEN
+            }
+        }
+        // The survivor named in the body does not exist (a real merge is in tests/duplicates.rs).
+        "POST /api/v1/merges" => {
+            if merger(role) {
+                StatusCode::NOT_FOUND
             } else {
                 StatusCode::FORBIDDEN
             }
@@ -292,6 +339,11 @@ fn body_for(route: &str, n: usize) -> Option<Value> {
     Some(match route {
         "PATCH /api/v1/{object}/{id}" => json!({"fields": {"title": format!("t{n}")}}),
         "POST /api/v1/{object}/{id}/reveal" => json!({"field": "mobile"}),
+        "POST /api/v1/duplicates/scan" => json!({"object": "contacts"}),
+        "POST /api/v1/duplicates/{id}/dismiss" => json!({"reason": "different people"}),
+        "POST /api/v1/merges" => {
+            json!({"object": "contacts", "survivor_id": "01938f2c-0000-7000-8000-000000000001", "loser_ids": ["01938f2c-0000-7000-8000-000000000002"]})
+        }
         "POST /api/v1/{object}/{id}/revert" => json!({"to_version": 1, "field": "title"}),
         "POST /api/v1/users" => json!({"username": format!("newuser{n}"), "password": PASSWORD, "role": "sales_rep"}),
         "POST /api/v1/departments" | "POST /api/v1/teams" => json!({"name": format!("org {n}")}),
@@ -368,7 +420,8 @@ both_backends!(every_route_every_role_every_scope, |app: TestApp| async move {
                 n += 1;
                 let Some(status) = expected_other(&route, actor.role) else { continue };
                 let concrete =
-                    path.replace("{object}", "contacts").replace("{id}", &rep3).replace("{metric}", "reveals");
+                    path.replace("{object}", "contacts").replace("{id}", &rep3).replace("{metric}", "reveals")
+                        + if path == "/api/v1/duplicates" { "?object=contacts" } else { "" };
                 let r = as_user(&app, &actor.token, m, &concrete, body_for(&route, n)).await;
                 assert_eq!(r.status, status, "{} {route}: {}", actor.role, r.body);
             }
@@ -401,7 +454,12 @@ both_backends!(every_route_every_role_every_scope, |app: TestApp| async move {
         let r = as_user(&app, &actor.token, Method::GET, &format!("/api/v1/contacts/{}", actor.records["other"]), None)
             .await;
         if r.status == StatusCode::OK {
-            assert_eq!(r.body["fields"]["id_number"], "110101********803X", "{}", actor.role);
+            let masked_id = r.body["fields"]["id_number"].as_str().unwrap();
+            assert!(
+                masked_id.starts_with("110101********") && masked_id.ends_with("803X"),
+                "{}: {masked_id}",
+                actor.role
+            );
             let masked_mobile = r.body["fields"]["mobile"].as_str().unwrap().contains('*');
             assert_eq!(masked_mobile, matches!(actor.role, "sales_manager" | "auditor"), "{}", actor.role);
             // History versions are masked the same way.
@@ -413,7 +471,8 @@ both_backends!(every_route_every_role_every_scope, |app: TestApp| async move {
                 None,
             )
             .await;
-            assert_eq!(h.body["fields"]["id_number"], "110101********803X");
+            let masked_id = h.body["fields"]["id_number"].as_str().unwrap();
+            assert!(masked_id.starts_with("110101********") && masked_id.ends_with("803X"), "{masked_id}");
         }
         // Restricted fields need a step-up even for roles that may reveal; roles that may not
         // reveal are refused outright.
@@ -449,7 +508,9 @@ both_backends!(every_route_every_role_every_scope, |app: TestApp| async move {
         )
         .await;
         assert_eq!(r.status, StatusCode::OK, "{}: {}", actor.role, r.body);
-        assert_eq!(r.body["value"], "11010119900307803X");
+        // Each writer's contact has its own resident ID (see `setup`).
+        let own_id_number = if username == "steward" { "11010119900227803X" } else { "11010119900307803X" };
+        assert_eq!(r.body["value"], own_id_number);
     }
     // Finally deletes, per category, checked against the delete scope.
     for actor in &actors {

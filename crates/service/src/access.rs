@@ -53,6 +53,7 @@ fn system_role() -> RoleDef {
         can_reveal: true,
         admin: true,
         audit: true,
+        merge: true,
     });
     role.name = "system".into();
     role.fields.clear();
@@ -82,6 +83,7 @@ impl Service {
                 can_reveal: false,
                 admin: false,
                 audit: false,
+                merge: false,
             }),
         }
     }
@@ -90,6 +92,11 @@ impl Service {
     /// objects later) nothing.
     fn object_permission(&self, ctx: &RequestContext, object: &str) -> ObjectPermission {
         self.role_of(ctx).object(object).clone()
+    }
+
+    /// Duplicate scans, the review queue and merges are for data stewards and admins.
+    pub(crate) fn require_merge(&self, ctx: &RequestContext) -> ServiceResult<()> {
+        if self.role_of(ctx).merge { Ok(()) } else { Err(ServiceError::new(ErrorCode::Forbidden)) }
     }
 
     pub(crate) fn require_admin(&self, ctx: &RequestContext) -> ServiceResult<()> {

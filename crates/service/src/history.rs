@@ -164,6 +164,14 @@ impl Service {
             return Ok(self.record_view(ctx, &def, &current));
         }
         self.check_references(&def, &after).await?;
+        // Bringing back old values must not recreate a duplicate of a strong key.
+        let check = crate::duplicates::CheckOptions {
+            record_id: Some(id),
+            before: Some(&before),
+            exact_only: true,
+            ..Default::default()
+        };
+        self.check_duplicates(ctx, &def, &after, check).await?;
         let next = StoredRecord {
             version: current.version + 1,
             updated_at: now_micros().max(current.updated_at),

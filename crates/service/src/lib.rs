@@ -10,9 +10,11 @@ mod alerts;
 mod audit_query;
 mod auth;
 mod clock;
+mod duplicates;
 mod error;
 mod history;
 mod keys;
+mod merges;
 mod mfa;
 mod notifications;
 mod people;
@@ -27,9 +29,11 @@ pub use alerts::{AlertPage, AlertRule, AlertView, METRICS, WorkingHours};
 pub use audit_query::{AuditEventView, AuditEvidence, AuditExport, AuditPage, AuditParams, MAX_AUDIT_PAGE};
 pub use auth::{Actor, LoginOutcome, LoginResult, NewApiToken, ROLES};
 pub use clock::{Clock, ManualClock};
+pub use duplicates::{CandidatePage, CandidateView, ConfirmNotDuplicate, DuplicateConfig, ScanJobView};
 pub use error::{ServiceError, ServiceResult};
 pub use history::VersionDiff;
 pub use keys::load_keyring;
+pub use merges::{MAX_LOSERS, MergeRequest, MergeRule, MergeView, MergedRecord};
 pub use mfa::{
     MFA_REQUIRED_ROLES, MfaChallengeView, MfaEnrolment, MfaStatus, RECOVERY_CODE_COUNT, STEP_UP_SECS, StepUpView,
 };
@@ -67,6 +71,8 @@ pub struct ServiceConfig {
     /// Delivery channels configured ("webhook", "email"): alerts and notifications get one
     /// outbox message per channel.
     pub outbox_channels: Vec<String>,
+    /// Duplicate detection at entry and by scans.
+    pub duplicates: DuplicateConfig,
     /// Length of the step-up window a fresh second factor opens (PRODUCT.md S2: five minutes).
     pub step_up_secs: i64,
     /// Lifetime of a login challenge waiting for its second factor.
@@ -86,6 +92,7 @@ impl Default for ServiceConfig {
             audit_reads: true,
             audit_evidence: AuditEvidence::default(),
             outbox_channels: Vec::new(),
+            duplicates: DuplicateConfig::default(),
             step_up_secs: STEP_UP_SECS,
             mfa_challenge_secs: 5 * 60,
             clock: Clock::system(),
@@ -130,6 +137,10 @@ pub struct Service {
 impl Service {
     /// Builds the service over an opened store. `keyring` comes from `load_keyring`.
     pub async fn new(store: Arc<dyn Store>, keyring: Keyring, config: ServiceConfig) -> ServiceResult<Service> {
+        config.duplicates.check().map_err(|reason| {
+            tracing::error!(%reason, "invalid duplicate configuration");
+            ServiceError::with_message(custodian_core::ErrorCode::Internal, reason)
+        })?;
         let hashing = Arc::new(Semaphore::new(config.hashing_concurrency.max(1)));
         let service = Service {
             store,

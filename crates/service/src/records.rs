@@ -3,6 +3,7 @@
 //! one `WriteBatch` (new version + audit event) applied atomically by the store.
 
 use crate::access::Operation;
+use crate::duplicates::{CheckOptions, ConfirmNotDuplicate};
 use crate::error::{ServiceError, ServiceResult};
 use crate::view::{HistoryPage, RecordView, VersionView};
 use crate::{RequestContext, Service};
@@ -11,7 +12,9 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use custodian_core::schema::{FieldType, ObjectDef};
 use custodian_core::values::{ValidationContext, index_text, validate_record};
 use custodian_core::{ErrorCode, FieldError, search};
-use custodian_store::{AuditDraft, FieldDigest, RecordWrite, StoredRecord, WriteAction, WriteBatch, now_micros};
+use custodian_store::{
+    AuditDraft, FieldDigest, MatchKeySet, RecordWrite, StoredRecord, WriteAction, WriteBatch, now_micros,
+};
 use serde_json::{Map, Value, json};
 use uuid::Uuid;
 
@@ -22,6 +25,8 @@ pub struct CreateOptions {
     pub owner_id: Option<Uuid>,
     /// Team of the new record; defaults to the owner's team.
     pub team_id: Option<Uuid>,
+    /// Overrides a `possible_duplicate` refusal; the reason is audited.
+    pub confirm_not_duplicate: Option<ConfirmNotDuplicate>,
 }
 
 /// Options of an update, delete or restore.
@@ -29,6 +34,8 @@ pub struct CreateOptions {
 pub struct WriteOptions {
     /// The version the caller based the change on (`If-Match` or `"version"`).
     pub expected_version: Option<i64>,
+    /// Overrides a `possible_duplicate` refusal of an update; the reason is audited.
+    pub confirm_not_duplicate: Option<ConfirmNotDuplicate>,
 }
 
 /// Stored fields (sensitive values encrypted), blind indexes, unique keys and search text.
@@ -41,6 +48,8 @@ pub(crate) struct Prepared {
     pub audit: AuditDraft,
     /// Owner, stage or amount changes that notify people (S13), sent with the write.
     pub notice: Option<crate::notifications::ChangeNotice>,
+    /// The record's blocking keys for duplicate checks (see `duplicates`).
+    pub match_keys: Option<MatchKeySet>,
 }
 
 impl Service {
@@ -238,6 +247,7 @@ impl Service {
             &audit.details["changes"],
             |name| def.field(name).is_some_and(|f| f.sensitive),
         );
+        let match_keys = self.match_key_set(def, record.id, plain);
         Ok(Prepared {
             notice,
             write: RecordWrite {
@@ -249,6 +259,7 @@ impl Service {
                 search_text,
             },
             audit,
+            match_keys,
         })
     }
 
@@ -259,6 +270,7 @@ impl Service {
         for p in prepared {
             batch.records.push(p.write);
             batch.audit.push(p.audit);
+            batch.match_keys.extend(p.match_keys);
         }
         self.store.write(batch).await?;
         Ok(())
@@ -281,6 +293,8 @@ impl Service {
         let plain =
             validate_record(&def, None, fields, &self.validation_context()).map_err(ServiceError::validation)?;
         self.check_references(&def, &plain).await?;
+        let check = CheckOptions { confirm: options.confirm_not_duplicate.as_ref(), ..Default::default() };
+        let confirmed = self.check_duplicates(ctx, &def, &plain, check).await?;
         let now = now_micros();
         let actor = ctx.actor.as_ref();
         let owner_id = options.owner_id.or(actor.map(|a| a.user_id));
@@ -299,7 +313,8 @@ impl Service {
             fields: Map::new(),
         };
         let id = record.id;
-        let prepared = self.prepare_write(ctx, &def, WriteAction::Create, None, None, &plain, record)?;
+        let mut prepared = self.prepare_write(ctx, &def, WriteAction::Create, None, None, &plain, record)?;
+        note_confirmation(&mut prepared, confirmed);
         Ok((id, PreparedWrite(prepared)))
     }
 
@@ -354,6 +369,13 @@ impl Service {
             return Ok(self.record_view(ctx, &def, &current));
         }
         self.check_references(&def, &after).await?;
+        let check = CheckOptions {
+            record_id: Some(id),
+            before: Some(&before),
+            confirm: options.confirm_not_duplicate.as_ref(),
+            ..Default::default()
+        };
+        let confirmed = self.check_duplicates(ctx, &def, &after, check).await?;
         let actor = ctx.actor.as_ref().map(|a| a.user_id);
         let next = StoredRecord {
             version: current.version + 1,
@@ -361,8 +383,9 @@ impl Service {
             updated_by: actor,
             ..current.clone()
         };
-        let prepared =
+        let mut prepared =
             self.prepare_write(ctx, &def, WriteAction::Update, Some(&current), Some(&before), &after, next)?;
+        note_confirmation(&mut prepared, confirmed);
         self.apply(vec![prepared]).await?;
         self.fetch_view(ctx, object, id).await
     }
@@ -430,7 +453,10 @@ impl Service {
         let def = self.object_def(object)?;
         let loaded = self.load_scoped(ctx, &def, id, Operation::Read).await;
         let record = self.audited(ctx, object, Some(id), "read", loaded).await?;
-        let view = self.record_view(ctx, &def, &record);
+        let mut view = self.record_view(ctx, &def, &record);
+        if record.deleted_at.is_some() {
+            view.merged_into = self.store.merged_into(&def.name, id).await?;
+        }
         self.audit_read(
             ctx,
             "record.view",
@@ -530,6 +556,13 @@ impl Service {
         )
         .await?;
         Ok(view)
+    }
+}
+
+/// Records a confirmed "not a duplicate" override in the write's audit event.
+fn note_confirmation(prepared: &mut Prepared, confirmed: Option<Value>) {
+    if let (Some(confirmed), Value::Object(details)) = (confirmed, &mut prepared.audit.details) {
+        details.insert("confirm_not_duplicate".into(), confirmed);
     }
 }
 

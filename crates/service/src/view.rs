@@ -33,6 +33,9 @@ pub struct RecordView {
     pub deleted_at: Option<String>,
     pub fields: Map<String, Value>,
     pub masked_fields: Vec<String>,
+    /// For a tombstone left by a merge (shown on single-record reads): the survivor.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub merged_into: Option<Uuid>,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -125,6 +128,7 @@ impl Service {
             deleted_at: r.deleted_at.map(micros_to_rfc3339),
             fields,
             masked_fields,
+            merged_into: None,
         }
     }
 

@@ -16,10 +16,11 @@ use custodian_store::{
     AlertRow, AlertRuleRow, AuditQuery, Bucket, BucketQuery, DeliveryOutcome, NotificationRow, OutboxRow,
 };
 use custodian_store::{
-    AuditChainRow, AuditDraft, AuditRow, CheckpointClaimOutcome, CheckpointClaimRequest, CheckpointClaimRow,
-    CheckpointRange, Cursor, CustomFieldRow, DepartmentRow, ListQuery, MfaChallengeRow, MfaEffect, MfaFactor,
-    RecordPage, RecordWrite, RowScope, SessionRow, Store, StoreError, StoreResult, StoredRecord, StoredVersion,
-    TeamRow, UserMfaRow, UserRow, WrappedKeyRow, WriteAction, WriteBatch,
+    AuditChainRow, AuditDraft, AuditRow, CandidateRow, CheckpointClaimOutcome, CheckpointClaimRequest,
+    CheckpointClaimRow, CheckpointRange, Cursor, CustomFieldRow, DepartmentRow, DismissalRow, ListQuery, MergeRow,
+    MfaChallengeRow, MfaEffect, MfaFactor, RecordPage, RecordWrite, RowScope, ScanJobRow, SessionRow, Store,
+    StoreError, StoreResult, StoredRecord, StoredVersion, TeamRow, UserMfaRow, UserRow, WrappedKeyRow, WriteAction,
+    WriteBatch,
 };
 use serde_json::{Map, Value};
 use sqlx::postgres::{PgPoolOptions, PgRow};
@@ -29,6 +30,7 @@ use std::time::Duration;
 use uuid::Uuid;
 
 mod audit;
+mod duplicates;
 mod mfa;
 mod monitor;
 mod sql;
@@ -507,6 +509,8 @@ impl Store for PostgresStore {
             && batch.audit.is_empty()
             && batch.notifications.is_empty()
             && batch.outbox.is_empty()
+            && batch.match_keys.is_empty()
+            && batch.merge.is_none()
         {
             return Ok(Vec::new());
         }
@@ -1064,6 +1068,62 @@ impl Store for PostgresStore {
 
     async fn list_outbox(&self, limit: u32) -> StoreResult<Vec<OutboxRow>> {
         monitor::list_outbox(&self.pool, limit).await
+    }
+
+    async fn match_candidates(
+        &self,
+        object: &str,
+        keys: &[Vec<u8>],
+        exclude: &[Uuid],
+        limit: u32,
+    ) -> StoreResult<Vec<Uuid>> {
+        duplicates::match_candidates(&self.pool, object, keys, exclude, limit).await
+    }
+
+    async fn dismissed_with(&self, object: &str, record: Uuid, others: &[Uuid]) -> StoreResult<Vec<Uuid>> {
+        duplicates::dismissed_with(&self.pool, object, record, others).await
+    }
+
+    async fn list_dismissals(&self, object: &str) -> StoreResult<Vec<DismissalRow>> {
+        duplicates::list_dismissals(&self.pool, object).await
+    }
+
+    async fn create_scan_job(&self, job: ScanJobRow, audit: AuditDraft) -> StoreResult<()> {
+        duplicates::create_scan_job(&self.pool, &job, audit).await
+    }
+
+    async fn get_scan_job(&self, id: Uuid) -> StoreResult<Option<ScanJobRow>> {
+        duplicates::get_scan_job(&self.pool, id).await
+    }
+
+    async fn finish_scan_job(&self, job: ScanJobRow, candidates: Vec<CandidateRow>) -> StoreResult<()> {
+        duplicates::finish_scan_job(&self.pool, &job, &candidates).await
+    }
+
+    async fn list_candidates(
+        &self,
+        object: &str,
+        status: &str,
+        after: Option<Uuid>,
+        limit: u32,
+    ) -> StoreResult<Vec<CandidateRow>> {
+        duplicates::list_candidates(&self.pool, object, status, after, limit).await
+    }
+
+    async fn get_candidate(&self, id: Uuid) -> StoreResult<Option<CandidateRow>> {
+        duplicates::get_candidate(&self.pool, id).await
+    }
+
+    async fn dismiss_candidate(&self, id: Uuid, dismissal: DismissalRow, audit: AuditDraft) -> StoreResult<()> {
+        duplicates::dismiss_candidate(&self.pool, id, &dismissal, audit).await
+    }
+
+    async fn merged_into(&self, object: &str, loser: Uuid) -> StoreResult<Option<Uuid>> {
+        duplicates::merged_into(&self.pool, object, loser).await
+    }
+
+    async fn get_merge(&self, id: Uuid) -> StoreResult<Option<MergeRow>> {
+        duplicates::get_merge(&self.pool, id).await
     }
 
     async fn delete_session(&self, token_hash: &str, audit: AuditDraft) -> StoreResult<()> {

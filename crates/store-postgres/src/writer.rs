@@ -267,6 +267,10 @@ async fn apply_single(conn: &mut PgConnection, op: &Op) -> StoreResult<Vec<i64>>
                 }
                 crate::monitor::insert_notifications(conn, &batch.notifications).await?;
                 crate::monitor::insert_outbox(conn, &batch.outbox).await?;
+                crate::duplicates::write_match_keys(conn, &batch.match_keys).await?;
+                if let Some(merge) = &batch.merge {
+                    crate::duplicates::apply_merge(conn, merge).await?;
+                }
                 append_events(conn, &batch.audit).await
             }
             Op::Audit(events) => append_events(conn, events).await,
@@ -335,6 +339,10 @@ fn expect_rows(what: &str, done: u64, wanted: usize) -> Result<(), Fallback> {
 /// Every job's rows with one statement per table; the audit head locked once. Returns the
 /// event sequence numbers per job.
 async fn apply_bulk(conn: &mut PgConnection, jobs: &[Job]) -> Result<Vec<Vec<i64>>, Fallback> {
+    // Match keys and merge rows are written by the per-job path only (see `apply_single`).
+    if jobs.iter().any(|j| matches!(&j.op, Op::Write(b) if !b.match_keys.is_empty() || b.merge.is_some())) {
+        return Err(Fallback("a batch with match keys or a merge".into()));
+    }
     let parts: Vec<&Encoded> = jobs.iter().map(|j| &j.encoded).collect();
     let count = |f: fn(&Encoded) -> usize| parts.iter().map(|p| f(p)).sum::<usize>();
 

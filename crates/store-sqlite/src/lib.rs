@@ -11,10 +11,11 @@ use custodian_store::{
     AlertRow, AlertRuleRow, AuditQuery, Bucket, BucketQuery, DeliveryOutcome, NotificationRow, OutboxRow,
 };
 use custodian_store::{
-    AuditChainRow, AuditDraft, AuditRow, CheckpointClaimOutcome, CheckpointClaimRequest, CheckpointClaimRow,
-    CheckpointRange, Cursor, CustomFieldRow, DepartmentRow, ListQuery, MfaChallengeRow, MfaEffect, MfaFactor,
-    RecordPage, RecordWrite, RowScope, SessionRow, Store, StoreError, StoreResult, StoredRecord, StoredVersion,
-    TeamRow, UserMfaRow, UserRow, WrappedKeyRow, WriteAction, WriteBatch,
+    AuditChainRow, AuditDraft, AuditRow, CandidateRow, CheckpointClaimOutcome, CheckpointClaimRequest,
+    CheckpointClaimRow, CheckpointRange, Cursor, CustomFieldRow, DepartmentRow, DismissalRow, ListQuery, MergeRow,
+    MfaChallengeRow, MfaEffect, MfaFactor, RecordPage, RecordWrite, RowScope, ScanJobRow, SessionRow, Store,
+    StoreError, StoreResult, StoredRecord, StoredVersion, TeamRow, UserMfaRow, UserRow, WrappedKeyRow, WriteAction,
+    WriteBatch,
 };
 use serde_json::{Map, Value};
 use sqlx::sqlite::{
@@ -29,6 +30,7 @@ use uuid::Uuid;
 
 mod audit;
 mod bulk;
+mod duplicates;
 mod mfa;
 mod monitor;
 mod sql;
@@ -163,6 +165,9 @@ enum Op {
     ClaimCheckpoint(CheckpointClaimRequest),
     CompleteCheckpoint(CheckpointRange, i64),
     Monitor(monitor::MonitorOp),
+    CreateScanJob(ScanJobRow, AuditDraft),
+    FinishScanJob(ScanJobRow, Vec<CandidateRow>),
+    DismissCandidate(Uuid, DismissalRow, AuditDraft),
     Mfa(mfa::MfaOp),
 }
 
@@ -301,6 +306,10 @@ async fn run_bulk(
     let mut parts = Vec::with_capacity(jobs.len());
     for job in jobs {
         match &job.op {
+            // Match keys and merge rows are written by the per-job path only (see `apply_op`).
+            Op::Write(batch, _) if !batch.match_keys.is_empty() || batch.merge.is_some() => {
+                return Err(bulk::Fallback("a batch with match keys or a merge".into()));
+            }
             Op::Write(_, encoded) | Op::Audit(_, encoded) => parts.push(encoded),
             _ => return Err(bulk::Fallback("not a record write".into())),
         }
@@ -370,6 +379,10 @@ async fn apply_op(conn: &mut SqliteConnection, op: Op, head: &mut ChainHead) -> 
             }
             monitor::insert_notifications(conn, &batch.notifications).await?;
             monitor::insert_outbox(conn, &batch.outbox).await?;
+            duplicates::write_match_keys(conn, &batch.match_keys).await?;
+            if let Some(merge) = &batch.merge {
+                duplicates::apply_merge(conn, merge).await?;
+            }
             Ok(OpOut::Seqs(append_events(conn, head, &batch.audit).await?))
         }
         Op::Audit(drafts, _) => Ok(OpOut::Seqs(append_events(conn, head, &drafts).await?)),
@@ -534,6 +547,18 @@ async fn apply_op(conn: &mut SqliteConnection, op: Op, head: &mut ChainHead) -> 
             Ok(OpOut::Unit)
         }
         Op::Monitor(op) => Ok(OpOut::Monitor(monitor::apply(conn, op, head).await?)),
+        Op::CreateScanJob(job, audit) => {
+            duplicates::create_scan_job(conn, head, &job, audit).await?;
+            Ok(OpOut::Unit)
+        }
+        Op::FinishScanJob(job, candidates) => {
+            duplicates::finish_scan_job(conn, &job, &candidates).await?;
+            Ok(OpOut::Unit)
+        }
+        Op::DismissCandidate(id, dismissal, audit) => {
+            duplicates::dismiss_candidate(conn, head, id, &dismissal, audit).await?;
+            Ok(OpOut::Unit)
+        }
         Op::Mfa(op) => mfa::apply(conn, op, head).await,
     }
 }
@@ -1288,6 +1313,62 @@ impl Store for SqliteStore {
 
     async fn list_outbox(&self, limit: u32) -> StoreResult<Vec<OutboxRow>> {
         monitor::list_outbox(&self.read_pool, limit).await
+    }
+
+    async fn match_candidates(
+        &self,
+        object: &str,
+        keys: &[Vec<u8>],
+        exclude: &[Uuid],
+        limit: u32,
+    ) -> StoreResult<Vec<Uuid>> {
+        duplicates::match_candidates(&self.read_pool, object, keys, exclude, limit).await
+    }
+
+    async fn dismissed_with(&self, object: &str, record: Uuid, others: &[Uuid]) -> StoreResult<Vec<Uuid>> {
+        duplicates::dismissed_with(&self.read_pool, object, record, others).await
+    }
+
+    async fn list_dismissals(&self, object: &str) -> StoreResult<Vec<DismissalRow>> {
+        duplicates::list_dismissals(&self.read_pool, object).await
+    }
+
+    async fn create_scan_job(&self, job: ScanJobRow, audit: AuditDraft) -> StoreResult<()> {
+        self.submit_unit(Op::CreateScanJob(job, audit)).await
+    }
+
+    async fn get_scan_job(&self, id: Uuid) -> StoreResult<Option<ScanJobRow>> {
+        duplicates::get_scan_job(&self.read_pool, id).await
+    }
+
+    async fn finish_scan_job(&self, job: ScanJobRow, candidates: Vec<CandidateRow>) -> StoreResult<()> {
+        self.submit_unit(Op::FinishScanJob(job, candidates)).await
+    }
+
+    async fn list_candidates(
+        &self,
+        object: &str,
+        status: &str,
+        after: Option<Uuid>,
+        limit: u32,
+    ) -> StoreResult<Vec<CandidateRow>> {
+        duplicates::list_candidates(&self.read_pool, object, status, after, limit).await
+    }
+
+    async fn get_candidate(&self, id: Uuid) -> StoreResult<Option<CandidateRow>> {
+        duplicates::get_candidate(&self.read_pool, id).await
+    }
+
+    async fn dismiss_candidate(&self, id: Uuid, dismissal: DismissalRow, audit: AuditDraft) -> StoreResult<()> {
+        self.submit_unit(Op::DismissCandidate(id, dismissal, audit)).await
+    }
+
+    async fn merged_into(&self, object: &str, loser: Uuid) -> StoreResult<Option<Uuid>> {
+        duplicates::merged_into(&self.read_pool, object, loser).await
+    }
+
+    async fn get_merge(&self, id: Uuid) -> StoreResult<Option<MergeRow>> {
+        duplicates::get_merge(&self.read_pool, id).await
     }
 
     async fn touch_session(&self, token_hash: &str, now: i64) -> StoreResult<()> {

@@ -1717,6 +1717,266 @@ pub async fn unusual_values_round_trip(store: DynStore) {
 
 // The issue-5 cases live in their own file.
 pub use crate::monitor_cases::*;
+// ---- duplicates and merges ---------------------------------------------------------------
+
+fn keyed(record: &StoredRecord, keys: &[&[u8]]) -> custodian_store::MatchKeySet {
+    custodian_store::MatchKeySet {
+        object: record.object.clone(),
+        record_id: record.id,
+        keys: keys.iter().map(|k| k.to_vec()).collect(),
+    }
+}
+
+async fn write_with_keys(store: &DynStore, w: RecordWrite, keys: custodian_store::MatchKeySet) {
+    let audit = vec![audit_for(&w)];
+    store
+        .write(WriteBatch { records: vec![w], audit, match_keys: vec![keys], ..Default::default() })
+        .await
+        .expect("write");
+}
+
+pub async fn match_keys_find_active_candidates(store: DynStore) {
+    let a = new_record(json!({ "name": "a" }));
+    let b = new_record(json!({ "name": "b" }));
+    let c = new_record(json!({ "name": "c" }));
+    write_with_keys(&store, creation(&a), keyed(&a, &[b"k1", b"k2"])).await;
+    write_with_keys(&store, creation(&b), keyed(&b, &[b"k2"])).await;
+    write_with_keys(&store, creation(&c), keyed(&c, &[b"k3"])).await;
+    // Most shared keys first; other objects and excluded ids never.
+    let keys = vec![b"k1".to_vec(), b"k2".to_vec()];
+    assert_eq!(store.match_candidates(OBJ, &keys, &[], 10).await.expect("match"), vec![a.id, b.id]);
+    assert_eq!(store.match_candidates(OBJ, &keys, &[a.id], 10).await.expect("match"), vec![b.id]);
+    assert_eq!(store.match_candidates(OBJ, &keys, &[], 1).await.expect("match"), vec![a.id]);
+    assert!(store.match_candidates("companies", &keys, &[], 10).await.expect("match").is_empty());
+    assert!(store.match_candidates(OBJ, &[], &[], 10).await.expect("match").is_empty());
+    // A new write replaces the record's keys; deleted records are no candidates.
+    let a2 = successor(&a, json!({ "name": "a2" }));
+    write_with_keys(&store, change(WriteAction::Update, &a, &a2), keyed(&a2, &[b"k3"])).await;
+    assert_eq!(store.match_candidates(OBJ, &keys, &[], 10).await.expect("match"), vec![b.id]);
+    let mut b2 = successor(&b, json!({ "name": "b" }));
+    b2.deleted_at = Some(b2.updated_at);
+    write_with_keys(&store, change(WriteAction::Delete, &b, &b2), keyed(&b2, &[b"k2"])).await;
+    assert!(store.match_candidates(OBJ, &keys, &[], 10).await.expect("match").is_empty());
+    let mut got = store.match_candidates(OBJ, &[b"k3".to_vec()], &[], 10).await.expect("match");
+    got.sort();
+    let mut want = vec![a.id, c.id];
+    want.sort();
+    assert_eq!(got, want);
+    // A failing batch leaves the keys as they were.
+    let stale = change(WriteAction::Update, &a, &successor(&a, json!({ "name": "x" })));
+    let audit = vec![audit_for(&stale)];
+    let r = store
+        .write(WriteBatch { records: vec![stale], audit, match_keys: vec![keyed(&a, &[b"k9"])], ..Default::default() })
+        .await;
+    assert!(matches!(r, Err(StoreError::VersionConflict { .. })), "{r:?}");
+    assert!(store.match_candidates(OBJ, &[b"k9".to_vec()], &[], 10).await.expect("match").is_empty());
+}
+
+pub async fn scan_jobs_candidates_and_dismissals(store: DynStore) {
+    use custodian_store::{CandidateRow, DismissalRow, ScanJobRow};
+    let a = create(&store, json!({ "name": "a" })).await;
+    let b = create(&store, json!({ "name": "b" })).await;
+    let c = create(&store, json!({ "name": "c" })).await;
+    let job = ScanJobRow {
+        id: Uuid::now_v7(),
+        object: OBJ.into(),
+        status: "running".into(),
+        requested_by: Some(Uuid::now_v7()),
+        created_at: now_micros(),
+        finished_at: None,
+        records: 0,
+        pairs: 0,
+        error: None,
+    };
+    store.create_scan_job(job.clone(), AuditDraft::new("duplicates.scan")).await.expect("job");
+    assert_eq!(store.get_scan_job(job.id).await.expect("get"), Some(job.clone()));
+    assert_eq!(store.get_scan_job(Uuid::now_v7()).await.expect("get"), None);
+    let pair = |x: &StoredRecord, y: &StoredRecord, score: f64| CandidateRow {
+        id: Uuid::now_v7(),
+        object: OBJ.into(),
+        job_id: job.id,
+        cluster_id: x.id.min(y.id),
+        record_a: x.id.min(y.id),
+        record_b: x.id.max(y.id),
+        score,
+        reasons: json!(["name:exact"]),
+        status: "open".into(),
+        created_at: now_micros(),
+        decided_at: None,
+        decided_by: None,
+    };
+    let ab = pair(&a, &b, 0.97);
+    let bc = pair(&b, &c, 0.85);
+    let done =
+        ScanJobRow { status: "done".into(), finished_at: Some(now_micros()), records: 3, pairs: 2, ..job.clone() };
+    store.finish_scan_job(done.clone(), vec![ab.clone(), bc.clone()]).await.expect("finish");
+    assert_eq!(store.get_scan_job(job.id).await.expect("get"), Some(done));
+    let open = store.list_candidates(OBJ, "open", None, 10).await.expect("list");
+    assert_eq!(open, vec![ab.clone(), bc.clone()]);
+    assert_eq!(store.list_candidates(OBJ, "open", Some(ab.id), 10).await.expect("list"), vec![bc.clone()]);
+    assert_eq!(store.get_candidate(bc.id).await.expect("get"), Some(bc.clone()));
+
+    let dismissal = DismissalRow {
+        object: OBJ.into(),
+        record_a: b.id.max(a.id),
+        record_b: b.id.min(a.id),
+        reason: "两个人".into(),
+        decided_by: Some(Uuid::now_v7()),
+        decided_at: now_micros(),
+    };
+    store.dismiss_candidate(ab.id, dismissal.clone(), AuditDraft::new("duplicates.dismiss")).await.expect("dismiss");
+    assert!(matches!(
+        store.dismiss_candidate(ab.id, dismissal.clone(), AuditDraft::new("duplicates.dismiss")).await,
+        Err(StoreError::NotFound)
+    ));
+    assert_eq!(store.dismissed_with(OBJ, a.id, &[b.id, c.id]).await.expect("dismissed"), vec![b.id]);
+    assert_eq!(store.dismissed_with(OBJ, b.id, &[a.id, c.id]).await.expect("dismissed"), vec![a.id]);
+    assert!(store.dismissed_with("companies", a.id, &[b.id]).await.expect("dismissed").is_empty());
+    let listed = store.list_dismissals(OBJ).await.expect("list");
+    assert_eq!(listed.len(), 1);
+    assert_eq!((listed[0].record_a, listed[0].record_b), (a.id.min(b.id), a.id.max(b.id)));
+    assert_eq!(store.list_candidates(OBJ, "dismissed", None, 10).await.expect("list")[0].id, ab.id);
+
+    // A new finished scan replaces the open candidates and keeps the decided ones.
+    let job2 = ScanJobRow { id: Uuid::now_v7(), ..job.clone() };
+    store.create_scan_job(job2.clone(), AuditDraft::new("duplicates.scan")).await.expect("job");
+    let ac = CandidateRow { job_id: job2.id, ..pair(&a, &c, 0.9) };
+    let done2 = ScanJobRow { status: "done".into(), finished_at: Some(now_micros()), ..job2.clone() };
+    store.finish_scan_job(done2, vec![ac.clone()]).await.expect("finish");
+    assert_eq!(store.list_candidates(OBJ, "open", None, 10).await.expect("list"), vec![ac.clone()]);
+    assert_eq!(store.list_candidates(OBJ, "dismissed", None, 10).await.expect("list").len(), 1);
+    // A failed scan keeps them too.
+    let job3 = ScanJobRow { id: Uuid::now_v7(), ..job.clone() };
+    store.create_scan_job(job3.clone(), AuditDraft::new("duplicates.scan")).await.expect("job");
+    let failed = ScanJobRow { status: "failed".into(), error: Some("boom".into()), ..job3 };
+    store.finish_scan_job(failed, Vec::new()).await.expect("finish");
+    assert_eq!(store.list_candidates(OBJ, "open", None, 10).await.expect("list"), vec![ac.clone()]);
+    // Candidates whose records are deleted are not listed.
+    let mut c2 = successor(&c, json!({ "name": "c" }));
+    c2.deleted_at = Some(c2.updated_at);
+    apply(&store, change(WriteAction::Delete, &c, &c2)).await.expect("delete");
+    assert!(store.list_candidates(OBJ, "open", None, 10).await.expect("list").is_empty());
+    let events = store.list_audit(0, 1000).await.expect("audit");
+    assert_eq!(events.iter().filter(|e| e.action == "duplicates.scan").count(), 3);
+    assert_eq!(events.iter().filter(|e| e.action == "duplicates.dismiss").count(), 1);
+}
+
+pub async fn merge_rows_are_written_with_their_batch_and_undone_once(store: DynStore) {
+    use custodian_store::{CandidateRow, MergeChange, MergeRow, ScanJobRow};
+    let survivor = create(&store, json!({ "name": "s" })).await;
+    let loser = create(&store, json!({ "name": "l" })).await;
+    let job = ScanJobRow {
+        id: Uuid::now_v7(),
+        object: OBJ.into(),
+        status: "running".into(),
+        requested_by: None,
+        created_at: now_micros(),
+        finished_at: None,
+        records: 2,
+        pairs: 1,
+        error: None,
+    };
+    store.create_scan_job(job.clone(), AuditDraft::new("duplicates.scan")).await.expect("job");
+    let candidate = CandidateRow {
+        id: Uuid::now_v7(),
+        object: OBJ.into(),
+        job_id: job.id,
+        cluster_id: survivor.id,
+        record_a: survivor.id.min(loser.id),
+        record_b: survivor.id.max(loser.id),
+        score: 0.99,
+        reasons: json!([]),
+        status: "open".into(),
+        created_at: now_micros(),
+        decided_at: None,
+        decided_by: None,
+    };
+    store.finish_scan_job(ScanJobRow { status: "done".into(), ..job }, vec![candidate.clone()]).await.expect("finish");
+    let row = MergeRow {
+        id: Uuid::now_v7(),
+        object: OBJ.into(),
+        survivor_id: survivor.id,
+        loser_ids: vec![loser.id],
+        records: json!([{ "object": OBJ, "id": loser.id, "before_version": 1, "after_version": 2, "role": "loser" }]),
+        request: json!({ "rule": "newest", "fields": {} }),
+        created_at: now_micros(),
+        created_by: Some(Uuid::now_v7()),
+        undone_at: None,
+        undone_by: None,
+    };
+    // A batch that fails stores no merge row.
+    let stale = change(WriteAction::Update, &loser, &successor(&loser, json!({ "name": "x" })));
+    let mut bad = stale.clone();
+    bad.expected_version = Some(7);
+    let r = store
+        .write(WriteBatch {
+            records: vec![bad],
+            audit: vec![AuditDraft::new("record.merge")],
+            match_keys: Vec::new(),
+            merge: Some(MergeChange::Record(Box::new(row.clone()))),
+            ..Default::default()
+        })
+        .await;
+    assert!(r.is_err());
+    assert_eq!(store.get_merge(row.id).await.expect("get"), None);
+    let mut gone = successor(&loser, json!({ "name": "l" }));
+    gone.deleted_at = Some(gone.updated_at);
+    store
+        .write(WriteBatch {
+            records: vec![change(WriteAction::Delete, &loser, &gone)],
+            audit: vec![AuditDraft::new("record.merge")],
+            match_keys: Vec::new(),
+            merge: Some(MergeChange::Record(Box::new(row.clone()))),
+            ..Default::default()
+        })
+        .await
+        .expect("merge");
+    assert_eq!(store.get_merge(row.id).await.expect("get"), Some(row.clone()));
+    assert_eq!(store.merged_into(OBJ, loser.id).await.expect("merged"), Some(survivor.id));
+    assert_eq!(store.merged_into(OBJ, survivor.id).await.expect("merged"), None);
+    assert_eq!(store.merged_into("companies", loser.id).await.expect("merged"), None);
+    // Open candidates involving a loser are decided by the merge.
+    assert_eq!(store.get_candidate(candidate.id).await.expect("get").expect("candidate").status, "merged");
+    let undo = |at: i64| WriteBatch {
+        records: Vec::new(),
+        audit: vec![AuditDraft::new("record.unmerge")],
+        match_keys: Vec::new(),
+        merge: Some(MergeChange::Undo { id: row.id, undone_at: at, undone_by: row.created_by }),
+        ..Default::default()
+    };
+    let at = now_micros();
+    store.write(undo(at)).await.expect("undo");
+    let undone = store.get_merge(row.id).await.expect("get").expect("merge");
+    assert_eq!((undone.undone_at, undone.undone_by), (Some(at), row.created_by));
+    assert_eq!(store.merged_into(OBJ, loser.id).await.expect("merged"), None);
+    assert!(matches!(store.write(undo(at + 1)).await, Err(StoreError::AlreadyExists(_))));
+    let missing = WriteBatch {
+        merge: Some(MergeChange::Undo { id: Uuid::now_v7(), undone_at: at, undone_by: None }),
+        ..Default::default()
+    };
+    assert!(matches!(store.write(missing).await, Err(StoreError::NotFound)));
+    // Two concurrent undos of one merge: exactly one wins.
+    let row2 = MergeRow { id: Uuid::now_v7(), ..row.clone() };
+    store
+        .write(WriteBatch { merge: Some(MergeChange::Record(Box::new(row2.clone()))), ..Default::default() })
+        .await
+        .expect("merge");
+    let tries = (0..4).map(|i| {
+        let store = store.clone();
+        let id = row2.id;
+        tokio::spawn(async move {
+            store
+                .write(WriteBatch {
+                    merge: Some(MergeChange::Undo { id, undone_at: now_micros() + i, undone_by: None }),
+                    ..Default::default()
+                })
+                .await
+        })
+    });
+    let results = futures::future::join_all(tries).await;
+    assert_eq!(results.into_iter().filter(|r| matches!(r, Ok(Ok(_)))).count(), 1);
+}
+
 // ---- MFA -----------------------------------------------------------------------------------
 
 fn session_for(user_id: Uuid, token_hash: &str) -> SessionRow {

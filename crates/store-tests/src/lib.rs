@@ -275,6 +275,9 @@ macro_rules! conformance_tests {
             alerts_are_unique_per_window_and_acknowledged,
             notifications_commit_with_the_write,
             outbox_leases_deliver_each_message_once,
+            match_keys_find_active_candidates,
+            scan_jobs_candidates_and_dismissals,
+            merge_rows_are_written_with_their_batch_and_undone_once,
         );
     };
 }

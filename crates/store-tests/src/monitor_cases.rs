@@ -201,6 +201,7 @@ pub async fn notifications_commit_with_the_write(store: DynStore) {
         records: vec![w.clone()],
         notifications: vec![note.clone()],
         outbox: vec![outbox.clone()],
+        ..Default::default()
     };
     store.write(batch.clone()).await.expect("write");
     assert_eq!(store.list_notifications(owner, None, 10).await.expect("list"), vec![note.clone()]);

@@ -14,11 +14,13 @@ use serde_json::{Map, Value};
 use uuid::Uuid;
 
 pub mod audit;
+pub mod duplicates;
 pub mod monitor;
 pub use audit::{
     AuditChainRow, AuditDraft, AuditRow, ChainedRows, CheckpointClaimOutcome, CheckpointClaimRequest,
     CheckpointClaimRow, CheckpointRange, EncodedEvent, chain_rows,
 };
+pub use duplicates::{CandidateRow, DismissalRow, MatchKeySet, MergeChange, MergeRow, ScanJobRow};
 pub use monitor::{
     ActionFilter, AlertRow, AlertRuleRow, AuditQuery, Bucket, BucketQuery, DeliveryOutcome, Measure, NotificationRow,
     OutboxRow,
@@ -155,6 +157,10 @@ pub struct WriteBatch {
     pub audit: Vec<AuditDraft>,
     pub notifications: Vec<NotificationRow>,
     pub outbox: Vec<OutboxRow>,
+    /// Blocking keys of written records (each set replaces the record's previous keys).
+    pub match_keys: Vec<MatchKeySet>,
+    /// Merge bookkeeping, applied after the records.
+    pub merge: Option<MergeChange>,
 }
 
 /// Which rows a caller may touch. Pushed into SQL as a predicate; never applied after a query.
@@ -606,6 +612,52 @@ pub trait Store: Send + Sync + 'static {
 
     /// Every outbox message, oldest first (operations and tests).
     async fn list_outbox(&self, limit: u32) -> StoreResult<Vec<OutboxRow>>;
+    // ---- duplicates and merges (A3, A5) -------------------------------------------------
+
+    /// Active records of `object` sharing at least one of `keys` (match keys), those sharing
+    /// the most keys first, at most `limit`, never one of `exclude`.
+    async fn match_candidates(
+        &self,
+        object: &str,
+        keys: &[Vec<u8>],
+        exclude: &[Uuid],
+        limit: u32,
+    ) -> StoreResult<Vec<Uuid>>;
+
+    /// Records among `others` whose pair with `record` was dismissed as "not a duplicate".
+    async fn dismissed_with(&self, object: &str, record: Uuid, others: &[Uuid]) -> StoreResult<Vec<Uuid>>;
+
+    /// Every dismissed pair of an object (for scans).
+    async fn list_dismissals(&self, object: &str) -> StoreResult<Vec<DismissalRow>>;
+
+    async fn create_scan_job(&self, job: ScanJobRow, audit: AuditDraft) -> StoreResult<()>;
+
+    async fn get_scan_job(&self, id: Uuid) -> StoreResult<Option<ScanJobRow>>;
+
+    /// Finishes a job. When it is "done", the object's open candidates are replaced by
+    /// `candidates` in the same transaction (decided ones are kept).
+    async fn finish_scan_job(&self, job: ScanJobRow, candidates: Vec<CandidateRow>) -> StoreResult<()>;
+
+    /// Candidates of an object with a status, both records active, ordered by id after `after`.
+    async fn list_candidates(
+        &self,
+        object: &str,
+        status: &str,
+        after: Option<Uuid>,
+        limit: u32,
+    ) -> StoreResult<Vec<CandidateRow>>;
+
+    async fn get_candidate(&self, id: Uuid) -> StoreResult<Option<CandidateRow>>;
+
+    /// Marks an open candidate dismissed and remembers the pair, with its audit event.
+    /// `NotFound` when the candidate is not open.
+    async fn dismiss_candidate(&self, id: Uuid, dismissal: DismissalRow, audit: AuditDraft) -> StoreResult<()>;
+
+    async fn get_merge(&self, id: Uuid) -> StoreResult<Option<MergeRow>>;
+
+    /// The survivor a record was merged into: the newest merge not undone that lists `loser`.
+    async fn merged_into(&self, object: &str, loser: Uuid) -> StoreResult<Option<Uuid>>;
+
     // ---- MFA: TOTP enrolment, recovery codes, login challenges, step-up --------------------
 
     /// The user's second factor, enabled or pending, with the number of unused recovery codes.

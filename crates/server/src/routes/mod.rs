@@ -1,5 +1,6 @@
 pub mod admin;
 pub mod auth;
+pub mod duplicates;
 pub mod mfa;
 pub mod monitor;
 pub mod records;

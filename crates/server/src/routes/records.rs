@@ -3,7 +3,9 @@
 use crate::AppState;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{Auth, JsonBody, OptionalJsonBody, PathParams, QueryPairs};
-use crate::openapi::{ErrorBody, HistoryDoc, RecordBody, RecordDoc, RecordListDoc, VersionBody, VersionDoc};
+use crate::openapi::{
+    ConfirmNotDuplicateBody, ErrorBody, HistoryDoc, RecordBody, RecordDoc, RecordListDoc, VersionBody, VersionDoc,
+};
 use axum::Json;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
@@ -105,7 +107,11 @@ pub async fn create(
     if body.version.is_some() {
         return Err(ApiError::message(ErrorCode::MalformedRequest, "A new record has no version."));
     }
-    let record = state.service.create_record(&ctx, &object, &body.fields, &CreateOptions::default()).await?;
+    let options = CreateOptions {
+        confirm_not_duplicate: ConfirmNotDuplicateBody::checked(body.confirm_not_duplicate.as_ref())?,
+        ..Default::default()
+    };
+    let record = state.service.create_record(&ctx, &object, &body.fields, &options).await?;
     let location = format!("/api/v1/{}/{}", record.object, record.id);
     let mut response = with_etag(StatusCode::CREATED, record);
     if let Ok(v) = HeaderValue::from_str(&location) {
@@ -137,7 +143,10 @@ pub async fn update(
     JsonBody(body): JsonBody<RecordBody>,
 ) -> ApiResult<Response> {
     let id = parse_id(&id)?;
-    let options = WriteOptions { expected_version: expected_version(&headers, body.version)? };
+    let options = WriteOptions {
+        expected_version: expected_version(&headers, body.version)?,
+        confirm_not_duplicate: ConfirmNotDuplicateBody::checked(body.confirm_not_duplicate.as_ref())?,
+    };
     Ok(with_etag(StatusCode::OK, state.service.update_record(&ctx, &object, id, &body.fields, &options).await?))
 }
 
@@ -152,7 +161,7 @@ pub async fn delete(
     OptionalJsonBody(body): OptionalJsonBody<VersionBody>,
 ) -> ApiResult<Response> {
     let id = parse_id(&id)?;
-    let options = WriteOptions { expected_version: expected_version(&headers, body.version)? };
+    let options = WriteOptions { expected_version: expected_version(&headers, body.version)?, ..Default::default() };
     Ok(with_etag(StatusCode::OK, state.service.delete_record(&ctx, &object, id, &options).await?))
 }
 
@@ -167,7 +176,7 @@ pub async fn restore(
     OptionalJsonBody(body): OptionalJsonBody<VersionBody>,
 ) -> ApiResult<Response> {
     let id = parse_id(&id)?;
-    let options = WriteOptions { expected_version: expected_version(&headers, body.version)? };
+    let options = WriteOptions { expected_version: expected_version(&headers, body.version)?, ..Default::default() };
     Ok(with_etag(StatusCode::OK, state.service.restore_record(&ctx, &object, id, &options).await?))
 }
 
@@ -299,7 +308,7 @@ pub async fn revert(
     JsonBody(body): JsonBody<RevertBody>,
 ) -> ApiResult<Response> {
     let id = parse_id(&id)?;
-    let options = WriteOptions { expected_version: expected_version(&headers, body.version)? };
+    let options = WriteOptions { expected_version: expected_version(&headers, body.version)?, ..Default::default() };
     let r = state.service.revert_record(&ctx, &object, id, body.to_version, body.field.as_deref(), &options).await?;
     Ok(with_etag(StatusCode::OK, r))
 }

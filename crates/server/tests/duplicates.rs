@@ -1,0 +1,450 @@
+//! Duplicate prevention at entry, the scan and review queue, and reversible merges (PRODUCT.md
+//! A3, A5), through the HTTP API on both backends.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use axum::http::{Method, StatusCode};
+use common::TestApp;
+use serde_json::{Value, json};
+use std::collections::BTreeMap;
+
+const PASSWORD: &str = "a long enough password";
+
+fn id_of(v: &Value) -> String {
+    v["id"].as_str().unwrap().to_owned()
+}
+
+async fn user(app: &TestApp, name: &str, role: &str) -> String {
+    let r = app.post("/api/v1/users", json!({"username": name, "password": PASSWORD, "role": role})).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    app.login(name, PASSWORD).await
+}
+
+async fn as_user(app: &TestApp, token: &str, method: Method, path: &str, body: Option<Value>) -> common::Reply {
+    app.raw(method, path, Some(token), body.map(|b| b.to_string().into_bytes()), &[]).await
+}
+
+both_backends!(exact_duplicates_are_refused_with_the_candidates_the_caller_may_see, |app: TestApp| async move {
+    let rep = user(&app, "rep1", "sales_rep").await;
+    let manager = user(&app, "manager1", "sales_manager").await;
+    let a = app.create("contacts", json!({"name": "张伟", "mobile": "13812345678", "email": "zw@example.com"})).await;
+
+    // The admin sees the candidate, with the fields that matched.
+    let r = app.post("/api/v1/contacts", json!({"fields": {"name": "王芳", "mobile": "+86 138-1234-5678"}})).await;
+    assert_eq!(r.status, StatusCode::CONFLICT, "{}", r.body);
+    assert_eq!(r.code(), "duplicate");
+    let candidates = r.body["error"]["candidates"].as_array().unwrap();
+    assert_eq!(candidates.len(), 1);
+    assert_eq!(candidates[0]["id"], a["id"]);
+    assert_eq!(candidates[0]["matched_on"], json!(["mobile"]));
+    assert_eq!(candidates[0]["fields"]["name"], "张伟");
+    assert_eq!(r.body["error"]["hidden_candidates"], 0);
+
+    // A rep cannot see the admin's record: it is only counted, nothing about it is shown.
+    let r = as_user(
+        &app,
+        &rep,
+        Method::POST,
+        "/api/v1/contacts",
+        Some(json!({"fields": {"name": "李四", "email": "ZW@example.com"}})),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::CONFLICT, "{}", r.body);
+    assert_eq!(r.code(), "duplicate");
+    assert_eq!(r.body["error"]["candidates"], json!([]));
+    assert_eq!(r.body["error"]["hidden_candidates"], 1);
+    assert!(!r.body.to_string().contains("张伟"));
+
+    // A manager's own record is shown with the mobile masked, as everywhere for managers.
+    let own = as_user(
+        &app,
+        &manager,
+        Method::POST,
+        "/api/v1/contacts",
+        Some(json!({"fields": {"name": "赵敏", "mobile": "13900001111"}})),
+    )
+    .await;
+    assert_eq!(own.status, StatusCode::CREATED, "{}", own.body);
+    let r = as_user(
+        &app,
+        &manager,
+        Method::POST,
+        "/api/v1/contacts",
+        Some(json!({"fields": {"name": "钱多多", "mobile": "139 0000 1111"}})),
+    )
+    .await;
+    assert_eq!(r.code(), "duplicate", "{}", r.body);
+    let c = &r.body["error"]["candidates"][0];
+    assert_eq!(c["id"], own.body["id"]);
+    assert_eq!(c["fields"]["mobile"], "139****1111");
+    assert_eq!(c["masked_fields"], json!(["mobile"]));
+    assert!(!r.body.to_string().contains("13900001111"));
+
+    // Updates are checked too, and confirm_not_duplicate cannot override an exact duplicate.
+    let b = app.create("contacts", json!({"name": "孙悦", "mobile": "13700000000"})).await;
+    let path = format!("/api/v1/contacts/{}", id_of(&b));
+    let r = app.call(Method::PATCH, &path, Some(json!({"fields": {"mobile": "13812345678"}, "confirm_not_duplicate": {"reason": "same phone, other person"}}))).await;
+    assert_eq!(r.code(), "duplicate", "{}", r.body);
+    // Changing other fields of a record is not blocked by its own values.
+    let r = app.call(Method::PATCH, &path, Some(json!({"fields": {"title": "经理"}}))).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+
+    // A deleted record is no longer a duplicate.
+    let r = app.call(Method::DELETE, &format!("/api/v1/contacts/{}", id_of(&a)), None).await;
+    assert_eq!(r.status, StatusCode::OK);
+    let r = app.call(Method::PATCH, &path, Some(json!({"fields": {"mobile": "13812345678"}}))).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+
+    // Strong keys of the other objects: USCC (unique), contract number, lead e-mail.
+    let c1 = app.create("companies", json!({"name": "杭州云图信息科技有限公司", "uscc": "9144030071526726XG"})).await;
+    let r =
+        app.post("/api/v1/companies", json!({"fields": {"name": "另一家公司", "uscc": "9144030071526726XG"}})).await;
+    assert_eq!(r.code(), "duplicate");
+    assert_eq!(r.body["error"]["candidates"][0]["id"], c1["id"]);
+    assert_eq!(r.body["error"]["candidates"][0]["matched_on"], json!(["uscc"]));
+    app.create("deals", json!({"name": "年度框架", "company_id": id_of(&c1), "contract_no": "HT-2026-0001"})).await;
+    let r = app
+        .post(
+            "/api/v1/deals",
+            json!({"fields": {"name": "续约", "company_id": id_of(&c1), "contract_no": "HT-2026-0001"}}),
+        )
+        .await;
+    assert_eq!(r.code(), "duplicate");
+    app.create("leads", json!({"name": "Emily Carter", "email": "emily@example.com"})).await;
+    let r = app.post("/api/v1/leads", json!({"fields": {"name": "E. Carter", "email": "Emily@Example.com"}})).await;
+    assert_eq!(r.code(), "duplicate");
+
+    // Reverting to old values is checked as well.
+    let r = app.post("/api/v1/contacts", json!({"fields": {"name": "周舟", "mobile": "15011112222"}})).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    let zhou = format!("/api/v1/contacts/{}", id_of(&r.body));
+    let r = app.call(Method::PATCH, &zhou, Some(json!({"fields": {"mobile": "15033334444"}}))).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    app.create("contacts", json!({"name": "吴越", "mobile": "15011112222"})).await;
+    let r = app.post(&format!("{zhou}/revert"), json!({"to_version": 1})).await;
+    assert_eq!(r.code(), "duplicate", "{}", r.body);
+
+    // Showing candidates is an audited read.
+    let events = app.store.list_audit(0, 100_000).await.unwrap();
+    assert!(events.iter().any(|e| e.action == "record.list" && e.body.contains("duplicate_check")));
+});
+
+both_backends!(possible_duplicates_need_a_confirmation_with_a_reason, |app: TestApp| async move {
+    let a = app
+        .create("contacts", json!({"name": "张伟", "birth_date": "1985-03-07", "email": "zhang.wei@example.com", "address": "杭州市西湖区文三路 90 号"}))
+        .await;
+    // Traditional characters, same birth date and address: the engine says "probably the same".
+    let fields = json!({"name": "張偉", "birth_date": "1985-03-07", "address": "杭州市西湖区文三路90号"});
+    let r = app.post("/api/v1/contacts", json!({"fields": fields})).await;
+    assert_eq!(r.status, StatusCode::CONFLICT, "{}", r.body);
+    assert_eq!(r.code(), "possible_duplicate");
+    let c = &r.body["error"]["candidates"][0];
+    assert_eq!(c["id"], a["id"]);
+    assert!(c["score"].as_f64().unwrap() >= 0.8, "{c}");
+    assert!(c["matched_on"].as_array().unwrap().iter().any(|m| m.as_str().unwrap().starts_with("name:")), "{c}");
+
+    // A reason is required.
+    let r = app.post("/api/v1/contacts", json!({"fields": fields, "confirm_not_duplicate": {"reason": "  "}})).await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.body);
+    let r = app.post("/api/v1/contacts", json!({"fields": fields, "confirm_not_duplicate": {}})).await;
+    assert!(r.status.is_client_error(), "{}", r.body);
+    let r = app
+        .post(
+            "/api/v1/contacts",
+            json!({"fields": fields, "confirm_not_duplicate": {"reason": "同名同生日的另一位客户，已电话确认"}}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    let created = id_of(&r.body);
+    let events = app.store.list_audit(0, 100_000).await.unwrap();
+    let create = events
+        .iter()
+        .find(|e| e.action == "record.create" && e.record_id.map(|u| u.to_string()) == Some(created.clone()))
+        .unwrap();
+    assert!(create.body.contains("同名同生日的另一位客户"), "{}", create.body);
+    assert!(create.body.contains(&id_of(&a)), "{}", create.body);
+
+    // Clearly different people with a common name are not proposed.
+    let r = app.post("/api/v1/contacts", json!({"fields": {"name": "张伟", "birth_date": "1990-11-02", "email": "wei.z@163.com", "mobile": "13611112222"}})).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    let r = app.post("/api/v1/contacts", json!({"fields": {"name": "王小明", "birth_date": "1985-03-07"}})).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+
+    // Updates that make a record look like another one are checked as well.
+    let other = app.create("contacts", json!({"name": "刘洋", "address": "北京市海淀区中关村大街 1 号"})).await;
+    let path = format!("/api/v1/contacts/{}", id_of(&other));
+    let r = app
+        .call(
+            Method::PATCH,
+            &path,
+            Some(
+                json!({"fields": {"name": "张伟", "birth_date": "1985-03-07", "address": "杭州市西湖区文三路 90 号"}}),
+            ),
+        )
+        .await;
+    assert_eq!(r.code(), "possible_duplicate", "{}", r.body);
+});
+
+/// Everything a merge touches, as the admin sees it: fields, owner, team, deleted flag.
+async fn snapshot(app: &TestApp, records: &[(&str, &str)]) -> BTreeMap<String, Value> {
+    let mut out = BTreeMap::new();
+    for (object, id) in records {
+        let r = app.get(&format!("/api/v1/{object}/{id}")).await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+        out.insert(
+            format!("{object}/{id}"),
+            json!({
+                "fields": r.body["fields"],
+                "owner_id": r.body["owner_id"],
+                "team_id": r.body["team_id"],
+                "deleted": r.body["deleted_at"].is_string(),
+            }),
+        );
+    }
+    out
+}
+
+both_backends!(merge_reparents_and_undo_restores_the_exact_state, |app: TestApp| async move {
+    let steward = user(&app, "steward1", "data_steward").await;
+    let rep = user(&app, "rep2", "sales_rep").await;
+    let survivor = app
+        .create("companies", json!({"name": "杭州云图信息科技有限公司", "uscc": "9144030071526726XG", "city": "杭州"}))
+        .await;
+    let r = app
+        .post(
+            "/api/v1/companies",
+            json!({"fields": {"name": "云图信息科技(杭州)有限公司", "uscc": "91110108551385082Q", "phone": "0571-88886666", "website": "https://yuntu.example.com"},
+                   "confirm_not_duplicate": {"reason": "checked later by the steward"}}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    let loser = r.body;
+    let (s, l) = (id_of(&survivor), id_of(&loser));
+    let contact = app.create("contacts", json!({"name": "陈晨", "company_id": l, "mobile": "13512345678"})).await;
+    let deal = app.create("deals", json!({"name": "云平台采购", "company_id": l, "contact_id": id_of(&contact), "contract_no": "YT-2026-0042"})).await;
+    let activity = app
+        .create(
+            "activities",
+            json!({"subject": "拜访", "kind": "visit", "related_object": "companies", "related_id": l}),
+        )
+        .await;
+    let untouched = app
+        .create(
+            "activities",
+            json!({"subject": "电话", "kind": "call", "related_object": "contacts", "related_id": id_of(&contact)}),
+        )
+        .await;
+    let records = [
+        ("companies", s.as_str()),
+        ("companies", l.as_str()),
+        ("contacts", &id_of(&contact)),
+        ("deals", &id_of(&deal)),
+        ("activities", &id_of(&activity)),
+        ("activities", &id_of(&untouched)),
+    ];
+    let records: Vec<(&str, &str)> = records.iter().map(|(o, i)| (*o, *i)).collect();
+    let before = snapshot(&app, &records).await;
+
+    let body = json!({"object": "companies", "survivor_id": s, "loser_ids": [l], "fields": {"phone": l, "uscc": s, "name": s}, "rule": "newest"});
+    // Reps may not merge.
+    let r = as_user(&app, &rep, Method::POST, "/api/v1/merges", Some(body.clone())).await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN, "{}", r.body);
+    // Bad requests change nothing.
+    for bad in [
+        json!({"object": "companies", "survivor_id": s, "loser_ids": [s]}),
+        json!({"object": "companies", "survivor_id": s, "loser_ids": []}),
+        json!({"object": "companies", "survivor_id": s, "loser_ids": [l], "rule": "oldest"}),
+        json!({"object": "companies", "survivor_id": s, "loser_ids": [l], "fields": {"phone": id_of(&contact)}}),
+        json!({"object": "companies", "survivor_id": s, "loser_ids": [l], "fields": {"nope": l}}),
+    ] {
+        let r = as_user(&app, &steward, Method::POST, "/api/v1/merges", Some(bad.clone())).await;
+        assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{bad}: {}", r.body);
+    }
+    assert_eq!(snapshot(&app, &records).await, before);
+
+    let r = as_user(&app, &steward, Method::POST, "/api/v1/merges", Some(body)).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    let merge_id = id_of(&r.body);
+    assert_eq!(r.body["records"].as_array().unwrap().len(), 5, "{}", r.body);
+
+    // The survivor has the chosen values, the loser is a tombstone, relations point at the survivor.
+    let sv = app.get(&format!("/api/v1/companies/{s}")).await.body;
+    assert_eq!(sv["fields"]["phone"], loser["fields"]["phone"]);
+    assert_eq!(sv["fields"]["uscc"], "9144030071526726XG");
+    assert_eq!(sv["fields"]["website"], loser["fields"]["website"]);
+    assert_eq!(sv["fields"]["city"], "杭州");
+    assert_eq!(sv["fields"]["name"], "杭州云图信息科技有限公司");
+    let tombstone = app.get(&format!("/api/v1/companies/{l}")).await.body;
+    assert!(tombstone["deleted_at"].is_string());
+    assert_eq!(tombstone["merged_into"], s.as_str());
+    assert_eq!(
+        app.get(&format!("/api/v1/contacts/{}", id_of(&contact))).await.body["fields"]["company_id"],
+        s.as_str()
+    );
+    let d = app.get(&format!("/api/v1/deals/{}", id_of(&deal))).await.body;
+    assert_eq!(d["fields"]["company_id"], s.as_str());
+    assert_eq!(d["fields"]["contact_id"], id_of(&contact).as_str());
+    assert_eq!(
+        app.get(&format!("/api/v1/activities/{}", id_of(&activity))).await.body["fields"]["related_id"],
+        s.as_str()
+    );
+    assert_eq!(
+        app.get(&format!("/api/v1/activities/{}", id_of(&untouched))).await.body["fields"]["related_id"],
+        id_of(&contact).as_str()
+    );
+    let m = as_user(&app, &steward, Method::GET, &format!("/api/v1/merges/{merge_id}"), None).await;
+    assert_eq!(m.status, StatusCode::OK);
+    assert_eq!(m.body["loser_ids"], json!([l]));
+    assert!(m.body["undone_at"].is_null());
+
+    // The loser's unique USCC is free now: another company takes it, and undo then conflicts.
+    let taker = app.create("companies", json!({"name": "抢注公司", "uscc": "91110108551385082Q"})).await;
+    let r = as_user(&app, &steward, Method::POST, &format!("/api/v1/merges/{merge_id}/undo"), None).await;
+    assert_eq!(r.status, StatusCode::CONFLICT, "{}", r.body);
+    assert_eq!(r.code(), "duplicate");
+    let r = app.call(Method::DELETE, &format!("/api/v1/companies/{}", id_of(&taker)), None).await;
+    assert_eq!(r.status, StatusCode::OK);
+    let r = as_user(&app, &rep, Method::POST, &format!("/api/v1/merges/{merge_id}/undo"), None).await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+
+    let r = as_user(&app, &steward, Method::POST, &format!("/api/v1/merges/{merge_id}/undo"), None).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert!(r.body["undone_at"].is_string());
+    assert_eq!(snapshot(&app, &records).await, before);
+    assert!(app.get(&format!("/api/v1/companies/{l}")).await.body.get("merged_into").is_none());
+    // Unique keys are back with their holder.
+    let r = app.post("/api/v1/companies", json!({"fields": {"name": "又一家", "uscc": "91110108551385082Q"}})).await;
+    assert_eq!(r.code(), "duplicate", "{}", r.body);
+    assert_eq!(r.body["error"]["candidates"][0]["id"], l.as_str());
+    // Undo is once.
+    let r = as_user(&app, &steward, Method::POST, &format!("/api/v1/merges/{merge_id}/undo"), None).await;
+    assert_eq!(r.status, StatusCode::CONFLICT);
+
+    // A record changed after a merge makes its undo refuse rather than overwrite the change.
+    let r = as_user(
+        &app,
+        &steward,
+        Method::POST,
+        "/api/v1/merges",
+        Some(json!({"object": "companies", "survivor_id": s, "loser_ids": [l], "rule": "most_complete"})),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    let second = id_of(&r.body);
+    let r = app
+        .call(
+            Method::PATCH,
+            &format!("/api/v1/contacts/{}", id_of(&contact)),
+            Some(json!({"fields": {"title": "CTO"}})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+    let r = as_user(&app, &steward, Method::POST, &format!("/api/v1/merges/{second}/undo"), None).await;
+    assert_eq!(r.status, StatusCode::CONFLICT, "{}", r.body);
+    assert_eq!(r.code(), "conflict");
+    assert_eq!(r.body["error"]["changed"][0]["id"], id_of(&contact).as_str());
+
+    let events = app.store.list_audit(0, 100_000).await.unwrap();
+    assert_eq!(events.iter().filter(|e| e.action == "record.merge").count(), 2);
+    assert_eq!(events.iter().filter(|e| e.action == "record.unmerge").count(), 1);
+});
+
+/// Starts a contacts scan and waits until it is done.
+async fn run_scan(app: &TestApp, token: &str) -> Value {
+    let r = as_user(app, token, Method::POST, "/api/v1/duplicates/scan", Some(json!({"object": "contacts"}))).await;
+    assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.body);
+    let job = id_of(&r.body);
+    for _ in 0..600 {
+        let r = as_user(app, token, Method::GET, &format!("/api/v1/duplicates/scan/{job}"), None).await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+        match r.body["status"].as_str().unwrap() {
+            "running" => tokio::time::sleep(std::time::Duration::from_millis(50)).await,
+            "done" => return r.body,
+            other => panic!("scan {other}: {}", r.body),
+        }
+    }
+    panic!("the scan did not finish");
+}
+
+both_backends!(scan_proposes_pairs_and_dismissed_pairs_are_never_proposed_again, |app: TestApp| async move {
+    let steward = user(&app, "steward2", "data_steward").await;
+    let rep = user(&app, "rep3", "sales_rep").await;
+    let a = app
+        .create("contacts", json!({"name": "张伟", "birth_date": "1985-03-07", "address": "杭州市西湖区文三路 90 号"}))
+        .await;
+    let r = app
+        .post(
+            "/api/v1/contacts",
+            json!({"fields": {"name": "張偉", "birth_date": "1985-03-07", "address": "杭州市西湖区文三路90号"}, "confirm_not_duplicate": {"reason": "import"}}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    let b = r.body;
+    for (i, name) in ["李娜", "王强", "赵雷", "Emily Carter", "周杰", "吴敏"].iter().enumerate() {
+        app.create("contacts", json!({"name": name, "mobile": format!("1360000000{i}"), "birth_date": format!("19{}-0{}-1{}", 70 + i, i + 1, i)})).await;
+    }
+
+    let r = as_user(&app, &rep, Method::POST, "/api/v1/duplicates/scan", Some(json!({"object": "contacts"}))).await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    let r =
+        as_user(&app, &steward, Method::POST, "/api/v1/duplicates/scan", Some(json!({"object": "activities"}))).await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.body);
+    let r = as_user(&app, &steward, Method::POST, "/api/v1/duplicates/scan", Some(json!({"object": "nothing"}))).await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND, "{}", r.body);
+
+    let job = run_scan(&app, &steward).await;
+    assert_eq!(job["records"], 8);
+
+    let r = as_user(&app, &rep, Method::GET, "/api/v1/duplicates?object=contacts", None).await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    let r = as_user(&app, &steward, Method::GET, "/api/v1/duplicates?object=contacts&status=bogus", None).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    let r = as_user(&app, &steward, Method::GET, "/api/v1/duplicates?object=contacts", None).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let items = r.body["items"].as_array().unwrap();
+    let pair = items
+        .iter()
+        .find(|c| {
+            let ids: Vec<&str> = c["records"].as_array().unwrap().iter().map(|x| x["id"].as_str().unwrap()).collect();
+            ids.contains(&id_of(&a).as_str()) && ids.contains(&id_of(&b).as_str())
+        })
+        .unwrap_or_else(|| panic!("pair not proposed: {}", r.body));
+    assert!(pair["score"].as_f64().unwrap() >= 0.8);
+    assert!(pair["reasons"].as_array().unwrap().iter().any(|x| x.as_str().unwrap().starts_with("name:")));
+    let candidate = id_of(pair);
+
+    let path = format!("/api/v1/duplicates/{candidate}/dismiss");
+    let r = as_user(&app, &rep, Method::POST, &path, Some(json!({"reason": "x"}))).await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    let r = as_user(&app, &steward, Method::POST, &path, Some(json!({"reason": ""}))).await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
+    let r = as_user(&app, &steward, Method::POST, &path, Some(json!({"reason": "父子同名，生日相同纯属巧合"}))).await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT, "{}", r.body);
+    let r = as_user(&app, &steward, Method::POST, &path, Some(json!({"reason": "again"}))).await;
+    assert_eq!(r.status, StatusCode::CONFLICT);
+    let dismissed =
+        as_user(&app, &steward, Method::GET, "/api/v1/duplicates?object=contacts&status=dismissed", None).await;
+    assert_eq!(dismissed.body["items"][0]["id"], candidate.as_str());
+
+    // Not proposed again by a new scan …
+    run_scan(&app, &steward).await;
+    let r = as_user(&app, &steward, Method::GET, "/api/v1/duplicates?object=contacts", None).await;
+    assert!(
+        !r.body["items"].as_array().unwrap().iter().any(|c| {
+            let ids: Vec<&str> = c["records"].as_array().unwrap().iter().map(|x| x["id"].as_str().unwrap()).collect();
+            ids.contains(&id_of(&a).as_str()) && ids.contains(&id_of(&b).as_str())
+        }),
+        "{}",
+        r.body
+    );
+    // … nor at entry, when one of the two is edited.
+    let r = app
+        .call(Method::PATCH, &format!("/api/v1/contacts/{}", id_of(&b)), Some(json!({"fields": {"name": "张伟"}})))
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+
+    let events = app.store.list_audit(0, 100_000).await.unwrap();
+    assert!(events.iter().any(|e| e.action == "duplicates.scan"));
+    assert!(events.iter().any(|e| e.action == "duplicates.dismiss" && e.body.contains("父子同名")));
+});

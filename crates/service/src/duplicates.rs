@@ -1,0 +1,890 @@
+//! Duplicate prevention at entry (PRODUCT.md A3) and the duplicate scan with its review queue
+//! (A5). Both use the matching engine of `custodian_core::matching`.
+//!
+//! At entry, inside the one write path (`prepare_create`, `update_record`, and through them
+//! bulk paths and merges):
+//! 1. strong keys (mobile, email, resident ID, USCC, contract number) are looked up exactly
+//!    among active records — through blind indexes for encrypted fields — and a hit refuses the
+//!    write with 409 `duplicate`;
+//! 2. otherwise the record's blocking keys (kept per record, as keyed hashes, in `match_keys`,
+//!    written in the same transaction as the record) propose candidates, which the engine scores;
+//!    a score at or above the object's warn threshold refuses the write with 409
+//!    `possible_duplicate` unless the request carries `confirm_not_duplicate` with a reason,
+//!    which then goes into the write's audit event.
+//!
+//! Candidates are shown only as the caller may see them: records outside the caller's read
+//! scope are only counted (`hidden_candidates`), shown ones are masked by field access, and
+//! showing them is an audited read. Pairs a steward dismissed as "not a duplicate" are never
+//! proposed again, at entry or by a scan.
+
+use crate::access::Operation;
+use crate::error::{ServiceError, ServiceResult};
+use crate::view::micros_to_rfc3339;
+use crate::{RequestContext, Service};
+use custodian_core::matching::{FieldKind, FieldSpec, MatchConfig, Matcher, Model, PreparedRecord};
+use custodian_core::schema::ObjectDef;
+use custodian_core::values::index_text;
+use custodian_core::{ErrorCode, FieldError};
+use custodian_store::{
+    CandidateRow, Column, DismissalRow, Filter, FilterOp, FilterValue, ListQuery, MatchKeySet, RowScope, ScanJobRow,
+    StoredRecord, ValueKind, now_micros,
+};
+use serde_json::{Map, Value, json};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::sync::Arc;
+use uuid::Uuid;
+
+/// Tunables of duplicate detection.
+#[derive(Debug, Clone)]
+pub struct DuplicateConfig {
+    /// Match probability at or above which a new or changed record is a possible duplicate of
+    /// a stored one, per object (objects not listed use `default_warn_threshold`).
+    pub warn_thresholds: BTreeMap<String, f64>,
+    pub default_warn_threshold: f64,
+    /// Prior match probability of two records compared at entry (there is no estimated model
+    /// for one new record): it sets how much agreement it takes to warn.
+    pub entry_prior: f64,
+    /// Most stored records scored for one write.
+    pub max_entry_candidates: u32,
+    /// Records a scan compares at most (larger objects are refused, not silently truncated).
+    pub max_scan_records: usize,
+}
+
+impl Default for DuplicateConfig {
+    fn default() -> Self {
+        DuplicateConfig {
+            warn_thresholds: BTreeMap::new(),
+            default_warn_threshold: 0.8,
+            entry_prior: 1e-6,
+            max_entry_candidates: 50,
+            max_scan_records: 2_000_000,
+        }
+    }
+}
+
+impl DuplicateConfig {
+    pub fn warn_threshold(&self, object: &str) -> f64 {
+        self.warn_thresholds.get(object).copied().unwrap_or(self.default_warn_threshold)
+    }
+
+    /// Refuses absurd settings (thresholds outside (0, 1], a prior outside (0, 0.5]).
+    pub fn check(&self) -> Result<(), String> {
+        let ok = |t: f64| t.is_finite() && t > 0.0 && t <= 1.0;
+        if !ok(self.default_warn_threshold) {
+            return Err(format!("duplicate warn threshold {} is not in (0, 1]", self.default_warn_threshold));
+        }
+        for (object, t) in &self.warn_thresholds {
+            if !ok(*t) {
+                return Err(format!("duplicate warn threshold of {object} ({t}) is not in (0, 1]"));
+            }
+        }
+        if !(self.entry_prior.is_finite() && self.entry_prior > 0.0 && self.entry_prior <= 0.5) {
+            return Err(format!("duplicate entry prior {} is not in (0, 0.5]", self.entry_prior));
+        }
+        Ok(())
+    }
+}
+
+/// What counts as the same record, per object.
+pub(crate) struct Policy {
+    /// Fields whose exact equality (normalised) means the same record.
+    pub strong: &'static [&'static str],
+    /// Fields the engine compares, with their kinds.
+    pub compare: &'static [(&'static str, FieldKind)],
+    /// Fields among `compare` whose blocking keys are stored for the check at entry.
+    pub blocking: &'static [&'static str],
+    /// Whether fuzzy candidates are checked at entry (a scan always compares).
+    pub fuzzy_at_entry: bool,
+    /// Fields shown for a candidate.
+    pub display: &'static [&'static str],
+}
+
+pub(crate) fn policy(object: &str) -> Option<Policy> {
+    use FieldKind as K;
+    Some(match object {
+        "contacts" => Policy {
+            strong: &["mobile", "email", "id_number"],
+            compare: &[
+                ("name", K::PersonName),
+                ("mobile", K::Phone),
+                ("email", K::Email),
+                ("birth_date", K::Date),
+                ("company_id", K::Exact),
+                ("address", K::Address),
+            ],
+            blocking: &["name", "mobile", "email"],
+            fuzzy_at_entry: true,
+            display: &["name", "company_id", "title", "mobile", "email"],
+        },
+        "leads" => Policy {
+            strong: &["mobile", "email"],
+            compare: &[
+                ("name", K::PersonName),
+                ("company_name", K::CompanyName),
+                ("mobile", K::Phone),
+                ("email", K::Email),
+            ],
+            blocking: &["name", "mobile", "email"],
+            fuzzy_at_entry: true,
+            display: &["name", "company_name", "mobile", "email"],
+        },
+        "companies" => Policy {
+            strong: &["uscc"],
+            compare: &[
+                ("name", K::CompanyName),
+                ("city", K::City),
+                ("phone", K::Phone),
+                ("address", K::Address),
+                ("website", K::Exact),
+                ("uscc", K::IdNumber),
+            ],
+            blocking: &["name", "phone"],
+            fuzzy_at_entry: true,
+            display: &["name", "uscc", "city"],
+        },
+        "deals" => Policy {
+            strong: &["contract_no"],
+            compare: &[("name", K::Text), ("company_id", K::Exact), ("contract_no", K::Exact)],
+            blocking: &["name"],
+            // Deals of one company are often named alike on purpose (renewals); only a scan
+            // proposes them.
+            fuzzy_at_entry: false,
+            display: &["name", "contract_no", "company_id"],
+        },
+        _ => return None,
+    })
+}
+
+impl Policy {
+    pub(crate) fn matcher(&self) -> Option<Matcher> {
+        let fields = self.compare.iter().map(|(name, kind)| FieldSpec::new(*name, *kind)).collect();
+        Matcher::new(fields, MatchConfig { threads: 1, ..MatchConfig::default() }).ok()
+    }
+
+    /// A record's values in the matcher's field order.
+    pub(crate) fn raw_values(&self, plain: &Map<String, Value>) -> Vec<String> {
+        self.compare.iter().map(|(name, _)| plain.get(*name).map(index_text).unwrap_or_default()).collect()
+    }
+
+    /// Field indexes whose blocking key classes are stored.
+    fn blocking_indexes(&self) -> BTreeSet<usize> {
+        self.compare.iter().enumerate().filter(|(_, (n, _))| self.blocking.contains(n)).map(|(i, _)| i).collect()
+    }
+}
+
+/// The candidate records of a refused write, before they are shown.
+struct Found {
+    id: Uuid,
+    /// Strong fields that are equal (exact) or the match probability (fuzzy).
+    matched_on: Vec<String>,
+    score: Option<f64>,
+}
+
+/// The body of `confirm_not_duplicate`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfirmNotDuplicate {
+    pub reason: String,
+}
+
+impl ConfirmNotDuplicate {
+    /// Checks the reason (required, at most 500 characters).
+    pub fn new(reason: &str) -> ServiceResult<Self> {
+        let trimmed = reason.trim();
+        if trimmed.is_empty() || trimmed.chars().count() > 500 || trimmed.chars().any(|c| c == '\0') {
+            return Err(ServiceError::validation(vec![FieldError::new(
+                "confirm_not_duplicate.reason",
+                "required",
+                "A reason (1-500 characters) is required to confirm that this is not a duplicate.",
+                "确认非重复记录时须填写原因（1-500 个字符）。",
+            )]));
+        }
+        Ok(ConfirmNotDuplicate { reason: trimmed.to_owned() })
+    }
+}
+
+/// Options of the duplicate check of one write.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct CheckOptions<'a> {
+    /// The record being written (None for a create).
+    pub record_id: Option<Uuid>,
+    /// Its values before the change (None for a create): unchanged keys are not re-checked.
+    pub before: Option<&'a Map<String, Value>>,
+    /// Records that are not candidates (e.g. the losers of a merge).
+    pub exclude: &'a [Uuid],
+    pub confirm: Option<&'a ConfirmNotDuplicate>,
+    /// Only strong keys (merges: the steward already decided which records are one).
+    pub exact_only: bool,
+}
+
+impl Service {
+    /// The keyed hashes of a record's blocking keys (empty for objects without a policy).
+    pub(crate) fn match_key_set(
+        &self,
+        def: &ObjectDef,
+        record_id: Uuid,
+        plain: &Map<String, Value>,
+    ) -> Option<MatchKeySet> {
+        let policy = policy(&def.name)?;
+        let matcher = policy.matcher()?;
+        Some(MatchKeySet { object: def.name.clone(), record_id, keys: self.match_keys(&policy, &matcher, plain) })
+    }
+
+    fn match_keys(&self, policy: &Policy, matcher: &Matcher, plain: &Map<String, Value>) -> Vec<Vec<u8>> {
+        let prepared = matcher.prepare(&policy.raw_values(plain));
+        let wanted = policy.blocking_indexes();
+        let mut keys: Vec<Vec<u8>> = matcher
+            .blocking_keys(&prepared)
+            .into_iter()
+            .filter(|(class, _)| {
+                class.split_once(':').and_then(|(i, _)| i.parse::<usize>().ok()).is_some_and(|i| wanted.contains(&i))
+            })
+            .map(|(class, text)| self.keyring.blind_index("match_keys", &class, &text))
+            .collect();
+        keys.sort();
+        keys.dedup();
+        keys
+    }
+
+    /// Runs the duplicate check of a write. Returns the audit details of a confirmed override
+    /// (`confirm_not_duplicate` given while fuzzy candidates exist), if any.
+    pub(crate) async fn check_duplicates(
+        &self,
+        ctx: &RequestContext,
+        def: &ObjectDef,
+        after: &Map<String, Value>,
+        options: CheckOptions<'_>,
+    ) -> ServiceResult<Option<Value>> {
+        let Some(policy) = policy(&def.name) else { return Ok(None) };
+        let changed = |name: &str| options.before.is_none_or(|b| b.get(name) != after.get(name));
+        let mut exclude: Vec<Uuid> = options.exclude.to_vec();
+        exclude.extend(options.record_id);
+
+        // 1. Strong keys.
+        let mut exact: BTreeMap<Uuid, Vec<String>> = BTreeMap::new();
+        for name in policy.strong.iter().filter(|n| changed(n)) {
+            let Some(value) = after.get(*name).filter(|v| !v.is_null()) else { continue };
+            let Some(f) = def.field(name) else { continue };
+            let text = index_text(value);
+            let ids = if f.sensitive {
+                let digest = self.keyring.blind_index(&def.name, name, &text);
+                self.store.find_by_blind_index(&def.name, name, &digest, 20).await?
+            } else {
+                let mut q = ListQuery::new(def.name.clone());
+                q.filters.push(Filter::Column {
+                    column: Column::Field { path: vec![(*name).to_owned()], kind: ValueKind::Text },
+                    op: FilterOp::Eq(FilterValue::Text(text)),
+                });
+                q.limit = 20;
+                self.store.list_records(&q).await?.items.into_iter().map(|r| r.id).collect()
+            };
+            for id in ids.into_iter().filter(|id| !exclude.contains(id)) {
+                exact.entry(id).or_default().push((*name).to_owned());
+            }
+        }
+        self.drop_dismissed(def, options.record_id, &mut exact).await?;
+        if !exact.is_empty() {
+            let found = exact.into_iter().map(|(id, matched_on)| Found { id, matched_on, score: None }).collect();
+            return Err(self.duplicate_error(ctx, def, &policy, ErrorCode::Duplicate, found).await);
+        }
+        if options.exact_only || !policy.fuzzy_at_entry || !policy.compare.iter().any(|(n, _)| changed(n)) {
+            return Ok(None);
+        }
+
+        // 2. Fuzzy candidates through the stored blocking keys, scored by the engine.
+        let Some(matcher) = policy.matcher() else { return Ok(None) };
+        let keys = self.match_keys(&policy, &matcher, after);
+        let ids = self
+            .store
+            .match_candidates(&def.name, &keys, &exclude, self.config.duplicates.max_entry_candidates)
+            .await?;
+        if ids.is_empty() {
+            return Ok(None);
+        }
+        let model = entry_model(&policy, self.config.duplicates.entry_prior);
+        let threshold = self.config.duplicates.warn_threshold(&def.name);
+        let new = matcher.prepare(&policy.raw_values(after));
+        let mut scored: BTreeMap<Uuid, Vec<String>> = BTreeMap::new();
+        let mut scores: BTreeMap<Uuid, f64> = BTreeMap::new();
+        for id in ids {
+            let Some(stored) = self.store.get_record(&def.name, id, &RowScope::All).await? else { continue };
+            if stored.deleted_at.is_some() {
+                continue;
+            }
+            let plain = self.decrypt_fields(def, id, &stored.fields);
+            let other = matcher.prepare(&policy.raw_values(&plain));
+            let probability = matcher.score(&model, &new, &other).probability;
+            if probability >= threshold {
+                scored.insert(id, reasons(&matcher, &new, &other));
+                scores.insert(id, probability);
+            }
+        }
+        self.drop_dismissed(def, options.record_id, &mut scored).await?;
+        if scored.is_empty() {
+            return Ok(None);
+        }
+        match options.confirm {
+            Some(confirm) => Ok(Some(json!({
+                "reason": confirm.reason,
+                "candidates": scored.keys().collect::<Vec<_>>(),
+            }))),
+            None => {
+                let found = scored
+                    .into_iter()
+                    .map(|(id, matched_on)| Found { id, matched_on, score: scores.get(&id).copied() })
+                    .collect();
+                Err(self.duplicate_error(ctx, def, &policy, ErrorCode::PossibleDuplicate, found).await)
+            }
+        }
+    }
+
+    async fn drop_dismissed(
+        &self,
+        def: &ObjectDef,
+        record_id: Option<Uuid>,
+        found: &mut BTreeMap<Uuid, Vec<String>>,
+    ) -> ServiceResult<()> {
+        let Some(record_id) = record_id else { return Ok(()) };
+        if found.is_empty() {
+            return Ok(());
+        }
+        let ids: Vec<Uuid> = found.keys().copied().collect();
+        for id in self.store.dismissed_with(&def.name, record_id, &ids).await? {
+            found.remove(&id);
+        }
+        Ok(())
+    }
+
+    /// The 409 error listing the candidates the caller may see (masked), the others counted.
+    async fn duplicate_error(
+        &self,
+        ctx: &RequestContext,
+        def: &ObjectDef,
+        policy: &Policy,
+        code: ErrorCode,
+        found: Vec<Found>,
+    ) -> ServiceError {
+        // For an exact duplicate, the fields that are taken (as for a unique-key violation).
+        let mut details: Vec<FieldError> = Vec::new();
+        if code == ErrorCode::Duplicate {
+            let fields: BTreeSet<&String> = found.iter().flat_map(|f| f.matched_on.iter()).collect();
+            for field in fields {
+                details.push(FieldError::new(
+                    field,
+                    "duplicate",
+                    format!("Another {} record already has this {field}.", def.name),
+                    format!("已有其他记录使用了该 {field}。"),
+                ));
+            }
+        }
+        match self.render_candidates(ctx, def, policy, found).await {
+            Ok((candidates, hidden)) => ServiceError { details, ..ServiceError::new(code) }
+                .with_extra(json!({ "candidates": candidates, "hidden_candidates": hidden })),
+            Err(e) => e,
+        }
+    }
+
+    async fn render_candidates(
+        &self,
+        ctx: &RequestContext,
+        def: &ObjectDef,
+        policy: &Policy,
+        found: Vec<Found>,
+    ) -> ServiceResult<(Vec<Value>, usize)> {
+        let scope = self.scope_for(ctx, &def.name, Operation::Read).await?;
+        let mut shown = Vec::new();
+        let mut hidden = 0;
+        for f in found {
+            match self.store.get_record(&def.name, f.id, &scope).await? {
+                Some(record) => shown.push(self.candidate_view(ctx, def, policy, &record, &f)),
+                None => hidden += 1,
+            }
+        }
+        if !shown.is_empty() {
+            let ids: Vec<&Value> = shown.iter().filter_map(|c| c.get("id")).collect();
+            self.audit_read(ctx, "record.list", &def.name, None, json!({ "ids": ids, "purpose": "duplicate_check" }))
+                .await?;
+        }
+        Ok((shown, hidden))
+    }
+
+    fn candidate_view(
+        &self,
+        ctx: &RequestContext,
+        def: &ObjectDef,
+        policy: &Policy,
+        record: &StoredRecord,
+        found: &Found,
+    ) -> Value {
+        let mut plain = self.decrypt_fields(def, record.id, &record.fields);
+        plain.retain(|k, _| policy.display.contains(&k.as_str()));
+        let (fields, masked) = self.apply_field_access(ctx, def, plain);
+        let mut out = json!({
+            "id": record.id,
+            "object": def.name,
+            "fields": fields,
+            "masked_fields": masked,
+            "matched_on": found.matched_on,
+        });
+        if let (Some(score), Value::Object(m)) = (found.score, &mut out) {
+            m.insert("score".into(), json!((score * 1000.0).round() / 1000.0));
+        }
+        out
+    }
+}
+
+/// The model that scores one write against stored candidates. There is nothing to estimate it
+/// from (one new record), so it is the engine's defaults with one correction: the defaults say
+/// that two unrelated records share an exact value once in a million pairs, which is right for
+/// identifiers but not for names (张伟 is shared by hundreds of thousands of people). An exact
+/// name is taken to be shared by one pair in ten thousand; it then takes a second agreeing
+/// field (birth date, address, company, a similar e-mail) to reach the warn threshold.
+fn entry_model(policy: &Policy, prior: f64) -> Model {
+    let fields: Vec<(String, FieldKind)> = policy.compare.iter().map(|(n, k)| ((*n).to_owned(), *k)).collect();
+    let mut model = Model::with_defaults(&fields, prior);
+    for field in &mut model.fields {
+        if matches!(field.kind, FieldKind::PersonName | FieldKind::CompanyName | FieldKind::Text)
+            && let (Some(top), Some(first)) = (field.u.last().copied(), field.u.first().copied())
+        {
+            let name_u = 1e-4_f64.max(top);
+            let last = field.u.len() - 1;
+            field.u[last] = name_u;
+            field.u[0] = (first - (name_u - top)).max(0.0);
+        }
+    }
+    model
+}
+
+/// Fields that agree at some level, as "field:level" (e.g. "name:same_sound").
+pub(crate) fn reasons(matcher: &Matcher, a: &PreparedRecord, b: &PreparedRecord) -> Vec<String> {
+    let levels = matcher.compare(a, b);
+    matcher
+        .fields()
+        .iter()
+        .zip(levels)
+        .filter(|(_, level)| *level != u8::MAX && *level > 0)
+        .filter_map(|(f, level)| f.kind.levels().get(usize::from(level)).map(|name| format!("{}:{name}", f.name)))
+        .collect()
+}
+
+// ---- scan and review queue (A5) ------------------------------------------------------------
+
+/// A duplicate scan job as callers see it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ScanJobView {
+    pub id: Uuid,
+    pub object: String,
+    /// "running", "done" or "failed".
+    pub status: String,
+    pub created_at: String,
+    pub finished_at: Option<String>,
+    pub records: i64,
+    pub pairs: i64,
+    pub error: Option<String>,
+}
+
+fn job_view(job: &ScanJobRow) -> ScanJobView {
+    ScanJobView {
+        id: job.id,
+        object: job.object.clone(),
+        status: job.status.clone(),
+        created_at: micros_to_rfc3339(job.created_at),
+        finished_at: job.finished_at.map(micros_to_rfc3339),
+        records: job.records,
+        pairs: job.pairs,
+        error: job.error.clone(),
+    }
+}
+
+/// One proposed pair in the review queue.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct CandidateView {
+    pub id: Uuid,
+    pub object: String,
+    pub cluster_id: Uuid,
+    pub score: f64,
+    /// Fields that agree, as "field:level".
+    pub reasons: Value,
+    pub status: String,
+    /// The pair's records the caller may see (display fields, masked).
+    pub records: Vec<Value>,
+    /// Records of the pair outside the caller's read scope (counted, not shown).
+    pub hidden_records: usize,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct CandidatePage {
+    pub items: Vec<CandidateView>,
+    pub next_cursor: Option<String>,
+}
+
+impl Service {
+    /// Starts a background scan of an object's active records; returns the job at once.
+    pub async fn start_duplicate_scan(
+        self: &Arc<Self>,
+        ctx: &RequestContext,
+        object: &str,
+    ) -> ServiceResult<ScanJobView> {
+        let def = self.object_def(object)?;
+        if let Err(e) = self.require_merge(ctx) {
+            self.audit_refusal(ctx, &def.name, None, "duplicate_scan", &e).await;
+            return Err(e);
+        }
+        if policy(&def.name).is_none() {
+            return Err(ServiceError::validation(vec![FieldError::new(
+                "object",
+                "not_supported",
+                format!("{} records are not checked for duplicates.", def.name),
+                format!("{} 不支持查重。", def.name),
+            )]));
+        }
+        let job = ScanJobRow {
+            id: Uuid::now_v7(),
+            object: def.name.clone(),
+            status: "running".into(),
+            requested_by: ctx.actor.as_ref().map(|a| a.user_id),
+            created_at: now_micros(),
+            finished_at: None,
+            records: 0,
+            pairs: 0,
+            error: None,
+        };
+        let mut audit = self.audit_draft(ctx, "duplicates.scan");
+        audit.object = Some(def.name.clone());
+        audit.details = json!({ "job_id": job.id });
+        self.store.create_scan_job(job.clone(), audit).await?;
+        let service = Arc::clone(self);
+        let running = job.clone();
+        tokio::spawn(async move {
+            let finished = match service.run_duplicate_scan(&running).await {
+                Ok(done) => done,
+                Err(e) => {
+                    tracing::error!(job = %running.id, error = %e, "duplicate scan failed");
+                    let failed = ScanJobRow {
+                        status: "failed".into(),
+                        finished_at: Some(now_micros()),
+                        error: Some(e.message.clone()),
+                        ..running.clone()
+                    };
+                    (failed, Vec::new())
+                }
+            };
+            let (job, candidates) = finished;
+            if let Err(e) = service.store.finish_scan_job(job, candidates).await {
+                tracing::error!(job = %running.id, error = %e, "could not store the result of a duplicate scan");
+            }
+        });
+        Ok(job_view(&job))
+    }
+
+    /// Compares every active record of the job's object and returns the finished job with the
+    /// candidate pairs at or above the warn threshold (dismissed pairs left out).
+    async fn run_duplicate_scan(&self, job: &ScanJobRow) -> ServiceResult<(ScanJobRow, Vec<CandidateRow>)> {
+        let def = self.object_def(&job.object)?;
+        let policy = policy(&def.name).ok_or_else(|| ServiceError::new(ErrorCode::Internal))?;
+        let matcher = policy.matcher().ok_or_else(|| ServiceError::new(ErrorCode::Internal))?;
+        let mut ids: Vec<Uuid> = Vec::new();
+        let mut rows: Vec<Vec<String>> = Vec::new();
+        let mut query = ListQuery::new(def.name.clone());
+        query.limit = 1000;
+        loop {
+            let page = self.store.list_records(&query).await?;
+            for record in &page.items {
+                let plain = self.decrypt_fields(&def, record.id, &record.fields);
+                ids.push(record.id);
+                rows.push(policy.raw_values(&plain));
+            }
+            if ids.len() > self.config.duplicates.max_scan_records {
+                return Err(ServiceError::with_message(
+                    ErrorCode::Conflict,
+                    format!("More than {} records: too many for one scan.", self.config.duplicates.max_scan_records),
+                ));
+            }
+            match page.next {
+                Some(next) => query.after = Some(next),
+                None => break,
+            }
+        }
+        let dismissed: HashSet<(Uuid, Uuid)> = self
+            .store
+            .list_dismissals(&def.name)
+            .await?
+            .into_iter()
+            .map(|d| (d.record_a.min(d.record_b), d.record_a.max(d.record_b)))
+            .collect();
+        let threshold = self.config.duplicates.warn_threshold(&def.name);
+        let count = ids.len();
+        let scored = tokio::task::spawn_blocking(move || {
+            let prepared = matcher.prepare_all(&rows);
+            let result = matcher.dedupe(&prepared, &mut |_, _, _| {});
+            let clusters = result.clusters(threshold, None);
+            let pairs: Vec<(u32, u32, f64, Vec<String>)> = result
+                .pairs_at_or_above(threshold)
+                .map(|p| {
+                    let why = reasons(&matcher, &prepared[p.a as usize], &prepared[p.b as usize]);
+                    (p.a, p.b, p.probability, why)
+                })
+                .collect();
+            (clusters, pairs)
+        })
+        .await
+        .map_err(|e| {
+            tracing::error!(error = %e, "duplicate scan task failed");
+            ServiceError::new(ErrorCode::Internal)
+        })?;
+        let (clusters, pairs) = scored;
+        let now = now_micros();
+        let mut candidates = Vec::new();
+        for (a, b, probability, why) in pairs {
+            let (Some(&ia), Some(&ib)) = (ids.get(a as usize), ids.get(b as usize)) else { continue };
+            let (record_a, record_b) = (ia.min(ib), ia.max(ib));
+            if dismissed.contains(&(record_a, record_b)) {
+                continue;
+            }
+            let cluster = clusters.get(a as usize).and_then(|&c| ids.get(c as usize)).copied().unwrap_or(record_a);
+            candidates.push(CandidateRow {
+                id: Uuid::now_v7(),
+                object: def.name.clone(),
+                job_id: job.id,
+                cluster_id: cluster,
+                record_a,
+                record_b,
+                score: probability,
+                reasons: json!(why),
+                status: "open".into(),
+                created_at: now,
+                decided_at: None,
+                decided_by: None,
+            });
+        }
+        let done = ScanJobRow {
+            status: "done".into(),
+            finished_at: Some(now_micros()),
+            records: count as i64,
+            pairs: candidates.len() as i64,
+            ..job.clone()
+        };
+        Ok((done, candidates))
+    }
+
+    pub async fn duplicate_scan_job(&self, ctx: &RequestContext, id: Uuid) -> ServiceResult<ScanJobView> {
+        self.require_merge(ctx)?;
+        let job = self.store.get_scan_job(id).await?.ok_or_else(ServiceError::not_found)?;
+        Ok(job_view(&job))
+    }
+
+    /// The review queue: candidate pairs of an object with a status ("open" by default).
+    pub async fn list_duplicates(
+        &self,
+        ctx: &RequestContext,
+        object: &str,
+        status: Option<&str>,
+        cursor: Option<&str>,
+        limit: Option<u32>,
+    ) -> ServiceResult<CandidatePage> {
+        let def = self.object_def(object)?;
+        if let Err(e) = self.require_merge(ctx) {
+            self.audit_refusal(ctx, &def.name, None, "duplicate_review", &e).await;
+            return Err(e);
+        }
+        let status = status.unwrap_or("open");
+        if !matches!(status, "open" | "dismissed" | "merged") {
+            return Err(ServiceError::invalid_query(
+                "status",
+                "invalid_value",
+                "status must be open, dismissed or merged.",
+                "status 须为 open、dismissed 或 merged。",
+            ));
+        }
+        let after = match cursor {
+            None => None,
+            Some(c) => Some(Uuid::parse_str(c).map_err(|_| {
+                ServiceError::invalid_query("cursor", "invalid_cursor", "The cursor is invalid.", "分页游标无效。")
+            })?),
+        };
+        let limit = self.page_size(limit)?;
+        let mut rows = self.store.list_candidates(&def.name, status, after, limit + 1).await?;
+        let next_cursor = if rows.len() > limit as usize {
+            rows.truncate(limit as usize);
+            rows.last().map(|r| r.id.to_string())
+        } else {
+            None
+        };
+        let scope = self.scope_for(ctx, &def.name, Operation::Read).await?;
+        let policy = policy(&def.name);
+        let mut items = Vec::with_capacity(rows.len());
+        let mut shown_ids = Vec::new();
+        for row in rows {
+            let (records, hidden) = self.pair_views(ctx, &def, policy.as_ref(), &scope, &row).await?;
+            shown_ids.extend(records.iter().filter_map(|r| r.get("id").cloned()));
+            items.push(CandidateView {
+                id: row.id,
+                object: row.object,
+                cluster_id: row.cluster_id,
+                score: (row.score * 1000.0).round() / 1000.0,
+                reasons: row.reasons,
+                status: row.status,
+                records,
+                hidden_records: hidden,
+            });
+        }
+        self.audit_read(
+            ctx,
+            "record.list",
+            &def.name,
+            None,
+            json!({ "ids": shown_ids, "purpose": "duplicate_review" }),
+        )
+        .await?;
+        Ok(CandidatePage { items, next_cursor })
+    }
+
+    async fn pair_views(
+        &self,
+        ctx: &RequestContext,
+        def: &ObjectDef,
+        policy: Option<&Policy>,
+        scope: &RowScope,
+        row: &CandidateRow,
+    ) -> ServiceResult<(Vec<Value>, usize)> {
+        let mut shown = Vec::new();
+        let mut hidden = 0;
+        for id in [row.record_a, row.record_b] {
+            match (self.store.get_record(&def.name, id, scope).await?, policy) {
+                (Some(record), Some(policy)) => {
+                    let found = Found { id, matched_on: Vec::new(), score: None };
+                    let mut view = self.candidate_view(ctx, def, policy, &record, &found);
+                    if let Value::Object(m) = &mut view {
+                        m.remove("matched_on");
+                    }
+                    shown.push(view);
+                }
+                _ => hidden += 1,
+            }
+        }
+        Ok((shown, hidden))
+    }
+
+    /// "Not a duplicate": the pair is remembered and never proposed again (by scans or at entry).
+    pub async fn dismiss_duplicate(&self, ctx: &RequestContext, id: Uuid, reason: &str) -> ServiceResult<()> {
+        if let Err(e) = self.require_merge(ctx) {
+            self.audit_refusal(ctx, "duplicates", Some(id), "dismiss", &e).await;
+            return Err(e);
+        }
+        let reason = ConfirmNotDuplicate::new(reason).map_err(|mut e| {
+            for d in &mut e.details {
+                d.field = "reason".into();
+            }
+            e
+        })?;
+        let row = self.store.get_candidate(id).await?.ok_or_else(ServiceError::not_found)?;
+        let def = self.object_def(&row.object)?;
+        for record in [row.record_a, row.record_b] {
+            self.load_scoped(ctx, &def, record, Operation::Read).await?;
+        }
+        if row.status != "open" {
+            return Err(ServiceError::with_message(ErrorCode::Conflict, "This pair was decided already."));
+        }
+        let dismissal = DismissalRow {
+            object: def.name.clone(),
+            record_a: row.record_a,
+            record_b: row.record_b,
+            reason: reason.reason.clone(),
+            decided_by: ctx.actor.as_ref().map(|a| a.user_id),
+            decided_at: now_micros(),
+        };
+        let mut audit = self.audit_draft(ctx, "duplicates.dismiss");
+        audit.object = Some(def.name.clone());
+        audit.record_id = Some(row.record_a);
+        audit.details = json!({
+            "candidate_id": id,
+            "record_a": row.record_a,
+            "record_b": row.record_b,
+            "reason": reason.reason,
+        });
+        self.store.dismiss_candidate(id, dismissal, audit).await.map_err(|e| match e {
+            custodian_store::StoreError::NotFound => {
+                ServiceError::with_message(ErrorCode::Conflict, "This pair was decided already.")
+            }
+            other => other.into(),
+        })
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn absurd_settings_are_refused() {
+        assert!(DuplicateConfig::default().check().is_ok());
+        for bad in [0.0, -0.5, 1.5, f64::NAN, f64::INFINITY] {
+            let config = DuplicateConfig { default_warn_threshold: bad, ..DuplicateConfig::default() };
+            assert!(config.check().is_err(), "{bad}");
+            let mut per_object = DuplicateConfig::default();
+            per_object.warn_thresholds.insert("contacts".into(), bad);
+            assert!(per_object.check().is_err(), "{bad}");
+            let prior = DuplicateConfig { entry_prior: bad, ..DuplicateConfig::default() };
+            assert!(prior.check().is_err(), "{bad}");
+        }
+        let mut config = DuplicateConfig::default();
+        config.warn_thresholds.insert("leads".into(), 0.95);
+        assert_eq!(config.warn_threshold("leads"), 0.95);
+        assert_eq!(config.warn_threshold("contacts"), 0.8);
+    }
+
+    fn score(object: &str, a: Value, b: Value) -> f64 {
+        let policy = policy(object).unwrap();
+        let matcher = policy.matcher().unwrap();
+        let model = entry_model(&policy, DuplicateConfig::default().entry_prior);
+        let prepare = |v: Value| matcher.prepare(&policy.raw_values(v.as_object().unwrap()));
+        matcher.score(&model, &prepare(a), &prepare(b)).probability
+    }
+
+    #[test]
+    fn entry_model_needs_more_than_a_shared_name() {
+        let warn = DuplicateConfig::default().default_warn_threshold;
+        let base =
+            serde_json::json!({"name": "张伟", "birth_date": "1985-03-07", "address": "杭州市西湖区文三路 90 号"});
+        // Same person in traditional characters, same birth date and address.
+        assert!(
+            score(
+                "contacts",
+                base.clone(),
+                serde_json::json!({"name": "張偉", "birth_date": "1985-03-07", "address": "杭州市西湖区文三路90号"})
+            ) >= warn
+        );
+        // A namesake with a different birth date and phone.
+        assert!(
+            score(
+                "contacts",
+                base.clone(),
+                serde_json::json!({"name": "张伟", "birth_date": "1990-11-02", "mobile": "+8613611112222"})
+            ) < warn
+        );
+        // The name alone is not enough either.
+        assert!(score("contacts", base.clone(), serde_json::json!({"name": "张伟"})) < warn);
+        // Another name with the same birth date.
+        assert!(score("contacts", base, serde_json::json!({"name": "王小明", "birth_date": "1985-03-07"})) < warn);
+        // Companies: the same canonical name and phone.
+        assert!(
+            score(
+                "companies",
+                serde_json::json!({"name": "杭州云图信息科技有限公司", "phone": "+8657188886666"}),
+                serde_json::json!({"name": "杭州云图信息科技股份有限公司", "phone": "+8657188886666"})
+            ) >= warn
+        );
+    }
+
+    #[test]
+    fn every_policy_names_fields_of_its_object() {
+        let schema = custodian_core::schema::Schema::standard();
+        for object in schema.objects() {
+            let Some(p) = policy(&object.name) else { continue };
+            for name in p.strong.iter().chain(p.blocking).chain(p.display).chain(p.compare.iter().map(|(n, _)| n)) {
+                assert!(object.field(name).is_some(), "{}.{name}", object.name);
+            }
+            assert!(p.matcher().is_some());
+        }
+    }
+}

@@ -1,0 +1,530 @@
+//! Merge and unmerge (PRODUCT.md A5). A merge is one `WriteBatch` through the write path:
+//! the losers become soft-deleted tombstones (their merge row says which survivor they went
+//! into), the survivor gets a new version with the chosen values, records that referred to a
+//! loser are re-parented to the survivor (each a new version), and one merge row records the
+//! version every touched record had before and after, which is what undo needs: it brings back
+//! each record's pre-merge version as a new version, provided nothing changed it since.
+
+use crate::access::Operation;
+use crate::duplicates::CheckOptions;
+use crate::error::{ServiceError, ServiceResult};
+use crate::records::Prepared;
+use crate::view::micros_to_rfc3339;
+use crate::{RequestContext, Service};
+use custodian_core::schema::{FieldType, ObjectDef};
+use custodian_core::values::validate_record;
+use custodian_core::{ErrorCode, FieldError};
+use custodian_store::{
+    Column, DeletedFilter, Filter, FilterOp, FilterValue, ListQuery, MergeChange, MergeRow, RowScope, StoredRecord,
+    ValueKind, WriteAction, WriteBatch, now_micros,
+};
+use serde::Serialize;
+use serde_json::{Map, Value, json};
+use std::collections::BTreeMap;
+use uuid::Uuid;
+
+/// Most losers merged into one survivor at once.
+pub const MAX_LOSERS: usize = 20;
+
+/// How values not chosen explicitly are picked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum MergeRule {
+    /// The survivor's value; where it has none, the most recently updated other record's.
+    #[default]
+    Survivor,
+    /// The value of the most recently updated record that has one.
+    Newest,
+    /// The value of the record with the most filled fields that has one.
+    MostComplete,
+}
+
+impl MergeRule {
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "survivor" => Some(MergeRule::Survivor),
+            "newest" => Some(MergeRule::Newest),
+            "most_complete" => Some(MergeRule::MostComplete),
+            _ => None,
+        }
+    }
+    fn as_str(self) -> &'static str {
+        match self {
+            MergeRule::Survivor => "survivor",
+            MergeRule::Newest => "newest",
+            MergeRule::MostComplete => "most_complete",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct MergeRequest {
+    pub object: String,
+    pub survivor_id: Uuid,
+    pub loser_ids: Vec<Uuid>,
+    /// Field name → id of the record (survivor or loser) whose value the survivor takes.
+    pub fields: BTreeMap<String, Uuid>,
+    pub rule: MergeRule,
+}
+
+/// One record a merge wrote.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct MergedRecord {
+    pub object: String,
+    pub id: Uuid,
+    pub before_version: i64,
+    pub after_version: i64,
+    /// "survivor", "loser" or "reparented".
+    pub role: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct MergeView {
+    pub id: Uuid,
+    pub object: String,
+    pub survivor_id: Uuid,
+    pub loser_ids: Vec<Uuid>,
+    pub records: Vec<MergedRecord>,
+    pub rule: String,
+    pub created_at: String,
+    pub created_by: Option<Uuid>,
+    pub undone_at: Option<String>,
+    pub undone_by: Option<Uuid>,
+}
+
+fn merge_view(row: &MergeRow) -> MergeView {
+    MergeView {
+        id: row.id,
+        object: row.object.clone(),
+        survivor_id: row.survivor_id,
+        loser_ids: row.loser_ids.clone(),
+        records: serde_json::from_value(row.records.clone()).unwrap_or_default(),
+        rule: row.request.get("rule").and_then(Value::as_str).unwrap_or("survivor").to_owned(),
+        created_at: micros_to_rfc3339(row.created_at),
+        created_by: row.created_by,
+        undone_at: row.undone_at.map(micros_to_rfc3339),
+        undone_by: row.undone_by,
+    }
+}
+
+fn invalid(field: &str, code: &str, en: impl Into<String>, zh: impl Into<String>) -> ServiceError {
+    ServiceError::validation(vec![FieldError::new(field, code, en, zh)])
+}
+
+/// Whether a field value counts as filled.
+fn filled(v: Option<&Value>) -> bool {
+    match v {
+        None | Some(Value::Null) => false,
+        Some(Value::String(s)) => !s.is_empty(),
+        Some(Value::Array(a)) => !a.is_empty(),
+        Some(_) => true,
+    }
+}
+
+/// A record with its decrypted fields.
+struct Loaded {
+    record: StoredRecord,
+    plain: Map<String, Value>,
+}
+
+impl Service {
+    /// Merges `loser_ids` into `survivor_id` in one transaction (see the module comment).
+    pub async fn merge_records(&self, ctx: &RequestContext, request: &MergeRequest) -> ServiceResult<MergeView> {
+        let def = self.object_def(&request.object)?;
+        if let Err(e) = self.require_merge(ctx) {
+            self.audit_refusal(ctx, &def.name, Some(request.survivor_id), "merge", &e).await;
+            return Err(e);
+        }
+        let mut losers_seen = Vec::new();
+        for id in &request.loser_ids {
+            if *id == request.survivor_id || losers_seen.contains(id) {
+                return Err(invalid(
+                    "loser_ids",
+                    "invalid",
+                    "loser_ids must be distinct and must not contain the survivor.",
+                    "loser_ids 不能重复，也不能包含保留记录。",
+                ));
+            }
+            losers_seen.push(*id);
+        }
+        if losers_seen.is_empty() || losers_seen.len() > MAX_LOSERS {
+            return Err(invalid(
+                "loser_ids",
+                "out_of_range",
+                format!("Merge 1 to {MAX_LOSERS} records into the survivor."),
+                format!("每次可合并 1 到 {MAX_LOSERS} 条记录。"),
+            ));
+        }
+        let survivor = self.load_for_merge(ctx, &def, request.survivor_id, Operation::Update).await?;
+        let mut losers = Vec::with_capacity(losers_seen.len());
+        for id in &losers_seen {
+            losers.push(self.load_for_merge(ctx, &def, *id, Operation::Delete).await?);
+        }
+
+        // The survivor's new values.
+        let mut all: Vec<&Loaded> = vec![&survivor];
+        all.extend(losers.iter());
+        for (name, source) in &request.fields {
+            if def.field(name).is_none() {
+                return Err(invalid(name, "unknown_field", "No such field.", "字段不存在。"));
+            }
+            if !all.iter().any(|l| l.record.id == *source) {
+                return Err(invalid(
+                    name,
+                    "invalid",
+                    "The value must come from the survivor or one of the losers.",
+                    "字段值须取自保留记录或被合并记录。",
+                ));
+            }
+        }
+        let mut newest_first: Vec<&Loaded> = all.clone();
+        newest_first.sort_by_key(|l| std::cmp::Reverse(l.record.updated_at));
+        let mut most_complete: Vec<&Loaded> = all.clone();
+        most_complete.sort_by_key(|l| std::cmp::Reverse(l.plain.values().filter(|v| filled(Some(v))).count()));
+        let mut merged = Map::new();
+        for f in &def.fields {
+            let name = f.name.as_str();
+            let pick: Option<&Loaded> = match request.fields.get(name) {
+                Some(source) => all.iter().copied().find(|l| l.record.id == *source),
+                None => match request.rule {
+                    MergeRule::Survivor => {
+                        if filled(survivor.plain.get(name)) {
+                            Some(&survivor)
+                        } else {
+                            newest_first.iter().copied().find(|l| filled(l.plain.get(name)))
+                        }
+                    }
+                    MergeRule::Newest => newest_first.iter().copied().find(|l| filled(l.plain.get(name))),
+                    MergeRule::MostComplete => most_complete.iter().copied().find(|l| filled(l.plain.get(name))),
+                },
+            };
+            if let Some(value) = pick.and_then(|l| l.plain.get(name)).filter(|v| filled(Some(v))) {
+                merged.insert(name.to_owned(), value.clone());
+            }
+        }
+        let changes: Map<String, Value> = def
+            .fields
+            .iter()
+            .filter(|f| survivor.plain.get(&f.name) != merged.get(&f.name))
+            .map(|f| (f.name.clone(), merged.get(&f.name).cloned().unwrap_or(Value::Null)))
+            .collect();
+        self.check_field_writes(ctx, &def, &changes)?;
+        let merged =
+            validate_record(&def, None, &merged, &self.validation_context()).map_err(ServiceError::validation)?;
+        self.check_references(&def, &merged).await?;
+        let check = CheckOptions {
+            record_id: Some(survivor.record.id),
+            before: Some(&survivor.plain),
+            exclude: &losers_seen,
+            exact_only: true,
+            ..Default::default()
+        };
+        self.check_duplicates(ctx, &def, &merged, check).await?;
+
+        // The writes: losers first (their unique values are freed before the survivor may take
+        // them), then the survivor, then the re-parented records.
+        let merge_id = Uuid::now_v7();
+        let now = now_micros();
+        let actor = ctx.actor.as_ref().map(|a| a.user_id);
+        let mut prepared: Vec<Prepared> = Vec::new();
+        let mut touched: Vec<MergedRecord> = Vec::new();
+        for loser in &losers {
+            let next = StoredRecord {
+                version: loser.record.version + 1,
+                updated_at: now.max(loser.record.updated_at),
+                updated_by: actor,
+                deleted_at: Some(now.max(loser.record.updated_at)),
+                ..loser.record.clone()
+            };
+            prepared.push(self.prepare_write(
+                ctx,
+                &def,
+                WriteAction::Delete,
+                Some(&loser.record),
+                Some(&loser.plain),
+                &loser.plain,
+                next,
+            )?);
+            touched.push(MergedRecord {
+                object: def.name.clone(),
+                id: loser.record.id,
+                before_version: loser.record.version,
+                after_version: loser.record.version + 1,
+                role: "loser".into(),
+            });
+        }
+        let next = StoredRecord {
+            version: survivor.record.version + 1,
+            updated_at: now.max(survivor.record.updated_at),
+            updated_by: actor,
+            ..survivor.record.clone()
+        };
+        prepared.push(self.prepare_write(
+            ctx,
+            &def,
+            WriteAction::Update,
+            Some(&survivor.record),
+            Some(&survivor.plain),
+            &merged,
+            next,
+        )?);
+        touched.push(MergedRecord {
+            object: def.name.clone(),
+            id: survivor.record.id,
+            before_version: survivor.record.version,
+            after_version: survivor.record.version + 1,
+            role: "survivor".into(),
+        });
+        for (rdef, record, plain) in self.referring_records(&def, &losers_seen).await? {
+            if record.id == survivor.record.id || losers_seen.contains(&record.id) {
+                continue;
+            }
+            let mut after = plain.clone();
+            for f in rdef.fields.iter().filter(|f| f.field_type == FieldType::Reference) {
+                if let Some(value) = after.get_mut(&f.name)
+                    && let Some(id) = value.as_str().and_then(|s| Uuid::parse_str(s).ok())
+                    && losers_seen.contains(&id)
+                {
+                    *value = Value::String(survivor.record.id.to_string());
+                }
+            }
+            let next = StoredRecord {
+                version: record.version + 1,
+                updated_at: now.max(record.updated_at),
+                updated_by: actor,
+                ..record.clone()
+            };
+            prepared.push(self.prepare_write(
+                ctx,
+                &rdef,
+                WriteAction::Update,
+                Some(&record),
+                Some(&plain),
+                &after,
+                next,
+            )?);
+            touched.push(MergedRecord {
+                object: rdef.name.clone(),
+                id: record.id,
+                before_version: record.version,
+                after_version: record.version + 1,
+                role: "reparented".into(),
+            });
+        }
+        for p in &mut prepared {
+            if let Value::Object(details) = &mut p.audit.details {
+                details.insert("merge_id".into(), json!(merge_id));
+            }
+        }
+        let row = MergeRow {
+            id: merge_id,
+            object: def.name.clone(),
+            survivor_id: survivor.record.id,
+            loser_ids: losers_seen.clone(),
+            records: serde_json::to_value(&touched).unwrap_or_default(),
+            request: json!({ "fields": request.fields, "rule": request.rule.as_str() }),
+            created_at: now,
+            created_by: actor,
+            undone_at: None,
+            undone_by: None,
+        };
+        let mut event = self.audit_draft(ctx, "record.merge");
+        event.object = Some(def.name.clone());
+        event.record_id = Some(survivor.record.id);
+        event.details = json!({
+            "merge_id": merge_id,
+            "survivor_id": survivor.record.id,
+            "loser_ids": losers_seen,
+            "fields": request.fields,
+            "rule": request.rule.as_str(),
+            "records": touched,
+        });
+        self.apply_merge_batch(prepared, event, MergeChange::Record(Box::new(row.clone()))).await?;
+        Ok(merge_view(&row))
+    }
+
+    /// A merge (audited as a read of its record ids only).
+    pub async fn get_merge(&self, ctx: &RequestContext, id: Uuid) -> ServiceResult<MergeView> {
+        self.require_merge(ctx)?;
+        let row = self.store.get_merge(id).await?.ok_or_else(ServiceError::not_found)?;
+        let read = self.scope_for(ctx, &row.object, Operation::Read).await?;
+        if self.store.get_record(&row.object, row.survivor_id, &read).await?.is_none() {
+            return Err(ServiceError::not_found());
+        }
+        Ok(merge_view(&row))
+    }
+
+    /// Undoes a merge: every record it wrote gets a new version with its pre-merge values,
+    /// owner, team and deleted state (losers come back, unique keys with them). Refused with 409
+    /// `conflict` when any of them changed since the merge, and when it was undone already.
+    pub async fn undo_merge(&self, ctx: &RequestContext, id: Uuid) -> ServiceResult<MergeView> {
+        if let Err(e) = self.require_merge(ctx) {
+            self.audit_refusal(ctx, "merges", Some(id), "unmerge", &e).await;
+            return Err(e);
+        }
+        let row = self.store.get_merge(id).await?.ok_or_else(ServiceError::not_found)?;
+        let def = self.object_def(&row.object)?;
+        self.load_scoped(ctx, &def, row.survivor_id, Operation::Update).await?;
+        if row.undone_at.is_some() {
+            return Err(ServiceError::with_message(ErrorCode::Conflict, "This merge was undone already."));
+        }
+        let touched: Vec<MergedRecord> = serde_json::from_value(row.records.clone()).map_err(|e| {
+            tracing::error!(merge = %id, error = %e, "stored merge row is unreadable");
+            ServiceError::new(ErrorCode::Internal)
+        })?;
+        let mut current = Vec::with_capacity(touched.len());
+        let mut changed = Vec::new();
+        for t in &touched {
+            let record = self.store.get_record(&t.object, t.id, &RowScope::All).await?.ok_or_else(|| {
+                tracing::error!(merge = %id, record = %t.id, "a merged record is missing");
+                ServiceError::new(ErrorCode::Internal)
+            })?;
+            if record.version != t.after_version {
+                changed.push(json!({ "object": t.object, "id": t.id }));
+            }
+            current.push(record);
+        }
+        if !changed.is_empty() {
+            return Err(ServiceError::with_message(
+                ErrorCode::Conflict,
+                "Records changed since the merge; undo would overwrite those changes.",
+            )
+            .with_extra(json!({ "changed": changed })));
+        }
+        // Survivor and re-parented records first (they release values the losers take back).
+        let mut order: Vec<usize> = (0..touched.len()).collect();
+        order.sort_by_key(|&i| touched[i].role == "loser");
+        let now = now_micros();
+        let actor = ctx.actor.as_ref().map(|a| a.user_id);
+        let mut prepared = Vec::with_capacity(touched.len());
+        for i in order {
+            let (t, record) = (&touched[i], &current[i]);
+            let rdef = self.object_def(&t.object)?;
+            let before = self.store.get_version(&t.object, t.id, t.before_version).await?.ok_or_else(|| {
+                tracing::error!(merge = %id, record = %t.id, "a pre-merge version is missing");
+                ServiceError::new(ErrorCode::Internal)
+            })?;
+            let plain_now = self.decrypt_fields(&rdef, t.id, &record.fields);
+            let plain_before = self.decrypt_fields(&rdef, t.id, &before.fields);
+            let at = now.max(record.updated_at);
+            let next = StoredRecord {
+                version: record.version + 1,
+                owner_id: before.owner_id,
+                team_id: before.team_id,
+                updated_at: at,
+                updated_by: actor,
+                deleted_at: before.deleted_at,
+                ..record.clone()
+            };
+            let action = if record.deleted_at.is_some() && before.deleted_at.is_none() {
+                WriteAction::Restore
+            } else {
+                WriteAction::Update
+            };
+            let mut p = self.prepare_write(ctx, &rdef, action, Some(record), Some(&plain_now), &plain_before, next)?;
+            if let Value::Object(details) = &mut p.audit.details {
+                details.insert("unmerge_id".into(), json!(id));
+            }
+            prepared.push(p);
+        }
+        let mut event = self.audit_draft(ctx, "record.unmerge");
+        event.object = Some(def.name.clone());
+        event.record_id = Some(row.survivor_id);
+        event.details = json!({ "merge_id": id, "records": touched });
+        let change = MergeChange::Undo { id, undone_at: now, undone_by: actor };
+        self.apply_merge_batch(prepared, event, change).await?;
+        let row = self.store.get_merge(id).await?.ok_or_else(ServiceError::not_found)?;
+        Ok(merge_view(&row))
+    }
+
+    async fn apply_merge_batch(
+        &self,
+        prepared: Vec<Prepared>,
+        event: custodian_store::AuditDraft,
+        change: MergeChange,
+    ) -> ServiceResult<()> {
+        let mut batch = WriteBatch::default();
+        for p in prepared {
+            batch.records.push(p.write);
+            batch.audit.push(p.audit);
+            batch.match_keys.extend(p.match_keys);
+        }
+        batch.audit.push(event);
+        batch.merge = Some(change);
+        self.store.write(batch).await.map_err(|e| match e {
+            custodian_store::StoreError::AlreadyExists(_) => {
+                ServiceError::with_message(ErrorCode::Conflict, "This merge was undone already.")
+            }
+            other => other.into(),
+        })?;
+        Ok(())
+    }
+
+    async fn load_for_merge(
+        &self,
+        ctx: &RequestContext,
+        def: &ObjectDef,
+        id: Uuid,
+        op: Operation,
+    ) -> ServiceResult<Loaded> {
+        let loaded = self.load_scoped(ctx, def, id, op).await;
+        if let Err(e) = &loaded {
+            self.audit_refusal(ctx, &def.name, Some(id), "merge", e).await;
+        }
+        let record = loaded?;
+        if record.deleted_at.is_some() {
+            return Err(ServiceError::with_message(ErrorCode::Conflict, format!("Record {id} is deleted.")));
+        }
+        let plain = self.decrypt_fields(def, id, &record.fields);
+        Ok(Loaded { record, plain })
+    }
+
+    /// Active records of any object that refer to one of `ids` (records of `target`): through a
+    /// reference field aimed at `target`, or through `related_id` with `related_object` equal to
+    /// `target` (activities).
+    async fn referring_records(
+        &self,
+        target: &ObjectDef,
+        ids: &[Uuid],
+    ) -> ServiceResult<Vec<(ObjectDef, StoredRecord, Map<String, Value>)>> {
+        let schema = self.schema();
+        let mut found: BTreeMap<Uuid, (ObjectDef, StoredRecord, Map<String, Value>)> = BTreeMap::new();
+        for object in schema.objects() {
+            for f in object.fields.iter().filter(|f| f.field_type == FieldType::Reference) {
+                let polymorphic = f.reference.is_none() && object.field("related_object").is_some();
+                if f.reference.as_deref() != Some(target.name.as_str()) && !polymorphic {
+                    continue;
+                }
+                for id in ids {
+                    let mut query = ListQuery::new(object.name.clone());
+                    query.scope = RowScope::All;
+                    query.deleted = DeletedFilter::Active;
+                    query.limit = 500;
+                    query.filters.push(Filter::Column {
+                        column: Column::Field { path: vec![f.name.clone()], kind: ValueKind::Text },
+                        op: FilterOp::Eq(FilterValue::Text(id.to_string())),
+                    });
+                    if polymorphic {
+                        query.filters.push(Filter::Column {
+                            column: Column::Field { path: vec!["related_object".into()], kind: ValueKind::Text },
+                            op: FilterOp::Eq(FilterValue::Text(target.name.clone())),
+                        });
+                    }
+                    loop {
+                        let page = self.store.list_records(&query).await?;
+                        for record in page.items {
+                            if let std::collections::btree_map::Entry::Vacant(slot) = found.entry(record.id) {
+                                let plain = self.decrypt_fields(object, record.id, &record.fields);
+                                slot.insert((object.clone(), record, plain));
+                            }
+                        }
+                        match page.next {
+                            Some(next) => query.after = Some(next),
+                            None => break,
+                        }
+                    }
+                }
+            }
+        }
+        Ok(found.into_values().collect())
+    }
+}

@@ -1,0 +1,366 @@
+//! Duplicate work in the PostgreSQL store: match keys and merge rows written inside the
+//! record transaction (as part of a `WriteBatch`), scan jobs, candidates and dismissals.
+
+use crate::{append_events, commit, map_sqlx};
+use custodian_store::{
+    AuditDraft, CandidateRow, DismissalRow, MatchKeySet, MergeChange, MergeRow, ScanJobRow, StoreError, StoreResult,
+};
+use serde_json::Value;
+use sqlx::postgres::PgRow;
+use sqlx::types::Json;
+use sqlx::{PgConnection, PgPool, Row};
+use uuid::Uuid;
+
+pub(crate) async fn write_match_keys(conn: &mut PgConnection, sets: &[MatchKeySet]) -> StoreResult<()> {
+    for set in sets {
+        sqlx::query("DELETE FROM match_keys WHERE record_id = $1")
+            .bind(set.record_id)
+            .execute(&mut *conn)
+            .await
+            .map_err(map_sqlx)?;
+        if set.keys.is_empty() {
+            continue;
+        }
+        sqlx::query(
+            "INSERT INTO match_keys (object, key, record_id) SELECT $1, k, $2 FROM UNNEST($3::bytea[]) AS t(k) \
+             ON CONFLICT DO NOTHING",
+        )
+        .bind(&set.object)
+        .bind(set.record_id)
+        .bind(&set.keys)
+        .execute(&mut *conn)
+        .await
+        .map_err(map_sqlx)?;
+    }
+    Ok(())
+}
+
+pub(crate) async fn apply_merge(conn: &mut PgConnection, change: &MergeChange) -> StoreResult<()> {
+    match change {
+        MergeChange::Record(m) => {
+            sqlx::query(
+                "INSERT INTO merges (id, object, survivor_id, loser_ids, records, request, created_at, created_by) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+            )
+            .bind(m.id)
+            .bind(&m.object)
+            .bind(m.survivor_id)
+            .bind(Json(&m.loser_ids))
+            .bind(Json(&m.records))
+            .bind(Json(&m.request))
+            .bind(m.created_at)
+            .bind(m.created_by)
+            .execute(&mut *conn)
+            .await
+            .map_err(map_sqlx)?;
+            sqlx::query(
+                "UPDATE duplicate_candidates SET status = 'merged', decided_at = $1, decided_by = $2 \
+                 WHERE status = 'open' AND (record_a = ANY($3) OR record_b = ANY($3))",
+            )
+            .bind(m.created_at)
+            .bind(m.created_by)
+            .bind(&m.loser_ids)
+            .execute(&mut *conn)
+            .await
+            .map_err(map_sqlx)?;
+            Ok(())
+        }
+        MergeChange::Undo { id, undone_at, undone_by } => {
+            let r = sqlx::query("UPDATE merges SET undone_at = $1, undone_by = $2 WHERE id = $3 AND undone_at IS NULL")
+                .bind(undone_at)
+                .bind(undone_by)
+                .bind(id)
+                .execute(&mut *conn)
+                .await
+                .map_err(map_sqlx)?;
+            if r.rows_affected() == 1 {
+                return Ok(());
+            }
+            let exists: Option<i32> = sqlx::query_scalar("SELECT 1 FROM merges WHERE id = $1")
+                .bind(id)
+                .fetch_optional(&mut *conn)
+                .await
+                .map_err(map_sqlx)?;
+            Err(match exists {
+                Some(_) => StoreError::AlreadyExists(format!("undo of merge {id}")),
+                None => StoreError::NotFound,
+            })
+        }
+    }
+}
+
+pub(crate) async fn create_scan_job(pool: &PgPool, job: &ScanJobRow, audit: AuditDraft) -> StoreResult<()> {
+    let mut tx = pool.begin().await.map_err(map_sqlx)?;
+    sqlx::query(
+        "INSERT INTO duplicate_scan_jobs (id, object, status, requested_by, created_at, finished_at, records, pairs, error) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+    )
+    .bind(job.id)
+    .bind(&job.object)
+    .bind(&job.status)
+    .bind(job.requested_by)
+    .bind(job.created_at)
+    .bind(job.finished_at)
+    .bind(job.records)
+    .bind(job.pairs)
+    .bind(&job.error)
+    .execute(&mut *tx)
+    .await
+    .map_err(map_sqlx)?;
+    append_events(&mut tx, &[audit]).await?;
+    commit(tx).await
+}
+
+pub(crate) async fn finish_scan_job(pool: &PgPool, job: &ScanJobRow, candidates: &[CandidateRow]) -> StoreResult<()> {
+    let mut tx = pool.begin().await.map_err(map_sqlx)?;
+    let r = sqlx::query(
+        "UPDATE duplicate_scan_jobs SET status = $1, finished_at = $2, records = $3, pairs = $4, error = $5 WHERE id = $6",
+    )
+    .bind(&job.status)
+    .bind(job.finished_at)
+    .bind(job.records)
+    .bind(job.pairs)
+    .bind(&job.error)
+    .bind(job.id)
+    .execute(&mut *tx)
+    .await
+    .map_err(map_sqlx)?;
+    if r.rows_affected() == 0 {
+        return Err(StoreError::NotFound);
+    }
+    if job.status == "done" {
+        sqlx::query("DELETE FROM duplicate_candidates WHERE object = $1 AND status = 'open'")
+            .bind(&job.object)
+            .execute(&mut *tx)
+            .await
+            .map_err(map_sqlx)?;
+        for c in candidates {
+            sqlx::query(
+                "INSERT INTO duplicate_candidates (id, object, job_id, cluster_id, record_a, record_b, score, reasons, \
+                 status, created_at, decided_at, decided_by) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+            )
+            .bind(c.id)
+            .bind(&c.object)
+            .bind(c.job_id)
+            .bind(c.cluster_id)
+            .bind(c.record_a)
+            .bind(c.record_b)
+            .bind(c.score)
+            .bind(Json(&c.reasons))
+            .bind(&c.status)
+            .bind(c.created_at)
+            .bind(c.decided_at)
+            .bind(c.decided_by)
+            .execute(&mut *tx)
+            .await
+            .map_err(map_sqlx)?;
+        }
+    }
+    commit(tx).await
+}
+
+pub(crate) async fn dismiss_candidate(pool: &PgPool, id: Uuid, d: &DismissalRow, audit: AuditDraft) -> StoreResult<()> {
+    let mut tx = pool.begin().await.map_err(map_sqlx)?;
+    let r = sqlx::query(
+        "UPDATE duplicate_candidates SET status = 'dismissed', decided_at = $1, decided_by = $2 \
+         WHERE id = $3 AND status = 'open'",
+    )
+    .bind(d.decided_at)
+    .bind(d.decided_by)
+    .bind(id)
+    .execute(&mut *tx)
+    .await
+    .map_err(map_sqlx)?;
+    if r.rows_affected() == 0 {
+        return Err(StoreError::NotFound);
+    }
+    let (a, b) = if d.record_a <= d.record_b { (d.record_a, d.record_b) } else { (d.record_b, d.record_a) };
+    sqlx::query(
+        "INSERT INTO duplicate_dismissals (object, record_a, record_b, reason, decided_by, decided_at) \
+         VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
+    )
+    .bind(&d.object)
+    .bind(a)
+    .bind(b)
+    .bind(&d.reason)
+    .bind(d.decided_by)
+    .bind(d.decided_at)
+    .execute(&mut *tx)
+    .await
+    .map_err(map_sqlx)?;
+    append_events(&mut tx, &[audit]).await?;
+    commit(tx).await
+}
+
+// ---- reads -------------------------------------------------------------------------------
+
+pub(crate) async fn match_candidates(
+    pool: &PgPool,
+    object: &str,
+    keys: &[Vec<u8>],
+    exclude: &[Uuid],
+    limit: u32,
+) -> StoreResult<Vec<Uuid>> {
+    if keys.is_empty() || limit == 0 {
+        return Ok(Vec::new());
+    }
+    let ids: Vec<Uuid> = sqlx::query_scalar(
+        "SELECT m.record_id FROM match_keys m JOIN records r ON r.id = m.record_id \
+         WHERE m.object = $1 AND m.key = ANY($2) AND r.deleted_at IS NULL AND NOT (m.record_id = ANY($3)) \
+         GROUP BY m.record_id ORDER BY COUNT(*) DESC, m.record_id LIMIT $4",
+    )
+    .bind(object)
+    .bind(keys)
+    .bind(exclude)
+    .bind(i64::from(limit))
+    .fetch_all(pool)
+    .await
+    .map_err(map_sqlx)?;
+    Ok(ids)
+}
+
+pub(crate) async fn dismissed_with(
+    pool: &PgPool,
+    object: &str,
+    record: Uuid,
+    others: &[Uuid],
+) -> StoreResult<Vec<Uuid>> {
+    if others.is_empty() {
+        return Ok(Vec::new());
+    }
+    let ids: Vec<Uuid> = sqlx::query_scalar(
+        "SELECT CASE WHEN record_a = $2 THEN record_b ELSE record_a END FROM duplicate_dismissals \
+         WHERE object = $1 AND ((record_a = $2 AND record_b = ANY($3)) OR (record_b = $2 AND record_a = ANY($3)))",
+    )
+    .bind(object)
+    .bind(record)
+    .bind(others)
+    .fetch_all(pool)
+    .await
+    .map_err(map_sqlx)?;
+    Ok(ids)
+}
+
+pub(crate) async fn list_dismissals(pool: &PgPool, object: &str) -> StoreResult<Vec<DismissalRow>> {
+    let rows = sqlx::query("SELECT * FROM duplicate_dismissals WHERE object = $1 ORDER BY record_a, record_b")
+        .bind(object)
+        .fetch_all(pool)
+        .await
+        .map_err(map_sqlx)?;
+    rows.iter()
+        .map(|row| {
+            Ok(DismissalRow {
+                object: row.try_get("object").map_err(map_sqlx)?,
+                record_a: row.try_get("record_a").map_err(map_sqlx)?,
+                record_b: row.try_get("record_b").map_err(map_sqlx)?,
+                reason: row.try_get("reason").map_err(map_sqlx)?,
+                decided_by: row.try_get("decided_by").map_err(map_sqlx)?,
+                decided_at: row.try_get("decided_at").map_err(map_sqlx)?,
+            })
+        })
+        .collect()
+}
+
+pub(crate) async fn get_scan_job(pool: &PgPool, id: Uuid) -> StoreResult<Option<ScanJobRow>> {
+    let row = sqlx::query("SELECT * FROM duplicate_scan_jobs WHERE id = $1")
+        .bind(id)
+        .fetch_optional(pool)
+        .await
+        .map_err(map_sqlx)?;
+    let Some(row) = row else { return Ok(None) };
+    Ok(Some(ScanJobRow {
+        id: row.try_get("id").map_err(map_sqlx)?,
+        object: row.try_get("object").map_err(map_sqlx)?,
+        status: row.try_get("status").map_err(map_sqlx)?,
+        requested_by: row.try_get("requested_by").map_err(map_sqlx)?,
+        created_at: row.try_get("created_at").map_err(map_sqlx)?,
+        finished_at: row.try_get("finished_at").map_err(map_sqlx)?,
+        records: row.try_get("records").map_err(map_sqlx)?,
+        pairs: row.try_get("pairs").map_err(map_sqlx)?,
+        error: row.try_get("error").map_err(map_sqlx)?,
+    }))
+}
+
+fn candidate_from_row(row: &PgRow) -> StoreResult<CandidateRow> {
+    let Json(reasons): Json<Value> = row.try_get("reasons").map_err(map_sqlx)?;
+    Ok(CandidateRow {
+        id: row.try_get("id").map_err(map_sqlx)?,
+        object: row.try_get("object").map_err(map_sqlx)?,
+        job_id: row.try_get("job_id").map_err(map_sqlx)?,
+        cluster_id: row.try_get("cluster_id").map_err(map_sqlx)?,
+        record_a: row.try_get("record_a").map_err(map_sqlx)?,
+        record_b: row.try_get("record_b").map_err(map_sqlx)?,
+        score: row.try_get("score").map_err(map_sqlx)?,
+        reasons,
+        status: row.try_get("status").map_err(map_sqlx)?,
+        created_at: row.try_get("created_at").map_err(map_sqlx)?,
+        decided_at: row.try_get("decided_at").map_err(map_sqlx)?,
+        decided_by: row.try_get("decided_by").map_err(map_sqlx)?,
+    })
+}
+
+pub(crate) async fn list_candidates(
+    pool: &PgPool,
+    object: &str,
+    status: &str,
+    after: Option<Uuid>,
+    limit: u32,
+) -> StoreResult<Vec<CandidateRow>> {
+    let rows = sqlx::query(
+        "SELECT c.* FROM duplicate_candidates c \
+         JOIN records a ON a.id = c.record_a JOIN records b ON b.id = c.record_b \
+         WHERE c.object = $1 AND c.status = $2 AND ($3::uuid IS NULL OR c.id > $3) \
+         AND a.deleted_at IS NULL AND b.deleted_at IS NULL ORDER BY c.id LIMIT $4",
+    )
+    .bind(object)
+    .bind(status)
+    .bind(after)
+    .bind(i64::from(limit.clamp(1, 1000)))
+    .fetch_all(pool)
+    .await
+    .map_err(map_sqlx)?;
+    rows.iter().map(candidate_from_row).collect()
+}
+
+pub(crate) async fn get_candidate(pool: &PgPool, id: Uuid) -> StoreResult<Option<CandidateRow>> {
+    let row = sqlx::query("SELECT * FROM duplicate_candidates WHERE id = $1")
+        .bind(id)
+        .fetch_optional(pool)
+        .await
+        .map_err(map_sqlx)?;
+    row.as_ref().map(candidate_from_row).transpose()
+}
+
+pub(crate) async fn get_merge(pool: &PgPool, id: Uuid) -> StoreResult<Option<MergeRow>> {
+    let row =
+        sqlx::query("SELECT * FROM merges WHERE id = $1").bind(id).fetch_optional(pool).await.map_err(map_sqlx)?;
+    let Some(row) = row else { return Ok(None) };
+    let Json(loser_ids): Json<Vec<Uuid>> = row.try_get("loser_ids").map_err(map_sqlx)?;
+    let Json(records): Json<Value> = row.try_get("records").map_err(map_sqlx)?;
+    let Json(request): Json<Value> = row.try_get("request").map_err(map_sqlx)?;
+    Ok(Some(MergeRow {
+        id: row.try_get("id").map_err(map_sqlx)?,
+        object: row.try_get("object").map_err(map_sqlx)?,
+        survivor_id: row.try_get("survivor_id").map_err(map_sqlx)?,
+        loser_ids,
+        records,
+        request,
+        created_at: row.try_get("created_at").map_err(map_sqlx)?,
+        created_by: row.try_get("created_by").map_err(map_sqlx)?,
+        undone_at: row.try_get("undone_at").map_err(map_sqlx)?,
+        undone_by: row.try_get("undone_by").map_err(map_sqlx)?,
+    }))
+}
+
+pub(crate) async fn merged_into(pool: &PgPool, object: &str, loser: Uuid) -> StoreResult<Option<Uuid>> {
+    let survivor: Option<Uuid> = sqlx::query_scalar(
+        "SELECT survivor_id FROM merges WHERE object = $1 AND undone_at IS NULL \
+         AND loser_ids @> jsonb_build_array($2::text) ORDER BY created_at DESC, id DESC LIMIT 1",
+    )
+    .bind(object)
+    .bind(loser.to_string())
+    .fetch_optional(pool)
+    .await
+    .map_err(map_sqlx)?;
+    Ok(survivor)
+}

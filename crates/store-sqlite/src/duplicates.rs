@@ -1,0 +1,402 @@
+//! Duplicate work in the SQLite store: match keys and merge rows written inside the writer's
+//! transaction (as part of a `WriteBatch`), scan jobs, candidates and dismissals.
+
+use crate::{ChainHead, append_events, internal, map_sqlx, opt_uuid, parse_uuid};
+use custodian_store::{
+    AuditDraft, CandidateRow, DismissalRow, MatchKeySet, MergeChange, MergeRow, ScanJobRow, StoreError, StoreResult,
+};
+use serde_json::Value;
+use sqlx::sqlite::SqliteRow;
+use sqlx::{AssertSqlSafe, Row, SqliteConnection, SqlitePool};
+use uuid::Uuid;
+
+fn uuid_of(row: &SqliteRow, column: &str) -> StoreResult<Uuid> {
+    let text: String = row.try_get(column).map_err(map_sqlx)?;
+    Uuid::parse_str(&text).map_err(internal)
+}
+
+fn json_of(row: &SqliteRow, column: &str) -> StoreResult<Value> {
+    let text: String = row.try_get(column).map_err(map_sqlx)?;
+    serde_json::from_str(&text).map_err(internal)
+}
+
+pub(crate) async fn write_match_keys(conn: &mut SqliteConnection, sets: &[MatchKeySet]) -> StoreResult<()> {
+    for set in sets {
+        let id = set.record_id.to_string();
+        sqlx::query("DELETE FROM match_keys WHERE record_id = ?")
+            .bind(&id)
+            .execute(&mut *conn)
+            .await
+            .map_err(map_sqlx)?;
+        for key in &set.keys {
+            sqlx::query("INSERT OR IGNORE INTO match_keys (object, key, record_id) VALUES (?, ?, ?)")
+                .bind(&set.object)
+                .bind(key)
+                .bind(&id)
+                .execute(&mut *conn)
+                .await
+                .map_err(map_sqlx)?;
+        }
+    }
+    Ok(())
+}
+
+pub(crate) async fn apply_merge(conn: &mut SqliteConnection, change: &MergeChange) -> StoreResult<()> {
+    match change {
+        MergeChange::Record(m) => {
+            let losers = serde_json::to_string(&m.loser_ids).map_err(internal)?;
+            sqlx::query(
+                "INSERT INTO merges (id, object, survivor_id, loser_ids, records, request, created_at, created_by) \
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            )
+            .bind(m.id.to_string())
+            .bind(&m.object)
+            .bind(m.survivor_id.to_string())
+            .bind(&losers)
+            .bind(m.records.to_string())
+            .bind(m.request.to_string())
+            .bind(m.created_at)
+            .bind(opt_uuid(m.created_by))
+            .execute(&mut *conn)
+            .await
+            .map_err(map_sqlx)?;
+            for loser in &m.loser_ids {
+                sqlx::query(
+                    "UPDATE duplicate_candidates SET status = 'merged', decided_at = ?, decided_by = ? \
+                     WHERE status = 'open' AND (record_a = ? OR record_b = ?)",
+                )
+                .bind(m.created_at)
+                .bind(opt_uuid(m.created_by))
+                .bind(loser.to_string())
+                .bind(loser.to_string())
+                .execute(&mut *conn)
+                .await
+                .map_err(map_sqlx)?;
+            }
+            Ok(())
+        }
+        MergeChange::Undo { id, undone_at, undone_by } => {
+            let done: Option<Option<i64>> = sqlx::query_scalar("SELECT undone_at FROM merges WHERE id = ?")
+                .bind(id.to_string())
+                .fetch_optional(&mut *conn)
+                .await
+                .map_err(map_sqlx)?;
+            match done {
+                None => Err(StoreError::NotFound),
+                Some(Some(_)) => Err(StoreError::AlreadyExists(format!("undo of merge {id}"))),
+                Some(None) => {
+                    sqlx::query("UPDATE merges SET undone_at = ?, undone_by = ? WHERE id = ? AND undone_at IS NULL")
+                        .bind(undone_at)
+                        .bind(opt_uuid(*undone_by))
+                        .bind(id.to_string())
+                        .execute(&mut *conn)
+                        .await
+                        .map_err(map_sqlx)?;
+                    Ok(())
+                }
+            }
+        }
+    }
+}
+
+pub(crate) async fn create_scan_job(
+    conn: &mut SqliteConnection,
+    head: &mut ChainHead,
+    job: &ScanJobRow,
+    audit: AuditDraft,
+) -> StoreResult<()> {
+    sqlx::query(
+        "INSERT INTO duplicate_scan_jobs (id, object, status, requested_by, created_at, finished_at, records, pairs, error) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+    )
+    .bind(job.id.to_string())
+    .bind(&job.object)
+    .bind(&job.status)
+    .bind(opt_uuid(job.requested_by))
+    .bind(job.created_at)
+    .bind(job.finished_at)
+    .bind(job.records)
+    .bind(job.pairs)
+    .bind(&job.error)
+    .execute(&mut *conn)
+    .await
+    .map_err(map_sqlx)?;
+    append_events(conn, head, &[audit]).await?;
+    Ok(())
+}
+
+pub(crate) async fn finish_scan_job(
+    conn: &mut SqliteConnection,
+    job: &ScanJobRow,
+    candidates: &[CandidateRow],
+) -> StoreResult<()> {
+    let r = sqlx::query(
+        "UPDATE duplicate_scan_jobs SET status = ?, finished_at = ?, records = ?, pairs = ?, error = ? WHERE id = ?",
+    )
+    .bind(&job.status)
+    .bind(job.finished_at)
+    .bind(job.records)
+    .bind(job.pairs)
+    .bind(&job.error)
+    .bind(job.id.to_string())
+    .execute(&mut *conn)
+    .await
+    .map_err(map_sqlx)?;
+    if r.rows_affected() == 0 {
+        return Err(StoreError::NotFound);
+    }
+    if job.status != "done" {
+        return Ok(());
+    }
+    sqlx::query("DELETE FROM duplicate_candidates WHERE object = ? AND status = 'open'")
+        .bind(&job.object)
+        .execute(&mut *conn)
+        .await
+        .map_err(map_sqlx)?;
+    for c in candidates {
+        sqlx::query(
+            "INSERT INTO duplicate_candidates (id, object, job_id, cluster_id, record_a, record_b, score, reasons, status, \
+             created_at, decided_at, decided_by) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(c.id.to_string())
+        .bind(&c.object)
+        .bind(c.job_id.to_string())
+        .bind(c.cluster_id.to_string())
+        .bind(c.record_a.to_string())
+        .bind(c.record_b.to_string())
+        .bind(c.score)
+        .bind(c.reasons.to_string())
+        .bind(&c.status)
+        .bind(c.created_at)
+        .bind(c.decided_at)
+        .bind(opt_uuid(c.decided_by))
+        .execute(&mut *conn)
+        .await
+        .map_err(map_sqlx)?;
+    }
+    Ok(())
+}
+
+pub(crate) async fn dismiss_candidate(
+    conn: &mut SqliteConnection,
+    head: &mut ChainHead,
+    id: Uuid,
+    d: &DismissalRow,
+    audit: AuditDraft,
+) -> StoreResult<()> {
+    let r = sqlx::query(
+        "UPDATE duplicate_candidates SET status = 'dismissed', decided_at = ?, decided_by = ? WHERE id = ? AND status = 'open'",
+    )
+    .bind(d.decided_at)
+    .bind(opt_uuid(d.decided_by))
+    .bind(id.to_string())
+    .execute(&mut *conn)
+    .await
+    .map_err(map_sqlx)?;
+    if r.rows_affected() == 0 {
+        return Err(StoreError::NotFound);
+    }
+    let (a, b) = if d.record_a <= d.record_b { (d.record_a, d.record_b) } else { (d.record_b, d.record_a) };
+    sqlx::query(
+        "INSERT OR IGNORE INTO duplicate_dismissals (object, record_a, record_b, reason, decided_by, decided_at) \
+         VALUES (?, ?, ?, ?, ?, ?)",
+    )
+    .bind(&d.object)
+    .bind(a.to_string())
+    .bind(b.to_string())
+    .bind(&d.reason)
+    .bind(opt_uuid(d.decided_by))
+    .bind(d.decided_at)
+    .execute(&mut *conn)
+    .await
+    .map_err(map_sqlx)?;
+    append_events(conn, head, &[audit]).await?;
+    Ok(())
+}
+
+// ---- reads -------------------------------------------------------------------------------
+
+pub(crate) async fn match_candidates(
+    pool: &SqlitePool,
+    object: &str,
+    keys: &[Vec<u8>],
+    exclude: &[Uuid],
+    limit: u32,
+) -> StoreResult<Vec<Uuid>> {
+    if keys.is_empty() || limit == 0 {
+        return Ok(Vec::new());
+    }
+    let keys = &keys[..keys.len().min(500)];
+    let key_marks = vec!["?"; keys.len()].join(", ");
+    let exclude_sql = if exclude.is_empty() {
+        String::new()
+    } else {
+        format!(" AND m.record_id NOT IN ({})", vec!["?"; exclude.len().min(500)].join(", "))
+    };
+    let text = format!(
+        "SELECT m.record_id AS id, COUNT(*) AS n FROM match_keys m JOIN records r ON r.id = m.record_id \
+         WHERE m.object = ? AND m.key IN ({key_marks}) AND r.deleted_at IS NULL{exclude_sql} \
+         GROUP BY m.record_id ORDER BY n DESC, m.record_id LIMIT ?"
+    );
+    let mut q = sqlx::query(AssertSqlSafe(text)).bind(object.to_owned());
+    for k in keys {
+        q = q.bind(k.clone());
+    }
+    for e in exclude.iter().take(500) {
+        q = q.bind(e.to_string());
+    }
+    let rows = q.bind(i64::from(limit)).fetch_all(pool).await.map_err(map_sqlx)?;
+    rows.iter().map(|r| uuid_of(r, "id")).collect()
+}
+
+pub(crate) async fn dismissed_with(
+    pool: &SqlitePool,
+    object: &str,
+    record: Uuid,
+    others: &[Uuid],
+) -> StoreResult<Vec<Uuid>> {
+    let mut out = Vec::new();
+    for other in others {
+        let (a, b) = if record <= *other { (record, *other) } else { (*other, record) };
+        let found: Option<i64> =
+            sqlx::query_scalar("SELECT 1 FROM duplicate_dismissals WHERE object = ? AND record_a = ? AND record_b = ?")
+                .bind(object)
+                .bind(a.to_string())
+                .bind(b.to_string())
+                .fetch_optional(pool)
+                .await
+                .map_err(map_sqlx)?;
+        if found.is_some() {
+            out.push(*other);
+        }
+    }
+    Ok(out)
+}
+
+fn dismissal_from_row(row: &SqliteRow) -> StoreResult<DismissalRow> {
+    Ok(DismissalRow {
+        object: row.try_get("object").map_err(map_sqlx)?,
+        record_a: uuid_of(row, "record_a")?,
+        record_b: uuid_of(row, "record_b")?,
+        reason: row.try_get("reason").map_err(map_sqlx)?,
+        decided_by: parse_uuid(row.try_get("decided_by").map_err(map_sqlx)?)?,
+        decided_at: row.try_get("decided_at").map_err(map_sqlx)?,
+    })
+}
+
+pub(crate) async fn list_dismissals(pool: &SqlitePool, object: &str) -> StoreResult<Vec<DismissalRow>> {
+    let rows = sqlx::query("SELECT * FROM duplicate_dismissals WHERE object = ? ORDER BY record_a, record_b")
+        .bind(object)
+        .fetch_all(pool)
+        .await
+        .map_err(map_sqlx)?;
+    rows.iter().map(dismissal_from_row).collect()
+}
+
+fn job_from_row(row: &SqliteRow) -> StoreResult<ScanJobRow> {
+    Ok(ScanJobRow {
+        id: uuid_of(row, "id")?,
+        object: row.try_get("object").map_err(map_sqlx)?,
+        status: row.try_get("status").map_err(map_sqlx)?,
+        requested_by: parse_uuid(row.try_get("requested_by").map_err(map_sqlx)?)?,
+        created_at: row.try_get("created_at").map_err(map_sqlx)?,
+        finished_at: row.try_get("finished_at").map_err(map_sqlx)?,
+        records: row.try_get("records").map_err(map_sqlx)?,
+        pairs: row.try_get("pairs").map_err(map_sqlx)?,
+        error: row.try_get("error").map_err(map_sqlx)?,
+    })
+}
+
+pub(crate) async fn get_scan_job(pool: &SqlitePool, id: Uuid) -> StoreResult<Option<ScanJobRow>> {
+    let row = sqlx::query("SELECT * FROM duplicate_scan_jobs WHERE id = ?")
+        .bind(id.to_string())
+        .fetch_optional(pool)
+        .await
+        .map_err(map_sqlx)?;
+    row.as_ref().map(job_from_row).transpose()
+}
+
+fn candidate_from_row(row: &SqliteRow) -> StoreResult<CandidateRow> {
+    Ok(CandidateRow {
+        id: uuid_of(row, "id")?,
+        object: row.try_get("object").map_err(map_sqlx)?,
+        job_id: uuid_of(row, "job_id")?,
+        cluster_id: uuid_of(row, "cluster_id")?,
+        record_a: uuid_of(row, "record_a")?,
+        record_b: uuid_of(row, "record_b")?,
+        score: row.try_get("score").map_err(map_sqlx)?,
+        reasons: json_of(row, "reasons")?,
+        status: row.try_get("status").map_err(map_sqlx)?,
+        created_at: row.try_get("created_at").map_err(map_sqlx)?,
+        decided_at: row.try_get("decided_at").map_err(map_sqlx)?,
+        decided_by: parse_uuid(row.try_get("decided_by").map_err(map_sqlx)?)?,
+    })
+}
+
+pub(crate) async fn list_candidates(
+    pool: &SqlitePool,
+    object: &str,
+    status: &str,
+    after: Option<Uuid>,
+    limit: u32,
+) -> StoreResult<Vec<CandidateRow>> {
+    let rows = sqlx::query(
+        "SELECT c.* FROM duplicate_candidates c \
+         JOIN records a ON a.id = c.record_a JOIN records b ON b.id = c.record_b \
+         WHERE c.object = ? AND c.status = ? AND c.id > ? AND a.deleted_at IS NULL AND b.deleted_at IS NULL \
+         ORDER BY c.id LIMIT ?",
+    )
+    .bind(object)
+    .bind(status)
+    .bind(after.map(|u| u.to_string()).unwrap_or_default())
+    .bind(i64::from(limit.clamp(1, 1000)))
+    .fetch_all(pool)
+    .await
+    .map_err(map_sqlx)?;
+    rows.iter().map(candidate_from_row).collect()
+}
+
+pub(crate) async fn get_candidate(pool: &SqlitePool, id: Uuid) -> StoreResult<Option<CandidateRow>> {
+    let row = sqlx::query("SELECT * FROM duplicate_candidates WHERE id = ?")
+        .bind(id.to_string())
+        .fetch_optional(pool)
+        .await
+        .map_err(map_sqlx)?;
+    row.as_ref().map(candidate_from_row).transpose()
+}
+
+pub(crate) async fn get_merge(pool: &SqlitePool, id: Uuid) -> StoreResult<Option<MergeRow>> {
+    let row = sqlx::query("SELECT * FROM merges WHERE id = ?")
+        .bind(id.to_string())
+        .fetch_optional(pool)
+        .await
+        .map_err(map_sqlx)?;
+    let Some(row) = row else { return Ok(None) };
+    let losers: Vec<Uuid> = serde_json::from_value(json_of(&row, "loser_ids")?).map_err(internal)?;
+    Ok(Some(MergeRow {
+        id: uuid_of(&row, "id")?,
+        object: row.try_get("object").map_err(map_sqlx)?,
+        survivor_id: uuid_of(&row, "survivor_id")?,
+        loser_ids: losers,
+        records: json_of(&row, "records")?,
+        request: json_of(&row, "request")?,
+        created_at: row.try_get("created_at").map_err(map_sqlx)?,
+        created_by: parse_uuid(row.try_get("created_by").map_err(map_sqlx)?)?,
+        undone_at: row.try_get("undone_at").map_err(map_sqlx)?,
+        undone_by: parse_uuid(row.try_get("undone_by").map_err(map_sqlx)?)?,
+    }))
+}
+
+pub(crate) async fn merged_into(pool: &SqlitePool, object: &str, loser: Uuid) -> StoreResult<Option<Uuid>> {
+    let survivor: Option<String> = sqlx::query_scalar(
+        "SELECT survivor_id FROM merges WHERE object = ? AND undone_at IS NULL \
+         AND EXISTS (SELECT 1 FROM json_each(merges.loser_ids) WHERE json_each.value = ?) \
+         ORDER BY created_at DESC, id DESC LIMIT 1",
+    )
+    .bind(object)
+    .bind(loser.to_string())
+    .fetch_optional(pool)
+    .await
+    .map_err(map_sqlx)?;
+    parse_uuid(survivor)
+}
