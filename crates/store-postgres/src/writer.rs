@@ -13,7 +13,9 @@
 //! are answered only after COMMIT returned.
 
 use crate::{append_events, apply_record_write, map_sqlx, sql};
-use custodian_store::{AuditDraft, EncodedEvent, RecordWrite, StoreError, StoreResult, WriteBatch, chain_rows};
+use custodian_store::{
+    AuditDraft, EncodedEvent, MatchKeySet, RecordWrite, StoreError, StoreResult, WriteBatch, chain_rows,
+};
 use serde::Serialize;
 use serde_json::{Map, Value};
 use sqlx::postgres::PgConnectOptions;
@@ -68,6 +70,13 @@ struct DigestRow<'a> {
     record_id: Uuid,
 }
 
+#[derive(Serialize)]
+struct MatchKeyRow<'a> {
+    object: &'a str,
+    key: String,
+    record_id: Uuid,
+}
+
 /// The rows of one job as JSON object texts per table, encoded by the submitting task.
 #[derive(Default)]
 struct Encoded {
@@ -77,6 +86,9 @@ struct Encoded {
     versions: Vec<String>,
     blind: Vec<String>,
     unique: Vec<String>,
+    /// Records whose match keys are replaced, and their new keys.
+    keyed_ids: Vec<Uuid>,
+    match_keys: Vec<String>,
     events: Vec<EncodedEvent>,
 }
 
@@ -85,7 +97,7 @@ fn to_json(value: &impl Serialize) -> StoreResult<String> {
 }
 
 impl Encoded {
-    fn new(records: &[RecordWrite], audit: &[AuditDraft]) -> StoreResult<Encoded> {
+    fn new(records: &[RecordWrite], audit: &[AuditDraft], match_keys: &[MatchKeySet]) -> StoreResult<Encoded> {
         let mut e = Encoded {
             events: audit.iter().map(|d| EncodedEvent::new(d).map_err(internal)).collect::<StoreResult<_>>()?,
             ..Encoded::default()
@@ -126,6 +138,16 @@ impl Encoded {
                 }
             }
         }
+        for set in match_keys {
+            e.keyed_ids.push(set.record_id);
+            for key in &set.keys {
+                e.match_keys.push(to_json(&MatchKeyRow {
+                    object: &set.object,
+                    key: hex::encode(key),
+                    record_id: set.record_id,
+                })?);
+            }
+        }
         Ok(e)
     }
 }
@@ -154,12 +176,12 @@ impl Writer {
     }
 
     pub(crate) async fn write(&self, batch: WriteBatch) -> StoreResult<Vec<i64>> {
-        let encoded = Encoded::new(&batch.records, &batch.audit)?;
+        let encoded = Encoded::new(&batch.records, &batch.audit, &batch.match_keys)?;
         self.submit(Op::Write(batch), encoded).await
     }
 
     pub(crate) async fn append(&self, events: Vec<AuditDraft>) -> StoreResult<Vec<i64>> {
-        let encoded = Encoded::new(&[], &events)?;
+        let encoded = Encoded::new(&[], &events, &[])?;
         self.submit(Op::Audit(events), encoded).await
     }
 
@@ -339,9 +361,9 @@ fn expect_rows(what: &str, done: u64, wanted: usize) -> Result<(), Fallback> {
 /// Every job's rows with one statement per table; the audit head locked once. Returns the
 /// event sequence numbers per job.
 async fn apply_bulk(conn: &mut PgConnection, jobs: &[Job]) -> Result<Vec<Vec<i64>>, Fallback> {
-    // Match keys and merge rows are written by the per-job path only (see `apply_single`).
-    if jobs.iter().any(|j| matches!(&j.op, Op::Write(b) if !b.match_keys.is_empty() || b.merge.is_some())) {
-        return Err(Fallback("a batch with match keys or a merge".into()));
+    // Merges (rare) are written by the per-job path only (see `apply_single`).
+    if jobs.iter().any(|j| matches!(&j.op, Op::Write(b) if b.merge.is_some())) {
+        return Err(Fallback("a batch with a merge".into()));
     }
     let parts: Vec<&Encoded> = jobs.iter().map(|j| &j.encoded).collect();
     let count = |f: fn(&Encoded) -> usize| parts.iter().map(|p| f(p)).sum::<usize>();
@@ -427,6 +449,24 @@ async fn apply_bulk(conn: &mut PgConnection, jobs: &[Job]) -> Result<Vec<Vec<i64
         }
     }
 
+    // Each record's blocking keys replace its previous ones.
+    let keyed: Vec<Uuid> = parts.iter().flat_map(|p| p.keyed_ids.iter().copied()).collect();
+    if !keyed.is_empty() {
+        sqlx::query("DELETE FROM match_keys WHERE record_id = ANY($1)")
+            .bind(&keyed)
+            .execute(&mut *conn)
+            .await
+            .map_err(|e| Fallback(e.to_string()))?;
+    }
+    exec_rows(
+        conn,
+        "INSERT INTO match_keys (object, key, record_id) \
+         SELECT j.object, decode(j.key, 'hex'), j.record_id \
+         FROM jsonb_to_recordset($1::jsonb) AS j(object text, key text, record_id uuid) \
+         ON CONFLICT DO NOTHING",
+        arrays(parts.iter().flat_map(|p| p.match_keys.iter())),
+    )
+    .await?;
     let events: Vec<&EncodedEvent> = parts.iter().flat_map(|p| p.events.iter()).collect();
     let mut seqs = Vec::new();
     if !events.is_empty() {

@@ -71,6 +71,13 @@ struct DigestRow<'a> {
 }
 
 #[derive(Serialize)]
+struct MatchKeyRow<'a> {
+    object: &'a str,
+    key: String,
+    record_id: &'a str,
+}
+
+#[derive(Serialize)]
 struct SearchRow<'a> {
     id: &'a str,
     tokens: &'a str,
@@ -86,6 +93,9 @@ pub(crate) struct Encoded {
     blind: Vec<String>,
     unique: Vec<String>,
     search: Vec<String>,
+    /// Records whose match keys are replaced, and their new keys.
+    keyed_ids: Vec<String>,
+    match_keys: Vec<String>,
     pub(crate) events: Vec<EncodedEvent>,
 }
 
@@ -130,6 +140,17 @@ impl Encoded {
             }
             if !w.search_text.is_empty() {
                 e.search.push(to_json(&SearchRow { id: &id, tokens: &w.search_text })?);
+            }
+        }
+        for set in &batch.match_keys {
+            let id = set.record_id.to_string();
+            e.keyed_ids.push(to_json(&id)?);
+            for key in &set.keys {
+                e.match_keys.push(to_json(&MatchKeyRow {
+                    object: &set.object,
+                    key: hex::encode(key),
+                    record_id: &id,
+                })?);
             }
         }
         Ok(e)
@@ -248,6 +269,20 @@ pub(crate) async fn apply(
          SELECT r.seq, j.value ->> 'tokens' FROM jsonb_each(?) AS j \
          CROSS JOIN records AS r ON r.id = j.value ->> 'id'",
         array(parts.iter().map(|p| &p.search)),
+    )
+    .await?;
+    // Each record's blocking keys replace its previous ones.
+    exec_json(
+        conn,
+        "DELETE FROM match_keys WHERE record_id IN (SELECT value FROM json_each(?))",
+        array(parts.iter().map(|p| &p.keyed_ids)),
+    )
+    .await?;
+    exec_json(
+        conn,
+        "INSERT OR IGNORE INTO match_keys (object, key, record_id) \
+         SELECT j.value ->> 'object', unhex(j.value ->> 'key'), j.value ->> 'record_id' FROM jsonb_each(?) AS j",
+        array(parts.iter().map(|p| &p.match_keys)),
     )
     .await?;
     let events: Vec<&EncodedEvent> = parts.iter().flat_map(|p| p.events.iter()).collect();

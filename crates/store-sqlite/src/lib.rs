@@ -306,9 +306,9 @@ async fn run_bulk(
     let mut parts = Vec::with_capacity(jobs.len());
     for job in jobs {
         match &job.op {
-            // Match keys and merge rows are written by the per-job path only (see `apply_op`).
-            Op::Write(batch, _) if !batch.match_keys.is_empty() || batch.merge.is_some() => {
-                return Err(bulk::Fallback("a batch with match keys or a merge".into()));
+            // Merges (rare) are written by the per-job path only (see `apply_op`).
+            Op::Write(batch, _) if batch.merge.is_some() => {
+                return Err(bulk::Fallback("a batch with a merge".into()));
             }
             Op::Write(_, encoded) | Op::Audit(_, encoded) => parts.push(encoded),
             _ => return Err(bulk::Fallback("not a record write".into())),
