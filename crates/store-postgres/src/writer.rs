@@ -12,7 +12,7 @@
 //! under its own savepoint, through the per-record path that names the precise error. Callers
 //! are answered only after COMMIT returned.
 
-use crate::{append_events, apply_record_write, map_sqlx, sql};
+use crate::{append_events, apply_record_write, internal, map_sqlx, sql};
 use custodian_store::{
     AuditDraft, EncodedEvent, MatchKeySet, RecordWrite, StoreError, StoreResult, WriteBatch, chain_rows,
 };
@@ -33,10 +33,6 @@ impl From<StoreError> for Fallback {
     fn from(e: StoreError) -> Self {
         Fallback(e.to_string())
     }
-}
-
-fn internal(e: impl std::fmt::Display) -> StoreError {
-    StoreError::Internal(e.to_string())
 }
 
 #[derive(Serialize)]

@@ -15,7 +15,7 @@
 //! and replays the jobs one by one through the per-record path, which decides precisely which
 //! job fails and why. So both paths have the same outcome; this one is just cheaper.
 
-use crate::{ChainHead, map_sqlx};
+use crate::{ChainHead, internal, map_sqlx};
 use custodian_store::{AuditDraft, EncodedEvent, StoreError, StoreResult, WriteBatch, chain_rows};
 use serde::Serialize;
 use sqlx::SqliteConnection;
@@ -29,10 +29,6 @@ impl From<StoreError> for Fallback {
     fn from(e: StoreError) -> Self {
         Fallback(e.to_string())
     }
-}
-
-fn internal(e: impl std::fmt::Display) -> StoreError {
-    StoreError::Internal(e.to_string())
 }
 
 fn to_json(value: &impl Serialize) -> StoreResult<String> {
