@@ -9,7 +9,7 @@
 //! Scenarios:
 //! - `http-create`: C keep-alive HTTP/1.1 clients POST N contacts to the real app; baseline: one
 //!   connection inserting the same N JSON bodies into a bare table, one row per transaction.
-//! - `batch-create`: `prepare_create` + `apply_prepared` in chunks of 1000, each chunk prepared
+//! - `batch-create`: `prepare_creates` + `apply_prepared` in chunks of 1000, each chunk prepared
 //!   while the previous one commits (the import path);
 //!   baseline: the same N bodies into a bare table in transactions of 1000.
 //! - `http-get`: GET one contact by id, open loop at a fixed rate (latency percentiles) and closed
@@ -835,11 +835,10 @@ async fn batch_path(service: &Service, contacts: &[Map<String, Value>]) -> Resul
             let t = Instant::now();
             let mut writes = Vec::with_capacity(chunk.len());
             let mut chunk_ids = Vec::with_capacity(chunk.len());
-            for fields in chunk {
-                let (id, write) = service
-                    .prepare_create(&ctx, "contacts", fields, &CreateOptions::default())
-                    .await
-                    .map_err(|e| anyhow!("prepare_create: {e} {:?}", e.details))?;
+            let input: Vec<(Map<String, Value>, CreateOptions)> =
+                chunk.iter().map(|f| (f.clone(), CreateOptions::default())).collect();
+            for prepared in service.prepare_creates(&ctx, "contacts", &input).await {
+                let (id, write) = prepared.map_err(|e| anyhow!("prepare_create: {e} {:?}", e.details))?;
                 chunk_ids.push(id);
                 writes.push(write);
             }

@@ -33,46 +33,57 @@ pub async fn load(service: &Service, records: usize, seed: u64, duplicate_share:
     let mut pending: Vec<Pending> = Vec::with_capacity(batch);
     let mut skipped: HashMap<String, usize> = HashMap::new();
     let mut created = 0usize;
-    let mut current_object = "";
-    for record in &data.records {
-        if record.object != current_object {
-            // References point at earlier objects: commit them before preparing the next object.
-            flush(service, &mut pending, &mut ids, &mut skipped, &mut created).await?;
-            current_object = record.object;
-            progress.set_message(current_object);
+    // Records of one object are prepared a batch at a time (their checks overlap), then
+    // committed in one transaction.
+    let mut i = 0;
+    while i < data.records.len() {
+        let object = data.records[i].object;
+        progress.set_message(object);
+        let mut end = i;
+        while end < data.records.len() && end - i < batch.max(1) && data.records[end].object == object {
+            end += 1;
         }
-        let mut fields = record.fields.clone();
-        for (field, target, key) in &record.refs {
-            match ids.get(&(*target, *key)) {
-                Some(id) => {
-                    fields.insert((*field).to_owned(), Value::String(id.to_string()));
+        let chunk = &data.records[i..end];
+        // References point at earlier objects, which are committed by now.
+        let input: Vec<(serde_json::Map<String, Value>, CreateOptions)> = chunk
+            .iter()
+            .map(|record| {
+                let mut fields = record.fields.clone();
+                for (field, target, key) in &record.refs {
+                    match ids.get(&(*target, *key)) {
+                        Some(id) => {
+                            fields.insert((*field).to_owned(), Value::String(id.to_string()));
+                        }
+                        None => {
+                            fields.remove(*field);
+                        }
+                    }
                 }
-                None => {
-                    fields.remove(*field);
+                let options = match owners.get(record.key % owners.len().max(1)) {
+                    Some(u) => CreateOptions { owner_id: Some(u.id), team_id: u.team_id, ..Default::default() },
+                    None => CreateOptions::default(),
+                };
+                (fields, options)
+            })
+            .collect();
+        for (record, prepared) in chunk.iter().zip(service.prepare_creates(&ctx, object, &input).await) {
+            match prepared {
+                Ok((id, prepared)) => pending.push(Pending {
+                    object: record.object,
+                    key: record.key,
+                    duplicate_of: record.duplicate_of,
+                    id,
+                    write: prepared,
+                }),
+                Err(e) => {
+                    *skipped.entry(format!("{}: {}", record.object, e.code.as_str())).or_default() += 1;
+                    stand_in(&mut ids, record.object, record.key, record.duplicate_of);
                 }
             }
         }
-        let options = match owners.get(record.key % owners.len().max(1)) {
-            Some(u) => CreateOptions { owner_id: Some(u.id), team_id: u.team_id, ..Default::default() },
-            None => CreateOptions::default(),
-        };
-        match service.prepare_create(&ctx, record.object, &fields, &options).await {
-            Ok((id, prepared)) => pending.push(Pending {
-                object: record.object,
-                key: record.key,
-                duplicate_of: record.duplicate_of,
-                id,
-                write: prepared,
-            }),
-            Err(e) => {
-                *skipped.entry(format!("{}: {}", record.object, e.code.as_str())).or_default() += 1;
-                stand_in(&mut ids, record.object, record.key, record.duplicate_of);
-            }
-        }
-        if pending.len() >= batch {
-            flush(service, &mut pending, &mut ids, &mut skipped, &mut created).await?;
-        }
-        progress.inc(1);
+        flush(service, &mut pending, &mut ids, &mut skipped, &mut created).await?;
+        progress.inc(chunk.len() as u64);
+        i = end;
     }
     flush(service, &mut pending, &mut ids, &mut skipped, &mut created).await?;
     progress.finish_and_clear();

@@ -305,11 +305,12 @@ impl Service {
         let new = matcher.prepare(&policy.raw_values(after));
         let mut scored: BTreeMap<Uuid, Vec<String>> = BTreeMap::new();
         let mut scores: BTreeMap<Uuid, f64> = BTreeMap::new();
-        for id in ids {
-            let Some(stored) = self.store.get_record(&def.name, id, &RowScope::All).await? else { continue };
-            if stored.deleted_at.is_some() {
-                continue;
-            }
+        // One read for every candidate (the store returns active records only).
+        let mut q = ListQuery::new(def.name.clone());
+        q.scope = RowScope::Restricted { owner_ids: Vec::new(), team_ids: Vec::new(), record_ids: ids };
+        q.limit = self.config.duplicates.max_entry_candidates.max(1);
+        for stored in self.store.list_records(&q).await?.items {
+            let id = stored.id;
             let plain = self.decrypt_fields(def, id, &stored.fields);
             let other = matcher.prepare(&policy.raw_values(&plain));
             let probability = matcher.score(&model, &new, &other).probability;

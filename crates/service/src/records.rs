@@ -52,6 +52,9 @@ pub(crate) struct Prepared {
     pub match_keys: Option<MatchKeySet>,
 }
 
+/// How many creates of a batch are prepared at once (their lookups wait on the store).
+pub const PREPARE_CONCURRENCY: usize = 8;
+
 impl Service {
     pub(crate) fn object_def(&self, object: &str) -> ServiceResult<ObjectDef> {
         self.schema()
@@ -247,7 +250,13 @@ impl Service {
             &audit.details["changes"],
             |name| def.field(name).is_some_and(|f| f.sensitive),
         );
-        let match_keys = self.match_key_set(def, record.id, plain);
+        // A deleted record is no candidate: its keys go with it (a restore writes them again).
+        let match_keys = self.match_key_set(def, record.id, plain).map(|mut set| {
+            if !active {
+                set.keys.clear();
+            }
+            set
+        });
         Ok(Prepared {
             notice,
             write: RecordWrite {
@@ -316,6 +325,25 @@ impl Service {
         let mut prepared = self.prepare_write(ctx, &def, WriteAction::Create, None, None, &plain, record)?;
         note_confirmation(&mut prepared, confirmed);
         Ok((id, PreparedWrite(prepared)))
+    }
+
+    /// Prepares the creates of many records of one object (batch paths: demo loader, importer),
+    /// [`PREPARE_CONCURRENCY`] at a time so that their store lookups overlap. Each is checked
+    /// exactly like `prepare_create` (records of the same batch are not candidates of each
+    /// other: the store's unique keys refuse exact duplicates among them at apply). Results come
+    /// in input order.
+    pub async fn prepare_creates(
+        &self,
+        ctx: &RequestContext,
+        object: &str,
+        records: &[(Map<String, Value>, CreateOptions)],
+    ) -> Vec<ServiceResult<(Uuid, PreparedWrite)>> {
+        use futures::StreamExt;
+        futures::stream::iter(records)
+            .map(|(fields, options)| self.prepare_create(ctx, object, fields, options))
+            .buffered(PREPARE_CONCURRENCY)
+            .collect()
+            .await
     }
 
     /// Applies prepared writes in one transaction: all or nothing.

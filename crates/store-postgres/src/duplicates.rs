@@ -3,7 +3,8 @@
 
 use crate::{append_events, commit, map_sqlx};
 use custodian_store::{
-    AuditDraft, CandidateRow, DismissalRow, MatchKeySet, MergeChange, MergeRow, ScanJobRow, StoreError, StoreResult,
+    AuditDraft, CandidateRow, DismissalRow, MATCH_BLOCK_CAP, MATCH_KEYS_PER_CHECK, MatchKeySet, MergeChange, MergeRow,
+    ScanJobRow, StoreError, StoreResult,
 };
 use serde_json::Value;
 use sqlx::postgres::PgRow;
@@ -205,14 +206,21 @@ pub(crate) async fn match_candidates(
         return Ok(Vec::new());
     }
     let ids: Vec<Uuid> = sqlx::query_scalar(
-        "SELECT m.record_id FROM match_keys m JOIN records r ON r.id = m.record_id \
-         WHERE m.object = $1 AND m.key = ANY($2) AND r.deleted_at IS NULL AND NOT (m.record_id = ANY($3)) \
-         GROUP BY m.record_id ORDER BY COUNT(*) DESC, m.record_id LIMIT $4",
+        // Each key's block is read through the primary key and cut at the cap; counting needs
+        // only the key index, and records are joined (to drop deleted ones) for the best few
+        // only. The service removes a record's keys when it is deleted, so deleted records rarely
+        // take places among those few.
+        "SELECT b.id FROM (SELECT c.record_id AS id, COUNT(*) AS n FROM unnest($2::bytea[]) AS k(key) \
+         CROSS JOIN LATERAL (SELECT m.record_id FROM match_keys m WHERE m.object = $1 AND m.key = k.key \
+                             ORDER BY m.record_id LIMIT $5) c \
+         WHERE NOT (c.record_id = ANY($3)) GROUP BY c.record_id ORDER BY n DESC, c.record_id LIMIT $4 * 2) b \
+         JOIN records r ON r.id = b.id WHERE r.deleted_at IS NULL ORDER BY b.n DESC, b.id LIMIT $4",
     )
     .bind(object)
-    .bind(keys)
+    .bind(&keys[..keys.len().min(MATCH_KEYS_PER_CHECK)])
     .bind(exclude)
     .bind(i64::from(limit))
+    .bind(i64::from(MATCH_BLOCK_CAP))
     .fetch_all(pool)
     .await
     .map_err(map_sqlx)?;

@@ -3,7 +3,8 @@
 
 use crate::{ChainHead, append_events, internal, map_sqlx, opt_uuid, parse_uuid};
 use custodian_store::{
-    AuditDraft, CandidateRow, DismissalRow, MatchKeySet, MergeChange, MergeRow, ScanJobRow, StoreError, StoreResult,
+    AuditDraft, CandidateRow, DismissalRow, MATCH_BLOCK_CAP, MATCH_KEYS_PER_CHECK, MatchKeySet, MergeChange, MergeRow,
+    ScanJobRow, StoreError, StoreResult,
 };
 use serde_json::Value;
 use sqlx::sqlite::SqliteRow;
@@ -226,26 +227,35 @@ pub(crate) async fn match_candidates(
     if keys.is_empty() || limit == 0 {
         return Ok(Vec::new());
     }
-    let keys = &keys[..keys.len().min(500)];
-    let key_marks = vec!["?"; keys.len()].join(", ");
+    let keys = &keys[..keys.len().min(MATCH_KEYS_PER_CHECK)];
+    // Each key's block is read through the primary key and cut at the cap before records are
+    // joined and counted.
+    let blocks = vec![
+        "SELECT record_id FROM (SELECT record_id FROM match_keys WHERE object = ? AND key = ? LIMIT ?)";
+        keys.len()
+    ]
+    .join(" UNION ALL ");
     let exclude_sql = if exclude.is_empty() {
         String::new()
     } else {
-        format!(" AND m.record_id NOT IN ({})", vec!["?"; exclude.len().min(500)].join(", "))
+        format!(" AND c.record_id NOT IN ({})", vec!["?"; exclude.len().min(500)].join(", "))
     };
+    // Counting needs only the key index; records are joined (to drop deleted ones) for the
+    // best few only. The service removes a record's keys when it is deleted, so deleted records
+    // rarely take places among those few.
     let text = format!(
-        "SELECT m.record_id AS id, COUNT(*) AS n FROM match_keys m JOIN records r ON r.id = m.record_id \
-         WHERE m.object = ? AND m.key IN ({key_marks}) AND r.deleted_at IS NULL{exclude_sql} \
-         GROUP BY m.record_id ORDER BY n DESC, m.record_id LIMIT ?"
+        "SELECT b.id AS id FROM (SELECT c.record_id AS id, COUNT(*) AS n FROM ({blocks}) c \
+         WHERE 1 = 1{exclude_sql} GROUP BY c.record_id ORDER BY n DESC, c.record_id LIMIT ?) b \
+         JOIN records r ON r.id = b.id WHERE r.deleted_at IS NULL ORDER BY b.n DESC, b.id LIMIT ?"
     );
-    let mut q = sqlx::query(AssertSqlSafe(text)).bind(object.to_owned());
+    let mut q = sqlx::query(AssertSqlSafe(text));
     for k in keys {
-        q = q.bind(k.clone());
+        q = q.bind(object.to_owned()).bind(k.clone()).bind(i64::from(MATCH_BLOCK_CAP));
     }
     for e in exclude.iter().take(500) {
         q = q.bind(e.to_string());
     }
-    let rows = q.bind(i64::from(limit)).fetch_all(pool).await.map_err(map_sqlx)?;
+    let rows = q.bind(i64::from(limit) * 2).bind(i64::from(limit)).fetch_all(pool).await.map_err(map_sqlx)?;
     rows.iter().map(|r| uuid_of(r, "id")).collect()
 }
 

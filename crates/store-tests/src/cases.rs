@@ -1772,6 +1772,45 @@ pub async fn match_keys_find_active_candidates(store: DynStore) {
     assert!(store.match_candidates(OBJ, &[b"k9".to_vec()], &[], 10).await.expect("match").is_empty());
 }
 
+/// A key shared by more records than the cap contributes only the cap; a record sharing a
+/// rarer key as well is still found first.
+pub async fn match_keys_bound_common_blocks(store: DynStore) {
+    use custodian_store::MATCH_BLOCK_CAP;
+    let crowd: Vec<StoredRecord> =
+        (0..MATCH_BLOCK_CAP + 30).map(|i| new_record(json!({ "name": format!("w{i}") }))).collect();
+    let mut target = new_record(json!({ "name": "t" }));
+    target.id = Uuid::from_u128(u128::MAX);
+    let mut batch = WriteBatch::default();
+    for r in &crowd {
+        let w = creation(r);
+        batch.audit.push(audit_for(&w));
+        batch.records.push(w);
+        batch.match_keys.push(keyed(r, &[b"common"]));
+    }
+    let w = creation(&target);
+    batch.audit.push(audit_for(&w));
+    batch.records.push(w);
+    batch.match_keys.push(keyed(&target, &[b"common", b"rare"]));
+    store.write(batch).await.expect("write");
+    // The target sorts after the whole crowd in key order, so only the rare key finds it.
+    let only_common = store.match_candidates(OBJ, &[b"common".to_vec()], &[], 10_000).await.expect("match");
+    assert_eq!(only_common.len(), MATCH_BLOCK_CAP as usize);
+    assert!(!only_common.contains(&target.id));
+    let both = store.match_candidates(OBJ, &[b"common".to_vec(), b"rare".to_vec()], &[], 10_000).await.expect("match");
+    assert!(both.contains(&target.id));
+    assert_eq!(both.len(), MATCH_BLOCK_CAP as usize + 1);
+    // A record sharing two keys ranks before those sharing one.
+    let first = crowd.first().expect("crowd");
+    write_with_keys(
+        &store,
+        change(WriteAction::Update, first, &successor(first, json!({ "name": "w0" }))),
+        keyed(first, &[b"common", b"rare"]),
+    )
+    .await;
+    let ranked = store.match_candidates(OBJ, &[b"common".to_vec(), b"rare".to_vec()], &[], 1).await.expect("match");
+    assert_eq!(ranked, vec![first.id]);
+}
+
 pub async fn scan_jobs_candidates_and_dismissals(store: DynStore) {
     use custodian_store::{CandidateRow, DismissalRow, ScanJobRow};
     let a = create(&store, json!({ "name": "a" })).await;

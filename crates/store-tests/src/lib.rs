@@ -276,6 +276,7 @@ macro_rules! conformance_tests {
             notifications_commit_with_the_write,
             outbox_leases_deliver_each_message_once,
             match_keys_find_active_candidates,
+            match_keys_bound_common_blocks,
             scan_jobs_candidates_and_dismissals,
             merge_rows_are_written_with_their_batch_and_undone_once,
         );

@@ -6,6 +6,14 @@
 use serde_json::Value;
 use uuid::Uuid;
 
+/// How many records one match key contributes at most to the candidates of a check at entry.
+/// A key shared by more records (a common surname) says little about a match on its own; the
+/// rarer keys of the same record still find the records it shares them with.
+pub const MATCH_BLOCK_CAP: u32 = 200;
+
+/// How many distinct keys of one record a check looks at, at most.
+pub const MATCH_KEYS_PER_CHECK: usize = 64;
+
 /// The matching engine's blocking keys of one record, as keyed hashes (never plaintext, since
 /// keys are made from sensitive fields too). Written with the record's change in one `WriteBatch`
 /// and replacing the record's previous set.

@@ -20,7 +20,9 @@ pub use audit::{
     AuditChainRow, AuditDraft, AuditRow, ChainedRows, CheckpointClaimOutcome, CheckpointClaimRequest,
     CheckpointClaimRow, CheckpointRange, EncodedEvent, chain_rows,
 };
-pub use duplicates::{CandidateRow, DismissalRow, MatchKeySet, MergeChange, MergeRow, ScanJobRow};
+pub use duplicates::{
+    CandidateRow, DismissalRow, MATCH_BLOCK_CAP, MATCH_KEYS_PER_CHECK, MatchKeySet, MergeChange, MergeRow, ScanJobRow,
+};
 pub use monitor::{
     ActionFilter, AlertRow, AlertRuleRow, AuditQuery, Bucket, BucketQuery, DeliveryOutcome, Measure, NotificationRow,
     OutboxRow,
@@ -615,7 +617,11 @@ pub trait Store: Send + Sync + 'static {
     // ---- duplicates and merges (A3, A5) -------------------------------------------------
 
     /// Active records of `object` sharing at least one of `keys` (match keys), those sharing
-    /// the most keys first, at most `limit`, never one of `exclude`.
+    /// the most keys first, at most `limit`, never one of `exclude`. Each key contributes at
+    /// most [`MATCH_BLOCK_CAP`] records (the first in key order), so the cost of a check does
+    /// not grow with the table when a key is common (a surname, say). Deleted records are
+    /// dropped among the `2 × limit` best; the service also removes a record's keys when it is
+    /// deleted, so they rarely take those places.
     async fn match_candidates(
         &self,
         object: &str,
