@@ -10,7 +10,7 @@ use custodian_store::{
 use futures::StreamExt;
 use futures::stream::BoxStream;
 use sqlx::sqlite::SqliteRow;
-use sqlx::{Row, SqliteConnection, SqlitePool};
+use sqlx::{AssertSqlSafe, Row, SqliteConnection, SqlitePool};
 
 /// One row per event, in as few columns as possible: the SQLite driver copies every column
 /// value under SQLite's allocator mutex, which is what a million-event verification spends its
@@ -158,11 +158,10 @@ pub(crate) async fn list_claims(
     after_seq_from: i64,
     limit: u32,
 ) -> StoreResult<Vec<CheckpointClaimRow>> {
-    let rows = sqlx::query("SELECT * FROM audit_checkpoint_claims WHERE seq_from > ? ORDER BY seq_from LIMIT ?")
-        .bind(after_seq_from)
-        .bind(i64::from(limit.clamp(1, 100_000)))
-        .fetch_all(pool)
-        .await
-        .map_err(map_sqlx)?;
+    let text = format!(
+        "SELECT * FROM audit_checkpoint_claims WHERE seq_from > ? ORDER BY seq_from LIMIT {}",
+        limit.clamp(1, 100_000)
+    );
+    let rows = sqlx::query(AssertSqlSafe(text)).bind(after_seq_from).fetch_all(pool).await.map_err(map_sqlx)?;
     rows.iter().map(claim_row).collect()
 }

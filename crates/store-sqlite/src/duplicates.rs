@@ -230,11 +230,11 @@ pub(crate) async fn match_candidates(
     let keys = &keys[..keys.len().min(MATCH_KEYS_PER_CHECK)];
     // Each key's block is read through the primary key and cut at the cap before records are
     // joined and counted.
-    let blocks = vec![
-        "SELECT record_id FROM (SELECT record_id FROM match_keys WHERE object = ? AND key = ? LIMIT ?)";
-        keys.len()
-    ]
-    .join(" UNION ALL ");
+    // Limits are literals: SQLite re-prepares a statement whenever a bound LIMIT is rebound.
+    let block = format!(
+        "SELECT record_id FROM (SELECT record_id FROM match_keys WHERE object = ? AND key = ? LIMIT {MATCH_BLOCK_CAP})"
+    );
+    let blocks = vec![block; keys.len()].join(" UNION ALL ");
     let exclude_sql = if exclude.is_empty() {
         String::new()
     } else {
@@ -245,17 +245,18 @@ pub(crate) async fn match_candidates(
     // rarely take places among those few.
     let text = format!(
         "SELECT b.id AS id FROM (SELECT c.record_id AS id, COUNT(*) AS n FROM ({blocks}) c \
-         WHERE 1 = 1{exclude_sql} GROUP BY c.record_id ORDER BY n DESC, c.record_id LIMIT ?) b \
-         JOIN records r ON r.id = b.id WHERE r.deleted_at IS NULL ORDER BY b.n DESC, b.id LIMIT ?"
+         WHERE 1 = 1{exclude_sql} GROUP BY c.record_id ORDER BY n DESC, c.record_id LIMIT {}) b \
+         JOIN records r ON r.id = b.id WHERE r.deleted_at IS NULL ORDER BY b.n DESC, b.id LIMIT {limit}",
+        u64::from(limit) * 2
     );
     let mut q = sqlx::query(AssertSqlSafe(text));
     for k in keys {
-        q = q.bind(object.to_owned()).bind(k.clone()).bind(i64::from(MATCH_BLOCK_CAP));
+        q = q.bind(object.to_owned()).bind(k.clone());
     }
     for e in exclude.iter().take(500) {
         q = q.bind(e.to_string());
     }
-    let rows = q.bind(i64::from(limit) * 2).bind(i64::from(limit)).fetch_all(pool).await.map_err(map_sqlx)?;
+    let rows = q.fetch_all(pool).await.map_err(map_sqlx)?;
     rows.iter().map(|r| uuid_of(r, "id")).collect()
 }
 
@@ -350,19 +351,20 @@ pub(crate) async fn list_candidates(
     after: Option<Uuid>,
     limit: u32,
 ) -> StoreResult<Vec<CandidateRow>> {
-    let rows = sqlx::query(
+    let text = format!(
         "SELECT c.* FROM duplicate_candidates c \
          JOIN records a ON a.id = c.record_a JOIN records b ON b.id = c.record_b \
          WHERE c.object = ? AND c.status = ? AND c.id > ? AND a.deleted_at IS NULL AND b.deleted_at IS NULL \
-         ORDER BY c.id LIMIT ?",
-    )
-    .bind(object)
-    .bind(status)
-    .bind(after.map(|u| u.to_string()).unwrap_or_default())
-    .bind(i64::from(limit.clamp(1, 1000)))
-    .fetch_all(pool)
-    .await
-    .map_err(map_sqlx)?;
+         ORDER BY c.id LIMIT {}",
+        limit.clamp(1, 1000)
+    );
+    let rows = sqlx::query(AssertSqlSafe(text))
+        .bind(object)
+        .bind(status)
+        .bind(after.map(|u| u.to_string()).unwrap_or_default())
+        .fetch_all(pool)
+        .await
+        .map_err(map_sqlx)?;
     rows.iter().map(candidate_from_row).collect()
 }
 

@@ -867,7 +867,7 @@ impl Store for SqliteStore {
 
     async fn get_record(&self, object: &str, id: Uuid, scope: &RowScope) -> StoreResult<Option<StoredRecord>> {
         let mut parts = QueryParts::default();
-        parts.push_where("r.object = ?", vec![Bind::Text(object.to_owned())]);
+        sql::push_object(&mut parts, object);
         parts.push_where("r.id = ?", vec![Bind::Text(id.to_string())]);
         sql::push_scope(&mut parts, scope);
         let (where_sql, binds) = parts.finish_where();
@@ -883,13 +883,17 @@ impl Store for SqliteStore {
         let mut out = Vec::new();
         for chunk in ids.chunks(500) {
             let placeholders = vec!["?"; chunk.len()].join(", ");
-            let text =
-                format!("SELECT id FROM records WHERE object = ? AND deleted_at IS NULL AND id IN ({placeholders})");
-            let mut q = sqlx::query_scalar::<_, String>(AssertSqlSafe(text)).bind(object.to_owned());
-            for id in chunk {
-                q = q.bind(id.to_string());
-            }
-            for id in q.fetch_all(&self.read_pool).await.map_err(map_sqlx)? {
+            let mut parts = QueryParts::default();
+            sql::push_object(&mut parts, object);
+            let (object_sql, binds) = parts.finish_where();
+            let text = format!(
+                "SELECT r.id FROM records r WHERE {object_sql} AND r.deleted_at IS NULL AND r.id IN ({placeholders})"
+            );
+            let mut binds = binds;
+            binds.extend(chunk.iter().map(|id| Bind::Text(id.to_string())));
+            let q = bind_all(sqlx::query(AssertSqlSafe(text)), binds);
+            for row in q.fetch_all(&self.read_pool).await.map_err(map_sqlx)? {
+                let id: String = row.try_get("id").map_err(map_sqlx)?;
                 out.push(Uuid::parse_str(&id).map_err(internal)?);
             }
         }
@@ -903,14 +907,14 @@ impl Store for SqliteStore {
         if let Some(after) = &query.after {
             sql::push_keyset(&mut parts, &sort, query.sort.descending, after)?;
         }
-        let (where_sql, mut binds) = parts.finish_where();
+        let (where_sql, binds) = parts.finish_where();
         let dir = if query.sort.descending { "DESC" } else { "ASC" };
         let limit = query.limit.clamp(1, 1000);
         let text = format!(
-            "SELECT {RECORD_COLUMNS}, {expr} AS sort_key FROM records r WHERE {where_sql} ORDER BY {expr} {dir}, r.id {dir} LIMIT ?",
+            "SELECT {RECORD_COLUMNS}, {expr} AS sort_key FROM records r WHERE {where_sql} ORDER BY {expr} {dir}, r.id {dir} LIMIT {}",
+            u64::from(limit) + 1,
             expr = sort.expr
         );
-        binds.push(Bind::Int(i64::from(limit) + 1));
         let rows =
             bind_all(sqlx::query(AssertSqlSafe(text)), binds).fetch_all(&self.read_pool).await.map_err(map_sqlx)?;
         let mut items = Vec::with_capacity(rows.len());
@@ -942,16 +946,17 @@ impl Store for SqliteStore {
     }
 
     async fn list_versions(&self, object: &str, id: Uuid, after: i64, limit: u32) -> StoreResult<Vec<StoredVersion>> {
-        let rows = sqlx::query(
-            "SELECT * FROM record_versions WHERE record_id = ? AND object = ? AND version > ? ORDER BY version ASC LIMIT ?",
-        )
-        .bind(id.to_string())
-        .bind(object)
-        .bind(after)
-        .bind(i64::from(limit.clamp(1, 1000)))
-        .fetch_all(&self.read_pool)
-        .await
-        .map_err(map_sqlx)?;
+        let text = format!(
+            "SELECT * FROM record_versions WHERE record_id = ? AND object = ? AND version > ? ORDER BY version ASC LIMIT {}",
+            limit.clamp(1, 1000)
+        );
+        let rows = sqlx::query(AssertSqlSafe(text))
+            .bind(id.to_string())
+            .bind(object)
+            .bind(after)
+            .fetch_all(&self.read_pool)
+            .await
+            .map_err(map_sqlx)?;
         rows.iter().map(version_from_row).collect()
     }
 
@@ -973,17 +978,17 @@ impl Store for SqliteStore {
         digest: &[u8],
         limit: u32,
     ) -> StoreResult<Vec<Uuid>> {
-        let ids: Vec<String> = sqlx::query_scalar(
+        let text = format!(
             "SELECT b.record_id FROM blind_indexes b JOIN records r ON r.id = b.record_id \
-             WHERE b.object = ? AND b.field = ? AND b.digest = ? AND r.deleted_at IS NULL LIMIT ?",
-        )
-        .bind(object)
-        .bind(field)
-        .bind(digest)
-        .bind(i64::from(limit))
-        .fetch_all(&self.read_pool)
-        .await
-        .map_err(map_sqlx)?;
+             WHERE b.object = ? AND b.field = ? AND b.digest = ? AND r.deleted_at IS NULL LIMIT {limit}"
+        );
+        let ids: Vec<String> = sqlx::query_scalar(AssertSqlSafe(text))
+            .bind(object)
+            .bind(field)
+            .bind(digest)
+            .fetch_all(&self.read_pool)
+            .await
+            .map_err(map_sqlx)?;
         ids.iter().map(|s| Uuid::parse_str(s).map_err(internal)).collect()
     }
 
@@ -996,12 +1001,10 @@ impl Store for SqliteStore {
     }
 
     async fn list_audit(&self, after_seq: i64, limit: u32) -> StoreResult<Vec<AuditRow>> {
-        let rows = sqlx::query("SELECT * FROM audit_events WHERE seq > ? ORDER BY seq ASC LIMIT ?")
-            .bind(after_seq)
-            .bind(i64::from(limit.clamp(1, 100_000)))
-            .fetch_all(&self.read_pool)
-            .await
-            .map_err(map_sqlx)?;
+        let text =
+            format!("SELECT * FROM audit_events WHERE seq > ? ORDER BY seq ASC LIMIT {}", limit.clamp(1, 100_000));
+        let rows =
+            sqlx::query(AssertSqlSafe(text)).bind(after_seq).fetch_all(&self.read_pool).await.map_err(map_sqlx)?;
         rows.iter().map(audit_from_row).collect()
     }
 

@@ -170,13 +170,19 @@ fn match_expression(query: &ListQuery) -> String {
         .join(" ")
 }
 
-pub fn push_list_conditions(parts: &mut QueryParts, query: &ListQuery) -> StoreResult<()> {
-    if custodian_store::is_identifier(&query.object) {
-        // A literal lets SQLite use the per-object partial field indexes.
-        parts.push_where(format!("r.object = '{}'", query.object), Vec::new());
+/// `r.object = …`. A literal lets SQLite use the per-object partial field indexes, and keeps
+/// the statement from being re-prepared on every execution (matching a bound value against a
+/// partial index's WHERE makes SQLite recompile the statement whenever that value is rebound).
+pub fn push_object(parts: &mut QueryParts, object: &str) {
+    if custodian_store::is_identifier(object) {
+        parts.push_where(format!("r.object = '{object}'"), Vec::new());
     } else {
-        parts.push_where("r.object = ?", vec![Bind::Text(query.object.clone())]);
+        parts.push_where("r.object = ?", vec![Bind::Text(object.to_owned())]);
     }
+}
+
+pub fn push_list_conditions(parts: &mut QueryParts, query: &ListQuery) -> StoreResult<()> {
+    push_object(parts, &query.object);
     match query.deleted {
         DeletedFilter::Active => parts.push_where("r.deleted_at IS NULL", Vec::new()),
         DeletedFilter::Deleted => parts.push_where("r.deleted_at IS NOT NULL", Vec::new()),
