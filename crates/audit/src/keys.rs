@@ -249,4 +249,39 @@ mod tests {
         let weak = format!("01{}", "00".repeat(31));
         assert!(parse_public_keys(&weak).is_err());
     }
+
+    #[test]
+    fn broken_signing_key_files_are_refused_precisely() {
+        let dir = std::env::temp_dir().join(format!("custodian-keys-{}-{}", std::process::id(), line!()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("audit-signing.key");
+        let (key, created) = AuditSigningKey::load_or_create(&path).unwrap();
+        assert!(created);
+        let good = std::fs::read_to_string(&path).unwrap();
+        let reason = |e: KeyError| match e {
+            KeyError::SigningKeyFile { reason, .. } => reason,
+            other => panic!("unexpected {other}"),
+        };
+        // Truncated, garbage, empty: refused (never a new key silently replacing the old one).
+        for broken in [&good[..good.len() / 2], "not hex at all", "", "\u{0}\u{ff}"] {
+            custodian_crypto::write_secret_file(&path, broken.as_bytes()).unwrap();
+            assert!(reason(AuditSigningKey::load(&path).unwrap_err()).contains("64 hex"), "{broken:?}");
+            assert!(AuditSigningKey::load_or_create(&path).is_err(), "{broken:?}");
+            assert_eq!(std::fs::read_to_string(&path).unwrap(), broken, "the broken file is left for inspection");
+        }
+        // A key others can read is refused.
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            custodian_crypto::write_secret_file(&path, good.as_bytes()).unwrap();
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+            assert!(AuditSigningKey::load(&path).is_err());
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        }
+        // The right file loads the same key; a missing one is an error for `load`.
+        custodian_crypto::write_secret_file(&path, good.as_bytes()).unwrap();
+        assert_eq!(AuditSigningKey::load(&path).unwrap().public(), key.public());
+        assert!(AuditSigningKey::load(&dir.join("missing.key")).is_err());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }

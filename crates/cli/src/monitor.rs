@@ -21,8 +21,9 @@ pub enum SmtpSecurityArg {
 
 #[derive(Args, Clone, Debug)]
 pub struct MonitorArgs {
-    /// Evaluate the anomaly alert rules this often (seconds); 0 turns evaluation off on this
-    /// server (another server sharing the database may still run it).
+    /// Evaluate the anomaly alert rules this often (seconds). Servers sharing a database
+    /// evaluate once per period between them (a lease in the database); 0 turns evaluation off
+    /// on this server (another server sharing the database may still run it).
     #[arg(long, env = "CUSTODIAN_ALERT_EVERY_SECS", default_value_t = 60)]
     pub alert_every_secs: u64,
     /// URL that alerts and change notifications are POSTed to (JSON, signed with
@@ -103,16 +104,23 @@ impl MonitorTasks {
             handles.push(tokio::spawn(worker.run(stopped.clone())));
         }
         if args.alert_every_secs > 0 {
-            let every = Duration::from_secs(args.alert_every_secs);
+            // Every server polls; the lease in the database lets one of them evaluate, once per
+            // period. Polling at a quarter of the period keeps the gap between two evaluations
+            // under 1.25 periods whichever server runs them.
+            let every_secs = args.alert_every_secs;
+            let tick = Duration::from_secs(every_secs).div_f64(4.0).max(Duration::from_secs(1));
+            let holder = custodian_audit::writer::default_claimant();
             let mut stopped = stopped;
             handles.push(tokio::spawn(async move {
                 loop {
                     tokio::select! {
-                        _ = tokio::time::sleep(every) => {}
+                        _ = tokio::time::sleep(tick) => {}
                         _ = stopped.changed() => return,
                     }
-                    if let Err(e) = service.evaluate_alerts(custodian_store::now_micros()).await {
-                        tracing::warn!(error = %e, "anomaly evaluation failed");
+                    match service.evaluate_alerts_if_due(&holder, custodian_store::now_micros(), every_secs).await {
+                        Ok(Some(raised)) => tracing::debug!(raised = raised.len(), "anomaly evaluation done"),
+                        Ok(None) => {}
+                        Err(e) => tracing::warn!(error = %e, "anomaly evaluation failed"),
                     }
                 }
             }));

@@ -103,6 +103,29 @@ impl Service {
         if self.role_of(ctx).admin { Ok(()) } else { Err(ServiceError::new(ErrorCode::Forbidden)) }
     }
 
+    /// `require_admin`, recording the refusal (`access.denied` with `operation`).
+    pub(crate) async fn admin_or_refuse(&self, ctx: &RequestContext, operation: &str) -> ServiceResult<()> {
+        let checked = self.require_admin(ctx);
+        if let Err(e) = &checked {
+            self.audit_refusal(ctx, "admin", None, operation, e).await;
+        }
+        checked
+    }
+
+    /// `require_merge`, recording the refusal (`access.denied` with `operation`).
+    pub(crate) async fn merge_or_refuse(
+        &self,
+        ctx: &RequestContext,
+        object: &str,
+        operation: &str,
+    ) -> ServiceResult<()> {
+        let checked = self.require_merge(ctx);
+        if let Err(e) = &checked {
+            self.audit_refusal(ctx, object, None, operation, e).await;
+        }
+        checked
+    }
+
     async fn org(&self) -> ServiceResult<Arc<OrgSnapshot>> {
         if let Ok(guard) = self.org_cache.read()
             && let Some((at, snap)) = guard.as_ref()

@@ -22,6 +22,9 @@ pub const BASELINE_DAYS: i64 = 30;
 /// multiple of it, so slot boundaries fall on local quarter hours).
 const OFF_HOURS_SLOT_MICROS: i64 = 15 * 60 * MICROS_PER_SEC;
 
+/// The name of the anomaly evaluation in the database's job leases.
+pub const ALERT_JOB: &str = "anomaly_evaluation";
+
 /// The metrics alerts can watch.
 pub const METRICS: &[&str] = &["distinct_records_viewed", "reveals", "export_rows", "failed_logins", "off_hours"];
 
@@ -281,13 +284,13 @@ impl Service {
 
     /// Rules as admins and auditors read them.
     pub async fn list_alert_rules(&self, ctx: &RequestContext) -> ServiceResult<Vec<AlertRule>> {
-        self.require_auditor(ctx)?;
+        self.auditor_or_refuse(ctx, "alert.rules").await?;
         self.alert_rules().await
     }
 
     /// Replaces the rule of one metric (admins only; audited with the old and new rule).
     pub async fn put_alert_rule(&self, ctx: &RequestContext, metric: &str, rule: Value) -> ServiceResult<AlertRule> {
-        self.require_admin(ctx)?;
+        self.admin_or_refuse(ctx, "alert.rule_update").await?;
         if ctx.actor.is_none() {
             return Err(ServiceError::new(ErrorCode::Forbidden));
         }
@@ -322,7 +325,7 @@ impl Service {
         cursor: Option<&str>,
         limit: Option<u32>,
     ) -> ServiceResult<AlertPage> {
-        self.require_auditor(ctx)?;
+        self.auditor_or_refuse(ctx, "alert.list").await?;
         let limit = limit.unwrap_or(50).clamp(1, 500);
         let before = cursor.map(decode_cursor).transpose()?;
         let mut rows = self.store.list_alerts(before, limit + 1).await?;
@@ -337,7 +340,7 @@ impl Service {
 
     /// Acknowledges an alert (admins and auditors; audited).
     pub async fn ack_alert(&self, ctx: &RequestContext, id: Uuid) -> ServiceResult<AlertView> {
-        self.require_auditor(ctx)?;
+        self.auditor_or_refuse(ctx, "alert.ack").await?;
         let actor = ctx.actor.as_ref().ok_or_else(|| ServiceError::new(ErrorCode::Forbidden))?;
         let mut audit = self.audit_draft(ctx, "alert.ack");
         audit.details = json!({ "alert_id": id });
@@ -345,15 +348,21 @@ impl Service {
         Ok(AlertView::from(&row))
     }
 
-    /// Evaluates every enabled rule for every user active recently; returns the alerts raised.
-    /// Safe to run on several servers at once.
+    /// Evaluates every enabled rule for every user active in that rule's window; returns the
+    /// alerts raised. Safe to run on several servers at once (alerts are unique per metric,
+    /// user and window in the database); `evaluate_alerts_if_due` is what `serve` runs.
+    ///
+    /// Cost is bounded: per rule one index range scan finds the users with a counted event in
+    /// the window; per such user one range scan of the `(actor_id, action, at)` index counts the
+    /// window, and the 30-day baseline is read only when the window's value could exceed it
+    /// (at least `baseline_min` and not already over the absolute threshold).
     pub async fn evaluate_alerts(&self, now: i64) -> ServiceResult<Vec<AlertRow>> {
         let rules: Vec<AlertRule> = self.alert_rules().await?.into_iter().filter(|r| r.enabled).collect();
-        let Some(longest) = rules.iter().map(|r| r.window_secs).max() else { return Ok(Vec::new()) };
-        let users = self.store.active_actors(now - longest * MICROS_PER_SEC).await?;
         let mut raised = Vec::new();
-        for user in users {
-            for rule in &rules {
+        for rule in &rules {
+            let (actions, _) = rule.measure();
+            let users = self.store.active_actors(now - rule.window_secs * MICROS_PER_SEC, &actions).await?;
+            for user in users {
                 let Some(finding) = self.evaluate_rule(rule, user, now).await? else { continue };
                 if let Some(alert) = self.raise_alert(rule, user, now, finding).await? {
                     raised.push(alert);
@@ -363,75 +372,87 @@ impl Service {
         Ok(raised)
     }
 
+    /// Runs `evaluate_alerts` when this server (`holder`) gets the evaluation lease in the
+    /// database: at most once per `every_secs` across all servers sharing the database, one at
+    /// a time. `None` when another server has it or the period has not elapsed.
+    pub async fn evaluate_alerts_if_due(
+        &self,
+        holder: &str,
+        now: i64,
+        every_secs: u64,
+    ) -> ServiceResult<Option<Vec<AlertRow>>> {
+        let every = i64::try_from(every_secs).unwrap_or(i64::MAX / MICROS_PER_SEC).saturating_mul(MICROS_PER_SEC);
+        // Long enough for any evaluation; if a server dies holding it, another takes over after.
+        let lease = every.max(60 * MICROS_PER_SEC).saturating_mul(5);
+        if !self.store.claim_job(ALERT_JOB, holder, now, lease, every).await? {
+            return Ok(None);
+        }
+        let outcome = self.evaluate_alerts(now).await;
+        self.store.release_job(ALERT_JOB, holder).await?;
+        outcome.map(Some)
+    }
+
     async fn evaluate_rule(&self, rule: &AlertRule, user: Uuid, now: i64) -> ServiceResult<Option<Finding>> {
         let window = rule.window_secs * MICROS_PER_SEC;
         let baseline_span = BASELINE_DAYS * 24 * 3600 * MICROS_PER_SEC;
         let slots = (baseline_span / window).max(1);
         let (actions, measure) = rule.measure();
-        let (value, mut history) = if rule.metric == "off_hours" {
+        let bucket = |since: i64, until: i64, bucket_micros: i64| BucketQuery {
+            actor_id: user,
+            actions: actions.clone(),
+            measure: measure.clone(),
+            since,
+            until,
+            bucket_micros,
+        };
+        // Whether the baseline can change the verdict for a window value.
+        let needs_baseline = |value: i64| {
+            rule.baseline_multiple.is_some()
+                && value > 0
+                && value >= rule.baseline_min
+                && rule.absolute.is_none_or(|a| value < a)
+        };
+        let mut history = vec![0i64; slots as usize];
+        let value = if rule.metric == "off_hours" {
             let Some(clock) = rule.working_hours.as_ref().and_then(Clock::new) else { return Ok(None) };
-            let start = (now - window - baseline_span).div_euclid(OFF_HOURS_SLOT_MICROS) * OFF_HOURS_SLOT_MICROS;
-            let buckets = self
-                .store
-                .audit_buckets(&BucketQuery {
-                    actor_id: user,
-                    actions,
-                    measure,
-                    since: start,
-                    until: now + 1,
-                    bucket_micros: OFF_HOURS_SLOT_MICROS,
-                })
-                .await?;
-            let mut value = 0;
-            let mut history = vec![0i64; slots as usize];
-            for (index, count) in buckets {
-                let slot_start = start + index * OFF_HOURS_SLOT_MICROS;
-                if !clock.off_hours(slot_start) {
-                    continue;
-                }
-                if slot_start >= now - window {
-                    value += count;
-                } else {
-                    let slot = ((slot_start - (now - window - baseline_span)).max(0) / window) as usize;
+            let base_start = now - window - baseline_span;
+            let start = base_start.div_euclid(OFF_HOURS_SLOT_MICROS) * OFF_HOURS_SLOT_MICROS;
+            // The first slot that starts inside the window: the window counts whole slots.
+            let split = start
+                + (now - window - start + OFF_HOURS_SLOT_MICROS - 1).max(0) / OFF_HOURS_SLOT_MICROS
+                    * OFF_HOURS_SLOT_MICROS;
+            let current = self.store.audit_buckets(&bucket(split, now + 1, OFF_HOURS_SLOT_MICROS)).await?;
+            let value = current
+                .iter()
+                .filter(|(index, _)| clock.off_hours(split + index * OFF_HOURS_SLOT_MICROS))
+                .map(|(_, count)| *count)
+                .sum::<i64>();
+            if needs_baseline(value) {
+                for (index, count) in self.store.audit_buckets(&bucket(start, split, OFF_HOURS_SLOT_MICROS)).await? {
+                    let slot_start = start + index * OFF_HOURS_SLOT_MICROS;
+                    if !clock.off_hours(slot_start) {
+                        continue;
+                    }
+                    let slot = ((slot_start - base_start).max(0) / window) as usize;
                     if let Some(h) = history.get_mut(slot) {
                         *h += count;
                     }
                 }
             }
-            (value, history)
+            value
         } else {
-            let current = self
-                .store
-                .audit_buckets(&BucketQuery {
-                    actor_id: user,
-                    actions: actions.clone(),
-                    measure: measure.clone(),
-                    since: now - window,
-                    until: now + 1,
-                    bucket_micros: window + 1,
-                })
-                .await?;
+            let current = self.store.audit_buckets(&bucket(now - window, now + 1, window + 1)).await?;
             let value = current.iter().map(|(_, v)| *v).sum::<i64>();
-            let mut history = vec![0i64; slots as usize];
-            if rule.baseline_multiple.is_some() {
-                let past = self
-                    .store
-                    .audit_buckets(&BucketQuery {
-                        actor_id: user,
-                        actions,
-                        measure,
-                        since: now - window - slots * window,
-                        until: now - window,
-                        bucket_micros: window,
-                    })
-                    .await?;
+            if needs_baseline(value) {
+                let past =
+                    self.store.audit_buckets(&bucket(now - window - slots * window, now - window, window)).await?;
                 for (index, v) in past {
                     if let Some(h) = usize::try_from(index).ok().and_then(|i| history.get_mut(i)) {
                         *h = v;
                     }
                 }
             }
-            (value, history)
+            value
         };
         let baseline_p95 = p95(&mut history);
         if let Some(absolute) = rule.absolute

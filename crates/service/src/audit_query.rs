@@ -171,7 +171,7 @@ impl Service {
     }
 
     /// Refuses with 403 and records the refusal.
-    async fn auditor_or_refuse(&self, ctx: &RequestContext, operation: &str) -> ServiceResult<()> {
+    pub(crate) async fn auditor_or_refuse(&self, ctx: &RequestContext, operation: &str) -> ServiceResult<()> {
         if let Err(e) = self.require_auditor(ctx) {
             self.audit_refusal(ctx, "audit", None, operation, &e).await;
             return Err(e);

@@ -198,7 +198,7 @@ impl Service {
         team_id: Option<Uuid>,
         department_id: Option<Uuid>,
     ) -> ServiceResult<UserRow> {
-        self.require_admin(ctx)?;
+        self.admin_or_refuse(ctx, "user.create").await?;
         let username = username.trim();
         let mut errors = Vec::new();
         if username.is_empty()

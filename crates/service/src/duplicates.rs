@@ -668,7 +668,7 @@ impl Service {
     }
 
     pub async fn duplicate_scan_job(&self, ctx: &RequestContext, id: Uuid) -> ServiceResult<ScanJobView> {
-        self.require_merge(ctx)?;
+        self.merge_or_refuse(ctx, "duplicates", "duplicates.scan_job").await?;
         let job = self.store.get_scan_job(id).await?.ok_or_else(ServiceError::not_found)?;
         Ok(job_view(&job))
     }
@@ -780,7 +780,7 @@ impl Service {
         let row = self.store.get_candidate(id).await?.ok_or_else(ServiceError::not_found)?;
         let def = self.object_def(&row.object)?;
         for record in [row.record_a, row.record_b] {
-            self.load_scoped(ctx, &def, record, Operation::Read).await?;
+            self.load_audited(ctx, &def, record, Operation::Read, "dismiss").await?;
         }
         if row.status != "open" {
             return Err(ServiceError::with_message(ErrorCode::Conflict, "This pair was decided already."));

@@ -9,7 +9,7 @@ use crate::view::{RecordView, VersionView};
 use crate::{RequestContext, Service, WriteOptions};
 use custodian_core::values::validate_record;
 use custodian_core::{ErrorCode, FieldError};
-use custodian_store::{StoredRecord, StoredVersion, WriteAction, now_micros};
+use custodian_store::{StoredRecord, WriteAction, now_micros};
 use serde::Serialize;
 use serde_json::{Map, Value, json};
 use std::collections::BTreeSet;
@@ -26,33 +26,6 @@ pub struct VersionDiff {
 }
 
 impl Service {
-    async fn versions_upto(
-        &self,
-        object: &str,
-        id: Uuid,
-        mut keep: impl FnMut(&StoredVersion) -> bool,
-    ) -> ServiceResult<Option<StoredVersion>> {
-        let mut after = 0;
-        let mut found = None;
-        loop {
-            let page = self.store.list_versions(object, id, after, 1000).await?;
-            let Some(last) = page.last() else { break };
-            after = last.version;
-            let full = page.len() == 1000;
-            for v in page {
-                if keep(&v) {
-                    found = Some(v);
-                } else {
-                    return Ok(found);
-                }
-            }
-            if !full {
-                break;
-            }
-        }
-        Ok(found)
-    }
-
     /// The record as it was at `at` (microseconds since the epoch): the last version written
     /// at or before that moment. 404 when the record did not exist yet.
     pub async fn record_as_of(
@@ -63,8 +36,8 @@ impl Service {
         at: i64,
     ) -> ServiceResult<VersionView> {
         let def = self.object_def(object)?;
-        self.load_scoped(ctx, &def, id, Operation::Read).await?;
-        let v = self.versions_upto(&def.name, id, |v| v.changed_at <= at).await?.ok_or_else(ServiceError::not_found)?;
+        self.load_audited(ctx, &def, id, Operation::Read, "history").await?;
+        let v = self.store.version_at(&def.name, id, at).await?.ok_or_else(ServiceError::not_found)?;
         let view = self.version_view(ctx, &def, &v);
         self.audit_read(ctx, "record.history", &def.name, Some(id), json!({ "as_of": at, "version": v.version }))
             .await?;
@@ -81,18 +54,20 @@ impl Service {
         to: i64,
     ) -> ServiceResult<VersionDiff> {
         let def = self.object_def(object)?;
-        self.load_scoped(ctx, &def, id, Operation::Read).await?;
+        self.load_audited(ctx, &def, id, Operation::Read, "history").await?;
         let a = self.store.get_version(&def.name, id, from).await?.ok_or_else(ServiceError::not_found)?;
         let b = self.store.get_version(&def.name, id, to).await?.ok_or_else(ServiceError::not_found)?;
+        let (plain_a, plain_b) = (self.decrypt_fields(&def, id, &a.fields), self.decrypt_fields(&def, id, &b.fields));
         let old = self.version_view(ctx, &def, &a);
         let new = self.version_view(ctx, &def, &b);
         let mut changes = Map::new();
         let names: BTreeSet<&String> = old.fields.keys().chain(new.fields.keys()).collect();
         for name in names {
             let (o, n) = (old.fields.get(name), new.fields.get(name));
-            // Masked values that differ in clear may look equal; compare what was stored.
-            let stored_differs = a.fields.get(name) != b.fields.get(name);
-            if o != n || stored_differs {
+            // Masked values that differ in clear may look equal: compare the clear values (not
+            // the stored envelopes, which are re-encrypted with a fresh nonce at every write).
+            let clear_differs = plain_a.get(name) != plain_b.get(name);
+            if o != n || clear_differs {
                 changes.insert(
                     name.clone(),
                     json!({ "old": o.cloned().unwrap_or(Value::Null), "new": n.cloned().unwrap_or(Value::Null) }),
@@ -114,7 +89,7 @@ impl Service {
         options: &WriteOptions,
     ) -> ServiceResult<RecordView> {
         let def = self.object_def(object)?;
-        let current = self.load_scoped(ctx, &def, id, Operation::Update).await?;
+        let current = self.load_audited(ctx, &def, id, Operation::Update, "revert").await?;
         if current.deleted_at.is_some() {
             return Err(ServiceError::with_message(ErrorCode::Conflict, "The record is deleted; restore it first."));
         }

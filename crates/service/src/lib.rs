@@ -66,6 +66,10 @@ pub struct ServiceConfig {
     /// Record every view, list and search in the audit log (PRODUCT.md S6). A read whose event
     /// cannot be stored fails. Only benchmarks turn this off, to measure its cost.
     pub audit_reads: bool,
+    /// Append the audit event of every record write in its transaction (PRODUCT.md S6). Only
+    /// `custodian bench` turns this off, to measure what write auditing costs; no flag,
+    /// variable or file of `serve` reaches it.
+    pub audit_writes: bool,
     /// Checkpoint files and trusted keys for `POST /api/v1/audit/verify`.
     pub audit_evidence: AuditEvidence,
     /// Delivery channels configured ("webhook", "email"): alerts and notifications get one
@@ -90,6 +94,7 @@ impl Default for ServiceConfig {
             max_page_size: 500,
             hashing_concurrency: 2,
             audit_reads: true,
+            audit_writes: true,
             audit_evidence: AuditEvidence::default(),
             outbox_channels: Vec::new(),
             duplicates: DuplicateConfig::default(),

@@ -344,7 +344,7 @@ impl Service {
 
     /// A merge (audited as a read of its record ids only).
     pub async fn get_merge(&self, ctx: &RequestContext, id: Uuid) -> ServiceResult<MergeView> {
-        self.require_merge(ctx)?;
+        self.merge_or_refuse(ctx, "merges", "merge.get").await?;
         let row = self.store.get_merge(id).await?.ok_or_else(ServiceError::not_found)?;
         let read = self.scope_for(ctx, &row.object, Operation::Read).await?;
         if self.store.get_record(&row.object, row.survivor_id, &read).await?.is_none() {
@@ -363,7 +363,7 @@ impl Service {
         }
         let row = self.store.get_merge(id).await?.ok_or_else(ServiceError::not_found)?;
         let def = self.object_def(&row.object)?;
-        self.load_scoped(ctx, &def, row.survivor_id, Operation::Update).await?;
+        self.load_audited(ctx, &def, row.survivor_id, Operation::Update, "unmerge").await?;
         if row.undone_at.is_some() {
             return Err(ServiceError::with_message(ErrorCode::Conflict, "This merge was undone already."));
         }

@@ -472,7 +472,7 @@ impl Service {
     /// (admin, with step-up; nobody resets their own). A user whose role requires MFA must
     /// enrol again at the next login. Returns whether a factor existed.
     pub async fn reset_user_mfa(&self, ctx: &RequestContext, user_id: Uuid) -> ServiceResult<bool> {
-        self.require_admin(ctx)?;
+        self.admin_or_refuse(ctx, "mfa.reset").await?;
         if ctx.actor.as_ref().is_some_and(|a| a.user_id == user_id) {
             return Err(ServiceError::with_message(
                 ErrorCode::Forbidden,

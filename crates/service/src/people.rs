@@ -59,7 +59,7 @@ fn name_error(name: &str) -> Option<FieldError> {
 
 impl Service {
     pub async fn list_users(&self, ctx: &RequestContext) -> ServiceResult<Vec<UserView>> {
-        self.require_admin(ctx)?;
+        self.admin_or_refuse(ctx, "user.list").await?;
         Ok(self.store.list_users().await?.iter().map(UserView::from).collect())
     }
 
@@ -69,7 +69,7 @@ impl Service {
         name: &str,
         parent_id: Option<Uuid>,
     ) -> ServiceResult<DepartmentView> {
-        self.require_admin(ctx)?;
+        self.admin_or_refuse(ctx, "department.create").await?;
         if let Some(e) = name_error(name) {
             return Err(ServiceError::validation(vec![e]));
         }
@@ -125,7 +125,7 @@ impl Service {
         name: &str,
         department_id: Option<Uuid>,
     ) -> ServiceResult<TeamView> {
-        self.require_admin(ctx)?;
+        self.admin_or_refuse(ctx, "team.create").await?;
         if let Some(e) = name_error(name) {
             return Err(ServiceError::validation(vec![e]));
         }
@@ -170,7 +170,7 @@ impl Service {
         object: &str,
         mut field: FieldDef,
     ) -> ServiceResult<ObjectDef> {
-        self.require_admin(ctx)?;
+        self.admin_or_refuse(ctx, "schema.add_field").await?;
         self.refresh_schema().await?;
         let def = self.object_def(object)?;
         field.custom = true;

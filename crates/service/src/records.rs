@@ -91,6 +91,20 @@ impl Service {
         Ok(record)
     }
 
+    /// `load_scoped`, recording an `access.denied` event (with `operation`) when the caller is
+    /// refused: out of read scope (404) or out of write scope (403).
+    pub(crate) async fn load_audited(
+        &self,
+        ctx: &RequestContext,
+        def: &ObjectDef,
+        id: Uuid,
+        op: Operation,
+        operation: &str,
+    ) -> ServiceResult<StoredRecord> {
+        let loaded = self.load_scoped(ctx, def, id, op).await;
+        self.audited(ctx, &def.name, Some(id), operation, loaded).await
+    }
+
     /// Passes a result through, recording an audit event when it is a refusal.
     async fn audited<T>(
         &self,
@@ -278,7 +292,9 @@ impl Service {
         (batch.notifications, batch.outbox) = self.notifications_for(&prepared).await?;
         for p in prepared {
             batch.records.push(p.write);
-            batch.audit.push(p.audit);
+            if self.config.audit_writes {
+                batch.audit.push(p.audit);
+            }
             batch.match_keys.extend(p.match_keys);
         }
         self.store.write(batch).await?;

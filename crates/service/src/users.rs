@@ -73,7 +73,7 @@ impl Service {
     /// Changes role, team, department or display name. Nobody changes their own role (no
     /// self-escalation, also not by an admin); a role change needs a recent step-up.
     pub async fn update_user(&self, ctx: &RequestContext, id: Uuid, changes: &UserChanges) -> ServiceResult<UserRow> {
-        self.require_admin(ctx)?;
+        self.admin_or_refuse(ctx, "user.update").await?;
         let mut user = self.user_or_404(id).await?;
         let before = user.clone();
         if let Some(role) = &changes.role {
@@ -159,7 +159,7 @@ impl Service {
         active: bool,
         reason: Option<serde_json::Value>,
     ) -> ServiceResult<UserRow> {
-        self.require_admin(ctx)?;
+        self.admin_or_refuse(ctx, if active { "user.reactivate" } else { "user.suspend" }).await?;
         if ctx.actor.as_ref().is_some_and(|a| a.user_id == id) {
             return Err(ServiceError::with_message(ErrorCode::Forbidden, "You cannot suspend yourself."));
         }
@@ -190,7 +190,7 @@ impl Service {
         id: Uuid,
         successor_id: Uuid,
     ) -> ServiceResult<OffboardReport> {
-        self.require_admin(ctx)?;
+        self.admin_or_refuse(ctx, "user.offboard").await?;
         if id == successor_id {
             return Err(ServiceError::validation(vec![FieldError::new(
                 "successor_id",

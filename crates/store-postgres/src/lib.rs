@@ -621,6 +621,20 @@ impl Store for PostgresStore {
         row.as_ref().map(version_from_row).transpose()
     }
 
+    async fn version_at(&self, object: &str, id: Uuid, at: i64) -> StoreResult<Option<StoredVersion>> {
+        let row = sqlx::query(
+            "SELECT * FROM record_versions WHERE record_id = $1 AND changed_at <= $2 AND object = $3 \
+             ORDER BY changed_at DESC, version DESC LIMIT 1",
+        )
+        .bind(id)
+        .bind(at)
+        .bind(object)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(map_sqlx)?;
+        row.as_ref().map(version_from_row).transpose()
+    }
+
     async fn find_by_blind_index(
         &self,
         object: &str,
@@ -1009,8 +1023,23 @@ impl Store for PostgresStore {
         monitor::audit_buckets(&self.pool, query).await
     }
 
-    async fn active_actors(&self, since: i64) -> StoreResult<Vec<Uuid>> {
-        monitor::active_actors(&self.pool, since).await
+    async fn active_actors(&self, since: i64, actions: &[String]) -> StoreResult<Vec<Uuid>> {
+        monitor::active_actors(&self.pool, since, actions).await
+    }
+
+    async fn claim_job(
+        &self,
+        job: &str,
+        holder: &str,
+        now: i64,
+        lease_micros: i64,
+        every_micros: i64,
+    ) -> StoreResult<bool> {
+        monitor::claim_job(&self.pool, job, holder, now, lease_micros, every_micros).await
+    }
+
+    async fn release_job(&self, job: &str, holder: &str) -> StoreResult<()> {
+        monitor::release_job(&self.pool, job, holder).await
     }
 
     async fn list_alert_rules(&self) -> StoreResult<Vec<AlertRuleRow>> {

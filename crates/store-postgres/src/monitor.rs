@@ -163,12 +163,62 @@ pub(crate) async fn audit_buckets(pool: &PgPool, query: &BucketQuery) -> StoreRe
         .collect()
 }
 
-pub(crate) async fn active_actors(pool: &PgPool, since: i64) -> StoreResult<Vec<Uuid>> {
-    sqlx::query_scalar("SELECT DISTINCT actor_id FROM audit_events WHERE at >= $1 AND actor_id IS NOT NULL")
+pub(crate) async fn active_actors(pool: &PgPool, since: i64, actions: &[String]) -> StoreResult<Vec<Uuid>> {
+    if actions.is_empty() {
+        return sqlx::query_scalar(
+            "SELECT DISTINCT actor_id FROM audit_events WHERE at >= $1 AND actor_id IS NOT NULL",
+        )
         .bind(since)
         .fetch_all(pool)
         .await
-        .map_err(map_sqlx)
+        .map_err(map_sqlx);
+    }
+    sqlx::query_scalar(
+        "SELECT DISTINCT actor_id FROM audit_events WHERE at >= $1 AND action = ANY($2) AND actor_id IS NOT NULL",
+    )
+    .bind(since)
+    .bind(actions)
+    .fetch_all(pool)
+    .await
+    .map_err(map_sqlx)
+}
+
+/// The lease of a periodic job: one conditional upsert. Two servers claiming at once
+/// serialise on the row; the second sees the first one's lease and gets nothing.
+pub(crate) async fn claim_job(
+    pool: &PgPool,
+    job: &str,
+    holder: &str,
+    now: i64,
+    lease: i64,
+    every: i64,
+) -> StoreResult<bool> {
+    let r = sqlx::query(
+        "INSERT INTO job_leases (job, holder, lease_until, started_at) VALUES ($1, $2, $3, $4) \
+         ON CONFLICT (job) DO UPDATE SET holder = EXCLUDED.holder, lease_until = EXCLUDED.lease_until, \
+           started_at = EXCLUDED.started_at \
+         WHERE (job_leases.lease_until <= $4 OR job_leases.lease_until > $3) \
+           AND (job_leases.started_at <= $5 OR job_leases.started_at > $4)",
+    )
+    .bind(job)
+    .bind(holder)
+    .bind(now.saturating_add(lease))
+    .bind(now)
+    .bind(now.saturating_sub(every))
+    .execute(pool)
+    .await
+    .map_err(map_sqlx)?;
+    Ok(r.rows_affected() == 1)
+}
+
+pub(crate) async fn release_job(pool: &PgPool, job: &str, holder: &str) -> StoreResult<()> {
+    sqlx::query("UPDATE job_leases SET lease_until = 0 WHERE job = $1 AND holder = $2")
+        .bind(job)
+        .bind(holder)
+        .execute(pool)
+        .await
+        .map_err(map_sqlx)?;
+    Ok(())
 }
 
 pub(crate) async fn list_rules(pool: &PgPool) -> StoreResult<Vec<AlertRuleRow>> {

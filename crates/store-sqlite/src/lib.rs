@@ -971,6 +971,20 @@ impl Store for SqliteStore {
         row.as_ref().map(version_from_row).transpose()
     }
 
+    async fn version_at(&self, object: &str, id: Uuid, at: i64) -> StoreResult<Option<StoredVersion>> {
+        let row = sqlx::query(
+            "SELECT * FROM record_versions WHERE record_id = ? AND changed_at <= ? AND object = ? \
+             ORDER BY changed_at DESC, version DESC LIMIT 1",
+        )
+        .bind(id.to_string())
+        .bind(at)
+        .bind(object)
+        .fetch_optional(&self.read_pool)
+        .await
+        .map_err(map_sqlx)?;
+        row.as_ref().map(version_from_row).transpose()
+    }
+
     async fn find_by_blind_index(
         &self,
         object: &str,
@@ -1245,8 +1259,27 @@ impl Store for SqliteStore {
         monitor::audit_buckets(&self.read_pool, query).await
     }
 
-    async fn active_actors(&self, since: i64) -> StoreResult<Vec<Uuid>> {
-        monitor::active_actors(&self.read_pool, since).await
+    async fn active_actors(&self, since: i64, actions: &[String]) -> StoreResult<Vec<Uuid>> {
+        monitor::active_actors(&self.read_pool, since, actions).await
+    }
+
+    async fn claim_job(
+        &self,
+        job: &str,
+        holder: &str,
+        now: i64,
+        lease_micros: i64,
+        every_micros: i64,
+    ) -> StoreResult<bool> {
+        let op = monitor::MonitorOp::ClaimJob(job.to_owned(), holder.to_owned(), now, lease_micros, every_micros);
+        match self.monitor(op).await? {
+            monitor::MonitorOut::Inserted(b) => Ok(b),
+            _ => Err(internal("unexpected writer reply")),
+        }
+    }
+
+    async fn release_job(&self, job: &str, holder: &str) -> StoreResult<()> {
+        self.monitor(monitor::MonitorOp::ReleaseJob(job.to_owned(), holder.to_owned())).await.map(|_| ())
     }
 
     async fn list_alert_rules(&self) -> StoreResult<Vec<AlertRuleRow>> {

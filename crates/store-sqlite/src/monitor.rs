@@ -21,6 +21,9 @@ pub(crate) enum MonitorOp {
     AckNotification(Uuid, Uuid, i64, AuditDraft),
     ClaimOutbox(String, i64, i64, u32),
     FinishOutbox(Uuid, String, DeliveryOutcome),
+    /// job, holder, now, lease, every
+    ClaimJob(String, String, i64, i64, i64),
+    ReleaseJob(String, String),
 }
 
 pub(crate) enum MonitorOut {
@@ -178,14 +181,20 @@ pub(crate) async fn audit_buckets(pool: &SqlitePool, query: &BucketQuery) -> Sto
         .collect()
 }
 
-pub(crate) async fn active_actors(pool: &SqlitePool, since: i64) -> StoreResult<Vec<Uuid>> {
-    let ids: Vec<String> =
-        sqlx::query_scalar("SELECT DISTINCT actor_id FROM audit_events WHERE at >= ? AND actor_id IS NOT NULL")
-            .bind(since)
-            .fetch_all(pool)
-            .await
-            .map_err(map_sqlx)?;
-    ids.iter().map(|s| Uuid::parse_str(s).map_err(internal)).collect()
+pub(crate) async fn active_actors(pool: &SqlitePool, since: i64, actions: &[String]) -> StoreResult<Vec<Uuid>> {
+    let mut text = "SELECT DISTINCT actor_id FROM audit_events WHERE at >= ? AND actor_id IS NOT NULL".to_owned();
+    let mut binds = vec![Bind::Int(since)];
+    if !actions.is_empty() {
+        text.push_str(&format!(" AND action IN ({})", vec!["?"; actions.len()].join(", ")));
+        binds.extend(actions.iter().map(|a| Bind::Text(a.clone())));
+    }
+    let rows = bind_all(sqlx::query(AssertSqlSafe(text)), binds).fetch_all(pool).await.map_err(map_sqlx)?;
+    rows.iter()
+        .map(|r| {
+            let id: String = r.try_get("actor_id").map_err(map_sqlx)?;
+            Uuid::parse_str(&id).map_err(internal)
+        })
+        .collect()
 }
 
 pub(crate) async fn list_rules(pool: &SqlitePool) -> StoreResult<Vec<AlertRuleRow>> {
@@ -416,6 +425,38 @@ pub(crate) async fn apply(conn: &mut SqliteConnection, op: MonitorOp, head: &mut
                 .bind(retry_at.unwrap_or(i64::MAX)),
             };
             q.bind(id.to_string()).bind(claimant).execute(&mut *conn).await.map_err(map_sqlx)?;
+            Ok(MonitorOut::Unit)
+        }
+        MonitorOp::ClaimJob(job, holder, now, lease, every) => {
+            // Due when no lease runs and the last start is a period ago; a lease or a start
+            // "in the future" (a clock moved backwards) does not block the job for ever.
+            let r = sqlx::query(
+                "INSERT INTO job_leases (job, holder, lease_until, started_at) VALUES (?, ?, ?, ?) \
+                 ON CONFLICT (job) DO UPDATE SET holder = excluded.holder, lease_until = excluded.lease_until, \
+                   started_at = excluded.started_at \
+                 WHERE (job_leases.lease_until <= ? OR job_leases.lease_until > ?) \
+                   AND (job_leases.started_at <= ? OR job_leases.started_at > ?)",
+            )
+            .bind(&job)
+            .bind(&holder)
+            .bind(now.saturating_add(lease))
+            .bind(now)
+            .bind(now)
+            .bind(now.saturating_add(lease))
+            .bind(now.saturating_sub(every))
+            .bind(now)
+            .execute(&mut *conn)
+            .await
+            .map_err(map_sqlx)?;
+            Ok(MonitorOut::Inserted(r.rows_affected() == 1))
+        }
+        MonitorOp::ReleaseJob(job, holder) => {
+            sqlx::query("UPDATE job_leases SET lease_until = 0 WHERE job = ? AND holder = ?")
+                .bind(&job)
+                .bind(&holder)
+                .execute(&mut *conn)
+                .await
+                .map_err(map_sqlx)?;
             Ok(MonitorOut::Unit)
         }
     }

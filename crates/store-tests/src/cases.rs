@@ -433,6 +433,27 @@ pub async fn versions_are_listed_and_paged(store: DynStore) {
     assert!(store.list_versions(OBJ, Uuid::now_v7(), 0, 10).await.expect("versions").is_empty());
 }
 
+pub async fn version_at_finds_the_version_of_a_time(store: DynStore) {
+    let mut r = create(&store, json!({ "n": 1 })).await;
+    for n in 2..=40 {
+        r = update(&store, &r, json!({ "n": n })).await;
+    }
+    let all = store.list_versions(OBJ, r.id, 0, 100).await.expect("versions");
+    assert_eq!(all.len(), 40);
+    let first = all[0].changed_at;
+    assert_eq!(store.version_at(OBJ, r.id, first - 1).await.expect("version_at"), None);
+    for v in &all {
+        // Exactly at a version's time, and just before the next one's.
+        assert_eq!(store.version_at(OBJ, r.id, v.changed_at).await.expect("version_at").as_ref(), Some(v));
+        let next = all.iter().find(|n| n.version == v.version + 1).map_or(i64::MAX, |n| n.changed_at);
+        assert_eq!(store.version_at(OBJ, r.id, next - 1).await.expect("version_at").as_ref(), Some(v));
+    }
+    assert_eq!(store.version_at(OBJ, r.id, i64::MAX).await.expect("version_at").map(|v| v.version), Some(40));
+    // Another object, another record: nothing.
+    assert_eq!(store.version_at("companies", r.id, i64::MAX).await.expect("version_at"), None);
+    assert_eq!(store.version_at(OBJ, Uuid::now_v7(), i64::MAX).await.expect("version_at"), None);
+}
+
 // ---- unique keys and atomicity -------------------------------------------------------------
 
 pub async fn unique_keys_are_enforced_and_freed(store: DynStore) {

@@ -122,8 +122,55 @@ pub async fn audit_buckets_count_from_events(store: DynStore) {
     assert_eq!(events, vec![(0, 4), (1, 1)]);
     let rows = store.audit_buckets(&query(&["audit.export"], Measure::SumDetail("rows".into()))).await.expect("sum");
     assert_eq!(rows, vec![(2, 150)]);
-    let actors: HashSet<Uuid> = store.active_actors(since).await.expect("actors").into_iter().collect();
+    let actors: HashSet<Uuid> = store.active_actors(since, &[]).await.expect("actors").into_iter().collect();
     assert_eq!(actors, [alice, bob].into_iter().collect());
+    // Only actors of the given actions, only inside the window.
+    let reveal = ["record.reveal".to_owned()];
+    assert_eq!(store.active_actors(since, &reveal).await.expect("actors"), vec![alice]);
+    assert!(store.active_actors(since + 7, &reveal).await.expect("actors").is_empty());
+    let views = ["record.view".to_owned(), "record.reveal".to_owned()];
+    let late: HashSet<Uuid> = store.active_actors(since + 5, &views).await.expect("actors").into_iter().collect();
+    assert_eq!(late, [alice].into_iter().collect());
+}
+
+pub async fn periodic_jobs_run_once_per_period_one_server_at_a_time(store: DynStore) {
+    let minute = 60_000_000i64;
+    let lease = 5 * minute;
+    let t0 = 1_700_000_000_000_000i64;
+    // Eight servers claim at once: exactly one runs the job.
+    let mut tasks = Vec::new();
+    for i in 0..8 {
+        let store = store.clone();
+        tasks.push(tokio::spawn(
+            async move { store.claim_job("evaluation", &format!("s{i}"), t0, lease, minute).await },
+        ));
+    }
+    let mut winners = 0;
+    for t in tasks {
+        if t.await.expect("join").expect("claim") {
+            winners += 1;
+        }
+    }
+    assert_eq!(winners, 1);
+    // While it runs, nobody else; after it finished, nobody before the period is over.
+    assert!(!store.claim_job("evaluation", "other", t0 + 2 * minute, lease, minute).await.expect("claim"));
+    store.release_job("evaluation", "not-the-holder").await.expect("release");
+    assert!(!store.claim_job("evaluation", "other", t0 + 2 * minute, lease, minute).await.expect("claim"));
+    for i in 0..8 {
+        store.release_job("evaluation", &format!("s{i}")).await.expect("release");
+    }
+    assert!(!store.claim_job("evaluation", "other", t0 + minute / 2, lease, minute).await.expect("claim"));
+    assert!(store.claim_job("evaluation", "other", t0 + minute, lease, minute).await.expect("claim"));
+    // Another job has its own lease.
+    assert!(store.claim_job("other-job", "s0", t0 + minute, lease, minute).await.expect("claim"));
+    // A holder that died: its lease runs out and another server takes over.
+    assert!(!store.claim_job("evaluation", "s1", t0 + minute + lease - 1, lease, minute).await.expect("claim"));
+    assert!(store.claim_job("evaluation", "s1", t0 + minute + lease, lease, minute).await.expect("claim"));
+    store.release_job("evaluation", "s1").await.expect("release");
+    // A clock moved backwards by an hour does not stop the job for an hour.
+    assert!(
+        store.claim_job("evaluation", "s2", t0 + minute + lease - 60 * minute, lease, minute).await.expect("claim")
+    );
 }
 
 fn alert(user: Uuid, window_start: i64) -> AlertRow {

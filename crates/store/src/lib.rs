@@ -451,6 +451,10 @@ pub trait Store: Send + Sync + 'static {
 
     async fn get_version(&self, object: &str, id: Uuid, version: i64) -> StoreResult<Option<StoredVersion>>;
 
+    /// The last version of the record written at or before `at` (µs): one index seek on
+    /// `(record_id, changed_at)`, however many versions the record has.
+    async fn version_at(&self, object: &str, id: Uuid, at: i64) -> StoreResult<Option<StoredVersion>>;
+
     /// Ids of active records of `object` holding `digest` as blind index of `field`.
     async fn find_by_blind_index(&self, object: &str, field: &str, digest: &[u8], limit: u32)
     -> StoreResult<Vec<Uuid>>;
@@ -559,8 +563,26 @@ pub trait Store: Send + Sync + 'static {
     /// only, by index).
     async fn audit_buckets(&self, query: &BucketQuery) -> StoreResult<Vec<Bucket>>;
 
-    /// Users who were the actor of at least one event since `since` (µs).
-    async fn active_actors(&self, since: i64) -> StoreResult<Vec<Uuid>>;
+    /// Users who were the actor of at least one event of `actions` (any action when empty)
+    /// since `since` (µs). An index range scan of the window only.
+    async fn active_actors(&self, since: i64, actions: &[String]) -> StoreResult<Vec<Uuid>>;
+
+    /// Takes the lease of the periodic job `job` (e.g. anomaly evaluation) for `holder` until
+    /// `now + lease_micros` when no lease runs and the job last started at least `every_micros`
+    /// before `now` (or "in the future", after a clock moved backwards). Returns whether
+    /// `holder` got it and should run the job now. Decided by one conditional statement in the
+    /// database: servers sharing it run the job once per period, one at a time.
+    async fn claim_job(
+        &self,
+        job: &str,
+        holder: &str,
+        now: i64,
+        lease_micros: i64,
+        every_micros: i64,
+    ) -> StoreResult<bool>;
+
+    /// Ends `holder`'s lease of `job` (nothing when another holder has it).
+    async fn release_job(&self, job: &str, holder: &str) -> StoreResult<()>;
 
     async fn list_alert_rules(&self) -> StoreResult<Vec<AlertRuleRow>>;
 
