@@ -14,6 +14,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 pub mod cases;
+pub mod access_cases;
 pub mod monitor_cases;
 
 use custodian_store_postgres::PostgresStore;
@@ -278,6 +279,9 @@ macro_rules! conformance_tests {
             match_keys_find_active_candidates,
             scan_jobs_candidates_and_dismissals,
             merge_rows_are_written_with_their_batch_and_undone_once,
+            roles_round_trip_and_held_roles_are_not_deleted,
+            grants_expire_by_time_and_are_revoked_once,
+            login_counters_are_atomic_and_forget_old_failures,
         );
     };
 }
