@@ -126,7 +126,11 @@ pub enum GrantCommand {
 /// A service error as one line: message and field details.
 fn explain(e: ServiceError) -> anyhow::Error {
     let details: Vec<String> = e.details.iter().map(|d| format!("{}: {}", d.field, d.message)).collect();
-    if details.is_empty() { anyhow!("{} ({})", e.message, e.code.as_str()) } else { anyhow!("{} {}", e.message, details.join("; ")) }
+    if details.is_empty() {
+        anyhow!("{} ({})", e.message, e.code.as_str())
+    } else {
+        anyhow!("{} {}", e.message, details.join("; "))
+    }
 }
 
 /// Prints a value as pretty JSON (a macro: the binary does not depend on serde itself).

@@ -1185,7 +1185,9 @@ async fn authz(args: &BenchArgs, ws: &mut Workspace) -> Result<Vec<Row>> {
     let admin = login(server.addr, &password).await?;
     let rep = login_plain(server.addr, "bench_rep", &password).await?;
     let gets = |token: &str| -> Arc<Vec<Vec<u8>>> {
-        Arc::new(ids.iter().map(|id| request_bytes("GET", &format!("/api/v1/contacts/{id}"), Some(token), None)).collect())
+        Arc::new(
+            ids.iter().map(|id| request_bytes("GET", &format!("/api/v1/contacts/{id}"), Some(token), None)).collect(),
+        )
     };
     let lists = |token: &str| -> Arc<Vec<Vec<u8>>> {
         Arc::new(vec![request_bytes("GET", "/api/v1/contacts?limit=50", Some(token), None)])

@@ -339,7 +339,9 @@ async fn run(command: Command) -> Result<()> {
         Command::Team { command } => admin::team(command).await,
         Command::Department { command } => admin::department(command).await,
         Command::Grant { command } => admin::grant(command).await,
-        Command::User { command: UserCommand::Create { store, username, role, team_id, department_id, password_stdin } } => {
+        Command::User {
+            command: UserCommand::Create { store, username, role, team_id, department_id, password_stdin },
+        } => {
             if !password_stdin {
                 bail!("pass --password-stdin and write the password to standard input");
             }

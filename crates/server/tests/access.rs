@@ -63,25 +63,46 @@ both_backends!(custom_roles_are_data_edited_with_step_up_and_audited, |app: Test
     app.admin_step_up().await;
     // Bad definitions are refused field by field, and nothing is stored.
     for (bad, field) in [
-        (json!({"name": "admin", "label_en": "A", "label_zh": "A", "objects": {}, "sensitive_default": "hidden"}), "name"),
-        (json!({"name": "Bad Name", "label_en": "A", "label_zh": "A", "objects": {}, "sensitive_default": "hidden"}), "name"),
-        (json!({"name": "wide", "label_en": "A", "label_zh": "A", "sensitive_default": "hidden",
+        (
+            json!({"name": "admin", "label_en": "A", "label_zh": "A", "objects": {}, "sensitive_default": "hidden"}),
+            "name",
+        ),
+        (
+            json!({"name": "Bad Name", "label_en": "A", "label_zh": "A", "objects": {}, "sensitive_default": "hidden"}),
+            "name",
+        ),
+        (
+            json!({"name": "wide", "label_en": "A", "label_zh": "A", "sensitive_default": "hidden",
             "objects": {"contacts": {"create": false, "read": "own", "update": "all", "delete": "none", "export": false}}}),
-            "objects.contacts.update"),
-        (json!({"name": "ghosts", "label_en": "A", "label_zh": "A", "sensitive_default": "hidden",
+            "objects.contacts.update",
+        ),
+        (
+            json!({"name": "ghosts", "label_en": "A", "label_zh": "A", "sensitive_default": "hidden",
             "objects": {"ghosts": {"create": false, "read": "all", "update": "none", "delete": "none", "export": false}}}),
-            "objects.ghosts"),
-        (json!({"name": "badfield", "label_en": "A", "label_zh": "A", "sensitive_default": "hidden", "objects": {},
-            "fields": {"contacts.nope": "read"}}), "fields.contacts.nope"),
-        (json!({"name": "extra", "label_en": "A", "label_zh": "A", "sensitive_default": "hidden", "objects": {}, "superuser": true}),
-            "superuser"),
-        (json!({"name": "scopes", "label_en": "A", "label_zh": "A", "sensitive_default": "hidden",
+            "objects.ghosts",
+        ),
+        (
+            json!({"name": "badfield", "label_en": "A", "label_zh": "A", "sensitive_default": "hidden", "objects": {},
+            "fields": {"contacts.nope": "read"}}),
+            "fields.contacts.nope",
+        ),
+        (
+            json!({"name": "extra", "label_en": "A", "label_zh": "A", "sensitive_default": "hidden", "objects": {}, "superuser": true}),
+            "superuser",
+        ),
+        (
+            json!({"name": "scopes", "label_en": "A", "label_zh": "A", "sensitive_default": "hidden",
             "objects": {"contacts": {"create": false, "read": "everything", "update": "none", "delete": "none", "export": false}}}),
-            "definition"),
+            "definition",
+        ),
     ] {
         let r = app.post("/api/v1/roles", bad.clone()).await;
         assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{bad}: {}", r.body);
-        assert!(r.body["error"]["details"].as_array().unwrap().iter().any(|d| d["field"] == field), "{bad}: {}", r.body);
+        assert!(
+            r.body["error"]["details"].as_array().unwrap().iter().any(|d| d["field"] == field),
+            "{bad}: {}",
+            r.body
+        );
     }
     let r = app.post("/api/v1/roles", analyst("all")).await;
     assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
@@ -100,7 +121,8 @@ both_backends!(custom_roles_are_data_edited_with_step_up_and_audited, |app: Test
     let r = app.post("/api/v1/users", json!({"username": "ghost", "password": PASSWORD, "role": "nope"})).await;
     assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
     let (ana_id, ana) = user(&app, "ana", "analyst", None, None).await;
-    let contact = app.create("contacts", json!({"name": "王五", "mobile": "13812345678", "email": "w@example.com"})).await;
+    let contact =
+        app.create("contacts", json!({"name": "王五", "mobile": "13812345678", "email": "w@example.com"})).await;
     let path = format!("/api/v1/contacts/{}", id(&contact));
     let r = as_user(&app, &ana, Method::GET, &path, None).await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.body);
@@ -135,7 +157,8 @@ both_backends!(custom_admin_roles_must_enrol_mfa, |app: TestApp| async move {
     let role = json!({"name": "junior_admin", "label_en": "Junior admin", "label_zh": "初级管理员",
         "sensitive_default": "masked", "objects": {}, "admin": true});
     assert_eq!(app.post("/api/v1/roles", role).await.status, StatusCode::CREATED);
-    let r = app.post("/api/v1/users", json!({"username": "junior", "password": PASSWORD, "role": "junior_admin"})).await;
+    let r =
+        app.post("/api/v1/users", json!({"username": "junior", "password": PASSWORD, "role": "junior_admin"})).await;
     assert_eq!(r.status, StatusCode::CREATED);
     let r = app.password_login("junior", PASSWORD).await;
     let token = r.body["token"].as_str().unwrap().to_owned();
@@ -156,7 +179,8 @@ both_backends!(grants_widen_scope_until_they_expire_or_are_revoked, |app: TestAp
     let mk = |token: String, name: &'static str| {
         let app = &app;
         async move {
-            let r = as_user(app, &token, Method::POST, "/api/v1/contacts", Some(json!({"fields": {"name": name}}))).await;
+            let r =
+                as_user(app, &token, Method::POST, "/api/v1/contacts", Some(json!({"fields": {"name": name}}))).await;
             assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
             id(&r.body)
         }
@@ -174,21 +198,36 @@ both_backends!(grants_widen_scope_until_they_expire_or_are_revoked, |app: TestAp
     assert_eq!(get(rep1.clone(), x_rec.clone()).await, StatusCode::NOT_FOUND);
 
     // A rep may not grant, least of all to themselves: 403, audited, nothing stored.
-    let r = as_user(&app, &rep1, Method::POST, "/api/v1/grants", Some(grant(&rep1_id, Some(&x_rec), None, "write", 24))).await;
+    let r =
+        as_user(&app, &rep1, Method::POST, "/api/v1/grants", Some(grant(&rep1_id, Some(&x_rec), None, "write", 24)))
+            .await;
     assert_eq!(r.status, StatusCode::FORBIDDEN, "{}", r.body);
     assert_eq!(denied(&app, "grant.create").await, 1);
     // A manager may not grant to themselves either (before any step-up).
-    let r = as_user(&app, &manager, Method::POST, "/api/v1/grants", Some(grant(&manager_id, Some(&x_rec), None, "read", 1))).await;
+    let r = as_user(
+        &app,
+        &manager,
+        Method::POST,
+        "/api/v1/grants",
+        Some(grant(&manager_id, Some(&x_rec), None, "read", 1)),
+    )
+    .await;
     assert_eq!(r.status, StatusCode::FORBIDDEN, "{}", r.body);
     // Managers need a step-up (and so a second factor) to grant.
-    let r = as_user(&app, &manager, Method::POST, "/api/v1/grants", Some(grant(&rep1_id, Some(&m_rec), None, "read", 1))).await;
+    let r =
+        as_user(&app, &manager, Method::POST, "/api/v1/grants", Some(grant(&rep1_id, Some(&m_rec), None, "read", 1)))
+            .await;
     assert_eq!(r.status, StatusCode::PRECONDITION_REQUIRED, "{}", r.body);
     app.enrol(&manager, "manager").await;
     assert_eq!(app.step_up(&manager, "manager").await.status, StatusCode::OK);
     // Only inside the manager's own update scope: rep2's record (team B) is readable, not editable.
-    let r = as_user(&app, &manager, Method::POST, "/api/v1/grants", Some(grant(&rep1_id, Some(&x_rec), None, "read", 1))).await;
+    let r =
+        as_user(&app, &manager, Method::POST, "/api/v1/grants", Some(grant(&rep1_id, Some(&x_rec), None, "read", 1)))
+            .await;
     assert_eq!(r.status, StatusCode::FORBIDDEN, "{}", r.body);
-    let r = as_user(&app, &manager, Method::POST, "/api/v1/grants", Some(grant(&rep1_id, None, Some(&team_b), "read", 1))).await;
+    let r =
+        as_user(&app, &manager, Method::POST, "/api/v1/grants", Some(grant(&rep1_id, None, Some(&team_b), "read", 1)))
+            .await;
     assert_eq!(r.status, StatusCode::FORBIDDEN, "{}", r.body);
     // Bad input.
     for bad in [
@@ -202,7 +241,9 @@ both_backends!(grants_widen_scope_until_they_expire_or_are_revoked, |app: TestAp
         let r = as_user(&app, &manager, Method::POST, "/api/v1/grants", Some(bad.clone())).await;
         assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{bad}: {}", r.body);
     }
-    let r = as_user(&app, &manager, Method::POST, "/api/v1/grants", Some(grant(&rep1_id, Some(&m_rec), None, "read", 1))).await;
+    let r =
+        as_user(&app, &manager, Method::POST, "/api/v1/grants", Some(grant(&rep1_id, Some(&m_rec), None, "read", 1)))
+            .await;
     assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
     let manager_grant = id(&r.body);
     assert_eq!(r.body["active"], true);
@@ -210,14 +251,28 @@ both_backends!(grants_widen_scope_until_they_expire_or_are_revoked, |app: TestAp
     assert_eq!(get(rep1.clone(), m_rec.clone()).await, StatusCode::OK);
     let list = as_user(&app, &rep1, Method::GET, "/api/v1/contacts", None).await;
     assert!(list.body["items"].as_array().unwrap().iter().any(|c| c["id"] == m_rec.as_str()));
-    let r = as_user(&app, &rep1, Method::PATCH, &format!("/api/v1/contacts/{m_rec}"), Some(json!({"fields": {"title": "x"}}))).await;
+    let r = as_user(
+        &app,
+        &rep1,
+        Method::PATCH,
+        &format!("/api/v1/contacts/{m_rec}"),
+        Some(json!({"fields": {"title": "x"}})),
+    )
+    .await;
     assert_eq!(r.status, StatusCode::FORBIDDEN);
 
     // The admin grants rep1 write access to rep2's record for one hour, and team B for two.
     app.admin_step_up().await;
     let r = app.post("/api/v1/grants", grant(&rep1_id, Some(&x_rec), None, "write", 1)).await;
     assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
-    let r = as_user(&app, &rep1, Method::PATCH, &format!("/api/v1/contacts/{x_rec}"), Some(json!({"fields": {"title": "代管"}}))).await;
+    let r = as_user(
+        &app,
+        &rep1,
+        Method::PATCH,
+        &format!("/api/v1/contacts/{x_rec}"),
+        Some(json!({"fields": {"title": "代管"}})),
+    )
+    .await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.body);
     let r = as_user(&app, &rep1, Method::DELETE, &format!("/api/v1/contacts/{x_rec}"), None).await;
     assert_eq!(r.status, StatusCode::FORBIDDEN, "grants never widen deletes");
@@ -241,7 +296,14 @@ both_backends!(grants_widen_scope_until_they_expire_or_are_revoked, |app: TestAp
 
     // One hour later the one-hour grants stop working by themselves; the team grant goes on.
     app.clock.advance_secs(3_601);
-    let r = as_user(&app, &rep1, Method::PATCH, &format!("/api/v1/contacts/{x_rec}"), Some(json!({"fields": {"title": "晚了"}}))).await;
+    let r = as_user(
+        &app,
+        &rep1,
+        Method::PATCH,
+        &format!("/api/v1/contacts/{x_rec}"),
+        Some(json!({"fields": {"title": "晚了"}})),
+    )
+    .await;
     assert_eq!(r.status, StatusCode::FORBIDDEN, "x is still readable through the team grant: {}", r.body);
     assert_eq!(get(rep1.clone(), m_rec.clone()).await, StatusCode::NOT_FOUND);
     assert_eq!(get(rep1.clone(), y_rec.clone()).await, StatusCode::OK);
@@ -255,7 +317,10 @@ both_backends!(grants_widen_scope_until_they_expire_or_are_revoked, |app: TestAp
     let r = app.call(Method::DELETE, &format!("/api/v1/grants/{team_grant}"), None).await;
     assert_eq!((r.status, r.body["active"].as_bool()), (StatusCode::OK, Some(false)), "{}", r.body);
     assert_eq!(get(rep1.clone(), y_rec.clone()).await, StatusCode::NOT_FOUND);
-    assert_eq!(app.call(Method::DELETE, &format!("/api/v1/grants/{team_grant}"), None).await.status, StatusCode::CONFLICT);
+    assert_eq!(
+        app.call(Method::DELETE, &format!("/api/v1/grants/{team_grant}"), None).await.status,
+        StatusCode::CONFLICT
+    );
     assert_eq!(app.call(Method::DELETE, "/api/v1/grants/not-a-uuid", None).await.status, StatusCode::NOT_FOUND);
     let _ = (rep2_id, manager_grant);
     let events = actions(&app).await;
@@ -294,7 +359,8 @@ both_backends!(sensitive_operations_need_a_step_up, |app: TestApp| async move {
         .filter(|(a, d)| a == "access.denied" && d["code"] == "step_up_required")
         .map(|(_, d)| d["operation"].as_str().unwrap().to_owned())
         .collect();
-    for op in ["record.transfer", "record.bulk_delete", "role.create", "grant.create", "record.merge", "record.unmerge"] {
+    for op in ["record.transfer", "record.bulk_delete", "role.create", "grant.create", "record.merge", "record.unmerge"]
+    {
         assert!(steps.iter().any(|s| s == op), "{op} not audited: {steps:?}");
     }
 
@@ -310,7 +376,8 @@ both_backends!(sensitive_operations_need_a_step_up, |app: TestApp| async move {
     let t = events.iter().find(|(a, _)| a == "record.transfer").unwrap();
     assert_eq!(t.1["owner_id"]["new"], heir_id.as_str());
     // Bulk delete is all or nothing.
-    let r = app.post("/api/v1/contacts/bulk-delete", json!({"ids": [c2, "01938f2c-0000-7000-8000-000000000001"]})).await;
+    let r =
+        app.post("/api/v1/contacts/bulk-delete", json!({"ids": [c2, "01938f2c-0000-7000-8000-000000000001"]})).await;
     assert_eq!(r.status, StatusCode::NOT_FOUND, "{}", r.body);
     assert!(app.get(&format!("/api/v1/contacts/{c2}")).await.body["deleted_at"].is_null());
     for bad in [json!({"ids": []}), json!({"ids": [c2, c2]})] {
@@ -330,7 +397,9 @@ both_backends!(escalation_attempts_are_refused_changed_nothing_and_audited, |app
     let (rep2_id, _) = user(&app, "rep2", "sales_rep", None, None).await;
     let (manager_id, manager) = user(&app, "manager", "sales_manager", Some(&team), None).await;
     // A manager editing their own role, or the role definition itself.
-    let r = as_user(&app, &manager, Method::PATCH, &format!("/api/v1/users/{manager_id}"), Some(json!({"role": "admin"}))).await;
+    let r =
+        as_user(&app, &manager, Method::PATCH, &format!("/api/v1/users/{manager_id}"), Some(json!({"role": "admin"})))
+            .await;
     assert_eq!(r.status, StatusCode::FORBIDDEN);
     let mut elevated = analyst("all");
     elevated["name"] = json!("sales_manager");
@@ -338,8 +407,15 @@ both_backends!(escalation_attempts_are_refused_changed_nothing_and_audited, |app
     let r = as_user(&app, &manager, Method::PUT, "/api/v1/roles/sales_manager", Some(elevated)).await;
     assert_eq!(r.status, StatusCode::FORBIDDEN);
     assert_eq!(app.get("/api/v1/roles/sales_manager").await.body["admin"], false);
-    assert_eq!(app.get("/api/v1/users").await.body["items"].as_array().unwrap().iter()
-        .find(|u| u["id"] == manager_id.as_str()).unwrap()["role"], "sales_manager");
+    assert_eq!(
+        app.get("/api/v1/users").await.body["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|u| u["id"] == manager_id.as_str())
+            .unwrap()["role"],
+        "sales_manager"
+    );
     assert_eq!(denied(&app, "user.role_change").await, 1);
     assert_eq!(denied(&app, "role.update").await, 1);
     // Not even an admin changes their own role.
@@ -351,8 +427,15 @@ both_backends!(escalation_attempts_are_refused_changed_nothing_and_audited, |app
     assert_eq!(denied(&app, "user.role_change").await, 2);
 
     // A rep granting themselves a grant.
-    let r = as_user(&app, &rep1, Method::POST, "/api/v1/grants", Some(json!({"user_id": rep1_id, "object": "contacts",
-        "team_id": team, "access": "write", "hours": 720, "reason": "mine"}))).await;
+    let r = as_user(
+        &app,
+        &rep1,
+        Method::POST,
+        "/api/v1/grants",
+        Some(json!({"user_id": rep1_id, "object": "contacts",
+        "team_id": team, "access": "write", "hours": 720, "reason": "mine"})),
+    )
+    .await;
     assert_eq!(r.status, StatusCode::FORBIDDEN);
     assert!(app.get("/api/v1/grants?include_inactive=true").await.body["items"].as_array().unwrap().is_empty());
     assert_eq!(denied(&app, "grant.create").await, 1);
@@ -385,9 +468,23 @@ both_backends!(escalation_attempts_are_refused_changed_nothing_and_audited, |app
     let after = as_user(&app, &rep1, Method::GET, &path, None).await.body;
     assert_eq!((after["version"].as_i64(), after["owner_id"].as_str()), (Some(1), Some(rep1_id.as_str())));
     assert!(after["fields"].get("title").is_none() && after["deleted_at"].is_null());
-    let r = as_user(&app, &rep1, Method::POST, "/api/v1/contacts", Some(json!({"owner_id": rep2_id, "fields": {"name": "李四"}}))).await;
+    let r = as_user(
+        &app,
+        &rep1,
+        Method::POST,
+        "/api/v1/contacts",
+        Some(json!({"owner_id": rep2_id, "fields": {"name": "李四"}})),
+    )
+    .await;
     assert_eq!(r.status, StatusCode::FORBIDDEN);
-    let r = as_user(&app, &rep1, Method::POST, "/api/v1/contacts", Some(json!({"fields": {"name": "李四", "created_by": rep2_id}}))).await;
+    let r = as_user(
+        &app,
+        &rep1,
+        Method::POST,
+        "/api/v1/contacts",
+        Some(json!({"fields": {"name": "李四", "created_by": rep2_id}})),
+    )
+    .await;
     assert_eq!(r.status, StatusCode::FORBIDDEN);
     let mine = as_user(&app, &rep1, Method::GET, "/api/v1/contacts", None).await.body;
     assert_eq!(mine["items"].as_array().unwrap().len(), 1, "nothing was created");

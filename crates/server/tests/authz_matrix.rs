@@ -409,7 +409,9 @@ fn body_for(route: &str, n: usize) -> Option<Value> {
         "POST /api/v1/{object}/{id}/revert" => json!({"to_version": 1, "field": "title"}),
         "POST /api/v1/roles" => json!({"name": format!("role_{n}"), "label_en": "R", "label_zh": "R",
             "objects": {}, "sensitive_default": "hidden"}),
-        "PUT /api/v1/roles/{name}" => json!({"label_en": "R", "label_zh": "R", "objects": {}, "sensitive_default": "hidden"}),
+        "PUT /api/v1/roles/{name}" => {
+            json!({"label_en": "R", "label_zh": "R", "objects": {}, "sensitive_default": "hidden"})
+        }
         "POST /api/v1/grants" => json!({"user_id": "01938f2c-0000-7000-8000-000000000009", "object": "contacts",
             "record_id": "01938f2c-0000-7000-8000-00000000000a", "access": "read", "hours": 1, "reason": "cover"}),
         "POST /api/v1/{object}/bulk-delete" => json!({"ids": ["01938f2c-0000-7000-8000-00000000000b"]}),
@@ -498,7 +500,7 @@ both_backends!(every_route_every_role_every_scope, |app: TestApp| async move {
                     .replace("{id}", &rep3)
                     .replace("{metric}", "reveals")
                     .replace("{name}", "sales_rep")
-                        + if path == "/api/v1/duplicates" { "?object=contacts" } else { "" };
+                    + if path == "/api/v1/duplicates" { "?object=contacts" } else { "" };
                 let r = as_user(&app, &actor.token, m, &concrete, body_for(&route, n)).await;
                 assert_eq!(r.status, status, "{} {route}: {}", actor.role, r.body);
             }

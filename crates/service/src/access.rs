@@ -42,10 +42,8 @@ pub(crate) type OrgCache = RwLock<Option<(Instant, Arc<OrgSnapshot>)>>;
 /// A role with every permission: offline CLI work (demo loading, imports) that runs without a
 /// logged-in user.
 fn system_role() -> RoleDef {
-    let mut role = builtin_roles()
-        .into_iter()
-        .find(|r| r.name == "admin")
-        .unwrap_or_else(|| crate::roles::empty_role("system"));
+    let mut role =
+        builtin_roles().into_iter().find(|r| r.name == "admin").unwrap_or_else(|| crate::roles::empty_role("system"));
     role.name = "system".into();
     role.fields.clear();
     role.sensitive_default = FieldAccess::Write;

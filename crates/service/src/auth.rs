@@ -393,8 +393,8 @@ impl Service {
         // Only roles that must have MFA pay for the extra lookup. (Custom roles resolve from
         // the role snapshot, reloaded at most every ROLE_TTL.)
         self.refresh_roles_if_stale().await?;
-        let mfa_enrollment_required = self.role_requires_mfa(&user.role)
-            && !self.session_user_enrolled(&hash, user.id).await?;
+        let mfa_enrollment_required =
+            self.role_requires_mfa(&user.role) && !self.session_user_enrolled(&hash, user.id).await?;
         let stepped_up = session.step_up_until.is_some_and(|until| until > self.config.clock.now_micros());
         Ok(Actor {
             user_id: user.id,

@@ -127,7 +127,12 @@ impl Service {
         self.require_step_up(ctx, "grant.create").await?;
         let mut errors = Vec::new();
         if req.access != "read" && req.access != "write" {
-            errors.push(FieldError::new("access", "not_allowed", "access is read or write.", "access 取值为 read 或 write。"));
+            errors.push(FieldError::new(
+                "access",
+                "not_allowed",
+                "access is read or write.",
+                "access 取值为 read 或 write。",
+            ));
         }
         if req.hours == 0 || req.hours > MAX_GRANT_HOURS {
             errors.push(FieldError::new(
@@ -139,7 +144,12 @@ impl Service {
         }
         let reason = req.reason.trim();
         if reason.is_empty() || reason.chars().count() > 500 || reason.chars().any(|c| c.is_control() && c != '\n') {
-            errors.push(FieldError::new("reason", "invalid", "A reason of 1-500 characters is required.", "须填写 1-500 个字符的原因。"));
+            errors.push(FieldError::new(
+                "reason",
+                "invalid",
+                "A reason of 1-500 characters is required.",
+                "须填写 1-500 个字符的原因。",
+            ));
         }
         if req.record_id.is_some() == req.team_id.is_some() {
             errors.push(FieldError::new(
@@ -155,7 +165,12 @@ impl Service {
         let def = self.object_def(&req.object)?;
         let grantee = self.store.get_user(req.user_id).await?;
         if !grantee.as_ref().is_some_and(|u| u.status == "active") {
-            return Err(invalid("user_id", "invalid_reference", "The grantee must be an active user.", "被授权人必须是在职用户。"));
+            return Err(invalid(
+                "user_id",
+                "invalid_reference",
+                "The grantee must be an active user.",
+                "被授权人必须是在职用户。",
+            ));
         }
         let role = self.role_of(ctx);
         if let Some(record_id) = req.record_id {

@@ -577,7 +577,12 @@ impl Service {
     /// record must be active and inside the caller's delete scope (the first that is not
     /// refuses the whole request: 404 outside read scope, 403 outside delete scope); a fresh
     /// step-up is required.
-    pub async fn bulk_delete(&self, ctx: &RequestContext, object: &str, ids: &[Uuid]) -> ServiceResult<BulkDeleteReport> {
+    pub async fn bulk_delete(
+        &self,
+        ctx: &RequestContext,
+        object: &str,
+        ids: &[Uuid],
+    ) -> ServiceResult<BulkDeleteReport> {
         let def = self.object_def(object)?;
         let mut seen = Vec::with_capacity(ids.len());
         for id in ids {

@@ -75,7 +75,8 @@ pub struct RoleView {
 /// Roles whose holders must have a second factor: the privileged built-in roles, and every
 /// custom role with administrative, audit or merge rights.
 pub(crate) fn requires_mfa(role: &RoleDef) -> bool {
-    crate::MFA_REQUIRED_ROLES.contains(&role.name.as_str()) || (!role.builtin && (role.admin || role.audit || role.merge))
+    crate::MFA_REQUIRED_ROLES.contains(&role.name.as_str())
+        || (!role.builtin && (role.admin || role.audit || role.merge))
 }
 
 fn role_error(field: &str, code: &str, en: impl Into<String>, zh: impl Into<String>) -> FieldError {
@@ -109,7 +110,9 @@ impl Service {
                     def.name = row.name.clone();
                     roles.insert(row.name, (Arc::new(def), row.created_at, row.updated_at));
                 }
-                Err(e) => tracing::error!(role = %row.name, error = %e, "stored role definition is unreadable; skipped"),
+                Err(e) => {
+                    tracing::error!(role = %row.name, error = %e, "stored role definition is unreadable; skipped")
+                }
             }
         }
         let snap = Arc::new(RoleSnapshot { loaded_at: Instant::now(), roles });
@@ -187,8 +190,7 @@ impl Service {
     pub async fn list_roles(&self, ctx: &RequestContext) -> ServiceResult<Vec<RoleView>> {
         self.require_admin_audited(ctx, "role.list").await?;
         self.reload_roles().await?;
-        let mut out: Vec<RoleView> =
-            crate::ROLES.iter().filter_map(|n| self.role_view(n)).collect::<Vec<_>>();
+        let mut out: Vec<RoleView> = crate::ROLES.iter().filter_map(|n| self.role_view(n)).collect::<Vec<_>>();
         let snap = self.role_snapshot();
         let mut custom: Vec<&String> = snap.roles.keys().collect();
         custom.sort();
@@ -214,15 +216,30 @@ impl Service {
         };
         let mut errors = Vec::new();
         for k in map.keys().filter(|k| !ROLE_KEYS.contains(&k.as_str())) {
-            errors.push(role_error(k, "unknown_field", format!("Roles have no property {k}."), format!("角色没有属性 {k}。")));
+            errors.push(role_error(
+                k,
+                "unknown_field",
+                format!("Roles have no property {k}."),
+                format!("角色没有属性 {k}。"),
+            ));
         }
         if map.get("builtin").is_some_and(|b| b != &Value::Bool(false)) {
-            errors.push(role_error("builtin", "read_only", "Custom roles are not built-in.", "自定义角色不能标记为内置。"));
+            errors.push(role_error(
+                "builtin",
+                "read_only",
+                "Custom roles are not built-in.",
+                "自定义角色不能标记为内置。",
+            ));
         }
         if let Some(n) = map.get("name")
             && n.as_str() != Some(name)
         {
-            errors.push(role_error("name", "mismatch", "The name in the body differs from the role's name.", "请求体中的名称与角色名称不一致。"));
+            errors.push(role_error(
+                "name",
+                "mismatch",
+                "The name in the body differs from the role's name.",
+                "请求体中的名称与角色名称不一致。",
+            ));
         }
         if !errors.is_empty() {
             return Err(ServiceError::validation(errors));
@@ -250,12 +267,22 @@ impl Service {
                 "角色名须为 2-48 个小写字母、数字或下划线，并以字母开头。",
             ));
         } else if BUILTIN.contains_key(name) || name == "system" {
-            errors.push(role_error("name", "reserved", "This name belongs to a built-in role.", "该名称属于内置角色。"));
+            errors.push(role_error(
+                "name",
+                "reserved",
+                "This name belongs to a built-in role.",
+                "该名称属于内置角色。",
+            ));
         }
         for (key, label) in [("label_en", &role.label_en), ("label_zh", &role.label_zh)] {
             let n = label.trim().chars().count();
             if n == 0 || n > 100 || label.chars().any(char::is_control) {
-                errors.push(role_error(key, "invalid_name", "Labels need 1-100 characters.", "名称须为 1-100 个字符。"));
+                errors.push(role_error(
+                    key,
+                    "invalid_name",
+                    "Labels need 1-100 characters.",
+                    "名称须为 1-100 个字符。",
+                ));
             }
         }
         let schema = self.schema();
@@ -289,10 +316,7 @@ impl Service {
             }
         }
         for key in role.fields.keys() {
-            let known = key
-                .split_once('.')
-                .and_then(|(o, f)| schema.object(o).and_then(|def| def.field(f)))
-                .is_some();
+            let known = key.split_once('.').and_then(|(o, f)| schema.object(o).and_then(|def| def.field(f))).is_some();
             if !known {
                 errors.push(role_error(
                     &format!("fields.{key}"),

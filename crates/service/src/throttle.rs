@@ -41,10 +41,8 @@ fn delay_for(failures: i64, free: u32) -> Duration {
 /// The store keys of an attempt and the failures each allows: account and (when known) address,
 /// hashed so that a password typed into the username box is not stored.
 fn keys(username: &str, ip: Option<&str>) -> Vec<(String, u32)> {
-    let mut keys = vec![(
-        format!("user:{}", sha256_hex(username.trim().to_lowercase().as_bytes())),
-        FREE_FAILURES_ACCOUNT,
-    )];
+    let mut keys =
+        vec![(format!("user:{}", sha256_hex(username.trim().to_lowercase().as_bytes())), FREE_FAILURES_ACCOUNT)];
     if let Some(ip) = ip {
         keys.push((format!("ip:{}", sha256_hex(ip.as_bytes())), FREE_FAILURES_IP));
     }
@@ -105,8 +103,7 @@ impl Service {
         let keys = keys(username, ip);
         let names: Vec<String> = keys.iter().map(|(k, _)| k.clone()).collect();
         let now_us = now_micros();
-        let rows =
-            self.store.record_login_failure(&names, now_us, now_us - FORGET_AFTER.as_micros() as i64).await?;
+        let rows = self.store.record_login_failure(&names, now_us, now_us - FORGET_AFTER.as_micros() as i64).await?;
         self.learn(&keys, &rows, Instant::now());
         Ok(())
     }

@@ -127,13 +127,15 @@ fn grant_from_row(row: &PgRow) -> StoreResult<GrantRow> {
 
 pub(crate) async fn list_grants(pool: &PgPool, active_at: Option<i64>) -> StoreResult<Vec<GrantRow>> {
     let rows = match active_at {
-        Some(now) => sqlx::query(
-            "SELECT * FROM access_grants WHERE revoked_at IS NULL AND expires_at > $1 \
+        Some(now) => {
+            sqlx::query(
+                "SELECT * FROM access_grants WHERE revoked_at IS NULL AND expires_at > $1 \
              ORDER BY created_at DESC, id DESC",
-        )
-        .bind(now)
-        .fetch_all(pool)
-        .await,
+            )
+            .bind(now)
+            .fetch_all(pool)
+            .await
+        }
         None => sqlx::query("SELECT * FROM access_grants ORDER BY created_at DESC, id DESC").fetch_all(pool).await,
     }
     .map_err(map_sqlx)?;
@@ -157,13 +159,14 @@ pub(crate) async fn revoke_grant(
     audit: AuditDraft,
 ) -> StoreResult<bool> {
     let mut tx = pool.begin().await.map_err(map_sqlx)?;
-    let r = sqlx::query("UPDATE access_grants SET revoked_at = $2, revoked_by = $3 WHERE id = $1 AND revoked_at IS NULL")
-        .bind(id)
-        .bind(at)
-        .bind(by)
-        .execute(&mut *tx)
-        .await
-        .map_err(map_sqlx)?;
+    let r =
+        sqlx::query("UPDATE access_grants SET revoked_at = $2, revoked_by = $3 WHERE id = $1 AND revoked_at IS NULL")
+            .bind(id)
+            .bind(at)
+            .bind(by)
+            .execute(&mut *tx)
+            .await
+            .map_err(map_sqlx)?;
     if r.rows_affected() == 0 {
         let exists = sqlx::query("SELECT 1 FROM access_grants WHERE id = $1")
             .bind(id)

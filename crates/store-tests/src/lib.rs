@@ -13,8 +13,8 @@
 // Test-support crate: failing loudly is the point.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-pub mod cases;
 pub mod access_cases;
+pub mod cases;
 pub mod monitor_cases;
 
 use custodian_store_postgres::PostgresStore;
