@@ -1201,7 +1201,7 @@ async fn authz(args: &BenchArgs, ws: &mut Workspace) -> Result<Vec<Row>> {
         let (mut rep_loads, mut admin_loads) = (Vec::new(), Vec::new());
         for r in 0..AUTHZ_ROUNDS {
             // Alternate which caller goes first, so that drift on a shared machine cancels out.
-            let order = if r % 2 == 0 { [true, false] } else { [false, true] };
+            let order = if r.is_multiple_of(2) { [true, false] } else { [false, true] };
             for is_rep in order {
                 let req = if is_rep { rep_req.clone() } else { admin_req.clone() };
                 let load = closed_loop(connect_all(server.addr, c).await?, req, round).await?;
@@ -1257,7 +1257,7 @@ async fn login_flood(ws: &mut Workspace) -> Result<Vec<Row>> {
             let (mut answered, mut throttled) = (0usize, 0usize);
             let mut i = 0usize;
             while !stop.load(Ordering::Relaxed) {
-                let username = if i % 2 == 0 { "bench_rep".to_owned() } else { format!("nobody{w}x{i}") };
+                let username = if i.is_multiple_of(2) { "bench_rep".to_owned() } else { format!("nobody{w}x{i}") };
                 let body = json!({ "username": username, "password": "wrong password, surely" }).to_string();
                 let resp = conn.send(&request_bytes("POST", "/api/v1/auth/login", None, Some(body.as_bytes()))).await?;
                 if resp.status == 200 {

@@ -518,8 +518,8 @@ both_backends!(login_throttling_is_shared_by_servers_on_one_database, |app: Test
     };
     // Failures alternate between the two servers: the counter is one.
     let mut statuses = Vec::new();
-    for i in 0..6 {
-        let router = if i % 2 == 0 { app.router.clone() } else { other.clone() };
+    for i in 0..6u32 {
+        let router = if i.is_multiple_of(2) { app.router.clone() } else { other.clone() };
         statuses.push(login(router, "wrong password!!").await);
     }
     assert_eq!(&statuses[..5], &[StatusCode::UNAUTHORIZED; 5], "{statuses:?}");

@@ -164,7 +164,7 @@ impl Service {
         }
         let def = self.object_def(&req.object)?;
         let grantee = self.store.get_user(req.user_id).await?;
-        if !grantee.as_ref().is_some_and(|u| u.status == "active") {
+        if grantee.as_ref().is_none_or(|u| u.status != "active") {
             return Err(invalid(
                 "user_id",
                 "invalid_reference",

@@ -161,7 +161,7 @@ pub async fn login_counters_are_atomic_and_forget_old_failures(store: DynStore) 
 
     // A failure long after the last one starts the count again.
     let much_later = t0 + 7_200_000_000;
-    let rows = store.record_login_failure(&[address.clone()], much_later, much_later - 3_600_000_000).await;
+    let rows = store.record_login_failure(std::slice::from_ref(&address), much_later, much_later - 3_600_000_000).await;
     let rows = rows.expect("record");
     assert_eq!((rows[0].failures, rows[0].last_failure_at), (1, much_later));
     // Keys are data, not SQL.
