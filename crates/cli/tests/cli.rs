@@ -376,6 +376,8 @@ fn roles_teams_departments_and_grants_from_the_command_line() {
     let d = dir.0.to_str().unwrap();
     let data = ["--data-dir", d];
     let with = |args: &[&str]| -> Vec<String> { args.iter().chain(data.iter()).map(|a| (*a).to_owned()).collect() };
+    // The first start creates the admin (only on an empty store).
+    stop(start(&dir.0, Some("admin password 123")));
     // Organisation.
     let dept = cli_json(&with(&["department", "create", "--name", "销售部"]));
     let dept_id = dept["id"].as_str().unwrap().to_owned();
