@@ -23,6 +23,11 @@
 //!   app's read events appended in batches, signed checkpoints every 1000, then the verifier
 //!   `custodian audit verify` runs (in process, best of three, and as the real command in a child
 //!   process), and the largest inclusion proof. Targets < 5 s for 1M events on 2 cores, < 2 KB.
+//! - `authz`: the cost of authorisation, row scope and masking: `GET /api/v1/contacts/{id}` and
+//!   a list page, as a sales_rep (own scope, masked fields) and as an admin (all), rounds
+//!   alternating in the same run over records the rep owns; reports rep/admin time ratios.
+//! - `login-flood`: 200 connections send bad logins as fast as they are answered while one
+//!   authenticated client GETs a contact; its p99 during the flood against its p99 without it.
 //! - `large` (only with `--large` or `--only large`): M demo records loaded through the batch
 //!   path in a child `custodian demo` process, then list / filter / blind-index / search / sort
 //!   latencies through the app, and the resident memory of this (the server) process.
@@ -47,8 +52,16 @@ use tokio::sync::{Mutex, oneshot};
 use tokio::task::JoinSet;
 use uuid::Uuid;
 
-const SCENARIOS: [&str; 7] =
-    ["http-create", "batch-create", "http-get", "audit-cost", "as-of", "audit-verify", "large"];
+const SCENARIOS: [&str; 9] =
+    ["http-create", "batch-create", "http-get", "audit-cost", "as-of", "audit-verify", "authz", "login-flood", "large"];
+/// Contacts per caller in `authz`.
+const AUTHZ_CONTACTS: usize = 500;
+/// Alternating rounds (rep, admin) of `authz`, each a closed loop of this length.
+const AUTHZ_ROUNDS: usize = 4;
+const AUTHZ_ROUND_SECS: u64 = 3;
+/// Connections sending bad logins in `login-flood`.
+const FLOOD_CONNECTIONS: usize = 200;
+const FLOOD_SECS: u64 = 10;
 
 /// Offered rate of the open-loop GET run.
 const GET_RATE_PER_SEC: u64 = 1000;
@@ -160,6 +173,12 @@ async fn run_scenarios(args: &BenchArgs, ws: &mut Workspace) -> Result<Vec<Row>>
     }
     if selected("audit-verify") {
         rows.extend(audit_verify(args, ws).await.context("audit-verify")?);
+    }
+    if selected("authz") {
+        rows.extend(authz(args, ws).await.context("authz")?);
+    }
+    if selected("login-flood") {
+        rows.extend(login_flood(ws).await.context("login-flood")?);
     }
     if selected("large") {
         rows.extend(large(args, ws).await.context("large")?);
@@ -1145,6 +1164,170 @@ async fn http_get(args: &BenchArgs, ws: &mut Workspace) -> Result<Vec<Row>> {
             pass: Some(ratio >= 0.25 && ours_closed.errors == 0),
         },
     ])
+}
+
+/// A password login of a user without a second factor.
+async fn login_plain(addr: SocketAddr, username: &str, password: &str) -> Result<String> {
+    let mut conn = HttpConn::connect(addr).await?;
+    let body = json!({ "username": username, "password": password }).to_string();
+    let resp = conn.send(&request_bytes("POST", "/api/v1/auth/login", None, Some(body.as_bytes()))).await?;
+    if resp.status != 200 {
+        bail!("login of {username} answered {}: {}", resp.status, String::from_utf8_lossy(&resp.body));
+    }
+    let v: Value = serde_json::from_slice(&resp.body)?;
+    v.get("token").and_then(Value::as_str).map(str::to_owned).ok_or_else(|| anyhow!("login answer without token"))
+}
+
+/// A sales rep and `n` contacts owned by them (through the batch path, as the system).
+async fn rep_with_contacts(service: &Service, n: usize, password: &str) -> Result<Vec<Uuid>> {
+    let ctx = RequestContext::cli();
+    let rep = service
+        .create_user(&ctx, "bench_rep", password, "sales_rep", None, None)
+        .await
+        .map_err(|e| anyhow!("create rep: {e} {:?}", e.details))?;
+    let mut ids = Vec::with_capacity(n);
+    for chunk in demo_contacts(n, 11)?.chunks(CHUNK) {
+        let mut writes = Vec::with_capacity(chunk.len());
+        for fields in chunk {
+            let options = CreateOptions { owner_id: Some(rep.id), ..Default::default() };
+            let (id, write) = service
+                .prepare_create(&ctx, "contacts", fields, &options)
+                .await
+                .map_err(|e| anyhow!("prepare_create: {e} {:?}", e.details))?;
+            ids.push(id);
+            writes.push(write);
+        }
+        service.apply_prepared(writes).await.map_err(|e| anyhow!("apply_prepared: {e}"))?;
+    }
+    Ok(ids)
+}
+
+async fn authz(args: &BenchArgs, ws: &mut Workspace) -> Result<Vec<Row>> {
+    let service = ws.service("authz").await?;
+    let password = random_hex::<12>()?;
+    service.ensure_admin(Some(password.clone())).await.map_err(|e| anyhow!("ensure_admin: {e}"))?;
+    let ids = rep_with_contacts(&service, AUTHZ_CONTACTS, &password).await?;
+    // Other people's records too, so that the rep's scope predicate has something to exclude.
+    batch_path(&service, &demo_contacts(AUTHZ_CONTACTS, 13)?).await?;
+    let server = start_app(service.clone()).await?;
+    let admin = login(server.addr, &password).await?;
+    let rep = login_plain(server.addr, "bench_rep", &password).await?;
+    let gets = |token: &str| -> Arc<Vec<Vec<u8>>> {
+        Arc::new(
+            ids.iter().map(|id| request_bytes("GET", &format!("/api/v1/contacts/{id}"), Some(token), None)).collect(),
+        )
+    };
+    let lists = |token: &str| -> Arc<Vec<Vec<u8>>> {
+        Arc::new(vec![request_bytes("GET", "/api/v1/contacts?limit=50", Some(token), None)])
+    };
+    let c = args.concurrency;
+    let round = Duration::from_secs(AUTHZ_ROUND_SECS);
+    let mut rows = Vec::new();
+    for (metric, rep_req, admin_req) in
+        [("GET /contacts/{id}", gets(&rep), gets(&admin)), ("GET /contacts?limit=50", lists(&rep), lists(&admin))]
+    {
+        let (mut rep_loads, mut admin_loads) = (Vec::new(), Vec::new());
+        for r in 0..AUTHZ_ROUNDS {
+            // Alternate which caller goes first, so that drift on a shared machine cancels out.
+            let order = if r.is_multiple_of(2) { [true, false] } else { [false, true] };
+            for is_rep in order {
+                let req = if is_rep { rep_req.clone() } else { admin_req.clone() };
+                let load = closed_loop(connect_all(server.addr, c).await?, req, round).await?;
+                if is_rep { rep_loads.push(load) } else { admin_loads.push(load) }
+            }
+        }
+        let (rep_load, admin_load) = (Load::merge(rep_loads), Load::merge(admin_loads));
+        // Time per request at the same concurrency: the inverse of throughput.
+        let ratio = admin_load.rate() / rep_load.rate();
+        println!(
+            "authz {metric}, {c} connections, {AUTHZ_ROUNDS}x{AUTHZ_ROUND_SECS} s each: sales_rep {:.0} req/s ({}){} | admin {:.0} req/s ({}){} | rep/admin time ratio {ratio:.3} (target < 1.15)",
+            rep_load.rate(),
+            rep_load.latencies.summary(),
+            errors_note(&rep_load),
+            admin_load.rate(),
+            admin_load.latencies.summary(),
+            errors_note(&admin_load),
+        );
+        rows.push(Row {
+            scenario: "authz",
+            metric: format!("{metric} req/s (p50)"),
+            ours: format!("rep {:.0} ({:.2} ms)", rep_load.rate(), rep_load.latencies.pct(50.0)),
+            baseline: format!("admin {:.0} ({:.2} ms)", admin_load.rate(), admin_load.latencies.pct(50.0)),
+            ratio: Some(ratio),
+            target: "< 1.15x".into(),
+            pass: Some(ratio < 1.15 && rep_load.errors == 0 && admin_load.errors == 0),
+        });
+    }
+    server.stop().await?;
+    Ok(rows)
+}
+
+async fn login_flood(ws: &mut Workspace) -> Result<Vec<Row>> {
+    let service = ws.service("login-flood").await?;
+    let password = random_hex::<12>()?;
+    service.ensure_admin(Some(password.clone())).await.map_err(|e| anyhow!("ensure_admin: {e}"))?;
+    let ids = rep_with_contacts(&service, 100, &password).await?;
+    let server = start_app(service.clone()).await?;
+    let token = login_plain(server.addr, "bench_rep", &password).await?;
+    let gets: Arc<Vec<Vec<u8>>> = Arc::new(
+        ids.iter().map(|id| request_bytes("GET", &format!("/api/v1/contacts/{id}"), Some(&token), None)).collect(),
+    );
+    let dur = Duration::from_secs(FLOOD_SECS);
+    // The authenticated client alone first (one connection, closed loop).
+    let quiet = closed_loop(connect_all(server.addr, 1).await?, gets.clone(), dur).await?;
+    // Then the same client while 200 connections send bad logins (the victim's account and
+    // random unknown names) as fast as they are answered.
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut flood = JoinSet::new();
+    for (w, mut conn) in connect_all(server.addr, FLOOD_CONNECTIONS).await?.into_iter().enumerate() {
+        let stop = stop.clone();
+        flood.spawn(async move {
+            let (mut answered, mut throttled) = (0usize, 0usize);
+            let mut i = 0usize;
+            while !stop.load(Ordering::Relaxed) {
+                let username = if i.is_multiple_of(2) { "bench_rep".to_owned() } else { format!("nobody{w}x{i}") };
+                let body = json!({ "username": username, "password": "wrong password, surely" }).to_string();
+                let resp = conn.send(&request_bytes("POST", "/api/v1/auth/login", None, Some(body.as_bytes()))).await?;
+                if resp.status == 200 {
+                    bail!("a bad login succeeded");
+                }
+                answered += 1;
+                if resp.status == 429 {
+                    throttled += 1;
+                }
+                i += 1;
+            }
+            Ok::<_, anyhow::Error>((answered, throttled))
+        });
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let loud = closed_loop(connect_all(server.addr, 1).await?, gets, dur).await?;
+    stop.store(true, Ordering::Relaxed);
+    let (mut answered, mut throttled) = (0, 0);
+    while let Some(joined) = flood.join_next().await {
+        let (a, t) = joined.context("flood task")??;
+        answered += a;
+        throttled += t;
+    }
+    server.stop().await?;
+    let p99 = loud.latencies.pct(99.0);
+    println!(
+        "login-flood: {FLOOD_CONNECTIONS} connections sent {answered} bad logins ({throttled} answered 429) in {FLOOD_SECS} s; authenticated GETs during the flood: {} ({} ok){} | without the flood: {} ({} ok) | p99 target < 50 ms",
+        loud.latencies.summary(),
+        loud.ok,
+        errors_note(&loud),
+        quiet.latencies.summary(),
+        quiet.ok,
+    );
+    Ok(vec![Row {
+        scenario: "login-flood",
+        metric: "GET p99 during 200 bad-login connections (p50)".into(),
+        ours: format!("{p99:.2} ms ({:.2})", loud.latencies.pct(50.0)),
+        baseline: format!("{:.2} ms ({:.2}) quiet", quiet.latencies.pct(99.0), quiet.latencies.pct(50.0)),
+        ratio: None,
+        target: "p99 < 50 ms".into(),
+        pass: Some(p99 < 50.0 && loud.errors == 0),
+    }])
 }
 
 fn read_status_kb(field: &str) -> Option<u64> {

@@ -2,6 +2,7 @@
 //! demo data. The backend is chosen here, once: `--database-url postgres://…` selects
 //! PostgreSQL, otherwise SQLite in `--data-dir`.
 
+mod admin;
 mod audit;
 mod bench;
 mod dedupe;
@@ -80,6 +81,26 @@ enum Command {
         #[command(subcommand)]
         command: UserCommand,
     },
+    /// Manage roles: the built-in ones are listed read-only; custom roles are JSON definitions.
+    Role {
+        #[command(subcommand)]
+        command: admin::RoleCommand,
+    },
+    /// Manage teams.
+    Team {
+        #[command(subcommand)]
+        command: admin::TeamCommand,
+    },
+    /// Manage departments (a tree).
+    Department {
+        #[command(subcommand)]
+        command: admin::DepartmentCommand,
+    },
+    /// Manage time-boxed grants.
+    Grant {
+        #[command(subcommand)]
+        command: admin::GrantCommand,
+    },
     /// Create or upgrade the database schema, then exit.
     Migrate {
         #[command(flatten)]
@@ -131,9 +152,15 @@ enum UserCommand {
         store: StoreArgs,
         #[arg(long)]
         username: String,
-        /// One of: sales_rep, sales_manager, data_steward, auditor, admin.
+        /// One of: sales_rep, sales_manager, data_steward, auditor, admin, or a custom role.
         #[arg(long)]
         role: String,
+        /// Team of the user.
+        #[arg(long)]
+        team_id: Option<uuid::Uuid>,
+        /// Department of the user.
+        #[arg(long)]
+        department_id: Option<uuid::Uuid>,
         /// Read the password from standard input (required: passwords never go on the command line).
         #[arg(long, required = true)]
         password_stdin: bool,
@@ -308,7 +335,13 @@ async fn run(command: Command) -> Result<()> {
             println!("{} store is at the current schema version", s.backend());
             Ok(())
         }
-        Command::User { command: UserCommand::Create { store, username, role, password_stdin } } => {
+        Command::Role { command } => admin::role(command).await,
+        Command::Team { command } => admin::team(command).await,
+        Command::Department { command } => admin::department(command).await,
+        Command::Grant { command } => admin::grant(command).await,
+        Command::User {
+            command: UserCommand::Create { store, username, role, team_id, department_id, password_stdin },
+        } => {
             if !password_stdin {
                 bail!("pass --password-stdin and write the password to standard input");
             }
@@ -317,7 +350,7 @@ async fn run(command: Command) -> Result<()> {
             let password = password.trim_end_matches(['\n', '\r']).to_owned();
             let service = open_service(&store, ServiceConfig::default()).await?;
             let user = service
-                .create_user(&RequestContext::cli(), &username, &password, &role, None, None)
+                .create_user(&RequestContext::cli(), &username, &password, &role, team_id, department_id)
                 .await
                 .map_err(|e| {
                     let details: Vec<String> =

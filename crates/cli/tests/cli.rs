@@ -347,3 +347,139 @@ fn webhook_delivery_refuses_to_start_without_a_signing_secret() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("CUSTODIAN_WEBHOOK_SECRET"));
 }
+
+fn cli<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> std::process::Output {
+    Command::new(BIN)
+        .args(["--log-format", "text"])
+        .args(args)
+        .env_remove("CUSTODIAN_MASTER_KEY")
+        .env_remove("CUSTODIAN_DATABASE_URL")
+        .output()
+        .unwrap()
+}
+
+fn cli_json<S: AsRef<std::ffi::OsStr> + std::fmt::Debug>(args: &[S]) -> Value {
+    let out = cli(args);
+    assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{args:?}: {e}: {}", String::from_utf8_lossy(&out.stdout)))
+}
+
+fn stop(mut server: Server) {
+    server.child.kill().unwrap();
+    server.child.wait().unwrap();
+}
+
+#[test]
+fn roles_teams_departments_and_grants_from_the_command_line() {
+    let dir = TempDir::new();
+    let d = dir.0.to_str().unwrap();
+    let data = ["--data-dir", d];
+    let with = |args: &[&str]| -> Vec<String> { args.iter().chain(data.iter()).map(|a| (*a).to_owned()).collect() };
+    // The first start creates the admin (only on an empty store).
+    stop(start(&dir.0, Some("admin password 123")));
+    // Organisation.
+    let dept = cli_json(&with(&["department", "create", "--name", "销售部"]));
+    let dept_id = dept["id"].as_str().unwrap().to_owned();
+    let team = cli_json(&with(&["team", "create", "--name", "A 组", "--department-id", dept_id.as_str()]));
+    let team_id = team["id"].as_str().unwrap().to_owned();
+    assert_eq!(cli_json(&with(&["team", "list"])).as_array().unwrap().len(), 1);
+    assert_eq!(cli_json(&with(&["department", "list"]))[0]["name"], "销售部");
+    // A custom role from a file.
+    let role_file = dir.0.join("analyst.json");
+    let role = json!({"name": "analyst", "label_en": "Analyst", "label_zh": "分析员", "sensitive_default": "masked",
+        "objects": {"contacts": {"create": false, "read": "all", "update": "none", "delete": "none", "export": false}}});
+    std::fs::write(&role_file, role.to_string()).unwrap();
+    let created = cli_json(&with(&["role", "create", "--file", role_file.to_str().unwrap()]));
+    assert_eq!((created["name"].as_str(), created["builtin"].as_bool()), (Some("analyst"), Some(false)));
+    let names: Vec<String> = cli_json(&with(&["role", "list"]))
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["name"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(names, ["sales_rep", "sales_manager", "data_steward", "auditor", "admin", "analyst"]);
+    let mut changed = role.clone();
+    changed["label_en"] = json!("Senior analyst");
+    std::fs::write(&role_file, changed.to_string()).unwrap();
+    cli_json(&with(&["role", "update", "analyst", "--file", role_file.to_str().unwrap()]));
+    assert_eq!(cli_json(&with(&["role", "show", "analyst"]))["label_en"], "Senior analyst");
+    // Built-in roles are read-only; unknown roles cannot be assigned.
+    let out = cli(&with(&["role", "update", "sales_rep", "--file", role_file.to_str().unwrap()]));
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("read-only"), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(!create_user(d, "ghost", "no_such_role", b"a long enough password").status.success());
+    // Users with the custom role and in the team.
+    assert!(create_user(d, "ana", "analyst", b"a long enough password").status.success());
+    let mut child = Command::new(BIN)
+        .args(["--log-format", "text", "user", "create", "--data-dir", d, "--username", "rep1", "--role", "sales_rep"])
+        .args(["--team-id", &team_id, "--password-stdin"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(b"a long enough password").unwrap();
+    assert!(child.wait_with_output().unwrap().status.success());
+    // A held role is not deleted.
+    let out = cli(&with(&["role", "delete", "analyst"]));
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("hold"), "{}", String::from_utf8_lossy(&out.stderr));
+
+    // The admin creates a contact the rep cannot see; the analyst reads it through the role.
+    let server = start(&dir.0, Some("admin password 123"));
+    let mut secret = None;
+    let admin = login_with_mfa(server.port, "admin", "admin password 123", &mut secret);
+    let (status, contact) =
+        http(server.port, "POST", "/api/v1/contacts", Some(&admin), Some(&json!({"fields": {"name": "王五"}})));
+    assert_eq!(status, 201, "{contact}");
+    let contact_id = contact["id"].as_str().unwrap().to_owned();
+    let rep = login(server.port, "rep1", "a long enough password");
+    let path = format!("/api/v1/contacts/{contact_id}");
+    assert_eq!(http(server.port, "GET", &path, Some(&rep), None).0, 404);
+    let ana = login(server.port, "ana", "a long enough password");
+    assert_eq!(http(server.port, "GET", &path, Some(&ana), None).0, 200);
+    assert_eq!(http(server.port, "PATCH", &path, Some(&ana), Some(&json!({"fields": {"title": "x"}}))).0, 403);
+    stop(server);
+
+    // A grant from the command line opens the record to the rep until it is revoked.
+    let grant = cli_json(&with(&[
+        "grant",
+        "create",
+        "--user",
+        "rep1",
+        "--object",
+        "contacts",
+        "--record-id",
+        contact_id.as_str(),
+        "--hours",
+        "2",
+        "--reason",
+        "covering for 张三",
+    ]));
+    assert_eq!((grant["access"].as_str(), grant["active"].as_bool()), (Some("read"), Some(true)));
+    let grant_id = grant["id"].as_str().unwrap().to_owned();
+    assert_eq!(cli_json(&with(&["grant", "list"])).as_array().unwrap().len(), 1);
+    let server = start(&dir.0, None);
+    let rep = login(server.port, "rep1", "a long enough password");
+    assert_eq!(http(server.port, "GET", &path, Some(&rep), None).0, 200);
+    // Every CLI change is in the audit log, made by the system actor.
+    let admin = login_with_mfa(server.port, "admin", "admin password 123", &mut secret);
+    for (prefix, n) in [("role.", 2), ("grant.", 1), ("team.", 1), ("department.", 1), ("user.create", 3)] {
+        let (status, events) =
+            http(server.port, "GET", &format!("/api/v1/audit/events?action={prefix}"), Some(&admin), None);
+        assert_eq!(status, 200, "{events}");
+        let items = events["items"].as_array().unwrap();
+        assert!(items.len() >= n, "{prefix}: {events}");
+        assert!(items.iter().all(|e| e["actor_id"].is_null()), "{events}");
+    }
+    stop(server);
+    let revoked = cli_json(&with(&["grant", "revoke", grant_id.as_str()]));
+    assert_eq!(revoked["active"], false);
+    assert!(cli_json(&with(&["grant", "list"])).as_array().unwrap().is_empty());
+    assert_eq!(cli_json(&with(&["grant", "list", "--all"])).as_array().unwrap().len(), 1);
+    let server = start(&dir.0, None);
+    let rep = login(server.port, "rep1", "a long enough password");
+    assert_eq!(http(server.port, "GET", &path, Some(&rep), None).0, 404, "revoked grants stop working");
+    stop(server);
+}

@@ -89,6 +89,10 @@ pub struct RoleDef {
     /// May run duplicate scans, review the duplicate queue and merge or unmerge records.
     #[serde(default)]
     pub merge: bool,
+    /// May give time-boxed grants on records inside their own update scope (admins may give
+    /// any grant).
+    #[serde(default)]
+    pub grant: bool,
 }
 
 impl RoleDef {
@@ -147,6 +151,7 @@ pub fn builtin_roles() -> Vec<RoleDef> {
         admin: false,
         audit: false,
         merge: false,
+        grant: false,
     };
     let manager = RoleDef {
         name: "sales_manager".into(),
@@ -166,6 +171,7 @@ pub fn builtin_roles() -> Vec<RoleDef> {
         admin: false,
         audit: false,
         merge: false,
+        grant: true,
     };
     let steward = RoleDef {
         name: "data_steward".into(),
@@ -188,6 +194,7 @@ pub fn builtin_roles() -> Vec<RoleDef> {
         admin: false,
         audit: false,
         merge: true,
+        grant: false,
     };
     let auditor = RoleDef {
         name: "auditor".into(),
@@ -207,6 +214,7 @@ pub fn builtin_roles() -> Vec<RoleDef> {
         admin: false,
         audit: true,
         merge: false,
+        grant: false,
     };
     let admin = RoleDef {
         name: "admin".into(),
@@ -229,6 +237,7 @@ pub fn builtin_roles() -> Vec<RoleDef> {
         admin: true,
         audit: true,
         merge: true,
+        grant: true,
     };
     vec![rep, manager, steward, auditor, admin]
 }

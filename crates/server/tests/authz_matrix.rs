@@ -153,15 +153,30 @@ fn expected(route: &str, role: &str, c: Cat) -> StatusCode {
             }
         }
         "PATCH /api/v1/{object}/{id}" | "POST /api/v1/{object}/{id}/revert" => write("update", StatusCode::OK),
+        // Ownership transfer to rep3 (outside every sales caller's own update scope, so refused
+        // for them before any step-up); roles that may edit everything need a step-up first.
+        "POST /api/v1/{object}/{id}/transfer" => {
+            let ok = if matches!(role, "admin" | "data_steward") {
+                StatusCode::PRECONDITION_REQUIRED
+            } else {
+                StatusCode::FORBIDDEN
+            };
+            write("update", ok)
+        }
         // Restoring an active record conflicts once the caller is allowed to try.
         "POST /api/v1/{object}/{id}/restore" => write("delete", StatusCode::CONFLICT),
         "DELETE /api/v1/{object}/{id}" => write("delete", StatusCode::OK),
         // Duplicate review and merges are for stewards and admins; the ids here name no scan
         // job, candidate or merge.
-        "GET /api/v1/duplicates/scan/{id}"
-        | "POST /api/v1/duplicates/{id}/dismiss"
-        | "GET /api/v1/merges/{id}"
-        | "POST /api/v1/merges/{id}/undo" => {
+        // Undoing a merge needs a step-up before anything is looked up.
+        "POST /api/v1/merges/{id}/undo" => {
+            if merger(role) {
+                StatusCode::PRECONDITION_REQUIRED
+            } else {
+                StatusCode::FORBIDDEN
+            }
+        }
+        "GET /api/v1/duplicates/scan/{id}" | "POST /api/v1/duplicates/{id}/dismiss" | "GET /api/v1/merges/{id}" => {
             if merger(role) {
                 StatusCode::NOT_FOUND
             } else {
@@ -234,12 +249,59 @@ fn expected_other(route: &str, role: &str) -> Option<StatusCode> {
                 StatusCode::FORBIDDEN
             }
         }
-        // The survivor named in the body does not exist (a real merge is in tests/duplicates.rs).
+        // Merges need a step-up (a real merge is in tests/duplicates.rs).
         "POST /api/v1/merges" => {
             if merger(role) {
+                StatusCode::PRECONDITION_REQUIRED
+            } else {
+                StatusCode::FORBIDDEN
+            }
+        }
+        // Roles: admins only; changes need a step-up; built-in roles are read-only (409).
+        "GET /api/v1/roles" | "GET /api/v1/roles/{name}" => {
+            if admin {
+                StatusCode::OK
+            } else {
+                StatusCode::FORBIDDEN
+            }
+        }
+        "POST /api/v1/roles" => {
+            if admin {
+                StatusCode::PRECONDITION_REQUIRED
+            } else {
+                StatusCode::FORBIDDEN
+            }
+        }
+        "PUT /api/v1/roles/{name}" | "DELETE /api/v1/roles/{name}" => {
+            if admin {
+                StatusCode::CONFLICT
+            } else {
+                StatusCode::FORBIDDEN
+            }
+        }
+        // Grants: everyone lists their own; admins and managers give and revoke (with a
+        // step-up); the id in the path names no grant.
+        "GET /api/v1/grants" => StatusCode::OK,
+        "POST /api/v1/grants" => {
+            if matches!(role, "admin" | "sales_manager") {
+                StatusCode::PRECONDITION_REQUIRED
+            } else {
+                StatusCode::FORBIDDEN
+            }
+        }
+        "DELETE /api/v1/grants/{id}" => {
+            if matches!(role, "admin" | "sales_manager") {
                 StatusCode::NOT_FOUND
             } else {
                 StatusCode::FORBIDDEN
+            }
+        }
+        // Bulk delete needs a step-up from every role that may delete at all.
+        "POST /api/v1/{object}/bulk-delete" => {
+            if role == "auditor" {
+                StatusCode::FORBIDDEN
+            } else {
+                StatusCode::PRECONDITION_REQUIRED
             }
         }
         "POST /api/v1/{object}" => {
@@ -345,6 +407,14 @@ fn body_for(route: &str, n: usize) -> Option<Value> {
             json!({"object": "contacts", "survivor_id": "01938f2c-0000-7000-8000-000000000001", "loser_ids": ["01938f2c-0000-7000-8000-000000000002"]})
         }
         "POST /api/v1/{object}/{id}/revert" => json!({"to_version": 1, "field": "title"}),
+        "POST /api/v1/roles" => json!({"name": format!("role_{n}"), "label_en": "R", "label_zh": "R",
+            "objects": {}, "sensitive_default": "hidden"}),
+        "PUT /api/v1/roles/{name}" => {
+            json!({"label_en": "R", "label_zh": "R", "objects": {}, "sensitive_default": "hidden"})
+        }
+        "POST /api/v1/grants" => json!({"user_id": "01938f2c-0000-7000-8000-000000000009", "object": "contacts",
+            "record_id": "01938f2c-0000-7000-8000-00000000000a", "access": "read", "hours": 1, "reason": "cover"}),
+        "POST /api/v1/{object}/bulk-delete" => json!({"ids": ["01938f2c-0000-7000-8000-00000000000b"]}),
         "POST /api/v1/users" => json!({"username": format!("newuser{n}"), "password": PASSWORD, "role": "sales_rep"}),
         "POST /api/v1/departments" | "POST /api/v1/teams" => json!({"name": format!("org {n}")}),
         "POST /api/v1/schema/{object}/fields" => {
@@ -384,7 +454,8 @@ both_backends!(every_route_every_role_every_scope, |app: TestApp| async move {
         for (method, path) in &routes {
             let route = format!("{method} {path}");
             let m = Method::from_bytes(method.as_bytes()).unwrap();
-            let not_a_record = ["/api/v1/users/", "/api/v1/auth/", "/api/v1/alerts/", "/api/v1/notifications/"];
+            let not_a_record =
+                ["/api/v1/users/", "/api/v1/auth/", "/api/v1/alerts/", "/api/v1/notifications/", "/api/v1/grants/"];
             if path.contains("{id}") && !not_a_record.iter().any(|p| path.starts_with(p)) {
                 // DELETE last: it changes the record for the routes after it.
                 if method == "DELETE" {
@@ -399,7 +470,12 @@ both_backends!(every_route_every_role_every_scope, |app: TestApp| async move {
                             "/api/v1/{object}/{id}/diff" => "?from=1&to=1",
                             _ => "",
                         };
-                    let r = as_user(&app, &actor.token, m.clone(), &concrete, body_for(&route, n)).await;
+                    let body = if route == "POST /api/v1/{object}/{id}/transfer" {
+                        Some(json!({ "owner_id": rep3 }))
+                    } else {
+                        body_for(&route, n)
+                    };
+                    let r = as_user(&app, &actor.token, m.clone(), &concrete, body).await;
                     assert_eq!(
                         r.status,
                         expected(&route, actor.role, c),
@@ -419,9 +495,12 @@ both_backends!(every_route_every_role_every_scope, |app: TestApp| async move {
             } else {
                 n += 1;
                 let Some(status) = expected_other(&route, actor.role) else { continue };
-                let concrete =
-                    path.replace("{object}", "contacts").replace("{id}", &rep3).replace("{metric}", "reveals")
-                        + if path == "/api/v1/duplicates" { "?object=contacts" } else { "" };
+                let concrete = path
+                    .replace("{object}", "contacts")
+                    .replace("{id}", &rep3)
+                    .replace("{metric}", "reveals")
+                    .replace("{name}", "sales_rep")
+                    + if path == "/api/v1/duplicates" { "?object=contacts" } else { "" };
                 let r = as_user(&app, &actor.token, m, &concrete, body_for(&route, n)).await;
                 assert_eq!(r.status, status, "{} {route}: {}", actor.role, r.body);
             }

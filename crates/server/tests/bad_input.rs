@@ -64,9 +64,15 @@ both_backends!(every_kind_of_bad_input_is_refused_cleanly, |app: TestApp| async 
     );
     assert_table_error(&post("/api/v1/contacts", b"[]".to_vec()).await, StatusCode::BAD_REQUEST, "malformed_request");
     assert_table_error(
-        &post("/api/v1/contacts", br#"{"fields":{"name":"x"},"owner_id":"x"}"#.to_vec()).await,
+        &post("/api/v1/contacts", br#"{"fields":{"name":"x"},"bogus":"x"}"#.to_vec()).await,
         StatusCode::BAD_REQUEST,
         "malformed_request",
+    );
+    // A system property is a mass-assignment attempt: refused as such (and audited).
+    assert_table_error(
+        &post("/api/v1/contacts", br#"{"fields":{"name":"x"},"owner_id":"x"}"#.to_vec()).await,
+        StatusCode::FORBIDDEN,
+        "forbidden",
     );
     assert_table_error(
         &post("/api/v1/contacts", br#"{"fields":"x"}"#.to_vec()).await,

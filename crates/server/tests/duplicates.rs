@@ -250,6 +250,12 @@ both_backends!(merge_reparents_and_undo_restores_the_exact_state, |app: TestApp|
     // Reps may not merge.
     let r = as_user(&app, &rep, Method::POST, "/api/v1/merges", Some(body.clone())).await;
     assert_eq!(r.status, StatusCode::FORBIDDEN, "{}", r.body);
+    // A merge needs a fresh second factor, even from a steward.
+    let r = as_user(&app, &steward, Method::POST, "/api/v1/merges", Some(body.clone())).await;
+    assert_eq!((r.status, r.code()), (StatusCode::PRECONDITION_REQUIRED, "step_up_required"), "{}", r.body);
+    assert_eq!(snapshot(&app, &records).await, before);
+    let r = app.step_up(&steward, "steward1").await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
     // Bad requests change nothing.
     for bad in [
         json!({"object": "companies", "survivor_id": s, "loser_ids": [s]}),

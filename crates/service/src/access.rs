@@ -11,7 +11,7 @@ use custodian_core::schema::ObjectDef;
 use custodian_core::{ErrorCode, FieldError};
 use custodian_store::RowScope;
 use serde_json::{Map, Value, json};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, LazyLock, RwLock};
 use std::time::{Duration, Instant};
 use uuid::Uuid;
 
@@ -42,22 +42,16 @@ pub(crate) type OrgCache = RwLock<Option<(Instant, Arc<OrgSnapshot>)>>;
 /// A role with every permission: offline CLI work (demo loading, imports) that runs without a
 /// logged-in user.
 fn system_role() -> RoleDef {
-    let mut role = builtin_roles().into_iter().find(|r| r.name == "admin").unwrap_or_else(|| RoleDef {
-        name: "system".into(),
-        label_en: "System".into(),
-        label_zh: "系统".into(),
-        builtin: true,
-        objects: Default::default(),
-        fields: Default::default(),
-        sensitive_default: FieldAccess::Write,
-        can_reveal: true,
-        admin: true,
-        audit: true,
-        merge: true,
-    });
+    let mut role =
+        builtin_roles().into_iter().find(|r| r.name == "admin").unwrap_or_else(|| crate::roles::empty_role("system"));
     role.name = "system".into();
     role.fields.clear();
     role.sensitive_default = FieldAccess::Write;
+    role.can_reveal = true;
+    role.admin = true;
+    role.audit = true;
+    role.merge = true;
+    role.grant = true;
     for o in custodian_core::access::STANDARD_OBJECTS {
         role.objects.insert(
             (*o).to_owned(),
@@ -67,24 +61,17 @@ fn system_role() -> RoleDef {
     role
 }
 
+static SYSTEM_ROLE: LazyLock<Arc<RoleDef>> = LazyLock::new(|| Arc::new(system_role()));
+
 impl Service {
-    /// The caller's role definition; an unknown role has no permissions at all.
-    pub fn role_of(&self, ctx: &RequestContext) -> RoleDef {
+    /// The caller's role definition (built-in, or custom from the role snapshot: no store read);
+    /// an unknown role has no permissions at all.
+    pub fn role_of(&self, ctx: &RequestContext) -> Arc<RoleDef> {
         match &ctx.actor {
-            None => system_role(),
-            Some(actor) => builtin_roles().into_iter().find(|r| r.name == actor.role).unwrap_or_else(|| RoleDef {
-                name: actor.role.clone(),
-                label_en: actor.role.clone(),
-                label_zh: actor.role.clone(),
-                builtin: false,
-                objects: Default::default(),
-                fields: Default::default(),
-                sensitive_default: FieldAccess::Hidden,
-                can_reveal: false,
-                admin: false,
-                audit: false,
-                merge: false,
-            }),
+            None => SYSTEM_ROLE.clone(),
+            Some(actor) => {
+                self.role_named(&actor.role).unwrap_or_else(|| Arc::new(crate::roles::empty_role(&actor.role)))
+            }
         }
     }
 
@@ -151,8 +138,52 @@ impl Service {
         }
     }
 
-    /// The SQL row scope for an operation of the caller on an object.
+    /// The SQL row scope for an operation of the caller on an object: the role's scope, widened
+    /// by the caller's grants in force now (read grants for reads, write grants for reads and
+    /// updates; never deletes, and never on an object the role cannot touch at all).
     pub(crate) async fn scope_for(&self, ctx: &RequestContext, object: &str, op: Operation) -> ServiceResult<RowScope> {
+        let mut scope = self.role_scope_for(ctx, object, op).await?;
+        let Some(actor) = &ctx.actor else { return Ok(scope) };
+        if scope == RowScope::All {
+            return Ok(scope);
+        }
+        let perm = self.object_permission(ctx, object);
+        let base = match op {
+            Operation::Read => perm.read,
+            Operation::Update => perm.update,
+            Operation::Delete => return Ok(scope),
+        };
+        if base == Scope::None {
+            return Ok(scope);
+        }
+        let grants = self.grants_in_force(actor.user_id).await?;
+        if let RowScope::Restricted { team_ids, record_ids, .. } = &mut scope {
+            for g in grants {
+                if g.object != object || (op == Operation::Update && g.access != "write") {
+                    continue;
+                }
+                if let Some(r) = g.record_id
+                    && !record_ids.contains(&r)
+                {
+                    record_ids.push(r);
+                }
+                if let Some(t) = g.team_id
+                    && !team_ids.contains(&t)
+                {
+                    team_ids.push(t);
+                }
+            }
+        }
+        Ok(scope)
+    }
+
+    /// The row scope the caller's role alone gives (without grants).
+    pub(crate) async fn role_scope_for(
+        &self,
+        ctx: &RequestContext,
+        object: &str,
+        op: Operation,
+    ) -> ServiceResult<RowScope> {
         let perm = self.object_permission(ctx, object);
         let scope = match op {
             Operation::Read => perm.read,
@@ -234,7 +265,18 @@ impl Service {
         let role = self.role_of(ctx);
         let mut errors = Vec::new();
         for name in changes.keys() {
-            let Some(f) = def.field(name) else { continue };
+            let Some(f) = def.field(name) else {
+                // System properties are never assigned through fields (mass assignment).
+                if crate::SYSTEM_PROPERTIES.contains(&name.as_str()) {
+                    errors.push(FieldError::new(
+                        name,
+                        "read_only",
+                        format!("{name} is a system property and cannot be set."),
+                        format!("{name} 是系统属性，不能设置。"),
+                    ));
+                }
+                continue;
+            };
             match role.field_access(&def.name, f) {
                 FieldAccess::Write | FieldAccess::MaskedWrite => {}
                 // A hidden field is reported like an unknown one: its existence is not revealed.

@@ -212,11 +212,11 @@ impl Service {
                 "用户名须为 1-64 个字母、数字或 _ - . @。",
             ));
         }
-        if !ROLES.contains(&role) {
+        if !self.role_exists(role).await? {
             errors.push(FieldError::new(
                 "role",
                 "unknown_role",
-                format!("Role must be one of {}.", ROLES.join(", ")),
+                format!("Role must be one of {} or a custom role.", ROLES.join(", ")),
                 "角色不存在。",
             ));
         }
@@ -273,8 +273,7 @@ impl Service {
     }
 
     pub async fn login(&self, ctx: &RequestContext, username: &str, password: &str) -> ServiceResult<LoginOutcome> {
-        let now = std::time::Instant::now();
-        if let Some(wait) = self.throttle.check(username, ctx.ip.as_deref(), now) {
+        if let Some(wait) = self.login_wait(username, ctx.ip.as_deref()).await? {
             let mut audit = self.audit_draft(ctx, "auth.login_throttled");
             audit.details =
                 json!({ "username_hash": sha256_hex(username.as_bytes()), "retry_after_secs": wait.as_secs().max(1) });
@@ -291,7 +290,7 @@ impl Service {
         let user = match user {
             Some(u) if ok && u.status == "active" => u,
             other => {
-                self.throttle.record_failure(username, ctx.ip.as_deref(), now);
+                self.record_login_failure(username, ctx.ip.as_deref()).await?;
                 let mut audit = self.audit_draft(ctx, "auth.login_failed");
                 audit.actor_id = other.as_ref().map(|u| u.id);
                 audit.details = json!({ "username_hash": sha256_hex(username.as_bytes()) });
@@ -305,7 +304,7 @@ impl Service {
         if self.store.get_user_mfa(user.id).await?.is_some_and(|m| m.enabled) {
             return Ok(LoginOutcome::MfaRequired(self.create_login_challenge(ctx, &user).await?));
         }
-        self.throttle.record_success(username);
+        self.record_login_success(username).await?;
         let (result, session) = self.new_session(ctx, user.id)?;
         let mut audit = self.audit_draft(ctx, "auth.login");
         audit.actor_id = Some(user.id);
@@ -391,9 +390,11 @@ impl Service {
         if now - session.last_seen_at > 60 * 1_000_000 {
             self.store.touch_session(&hash, now).await?;
         }
-        // Only roles that must have MFA pay for the extra lookup.
-        let mfa_enrollment_required = crate::MFA_REQUIRED_ROLES.contains(&user.role.as_str())
-            && !self.session_user_enrolled(&hash, user.id).await?;
+        // Only roles that must have MFA pay for the extra lookup. (Custom roles resolve from
+        // the role snapshot, reloaded at most every ROLE_TTL.)
+        self.refresh_roles_if_stale().await?;
+        let mfa_enrollment_required =
+            self.role_requires_mfa(&user.role) && !self.session_user_enrolled(&hash, user.id).await?;
         let stepped_up = session.step_up_until.is_some_and(|until| until > self.config.clock.now_micros());
         Ok(Actor {
             user_id: user.id,

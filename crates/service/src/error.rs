@@ -73,6 +73,7 @@ impl From<StoreError> for ServiceError {
             StoreError::AlreadyExists(what) => {
                 ServiceError::with_message(ErrorCode::Conflict, format!("Already exists: {what}"))
             }
+            StoreError::Conflict(what) => ServiceError::with_message(ErrorCode::Conflict, what),
             StoreError::Unavailable(reason) => {
                 tracing::error!(%reason, "store unavailable");
                 ServiceError::new(ErrorCode::Unavailable)

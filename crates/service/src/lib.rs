@@ -12,6 +12,7 @@ mod auth;
 mod clock;
 mod duplicates;
 mod error;
+mod grants;
 mod history;
 mod keys;
 mod merges;
@@ -20,6 +21,7 @@ mod notifications;
 mod people;
 mod query;
 mod records;
+mod roles;
 mod throttle;
 mod users;
 mod view;
@@ -31,6 +33,7 @@ pub use auth::{Actor, LoginOutcome, LoginResult, NewApiToken, ROLES};
 pub use clock::{Clock, ManualClock};
 pub use duplicates::{CandidatePage, CandidateView, ConfirmNotDuplicate, DuplicateConfig, ScanJobView};
 pub use error::{ServiceError, ServiceResult};
+pub use grants::{GRANT_TTL, GrantRequest, GrantView, MAX_GRANT_HOURS};
 pub use history::VersionDiff;
 pub use keys::load_keyring;
 pub use merges::{MAX_LOSERS, MergeRequest, MergeRule, MergeView, MergedRecord};
@@ -40,7 +43,8 @@ pub use mfa::{
 pub use notifications::{NotificationPage, NotificationView};
 pub use people::{DepartmentView, TeamView, UserView};
 pub use query::ListParams;
-pub use records::{CreateOptions, PreparedWrite, WriteOptions};
+pub use records::{BulkDeleteReport, CreateOptions, MAX_BULK_DELETE, PreparedWrite, SYSTEM_PROPERTIES, WriteOptions};
+pub use roles::{ROLE_TTL, RoleView};
 pub use users::{ActivityLine, OffboardReport, SessionView, UserChanges};
 pub use view::{HistoryPage, RecordList, RecordView, VersionView, micros_to_rfc3339};
 
@@ -133,6 +137,8 @@ pub struct Service {
     config: ServiceConfig,
     hashing: Arc<Semaphore>,
     org_cache: access::OrgCache,
+    roles: roles::RoleCache,
+    grant_cache: grants::GrantCache,
     throttle: throttle::LoginThrottle,
     /// One audit verification at a time (it reads the whole log).
     verifying: Semaphore,
@@ -154,12 +160,15 @@ impl Service {
             config,
             hashing,
             org_cache: Default::default(),
+            roles: Default::default(),
+            grant_cache: Default::default(),
             throttle: Default::default(),
             verifying: Semaphore::new(1),
             mfa_sessions: Default::default(),
         };
         service.refresh_schema().await?;
         service.ensure_field_indexes().await?;
+        service.reload_roles().await?;
         Ok(service)
     }
 

@@ -134,6 +134,8 @@ impl Service {
             self.audit_refusal(ctx, &def.name, Some(request.survivor_id), "merge", &e).await;
             return Err(e);
         }
+        // A merge rewrites several records at once: it needs a fresh second factor.
+        self.require_step_up(ctx, "record.merge").await?;
         let mut losers_seen = Vec::new();
         for id in &request.loser_ids {
             if *id == request.survivor_id || losers_seen.contains(id) {
@@ -361,6 +363,7 @@ impl Service {
             self.audit_refusal(ctx, "merges", Some(id), "unmerge", &e).await;
             return Err(e);
         }
+        self.require_step_up(ctx, "record.unmerge").await?;
         let row = self.store.get_merge(id).await?.ok_or_else(ServiceError::not_found)?;
         let def = self.object_def(&row.object)?;
         self.load_audited(ctx, &def, row.survivor_id, Operation::Update, "unmerge").await?;

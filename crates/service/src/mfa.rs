@@ -161,7 +161,7 @@ impl Service {
 
     /// Refuses while the account or address is throttled (429, no code is checked).
     async fn check_code_throttle(&self, ctx: &RequestContext, username: &str) -> ServiceResult<()> {
-        if let Some(wait) = self.throttle.check(username, ctx.ip.as_deref(), std::time::Instant::now()) {
+        if let Some(wait) = self.login_wait(username, ctx.ip.as_deref()).await? {
             let mut audit = self.audit_draft(ctx, "auth.mfa_throttled");
             audit.details = json!({ "retry_after_secs": wait.as_secs().max(1) });
             self.store.append_audit(vec![audit]).await?;
@@ -181,7 +181,9 @@ impl Service {
         reason: &str,
         factor: Option<&str>,
     ) -> ServiceError {
-        self.throttle.record_failure(&user.username, ctx.ip.as_deref(), std::time::Instant::now());
+        if let Err(e) = self.record_login_failure(&user.username, ctx.ip.as_deref()).await {
+            return e;
+        }
         let mut audit = self.audit_draft(ctx, if reason == "replayed" { "auth.mfa_replay_refused" } else { action });
         audit.actor_id = Some(user.id);
         audit.details = json!({ "user_id": user.id, "reason": reason, "factor": factor, "during": action });
@@ -290,7 +292,7 @@ impl Service {
         if !self.store.confirm_mfa_enrolment(user.id, step, hashes, now, audit).await? {
             return Err(self.refuse_code(ctx, &user, "mfa.enroll_failed", "replayed", Some("totp")).await);
         }
-        self.throttle.record_success(&user.username);
+        self.record_login_success(&user.username).await?;
         Ok(codes)
     }
 
@@ -366,7 +368,7 @@ impl Service {
             Err(StoreError::NotFound) => return Err(invalid_challenge()),
             Err(e) => return Err(e.into()),
         }
-        self.throttle.record_success(&user.username);
+        self.record_login_success(&user.username).await?;
         Ok(result)
     }
 
@@ -416,7 +418,7 @@ impl Service {
             Err(StoreError::NotFound) => return Err(ServiceError::new(ErrorCode::Unauthenticated)),
             Err(e) => return Err(e.into()),
         }
-        self.throttle.record_success(&user.username);
+        self.record_login_success(&user.username).await?;
         Ok(StepUpView { step_up_until: crate::micros_to_rfc3339(until) })
     }
 
@@ -458,7 +460,7 @@ impl Service {
         let enabled = row.as_ref().is_some_and(|m| m.enabled);
         Ok(MfaStatus {
             mfa_enabled: enabled,
-            mfa_required: MFA_REQUIRED_ROLES.contains(&actor.role.as_str()),
+            mfa_required: self.role_requires_mfa(&actor.role),
             mfa_enrollment_required: actor.mfa_enrollment_required,
             recovery_codes_left: row.filter(|m| m.enabled).map(|m| m.recovery_codes_left).unwrap_or(0),
             stepped_up: actor.stepped_up,

@@ -13,7 +13,7 @@ use custodian_core::schema::{FieldType, ObjectDef};
 use custodian_core::values::{ValidationContext, index_text, validate_record};
 use custodian_core::{ErrorCode, FieldError, search};
 use custodian_store::{
-    AuditDraft, FieldDigest, MatchKeySet, RecordWrite, StoredRecord, WriteAction, WriteBatch, now_micros,
+    AuditDraft, FieldDigest, MatchKeySet, RecordWrite, RowScope, StoredRecord, WriteAction, WriteBatch, now_micros,
 };
 use serde_json::{Map, Value, json};
 use uuid::Uuid;
@@ -36,6 +36,35 @@ pub struct WriteOptions {
     pub expected_version: Option<i64>,
     /// Overrides a `possible_duplicate` refusal of an update; the reason is audited.
     pub confirm_not_duplicate: Option<ConfirmNotDuplicate>,
+}
+
+/// Properties every record has that only the service sets: refused when a caller tries to
+/// assign them in a body (mass assignment), whatever their value. `version` is accepted as the
+/// expected version at the top level of a request body, never among the fields.
+pub const SYSTEM_PROPERTIES: &[&str] = &[
+    "id",
+    "object",
+    "version",
+    "owner_id",
+    "team_id",
+    "created_at",
+    "created_by",
+    "updated_at",
+    "updated_by",
+    "deleted",
+    "deleted_at",
+    "masked_fields",
+    "merged_into",
+];
+
+/// Most records one bulk delete may name.
+pub const MAX_BULK_DELETE: usize = 500;
+
+/// What a bulk delete did.
+#[derive(Debug, Clone, serde::Serialize, PartialEq)]
+pub struct BulkDeleteReport {
+    pub object: String,
+    pub deleted: Vec<Uuid>,
 }
 
 /// Stored fields (sensitive values encrypted), blind indexes, unique keys and search text.
@@ -490,6 +519,166 @@ impl Service {
         self.apply(vec![prepared]).await?;
         let after = self.load_scoped(ctx, &def, id, Operation::Read).await?;
         Ok(self.record_view(ctx, &def, &after))
+    }
+
+    /// Refuses (403, audited, nothing changed) a request body that tries to set system
+    /// properties such as `owner_id`, `created_by` or `deleted_at` directly.
+    pub async fn refuse_system_properties(
+        &self,
+        ctx: &RequestContext,
+        object: &str,
+        id: Option<Uuid>,
+        keys: &[String],
+    ) -> ServiceError {
+        let details = keys
+            .iter()
+            .map(|k| {
+                FieldError::new(
+                    k,
+                    "read_only",
+                    format!("{k} is a system property and cannot be set."),
+                    format!("{k} 是系统属性，不能设置。"),
+                )
+            })
+            .collect();
+        let e = ServiceError { details, ..ServiceError::new(ErrorCode::Forbidden) };
+        let mut audit = self.audit_draft(ctx, "access.denied");
+        audit.object = Some(object.to_owned());
+        audit.record_id = id;
+        audit.details = json!({ "operation": "mass_assignment", "code": e.code.as_str(), "properties": keys });
+        if let Err(err) = self.store.append_audit(vec![audit]).await {
+            tracing::error!(error = %err, "could not record a refused attempt");
+        }
+        e
+    }
+
+    /// Ownership transfer: a new owner (and the owner's team) for a record, as a new version
+    /// with a `record.transfer` event. Needs the record in the caller's update scope, a new owner
+    /// who is an active user, a result that stays inside the caller's update scope (nobody moves
+    /// a record out of their own reach, which is how a rep would hide one), and a fresh step-up.
+    pub async fn transfer_record(
+        &self,
+        ctx: &RequestContext,
+        object: &str,
+        id: Uuid,
+        new_owner: Uuid,
+        options: &WriteOptions,
+    ) -> ServiceResult<RecordView> {
+        let def = self.object_def(object)?;
+        let loaded = self.load_scoped(ctx, &def, id, Operation::Update).await;
+        let current = self.audited(ctx, object, Some(id), "transfer", loaded).await?;
+        if current.deleted_at.is_some() {
+            return Err(ServiceError::not_found());
+        }
+        let owner = self.store.get_user(new_owner).await?.filter(|u| u.status == "active").ok_or_else(|| {
+            ServiceError::validation(vec![FieldError::new(
+                "owner_id",
+                "invalid_reference",
+                "The new owner must be an active user.",
+                "新负责人必须是在职用户。",
+            )])
+        })?;
+        let update = self.role_scope_for(ctx, &def.name, Operation::Update).await?;
+        let stays = match &update {
+            RowScope::All => true,
+            RowScope::Restricted { owner_ids, team_ids, .. } => {
+                owner_ids.contains(&new_owner) || owner.team_id.is_some_and(|t| team_ids.contains(&t))
+            }
+        };
+        if !stays {
+            let e = ServiceError::with_message(
+                ErrorCode::Forbidden,
+                "The new owner is outside your own scope: you could no longer edit the record.",
+            );
+            self.audit_refusal(ctx, object, Some(id), "transfer", &e).await;
+            return Err(e);
+        }
+        self.require_step_up(ctx, "record.transfer").await?;
+        Self::check_expected(&current, options)?;
+        if current.owner_id == Some(new_owner) && current.team_id == owner.team_id {
+            return Ok(self.record_view(ctx, &def, &current));
+        }
+        let plain = self.decrypt_fields(&def, id, &current.fields);
+        let next = StoredRecord {
+            version: current.version + 1,
+            owner_id: Some(new_owner),
+            team_id: owner.team_id,
+            updated_at: now_micros().max(current.updated_at),
+            updated_by: ctx.actor.as_ref().map(|a| a.user_id),
+            ..current.clone()
+        };
+        let mut p = self.prepare_write(ctx, &def, WriteAction::Update, Some(&current), Some(&plain), &plain, next)?;
+        p.audit.action = "record.transfer".into();
+        if let Value::Object(d) = &mut p.audit.details {
+            d.insert("owner_id".into(), json!({ "old": current.owner_id, "new": new_owner }));
+            d.insert("team_id".into(), json!({ "old": current.team_id, "new": owner.team_id }));
+        }
+        self.apply(vec![p]).await?;
+        self.fetch_view(ctx, object, id).await
+    }
+
+    /// Soft-deletes up to `MAX_BULK_DELETE` records in one transaction: all or nothing. Every
+    /// record must be active and inside the caller's delete scope (the first that is not
+    /// refuses the whole request: 404 outside read scope, 403 outside delete scope); a fresh
+    /// step-up is required.
+    pub async fn bulk_delete(
+        &self,
+        ctx: &RequestContext,
+        object: &str,
+        ids: &[Uuid],
+    ) -> ServiceResult<BulkDeleteReport> {
+        let def = self.object_def(object)?;
+        let mut seen = Vec::with_capacity(ids.len());
+        for id in ids {
+            if seen.contains(id) {
+                return Err(ServiceError::validation(vec![FieldError::new(
+                    "ids",
+                    "duplicate_id",
+                    "Each id may appear once.",
+                    "每个 ID 只能出现一次。",
+                )]));
+            }
+            seen.push(*id);
+        }
+        if seen.is_empty() || seen.len() > MAX_BULK_DELETE {
+            return Err(ServiceError::validation(vec![FieldError::new(
+                "ids",
+                "out_of_range",
+                format!("Give 1-{MAX_BULK_DELETE} ids."),
+                format!("须提供 1-{MAX_BULK_DELETE} 个 ID。"),
+            )]));
+        }
+        if self.role_of(ctx).object(&def.name).delete == custodian_core::access::Scope::None {
+            let e = ServiceError::new(ErrorCode::Forbidden);
+            self.audit_refusal(ctx, object, None, "bulk_delete", &e).await;
+            return Err(e);
+        }
+        self.require_step_up(ctx, "record.bulk_delete").await?;
+        let mut prepared = Vec::with_capacity(seen.len());
+        for id in &seen {
+            let loaded = self.load_scoped(ctx, &def, *id, Operation::Delete).await;
+            let current = self.audited(ctx, object, Some(*id), "bulk_delete", loaded).await?;
+            if current.deleted_at.is_some() {
+                return Err(ServiceError::not_found().with_extra(json!({ "id": id })));
+            }
+            let plain = self.decrypt_fields(&def, *id, &current.fields);
+            let now = now_micros().max(current.updated_at);
+            let next = StoredRecord {
+                version: current.version + 1,
+                updated_at: now,
+                updated_by: ctx.actor.as_ref().map(|a| a.user_id),
+                deleted_at: Some(now),
+                ..current.clone()
+            };
+            let mut p =
+                self.prepare_write(ctx, &def, WriteAction::Delete, Some(&current), Some(&plain), &plain, next)?;
+            if let Value::Object(d) = &mut p.audit.details {
+                d.insert("bulk".into(), json!(seen.len()));
+            }
+            prepared.push(p);
+        }
+        self.apply(prepared).await?;
+        Ok(BulkDeleteReport { object: def.name.clone(), deleted: seen })
     }
 
     /// One record (also a deleted one, which shows `deleted_at`).

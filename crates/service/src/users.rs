@@ -73,14 +73,17 @@ impl Service {
     /// Changes role, team, department or display name. Nobody changes their own role (no
     /// self-escalation, also not by an admin); a role change needs a recent step-up.
     pub async fn update_user(&self, ctx: &RequestContext, id: Uuid, changes: &UserChanges) -> ServiceResult<UserRow> {
-        self.admin_or_refuse(ctx, "user.update").await?;
+        let operation = if changes.role.is_some() { "user.role_change" } else { "user.update" };
+        self.admin_or_refuse(ctx, operation).await?;
         let mut user = self.user_or_404(id).await?;
         let before = user.clone();
         if let Some(role) = &changes.role {
             if ctx.actor.as_ref().is_some_and(|a| a.user_id == id) {
-                return Err(ServiceError::with_message(ErrorCode::Forbidden, "You cannot change your own role."));
+                let e = ServiceError::with_message(ErrorCode::Forbidden, "You cannot change your own role.");
+                self.audit_denied(ctx, operation, &e, json!({ "user_id": id, "role": role })).await;
+                return Err(e);
             }
-            if !crate::ROLES.contains(&role.as_str()) {
+            if !self.role_exists(role).await? {
                 return Err(ServiceError::validation(vec![FieldError::new(
                     "role",
                     "unknown_role",

@@ -17,10 +17,10 @@ use custodian_store::{
 };
 use custodian_store::{
     AuditChainRow, AuditDraft, AuditRow, CandidateRow, CheckpointClaimOutcome, CheckpointClaimRequest,
-    CheckpointClaimRow, CheckpointRange, Cursor, CustomFieldRow, DepartmentRow, DismissalRow, ListQuery, MergeRow,
-    MfaChallengeRow, MfaEffect, MfaFactor, RecordPage, RecordWrite, RowScope, ScanJobRow, SessionRow, Store,
-    StoreError, StoreResult, StoredRecord, StoredVersion, TeamRow, UserMfaRow, UserRow, WrappedKeyRow, WriteAction,
-    WriteBatch,
+    CheckpointClaimRow, CheckpointRange, Cursor, CustomFieldRow, DepartmentRow, DismissalRow, GrantRow, ListQuery,
+    LoginCounterRow, MergeRow, MfaChallengeRow, MfaEffect, MfaFactor, RecordPage, RecordWrite, RoleRow, RowScope,
+    ScanJobRow, SessionRow, Store, StoreError, StoreResult, StoredRecord, StoredVersion, TeamRow, UserMfaRow, UserRow,
+    WrappedKeyRow, WriteAction, WriteBatch,
 };
 use serde_json::{Map, Value};
 use sqlx::postgres::{PgPoolOptions, PgRow};
@@ -29,6 +29,7 @@ use sqlx::{AssertSqlSafe, PgConnection, PgPool, Row};
 use std::time::Duration;
 use uuid::Uuid;
 
+mod access;
 mod audit;
 mod duplicates;
 mod mfa;
@@ -1207,5 +1208,54 @@ impl Store for PostgresStore {
 
     async fn get_mfa_challenge(&self, challenge_hash: &str) -> StoreResult<Option<MfaChallengeRow>> {
         mfa::get_challenge(&self.pool, challenge_hash).await
+    }
+
+    async fn list_roles(&self) -> StoreResult<Vec<RoleRow>> {
+        access::list_roles(&self.pool).await
+    }
+
+    async fn create_role(&self, role: RoleRow, audit: AuditDraft) -> StoreResult<()> {
+        access::create_role(&self.pool, role, audit).await
+    }
+
+    async fn update_role(&self, role: RoleRow, audit: AuditDraft) -> StoreResult<()> {
+        access::update_role(&self.pool, role, audit).await
+    }
+
+    async fn delete_role(&self, name: &str, audit: AuditDraft) -> StoreResult<()> {
+        access::delete_role(&self.pool, name, audit).await
+    }
+
+    async fn create_grant(&self, grant: GrantRow, audit: AuditDraft) -> StoreResult<()> {
+        access::create_grant(&self.pool, grant, audit).await
+    }
+
+    async fn list_grants(&self, active_at: Option<i64>) -> StoreResult<Vec<GrantRow>> {
+        access::list_grants(&self.pool, active_at).await
+    }
+
+    async fn get_grant(&self, id: Uuid) -> StoreResult<Option<GrantRow>> {
+        access::get_grant(&self.pool, id).await
+    }
+
+    async fn revoke_grant(&self, id: Uuid, at: i64, by: Option<Uuid>, audit: AuditDraft) -> StoreResult<bool> {
+        access::revoke_grant(&self.pool, id, at, by, audit).await
+    }
+
+    async fn login_counters(&self, keys: &[String]) -> StoreResult<Vec<LoginCounterRow>> {
+        access::login_counters(&self.pool, keys).await
+    }
+
+    async fn record_login_failure(
+        &self,
+        keys: &[String],
+        now: i64,
+        forget_before: i64,
+    ) -> StoreResult<Vec<LoginCounterRow>> {
+        access::record_login_failure(&self.pool, keys, now, forget_before).await
+    }
+
+    async fn clear_login_failures(&self, key: &str) -> StoreResult<()> {
+        access::clear_login_failures(&self.pool, key).await
     }
 }

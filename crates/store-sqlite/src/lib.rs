@@ -12,10 +12,10 @@ use custodian_store::{
 };
 use custodian_store::{
     AuditChainRow, AuditDraft, AuditRow, CandidateRow, CheckpointClaimOutcome, CheckpointClaimRequest,
-    CheckpointClaimRow, CheckpointRange, Cursor, CustomFieldRow, DepartmentRow, DismissalRow, ListQuery, MergeRow,
-    MfaChallengeRow, MfaEffect, MfaFactor, RecordPage, RecordWrite, RowScope, ScanJobRow, SessionRow, Store,
-    StoreError, StoreResult, StoredRecord, StoredVersion, TeamRow, UserMfaRow, UserRow, WrappedKeyRow, WriteAction,
-    WriteBatch,
+    CheckpointClaimRow, CheckpointRange, Cursor, CustomFieldRow, DepartmentRow, DismissalRow, GrantRow, ListQuery,
+    LoginCounterRow, MergeRow, MfaChallengeRow, MfaEffect, MfaFactor, RecordPage, RecordWrite, RoleRow, RowScope,
+    ScanJobRow, SessionRow, Store, StoreError, StoreResult, StoredRecord, StoredVersion, TeamRow, UserMfaRow, UserRow,
+    WrappedKeyRow, WriteAction, WriteBatch,
 };
 use serde_json::{Map, Value};
 use sqlx::sqlite::{
@@ -28,6 +28,7 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
+mod access;
 mod audit;
 mod bulk;
 mod duplicates;
@@ -137,6 +138,13 @@ impl SqliteStore {
         }
     }
 
+    async fn access(&self, op: access::AccessOp) -> StoreResult<access::AccessOut> {
+        match self.submit(Op::Access(op)).await? {
+            OpOut::Access(out) => Ok(out),
+            _ => Err(internal("unexpected writer reply")),
+        }
+    }
+
     async fn submit_bool(&self, op: Op) -> StoreResult<bool> {
         match self.submit(op).await? {
             OpOut::Bool(b) => Ok(b),
@@ -169,6 +177,7 @@ enum Op {
     FinishScanJob(ScanJobRow, Vec<CandidateRow>),
     DismissCandidate(Uuid, DismissalRow, AuditDraft),
     Mfa(mfa::MfaOp),
+    Access(access::AccessOp),
 }
 
 enum OpOut {
@@ -178,6 +187,7 @@ enum OpOut {
     Bool(bool),
     Claim(CheckpointClaimOutcome),
     Monitor(monitor::MonitorOut),
+    Access(access::AccessOut),
 }
 
 struct Job {
@@ -560,6 +570,7 @@ async fn apply_op(conn: &mut SqliteConnection, op: Op, head: &mut ChainHead) -> 
             Ok(OpOut::Unit)
         }
         Op::Mfa(op) => mfa::apply(conn, op, head).await,
+        Op::Access(op) => access::apply(conn, op, head).await,
     }
 }
 
@@ -1456,6 +1467,61 @@ impl Store for SqliteStore {
 
     async fn get_mfa_challenge(&self, challenge_hash: &str) -> StoreResult<Option<MfaChallengeRow>> {
         mfa::get_mfa_challenge(&self.read_pool, challenge_hash).await
+    }
+
+    async fn list_roles(&self) -> StoreResult<Vec<RoleRow>> {
+        access::list_roles(&self.read_pool).await
+    }
+
+    async fn create_role(&self, role: RoleRow, audit: AuditDraft) -> StoreResult<()> {
+        self.access(access::AccessOp::CreateRole(role, audit)).await.map(|_| ())
+    }
+
+    async fn update_role(&self, role: RoleRow, audit: AuditDraft) -> StoreResult<()> {
+        self.access(access::AccessOp::UpdateRole(role, audit)).await.map(|_| ())
+    }
+
+    async fn delete_role(&self, name: &str, audit: AuditDraft) -> StoreResult<()> {
+        self.access(access::AccessOp::DeleteRole(name.to_owned(), audit)).await.map(|_| ())
+    }
+
+    async fn create_grant(&self, grant: GrantRow, audit: AuditDraft) -> StoreResult<()> {
+        self.access(access::AccessOp::CreateGrant(grant, audit)).await.map(|_| ())
+    }
+
+    async fn list_grants(&self, active_at: Option<i64>) -> StoreResult<Vec<GrantRow>> {
+        access::list_grants(&self.read_pool, active_at).await
+    }
+
+    async fn get_grant(&self, id: Uuid) -> StoreResult<Option<GrantRow>> {
+        access::get_grant(&self.read_pool, id).await
+    }
+
+    async fn revoke_grant(&self, id: Uuid, at: i64, by: Option<Uuid>, audit: AuditDraft) -> StoreResult<bool> {
+        match self.access(access::AccessOp::RevokeGrant { id, at, by, audit }).await? {
+            access::AccessOut::Bool(b) => Ok(b),
+            _ => Err(internal("unexpected writer reply")),
+        }
+    }
+
+    async fn login_counters(&self, keys: &[String]) -> StoreResult<Vec<LoginCounterRow>> {
+        access::login_counters(&self.read_pool, keys).await
+    }
+
+    async fn record_login_failure(
+        &self,
+        keys: &[String],
+        now: i64,
+        forget_before: i64,
+    ) -> StoreResult<Vec<LoginCounterRow>> {
+        match self.access(access::AccessOp::LoginFailure { keys: keys.to_vec(), now, forget_before }).await? {
+            access::AccessOut::Counters(c) => Ok(c),
+            _ => Err(internal("unexpected writer reply")),
+        }
+    }
+
+    async fn clear_login_failures(&self, key: &str) -> StoreResult<()> {
+        self.access(access::AccessOp::ClearLoginFailures(key.to_owned())).await.map(|_| ())
     }
 }
 

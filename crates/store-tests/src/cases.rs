@@ -1738,6 +1738,8 @@ pub async fn unusual_values_round_trip(store: DynStore) {
 
 // The issue-5 cases live in their own file.
 pub use crate::monitor_cases::*;
+// The issue-3 access cases too.
+pub use crate::access_cases::*;
 // ---- duplicates and merges ---------------------------------------------------------------
 
 fn keyed(record: &StoredRecord, keys: &[&[u8]]) -> custodian_store::MatchKeySet {

@@ -13,6 +13,7 @@
 // Test-support crate: failing loudly is the point.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+pub mod access_cases;
 pub mod cases;
 pub mod monitor_cases;
 
@@ -281,6 +282,9 @@ macro_rules! conformance_tests {
             match_keys_bound_common_blocks,
             scan_jobs_candidates_and_dismissals,
             merge_rows_are_written_with_their_batch_and_undone_once,
+            roles_round_trip_and_held_roles_are_not_deleted,
+            grants_expire_by_time_and_are_revoked_once,
+            login_counters_are_atomic_and_forget_old_failures,
         );
     };
 }

@@ -13,9 +13,11 @@ use custodian_core::search::QueryToken;
 use serde_json::{Map, Value};
 use uuid::Uuid;
 
+pub mod access;
 pub mod audit;
 pub mod duplicates;
 pub mod monitor;
+pub use access::{GrantRow, LoginCounterRow, RoleRow};
 pub use audit::{
     AuditChainRow, AuditDraft, AuditRow, ChainedRows, CheckpointClaimOutcome, CheckpointClaimRequest,
     CheckpointClaimRow, CheckpointRange, EncodedEvent, chain_rows,
@@ -43,6 +45,9 @@ pub enum StoreError {
     /// A row with this key already exists (usernames, custom field names, …).
     #[error("already exists: {0}")]
     AlreadyExists(String),
+    /// The change conflicts with other rows (a role still held by users, …).
+    #[error("conflict: {0}")]
+    Conflict(String),
     /// The database is unreachable, busy beyond its timeout or shutting down.
     #[error("store unavailable: {0}")]
     Unavailable(String),
@@ -728,6 +733,50 @@ pub trait Store: Send + Sync + 'static {
     async fn create_mfa_challenge(&self, challenge: MfaChallengeRow, audit: AuditDraft) -> StoreResult<()>;
 
     async fn get_mfa_challenge(&self, challenge_hash: &str) -> StoreResult<Option<MfaChallengeRow>>;
+
+    // ---- access: custom roles, time-boxed grants, shared login throttling -----------------
+
+    /// Every custom role, by name.
+    async fn list_roles(&self) -> StoreResult<Vec<RoleRow>>;
+
+    /// Stores a new custom role with its audit event. `AlreadyExists` when the name is taken.
+    async fn create_role(&self, role: RoleRow, audit: AuditDraft) -> StoreResult<()>;
+
+    /// Replaces the definition of a custom role (`updated_at` too) with its audit event.
+    /// `NotFound` when there is no such role.
+    async fn update_role(&self, role: RoleRow, audit: AuditDraft) -> StoreResult<()>;
+
+    /// Deletes a custom role with its audit event, in one transaction that first checks no
+    /// user holds it (`Conflict` otherwise, nothing changed). `NotFound` when there is none.
+    async fn delete_role(&self, name: &str, audit: AuditDraft) -> StoreResult<()>;
+
+    /// Stores a grant with its audit event.
+    async fn create_grant(&self, grant: GrantRow, audit: AuditDraft) -> StoreResult<()>;
+
+    /// Grants, newest first: only those in force at `active_at` (µs) when given, else all.
+    async fn list_grants(&self, active_at: Option<i64>) -> StoreResult<Vec<GrantRow>>;
+
+    async fn get_grant(&self, id: Uuid) -> StoreResult<Option<GrantRow>>;
+
+    /// Revokes a grant that is not revoked yet, with its audit event. `Ok(false)` (nothing
+    /// changed, no event) when it was already revoked; `NotFound` when it does not exist.
+    async fn revoke_grant(&self, id: Uuid, at: i64, by: Option<Uuid>, audit: AuditDraft) -> StoreResult<bool>;
+
+    /// The login-failure counters of `keys` (missing keys have none).
+    async fn login_counters(&self, keys: &[String]) -> StoreResult<Vec<LoginCounterRow>>;
+
+    /// Counts one failed login under every key, atomically per key (a counter whose last
+    /// failure is older than `forget_before` starts again at one). Returns the counters after
+    /// the increment. (The caller appends the audit event; the counter is not evidence.)
+    async fn record_login_failure(
+        &self,
+        keys: &[String],
+        now: i64,
+        forget_before: i64,
+    ) -> StoreResult<Vec<LoginCounterRow>>;
+
+    /// Forgets the counter of `key` (a successful login clears the account's failures).
+    async fn clear_login_failures(&self, key: &str) -> StoreResult<()>;
 }
 
 /// One row of `Store::audit_activity`.

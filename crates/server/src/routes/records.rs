@@ -42,6 +42,29 @@ fn expected_version(headers: &HeaderMap, body_version: Option<i64>) -> ApiResult
     }
 }
 
+/// A create or update body: system properties (`owner_id`, `created_by`, `deleted_at`, …) at
+/// the top level are a mass-assignment attempt — refused with 403 and audited, nothing changed
+/// (among `fields` the service refuses them the same way); anything else that is not a
+/// `RecordBody` is malformed.
+async fn record_body(
+    state: &AppState,
+    ctx: &custodian_service::RequestContext,
+    object: &str,
+    id: Option<Uuid>,
+    body: serde_json::Map<String, serde_json::Value>,
+) -> ApiResult<RecordBody> {
+    let system: Vec<String> = body
+        .keys()
+        .filter(|k| k.as_str() != "version" && custodian_service::SYSTEM_PROPERTIES.contains(&k.as_str()))
+        .cloned()
+        .collect();
+    if !system.is_empty() {
+        return Err(ApiError(state.service.refuse_system_properties(ctx, object, id, &system).await));
+    }
+    serde_json::from_value(serde_json::Value::Object(body))
+        .map_err(|e| ApiError::message(ErrorCode::MalformedRequest, format!("Invalid JSON body: {e}")))
+}
+
 fn with_etag(status: StatusCode, record: RecordView) -> Response {
     let etag = HeaderValue::from_str(&format!("\"{}\"", record.version)).ok();
     let mut response = (status, Json(record)).into_response();
@@ -102,8 +125,9 @@ pub async fn create(
     State(state): State<AppState>,
     Auth(ctx): Auth,
     PathParams(object): PathParams<String>,
-    JsonBody(body): JsonBody<RecordBody>,
+    JsonBody(body): JsonBody<serde_json::Map<String, serde_json::Value>>,
 ) -> ApiResult<Response> {
+    let body = record_body(&state, &ctx, &object, None, body).await?;
     if body.version.is_some() {
         return Err(ApiError::message(ErrorCode::MalformedRequest, "A new record has no version."));
     }
@@ -140,9 +164,10 @@ pub async fn update(
     Auth(ctx): Auth,
     PathParams((object, id)): PathParams<(String, String)>,
     headers: HeaderMap,
-    JsonBody(body): JsonBody<RecordBody>,
+    JsonBody(body): JsonBody<serde_json::Map<String, serde_json::Value>>,
 ) -> ApiResult<Response> {
     let id = parse_id(&id)?;
+    let body = record_body(&state, &ctx, &object, Some(id), body).await?;
     let options = WriteOptions {
         expected_version: expected_version(&headers, body.version)?,
         confirm_not_duplicate: ConfirmNotDuplicateBody::checked(body.confirm_not_duplicate.as_ref())?,
@@ -236,6 +261,52 @@ pub async fn reveal(
     let id = parse_id(&id)?;
     let value = state.service.reveal_field(&ctx, &object, id, &body.field).await?;
     Ok(Json(json!({ "field": body.field, "value": value })).into_response())
+}
+
+#[derive(serde::Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TransferBody {
+    /// The new owner (an active user); the record moves to the owner's team.
+    pub owner_id: Uuid,
+    /// Expected current version (alternative to `If-Match`).
+    #[serde(default)]
+    pub version: Option<i64>,
+}
+
+#[utoipa::path(post, path = "/api/v1/{object}/{id}/transfer", tag = "records", request_body = TransferBody,
+    params(("object" = String, Path), ("id" = Uuid, Path), ("If-Match" = Option<String>, Header)),
+    description = "Ownership transfer: a new owner (and the owner's team), as a new version with a `record.transfer` audit event. The record must be in the caller's update scope and stay there with its new owner; needs a fresh step-up (428).",
+    responses((status = 200, body = RecordDoc), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody), (status = 428, body = ErrorBody)))]
+pub async fn transfer(
+    State(state): State<AppState>,
+    Auth(ctx): Auth,
+    PathParams((object, id)): PathParams<(String, String)>,
+    headers: HeaderMap,
+    JsonBody(body): JsonBody<TransferBody>,
+) -> ApiResult<Response> {
+    let id = parse_id(&id)?;
+    let options = WriteOptions { expected_version: expected_version(&headers, body.version)?, ..Default::default() };
+    Ok(with_etag(StatusCode::OK, state.service.transfer_record(&ctx, &object, id, body.owner_id, &options).await?))
+}
+
+#[derive(serde::Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BulkDeleteBody {
+    /// 1-500 distinct record ids.
+    pub ids: Vec<Uuid>,
+}
+
+#[utoipa::path(post, path = "/api/v1/{object}/bulk-delete", tag = "records", request_body = BulkDeleteBody,
+    params(("object" = String, Path)),
+    description = "Soft-deletes up to 500 records in one transaction, all or nothing; every record must be active and in the caller's delete scope. Needs a fresh step-up (428).",
+    responses((status = 200, description = "{\"object\", \"deleted\": [ids]}"), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody), (status = 428, body = ErrorBody)))]
+pub async fn bulk_delete(
+    State(state): State<AppState>,
+    Auth(ctx): Auth,
+    PathParams(object): PathParams<String>,
+    JsonBody(body): JsonBody<BulkDeleteBody>,
+) -> ApiResult<Response> {
+    Ok(Json(json!(state.service.bulk_delete(&ctx, &object, &body.ids).await?)).into_response())
 }
 
 fn query_value<'a>(pairs: &'a [(String, String)], key: &str) -> Option<&'a str> {

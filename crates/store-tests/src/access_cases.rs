@@ -1,0 +1,171 @@
+//! Conformance cases of custom roles, time-boxed grants and the shared login-failure counters
+//! (issue 3). Re-exported from `cases` so that `conformance_tests!` runs them on both backends.
+
+use crate::cases::DynStore;
+use custodian_store::{AuditDraft, GrantRow, RoleRow, StoreError, UserRow, now_micros};
+use serde_json::json;
+use std::sync::Arc;
+use uuid::Uuid;
+
+fn role(name: &str, label: &str) -> RoleRow {
+    let now = now_micros();
+    RoleRow {
+        name: name.to_owned(),
+        definition: json!({ "name": name, "label_en": label, "objects": {}, "sensitive_default": "hidden" }),
+        created_at: now,
+        updated_at: now,
+    }
+}
+
+async fn actions(store: &DynStore) -> Vec<String> {
+    store.list_audit(0, 100_000).await.expect("audit").into_iter().map(|e| e.action).collect()
+}
+
+pub async fn roles_round_trip_and_held_roles_are_not_deleted(store: DynStore) {
+    assert!(store.list_roles().await.expect("list").is_empty());
+    let auditor2 = role("regional_auditor", "Regional auditor");
+    store.create_role(auditor2.clone(), AuditDraft::new("role.create")).await.expect("create");
+    store.create_role(role("analyst", "Analyst"), AuditDraft::new("role.create")).await.expect("create");
+    let err = store.create_role(role("analyst", "Again"), AuditDraft::new("role.create")).await;
+    assert!(matches!(err, Err(StoreError::AlreadyExists(_))), "{err:?}");
+    let roles = store.list_roles().await.expect("list");
+    assert_eq!(roles.iter().map(|r| r.name.as_str()).collect::<Vec<_>>(), ["analyst", "regional_auditor"]);
+    assert_eq!(roles[1], auditor2, "definition round-trips");
+
+    let mut changed = role("analyst", "Senior analyst");
+    changed.created_at = roles[0].created_at;
+    changed.updated_at = roles[0].updated_at + 5;
+    store.update_role(changed.clone(), AuditDraft::new("role.update")).await.expect("update");
+    assert_eq!(store.list_roles().await.expect("list")[0], changed);
+    let missing = store.update_role(role("nobody", "x"), AuditDraft::new("role.update")).await;
+    assert!(matches!(missing, Err(StoreError::NotFound)), "{missing:?}");
+
+    // A role still held by a user is not deleted, and nothing is written.
+    let holder = UserRow {
+        id: Uuid::now_v7(),
+        username: "analyst1".into(),
+        display_name: "Analyst".into(),
+        password_hash: "$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA".into(),
+        role: "analyst".into(),
+        department_id: None,
+        team_id: None,
+        status: "active".into(),
+        created_at: now_micros(),
+    };
+    store.create_user(holder.clone(), AuditDraft::new("user.create")).await.expect("user");
+    let before = store.audit_max_seq().await.expect("seq");
+    let held = store.delete_role("analyst", AuditDraft::new("role.delete")).await;
+    assert!(matches!(held, Err(StoreError::Conflict(_))), "{held:?}");
+    assert_eq!(store.audit_max_seq().await.expect("seq"), before, "no event for a refused delete");
+    assert_eq!(store.list_roles().await.expect("list").len(), 2);
+
+    let mut moved = holder.clone();
+    moved.role = "sales_rep".into();
+    store.update_user(moved, false, AuditDraft::new("user.update")).await.expect("update user");
+    store.delete_role("analyst", AuditDraft::new("role.delete")).await.expect("delete");
+    let gone = store.delete_role("analyst", AuditDraft::new("role.delete")).await;
+    assert!(matches!(gone, Err(StoreError::NotFound)), "{gone:?}");
+    assert_eq!(store.list_roles().await.expect("list").len(), 1);
+    let acts = actions(&store).await;
+    assert_eq!(acts.iter().filter(|a| a.starts_with("role.")).count(), 4, "{acts:?}");
+}
+
+fn grant(user: Uuid, record: Option<Uuid>, team: Option<Uuid>, expires_at: i64) -> GrantRow {
+    GrantRow {
+        id: Uuid::now_v7(),
+        user_id: user,
+        object: "contacts".into(),
+        record_id: record,
+        team_id: team,
+        access: "read".into(),
+        reason: "covering for 张三 during leave".into(),
+        granted_by: Some(Uuid::now_v7()),
+        created_at: now_micros(),
+        expires_at,
+        revoked_at: None,
+        revoked_by: None,
+    }
+}
+
+pub async fn grants_expire_by_time_and_are_revoked_once(store: DynStore) {
+    let now = now_micros();
+    let hour = 3_600_000_000i64;
+    let user = Uuid::now_v7();
+    let live = grant(user, Some(Uuid::now_v7()), None, now + hour);
+    let mut team = grant(user, None, Some(Uuid::now_v7()), now + 2 * hour);
+    team.access = "write".into();
+    let expired = grant(user, Some(Uuid::now_v7()), None, now - 1);
+    for g in [&live, &team, &expired] {
+        store.create_grant(g.clone(), AuditDraft::new("grant.create")).await.expect("create");
+    }
+    assert_eq!(store.get_grant(team.id).await.expect("get"), Some(team.clone()), "round-trips");
+    assert_eq!(store.get_grant(Uuid::now_v7()).await.expect("get"), None);
+    assert_eq!(store.list_grants(None).await.expect("all").len(), 3);
+    let active: Vec<Uuid> = store.list_grants(Some(now)).await.expect("active").iter().map(|g| g.id).collect();
+    assert_eq!(active.len(), 2);
+    assert!(active.contains(&live.id) && active.contains(&team.id));
+    // Expiry is a matter of the time asked about: no job marks grants expired.
+    let later: Vec<Uuid> = store.list_grants(Some(now + hour + 1)).await.expect("later").iter().map(|g| g.id).collect();
+    assert_eq!(later, vec![team.id]);
+
+    // Revoking twice at once: exactly one wins and writes its event.
+    let by = Some(Uuid::now_v7());
+    let (a, b) = tokio::join!(
+        store.revoke_grant(live.id, now + 10, by, AuditDraft::new("grant.revoke")),
+        store.revoke_grant(live.id, now + 11, by, AuditDraft::new("grant.revoke")),
+    );
+    let wins = [a.expect("revoke"), b.expect("revoke")];
+    assert_eq!(wins.iter().filter(|w| **w).count(), 1, "{wins:?}");
+    let revoked = store.get_grant(live.id).await.expect("get").expect("exists");
+    assert!(revoked.revoked_at.is_some() && revoked.revoked_by == by);
+    assert!(!revoked.active_at(now));
+    assert_eq!(store.list_grants(Some(now)).await.expect("active").len(), 1);
+    let missing = store.revoke_grant(Uuid::now_v7(), now, by, AuditDraft::new("grant.revoke")).await;
+    assert!(matches!(missing, Err(StoreError::NotFound)), "{missing:?}");
+    let acts = actions(&store).await;
+    assert_eq!(acts.iter().filter(|a| *a == "grant.revoke").count(), 1);
+    assert_eq!(acts.iter().filter(|a| *a == "grant.create").count(), 3);
+}
+
+pub async fn login_counters_are_atomic_and_forget_old_failures(store: DynStore) {
+    let account = "user:4f1c".to_owned();
+    let address = "ip:9a0b".to_owned();
+    let keys = vec![account.clone(), address.clone()];
+    assert!(store.login_counters(&keys).await.expect("read").is_empty());
+    let t0 = 1_800_000_000_000_000i64;
+    // Fifty concurrent failures (two servers, or one flood) are all counted.
+    let mut tasks = Vec::new();
+    for i in 0..50i64 {
+        let store = Arc::clone(&store);
+        let keys = keys.clone();
+        tasks.push(tokio::spawn(async move { store.record_login_failure(&keys, t0 + i, t0 - 1).await }));
+    }
+    let mut seen = Vec::new();
+    for t in tasks {
+        let rows = t.await.expect("join").expect("record");
+        assert_eq!(rows.len(), 2);
+        seen.push(rows.iter().find(|r| r.key == account).expect("account").failures);
+    }
+    seen.sort_unstable();
+    assert_eq!(seen, (1..=50).collect::<Vec<i64>>(), "every increment saw its own count");
+    let mut rows = store.login_counters(&keys).await.expect("read");
+    rows.sort_by(|a, b| a.key.cmp(&b.key));
+    assert_eq!(rows.iter().map(|r| r.failures).collect::<Vec<_>>(), [50, 50]);
+    assert!(rows.iter().all(|r| r.last_failure_at == t0 + 49), "{rows:?}");
+
+    // Success clears the account only.
+    store.clear_login_failures(&account).await.expect("clear");
+    let rows = store.login_counters(&keys).await.expect("read");
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0].key, address);
+
+    // A failure long after the last one starts the count again.
+    let much_later = t0 + 7_200_000_000;
+    let rows = store.record_login_failure(std::slice::from_ref(&address), much_later, much_later - 3_600_000_000).await;
+    let rows = rows.expect("record");
+    assert_eq!((rows[0].failures, rows[0].last_failure_at), (1, much_later));
+    // Keys are data, not SQL.
+    let odd = vec!["ip:'; DROP TABLE login_failures; --".to_owned()];
+    store.record_login_failure(&odd, t0, t0 - 1).await.expect("odd key");
+    assert_eq!(store.login_counters(&odd).await.expect("read")[0].failures, 1);
+}
