@@ -159,6 +159,7 @@ fn expected(route: &str, role: &str, c: Cat) -> StatusCode {
         // Duplicate review and merges are for stewards and admins; the ids here name no scan
         // job, candidate or merge.
         "GET /api/v1/duplicates/scan/{id}"
+        | "GET /api/v1/duplicates/backfill/{id}"
         | "POST /api/v1/duplicates/{id}/dismiss"
         | "GET /api/v1/merges/{id}"
         | "POST /api/v1/merges/{id}/undo" => {
@@ -168,6 +169,10 @@ fn expected(route: &str, role: &str, c: Cat) -> StatusCode {
                 StatusCode::FORBIDDEN
             }
         }
+        // No rule check has this id (a record id): not found for everyone who may read records.
+        "GET /api/v1/rule-checks/{id}" => StatusCode::NOT_FOUND,
+        // The id names a contact, not a lead: not found (real conversions in tests/convert.rs).
+        "POST /api/v1/leads/{id}/convert" => StatusCode::NOT_FOUND,
         "POST /api/v1/{object}/{id}/reveal" => {
             if !read {
                 StatusCode::NOT_FOUND
@@ -202,7 +207,16 @@ fn expected_other(route: &str, role: &str) -> Option<StatusCode> {
         | "GET /api/v1/teams"
         | "GET /api/v1/schema"
         | "GET /api/v1/schema/{object}"
+        | "GET /api/v1/schema/{object}/fields/{field}/rules"
         | "GET /api/v1/{object}" => StatusCode::OK,
+        // Rules are edited by admins and data stewards.
+        "PUT /api/v1/schema/{object}/fields/{field}/rules" => {
+            if merger(role) {
+                StatusCode::OK
+            } else {
+                StatusCode::FORBIDDEN
+            }
+        }
         "GET /api/v1/users" => {
             if admin {
                 StatusCode::OK
@@ -220,7 +234,7 @@ fn expected_other(route: &str, role: &str) -> Option<StatusCode> {
                 StatusCode::FORBIDDEN
             }
         }
-        "POST /api/v1/duplicates/scan" => {
+        "POST /api/v1/duplicates/scan" | "POST /api/v1/duplicates/backfill" => {
             if merger(role) {
                 StatusCode::ACCEPTED
             } else {
@@ -339,12 +353,16 @@ fn body_for(route: &str, n: usize) -> Option<Value> {
     Some(match route {
         "PATCH /api/v1/{object}/{id}" => json!({"fields": {"title": format!("t{n}")}}),
         "POST /api/v1/{object}/{id}/reveal" => json!({"field": "mobile"}),
-        "POST /api/v1/duplicates/scan" => json!({"object": "contacts"}),
+        "POST /api/v1/duplicates/scan" | "POST /api/v1/duplicates/backfill" => json!({"object": "contacts"}),
+        "PUT /api/v1/schema/{object}/fields/{field}/rules" => json!({"rules": [{"kind": "length", "max": 200 + n}]}),
         "POST /api/v1/duplicates/{id}/dismiss" => json!({"reason": "different people"}),
         "POST /api/v1/merges" => {
             json!({"object": "contacts", "survivor_id": "01938f2c-0000-7000-8000-000000000001", "loser_ids": ["01938f2c-0000-7000-8000-000000000002"]})
         }
         "POST /api/v1/{object}/{id}/revert" => json!({"to_version": 1, "field": "title"}),
+        "POST /api/v1/leads/{id}/convert" => {
+            json!({"company": {"fields": {"name": format!("转化 {n}")}}, "contact": {"fields": {"name": "转化人"}}})
+        }
         "POST /api/v1/users" => json!({"username": format!("newuser{n}"), "password": PASSWORD, "role": "sales_rep"}),
         "POST /api/v1/departments" | "POST /api/v1/teams" => json!({"name": format!("org {n}")}),
         "POST /api/v1/schema/{object}/fields" => {
@@ -419,9 +437,12 @@ both_backends!(every_route_every_role_every_scope, |app: TestApp| async move {
             } else {
                 n += 1;
                 let Some(status) = expected_other(&route, actor.role) else { continue };
-                let concrete =
-                    path.replace("{object}", "contacts").replace("{id}", &rep3).replace("{metric}", "reveals")
-                        + if path == "/api/v1/duplicates" { "?object=contacts" } else { "" };
+                let concrete = path
+                    .replace("{object}", "contacts")
+                    .replace("{id}", &rep3)
+                    .replace("{metric}", "reveals")
+                    .replace("{field}", "title")
+                    + if path == "/api/v1/duplicates" { "?object=contacts" } else { "" };
                 let r = as_user(&app, &actor.token, m, &concrete, body_for(&route, n)).await;
                 assert_eq!(r.status, status, "{} {route}: {}", actor.role, r.body);
             }

@@ -31,6 +31,7 @@ use uuid::Uuid;
 mod audit;
 mod bulk;
 mod duplicates;
+mod jobs;
 mod mfa;
 mod monitor;
 mod sql;
@@ -137,6 +138,13 @@ impl SqliteStore {
         }
     }
 
+    async fn jobs(&self, op: jobs::JobsOp) -> StoreResult<jobs::JobsOut> {
+        match self.submit(Op::Jobs(op)).await? {
+            OpOut::Jobs(out) => Ok(out),
+            _ => Err(internal("unexpected writer reply")),
+        }
+    }
+
     async fn submit_bool(&self, op: Op) -> StoreResult<bool> {
         match self.submit(op).await? {
             OpOut::Bool(b) => Ok(b),
@@ -169,6 +177,7 @@ enum Op {
     FinishScanJob(ScanJobRow, Vec<CandidateRow>),
     DismissCandidate(Uuid, DismissalRow, AuditDraft),
     Mfa(mfa::MfaOp),
+    Jobs(jobs::JobsOp),
 }
 
 enum OpOut {
@@ -178,6 +187,7 @@ enum OpOut {
     Bool(bool),
     Claim(CheckpointClaimOutcome),
     Monitor(monitor::MonitorOut),
+    Jobs(jobs::JobsOut),
 }
 
 struct Job {
@@ -560,6 +570,7 @@ async fn apply_op(conn: &mut SqliteConnection, op: Op, head: &mut ChainHead) -> 
             Ok(OpOut::Unit)
         }
         Op::Mfa(op) => mfa::apply(conn, op, head).await,
+        Op::Jobs(op) => jobs::apply(conn, op, head).await,
     }
 }
 
@@ -1365,6 +1376,56 @@ impl Store for SqliteStore {
 
     async fn merged_into(&self, object: &str, loser: Uuid) -> StoreResult<Option<Uuid>> {
         duplicates::merged_into(&self.read_pool, object, loser).await
+    }
+
+    async fn list_field_rules(&self) -> StoreResult<Vec<custodian_store::FieldRulesRow>> {
+        jobs::list_field_rules(&self.read_pool).await
+    }
+
+    async fn put_field_rules(
+        &self,
+        row: custodian_store::FieldRulesRow,
+        job: custodian_store::JobRow,
+        audit: AuditDraft,
+    ) -> StoreResult<()> {
+        self.jobs(jobs::JobsOp::PutRules(row, job, audit)).await.map(|_| ())
+    }
+
+    async fn create_job(&self, job: custodian_store::JobRow, audit: AuditDraft) -> StoreResult<()> {
+        self.jobs(jobs::JobsOp::Create(job, audit)).await.map(|_| ())
+    }
+
+    async fn get_job(&self, id: Uuid) -> StoreResult<Option<custodian_store::JobRow>> {
+        jobs::get_job(&self.read_pool, id).await
+    }
+
+    async fn claim_job(
+        &self,
+        claimant: &str,
+        now: i64,
+        lease_micros: i64,
+    ) -> StoreResult<Option<custodian_store::JobRow>> {
+        match self.jobs(jobs::JobsOp::Claim { claimant: claimant.to_owned(), now, lease_micros }).await? {
+            jobs::JobsOut::Claimed(job) => Ok(job),
+            _ => Err(internal("unexpected writer reply")),
+        }
+    }
+
+    async fn save_job_progress(&self, progress: custodian_store::JobProgress) -> StoreResult<bool> {
+        match self.jobs(jobs::JobsOp::Progress(progress)).await? {
+            jobs::JobsOut::Saved(saved) => Ok(saved),
+            _ => Err(internal("unexpected writer reply")),
+        }
+    }
+
+    async fn list_job_violations(
+        &self,
+        job_id: Uuid,
+        scope: &RowScope,
+        after: Option<&custodian_store::ViolationRow>,
+        limit: u32,
+    ) -> StoreResult<Vec<custodian_store::ViolationRow>> {
+        jobs::list_violations(&self.read_pool, job_id, scope, after, limit).await
     }
 
     async fn get_merge(&self, id: Uuid) -> StoreResult<Option<MergeRow>> {

@@ -1716,6 +1716,7 @@ pub async fn unusual_values_round_trip(store: DynStore) {
 }
 
 // The issue-5 cases live in their own file.
+pub use crate::job_cases::*;
 pub use crate::monitor_cases::*;
 // ---- duplicates and merges ---------------------------------------------------------------
 

@@ -14,6 +14,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 pub mod cases;
+pub mod job_cases;
 pub mod monitor_cases;
 
 use custodian_store_postgres::PostgresStore;
@@ -278,6 +279,9 @@ macro_rules! conformance_tests {
             match_keys_find_active_candidates,
             scan_jobs_candidates_and_dismissals,
             merge_rows_are_written_with_their_batch_and_undone_once,
+            field_rules_are_revised_with_their_job,
+            jobs_are_leased_once_and_taken_over_after_their_lease,
+            job_progress_records_violations_and_refreshes_keys,
         );
     };
 }
