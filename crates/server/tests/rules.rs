@@ -179,7 +179,7 @@ both_backends!(rules_are_data_checked_audited_and_seen_by_every_server, |app: Te
     let refused = other
         .create_record(&RequestContext::cli(), "companies", fields.as_object().unwrap(), &CreateOptions::default())
         .await;
-    let e = refused.err().expect("the other server applies the new rule");
+    let e = refused.expect_err("the other server applies the new rule");
     assert_eq!(e.details[0].code, "not_allowed");
 });
 

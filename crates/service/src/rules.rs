@@ -275,7 +275,7 @@ impl Service {
         let mut violators = Vec::with_capacity(rows.len());
         let mut records: HashMap<Uuid, Option<Map<String, Value>>> = HashMap::new();
         for row in rows {
-            if !records.contains_key(&row.record_id) {
+            if let std::collections::hash_map::Entry::Vacant(slot) = records.entry(row.record_id) {
                 let shown = match self.store.get_record(&def.name, row.record_id, &scope).await? {
                     Some(r) => {
                         let plain = self.decrypt_fields(&def, r.id, &r.fields);
@@ -283,7 +283,7 @@ impl Service {
                     }
                     None => None,
                 };
-                records.insert(row.record_id, shown);
+                slot.insert(shown);
             }
             let value = records.get(&row.record_id).and_then(|m| m.as_ref()).and_then(|m| m.get(&row.field)).cloned();
             violators.push(ViolationView { record_id: row.record_id, field: row.field, code: row.code, value });

@@ -20,7 +20,7 @@ pub(crate) enum JobsOp {
 
 pub(crate) enum JobsOut {
     Unit,
-    Claimed(Option<JobRow>),
+    Claimed(Box<Option<JobRow>>),
     Saved(bool),
 }
 
@@ -74,8 +74,8 @@ async fn insert_job(conn: &mut SqliteConnection, job: &JobRow) -> StoreResult<()
     Ok(())
 }
 
-pub(crate) async fn apply(conn: &mut SqliteConnection, op: JobsOp, head: &mut ChainHead) -> StoreResult<OpOut> {
-    let out = match op {
+pub(crate) async fn apply(conn: &mut SqliteConnection, op: Box<JobsOp>, head: &mut ChainHead) -> StoreResult<OpOut> {
+    let out = match *op {
         JobsOp::PutRules(row, job, audit) => {
             let current: Option<i64> =
                 sqlx::query_scalar("SELECT revision FROM field_rules WHERE object = ? AND field = ?")
@@ -121,7 +121,7 @@ pub(crate) async fn apply(conn: &mut SqliteConnection, op: JobsOp, head: &mut Ch
             .await
             .map_err(map_sqlx)?;
             match row {
-                None => JobsOut::Claimed(None),
+                None => JobsOut::Claimed(Box::new(None)),
                 Some(row) => {
                     let mut job = job_from_row(&row)?;
                     let until = now.saturating_add(lease_micros);
@@ -135,7 +135,7 @@ pub(crate) async fn apply(conn: &mut SqliteConnection, op: JobsOp, head: &mut Ch
                     job.status = "running".into();
                     job.claimed_by = Some(claimant);
                     job.lease_until = Some(until);
-                    JobsOut::Claimed(Some(job))
+                    JobsOut::Claimed(Box::new(Some(job)))
                 }
             }
         }

@@ -139,7 +139,7 @@ impl SqliteStore {
     }
 
     async fn jobs(&self, op: jobs::JobsOp) -> StoreResult<jobs::JobsOut> {
-        match self.submit(Op::Jobs(op)).await? {
+        match self.submit(Op::Jobs(Box::new(op))).await? {
             OpOut::Jobs(out) => Ok(out),
             _ => Err(internal("unexpected writer reply")),
         }
@@ -177,7 +177,7 @@ enum Op {
     FinishScanJob(ScanJobRow, Vec<CandidateRow>),
     DismissCandidate(Uuid, DismissalRow, AuditDraft),
     Mfa(mfa::MfaOp),
-    Jobs(jobs::JobsOp),
+    Jobs(Box<jobs::JobsOp>),
 }
 
 enum OpOut {
@@ -1406,7 +1406,7 @@ impl Store for SqliteStore {
         lease_micros: i64,
     ) -> StoreResult<Option<custodian_store::JobRow>> {
         match self.jobs(jobs::JobsOp::Claim { claimant: claimant.to_owned(), now, lease_micros }).await? {
-            jobs::JobsOut::Claimed(job) => Ok(job),
+            jobs::JobsOut::Claimed(job) => Ok(*job),
             _ => Err(internal("unexpected writer reply")),
         }
     }
