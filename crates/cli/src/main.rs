@@ -284,14 +284,20 @@ async fn serve(
         println!("Store it now; it will not be shown again.");
     }
     let shutdown = shutdown_signal()?;
-    // Other servers may add custom fields: refresh the schema periodically.
+    // Other servers may add custom fields and change rules: refresh the schema periodically.
+    // Background jobs (rule re-checks, match-key backfills) started anywhere, or left behind by
+    // a server that died, are claimed and run here too.
     let refresher = service.clone();
     tokio::spawn(async move {
+        let claimant = format!("serve-{}", uuid::Uuid::now_v7());
         let mut tick = tokio::time::interval(std::time::Duration::from_secs(10));
         loop {
             tick.tick().await;
             if let Err(e) = refresher.refresh_schema().await {
                 tracing::warn!(error = %e, "schema refresh failed");
+            }
+            if let Err(e) = refresher.run_jobs(&claimant).await {
+                tracing::warn!(error = %e, "background jobs stopped early; they resume when claimed again");
             }
         }
     });

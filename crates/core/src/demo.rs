@@ -1915,7 +1915,12 @@ impl Gen {
             let day = CLOSE_FIRST_DAY + self.below(CLOSE_DAYS) as i64;
             f.put("expected_close_date", format_date(day));
         }
-        let p_contract = if matches!(stage, "won" | "negotiation") { 80 } else { 23 };
+        // A won deal always has its contract number (a default rule requires it).
+        let p_contract = match stage {
+            "won" => 100,
+            "negotiation" => 80,
+            _ => 23,
+        };
         if self.pct(p_contract) {
             let contract_year = if self.pct(70) { 2026 } else { 2025 };
             f.put("contract_no", format!("HT-{contract_year}-{:06}", key + 1));

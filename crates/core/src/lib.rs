@@ -7,6 +7,7 @@ pub mod demo;
 pub mod error;
 pub mod matching;
 pub mod normalize;
+pub mod rules;
 pub mod schema;
 pub mod search;
 pub mod values;

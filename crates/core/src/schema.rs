@@ -117,6 +117,34 @@ pub enum Rule {
     },
     /// The field is required when another field has one of the listed values.
     RequiredWhen { field: String, values: Vec<String> },
+    /// The value (each value of a multi-enum) must be one of these.
+    AllowedValues { values: Vec<String> },
+}
+
+/// Among which active records a unique field's value must be unique.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UniqueScope {
+    /// Among all active records of the object.
+    #[default]
+    Global,
+    /// Among the active records of the same owner.
+    PerOwner,
+    /// Among the active records of the same team.
+    PerTeam,
+}
+
+impl UniqueScope {
+    pub fn is_global(&self) -> bool {
+        *self == UniqueScope::Global
+    }
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UniqueScope::Global => "global",
+            UniqueScope::PerOwner => "per_owner",
+            UniqueScope::PerTeam => "per_team",
+        }
+    }
 }
 
 /// Metadata of one field.
@@ -132,6 +160,9 @@ pub struct FieldDef {
     /// Unique among the object's active (not deleted) records.
     #[serde(default)]
     pub unique: bool,
+    /// Where `unique` applies (global unless set).
+    #[serde(default, skip_serializing_if = "UniqueScope::is_global")]
+    pub unique_scope: UniqueScope,
     /// Encrypted at rest, looked up through a blind index.
     #[serde(default)]
     pub sensitive: bool,
@@ -164,6 +195,7 @@ impl FieldDef {
             label_zh: zh.to_owned(),
             required: false,
             unique: false,
+            unique_scope: UniqueScope::Global,
             sensitive: false,
             restricted: false,
             options: Vec::new(),
@@ -255,6 +287,7 @@ pub const RESERVED_FIELD_NAMES: &[&str] = &[
     "sort",
     "include_deleted",
     "confirm_not_duplicate",
+    "override",
 ];
 
 impl Schema {
@@ -322,6 +355,12 @@ impl Schema {
                     "converted",
                 ]),
                 tags(),
+                // Set by lead conversion (POST /api/v1/leads/{id}/convert).
+                FieldDef::std("converted_company_id", T::Reference, "Converted to company", "转化客户")
+                    .reference("companies"),
+                FieldDef::std("converted_contact_id", T::Reference, "Converted to contact", "转化联系人")
+                    .reference("contacts"),
+                FieldDef::std("converted_deal_id", T::Reference, "Converted to deal", "转化商机").reference("deals"),
             ],
         };
         let deals = ObjectDef {
@@ -344,7 +383,8 @@ impl Schema {
                 FieldDef::std("expected_close_date", T::Date, "Expected close date", "预计成交日期"),
                 FieldDef::std("contract_no", T::Text, "Contract number", "合同编号")
                     .unique()
-                    .rule(Rule::Regex { pattern: "^[A-Z]{2,4}-[0-9]{4}-[0-9]{3,8}$".into() }),
+                    .rule(Rule::Regex { pattern: "^[A-Z]{2,4}-[0-9]{4}-[0-9]{3,8}$".into() })
+                    .rule(Rule::RequiredWhen { field: "stage".into(), values: vec!["won".into()] }),
                 tags(),
             ],
         };
@@ -392,6 +432,11 @@ impl Schema {
 
     pub fn object(&self, name: &str) -> Option<&ObjectDef> {
         self.objects.get(name)
+    }
+
+    /// A field to change in place (rules set at runtime are applied this way).
+    pub fn field_mut(&mut self, object: &str, field: &str) -> Option<&mut FieldDef> {
+        self.objects.get_mut(object)?.fields.iter_mut().find(|f| f.name == field)
     }
 
     pub fn objects(&self) -> impl Iterator<Item = &ObjectDef> {
@@ -467,18 +512,11 @@ pub fn check_custom_field(object: &ObjectDef, field: &FieldDef) -> Vec<crate::Fi
         // Uniqueness is enforced through keyed hashes, which works for sensitive values too; the
         // combination is allowed.
     }
-    for rule in &field.rules {
-        if let Rule::Regex { pattern } = rule
-            && let Err(e) = crate::values::compile_regex(pattern)
-        {
-            errors.push(FieldError::new(
-                "rules",
-                "invalid_regex",
-                format!("Invalid regular expression: {e}"),
-                "正则表达式无效。",
-            ));
-        }
-    }
+    // The field's rules are checked like rules set later through the rules API (the object
+    // with the new field, so required_when may name it too).
+    let mut with_field = object.clone();
+    with_field.fields.push(field.clone());
+    errors.extend(crate::rules::check_rules(&with_field, field, &crate::rules::rules_of(field)));
     errors
 }
 

@@ -23,6 +23,9 @@ pub const MAX_MULTI_VALUES: usize = 100;
 pub struct ValidationContext {
     pub today: Date,
     pub default_region: String,
+    /// Accept a USCC whose checksum fails (a data steward's audited override); the format
+    /// and charset are still checked.
+    pub accept_uscc_checksum: bool,
 }
 
 /// Validates `changes` against `object` and returns the complete normalised field map of the
@@ -147,6 +150,23 @@ pub fn check_rules(def: &FieldDef, value: &Value, _record: &Map<String, Value>, 
                         "length",
                         format!("{} has the wrong length.", def.label_en),
                         format!("{}长度不符合要求。", def.label_zh),
+                    ));
+                }
+            }
+            Rule::AllowedValues { values } => {
+                let ok = match value {
+                    Value::String(s) => values.contains(s),
+                    Value::Array(items) => {
+                        items.iter().all(|v| v.as_str().is_some_and(|s| values.iter().any(|a| a == s)))
+                    }
+                    _ => true,
+                };
+                if !ok {
+                    errors.push(FieldError::new(
+                        &def.name,
+                        "not_allowed",
+                        format!("{} must be one of: {}.", def.label_en, values.join(", ")),
+                        format!("{}必须是以下之一：{}。", def.label_zh, values.join("、")),
                     ));
                 }
             }
@@ -334,12 +354,13 @@ pub fn normalize_value(def: &FieldDef, raw: &Value, ctx: &ValidationContext) -> 
         ),
         T::CnUscc => {
             let uscc = normalize::normalize_uscc(expect_str(def, raw)?).map_err(|e| from_normalize_error(def, e))?;
-            if !uscc.checksum_ok {
+            if !uscc.checksum_ok && !ctx.accept_uscc_checksum {
                 return Err(FieldError::new(
                     &def.name,
                     "uscc_checksum",
-                    "The Unified Social Credit Code fails its checksum.",
-                    "统一社会信用代码校验位不正确。",
+                    "The Unified Social Credit Code fails its checksum; a data steward or admin may save it \
+                     anyway with \"override\": {\"uscc\": {\"reason\": \"…\"}}.",
+                    "统一社会信用代码校验位不正确；数据管理员或管理员可通过 override.uscc 并填写原因强制保存。",
                 ));
             }
             Value::String(uscc.value)
@@ -484,7 +505,11 @@ mod tests {
     use serde_json::json;
 
     fn ctx() -> ValidationContext {
-        ValidationContext { today: time::macros::date!(2026 - 11 - 29), default_region: "CN".into() }
+        ValidationContext {
+            today: time::macros::date!(2026 - 11 - 29),
+            default_region: "CN".into(),
+            accept_uscc_checksum: false,
+        }
     }
 
     fn check(object: &str, input: Value) -> Result<Map<String, Value>, Vec<FieldError>> {
@@ -549,5 +574,52 @@ mod tests {
         let out = validate_record(def, existing.as_object(), changes.as_object().unwrap_or_else(|| panic!()), &ctx())
             .unwrap_or_else(|e| panic!("{e:?}"));
         assert_eq!(Value::Object(out), json!({"name": "甲", "province": "浙江"}));
+    }
+
+    #[test]
+    fn contract_number_is_required_when_won_and_allowed_values_apply() {
+        let company = "0190b1f2-0000-7000-8000-000000000001";
+        let errs =
+            check("deals", json!({"name": "x", "company_id": company, "stage": "won"})).err().unwrap_or_default();
+        assert!(errs.iter().any(|e| e.field == "contract_no" && e.code == "required"), "{errs:?}");
+        assert!(
+            check("deals", json!({"name": "x", "company_id": company, "stage": "won", "contract_no": "HT-2026-0001"}))
+                .is_ok()
+        );
+        assert!(check("deals", json!({"name": "x", "company_id": company, "stage": "lost"})).is_ok());
+        let mut schema = Schema::standard().object("companies").cloned().unwrap_or_else(|| panic!("companies"));
+        for f in &mut schema.fields {
+            if f.name == "industry" {
+                f.rules.push(Rule::AllowedValues { values: vec!["制造".into(), "金融".into()] });
+            }
+        }
+        let ok = json!({"name": "甲", "industry": "金融"});
+        assert!(validate_record(&schema, None, ok.as_object().unwrap_or_else(|| panic!()), &ctx()).is_ok());
+        let bad = json!({"name": "甲", "industry": "零售"});
+        let errs = validate_record(&schema, None, bad.as_object().unwrap_or_else(|| panic!()), &ctx())
+            .err()
+            .unwrap_or_default();
+        assert!(errs.iter().any(|e| e.field == "industry" && e.code == "not_allowed"));
+    }
+
+    #[test]
+    fn a_failing_uscc_checksum_is_refused_unless_overridden() {
+        let uscc = "91110108551385082Q";
+        let good = normalize::normalize_uscc(uscc).unwrap_or_else(|e| panic!("{e:?}"));
+        assert!(good.checksum_ok);
+        // Change the check character: charset and format still fine, checksum fails.
+        let bad = format!("{}{}", &uscc[..17], '1');
+        let errs = check("companies", json!({"name": "甲", "uscc": bad})).err().unwrap_or_default();
+        assert!(errs.iter().any(|e| e.field == "uscc" && e.code == "uscc_checksum"), "{errs:?}");
+        let schema = Schema::standard();
+        let def = schema.object("companies").unwrap_or_else(|| panic!("companies"));
+        let input = json!({"name": "甲", "uscc": bad});
+        let lenient = ValidationContext { accept_uscc_checksum: true, ..ctx() };
+        let out = validate_record(def, None, input.as_object().unwrap_or_else(|| panic!()), &lenient)
+            .unwrap_or_else(|e| panic!("{e:?}"));
+        assert_eq!(out["uscc"], json!(bad));
+        // A malformed code is refused even with the override.
+        let malformed = json!({"name": "甲", "uscc": "not-a-code"});
+        assert!(validate_record(def, None, malformed.as_object().unwrap_or_else(|| panic!()), &lenient).is_err());
     }
 }

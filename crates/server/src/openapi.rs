@@ -73,6 +73,26 @@ pub struct RecordBody {
     /// `duplicate`) cannot be overridden.
     #[serde(default)]
     pub confirm_not_duplicate: Option<ConfirmNotDuplicateBody>,
+    /// Overrides a warning: `{"uscc": {"reason": "…"}}` saves a Unified Social Credit Code
+    /// whose checksum fails (data stewards and admins; the reason is audited; others get 422).
+    #[serde(default, rename = "override")]
+    pub override_: Option<OverrideBody>,
+}
+
+/// Warnings a data steward or admin overrides, each with a reason.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct OverrideBody {
+    #[serde(default)]
+    pub uscc: Option<ConfirmNotDuplicateBody>,
+}
+
+impl OverrideBody {
+    pub fn uscc(body: Option<&Self>) -> Result<Option<custodian_service::OverrideReason>, crate::error::ApiError> {
+        body.and_then(|b| b.uscc.as_ref())
+            .map(|b| custodian_service::OverrideReason::new(&b.reason).map_err(crate::error::ApiError))
+            .transpose()
+    }
 }
 
 /// `{"reason": "…"}`: why the record is not a duplicate of the proposed candidates.

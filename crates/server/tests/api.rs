@@ -122,7 +122,7 @@ both_backends!(unique_values_and_references, |app: TestApp| async move {
     let contact = app.create("contacts", json!({"name": "王五"})).await;
     let r = app.post("/api/v1/deals", json!({"fields": {"name": "d", "company_id": id_of(&contact)}})).await;
     assert_eq!(r.body["error"]["details"][0]["code"], "invalid_reference");
-    let deal = app.create("deals", json!({"name": "d", "company_id": id_of(&b), "amount": {"amount": "1999.5", "currency": "CNY"}, "stage": "won"})).await;
+    let deal = app.create("deals", json!({"name": "d", "company_id": id_of(&b), "amount": {"amount": "1999.5", "currency": "CNY"}, "stage": "won", "contract_no": "HT-2026-0099"})).await;
     assert_eq!(deal["fields"]["amount"], json!({"amount": "1999.50", "currency": "CNY"}));
     // Ids of another object are not found.
     assert_eq!(app.get(&format!("/api/v1/companies/{}", id_of(&deal))).await.status, StatusCode::NOT_FOUND);

@@ -176,13 +176,20 @@ fn expected(route: &str, role: &str, c: Cat) -> StatusCode {
                 StatusCode::FORBIDDEN
             }
         }
-        "GET /api/v1/duplicates/scan/{id}" | "POST /api/v1/duplicates/{id}/dismiss" | "GET /api/v1/merges/{id}" => {
+        "GET /api/v1/duplicates/scan/{id}"
+        | "GET /api/v1/duplicates/backfill/{id}"
+        | "POST /api/v1/duplicates/{id}/dismiss"
+        | "GET /api/v1/merges/{id}" => {
             if merger(role) {
                 StatusCode::NOT_FOUND
             } else {
                 StatusCode::FORBIDDEN
             }
         }
+        // No rule check has this id (a record id): not found for everyone who may read records.
+        "GET /api/v1/rule-checks/{id}" => StatusCode::NOT_FOUND,
+        // The id names a contact, not a lead: not found (real conversions in tests/convert.rs).
+        "POST /api/v1/leads/{id}/convert" => StatusCode::NOT_FOUND,
         "POST /api/v1/{object}/{id}/reveal" => {
             if !read {
                 StatusCode::NOT_FOUND
@@ -217,7 +224,16 @@ fn expected_other(route: &str, role: &str) -> Option<StatusCode> {
         | "GET /api/v1/teams"
         | "GET /api/v1/schema"
         | "GET /api/v1/schema/{object}"
+        | "GET /api/v1/schema/{object}/fields/{field}/rules"
         | "GET /api/v1/{object}" => StatusCode::OK,
+        // Rules are edited by admins and data stewards.
+        "PUT /api/v1/schema/{object}/fields/{field}/rules" => {
+            if merger(role) {
+                StatusCode::OK
+            } else {
+                StatusCode::FORBIDDEN
+            }
+        }
         "GET /api/v1/users" => {
             if admin {
                 StatusCode::OK
@@ -235,7 +251,7 @@ fn expected_other(route: &str, role: &str) -> Option<StatusCode> {
                 StatusCode::FORBIDDEN
             }
         }
-        "POST /api/v1/duplicates/scan" => {
+        "POST /api/v1/duplicates/scan" | "POST /api/v1/duplicates/backfill" => {
             if merger(role) {
                 StatusCode::ACCEPTED
             } else {
@@ -401,7 +417,8 @@ fn body_for(route: &str, n: usize) -> Option<Value> {
     Some(match route {
         "PATCH /api/v1/{object}/{id}" => json!({"fields": {"title": format!("t{n}")}}),
         "POST /api/v1/{object}/{id}/reveal" => json!({"field": "mobile"}),
-        "POST /api/v1/duplicates/scan" => json!({"object": "contacts"}),
+        "POST /api/v1/duplicates/scan" | "POST /api/v1/duplicates/backfill" => json!({"object": "contacts"}),
+        "PUT /api/v1/schema/{object}/fields/{field}/rules" => json!({"rules": [{"kind": "length", "max": 200 + n}]}),
         "POST /api/v1/duplicates/{id}/dismiss" => json!({"reason": "different people"}),
         "POST /api/v1/merges" => {
             json!({"object": "contacts", "survivor_id": "01938f2c-0000-7000-8000-000000000001", "loser_ids": ["01938f2c-0000-7000-8000-000000000002"]})
@@ -415,6 +432,9 @@ fn body_for(route: &str, n: usize) -> Option<Value> {
         "POST /api/v1/grants" => json!({"user_id": "01938f2c-0000-7000-8000-000000000009", "object": "contacts",
             "record_id": "01938f2c-0000-7000-8000-00000000000a", "access": "read", "hours": 1, "reason": "cover"}),
         "POST /api/v1/{object}/bulk-delete" => json!({"ids": ["01938f2c-0000-7000-8000-00000000000b"]}),
+        "POST /api/v1/leads/{id}/convert" => {
+            json!({"company": {"fields": {"name": format!("转化 {n}")}}, "contact": {"fields": {"name": "转化人"}}})
+        }
         "POST /api/v1/users" => json!({"username": format!("newuser{n}"), "password": PASSWORD, "role": "sales_rep"}),
         "POST /api/v1/departments" | "POST /api/v1/teams" => json!({"name": format!("org {n}")}),
         "POST /api/v1/schema/{object}/fields" => {
@@ -500,6 +520,7 @@ both_backends!(every_route_every_role_every_scope, |app: TestApp| async move {
                     .replace("{id}", &rep3)
                     .replace("{metric}", "reveals")
                     .replace("{name}", "sales_rep")
+                    .replace("{field}", "title")
                     + if path == "/api/v1/duplicates" { "?object=contacts" } else { "" };
                 let r = as_user(&app, &actor.token, m, &concrete, body_for(&route, n)).await;
                 assert_eq!(r.status, status, "{} {route}: {}", actor.role, r.body);

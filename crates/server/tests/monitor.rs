@@ -344,7 +344,7 @@ both_backends!(change_notifications_reach_owner_and_manager, |app: TestApp| asyn
         .call(
             Method::PATCH,
             &format!("/api/v1/deals/{deal_id}"),
-            Some(json!({"fields": {"stage": "won", "amount": {"amount": "2500"}}})),
+            Some(json!({"fields": {"stage": "won", "amount": {"amount": "2500"}, "contract_no": "HT-2026-0001"}})),
         )
         .await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.body);

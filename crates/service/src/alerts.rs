@@ -384,11 +384,11 @@ impl Service {
         let every = i64::try_from(every_secs).unwrap_or(i64::MAX / MICROS_PER_SEC).saturating_mul(MICROS_PER_SEC);
         // Long enough for any evaluation; if a server dies holding it, another takes over after.
         let lease = every.max(60 * MICROS_PER_SEC).saturating_mul(5);
-        if !self.store.claim_job(ALERT_JOB, holder, now, lease, every).await? {
+        if !self.store.claim_periodic_job(ALERT_JOB, holder, now, lease, every).await? {
             return Ok(None);
         }
         let outcome = self.evaluate_alerts(now).await;
-        self.store.release_job(ALERT_JOB, holder).await?;
+        self.store.release_periodic_job(ALERT_JOB, holder).await?;
         outcome.map(Some)
     }
 

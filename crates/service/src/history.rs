@@ -88,6 +88,7 @@ impl Service {
         field: Option<&str>,
         options: &WriteOptions,
     ) -> ServiceResult<RecordView> {
+        self.refresh_schema_if_stale().await?;
         let def = self.object_def(object)?;
         let current = self.load_audited(ctx, &def, id, Operation::Update, "revert").await?;
         if current.deleted_at.is_some() {
@@ -134,7 +135,7 @@ impl Service {
             .collect();
         self.check_field_writes(ctx, &def, &changed)?;
         let after =
-            validate_record(&def, None, &wanted, &self.validation_context()).map_err(ServiceError::validation)?;
+            validate_record(&def, None, &wanted, &self.stored_values_context()).map_err(ServiceError::validation)?;
         if after == before {
             return Ok(self.record_view(ctx, &def, &current));
         }

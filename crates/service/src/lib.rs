@@ -10,6 +10,7 @@ mod alerts;
 mod audit_query;
 mod auth;
 mod clock;
+mod convert;
 mod duplicates;
 mod error;
 mod grants;
@@ -22,6 +23,7 @@ mod people;
 mod query;
 mod records;
 mod roles;
+mod rules;
 mod throttle;
 mod users;
 mod view;
@@ -31,6 +33,7 @@ pub use alerts::{AlertPage, AlertRule, AlertView, METRICS, WorkingHours};
 pub use audit_query::{AuditEventView, AuditEvidence, AuditExport, AuditPage, AuditParams, MAX_AUDIT_PAGE};
 pub use auth::{Actor, LoginOutcome, LoginResult, NewApiToken, ROLES};
 pub use clock::{Clock, ManualClock};
+pub use convert::{ConversionView, ConvertCompany, ConvertRequest};
 pub use duplicates::{CandidatePage, CandidateView, ConfirmNotDuplicate, DuplicateConfig, ScanJobView};
 pub use error::{ServiceError, ServiceResult};
 pub use grants::{GRANT_TTL, GrantRequest, GrantView, MAX_GRANT_HOURS};
@@ -43,8 +46,11 @@ pub use mfa::{
 pub use notifications::{NotificationPage, NotificationView};
 pub use people::{DepartmentView, TeamView, UserView};
 pub use query::ListParams;
-pub use records::{BulkDeleteReport, CreateOptions, MAX_BULK_DELETE, PreparedWrite, SYSTEM_PROPERTIES, WriteOptions};
+pub use records::{
+    BulkDeleteReport, CreateOptions, MAX_BULK_DELETE, OverrideReason, PreparedWrite, SYSTEM_PROPERTIES, WriteOptions,
+};
 pub use roles::{ROLE_TTL, RoleView};
+pub use rules::{FieldRulesView, JobView, RuleCheckView, ViolationView};
 pub use users::{ActivityLine, OffboardReport, SessionView, UserChanges};
 pub use view::{HistoryPage, RecordList, RecordView, VersionView, micros_to_rfc3339};
 
@@ -87,6 +93,16 @@ pub struct ServiceConfig {
     pub mfa_challenge_secs: i64,
     /// Time for TOTP steps, step-up windows and challenges (injectable for tests).
     pub clock: Clock,
+    /// How long a server uses its copy of the schema (custom fields, field rules) before it
+    /// reads it again before a write; changes made through this server apply at once.
+    pub schema_ttl_secs: u64,
+    /// Records a background job processes per saved page (and per lease extension).
+    pub job_page_size: u32,
+    /// How long a claimed job stays leased to this server without progress.
+    pub job_lease_secs: i64,
+    /// Whether the server that starts a job (a rule change, a backfill) also runs it at once;
+    /// otherwise it waits for a worker (`run_jobs`) on any server.
+    pub start_jobs_at_once: bool,
 }
 
 impl Default for ServiceConfig {
@@ -105,6 +121,10 @@ impl Default for ServiceConfig {
             step_up_secs: STEP_UP_SECS,
             mfa_challenge_secs: 5 * 60,
             clock: Clock::system(),
+            schema_ttl_secs: 5,
+            job_page_size: 500,
+            job_lease_secs: 60,
+            start_jobs_at_once: true,
         }
     }
 }
@@ -134,6 +154,8 @@ pub struct Service {
     store: Arc<dyn Store>,
     keyring: Arc<Keyring>,
     schema: RwLock<Arc<Schema>>,
+    /// When `schema` was read from the store.
+    schema_at: std::sync::Mutex<Option<std::time::Instant>>,
     config: ServiceConfig,
     hashing: Arc<Semaphore>,
     org_cache: access::OrgCache,
@@ -157,6 +179,7 @@ impl Service {
             store,
             keyring: Arc::new(keyring),
             schema: RwLock::new(Arc::new(Schema::standard())),
+            schema_at: std::sync::Mutex::new(None),
             config,
             hashing,
             org_cache: Default::default(),
@@ -216,8 +239,21 @@ impl Service {
         }
     }
 
-    /// Reloads custom fields from the store (another server may have added some).
+    /// Reloads the schema when this server's copy is older than `schema_ttl_secs` (another
+    /// server may have added a field or changed a rule). Every write path calls it first.
+    pub(crate) async fn refresh_schema_if_stale(&self) -> ServiceResult<()> {
+        let ttl = std::time::Duration::from_secs(self.config.schema_ttl_secs);
+        let stale = match self.schema_at.lock() {
+            Ok(at) => at.is_none_or(|at| at.elapsed() >= ttl),
+            Err(_) => true,
+        };
+        if stale { self.refresh_schema().await } else { Ok(()) }
+    }
+
+    /// Reloads custom fields and field rules from the store (another server may have changed
+    /// them).
     pub async fn refresh_schema(&self) -> ServiceResult<()> {
+        let started = std::time::Instant::now();
         let rows = self.store.list_custom_fields().await?;
         let mut custom = Vec::with_capacity(rows.len());
         for row in rows {
@@ -228,10 +264,24 @@ impl Service {
                 }
             }
         }
-        let schema = Arc::new(Schema::with_custom_fields(custom));
+        let mut schema = Schema::with_custom_fields(custom);
+        for row in self.store.list_field_rules().await? {
+            let parsed = custodian_core::rules::parse_rules(&row.rules);
+            match (parsed, schema.field_mut(&row.object, &row.field)) {
+                (Ok(rules), Some(field)) => custodian_core::rules::apply_rules(field, &rules),
+                (Err(e), _) => {
+                    tracing::error!(object = %row.object, field = %row.field, errors = ?e, "stored field rules are unreadable; defaults kept")
+                }
+                (Ok(_), None) => {}
+            }
+        }
+        let schema = Arc::new(schema);
         match self.schema.write() {
             Ok(mut guard) => *guard = schema,
             Err(poisoned) => *poisoned.into_inner() = schema,
+        }
+        if let Ok(mut at) = self.schema_at.lock() {
+            *at = Some(started);
         }
         Ok(())
     }

@@ -129,6 +129,7 @@ struct Loaded {
 impl Service {
     /// Merges `loser_ids` into `survivor_id` in one transaction (see the module comment).
     pub async fn merge_records(&self, ctx: &RequestContext, request: &MergeRequest) -> ServiceResult<MergeView> {
+        self.refresh_schema_if_stale().await?;
         let def = self.object_def(&request.object)?;
         if let Err(e) = self.require_merge(ctx) {
             self.audit_refusal(ctx, &def.name, Some(request.survivor_id), "merge", &e).await;
@@ -211,7 +212,7 @@ impl Service {
             .collect();
         self.check_field_writes(ctx, &def, &changes)?;
         let merged =
-            validate_record(&def, None, &merged, &self.validation_context()).map_err(ServiceError::validation)?;
+            validate_record(&def, None, &merged, &self.stored_values_context()).map_err(ServiceError::validation)?;
         self.check_references(&def, &merged).await?;
         let check = CheckOptions {
             record_id: Some(survivor.record.id),

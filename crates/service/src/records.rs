@@ -27,15 +27,39 @@ pub struct CreateOptions {
     pub team_id: Option<Uuid>,
     /// Overrides a `possible_duplicate` refusal; the reason is audited.
     pub confirm_not_duplicate: Option<ConfirmNotDuplicate>,
+    /// Saves a USCC whose checksum fails (data stewards and admins; audited with the reason).
+    pub uscc_override: Option<OverrideReason>,
 }
 
-/// Options of an update, delete or restore.
+/// Why a warning is overridden (`"override": {"uscc": {"reason": "…"}}`), kept in the audit log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OverrideReason {
+    pub reason: String,
+}
+
+impl OverrideReason {
+    /// Checks the reason (required, at most 500 characters).
+    pub fn new(reason: &str) -> ServiceResult<Self> {
+        let trimmed = reason.trim();
+        if trimmed.is_empty() || trimmed.chars().count() > 500 || trimmed.chars().any(char::is_control) {
+            return Err(ServiceError::validation(vec![FieldError::new(
+                "override.uscc.reason",
+                "required",
+                "A reason (1-500 characters) is required to override a warning.",
+                "覆盖警告时须填写原因（1-500 个字符）。",
+            )]));
+        }
+        Ok(OverrideReason { reason: trimmed.to_owned() })
+    }
+}
 #[derive(Debug, Clone, Default)]
 pub struct WriteOptions {
     /// The version the caller based the change on (`If-Match` or `"version"`).
     pub expected_version: Option<i64>,
     /// Overrides a `possible_duplicate` refusal of an update; the reason is audited.
     pub confirm_not_duplicate: Option<ConfirmNotDuplicate>,
+    /// Saves a USCC whose checksum fails (data stewards and admins; audited with the reason).
+    pub uscc_override: Option<OverrideReason>,
 }
 
 /// Properties every record has that only the service sets: refused when a caller tries to
@@ -96,7 +120,50 @@ impl Service {
         ValidationContext {
             today: time::OffsetDateTime::now_utc().date(),
             default_region: self.config.default_region.clone(),
+            accept_uscc_checksum: false,
         }
+    }
+
+    /// The validation context of a write that brings back values stored earlier (restore,
+    /// revert, merge): a USCC checksum warning was decided when the value was first saved.
+    pub(crate) fn stored_values_context(&self) -> ValidationContext {
+        ValidationContext { accept_uscc_checksum: true, ..self.validation_context() }
+    }
+
+    /// The validation context of new input: a failing USCC checksum is accepted only for data
+    /// stewards and admins who sent an override with a reason (others get the 422).
+    pub(crate) fn input_context(
+        &self,
+        ctx: &RequestContext,
+        uscc_override: Option<&OverrideReason>,
+    ) -> ValidationContext {
+        let role = self.role_of(ctx);
+        ValidationContext {
+            accept_uscc_checksum: uscc_override.is_some() && (role.admin || role.merge),
+            ..self.validation_context()
+        }
+    }
+
+    /// The keyed hash that holds a unique value: over the value alone (scope global) or over
+    /// the owner or team and the value, so it follows owner and team changes.
+    pub(crate) fn unique_digest(
+        &self,
+        def: &ObjectDef,
+        field: &custodian_core::FieldDef,
+        owner_id: Option<Uuid>,
+        team_id: Option<Uuid>,
+        text: &str,
+    ) -> Vec<u8> {
+        use custodian_core::schema::UniqueScope;
+        let scoped = |kind: &str, id: Option<Uuid>| {
+            format!("{kind}:{}\u{1f}{text}", id.map(|u| u.to_string()).unwrap_or_else(|| "-".into()))
+        };
+        let keyed = match field.unique_scope {
+            UniqueScope::Global => text.to_owned(),
+            UniqueScope::PerOwner => scoped("owner", owner_id),
+            UniqueScope::PerTeam => scoped("team", team_id),
+        };
+        self.keyring.unique_key(&def.name, &field.name, &keyed)
     }
 
     /// Loads a record the caller may see (else 404, like a missing record) and, for a write,
@@ -160,6 +227,16 @@ impl Service {
 
     /// Checks that reference fields point at existing, active records of the right object.
     pub(crate) async fn check_references(&self, def: &ObjectDef, fields: &Map<String, Value>) -> ServiceResult<()> {
+        self.check_references_with(def, fields, &[]).await
+    }
+
+    /// `check_references`, where `pending` are records created in the same batch (object, id).
+    pub(crate) async fn check_references_with(
+        &self,
+        def: &ObjectDef,
+        fields: &Map<String, Value>,
+        pending: &[(String, Uuid)],
+    ) -> ServiceResult<()> {
         let mut errors = Vec::new();
         for f in def.fields.iter().filter(|f| f.field_type == FieldType::Reference) {
             let Some(id) = fields.get(&f.name).and_then(Value::as_str).and_then(|s| Uuid::parse_str(s).ok()) else {
@@ -179,6 +256,9 @@ impl Service {
                 ));
                 continue;
             };
+            if pending.iter().any(|(o, p)| *o == target && *p == id) {
+                continue;
+            }
             if self.store.existing_ids(&target, &[id]).await?.is_empty() {
                 errors.push(FieldError::new(
                     &f.name,
@@ -196,11 +276,11 @@ impl Service {
     fn seal_fields(
         &self,
         def: &ObjectDef,
-        record_id: Uuid,
+        record: &StoredRecord,
         plain: &Map<String, Value>,
-        active: bool,
     ) -> ServiceResult<SealedFields> {
-        let id = record_id.to_string();
+        let active = record.deleted_at.is_none();
+        let id = record.id.to_string();
         let mut stored = Map::with_capacity(plain.len());
         let mut blind = Vec::new();
         let mut unique = Vec::new();
@@ -227,8 +307,8 @@ impl Service {
                 }
             }
             if f.unique && active {
-                unique
-                    .push(FieldDigest { field: name.clone(), digest: self.keyring.unique_key(&def.name, name, &text) });
+                let digest = self.unique_digest(def, f, record.owner_id, record.team_id, &text);
+                unique.push(FieldDigest { field: name.clone(), digest });
             }
         }
         let search_text = search::index_text(searchable);
@@ -274,8 +354,7 @@ impl Service {
         plain: &Map<String, Value>,
         record: StoredRecord,
     ) -> ServiceResult<Prepared> {
-        let active = record.deleted_at.is_none();
-        let (stored, blind, unique, search_text) = self.seal_fields(def, record.id, plain, active)?;
+        let (stored, blind, unique, search_text) = self.seal_fields(def, &record, plain)?;
         let mut record = record;
         record.fields = stored;
         let mut audit = self.audit_draft(ctx, &format!("record.{}", action.as_str()));
@@ -295,7 +374,7 @@ impl Service {
         );
         // A deleted record is no candidate: its keys go with it (a restore writes them again).
         let match_keys = self.match_key_set(def, record.id, plain).map(|mut set| {
-            if !active {
+            if record.deleted_at.is_some() {
                 set.keys.clear();
             }
             set
@@ -339,14 +418,27 @@ impl Service {
         fields: &Map<String, Value>,
         options: &CreateOptions,
     ) -> ServiceResult<(Uuid, PreparedWrite)> {
+        self.prepare_create_with(ctx, object, fields, options, &[]).await
+    }
+
+    /// `prepare_create` where references may name `pending` records (created in the same batch).
+    pub(crate) async fn prepare_create_with(
+        &self,
+        ctx: &RequestContext,
+        object: &str,
+        fields: &Map<String, Value>,
+        options: &CreateOptions,
+        pending: &[(String, Uuid)],
+    ) -> ServiceResult<(Uuid, PreparedWrite)> {
+        self.refresh_schema_if_stale().await?;
         let def = self.object_def(object)?;
         if let Err(e) = self.check_create(ctx, object).and_then(|()| self.check_field_writes(ctx, &def, fields)) {
             self.audit_refusal(ctx, object, None, "create", &e).await;
             return Err(e);
         }
-        let plain =
-            validate_record(&def, None, fields, &self.validation_context()).map_err(ServiceError::validation)?;
-        self.check_references(&def, &plain).await?;
+        let validation = self.input_context(ctx, options.uscc_override.as_ref());
+        let plain = validate_record(&def, None, fields, &validation).map_err(ServiceError::validation)?;
+        self.check_references_with(&def, &plain, pending).await?;
         let check = CheckOptions { confirm: options.confirm_not_duplicate.as_ref(), ..Default::default() };
         let confirmed = self.check_duplicates(ctx, &def, &plain, check).await?;
         let now = now_micros();
@@ -369,6 +461,7 @@ impl Service {
         let id = record.id;
         let mut prepared = self.prepare_write(ctx, &def, WriteAction::Create, None, None, &plain, record)?;
         note_confirmation(&mut prepared, confirmed);
+        note_override(&mut prepared, uscc_override_note(&def, None, &plain, options.uscc_override.as_ref()));
         Ok((id, PreparedWrite(prepared)))
     }
 
@@ -426,6 +519,7 @@ impl Service {
         changes: &Map<String, Value>,
         options: &WriteOptions,
     ) -> ServiceResult<RecordView> {
+        self.refresh_schema_if_stale().await?;
         let def = self.object_def(object)?;
         let loaded = self.load_scoped(ctx, &def, id, Operation::Update).await;
         let current = self.audited(ctx, object, Some(id), "update", loaded).await?;
@@ -436,8 +530,8 @@ impl Service {
         self.audited(ctx, object, Some(id), "update", allowed).await?;
         Self::check_expected(&current, options)?;
         let before = self.decrypt_fields(&def, id, &current.fields);
-        let after = validate_record(&def, Some(&before), changes, &self.validation_context())
-            .map_err(ServiceError::validation)?;
+        let validation = self.input_context(ctx, options.uscc_override.as_ref());
+        let after = validate_record(&def, Some(&before), changes, &validation).map_err(ServiceError::validation)?;
         if after == before {
             return Ok(self.record_view(ctx, &def, &current));
         }
@@ -459,6 +553,7 @@ impl Service {
         let mut prepared =
             self.prepare_write(ctx, &def, WriteAction::Update, Some(&current), Some(&before), &after, next)?;
         note_confirmation(&mut prepared, confirmed);
+        note_override(&mut prepared, uscc_override_note(&def, Some(&before), &after, options.uscc_override.as_ref()));
         self.apply(vec![prepared]).await?;
         self.fetch_view(ctx, object, id).await
     }
@@ -494,6 +589,7 @@ impl Service {
         options: &WriteOptions,
         delete: bool,
     ) -> ServiceResult<RecordView> {
+        self.refresh_schema_if_stale().await?;
         let def = self.object_def(object)?;
         let action = if delete { WriteAction::Delete } else { WriteAction::Restore };
         let loaded = self.load_scoped(ctx, &def, id, Operation::Delete).await;
@@ -507,6 +603,12 @@ impl Service {
         }
         Self::check_expected(&current, options)?;
         let plain = self.decrypt_fields(&def, id, &current.fields);
+        if !delete {
+            // A record that comes back is an active record again: today's rules apply to it
+            // (its stored values are kept as they are).
+            let checked = validate_record(&def, None, &plain, &self.stored_values_context());
+            self.audited(ctx, object, Some(id), "restore", checked.map_err(ServiceError::validation)).await?;
+        }
         let now = now_micros().max(current.updated_at);
         let next = StoredRecord {
             version: current.version + 1,
@@ -797,6 +899,39 @@ fn note_confirmation(prepared: &mut Prepared, confirmed: Option<Value>) {
     if let (Some(confirmed), Value::Object(details)) = (confirmed, &mut prepared.audit.details) {
         details.insert("confirm_not_duplicate".into(), confirmed);
     }
+}
+
+/// Records a warning override (USCC checksum) in the write's audit event.
+pub(crate) fn note_override(prepared: &mut Prepared, note: Option<Value>) {
+    if let (Some(note), Value::Object(details)) = (note, &mut prepared.audit.details) {
+        details.insert("override".into(), note);
+    }
+}
+
+/// The audit note of a USCC override that was needed: the changed USCC fields whose checksum
+/// fails, with the reason. `None` when no such value is written.
+pub(crate) fn uscc_override_note(
+    def: &ObjectDef,
+    before: Option<&Map<String, Value>>,
+    after: &Map<String, Value>,
+    uscc_override: Option<&OverrideReason>,
+) -> Option<Value> {
+    let o = uscc_override?;
+    let fields: Vec<&str> = def
+        .fields
+        .iter()
+        .filter(|f| f.field_type == FieldType::CnUscc)
+        .filter(|f| before.is_none_or(|b| b.get(&f.name) != after.get(&f.name)))
+        .filter(|f| {
+            after
+                .get(&f.name)
+                .and_then(Value::as_str)
+                .and_then(|v| custodian_core::normalize::normalize_uscc(v).ok())
+                .is_some_and(|u| !u.checksum_ok)
+        })
+        .map(|f| f.name.as_str())
+        .collect();
+    if fields.is_empty() { None } else { Some(json!({ "uscc": { "reason": o.reason, "fields": fields } })) }
 }
 
 /// A validated, encrypted record change waiting to be applied with `Service::apply_prepared`.

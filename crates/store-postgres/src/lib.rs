@@ -32,6 +32,7 @@ use uuid::Uuid;
 mod access;
 mod audit;
 mod duplicates;
+mod jobs;
 mod mfa;
 mod monitor;
 mod sql;
@@ -1028,7 +1029,7 @@ impl Store for PostgresStore {
         monitor::active_actors(&self.pool, since, actions).await
     }
 
-    async fn claim_job(
+    async fn claim_periodic_job(
         &self,
         job: &str,
         holder: &str,
@@ -1039,7 +1040,7 @@ impl Store for PostgresStore {
         monitor::claim_job(&self.pool, job, holder, now, lease_micros, every_micros).await
     }
 
-    async fn release_job(&self, job: &str, holder: &str) -> StoreResult<()> {
+    async fn release_periodic_job(&self, job: &str, holder: &str) -> StoreResult<()> {
         monitor::release_job(&self.pool, job, holder).await
     }
 
@@ -1150,6 +1151,50 @@ impl Store for PostgresStore {
 
     async fn merged_into(&self, object: &str, loser: Uuid) -> StoreResult<Option<Uuid>> {
         duplicates::merged_into(&self.pool, object, loser).await
+    }
+
+    async fn list_field_rules(&self) -> StoreResult<Vec<custodian_store::FieldRulesRow>> {
+        jobs::list_field_rules(&self.pool).await
+    }
+
+    async fn put_field_rules(
+        &self,
+        row: custodian_store::FieldRulesRow,
+        job: custodian_store::JobRow,
+        audit: AuditDraft,
+    ) -> StoreResult<()> {
+        jobs::put_field_rules(&self.pool, &row, &job, audit).await
+    }
+
+    async fn create_job(&self, job: custodian_store::JobRow, audit: AuditDraft) -> StoreResult<()> {
+        jobs::create_job(&self.pool, &job, audit).await
+    }
+
+    async fn get_job(&self, id: Uuid) -> StoreResult<Option<custodian_store::JobRow>> {
+        jobs::get_job(&self.pool, id).await
+    }
+
+    async fn claim_job(
+        &self,
+        claimant: &str,
+        now: i64,
+        lease_micros: i64,
+    ) -> StoreResult<Option<custodian_store::JobRow>> {
+        jobs::claim_job(&self.pool, claimant, now, lease_micros).await
+    }
+
+    async fn save_job_progress(&self, progress: custodian_store::JobProgress) -> StoreResult<bool> {
+        jobs::save_job_progress(&self.pool, &progress).await
+    }
+
+    async fn list_job_violations(
+        &self,
+        job_id: Uuid,
+        scope: &RowScope,
+        after: Option<&custodian_store::ViolationRow>,
+        limit: u32,
+    ) -> StoreResult<Vec<custodian_store::ViolationRow>> {
+        jobs::list_violations(&self.pool, job_id, scope, after, limit).await
     }
 
     async fn get_merge(&self, id: Uuid) -> StoreResult<Option<MergeRow>> {

@@ -32,6 +32,7 @@ mod access;
 mod audit;
 mod bulk;
 mod duplicates;
+mod jobs;
 mod mfa;
 mod monitor;
 mod sql;
@@ -145,6 +146,13 @@ impl SqliteStore {
         }
     }
 
+    async fn jobs(&self, op: jobs::JobsOp) -> StoreResult<jobs::JobsOut> {
+        match self.submit(Op::Jobs(Box::new(op))).await? {
+            OpOut::Jobs(out) => Ok(out),
+            _ => Err(internal("unexpected writer reply")),
+        }
+    }
+
     async fn submit_bool(&self, op: Op) -> StoreResult<bool> {
         match self.submit(op).await? {
             OpOut::Bool(b) => Ok(b),
@@ -178,6 +186,7 @@ enum Op {
     DismissCandidate(Uuid, DismissalRow, AuditDraft),
     Mfa(mfa::MfaOp),
     Access(access::AccessOp),
+    Jobs(Box<jobs::JobsOp>),
 }
 
 enum OpOut {
@@ -188,6 +197,7 @@ enum OpOut {
     Claim(CheckpointClaimOutcome),
     Monitor(monitor::MonitorOut),
     Access(access::AccessOut),
+    Jobs(jobs::JobsOut),
 }
 
 struct Job {
@@ -571,6 +581,7 @@ async fn apply_op(conn: &mut SqliteConnection, op: Op, head: &mut ChainHead) -> 
         }
         Op::Mfa(op) => mfa::apply(conn, op, head).await,
         Op::Access(op) => access::apply(conn, op, head).await,
+        Op::Jobs(op) => jobs::apply(conn, op, head).await,
     }
 }
 
@@ -1274,7 +1285,7 @@ impl Store for SqliteStore {
         monitor::active_actors(&self.read_pool, since, actions).await
     }
 
-    async fn claim_job(
+    async fn claim_periodic_job(
         &self,
         job: &str,
         holder: &str,
@@ -1289,7 +1300,7 @@ impl Store for SqliteStore {
         }
     }
 
-    async fn release_job(&self, job: &str, holder: &str) -> StoreResult<()> {
+    async fn release_periodic_job(&self, job: &str, holder: &str) -> StoreResult<()> {
         self.monitor(monitor::MonitorOp::ReleaseJob(job.to_owned(), holder.to_owned())).await.map(|_| ())
     }
 
@@ -1412,6 +1423,56 @@ impl Store for SqliteStore {
 
     async fn merged_into(&self, object: &str, loser: Uuid) -> StoreResult<Option<Uuid>> {
         duplicates::merged_into(&self.read_pool, object, loser).await
+    }
+
+    async fn list_field_rules(&self) -> StoreResult<Vec<custodian_store::FieldRulesRow>> {
+        jobs::list_field_rules(&self.read_pool).await
+    }
+
+    async fn put_field_rules(
+        &self,
+        row: custodian_store::FieldRulesRow,
+        job: custodian_store::JobRow,
+        audit: AuditDraft,
+    ) -> StoreResult<()> {
+        self.jobs(jobs::JobsOp::PutRules(row, job, audit)).await.map(|_| ())
+    }
+
+    async fn create_job(&self, job: custodian_store::JobRow, audit: AuditDraft) -> StoreResult<()> {
+        self.jobs(jobs::JobsOp::Create(job, audit)).await.map(|_| ())
+    }
+
+    async fn get_job(&self, id: Uuid) -> StoreResult<Option<custodian_store::JobRow>> {
+        jobs::get_job(&self.read_pool, id).await
+    }
+
+    async fn claim_job(
+        &self,
+        claimant: &str,
+        now: i64,
+        lease_micros: i64,
+    ) -> StoreResult<Option<custodian_store::JobRow>> {
+        match self.jobs(jobs::JobsOp::Claim { claimant: claimant.to_owned(), now, lease_micros }).await? {
+            jobs::JobsOut::Claimed(job) => Ok(*job),
+            _ => Err(internal("unexpected writer reply")),
+        }
+    }
+
+    async fn save_job_progress(&self, progress: custodian_store::JobProgress) -> StoreResult<bool> {
+        match self.jobs(jobs::JobsOp::Progress(progress)).await? {
+            jobs::JobsOut::Saved(saved) => Ok(saved),
+            _ => Err(internal("unexpected writer reply")),
+        }
+    }
+
+    async fn list_job_violations(
+        &self,
+        job_id: Uuid,
+        scope: &RowScope,
+        after: Option<&custodian_store::ViolationRow>,
+        limit: u32,
+    ) -> StoreResult<Vec<custodian_store::ViolationRow>> {
+        jobs::list_violations(&self.read_pool, job_id, scope, after, limit).await
     }
 
     async fn get_merge(&self, id: Uuid) -> StoreResult<Option<MergeRow>> {

@@ -1737,6 +1737,7 @@ pub async fn unusual_values_round_trip(store: DynStore) {
 }
 
 // The issue-5 cases live in their own file.
+pub use crate::job_cases::*;
 pub use crate::monitor_cases::*;
 // The issue-3 access cases too.
 pub use crate::access_cases::*;

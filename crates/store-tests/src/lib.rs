@@ -15,6 +15,7 @@
 
 pub mod access_cases;
 pub mod cases;
+pub mod job_cases;
 pub mod monitor_cases;
 
 use custodian_store_postgres::PostgresStore;
@@ -285,6 +286,9 @@ macro_rules! conformance_tests {
             roles_round_trip_and_held_roles_are_not_deleted,
             grants_expire_by_time_and_are_revoked_once,
             login_counters_are_atomic_and_forget_old_failures,
+            field_rules_are_revised_with_their_job,
+            jobs_are_leased_once_and_taken_over_after_their_lease,
+            job_progress_records_violations_and_refreshes_keys,
         );
     };
 }

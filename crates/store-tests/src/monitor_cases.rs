@@ -141,9 +141,9 @@ pub async fn periodic_jobs_run_once_per_period_one_server_at_a_time(store: DynSt
     let mut tasks = Vec::new();
     for i in 0..8 {
         let store = store.clone();
-        tasks.push(tokio::spawn(
-            async move { store.claim_job("evaluation", &format!("s{i}"), t0, lease, minute).await },
-        ));
+        tasks.push(tokio::spawn(async move {
+            store.claim_periodic_job("evaluation", &format!("s{i}"), t0, lease, minute).await
+        }));
     }
     let mut winners = 0;
     for t in tasks {
@@ -153,23 +153,28 @@ pub async fn periodic_jobs_run_once_per_period_one_server_at_a_time(store: DynSt
     }
     assert_eq!(winners, 1);
     // While it runs, nobody else; after it finished, nobody before the period is over.
-    assert!(!store.claim_job("evaluation", "other", t0 + 2 * minute, lease, minute).await.expect("claim"));
-    store.release_job("evaluation", "not-the-holder").await.expect("release");
-    assert!(!store.claim_job("evaluation", "other", t0 + 2 * minute, lease, minute).await.expect("claim"));
+    assert!(!store.claim_periodic_job("evaluation", "other", t0 + 2 * minute, lease, minute).await.expect("claim"));
+    store.release_periodic_job("evaluation", "not-the-holder").await.expect("release");
+    assert!(!store.claim_periodic_job("evaluation", "other", t0 + 2 * minute, lease, minute).await.expect("claim"));
     for i in 0..8 {
-        store.release_job("evaluation", &format!("s{i}")).await.expect("release");
+        store.release_periodic_job("evaluation", &format!("s{i}")).await.expect("release");
     }
-    assert!(!store.claim_job("evaluation", "other", t0 + minute / 2, lease, minute).await.expect("claim"));
-    assert!(store.claim_job("evaluation", "other", t0 + minute, lease, minute).await.expect("claim"));
+    assert!(!store.claim_periodic_job("evaluation", "other", t0 + minute / 2, lease, minute).await.expect("claim"));
+    assert!(store.claim_periodic_job("evaluation", "other", t0 + minute, lease, minute).await.expect("claim"));
     // Another job has its own lease.
-    assert!(store.claim_job("other-job", "s0", t0 + minute, lease, minute).await.expect("claim"));
+    assert!(store.claim_periodic_job("other-job", "s0", t0 + minute, lease, minute).await.expect("claim"));
     // A holder that died: its lease runs out and another server takes over.
-    assert!(!store.claim_job("evaluation", "s1", t0 + minute + lease - 1, lease, minute).await.expect("claim"));
-    assert!(store.claim_job("evaluation", "s1", t0 + minute + lease, lease, minute).await.expect("claim"));
-    store.release_job("evaluation", "s1").await.expect("release");
+    assert!(
+        !store.claim_periodic_job("evaluation", "s1", t0 + minute + lease - 1, lease, minute).await.expect("claim")
+    );
+    assert!(store.claim_periodic_job("evaluation", "s1", t0 + minute + lease, lease, minute).await.expect("claim"));
+    store.release_periodic_job("evaluation", "s1").await.expect("release");
     // A clock moved backwards by an hour does not stop the job for an hour.
     assert!(
-        store.claim_job("evaluation", "s2", t0 + minute + lease - 60 * minute, lease, minute).await.expect("claim")
+        store
+            .claim_periodic_job("evaluation", "s2", t0 + minute + lease - 60 * minute, lease, minute)
+            .await
+            .expect("claim")
     );
 }
 

@@ -16,6 +16,7 @@ use uuid::Uuid;
 pub mod access;
 pub mod audit;
 pub mod duplicates;
+pub mod jobs;
 pub mod monitor;
 pub use access::{GrantRow, LoginCounterRow, RoleRow};
 pub use audit::{
@@ -25,6 +26,7 @@ pub use audit::{
 pub use duplicates::{
     CandidateRow, DismissalRow, MATCH_BLOCK_CAP, MATCH_KEYS_PER_CHECK, MatchKeySet, MergeChange, MergeRow, ScanJobRow,
 };
+pub use jobs::{FieldRulesRow, JOB_MATCH_KEYS, JOB_RULE_CHECK, JobProgress, JobRow, KeyRefresh, ViolationRow};
 pub use monitor::{
     ActionFilter, AlertRow, AlertRuleRow, AuditQuery, Bucket, BucketQuery, DeliveryOutcome, Measure, NotificationRow,
     OutboxRow,
@@ -577,7 +579,7 @@ pub trait Store: Send + Sync + 'static {
     /// before `now` (or "in the future", after a clock moved backwards). Returns whether
     /// `holder` got it and should run the job now. Decided by one conditional statement in the
     /// database: servers sharing it run the job once per period, one at a time.
-    async fn claim_job(
+    async fn claim_periodic_job(
         &self,
         job: &str,
         holder: &str,
@@ -587,7 +589,7 @@ pub trait Store: Send + Sync + 'static {
     ) -> StoreResult<bool>;
 
     /// Ends `holder`'s lease of `job` (nothing when another holder has it).
-    async fn release_job(&self, job: &str, holder: &str) -> StoreResult<()>;
+    async fn release_periodic_job(&self, job: &str, holder: &str) -> StoreResult<()>;
 
     async fn list_alert_rules(&self) -> StoreResult<Vec<AlertRuleRow>>;
 
@@ -690,6 +692,41 @@ pub trait Store: Send + Sync + 'static {
 
     /// The survivor a record was merged into: the newest merge not undone that lists `loser`.
     async fn merged_into(&self, object: &str, loser: Uuid) -> StoreResult<Option<Uuid>>;
+
+    // ---- field rules and background jobs (A1) ---------------------------------------------
+
+    /// Every field's stored rules (fields without a row keep their schema defaults).
+    async fn list_field_rules(&self) -> StoreResult<Vec<FieldRulesRow>>;
+
+    /// Stores the rules of a field, the re-check job they start and the audit event in one
+    /// transaction — if the field's stored revision is `row.revision - 1` (0: none stored);
+    /// otherwise `VersionConflict` with the current revision and nothing is written.
+    async fn put_field_rules(&self, row: FieldRulesRow, job: JobRow, audit: AuditDraft) -> StoreResult<()>;
+
+    /// Stores a new (pending) job with its audit event.
+    async fn create_job(&self, job: JobRow, audit: AuditDraft) -> StoreResult<()>;
+
+    async fn get_job(&self, id: Uuid) -> StoreResult<Option<JobRow>>;
+
+    /// Leases the oldest job that is pending, or running with a lease that ended before `now`,
+    /// to `claimant` until `now + lease_micros`. Two servers claiming at once never get the same
+    /// job while its lease runs.
+    async fn claim_job(&self, claimant: &str, now: i64, lease_micros: i64) -> StoreResult<Option<JobRow>>;
+
+    /// Saves a page of a job's work (violations, key refreshes, cursor, counters, lease, end) in
+    /// one transaction, if `claimant` still holds the job's lease and the job is running.
+    /// Returns false, writing nothing, otherwise.
+    async fn save_job_progress(&self, progress: JobProgress) -> StoreResult<bool>;
+
+    /// Violations of a job whose records are inside `scope` (a SQL predicate on the records),
+    /// ordered by (record id, field, code), after `after`, at most `limit`.
+    async fn list_job_violations(
+        &self,
+        job_id: Uuid,
+        scope: &RowScope,
+        after: Option<&ViolationRow>,
+        limit: u32,
+    ) -> StoreResult<Vec<ViolationRow>>;
 
     // ---- MFA: TOTP enrolment, recovery codes, login challenges, step-up --------------------
 

@@ -220,3 +220,77 @@ pub async fn offboard_user(
     let report = state.service.offboard_user(&ctx, parse_user_id(&id)?, body.successor_id).await?;
     Ok(Json(json!(report)).into_response())
 }
+
+#[utoipa::path(get, path = "/api/v1/schema/{object}/fields/{field}/rules", tag = "schema",
+    params(("object" = String, Path), ("field" = String, Path)),
+    description = "The rules of a standard or custom field: [{\"kind\": \"required\" | \"required_when\" | \"unique\" | \"regex\" | \"range\" | \"length\" | \"allowed_values\", …}] with the revision (0 while the defaults apply).",
+    responses((status = 200, description = "{object, field, rules, revision}"), (status = 404, body = ErrorBody)))]
+pub async fn field_rules(
+    State(state): State<AppState>,
+    Auth(ctx): Auth,
+    PathParams((object, field)): PathParams<(String, String)>,
+) -> ApiResult<Response> {
+    Ok(Json(json!(state.service.field_rules(&ctx, &object, &field).await?)).into_response())
+}
+
+#[utoipa::path(put, path = "/api/v1/schema/{object}/fields/{field}/rules", tag = "schema",
+    params(("object" = String, Path), ("field" = String, Path)),
+    description = "Replaces the rules of a field (admins and data stewards; audited with before and after): {\"rules\": [{\"kind\": \"required\"}, {\"kind\": \"required_when\", \"field\": \"stage\", \"values\": [\"won\"]}, {\"kind\": \"unique\", \"scope\": \"global\" | \"per_owner\" | \"per_team\"}, {\"kind\": \"regex\", \"pattern\": \"…\"}, {\"kind\": \"range\", \"min\": 0, \"max\": 10}, {\"kind\": \"length\", \"min\": 1, \"max\": 50}, {\"kind\": \"allowed_values\", \"values\": [\"…\"]}], \"revision\": 3 (optional: the revision the change is based on)}. Starts a background re-check of the object's stored records; poll GET /api/v1/rule-checks/{id}.",
+    responses((status = 200, description = "{object, field, rules, revision, job}"), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
+pub async fn put_field_rules(
+    State(state): State<AppState>,
+    Auth(ctx): Auth,
+    PathParams((object, field)): PathParams<(String, String)>,
+    JsonBody(body): JsonBody<serde_json::Map<String, serde_json::Value>>,
+) -> ApiResult<Response> {
+    if let Some(k) = body.keys().find(|k| !["rules", "revision"].contains(&k.as_str())) {
+        return Err(malformed(&format!("Unknown key {k}.")));
+    }
+    let rules = body.get("rules").ok_or_else(|| malformed("rules is required."))?;
+    let revision = match body.get("revision") {
+        None | Some(serde_json::Value::Null) => None,
+        Some(v) => Some(v.as_i64().filter(|r| *r >= 0).ok_or_else(|| malformed("revision must be a number."))?),
+    };
+    let view = state.service.set_field_rules(&ctx, &object, &field, rules, revision).await?;
+    Ok(Json(json!(view)).into_response())
+}
+
+#[utoipa::path(get, path = "/api/v1/rule-checks/{id}", tag = "schema",
+    params(("id" = Uuid, Path), ("cursor" = Option<String>, Query), ("limit" = Option<u32>, Query)),
+    description = "A re-check of stored records after a rule change: its status and the violators (record id, field, code, the value as the caller may see it) inside the caller's read scope.",
+    responses((status = 200, description = "{id, kind, object, field, status, scanned, found, violators, next_cursor}"), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn rule_check(
+    State(state): State<AppState>,
+    Auth(ctx): Auth,
+    PathParams(id): PathParams<String>,
+    crate::extract::QueryPairs(pairs): crate::extract::QueryPairs,
+) -> ApiResult<Response> {
+    let id = Uuid::parse_str(&id).map_err(|_| crate::error::ApiError::code(custodian_core::ErrorCode::NotFound))?;
+    let mut cursor = None;
+    let mut limit = None;
+    for (k, v) in pairs {
+        match k.as_str() {
+            "cursor" => cursor = Some(v),
+            "limit" => {
+                limit = Some(v.trim().parse::<u32>().map_err(|_| {
+                    crate::error::ApiError(custodian_service::ServiceError::invalid_query(
+                        "limit",
+                        "invalid_value",
+                        "limit must be a positive integer.",
+                        "limit 须为正整数。",
+                    ))
+                })?)
+            }
+            other => {
+                return Err(crate::error::ApiError(custodian_service::ServiceError::invalid_query(
+                    other,
+                    "unknown_parameter",
+                    "Only cursor and limit are accepted.",
+                    "仅支持 cursor 和 limit 参数。",
+                )));
+            }
+        }
+    }
+    let view = state.service.rule_check(&ctx, id, cursor.as_deref(), limit).await?;
+    Ok(Json(json!(view)).into_response())
+}

@@ -185,3 +185,27 @@ pub async fn undo_merge(
 ) -> ApiResult<Response> {
     Ok(Json(json!(state.service.undo_merge(&ctx, parse_id(&id)?).await?)).into_response())
 }
+
+#[utoipa::path(post, path = "/api/v1/duplicates/backfill", tag = "duplicates", request_body = ScanBody,
+    description = "Starts a resumable background job that computes the match keys of an object's active records (records written before duplicate detection existed, or after a change of the key definitions), so the check at entry and scans see them. Data stewards and admins.",
+    responses((status = 202, description = "The job: {id, kind, object, status, scanned, found, …}"), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
+pub async fn start_backfill(
+    State(state): State<AppState>,
+    Auth(ctx): Auth,
+    JsonBody(body): JsonBody<ScanBody>,
+) -> ApiResult<Response> {
+    let job = state.service.start_match_key_backfill(&ctx, &body.object).await?;
+    Ok((StatusCode::ACCEPTED, Json(json!(job))).into_response())
+}
+
+#[utoipa::path(get, path = "/api/v1/duplicates/backfill/{id}", tag = "duplicates",
+    params(("id" = Uuid, Path)),
+    responses((status = 200, description = "The job: status pending, running, done or failed"), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn backfill_job(
+    State(state): State<AppState>,
+    Auth(ctx): Auth,
+    PathParams(id): PathParams<String>,
+) -> ApiResult<Response> {
+    let job = state.service.match_key_backfill(&ctx, parse_id(&id)?).await?;
+    Ok(Json(json!(job)).into_response())
+}

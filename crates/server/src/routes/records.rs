@@ -4,7 +4,8 @@ use crate::AppState;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{Auth, JsonBody, OptionalJsonBody, PathParams, QueryPairs};
 use crate::openapi::{
-    ConfirmNotDuplicateBody, ErrorBody, HistoryDoc, RecordBody, RecordDoc, RecordListDoc, VersionBody, VersionDoc,
+    ConfirmNotDuplicateBody, ErrorBody, HistoryDoc, OverrideBody, RecordBody, RecordDoc, RecordListDoc, VersionBody,
+    VersionDoc,
 };
 use axum::Json;
 use axum::extract::State;
@@ -133,6 +134,7 @@ pub async fn create(
     }
     let options = CreateOptions {
         confirm_not_duplicate: ConfirmNotDuplicateBody::checked(body.confirm_not_duplicate.as_ref())?,
+        uscc_override: OverrideBody::uscc(body.override_.as_ref())?,
         ..Default::default()
     };
     let record = state.service.create_record(&ctx, &object, &body.fields, &options).await?;
@@ -171,6 +173,7 @@ pub async fn update(
     let options = WriteOptions {
         expected_version: expected_version(&headers, body.version)?,
         confirm_not_duplicate: ConfirmNotDuplicateBody::checked(body.confirm_not_duplicate.as_ref())?,
+        uscc_override: OverrideBody::uscc(body.override_.as_ref())?,
     };
     Ok(with_etag(StatusCode::OK, state.service.update_record(&ctx, &object, id, &body.fields, &options).await?))
 }
@@ -382,4 +385,69 @@ pub async fn revert(
     let options = WriteOptions { expected_version: expected_version(&headers, body.version)?, ..Default::default() };
     let r = state.service.revert_record(&ctx, &object, id, body.to_version, body.field.as_deref(), &options).await?;
     Ok(with_etag(StatusCode::OK, r))
+}
+
+/// `{"fields": {…}}` of a record a conversion creates.
+#[derive(serde::Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FieldsBody {
+    #[schema(value_type = Object)]
+    pub fields: serde_json::Map<String, serde_json::Value>,
+}
+
+/// The company of a conversion: `{"id": "…"}` (existing) or `{"fields": {…}}` (new).
+#[derive(serde::Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ConvertCompanyBody {
+    #[serde(default)]
+    pub id: Option<Uuid>,
+    #[serde(default)]
+    #[schema(value_type = Option<Object>)]
+    pub fields: Option<serde_json::Map<String, serde_json::Value>>,
+}
+
+#[derive(serde::Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ConvertBody {
+    pub company: ConvertCompanyBody,
+    pub contact: FieldsBody,
+    #[serde(default)]
+    pub deal: Option<FieldsBody>,
+    /// Saves a company or contact the duplicate check found similar to existing ones.
+    #[serde(default)]
+    pub confirm_not_duplicate: Option<ConfirmNotDuplicateBody>,
+    #[serde(default, rename = "override")]
+    pub override_: Option<OverrideBody>,
+}
+
+#[utoipa::path(post, path = "/api/v1/leads/{id}/convert", tag = "records", request_body = ConvertBody,
+    params(("id" = Uuid, Path)),
+    description = "Converts a lead (in the caller's update scope) into a company (new, checked for duplicates like a create, or an existing one by id), a contact and optionally a deal, and marks the lead converted with references to them — in one transaction, audited.",
+    responses((status = 201, description = "{lead, company, contact, deal}"), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
+pub async fn convert_lead(
+    State(state): State<AppState>,
+    Auth(ctx): Auth,
+    PathParams(id): PathParams<String>,
+    JsonBody(body): JsonBody<ConvertBody>,
+) -> ApiResult<Response> {
+    let id = parse_id(&id)?;
+    let company = match (body.company.id, body.company.fields) {
+        (Some(id), None) => custodian_service::ConvertCompany::Existing(id),
+        (None, Some(fields)) => custodian_service::ConvertCompany::New(fields),
+        _ => {
+            return Err(ApiError::message(
+                ErrorCode::MalformedRequest,
+                "company needs either id (an existing company) or fields (a new one).",
+            ));
+        }
+    };
+    let request = custodian_service::ConvertRequest {
+        company,
+        contact: body.contact.fields,
+        deal: body.deal.map(|d| d.fields),
+        confirm_not_duplicate: ConfirmNotDuplicateBody::checked(body.confirm_not_duplicate.as_ref())?,
+        uscc_override: OverrideBody::uscc(body.override_.as_ref())?,
+    };
+    let view = state.service.convert_lead(&ctx, id, &request).await?;
+    Ok((StatusCode::CREATED, Json(json!(view))).into_response())
 }
