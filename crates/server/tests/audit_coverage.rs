@@ -321,7 +321,9 @@ both_backends!(every_listed_action_is_audited_with_actor_ip_agent_and_request_id
         .await;
     expect_event(&app, &deal, StatusCode::CREATED, "record.create", &rep_id).await;
     let deal = deal.reply.body["id"].as_str().unwrap().to_owned();
-    let s = c.send(t, Method::PATCH, &format!("/api/v1/deals/{deal}"), Some(json!({"fields": {"stage": "won"}}))).await;
+    // A won deal needs its contract number (a default rule).
+    let won = json!({"fields": {"stage": "won", "contract_no": "HT-2026-0001"}});
+    let s = c.send(t, Method::PATCH, &format!("/api/v1/deals/{deal}"), Some(won)).await;
     expect_event(&app, &s, StatusCode::OK, "record.update", &admin).await;
     let mine = c.send(r, Method::GET, "/api/v1/notifications", None).await.reply.body;
     let note = mine["items"][0]["id"].as_str().expect("a notification for the owner").to_owned();
