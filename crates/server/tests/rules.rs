@@ -379,6 +379,8 @@ both_backends!(no_write_path_skips_the_rule_engine, |app: TestApp| async move {
         "revert",
     );
     let merge = json!({"object": "companies", "survivor_id": id_of(&survivor), "loser_ids": [id_of(&loser)], "fields": {"industry": id_of(&loser)}});
+    // Merging needs a step-up; with it, the rule still refuses.
+    app.admin_step_up().await;
     refused(&app.post("/api/v1/merges", merge).await, "merge");
     // The batch path of the demo loader, the importer and the CLI (prepare + apply, with the
     // CLI's context).
