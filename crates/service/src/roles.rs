@@ -153,11 +153,6 @@ impl Service {
         }
     }
 
-    /// Refuses a non-admin with 403 and records the refusal.
-    pub(crate) async fn require_admin_audited(&self, ctx: &RequestContext, operation: &str) -> ServiceResult<()> {
-        self.admin_or_refuse(ctx, operation).await
-    }
-
     /// Appends an `access.denied` event for a refused operation that is not about one record.
     pub(crate) async fn audit_denied(&self, ctx: &RequestContext, operation: &str, error: &ServiceError, extra: Value) {
         let mut audit = self.audit_draft(ctx, "access.denied");
@@ -184,7 +179,7 @@ impl Service {
 
     /// Every role, built-in first, then custom roles by name.
     pub async fn list_roles(&self, ctx: &RequestContext) -> ServiceResult<Vec<RoleView>> {
-        self.require_admin_audited(ctx, "role.list").await?;
+        self.admin_or_refuse(ctx, "role.list").await?;
         self.reload_roles().await?;
         let mut out: Vec<RoleView> = crate::ROLES.iter().filter_map(|n| self.role_view(n)).collect::<Vec<_>>();
         let snap = self.role_snapshot();
@@ -195,7 +190,7 @@ impl Service {
     }
 
     pub async fn get_role(&self, ctx: &RequestContext, name: &str) -> ServiceResult<RoleView> {
-        self.require_admin_audited(ctx, "role.read").await?;
+        self.admin_or_refuse(ctx, "role.read").await?;
         self.reload_roles().await?;
         self.role_view(name).ok_or_else(ServiceError::not_found)
     }
@@ -327,7 +322,7 @@ impl Service {
 
     /// Creates a custom role (admin, fresh step-up; audited with the definition).
     pub async fn create_role(&self, ctx: &RequestContext, definition: &Value) -> ServiceResult<RoleView> {
-        self.require_admin_audited(ctx, "role.create").await?;
+        self.admin_or_refuse(ctx, "role.create").await?;
         self.require_step_up(ctx, "role.create").await?;
         let name = definition.get("name").and_then(Value::as_str).unwrap_or_default().to_owned();
         let role = self.parse_role(definition, &name)?;
@@ -360,7 +355,7 @@ impl Service {
     /// Replaces a custom role's definition (admin, fresh step-up; audited before/after). Holders
     /// get the new permissions on their next request on this server, within `ROLE_TTL` on others.
     pub async fn update_role(&self, ctx: &RequestContext, name: &str, definition: &Value) -> ServiceResult<RoleView> {
-        self.require_admin_audited(ctx, "role.update").await?;
+        self.admin_or_refuse(ctx, "role.update").await?;
         self.refuse_builtin(ctx, name, "role.update").await?;
         self.reload_roles().await?;
         let before = self.role_view(name).ok_or_else(ServiceError::not_found)?;
@@ -378,7 +373,7 @@ impl Service {
 
     /// Deletes a custom role nobody holds (409 while users hold it). Admin, fresh step-up.
     pub async fn delete_role(&self, ctx: &RequestContext, name: &str) -> ServiceResult<()> {
-        self.require_admin_audited(ctx, "role.delete").await?;
+        self.admin_or_refuse(ctx, "role.delete").await?;
         self.refuse_builtin(ctx, name, "role.delete").await?;
         self.reload_roles().await?;
         let before = self.role_view(name).ok_or_else(ServiceError::not_found)?;

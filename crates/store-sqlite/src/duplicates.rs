@@ -228,9 +228,8 @@ pub(crate) async fn match_candidates(
         return Ok(Vec::new());
     }
     let keys = &keys[..keys.len().min(MATCH_KEYS_PER_CHECK)];
-    // Each key's block is read through the primary key and cut at the cap before records are
-    // joined and counted.
-    // Limits are literals: SQLite re-prepares a statement whenever a bound LIMIT is rebound.
+    // Each key's block is read through the primary key and cut at the cap. Limits are literals:
+    // SQLite re-prepares a statement whenever a bound LIMIT is rebound.
     let block = format!(
         "SELECT record_id FROM (SELECT record_id FROM match_keys WHERE object = ? AND key = ? LIMIT {MATCH_BLOCK_CAP})"
     );
