@@ -6,15 +6,10 @@ mod common;
 
 use axum::http::{Method, StatusCode};
 use common::TestApp;
+use common::{PASSWORD, as_user};
 use custodian_service::{Service, ServiceConfig, load_keyring};
 use serde_json::{Value, json};
 use std::sync::Arc;
-
-const PASSWORD: &str = "a long enough password";
-
-async fn as_user(app: &TestApp, token: &str, method: Method, path: &str, body: Option<Value>) -> common::Reply {
-    app.raw(method, path, Some(token), body.map(|b| b.to_string().into_bytes()), &[]).await
-}
 
 /// Creates a user (as the admin) and returns (id, token).
 async fn user(app: &TestApp, name: &str, role: &str, team: Option<&str>, dept: Option<&str>) -> (String, String) {

@@ -5,11 +5,8 @@ mod common;
 
 use axum::http::{Method, StatusCode};
 use common::TestApp;
+use common::id_of;
 use serde_json::{Value, json};
-
-fn id_of(v: &Value) -> String {
-    v["id"].as_str().unwrap().to_owned()
-}
 
 both_backends!(record_lifecycle_versions_and_history, |app: TestApp| async move {
     let company = app.create("companies", json!({"name": "杭州云图信息科技有限公司", "uscc": "9144030071526726XG", "city": "杭州", "status": "active"})).await;

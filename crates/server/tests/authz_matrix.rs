@@ -7,10 +7,9 @@ mod common;
 
 use axum::http::{Method, StatusCode};
 use common::TestApp;
+use common::{PASSWORD, as_user};
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
-
-const PASSWORD: &str = "a long enough password";
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Cat {
@@ -48,10 +47,6 @@ fn can(role: &str, op: &str, c: Cat) -> bool {
         ("sales_manager", _) => matches!(c, Cat::Own | Cat::Team),
         _ => false,
     }
-}
-
-async fn as_user(app: &TestApp, token: &str, method: Method, path: &str, body: Option<Value>) -> common::Reply {
-    app.raw(method, path, Some(token), body.map(|b| b.to_string().into_bytes()), &[]).await
 }
 
 async fn setup(app: &TestApp) -> Vec<Actor> {

@@ -6,24 +6,9 @@ mod common;
 
 use axum::http::{Method, StatusCode};
 use common::TestApp;
+use common::{as_user, id_of, user};
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
-
-const PASSWORD: &str = "a long enough password";
-
-fn id_of(v: &Value) -> String {
-    v["id"].as_str().unwrap().to_owned()
-}
-
-async fn user(app: &TestApp, name: &str, role: &str) -> String {
-    let r = app.post("/api/v1/users", json!({"username": name, "password": PASSWORD, "role": role})).await;
-    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
-    app.login(name, PASSWORD).await
-}
-
-async fn as_user(app: &TestApp, token: &str, method: Method, path: &str, body: Option<Value>) -> common::Reply {
-    app.raw(method, path, Some(token), body.map(|b| b.to_string().into_bytes()), &[]).await
-}
 
 both_backends!(exact_duplicates_are_refused_with_the_candidates_the_caller_may_see, |app: TestApp| async move {
     let rep = user(&app, "rep1", "sales_rep").await;

@@ -6,19 +6,14 @@ mod common;
 use axum::body::Body;
 use axum::http::{Method, Request, StatusCode};
 use common::TestApp;
-use serde_json::{Value, json};
+use common::{PASSWORD, as_user};
+use serde_json::json;
 use tower::ServiceExt;
-
-const PASSWORD: &str = "a long enough password";
 
 async fn create_user(app: &TestApp, name: &str, role: &str) -> String {
     let r = app.post("/api/v1/users", json!({"username": name, "password": PASSWORD, "role": role})).await;
     assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
     r.body["id"].as_str().unwrap().to_owned()
-}
-
-async fn as_user(app: &TestApp, token: &str, method: Method, path: &str, body: Option<Value>) -> common::Reply {
-    app.raw(method, path, Some(token), body.map(|b| b.to_string().into_bytes()), &[]).await
 }
 
 async fn actions(app: &TestApp) -> Vec<String> {

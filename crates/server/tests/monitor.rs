@@ -7,22 +7,17 @@ mod common;
 
 use axum::http::{Method, StatusCode};
 use common::TestApp;
+use common::{PASSWORD, as_user};
 use custodian_service::{AuditEvidence, ServiceConfig};
 use custodian_store::now_micros;
 use serde_json::{Value, json};
 use std::collections::BTreeSet;
-
-const PASSWORD: &str = "a long enough password";
 
 async fn user(app: &TestApp, name: &str, role: &str, team: Option<&str>) -> (String, String) {
     let r =
         app.post("/api/v1/users", json!({"username": name, "password": PASSWORD, "role": role, "team_id": team})).await;
     assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
     (r.body["id"].as_str().unwrap().to_owned(), app.login(name, PASSWORD).await)
-}
-
-async fn as_user(app: &TestApp, token: &str, method: Method, path: &str, body: Option<Value>) -> common::Reply {
-    app.raw(method, path, Some(token), body.map(|b| b.to_string().into_bytes()), &[]).await
 }
 
 fn actions(events: &[Value]) -> Vec<&str> {

@@ -7,27 +7,12 @@ mod common;
 
 use axum::http::{Method, StatusCode};
 use common::TestApp;
+use common::{as_user, id_of, user};
 use custodian_crypto::MasterKey;
 use custodian_service::{CreateOptions, RequestContext, Service, ServiceConfig, load_keyring};
 use custodian_store::{AuditRow, DeletedFilter, ListQuery};
 use serde_json::{Value, json};
 use std::sync::Arc;
-
-const PASSWORD: &str = "a long enough password";
-
-fn id_of(v: &Value) -> String {
-    v["id"].as_str().unwrap().to_owned()
-}
-
-async fn user(app: &TestApp, name: &str, role: &str) -> String {
-    let r = app.post("/api/v1/users", json!({"username": name, "password": PASSWORD, "role": role})).await;
-    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
-    app.login(name, PASSWORD).await
-}
-
-async fn as_user(app: &TestApp, token: &str, method: Method, path: &str, body: Option<Value>) -> common::Reply {
-    app.raw(method, path, Some(token), body.map(|b| b.to_string().into_bytes()), &[]).await
-}
 
 async fn put_rules(app: &TestApp, path: &str, rules: Value) -> common::Reply {
     app.call(Method::PUT, path, Some(json!({ "rules": rules }))).await

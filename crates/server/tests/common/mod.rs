@@ -266,3 +266,25 @@ macro_rules! both_backends {
         }
     };
 }
+
+// ---- helpers shared by the HTTP test files ----------------------------------------------
+
+/// The password the test files give the users they create.
+pub const PASSWORD: &str = "a long enough password";
+
+/// The `id` of a record (or user) body.
+pub fn id_of(v: &Value) -> String {
+    v["id"].as_str().unwrap().to_owned()
+}
+
+/// Creates a user (as the admin) with `PASSWORD` and returns their session token.
+pub async fn user(app: &TestApp, name: &str, role: &str) -> String {
+    let r = app.post("/api/v1/users", json!({"username": name, "password": PASSWORD, "role": role})).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    app.login(name, PASSWORD).await
+}
+
+/// A request with another user's token.
+pub async fn as_user(app: &TestApp, token: &str, method: Method, path: &str, body: Option<Value>) -> Reply {
+    app.raw(method, path, Some(token), body.map(|b| b.to_string().into_bytes()), &[]).await
+}
