@@ -108,9 +108,8 @@ pub struct BenchArgs {
     /// Records loaded by the `large` scenario.
     #[arg(long, default_value_t = 1_000_000)]
     large_records: usize,
-    /// Share of injected near-duplicates in the `large` data. 0 by default: `custodian demo`
-    /// retries a whole batch record by record (one commit each) when it holds an exact duplicate,
-    /// which measures that fallback rather than the batch path.
+    /// Share of injected near-duplicates in the `large` data (each refused at entry, like any
+    /// duplicate, and skipped by the loader).
     #[arg(long, default_value_t = 0.0)]
     large_duplicate_share: f64,
     /// Events appended by the `audit-verify` scenario.

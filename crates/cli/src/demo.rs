@@ -100,9 +100,10 @@ pub async fn load(service: &Service, records: usize, seed: u64, duplicate_share:
     Ok(())
 }
 
-/// Applies the pending writes in one transaction. When the store refuses the batch because of
-/// one record (an injected exact duplicate hitting a unique key), each write is retried alone
-/// so that only the refused record is skipped.
+/// Applies the pending writes in one transaction. Duplicates within a batch are refused when
+/// it is prepared; when the store still refuses the batch because of one record (a value
+/// taken by another writer meanwhile, or a unique rule on a field the duplicate check does not
+/// compare), each write is retried alone so that only the refused record is skipped.
 async fn flush(
     service: &Service,
     pending: &mut Vec<Pending>,

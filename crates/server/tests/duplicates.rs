@@ -439,3 +439,69 @@ both_backends!(scan_proposes_pairs_and_dismissed_pairs_are_never_proposed_again,
     assert!(events.iter().any(|e| e.action == "duplicates.scan"));
     assert!(events.iter().any(|e| e.action == "duplicates.dismiss" && e.body.contains("父子同名")));
 });
+
+both_backends!(a_batch_is_checked_against_the_store_and_against_itself, |app: TestApp| async move {
+    use custodian_service::{CreateOptions, RequestContext};
+    let stored = app.create("contacts", json!({"name": "张伟", "mobile": "13812345678"})).await;
+    let ctx = RequestContext::cli();
+    let confirm = CreateOptions {
+        confirm_not_duplicate: Some(custodian_service::ConfirmNotDuplicate::new("两位同名同生日").unwrap()),
+        ..CreateOptions::default()
+    };
+    let rows: Vec<(Value, CreateOptions)> = vec![
+        // 0: an exact duplicate of the stored record.
+        (json!({"name": "李雷", "mobile": "+86 138 1234 5678"}), CreateOptions::default()),
+        // 1: new.
+        (
+            json!({"name": "韩梅梅", "mobile": "13900002222", "birth_date": "1990-01-02", "address": "北京市海淀区中关村大街 1 号"}),
+            CreateOptions::default(),
+        ),
+        // 2: the same mobile as 1, in the same batch.
+        (json!({"name": "王五", "mobile": "139-0000-2222"}), CreateOptions::default()),
+        // 3: the same person as 1 (traditional characters, same birth date and address).
+        (
+            json!({"name": "韓梅梅", "birth_date": "1990-01-02", "address": "北京市海淀区中关村大街1号"}),
+            CreateOptions::default(),
+        ),
+        // 4: the same again, confirmed as another person.
+        (json!({"name": "韩梅梅", "birth_date": "1990-01-02", "address": "北京市海淀区中关村大街 1 号"}), confirm),
+        // 5: invalid, so never written ...
+        (json!({"name": "赵六", "mobile": "13700003333", "email": "not an email"}), CreateOptions::default()),
+        // 6: ... and therefore no duplicate for this one.
+        (json!({"name": "孙七", "mobile": "13700003333"}), CreateOptions::default()),
+    ];
+    let input: Vec<_> = rows.iter().map(|(f, o)| (f.as_object().unwrap().clone(), o.clone())).collect();
+    let results = app.service.prepare_creates(&ctx, "contacts", &input).await;
+    assert_eq!(results.len(), rows.len());
+    let code = |i: usize| results[i].as_ref().err().map(|e| e.code.as_str().to_owned());
+    let extra = |i: usize| results[i].as_ref().err().and_then(|e| e.extra.clone()).unwrap_or(Value::Null);
+    assert_eq!(code(0).as_deref(), Some("duplicate"));
+    assert_eq!(extra(0)["candidates"][0]["id"], stored["id"]);
+    assert!(results[1].is_ok());
+    assert_eq!(code(2).as_deref(), Some("duplicate"));
+    let first = results[1].as_ref().unwrap().0.to_string();
+    assert_eq!(
+        extra(2)["candidates"],
+        json!([{"id": first, "object": "contacts", "batch_index": 1, "matched_on": ["mobile"]}])
+    );
+    assert_eq!(code(3).as_deref(), Some("possible_duplicate"), "{:?}", results[3].as_ref().err());
+    assert_eq!(extra(3)["candidates"][0]["batch_index"], 1);
+    assert!(extra(3)["candidates"][0]["score"].as_f64().unwrap() >= 0.8);
+    assert!(results[4].is_ok(), "{:?}", results[4].as_ref().err());
+    assert_eq!(code(5).as_deref(), Some("validation_failed"));
+    assert!(results[6].is_ok(), "{:?}", results[6].as_ref().err());
+    // What passed is written together, and is then a duplicate for later writes.
+    let writes: Vec<_> = results.into_iter().filter_map(Result::ok).map(|(_, w)| w).collect();
+    assert_eq!(writes.len(), 3);
+    app.service.apply_prepared(writes).await.unwrap();
+    let r = app.post("/api/v1/contacts", json!({"fields": {"name": "周八", "mobile": "13700003333"}})).await;
+    assert_eq!(r.code(), "duplicate", "{}", r.body);
+    let r = app
+        .post(
+            "/api/v1/contacts",
+            json!({"fields": {"name": "韩梅梅", "birth_date": "1990-01-02", "address": "北京市海淀区中关村大街1号"}}),
+        )
+        .await;
+    assert_eq!(r.code(), "possible_duplicate", "{}", r.body);
+    assert_eq!(r.body["error"]["candidates"].as_array().unwrap().len(), 2, "{}", r.body);
+});

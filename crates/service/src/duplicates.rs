@@ -26,11 +26,11 @@ use custodian_core::schema::ObjectDef;
 use custodian_core::values::index_text;
 use custodian_core::{ErrorCode, FieldError};
 use custodian_store::{
-    CandidateRow, Column, DismissalRow, Filter, FilterOp, FilterValue, ListQuery, MatchKeySet, RowScope, ScanJobRow,
-    StoredRecord, ValueKind, now_micros,
+    CandidateRow, Column, DismissalRow, Filter, FilterOp, FilterValue, ListQuery, MATCH_KEYS_PER_CHECK, MatchKeySet,
+    RowScope, ScanJobRow, StoredRecord, ValueKind, now_micros,
 };
 use serde_json::{Map, Value, json};
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 use uuid::Uuid;
 
@@ -178,6 +178,8 @@ struct Found {
     /// Strong fields that are equal (exact) or the match probability (fuzzy).
     matched_on: Vec<String>,
     score: Option<f64>,
+    /// The candidate's position in the same batch, when it is not stored yet.
+    pending: Option<usize>,
 }
 
 /// The body of `confirm_not_duplicate`.
@@ -216,6 +218,47 @@ pub(crate) struct CheckOptions<'a> {
     pub exact_only: bool,
 }
 
+/// One write's part in a (batch) duplicate check.
+pub(crate) struct DupCheck<'a> {
+    /// The record's id: the id a create will get, or the id of the record being changed.
+    pub id: Uuid,
+    /// Its normalised values after the write.
+    pub after: &'a Map<String, Value>,
+    pub options: CheckOptions<'a>,
+}
+
+impl DupCheck<'_> {
+    /// Whether the write changes `name` (every field of a create does).
+    fn changed(&self, name: &str) -> bool {
+        self.options.before.is_none_or(|b| b.get(name) != self.after.get(name))
+    }
+}
+
+/// A block (the records sharing one match key) of at most this many records is selective: one
+/// shared key of it is reason enough to score a candidate.
+const SELECTIVE_BLOCK: usize = 20;
+
+/// The candidates worth scoring, from `(candidate, size of a block it shares with the new
+/// record)` — one entry per shared key. A candidate is scored when it shares two or more keys,
+/// or one key of a selective block; one shared key of a crowded block (a common surname with
+/// the same initial) says too little to spend a comparison on at entry — the duplicate scan
+/// compares those. Those sharing the most keys come first, at most `limit`.
+pub(crate) fn choose_candidates<T: Ord + Copy + std::hash::Hash>(
+    shared: impl Iterator<Item = (T, usize)>,
+    limit: usize,
+) -> Vec<T> {
+    let mut counts: HashMap<T, (usize, bool)> = HashMap::new();
+    for (id, block) in shared {
+        let e = counts.entry(id).or_default();
+        e.0 += 1;
+        e.1 |= block <= SELECTIVE_BLOCK;
+    }
+    let mut ranked: Vec<(usize, bool, T)> =
+        counts.into_iter().filter(|(_, (n, selective))| *n >= 2 || *selective).map(|(id, (n, s))| (n, s, id)).collect();
+    ranked.sort_by(|a, b| b.0.cmp(&a.0).then(b.1.cmp(&a.1)).then(a.2.cmp(&b.2)));
+    ranked.into_iter().take(limit).map(|(_, _, id)| id).collect()
+}
+
 impl Service {
     /// The keyed hashes of a record's blocking keys (empty for objects without a policy).
     pub(crate) fn match_key_set(
@@ -230,10 +273,13 @@ impl Service {
     }
 
     fn match_keys(&self, policy: &Policy, matcher: &Matcher, plain: &Map<String, Value>) -> Vec<Vec<u8>> {
-        let prepared = matcher.prepare(&policy.raw_values(plain));
+        self.prepared_match_keys(policy, matcher, &matcher.prepare(&policy.raw_values(plain)))
+    }
+
+    fn prepared_match_keys(&self, policy: &Policy, matcher: &Matcher, prepared: &PreparedRecord) -> Vec<Vec<u8>> {
         let wanted = policy.blocking_indexes();
         let mut keys: Vec<Vec<u8>> = matcher
-            .blocking_keys(&prepared)
+            .blocking_keys(prepared)
             .into_iter()
             .filter(|(class, _)| {
                 class.split_once(':').and_then(|(i, _)| i.parse::<usize>().ok()).is_some_and(|i| wanted.contains(&i))
@@ -245,8 +291,8 @@ impl Service {
         keys
     }
 
-    /// Runs the duplicate check of a write. Returns the audit details of a confirmed override
-    /// (`confirm_not_duplicate` given while fuzzy candidates exist), if any.
+    /// Runs the duplicate check of one write. Returns the audit details of a confirmed
+    /// override (`confirm_not_duplicate` given while fuzzy candidates exist), if any.
     pub(crate) async fn check_duplicates(
         &self,
         ctx: &RequestContext,
@@ -254,88 +300,227 @@ impl Service {
         after: &Map<String, Value>,
         options: CheckOptions<'_>,
     ) -> ServiceResult<Option<Value>> {
-        let Some(policy) = policy(&def.name) else { return Ok(None) };
-        let changed = |name: &str| options.before.is_none_or(|b| b.get(name) != after.get(name));
-        let mut exclude: Vec<Uuid> = options.exclude.to_vec();
-        exclude.extend(options.record_id);
+        let id = options.record_id.unwrap_or_else(Uuid::nil);
+        let mut outcomes = self.check_duplicates_many(ctx, def, &[DupCheck { id, after, options }]).await?;
+        outcomes.pop().unwrap_or(Ok(None))
+    }
 
-        // 1. Strong keys.
-        let mut exact: BTreeMap<Uuid, Vec<String>> = BTreeMap::new();
-        for name in policy.strong.iter().filter(|n| changed(n)) {
-            let Some(value) = after.get(*name).filter(|v| !v.is_null()) else { continue };
-            let Some(f) = def.field(name) else { continue };
-            let text = index_text(value);
-            let ids = if f.sensitive {
-                let digest = self.keyring.blind_index(&def.name, name, &text);
-                self.store.find_by_blind_index(&def.name, name, &digest, 20).await?
-            } else {
-                let mut q = ListQuery::new(def.name.clone());
-                q.filters.push(Filter::Column {
-                    column: Column::Field { path: vec![(*name).to_owned()], kind: ValueKind::Text },
-                    op: FilterOp::Eq(FilterValue::Text(text)),
-                });
-                q.limit = 20;
-                self.store.list_records(&q).await?.items.into_iter().map(|r| r.id).collect()
-            };
-            for id in ids.into_iter().filter(|id| !exclude.contains(id)) {
-                exact.entry(id).or_default().push((*name).to_owned());
+    /// The duplicate check of many writes of one object at once (a batch, or one write): the
+    /// same answers as checking each alone against the stored records, with a fixed number of
+    /// store round trips for the whole batch, and each write also checked against the writes
+    /// before it in the batch that passed (they are written together, so the store cannot see
+    /// them yet). The outer error is a store failure; the inner results are per write.
+    pub(crate) async fn check_duplicates_many(
+        &self,
+        ctx: &RequestContext,
+        def: &ObjectDef,
+        items: &[DupCheck<'_>],
+    ) -> ServiceResult<Vec<ServiceResult<Option<Value>>>> {
+        let Some(policy) = policy(&def.name) else { return Ok(items.iter().map(|_| Ok(None)).collect()) };
+        let n = items.len();
+        let excluded = |i: usize, id: &Uuid| {
+            let item = &items[i];
+            *id == item.id || item.options.record_id == Some(*id) || item.options.exclude.contains(id)
+        };
+
+        // 1. Strong keys: blind-index digests of sensitive fields, normalised text otherwise.
+        let mut strong: Vec<Vec<(&'static str, Vec<u8>)>> = vec![Vec::new(); n];
+        for (i, item) in items.iter().enumerate() {
+            for name in policy.strong.iter().filter(|name| item.changed(name)) {
+                let Some(value) = item.after.get(*name).filter(|v| !v.is_null()) else { continue };
+                let Some(f) = def.field(name) else { continue };
+                let text = index_text(value);
+                let key =
+                    if f.sensitive { self.keyring.blind_index(&def.name, name, &text) } else { text.into_bytes() };
+                strong[i].push((*name, key));
             }
         }
-        self.drop_dismissed(def, options.record_id, &mut exact).await?;
-        if !exact.is_empty() {
-            let found = exact.into_iter().map(|(id, matched_on)| Found { id, matched_on, score: None }).collect();
-            return Err(self.duplicate_error(ctx, def, &policy, ErrorCode::Duplicate, found).await);
-        }
-        if options.exact_only || !policy.fuzzy_at_entry || !policy.compare.iter().any(|(n, _)| changed(n)) {
-            return Ok(None);
+        let mut exact: Vec<BTreeMap<Uuid, Vec<String>>> = vec![BTreeMap::new(); n];
+        for name in policy.strong {
+            let Some(f) = def.field(name) else { continue };
+            let wanted: Vec<(usize, &Vec<u8>)> = strong
+                .iter()
+                .enumerate()
+                .flat_map(|(i, keys)| keys.iter().filter(|(f, _)| f == name).map(move |(_, k)| (i, k)))
+                .collect();
+            if wanted.is_empty() {
+                continue;
+            }
+            let mut hits: Vec<(usize, Uuid)> = Vec::new();
+            if f.sensitive {
+                let digests: Vec<Vec<u8>> = wanted.iter().map(|(_, k)| (*k).clone()).collect();
+                for (pos, id) in self.store.find_by_blind_indexes(&def.name, name, &digests, 20).await? {
+                    hits.extend(wanted.get(pos).map(|(i, _)| (*i, id)));
+                }
+            } else {
+                for (i, key) in &wanted {
+                    let mut q = ListQuery::new(def.name.clone());
+                    q.filters.push(Filter::Column {
+                        column: Column::Field { path: vec![(*name).to_owned()], kind: ValueKind::Text },
+                        op: FilterOp::Eq(FilterValue::Text(String::from_utf8_lossy(key).into_owned())),
+                    });
+                    q.limit = 20;
+                    hits.extend(self.store.list_records(&q).await?.items.into_iter().map(|r| (*i, r.id)));
+                }
+            }
+            for (i, id) in hits.into_iter().filter(|(i, id)| !excluded(*i, id)) {
+                exact[i].entry(id).or_default().push((*name).to_owned());
+            }
         }
 
-        // 2. Fuzzy candidates through the stored blocking keys, scored by the engine.
-        let Some(matcher) = policy.matcher() else { return Ok(None) };
-        let keys = self.match_keys(&policy, &matcher, after);
-        let ids = self
-            .store
-            .match_candidates(&def.name, &keys, &exclude, self.config.duplicates.max_entry_candidates)
-            .await?;
-        if ids.is_empty() {
-            return Ok(None);
+        // 2. Fuzzy candidates: the blocks of every write's keys in one read, ranked per write;
+        // the chosen stored candidates loaded and prepared once for the whole batch.
+        let matcher = policy.matcher();
+        let mut new: Vec<Option<(PreparedRecord, Vec<Vec<u8>>)>> = Vec::with_capacity(n);
+        for item in items {
+            let wanted = !item.options.exact_only
+                && policy.fuzzy_at_entry
+                && policy.compare.iter().any(|(name, _)| item.changed(name));
+            new.push(match (&matcher, wanted) {
+                (Some(m), true) => {
+                    let prepared = m.prepare(&policy.raw_values(item.after));
+                    let mut keys = self.prepared_match_keys(&policy, m, &prepared);
+                    keys.truncate(MATCH_KEYS_PER_CHECK);
+                    Some((prepared, keys))
+                }
+                _ => None,
+            });
         }
+        let mut key_index: HashMap<&[u8], usize> = HashMap::new();
+        let mut distinct: Vec<Vec<u8>> = Vec::new();
+        for (_, keys) in new.iter().flatten() {
+            for k in keys {
+                key_index.entry(k.as_slice()).or_insert_with(|| {
+                    distinct.push(k.clone());
+                    distinct.len() - 1
+                });
+            }
+        }
+        let mut blocks: Vec<Vec<Uuid>> = vec![Vec::new(); distinct.len()];
+        if !distinct.is_empty() {
+            for (pos, id) in self.store.match_blocks(&def.name, &distinct).await? {
+                if let Some(block) = blocks.get_mut(pos) {
+                    block.push(id);
+                }
+            }
+        }
+        let limit = self.config.duplicates.max_entry_candidates as usize;
+        let chosen: Vec<Vec<Uuid>> = (0..n)
+            .map(|i| {
+                let Some((_, keys)) = &new[i] else { return Vec::new() };
+                let shared = keys.iter().filter_map(|k| key_index.get(k.as_slice())).flat_map(|&k| {
+                    let block = &blocks[k];
+                    block.iter().map(move |id| (*id, block.len()))
+                });
+                choose_candidates(shared.filter(|(id, _)| !excluded(i, id)), limit)
+            })
+            .collect();
+        let mut stored: HashMap<Uuid, PreparedRecord> = HashMap::new();
+        if let Some(m) = &matcher {
+            let wanted: BTreeSet<Uuid> = chosen.iter().flatten().copied().collect();
+            let wanted: Vec<Uuid> = wanted.into_iter().collect();
+            let names: Vec<&str> = policy.compare.iter().map(|(name, _)| *name).collect();
+            for ids in wanted.chunks(500) {
+                // One read per 500 candidates (the store returns active records only).
+                let mut q = ListQuery::new(def.name.clone());
+                q.scope =
+                    RowScope::Restricted { owner_ids: Vec::new(), team_ids: Vec::new(), record_ids: ids.to_vec() };
+                q.limit = 500;
+                for record in self.store.list_records(&q).await?.items {
+                    let plain = self.decrypt_named(def, record.id, &record.fields, &names);
+                    stored.insert(record.id, m.prepare(&policy.raw_values(&plain)));
+                }
+            }
+        }
+
+        // 3. Decisions, in batch order: each write against the stored records and against the
+        // writes before it that passed.
         let model = entry_model(&policy, self.config.duplicates.entry_prior);
         let threshold = self.config.duplicates.warn_threshold(&def.name);
-        let new = matcher.prepare(&policy.raw_values(after));
-        let mut scored: BTreeMap<Uuid, Vec<String>> = BTreeMap::new();
-        let mut scores: BTreeMap<Uuid, f64> = BTreeMap::new();
-        // One read for every candidate (the store returns active records only).
-        let mut q = ListQuery::new(def.name.clone());
-        q.scope = RowScope::Restricted { owner_ids: Vec::new(), team_ids: Vec::new(), record_ids: ids };
-        q.limit = self.config.duplicates.max_entry_candidates.max(1);
-        for stored in self.store.list_records(&q).await?.items {
-            let id = stored.id;
-            let plain = self.decrypt_fields(def, id, &stored.fields);
-            let other = matcher.prepare(&policy.raw_values(&plain));
-            let probability = matcher.score(&model, &new, &other).probability;
-            if probability >= threshold {
-                scored.insert(id, reasons(&matcher, &new, &other));
-                scores.insert(id, probability);
+        let mut taken: HashMap<(&'static str, Vec<u8>), usize> = HashMap::new();
+        let mut pending_blocks: HashMap<&[u8], Vec<usize>> = HashMap::new();
+        let mut out = Vec::with_capacity(n);
+        for (i, item) in items.iter().enumerate() {
+            let mut hits = std::mem::take(&mut exact[i]);
+            self.drop_dismissed(def, item.options.record_id, &mut hits).await?;
+            let mut found: Vec<Found> =
+                hits.into_iter().map(|(id, matched_on)| Found { id, matched_on, score: None, pending: None }).collect();
+            let mut earlier: BTreeMap<usize, Vec<String>> = BTreeMap::new();
+            for (name, key) in &strong[i] {
+                if let Some(&j) = taken.get(&(*name, key.clone())) {
+                    earlier.entry(j).or_default().push((*name).to_owned());
+                }
             }
-        }
-        self.drop_dismissed(def, options.record_id, &mut scored).await?;
-        if scored.is_empty() {
-            return Ok(None);
-        }
-        match options.confirm {
-            Some(confirm) => Ok(Some(json!({
-                "reason": confirm.reason,
-                "candidates": scored.keys().collect::<Vec<_>>(),
-            }))),
-            None => {
-                let found = scored
-                    .into_iter()
-                    .map(|(id, matched_on)| Found { id, matched_on, score: scores.get(&id).copied() })
-                    .collect();
-                Err(self.duplicate_error(ctx, def, &policy, ErrorCode::PossibleDuplicate, found).await)
+            found.extend(earlier.into_iter().map(|(j, matched_on)| Found {
+                id: items[j].id,
+                matched_on,
+                score: None,
+                pending: Some(j),
+            }));
+            if !found.is_empty() {
+                out.push(Err(self.duplicate_error(ctx, def, &policy, ErrorCode::Duplicate, found).await));
+                continue;
             }
+            let outcome = match (&matcher, &new[i]) {
+                (Some(m), Some((prepared, keys))) => {
+                    let mut scored: BTreeMap<Uuid, Vec<String>> = BTreeMap::new();
+                    let mut scores: HashMap<Uuid, (f64, Option<usize>)> = HashMap::new();
+                    let mut consider = |id: Uuid, other: &PreparedRecord, pending: Option<usize>| {
+                        let probability = m.score(&model, prepared, other).probability;
+                        if probability >= threshold {
+                            scored.insert(id, reasons(m, prepared, other));
+                            scores.insert(id, (probability, pending));
+                        }
+                    };
+                    for id in &chosen[i] {
+                        if let Some(other) = stored.get(id) {
+                            consider(*id, other, None);
+                        }
+                    }
+                    let shared = keys.iter().flat_map(|k| {
+                        let stored_len = key_index.get(k.as_slice()).map_or(0, |&x| blocks[x].len());
+                        let earlier = pending_blocks.get(k.as_slice()).map(Vec::as_slice).unwrap_or_default();
+                        earlier.iter().map(move |j| (*j, stored_len + earlier.len()))
+                    });
+                    for j in choose_candidates(shared, limit) {
+                        if let Some((other, _)) = &new[j] {
+                            consider(items[j].id, other, Some(j));
+                        }
+                    }
+                    self.drop_dismissed(def, item.options.record_id, &mut scored).await?;
+                    if scored.is_empty() {
+                        Ok(None)
+                    } else if let Some(confirm) = item.options.confirm {
+                        Ok(Some(json!({
+                            "reason": confirm.reason,
+                            "candidates": scored.keys().collect::<Vec<_>>(),
+                        })))
+                    } else {
+                        let found = scored
+                            .into_iter()
+                            .map(|(id, matched_on)| {
+                                let (score, pending) = scores.get(&id).copied().unzip();
+                                Found { id, matched_on, score, pending: pending.flatten() }
+                            })
+                            .collect();
+                        Err(self.duplicate_error(ctx, def, &policy, ErrorCode::PossibleDuplicate, found).await)
+                    }
+                }
+                _ => Ok(None),
+            };
+            if outcome.is_ok() {
+                for (name, key) in &strong[i] {
+                    taken.entry((*name, key.clone())).or_insert(i);
+                }
+                if let Some((_, keys)) = &new[i] {
+                    for k in keys {
+                        pending_blocks.entry(k.as_slice()).or_default().push(i);
+                    }
+                }
+            }
+            out.push(outcome);
         }
+        Ok(out)
     }
 
     async fn drop_dismissed(
@@ -395,6 +580,16 @@ impl Service {
         let mut shown = Vec::new();
         let mut hidden = 0;
         for f in found {
+            if let Some(index) = f.pending {
+                // A write earlier in the same batch: the caller sent its values; it has none
+                // stored to show.
+                let mut c = json!({ "id": f.id, "object": def.name, "batch_index": index, "matched_on": f.matched_on });
+                if let (Some(score), Value::Object(m)) = (f.score, &mut c) {
+                    m.insert("score".into(), json!((score * 1000.0).round() / 1000.0));
+                }
+                shown.push(c);
+                continue;
+            }
             match self.store.get_record(&def.name, f.id, &scope).await? {
                 Some(record) => shown.push(self.candidate_view(ctx, def, policy, &record, &f)),
                 None => hidden += 1,
@@ -752,7 +947,7 @@ impl Service {
         for id in [row.record_a, row.record_b] {
             match (self.store.get_record(&def.name, id, scope).await?, policy) {
                 (Some(record), Some(policy)) => {
-                    let found = Found { id, matched_on: Vec::new(), score: None };
+                    let found = Found { id, matched_on: Vec::new(), score: None, pending: None };
                     let mut view = self.candidate_view(ctx, def, policy, &record, &found);
                     if let Value::Object(m) = &mut view {
                         m.remove("matched_on");
@@ -815,6 +1010,21 @@ impl Service {
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn candidates_need_two_shared_keys_or_a_selective_one() {
+        let crowded = SELECTIVE_BLOCK + 1;
+        // 1 shares only a crowded block; 2 shares two crowded blocks; 3 one selective block;
+        // 4 three keys.
+        let shared = [(1, crowded), (2, crowded), (2, 150), (3, 2), (4, crowded), (4, crowded), (4, 5)];
+        assert_eq!(choose_candidates(shared.into_iter(), 10), vec![4, 2, 3]);
+        assert_eq!(choose_candidates(shared.into_iter(), 2), vec![4, 2], "most shared keys first");
+        // Equal counts: a selective block first, then by id.
+        let ties = [(9, crowded), (9, crowded), (8, 3), (8, crowded), (7, crowded), (7, crowded)];
+        assert_eq!(choose_candidates(ties.into_iter(), 10), vec![8, 7, 9]);
+        assert!(choose_candidates(std::iter::empty::<(u8, usize)>(), 10).is_empty());
+        assert!(choose_candidates(shared.into_iter(), 0).is_empty());
+    }
 
     #[test]
     fn absurd_settings_are_refused() {

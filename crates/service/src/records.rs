@@ -3,7 +3,7 @@
 //! one `WriteBatch` (new version + audit event) applied atomically by the store.
 
 use crate::access::Operation;
-use crate::duplicates::{CheckOptions, ConfirmNotDuplicate};
+use crate::duplicates::{CheckOptions, ConfirmNotDuplicate, DupCheck};
 use crate::error::{ServiceError, ServiceResult};
 use crate::view::{HistoryPage, RecordView, VersionView};
 use crate::{RequestContext, Service};
@@ -430,6 +430,118 @@ impl Service {
         options: &CreateOptions,
         pending: &[(String, Uuid)],
     ) -> ServiceResult<(Uuid, PreparedWrite)> {
+        let records = [(fields.clone(), options.clone())];
+        let mut prepared = self.prepare_creates_with(ctx, object, &records, pending).await;
+        prepared.pop().unwrap_or_else(|| Err(ServiceError::new(ErrorCode::Internal)))
+    }
+
+    /// Prepares the creates of many records of one object (batch paths: demo loader, importer).
+    /// Each is checked exactly like `prepare_create`: access, rules, references, and the
+    /// duplicate check — done for the whole batch at once, and also between the records of the
+    /// batch (a record duplicating an earlier one of the same batch is refused like a duplicate
+    /// of a stored one, its candidate named by `batch_index`). Results come in input order.
+    pub async fn prepare_creates(
+        &self,
+        ctx: &RequestContext,
+        object: &str,
+        records: &[(Map<String, Value>, CreateOptions)],
+    ) -> Vec<ServiceResult<(Uuid, PreparedWrite)>> {
+        self.prepare_creates_with(ctx, object, records, &[]).await
+    }
+
+    async fn prepare_creates_with(
+        &self,
+        ctx: &RequestContext,
+        object: &str,
+        records: &[(Map<String, Value>, CreateOptions)],
+        pending: &[(String, Uuid)],
+    ) -> Vec<ServiceResult<(Uuid, PreparedWrite)>> {
+        // 1. Access, rules and references, PREPARE_CONCURRENCY at a time so that the reference
+        // lookups overlap. (Futures made eagerly per chunk: a stream combinator here would make
+        // the handlers' futures fail the Send bound through a higher-ranked closure.)
+        let mut validated: Vec<ServiceResult<(ObjectDef, Map<String, Value>)>> = Vec::with_capacity(records.len());
+        for chunk in records.chunks(PREPARE_CONCURRENCY) {
+            let mut futures = Vec::with_capacity(chunk.len());
+            for (fields, options) in chunk {
+                futures.push(self.validate_create(ctx, object, fields, options, pending));
+            }
+            validated.extend(futures::future::join_all(futures).await);
+        }
+        let Some(def) = validated.iter().find_map(|v| v.as_ref().ok().map(|(def, _)| def.clone())) else {
+            // Every record failed before its duplicate check.
+            return validated.into_iter().filter_map(Result::err).map(Err).collect();
+        };
+        // 2. The duplicate check of the valid ones, as one batch.
+        let ids: Vec<Uuid> = records.iter().map(|_| Uuid::now_v7()).collect();
+        let mut checks = Vec::new();
+        let mut positions = Vec::new();
+        for (i, v) in validated.iter().enumerate() {
+            if let Ok((_, plain)) = v {
+                let confirm = records[i].1.confirm_not_duplicate.as_ref();
+                checks.push(DupCheck {
+                    id: ids[i],
+                    after: plain,
+                    options: CheckOptions { confirm, ..Default::default() },
+                });
+                positions.push(i);
+            }
+        }
+        let mut outcomes: Vec<Option<ServiceResult<Option<Value>>>> = records.iter().map(|_| None).collect();
+        match self.check_duplicates_many(ctx, &def, &checks).await {
+            Ok(results) => {
+                for (i, r) in positions.into_iter().zip(results) {
+                    outcomes[i] = Some(r);
+                }
+            }
+            Err(e) => {
+                for i in positions {
+                    outcomes[i] = Some(Err(e.clone()));
+                }
+            }
+        }
+        drop(checks);
+        // 3. The writes of those that passed.
+        validated
+            .into_iter()
+            .zip(outcomes)
+            .zip(records)
+            .zip(ids)
+            .map(|(((v, outcome), (_, options)), id)| {
+                let (def, plain) = v?;
+                let confirmed = outcome.unwrap_or(Ok(None))?;
+                let now = now_micros();
+                let actor = ctx.actor.as_ref();
+                let record = StoredRecord {
+                    id,
+                    object: def.name.clone(),
+                    version: 1,
+                    owner_id: options.owner_id.or(actor.map(|a| a.user_id)),
+                    team_id: options.team_id.or(actor.and_then(|a| a.team_id)),
+                    created_at: now,
+                    created_by: actor.map(|a| a.user_id),
+                    updated_at: now,
+                    updated_by: actor.map(|a| a.user_id),
+                    deleted_at: None,
+                    fields: Map::new(),
+                };
+                let mut prepared = self.prepare_write(ctx, &def, WriteAction::Create, None, None, &plain, record)?;
+                note_confirmation(&mut prepared, confirmed);
+                note_override(&mut prepared, uscc_override_note(&def, None, &plain, options.uscc_override.as_ref()));
+                Ok((id, PreparedWrite(prepared)))
+            })
+            .collect()
+    }
+
+    /// The checks of a create before its duplicate check: access (refusals audited), field
+    /// rules, references. Returns the object and the normalised values.
+    async fn validate_create(
+        &self,
+        ctx: &RequestContext,
+        object: &str,
+        fields: &Map<String, Value>,
+        options: &CreateOptions,
+        pending: &[(String, Uuid)],
+    ) -> ServiceResult<(ObjectDef, Map<String, Value>)> {
         self.refresh_schema_if_stale().await?;
         let def = self.object_def(object)?;
         if let Err(e) = self.check_create(ctx, object).and_then(|()| self.check_field_writes(ctx, &def, fields)) {
@@ -439,49 +551,7 @@ impl Service {
         let validation = self.input_context(ctx, options.uscc_override.as_ref());
         let plain = validate_record(&def, None, fields, &validation).map_err(ServiceError::validation)?;
         self.check_references_with(&def, &plain, pending).await?;
-        let check = CheckOptions { confirm: options.confirm_not_duplicate.as_ref(), ..Default::default() };
-        let confirmed = self.check_duplicates(ctx, &def, &plain, check).await?;
-        let now = now_micros();
-        let actor = ctx.actor.as_ref();
-        let owner_id = options.owner_id.or(actor.map(|a| a.user_id));
-        let team_id = options.team_id.or(actor.and_then(|a| a.team_id));
-        let record = StoredRecord {
-            id: Uuid::now_v7(),
-            object: def.name.clone(),
-            version: 1,
-            owner_id,
-            team_id,
-            created_at: now,
-            created_by: actor.map(|a| a.user_id),
-            updated_at: now,
-            updated_by: actor.map(|a| a.user_id),
-            deleted_at: None,
-            fields: Map::new(),
-        };
-        let id = record.id;
-        let mut prepared = self.prepare_write(ctx, &def, WriteAction::Create, None, None, &plain, record)?;
-        note_confirmation(&mut prepared, confirmed);
-        note_override(&mut prepared, uscc_override_note(&def, None, &plain, options.uscc_override.as_ref()));
-        Ok((id, PreparedWrite(prepared)))
-    }
-
-    /// Prepares the creates of many records of one object (batch paths: demo loader, importer),
-    /// [`PREPARE_CONCURRENCY`] at a time so that their store lookups overlap. Each is checked
-    /// exactly like `prepare_create` (records of the same batch are not candidates of each
-    /// other: the store's unique keys refuse exact duplicates among them at apply). Results come
-    /// in input order.
-    pub async fn prepare_creates(
-        &self,
-        ctx: &RequestContext,
-        object: &str,
-        records: &[(Map<String, Value>, CreateOptions)],
-    ) -> Vec<ServiceResult<(Uuid, PreparedWrite)>> {
-        use futures::StreamExt;
-        futures::stream::iter(records)
-            .map(|(fields, options)| self.prepare_create(ctx, object, fields, options))
-            .buffered(PREPARE_CONCURRENCY)
-            .collect()
-            .await
+        Ok((def, plain))
     }
 
     /// Applies prepared writes in one transaction: all or nothing.

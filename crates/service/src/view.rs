@@ -75,9 +75,30 @@ impl Service {
         record_id: Uuid,
         stored: &Map<String, Value>,
     ) -> Map<String, Value> {
+        self.decrypt_where(def, record_id, stored, |_| true)
+    }
+
+    /// `decrypt_fields` of the fields in `names` only (the others are not decrypted).
+    pub(crate) fn decrypt_named(
+        &self,
+        def: &ObjectDef,
+        record_id: Uuid,
+        stored: &Map<String, Value>,
+        names: &[&str],
+    ) -> Map<String, Value> {
+        self.decrypt_where(def, record_id, stored, |name| names.contains(&name))
+    }
+
+    fn decrypt_where(
+        &self,
+        def: &ObjectDef,
+        record_id: Uuid,
+        stored: &Map<String, Value>,
+        wanted: impl Fn(&str) -> bool,
+    ) -> Map<String, Value> {
         let mut out = Map::with_capacity(stored.len());
         let id = record_id.to_string();
-        for (name, value) in stored {
+        for (name, value) in stored.iter().filter(|(name, _)| wanted(name)) {
             let sensitive = def.field(name).is_some_and(|f| f.sensitive);
             if sensitive {
                 let Some(envelope) = value.as_str() else {

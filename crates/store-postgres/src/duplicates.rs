@@ -3,8 +3,8 @@
 
 use crate::{append_events, commit, map_sqlx};
 use custodian_store::{
-    AuditDraft, CandidateRow, DismissalRow, MATCH_BLOCK_CAP, MATCH_KEYS_PER_CHECK, MatchKeySet, MergeChange, MergeRow,
-    ScanJobRow, StoreError, StoreResult,
+    AuditDraft, CandidateRow, DismissalRow, MATCH_BLOCK_CAP, MatchKeySet, MergeChange, MergeRow, ScanJobRow,
+    StoreError, StoreResult,
 };
 use serde_json::Value;
 use sqlx::postgres::PgRow;
@@ -195,36 +195,51 @@ pub(crate) async fn dismiss_candidate(pool: &PgPool, id: Uuid, d: &DismissalRow,
 
 // ---- reads -------------------------------------------------------------------------------
 
-pub(crate) async fn match_candidates(
-    pool: &PgPool,
-    object: &str,
-    keys: &[Vec<u8>],
-    exclude: &[Uuid],
-    limit: u32,
-) -> StoreResult<Vec<Uuid>> {
-    if keys.is_empty() || limit == 0 {
+pub(crate) async fn match_blocks(pool: &PgPool, object: &str, keys: &[Vec<u8>]) -> StoreResult<Vec<(usize, Uuid)>> {
+    if keys.is_empty() {
         return Ok(Vec::new());
     }
-    let ids: Vec<Uuid> = sqlx::query_scalar(
-        // Each key's block is read through the primary key and cut at the cap; counting needs
-        // only the key index, and records are joined (to drop deleted ones) for the best few
-        // only. The service removes a record's keys when it is deleted, so deleted records rarely
-        // take places among those few.
-        "SELECT b.id FROM (SELECT c.record_id AS id, COUNT(*) AS n FROM unnest($2::bytea[]) AS k(key) \
+    // Each key's block is read through the primary key and cut at the cap (keys of deleted
+    // records are not kept).
+    let rows: Vec<(i64, Uuid)> = sqlx::query_as(
+        "SELECT k.i, c.record_id FROM unnest($2::bytea[]) WITH ORDINALITY AS k(key, i) \
          CROSS JOIN LATERAL (SELECT m.record_id FROM match_keys m WHERE m.object = $1 AND m.key = k.key \
-                             ORDER BY m.record_id LIMIT $5) c \
-         WHERE NOT (c.record_id = ANY($3)) GROUP BY c.record_id ORDER BY n DESC, c.record_id LIMIT $4 * 2) b \
-         JOIN records r ON r.id = b.id WHERE r.deleted_at IS NULL ORDER BY b.n DESC, b.id LIMIT $4",
+                             ORDER BY m.record_id LIMIT $3) c \
+         ORDER BY k.i, c.record_id",
     )
     .bind(object)
-    .bind(&keys[..keys.len().min(MATCH_KEYS_PER_CHECK)])
-    .bind(exclude)
-    .bind(i64::from(limit))
+    .bind(keys)
     .bind(i64::from(MATCH_BLOCK_CAP))
     .fetch_all(pool)
     .await
     .map_err(map_sqlx)?;
-    Ok(ids)
+    rows.into_iter().map(|(i, id)| Ok((usize::try_from(i - 1).map_err(crate::internal)?, id))).collect()
+}
+
+pub(crate) async fn find_by_blind_indexes(
+    pool: &PgPool,
+    object: &str,
+    field: &str,
+    digests: &[Vec<u8>],
+    limit: u32,
+) -> StoreResult<Vec<(usize, Uuid)>> {
+    if digests.is_empty() || limit == 0 {
+        return Ok(Vec::new());
+    }
+    let rows: Vec<(i64, Uuid)> = sqlx::query_as(
+        "SELECT k.i, c.record_id FROM unnest($3::bytea[]) WITH ORDINALITY AS k(digest, i) \
+         CROSS JOIN LATERAL (SELECT b.record_id FROM blind_indexes b JOIN records r ON r.id = b.record_id \
+                             WHERE b.object = $1 AND b.field = $2 AND b.digest = k.digest AND r.deleted_at IS NULL \
+                             ORDER BY b.record_id LIMIT $4) c ORDER BY k.i, c.record_id",
+    )
+    .bind(object)
+    .bind(field)
+    .bind(digests)
+    .bind(i64::from(limit))
+    .fetch_all(pool)
+    .await
+    .map_err(map_sqlx)?;
+    rows.into_iter().map(|(i, id)| Ok((usize::try_from(i - 1).map_err(crate::internal)?, id))).collect()
 }
 
 pub(crate) async fn dismissed_with(

@@ -506,7 +506,8 @@ impl Store for PostgresStore {
         sqlx::query("SELECT 1").execute(&self.pool).await.map_err(map_sqlx).map(|_| ())
     }
 
-    async fn write(&self, batch: WriteBatch) -> StoreResult<Vec<i64>> {
+    async fn write(&self, mut batch: WriteBatch) -> StoreResult<Vec<i64>> {
+        batch.clear_keys_of_deleted();
         if batch.records.is_empty()
             && batch.audit.is_empty()
             && batch.notifications.is_empty()
@@ -637,25 +638,14 @@ impl Store for PostgresStore {
         row.as_ref().map(version_from_row).transpose()
     }
 
-    async fn find_by_blind_index(
+    async fn find_by_blind_indexes(
         &self,
         object: &str,
         field: &str,
-        digest: &[u8],
+        digests: &[Vec<u8>],
         limit: u32,
-    ) -> StoreResult<Vec<Uuid>> {
-        sqlx::query_scalar(
-            "SELECT b.record_id FROM blind_indexes b JOIN records r ON r.id = b.record_id \
-             WHERE b.object = $1 AND b.field = $2 AND b.digest = $3 AND r.deleted_at IS NULL \
-             ORDER BY b.record_id LIMIT $4",
-        )
-        .bind(object)
-        .bind(field)
-        .bind(digest)
-        .bind(i64::from(limit))
-        .fetch_all(&self.pool)
-        .await
-        .map_err(map_sqlx)
+    ) -> StoreResult<Vec<(usize, Uuid)>> {
+        duplicates::find_by_blind_indexes(&self.pool, object, field, digests, limit).await
     }
 
     async fn append_audit(&self, events: Vec<AuditDraft>) -> StoreResult<Vec<i64>> {
@@ -1101,14 +1091,8 @@ impl Store for PostgresStore {
         monitor::list_outbox(&self.pool, limit).await
     }
 
-    async fn match_candidates(
-        &self,
-        object: &str,
-        keys: &[Vec<u8>],
-        exclude: &[Uuid],
-        limit: u32,
-    ) -> StoreResult<Vec<Uuid>> {
-        duplicates::match_candidates(&self.pool, object, keys, exclude, limit).await
+    async fn match_blocks(&self, object: &str, keys: &[Vec<u8>]) -> StoreResult<Vec<(usize, Uuid)>> {
+        duplicates::match_blocks(&self.pool, object, keys).await
     }
 
     async fn dismissed_with(&self, object: &str, record: Uuid, others: &[Uuid]) -> StoreResult<Vec<Uuid>> {

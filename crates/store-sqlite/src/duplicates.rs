@@ -3,8 +3,8 @@
 
 use crate::{ChainHead, append_events, internal, map_sqlx, opt_uuid, parse_uuid};
 use custodian_store::{
-    AuditDraft, CandidateRow, DismissalRow, MATCH_BLOCK_CAP, MATCH_KEYS_PER_CHECK, MatchKeySet, MergeChange, MergeRow,
-    ScanJobRow, StoreError, StoreResult,
+    AuditDraft, CandidateRow, DismissalRow, MATCH_BLOCK_CAP, MatchKeySet, MergeChange, MergeRow, ScanJobRow,
+    StoreError, StoreResult,
 };
 use serde_json::Value;
 use sqlx::sqlite::SqliteRow;
@@ -217,46 +217,92 @@ pub(crate) async fn dismiss_candidate(
 
 // ---- reads -------------------------------------------------------------------------------
 
-pub(crate) async fn match_candidates(
+/// Keys per statement of `match_blocks` (SQLite allows at most 500 terms in a compound select).
+const BLOCKS_PER_STATEMENT: usize = 200;
+
+pub(crate) async fn match_blocks(pool: &SqlitePool, object: &str, keys: &[Vec<u8>]) -> StoreResult<Vec<(usize, Uuid)>> {
+    let mut out = Vec::new();
+    for (chunk_index, chunk) in keys.chunks(BLOCKS_PER_STATEMENT).enumerate() {
+        // Each key's block is read through the primary key and cut at the cap; the position
+        // and the cap are literals (SQLite re-prepares a statement whenever a bound LIMIT is
+        // rebound), so statements of the same chunk length share one prepared form. Neither a
+        // join nor an ORDER BY: either makes SQLite's plan for the compound many times slower
+        // (keys of deleted records are not kept; the caller sorts).
+        let text: String = (0..chunk.len())
+            .map(|i| {
+                format!(
+                    "SELECT {i} AS i, record_id AS id FROM \
+                     (SELECT record_id FROM match_keys WHERE object = ? AND key = ? LIMIT {MATCH_BLOCK_CAP})"
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(" UNION ALL ");
+        let mut q = sqlx::query(AssertSqlSafe(text));
+        for k in chunk {
+            q = q.bind(object.to_owned()).bind(k.clone());
+        }
+        let offset = chunk_index * BLOCKS_PER_STATEMENT;
+        for row in q.fetch_all(pool).await.map_err(map_sqlx)? {
+            let i: i64 = row.try_get("i").map_err(map_sqlx)?;
+            let i = usize::try_from(i).map_err(internal)?;
+            out.push((offset + i, uuid_of(&row, "id")?));
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// Digests per statement of `find_by_blind_indexes`.
+const DIGESTS_PER_STATEMENT: usize = 500;
+
+pub(crate) async fn find_by_blind_indexes(
     pool: &SqlitePool,
     object: &str,
-    keys: &[Vec<u8>],
-    exclude: &[Uuid],
+    field: &str,
+    digests: &[Vec<u8>],
     limit: u32,
-) -> StoreResult<Vec<Uuid>> {
-    if keys.is_empty() || limit == 0 {
-        return Ok(Vec::new());
+) -> StoreResult<Vec<(usize, Uuid)>> {
+    let mut out: Vec<(usize, Uuid)> = Vec::new();
+    if limit == 0 {
+        return Ok(out);
     }
-    let keys = &keys[..keys.len().min(MATCH_KEYS_PER_CHECK)];
-    // Each key's block is read through the primary key and cut at the cap. Limits are literals:
-    // SQLite re-prepares a statement whenever a bound LIMIT is rebound.
-    let block = format!(
-        "SELECT record_id FROM (SELECT record_id FROM match_keys WHERE object = ? AND key = ? LIMIT {MATCH_BLOCK_CAP})"
-    );
-    let blocks = vec![block; keys.len()].join(" UNION ALL ");
-    let exclude_sql = if exclude.is_empty() {
-        String::new()
-    } else {
-        format!(" AND c.record_id NOT IN ({})", vec!["?"; exclude.len().min(500)].join(", "))
+    let position: std::collections::HashMap<&[u8], Vec<usize>> =
+        digests.iter().enumerate().fold(std::collections::HashMap::new(), |mut m, (i, d)| {
+            m.entry(d.as_slice()).or_insert_with(Vec::new).push(i);
+            m
+        });
+    let distinct: Vec<&[u8]> = {
+        let mut d: Vec<&[u8]> = position.keys().copied().collect();
+        d.sort();
+        d
     };
-    // Counting needs only the key index; records are joined (to drop deleted ones) for the
-    // best few only. The service removes a record's keys when it is deleted, so deleted records
-    // rarely take places among those few.
-    let text = format!(
-        "SELECT b.id AS id FROM (SELECT c.record_id AS id, COUNT(*) AS n FROM ({blocks}) c \
-         WHERE 1 = 1{exclude_sql} GROUP BY c.record_id ORDER BY n DESC, c.record_id LIMIT {}) b \
-         JOIN records r ON r.id = b.id WHERE r.deleted_at IS NULL ORDER BY b.n DESC, b.id LIMIT {limit}",
-        u64::from(limit) * 2
-    );
-    let mut q = sqlx::query(AssertSqlSafe(text));
-    for k in keys {
-        q = q.bind(object.to_owned()).bind(k.clone());
+    for chunk in distinct.chunks(DIGESTS_PER_STATEMENT) {
+        let text = format!(
+            "SELECT b.digest AS digest, b.record_id AS id FROM blind_indexes b JOIN records r ON r.id = b.record_id \
+             WHERE b.object = ? AND b.field = ? AND b.digest IN ({}) AND r.deleted_at IS NULL \
+             ORDER BY b.digest, b.record_id",
+            vec!["?"; chunk.len()].join(", ")
+        );
+        let mut q = sqlx::query(AssertSqlSafe(text)).bind(object).bind(field);
+        for d in chunk {
+            q = q.bind(d.to_vec());
+        }
+        let mut taken: std::collections::HashMap<Vec<u8>, u32> = std::collections::HashMap::new();
+        for row in q.fetch_all(pool).await.map_err(map_sqlx)? {
+            let digest: Vec<u8> = row.try_get("digest").map_err(map_sqlx)?;
+            let n = taken.entry(digest.clone()).or_insert(0);
+            if *n >= limit {
+                continue;
+            }
+            *n += 1;
+            let id = uuid_of(&row, "id")?;
+            for i in position.get(digest.as_slice()).into_iter().flatten() {
+                out.push((*i, id));
+            }
+        }
     }
-    for e in exclude.iter().take(500) {
-        q = q.bind(e.to_string());
-    }
-    let rows = q.fetch_all(pool).await.map_err(map_sqlx)?;
-    rows.iter().map(|r| uuid_of(r, "id")).collect()
+    out.sort();
+    Ok(out)
 }
 
 pub(crate) async fn dismissed_with(

@@ -879,7 +879,8 @@ impl Store for SqliteStore {
         sqlx::query("SELECT 1").execute(&self.read_pool).await.map_err(map_sqlx).map(|_| ())
     }
 
-    async fn write(&self, batch: WriteBatch) -> StoreResult<Vec<i64>> {
+    async fn write(&self, mut batch: WriteBatch) -> StoreResult<Vec<i64>> {
+        batch.clear_keys_of_deleted();
         let encoded = bulk::Encoded::new(&batch)?;
         match self.submit(Op::Write(batch, encoded)).await? {
             OpOut::Seqs(s) => Ok(s),
@@ -1007,25 +1008,14 @@ impl Store for SqliteStore {
         row.as_ref().map(version_from_row).transpose()
     }
 
-    async fn find_by_blind_index(
+    async fn find_by_blind_indexes(
         &self,
         object: &str,
         field: &str,
-        digest: &[u8],
+        digests: &[Vec<u8>],
         limit: u32,
-    ) -> StoreResult<Vec<Uuid>> {
-        let text = format!(
-            "SELECT b.record_id FROM blind_indexes b JOIN records r ON r.id = b.record_id \
-             WHERE b.object = ? AND b.field = ? AND b.digest = ? AND r.deleted_at IS NULL LIMIT {limit}"
-        );
-        let ids: Vec<String> = sqlx::query_scalar(AssertSqlSafe(text))
-            .bind(object)
-            .bind(field)
-            .bind(digest)
-            .fetch_all(&self.read_pool)
-            .await
-            .map_err(map_sqlx)?;
-        ids.iter().map(|s| Uuid::parse_str(s).map_err(internal)).collect()
+    ) -> StoreResult<Vec<(usize, Uuid)>> {
+        duplicates::find_by_blind_indexes(&self.read_pool, object, field, digests, limit).await
     }
 
     async fn append_audit(&self, events: Vec<AuditDraft>) -> StoreResult<Vec<i64>> {
@@ -1373,14 +1363,8 @@ impl Store for SqliteStore {
         monitor::list_outbox(&self.read_pool, limit).await
     }
 
-    async fn match_candidates(
-        &self,
-        object: &str,
-        keys: &[Vec<u8>],
-        exclude: &[Uuid],
-        limit: u32,
-    ) -> StoreResult<Vec<Uuid>> {
-        duplicates::match_candidates(&self.read_pool, object, keys, exclude, limit).await
+    async fn match_blocks(&self, object: &str, keys: &[Vec<u8>]) -> StoreResult<Vec<(usize, Uuid)>> {
+        duplicates::match_blocks(&self.read_pool, object, keys).await
     }
 
     async fn dismissed_with(&self, object: &str, record: Uuid, others: &[Uuid]) -> StoreResult<Vec<Uuid>> {

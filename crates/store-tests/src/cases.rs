@@ -1384,6 +1384,14 @@ pub async fn blind_index_filter_and_lookup(store: DynStore) {
     assert_eq!(found, want);
     assert_eq!(store.find_by_blind_index(OBJ, "mobile", &digest(1), 1).await.expect("find").len(), 1, "limit");
     assert_eq!(store.find_by_blind_index("leads", "mobile", &digest(1), 10).await.expect("find"), vec![c.id]);
+    // Many digests at once: each answered at its positions (repeats too), the limit per digest.
+    let digests = vec![digest(1), digest(9), digest(2), digest(1)];
+    let batch = store.find_by_blind_indexes(OBJ, "mobile", &digests, 10).await.expect("find");
+    let (lo, hi) = if a.id < d.id { (a.id, d.id) } else { (d.id, a.id) };
+    assert_eq!(batch, vec![(0, lo), (0, hi), (3, lo), (3, hi)]);
+    let one_each = store.find_by_blind_indexes(OBJ, "mobile", &digests, 1).await.expect("find");
+    assert_eq!(one_each.len(), 2, "limit per digest: {one_each:?}");
+    assert!(store.find_by_blind_indexes(OBJ, "mobile", &[], 10).await.expect("find").is_empty());
 
     // An update replaces the record's blind indexes.
     let a2 = successor(&a, json!({ "name": "A" }));
@@ -1759,6 +1767,21 @@ async fn write_with_keys(store: &DynStore, w: RecordWrite, keys: custodian_store
         .expect("write");
 }
 
+/// The distinct records of the blocks of `keys`, sorted.
+pub(crate) async fn block_members(store: &DynStore, object: &str, keys: &[&[u8]]) -> Vec<Uuid> {
+    let keys: Vec<Vec<u8>> = keys.iter().map(|k| k.to_vec()).collect();
+    let mut ids: Vec<Uuid> =
+        store.match_blocks(object, &keys).await.expect("match").into_iter().map(|(_, id)| id).collect();
+    ids.sort();
+    ids.dedup();
+    ids
+}
+
+fn sorted(mut ids: Vec<Uuid>) -> Vec<Uuid> {
+    ids.sort();
+    ids
+}
+
 pub async fn match_keys_find_active_candidates(store: DynStore) {
     let a = new_record(json!({ "name": "a" }));
     let b = new_record(json!({ "name": "b" }));
@@ -1766,26 +1789,25 @@ pub async fn match_keys_find_active_candidates(store: DynStore) {
     write_with_keys(&store, creation(&a), keyed(&a, &[b"k1", b"k2"])).await;
     write_with_keys(&store, creation(&b), keyed(&b, &[b"k2"])).await;
     write_with_keys(&store, creation(&c), keyed(&c, &[b"k3"])).await;
-    // Most shared keys first; other objects and excluded ids never.
-    let keys = vec![b"k1".to_vec(), b"k2".to_vec()];
-    assert_eq!(store.match_candidates(OBJ, &keys, &[], 10).await.expect("match"), vec![a.id, b.id]);
-    assert_eq!(store.match_candidates(OBJ, &keys, &[a.id], 10).await.expect("match"), vec![b.id]);
-    assert_eq!(store.match_candidates(OBJ, &keys, &[], 1).await.expect("match"), vec![a.id]);
-    assert!(store.match_candidates("companies", &keys, &[], 10).await.expect("match").is_empty());
-    assert!(store.match_candidates(OBJ, &[], &[], 10).await.expect("match").is_empty());
+    // Each key's block, by key position then id; other objects never.
+    let keys = vec![b"k1".to_vec(), b"k2".to_vec(), b"nothing".to_vec()];
+    let blocks = store.match_blocks(OBJ, &keys).await.expect("match");
+    let (lo, hi) = if a.id < b.id { (a.id, b.id) } else { (b.id, a.id) };
+    assert_eq!(blocks, vec![(0, a.id), (1, lo), (1, hi)]);
+    // The same key twice is answered at both positions.
+    let twice = store.match_blocks(OBJ, &[b"k3".to_vec(), b"k3".to_vec()]).await.expect("match");
+    assert_eq!(twice, vec![(0, c.id), (1, c.id)]);
+    assert!(store.match_blocks("companies", &keys).await.expect("match").is_empty());
+    assert!(store.match_blocks(OBJ, &[]).await.expect("match").is_empty());
     // A new write replaces the record's keys; deleted records are no candidates.
     let a2 = successor(&a, json!({ "name": "a2" }));
     write_with_keys(&store, change(WriteAction::Update, &a, &a2), keyed(&a2, &[b"k3"])).await;
-    assert_eq!(store.match_candidates(OBJ, &keys, &[], 10).await.expect("match"), vec![b.id]);
+    assert_eq!(block_members(&store, OBJ, &[b"k1", b"k2"]).await, vec![b.id]);
     let mut b2 = successor(&b, json!({ "name": "b" }));
     b2.deleted_at = Some(b2.updated_at);
     write_with_keys(&store, change(WriteAction::Delete, &b, &b2), keyed(&b2, &[b"k2"])).await;
-    assert!(store.match_candidates(OBJ, &keys, &[], 10).await.expect("match").is_empty());
-    let mut got = store.match_candidates(OBJ, &[b"k3".to_vec()], &[], 10).await.expect("match");
-    got.sort();
-    let mut want = vec![a.id, c.id];
-    want.sort();
-    assert_eq!(got, want);
+    assert!(block_members(&store, OBJ, &[b"k1", b"k2"]).await.is_empty());
+    assert_eq!(block_members(&store, OBJ, &[b"k3"]).await, sorted(vec![a.id, c.id]));
     // A failing batch leaves the keys as they were.
     let stale = change(WriteAction::Update, &a, &successor(&a, json!({ "name": "x" })));
     let audit = vec![audit_for(&stale)];
@@ -1793,11 +1815,11 @@ pub async fn match_keys_find_active_candidates(store: DynStore) {
         .write(WriteBatch { records: vec![stale], audit, match_keys: vec![keyed(&a, &[b"k9"])], ..Default::default() })
         .await;
     assert!(matches!(r, Err(StoreError::VersionConflict { .. })), "{r:?}");
-    assert!(store.match_candidates(OBJ, &[b"k9".to_vec()], &[], 10).await.expect("match").is_empty());
+    assert!(block_members(&store, OBJ, &[b"k9"]).await.is_empty());
 }
 
-/// A key shared by more records than the cap contributes only the cap; a record sharing a
-/// rarer key as well is still found first.
+/// A key shared by more records than the cap contributes only the cap, in key order; the
+/// answer for a batch of keys is the answer for each key, whatever the number of keys.
 pub async fn match_keys_bound_common_blocks(store: DynStore) {
     use custodian_store::MATCH_BLOCK_CAP;
     let crowd: Vec<StoredRecord> =
@@ -1817,22 +1839,27 @@ pub async fn match_keys_bound_common_blocks(store: DynStore) {
     batch.match_keys.push(keyed(&target, &[b"common", b"rare"]));
     store.write(batch).await.expect("write");
     // The target sorts after the whole crowd in key order, so only the rare key finds it.
-    let only_common = store.match_candidates(OBJ, &[b"common".to_vec()], &[], 10_000).await.expect("match");
+    let only_common = block_members(&store, OBJ, &[b"common"]).await;
     assert_eq!(only_common.len(), MATCH_BLOCK_CAP as usize);
     assert!(!only_common.contains(&target.id));
-    let both = store.match_candidates(OBJ, &[b"common".to_vec(), b"rare".to_vec()], &[], 10_000).await.expect("match");
+    let mut first_ids: Vec<Uuid> = crowd.iter().map(|r| r.id).collect();
+    first_ids.sort();
+    first_ids.truncate(MATCH_BLOCK_CAP as usize);
+    assert_eq!(only_common, first_ids, "the first records in key order");
+    let both = block_members(&store, OBJ, &[b"common", b"rare"]).await;
     assert!(both.contains(&target.id));
     assert_eq!(both.len(), MATCH_BLOCK_CAP as usize + 1);
-    // A record sharing two keys ranks before those sharing one.
-    let first = crowd.first().expect("crowd");
-    write_with_keys(
-        &store,
-        change(WriteAction::Update, first, &successor(first, json!({ "name": "w0" }))),
-        keyed(first, &[b"common", b"rare"]),
-    )
-    .await;
-    let ranked = store.match_candidates(OBJ, &[b"common".to_vec(), b"rare".to_vec()], &[], 1).await.expect("match");
-    assert_eq!(ranked, vec![first.id]);
+    // Many keys in one call (more than one statement's worth on SQLite): each position
+    // answered as alone.
+    let mut keys: Vec<Vec<u8>> = (0..450).map(|i| format!("none{i}").into_bytes()).collect();
+    keys[7] = b"rare".to_vec();
+    keys[333] = b"rare".to_vec();
+    keys[449] = b"common".to_vec();
+    let blocks = store.match_blocks(OBJ, &keys).await.expect("match");
+    assert_eq!(blocks.iter().filter(|(i, _)| *i == 7 || *i == 333).count(), 2);
+    assert!(blocks.iter().filter(|(i, _)| *i == 7 || *i == 333).all(|(_, id)| *id == target.id));
+    assert_eq!(blocks.iter().filter(|(i, _)| *i == 449).count(), MATCH_BLOCK_CAP as usize);
+    assert_eq!(blocks.len(), MATCH_BLOCK_CAP as usize + 2);
 }
 
 pub async fn scan_jobs_candidates_and_dismissals(store: DynStore) {

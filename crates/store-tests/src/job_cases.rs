@@ -167,7 +167,7 @@ pub async fn job_progress_records_violations_and_refreshes_keys(store: DynStore)
     again.violations = p.violations.clone();
     assert!(store.save_job_progress(again).await.expect("save"));
     assert_eq!(store.get_job(job.id).await.expect("job").expect("exists").found, 4);
-    assert_eq!(store.match_candidates(OBJ, &[b"mk".to_vec()], &[], 10).await.expect("match"), vec![mine.id]);
+    assert_eq!(crate::cases::block_members(&store, OBJ, &[b"mk"]).await, vec![mine.id]);
     // The refreshed unique key is enforced: another record cannot take it.
     let mut taker = new_record(json!({ "name": "taker" }));
     taker.owner_id = None;
@@ -203,5 +203,5 @@ pub async fn job_progress_records_violations_and_refreshes_keys(store: DynStore)
         unique_key: None,
     }];
     assert!(store.save_job_progress(stale).await.expect("save"));
-    assert!(store.match_candidates(OBJ, &[b"old".to_vec()], &[], 10).await.expect("match").is_empty());
+    assert!(crate::cases::block_members(&store, OBJ, &[b"old"]).await.is_empty());
 }

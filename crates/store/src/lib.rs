@@ -172,6 +172,22 @@ pub struct WriteBatch {
     pub merge: Option<MergeChange>,
 }
 
+impl WriteBatch {
+    /// Match keys are kept for active records only (so that [`Store::match_blocks`] never has
+    /// to look at the records): the key set of a record this batch writes as deleted is emptied,
+    /// which still removes its previous keys. Stores call this before writing.
+    pub fn clear_keys_of_deleted(&mut self) {
+        let deleted: std::collections::HashSet<Uuid> =
+            self.records.iter().filter(|w| w.record.deleted_at.is_some()).map(|w| w.record.id).collect();
+        if deleted.is_empty() {
+            return;
+        }
+        for set in self.match_keys.iter_mut().filter(|s| deleted.contains(&s.record_id)) {
+            set.keys.clear();
+        }
+    }
+}
+
 /// Which rows a caller may touch. Pushed into SQL as a predicate; never applied after a query.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RowScope {
@@ -463,8 +479,27 @@ pub trait Store: Send + Sync + 'static {
     async fn version_at(&self, object: &str, id: Uuid, at: i64) -> StoreResult<Option<StoredVersion>>;
 
     /// Ids of active records of `object` holding `digest` as blind index of `field`.
-    async fn find_by_blind_index(&self, object: &str, field: &str, digest: &[u8], limit: u32)
-    -> StoreResult<Vec<Uuid>>;
+    async fn find_by_blind_index(
+        &self,
+        object: &str,
+        field: &str,
+        digest: &[u8],
+        limit: u32,
+    ) -> StoreResult<Vec<Uuid>> {
+        let found = self.find_by_blind_indexes(object, field, &[digest.to_vec()], limit).await?;
+        Ok(found.into_iter().map(|(_, id)| id).collect())
+    }
+
+    /// For many digests at once (the duplicate check of a batch): `(index into digests, id)`
+    /// of the active records of `object` holding each as blind index of `field`, at most
+    /// `limit` per digest, ordered by digest index, then id.
+    async fn find_by_blind_indexes(
+        &self,
+        object: &str,
+        field: &str,
+        digests: &[Vec<u8>],
+        limit: u32,
+    ) -> StoreResult<Vec<(usize, Uuid)>>;
 
     // ---- audit ---------------------------------------------------------------------------
 
@@ -645,19 +680,12 @@ pub trait Store: Send + Sync + 'static {
     async fn list_outbox(&self, limit: u32) -> StoreResult<Vec<OutboxRow>>;
     // ---- duplicates and merges (A3, A5) -------------------------------------------------
 
-    /// Active records of `object` sharing at least one of `keys` (match keys), those sharing
-    /// the most keys first, at most `limit`, never one of `exclude`. Each key contributes at
-    /// most [`MATCH_BLOCK_CAP`] records (the first in key order), so the cost of a check does
-    /// not grow with the table when a key is common (a surname, say). Deleted records are
-    /// dropped among the `2 × limit` best; the service also removes a record's keys when it is
-    /// deleted, so they rarely take those places.
-    async fn match_candidates(
-        &self,
-        object: &str,
-        keys: &[Vec<u8>],
-        exclude: &[Uuid],
-        limit: u32,
-    ) -> StoreResult<Vec<Uuid>>;
+    /// The blocks of `keys` (match keys of `object`), for the duplicate check of one record or
+    /// of a whole batch at once: `(index into keys, record id)` of the records holding each key
+    /// (active ones only: see [`WriteBatch::clear_keys_of_deleted`]), at most [`MATCH_BLOCK_CAP`] per key (the first in key order), so that the cost
+    /// of a check does not grow with the table when a key is common (a surname, say). Ordered
+    /// by key index, then id. The caller counts shared keys and ranks the candidates.
+    async fn match_blocks(&self, object: &str, keys: &[Vec<u8>]) -> StoreResult<Vec<(usize, Uuid)>>;
 
     /// Records among `others` whose pair with `record` was dismissed as "not a duplicate".
     async fn dismissed_with(&self, object: &str, record: Uuid, others: &[Uuid]) -> StoreResult<Vec<Uuid>>;

@@ -212,7 +212,7 @@ pub fn compare(kind: FieldKind, a: &Prepared, b: &Prepared) -> u8 {
             let domain_typo = local_a == local_b && edit_distance_at_most(domain_a, domain_b, 1) <= 1;
             if !x.user.is_empty() && x.user == y.user || domain_typo {
                 2
-            } else if x.user.chars().count() >= 4
+            } else if x.user.chars().count().min(y.user.chars().count()) >= 4
                 && (jaro_winkler(&x.user, &y.user) >= 0.9 || edit_distance_at_most(&x.user, &y.user, 1) <= 1)
             {
                 1
@@ -494,6 +494,9 @@ mod tests {
         check(FieldKind::Email, "zhangwei@qq.com", "zhangwei@qq.con", "same_user");
         check(FieldKind::Email, "dschmidt@qq.com", "dschmidt4@qq.com", "similar");
         check(FieldKind::Email, "zhangwei@qq.com", "lina@qq.com", "different");
+        // Symmetric: a short user part is "different" whichever side it is on.
+        check(FieldKind::Email, "2670@qq.com", "267@qq.com", "different");
+        check(FieldKind::Email, "267@qq.com", "2670@qq.com", "different");
         check(FieldKind::Date, "1985-03-07", "1985年3月7日", "exact");
         check(FieldKind::Date, "1985-03-07", "1985-07-03", "day_month_swapped");
         check(FieldKind::Date, "1985-03-07", "1986-03-07", "one_typo");

@@ -320,7 +320,9 @@ fn prepare_phone(text: &str) -> Option<Prepared> {
     let digits: String = main.chars().filter(char::is_ascii_digit).collect();
     let digits = match cn_e164_digits(plus, &digits) {
         Some(e164) => e164,
-        None => match normalize_phone(text, "CN") {
+        // The parse sees only what the comparison keeps (a leading plus and the digits), so
+        // that preparing the exact form again gives the same value.
+        None => match normalize_phone(&format!("{}{digits}", if plus { "+" } else { "" }), "CN") {
             Ok(e164) => e164.split(";ext=").next().unwrap_or_default().trim_start_matches('+').to_owned(),
             // Not a number libphonenumber accepts (foreign without a country code, a typo, a
             // fake): its digits still carry the information.
