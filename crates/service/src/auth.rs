@@ -373,7 +373,7 @@ impl Service {
             return Err(unauthenticated());
         }
         let hash = sha256_hex(token.as_bytes());
-        let session = self.store.get_session(&hash).await?.ok_or_else(unauthenticated)?;
+        let (session, user) = self.store.get_session_user(&hash).await?.ok_or_else(unauthenticated)?;
         let now = now_micros();
         let api_token = session.kind == "api_token";
         // Personal tokens have no idle timeout, only their expiry.
@@ -382,7 +382,6 @@ impl Service {
         if now >= session.expires_at || now >= idle_limit || api_token != token.starts_with(API_TOKEN_PREFIX) {
             return Err(unauthenticated());
         }
-        let user = self.store.get_user(session.user_id).await?.ok_or_else(unauthenticated)?;
         if user.status != "active" {
             return Err(unauthenticated());
         }

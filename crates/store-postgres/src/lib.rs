@@ -427,16 +427,22 @@ fn version_from_row(row: &PgRow) -> StoreResult<StoredVersion> {
 }
 
 fn user_from_row(row: &PgRow) -> StoreResult<UserRow> {
+    user_from_columns(row, "")
+}
+
+/// A user from columns named `{prefix}id`, `{prefix}username`, … (a prefix when joined).
+fn user_from_columns(row: &PgRow, prefix: &str) -> StoreResult<UserRow> {
+    let col = |name: &str| format!("{prefix}{name}");
     Ok(UserRow {
-        id: row.try_get("id").map_err(map_sqlx)?,
-        username: row.try_get("username").map_err(map_sqlx)?,
-        display_name: row.try_get("display_name").map_err(map_sqlx)?,
-        password_hash: row.try_get("password_hash").map_err(map_sqlx)?,
-        role: row.try_get("role").map_err(map_sqlx)?,
-        department_id: row.try_get("department_id").map_err(map_sqlx)?,
-        team_id: row.try_get("team_id").map_err(map_sqlx)?,
-        status: row.try_get("status").map_err(map_sqlx)?,
-        created_at: row.try_get("created_at").map_err(map_sqlx)?,
+        id: row.try_get(col("id").as_str()).map_err(map_sqlx)?,
+        username: row.try_get(col("username").as_str()).map_err(map_sqlx)?,
+        display_name: row.try_get(col("display_name").as_str()).map_err(map_sqlx)?,
+        password_hash: row.try_get(col("password_hash").as_str()).map_err(map_sqlx)?,
+        role: row.try_get(col("role").as_str()).map_err(map_sqlx)?,
+        department_id: row.try_get(col("department_id").as_str()).map_err(map_sqlx)?,
+        team_id: row.try_get(col("team_id").as_str()).map_err(map_sqlx)?,
+        status: row.try_get(col("status").as_str()).map_err(map_sqlx)?,
+        created_at: row.try_get(col("created_at").as_str()).map_err(map_sqlx)?,
     })
 }
 
@@ -923,6 +929,18 @@ impl Store for PostgresStore {
             .await
             .map_err(map_sqlx)?;
         row.as_ref().map(session_from_row).transpose()
+    }
+
+    async fn get_session_user(&self, token_hash: &str) -> StoreResult<Option<(SessionRow, UserRow)>> {
+        let row = sqlx::query(
+            "SELECT s.*, u.id AS u_id, u.username AS u_username, u.display_name AS u_display_name, u.password_hash AS u_password_hash, u.role AS u_role, u.department_id AS u_department_id, u.team_id AS u_team_id, u.status AS u_status, u.created_at AS u_created_at \
+             FROM sessions s JOIN users u ON u.id = s.user_id WHERE s.token_hash = $1",
+        )
+        .bind(token_hash)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(map_sqlx)?;
+        row.as_ref().map(|r| Ok((session_from_row(r)?, user_from_columns(r, "u_")?))).transpose()
     }
 
     async fn touch_session(&self, token_hash: &str, now: i64) -> StoreResult<()> {

@@ -1525,6 +1525,15 @@ pub async fn sessions_round_trip(store: DynStore) {
     store.create_session(s.clone(), AuditDraft::new("session.create")).await.expect("create");
     assert_eq!(store.get_session(&s.token_hash).await.expect("get"), Some(s.clone()));
     assert_eq!(store.get_session("unknown").await.expect("get"), None);
+    // With its user in one read: only when the user exists, every column its own.
+    assert_eq!(store.get_session_user(&s.token_hash).await.expect("get"), None, "no such user");
+    let mut owner = user("session_owner");
+    owner.id = s.user_id;
+    owner.created_at = now - 1_000;
+    owner.team_id = Some(Uuid::now_v7());
+    store.create_user(owner.clone(), AuditDraft::new("user.create")).await.expect("user");
+    assert_eq!(store.get_session_user(&s.token_hash).await.expect("get"), Some((s.clone(), owner.clone())));
+    assert_eq!(store.get_session_user("unknown").await.expect("get"), None);
     store.touch_session(&s.token_hash, now + 10).await.expect("touch");
     assert_eq!(store.get_session(&s.token_hash).await.expect("get").expect("session").last_seen_at, now + 10);
     store.touch_session(&s.token_hash, now + 5).await.expect("touch");
@@ -1548,7 +1557,7 @@ pub async fn sessions_round_trip(store: DynStore) {
     assert_eq!(store.get_session(&s.token_hash).await.expect("get"), None);
     assert_eq!(store.get_session("other").await.expect("get"), Some(bare));
     let actions: Vec<String> = all_audit(&store).await.into_iter().map(|r| r.action).collect();
-    assert_eq!(actions, vec!["session.create", "session.create", "session.delete"]);
+    assert_eq!(actions, vec!["session.create", "user.create", "session.create", "session.delete"]);
 }
 
 pub async fn departments_and_teams_round_trip(store: DynStore) {

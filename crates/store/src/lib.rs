@@ -574,6 +574,8 @@ pub trait Store: Send + Sync + 'static {
 
     async fn create_session(&self, session: SessionRow, audit: AuditDraft) -> StoreResult<()>;
     async fn get_session(&self, token_hash: &str) -> StoreResult<Option<SessionRow>>;
+    /// A session with its user, in one read (every authenticated request asks for both).
+    async fn get_session_user(&self, token_hash: &str) -> StoreResult<Option<(SessionRow, UserRow)>>;
     /// Moves `last_seen_at` forward (idle expiry).
     async fn touch_session(&self, token_hash: &str, now: i64) -> StoreResult<()>;
     async fn delete_session(&self, token_hash: &str, audit: AuditDraft) -> StoreResult<()>;
