@@ -318,10 +318,9 @@ impl Service {
     ) -> ServiceResult<Vec<ServiceResult<Option<Value>>>> {
         let Some(policy) = policy(&def.name) else { return Ok(items.iter().map(|_| Ok(None)).collect()) };
         let n = items.len();
-        let excluded = |i: usize, id: &Uuid| {
-            let item = &items[i];
-            *id == item.id || item.options.record_id == Some(*id) || item.options.exclude.contains(id)
-        };
+        // A write's own record (`id` is the record being changed, for an update) and the ids it
+        // excludes are never its candidates.
+        let excluded = |i: usize, id: &Uuid| *id == items[i].id || items[i].options.exclude.contains(id);
 
         // 1. Strong keys: blind-index digests of sensitive fields, normalised text otherwise.
         let mut strong: Vec<Vec<(&'static str, Vec<u8>)>> = vec![Vec::new(); n];
