@@ -185,6 +185,10 @@ pub struct Keyring {
     data_keys: BTreeMap<u32, Key>,
     current: u32,
     index_root: Key,
+    /// Per (purpose, object, field): the HMAC state keyed with the HKDF-derived key, so that a
+    /// digest costs one HMAC instead of a key derivation plus an HMAC (a write computes
+    /// several digests per record). Derived from `index_root` only; never written anywhere.
+    keyed: std::sync::RwLock<std::collections::HashMap<String, HmacSha256>>,
 }
 
 impl std::fmt::Debug for Keyring {
@@ -202,7 +206,7 @@ impl Keyring {
     /// `data_keys` must not be empty; the highest version encrypts new values.
     pub fn new(data_keys: BTreeMap<u32, Key>, index_root: Key) -> Option<Self> {
         let current = *data_keys.keys().next_back()?;
-        Some(Keyring { data_keys, current, index_root })
+        Some(Keyring { data_keys, current, index_root, keyed: Default::default() })
     }
 
     pub fn current_version(&self) -> u32 {
@@ -250,21 +254,35 @@ impl Keyring {
         String::from_utf8(plain).map_err(|_| CryptoError::Malformed)
     }
 
-    fn field_key(&self, purpose: &str, object: &str, field: &str) -> [u8; KEY_LEN] {
+    fn field_key(&self, info: &str) -> zeroize::Zeroizing<[u8; KEY_LEN]> {
         let hk = hkdf::Hkdf::<Sha256>::new(Some(b"custodian-index"), self.index_root.bytes());
-        let mut okm = [0u8; KEY_LEN];
-        let info = format!("{purpose}:{object}:{field}");
+        let mut okm = zeroize::Zeroizing::new([0u8; KEY_LEN]);
         // HKDF-SHA256 can expand up to 8160 bytes; 32 always succeeds.
-        let _ = hk.expand(info.as_bytes(), &mut okm);
+        let _ = hk.expand(info.as_bytes(), okm.as_mut_slice());
         okm
     }
 
+    /// The HMAC state keyed for `purpose:object:field` (derived once, then cloned).
+    fn keyed_mac_state(&self, purpose: &str, object: &str, field: &str) -> Option<HmacSha256> {
+        let info = format!("{purpose}:{object}:{field}");
+        // A poisoned lock only means another thread panicked mid-insert of a pure value.
+        if let Some(mac) = self.keyed.read().unwrap_or_else(|e| e.into_inner()).get(&info) {
+            return Some(mac.clone());
+        }
+        // HMAC accepts keys of any length: `new_from_slice` cannot fail here.
+        let mac = <HmacSha256 as KeyInit>::new_from_slice(self.field_key(&info).as_slice()).ok()?;
+        let mut cache = self.keyed.write().unwrap_or_else(|e| e.into_inner());
+        // Bounded: the (purpose, object, field) triples are few (fields of the schema).
+        if cache.len() < 4096 {
+            cache.insert(info, mac.clone());
+        }
+        Some(mac)
+    }
+
     fn keyed_digest(&self, purpose: &str, object: &str, field: &str, value: &str) -> Vec<u8> {
-        let key = self.field_key(purpose, object, field);
-        let mut mac = match <HmacSha256 as KeyInit>::new_from_slice(&key) {
-            Ok(m) => m,
-            // HMAC accepts keys of any length; this branch cannot be taken.
-            Err(_) => return Sha256::digest(value.as_bytes()).to_vec(),
+        let Some(mut mac) = self.keyed_mac_state(purpose, object, field) else {
+            // Unreachable (see `keyed_mac_state`).
+            return Sha256::digest(value.as_bytes()).to_vec();
         };
         mac.update(value.as_bytes());
         mac.finalize().into_bytes().to_vec()
@@ -304,6 +322,33 @@ mod tests {
         let mut keys = BTreeMap::new();
         keys.insert(1, Key::generate().unwrap());
         Keyring::new(keys, Key::generate().unwrap()).unwrap()
+    }
+
+    /// The cached keyed state gives the digest of the plain construction (HKDF-derived field
+    /// key, then HMAC): digests already stored stay valid.
+    #[test]
+    fn cached_digests_equal_the_derived_key_construction() {
+        let k = keyring();
+        let reference = |purpose: &str, object: &str, field: &str, value: &str| {
+            let hk = hkdf::Hkdf::<Sha256>::new(Some(b"custodian-index"), k.index_root.bytes());
+            let mut okm = [0u8; KEY_LEN];
+            hk.expand(format!("{purpose}:{object}:{field}").as_bytes(), &mut okm).unwrap();
+            let mut mac = <HmacSha256 as KeyInit>::new_from_slice(&okm).unwrap();
+            mac.update(value.as_bytes());
+            mac.finalize().into_bytes().to_vec()
+        };
+        for _ in 0..2 {
+            assert_eq!(
+                k.blind_index("contacts", "mobile", "+8613812345678"),
+                reference("blind", "contacts", "mobile", "+8613812345678")
+            );
+            assert_eq!(
+                k.unique_key("deals", "contract_no", "HT-1"),
+                reference("unique", "deals", "contract_no", "HT-1")
+            );
+            assert_eq!(k.keyed_mac("csrf", "abc"), reference("mac", "csrf", "", "abc"));
+        }
+        assert_ne!(k.blind_index("contacts", "mobile", "x"), k.blind_index("contacts", "email", "x"));
     }
 
     #[test]
