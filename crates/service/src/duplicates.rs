@@ -21,7 +21,7 @@ use crate::access::Operation;
 use crate::error::{ServiceError, ServiceResult};
 use crate::view::micros_to_rfc3339;
 use crate::{RequestContext, Service};
-use custodian_core::matching::{FieldKind, FieldSpec, MatchConfig, Matcher, Model, PreparedRecord};
+use custodian_core::matching::{FieldKind, FieldSpec, MatchConfig, Matcher, Model, PreparedRecord, map_on_all_cores};
 use custodian_core::schema::ObjectDef;
 use custodian_core::values::index_text;
 use custodian_core::{ErrorCode, FieldError};
@@ -234,6 +234,13 @@ impl DupCheck<'_> {
     }
 }
 
+/// The outcome of one write's duplicate check, and the write's match keys when the check
+/// computed them (a create stores exactly these instead of computing them again).
+pub(crate) struct DupOutcome {
+    pub result: ServiceResult<Option<Value>>,
+    pub match_keys: Option<Vec<Vec<u8>>>,
+}
+
 /// A block (the records sharing one match key) of at most this many records is selective: one
 /// shared key of it is reason enough to score a candidate.
 const SELECTIVE_BLOCK: usize = 20;
@@ -302,7 +309,7 @@ impl Service {
     ) -> ServiceResult<Option<Value>> {
         let id = options.record_id.unwrap_or_else(Uuid::nil);
         let mut outcomes = self.check_duplicates_many(ctx, def, &[DupCheck { id, after, options }]).await?;
-        outcomes.pop().unwrap_or(Ok(None))
+        outcomes.pop().map_or(Ok(None), |o| o.result)
     }
 
     /// The duplicate check of many writes of one object at once (a batch, or one write): the
@@ -315,8 +322,10 @@ impl Service {
         ctx: &RequestContext,
         def: &ObjectDef,
         items: &[DupCheck<'_>],
-    ) -> ServiceResult<Vec<ServiceResult<Option<Value>>>> {
-        let Some(policy) = policy(&def.name) else { return Ok(items.iter().map(|_| Ok(None)).collect()) };
+    ) -> ServiceResult<Vec<DupOutcome>> {
+        let Some(policy) = policy(&def.name) else {
+            return Ok(items.iter().map(|_| DupOutcome { result: Ok(None), match_keys: None }).collect());
+        };
         let n = items.len();
         // A write's own record (`id` is the record being changed, for an update) and the ids it
         // excludes are never its candidates.
@@ -368,27 +377,34 @@ impl Service {
         }
 
         // 2. Fuzzy candidates: the blocks of every write's keys in one read, ranked per write;
-        // the chosen stored candidates loaded and prepared once for the whole batch.
+        // the chosen stored candidates loaded and prepared once for the whole batch. The CPU
+        // work (preparing, key digests, scoring) is spread over every core for large batches.
         let matcher = policy.matcher();
-        let mut new: Vec<Option<(PreparedRecord, Vec<Vec<u8>>)>> = Vec::with_capacity(n);
-        for item in items {
-            let wanted = !item.options.exact_only
-                && policy.fuzzy_at_entry
-                && policy.compare.iter().any(|(name, _)| item.changed(name));
-            new.push(match (&matcher, wanted) {
-                (Some(m), true) => {
-                    let prepared = m.prepare(&policy.raw_values(item.after));
-                    let mut keys = self.prepared_match_keys(&policy, m, &prepared);
-                    keys.truncate(MATCH_KEYS_PER_CHECK);
-                    Some((prepared, keys))
-                }
-                _ => None,
+        let fuzzy: Vec<usize> = (0..n)
+            .filter(|&i| {
+                !items[i].options.exact_only
+                    && policy.fuzzy_at_entry
+                    && policy.compare.iter().any(|(name, _)| items[i].changed(name))
+            })
+            .collect();
+        let mut new: Vec<Option<(PreparedRecord, Vec<Vec<u8>>)>> = (0..n).map(|_| None).collect();
+        if let Some(m) = &matcher {
+            let made = map_on_all_cores(&fuzzy, |&i| {
+                let prepared = m.prepare(&policy.raw_values(items[i].after));
+                let keys = self.prepared_match_keys(&policy, m, &prepared);
+                (prepared, keys)
             });
+            for (i, made) in fuzzy.iter().zip(made) {
+                new[*i] = Some(made);
+            }
         }
+        // Each write's keys (all of them are stored with the record) are looked up up to
+        // MATCH_KEYS_PER_CHECK.
+        let lookup = |keys: &[Vec<u8>]| keys.len().min(MATCH_KEYS_PER_CHECK);
         let mut key_index: HashMap<&[u8], usize> = HashMap::new();
         let mut distinct: Vec<Vec<u8>> = Vec::new();
         for (_, keys) in new.iter().flatten() {
-            for k in keys {
+            for k in &keys[..lookup(keys)] {
                 key_index.entry(k.as_slice()).or_insert_with(|| {
                     distinct.push(k.clone());
                     distinct.len() - 1
@@ -407,7 +423,7 @@ impl Service {
         let chosen: Vec<Vec<Uuid>> = (0..n)
             .map(|i| {
                 let Some((_, keys)) = &new[i] else { return Vec::new() };
-                let shared = keys.iter().filter_map(|k| key_index.get(k.as_slice())).flat_map(|&k| {
+                let shared = keys[..lookup(keys)].iter().filter_map(|k| key_index.get(k.as_slice())).flat_map(|&k| {
                     let block = &blocks[k];
                     block.iter().map(move |id| (*id, block.len()))
                 });
@@ -425,17 +441,33 @@ impl Service {
                 q.scope =
                     RowScope::Restricted { owner_ids: Vec::new(), team_ids: Vec::new(), record_ids: ids.to_vec() };
                 q.limit = 500;
-                for record in self.store.list_records(&q).await?.items {
-                    let plain = self.decrypt_named(def, record.id, &record.fields, &names);
-                    stored.insert(record.id, m.prepare(&policy.raw_values(&plain)));
-                }
+                let records = self.store.list_records(&q).await?.items;
+                let made = map_on_all_cores(&records, |record| {
+                    m.prepare(&policy.raw_values(&self.decrypt_named(def, record.id, &record.fields, &names)))
+                });
+                stored.extend(records.iter().map(|r| r.id).zip(made));
             }
         }
+        // Each write scored against its stored candidates (independent of batch order).
+        let model = entry_model(&policy, self.config.duplicates.entry_prior);
+        let threshold = self.config.duplicates.warn_threshold(&def.name);
+        let against_stored: Vec<Vec<(Uuid, f64, Vec<String>)>> = match &matcher {
+            Some(m) => map_on_all_cores(&(0..n).collect::<Vec<usize>>(), |&i| {
+                let Some((prepared, _)) = &new[i] else { return Vec::new() };
+                chosen[i]
+                    .iter()
+                    .filter_map(|id| {
+                        let other = stored.get(id)?;
+                        let probability = m.score(&model, prepared, other).probability;
+                        (probability >= threshold).then(|| (*id, probability, reasons(m, prepared, other)))
+                    })
+                    .collect()
+            }),
+            None => (0..n).map(|_| Vec::new()).collect(),
+        };
 
         // 3. Decisions, in batch order: each write against the stored records and against the
         // writes before it that passed.
-        let model = entry_model(&policy, self.config.duplicates.entry_prior);
-        let threshold = self.config.duplicates.warn_threshold(&def.name);
         let mut taken: HashMap<(&'static str, Vec<u8>), usize> = HashMap::new();
         let mut pending_blocks: HashMap<&[u8], Vec<usize>> = HashMap::new();
         let mut out = Vec::with_capacity(n);
@@ -464,26 +496,25 @@ impl Service {
                 (Some(m), Some((prepared, keys))) => {
                     let mut scored: BTreeMap<Uuid, Vec<String>> = BTreeMap::new();
                     let mut scores: HashMap<Uuid, (f64, Option<usize>)> = HashMap::new();
-                    let mut consider = |id: Uuid, other: &PreparedRecord, pending: Option<usize>| {
+                    for (id, probability, why) in &against_stored[i] {
+                        scored.insert(*id, why.clone());
+                        scores.insert(*id, (*probability, None));
+                    }
+                    let mut consider = |id: Uuid, other: &PreparedRecord, pending: usize| {
                         let probability = m.score(&model, prepared, other).probability;
                         if probability >= threshold {
                             scored.insert(id, reasons(m, prepared, other));
-                            scores.insert(id, (probability, pending));
+                            scores.insert(id, (probability, Some(pending)));
                         }
                     };
-                    for id in &chosen[i] {
-                        if let Some(other) = stored.get(id) {
-                            consider(*id, other, None);
-                        }
-                    }
-                    let shared = keys.iter().flat_map(|k| {
+                    let shared = keys[..lookup(keys)].iter().flat_map(|k| {
                         let stored_len = key_index.get(k.as_slice()).map_or(0, |&x| blocks[x].len());
                         let earlier = pending_blocks.get(k.as_slice()).map(Vec::as_slice).unwrap_or_default();
                         earlier.iter().map(move |j| (*j, stored_len + earlier.len()))
                     });
                     for j in choose_candidates(shared, limit) {
                         if let Some((other, _)) = &new[j] {
-                            consider(items[j].id, other, Some(j));
+                            consider(items[j].id, other, j);
                         }
                     }
                     self.drop_dismissed(def, item.options.record_id, &mut scored).await?;
@@ -512,14 +543,15 @@ impl Service {
                     taken.entry((*name, key.clone())).or_insert(i);
                 }
                 if let Some((_, keys)) = &new[i] {
-                    for k in keys {
+                    for k in &keys[..lookup(keys)] {
                         pending_blocks.entry(k.as_slice()).or_default().push(i);
                     }
                 }
             }
             out.push(outcome);
         }
-        Ok(out)
+        let keys = new.iter().map(|n| n.as_ref().map(|(_, keys)| keys.clone()));
+        Ok(out.into_iter().zip(keys).map(|(result, match_keys)| DupOutcome { result, match_keys }).collect())
     }
 
     async fn drop_dismissed(

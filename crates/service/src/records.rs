@@ -354,6 +354,23 @@ impl Service {
         plain: &Map<String, Value>,
         record: StoredRecord,
     ) -> ServiceResult<Prepared> {
+        self.prepare_write_with(ctx, def, action, current, current_plain, plain, record, None)
+    }
+
+    /// `prepare_write` with the record's match keys when they are known already (computed by
+    /// the duplicate check from the same values).
+    #[allow(clippy::too_many_arguments)]
+    fn prepare_write_with(
+        &self,
+        ctx: &RequestContext,
+        def: &ObjectDef,
+        action: WriteAction,
+        current: Option<&StoredRecord>,
+        current_plain: Option<&Map<String, Value>>,
+        plain: &Map<String, Value>,
+        record: StoredRecord,
+        match_keys: Option<Vec<Vec<u8>>>,
+    ) -> ServiceResult<Prepared> {
         let (stored, blind, unique, search_text) = self.seal_fields(def, &record, plain)?;
         let mut record = record;
         record.fields = stored;
@@ -373,7 +390,11 @@ impl Service {
             |name| def.field(name).is_some_and(|f| f.sensitive),
         );
         // A deleted record is no candidate: its keys go with it (a restore writes them again).
-        let match_keys = self.match_key_set(def, record.id, plain).map(|mut set| {
+        let match_keys = match match_keys {
+            Some(keys) => Some(MatchKeySet { object: def.name.clone(), record_id: record.id, keys }),
+            None => self.match_key_set(def, record.id, plain),
+        };
+        let match_keys = match_keys.map(|mut set| {
             if record.deleted_at.is_some() {
                 set.keys.clear();
             }
@@ -487,10 +508,12 @@ impl Service {
             }
         }
         let mut outcomes: Vec<Option<ServiceResult<Option<Value>>>> = records.iter().map(|_| None).collect();
+        let mut match_keys: Vec<Option<Vec<Vec<u8>>>> = records.iter().map(|_| None).collect();
         match self.check_duplicates_many(ctx, &def, &checks).await {
             Ok(results) => {
                 for (i, r) in positions.into_iter().zip(results) {
-                    outcomes[i] = Some(r);
+                    outcomes[i] = Some(r.result);
+                    match_keys[i] = r.match_keys;
                 }
             }
             Err(e) => {
@@ -500,36 +523,32 @@ impl Service {
             }
         }
         drop(checks);
-        // 3. The writes of those that passed.
-        validated
-            .into_iter()
-            .zip(outcomes)
-            .zip(records)
-            .zip(ids)
-            .map(|(((v, outcome), (_, options)), id)| {
-                let (def, plain) = v?;
-                let confirmed = outcome.unwrap_or(Ok(None))?;
-                let now = now_micros();
-                let actor = ctx.actor.as_ref();
-                let record = StoredRecord {
-                    id,
-                    object: def.name.clone(),
-                    version: 1,
-                    owner_id: options.owner_id.or(actor.map(|a| a.user_id)),
-                    team_id: options.team_id.or(actor.and_then(|a| a.team_id)),
-                    created_at: now,
-                    created_by: actor.map(|a| a.user_id),
-                    updated_at: now,
-                    updated_by: actor.map(|a| a.user_id),
-                    deleted_at: None,
-                    fields: Map::new(),
-                };
-                let mut prepared = self.prepare_write(ctx, &def, WriteAction::Create, None, None, &plain, record)?;
-                note_confirmation(&mut prepared, confirmed);
-                note_override(&mut prepared, uscc_override_note(&def, None, &plain, options.uscc_override.as_ref()));
-                Ok((id, PreparedWrite(prepared)))
-            })
-            .collect()
+        // 3. The writes of those that passed (sealing is CPU work: spread over every core).
+        let inputs: Vec<_> = validated.into_iter().zip(outcomes).zip(records).zip(ids).zip(match_keys).collect();
+        custodian_core::matching::map_on_all_cores(&inputs, |((((v, outcome), (_, options)), id), keys)| {
+            let (def, plain) = v.as_ref().map_err(Clone::clone)?;
+            let confirmed = outcome.clone().unwrap_or(Ok(None))?;
+            let now = now_micros();
+            let actor = ctx.actor.as_ref();
+            let record = StoredRecord {
+                id: *id,
+                object: def.name.clone(),
+                version: 1,
+                owner_id: options.owner_id.or(actor.map(|a| a.user_id)),
+                team_id: options.team_id.or(actor.and_then(|a| a.team_id)),
+                created_at: now,
+                created_by: actor.map(|a| a.user_id),
+                updated_at: now,
+                updated_by: actor.map(|a| a.user_id),
+                deleted_at: None,
+                fields: Map::new(),
+            };
+            let mut prepared =
+                self.prepare_write_with(ctx, def, WriteAction::Create, None, None, plain, record, keys.clone())?;
+            note_confirmation(&mut prepared, confirmed);
+            note_override(&mut prepared, uscc_override_note(def, None, plain, options.uscc_override.as_ref()));
+            Ok((*id, PreparedWrite(prepared)))
+        })
     }
 
     /// The checks of a create before its duplicate check: access (refusals audited), field

@@ -199,11 +199,7 @@ impl Matcher {
     }
 
     fn threads(&self) -> usize {
-        if self.config.threads > 0 {
-            self.config.threads
-        } else {
-            std::thread::available_parallelism().map_or(1, |n| n.get()).min(16)
-        }
+        if self.config.threads > 0 { self.config.threads } else { all_cores() }
     }
 
     /// Finds duplicates among `records`: blocking, comparison, unsupervised estimation, scoring.
@@ -535,6 +531,16 @@ fn random_pairs(n: usize, count: usize, seed: u64) -> Vec<(u32, u32)> {
     pairs
 }
 
+fn all_cores() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get()).min(16)
+}
+
+/// `f` over `items` in order, spread over every core (scoped threads); fewer than 256 items
+/// stay on the calling thread, where starting threads would cost more than it saves.
+pub fn map_on_all_cores<T: Sync, U: Send>(items: &[T], f: impl Fn(&T) -> U + Sync) -> Vec<U> {
+    parallel_map(items, all_cores(), f)
+}
+
 fn parallel_map<T: Sync, U: Send>(items: &[T], threads: usize, f: impl Fn(&T) -> U + Sync) -> Vec<U> {
     if items.len() < 256 || threads <= 1 {
         return items.iter().map(&f).collect();
@@ -561,6 +567,14 @@ fn parallel_map<T: Sync, U: Send>(items: &[T], threads: usize, f: impl Fn(&T) ->
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn map_on_all_cores_keeps_order_above_and_below_the_threshold() {
+        for n in [0usize, 3, 255, 256, 1001] {
+            let items: Vec<usize> = (0..n).collect();
+            assert_eq!(map_on_all_cores(&items, |i| i * 2), items.iter().map(|i| i * 2).collect::<Vec<_>>());
+        }
+    }
 
     #[test]
     fn name_like_emails() {

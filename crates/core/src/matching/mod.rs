@@ -30,6 +30,7 @@ pub use blocking::KeyClass;
 pub use cluster::cluster;
 pub use engine::{
     DedupeResult, FieldSpec, MAX_FIELDS, MatchConfig, MatchError, Matcher, PreparedRecord, ScoredPair, Stage,
+    map_on_all_cores,
 };
 pub use kind::{FieldKind, UnknownKind};
 pub use model::{FieldModel, Model};
