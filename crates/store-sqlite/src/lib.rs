@@ -5,11 +5,6 @@
 //! into one transaction with a savepoint per job. A failing job rolls back to its savepoint and
 //! gets its own error; the others commit together with one fsync. Callers are answered only
 //! after COMMIT returned, so an acknowledged write is durable.
-//!
-//! Checkpoints (copying WAL pages back into the database file, with its fsync) run on their own
-//! connection in the background after commits (`checkpointer`), not inside a committing
-//! transaction: SQLite's automatic checkpoint would run in whichever COMMIT crosses the
-//! threshold and stall every write queued behind it.
 
 use async_trait::async_trait;
 use custodian_store::{
@@ -98,16 +93,10 @@ impl SqliteStore {
             .foreign_keys(false)
             .pragma("temp_store", "memory")
             .pragma("cache_size", "-16000");
-        let synchronous = match durability {
+        let write_options = base.clone().create_if_missing(true).synchronous(match durability {
             Durability::Full => SqliteSynchronous::Full,
             Durability::Normal => SqliteSynchronous::Normal,
-        };
-        let write_options = base
-            .clone()
-            .create_if_missing(true)
-            .synchronous(synchronous)
-            .pragma("wal_autocheckpoint", "0")
-            .pragma("journal_size_limit", JOURNAL_SIZE_LIMIT);
+        });
         let mut write_conn = SqliteConnection::connect_with(&write_options).await.map_err(map_sqlx)?;
         sqlx::migrate!("./migrations")
             .run(&mut write_conn)
@@ -122,14 +111,11 @@ impl SqliteStore {
             // doubled the cost of every read (each call is a hop to the driver's thread).
             .test_before_acquire(false)
             .acquire_timeout(Duration::from_secs(10))
-            .connect_with(base.clone().pragma("query_only", "ON"))
+            .connect_with(base.pragma("query_only", "ON"))
             .await
             .map_err(map_sqlx)?;
-        let checkpoint_conn = SqliteConnection::connect_with(&base.synchronous(synchronous)).await.map_err(map_sqlx)?;
-        let (committed, commits) = mpsc::channel(1);
-        tokio::spawn(checkpointer(checkpoint_conn, commits));
         let (tx, rx) = mpsc::channel(4096);
-        tokio::spawn(writer_loop(write_conn, rx, committed));
+        tokio::spawn(writer_loop(write_conn, rx));
         Ok(SqliteStore { read_pool, writer: tx })
     }
 
@@ -230,44 +216,7 @@ struct ChainHead {
 /// per-field indexes are chosen once tables have grown.
 const OPTIMIZE_EVERY: Duration = Duration::from_secs(10 * 60);
 
-/// Most WAL file size kept after a checkpoint reset it (bytes, as the pragma's text).
-const JOURNAL_SIZE_LIMIT: &str = "67108864";
-/// Pause between background checkpoints: commits within it share one checkpoint.
-const CHECKPOINT_PAUSE: Duration = Duration::from_millis(250);
-/// WAL frames left behind by passive checkpoints (readers holding old snapshots) above which
-/// the checkpointer waits for those readers (RESTART) so that the WAL cannot grow without end.
-const WAL_RESTART_FRAMES: i64 = 32_768;
-
-/// Runs a checkpoint after commits (at most one per `CHECKPOINT_PAUSE`) until the writer stops.
-/// PASSIVE: it copies what no reader still needs and never blocks readers or the writer.
-async fn checkpointer(mut conn: SqliteConnection, mut commits: mpsc::Receiver<()>) {
-    while commits.recv().await.is_some() {
-        tokio::time::sleep(CHECKPOINT_PAUSE).await;
-        let _ = commits.try_recv();
-        let left = match checkpoint(&mut conn, "PRAGMA wal_checkpoint(PASSIVE)").await {
-            Ok(left) => left,
-            Err(e) => {
-                tracing::warn!(error = %e, "WAL checkpoint failed");
-                continue;
-            }
-        };
-        if left > WAL_RESTART_FRAMES
-            && let Err(e) = checkpoint(&mut conn, "PRAGMA wal_checkpoint(RESTART)").await
-        {
-            tracing::warn!(error = %e, "WAL checkpoint (restart) failed");
-        }
-    }
-    let _ = conn.close().await;
-}
-
-/// Runs one checkpoint; returns the WAL frames it could not copy.
-async fn checkpoint(conn: &mut SqliteConnection, sql: &'static str) -> StoreResult<i64> {
-    let row = sqlx::query(sql).fetch_one(&mut *conn).await.map_err(map_sqlx)?;
-    let (log, done): (i64, i64) = (row.try_get(1).map_err(map_sqlx)?, row.try_get(2).map_err(map_sqlx)?);
-    Ok(log - done)
-}
-
-async fn writer_loop(mut conn: SqliteConnection, mut rx: mpsc::Receiver<Job>, committed: mpsc::Sender<()>) {
+async fn writer_loop(mut conn: SqliteConnection, mut rx: mpsc::Receiver<Job>) {
     let mut last_optimize = std::time::Instant::now();
     while let Some(first) = rx.recv().await {
         if last_optimize.elapsed() > OPTIMIZE_EVERY {
@@ -284,8 +233,6 @@ async fn writer_loop(mut conn: SqliteConnection, mut rx: mpsc::Receiver<Job>, co
             }
         }
         run_group(&mut conn, jobs).await;
-        // Full means a checkpoint is already due.
-        let _ = committed.try_send(());
     }
 }
 
