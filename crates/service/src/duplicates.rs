@@ -27,7 +27,7 @@ use custodian_core::values::index_text;
 use custodian_core::{ErrorCode, FieldError};
 use custodian_store::{
     CandidateRow, Column, DismissalRow, Filter, FilterOp, FilterValue, ListQuery, MATCH_KEYS_PER_CHECK, MatchKeySet,
-    RowScope, ScanJobRow, StoredRecord, ValueKind, now_micros,
+    RowScope, ScanJobRow, Sort, StoredRecord, ValueKind, now_micros,
 };
 use serde_json::{Map, Value, json};
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
@@ -363,10 +363,14 @@ impl Service {
             } else {
                 for (i, key) in &wanted {
                     let mut q = ListQuery::new(def.name.clone());
+                    let column = Column::Field { path: vec![(*name).to_owned()], kind: ValueKind::Text };
                     q.filters.push(Filter::Column {
-                        column: Column::Field { path: vec![(*name).to_owned()], kind: ValueKind::Text },
+                        column: column.clone(),
                         op: FilterOp::Eq(FilterValue::Text(String::from_utf8_lossy(key).into_owned())),
                     });
+                    // Sorted by the field itself (all equal): the field's index answers both, and
+                    // the store is never tempted to walk the object in another order.
+                    q.sort = Sort { column, descending: false };
                     q.limit = 20;
                     hits.extend(self.store.list_records(&q).await?.items.into_iter().map(|r| (*i, r.id)));
                 }
