@@ -368,8 +368,10 @@ impl Service {
                         column: column.clone(),
                         op: FilterOp::Eq(FilterValue::Text(String::from_utf8_lossy(key).into_owned())),
                     });
-                    // Sorted by the field itself (all equal): the field's index answers both, and
-                    // the store is never tempted to walk the object in another order.
+                    // Sorted by the field itself (all equal), so that an order the field's index
+                    // cannot give never competes with it. This alone does not make SQLite use
+                    // that index: without statistics for `records` it still picks the (object,
+                    // updated_at) index, which is why the SQLite writer refreshes statistics often.
                     q.sort = Sort { column, descending: false };
                     q.limit = 20;
                     hits.extend(self.store.list_records(&q).await?.items.into_iter().map(|r| (*i, r.id)));
