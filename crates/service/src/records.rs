@@ -315,8 +315,16 @@ impl Service {
         Ok((stored, blind, unique, search_text))
     }
 
-    /// Field-level changes for the audit event. Sensitive values appear only as a keyed hash.
-    fn audit_changes(&self, def: &ObjectDef, before: Option<&Map<String, Value>>, after: &Map<String, Value>) -> Value {
+    /// Field-level changes for the audit event. Sensitive values appear only as a keyed hash:
+    /// their blind index, taken from `after_digests` (the write's own blind indexes of `after`)
+    /// when it is there, computed otherwise.
+    fn audit_changes(
+        &self,
+        def: &ObjectDef,
+        before: Option<&Map<String, Value>>,
+        after: &Map<String, Value>,
+        after_digests: &[FieldDigest],
+    ) -> Value {
         let empty = Map::new();
         let before = before.unwrap_or(&empty);
         let mut changes = Map::new();
@@ -327,17 +335,25 @@ impl Service {
                 continue;
             }
             let sensitive = def.field(name).is_some_and(|f| f.sensitive);
-            let show = |v: Option<&Value>| -> Value {
+            let show = |v: Option<&Value>, known: Option<&[u8]>| -> Value {
                 match v {
                     None => Value::Null,
                     Some(v) if sensitive => {
-                        let digest = self.keyring.blind_index(&def.name, name, &index_text(v));
+                        let computed;
+                        let digest = match known {
+                            Some(d) => d,
+                            None => {
+                                computed = self.keyring.blind_index(&def.name, name, &index_text(v));
+                                computed.as_slice()
+                            }
+                        };
                         Value::String(format!("hmac:{}", hex::encode(&digest[..16])))
                     }
                     Some(v) => v.clone(),
                 }
             };
-            changes.insert(name.clone(), json!({ "old": show(old), "new": show(new) }));
+            let known = after_digests.iter().find(|d| &d.field == name).map(|d| d.digest.as_slice());
+            changes.insert(name.clone(), json!({ "old": show(old, None), "new": show(new, known) }));
         }
         Value::Object(changes)
     }
@@ -379,7 +395,7 @@ impl Service {
         audit.record_id = Some(record.id);
         audit.details = json!({
             "version": record.version,
-            "changes": self.audit_changes(def, current_plain, plain),
+            "changes": self.audit_changes(def, current_plain, plain, &blind),
         });
         let notice = crate::notifications::change_notice(
             &def.name,

@@ -213,6 +213,11 @@ pub(crate) async fn match_blocks(pool: &PgPool, object: &str, keys: &[Vec<u8>]) 
     .fetch_all(pool)
     .await
     .map_err(map_sqlx)?;
+    from_ordinality(rows)
+}
+
+/// `(1-based WITH ORDINALITY position, id)` rows as `(index into the input array, id)`.
+fn from_ordinality(rows: Vec<(i64, Uuid)>) -> StoreResult<Vec<(usize, Uuid)>> {
     rows.into_iter().map(|(i, id)| Ok((usize::try_from(i - 1).map_err(crate::internal)?, id))).collect()
 }
 
@@ -239,7 +244,7 @@ pub(crate) async fn find_by_blind_indexes(
     .fetch_all(pool)
     .await
     .map_err(map_sqlx)?;
-    rows.into_iter().map(|(i, id)| Ok((usize::try_from(i - 1).map_err(crate::internal)?, id))).collect()
+    from_ordinality(rows)
 }
 
 pub(crate) async fn dismissed_with(
