@@ -425,6 +425,9 @@ impl Service {
                 WriteAction::Update
             };
             let mut p = self.prepare_write(ctx, &rdef, action, Some(record), Some(&plain_now), &plain_before, next)?;
+            // Undo brings back the state before the merge, in which these records shared their
+            // strong keys (that is why they were merged): it claims none.
+            p.write.exclusive_keys.clear();
             if let Value::Object(details) = &mut p.audit.details {
                 details.insert("unmerge_id".into(), json!(id));
             }

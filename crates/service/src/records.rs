@@ -388,6 +388,19 @@ impl Service {
         match_keys: Option<Vec<Vec<u8>>>,
     ) -> ServiceResult<Prepared> {
         let (stored, blind, unique, search_text) = self.seal_fields(def, &record, plain)?;
+        // The strong keys this write gives an active record: the store refuses the write if,
+        // at commit, another active record holds one (two concurrent creates of one mobile).
+        let exclusive_keys = match crate::duplicates::policy(&def.name) {
+            Some(policy) if record.deleted_at.is_none() => blind
+                .iter()
+                .filter(|d| {
+                    policy.strong.contains(&d.field.as_str())
+                        && current_plain.is_none_or(|before| before.get(&d.field) != plain.get(&d.field))
+                })
+                .cloned()
+                .collect(),
+            _ => Vec::new(),
+        };
         let mut record = record;
         record.fields = stored;
         let mut audit = self.audit_draft(ctx, &format!("record.{}", action.as_str()));
@@ -424,6 +437,7 @@ impl Service {
                 record,
                 blind_indexes: blind,
                 unique_keys: unique,
+                exclusive_keys,
                 search_text,
             },
             audit,

@@ -3,14 +3,79 @@
 
 use crate::{append_events, commit, map_sqlx};
 use custodian_store::{
-    AuditDraft, CandidateRow, DismissalRow, MATCH_BLOCK_CAP, MatchKeySet, MergeChange, MergeRow, ScanJobRow,
-    StoreError, StoreResult,
+    AuditDraft, CandidateRow, DismissalRow, MATCH_BLOCK_CAP, MatchKeySet, MergeChange, MergeRow, RecordWrite,
+    ScanJobRow, StoreError, StoreResult,
 };
 use serde_json::Value;
 use sqlx::postgres::PgRow;
 use sqlx::types::Json;
 use sqlx::{PgConnection, PgPool, Row};
 use uuid::Uuid;
+
+/// The advisory lock id of a strong key: its digest is a keyed hash, so its first eight bytes
+/// spread evenly; two keys sharing an id only wait for each other.
+fn exclusive_lock_id(digest: &[u8]) -> i64 {
+    let mut head = [0u8; 8];
+    for (to, from) in head.iter_mut().zip(digest) {
+        *to = *from;
+    }
+    i64::from_be_bytes(head)
+}
+
+/// Takes the transaction-level advisory lock of every strong key `records` introduce, in one
+/// global order (so two groups never wait for each other in a cycle). Held until the
+/// transaction ends: a concurrent writer of the same key waits here, then its check sees this
+/// transaction's committed rows.
+pub(crate) async fn lock_exclusive_keys(conn: &mut PgConnection, records: &[&RecordWrite]) -> StoreResult<()> {
+    let mut ids: Vec<i64> =
+        records.iter().flat_map(|w| w.exclusive_keys.iter().map(|k| exclusive_lock_id(&k.digest))).collect();
+    if ids.is_empty() {
+        return Ok(());
+    }
+    ids.sort_unstable();
+    ids.dedup();
+    sqlx::query(
+        "SELECT count(pg_advisory_xact_lock(k)) FROM (SELECT k FROM UNNEST($1::bigint[]) AS t(k) ORDER BY k) AS s",
+    )
+    .bind(ids)
+    .execute(&mut *conn)
+    .await
+    .map_err(map_sqlx)?;
+    Ok(())
+}
+
+/// Another active record holding one of the strong keys `records` introduce, not dismissed as
+/// "not a duplicate" with the writer (see `RecordWrite::exclusive_keys`). The caller holds the
+/// keys' locks (`lock_exclusive_keys`) and has applied the whole batch.
+pub(crate) async fn check_exclusive_keys(conn: &mut PgConnection, records: &[RecordWrite]) -> StoreResult<()> {
+    for w in records {
+        for key in &w.exclusive_keys {
+            let holder: Option<Uuid> = sqlx::query_scalar(
+                "SELECT b.record_id FROM blind_indexes b \
+                 JOIN records r ON r.id = b.record_id AND r.deleted_at IS NULL \
+                 WHERE b.object = $1 AND b.field = $2 AND b.digest = $3 AND b.record_id <> $4 \
+                 AND NOT EXISTS (SELECT 1 FROM duplicate_dismissals d WHERE d.object = $1 \
+                 AND ((d.record_a = $4 AND d.record_b = b.record_id) OR (d.record_a = b.record_id AND d.record_b = $4))) \
+                 LIMIT 1",
+            )
+            .bind(&w.record.object)
+            .bind(&key.field)
+            .bind(&key.digest)
+            .bind(w.record.id)
+            .fetch_optional(&mut *conn)
+            .await
+            .map_err(map_sqlx)?;
+            if let Some(holder) = holder {
+                return Err(StoreError::UniqueViolation {
+                    object: w.record.object.clone(),
+                    field: key.field.clone(),
+                    holder: Some(holder),
+                });
+            }
+        }
+    }
+    Ok(())
+}
 
 pub(crate) async fn write_match_keys(conn: &mut PgConnection, sets: &[MatchKeySet]) -> StoreResult<()> {
     for set in sets {

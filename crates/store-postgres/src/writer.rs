@@ -82,6 +82,8 @@ struct Encoded {
     versions: Vec<String>,
     blind: Vec<String>,
     unique: Vec<String>,
+    /// Strong keys the writes introduce (`RecordWrite::exclusive_keys`).
+    exclusive: Vec<String>,
     /// Records whose match keys are replaced, and their new keys.
     keyed_ids: Vec<Uuid>,
     match_keys: Vec<String>,
@@ -123,7 +125,11 @@ impl Encoded {
                 }
             }
             e.versions.push(to_json(&VersionRow { id: r.id, action: w.action.as_str() })?);
-            for (digests, rows) in [(&w.blind_indexes, &mut e.blind), (&w.unique_keys, &mut e.unique)] {
+            for (digests, rows) in [
+                (&w.blind_indexes, &mut e.blind),
+                (&w.unique_keys, &mut e.unique),
+                (&w.exclusive_keys, &mut e.exclusive),
+            ] {
                 for d in digests {
                     rows.push(to_json(&DigestRow {
                         object: &r.object,
@@ -233,6 +239,24 @@ async fn run_group(conn: &mut PgConnection, jobs: Vec<Job>) -> bool {
         return false;
     }
     let mut results: Vec<StoreResult<Vec<i64>>> = Vec::with_capacity(jobs.len());
+    // Strong-key locks at the top level, before any savepoint: they stay held until COMMIT
+    // whichever path below applies the jobs.
+    let mut writes: Vec<&RecordWrite> = Vec::new();
+    for job in &jobs {
+        if let Op::Write(batch) = &job.op {
+            writes.extend(batch.records.iter().filter(|w| !w.exclusive_keys.is_empty()));
+        }
+    }
+    let locked = crate::duplicates::lock_exclusive_keys(conn, &writes).await;
+    drop(writes);
+    if let Err(e) = locked {
+        let _ = exec(conn, "ROLLBACK").await;
+        let msg = e.to_string();
+        for job in jobs {
+            let _ = job.reply.send(Err(StoreError::Unavailable(msg.clone())));
+        }
+        return false;
+    }
     let bulk = match exec(conn, "SAVEPOINT bulk").await {
         Ok(()) => match apply_bulk(conn, &jobs).await {
             Ok(seqs) => exec(conn, "RELEASE SAVEPOINT bulk").await.map(|()| seqs).map_err(Fallback::from),
@@ -283,6 +307,7 @@ async fn apply_single(conn: &mut PgConnection, op: &Op) -> StoreResult<Vec<i64>>
                 for w in &batch.records {
                     apply_record_write(conn, w).await?;
                 }
+                crate::duplicates::check_exclusive_keys(conn, &batch.records).await?;
                 crate::monitor::insert_notifications(conn, &batch.notifications).await?;
                 crate::monitor::insert_outbox(conn, &batch.outbox).await?;
                 crate::duplicates::write_match_keys(conn, &batch.match_keys).await?;
@@ -436,6 +461,27 @@ async fn apply_bulk(conn: &mut PgConnection, jobs: &[Job]) -> Result<Vec<Vec<i64
     )
     .await?;
     expect_rows("unique keys", done, unique)?;
+    // Strong keys held by another active record (or twice in this group), unless the two are a
+    // pair dismissed as "not a duplicate": the per-record replay names the holder.
+    let exclusive = arrays(parts.iter().flat_map(|p| p.exclusive.iter()));
+    for keys in exclusive {
+        let held: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM jsonb_to_recordset($1::jsonb) AS j(object text, field text, digest text, record_id uuid) \
+             JOIN blind_indexes b ON b.object = j.object AND b.field = j.field AND b.digest = decode(j.digest, 'hex') \
+             AND b.record_id <> j.record_id \
+             JOIN records r ON r.id = b.record_id AND r.deleted_at IS NULL \
+             WHERE NOT EXISTS (SELECT 1 FROM duplicate_dismissals d WHERE d.object = b.object \
+             AND ((d.record_a = j.record_id AND d.record_b = b.record_id) \
+             OR (d.record_a = b.record_id AND d.record_b = j.record_id)))",
+        )
+        .bind(keys)
+        .fetch_one(&mut *conn)
+        .await
+        .map_err(|e| Fallback(e.to_string()))?;
+        if held > 0 {
+            return Err(Fallback(format!("{held} strong keys already held")));
+        }
+    }
 
     // Change notifications and their outbox messages (rare: row by row).
     for job in jobs {

@@ -88,6 +88,8 @@ pub(crate) struct Encoded {
     versions: Vec<String>,
     blind: Vec<String>,
     unique: Vec<String>,
+    /// Strong keys the writes introduce (`RecordWrite::exclusive_keys`).
+    exclusive: Vec<String>,
     search: Vec<String>,
     /// Records whose match keys are replaced, and their new keys.
     keyed_ids: Vec<String>,
@@ -124,7 +126,11 @@ impl Encoded {
                 }
             }
             e.versions.push(to_json(&VersionRow { id: &id, action: w.action.as_str() })?);
-            for (digests, rows) in [(&w.blind_indexes, &mut e.blind), (&w.unique_keys, &mut e.unique)] {
+            for (digests, rows) in [
+                (&w.blind_indexes, &mut e.blind),
+                (&w.unique_keys, &mut e.unique),
+                (&w.exclusive_keys, &mut e.exclusive),
+            ] {
                 for d in digests {
                     rows.push(to_json(&DigestRow {
                         object: &r.object,
@@ -259,6 +265,26 @@ pub(crate) async fn apply(
         array(parts.iter().map(|p| &p.unique)),
     )
     .await?;
+    // Strong keys held by another active record (or twice in this group), unless the two are a
+    // pair dismissed as "not a duplicate": the per-record replay names the holder.
+    if let Some(keys) = array(parts.iter().map(|p| &p.exclusive)) {
+        let held: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM jsonb_each(?) AS j \
+             JOIN blind_indexes b ON b.object = j.value ->> 'object' AND b.field = j.value ->> 'field' \
+             AND b.digest = unhex(j.value ->> 'digest') AND b.record_id <> j.value ->> 'record_id' \
+             JOIN records r ON r.id = b.record_id AND r.deleted_at IS NULL \
+             WHERE NOT EXISTS (SELECT 1 FROM duplicate_dismissals d WHERE d.object = b.object \
+             AND ((d.record_a = j.value ->> 'record_id' AND d.record_b = b.record_id) \
+             OR (d.record_a = b.record_id AND d.record_b = j.value ->> 'record_id')))",
+        )
+        .bind(keys)
+        .fetch_one(&mut *conn)
+        .await
+        .map_err(|e| Fallback(e.to_string()))?;
+        if held > 0 {
+            return Err(Fallback(format!("{held} strong keys already held")));
+        }
+    }
     exec_json(
         conn,
         "INSERT INTO record_search (rowid, tokens) \

@@ -3,8 +3,8 @@
 
 use crate::{ChainHead, append_events, internal, map_sqlx, opt_uuid, parse_uuid};
 use custodian_store::{
-    AuditDraft, CandidateRow, DismissalRow, MATCH_BLOCK_CAP, MatchKeySet, MergeChange, MergeRow, ScanJobRow,
-    StoreError, StoreResult,
+    AuditDraft, CandidateRow, DismissalRow, MATCH_BLOCK_CAP, MatchKeySet, MergeChange, MergeRow, RecordWrite,
+    ScanJobRow, StoreError, StoreResult,
 };
 use serde_json::Value;
 use sqlx::sqlite::SqliteRow;
@@ -20,6 +20,42 @@ fn json_of(row: &SqliteRow, column: &str) -> StoreResult<Value> {
     let text: String = row.try_get(column).map_err(map_sqlx)?;
     serde_json::from_str(&text).map_err(internal)
 }
+
+/// Another active record holding one of the strong keys `records` introduce, not dismissed as
+/// "not a duplicate" with the writer (see `RecordWrite::exclusive_keys`). Runs inside the one
+/// writer's transaction with the whole batch applied, so it sees every committed write and the
+/// batch itself.
+pub(crate) async fn check_exclusive_keys(conn: &mut SqliteConnection, records: &[RecordWrite]) -> StoreResult<()> {
+    for w in records {
+        let id = w.record.id.to_string();
+        for key in &w.exclusive_keys {
+            let holder: Option<String> = sqlx::query_scalar(EXCLUSIVE_HOLDER)
+                .bind(&w.record.object)
+                .bind(&key.field)
+                .bind(&key.digest)
+                .bind(&id)
+                .fetch_optional(&mut *conn)
+                .await
+                .map_err(map_sqlx)?;
+            if let Some(holder) = holder {
+                return Err(StoreError::UniqueViolation {
+                    object: w.record.object.clone(),
+                    field: key.field.clone(),
+                    holder: Uuid::parse_str(&holder).ok(),
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A holder of `(object ?1, field ?2, digest ?3)` other than record ?4 that conflicts with it.
+const EXCLUSIVE_HOLDER: &str = "SELECT b.record_id FROM blind_indexes b \
+     JOIN records r ON r.id = b.record_id AND r.deleted_at IS NULL \
+     WHERE b.object = ?1 AND b.field = ?2 AND b.digest = ?3 AND b.record_id <> ?4 \
+     AND NOT EXISTS (SELECT 1 FROM duplicate_dismissals d WHERE d.object = ?1 \
+     AND ((d.record_a = ?4 AND d.record_b = b.record_id) OR (d.record_a = b.record_id AND d.record_b = ?4))) \
+     LIMIT 1";
 
 pub(crate) async fn write_match_keys(conn: &mut SqliteConnection, sets: &[MatchKeySet]) -> StoreResult<()> {
     for set in sets {

@@ -68,6 +68,7 @@ pub fn creation(record: &StoredRecord) -> RecordWrite {
         expected_version: None,
         blind_indexes: Vec::new(),
         unique_keys: Vec::new(),
+        exclusive_keys: Vec::new(),
         search_text: search_text_of(&record.fields),
     }
 }
@@ -90,6 +91,7 @@ pub fn change(action: WriteAction, prev: &StoredRecord, next: &StoredRecord) -> 
         expected_version: Some(prev.version),
         blind_indexes: Vec::new(),
         unique_keys: Vec::new(),
+        exclusive_keys: Vec::new(),
         search_text: search_text_of(&next.fields),
     }
 }
@@ -543,6 +545,151 @@ pub async fn concurrent_unique_claims_one_wins(store: DynStore) {
     assert!(holders.iter().all(|h| *h == Some(winners[0])), "losers are told who holds the value: {holders:?}");
     let listed = list_all(&store, query()).await;
     assert_eq!(listed.len(), 1);
+}
+
+/// A create whose write introduces strong key `byte` (blind index and exclusive key).
+fn strong_creation(name: &str, byte: u8) -> (StoredRecord, RecordWrite) {
+    let r = new_record(json!({ "name": name }));
+    let mut w = creation(&r);
+    w.blind_indexes = vec![key("mobile", byte)];
+    w.exclusive_keys = vec![key("mobile", byte)];
+    (r, w)
+}
+
+pub async fn exclusive_keys_refuse_a_second_active_holder(store: DynStore) {
+    use custodian_store::{CandidateRow, DismissalRow, ScanJobRow};
+    let (a, wa) = strong_creation("A", 11);
+    apply(&store, wa).await.expect("A introduces the key");
+    let audit_before = all_audit(&store).await.len();
+
+    // A second record introducing the same key is refused, naming the holder; nothing is written.
+    let (b, wb) = strong_creation("B", 11);
+    match apply(&store, wb.clone()).await {
+        Err(StoreError::UniqueViolation { object, field, holder }) => {
+            assert_eq!((object.as_str(), field.as_str(), holder), (OBJ, "mobile", Some(a.id)));
+        }
+        other => panic!("expected UniqueViolation, got {other:?}"),
+    }
+    assert_eq!(get(&store, b.id).await, None);
+    assert_eq!(all_audit(&store).await.len(), audit_before);
+    assert_eq!(store.find_by_blind_index(OBJ, "mobile", &digest(11), 10).await.expect("lookup"), vec![a.id]);
+
+    // Two writes of one batch introducing the same key: the batch fails as a whole.
+    let (c, wc) = strong_creation("C", 12);
+    let (d, wd) = strong_creation("D", 12);
+    let batch =
+        WriteBatch { audit: vec![audit_for(&wc), audit_for(&wd)], records: vec![wc.clone(), wd], ..Default::default() };
+    assert!(matches!(store.write(batch).await, Err(StoreError::UniqueViolation { .. })));
+    assert_eq!((get(&store, c.id).await, get(&store, d.id).await), (None, None));
+
+    // The same digest under another field or another object is another key.
+    let mut other_field = strong_creation("E", 11).1;
+    other_field.blind_indexes = vec![key("email", 11)];
+    other_field.exclusive_keys = vec![key("email", 11)];
+    apply(&store, other_field).await.expect("other field");
+    let mut other_object = creation(&new_record_of("leads", json!({ "name": "F" })));
+    other_object.blind_indexes = vec![key("mobile", 11)];
+    other_object.exclusive_keys = vec![key("mobile", 11)];
+    apply(&store, other_object).await.expect("other object");
+
+    // A write that keeps a key without introducing it (say, undoing a merge) may share it.
+    let mut keeps = creation(&b);
+    keeps.blind_indexes = vec![key("mobile", 11)];
+    apply(&store, keeps).await.expect("a shared key not introduced by the write");
+    // A record may re-introduce its own key; with another active holder around it may not.
+    let a2 = successor(&a, json!({ "name": "A2" }));
+    let mut w = change(WriteAction::Update, &a, &a2);
+    w.blind_indexes = vec![key("mobile", 11)];
+    w.exclusive_keys = vec![key("mobile", 11)];
+    match apply(&store, w.clone()).await {
+        Err(StoreError::UniqueViolation { holder, .. }) => assert_eq!(holder, Some(b.id)),
+        other => panic!("expected UniqueViolation, got {other:?}"),
+    }
+
+    // A deleted holder holds nothing: once B is deleted, A may re-introduce the key.
+    let mut b2 = successor(&b, json!({ "name": "B" }));
+    b2.deleted_at = Some(b2.updated_at);
+    let mut del = change(WriteAction::Delete, &b, &b2);
+    del.blind_indexes = vec![key("mobile", 11)];
+    apply(&store, del).await.expect("delete B");
+    apply(&store, w).await.expect("A alone holds the key");
+
+    // A pair a steward dismissed as "not a duplicate" may share the key.
+    let (g, wg) = strong_creation("G", 13);
+    apply(&store, wg).await.expect("G");
+    let h = create(&store, json!({ "name": "H" })).await;
+    let job = ScanJobRow {
+        id: Uuid::now_v7(),
+        object: OBJ.into(),
+        status: "running".into(),
+        requested_by: None,
+        created_at: now_micros(),
+        finished_at: None,
+        records: 2,
+        pairs: 1,
+        error: None,
+    };
+    store.create_scan_job(job.clone(), AuditDraft::new("duplicates.scan")).await.expect("job");
+    let candidate = CandidateRow {
+        id: Uuid::now_v7(),
+        object: OBJ.into(),
+        job_id: job.id,
+        cluster_id: g.id.min(h.id),
+        record_a: g.id.min(h.id),
+        record_b: g.id.max(h.id),
+        score: 0.9,
+        reasons: json!(["name:similar"]),
+        status: "open".into(),
+        created_at: now_micros(),
+        decided_at: None,
+        decided_by: None,
+    };
+    store.finish_scan_job(ScanJobRow { status: "done".into(), ..job }, vec![candidate.clone()]).await.expect("finish");
+    let h2 = successor(&h, json!({ "name": "H" }));
+    let mut takes = change(WriteAction::Update, &h, &h2);
+    takes.blind_indexes = vec![key("mobile", 13)];
+    takes.exclusive_keys = vec![key("mobile", 13)];
+    assert!(matches!(apply(&store, takes.clone()).await, Err(StoreError::UniqueViolation { .. })));
+    let dismissal = DismissalRow {
+        object: OBJ.into(),
+        record_a: g.id.max(h.id),
+        record_b: g.id.min(h.id),
+        reason: "同一部手机的两个人".into(),
+        decided_by: None,
+        decided_at: now_micros(),
+    };
+    store.dismiss_candidate(candidate.id, dismissal, AuditDraft::new("duplicates.dismiss")).await.expect("dismiss");
+    apply(&store, takes).await.expect("a dismissed pair shares the key");
+}
+
+pub async fn concurrent_exclusive_claims_one_wins(store: DynStore) {
+    let mut tasks = Vec::new();
+    for i in 0..12 {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            // Half of the claimants also write an unrelated record in the same batch.
+            let (r, w) = strong_creation(&format!("claimant {i}"), 21);
+            let mut records = vec![w];
+            if i % 2 == 0 {
+                records.push(creation(&new_record(json!({ "name": format!("bystander {i}") }))));
+            }
+            let audit = records.iter().map(audit_for).collect();
+            (r.id, store.write(WriteBatch { records, audit, ..Default::default() }).await)
+        }));
+    }
+    let mut winners = Vec::new();
+    let mut holders = Vec::new();
+    for t in tasks {
+        let (id, result) = t.await.expect("task");
+        match result {
+            Ok(_) => winners.push(id),
+            Err(StoreError::UniqueViolation { holder, .. }) => holders.push(holder),
+            Err(e) => panic!("unexpected error {e:?}"),
+        }
+    }
+    assert_eq!(winners.len(), 1, "exactly one concurrent claimant introduces a strong key");
+    assert!(holders.iter().all(|h| *h == Some(winners[0])), "losers are told who holds the key: {holders:?}");
+    assert_eq!(store.find_by_blind_index(OBJ, "mobile", &digest(21), 20).await.expect("lookup"), winners);
 }
 
 /// Writes submitted together may be committed together (group commit): one that fails must

@@ -239,6 +239,8 @@ macro_rules! conformance_tests {
             version_at_finds_the_version_of_a_time,
             unique_keys_are_enforced_and_freed,
             concurrent_unique_claims_one_wins,
+            exclusive_keys_refuse_a_second_active_holder,
+            concurrent_exclusive_claims_one_wins,
             failing_write_fails_alone_among_concurrent_writes,
             batch_is_atomic,
             batch_applies_writes_in_order,

@@ -103,3 +103,35 @@ async fn unreachable_server_is_unavailable_not_a_panic() {
         other => panic!("expected Unavailable, got {other:?}"),
     }
 }
+
+/// Two servers (two stores on one database) creating records with one strong key at the same
+/// time: the advisory lock per key lets exactly one commit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn several_servers_admit_one_holder_of_a_strong_key() {
+    let Some((first, db)) = custodian_store_tests::postgres_test_store().await else {
+        return;
+    };
+    let second = PostgresStore::connect_with_pool_size(db.url(), 4).await.expect("second server");
+    let servers: Vec<Arc<dyn Store>> = vec![Arc::new(first), Arc::new(second)];
+    for round in 0..5u8 {
+        let mut tasks = Vec::new();
+        for i in 0..8 {
+            let store = servers[i % 2].clone();
+            tasks.push(tokio::spawn(async move {
+                let r = cases::new_record(serde_json::json!({ "name": format!("server {} claimant {i}", i % 2) }));
+                let mut w = cases::creation(&r);
+                w.blind_indexes = vec![cases::key("mobile", 100 + round)];
+                w.exclusive_keys = w.blind_indexes.clone();
+                cases::apply(&store, w).await.is_ok()
+            }));
+        }
+        let mut won = 0;
+        for t in tasks {
+            won += usize::from(t.await.unwrap());
+        }
+        assert_eq!(won, 1, "round {round}: exactly one holder across two servers");
+        let holders =
+            servers[0].find_by_blind_index(cases::OBJ, "mobile", &cases::digest(100 + round), 20).await.unwrap();
+        assert_eq!(holders.len(), 1);
+    }
+}

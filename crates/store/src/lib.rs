@@ -155,6 +155,17 @@ pub struct RecordWrite {
     pub blind_indexes: Vec<FieldDigest>,
     /// Unique keys held by this record; must be empty when the record is deleted.
     pub unique_keys: Vec<FieldDigest>,
+    /// Strong keys this write gives the record (blind indexes, among `blind_indexes`, of
+    /// sensitive fields that identify one person: mobile, email, resident ID). Unlike unique
+    /// keys they may be shared — by records stored before, by a pair a steward dismissed as
+    /// "not a duplicate" — so the store does not forbid sharing them; it refuses the write
+    /// (`UniqueViolation` naming the holder) when, with the whole batch applied, another active
+    /// record of the object holds the same digest and the two are not a dismissed pair. The
+    /// check is serialised per key (SQLite: the one writer; PostgreSQL: a transaction-level
+    /// advisory lock per key taken before the check), so of two concurrent writes introducing
+    /// the same key at most one commits. Empty for writes that bring back a former state
+    /// (undoing a merge) or do not change these fields.
+    pub exclusive_keys: Vec<FieldDigest>,
     pub search_text: String,
 }
 
