@@ -19,6 +19,13 @@ use std::io::Read;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+/// mimalloc instead of glibc malloc: rows and requests are built on one thread and dropped on
+/// another (the SQLite driver's worker thread, tokio's workers, the verifier thread), and glibc
+/// then locks the allocating thread's arena for every free — a profile of `audit verify` over
+/// 1M events spent about a fifth of its time in those futex waits.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "custodian",
