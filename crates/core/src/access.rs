@@ -119,6 +119,10 @@ fn all_objects(p: ObjectPermission) -> BTreeMap<String, ObjectPermission> {
     STANDARD_OBJECTS.iter().map(|o| ((*o).to_owned(), p.clone())).collect()
 }
 
+/// The names of the built-in roles (`builtin_roles`); every other role a user holds is a row of
+/// the custom roles, which the stores check when they assign one.
+pub const BUILTIN_ROLE_NAMES: &[&str] = &["sales_rep", "sales_manager", "data_steward", "auditor", "admin"];
+
 /// The built-in roles of PRODUCT.md S3.
 pub fn builtin_roles() -> Vec<RoleDef> {
     let rep = RoleDef {
@@ -323,6 +327,12 @@ mod tests {
         let v = "+8613812345678";
         let m = mask_value(&field("contacts", "mobile"), &json!(v));
         assert!(!m.as_str().unwrap_or_default().contains("1234"));
+    }
+
+    #[test]
+    fn builtin_role_names_are_the_builtin_roles() {
+        let names: Vec<String> = builtin_roles().into_iter().map(|r| r.name).collect();
+        assert_eq!(names, BUILTIN_ROLE_NAMES.iter().map(|n| (*n).to_owned()).collect::<Vec<_>>());
     }
 
     #[test]

@@ -6,7 +6,7 @@ use crate::{append_events, commit, map_sqlx};
 use custodian_store::{AuditDraft, GrantRow, LoginCounterRow, RoleRow, StoreError, StoreResult};
 use sqlx::postgres::PgRow;
 use sqlx::types::Json;
-use sqlx::{PgPool, Row};
+use sqlx::{PgConnection, PgPool, Row};
 use uuid::Uuid;
 
 pub(crate) async fn list_roles(pool: &PgPool) -> StoreResult<Vec<RoleRow>> {
@@ -57,6 +57,25 @@ pub(crate) async fn update_role(pool: &PgPool, role: RoleRow, audit: AuditDraft)
     }
     append_events(&mut tx, &[audit]).await?;
     commit(tx).await
+}
+
+/// A user may be given a built-in role or a custom role that exists. A custom role's row is
+/// locked (shared) until the assignment commits: `delete_role` locks it exclusively and then
+/// counts holders, so either the delete waits and sees the new holder, or the assignment waits
+/// and finds the role gone — never a user holding a deleted role.
+pub(crate) async fn lock_assigned_role(conn: &mut PgConnection, role: &str) -> StoreResult<()> {
+    if custodian_core::access::BUILTIN_ROLE_NAMES.contains(&role) {
+        return Ok(());
+    }
+    let exists = sqlx::query("SELECT name FROM roles WHERE name = $1 FOR SHARE")
+        .bind(role)
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(map_sqlx)?;
+    match exists {
+        Some(_) => Ok(()),
+        None => Err(StoreError::Conflict(format!("role {role} does not exist (deleted meanwhile?)"))),
+    }
 }
 
 pub(crate) async fn delete_role(pool: &PgPool, name: &str, audit: AuditDraft) -> StoreResult<()> {

@@ -791,6 +791,7 @@ impl Store for PostgresStore {
 
     async fn create_user(&self, user: UserRow, audit: AuditDraft) -> StoreResult<()> {
         let mut tx = self.begin().await?;
+        access::lock_assigned_role(&mut tx, &user.role).await?;
         let res = sqlx::query(
             "INSERT INTO users (id, username, display_name, password_hash, role, department_id, team_id, status, created_at) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT DO NOTHING",
@@ -976,6 +977,7 @@ impl Store for PostgresStore {
 
     async fn update_user(&self, user: UserRow, revoke_sessions: bool, audit: AuditDraft) -> StoreResult<()> {
         let mut tx = self.begin().await?;
+        access::lock_assigned_role(&mut tx, &user.role).await?;
         let r = sqlx::query(
             "UPDATE users SET display_name = $2, role = $3, department_id = $4, team_id = $5, status = $6 WHERE id = $1",
         )

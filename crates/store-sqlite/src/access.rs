@@ -7,6 +7,23 @@ use sqlx::sqlite::SqliteRow;
 use sqlx::{Row, SqliteConnection, SqlitePool};
 use uuid::Uuid;
 
+/// A user may be given a built-in role or a custom role that exists. Runs in the one writer,
+/// which also deletes roles, so the check and the assignment cannot be separated by a delete.
+pub(crate) async fn check_assigned_role(conn: &mut SqliteConnection, role: &str) -> StoreResult<()> {
+    if custodian_core::access::BUILTIN_ROLE_NAMES.contains(&role) {
+        return Ok(());
+    }
+    let exists: Option<i64> = sqlx::query_scalar("SELECT 1 FROM roles WHERE name = ?")
+        .bind(role)
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(map_sqlx)?;
+    match exists {
+        Some(_) => Ok(()),
+        None => Err(StoreError::Conflict(format!("role {role} does not exist (deleted meanwhile?)"))),
+    }
+}
+
 /// Access jobs for the writer task.
 pub(crate) enum AccessOp {
     CreateRole(RoleRow, AuditDraft),

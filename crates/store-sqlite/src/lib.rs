@@ -455,6 +455,7 @@ async fn apply_op(conn: &mut SqliteConnection, op: Op, head: &mut ChainHead) -> 
             Ok(OpOut::Bool(r.rows_affected() == 1))
         }
         Op::CreateUser(u, audit) => {
+            access::check_assigned_role(conn, &u.role).await?;
             let r = sqlx::query(
                 "INSERT INTO users (id, username, display_name, password_hash, role, department_id, team_id, status, created_at) \
                  VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -541,6 +542,7 @@ async fn apply_op(conn: &mut SqliteConnection, op: Op, head: &mut ChainHead) -> 
             Ok(OpOut::Count(r.rows_affected()))
         }
         Op::UpdateUser(u, revoke, audit) => {
+            access::check_assigned_role(conn, &u.role).await?;
             let r = sqlx::query(
                 "UPDATE users SET display_name = ?, role = ?, department_id = ?, team_id = ?, status = ? WHERE id = ?",
             )

@@ -68,6 +68,56 @@ pub async fn roles_round_trip_and_held_roles_are_not_deleted(store: DynStore) {
     assert_eq!(store.list_roles().await.expect("list").len(), 1);
     let acts = actions(&store).await;
     assert_eq!(acts.iter().filter(|a| a.starts_with("role.")).count(), 4, "{acts:?}");
+
+    // A deleted (or never created) custom role cannot be given to anyone; built-in roles can.
+    let mut again = holder.clone();
+    again.role = "analyst".into();
+    let refused = store.update_user(again, false, AuditDraft::new("user.role_change")).await;
+    assert!(matches!(refused, Err(StoreError::Conflict(_))), "{refused:?}");
+    let newcomer = UserRow { id: Uuid::now_v7(), username: "analyst2".into(), ..holder.clone() };
+    let refused = store.create_user(newcomer.clone(), AuditDraft::new("user.create")).await;
+    assert!(matches!(refused, Err(StoreError::Conflict(_))), "{refused:?}");
+    assert_eq!(store.get_user(holder.id).await.expect("get").expect("user").role, "sales_rep");
+    assert!(store.get_user(newcomer.id).await.expect("get").is_none());
+}
+
+/// Deleting a role while it is being given to someone: whichever commits first, no user ends up
+/// holding a role that no longer exists.
+pub async fn a_role_is_never_deleted_while_being_assigned(store: DynStore) {
+    let user = UserRow {
+        id: Uuid::now_v7(),
+        username: "racer".into(),
+        display_name: "Racer".into(),
+        password_hash: "$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA".into(),
+        role: "sales_rep".into(),
+        department_id: None,
+        team_id: None,
+        status: "active".into(),
+        created_at: now_micros(),
+    };
+    store.create_user(user.clone(), AuditDraft::new("user.create")).await.expect("user");
+    let (mut assigned, mut deleted) = (0, 0);
+    for round in 0..20 {
+        let name = format!("temp_role_{round}");
+        store.create_role(role(&name, "Temporary"), AuditDraft::new("role.create")).await.expect("role");
+        let mut given = user.clone();
+        given.role = name.clone();
+        let (a, b) = (store.clone(), store.clone());
+        let assign = tokio::spawn(async move { a.update_user(given, true, AuditDraft::new("user.role_change")).await });
+        let n = name.clone();
+        let delete = tokio::spawn(async move { b.delete_role(&n, AuditDraft::new("role.delete")).await });
+        let (assign, delete) = (assign.await.expect("task"), delete.await.expect("task"));
+        let holds = store.get_user(user.id).await.expect("get").expect("user").role == name;
+        let exists = store.list_roles().await.expect("roles").iter().any(|r| r.name == name);
+        assert!(!holds || exists, "round {round}: the user holds deleted role {name} ({assign:?}, {delete:?})");
+        assert_eq!(assign.is_ok(), holds, "round {round}: {assign:?}");
+        assert_eq!(delete.is_ok(), !exists, "round {round}: {delete:?}");
+        assigned += usize::from(holds);
+        deleted += usize::from(!exists);
+        // Back to a built-in role, so that the next round starts alike.
+        store.update_user(user.clone(), true, AuditDraft::new("user.role_change")).await.expect("reset");
+    }
+    assert_eq!(assigned + deleted, 20, "exactly one of the two wins each round");
 }
 
 fn grant(user: Uuid, record: Option<Uuid>, team: Option<Uuid>, expires_at: i64) -> GrantRow {

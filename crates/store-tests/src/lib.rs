@@ -286,6 +286,7 @@ macro_rules! conformance_tests {
             scan_jobs_candidates_and_dismissals,
             merge_rows_are_written_with_their_batch_and_undone_once,
             roles_round_trip_and_held_roles_are_not_deleted,
+            a_role_is_never_deleted_while_being_assigned,
             grants_expire_by_time_and_are_revoked_once,
             login_counters_are_atomic_and_forget_old_failures,
             field_rules_are_revised_with_their_job,
