@@ -104,6 +104,16 @@ pub fn audit_for(w: &RecordWrite) -> AuditDraft {
     d
 }
 
+/// `(kind, object)` of every job waiting to be run, claiming each (for tests of what is queued).
+pub async fn pending_jobs(store: &DynStore) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    while let Some(job) = store.claim_job("test", now_micros(), 60_000_000).await.expect("claim") {
+        out.push((job.kind, job.object));
+    }
+    out.sort();
+    out
+}
+
 pub async fn apply(store: &DynStore, w: RecordWrite) -> Result<Vec<i64>, StoreError> {
     let audit = vec![audit_for(&w)];
     store.write(WriteBatch { records: vec![w], audit, ..Default::default() }).await

@@ -135,3 +135,21 @@ async fn several_servers_admit_one_holder_of_a_strong_key() {
         assert_eq!(holders.len(), 1);
     }
 }
+
+/// Upgrading a database whose records have no match keys (written before migration 0007) queues
+/// one match-key backfill per object concerned; a new database queues none.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn upgrade_queues_a_match_key_backfill_for_records_without_keys() {
+    let Some((store, db)) = custodian_store_tests::postgres_test_store().await else {
+        return;
+    };
+    let store: Arc<dyn Store> = Arc::new(store);
+    assert!(cases::pending_jobs(&store).await.is_empty(), "a new database queues nothing");
+    cases::create(&store, serde_json::json!({ "name": "张三" })).await;
+    cases::create(&store, serde_json::json!({ "name": "李四" })).await;
+    let raw = PostgresStore::connect(db.url()).await.unwrap();
+    sqlx::query("DELETE FROM _sqlx_migrations WHERE version = 11").execute(raw.pool()).await.unwrap();
+    raw.close().await;
+    let upgraded: Arc<dyn Store> = Arc::new(PostgresStore::connect(db.url()).await.unwrap());
+    assert_eq!(cases::pending_jobs(&upgraded).await, vec![("match_keys".to_owned(), "contacts".to_owned())]);
+}

@@ -21,3 +21,23 @@ async fn audit_events_are_append_only_in_the_database() {
     assert_eq!(rows.len(), 2);
     custodian_store::audit::verify_chain(0, &custodian_core::audit::GENESIS_HASH, &rows).unwrap();
 }
+
+/// Upgrading a database whose records have no match keys (written before migration 0006) queues
+/// one match-key backfill per object concerned; a new database queues none.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn upgrade_queues_a_match_key_backfill_for_records_without_keys() {
+    use custodian_store_tests::cases;
+    let (store, dir) = custodian_store_tests::sqlite_test_store().await;
+    let store: std::sync::Arc<dyn Store> = std::sync::Arc::new(store);
+    assert!(cases::pending_jobs(&store).await.is_empty(), "a new database queues nothing");
+    cases::create(&store, serde_json::json!({ "name": "张三" })).await;
+    cases::create(&store, serde_json::json!({ "name": "李四" })).await;
+    // Pretend migration 0010 has not run yet, as in a database from before it.
+    let url = format!("sqlite://{}", dir.database_file().display());
+    let mut conn = sqlx::SqliteConnection::connect(&url).await.unwrap();
+    sqlx::query("DELETE FROM _sqlx_migrations WHERE version = 10").execute(&mut conn).await.unwrap();
+    conn.close().await.unwrap();
+    let upgraded: std::sync::Arc<dyn Store> =
+        std::sync::Arc::new(custodian_store_sqlite::SqliteStore::open(&dir.database_file()).await.unwrap());
+    assert_eq!(cases::pending_jobs(&upgraded).await, vec![("match_keys".to_owned(), "contacts".to_owned())]);
+}
