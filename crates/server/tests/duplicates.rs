@@ -80,6 +80,24 @@ both_backends!(exact_duplicates_are_refused_with_the_candidates_the_caller_may_s
     assert_eq!(r.status, StatusCode::OK);
     let r = app.call(Method::PATCH, &path, Some(json!({"fields": {"mobile": "13812345678"}}))).await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    // Nor can it come back while another record holds its mobile: restoring is refused with
+    // the candidate, and the record stays deleted; once the other lets go, it comes back.
+    let restore = format!("/api/v1/contacts/{}/restore", id_of(&a));
+    let r = app.post(&restore, json!({})).await;
+    assert_eq!(r.code(), "duplicate", "{}", r.body);
+    assert_eq!(r.body["error"]["candidates"][0]["id"], b["id"], "{}", r.body);
+    let r = app.get(&format!("/api/v1/contacts/{}", id_of(&a))).await;
+    assert!(r.body["deleted_at"].is_string(), "still deleted: {}", r.body);
+    let r = app.call(Method::PATCH, &path, Some(json!({"fields": {"mobile": "13700000001"}}))).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let r = app.post(&restore, json!({})).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let r = app.call(Method::PATCH, &path, Some(json!({"fields": {"mobile": "13812345678"}}))).await;
+    assert_eq!(r.code(), "duplicate", "the restored record holds its mobile again: {}", r.body);
+    let r = app.call(Method::DELETE, &format!("/api/v1/contacts/{}", id_of(&a)), None).await;
+    assert_eq!(r.status, StatusCode::OK);
+    let r = app.call(Method::PATCH, &path, Some(json!({"fields": {"mobile": "13812345678"}}))).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
 
     // Strong keys of the other objects: USCC (unique), contract number, lead e-mail.
     let c1 = app.create("companies", json!({"name": "杭州云图信息科技有限公司", "uscc": "9144030071526726XG"})).await;

@@ -388,14 +388,16 @@ impl Service {
         match_keys: Option<Vec<Vec<u8>>>,
     ) -> ServiceResult<Prepared> {
         let (stored, blind, unique, search_text) = self.seal_fields(def, &record, plain)?;
-        // The strong keys this write gives an active record: the store refuses the write if,
-        // at commit, another active record holds one (two concurrent creates of one mobile).
+        // The strong keys this write gives an active record (changed ones; all of them when a
+        // deleted record comes back): the store refuses the write if, at commit, another active
+        // record holds one (two concurrent creates of one mobile).
+        let revived = current.is_some_and(|c| c.deleted_at.is_some());
         let exclusive_keys = match crate::duplicates::policy(&def.name) {
             Some(policy) if record.deleted_at.is_none() => blind
                 .iter()
                 .filter(|d| {
                     policy.strong.contains(&d.field.as_str())
-                        && current_plain.is_none_or(|before| before.get(&d.field) != plain.get(&d.field))
+                        && (revived || current_plain.is_none_or(|before| before.get(&d.field) != plain.get(&d.field)))
                 })
                 .cloned()
                 .collect(),
@@ -727,6 +729,11 @@ impl Service {
             // (its stored values are kept as they are).
             let checked = validate_record(&def, None, &plain, &self.stored_values_context());
             self.audited(ctx, object, Some(id), "restore", checked.map_err(ServiceError::validation)).await?;
+            // Nor may it bring back a customer that exists again meanwhile (a new record with
+            // its mobile, say): 409 `duplicate` with the candidates, and a steward can merge.
+            // Exact keys only: a restore carries no `confirm_not_duplicate`.
+            let check = CheckOptions { record_id: Some(id), exact_only: true, ..CheckOptions::default() };
+            self.check_duplicates(ctx, &def, &plain, check).await?;
         }
         let now = now_micros().max(current.updated_at);
         let next = StoredRecord {
