@@ -163,18 +163,19 @@ pub(crate) async fn audit_buckets(pool: &PgPool, query: &BucketQuery) -> StoreRe
         .collect()
 }
 
+/// Actors with an event (of `actions`, if given) at or after `since`. Not a DISTINCT over the
+/// window, which reads every event in it (millions in an hour of audited reads): the distinct
+/// actors of the whole log are walked through the (actor_id, …) index — one seek each, and
+/// there are as many as there are users — and each is asked for one event in the window.
 pub(crate) async fn active_actors(pool: &PgPool, since: i64, actions: &[String]) -> StoreResult<Vec<Uuid>> {
-    if actions.is_empty() {
-        return sqlx::query_scalar(
-            "SELECT DISTINCT actor_id FROM audit_events WHERE at >= $1 AND actor_id IS NOT NULL",
-        )
-        .bind(since)
-        .fetch_all(pool)
-        .await
-        .map_err(map_sqlx);
-    }
     sqlx::query_scalar(
-        "SELECT DISTINCT actor_id FROM audit_events WHERE at >= $1 AND action = ANY($2) AND actor_id IS NOT NULL",
+        "WITH RECURSIVE actors(id) AS ( \
+           (SELECT actor_id FROM audit_events WHERE actor_id IS NOT NULL ORDER BY actor_id LIMIT 1) \
+           UNION ALL \
+           SELECT (SELECT e.actor_id FROM audit_events e WHERE e.actor_id > actors.id ORDER BY e.actor_id LIMIT 1) \
+           FROM actors WHERE actors.id IS NOT NULL) \
+         SELECT id FROM actors WHERE id IS NOT NULL AND EXISTS (SELECT 1 FROM audit_events e \
+           WHERE e.actor_id = actors.id AND e.at >= $1 AND (cardinality($2::text[]) = 0 OR e.action = ANY($2)))",
     )
     .bind(since)
     .bind(actions)

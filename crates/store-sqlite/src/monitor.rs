@@ -181,13 +181,25 @@ pub(crate) async fn audit_buckets(pool: &SqlitePool, query: &BucketQuery) -> Sto
         .collect()
 }
 
+/// Actors with an event (of `actions`, if given) at or after `since`. Not a DISTINCT over the
+/// window, which reads every event in it (millions in an hour of audited reads): the distinct
+/// actors of the whole log are walked through the (actor_id, …) index — one seek each, and
+/// there are as many as there are users — and each is asked for one event in the window.
 pub(crate) async fn active_actors(pool: &SqlitePool, since: i64, actions: &[String]) -> StoreResult<Vec<Uuid>> {
-    let mut text = "SELECT DISTINCT actor_id FROM audit_events WHERE at >= ? AND actor_id IS NOT NULL".to_owned();
+    let mut text = "WITH RECURSIVE actors(id) AS ( \
+         SELECT (SELECT min(actor_id) FROM audit_events WHERE actor_id IS NOT NULL) \
+         UNION ALL \
+         SELECT (SELECT min(actor_id) FROM audit_events WHERE actor_id > actors.id) FROM actors \
+         WHERE actors.id IS NOT NULL) \
+         SELECT id AS actor_id FROM actors WHERE id IS NOT NULL AND EXISTS (SELECT 1 FROM audit_events e \
+         WHERE e.actor_id = actors.id AND e.at >= ?"
+        .to_owned();
     let mut binds = vec![Bind::Int(since)];
     if !actions.is_empty() {
-        text.push_str(&format!(" AND action IN ({})", vec!["?"; actions.len()].join(", ")));
+        text.push_str(&format!(" AND e.action IN ({})", vec!["?"; actions.len()].join(", ")));
         binds.extend(actions.iter().map(|a| Bind::Text(a.clone())));
     }
+    text.push(')');
     let rows = bind_all(sqlx::query(AssertSqlSafe(text)), binds).fetch_all(pool).await.map_err(map_sqlx)?;
     rows.iter()
         .map(|r| {
