@@ -1,5 +1,6 @@
 //! The `custodian` binary end to end: first start, offline user creation, durability of
-//! acknowledged writes across kill -9, graceful shutdown.
+//! acknowledged writes across kill -9, graceful shutdown; the administration commands also on
+//! PostgreSQL.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use serde_json::{Value, json};
@@ -55,10 +56,47 @@ struct Server {
     stdout: BufReader<std::process::ChildStdout>,
 }
 
+/// Where the commands keep their data: SQLite in `dir`, or the PostgreSQL database `url` (the
+/// master key file and the audit checkpoints stay in and beside `dir`).
+struct Target {
+    dir: PathBuf,
+    url: Option<String>,
+}
+
+impl Target {
+    fn sqlite(dir: &Path) -> Target {
+        Target { dir: dir.to_owned(), url: None }
+    }
+
+    /// The store options every command takes.
+    fn args(&self) -> Vec<String> {
+        let mut args = vec!["--data-dir".to_owned(), self.dir.to_str().unwrap().to_owned()];
+        if let Some(url) = &self.url {
+            args.extend(["--database-url".to_owned(), url.clone()]);
+        }
+        args
+    }
+}
+
+/// A fresh PostgreSQL database for `dir`, or `None` when PostgreSQL is not reachable and not
+/// required (the store tests' helper says so on stderr). The guard drops the database.
+fn postgres_target(dir: &Path) -> Option<(Target, custodian_store_tests::PgTestDb)> {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let (store, db) = rt.block_on(custodian_store_tests::postgres_test_store())?;
+    rt.block_on(store.close());
+    Some((Target { dir: dir.to_owned(), url: Some(db.url().to_owned()) }, db))
+}
+
 fn start(dir: &Path, admin_password: Option<&str>) -> Server {
+    start_on(&Target::sqlite(dir), admin_password)
+}
+
+fn start_on(target: &Target, admin_password: Option<&str>) -> Server {
     let port = free_port();
     let mut cmd = Command::new(BIN);
-    cmd.args(["serve", "--data-dir", dir.to_str().unwrap(), "--listen", &format!("127.0.0.1:{port}")])
+    cmd.arg("serve")
+        .args(target.args())
+        .args(["--listen", &format!("127.0.0.1:{port}")])
         .env_remove("CUSTODIAN_MASTER_KEY")
         .env_remove("CUSTODIAN_DATABASE_URL")
         .stdout(Stdio::piped())
@@ -80,19 +118,14 @@ fn start(dir: &Path, admin_password: Option<&str>) -> Server {
 
 /// `custodian user create` with the password on standard input.
 fn create_user(data_dir: &str, username: &str, role: &str, password: &[u8]) -> std::process::Output {
+    create_user_on(&Target::sqlite(Path::new(data_dir)), username, role, password)
+}
+
+fn create_user_on(target: &Target, username: &str, role: &str, password: &[u8]) -> std::process::Output {
     let mut child = Command::new(BIN)
-        .args([
-            "--log-format",
-            "text",
-            "user",
-            "create",
-            "--data-dir",
-            data_dir,
-            "--username",
-            username,
-            "--role",
-            role,
-        ])
+        .args(["--log-format", "text", "user", "create"])
+        .args(target.args())
+        .args(["--username", username, "--role", role])
         .arg("--password-stdin")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -274,23 +307,28 @@ fn help_lists_the_commands() {
 #[test]
 fn offboard_from_the_command_line() {
     let dir = TempDir::new();
-    let d = dir.0.to_str().unwrap();
+    offboard_scenario(&Target::sqlite(&dir.0));
+}
+
+#[test]
+fn offboard_from_the_command_line_on_postgres() {
+    let dir = TempDir::new();
+    let Some((target, _db)) = postgres_target(&dir.0) else { return };
+    offboard_scenario(&target);
+    assert!(!dir.0.join("custodian.db").exists(), "everything went to PostgreSQL");
+}
+
+fn offboard_scenario(target: &Target) {
     for name in ["leaver", "heir"] {
-        assert!(create_user(d, name, "sales_rep", b"a long enough password").status.success());
+        assert!(create_user_on(target, name, "sales_rep", b"a long enough password").status.success());
     }
-    let out = Command::new(BIN)
-        .args(["user", "offboard", "--data-dir", d, "--username", "leaver", "--successor", "heir"])
-        .output()
-        .unwrap();
+    let out = cli_on(target, &["user", "offboard", "--username", "leaver", "--successor", "heir"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let report: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(report["window_days"], 90);
-    let list = Command::new(BIN).args(["user", "list", "--data-dir", d]).output().unwrap();
+    let list = cli_on(target, &["user", "list"]);
     assert!(String::from_utf8_lossy(&list.stdout).contains("leaver\tsales_rep\tdisabled"));
-    let out = Command::new(BIN)
-        .args(["user", "offboard", "--data-dir", d, "--username", "ghost", "--successor", "heir"])
-        .output()
-        .unwrap();
+    let out = cli_on(target, &["user", "offboard", "--username", "ghost", "--successor", "heir"]);
     assert!(!out.status.success());
 }
 
@@ -358,6 +396,12 @@ fn cli<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> std::process::Output {
         .unwrap()
 }
 
+/// `cli` with the target's store options after `args`.
+fn cli_on(target: &Target, args: &[&str]) -> std::process::Output {
+    let all: Vec<String> = args.iter().map(|a| (*a).to_owned()).chain(target.args()).collect();
+    cli(&all)
+}
+
 fn cli_json<S: AsRef<std::ffi::OsStr> + std::fmt::Debug>(args: &[S]) -> Value {
     let out = cli(args);
     assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
@@ -373,11 +417,23 @@ fn stop(mut server: Server) {
 #[test]
 fn roles_teams_departments_and_grants_from_the_command_line() {
     let dir = TempDir::new();
-    let d = dir.0.to_str().unwrap();
-    let data = ["--data-dir", d];
-    let with = |args: &[&str]| -> Vec<String> { args.iter().chain(data.iter()).map(|a| (*a).to_owned()).collect() };
+    roles_scenario(&Target::sqlite(&dir.0));
+}
+
+#[test]
+fn roles_teams_departments_and_grants_from_the_command_line_on_postgres() {
+    let dir = TempDir::new();
+    let Some((target, _db)) = postgres_target(&dir.0) else { return };
+    roles_scenario(&target);
+    assert!(!dir.0.join("custodian.db").exists(), "everything went to PostgreSQL");
+}
+
+fn roles_scenario(target: &Target) {
+    let data = target.args();
+    let with =
+        |args: &[&str]| -> Vec<String> { args.iter().map(|a| (*a).to_owned()).chain(data.iter().cloned()).collect() };
     // The first start creates the admin (only on an empty store).
-    stop(start(&dir.0, Some("admin password 123")));
+    stop(start_on(target, Some("admin password 123")));
     // Organisation.
     let dept = cli_json(&with(&["department", "create", "--name", "销售部"]));
     let dept_id = dept["id"].as_str().unwrap().to_owned();
@@ -386,7 +442,7 @@ fn roles_teams_departments_and_grants_from_the_command_line() {
     assert_eq!(cli_json(&with(&["team", "list"])).as_array().unwrap().len(), 1);
     assert_eq!(cli_json(&with(&["department", "list"]))[0]["name"], "销售部");
     // A custom role from a file.
-    let role_file = dir.0.join("analyst.json");
+    let role_file = target.dir.join("analyst.json");
     let role = json!({"name": "analyst", "label_en": "Analyst", "label_zh": "分析员", "sensitive_default": "masked",
         "objects": {"contacts": {"create": false, "read": "all", "update": "none", "delete": "none", "export": false}}});
     std::fs::write(&role_file, role.to_string()).unwrap();
@@ -408,11 +464,13 @@ fn roles_teams_departments_and_grants_from_the_command_line() {
     let out = cli(&with(&["role", "update", "sales_rep", "--file", role_file.to_str().unwrap()]));
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("read-only"), "{}", String::from_utf8_lossy(&out.stderr));
-    assert!(!create_user(d, "ghost", "no_such_role", b"a long enough password").status.success());
+    assert!(!create_user_on(target, "ghost", "no_such_role", b"a long enough password").status.success());
     // Users with the custom role and in the team.
-    assert!(create_user(d, "ana", "analyst", b"a long enough password").status.success());
+    assert!(create_user_on(target, "ana", "analyst", b"a long enough password").status.success());
     let mut child = Command::new(BIN)
-        .args(["--log-format", "text", "user", "create", "--data-dir", d, "--username", "rep1", "--role", "sales_rep"])
+        .args(["--log-format", "text", "user", "create"])
+        .args(target.args())
+        .args(["--username", "rep1", "--role", "sales_rep"])
         .args(["--team-id", &team_id, "--password-stdin"])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -427,7 +485,7 @@ fn roles_teams_departments_and_grants_from_the_command_line() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("hold"), "{}", String::from_utf8_lossy(&out.stderr));
 
     // The admin creates a contact the rep cannot see; the analyst reads it through the role.
-    let server = start(&dir.0, Some("admin password 123"));
+    let server = start_on(target, Some("admin password 123"));
     let mut secret = None;
     let admin = login_with_mfa(server.port, "admin", "admin password 123", &mut secret);
     let (status, contact) =
@@ -460,7 +518,7 @@ fn roles_teams_departments_and_grants_from_the_command_line() {
     assert_eq!((grant["access"].as_str(), grant["active"].as_bool()), (Some("read"), Some(true)));
     let grant_id = grant["id"].as_str().unwrap().to_owned();
     assert_eq!(cli_json(&with(&["grant", "list"])).as_array().unwrap().len(), 1);
-    let server = start(&dir.0, None);
+    let server = start_on(target, None);
     let rep = login(server.port, "rep1", "a long enough password");
     assert_eq!(http(server.port, "GET", &path, Some(&rep), None).0, 200);
     // Every CLI change is in the audit log, made by the system actor.
@@ -478,7 +536,7 @@ fn roles_teams_departments_and_grants_from_the_command_line() {
     assert_eq!(revoked["active"], false);
     assert!(cli_json(&with(&["grant", "list"])).as_array().unwrap().is_empty());
     assert_eq!(cli_json(&with(&["grant", "list", "--all"])).as_array().unwrap().len(), 1);
-    let server = start(&dir.0, None);
+    let server = start_on(target, None);
     let rep = login(server.port, "rep1", "a long enough password");
     assert_eq!(http(server.port, "GET", &path, Some(&rep), None).0, 404, "revoked grants stop working");
     stop(server);
