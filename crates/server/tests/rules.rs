@@ -537,3 +537,36 @@ both_backends!(a_rule_check_resumes_on_another_server, |app: TestApp| async move
     assert_eq!(industries, vec![json!("零售"), json!("金融"), json!("零售"), json!("金融"), json!("零售")]);
     assert_eq!(flagged, want);
 });
+
+both_backends!(a_new_unique_rule_holds_before_its_check_job_has_run, |app: TestApp| async move {
+    // Records written before the rule hold no unique key until the re-check job reaches them;
+    // writes in the meantime must still not take their values.
+    let master = MasterKey::from_hex(&app.master_hex).unwrap();
+    let old = app.create("contacts", json!({"name": "甲", "title": "区域经理", "wechat": "wx-old"})).await;
+    let keyring = load_keyring(app.store.as_ref(), &master).await.unwrap();
+    let config = ServiceConfig { start_jobs_at_once: false, ..ServiceConfig::default() };
+    let server = Arc::new(Service::new(app.store.clone(), keyring, config).await.unwrap());
+    let ctx = RequestContext::cli();
+    for field in ["title", "wechat"] {
+        let rules = json!([{"kind": "unique"}]);
+        server.set_field_rules(&ctx, "contacts", field, &rules, None).await.unwrap();
+    }
+    let fields = |v: Value| v.as_object().unwrap().clone();
+    let options = CreateOptions::default();
+    // Not sensitive (title) and sensitive (wechat, through its blind index).
+    for body in [json!({"name": "乙", "title": "区域经理"}), json!({"name": "丙", "wechat": "wx-old"})] {
+        let e = server.create_record(&ctx, "contacts", &fields(body.clone()), &options).await.unwrap_err();
+        assert_eq!(e.code.as_str(), "duplicate", "{body}: {e}");
+    }
+    // The old record itself may still be edited, and other values are free.
+    let id: uuid::Uuid = id_of(&old).parse().unwrap();
+    let changes = fields(json!({"name": "甲一"}));
+    server.update_record(&ctx, "contacts", id, &changes, &Default::default()).await.unwrap();
+    let ok = json!({"name": "丁", "title": "销售总监", "wechat": "wx-new"});
+    server.create_record(&ctx, "contacts", &fields(ok), &options).await.unwrap();
+    // After the jobs ran, the keys hold the values as before.
+    server.run_jobs("test").await.unwrap();
+    let again = json!({"name": "戊", "title": "销售总监"});
+    let e = server.create_record(&ctx, "contacts", &fields(again), &options).await.unwrap_err();
+    assert_eq!(e.code.as_str(), "duplicate");
+});

@@ -13,7 +13,8 @@ use custodian_core::schema::{FieldType, ObjectDef};
 use custodian_core::values::{ValidationContext, index_text, validate_record};
 use custodian_core::{ErrorCode, FieldError, search};
 use custodian_store::{
-    AuditDraft, FieldDigest, MatchKeySet, RecordWrite, RowScope, StoredRecord, WriteAction, WriteBatch, now_micros,
+    AuditDraft, Column, FieldDigest, Filter, FilterOp, FilterValue, ListQuery, MatchKeySet, RecordWrite, RowScope,
+    Sort, StoreError, StoredRecord, ValueKind, WriteAction, WriteBatch, now_micros,
 };
 use serde_json::{Map, Value, json};
 use uuid::Uuid;
@@ -447,7 +448,89 @@ impl Service {
         })
     }
 
+    /// Unique values held by records without a unique key. The store's `unique_keys` enforce a
+    /// unique rule, but after an admin adds one, records written before hold no key until the
+    /// rule's re-check job has reached them; until then a new write could take a value such a
+    /// record has. So every write of a value under a unique rule also looks the value up among
+    /// the active records in the rule's scope (fields that are also strong duplicate keys are
+    /// looked up by the duplicate check already; by default those are the only unique ones).
+    /// Concurrent writes of one value, and records written by the same batch (a merge, an
+    /// undo that swaps values back), are decided by the store's keys.
+    pub(crate) async fn check_unique_values(&self, writes: Vec<&RecordWrite>) -> ServiceResult<()> {
+        let in_batch: std::collections::HashSet<Uuid> = writes.iter().map(|w| w.record.id).collect();
+        for w in writes {
+            self.check_unique_values_of(w, &in_batch).await?;
+        }
+        Ok(())
+    }
+
+    async fn check_unique_values_of(
+        &self,
+        w: &RecordWrite,
+        in_batch: &std::collections::HashSet<Uuid>,
+    ) -> ServiceResult<()> {
+        use custodian_core::schema::UniqueScope;
+        if w.unique_keys.is_empty() {
+            return Ok(());
+        }
+        let def = self.object_def(&w.record.object)?;
+        let strong = crate::duplicates::policy(&def.name).map(|p| p.strong).unwrap_or_default();
+        for key in &w.unique_keys {
+            let Some(f) = def.field(&key.field) else { continue };
+            if strong.contains(&f.name.as_str()) {
+                continue;
+            }
+            let mut candidates: Vec<StoredRecord> = Vec::new();
+            if f.sensitive {
+                let Some(blind) = w.blind_indexes.iter().find(|b| b.field == f.name) else { continue };
+                let ids: Vec<Uuid> = self
+                    .store
+                    .find_by_blind_indexes(&def.name, &f.name, std::slice::from_ref(&blind.digest), 20)
+                    .await?
+                    .into_iter()
+                    .map(|(_, id)| id)
+                    .filter(|id| *id != w.record.id)
+                    .collect();
+                if !ids.is_empty() {
+                    let mut q = ListQuery::new(def.name.clone());
+                    q.scope = RowScope::Restricted { owner_ids: Vec::new(), team_ids: Vec::new(), record_ids: ids };
+                    q.limit = 20;
+                    candidates = self.store.list_records(&q).await?.items;
+                }
+            } else {
+                let Some(value) = w.record.fields.get(&f.name).filter(|v| !v.is_null()) else { continue };
+                let column = Column::Field { path: vec![f.name.clone()], kind: ValueKind::Text };
+                let mut q = ListQuery::new(def.name.clone());
+                q.filters.push(Filter::Column {
+                    column: column.clone(),
+                    op: FilterOp::Eq(FilterValue::Text(index_text(value))),
+                });
+                q.sort = Sort { column, descending: false };
+                q.limit = 20;
+                candidates = self.store.list_records(&q).await?.items;
+            }
+            let holder = candidates.into_iter().find(|r| {
+                !in_batch.contains(&r.id)
+                    && match f.unique_scope {
+                        UniqueScope::Global => true,
+                        UniqueScope::PerOwner => r.owner_id == w.record.owner_id,
+                        UniqueScope::PerTeam => r.team_id == w.record.team_id,
+                    }
+            });
+            if let Some(holder) = holder {
+                return Err(StoreError::UniqueViolation {
+                    object: def.name.clone(),
+                    field: f.name.clone(),
+                    holder: Some(holder.id),
+                }
+                .into());
+            }
+        }
+        Ok(())
+    }
+
     pub(crate) async fn apply(&self, prepared: Vec<Prepared>) -> ServiceResult<()> {
+        self.check_unique_values(prepared.iter().map(|p| &p.write).collect()).await?;
         let mut batch = WriteBatch::default();
         // Change notifications commit with the change (or not at all).
         (batch.notifications, batch.outbox) = self.notifications_for(&prepared).await?;
