@@ -543,6 +543,8 @@ both_backends!(a_new_unique_rule_holds_before_its_check_job_has_run, |app: TestA
     // writes in the meantime must still not take their values.
     let master = MasterKey::from_hex(&app.master_hex).unwrap();
     let old = app.create("contacts", json!({"name": "甲", "title": "区域经理", "wechat": "wx-old"})).await;
+    // Written before the rule too, with the same title: the re-check will list one of the two.
+    app.create("contacts", json!({"name": "甲二", "title": "区域经理"})).await;
     let keyring = load_keyring(app.store.as_ref(), &master).await.unwrap();
     let config = ServiceConfig { start_jobs_at_once: false, ..ServiceConfig::default() };
     let server = Arc::new(Service::new(app.store.clone(), keyring, config).await.unwrap());
@@ -564,8 +566,11 @@ both_backends!(a_new_unique_rule_holds_before_its_check_job_has_run, |app: TestA
     server.update_record(&ctx, "contacts", id, &changes, &Default::default()).await.unwrap();
     let ok = json!({"name": "丁", "title": "销售总监", "wechat": "wx-new"});
     server.create_record(&ctx, "contacts", &fields(ok), &options).await.unwrap();
-    // After the jobs ran, the keys hold the values as before.
+    // After the jobs ran, the keys hold the values as before, and the record holding a shared
+    // value can still be edited (its value is not new; the re-check lists the other one).
     server.run_jobs("test").await.unwrap();
+    let changes = fields(json!({"name": "甲二号"}));
+    server.update_record(&ctx, "contacts", id, &changes, &Default::default()).await.unwrap();
     let again = json!({"name": "戊", "title": "销售总监"});
     let e = server.create_record(&ctx, "contacts", &fields(again), &options).await.unwrap_err();
     assert_eq!(e.code.as_str(), "duplicate");

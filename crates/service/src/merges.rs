@@ -449,7 +449,7 @@ impl Service {
         event: custodian_store::AuditDraft,
         change: MergeChange,
     ) -> ServiceResult<()> {
-        self.check_unique_values(prepared.iter().map(|p| &p.write).collect()).await?;
+        self.check_unique_values(&prepared).await?;
         let mut batch = WriteBatch::default();
         for p in prepared {
             batch.records.push(p.write);

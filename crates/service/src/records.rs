@@ -104,6 +104,9 @@ pub(crate) struct Prepared {
     pub notice: Option<crate::notifications::ChangeNotice>,
     /// The record's blocking keys for duplicate checks (see `duplicates`).
     pub match_keys: Option<MatchKeySet>,
+    /// Unique fields whose value this write gives an active record (changed, or all of them
+    /// for a create or a restore): looked up before the write (`check_unique_values`).
+    pub unique_introduced: Vec<String>,
 }
 
 /// How many creates of a batch are prepared at once (their lookups wait on the store).
@@ -393,13 +396,13 @@ impl Service {
         // deleted record comes back): the store refuses the write if, at commit, another active
         // record holds one (two concurrent creates of one mobile).
         let revived = current.is_some_and(|c| c.deleted_at.is_some());
+        let introduced = |name: &str| revived || current_plain.is_none_or(|before| before.get(name) != plain.get(name));
+        let unique_introduced: Vec<String> =
+            unique.iter().map(|u| u.field.clone()).filter(|name| introduced(name)).collect();
         let exclusive_keys = match crate::duplicates::policy(&def.name) {
             Some(policy) if record.deleted_at.is_none() => blind
                 .iter()
-                .filter(|d| {
-                    policy.strong.contains(&d.field.as_str())
-                        && (revived || current_plain.is_none_or(|before| before.get(&d.field) != plain.get(&d.field)))
-                })
+                .filter(|d| policy.strong.contains(&d.field.as_str()) && introduced(&d.field))
                 .cloned()
                 .collect(),
             _ => Vec::new(),
@@ -445,6 +448,7 @@ impl Service {
             },
             audit,
             match_keys,
+            unique_introduced,
         })
     }
 
@@ -456,10 +460,12 @@ impl Service {
     /// looked up by the duplicate check already; by default those are the only unique ones).
     /// Concurrent writes of one value, and records written by the same batch (a merge, an
     /// undo that swaps values back), are decided by the store's keys.
-    pub(crate) async fn check_unique_values(&self, writes: Vec<&RecordWrite>) -> ServiceResult<()> {
-        let in_batch: std::collections::HashSet<Uuid> = writes.iter().map(|w| w.record.id).collect();
-        for w in writes {
-            self.check_unique_values_of(w, &in_batch).await?;
+    /// Only values a write introduces are looked up: a record that keeps its value keeps its
+    /// key, even while another record (a violator the re-check lists) shares the value.
+    pub(crate) async fn check_unique_values(&self, prepared: &[Prepared]) -> ServiceResult<()> {
+        let in_batch: std::collections::HashSet<Uuid> = prepared.iter().map(|p| p.write.record.id).collect();
+        for p in prepared.iter().filter(|p| !p.unique_introduced.is_empty()) {
+            self.check_unique_values_of(&p.write, &p.unique_introduced, &in_batch).await?;
         }
         Ok(())
     }
@@ -467,16 +473,14 @@ impl Service {
     async fn check_unique_values_of(
         &self,
         w: &RecordWrite,
+        fields: &[String],
         in_batch: &std::collections::HashSet<Uuid>,
     ) -> ServiceResult<()> {
         use custodian_core::schema::UniqueScope;
-        if w.unique_keys.is_empty() {
-            return Ok(());
-        }
         let def = self.object_def(&w.record.object)?;
         let strong = crate::duplicates::policy(&def.name).map(|p| p.strong).unwrap_or_default();
-        for key in &w.unique_keys {
-            let Some(f) = def.field(&key.field) else { continue };
+        for name in fields {
+            let Some(f) = def.field(name) else { continue };
             if strong.contains(&f.name.as_str()) {
                 continue;
             }
@@ -530,7 +534,7 @@ impl Service {
     }
 
     pub(crate) async fn apply(&self, prepared: Vec<Prepared>) -> ServiceResult<()> {
-        self.check_unique_values(prepared.iter().map(|p| &p.write).collect()).await?;
+        self.check_unique_values(&prepared).await?;
         let mut batch = WriteBatch::default();
         // Change notifications commit with the change (or not at all).
         (batch.notifications, batch.outbox) = self.notifications_for(&prepared).await?;
