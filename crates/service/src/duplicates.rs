@@ -204,6 +204,20 @@ impl ConfirmNotDuplicate {
     }
 }
 
+/// The active records of `object` whose (not encrypted) `field` equals `text`, at most 20.
+/// Sorted by the field itself (all equal), so that an order the field's index cannot give never
+/// competes with it. This alone does not make SQLite use that index: without statistics for
+/// `records` it still picks the (object, updated_at) index, which is why the SQLite writer
+/// refreshes statistics often.
+pub(crate) fn equal_value_query(object: &str, field: &str, text: String) -> ListQuery {
+    let mut q = ListQuery::new(object.to_owned());
+    let column = Column::Field { path: vec![field.to_owned()], kind: ValueKind::Text };
+    q.filters.push(Filter::Column { column: column.clone(), op: FilterOp::Eq(FilterValue::Text(text)) });
+    q.sort = Sort { column, descending: false };
+    q.limit = 20;
+    q
+}
+
 /// Options of the duplicate check of one write.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct CheckOptions<'a> {
@@ -362,18 +376,7 @@ impl Service {
                 }
             } else {
                 for (i, key) in &wanted {
-                    let mut q = ListQuery::new(def.name.clone());
-                    let column = Column::Field { path: vec![(*name).to_owned()], kind: ValueKind::Text };
-                    q.filters.push(Filter::Column {
-                        column: column.clone(),
-                        op: FilterOp::Eq(FilterValue::Text(String::from_utf8_lossy(key).into_owned())),
-                    });
-                    // Sorted by the field itself (all equal), so that an order the field's index
-                    // cannot give never competes with it. This alone does not make SQLite use
-                    // that index: without statistics for `records` it still picks the (object,
-                    // updated_at) index, which is why the SQLite writer refreshes statistics often.
-                    q.sort = Sort { column, descending: false };
-                    q.limit = 20;
+                    let q = equal_value_query(&def.name, name, String::from_utf8_lossy(key).into_owned());
                     hits.extend(self.store.list_records(&q).await?.items.into_iter().map(|r| (*i, r.id)));
                 }
             }

@@ -13,8 +13,8 @@ use custodian_core::schema::{FieldType, ObjectDef};
 use custodian_core::values::{ValidationContext, index_text, validate_record};
 use custodian_core::{ErrorCode, FieldError, search};
 use custodian_store::{
-    AuditDraft, Column, FieldDigest, Filter, FilterOp, FilterValue, ListQuery, MatchKeySet, RecordWrite, RowScope,
-    Sort, StoreError, StoredRecord, ValueKind, WriteAction, WriteBatch, now_micros,
+    AuditDraft, FieldDigest, ListQuery, MatchKeySet, RecordWrite, RowScope, StoreError, StoredRecord, WriteAction,
+    WriteBatch, now_micros,
 };
 use serde_json::{Map, Value, json};
 use uuid::Uuid;
@@ -503,14 +503,7 @@ impl Service {
                 }
             } else {
                 let Some(value) = w.record.fields.get(&f.name).filter(|v| !v.is_null()) else { continue };
-                let column = Column::Field { path: vec![f.name.clone()], kind: ValueKind::Text };
-                let mut q = ListQuery::new(def.name.clone());
-                q.filters.push(Filter::Column {
-                    column: column.clone(),
-                    op: FilterOp::Eq(FilterValue::Text(index_text(value))),
-                });
-                q.sort = Sort { column, descending: false };
-                q.limit = 20;
+                let q = crate::duplicates::equal_value_query(&def.name, &f.name, index_text(value));
                 candidates = self.store.list_records(&q).await?.items;
             }
             let holder = candidates.into_iter().find(|r| {

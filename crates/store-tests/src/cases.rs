@@ -557,6 +557,40 @@ pub async fn concurrent_unique_claims_one_wins(store: DynStore) {
     assert_eq!(listed.len(), 1);
 }
 
+/// A finished scan job proposing the pair `a`, `b` (the cluster named after `a`) as one open
+/// candidate, which is returned.
+async fn propose_pair(store: &DynStore, a: Uuid, b: Uuid, score: f64, reasons: Value) -> custodian_store::CandidateRow {
+    use custodian_store::{CandidateRow, ScanJobRow};
+    let job = ScanJobRow {
+        id: Uuid::now_v7(),
+        object: OBJ.into(),
+        status: "running".into(),
+        requested_by: None,
+        created_at: now_micros(),
+        finished_at: None,
+        records: 2,
+        pairs: 1,
+        error: None,
+    };
+    store.create_scan_job(job.clone(), AuditDraft::new("duplicates.scan")).await.expect("job");
+    let candidate = CandidateRow {
+        id: Uuid::now_v7(),
+        object: OBJ.into(),
+        job_id: job.id,
+        cluster_id: a,
+        record_a: a.min(b),
+        record_b: a.max(b),
+        score,
+        reasons,
+        status: "open".into(),
+        created_at: now_micros(),
+        decided_at: None,
+        decided_by: None,
+    };
+    store.finish_scan_job(ScanJobRow { status: "done".into(), ..job }, vec![candidate.clone()]).await.expect("finish");
+    candidate
+}
+
 /// A create whose write introduces strong key `byte` (blind index and exclusive key).
 fn strong_creation(name: &str, byte: u8) -> (StoredRecord, RecordWrite) {
     let r = new_record(json!({ "name": name }));
@@ -567,7 +601,7 @@ fn strong_creation(name: &str, byte: u8) -> (StoredRecord, RecordWrite) {
 }
 
 pub async fn exclusive_keys_refuse_a_second_active_holder(store: DynStore) {
-    use custodian_store::{CandidateRow, DismissalRow, ScanJobRow};
+    use custodian_store::DismissalRow;
     let (a, wa) = strong_creation("A", 11);
     apply(&store, wa).await.expect("A introduces the key");
     let audit_before = all_audit(&store).await.len();
@@ -628,33 +662,7 @@ pub async fn exclusive_keys_refuse_a_second_active_holder(store: DynStore) {
     let (g, wg) = strong_creation("G", 13);
     apply(&store, wg).await.expect("G");
     let h = create(&store, json!({ "name": "H" })).await;
-    let job = ScanJobRow {
-        id: Uuid::now_v7(),
-        object: OBJ.into(),
-        status: "running".into(),
-        requested_by: None,
-        created_at: now_micros(),
-        finished_at: None,
-        records: 2,
-        pairs: 1,
-        error: None,
-    };
-    store.create_scan_job(job.clone(), AuditDraft::new("duplicates.scan")).await.expect("job");
-    let candidate = CandidateRow {
-        id: Uuid::now_v7(),
-        object: OBJ.into(),
-        job_id: job.id,
-        cluster_id: g.id.min(h.id),
-        record_a: g.id.min(h.id),
-        record_b: g.id.max(h.id),
-        score: 0.9,
-        reasons: json!(["name:similar"]),
-        status: "open".into(),
-        created_at: now_micros(),
-        decided_at: None,
-        decided_by: None,
-    };
-    store.finish_scan_job(ScanJobRow { status: "done".into(), ..job }, vec![candidate.clone()]).await.expect("finish");
+    let candidate = propose_pair(&store, g.id.min(h.id), g.id.max(h.id), 0.9, json!(["name:similar"])).await;
     let h2 = successor(&h, json!({ "name": "H" }));
     let mut takes = change(WriteAction::Update, &h, &h2);
     takes.blind_indexes = vec![key("mobile", 13)];
@@ -2118,36 +2126,10 @@ pub async fn scan_jobs_candidates_and_dismissals(store: DynStore) {
 }
 
 pub async fn merge_rows_are_written_with_their_batch_and_undone_once(store: DynStore) {
-    use custodian_store::{CandidateRow, MergeChange, MergeRow, ScanJobRow};
+    use custodian_store::{MergeChange, MergeRow};
     let survivor = create(&store, json!({ "name": "s" })).await;
     let loser = create(&store, json!({ "name": "l" })).await;
-    let job = ScanJobRow {
-        id: Uuid::now_v7(),
-        object: OBJ.into(),
-        status: "running".into(),
-        requested_by: None,
-        created_at: now_micros(),
-        finished_at: None,
-        records: 2,
-        pairs: 1,
-        error: None,
-    };
-    store.create_scan_job(job.clone(), AuditDraft::new("duplicates.scan")).await.expect("job");
-    let candidate = CandidateRow {
-        id: Uuid::now_v7(),
-        object: OBJ.into(),
-        job_id: job.id,
-        cluster_id: survivor.id,
-        record_a: survivor.id.min(loser.id),
-        record_b: survivor.id.max(loser.id),
-        score: 0.99,
-        reasons: json!([]),
-        status: "open".into(),
-        created_at: now_micros(),
-        decided_at: None,
-        decided_by: None,
-    };
-    store.finish_scan_job(ScanJobRow { status: "done".into(), ..job }, vec![candidate.clone()]).await.expect("finish");
+    let candidate = propose_pair(&store, survivor.id, loser.id, 0.99, json!([])).await;
     let row = MergeRow {
         id: Uuid::now_v7(),
         object: OBJ.into(),
