@@ -105,7 +105,8 @@ pub(crate) struct Prepared {
     /// The record's blocking keys for duplicate checks (see `duplicates`).
     pub match_keys: Option<MatchKeySet>,
     /// Unique fields whose value this write gives an active record (changed, or all of them
-    /// for a create or a restore): looked up before the write (`check_unique_values`).
+    /// for a create or a restore), strong duplicate keys left out (the duplicate check looks
+    /// those up): looked up before the write (`check_unique_values`).
     pub unique_introduced: Vec<String>,
 }
 
@@ -397,9 +398,12 @@ impl Service {
         // record holds one (two concurrent creates of one mobile).
         let revived = current.is_some_and(|c| c.deleted_at.is_some());
         let introduced = |name: &str| revived || current_plain.is_none_or(|before| before.get(name) != plain.get(name));
+        let policy = crate::duplicates::policy(&def.name);
+        let strong = |name: &str| policy.as_ref().is_some_and(|p| p.strong.contains(&name));
+        // Strong keys are looked up by the duplicate check already (and re-checked at commit).
         let unique_introduced: Vec<String> =
-            unique.iter().map(|u| u.field.clone()).filter(|name| introduced(name)).collect();
-        let exclusive_keys = match crate::duplicates::policy(&def.name) {
+            unique.iter().map(|u| u.field.clone()).filter(|name| !strong(name) && introduced(name)).collect();
+        let exclusive_keys = match policy {
             Some(policy) if record.deleted_at.is_none() => blind
                 .iter()
                 .filter(|d| policy.strong.contains(&d.field.as_str()) && introduced(&d.field))
@@ -456,13 +460,17 @@ impl Service {
     /// unique rule, but after an admin adds one, records written before hold no key until the
     /// rule's re-check job has reached them; until then a new write could take a value such a
     /// record has. So every write of a value under a unique rule also looks the value up among
-    /// the active records in the rule's scope (fields that are also strong duplicate keys are
-    /// looked up by the duplicate check already; by default those are the only unique ones).
+    /// the active records in the rule's scope (`Prepared::unique_introduced` leaves out fields
+    /// that are also strong duplicate keys; by default those are the only unique ones, so a
+    /// default write does no lookup here).
     /// Concurrent writes of one value, and records written by the same batch (a merge, an
     /// undo that swaps values back), are decided by the store's keys.
     /// Only values a write introduces are looked up: a record that keeps its value keeps its
     /// key, even while another record (a violator the re-check lists) shares the value.
     pub(crate) async fn check_unique_values(&self, prepared: &[Prepared]) -> ServiceResult<()> {
+        if prepared.iter().all(|p| p.unique_introduced.is_empty()) {
+            return Ok(());
+        }
         let in_batch: std::collections::HashSet<Uuid> = prepared.iter().map(|p| p.write.record.id).collect();
         for p in prepared.iter().filter(|p| !p.unique_introduced.is_empty()) {
             self.check_unique_values_of(&p.write, &p.unique_introduced, &in_batch).await?;
@@ -478,12 +486,8 @@ impl Service {
     ) -> ServiceResult<()> {
         use custodian_core::schema::UniqueScope;
         let def = self.object_def(&w.record.object)?;
-        let strong = crate::duplicates::policy(&def.name).map(|p| p.strong).unwrap_or_default();
         for name in fields {
             let Some(f) = def.field(name) else { continue };
-            if strong.contains(&f.name.as_str()) {
-                continue;
-            }
             let mut candidates: Vec<StoredRecord> = Vec::new();
             if f.sensitive {
                 let Some(blind) = w.blind_indexes.iter().find(|b| b.field == f.name) else { continue };
