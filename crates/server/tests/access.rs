@@ -525,3 +525,103 @@ both_backends!(login_throttling_is_shared_by_servers_on_one_database, |app: Test
     let events = actions(&app).await;
     assert_eq!(events.iter().filter(|(a, _)| a == "auth.login_failed").count(), 5);
 });
+
+/// A request to `router` as the holder of `token`: (status, body).
+async fn on(
+    router: &axum::Router,
+    token: &str,
+    method: Method,
+    path: &str,
+    body: Option<Value>,
+) -> (StatusCode, Value) {
+    use http_body_util::BodyExt;
+    use tower::ServiceExt;
+    let mut req =
+        axum::http::Request::builder().method(method).uri(path).header("authorization", format!("Bearer {token}"));
+    if body.is_some() {
+        req = req.header("content-type", "application/json");
+    }
+    let req =
+        req.body(body.map(|b| axum::body::Body::from(b.to_string())).unwrap_or_else(axum::body::Body::empty)).unwrap();
+    let resp = router.clone().oneshot(req).await.unwrap();
+    let status = resp.status();
+    let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+    (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+}
+
+/// Asks `router` for `path` until it answers `want`; panics after `within` (returns how long it
+/// took otherwise).
+async fn answers_within(
+    router: &axum::Router,
+    token: &str,
+    path: &str,
+    want: StatusCode,
+    within: std::time::Duration,
+) -> std::time::Duration {
+    let started = std::time::Instant::now();
+    loop {
+        let (status, body) = on(router, token, Method::GET, path, None).await;
+        if status == want {
+            return started.elapsed();
+        }
+        assert!(started.elapsed() < within, "still {status} after {within:?}, not {want}: {body}");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+both_backends!(access_changes_reach_other_servers_at_once, |app: TestApp| async move {
+    // Each change is made on the first server right after the second one answered from a fresh
+    // cache: the caches' own lifetime (5 s) would keep the old answer far longer than the bound.
+    let bound = custodian_service::CACHE_EPOCH_POLL * 4;
+    assert!(bound < custodian_service::GRANT_TTL && bound < custodian_service::ROLE_TTL);
+    let north = id(&app.post("/api/v1/departments", json!({"name": "华北区"})).await.body);
+    let south = id(&app.post("/api/v1/departments", json!({"name": "华南区"})).await.body);
+    let team_a = id(&app.post("/api/v1/teams", json!({"name": "A", "department_id": north})).await.body);
+    let team_b = id(&app.post("/api/v1/teams", json!({"name": "B", "department_id": south})).await.body);
+    let (rep1_id, rep1) = user(&app, "rep1", "sales_rep", Some(&team_a), Some(&north)).await;
+    let (rep2_id, rep2) = user(&app, "rep2", "sales_rep", Some(&team_b), Some(&south)).await;
+    let (_, manager) = user(&app, "manager", "sales_manager", Some(&team_a), Some(&north)).await;
+    let r =
+        as_user(&app, &rep2, Method::POST, "/api/v1/contacts", Some(json!({"fields": {"name": "二号的客户"}}))).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    let path = format!("/api/v1/contacts/{}", id(&r.body));
+    let other = second_server(&app).await;
+    app.admin_step_up().await;
+
+    // A grant given on one server opens the record on the other ...
+    answers_within(&other, &rep1, &path, StatusCode::NOT_FOUND, bound).await;
+    let r = app
+        .post(
+            "/api/v1/grants",
+            json!({"user_id": rep1_id, "object": "contacts", "record_id": path.rsplit('/').next(), "access": "read",
+                "hours": 1, "reason": "covering during leave"}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    let grant = id(&r.body);
+    answers_within(&other, &rep1, &path, StatusCode::OK, bound).await;
+    // ... and its revocation closes it again.
+    let r = app.call(Method::DELETE, &format!("/api/v1/grants/{grant}"), None).await;
+    assert!(r.status.is_success(), "{}", r.body);
+    answers_within(&other, &rep1, &path, StatusCode::NOT_FOUND, bound).await;
+
+    // A custom role's new definition applies to its holders on the other server.
+    assert_eq!(app.post("/api/v1/roles", analyst("own")).await.status, StatusCode::CREATED);
+    let (_, analyst_token) = user(&app, "ana", "analyst", None, None).await;
+    answers_within(&other, &analyst_token, &path, StatusCode::NOT_FOUND, bound).await;
+    let r = app.call(Method::PUT, "/api/v1/roles/analyst", Some(analyst("all"))).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    answers_within(&other, &analyst_token, &path, StatusCode::OK, bound).await;
+
+    // The record's owner moving into the manager's department brings the record into the
+    // manager's department scope there (the organisation snapshot), and moving back takes it out.
+    answers_within(&other, &manager, &path, StatusCode::NOT_FOUND, bound).await;
+    let moved = json!({"department_id": north, "team_id": team_a});
+    let r = app.call(Method::PATCH, &format!("/api/v1/users/{rep2_id}"), Some(moved)).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    answers_within(&other, &manager, &path, StatusCode::OK, bound).await;
+    let back = json!({"department_id": south, "team_id": team_b});
+    let r = app.call(Method::PATCH, &format!("/api/v1/users/{rep2_id}"), Some(back)).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    answers_within(&other, &manager, &path, StatusCode::NOT_FOUND, bound).await;
+});

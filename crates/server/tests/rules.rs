@@ -153,13 +153,15 @@ both_backends!(rules_are_data_checked_audited_and_seen_by_every_server, |app: Te
     let r = app.get(&format!("/api/v1/rule-checks/{}", company["id"].as_str().unwrap())).await;
     assert_eq!(r.status, StatusCode::NOT_FOUND);
 
-    // Another server sharing the database sees the rule before its next write.
+    // Another server sharing the database (its schema read just now, so its cache lifetime of
+    // `schema_ttl_secs` is far off) applies the rule once it has read the store's cache epoch.
     let master = MasterKey::from_hex(&app.master_hex).unwrap();
     let keyring = load_keyring(app.store.as_ref(), &master).await.unwrap();
-    let config = ServiceConfig { schema_ttl_secs: 0, ..ServiceConfig::default() };
+    let config = ServiceConfig { schema_ttl_secs: 3600, ..ServiceConfig::default() };
     let other = Service::new(app.store.clone(), keyring, config).await.unwrap();
     let r = app.call(Method::PUT, path, Some(json!({"rules": [{"kind": "allowed_values", "values": ["制造"]}]}))).await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    tokio::time::sleep(custodian_service::CACHE_EPOCH_POLL + std::time::Duration::from_millis(50)).await;
     let fields = json!({"name": "戊公司", "industry": "金融"});
     let refused = other
         .create_record(&RequestContext::cli(), "companies", fields.as_object().unwrap(), &CreateOptions::default())

@@ -37,7 +37,8 @@ pub(crate) struct OrgSnapshot {
 /// How long a snapshot of the organisation is reused before it is read again.
 const ORG_TTL: Duration = Duration::from_secs(5);
 
-pub(crate) type OrgCache = RwLock<Option<(Instant, Arc<OrgSnapshot>)>>;
+/// The snapshot, when it was read and in which cache generation (see `caches`).
+pub(crate) type OrgCache = RwLock<Option<(Instant, u64, Arc<OrgSnapshot>)>>;
 
 /// A role with every permission: offline CLI work (demo loading, imports) that runs without a
 /// logged-in user.
@@ -114,9 +115,11 @@ impl Service {
     }
 
     async fn org(&self) -> ServiceResult<Arc<OrgSnapshot>> {
+        let generation = self.cache_sync.generation();
         if let Ok(guard) = self.org_cache.read()
-            && let Some((at, snap)) = guard.as_ref()
+            && let Some((at, read_in, snap)) = guard.as_ref()
             && at.elapsed() < ORG_TTL
+            && *read_in == generation
         {
             return Ok(snap.clone());
         }
@@ -126,16 +129,14 @@ impl Service {
             users: self.store.list_users().await?.into_iter().map(|u| (u.id, u.team_id, u.department_id)).collect(),
         });
         if let Ok(mut guard) = self.org_cache.write() {
-            *guard = Some((Instant::now(), snap.clone()));
+            *guard = Some((Instant::now(), generation, snap.clone()));
         }
         Ok(snap)
     }
 
     /// Forgets the organisation snapshot (after users, teams or departments change).
     pub(crate) fn invalidate_org(&self) {
-        if let Ok(mut guard) = self.org_cache.write() {
-            *guard = None;
-        }
+        self.drop_caches();
     }
 
     /// The SQL row scope for an operation of the caller on an object: the role's scope, widened

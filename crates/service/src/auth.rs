@@ -390,7 +390,9 @@ impl Service {
             self.store.touch_session(&hash, now).await?;
         }
         // Only roles that must have MFA pay for the extra lookup. (Custom roles resolve from
-        // the role snapshot, reloaded at most every ROLE_TTL.)
+        // the role snapshot: read again when another server changed roles, see `sync_caches`,
+        // and at most every ROLE_TTL otherwise.)
+        self.sync_caches().await?;
         self.refresh_roles_if_stale().await?;
         let mfa_enrollment_required =
             self.role_requires_mfa(&user.role) && !self.session_user_enrolled(&hash, user.id).await?;

@@ -2,8 +2,8 @@
 //! (1-720), to read or to read and update. Grants widen the grantee's SQL row scope
 //! (`RowScope::record_ids` / `team_ids`) while they are in force; whether they are is decided
 //! against the current time on every request, so an expired grant stops working by itself. The
-//! grants in force are read from the store at most every `GRANT_TTL` per server (at once after a
-//! change on this server). Admins may grant anything; roles with the `grant` flag (built-in:
+//! grants in force are cached per server and read again after a change here or on another server
+//! (within `CACHE_EPOCH_POLL`, see `caches`), and at least every `GRANT_TTL`. Admins may grant anything; roles with the `grant` flag (built-in:
 //! sales_manager) only records or teams inside their own update scope, never to themselves.
 //! Creating and revoking need a fresh step-up and are audited.
 
@@ -23,7 +23,8 @@ pub const GRANT_TTL: Duration = Duration::from_secs(5);
 /// Longest grant: 30 days.
 pub const MAX_GRANT_HOURS: u32 = 720;
 
-pub(crate) type GrantCache = RwLock<Option<(Instant, Arc<Vec<GrantRow>>)>>;
+/// The grants in force, when they were read and in which cache generation (see `caches`).
+pub(crate) type GrantCache = RwLock<Option<(Instant, u64, Arc<Vec<GrantRow>>)>>;
 
 /// What a grant asks for.
 #[derive(Debug, Clone)]
@@ -82,8 +83,12 @@ impl Service {
     /// Grants of `user_id` in force now.
     pub(crate) async fn grants_in_force(&self, user_id: Uuid) -> ServiceResult<Vec<GrantRow>> {
         let now = self.config.clock.now_micros();
+        let generation = self.cache_sync.generation();
         let cached = match self.grant_cache.read() {
-            Ok(g) => g.as_ref().filter(|(at, _)| at.elapsed() < GRANT_TTL).map(|(_, v)| v.clone()),
+            Ok(g) => g
+                .as_ref()
+                .filter(|(at, read_in, _)| at.elapsed() < GRANT_TTL && *read_in == generation)
+                .map(|(_, _, v)| v.clone()),
             Err(_) => None,
         };
         let all = match cached {
@@ -91,7 +96,7 @@ impl Service {
             None => {
                 let v = Arc::new(self.store.list_grants(Some(now)).await?);
                 if let Ok(mut g) = self.grant_cache.write() {
-                    *g = Some((Instant::now(), v.clone()));
+                    *g = Some((Instant::now(), generation, v.clone()));
                 }
                 v
             }
@@ -100,9 +105,7 @@ impl Service {
     }
 
     fn invalidate_grants(&self) {
-        if let Ok(mut g) = self.grant_cache.write() {
-            *g = None;
-        }
+        self.drop_caches();
     }
 
     /// Refuses with 403 (audited) a caller who may not grant at all.

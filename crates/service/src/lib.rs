@@ -9,6 +9,7 @@ mod access;
 mod alerts;
 mod audit_query;
 mod auth;
+mod caches;
 mod clock;
 mod convert;
 mod duplicates;
@@ -32,6 +33,7 @@ pub use access::Operation;
 pub use alerts::{AlertPage, AlertRule, AlertView, METRICS, WorkingHours};
 pub use audit_query::{AuditEventView, AuditEvidence, AuditExport, AuditPage, AuditParams, MAX_AUDIT_PAGE};
 pub use auth::{Actor, LoginOutcome, LoginResult, NewApiToken, ROLES};
+pub use caches::CACHE_EPOCH_POLL;
 pub use clock::{Clock, ManualClock};
 pub use convert::{ConversionView, ConvertCompany, ConvertRequest};
 pub use duplicates::{CandidatePage, CandidateView, ConfirmNotDuplicate, DuplicateConfig, ScanJobView};
@@ -161,6 +163,7 @@ pub struct Service {
     org_cache: access::OrgCache,
     roles: roles::RoleCache,
     grant_cache: grants::GrantCache,
+    cache_sync: caches::CacheSync,
     throttle: throttle::LoginThrottle,
     /// One audit verification at a time (it reads the whole log).
     verifying: Semaphore,
@@ -185,10 +188,12 @@ impl Service {
             org_cache: Default::default(),
             roles: Default::default(),
             grant_cache: Default::default(),
+            cache_sync: Default::default(),
             throttle: Default::default(),
             verifying: Semaphore::new(1),
             mfa_sessions: Default::default(),
         };
+        service.note_cache_epoch().await?;
         service.refresh_schema().await?;
         service.ensure_field_indexes().await?;
         service.reload_roles().await?;
@@ -239,10 +244,11 @@ impl Service {
         }
     }
 
-    /// Reloads the schema when this server's copy is older than `schema_ttl_secs` (another
-    /// server may have added a field or changed a rule). Every write path calls it first.
+    /// Reloads the schema when another server changed it (see `sync_caches`), or when this
+    /// server's copy is older than `schema_ttl_secs`. Every write path calls it first.
     pub(crate) async fn refresh_schema_if_stale(&self) -> ServiceResult<()> {
         let ttl = std::time::Duration::from_secs(self.config.schema_ttl_secs);
+        self.sync_caches().await?;
         let stale = match self.schema_at.lock() {
             Ok(at) => at.is_none_or(|at| at.elapsed() >= ttl),
             Err(_) => true,

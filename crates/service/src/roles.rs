@@ -1,8 +1,8 @@
 //! Roles as data (S3): the five built-in roles plus custom roles stored in the database, edited
 //! by admins through the API or the CLI. `role_of` resolves a caller's role from an in-process
 //! snapshot, never with a store read per request: the snapshot is replaced at once after a
-//! change on this server and reloaded at most every `ROLE_TTL` otherwise (other servers see a
-//! change within that time).
+//! change on this server, within `CACHE_EPOCH_POLL` after a change on another server (see
+//! `caches`), and reloaded at least every `ROLE_TTL` besides.
 
 use crate::error::{ServiceError, ServiceResult};
 use crate::{RequestContext, Service};
@@ -353,7 +353,8 @@ impl Service {
     }
 
     /// Replaces a custom role's definition (admin, fresh step-up; audited before/after). Holders
-    /// get the new permissions on their next request on this server, within `ROLE_TTL` on others.
+    /// get the new permissions on their next request on this server, within `CACHE_EPOCH_POLL`
+    /// on others.
     pub async fn update_role(&self, ctx: &RequestContext, name: &str, definition: &Value) -> ServiceResult<RoleView> {
         self.admin_or_refuse(ctx, "role.update").await?;
         self.refuse_builtin(ctx, name, "role.update").await?;

@@ -4,7 +4,7 @@
 //! rules of a standard or custom field at runtime. Rules are checked before they are stored
 //! (`custodian_core::rules::check_rules`); the new set, a re-check job and the audit event
 //! (rules before and after) commit together, and every server applies stored rules when it
-//! reads the schema (at once on the server that changed them, within `schema_ttl_secs` on
+//! reads the schema (at once on the server that changed them, within `CACHE_EPOCH_POLL` on
 //! the others, before any write).
 //!
 //! Jobs live in the store and are leased (`claim_job`), so any server runs them, one server

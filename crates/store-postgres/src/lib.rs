@@ -1279,6 +1279,10 @@ impl Store for PostgresStore {
         access::create_grant(&self.pool, grant, audit).await
     }
 
+    async fn cache_epoch(&self) -> StoreResult<i64> {
+        sqlx::query_scalar("SELECT n FROM cache_epoch WHERE id = 1").fetch_one(&self.pool).await.map_err(map_sqlx)
+    }
+
     async fn list_grants(&self, active_at: Option<i64>) -> StoreResult<Vec<GrantRow>> {
         access::list_grants(&self.pool, active_at).await
     }

@@ -1574,6 +1574,10 @@ impl Store for SqliteStore {
         self.access(access::AccessOp::CreateGrant(grant, audit)).await.map(|_| ())
     }
 
+    async fn cache_epoch(&self) -> StoreResult<i64> {
+        sqlx::query_scalar("SELECT n FROM cache_epoch WHERE id = 1").fetch_one(&self.read_pool).await.map_err(map_sqlx)
+    }
+
     async fn list_grants(&self, active_at: Option<i64>) -> StoreResult<Vec<GrantRow>> {
         access::list_grants(&self.read_pool, active_at).await
     }

@@ -2,7 +2,9 @@
 //! (issue 3). Re-exported from `cases` so that `conformance_tests!` runs them on both backends.
 
 use crate::cases::DynStore;
-use custodian_store::{AuditDraft, GrantRow, RoleRow, StoreError, UserRow, now_micros};
+use custodian_store::{
+    AuditDraft, CustomFieldRow, DepartmentRow, GrantRow, RoleRow, StoreError, TeamRow, UserRow, now_micros,
+};
 use serde_json::json;
 use std::sync::Arc;
 use uuid::Uuid;
@@ -218,4 +220,64 @@ pub async fn login_counters_are_atomic_and_forget_old_failures(store: DynStore) 
     let odd = vec!["ip:'; DROP TABLE login_failures; --".to_owned()];
     store.record_login_failure(&odd, t0, t0 - 1).await.expect("odd key");
     assert_eq!(store.login_counters(&odd).await.expect("read")[0].failures, 1);
+}
+
+/// Every committed change to what servers cache (roles, grants, departments, teams, users'
+/// roles and places, custom fields) moves the cache epoch; record writes do not, so that
+/// ordinary traffic never makes servers drop their caches.
+pub async fn the_cache_epoch_moves_with_shared_configuration_only(store: DynStore) {
+    let epoch = || async { store.cache_epoch().await.expect("epoch") };
+    let mut last = epoch().await;
+    let mut moved = |what: &str, now: i64| {
+        assert!(now > last, "{what} moved the epoch ({last} -> {now})");
+        last = now;
+    };
+    store.create_role(role("analyst", "Analyst"), AuditDraft::new("role.create")).await.expect("role");
+    moved("a new role", epoch().await);
+    let dept =
+        DepartmentRow { id: Uuid::now_v7(), name: "销售部".into(), parent_id: None, created_at: now_micros() };
+    store.create_department(dept.clone(), AuditDraft::new("department.create")).await.expect("department");
+    moved("a new department", epoch().await);
+    let team = TeamRow { id: Uuid::now_v7(), name: "A".into(), department_id: Some(dept.id), created_at: now_micros() };
+    store.create_team(team.clone(), AuditDraft::new("team.create")).await.expect("team");
+    moved("a new team", epoch().await);
+    let mut user = UserRow {
+        id: Uuid::now_v7(),
+        username: "rep1".into(),
+        display_name: "Rep".into(),
+        password_hash: "$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA".into(),
+        role: "sales_rep".into(),
+        department_id: None,
+        team_id: None,
+        status: "active".into(),
+        created_at: now_micros(),
+    };
+    store.create_user(user.clone(), AuditDraft::new("user.create")).await.expect("user");
+    moved("a new user", epoch().await);
+    user.team_id = Some(team.id);
+    store.update_user(user.clone(), false, AuditDraft::new("user.update")).await.expect("team change");
+    moved("a user's new team", epoch().await);
+    user.role = "analyst".into();
+    store.update_user(user.clone(), false, AuditDraft::new("user.update")).await.expect("role change");
+    moved("a user's new role", epoch().await);
+    let g = grant(user.id, Some(Uuid::now_v7()), None, now_micros() + 3_600_000_000);
+    store.create_grant(g.clone(), AuditDraft::new("grant.create")).await.expect("grant");
+    moved("a new grant", epoch().await);
+    store.revoke_grant(g.id, now_micros(), None, AuditDraft::new("grant.revoke")).await.expect("revoke");
+    moved("a revoked grant", epoch().await);
+    let field = CustomFieldRow {
+        object: "contacts".into(),
+        name: "x_level".into(),
+        definition: json!({"name": "x_level", "type": "text"}),
+        created_at: now_micros(),
+    };
+    store.add_custom_field(field, AuditDraft::new("schema.add_field")).await.expect("field");
+    moved("a custom field", epoch().await);
+
+    // Records come and go without moving it; a refused change does not move it either.
+    let record = crate::cases::create(&store, json!({"name": "张三"})).await;
+    crate::cases::update(&store, &record, json!({"name": "张三丰"})).await;
+    let refused = store.create_role(role("analyst", "Again"), AuditDraft::new("role.create")).await;
+    assert!(refused.is_err());
+    assert_eq!(epoch().await, last, "record writes and refused changes leave the epoch alone");
 }

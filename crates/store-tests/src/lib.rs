@@ -289,6 +289,7 @@ macro_rules! conformance_tests {
             a_role_is_never_deleted_while_being_assigned,
             grants_expire_by_time_and_are_revoked_once,
             login_counters_are_atomic_and_forget_old_failures,
+            the_cache_epoch_moves_with_shared_configuration_only,
             field_rules_are_revised_with_their_job,
             jobs_are_leased_once_and_taken_over_after_their_lease,
             job_progress_records_violations_and_refreshes_keys,

@@ -814,6 +814,11 @@ pub trait Store: Send + Sync + 'static {
 
     // ---- access: custom roles, time-boxed grants, shared login throttling -----------------
 
+    /// A counter that every committed change to roles, grants, departments, teams, users'
+    /// roles and places, custom fields or field rules moves forward (bumped by triggers in the
+    /// changing transaction). Servers poll it to drop their caches of those.
+    async fn cache_epoch(&self) -> StoreResult<i64>;
+
     /// Every custom role, by name.
     async fn list_roles(&self) -> StoreResult<Vec<RoleRow>>;
 
