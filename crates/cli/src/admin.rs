@@ -64,6 +64,21 @@ pub enum TeamCommand {
         #[command(flatten)]
         store: StoreArgs,
     },
+    /// Rename a team or move it to another department.
+    Update {
+        #[command(flatten)]
+        store: StoreArgs,
+        /// The team's id.
+        id: Uuid,
+        #[arg(long)]
+        name: Option<String>,
+        /// The department the team moves to.
+        #[arg(long, conflicts_with = "no_department")]
+        department_id: Option<Uuid>,
+        /// Take the team out of any department.
+        #[arg(long)]
+        no_department: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -81,6 +96,21 @@ pub enum DepartmentCommand {
     List {
         #[command(flatten)]
         store: StoreArgs,
+    },
+    /// Rename a department or move it below another.
+    Update {
+        #[command(flatten)]
+        store: StoreArgs,
+        /// The department's id.
+        id: Uuid,
+        #[arg(long)]
+        name: Option<String>,
+        /// The department it moves below.
+        #[arg(long, conflicts_with = "top_level")]
+        parent_id: Option<Uuid>,
+        /// Make it a top-level department.
+        #[arg(long)]
+        top_level: bool,
     },
 }
 
@@ -185,6 +215,11 @@ pub async fn team(command: TeamCommand) -> Result<()> {
             print_json!(service(&store).await?.create_team(&ctx, &name, department_id).await.map_err(explain)?)
         }
         TeamCommand::List { store } => print_json!(service(&store).await?.list_teams(&ctx).await.map_err(explain)?),
+        TeamCommand::Update { store, id, name, department_id, no_department } => {
+            let department = if no_department { Some(None) } else { department_id.map(Some) };
+            let service = service(&store).await?;
+            print_json!(service.update_team(&ctx, id, name.as_deref(), department).await.map_err(explain)?)
+        }
     }
 }
 
@@ -196,6 +231,11 @@ pub async fn department(command: DepartmentCommand) -> Result<()> {
         }
         DepartmentCommand::List { store } => {
             print_json!(service(&store).await?.list_departments(&ctx).await.map_err(explain)?)
+        }
+        DepartmentCommand::Update { store, id, name, parent_id, top_level } => {
+            let parent = if top_level { Some(None) } else { parent_id.map(Some) };
+            let service = service(&store).await?;
+            print_json!(service.update_department(&ctx, id, name.as_deref(), parent).await.map_err(explain)?)
         }
     }
 }

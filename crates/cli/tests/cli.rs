@@ -441,6 +441,23 @@ fn roles_scenario(target: &Target) {
     let team_id = team["id"].as_str().unwrap().to_owned();
     assert_eq!(cli_json(&with(&["team", "list"])).as_array().unwrap().len(), 1);
     assert_eq!(cli_json(&with(&["department", "list"]))[0]["name"], "销售部");
+    // Renaming and moving: a second department below the first, the team into it and out of
+    // any; a department below itself is refused.
+    let east = cli_json(&with(&["department", "create", "--name", "华东区"]));
+    let east_id = east["id"].as_str().unwrap().to_owned();
+    let moved = cli_json(&with(&["department", "update", &east_id, "--parent-id", &dept_id, "--name", "华东分部"]));
+    assert_eq!((moved["name"].as_str(), moved["parent_id"].as_str()), (Some("华东分部"), Some(dept_id.as_str())));
+    let out = cli(&with(&["department", "update", &dept_id, "--parent-id", &east_id]));
+    assert!(!out.status.success(), "a cycle is refused");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("parent_id"), "{}", String::from_utf8_lossy(&out.stderr));
+    let t = cli_json(&with(&["team", "update", &team_id, "--department-id", &east_id]));
+    assert_eq!(t["department_id"].as_str(), Some(east_id.as_str()));
+    let t = cli_json(&with(&["team", "update", &team_id, "--no-department", "--name", "A 组"]));
+    assert_eq!((t["name"].as_str(), &t["department_id"]), (Some("A 组"), &Value::Null));
+    let top = cli_json(&with(&["department", "update", &east_id, "--top-level"]));
+    assert_eq!(top["parent_id"], Value::Null);
+    let t = cli_json(&with(&["team", "update", &team_id, "--department-id", &dept_id]));
+    assert_eq!(t["department_id"].as_str(), Some(dept_id.as_str()));
     // A custom role from a file.
     let role_file = target.dir.join("analyst.json");
     let role = json!({"name": "analyst", "label_en": "Analyst", "label_zh": "分析员", "sensitive_default": "masked",

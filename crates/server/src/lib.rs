@@ -86,6 +86,8 @@ fn api_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(routes::admin::list_users, routes::admin::create_user))
         .routes(routes!(routes::admin::list_departments, routes::admin::create_department))
         .routes(routes!(routes::admin::list_teams, routes::admin::create_team))
+        .routes(routes!(routes::admin::update_department))
+        .routes(routes!(routes::admin::update_team))
         .routes(routes!(routes::access::list_roles, routes::access::create_role))
         .routes(routes!(routes::access::get_role, routes::access::update_role, routes::access::delete_role))
         .routes(routes!(routes::access::list_grants, routes::access::create_grant))

@@ -625,3 +625,84 @@ both_backends!(access_changes_reach_other_servers_at_once, |app: TestApp| async 
     assert_eq!(r.status, StatusCode::OK, "{}", r.body);
     answers_within(&other, &manager, &path, StatusCode::NOT_FOUND, bound).await;
 });
+
+both_backends!(departments_and_teams_are_renamed_and_moved_and_scopes_follow, |app: TestApp| async move {
+    let north = id(&app.post("/api/v1/departments", json!({"name": "华北区"})).await.body);
+    let south = id(&app.post("/api/v1/departments", json!({"name": "华南区"})).await.body);
+    let team_a = id(&app.post("/api/v1/teams", json!({"name": "A", "department_id": north})).await.body);
+    let team_b = id(&app.post("/api/v1/teams", json!({"name": "B", "department_id": south})).await.body);
+    let (_, rep2) = user(&app, "rep2", "sales_rep", Some(&team_b), Some(&south)).await;
+    let (_, manager) = user(&app, "manager", "sales_manager", Some(&team_a), Some(&north)).await;
+    let r = as_user(&app, &rep2, Method::POST, "/api/v1/contacts", Some(json!({"fields": {"name": "南区客户"}}))).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    let record = format!("/api/v1/contacts/{}", id(&r.body));
+    let seen = |token: String| {
+        let app = &app;
+        let record = record.clone();
+        async move { as_user(app, &token, Method::GET, &record, None).await.status }
+    };
+    assert_eq!(seen(manager.clone()).await, StatusCode::NOT_FOUND);
+
+    // Only admins change the organisation; the refusal is audited and changes nothing.
+    let dept_path = |d: &str| format!("/api/v1/departments/{d}");
+    let r = as_user(&app, &manager, Method::PATCH, &dept_path(&south), Some(json!({"parent_id": north}))).await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN, "{}", r.body);
+    assert_eq!(denied(&app, "department.update").await, 1);
+    let r =
+        as_user(&app, &manager, Method::PATCH, &format!("/api/v1/teams/{team_b}"), Some(json!({"name": "x"}))).await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN, "{}", r.body);
+
+    // Moving 华南区 below 华北区 brings its records into the north manager's department scope.
+    let r = app.call(Method::PATCH, &dept_path(&south), Some(json!({"parent_id": north, "name": "华南分区"}))).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert_eq!((r.body["name"].as_str(), r.body["parent_id"].as_str()), (Some("华南分区"), Some(north.as_str())));
+    assert_eq!(seen(manager.clone()).await, StatusCode::OK);
+
+    // No cycles: not below itself, not below its own sub-department; no missing parent.
+    let missing = "01938f2c-0000-7000-8000-0000000000ff";
+    for (dept, parent) in [(&north, north.as_str()), (&north, south.as_str()), (&south, missing)] {
+        let r = app.call(Method::PATCH, &dept_path(dept), Some(json!({ "parent_id": parent }))).await;
+        assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.body);
+        assert_eq!(r.body["error"]["details"][0]["field"], "parent_id", "{}", r.body);
+    }
+    // Bad bodies and unknown ids.
+    for (body, status) in [
+        (json!({"name": ""}), StatusCode::UNPROCESSABLE_ENTITY),
+        (json!({"name": 7}), StatusCode::BAD_REQUEST),
+        (json!({"parent_id": "not-a-uuid"}), StatusCode::BAD_REQUEST),
+        (json!({"manager": "me"}), StatusCode::BAD_REQUEST),
+    ] {
+        let r = app.call(Method::PATCH, &dept_path(&north), Some(body.clone())).await;
+        assert_eq!(r.status, status, "{body}: {}", r.body);
+    }
+    let r = app.call(Method::PATCH, &dept_path(missing), Some(json!({"name": "x"}))).await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND, "{}", r.body);
+    let depts = app.get("/api/v1/departments").await.body;
+    let north_now = depts["items"].as_array().unwrap().iter().find(|d| d["id"] == north.as_str()).unwrap().clone();
+    assert_eq!((north_now["name"].as_str(), &north_now["parent_id"]), (Some("华北区"), &Value::Null), "unchanged");
+
+    // Back to the top level: out of scope again.
+    let r = app.call(Method::PATCH, &dept_path(&south), Some(json!({"parent_id": null}))).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert_eq!(seen(manager.clone()).await, StatusCode::NOT_FOUND);
+
+    // A team moved into 华北区 takes its records' team into the manager's department scope.
+    let team_path = format!("/api/v1/teams/{team_b}");
+    let r = app.call(Method::PATCH, &team_path, Some(json!({"department_id": missing}))).await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.body);
+    let r = app.call(Method::PATCH, &team_path, Some(json!({"department_id": north, "name": "B 组"}))).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert_eq!((r.body["name"].as_str(), r.body["department_id"].as_str()), (Some("B 组"), Some(north.as_str())));
+    assert_eq!(seen(manager.clone()).await, StatusCode::OK);
+
+    // Every change is audited with before and after.
+    let events = actions(&app).await;
+    let moves: Vec<&Value> = events.iter().filter(|(a, _)| a == "department.update").map(|(_, d)| d).collect();
+    assert_eq!(moves.len(), 2, "refused changes write no update event");
+    assert_eq!(moves[0]["before"], json!({"name": "华南区", "parent_id": null}));
+    assert_eq!(moves[0]["after"], json!({"name": "华南分区", "parent_id": north}));
+    let team_moves: Vec<&Value> = events.iter().filter(|(a, _)| a == "team.update").map(|(_, d)| d).collect();
+    assert_eq!(team_moves.len(), 1);
+    assert_eq!(team_moves[0]["before"], json!({"name": "B", "department_id": south}));
+    assert_eq!(team_moves[0]["after"], json!({"name": "B 组", "department_id": north}));
+});

@@ -157,6 +157,93 @@ impl Service {
             .collect())
     }
 
+    /// Renames a department or moves it under another (`parent_id: Some(None)` makes it a
+    /// top-level department). Admins only; audited with before and after. A move below itself
+    /// or below one of its own sub-departments is refused (422 on `parent_id`). Scopes that
+    /// follow the department tree change with it, on every server.
+    pub async fn update_department(
+        &self,
+        ctx: &RequestContext,
+        id: Uuid,
+        name: Option<&str>,
+        parent_id: Option<Option<Uuid>>,
+    ) -> ServiceResult<DepartmentView> {
+        self.admin_or_refuse(ctx, "department.update").await?;
+        let before = self.store.list_departments().await?.into_iter().find(|d| d.id == id);
+        let Some(before) = before else { return Err(ServiceError::not_found()) };
+        if let Some(e) = name.and_then(name_error) {
+            return Err(ServiceError::validation(vec![e]));
+        }
+        let row = DepartmentRow {
+            name: name.map_or_else(|| before.name.clone(), |n| n.trim().to_owned()),
+            parent_id: parent_id.unwrap_or(before.parent_id),
+            ..before.clone()
+        };
+        let mut audit = self.audit_draft(ctx, "department.update");
+        audit.details = json!({
+            "department_id": id,
+            "before": { "name": before.name, "parent_id": before.parent_id },
+            "after": { "name": row.name, "parent_id": row.parent_id },
+        });
+        match self.store.update_department(row.clone(), audit).await {
+            Ok(()) => {}
+            Err(StoreError::Conflict(_)) => {
+                return Err(ServiceError::validation(vec![FieldError::new(
+                    "parent_id",
+                    "invalid_reference",
+                    "No such department, or the department itself or one below it.",
+                    "上级部门不存在，或为该部门本身或其下级部门。",
+                )]));
+            }
+            Err(e) => return Err(e.into()),
+        }
+        self.invalidate_org();
+        Ok(DepartmentView { id: row.id, name: row.name, parent_id: row.parent_id })
+    }
+
+    /// Renames a team or moves it to another department (`department_id: Some(None)`: none).
+    /// Admins only; audited with before and after. Records keep the team they were written
+    /// for; members' and managers' department scopes follow the team's new department.
+    pub async fn update_team(
+        &self,
+        ctx: &RequestContext,
+        id: Uuid,
+        name: Option<&str>,
+        department_id: Option<Option<Uuid>>,
+    ) -> ServiceResult<TeamView> {
+        self.admin_or_refuse(ctx, "team.update").await?;
+        let before = self.store.list_teams().await?.into_iter().find(|t| t.id == id);
+        let Some(before) = before else { return Err(ServiceError::not_found()) };
+        if let Some(e) = name.and_then(name_error) {
+            return Err(ServiceError::validation(vec![e]));
+        }
+        let row = TeamRow {
+            name: name.map_or_else(|| before.name.clone(), |n| n.trim().to_owned()),
+            department_id: department_id.unwrap_or(before.department_id),
+            ..before.clone()
+        };
+        let mut audit = self.audit_draft(ctx, "team.update");
+        audit.details = json!({
+            "team_id": id,
+            "before": { "name": before.name, "department_id": before.department_id },
+            "after": { "name": row.name, "department_id": row.department_id },
+        });
+        match self.store.update_team(row.clone(), audit).await {
+            Ok(()) => {}
+            Err(StoreError::Conflict(_)) => {
+                return Err(ServiceError::validation(vec![FieldError::new(
+                    "department_id",
+                    "invalid_reference",
+                    "No such department.",
+                    "部门不存在。",
+                )]));
+            }
+            Err(e) => return Err(e.into()),
+        }
+        self.invalidate_org();
+        Ok(TeamView { id: row.id, name: row.name, department_id: row.department_id })
+    }
+
     /// The schema of one object (standard and custom fields).
     pub fn object_schema(&self, object: &str) -> ServiceResult<ObjectDef> {
         self.object_def(object)

@@ -901,6 +901,65 @@ impl Store for PostgresStore {
         commit(tx).await
     }
 
+    async fn update_department(&self, department: DepartmentRow, audit: AuditDraft) -> StoreResult<()> {
+        let mut tx = self.begin().await?;
+        // Every department row locked: concurrent moves are serialised, so no two of them can
+        // each pass the cycle check and together make a cycle.
+        let rows: Vec<(Uuid, Option<Uuid>)> = sqlx::query_as("SELECT id, parent_id FROM departments FOR UPDATE")
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(map_sqlx)?;
+        let parents: std::collections::HashMap<Uuid, Option<Uuid>> = rows.into_iter().collect();
+        if !parents.contains_key(&department.id) {
+            return Err(StoreError::NotFound);
+        }
+        let mut at = department.parent_id;
+        while let Some(current) = at {
+            if current == department.id {
+                return Err(StoreError::Conflict("a department cannot be moved below itself".into()));
+            }
+            let Some(up) = parents.get(&current) else {
+                return Err(StoreError::Conflict(format!("no department {current}")));
+            };
+            at = *up;
+        }
+        sqlx::query("UPDATE departments SET name = $1, parent_id = $2 WHERE id = $3")
+            .bind(&department.name)
+            .bind(department.parent_id)
+            .bind(department.id)
+            .execute(&mut *tx)
+            .await
+            .map_err(map_sqlx)?;
+        append_events(&mut tx, &[audit]).await?;
+        commit(tx).await
+    }
+
+    async fn update_team(&self, team: TeamRow, audit: AuditDraft) -> StoreResult<()> {
+        let mut tx = self.begin().await?;
+        if let Some(dep) = team.department_id {
+            let found: Option<i32> = sqlx::query_scalar("SELECT 1 FROM departments WHERE id = $1 FOR SHARE")
+                .bind(dep)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(map_sqlx)?;
+            if found.is_none() {
+                return Err(StoreError::Conflict(format!("no department {dep}")));
+            }
+        }
+        let res = sqlx::query("UPDATE teams SET name = $1, department_id = $2 WHERE id = $3")
+            .bind(&team.name)
+            .bind(team.department_id)
+            .bind(team.id)
+            .execute(&mut *tx)
+            .await
+            .map_err(map_sqlx)?;
+        if res.rows_affected() == 0 {
+            return Err(StoreError::NotFound);
+        }
+        append_events(&mut tx, &[audit]).await?;
+        commit(tx).await
+    }
+
     async fn list_teams(&self) -> StoreResult<Vec<TeamRow>> {
         let rows =
             sqlx::query("SELECT * FROM teams ORDER BY created_at, id").fetch_all(&self.pool).await.map_err(map_sqlx)?;

@@ -176,6 +176,8 @@ enum Op {
     CreateUser(UserRow, AuditDraft),
     CreateDepartment(DepartmentRow, AuditDraft),
     CreateTeam(TeamRow, AuditDraft),
+    UpdateDepartment(DepartmentRow, AuditDraft),
+    UpdateTeam(TeamRow, AuditDraft),
     CreateSession(SessionRow, AuditDraft),
     TouchSession(String, i64),
     DeleteSession(String, AuditDraft),
@@ -513,6 +515,63 @@ async fn apply_op(conn: &mut SqliteConnection, op: Op, head: &mut ChainHead) -> 
                 }
                 Err(e) => return Err(map_sqlx(e)),
                 Ok(_) => {}
+            }
+            append_events(conn, head, &[audit]).await?;
+            Ok(OpOut::Unit)
+        }
+        Op::UpdateDepartment(d, audit) => {
+            let rows: Vec<(String, Option<String>)> = sqlx::query_as("SELECT id, parent_id FROM departments")
+                .fetch_all(&mut *conn)
+                .await
+                .map_err(map_sqlx)?;
+            let parents: std::collections::HashMap<String, Option<String>> = rows.into_iter().collect();
+            let id = d.id.to_string();
+            if !parents.contains_key(&id) {
+                return Err(StoreError::NotFound);
+            }
+            if let Some(parent) = d.parent_id {
+                // Walk up from the new parent: reaching the department itself would make a cycle.
+                let mut at = Some(parent.to_string());
+                while let Some(current) = at {
+                    if current == id {
+                        return Err(StoreError::Conflict("a department cannot be moved below itself".into()));
+                    }
+                    let Some(up) = parents.get(&current) else {
+                        return Err(StoreError::Conflict(format!("no department {current}")));
+                    };
+                    at = up.clone();
+                }
+            }
+            sqlx::query("UPDATE departments SET name = ?, parent_id = ? WHERE id = ?")
+                .bind(&d.name)
+                .bind(opt_uuid(d.parent_id))
+                .bind(&id)
+                .execute(&mut *conn)
+                .await
+                .map_err(map_sqlx)?;
+            append_events(conn, head, &[audit]).await?;
+            Ok(OpOut::Unit)
+        }
+        Op::UpdateTeam(t, audit) => {
+            if let Some(dep) = t.department_id {
+                let found: Option<i64> = sqlx::query_scalar("SELECT 1 FROM departments WHERE id = ?")
+                    .bind(dep.to_string())
+                    .fetch_optional(&mut *conn)
+                    .await
+                    .map_err(map_sqlx)?;
+                if found.is_none() {
+                    return Err(StoreError::Conflict(format!("no department {dep}")));
+                }
+            }
+            let res = sqlx::query("UPDATE teams SET name = ?, department_id = ? WHERE id = ?")
+                .bind(&t.name)
+                .bind(opt_uuid(t.department_id))
+                .bind(t.id.to_string())
+                .execute(&mut *conn)
+                .await
+                .map_err(map_sqlx)?;
+            if res.rows_affected() == 0 {
+                return Err(StoreError::NotFound);
             }
             append_events(conn, head, &[audit]).await?;
             Ok(OpOut::Unit)
@@ -1215,6 +1274,14 @@ impl Store for SqliteStore {
 
     async fn create_team(&self, team: TeamRow, audit: AuditDraft) -> StoreResult<()> {
         self.submit_unit(Op::CreateTeam(team, audit)).await
+    }
+
+    async fn update_department(&self, department: DepartmentRow, audit: AuditDraft) -> StoreResult<()> {
+        self.submit_unit(Op::UpdateDepartment(department, audit)).await
+    }
+
+    async fn update_team(&self, team: TeamRow, audit: AuditDraft) -> StoreResult<()> {
+        self.submit_unit(Op::UpdateTeam(team, audit)).await
     }
 
     async fn list_teams(&self) -> StoreResult<Vec<TeamRow>> {

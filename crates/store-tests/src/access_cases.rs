@@ -281,3 +281,47 @@ pub async fn the_cache_epoch_moves_with_shared_configuration_only(store: DynStor
     assert!(refused.is_err());
     assert_eq!(epoch().await, last, "record writes and refused changes leave the epoch alone");
 }
+
+/// Moving departments checks for cycles inside the transaction: of two concurrent moves that
+/// would together make a cycle, exactly one succeeds.
+pub async fn department_moves_never_make_a_cycle(store: DynStore) {
+    let dept =
+        |name: &str| DepartmentRow { id: Uuid::now_v7(), name: name.into(), parent_id: None, created_at: now_micros() };
+    for round in 0..10 {
+        let (a, b) = (dept(&format!("A{round}")), dept(&format!("B{round}")));
+        for d in [&a, &b] {
+            store.create_department(d.clone(), AuditDraft::new("department.create")).await.expect("create");
+        }
+        let a_under_b = DepartmentRow { parent_id: Some(b.id), ..a.clone() };
+        let b_under_a = DepartmentRow { parent_id: Some(a.id), ..b.clone() };
+        let (x, y) = tokio::join!(
+            store.update_department(a_under_b, AuditDraft::new("department.update")),
+            store.update_department(b_under_a, AuditDraft::new("department.update")),
+        );
+        assert_eq!(u8::from(x.is_ok()) + u8::from(y.is_ok()), 1, "round {round}: {x:?} {y:?}");
+        assert!(matches!(x.err().or(y.err()), Some(StoreError::Conflict(_))));
+    }
+    // Below itself, below a missing department, a missing department or team.
+    let a = dept("self");
+    store.create_department(a.clone(), AuditDraft::new("department.create")).await.expect("create");
+    let own = store.update_department(DepartmentRow { parent_id: Some(a.id), ..a.clone() }, AuditDraft::new("x")).await;
+    assert!(matches!(own, Err(StoreError::Conflict(_))), "{own:?}");
+    let orphan = DepartmentRow { parent_id: Some(Uuid::now_v7()), ..a.clone() };
+    assert!(matches!(store.update_department(orphan, AuditDraft::new("x")).await, Err(StoreError::Conflict(_))));
+    let ghost = dept("ghost");
+    assert!(matches!(store.update_department(ghost, AuditDraft::new("x")).await, Err(StoreError::NotFound)));
+    let team = TeamRow { id: Uuid::now_v7(), name: "T".into(), department_id: None, created_at: now_micros() };
+    assert!(matches!(store.update_team(team.clone(), AuditDraft::new("x")).await, Err(StoreError::NotFound)));
+    store.create_team(team.clone(), AuditDraft::new("team.create")).await.expect("team");
+    let homeless = TeamRow { department_id: Some(Uuid::now_v7()), ..team.clone() };
+    assert!(matches!(store.update_team(homeless, AuditDraft::new("x")).await, Err(StoreError::Conflict(_))));
+    let moved = TeamRow { name: "T2".into(), department_id: Some(a.id), ..team.clone() };
+    store.update_team(moved.clone(), AuditDraft::new("team.update")).await.expect("move");
+    assert_eq!(store.list_teams().await.expect("teams"), vec![moved]);
+    let renamed = DepartmentRow { name: "renamed".into(), ..a.clone() };
+    store.update_department(renamed.clone(), AuditDraft::new("department.update")).await.expect("rename");
+    assert!(store.list_departments().await.expect("list").contains(&renamed));
+    let events = store.list_audit(0, 100_000).await.expect("audit");
+    assert_eq!(events.iter().filter(|e| e.action == "department.update").count(), 11, "one per change that happened");
+    assert_eq!(events.iter().filter(|e| e.action == "x").count(), 0, "refused changes write nothing");
+}

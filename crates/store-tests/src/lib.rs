@@ -290,6 +290,7 @@ macro_rules! conformance_tests {
             grants_expire_by_time_and_are_revoked_once,
             login_counters_are_atomic_and_forget_old_failures,
             the_cache_epoch_moves_with_shared_configuration_only,
+            department_moves_never_make_a_cycle,
             field_rules_are_revised_with_their_job,
             jobs_are_leased_once_and_taken_over_after_their_lease,
             job_progress_records_violations_and_refreshes_keys,

@@ -580,6 +580,14 @@ pub trait Store: Send + Sync + 'static {
     async fn list_departments(&self) -> StoreResult<Vec<DepartmentRow>>;
     async fn create_team(&self, team: TeamRow, audit: AuditDraft) -> StoreResult<()>;
     async fn list_teams(&self) -> StoreResult<Vec<TeamRow>>;
+    /// Renames a department or moves it (`parent_id`; `None` = a top-level department), with
+    /// its audit event, in one transaction that checks the new parent exists and is neither the
+    /// department itself nor below it (`Conflict` otherwise, nothing changed; two concurrent
+    /// moves can never make a cycle). `NotFound` when there is no such department.
+    async fn update_department(&self, department: DepartmentRow, audit: AuditDraft) -> StoreResult<()>;
+    /// Renames a team or moves it to another department (which must exist: `Conflict`
+    /// otherwise), with its audit event. `NotFound` when there is no such team.
+    async fn update_team(&self, team: TeamRow, audit: AuditDraft) -> StoreResult<()>;
 
     // ---- sessions ------------------------------------------------------------------------
 

@@ -93,6 +93,53 @@ pub async fn create_team(
     Ok((StatusCode::CREATED, Json(json!(t))).into_response())
 }
 
+/// `{"name"}` (a string) and one id key (`null` clears, a UUID sets, absence keeps); any other
+/// key is refused.
+fn rename_and_move(
+    body: &serde_json::Map<String, serde_json::Value>,
+    id_key: &str,
+) -> Result<(Option<String>, Option<Option<Uuid>>), crate::error::ApiError> {
+    if let Some(k) = body.keys().find(|k| k.as_str() != "name" && k.as_str() != id_key) {
+        return Err(malformed(&format!("Unknown key {k}.")));
+    }
+    let name = match body.get("name") {
+        None => None,
+        Some(serde_json::Value::String(s)) => Some(s.clone()),
+        Some(_) => return Err(malformed("name must be a string.")),
+    };
+    Ok((name, optional_id(body, id_key)?))
+}
+
+#[utoipa::path(patch, path = "/api/v1/departments/{id}", tag = "admin", params(("id" = Uuid, Path)),
+    description = "Renames a department or moves it: {\"name\", \"parent_id\"} (null = top level). A move below itself or its own sub-departments is refused.",
+    responses((status = 200), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
+pub async fn update_department(
+    State(state): State<AppState>,
+    Auth(ctx): Auth,
+    PathParams(id): PathParams<String>,
+    JsonBody(body): JsonBody<serde_json::Map<String, serde_json::Value>>,
+) -> ApiResult<Response> {
+    let id = parse_user_id(&id)?;
+    let (name, parent_id) = rename_and_move(&body, "parent_id")?;
+    let d = state.service.update_department(&ctx, id, name.as_deref(), parent_id).await?;
+    Ok(Json(json!(d)).into_response())
+}
+
+#[utoipa::path(patch, path = "/api/v1/teams/{id}", tag = "admin", params(("id" = Uuid, Path)),
+    description = "Renames a team or moves it to another department: {\"name\", \"department_id\"} (null = none).",
+    responses((status = 200), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
+pub async fn update_team(
+    State(state): State<AppState>,
+    Auth(ctx): Auth,
+    PathParams(id): PathParams<String>,
+    JsonBody(body): JsonBody<serde_json::Map<String, serde_json::Value>>,
+) -> ApiResult<Response> {
+    let id = parse_user_id(&id)?;
+    let (name, department_id) = rename_and_move(&body, "department_id")?;
+    let t = state.service.update_team(&ctx, id, name.as_deref(), department_id).await?;
+    Ok(Json(json!(t)).into_response())
+}
+
 #[utoipa::path(get, path = "/api/v1/schema", tag = "schema", responses((status = 200, description = "Every object with its fields")))]
 pub async fn schema(State(state): State<AppState>, Auth(_ctx): Auth) -> ApiResult<Response> {
     let schema = state.service.schema();
