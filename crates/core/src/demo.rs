@@ -193,48 +193,180 @@ const CITIES: &[City] = &[
     city("云南省", "昆明市", "昆明", "昆明", "Kunming", "五华区", "530102", "0871"),
 ];
 
-/// Company brand names (字号): simplified, traditional, pinyin.
-const BRANDS: &[(&str, &str, &str)] = &[
-    ("云图", "雲圖", "Yuntu"),
-    ("华信", "華信", "Huaxin"),
-    ("博远", "博遠", "Boyuan"),
-    ("天成", "天成", "Tiancheng"),
-    ("鼎盛", "鼎盛", "Dingsheng"),
-    ("恒通", "恒通", "Hengtong"),
-    ("嘉禾", "嘉禾", "Jiahe"),
-    ("瑞丰", "瑞豐", "Ruifeng"),
-    ("金桥", "金橋", "Jinqiao"),
-    ("中科", "中科", "Zhongke"),
-    ("星辰", "星辰", "Xingchen"),
-    ("海川", "海川", "Haichuan"),
-    ("远航", "遠航", "Yuanhang"),
-    ("卓越", "卓越", "Zhuoyue"),
-    ("新元", "新元", "Xinyuan"),
-    ("宏达", "宏達", "Hongda"),
-    ("永泰", "永泰", "Yongtai"),
-    ("明德", "明德", "Mingde"),
-    ("同舟", "同舟", "Tongzhou"),
-    ("锦程", "錦程", "Jincheng"),
-    ("智联", "智聯", "Zhilian"),
-    ("蓝海", "藍海", "Lanhai"),
-    ("正源", "正源", "Zhengyuan"),
-    ("万方", "萬方", "Wanfang"),
-    ("汇通", "匯通", "Huitong"),
-    ("启明", "啟明", "Qiming"),
-    ("思创", "思創", "Sichuang"),
-    ("睿智", "睿智", "Ruizhi"),
-    ("联创", "聯創", "Lianchuang"),
-    ("青禾", "青禾", "Qinghe"),
-    ("东升", "東升", "Dongsheng"),
-    ("德源", "德源", "Deyuan"),
-    ("长风", "長風", "Changfeng"),
-    ("泰和", "泰和", "Taihe"),
-    ("银河", "銀河", "Yinhe"),
-    ("凯旋", "凱旋", "Kaixuan"),
-    ("九州", "九州", "Jiuzhou"),
-    ("百川", "百川", "Baichuan"),
-    ("四海", "四海", "Sihai"),
-    ("未来", "未來", "Weilai"),
+/// Characters of Chinese brand names (字号): simplified, traditional, pinyin (no tone), and the
+/// places the character may take in a brand: `L` first, `M` second, `E` third (last of a
+/// three-character brand). A brand is two characters ("华信"), or three ("华信达") — since names
+/// are checked per registration authority and industry, newer registrations often need a third
+/// character to be accepted — and never repeats a character. Characters whose pinyin starts with
+/// a vowel only come first, so that concatenated syllables stay unambiguous without apostrophes
+/// ("Anxin", never "Hua'an"); every traditional form folds back to the simplified one in the
+/// matcher (`matching::fold`), so traditional duplicates stay findable.
+#[rustfmt::skip]
+const HAN: &[(&str, &str, &str, &str)] = &[
+    ("华", "華", "hua", "LME"), ("信", "信", "xin", "LME"), ("博", "博", "bo", "LME"), ("远", "遠", "yuan", "LME"),
+    ("鼎", "鼎", "ding", "LME"), ("盛", "盛", "sheng", "LME"), ("恒", "恒", "heng", "LME"), ("通", "通", "tong", "LME"),
+    ("嘉", "嘉", "jia", "LME"), ("禾", "禾", "he", "LME"), ("瑞", "瑞", "rui", "LME"), ("丰", "豐", "feng", "LME"),
+    ("金", "金", "jin", "LM"), ("桥", "橋", "qiao", "ME"), ("中", "中", "zhong", "L"), ("科", "科", "ke", "LME"),
+    ("星", "星", "xing", "LME"), ("辰", "辰", "chen", "ME"), ("海", "海", "hai", "LME"), ("川", "川", "chuan", "LME"),
+    ("航", "航", "hang", "LME"), ("卓", "卓", "zhuo", "LM"), ("越", "越", "yue", "LME"), ("新", "新", "xin", "LM"),
+    ("元", "元", "yuan", "LME"), ("宏", "宏", "hong", "LME"), ("达", "達", "da", "LME"), ("永", "永", "yong", "LM"),
+    ("泰", "泰", "tai", "LME"), ("明", "明", "ming", "LME"), ("德", "德", "de", "LME"), ("同", "同", "tong", "LM"),
+    ("舟", "舟", "zhou", "ME"), ("锦", "錦", "jin", "LME"), ("程", "程", "cheng", "ME"), ("智", "智", "zhi", "LME"),
+    ("联", "聯", "lian", "LME"), ("蓝", "藍", "lan", "LM"), ("正", "正", "zheng", "LM"), ("源", "源", "yuan", "LME"),
+    ("万", "萬", "wan", "LME"), ("方", "方", "fang", "LME"), ("汇", "匯", "hui", "LME"), ("启", "啟", "qi", "LM"),
+    ("思", "思", "si", "LM"), ("创", "創", "chuang", "LME"), ("睿", "睿", "rui", "LME"), ("青", "青", "qing", "LM"),
+    ("东", "東", "dong", "LM"), ("升", "升", "sheng", "LME"), ("长", "長", "chang", "L"), ("风", "風", "feng", "LME"),
+    ("和", "和", "he", "LME"), ("银", "銀", "yin", "LM"), ("河", "河", "he", "ME"), ("凯", "凱", "kai", "LME"),
+    ("九", "九", "jiu", "L"), ("百", "百", "bai", "L"), ("云", "雲", "yun", "LME"), ("图", "圖", "tu", "LME"),
+    ("天", "天", "tian", "LME"), ("成", "成", "cheng", "LME"), ("宇", "宇", "yu", "LME"), ("安", "安", "an", "L"),
+    ("邦", "邦", "bang", "LME"), ("宝", "寶", "bao", "LME"), ("北", "北", "bei", "L"), ("彩", "彩", "cai", "LM"),
+    ("昌", "昌", "chang", "LME"), ("畅", "暢", "chang", "LM"), ("超", "超", "chao", "LM"), ("诚", "誠", "cheng", "LME"),
+    ("驰", "馳", "chi", "LME"), ("崇", "崇", "chong", "L"), ("春", "春", "chun", "LM"), ("纯", "純", "chun", "LM"),
+    ("大", "大", "da", "L"), ("道", "道", "dao", "LME"), ("登", "登", "deng", "LM"), ("迪", "迪", "di", "LME"),
+    ("敦", "敦", "dun", "L"), ("帆", "帆", "fan", "LM"), ("飞", "飛", "fei", "LME"), ("峰", "峰", "feng", "LME"),
+    ("锋", "鋒", "feng", "ME"), ("福", "福", "fu", "LME"), ("富", "富", "fu", "LME"), ("高", "高", "gao", "L"),
+    ("格", "格", "ge", "LME"), ("光", "光", "guang", "LME"), ("广", "廣", "guang", "L"), ("国", "國", "guo", "LM"),
+    ("浩", "浩", "hao", "LME"), ("合", "合", "he", "LM"), ("弘", "弘", "hong", "L"), ("鸿", "鴻", "hong", "LME"),
+    ("虹", "虹", "hong", "LM"), ("厚", "厚", "hou", "L"), ("辉", "輝", "hui", "LME"), ("晖", "暉", "hui", "ME"),
+    ("惠", "惠", "hui", "LME"), ("慧", "慧", "hui", "LM"), ("佳", "佳", "jia", "LME"), ("建", "建", "jian", "LM"),
+    ("江", "江", "jiang", "LME"), ("杰", "傑", "jie", "LME"), ("精", "精", "jing", "LM"), ("景", "景", "jing", "LME"),
+    ("久", "久", "jiu", "LM"), ("聚", "聚", "ju", "LM"), ("骏", "駿", "jun", "LME"), ("钧", "鈞", "jun", "LM"),
+    ("开", "開", "kai", "L"), ("康", "康", "kang", "LME"), ("坤", "坤", "kun", "LME"), ("朗", "朗", "lang", "LME"),
+    ("澜", "瀾", "lan", "LM"), ("力", "力", "li", "LM"), ("立", "立", "li", "LM"), ("利", "利", "li", "LME"),
+    ("良", "良", "liang", "LM"), ("亮", "亮", "liang", "ME"), ("林", "林", "lin", "LME"), ("霖", "霖", "lin", "ME"),
+    ("凌", "凌", "ling", "LM"), ("灵", "靈", "ling", "LM"), ("领", "領", "ling", "LM"), ("龙", "龍", "long", "LME"),
+    ("隆", "隆", "long", "LME"), ("路", "路", "lu", "LME"), ("禄", "祿", "lu", "ME"), ("美", "美", "mei", "LME"),
+    ("盟", "盟", "meng", "ME"), ("铭", "銘", "ming", "LME"), ("南", "南", "nan", "L"), ("楠", "楠", "nan", "ME"),
+    ("宁", "寧", "ning", "LME"), ("诺", "諾", "nuo", "LME"), ("鹏", "鵬", "peng", "LME"), ("品", "品", "pin", "LM"),
+    ("平", "平", "ping", "LM"), ("普", "普", "pu", "LM"), ("千", "千", "qian", "L"), ("谦", "謙", "qian", "ME"),
+    ("强", "強", "qiang", "LME"), ("勤", "勤", "qin", "LM"), ("清", "清", "qing", "LM"), ("庆", "慶", "qing", "LME"),
+    ("泉", "泉", "quan", "LME"), ("群", "群", "qun", "LME"), ("仁", "仁", "ren", "LM"), ("荣", "榮", "rong", "LME"),
+    ("融", "融", "rong", "LME"), ("润", "潤", "run", "LME"), ("森", "森", "sen", "LME"), ("山", "山", "shan", "LME"),
+    ("尚", "尚", "shang", "LM"), ("胜", "勝", "sheng", "LME"), ("世", "世", "shi", "L"), ("首", "首", "shou", "L"),
+    ("曙", "曙", "shu", "L"), ("顺", "順", "shun", "LME"), ("硕", "碩", "shuo", "LME"), ("松", "松", "song", "LM"),
+    ("腾", "騰", "teng", "LME"), ("拓", "拓", "tuo", "LME"), ("旺", "旺", "wang", "LME"), ("威", "威", "wei", "LME"),
+    ("维", "維", "wei", "LME"), ("伟", "偉", "wei", "LME"), ("文", "文", "wen", "LM"), ("沃", "沃", "wo", "L"),
+    ("希", "希", "xi", "LM"), ("熙", "熙", "xi", "LM"), ("祥", "祥", "xiang", "LME"), ("翔", "翔", "xiang", "LME"),
+    ("欣", "欣", "xin", "LME"), ("鑫", "鑫", "xin", "LME"), ("兴", "興", "xing", "LME"), ("雄", "雄", "xiong", "LME"),
+    ("旭", "旭", "xu", "LME"), ("轩", "軒", "xuan", "LME"), ("雅", "雅", "ya", "LM"), ("亚", "亞", "ya", "LM"),
+    ("阳", "陽", "yang", "LME"), ("耀", "耀", "yao", "LME"), ("业", "業", "ye", "ME"), ("一", "一", "yi", "L"),
+    ("亿", "億", "yi", "L"), ("益", "益", "yi", "LME"), ("逸", "逸", "yi", "LME"), ("毅", "毅", "yi", "M"),
+    ("英", "英", "ying", "LME"), ("盈", "盈", "ying", "LME"), ("颖", "穎", "ying", "M"), ("优", "優", "you", "L"),
+    ("友", "友", "you", "LME"), ("羽", "羽", "yu", "M"), ("雨", "雨", "yu", "LM"), ("玉", "玉", "yu", "LM"),
+    ("裕", "裕", "yu", "LME"), ("园", "園", "yuan", "ME"), ("悦", "悅", "yue", "LME"), ("运", "運", "yun", "LME"),
+    ("韵", "韻", "yun", "LM"), ("泽", "澤", "ze", "LME"), ("展", "展", "zhan", "LME"), ("兆", "兆", "zhao", "L"),
+    ("哲", "哲", "zhe", "M"), ("振", "振", "zhen", "L"), ("知", "知", "zhi", "L"), ("致", "致", "zhi", "LM"),
+    ("志", "志", "zhi", "LM"), ("洲", "洲", "zhou", "M"), ("紫", "紫", "zi", "L"), ("尊", "尊", "zun", "L"),
+    ("昊", "昊", "hao", "LM"), ("晟", "晟", "sheng", "LME"), ("昱", "昱", "yu", "LM"), ("晶", "晶", "jing", "LM"),
+    ("曜", "曜", "yao", "LM"), ("晨", "晨", "chen", "LME"), ("曦", "曦", "xi", "M"), ("泓", "泓", "hong", "LM"),
+    ("沛", "沛", "pei", "M"), ("涛", "濤", "tao", "ME"), ("波", "波", "bo", "LM"), ("洋", "洋", "yang", "ME"),
+    ("瀚", "瀚", "han", "LME"), ("翰", "翰", "han", "LM"), ("湾", "灣", "wan", "M"), ("港", "港", "gang", "LME"),
+    ("津", "津", "jin", "M"), ("浦", "浦", "pu", "LM"), ("滨", "濱", "bin", "ME"), ("潮", "潮", "chao", "LM"),
+    ("澄", "澄", "cheng", "LM"), ("渊", "淵", "yuan", "M"), ("淼", "淼", "miao", "M"), ("岳", "岳", "yue", "LM"),
+    ("巍", "巍", "wei", "M"), ("峻", "峻", "jun", "M"), ("嵘", "嶸", "rong", "M"), ("磊", "磊", "lei", "M"),
+    ("岩", "岩", "yan", "M"), ("桦", "樺", "hua", "M"), ("枫", "楓", "feng", "LM"), ("桂", "桂", "gui", "LM"),
+    ("兰", "蘭", "lan", "LM"), ("莲", "蓮", "lian", "M"), ("芯", "芯", "xin", "LM"), ("芸", "芸", "yun", "M"),
+    ("茂", "茂", "mao", "LM"), ("蔚", "蔚", "wei", "LM"), ("珠", "珠", "zhu", "LM"), ("璟", "璟", "jing", "M"),
+    ("琪", "琪", "qi", "M"), ("瑶", "瑤", "yao", "M"), ("璞", "璞", "pu", "LM"), ("义", "義", "yi", "M"),
+    ("忠", "忠", "zhong", "L"), ("吉", "吉", "ji", "LM"), ("亨", "亨", "heng", "LM"), ("发", "發", "fa", "ME"),
+    ("巨", "巨", "ju", "L"), ("凤", "鳳", "feng", "LM"), ("麒", "麒", "qi", "L"), ("麟", "麟", "lin", "M"),
+    ("环", "環", "huan", "L"), ("寰", "寰", "huan", "L"), ("纪", "紀", "ji", "LM"), ("时", "時", "shi", "L"),
+    ("城", "城", "cheng", "M"), ("誉", "譽", "yu", "ME"), ("贤", "賢", "xian", "ME"), ("鸣", "鳴", "ming", "M"),
+    ("潇", "瀟", "xiao", "M"), ("纬", "緯", "wei", "LM"), ("聪", "聰", "cong", "M"), ("颂", "頌", "song", "M"),
+    ("颐", "頤", "yi", "LM"), ("恺", "愷", "kai", "M"), ("晔", "曄", "ye", "M"), ("炜", "煒", "wei", "M"),
+    ("烨", "燁", "ye", "M"), ("祯", "禎", "zhen", "M"), ("筑", "築", "zhu", "LM"), ("遥", "遙", "yao", "M"),
+    ("迈", "邁", "mai", "LM"), ("栋", "棟", "dong", "M"), ("荟", "薈", "hui", "M"), ("蕴", "蘊", "yun", "M"),
+    ("涌", "湧", "yong", "M"), ("岚", "嵐", "lan", "M"), ("峥", "崢", "zheng", "LM"), ("琳", "琳", "lin", "M"),
+    ("宸", "宸", "chen", "LM"), ("擎", "擎", "qing", "LM"), ("弈", "弈", "yi", "M"), ("奕", "奕", "yi", "M"),
+    ("赫", "赫", "he", "LM"), ("臻", "臻", "zhen", "LM"), ("至", "至", "zhi", "L"), ("冠", "冠", "guan", "LM"),
+    ("协", "協", "xie", "LM"), ("捷", "捷", "jie", "LME"), ("迅", "迅", "xun", "LM"), ("讯", "訊", "xun", "ME"),
+    ("途", "途", "tu", "LM"), ("煌", "煌", "huang", "M"), ("炬", "炬", "ju", "LM"), ("晗", "晗", "han", "M"),
+    ("晓", "曉", "xiao", "LM"), ("旻", "旻", "min", "M"), ("暄", "暄", "xuan", "M"), ("昕", "昕", "xin", "LM"),
+    ("晴", "晴", "qing", "M"), ("晋", "晉", "jin", "LM"), ("汐", "汐", "xi", "M"), ("沁", "沁", "qin", "LM"),
+    ("涵", "涵", "han", "M"), ("淳", "淳", "chun", "M"), ("湛", "湛", "zhan", "M"), ("溢", "溢", "yi", "M"),
+    ("滔", "滔", "tao", "M"), ("澎", "澎", "peng", "LM"), ("灏", "灝", "hao", "M"), ("沐", "沐", "mu", "M"),
+    ("浚", "浚", "jun", "M"), ("淇", "淇", "qi", "M"), ("汀", "汀", "ting", "M"), ("洪", "洪", "hong", "LM"),
+    ("垚", "垚", "yao", "M"), ("域", "域", "yu", "M"), ("基", "基", "ji", "LM"), ("楷", "楷", "kai", "M"),
+    ("榕", "榕", "rong", "LM"), ("樟", "樟", "zhang", "M"), ("杉", "杉", "shan", "M"), ("桐", "桐", "tong", "LM"),
+    ("柯", "柯", "ke", "LM"), ("瑜", "瑜", "yu", "M"), ("瑾", "瑾", "jin", "M"), ("璇", "璇", "xuan", "M"),
+    ("琦", "琦", "qi", "M"), ("瑛", "瑛", "ying", "M"), ("珂", "珂", "ke", "M"), ("玮", "瑋", "wei", "M"),
+    ("珍", "珍", "zhen", "LM"), ("璐", "璐", "lu", "M"), ("礼", "禮", "li", "M"), ("跃", "躍", "yue", "LM"),
+    ("奔", "奔", "ben", "LM"), ("进", "進", "jin", "M"), ("穹", "穹", "qiong", "M"), ("霄", "霄", "xiao", "M"),
+    ("霆", "霆", "ting", "M"), ("特", "特", "te", "LME"), ("斯", "斯", "si", "LME"), ("莱", "萊", "lai", "LME"),
+    ("菲", "菲", "fei", "LME"), ("豪", "豪", "hao", "LME"), ("俊", "俊", "jun", "LM"), ("锐", "銳", "rui", "LM"),
+    ("三", "三", "san", "L"), ("五", "五", "wu", "L"), ("八", "八", "ba", "L"), ("红", "紅", "hong", "LM"),
+    ("白", "白", "bai", "L"), ("丹", "丹", "dan", "LM"), ("夏", "夏", "xia", "LM"), ("穗", "穗", "sui", "LM"),
+    ("堂", "堂", "tang", "M"), ("心", "心", "xin", "LM"), ("神", "神", "shen", "L"), ("太", "太", "tai", "L"),
+    ("唐", "唐", "tang", "L"), ("汉", "漢", "han", "LM"), ("楚", "楚", "chu", "L"), ("蜀", "蜀", "shu", "L"),
+    ("粤", "粵", "yue", "L"), ("闽", "閩", "min", "L"), ("湘", "湘", "xiang", "L"), ("浙", "浙", "zhe", "L"),
+    ("苏", "蘇", "su", "L"), ("鲁", "魯", "lu", "L"), ("秦", "秦", "qin", "L"), ("豫", "豫", "yu", "L"),
+    ("皖", "皖", "wan", "L"), ("渝", "渝", "yu", "L"), ("爱", "愛", "ai", "L"), ("欧", "歐", "ou", "L"),
+    ("艾", "艾", "ai", "L"), ("西", "西", "xi", "L"), ("泛", "泛", "fan", "L"), ("雷", "雷", "lei", "L"),
+    ("贝", "貝", "bei", "LM"), ("佰", "佰", "bai", "L"), ("家", "家", "jia", "LM"), ("民", "民", "min", "LM"),
+    ("生", "生", "sheng", "ME"), ("宜", "宜", "yi", "LM"), ("怡", "怡", "yi", "LM"), ("欢", "歡", "huan", "M"),
+    ("喜", "喜", "xi", "LM"), ("禧", "禧", "xi", "M"), ("健", "健", "jian", "LME"), ("工", "工", "gong", "M"),
+    ("艺", "藝", "yi", "M"), ("匠", "匠", "jiang", "LM"), ("梦", "夢", "meng", "LM"), ("际", "際", "ji", "M"),
+    ("宙", "宙", "zhou", "M"), ("地", "地", "di", "M"), ("煜", "煜", "yu", "M"), ("炫", "炫", "xuan", "LM"),
+    ("焱", "焱", "yan", "M"), ("燊", "燊", "shen", "M"), ("竹", "竹", "zhu", "LM"), ("梅", "梅", "mei", "M"),
+    ("桃", "桃", "tao", "LM"), ("橙", "橙", "cheng", "LM"), ("稻", "稻", "dao", "LM"), ("麦", "麥", "mai", "LM"),
+    ("仓", "倉", "cang", "M"), ("共", "共", "gong", "LM"), ("六", "六", "liu", "L"), ("七", "七", "qi", "L"),
+    ("先", "先", "xian", "LM"), ("真", "真", "zhen", "LM"), ("善", "善", "shan", "LM"), ("贵", "貴", "gui", "LM"),
+    ("鹤", "鶴", "he", "M"), ("鹰", "鷹", "ying", "M"), ("燕", "燕", "yan", "L"), ("雁", "雁", "yan", "M"),
+    ("虎", "虎", "hu", "M"), ("驹", "駒", "ju", "M"),
+];
+
+/// Indexes into [`HAN`] of the characters allowed at position `place` (`b'L'`, `b'M'`, `b'E'`).
+const fn han_at<const N: usize>(place: u8) -> [u16; N] {
+    let mut out = [0u16; N];
+    let (mut i, mut n) = (0, 0);
+    while i < HAN.len() {
+        if has_byte(HAN[i].3, place) {
+            out[n] = i as u16;
+            n += 1;
+        }
+        i += 1;
+    }
+    assert!(n == N, "han_at: wrong length");
+    out
+}
+
+const fn han_count(place: u8) -> usize {
+    let (mut i, mut n) = (0, 0);
+    while i < HAN.len() {
+        if has_byte(HAN[i].3, place) {
+            n += 1;
+        }
+        i += 1;
+    }
+    n
+}
+
+const fn has_byte(s: &str, b: u8) -> bool {
+    let bytes = s.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b {
+            return true;
+        }
+        i += 1;
+    }
+    false
+}
+
+const HAN_FIRST: [u16; han_count(b'L')] = han_at(b'L');
+const HAN_SECOND: [u16; han_count(b'M')] = han_at(b'M');
+const HAN_THIRD: [u16; han_count(b'E')] = han_at(b'E');
+
+/// Share (percent) of Chinese brands with three characters.
+const THREE_CHAR_BRANDS_PERCENT: usize = 50;
+
+/// Two-character sequences a brand must not contain: place names (a company "上海" registered
+/// in 杭州 reads as an address), and words reserved for state-approved names.
+const RESERVED_BRAND_PAIRS: &[&str] = &[
+    "中国", "中华", "国家", "中央", "浙江", "江苏", "广东", "广西", "四川", "湖北", "湖南", "河北", "河南", "山东",
+    "山西", "福建", "安徽", "辽宁", "吉林", "云南", "贵州", "青海", "海南", "江西", "陕西", "甘肃", "宁夏", "西藏",
+    "新疆", "台湾", "香港", "澳门", "长春", "南昌", "南宁", "南通", "金华", "中山", "珠海", "九江", "大同", "大庆",
+    "安庆", "安顺", "信阳", "桂林", "泰安", "泉州", "东莞", "佛山", "惠州", "兰州", "银川", "西宁", "海口", "三亚",
 ];
 
 struct Industry {
@@ -254,8 +386,11 @@ const INDUSTRIES: &[Industry] = &[
             ("网络科技", "網絡科技", "Network Technology"),
             ("数据科技", "數據科技", "Data Technology"),
             ("智能科技", "智能科技", "Intelligent Technology"),
+            ("信息技术", "信息技術", "Information Technology"),
+            ("计算机系统", "計算機系統", "Computer Systems"),
+            ("数字科技", "數字科技", "Digital Technology"),
         ],
-        en: &["Software", "Systems", "Data", "Digital"],
+        en: &["Software", "Systems", "Data", "Digital", "Technologies", "Networks", "Labs", "Cloud"],
     },
     Industry {
         code: "manufacturing",
@@ -265,8 +400,20 @@ const INDUSTRIES: &[Industry] = &[
             ("新材料", "新材料", "New Materials"),
             ("电子", "電子", "Electronics"),
             ("汽车零部件", "汽車零部件", "Auto Parts"),
+            ("智能装备", "智能裝備", "Intelligent Equipment"),
+            ("自动化设备", "自動化設備", "Automation Equipment"),
+            ("模具", "模具", "Moulds"),
         ],
-        en: &["Manufacturing", "Precision", "Industries", "Components"],
+        en: &[
+            "Manufacturing",
+            "Precision",
+            "Industries",
+            "Components",
+            "Machinery",
+            "Engineering",
+            "Materials",
+            "Automation",
+        ],
     },
     Industry {
         code: "retail",
@@ -275,8 +422,11 @@ const INDUSTRIES: &[Industry] = &[
             ("百货", "百貨", "Department Store"),
             ("电子商务", "電子商務", "E-Commerce"),
             ("连锁超市", "連鎖超市", "Supermarket Chain"),
+            ("贸易", "貿易", "Trading"),
+            ("食品", "食品", "Foods"),
+            ("进出口", "進出口", "Import & Export"),
         ],
-        en: &["Trading", "Retail", "Commerce"],
+        en: &["Trading", "Retail", "Commerce", "Imports", "Goods", "Brands", "Foods"],
     },
     Industry {
         code: "finance",
@@ -284,8 +434,11 @@ const INDUSTRIES: &[Industry] = &[
             ("投资管理", "投資管理", "Investment Management"),
             ("融资租赁", "融資租賃", "Financial Leasing"),
             ("金融信息服务", "金融信息服務", "Financial Information Services"),
+            ("资产管理", "資產管理", "Asset Management"),
+            ("股权投资", "股權投資", "Equity Investment"),
+            ("商业保理", "商業保理", "Commercial Factoring"),
         ],
-        en: &["Capital", "Financial", "Investments"],
+        en: &["Capital", "Financial", "Investments", "Asset Management", "Wealth", "Advisors", "Securities"],
     },
     Industry {
         code: "healthcare",
@@ -294,8 +447,10 @@ const INDUSTRIES: &[Industry] = &[
             ("生物科技", "生物科技", "Biotechnology"),
             ("医药", "醫藥", "Pharmaceutical"),
             ("健康管理", "健康管理", "Health Management"),
+            ("医疗科技", "醫療科技", "Medical Technology"),
+            ("生物医药", "生物醫藥", "Biopharmaceutical"),
         ],
-        en: &["Medical", "Healthcare", "Life Sciences"],
+        en: &["Medical", "Healthcare", "Life Sciences", "Biotech", "Pharma", "Wellness", "Diagnostics"],
     },
     Industry {
         code: "education",
@@ -303,8 +458,11 @@ const INDUSTRIES: &[Industry] = &[
             ("教育科技", "教育科技", "Education Technology"),
             ("教育咨询", "教育諮詢", "Education Consulting"),
             ("职业培训", "職業培訓", "Vocational Training"),
+            ("语言培训", "語言培訓", "Language Training"),
+            ("艺术培训", "藝術培訓", "Art Training"),
+            ("教育发展", "教育發展", "Education Development"),
         ],
-        en: &["Education", "Learning", "Academy"],
+        en: &["Education", "Learning", "Academy", "Training", "Institute", "Tutoring"],
     },
     Industry {
         code: "logistics",
@@ -313,8 +471,11 @@ const INDUSTRIES: &[Industry] = &[
             ("供应链管理", "供應鏈管理", "Supply Chain Management"),
             ("国际货运代理", "國際貨運代理", "International Freight Forwarding"),
             ("仓储服务", "倉儲服務", "Warehousing"),
+            ("运输", "運輸", "Transportation"),
+            ("快递", "快遞", "Express Delivery"),
+            ("冷链物流", "冷鏈物流", "Cold Chain Logistics"),
         ],
-        en: &["Logistics", "Freight", "Supply Chain"],
+        en: &["Logistics", "Freight", "Supply Chain", "Shipping", "Transport", "Express", "Cargo"],
     },
     Industry {
         code: "energy",
@@ -323,8 +484,11 @@ const INDUSTRIES: &[Industry] = &[
             ("能源科技", "能源科技", "Energy Technology"),
             ("电力工程", "電力工程", "Power Engineering"),
             ("光伏科技", "光伏科技", "Photovoltaic Technology"),
+            ("电气", "電氣", "Electric"),
+            ("储能科技", "儲能科技", "Energy Storage Technology"),
+            ("节能科技", "節能科技", "Energy Saving Technology"),
         ],
-        en: &["Energy", "Power", "Solar"],
+        en: &["Energy", "Power", "Solar", "Renewables", "Electric", "Clean Energy", "Wind Power"],
     },
     Industry {
         code: "media",
@@ -333,8 +497,11 @@ const INDUSTRIES: &[Industry] = &[
             ("广告", "廣告", "Advertising"),
             ("影视制作", "影視製作", "Film & TV Production"),
             ("数字传媒", "數字傳媒", "Digital Media"),
+            ("文化发展", "文化發展", "Culture Development"),
+            ("网络传媒", "網絡傳媒", "Internet Media"),
+            ("会展服务", "會展服務", "Exhibition Services"),
         ],
-        en: &["Media", "Studios", "Advertising"],
+        en: &["Media", "Studios", "Advertising", "Creative", "Entertainment", "Pictures", "Communications"],
     },
     Industry {
         code: "other",
@@ -343,8 +510,11 @@ const INDUSTRIES: &[Industry] = &[
             ("实业", "實業", "Industrial"),
             ("建筑工程", "建築工程", "Construction Engineering"),
             ("环保科技", "環保科技", "Environmental Technology"),
+            ("人力资源", "人力資源", "Human Resources"),
+            ("装饰工程", "裝飾工程", "Decoration Engineering"),
+            ("物业管理", "物業管理", "Property Management"),
         ],
-        en: &["Consulting", "Holdings", "Partners"],
+        en: &["Consulting", "Holdings", "Partners", "Ventures", "Enterprises", "Services", "Construction"],
     },
 ];
 
@@ -356,27 +526,86 @@ const ZH_SUFFIXES: &[(&str, &str, &str)] = &[
     ("有限责任公司", "有限責任公司", "Co., Ltd."),
 ];
 
-const EN_WORDS: &[&str] = &[
-    "Northwind",
-    "Bluestone",
-    "Silverline",
-    "Redwood",
-    "Summit",
-    "Evergreen",
-    "Harborview",
-    "Crescent",
-    "Ironbridge",
-    "Maplewood",
-    "Oakridge",
-    "Brightpath",
-    "Clearwater",
-    "Starlight",
-    "Pinnacle",
-    "Horizon",
-    "Lakeside",
-    "Sterling",
-    "Westbrook",
-    "Kingsbridge",
+/// English brand names are a head and a tail word: "Blue Harbor", "Silver Ridge", or written as
+/// one word when both are short ("Blueharbor"). Neither list holds a plural of another word or a
+/// word one letter away from it, which the matcher would read as a typo of the same name.
+#[rustfmt::skip]
+const EN_BRAND_HEADS: &[&str] = &[
+    "Blue", "Red", "Green", "Silver", "Golden", "Iron", "Stone", "Copper", "Bronze", "Steel", "Crystal", "Amber",
+    "Jade", "Coral", "Ruby", "Onyx", "Pearl", "Ivory", "Scarlet", "Crimson", "Azure", "Indigo", "Cobalt", "Emerald",
+    "Sapphire", "Granite", "Marble", "Slate", "Cedar", "Oak", "Pine", "Maple", "Birch", "Willow", "Elm", "Ash", "Aspen",
+    "Cypress", "Laurel", "Holly", "Ivy", "Rose", "Lotus", "Lily", "Orchid", "Sage", "Fern", "Moss", "Heather",
+    "Juniper", "Hazel", "Olive", "Plum", "Cherry", "Peach", "Lemon", "Mint", "Sun", "Moon", "Star", "Sky", "Cloud",
+    "Rain", "Snow", "Frost", "Storm", "Thunder", "Wind", "River", "Lake", "Sea", "Ocean", "Bay", "Harbor", "Brook",
+    "Creek", "Spring", "Delta", "Island", "Coast", "Shore", "Cliff", "Canyon", "Valley", "Meadow", "Prairie", "Forest",
+    "Grove", "Glen", "Ridge", "Summit", "Peak", "Mountain", "Hill", "Highland", "Alpine", "Arctic", "Polar", "Desert",
+    "Sierra", "Mesa", "Rock", "Sand", "Clay", "Terra", "Aqua", "Solar", "Lunar", "Stellar", "Astral", "Cosmic", "Nova",
+    "Comet", "Orbit", "Aurora", "Dawn", "Dusk", "Twilight", "Morning", "Summer", "Winter", "Autumn", "North", "South",
+    "East", "West", "Pacific", "Atlantic", "Orient", "Nordic", "Coastal", "Central", "Metro", "Urban", "Continental",
+    "Global", "Sino", "Asia", "Cathay", "Bright", "Clear", "Deep", "High", "Grand", "Great", "Noble", "Royal", "Regal",
+    "Prime", "Premier", "First", "True", "Pure", "Bold", "Brave", "Swift", "Rapid", "Quick", "Agile", "Smart", "Wise",
+    "Keen", "Sharp", "Steady", "Solid", "Sure", "Safe", "Secure", "Loyal", "Honest", "Fair", "Happy", "Lucky",
+    "Fortune", "Harmony", "Unity", "Liberty", "Victory", "Triumph", "Glory", "Honor", "Merit", "Valor", "Vital",
+    "Vivid", "Fresh", "Young", "New", "Modern", "Future", "Next", "Silent", "Quiet", "Calm", "Gentle", "Mighty",
+    "Strong", "Vast", "Wide", "Open", "Free", "Wild", "Rich", "Sterling", "Radiant", "Brilliant", "Shining", "Rising",
+    "Soaring", "Flying", "Eagle", "Falcon", "Hawk", "Raven", "Crane", "Swan", "Heron", "Phoenix", "Dragon", "Tiger",
+    "Lion", "Wolf", "Fox", "Bear", "Stag", "Elk", "Bison", "Mustang", "Stallion", "Panther", "Jaguar", "Lynx", "Otter",
+    "Dolphin", "Whale", "Orca", "Marlin", "Osprey", "Kestrel", "Condor", "Pelican", "Robin", "Sparrow", "Lark", "Wren",
+    "Finch", "Owl", "Dove", "Koi", "Panda", "Alpha", "Omega", "Sigma", "Zeta", "Vertex", "Apex", "Zenith", "Vector",
+    "Matrix", "Quantum", "Fusion", "Nexus", "Axis", "Vista", "Magna", "Optima", "Ultra", "Vera", "Aria", "Lumen",
+    "Orion", "Polaris", "Vega", "Atlas", "Titan", "Apollo", "Helios", "Juno", "Janus", "Athena", "Minerva", "Mercury",
+    "Jupiter", "Saturn", "Neptune", "Sirius", "Rigel", "Altair", "Lyra", "Draco", "Cygnus", "Pegasus", "Hermes",
+    "Zephyr", "Boreas", "Cardinal", "Monarch", "Sovereign", "Imperial", "Empire", "Crown", "King", "Queen", "Prince",
+    "Knight", "Castle", "Tower", "Bridge", "Gate", "Port", "Haven", "Anchor", "Compass", "Beacon", "Lantern", "Arrow",
+    "Shield", "Sword", "Spear", "Hammer", "Anvil", "Forge", "Mill", "Key", "Wheel", "Sail", "Wing", "Feather", "Leaf",
+    "Tree", "Root", "Seed", "Bloom", "Blossom", "Thorn", "Vine", "Acre", "Orchard", "Fountain", "Stream", "Wave",
+    "Tide", "Reef", "Dune", "Oasis", "Horizon", "Frontier", "Pioneer", "Venture", "Quest", "Journey", "Voyage",
+    "Ranger", "Scout", "Pilot", "Explorer", "Spark", "Blaze", "Ember", "Flame", "Fire", "Light", "Ray", "Beam", "Prism",
+    "Diamond", "Gem", "Jewel", "Core", "Edge", "Sphere", "Pulse", "Signal", "Vision", "Spirit", "Heart", "Evergreen",
+    "Everest", "Kingston", "Windsor", "Oxford", "Cambridge", "Chelsea", "Richmond", "Hudson", "Jordan", "Dakota",
+    "Carolina", "Georgia", "Victoria", "Regent", "Baron", "Duke", "Earl", "Lord", "Capitol", "Union", "Pilgrim",
+    "Patriot", "Heritage", "Legacy", "Tradition", "Landmark", "Milestone", "Keystone", "Cornerstone", "Capstone",
+    "Touchstone", "Lodestar", "Polestar", "Northstar", "Daystar", "Moonstone",
+];
+
+#[rustfmt::skip]
+const EN_BRAND_TAILS: &[&str] = &[
+    "Harbor", "Bay", "Bridge", "Ridge", "Field", "Wood", "Grove", "Valley", "Vale", "Dale", "Glen", "Brook", "Creek",
+    "River", "Lake", "Falls", "Rock", "Stone", "Hill", "Peak", "Summit", "Point", "Crest", "Cliff", "Canyon", "Mesa",
+    "Meadow", "Prairie", "Forest", "Park", "Garden", "Island", "Isle", "Coast", "Shore", "Haven", "Port", "Gate",
+    "Gateway", "Way", "Path", "Trail", "Road", "Line", "Link", "Works", "Mill", "Forge", "Foundry", "Tower", "Castle",
+    "Keep", "Hall", "House", "Lodge", "Manor", "Court", "Square", "Circle", "Crossing", "Landing", "Junction",
+    "Station", "Dock", "Pier", "Wharf", "Anchor", "Compass", "Beacon", "Lighthouse", "Lantern", "Arch", "Pillar",
+    "Crown", "Shield", "Sword", "Arrow", "Spear", "Key", "Wheel", "Sail", "Mast", "Wing", "Feather", "Leaf", "Tree",
+    "Root", "Seed", "Bloom", "Blossom", "Thorn", "Vine", "Branch", "Acre", "Farm", "Ranch", "Orchard", "Vineyard",
+    "Fountain", "Stream", "Current", "Wave", "Tide", "Reef", "Sands", "Dunes", "Oasis", "Horizon", "Frontier",
+    "Heights", "Star", "Sun", "Moon", "Sky", "Light", "Flame", "Fire", "Spark", "Blaze", "Ember", "Glow", "Shine",
+    "Ray", "Beam", "Prism", "Crystal", "Diamond", "Pearl", "Jewel", "Gem", "Core", "Edge", "Sphere", "Orbit", "Pulse",
+    "Signal", "Vector", "Vertex", "Axis", "Nexus", "Matrix", "Vista", "View", "Sight", "Vision", "Scope", "Mind",
+    "Spirit", "Heart", "Soul", "Quest", "Journey", "Voyage", "Venture", "Pioneer", "Ranger", "Scout", "Pilot",
+    "Navigator", "Explorer", "Rider", "Runner", "Bolt", "Leap", "Stride", "Rise", "Ascent", "Flight", "Eagle", "Falcon",
+    "Hawk", "Phoenix", "Dragon", "Tiger", "Lion", "Wolf", "Fox", "Bear", "Stag", "Crane", "Swan", "Heron", "Raven",
+    "Owl", "Dove", "Lark", "Wren", "Panda", "Dolphin", "Whale", "Orca", "Marlin", "Oak", "Pine", "Maple", "Cedar",
+    "Birch", "Willow", "Elm", "Aspen", "Cypress", "Laurel", "Lotus", "Lily", "Rose", "Orchid", "Sage", "Fern", "Ivy",
+    "Holly", "Wind", "Storm", "Cloud", "Rain", "Snow", "Frost", "Thunder", "Dawn", "Dusk", "Sunrise", "Sunset",
+    "Daybreak", "Twilight", "Aurora", "Comet", "Meteor", "Galaxy", "Planet", "Cove", "Inlet", "Sound", "Strait",
+    "Channel", "Lagoon", "Marsh", "Moor", "Downs", "Fell", "Tor", "Knoll", "Butte", "Bluff", "Gorge", "Ravine",
+    "Hollow", "Basin", "Plain", "Steppe", "Tundra", "Glacier", "Cascade", "Rapids", "Spring", "Bend", "Fork", "Ford",
+    "Crossroads", "Corner", "Quay", "Mount", "Mountain", "Highlands", "Lowlands", "Terrace", "Hilltop", "Arbor",
+    "Bower", "Copse", "Thicket", "Glade", "Clearing", "Grange", "Hearth", "Harvest", "Bounty", "Fortune", "Treasure",
+    "Legacy", "Heritage", "Banner", "Standard", "Emblem", "Seal", "Charter", "Guild", "League", "Alliance", "Union",
+    "Bond", "Trust", "Pact", "Accord", "Harmony", "Concord", "Unity", "Fusion", "Synergy", "Dynamics", "Momentum",
+    "Velocity", "Element", "Photon", "Helix", "Spiral", "Loop", "Grid", "Mesh", "Fabric", "Thread", "Weave", "Loom",
+    "Canvas", "Palette", "Mosaic", "Tapestry", "Origin", "Genesis", "Zenith", "Apex", "Pinnacle", "Spire", "Steeple",
+    "Dome", "Vault", "Citadel", "Bastion", "Rampart", "Fortress", "Stronghold", "Outpost", "Lookout", "Watch",
+    "Sentinel", "Guardian", "Warden", "Keeper", "Shepherd", "Herald", "Envoy", "Courier", "Messenger", "Harbinger",
+    "Vanguard", "Skyline", "Outlook", "Prospect", "Insight", "Foresight", "Bramble", "Briar", "Juniper", "Hazel",
+    "Magnolia", "Sequoia", "Spruce", "Hemlock", "Alder", "Rowan", "Linden", "Acacia", "Bamboo", "Jasmine", "Iris",
+    "Violet", "Tulip", "Clover", "Thistle", "Sparrow", "Robin", "Finch", "Kestrel", "Osprey", "Condor", "Pelican",
+    "Albatross", "Mustang", "Stallion", "Bison", "Lynx", "Jaguar", "Panther", "Otter", "Badger", "Beaver", "Cobalt",
+    "Copper", "Granite", "Marble", "Slate", "Quartz", "Topaz", "Garnet", "Jasper", "Onyx", "Opal", "Ivory", "Sapphire",
+    "Emerald", "Ruby", "Obsidian", "Basalt", "Flint", "Pebble", "Boulder", "Meridian", "Equinox", "Solstice", "Eclipse",
+    "Nebula", "Quasar", "Pulsar", "Cosmos", "Zodiac",
 ];
 
 const EN_SUFFIXES: &[&str] =
@@ -763,8 +992,12 @@ struct CompanyParts {
     english: bool,
     city: usize,
     industry: usize,
-    /// Index into BRANDS (Chinese) or EN_WORDS (English).
-    brand: usize,
+    /// Chinese: indexes into HAN of the brand's characters (the first `brand_len` of them);
+    /// English: indexes into EN_BRAND_HEADS and EN_BRAND_TAILS.
+    brand: [u16; 3],
+    brand_len: u8,
+    /// English brand written as one word ("Blueharbor" rather than "Blue Harbor").
+    joined: bool,
     /// Index into the industry's `zh` or `en` words.
     word: usize,
     /// Index into ZH_SUFFIXES or EN_SUFFIXES.
@@ -783,8 +1016,9 @@ fn company_parts(seed: u64, salt: u64, key: usize) -> CompanyParts {
     let city = m.below(CITIES.len());
     let industry = m.below(INDUSTRIES.len());
     let ind = &INDUSTRIES[industry];
-    let (brand, word, suffix) = if english {
-        (m.below(EN_WORDS.len()), m.below(ind.en.len()), m.below(EN_SUFFIXES.len()))
+    let (brand, brand_len, joined, word, suffix) = if english {
+        let (brand, joined) = english_brand(&mut m);
+        (brand, 2, joined, m.below(ind.en.len()), m.below(EN_SUFFIXES.len()))
     } else {
         let s = m.below(100);
         let suffix = match s {
@@ -793,7 +1027,8 @@ fn company_parts(seed: u64, salt: u64, key: usize) -> CompanyParts {
             80..88 => 2,
             _ => 3,
         };
-        (m.below(BRANDS.len()), m.below(ind.zh.len()), suffix)
+        let (brand, len) = han_brand(&mut m);
+        (brand, len, false, m.below(ind.zh.len()), suffix)
     };
     let l = m.below(100);
     let layout = match l {
@@ -803,17 +1038,130 @@ fn company_parts(seed: u64, salt: u64, key: usize) -> CompanyParts {
     };
     let wide = m.below(2) == 0;
     let web = m.below(5) as u8;
-    CompanyParts { english, city, industry, brand, word, suffix, layout, wide, web }
+    CompanyParts { english, city, industry, brand, brand_len, joined, word, suffix, layout, wide, web }
 }
 
-/// Short name used in deal names.
-fn company_short(p: &CompanyParts) -> &'static str {
-    if p.english { EN_WORDS[p.brand] } else { BRANDS[p.brand].0 }
+/// A Chinese brand: its characters' indexes into HAN and their number (2 or 3).
+fn han_brand(m: &mut Mix) -> ([u16; 3], u8) {
+    let len = if m.below(100) < THREE_CHAR_BRANDS_PERCENT { 3 } else { 2 };
+    let first = HAN_FIRST[m.below(HAN_FIRST.len())];
+    let second = pick_han(m, &HAN_SECOND, |c| c != first && !reserved_pair(first, c));
+    let third =
+        if len == 3 { pick_han(m, &HAN_THIRD, |c| c != first && c != second && !reserved_pair(second, c)) } else { 0 };
+    ([first, second, third], len)
 }
 
-/// Host of the company's website and work e-mail.
+/// A uniform pick from `table`; when the pick is not `allowed`, the next allowed entry.
+fn pick_han(m: &mut Mix, table: &[u16], allowed: impl Fn(u16) -> bool) -> u16 {
+    let start = m.below(table.len());
+    (0..table.len()).map(|i| table[(start + i) % table.len()]).find(|&c| allowed(c)).unwrap_or(table[start])
+}
+
+/// Whether two characters in a row would spell a reserved word or a place name.
+fn reserved_pair(a: u16, b: u16) -> bool {
+    if !HAN_STARTS_RESERVED[usize::from(a)] {
+        return false;
+    }
+    let (a, b) = (HAN[usize::from(a)].0, HAN[usize::from(b)].0);
+    RESERVED_BRAND_PAIRS
+        .iter()
+        .copied()
+        .chain(CITIES.iter().map(|c| c.short))
+        .any(|w| w.len() == a.len() + b.len() && w.starts_with(a) && w.ends_with(b))
+}
+
+/// Which characters of HAN begin a reserved word or a city's short name: for the others (most),
+/// [`reserved_pair`] need not look at the lists.
+const HAN_STARTS_RESERVED: [bool; HAN.len()] = {
+    let mut out = [false; HAN.len()];
+    let mut i = 0;
+    while i < HAN.len() {
+        let c = HAN[i].0.as_bytes();
+        let mut j = 0;
+        while j < RESERVED_BRAND_PAIRS.len() + CITIES.len() {
+            let w = if j < RESERVED_BRAND_PAIRS.len() {
+                RESERVED_BRAND_PAIRS[j].as_bytes()
+            } else {
+                CITIES[j - RESERVED_BRAND_PAIRS.len()].short.as_bytes()
+            };
+            let mut k = 0;
+            while k < c.len() && k < w.len() && c[k] == w[k] {
+                k += 1;
+            }
+            if k == c.len() {
+                out[i] = true;
+            }
+            j += 1;
+        }
+        i += 1;
+    }
+    out
+};
+
+/// An English brand: indexes of its head and tail words, and whether it is written as one word.
+fn english_brand(m: &mut Mix) -> ([u16; 3], bool) {
+    let head = m.below(EN_BRAND_HEADS.len());
+    let mut tail = m.below(EN_BRAND_TAILS.len());
+    if EN_BRAND_TAILS[tail] == EN_BRAND_HEADS[head] {
+        tail = (tail + 1) % EN_BRAND_TAILS.len();
+    }
+    // Short words make a plausible compound ("Redwood", "Blueharbor"); long ones stay apart.
+    let short = EN_BRAND_HEADS[head].len() <= 5 && EN_BRAND_TAILS[tail].len() <= 6;
+    let joined = short && m.below(100) < 40;
+    ([head as u16, tail as u16, 0], joined)
+}
+
+impl CompanyParts {
+    /// The (simplified, traditional, pinyin, places) rows of a Chinese brand's characters.
+    fn han(&self) -> impl Iterator<Item = &'static (&'static str, &'static str, &'static str, &'static str)> + '_ {
+        self.brand[..usize::from(self.brand_len)].iter().map(|&i| &HAN[usize::from(i)])
+    }
+
+    /// The brand as written: simplified characters ("华信达") or English ("Blue Harbor").
+    fn brand(&self) -> String {
+        if self.english { self.english_brand() } else { self.han().map(|c| c.0).collect() }
+    }
+
+    fn brand_traditional(&self) -> String {
+        self.han().map(|c| c.1).collect()
+    }
+
+    /// Pinyin of a Chinese brand: syllables run together, first letter capitalised ("Huaxinda").
+    fn brand_pinyin(&self) -> String {
+        capitalise(&self.han().map(|c| c.2).collect::<String>())
+    }
+
+    fn english_words(&self) -> (&'static str, &'static str) {
+        (EN_BRAND_HEADS[usize::from(self.brand[0])], EN_BRAND_TAILS[usize::from(self.brand[1])])
+    }
+
+    fn english_brand(&self) -> String {
+        let (head, tail) = self.english_words();
+        if self.joined { format!("{head}{}", tail.to_ascii_lowercase()) } else { format!("{head} {tail}") }
+    }
+
+    /// The English brand with a typing error in one of its words (the longer one).
+    fn english_brand_typo(&self, rng: &mut ChaCha8Rng) -> String {
+        let (head, tail) = self.english_words();
+        if self.joined {
+            typo(&self.english_brand(), rng)
+        } else if tail.len() >= head.len() {
+            format!("{head} {}", typo(tail, rng))
+        } else {
+            format!("{} {tail}", typo(head, rng))
+        }
+    }
+}
+
+/// Host of the company's website and work e-mail: the brand's letters (pinyin for a Chinese
+/// brand), lower-case.
 fn company_host(p: &CompanyParts) -> String {
-    let base = if p.english { EN_WORDS[p.brand].to_ascii_lowercase() } else { BRANDS[p.brand].2.to_ascii_lowercase() };
+    let base: String = if p.english {
+        let (head, tail) = p.english_words();
+        format!("{head}{tail}").to_ascii_lowercase()
+    } else {
+        p.han().map(|c| c.2).collect()
+    };
     match p.web {
         0 => format!("{base}.com"),
         1 if INDUSTRIES[p.industry].code == "software" => format!("{base}tech.com"),
@@ -869,12 +1217,12 @@ const EN_CO_VARIANTS: &[(CoVariant, u32)] = &[
 fn company_name(p: &CompanyParts, v: CoVariant, rng: &mut ChaCha8Rng) -> String {
     let ind = &INDUSTRIES[p.industry];
     if p.english {
-        let word = EN_WORDS[p.brand];
+        let word = p.english_brand();
         let iw = ind.en[p.word];
         let suffix = EN_SUFFIXES[p.suffix];
         let original = format!("{word} {iw} {suffix}");
         return match v {
-            CoVariant::Typo => format!("{} {iw} {suffix}", typo(word, rng)),
+            CoVariant::Typo => format!("{} {iw} {suffix}", p.english_brand_typo(rng)),
             CoVariant::AltSuffix => {
                 let other = (p.suffix + 1 + rng.random_range(0..EN_SUFFIXES.len() - 1)) % EN_SUFFIXES.len();
                 format!("{word} {iw} {}", EN_SUFFIXES[other])
@@ -887,10 +1235,10 @@ fn company_name(p: &CompanyParts, v: CoVariant, rng: &mut ChaCha8Rng) -> String 
         };
     }
     let city = &CITIES[p.city];
-    let (brand_s, brand_t, brand_py) = BRANDS[p.brand];
     let (word_s, word_t, word_en) = ind.zh[p.word];
     let (suffix_s, suffix_t, suffix_en) = ZH_SUFFIXES[p.suffix];
     if v == CoVariant::Pinyin {
+        let brand_py = p.brand_pinyin();
         return match p.layout {
             0 => format!("{} {brand_py} {word_en} {suffix_en}", city.pinyin),
             1 => format!("{brand_py} ({}) {word_en} {suffix_en}", city.pinyin),
@@ -899,7 +1247,8 @@ fn company_name(p: &CompanyParts, v: CoVariant, rng: &mut ChaCha8Rng) -> String 
     }
     let trad = v == CoVariant::Traditional;
     let city_name = if trad { city.trad } else { city.short };
-    let brand = if trad { brand_t } else { brand_s };
+    let brand = if trad { p.brand_traditional() } else { p.brand() };
+    let brand = brand.as_str();
     let layout = match v {
         CoVariant::CityParen if p.layout == 1 => 0,
         CoVariant::CityParen => 1,
@@ -1559,7 +1908,11 @@ impl Gen {
 
     fn landline(&mut self, city: &City) -> String {
         let first = self.rng.random_range(2..9u32);
-        let rest = self.rng.random_range(0..10_000_000u32);
+        let mut rest = self.rng.random_range(0..10_000_000u32);
+        // 400… and 800… are service numbers, not fixed lines: a phone validator refuses them.
+        if (first == 4 || first == 8) && rest < 100_000 {
+            rest += 100_000;
+        }
         let n = format!("{first}{rest:07}");
         let (a, b) = (&n[..4], &n[4..]);
         let area = city.area;
@@ -1888,7 +2241,8 @@ impl Gen {
             refs.push(("contact_id", OBJECTS[CONTACTS], ck));
         }
         let cp = company_parts(self.seed, SALT_COMPANY, self.root(COMPANIES, company));
-        let short = company_short(&cp);
+        // Deals are named after the company's brand.
+        let short = cp.brand();
         let (product_zh, product_en) = self.pick(PRODUCTS);
         let year = if self.pct(60) { 2026 } else { 2027 };
         let name = if cp.english {
@@ -2370,9 +2724,7 @@ mod tests {
                     pinyin += 1;
                 }
             }
-            if d.object == "companies"
-                && ["雲", "華", "遠", "達", "聯", "萬", "東", "長", "銀", "凱"].iter().any(|c| name.contains(c))
-            {
+            if d.object == "companies" && name.chars().any(|c| crate::matching::fold::simplify_char(c) != c) {
                 traditional += 1;
             }
             if d.fields.get("mobile").and_then(Value::as_str).is_some_and(|m| m.contains('１') || m.contains('３')) {
@@ -2383,6 +2735,151 @@ mod tests {
             traditional > 0 && pinyin > 0 && spaced > 0 && full_width > 0,
             "{traditional} {pinyin} {spaced} {full_width}"
         );
+    }
+
+    /// Brand readings that differ on purpose from the matcher's general-purpose pinyin table.
+    const BRAND_READINGS: &[(&str, &str)] = &[("长", "chang"), ("晟", "sheng")];
+
+    #[test]
+    fn demo_brand_tables_fold_and_read_like_the_matcher() {
+        use crate::matching::fold::{char_pinyin, is_han, simplify_char, to_simplified};
+        let mut seen = HashSet::new();
+        for &(s, t, py, places) in HAN {
+            let mut chars = s.chars();
+            let c = chars.next().unwrap();
+            assert!(chars.next().is_none() && is_han(c), "{s}");
+            assert!(seen.insert(s), "{s} twice");
+            // The matcher folds the traditional form back, and the simplified one is no
+            // traditional form of something else.
+            assert_eq!(to_simplified(t), s, "{t}");
+            assert_eq!(simplify_char(c), c, "{s}");
+            let want = BRAND_READINGS.iter().find(|r| r.0 == s).map(|r| r.1).or_else(|| char_pinyin(c));
+            assert_eq!(Some(py), want, "{s}");
+            assert!(!py.is_empty() && py.bytes().all(|b| b.is_ascii_lowercase()), "{s} {py}");
+            assert!(!places.is_empty() && places.bytes().all(|b| b"LME".contains(&b)), "{s} {places}");
+            if places.contains(['M', 'E']) {
+                // "Hua'an": a vowel-initial syllable after another needs an apostrophe.
+                assert!(!py.starts_with(['a', 'e', 'o']), "{s} {py} after another syllable");
+            }
+        }
+        for list in [EN_BRAND_HEADS, EN_BRAND_TAILS] {
+            let mut seen = HashSet::new();
+            for w in list {
+                assert!(w.bytes().all(|b| b.is_ascii_alphabetic()) && w.as_bytes()[0].is_ascii_uppercase(), "{w}");
+                assert!(w[1..].bytes().all(|b| b.is_ascii_lowercase()), "{w}");
+                assert!(seen.insert(w), "{w} twice");
+            }
+        }
+        // Traditional renderings of the other parts of a name fold back too.
+        let words = INDUSTRIES.iter().flat_map(|i| i.zh.iter()).chain(ZH_SUFFIXES).map(|(s, t, _)| (*s, *t));
+        for (s, t) in words.chain(CITIES.iter().map(|c| (c.short, c.trad))) {
+            assert_eq!(to_simplified(t), s, "{t}");
+        }
+    }
+
+    #[test]
+    fn demo_brands_render_in_every_script() {
+        use crate::matching::fold::to_simplified;
+        let mut rng = ChaCha8Rng::seed_from_u64(1);
+        let (mut chinese, mut traditional_differs, mut three, mut english, mut typos) = (0, 0, 0, 0, 0);
+        for key in 0..5000 {
+            let p = company_parts(3, SALT_COMPANY, key);
+            let host = company_host(&p);
+            assert!(
+                host.split('.').all(|l| !l.is_empty() && !l.starts_with('-') && !l.ends_with('-'))
+                    && host.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'.' || b == b'-'),
+                "{host}"
+            );
+            let original = company_name(&p, CoVariant::Original, &mut rng);
+            if p.english {
+                let brand = p.brand();
+                assert!(brand.bytes().all(|b| b.is_ascii_alphabetic() || b == b' '), "{brand}");
+                assert!(original.is_ascii() && original.starts_with(&brand), "{original}");
+                // A typo may swap two equal letters (company_variant then tries again).
+                english += 1;
+                typos += usize::from(company_name(&p, CoVariant::Typo, &mut rng) != original);
+                continue;
+            }
+            chinese += 1;
+            let brand = p.brand();
+            let chars: Vec<char> = brand.chars().collect();
+            assert_eq!(chars.len(), usize::from(p.brand_len), "{brand}");
+            assert!((2..=3).contains(&chars.len()), "{brand}");
+            three += usize::from(chars.len() == 3);
+            assert!(chars.iter().collect::<HashSet<_>>().len() == chars.len(), "{brand} repeats a character");
+            for pair in chars.windows(2) {
+                let pair: String = pair.iter().collect();
+                assert!(!RESERVED_BRAND_PAIRS.contains(&pair.as_str()), "{brand}");
+                assert!(CITIES.iter().all(|c| c.short != pair), "{brand}");
+            }
+            assert!(original.contains(&brand), "{original}");
+            // Traditional: folds back to the simplified name, and differs from it whenever
+            // one of the brand's characters has a traditional form of its own.
+            let trad = p.brand_traditional();
+            assert_eq!(to_simplified(&trad), brand);
+            let trad_name = company_name(&p, CoVariant::Traditional, &mut rng);
+            assert!(trad_name.contains(&trad), "{trad_name}");
+            if p.han().any(|c| c.0 != c.1) {
+                traditional_differs += 1;
+                assert_ne!(trad, brand);
+                assert_ne!(trad_name, original);
+            }
+            // Pinyin: syllables run together, capitalised, ASCII only.
+            let py = p.brand_pinyin();
+            assert!(py.as_bytes()[0].is_ascii_uppercase() && py[1..].bytes().all(|b| b.is_ascii_lowercase()), "{py}");
+            assert_eq!(py.to_lowercase(), p.han().map(|c| c.2).collect::<String>());
+            let py_name = company_name(&p, CoVariant::Pinyin, &mut rng);
+            assert!(py_name.is_ascii() && py_name.contains(&py), "{py_name}");
+        }
+        assert!(traditional_differs * 3 > chinese, "{traditional_differs} of {chinese}");
+        assert!(typos * 10 > english * 9, "{typos} of {english}");
+        assert!((0.4..0.6).contains(&(three as f64 / chinese as f64)), "{three} of {chinese}");
+    }
+
+    /// Distinct companies (no injected duplicates) of a million-record demo, about 150 000,
+    /// hardly ever share a name: the matcher's canonical name drops the legal suffix and a
+    /// bracketed city, so same brand and industry word is a possible duplicate.
+    #[test]
+    fn demo_company_names_rarely_collide() {
+        let companies = object_counts(1_000_000)[COMPANIES];
+        assert_eq!(companies, 150_000);
+        for seed in [1, 42] {
+            let mut names: HashMap<(bool, String, &str), usize> = HashMap::new();
+            let mut in_city: HashMap<(bool, String, &str, usize), usize> = HashMap::new();
+            let mut of_language = [0usize; 2];
+            for key in 0..companies {
+                let p = company_parts(seed, SALT_COMPANY, key);
+                let ind = &INDUSTRIES[p.industry];
+                // Canonical: "Blue Harbor" and "Blueharbor" are the same name.
+                let brand: String = p.brand().to_lowercase().split_whitespace().collect();
+                let word = if p.english { ind.en[p.word] } else { ind.zh[p.word].0 };
+                *in_city.entry((p.english, brand.clone(), word, p.city)).or_default() += 1;
+                *names.entry((p.english, brand, word)).or_default() += 1;
+                of_language[usize::from(p.english)] += 1;
+            }
+            let shared = |english: bool, counts: &mut dyn Iterator<Item = (bool, usize)>| -> f64 {
+                let n: usize = counts.filter(|&(e, c)| e == english && c > 1).map(|(_, c)| c).sum();
+                n as f64 / of_language[usize::from(english)] as f64
+            };
+            for english in [false, true] {
+                let by_name = shared(english, &mut names.iter().map(|(k, c)| (k.0, *c)));
+                let by_city = shared(english, &mut in_city.iter().map(|(k, c)| (k.0, *c)));
+                let what = if english { "English" } else { "Chinese" };
+                assert!(by_name < 0.005, "seed {seed}: {by_name} of {what} names are shared");
+                assert!(by_city < 0.0005, "seed {seed}: {by_city} of {what} names are shared in one city");
+            }
+        }
+    }
+
+    #[test]
+    fn demo_landlines_are_valid_fixed_lines() {
+        // 400/800 service numbers came out about once per thousand landlines and were refused.
+        let mut g = Gen::new(3, 0.0, object_counts(1000));
+        for i in 0..40_000 {
+            let city = &CITIES[i % CITIES.len()];
+            let raw = g.landline(city);
+            assert!(crate::normalize::normalize_phone(&raw, "CN").is_ok(), "{raw}");
+        }
     }
 
     #[test]
