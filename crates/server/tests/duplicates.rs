@@ -561,3 +561,56 @@ both_backends!(a_batch_is_checked_against_the_store_and_against_itself, |app: Te
     assert_eq!(r.code(), "possible_duplicate", "{}", r.body);
     assert_eq!(r.body["error"]["candidates"].as_array().unwrap().len(), 2, "{}", r.body);
 });
+
+both_backends!(a_scan_whose_server_died_is_taken_over_by_another, |app: TestApp| async move {
+    use custodian_store::{AuditDraft, ScanJobRow, now_micros};
+    app.create("contacts", json!({"name": "张伟", "birth_date": "1985-03-07", "address": "杭州市西湖区文三路 90 号"}))
+        .await;
+    let r = app
+        .post(
+            "/api/v1/contacts",
+            json!({"fields": {"name": "張偉", "birth_date": "1985-03-07", "address": "杭州市西湖区文三路90号"}, "confirm_not_duplicate": {"reason": "import"}}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    // A server queued a scan, claimed its job with a short lease and died.
+    let scan = ScanJobRow {
+        id: uuid::Uuid::now_v7(),
+        object: "contacts".into(),
+        status: "running".into(),
+        requested_by: None,
+        created_at: now_micros(),
+        finished_at: None,
+        records: 0,
+        pairs: 0,
+        error: None,
+    };
+    let queued = custodian_store_tests::cases::scan_job_queued(&scan);
+    app.store.create_scan_job(scan.clone(), queued.clone(), AuditDraft::new("duplicates.scan")).await.unwrap();
+    let claimed = app.store.claim_job("dead-server", now_micros(), 1_000).await.unwrap().unwrap();
+    assert_eq!(claimed.id, queued.id);
+    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    // Another server's job loop takes it over and finishes the scan.
+    assert_eq!(app.service.run_jobs("live-server").await.unwrap(), 1);
+    let r = app.get(&format!("/api/v1/duplicates/scan/{}", scan.id)).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert_eq!((r.body["status"].as_str(), r.body["records"].as_i64()), (Some("done"), Some(2)), "{}", r.body);
+    assert_eq!(r.body["pairs"], 1, "{}", r.body);
+    let job = app.store.get_job(queued.id).await.unwrap().unwrap();
+    assert_eq!((job.status.as_str(), job.claimed_by.as_deref()), ("done", Some("live-server")));
+    // The dead server, were it to come back, no longer holds the lease: its result is not taken.
+    let late = custodian_store::JobProgress {
+        id: queued.id,
+        claimant: "dead-server".into(),
+        now: now_micros(),
+        lease_until: now_micros() + 60_000_000,
+        cursor: None,
+        scanned: 0,
+        violations: Vec::new(),
+        refresh: Vec::new(),
+        finish: Some(("done".into(), None)),
+    };
+    assert!(!app.store.save_job_progress(late).await.unwrap());
+    // Nothing is left to run.
+    assert_eq!(app.service.run_jobs("live-server").await.unwrap(), 0);
+});

@@ -26,8 +26,8 @@ use custodian_core::schema::ObjectDef;
 use custodian_core::values::index_text;
 use custodian_core::{ErrorCode, FieldError};
 use custodian_store::{
-    CandidateRow, Column, DismissalRow, Filter, FilterOp, FilterValue, ListQuery, MATCH_KEYS_PER_CHECK, MatchKeySet,
-    RowScope, ScanJobRow, Sort, StoredRecord, ValueKind, now_micros,
+    CandidateRow, Column, DismissalRow, Filter, FilterOp, FilterValue, JOB_DUPLICATE_SCAN, JobProgress, JobRow,
+    ListQuery, MATCH_KEYS_PER_CHECK, MatchKeySet, RowScope, ScanJobRow, Sort, StoredRecord, ValueKind, now_micros,
 };
 use serde_json::{Map, Value, json};
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
@@ -784,32 +784,100 @@ impl Service {
             pairs: 0,
             error: None,
         };
+        // The scan runs as a leased background job: started here at once, and taken over by
+        // another server (from the start) when this one dies before finishing it.
+        let queued = JobRow {
+            id: Uuid::now_v7(),
+            kind: JOB_DUPLICATE_SCAN.into(),
+            object: def.name.clone(),
+            params: json!({ "scan_job_id": job.id }),
+            status: "pending".into(),
+            requested_by: job.requested_by,
+            created_at: job.created_at,
+            claimed_by: None,
+            lease_until: None,
+            cursor: None,
+            scanned: 0,
+            found: 0,
+            finished_at: None,
+            error: None,
+        };
         let mut audit = self.audit_draft(ctx, "duplicates.scan");
         audit.object = Some(def.name.clone());
         audit.details = json!({ "job_id": job.id });
-        self.store.create_scan_job(job.clone(), audit).await?;
-        let service = Arc::clone(self);
-        let running = job.clone();
-        tokio::spawn(async move {
-            let finished = match service.run_duplicate_scan(&running).await {
-                Ok(done) => done,
-                Err(e) => {
-                    tracing::error!(job = %running.id, error = %e, "duplicate scan failed");
-                    let failed = ScanJobRow {
-                        status: "failed".into(),
-                        finished_at: Some(now_micros()),
-                        error: Some(e.message.clone()),
-                        ..running.clone()
-                    };
-                    (failed, Vec::new())
+        self.store.create_scan_job(job.clone(), queued, audit).await?;
+        self.start_jobs();
+        Ok(job_view(&job))
+    }
+
+    /// Runs the claimed background job of a duplicate scan: the whole scan in one step, with
+    /// the job's lease renewed while it runs. Only the holder of the lease stores the result; a
+    /// scan already finished (by a server that died before closing its job) is only closed.
+    /// Returns false when the lease was lost.
+    pub(crate) async fn run_scan_job(&self, claimant: &str, job: &JobRow) -> ServiceResult<bool> {
+        let lease = self.config.job_lease_secs.max(1) * 1_000_000;
+        let progress = |scanned: i64, finish: Option<(&str, Option<String>)>| {
+            let now = now_micros();
+            JobProgress {
+                id: job.id,
+                claimant: claimant.to_owned(),
+                now,
+                lease_until: now + lease,
+                cursor: None,
+                scanned,
+                violations: Vec::new(),
+                refresh: Vec::new(),
+                finish: finish.map(|(status, error)| (status.to_owned(), error)),
+            }
+        };
+        let scan_id = job.params.get("scan_job_id").and_then(Value::as_str).and_then(|s| Uuid::parse_str(s).ok());
+        let scan = match scan_id {
+            Some(id) => self.store.get_scan_job(id).await?,
+            None => None,
+        };
+        let Some(scan) = scan else {
+            let failed = progress(0, Some(("failed", Some("no such duplicate scan".into()))));
+            return self.store.save_job_progress(failed).await.map_err(Into::into);
+        };
+        if scan.status != "running" {
+            return self.store.save_job_progress(progress(0, Some(("done", None)))).await.map_err(Into::into);
+        }
+        // Renew the lease a few times per lease period while the scan runs.
+        let store = Arc::clone(&self.store);
+        let beat = progress(0, None);
+        let period = std::time::Duration::from_micros((lease / 3).max(1) as u64);
+        let heartbeat = tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(period).await;
+                let now = now_micros();
+                let beat = JobProgress { now, lease_until: now + lease, ..beat.clone() };
+                if !matches!(store.save_job_progress(beat).await, Ok(true)) {
+                    break;
                 }
-            };
-            let (job, candidates) = finished;
-            if let Err(e) = service.store.finish_scan_job(job, candidates).await {
-                tracing::error!(job = %running.id, error = %e, "could not store the result of a duplicate scan");
             }
         });
-        Ok(job_view(&job))
+        let outcome = self.run_duplicate_scan(&scan).await;
+        heartbeat.abort();
+        if !self.store.save_job_progress(progress(0, None)).await? {
+            tracing::warn!(job = %job.id, "lost the lease of a duplicate scan; another server runs it");
+            return Ok(false);
+        }
+        let (finished, candidates, status) = match outcome {
+            Ok((done, candidates)) => (done, candidates, ("done", None)),
+            Err(e) => {
+                tracing::error!(job = %scan.id, error = %e, "duplicate scan failed");
+                let failed = ScanJobRow {
+                    status: "failed".into(),
+                    finished_at: Some(now_micros()),
+                    error: Some(e.message.clone()),
+                    ..scan.clone()
+                };
+                (failed, Vec::new(), ("failed", Some(e.message)))
+            }
+        };
+        let records = finished.records;
+        self.store.finish_scan_job(finished, candidates).await?;
+        self.store.save_job_progress(progress(records, Some(status))).await.map_err(Into::into)
     }
 
     /// Compares every active record of the job's object and returns the finished job with the

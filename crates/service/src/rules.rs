@@ -357,7 +357,7 @@ impl Service {
     }
 
     /// Runs pending jobs in the background on this server (when configured to).
-    fn start_jobs(self: &Arc<Self>) {
+    pub(crate) fn start_jobs(self: &Arc<Self>) {
         if !self.config.start_jobs_at_once {
             return;
         }
@@ -385,6 +385,9 @@ impl Service {
     /// Runs one claimed job from its cursor to the end, saving each page. Returns false when
     /// the lease was lost (another server holds the job now).
     async fn run_job(&self, claimant: &str, job: &JobRow) -> ServiceResult<bool> {
+        if job.kind == custodian_store::JOB_DUPLICATE_SCAN {
+            return self.run_scan_job(claimant, job).await;
+        }
         self.refresh_schema().await?;
         let lease = self.config.job_lease_secs.max(1) * 1_000_000;
         let fail = |error: String| JobProgress {

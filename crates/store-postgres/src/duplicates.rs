@@ -155,8 +155,14 @@ pub(crate) async fn apply_merge(conn: &mut PgConnection, change: &MergeChange) -
     }
 }
 
-pub(crate) async fn create_scan_job(pool: &PgPool, job: &ScanJobRow, audit: AuditDraft) -> StoreResult<()> {
+pub(crate) async fn create_scan_job(
+    pool: &PgPool,
+    job: &ScanJobRow,
+    queued: &custodian_store::JobRow,
+    audit: AuditDraft,
+) -> StoreResult<()> {
     let mut tx = pool.begin().await.map_err(map_sqlx)?;
+    crate::jobs::insert_job(&mut tx, queued).await?;
     sqlx::query(
         "INSERT INTO duplicate_scan_jobs (id, object, status, requested_by, created_at, finished_at, records, pairs, error) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",

@@ -32,7 +32,7 @@ fn job_from_row(row: &PgRow) -> StoreResult<JobRow> {
     })
 }
 
-async fn insert_job(conn: &mut PgConnection, job: &JobRow) -> StoreResult<()> {
+pub(crate) async fn insert_job(conn: &mut PgConnection, job: &JobRow) -> StoreResult<()> {
     sqlx::query(
         "INSERT INTO jobs (id, kind, object, params, status, requested_by, created_at, claimed_by, lease_until, \
          cursor, scanned, found, finished_at, error) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",

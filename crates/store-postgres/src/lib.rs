@@ -1182,8 +1182,13 @@ impl Store for PostgresStore {
         duplicates::list_dismissals(&self.pool, object).await
     }
 
-    async fn create_scan_job(&self, job: ScanJobRow, audit: AuditDraft) -> StoreResult<()> {
-        duplicates::create_scan_job(&self.pool, &job, audit).await
+    async fn create_scan_job(
+        &self,
+        job: ScanJobRow,
+        queued: custodian_store::JobRow,
+        audit: AuditDraft,
+    ) -> StoreResult<()> {
+        duplicates::create_scan_job(&self.pool, &job, &queued, audit).await
     }
 
     async fn get_scan_job(&self, id: Uuid) -> StoreResult<Option<ScanJobRow>> {

@@ -49,7 +49,7 @@ fn job_from_row(row: &SqliteRow) -> StoreResult<JobRow> {
     })
 }
 
-async fn insert_job(conn: &mut SqliteConnection, job: &JobRow) -> StoreResult<()> {
+pub(crate) async fn insert_job(conn: &mut SqliteConnection, job: &JobRow) -> StoreResult<()> {
     sqlx::query(
         "INSERT INTO jobs (id, kind, object, params, status, requested_by, created_at, claimed_by, lease_until, \
          cursor, scanned, found, finished_at, error) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",

@@ -186,7 +186,7 @@ enum Op {
     ClaimCheckpoint(CheckpointClaimRequest),
     CompleteCheckpoint(CheckpointRange, i64),
     Monitor(monitor::MonitorOp),
-    CreateScanJob(ScanJobRow, AuditDraft),
+    CreateScanJob(Box<(ScanJobRow, custodian_store::JobRow, AuditDraft)>),
     FinishScanJob(ScanJobRow, Vec<CandidateRow>),
     DismissCandidate(Uuid, DismissalRow, AuditDraft),
     Mfa(mfa::MfaOp),
@@ -642,7 +642,9 @@ async fn apply_op(conn: &mut SqliteConnection, op: Op, head: &mut ChainHead) -> 
             Ok(OpOut::Unit)
         }
         Op::Monitor(op) => Ok(OpOut::Monitor(monitor::apply(conn, op, head).await?)),
-        Op::CreateScanJob(job, audit) => {
+        Op::CreateScanJob(boxed) => {
+            let (job, queued, audit) = *boxed;
+            jobs::insert_job(conn, &queued).await?;
             duplicates::create_scan_job(conn, head, &job, audit).await?;
             Ok(OpOut::Unit)
         }
@@ -1482,8 +1484,13 @@ impl Store for SqliteStore {
         duplicates::list_dismissals(&self.read_pool, object).await
     }
 
-    async fn create_scan_job(&self, job: ScanJobRow, audit: AuditDraft) -> StoreResult<()> {
-        self.submit_unit(Op::CreateScanJob(job, audit)).await
+    async fn create_scan_job(
+        &self,
+        job: ScanJobRow,
+        queued: custodian_store::JobRow,
+        audit: AuditDraft,
+    ) -> StoreResult<()> {
+        self.submit_unit(Op::CreateScanJob(Box::new((job, queued, audit)))).await
     }
 
     async fn get_scan_job(&self, id: Uuid) -> StoreResult<Option<ScanJobRow>> {

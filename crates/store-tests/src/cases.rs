@@ -557,6 +557,26 @@ pub async fn concurrent_unique_claims_one_wins(store: DynStore) {
     assert_eq!(listed.len(), 1);
 }
 
+/// The background job that runs a duplicate scan.
+pub fn scan_job_queued(job: &custodian_store::ScanJobRow) -> custodian_store::JobRow {
+    custodian_store::JobRow {
+        id: Uuid::now_v7(),
+        kind: custodian_store::JOB_DUPLICATE_SCAN.into(),
+        object: job.object.clone(),
+        params: json!({ "scan_job_id": job.id }),
+        status: "pending".into(),
+        requested_by: job.requested_by,
+        created_at: job.created_at,
+        claimed_by: None,
+        lease_until: None,
+        cursor: None,
+        scanned: 0,
+        found: 0,
+        finished_at: None,
+        error: None,
+    }
+}
+
 /// A finished scan job proposing the pair `a`, `b` (the cluster named after `a`) as one open
 /// candidate, which is returned.
 async fn propose_pair(store: &DynStore, a: Uuid, b: Uuid, score: f64, reasons: Value) -> custodian_store::CandidateRow {
@@ -572,7 +592,7 @@ async fn propose_pair(store: &DynStore, a: Uuid, b: Uuid, score: f64, reasons: V
         pairs: 1,
         error: None,
     };
-    store.create_scan_job(job.clone(), AuditDraft::new("duplicates.scan")).await.expect("job");
+    store.create_scan_job(job.clone(), scan_job_queued(&job), AuditDraft::new("duplicates.scan")).await.expect("job");
     let candidate = CandidateRow {
         id: Uuid::now_v7(),
         object: OBJ.into(),
@@ -2052,9 +2072,15 @@ pub async fn scan_jobs_candidates_and_dismissals(store: DynStore) {
         pairs: 0,
         error: None,
     };
-    store.create_scan_job(job.clone(), AuditDraft::new("duplicates.scan")).await.expect("job");
+    store.create_scan_job(job.clone(), scan_job_queued(&job), AuditDraft::new("duplicates.scan")).await.expect("job");
     assert_eq!(store.get_scan_job(job.id).await.expect("get"), Some(job.clone()));
     assert_eq!(store.get_scan_job(Uuid::now_v7()).await.expect("get"), None);
+    // The scan's job was queued with it, for any server to claim.
+    let claimed = store.claim_job("server-a", now_micros(), 60_000_000).await.expect("claim").expect("queued");
+    assert_eq!(
+        (claimed.kind.as_str(), &claimed.params),
+        (custodian_store::JOB_DUPLICATE_SCAN, &json!({ "scan_job_id": job.id }))
+    );
     let pair = |x: &StoredRecord, y: &StoredRecord, score: f64| CandidateRow {
         id: Uuid::now_v7(),
         object: OBJ.into(),
@@ -2103,7 +2129,7 @@ pub async fn scan_jobs_candidates_and_dismissals(store: DynStore) {
 
     // A new finished scan replaces the open candidates and keeps the decided ones.
     let job2 = ScanJobRow { id: Uuid::now_v7(), ..job.clone() };
-    store.create_scan_job(job2.clone(), AuditDraft::new("duplicates.scan")).await.expect("job");
+    store.create_scan_job(job2.clone(), scan_job_queued(&job2), AuditDraft::new("duplicates.scan")).await.expect("job");
     let ac = CandidateRow { job_id: job2.id, ..pair(&a, &c, 0.9) };
     let done2 = ScanJobRow { status: "done".into(), finished_at: Some(now_micros()), ..job2.clone() };
     store.finish_scan_job(done2, vec![ac.clone()]).await.expect("finish");
@@ -2111,7 +2137,7 @@ pub async fn scan_jobs_candidates_and_dismissals(store: DynStore) {
     assert_eq!(store.list_candidates(OBJ, "dismissed", None, 10).await.expect("list").len(), 1);
     // A failed scan keeps them too.
     let job3 = ScanJobRow { id: Uuid::now_v7(), ..job.clone() };
-    store.create_scan_job(job3.clone(), AuditDraft::new("duplicates.scan")).await.expect("job");
+    store.create_scan_job(job3.clone(), scan_job_queued(&job3), AuditDraft::new("duplicates.scan")).await.expect("job");
     let failed = ScanJobRow { status: "failed".into(), error: Some("boom".into()), ..job3 };
     store.finish_scan_job(failed, Vec::new()).await.expect("finish");
     assert_eq!(store.list_candidates(OBJ, "open", None, 10).await.expect("list"), vec![ac.clone()]);

@@ -153,3 +153,35 @@ async fn upgrade_queues_a_match_key_backfill_for_records_without_keys() {
     let upgraded: Arc<dyn Store> = Arc::new(PostgresStore::connect(db.url()).await.unwrap());
     assert_eq!(cases::pending_jobs(&upgraded).await, vec![("match_keys".to_owned(), "contacts".to_owned())]);
 }
+
+/// A scan left running by a version before leased scan jobs (migration 0013) is queued as a job
+/// on upgrade, so that it finishes; finished scans are left alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn upgrade_queues_scans_left_running() {
+    let Some((store, db)) = custodian_store_tests::postgres_test_store().await else {
+        return;
+    };
+    let store: Arc<dyn Store> = Arc::new(store);
+    let raw = PostgresStore::connect(db.url()).await.unwrap();
+    for (id, status) in
+        [("01938f2c-0000-7000-8000-000000000001", "running"), ("01938f2c-0000-7000-8000-000000000002", "done")]
+    {
+        sqlx::query(
+            "INSERT INTO duplicate_scan_jobs (id, object, status, requested_by, created_at, records, pairs) \
+             VALUES ($1::uuid, 'contacts', $2, NULL, 1, 0, 0)",
+        )
+        .bind(id)
+        .bind(status)
+        .execute(raw.pool())
+        .await
+        .unwrap();
+    }
+    sqlx::query("DELETE FROM _sqlx_migrations WHERE version = 13").execute(raw.pool()).await.unwrap();
+    raw.close().await;
+    drop(store);
+    let upgraded: Arc<dyn Store> = Arc::new(PostgresStore::connect(db.url()).await.unwrap());
+    let job = upgraded.claim_job("t", custodian_store::now_micros(), 1_000_000).await.unwrap().unwrap();
+    assert_eq!(job.params, serde_json::json!({ "scan_job_id": "01938f2c-0000-7000-8000-000000000001" }));
+    assert_eq!((job.kind.as_str(), job.object.as_str()), ("duplicate_scan", "contacts"));
+    assert!(cases::pending_jobs(&upgraded).await.is_empty(), "only the running scan is queued");
+}

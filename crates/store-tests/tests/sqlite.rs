@@ -41,3 +41,36 @@ async fn upgrade_queues_a_match_key_backfill_for_records_without_keys() {
         std::sync::Arc::new(custodian_store_sqlite::SqliteStore::open(&dir.database_file()).await.unwrap());
     assert_eq!(cases::pending_jobs(&upgraded).await, vec![("match_keys".to_owned(), "contacts".to_owned())]);
 }
+
+/// A scan left running by a version before leased scan jobs (migration 0012) is queued as a job
+/// on upgrade, so that it finishes; finished scans are left alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn upgrade_queues_scans_left_running() {
+    use custodian_store_tests::cases;
+    let (store, dir) = custodian_store_tests::sqlite_test_store().await;
+    let store: std::sync::Arc<dyn Store> = std::sync::Arc::new(store);
+    let url = format!("sqlite://{}", dir.database_file().display());
+    let mut conn = sqlx::SqliteConnection::connect(&url).await.unwrap();
+    for (id, status) in
+        [("01938f2c-0000-7000-8000-000000000001", "running"), ("01938f2c-0000-7000-8000-000000000002", "done")]
+    {
+        sqlx::query(
+            "INSERT INTO duplicate_scan_jobs (id, object, status, requested_by, created_at, records, pairs) \
+             VALUES (?, 'contacts', ?, NULL, 1, 0, 0)",
+        )
+        .bind(id)
+        .bind(status)
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    }
+    sqlx::query("DELETE FROM _sqlx_migrations WHERE version = 12").execute(&mut conn).await.unwrap();
+    conn.close().await.unwrap();
+    drop(store);
+    let upgraded: std::sync::Arc<dyn Store> =
+        std::sync::Arc::new(custodian_store_sqlite::SqliteStore::open(&dir.database_file()).await.unwrap());
+    let job = upgraded.claim_job("t", custodian_store::now_micros(), 1_000_000).await.unwrap().unwrap();
+    assert_eq!(job.params, serde_json::json!({ "scan_job_id": "01938f2c-0000-7000-8000-000000000001" }));
+    assert_eq!((job.kind.as_str(), job.object.as_str()), ("duplicate_scan", "contacts"));
+    assert!(cases::pending_jobs(&upgraded).await.is_empty(), "only the running scan is queued");
+}

@@ -22,12 +22,15 @@ pub struct FieldRulesRow {
 /// Kinds of background jobs.
 pub const JOB_RULE_CHECK: &str = "rule_check";
 pub const JOB_MATCH_KEYS: &str = "match_keys";
+/// Runs one duplicate scan (`params.scan_job_id`): not paged, taken over from the start when
+/// its server died.
+pub const JOB_DUPLICATE_SCAN: &str = "duplicate_scan";
 
 /// A background job over the active records of one object, processed in pages in id order.
 #[derive(Debug, Clone, PartialEq)]
 pub struct JobRow {
     pub id: Uuid,
-    /// `JOB_RULE_CHECK` or `JOB_MATCH_KEYS`.
+    /// `JOB_RULE_CHECK`, `JOB_MATCH_KEYS` or `JOB_DUPLICATE_SCAN`.
     pub kind: String,
     pub object: String,
     /// What the job checks (for a rule check: the field and its rules revision).

@@ -26,7 +26,9 @@ pub use audit::{
 pub use duplicates::{
     CandidateRow, DismissalRow, MATCH_BLOCK_CAP, MATCH_KEYS_PER_CHECK, MatchKeySet, MergeChange, MergeRow, ScanJobRow,
 };
-pub use jobs::{FieldRulesRow, JOB_MATCH_KEYS, JOB_RULE_CHECK, JobProgress, JobRow, KeyRefresh, ViolationRow};
+pub use jobs::{
+    FieldRulesRow, JOB_DUPLICATE_SCAN, JOB_MATCH_KEYS, JOB_RULE_CHECK, JobProgress, JobRow, KeyRefresh, ViolationRow,
+};
 pub use monitor::{
     ActionFilter, AlertRow, AlertRuleRow, AuditQuery, Bucket, BucketQuery, DeliveryOutcome, Measure, NotificationRow,
     OutboxRow,
@@ -714,7 +716,9 @@ pub trait Store: Send + Sync + 'static {
     /// Every dismissed pair of an object (for scans).
     async fn list_dismissals(&self, object: &str) -> StoreResult<Vec<DismissalRow>>;
 
-    async fn create_scan_job(&self, job: ScanJobRow, audit: AuditDraft) -> StoreResult<()>;
+    /// Stores a new duplicate scan with the background job (`JOB_DUPLICATE_SCAN`) that any
+    /// server claims to run it, and the audit event, in one transaction.
+    async fn create_scan_job(&self, job: ScanJobRow, queued: JobRow, audit: AuditDraft) -> StoreResult<()>;
 
     async fn get_scan_job(&self, id: Uuid) -> StoreResult<Option<ScanJobRow>>;
 
