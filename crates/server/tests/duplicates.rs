@@ -614,3 +614,36 @@ both_backends!(a_scan_whose_server_died_is_taken_over_by_another, |app: TestApp|
     // Nothing is left to run.
     assert_eq!(app.service.run_jobs("live-server").await.unwrap(), 0);
 });
+
+both_backends!(undo_never_restores_a_mobile_another_record_took_since, |app: TestApp| async move {
+    let a = app.create("contacts", json!({"name": "陈一", "mobile": "13800000001"})).await;
+    let b = app.create("contacts", json!({"name": "林二", "mobile": "13800000002"})).await;
+    let (a, b) = (id_of(&a), id_of(&b));
+    app.admin_step_up().await;
+    let r = app
+        .post(
+            "/api/v1/merges",
+            json!({"object": "contacts", "survivor_id": a, "loser_ids": [b], "fields": {"mobile": a}}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    let merge = id_of(&r.body);
+    // The loser's mobile is free after the merge: a new contact takes it.
+    let taker = app.create("contacts", json!({"name": "新人", "mobile": "13800000002"})).await;
+    let before = app.get(&format!("/api/v1/contacts/{b}")).await.body;
+    let r = app.post(&format!("/api/v1/merges/{merge}/undo"), json!({})).await;
+    assert_eq!((r.status, r.code()), (StatusCode::CONFLICT, "duplicate"), "{}", r.body);
+    assert!(r.body.to_string().contains(&id_of(&taker)), "the holder is named: {}", r.body);
+    assert_eq!(app.get(&format!("/api/v1/contacts/{b}")).await.body, before, "nothing changed");
+    let found = app.get("/api/v1/contacts?mobile=13800000002").await.body;
+    assert_eq!(found["items"].as_array().unwrap().len(), 1, "one holder: {found}");
+    // Once the taker is gone, undo brings the loser back with its mobile.
+    assert_eq!(
+        app.call(Method::DELETE, &format!("/api/v1/contacts/{}", id_of(&taker)), None).await.status,
+        StatusCode::OK
+    );
+    let r = app.post(&format!("/api/v1/merges/{merge}/undo"), json!({})).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let found = app.get("/api/v1/contacts?mobile=13800000002").await.body;
+    assert_eq!(found["items"][0]["id"], b.as_str(), "{found}");
+});

@@ -400,6 +400,7 @@ impl Service {
         let now = now_micros();
         let actor = ctx.actor.as_ref().map(|a| a.user_id);
         let mut prepared = Vec::with_capacity(touched.len());
+        let merged_ids: Vec<Uuid> = touched.iter().map(|t| t.id).collect();
         for i in order {
             let (t, record) = (&touched[i], &current[i]);
             let rdef = self.object_def(&t.object)?;
@@ -424,9 +425,21 @@ impl Service {
             } else {
                 WriteAction::Update
             };
+            if action == WriteAction::Restore {
+                // Nor may undo bring back a customer that exists again meanwhile (a new record
+                // took a loser's mobile, say): 409 `duplicate` with the candidates, nothing changed.
+                let check = CheckOptions {
+                    record_id: Some(t.id),
+                    exclude: &merged_ids,
+                    exact_only: true,
+                    ..CheckOptions::default()
+                };
+                self.check_duplicates(ctx, &rdef, &plain_before, check).await?;
+            }
             let mut p = self.prepare_write(ctx, &rdef, action, Some(record), Some(&plain_now), &plain_before, next)?;
-            // Undo brings back the state before the merge, in which these records shared their
-            // strong keys (that is why they were merged): it claims none.
+            // Undo brings back the state before the merge, in which these records may share
+            // strong keys (that is often why they were merged): it claims none at commit. Keys
+            // taken by other records since are refused just above, before the transaction.
             p.write.exclusive_keys.clear();
             if let Value::Object(details) = &mut p.audit.details {
                 details.insert("unmerge_id".into(), json!(id));
