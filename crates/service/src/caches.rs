@@ -8,8 +8,8 @@
 //! server costs nothing) and, when it moved, starts a new cache *generation*: the role snapshot and
 //! the schema are read again at once, and the organisation and grant caches, which remember the
 //! generation they were read in, are read again on their next use. A cache read that was already
-//! under way when the generation changed keeps its old generation, so it cannot bring back what
-//! the change replaced. The caches' own lifetimes (`ROLE_TTL`, `GRANT_TTL`, …) stay as a
+//! under way when the generation changed keeps its old generation (the role snapshot and the
+//! schema remember theirs too), so it cannot bring back what the change replaced. The caches' own lifetimes (`ROLE_TTL`, `GRANT_TTL`, …) stay as a
 //! backstop.
 
 use std::sync::Mutex;
@@ -49,6 +49,13 @@ impl CacheSync {
         }
     }
 
+    /// Forgets the epoch seen, so that the next check treats any epoch as moved.
+    fn forget(&self) {
+        if let Ok(mut seen) = self.seen.lock() {
+            *seen = None;
+        }
+    }
+
     /// Records the epoch just read; true when it differs from the one seen before.
     fn observe(&self, epoch: i64) -> bool {
         match self.seen.lock() {
@@ -77,8 +84,15 @@ impl Service {
         let epoch = self.store.cache_epoch().await?;
         if self.cache_sync.observe(epoch) {
             self.cache_sync.bump();
-            self.refresh_schema().await?;
-            self.reload_roles().await?;
+            let reloaded = async {
+                self.refresh_schema().await?;
+                self.reload_roles().await
+            };
+            if let Err(e) = reloaded.await {
+                // Not reloaded: the next request reads the epoch again and retries.
+                self.cache_sync.forget();
+                return Err(e);
+            }
         }
         Ok(())
     }

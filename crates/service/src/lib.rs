@@ -156,8 +156,8 @@ pub struct Service {
     store: Arc<dyn Store>,
     keyring: Arc<Keyring>,
     schema: RwLock<Arc<Schema>>,
-    /// When `schema` was read from the store.
-    schema_at: std::sync::Mutex<Option<std::time::Instant>>,
+    /// When `schema` was read from the store, and in which cache generation (see `caches`).
+    schema_at: std::sync::Mutex<Option<(std::time::Instant, u64)>>,
     config: ServiceConfig,
     hashing: Arc<Semaphore>,
     org_cache: access::OrgCache,
@@ -249,8 +249,9 @@ impl Service {
     pub(crate) async fn refresh_schema_if_stale(&self) -> ServiceResult<()> {
         let ttl = std::time::Duration::from_secs(self.config.schema_ttl_secs);
         self.sync_caches().await?;
+        let generation = self.cache_sync.generation();
         let stale = match self.schema_at.lock() {
-            Ok(at) => at.is_none_or(|at| at.elapsed() >= ttl),
+            Ok(at) => at.is_none_or(|(at, read_in)| at.elapsed() >= ttl || read_in != generation),
             Err(_) => true,
         };
         if stale { self.refresh_schema().await } else { Ok(()) }
@@ -260,6 +261,7 @@ impl Service {
     /// them).
     pub async fn refresh_schema(&self) -> ServiceResult<()> {
         let started = std::time::Instant::now();
+        let generation = self.cache_sync.generation();
         let rows = self.store.list_custom_fields().await?;
         let mut custom = Vec::with_capacity(rows.len());
         for row in rows {
@@ -287,7 +289,7 @@ impl Service {
             Err(poisoned) => *poisoned.into_inner() = schema,
         }
         if let Ok(mut at) = self.schema_at.lock() {
-            *at = Some(started);
+            *at = Some((started, generation));
         }
         Ok(())
     }

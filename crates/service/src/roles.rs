@@ -41,6 +41,8 @@ static BUILTIN: LazyLock<HashMap<String, Arc<RoleDef>>> =
 #[derive(Debug)]
 pub(crate) struct RoleSnapshot {
     loaded_at: Instant,
+    /// The cache generation it was read in (see `caches`).
+    generation: u64,
     roles: HashMap<String, (Arc<RoleDef>, i64, i64)>,
 }
 
@@ -56,6 +58,7 @@ impl Default for RoleCache {
             // Stale from the start, so that the first request loads the custom roles.
             snapshot: RwLock::new(Arc::new(RoleSnapshot {
                 loaded_at: Instant::now().checked_sub(ROLE_TTL * 2).unwrap_or_else(Instant::now),
+                generation: 0,
                 roles: HashMap::new(),
             })),
             reloading: tokio::sync::Mutex::new(()),
@@ -101,6 +104,7 @@ impl Service {
 
     /// Reads the custom roles again.
     pub(crate) async fn reload_roles(&self) -> ServiceResult<()> {
+        let generation = self.cache_sync.generation();
         let rows = self.store.list_roles().await?;
         let mut roles = HashMap::with_capacity(rows.len());
         for row in rows {
@@ -115,7 +119,7 @@ impl Service {
                 }
             }
         }
-        let snap = Arc::new(RoleSnapshot { loaded_at: Instant::now(), roles });
+        let snap = Arc::new(RoleSnapshot { loaded_at: Instant::now(), generation, roles });
         match self.roles.snapshot.write() {
             Ok(mut g) => *g = snap,
             Err(p) => *p.into_inner() = snap,
@@ -123,14 +127,17 @@ impl Service {
         Ok(())
     }
 
-    /// Reloads the custom roles when the snapshot is older than `ROLE_TTL` (called once per
-    /// authenticated request; costs a store read at most every `ROLE_TTL`).
+    /// Reloads the custom roles when the snapshot is older than `ROLE_TTL` or from an earlier
+    /// cache generation (called once per authenticated request, after `sync_caches`).
     pub(crate) async fn refresh_roles_if_stale(&self) -> ServiceResult<()> {
-        if self.role_snapshot().loaded_at.elapsed() < ROLE_TTL {
+        let fresh = |snap: &RoleSnapshot| {
+            snap.loaded_at.elapsed() < ROLE_TTL && snap.generation == self.cache_sync.generation()
+        };
+        if fresh(&self.role_snapshot()) {
             return Ok(());
         }
         let Ok(_guard) = self.roles.reloading.try_lock() else { return Ok(()) };
-        if self.role_snapshot().loaded_at.elapsed() < ROLE_TTL {
+        if fresh(&self.role_snapshot()) {
             return Ok(());
         }
         self.reload_roles().await
