@@ -251,7 +251,10 @@ fn invalid_number_error(dialled: &Dialled, region: Option<Id>) -> NormalizeError
     } else {
         None
     };
-    if cn_national.is_some_and(|n| n.starts_with('1') && (10..=12).contains(&n.len())) {
+    // Beijing's area code is 10: ten national digits starting with 10 are a Beijing landline
+    // (an 8-digit local number), not a mobile missing a digit.
+    let beijing_landline = |n: &str| n.starts_with("10") && n.len() == 10;
+    if cn_national.is_some_and(|n| n.starts_with('1') && (10..=12).contains(&n.len()) && !beijing_landline(n)) {
         return NormalizeError::new(
             CODE,
             "not a valid mainland China mobile number (11 digits with an allocated prefix \
@@ -435,6 +438,11 @@ mod tests {
         let err = normalize_phone("12012345678", "CN").unwrap_err();
         assert!(err.message_en.contains("mobile"), "{err:?}");
         assert!(err.message_zh.contains("手机"), "{err:?}");
+        // A Beijing service number (800…) is not a fixed line; it is not a mobile either.
+        for raw in ["+86 10 8007 5404", "010-80075404"] {
+            let err = normalize_phone(raw, "CN").unwrap_err();
+            assert!(err.message_en.contains("area code"), "{raw}: {err:?}");
+        }
         let err = normalize_phone("138abc45678", "CN").unwrap_err();
         assert!(err.message_en.contains("letters"), "{err:?}");
         let err = normalize_phone("12", "CN").unwrap_err();
