@@ -786,22 +786,8 @@ impl Service {
         };
         // The scan runs as a leased background job: started here at once, and taken over by
         // another server (from the start) when this one dies before finishing it.
-        let queued = JobRow {
-            id: Uuid::now_v7(),
-            kind: JOB_DUPLICATE_SCAN.into(),
-            object: def.name.clone(),
-            params: json!({ "scan_job_id": job.id }),
-            status: "pending".into(),
-            requested_by: job.requested_by,
-            created_at: job.created_at,
-            claimed_by: None,
-            lease_until: None,
-            cursor: None,
-            scanned: 0,
-            found: 0,
-            finished_at: None,
-            error: None,
-        };
+        let params = json!({ "scan_job_id": job.id });
+        let queued = JobRow::pending(JOB_DUPLICATE_SCAN, &def.name, params, job.requested_by, job.created_at);
         let mut audit = self.audit_draft(ctx, "duplicates.scan");
         audit.object = Some(def.name.clone());
         audit.details = json!({ "job_id": job.id });

@@ -189,22 +189,9 @@ impl Service {
         let now = now_micros();
         let actor = ctx.actor.as_ref().map(|a| a.user_id);
         let revision = current + 1;
-        let job = JobRow {
-            id: Uuid::now_v7(),
-            kind: JOB_RULE_CHECK.into(),
-            object: def.name.clone(),
-            params: json!({ "field": f.name, "revision": revision, "rules": rules_json, "rekey_unique": rekey_unique }),
-            status: "pending".into(),
-            requested_by: actor,
-            created_at: now,
-            claimed_by: None,
-            lease_until: None,
-            cursor: None,
-            scanned: 0,
-            found: 0,
-            finished_at: None,
-            error: None,
-        };
+        let params =
+            json!({ "field": f.name, "revision": revision, "rules": rules_json, "rekey_unique": rekey_unique });
+        let job = JobRow::pending(JOB_RULE_CHECK, &def.name, params, actor, now);
         let mut audit = self.audit_draft(ctx, "schema.set_rules");
         audit.object = Some(def.name.clone());
         audit.details = json!({
@@ -330,22 +317,7 @@ impl Service {
     }
 
     fn new_backfill_job(&self, ctx: &RequestContext, object: &str) -> JobRow {
-        JobRow {
-            id: Uuid::now_v7(),
-            kind: JOB_MATCH_KEYS.into(),
-            object: object.to_owned(),
-            params: json!({}),
-            status: "pending".into(),
-            requested_by: ctx.actor.as_ref().map(|a| a.user_id),
-            created_at: now_micros(),
-            claimed_by: None,
-            lease_until: None,
-            cursor: None,
-            scanned: 0,
-            found: 0,
-            finished_at: None,
-            error: None,
-        }
+        JobRow::pending(JOB_MATCH_KEYS, object, json!({}), ctx.actor.as_ref().map(|a| a.user_id), now_micros())
     }
 
     /// A backfill job (data stewards and admins).

@@ -559,22 +559,14 @@ pub async fn concurrent_unique_claims_one_wins(store: DynStore) {
 
 /// The background job that runs a duplicate scan.
 pub fn scan_job_queued(job: &custodian_store::ScanJobRow) -> custodian_store::JobRow {
-    custodian_store::JobRow {
-        id: Uuid::now_v7(),
-        kind: custodian_store::JOB_DUPLICATE_SCAN.into(),
-        object: job.object.clone(),
-        params: json!({ "scan_job_id": job.id }),
-        status: "pending".into(),
-        requested_by: job.requested_by,
-        created_at: job.created_at,
-        claimed_by: None,
-        lease_until: None,
-        cursor: None,
-        scanned: 0,
-        found: 0,
-        finished_at: None,
-        error: None,
-    }
+    let params = json!({ "scan_job_id": job.id });
+    custodian_store::JobRow::pending(
+        custodian_store::JOB_DUPLICATE_SCAN,
+        &job.object,
+        params,
+        job.requested_by,
+        job.created_at,
+    )
 }
 
 /// A finished scan job proposing the pair `a`, `b` (the cluster named after `a`) as one open

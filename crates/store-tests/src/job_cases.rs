@@ -19,22 +19,7 @@ fn rules_row(field: &str, revision: i64) -> FieldRulesRow {
 }
 
 pub fn job_row(kind: &str) -> JobRow {
-    JobRow {
-        id: Uuid::now_v7(),
-        kind: kind.into(),
-        object: OBJ.into(),
-        params: json!({ "field": "name" }),
-        status: "pending".into(),
-        requested_by: None,
-        created_at: now_micros(),
-        claimed_by: None,
-        lease_until: None,
-        cursor: None,
-        scanned: 0,
-        found: 0,
-        finished_at: None,
-        error: None,
-    }
+    JobRow::pending(kind, OBJ, json!({ "field": "name" }), None, now_micros())
 }
 
 fn progress(job: Uuid, claimant: &str) -> JobProgress {

@@ -52,6 +52,28 @@ pub struct JobRow {
     pub error: Option<String>,
 }
 
+impl JobRow {
+    /// A new job of `kind` over `object`, waiting for a server to claim it.
+    pub fn pending(kind: &str, object: &str, params: Value, requested_by: Option<Uuid>, created_at: i64) -> JobRow {
+        JobRow {
+            id: Uuid::now_v7(),
+            kind: kind.to_owned(),
+            object: object.to_owned(),
+            params,
+            status: "pending".into(),
+            requested_by,
+            created_at,
+            claimed_by: None,
+            lease_until: None,
+            cursor: None,
+            scanned: 0,
+            found: 0,
+            finished_at: None,
+            error: None,
+        }
+    }
+}
+
 /// One violation found by a rule check: a record, the field and the rule's error code.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub struct ViolationRow {
