@@ -273,6 +273,8 @@ impl Service {
     }
 
     pub async fn login(&self, ctx: &RequestContext, username: &str, password: &str) -> ServiceResult<LoginOutcome> {
+        // At most `login_concurrency` attempts at a time (FIFO): a flood waits here, idle.
+        let _turn = self.logins.acquire().await.map_err(|_| ServiceError::new(ErrorCode::Unavailable))?;
         if let Some(wait) = self.login_wait(username, ctx.ip.as_deref()).await? {
             let mut audit = self.audit_draft(ctx, "auth.login_throttled");
             audit.details =

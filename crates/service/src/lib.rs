@@ -75,6 +75,9 @@ pub struct ServiceConfig {
     pub max_page_size: u32,
     /// Password hashes computed at once (they are deliberately expensive).
     pub hashing_concurrency: usize,
+    /// Login attempts handled at once; the rest wait their turn without using the CPU or the
+    /// store, so that a flood of bad logins (each one audited) cannot crowd out other users.
+    pub login_concurrency: usize,
     /// Record every view, list and search in the audit log (PRODUCT.md S6). A read whose event
     /// cannot be stored fails. Only benchmarks turn this off, to measure its cost.
     pub audit_reads: bool,
@@ -115,6 +118,7 @@ impl Default for ServiceConfig {
             session_absolute_secs: 12 * 60 * 60,
             max_page_size: 500,
             hashing_concurrency: 2,
+            login_concurrency: 4,
             audit_reads: true,
             audit_writes: true,
             audit_evidence: AuditEvidence::default(),
@@ -160,6 +164,7 @@ pub struct Service {
     schema_at: std::sync::Mutex<Option<(std::time::Instant, u64)>>,
     config: ServiceConfig,
     hashing: Arc<Semaphore>,
+    logins: Semaphore,
     org_cache: access::OrgCache,
     roles: roles::RoleCache,
     grant_cache: grants::GrantCache,
@@ -178,6 +183,7 @@ impl Service {
             ServiceError::with_message(custodian_core::ErrorCode::Internal, reason)
         })?;
         let hashing = Arc::new(Semaphore::new(config.hashing_concurrency.max(1)));
+        let logins = Semaphore::new(config.login_concurrency.max(1));
         let service = Service {
             store,
             keyring: Arc::new(keyring),
@@ -185,6 +191,7 @@ impl Service {
             schema_at: std::sync::Mutex::new(None),
             config,
             hashing,
+            logins,
             org_cache: Default::default(),
             roles: Default::default(),
             grant_cache: Default::default(),
