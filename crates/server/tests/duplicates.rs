@@ -600,15 +600,8 @@ both_backends!(a_scan_whose_server_died_is_taken_over_by_another, |app: TestApp|
     assert_eq!((job.status.as_str(), job.claimed_by.as_deref()), ("done", Some("live-server")));
     // The dead server, were it to come back, no longer holds the lease: its result is not taken.
     let late = custodian_store::JobProgress {
-        id: queued.id,
-        claimant: "dead-server".into(),
-        now: now_micros(),
-        lease_until: now_micros() + 60_000_000,
-        cursor: None,
-        scanned: 0,
-        violations: Vec::new(),
-        refresh: Vec::new(),
         finish: Some(("done".into(), None)),
+        ..custodian_store_tests::job_cases::progress(queued.id, "dead-server")
     };
     assert!(!app.store.save_job_progress(late).await.unwrap());
     // Nothing is left to run.

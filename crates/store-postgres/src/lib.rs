@@ -909,20 +909,7 @@ impl Store for PostgresStore {
             .fetch_all(&mut *tx)
             .await
             .map_err(map_sqlx)?;
-        let parents: std::collections::HashMap<Uuid, Option<Uuid>> = rows.into_iter().collect();
-        if !parents.contains_key(&department.id) {
-            return Err(StoreError::NotFound);
-        }
-        let mut at = department.parent_id;
-        while let Some(current) = at {
-            if current == department.id {
-                return Err(StoreError::Conflict("a department cannot be moved below itself".into()));
-            }
-            let Some(up) = parents.get(&current) else {
-                return Err(StoreError::Conflict(format!("no department {current}")));
-            };
-            at = *up;
-        }
+        custodian_store::check_department_move(&rows, department.id, department.parent_id)?;
         sqlx::query("UPDATE departments SET name = $1, parent_id = $2 WHERE id = $3")
             .bind(&department.name)
             .bind(department.parent_id)

@@ -524,24 +524,15 @@ async fn apply_op(conn: &mut SqliteConnection, op: Op, head: &mut ChainHead) -> 
                 .fetch_all(&mut *conn)
                 .await
                 .map_err(map_sqlx)?;
-            let parents: std::collections::HashMap<String, Option<String>> = rows.into_iter().collect();
+            let departments = rows
+                .iter()
+                .map(|(id, parent)| {
+                    let parent = parent.as_deref().map(Uuid::parse_str).transpose().map_err(internal)?;
+                    Ok((Uuid::parse_str(id).map_err(internal)?, parent))
+                })
+                .collect::<StoreResult<Vec<_>>>()?;
+            custodian_store::check_department_move(&departments, d.id, d.parent_id)?;
             let id = d.id.to_string();
-            if !parents.contains_key(&id) {
-                return Err(StoreError::NotFound);
-            }
-            if let Some(parent) = d.parent_id {
-                // Walk up from the new parent: reaching the department itself would make a cycle.
-                let mut at = Some(parent.to_string());
-                while let Some(current) = at {
-                    if current == id {
-                        return Err(StoreError::Conflict("a department cannot be moved below itself".into()));
-                    }
-                    let Some(up) = parents.get(&current) else {
-                        return Err(StoreError::Conflict(format!("no department {current}")));
-                    };
-                    at = up.clone();
-                }
-            }
             sqlx::query("UPDATE departments SET name = ?, parent_id = ? WHERE id = ?")
                 .bind(&d.name)
                 .bind(opt_uuid(d.parent_id))

@@ -241,17 +241,7 @@ pub async fn the_cache_epoch_moves_with_shared_configuration_only(store: DynStor
     let team = TeamRow { id: Uuid::now_v7(), name: "A".into(), department_id: Some(dept.id), created_at: now_micros() };
     store.create_team(team.clone(), AuditDraft::new("team.create")).await.expect("team");
     moved("a new team", epoch().await);
-    let mut user = UserRow {
-        id: Uuid::now_v7(),
-        username: "rep1".into(),
-        display_name: "Rep".into(),
-        password_hash: "$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA".into(),
-        role: "sales_rep".into(),
-        department_id: None,
-        team_id: None,
-        status: "active".into(),
-        created_at: now_micros(),
-    };
+    let mut user = crate::cases::user("rep1");
     store.create_user(user.clone(), AuditDraft::new("user.create")).await.expect("user");
     moved("a new user", epoch().await);
     user.team_id = Some(team.id);

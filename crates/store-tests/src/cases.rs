@@ -208,7 +208,8 @@ pub fn key(field: &str, byte: u8) -> FieldDigest {
     FieldDigest { field: field.to_owned(), digest: digest(byte) }
 }
 
-fn user(name: &str) -> UserRow {
+/// An active sales rep with a dummy password hash, not yet stored.
+pub fn user(name: &str) -> UserRow {
     UserRow {
         id: Uuid::now_v7(),
         username: name.to_owned(),

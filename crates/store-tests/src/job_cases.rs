@@ -22,7 +22,8 @@ pub fn job_row(kind: &str) -> JobRow {
     JobRow::pending(kind, OBJ, json!({ "field": "name" }), None, now_micros())
 }
 
-fn progress(job: Uuid, claimant: &str) -> JobProgress {
+/// A page of no work that extends `claimant`'s lease on `job` by a minute.
+pub fn progress(job: Uuid, claimant: &str) -> JobProgress {
     JobProgress {
         id: job,
         claimant: claimant.into(),

@@ -433,6 +433,32 @@ pub struct DepartmentRow {
     pub created_at: i64,
 }
 
+/// Checks a department move inside the moving transaction, given every department as
+/// (id, parent id): `NotFound` when `id` is no department; `Conflict` when `new_parent` is no
+/// department, or is `id` itself or below it (the move would make a cycle).
+pub fn check_department_move(
+    departments: &[(Uuid, Option<Uuid>)],
+    id: Uuid,
+    new_parent: Option<Uuid>,
+) -> StoreResult<()> {
+    let parents: std::collections::HashMap<Uuid, Option<Uuid>> = departments.iter().copied().collect();
+    if !parents.contains_key(&id) {
+        return Err(StoreError::NotFound);
+    }
+    // Walk up from the new parent: reaching the department itself would make a cycle.
+    let mut at = new_parent;
+    while let Some(current) = at {
+        if current == id {
+            return Err(StoreError::Conflict("a department cannot be moved below itself".into()));
+        }
+        let Some(up) = parents.get(&current) else {
+            return Err(StoreError::Conflict(format!("no department {current}")));
+        };
+        at = *up;
+    }
+    Ok(())
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct TeamRow {
     pub id: Uuid,
