@@ -197,6 +197,8 @@ impl Writer {
 
 async fn writer_loop(options: PgConnectOptions, mut rx: mpsc::Receiver<Job>) {
     let mut conn: Option<PgConnection> = None;
+    // The chain head as this writer's last group committed it (None: unknown).
+    let mut head: Option<Head> = None;
     while let Some(first) = rx.recv().await {
         let mut jobs = vec![first];
         while jobs.len() < MAX_GROUP {
@@ -218,8 +220,25 @@ async fn writer_loop(options: PgConnectOptions, mut rx: mpsc::Receiver<Job>) {
                 }
             },
         };
+        // A group of audit appends only (the events of reads) extends the head this writer
+        // committed last with one statement, if no other writer moved it since.
+        let jobs = match head.take() {
+            Some(h) if jobs.iter().all(|j| matches!(j.op, Op::Audit(_))) => {
+                match append_audit_only(&mut c, jobs, &h).await {
+                    Ok(new_head) => {
+                        head = Some(new_head);
+                        conn = Some(c);
+                        continue;
+                    }
+                    Err(jobs) => jobs,
+                }
+            }
+            _ => jobs,
+        };
         // A connection that failed outside a job is dropped and replaced on the next group.
-        if run_group(&mut c, jobs).await {
+        let (usable, committed_head) = run_group(&mut c, jobs).await;
+        head = committed_head;
+        if usable {
             conn = Some(c);
         }
     }
@@ -229,14 +248,15 @@ async fn exec(conn: &mut PgConnection, sql: &'static str) -> StoreResult<()> {
     sqlx::query(sql).execute(&mut *conn).await.map(|_| ()).map_err(map_sqlx)
 }
 
-/// Runs one group transaction; returns whether the connection is still usable.
-async fn run_group(conn: &mut PgConnection, jobs: Vec<Job>) -> bool {
+/// Runs one group transaction; returns whether the connection is still usable, and the chain
+/// head the group committed when the bulk path knows it.
+async fn run_group(conn: &mut PgConnection, jobs: Vec<Job>) -> (bool, Option<Head>) {
     if let Err(e) = exec(conn, "BEGIN").await {
         let msg = e.to_string();
         for job in jobs {
             let _ = job.reply.send(Err(StoreError::Unavailable(msg.clone())));
         }
-        return false;
+        return (false, None);
     }
     let mut results: Vec<StoreResult<Vec<i64>>> = Vec::with_capacity(jobs.len());
     // Strong-key locks at the top level, before any savepoint: they stay held until COMMIT
@@ -255,7 +275,7 @@ async fn run_group(conn: &mut PgConnection, jobs: Vec<Job>) -> bool {
         for job in jobs {
             let _ = job.reply.send(Err(StoreError::Unavailable(msg.clone())));
         }
-        return false;
+        return (false, None);
     }
     let bulk = match exec(conn, "SAVEPOINT bulk").await {
         Ok(()) => match apply_bulk(conn, &jobs).await {
@@ -264,8 +284,12 @@ async fn run_group(conn: &mut PgConnection, jobs: Vec<Job>) -> bool {
         },
         Err(e) => Err(Fallback::from(e)),
     };
+    let mut head = None;
     match bulk {
-        Ok(seqs) => results.extend(seqs.into_iter().map(Ok)),
+        Ok((seqs, new_head)) => {
+            results.extend(seqs.into_iter().map(Ok));
+            head = new_head;
+        }
         Err(Fallback(reason)) => {
             tracing::debug!(%reason, jobs = jobs.len(), "bulk write fell back to one job at a time");
             if exec(conn, "ROLLBACK TO SAVEPOINT bulk").await.is_err() {
@@ -273,7 +297,7 @@ async fn run_group(conn: &mut PgConnection, jobs: Vec<Job>) -> bool {
                 for job in jobs {
                     let _ = job.reply.send(Err(StoreError::Unavailable(format!("write failed: {reason}"))));
                 }
-                return false;
+                return (false, None);
             }
             for job in &jobs {
                 results.push(apply_single(conn, &job.op).await);
@@ -285,7 +309,7 @@ async fn run_group(conn: &mut PgConnection, jobs: Vec<Job>) -> bool {
             for (job, result) in jobs.into_iter().zip(results) {
                 let _ = job.reply.send(result);
             }
-            true
+            (true, head)
         }
         Err(e) => {
             let _ = exec(conn, "ROLLBACK").await;
@@ -293,7 +317,57 @@ async fn run_group(conn: &mut PgConnection, jobs: Vec<Job>) -> bool {
             for job in jobs {
                 let _ = job.reply.send(Err(StoreError::Unavailable(format!("commit failed: {msg}"))));
             }
-            false
+            (false, None)
+        }
+    }
+}
+
+/// The audit chain's head: the last event's sequence number and hash.
+struct Head {
+    seq: i64,
+    hash: Vec<u8>,
+}
+
+/// Appends the events of a group of audit-only jobs with one statement in its own transaction
+/// (one round trip, one WAL flush, no explicit BEGIN, savepoint or head read): the head row is
+/// moved from `head` to the new head only if it still is `head` — another writer that moved it
+/// since holds or held the row lock, and the UPDATE then matches nothing and inserts nothing —
+/// and the events are inserted only if it moved. Returns the jobs untouched when the group is
+/// too large for one statement, the head moved, or the statement failed (nothing was written
+/// then); the locking path takes them.
+async fn append_audit_only(conn: &mut PgConnection, jobs: Vec<Job>, head: &Head) -> Result<Head, Vec<Job>> {
+    let events: Vec<&EncodedEvent> = jobs.iter().flat_map(|j| j.encoded.events.iter()).collect();
+    let size: usize = events.iter().map(|e| e.members_len() + 300).sum();
+    if events.is_empty() || size >= MAX_STATEMENT_JSON {
+        return Err(jobs);
+    }
+    let rows = chain_rows(head.seq, &head.hash, &events);
+    let wanted = events.len() as u64;
+    drop(events);
+    let inserted = sqlx::query(
+        "WITH head AS (UPDATE audit_head SET seq = $2, hash = $3 WHERE id = 1 AND seq = $4 AND hash = $5          RETURNING 1)          INSERT INTO audit_events (seq, at, actor_id, action, object, record_id, request_id, body, prev_hash, hash)          SELECT j.seq, j.at, j.actor_id, j.action, j.object, j.record_id, j.request_id, j.body,          decode(j.prev_hash, 'hex'), decode(j.hash, 'hex')          FROM jsonb_to_recordset($1::jsonb) AS j(seq bigint, at bigint, actor_id uuid, action text,          object text, record_id uuid, request_id text, body text, prev_hash text, hash text)          WHERE EXISTS (SELECT 1 FROM head)",
+    )
+    .bind(&rows.json)
+    .bind(rows.head_seq)
+    .bind(&rows.head_hash)
+    .bind(head.seq)
+    .bind(&head.hash)
+    .execute(&mut *conn)
+    .await;
+    match inserted {
+        Ok(done) if done.rows_affected() == wanted => {
+            let mut seqs = rows.seqs.into_iter();
+            for job in jobs {
+                let mine: Vec<i64> = seqs.by_ref().take(job.encoded.events.len()).collect();
+                let _ = job.reply.send(Ok(mine));
+            }
+            Ok(Head { seq: rows.head_seq, hash: rows.head_hash })
+        }
+        // Zero rows: another writer moved the head. (All or none: the statement is atomic.)
+        Ok(_) => Err(jobs),
+        Err(e) => {
+            tracing::debug!(error = %e, "audit append without the head lock failed; taking the lock");
+            Err(jobs)
         }
     }
 }
@@ -381,7 +455,7 @@ fn expect_rows(what: &str, done: u64, wanted: usize) -> Result<(), Fallback> {
 
 /// Every job's rows with one statement per table; the audit head locked once. Returns the
 /// event sequence numbers per job.
-async fn apply_bulk(conn: &mut PgConnection, jobs: &[Job]) -> Result<Vec<Vec<i64>>, Fallback> {
+async fn apply_bulk(conn: &mut PgConnection, jobs: &[Job]) -> Result<(Vec<Vec<i64>>, Option<Head>), Fallback> {
     // Merges (rare) are written by the per-job path only (see `apply_single`).
     if jobs.iter().any(|j| matches!(&j.op, Op::Write(b) if b.merge.is_some())) {
         return Err(Fallback("a batch with a merge".into()));
@@ -511,6 +585,7 @@ async fn apply_bulk(conn: &mut PgConnection, jobs: &[Job]) -> Result<Vec<Vec<i64
     .await?;
     let events: Vec<&EncodedEvent> = parts.iter().flat_map(|p| p.events.iter()).collect();
     let mut seqs = Vec::new();
+    let mut new_head = None;
     if !events.is_empty() {
         let head = sqlx::query("SELECT seq, hash FROM audit_head WHERE id = 1 FOR UPDATE")
             .fetch_optional(&mut *conn)
@@ -551,7 +626,8 @@ async fn apply_bulk(conn: &mut PgConnection, jobs: &[Job]) -> Result<Vec<Vec<i64
             .execute(&mut *conn)
             .await
             .map_err(|e| Fallback(e.to_string()))?;
+        new_head = Some(Head { seq: head_seq, hash: head_hash });
     }
     let mut seqs = seqs.into_iter();
-    Ok(parts.iter().map(|p| seqs.by_ref().take(p.events.len()).collect()).collect())
+    Ok((parts.iter().map(|p| seqs.by_ref().take(p.events.len()).collect()).collect(), new_head))
 }

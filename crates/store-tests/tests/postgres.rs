@@ -82,6 +82,47 @@ async fn several_servers_keep_one_audit_chain() {
     verify_chain(0, &GENESIS_HASH, &rows).unwrap();
 }
 
+/// A writer appends read events with one conditional statement against the head it committed
+/// last (no lock, no head read). Two servers taking turns make each one's remembered head
+/// stale every time; appending in bursts from both at once races them. The chain stays one
+/// contiguous, verifiable line and every append is answered with its own sequence numbers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn audit_appends_against_a_remembered_head_never_fork_the_chain() {
+    let Some((first, db)) = custodian_store_tests::postgres_test_store().await else {
+        return;
+    };
+    let second = PostgresStore::connect_with_pool_size(db.url(), 4).await.expect("second server");
+    let servers: Vec<Arc<dyn Store>> = vec![Arc::new(first), Arc::new(second)];
+    let event = |i: usize| {
+        let mut d = AuditDraft::new("record.view");
+        d.details = serde_json::json!({ "i": i });
+        d
+    };
+    let mut answered = Vec::new();
+    // Taking turns, and each server twice in a row (the second append finds its head current).
+    for i in 0..12 {
+        let store = &servers[(i / 2) % 2];
+        answered.extend(store.append_audit(vec![event(i)]).await.unwrap());
+    }
+    // Bursts from both servers at once.
+    let mut tasks = Vec::new();
+    for i in 0..200 {
+        let store = servers[i % 2].clone();
+        tasks.push(tokio::spawn(async move { store.append_audit(vec![event(100 + i), event(1000 + i)]).await }));
+    }
+    for t in tasks {
+        let seqs = t.await.unwrap().unwrap();
+        assert_eq!(seqs.len(), 2);
+        assert_eq!(seqs[1], seqs[0] + 1, "one append's events are adjacent");
+        answered.extend(seqs);
+    }
+    answered.sort_unstable();
+    assert_eq!(answered, (1..=412).collect::<Vec<i64>>(), "every event answered once with its own number");
+    let rows = servers[0].list_audit(0, 1000).await.unwrap();
+    assert_eq!(rows.iter().map(|r| r.seq).collect::<Vec<_>>(), (1..=412).collect::<Vec<_>>());
+    verify_chain(0, &GENESIS_HASH, &rows).unwrap();
+}
+
 /// Connecting again to a migrated database runs no migration twice and keeps the data.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn reconnecting_keeps_schema_and_data() {
