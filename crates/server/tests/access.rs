@@ -626,6 +626,55 @@ both_backends!(access_changes_reach_other_servers_at_once, |app: TestApp| async 
     answers_within(&other, &manager, &path, StatusCode::NOT_FOUND, bound).await;
 });
 
+both_backends!(sessions_ended_or_users_suspended_elsewhere_are_refused_at_once, |app: TestApp| async move {
+    // Servers cache sessions; what ends one on the first server must reach the second within
+    // the epoch poll, however fresh its cached copy (its backstop lifetime is 30 s).
+    let bound = custodian_service::CACHE_EPOCH_POLL * 4;
+    let (_, rep) = user(&app, "rep1", "sales_rep", None, None).await;
+    let (rep2_id, rep2) = user(&app, "rep2", "sales_rep", None, None).await;
+    let other = second_server(&app).await;
+    let list = "/api/v1/contacts";
+    app.admin_step_up().await;
+
+    // Logout on the first server: the token stops working on the second.
+    answers_within(&other, &rep, list, StatusCode::OK, bound).await;
+    let (status, _) = on(&app.router, &rep, Method::POST, "/api/v1/auth/logout", None).await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    // On the server that ended it, at once.
+    assert_eq!(on(&app.router, &rep, Method::GET, list, None).await.0, StatusCode::UNAUTHORIZED);
+    answers_within(&other, &rep, list, StatusCode::UNAUTHORIZED, bound).await;
+
+    // Suspension on the first server: the user's sessions stop working on the second, and
+    // reactivation does not bring them back (suspension revoked them).
+    answers_within(&other, &rep2, list, StatusCode::OK, bound).await;
+    let r = app.call(Method::POST, &format!("/api/v1/users/{rep2_id}/suspend"), None).await;
+    assert!(r.status.is_success(), "{}", r.body);
+    assert_eq!(on(&app.router, &rep2, Method::GET, list, None).await.0, StatusCode::UNAUTHORIZED);
+    answers_within(&other, &rep2, list, StatusCode::UNAUTHORIZED, bound).await;
+    let r = app.call(Method::POST, &format!("/api/v1/users/{rep2_id}/reactivate"), None).await;
+    assert!(r.status.is_success(), "{}", r.body);
+    tokio::time::sleep(bound).await;
+    assert_eq!(on(&other, &rep2, Method::GET, list, None).await.0, StatusCode::UNAUTHORIZED);
+
+    // A session's owner ending it from "my sessions" on the second server: the first refuses.
+    let rep3 = app.login("rep1", PASSWORD).await;
+    let rep3b = app.login("rep1", PASSWORD).await;
+    answers_within(&app.router, &rep3, list, StatusCode::OK, bound).await;
+    let (status, mine) = on(&other, &rep3b, Method::GET, "/api/v1/auth/sessions", None).await;
+    assert_eq!(status, StatusCode::OK, "{mine}");
+    let target = mine["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["current"] != json!(true))
+        .map(|s| s["id"].as_str().unwrap().to_owned())
+        .unwrap();
+    let (status, body) = on(&other, &rep3b, Method::DELETE, &format!("/api/v1/auth/sessions/{target}"), None).await;
+    assert!(status.is_success(), "{status} {body}");
+    answers_within(&app.router, &rep3, list, StatusCode::UNAUTHORIZED, bound).await;
+    assert_eq!(on(&other, &rep3b, Method::GET, list, None).await.0, StatusCode::OK);
+});
+
 both_backends!(departments_and_teams_are_renamed_and_moved_and_scopes_follow, |app: TestApp| async move {
     let north = id(&app.post("/api/v1/departments", json!({"name": "华北区"})).await.body);
     let south = id(&app.post("/api/v1/departments", json!({"name": "华南区"})).await.body);

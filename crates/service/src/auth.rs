@@ -14,6 +14,8 @@ use custodian_crypto::{random_bytes, sha256_hex};
 use custodian_store::{SessionRow, UserRow, now_micros};
 use serde::Serialize;
 use serde_json::json;
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
 use uuid::Uuid;
 
 /// Built-in roles (PRODUCT.md S3).
@@ -375,26 +377,45 @@ impl Service {
             return Err(unauthenticated());
         }
         let hash = sha256_hex(token.as_bytes());
-        let (session, user) = self.store.get_session_user(&hash).await?.ok_or_else(unauthenticated)?;
+        // First learn whether another server ended or changed sessions (see `caches`).
+        self.sync_caches().await?;
         let now = now_micros();
-        let api_token = session.kind == "api_token";
-        // Personal tokens have no idle timeout, only their expiry.
-        let idle_limit =
-            if api_token { i64::MAX } else { session.last_seen_at + self.config.session_idle_secs * 1_000_000 };
-        if now >= session.expires_at || now >= idle_limit || api_token != token.starts_with(API_TOKEN_PREFIX) {
-            return Err(unauthenticated());
-        }
-        if user.status != "active" {
-            return Err(unauthenticated());
-        }
+        let api_token = token.starts_with(API_TOKEN_PREFIX);
+        let usable = |session: &SessionRow, user: &UserRow| {
+            // Personal tokens have no idle timeout, only their expiry.
+            let idle_limit = if session.kind == "api_token" {
+                i64::MAX
+            } else {
+                session.last_seen_at + self.config.session_idle_secs * 1_000_000
+            };
+            now < session.expires_at
+                && now < idle_limit
+                && (session.kind == "api_token") == api_token
+                && user.status == "active"
+        };
+        let (session, user) = match self.sessions.get(&hash, self.cache_sync.generation()) {
+            Some((session, user)) if usable(&session, &user) => (session, user),
+            // Not cached, or refused on what the cache holds (another server may have seen the
+            // session since, moving `last_seen_at`): the store decides.
+            _ => {
+                let generation = self.cache_sync.generation();
+                let (session, user) = self.store.get_session_user(&hash).await?.ok_or_else(unauthenticated)?;
+                if !usable(&session, &user) {
+                    self.sessions.forget(&hash);
+                    return Err(unauthenticated());
+                }
+                self.sessions.put(&hash, &session, &user, generation);
+                (session, user)
+            }
+        };
         // Record activity at most once a minute so that reads stay reads.
         if now - session.last_seen_at > 60 * 1_000_000 {
             self.store.touch_session(&hash, now).await?;
+            self.sessions.touched(&hash, now);
         }
         // Only roles that must have MFA pay for the extra lookup. (Custom roles resolve from
         // the role snapshot: read again when another server changed roles, see `sync_caches`,
         // and at most every ROLE_TTL otherwise.)
-        self.sync_caches().await?;
         self.refresh_roles_if_stale().await?;
         let mfa_enrollment_required =
             self.role_requires_mfa(&user.role) && !self.session_user_enrolled(&hash, user.id).await?;
@@ -503,6 +524,7 @@ impl Service {
             self.audit_draft(ctx, if target.kind == "api_token" { "auth.token_revoke" } else { "auth.session_end" });
         audit.details = json!({ "token_id": id });
         self.store.delete_session(&target.token_hash, audit).await?;
+        self.drop_caches();
         Ok(())
     }
 
@@ -510,7 +532,63 @@ impl Service {
         let actor = ctx.actor.as_ref().ok_or_else(|| ServiceError::new(ErrorCode::Unauthenticated))?;
         let audit = self.audit_draft(ctx, "auth.logout");
         self.store.delete_session(&actor.session_hash, audit).await?;
+        self.drop_caches();
         Ok(())
+    }
+}
+
+/// How long a cached session is used without reading it again. A backstop only: whatever
+/// ends or changes a session or its user moves the cache generation — at once on the server
+/// that made the change, within `CACHE_EPOCH_POLL` on the others (see `caches`).
+const SESSION_CACHE_TTL: Duration = Duration::from_secs(30);
+/// Most sessions cached; a full cache starts again empty.
+const MAX_CACHED_SESSIONS: usize = 10_000;
+
+/// Sessions with their users as last read from the store, by token hash, so that an
+/// authenticated request costs no store read for its session. Entries carry the cache
+/// generation current before they were read; an entry of an older generation is never used.
+/// Only sessions found are kept (an unknown token is asked again every time).
+#[derive(Default)]
+pub(crate) struct SessionCache(std::sync::Mutex<HashMap<String, CachedSession>>);
+
+struct CachedSession {
+    session: SessionRow,
+    user: UserRow,
+    generation: u64,
+    at: Instant,
+}
+
+impl SessionCache {
+    fn get(&self, hash: &str, generation: u64) -> Option<(SessionRow, UserRow)> {
+        let map = self.0.lock().ok()?;
+        let hit = map.get(hash)?;
+        (hit.generation == generation && hit.at.elapsed() < SESSION_CACHE_TTL)
+            .then(|| (hit.session.clone(), hit.user.clone()))
+    }
+
+    fn put(&self, hash: &str, session: &SessionRow, user: &UserRow, generation: u64) {
+        if let Ok(mut map) = self.0.lock() {
+            if map.len() >= MAX_CACHED_SESSIONS {
+                map.clear();
+            }
+            let entry = CachedSession { session: session.clone(), user: user.clone(), generation, at: Instant::now() };
+            map.insert(hash.to_owned(), entry);
+        }
+    }
+
+    /// Notes a `touch_session` made here.
+    fn touched(&self, hash: &str, now: i64) {
+        if let Ok(mut map) = self.0.lock()
+            && let Some(hit) = map.get_mut(hash)
+        {
+            hit.session.last_seen_at = hit.session.last_seen_at.max(now);
+        }
+    }
+
+    fn forget(&self, hash: &str) {
+        if let Ok(mut map) = self.0.lock() {
+            map.remove(hash);
+        }
     }
 }
 

@@ -173,6 +173,7 @@ pub struct Service {
     /// One audit verification at a time (it reads the whole log).
     verifying: Semaphore,
     mfa_sessions: mfa::EnrolledSessions,
+    sessions: auth::SessionCache,
 }
 
 impl Service {
@@ -199,6 +200,7 @@ impl Service {
             throttle: Default::default(),
             verifying: Semaphore::new(1),
             mfa_sessions: Default::default(),
+            sessions: Default::default(),
         };
         service.note_cache_epoch().await?;
         service.refresh_schema().await?;

@@ -409,7 +409,8 @@ impl Service {
         }
         let effect = MfaEffect::StepUp { token_hash: actor.session_hash.clone(), until };
         match self.store.use_mfa_factor(user.id, self.factor_of(&presented), effect, events).await {
-            Ok(true) => {}
+            // The cached session does not hold the new window yet.
+            Ok(true) => self.drop_caches(),
             Ok(false) => {
                 let reason = if matches!(presented, Presented::Totp { .. }) { "replayed" } else { "wrong_code" };
                 return Err(self.refuse_code(ctx, &user, "auth.step_up_failed", reason, Some(presented.kind())).await);
@@ -485,7 +486,9 @@ impl Service {
         self.require_step_up(ctx, "mfa.reset").await?;
         let mut audit = self.audit_draft(ctx, "mfa.reset");
         audit.details = json!({ "user_id": user_id });
-        Ok(self.store.reset_mfa(user_id, audit).await?)
+        let reset = self.store.reset_mfa(user_id, audit).await?;
+        self.drop_caches();
+        Ok(reset)
     }
 }
 

@@ -180,6 +180,7 @@ impl Service {
             d.insert("reason".into(), reason);
         }
         self.store.update_user(user.clone(), !active, audit).await?;
+        self.drop_caches();
         Ok(user)
     }
 
@@ -335,6 +336,8 @@ impl Service {
     pub async fn end_my_sessions(&self, ctx: &RequestContext) -> ServiceResult<u64> {
         let actor = ctx.actor.as_ref().ok_or_else(|| ServiceError::new(ErrorCode::Unauthenticated))?;
         let audit = self.audit_draft(ctx, "auth.sessions_ended");
-        Ok(self.store.delete_user_sessions(actor.user_id, audit).await?)
+        let ended = self.store.delete_user_sessions(actor.user_id, audit).await?;
+        self.drop_caches();
+        Ok(ended)
     }
 }

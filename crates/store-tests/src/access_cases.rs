@@ -3,7 +3,7 @@
 
 use crate::cases::DynStore;
 use custodian_store::{
-    AuditDraft, CustomFieldRow, DepartmentRow, GrantRow, RoleRow, StoreError, TeamRow, UserRow, now_micros,
+    AuditDraft, CustomFieldRow, DepartmentRow, GrantRow, RoleRow, SessionRow, StoreError, TeamRow, UserRow, now_micros,
 };
 use serde_json::json;
 use std::sync::Arc;
@@ -263,6 +263,33 @@ pub async fn the_cache_epoch_moves_with_shared_configuration_only(store: DynStor
     };
     store.add_custom_field(field, AuditDraft::new("schema.add_field")).await.expect("field");
     moved("a custom field", epoch().await);
+
+    // Servers cache sessions too: ending one, or suspending its user, moves the epoch.
+    let now = now_micros();
+    let session = |hash: &str| SessionRow {
+        token_hash: hash.into(),
+        user_id: user.id,
+        created_at: now,
+        last_seen_at: now,
+        expires_at: now + 3_600_000_000,
+        ip: None,
+        user_agent: None,
+        kind: "session".into(),
+        scope: "read_write".into(),
+        name: None,
+        step_up_until: None,
+    };
+    let before = epoch().await;
+    store.create_session(session("s1"), AuditDraft::new("auth.login")).await.expect("session");
+    store.create_session(session("s2"), AuditDraft::new("auth.login")).await.expect("session");
+    store.touch_session("s1", now + 61_000_000).await.expect("touch");
+    assert_eq!(epoch().await, before, "new sessions and touches leave the epoch alone");
+    store.delete_session("s1", AuditDraft::new("auth.logout")).await.expect("logout");
+    moved("a session ended", epoch().await);
+    user.status = "suspended".into();
+    store.update_user(user.clone(), true, AuditDraft::new("user.suspend")).await.expect("suspend");
+    moved("a user suspended", epoch().await);
+    assert_eq!(store.get_session("s2").await.expect("get"), None, "suspension ended the other session");
 
     // Records come and go without moving it; a refused change does not move it either.
     let record = crate::cases::create(&store, json!({"name": "张三"})).await;
