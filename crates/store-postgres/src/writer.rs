@@ -345,7 +345,14 @@ async fn append_audit_only(conn: &mut PgConnection, jobs: Vec<Job>, head: &Head)
     let wanted = events.len() as u64;
     drop(events);
     let inserted = sqlx::query(
-        "WITH head AS (UPDATE audit_head SET seq = $2, hash = $3 WHERE id = 1 AND seq = $4 AND hash = $5          RETURNING 1)          INSERT INTO audit_events (seq, at, actor_id, action, object, record_id, request_id, body, prev_hash, hash)          SELECT j.seq, j.at, j.actor_id, j.action, j.object, j.record_id, j.request_id, j.body,          decode(j.prev_hash, 'hex'), decode(j.hash, 'hex')          FROM jsonb_to_recordset($1::jsonb) AS j(seq bigint, at bigint, actor_id uuid, action text,          object text, record_id uuid, request_id text, body text, prev_hash text, hash text)          WHERE EXISTS (SELECT 1 FROM head)",
+        "WITH head AS (UPDATE audit_head SET seq = $2, hash = $3 WHERE id = 1 AND seq = $4 AND hash = $5 \
+         RETURNING 1) \
+         INSERT INTO audit_events (seq, at, actor_id, action, object, record_id, request_id, body, prev_hash, hash) \
+         SELECT j.seq, j.at, j.actor_id, j.action, j.object, j.record_id, j.request_id, j.body, \
+         decode(j.prev_hash, 'hex'), decode(j.hash, 'hex') \
+         FROM jsonb_to_recordset($1::jsonb) AS j(seq bigint, at bigint, actor_id uuid, action text, \
+         object text, record_id uuid, request_id text, body text, prev_hash text, hash text) \
+         WHERE EXISTS (SELECT 1 FROM head)",
     )
     .bind(&rows.json)
     .bind(rows.head_seq)
