@@ -380,7 +380,10 @@ fn prepare_email(text: &str) -> Option<Prepared> {
 fn prepare_date(text: &str) -> Option<Prepared> {
     let folded: String = text.nfkc().collect();
     let groups: Vec<&str> = folded.split(|c: char| !c.is_ascii_digit()).filter(|g| !g.is_empty()).collect();
-    let ymd = parse_date_groups(&groups);
+    // Years outside 1000–2999 are not read as dates: the YYYYMMDD/DDMMYYYY choice for eight
+    // digits depends on that range, so the exact form of such a date would read back as
+    // another one.
+    let ymd = parse_date_groups(&groups).filter(|(y, _, _)| (1000..3000).contains(y));
     let (ymd, julian) = match ymd.and_then(|(y, m, d)| calendar(y, m, d).map(|j| ((y, m, d), j))) {
         Some((ymd, julian)) => (Some(ymd), Some(julian)),
         None => (None, None),
@@ -667,6 +670,10 @@ mod tests {
         expect("03/25/1985", Some((1985, 3, 25)));
         expect("25/03/1985", Some((1985, 3, 25)));
         expect("1985-02-30", None);
+        // Found by the idempotence property: 3010-01-01 written as 30100101 reads back as
+        // 30 October 101. Such years are not dates; the digits stay the exact form.
+        expect("1_1@3010", None);
+        assert_eq!(prepare(FieldKind::Date, "1_1@3010").map(|p| p.exact.to_string()).as_deref(), Some("113010"));
     }
 
     #[test]
