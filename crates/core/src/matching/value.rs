@@ -380,17 +380,23 @@ fn prepare_email(text: &str) -> Option<Prepared> {
 fn prepare_date(text: &str) -> Option<Prepared> {
     let folded: String = text.nfkc().collect();
     let groups: Vec<&str> = folded.split(|c: char| !c.is_ascii_digit()).filter(|g| !g.is_empty()).collect();
-    // Years outside 1000–2999 are not read as dates: the YYYYMMDD/DDMMYYYY choice for eight
-    // digits depends on that range, so the exact form of such a date would read back as
-    // another one.
-    let ymd = parse_date_groups(&groups).filter(|(y, _, _)| (1000..3000).contains(y));
-    let (ymd, julian) = match ymd.and_then(|(y, m, d)| calendar(y, m, d).map(|j| ((y, m, d), j))) {
+    // The exact form is YYYYMMDD for a date, the digits otherwise, and must read back the same:
+    // years outside 1000–2999 are not dates (the YYYYMMDD/DDMMYYYY choice for eight digits
+    // depends on that range), and digits that do not form a date as written are also tried as
+    // one group (the form they would be read in again).
+    let date = |groups: &[&str]| {
+        parse_date_groups(groups)
+            .filter(|(y, _, _)| (1000..3000).contains(y))
+            .and_then(|(y, m, d)| calendar(y, m, d).map(|j| ((y, m, d), j)))
+    };
+    let concat = groups.concat();
+    let (ymd, julian) = match date(&groups).or_else(|| date(&[concat.as_str()])) {
         Some((ymd, julian)) => (Some(ymd), Some(julian)),
         None => (None, None),
     };
     let digits = match ymd {
         Some((y, m, d)) => format!("{y:04}{m:02}{d:02}"),
-        None => groups.concat(),
+        None => concat,
     };
     if digits.len() < 4 {
         return None;
@@ -674,6 +680,8 @@ mod tests {
         // 30 October 101. Such years are not dates; the digits stay the exact form.
         expect("1_1@3010", None);
         assert_eq!(prepare(FieldKind::Date, "1_1@3010").map(|p| p.exact.to_string()).as_deref(), Some("113010"));
+        // And "010 11000" (no date as written) kept 01011000, which reads back as 1000-01-01.
+        assert_eq!(prepare(FieldKind::Date, "010 1１00０").map(|p| p.exact.to_string()).as_deref(), Some("10000101"));
     }
 
     #[test]
