@@ -591,14 +591,13 @@ fn prepare_city(text: &str) -> Option<Prepared> {
     let compact: String = folded.chars().filter(|c| c.is_alphanumeric()).collect();
     let han_only = compact.chars().all(is_han);
     let exact = if han_only {
+        // Suffixes come off until none does (杭江区区 → 杭江), so that the exact form is its own
+        // exact form.
         let mut name = compact.clone();
-        for suffix in PLACE_SUFFIXES {
-            if let Some(stem) = name.strip_suffix(suffix)
-                && stem.chars().count() >= 2
-            {
-                name = stem.to_owned();
-                break;
-            }
+        while let Some(stem) =
+            PLACE_SUFFIXES.iter().find_map(|suffix| name.strip_suffix(suffix).filter(|stem| stem.chars().count() >= 2))
+        {
+            name = stem.to_owned();
         }
         name
     } else {
@@ -716,6 +715,8 @@ mod tests {
         assert_eq!(c("華為技術有限公司"), c("华为技术（深圳）有限责任公司"));
         let city = |raw: &str| prepare(FieldKind::City, raw).unwrap();
         assert_eq!(city("杭州市").exact, city("杭州").exact);
+        // Every suffix comes off, so the exact form is its own (found by the property test).
+        assert_eq!(&*city("杭江区区").exact, "杭江");
         match (city("杭州").detail, city("Hangzhou").detail) {
             (Detail::City(a), Detail::City(b)) => assert_eq!(a.sound, b.sound),
             other => panic!("{other:?}"),
