@@ -3,7 +3,7 @@
 
 use crate::cases::DynStore;
 use custodian_store::{
-    AuditDraft, CustomFieldRow, DepartmentRow, GrantRow, RoleRow, SessionRow, StoreError, TeamRow, UserRow, now_micros,
+    AuditDraft, CustomFieldRow, DepartmentRow, GrantRow, RoleRow, StoreError, TeamRow, UserRow, now_micros,
 };
 use serde_json::json;
 use std::sync::Arc;
@@ -265,24 +265,11 @@ pub async fn the_cache_epoch_moves_with_shared_configuration_only(store: DynStor
     moved("a custom field", epoch().await);
 
     // Servers cache sessions too: ending one, or suspending its user, moves the epoch.
-    let now = now_micros();
-    let session = |hash: &str| SessionRow {
-        token_hash: hash.into(),
-        user_id: user.id,
-        created_at: now,
-        last_seen_at: now,
-        expires_at: now + 3_600_000_000,
-        ip: None,
-        user_agent: None,
-        kind: "session".into(),
-        scope: "read_write".into(),
-        name: None,
-        step_up_until: None,
-    };
+    let session = |hash: &str| crate::cases::session_for(user.id, hash);
     let before = epoch().await;
     store.create_session(session("s1"), AuditDraft::new("auth.login")).await.expect("session");
     store.create_session(session("s2"), AuditDraft::new("auth.login")).await.expect("session");
-    store.touch_session("s1", now + 61_000_000).await.expect("touch");
+    store.touch_session("s1", now_micros() + 61_000_000).await.expect("touch");
     assert_eq!(epoch().await, before, "new sessions and touches leave the epoch alone");
     store.delete_session("s1", AuditDraft::new("auth.logout")).await.expect("logout");
     moved("a session ended", epoch().await);

@@ -2236,7 +2236,8 @@ pub async fn merge_rows_are_written_with_their_batch_and_undone_once(store: DynS
 
 // ---- MFA -----------------------------------------------------------------------------------
 
-fn session_for(user_id: Uuid, token_hash: &str) -> SessionRow {
+/// A fresh one-hour login session of `user_id`.
+pub fn session_for(user_id: Uuid, token_hash: &str) -> SessionRow {
     let now = now_micros();
     SessionRow {
         token_hash: token_hash.into(),

@@ -56,14 +56,19 @@ async fn record_versions_are_immutable_in_the_database() {
     pg.close().await;
 }
 
+/// Two stores (two servers) on one fresh database; the database lives as long as the guard.
+async fn two_servers() -> Option<(Vec<Arc<dyn Store>>, custodian_store_tests::PgTestDb)> {
+    let (first, db) = custodian_store_tests::postgres_test_store().await?;
+    let second = PostgresStore::connect_with_pool_size(db.url(), 4).await.expect("second server");
+    Some((vec![Arc::new(first), Arc::new(second)], db))
+}
+
 /// Two stores (two servers) writing concurrently to one database produce one linear chain.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn several_servers_keep_one_audit_chain() {
-    let Some((first, db)) = custodian_store_tests::postgres_test_store().await else {
+    let Some((servers, _db)) = two_servers().await else {
         return;
     };
-    let second = PostgresStore::connect_with_pool_size(db.url(), 4).await.expect("second server");
-    let servers: Vec<Arc<dyn Store>> = vec![Arc::new(first), Arc::new(second)];
     let mut tasks = Vec::new();
     for i in 0..20 {
         let store = servers[i % 2].clone();
@@ -88,11 +93,9 @@ async fn several_servers_keep_one_audit_chain() {
 /// contiguous, verifiable line and every append is answered with its own sequence numbers.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn audit_appends_against_a_remembered_head_never_fork_the_chain() {
-    let Some((first, db)) = custodian_store_tests::postgres_test_store().await else {
+    let Some((servers, _db)) = two_servers().await else {
         return;
     };
-    let second = PostgresStore::connect_with_pool_size(db.url(), 4).await.expect("second server");
-    let servers: Vec<Arc<dyn Store>> = vec![Arc::new(first), Arc::new(second)];
     let event = |i: usize| {
         let mut d = AuditDraft::new("record.view");
         d.details = serde_json::json!({ "i": i });
@@ -149,11 +152,9 @@ async fn unreachable_server_is_unavailable_not_a_panic() {
 /// time: the advisory lock per key lets exactly one commit.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn several_servers_admit_one_holder_of_a_strong_key() {
-    let Some((first, db)) = custodian_store_tests::postgres_test_store().await else {
+    let Some((servers, _db)) = two_servers().await else {
         return;
     };
-    let second = PostgresStore::connect_with_pool_size(db.url(), 4).await.expect("second server");
-    let servers: Vec<Arc<dyn Store>> = vec![Arc::new(first), Arc::new(second)];
     for round in 0..5u8 {
         let mut tasks = Vec::new();
         for i in 0..8 {

@@ -381,12 +381,11 @@ fn prepare_date(text: &str) -> Option<Prepared> {
     let folded: String = text.nfkc().collect();
     let groups: Vec<&str> = folded.split(|c: char| !c.is_ascii_digit()).filter(|g| !g.is_empty()).collect();
     // The exact form is YYYYMMDD for a date, the digits otherwise, and must read back the same:
-    // years outside 1000–2999 are not dates (the YYYYMMDD/DDMMYYYY choice for eight digits
-    // depends on that range), and digits that do not form a date as written are also tried as
-    // one group (the form they would be read in again).
+    // years outside `DATE_YEARS` are not dates, and digits that do not form a date as written are
+    // also tried as one group (the form they would be read in again).
     let date = |groups: &[&str]| {
         parse_date_groups(groups)
-            .filter(|(y, _, _)| (1000..3000).contains(y))
+            .filter(|(y, _, _)| DATE_YEARS.contains(y))
             .and_then(|(y, m, d)| calendar(y, m, d).map(|j| ((y, m, d), j)))
     };
     let concat = groups.concat();
@@ -417,13 +416,17 @@ fn calendar(y: i32, m: u8, d: u8) -> Option<i32> {
 /// Chinese 年月日, YYYYMMDD) are unambiguous; day-first and month-first notations are told
 /// apart when one number exceeds 12, and read day-first otherwise (the comparator treats a
 /// day/month swap as near-agreement anyway).
+/// Years read as dates. Eight digits are YYYYMMDD when the first four are one of them and
+/// DDMMYYYY otherwise, so a date outside them would not read back as itself.
+const DATE_YEARS: std::ops::Range<i32> = 1000..3000;
+
 fn parse_date_groups(groups: &[&str]) -> Option<(i32, u8, u8)> {
     let num = |s: &str| s.parse::<u32>().ok();
     match groups {
         [one] if one.len() == 8 => {
-            let y = num(&one[..4])?;
-            if (1000..3000).contains(&y) {
-                Some((y as i32, num(&one[4..6])? as u8, num(&one[6..8])? as u8))
+            let y = num(&one[..4])? as i32;
+            if DATE_YEARS.contains(&y) {
+                Some((y, num(&one[4..6])? as u8, num(&one[6..8])? as u8))
             } else {
                 // DDMMYYYY.
                 Some((num(&one[4..8])? as i32, num(&one[2..4])? as u8, num(&one[..2])? as u8))
