@@ -23,9 +23,10 @@ use custodian_store::{
     WrappedKeyRow, WriteAction, WriteBatch,
 };
 use serde_json::{Map, Value};
-use sqlx::postgres::{PgPoolOptions, PgRow};
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgRow, PgSslMode};
 use sqlx::types::Json;
 use sqlx::{AssertSqlSafe, PgConnection, PgPool, Row};
+use std::net::IpAddr;
 use std::time::Duration;
 use uuid::Uuid;
 
@@ -103,6 +104,29 @@ fn map_sqlx(e: sqlx::Error) -> StoreError {
     }
 }
 
+/// The connection options with TLS off for a server on this machine (a loopback address, a
+/// Unix socket or `localhost`) when neither the URL nor `PGSSLMODE` asks for a TLS mode. The
+/// default mode, `prefer`, encrypts without checking the server's certificate: on loopback
+/// that protects against nobody, and the encryption cost about as much CPU per request as the
+/// server's own work. Any mode given explicitly is kept, as is `prefer` for remote servers.
+fn plain_on_loopback(url: &str, options: PgConnectOptions) -> PgConnectOptions {
+    let query = url.split_once('?').map(|(_, q)| q).unwrap_or_default();
+    let asked = std::env::var_os("PGSSLMODE").is_some()
+        || query.split('&').any(|pair| {
+            let key = pair.split_once('=').map_or(pair, |(k, _)| k);
+            key.eq_ignore_ascii_case("sslmode") || key.eq_ignore_ascii_case("ssl-mode")
+        });
+    let host = options.get_host();
+    let local = host.starts_with('/')
+        || host.eq_ignore_ascii_case("localhost")
+        || host.trim_start_matches('[').trim_end_matches(']').parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback());
+    if !asked && local && matches!(options.get_ssl_mode(), PgSslMode::Prefer) {
+        options.ssl_mode(PgSslMode::Disable)
+    } else {
+        options
+    }
+}
+
 impl PostgresStore {
     /// Connects a pool of up to [`DEFAULT_MAX_CONNECTIONS`] connections and runs pending
     /// migrations.
@@ -116,7 +140,7 @@ impl PostgresStore {
         let options: sqlx::postgres::PgConnectOptions =
             url.parse().map_err(|e: sqlx::Error| StoreError::Internal(format!("invalid PostgreSQL URL: {e}")))?;
         // JIT compilation costs more than it saves on these short OLTP queries.
-        let options = options.options([("jit", "off")]);
+        let options = plain_on_loopback(url, options.options([("jit", "off")]));
         let writer_options = options.clone();
         let pool = PgPoolOptions::new()
             .max_connections(max_connections.max(1))
@@ -1361,5 +1385,42 @@ impl Store for PostgresStore {
 
     async fn clear_login_failures(&self, key: &str) -> StoreResult<()> {
         access::clear_login_failures(&self.pool, key).await
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+
+    fn mode(url: &str) -> PgSslMode {
+        let options: PgConnectOptions = url.parse().unwrap();
+        plain_on_loopback(url, options).get_ssl_mode()
+    }
+
+    #[test]
+    fn tls_is_left_off_only_for_this_machine_and_only_when_not_asked_for() {
+        if std::env::var_os("PGSSLMODE").is_some() {
+            // The environment chose a mode for every connection; nothing to decide here.
+            return;
+        }
+        for local in [
+            "postgres://postgres@127.0.0.1:5432/test",
+            "postgres://postgres@127.0.0.2/test",
+            "postgres://postgres@localhost/test",
+            "postgres://postgres@[::1]:5432/test",
+            "postgres://postgres@%2Fvar%2Frun%2Fpostgresql/test",
+        ] {
+            assert!(matches!(mode(local), PgSslMode::Disable), "{local}");
+        }
+        for remote in ["postgres://postgres@db.example.com/test", "postgres://postgres@10.0.0.5/test"] {
+            assert!(matches!(mode(remote), PgSslMode::Prefer), "{remote}");
+        }
+        assert!(matches!(mode("postgres://postgres@127.0.0.1/test?sslmode=require"), PgSslMode::Require));
+        assert!(matches!(mode("postgres://postgres@127.0.0.1/test?sslmode=prefer"), PgSslMode::Prefer));
+        assert!(matches!(
+            mode("postgres://postgres@localhost/test?application_name=x&ssl-mode=prefer"),
+            PgSslMode::Prefer
+        ));
     }
 }

@@ -227,3 +227,31 @@ async fn upgrade_queues_scans_left_running() {
     assert_eq!((job.kind.as_str(), job.object.as_str()), ("duplicate_scan", "contacts"));
     assert!(cases::pending_jobs(&upgraded).await.is_empty(), "only the running scan is queued");
 }
+
+/// A server on this machine is reached without TLS (it protects nothing on loopback and cost
+/// as much CPU per request as the query); the writer's connection too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn connections_to_this_machine_do_not_pay_for_tls() {
+    let Some((store, db)) = custodian_store_tests::postgres_test_store().await else {
+        return;
+    };
+    let local = ["@127.0.0.1", "@localhost", "@[::1]"].iter().any(|h| db.url().contains(h));
+    if !local || db.url().contains("sslmode") || std::env::var_os("PGSSLMODE").is_some() {
+        return;
+    }
+    let sql = "SELECT COALESCE((SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()), false)";
+    let ssl: bool = sqlx::query_scalar(sql).fetch_one(store.pool()).await.unwrap();
+    assert!(!ssl, "the pool's connection uses TLS");
+    let store: Arc<dyn Store> = Arc::new(store);
+    store.append_audit(vec![AuditDraft::new("a")]).await.unwrap();
+    let probe = PostgresStore::connect_with_pool_size(db.url(), 1).await.unwrap();
+    let encrypted: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM pg_stat_ssl s JOIN pg_stat_activity a ON a.pid = s.pid \
+         WHERE a.datname = current_database() AND s.ssl",
+    )
+    .fetch_one(probe.pool())
+    .await
+    .unwrap();
+    probe.close().await;
+    assert_eq!(encrypted, 0, "no connection to this database (the writer's included) uses TLS");
+}
