@@ -171,6 +171,46 @@ both_backends!(concurrent_creates_of_one_strong_key_admit_one, |app: TestApp| as
     assert_eq!(found.body["items"].as_array().unwrap().len(), 1, "{}", found.body);
 });
 
+both_backends!(concurrent_creates_of_one_person_without_strong_keys_admit_one, |app: TestApp| async move {
+    // No mobile, e-mail or ID: only the fuzzy check can tell these apart, and every request
+    // passes it before any of them commits. The store re-checks at commit what each check
+    // could not see, so one is created and the others are refused as possible duplicates.
+    for (round, (name, address)) in
+        [("欧阳晓明", "杭州市西湖区文三路 90 号"), ("司马静怡", "北京市海淀区中关村大街 27 号")].into_iter().enumerate()
+    {
+        let calls = (0..10).map(|_| {
+            let body = json!({"fields": {"name": name, "birth_date": "1985-03-07", "address": address}});
+            app.post("/api/v1/contacts", body)
+        });
+        let replies = futures::future::join_all(calls).await;
+        let created: Vec<_> = replies.iter().filter(|r| r.status == StatusCode::CREATED).collect();
+        assert_eq!(
+            created.len(),
+            1,
+            "round {round}: {:?}",
+            replies.iter().map(|r| r.body.to_string()).collect::<Vec<_>>()
+        );
+        for r in replies.iter().filter(|r| r.status != StatusCode::CREATED) {
+            assert_eq!(r.status, StatusCode::CONFLICT, "{}", r.body);
+            assert_eq!(r.code(), "possible_duplicate", "{}", r.body);
+            assert_eq!(r.body["error"]["candidates"][0]["id"], created[0].body["id"], "{}", r.body);
+        }
+        let found = app.get(&format!("/api/v1/contacts?name={name}")).await;
+        assert_eq!(found.body["items"].as_array().unwrap().len(), 1, "{}", found.body);
+    }
+    // People who merely share a name are still created side by side.
+    let calls = (0..6).map(|i| {
+        let body = json!({"fields": {"name": "上官婉儿", "email": format!("wan{i}@example.com"), "birth_date": format!("199{i}-0{}-1{i}", i + 1)}});
+        app.post("/api/v1/contacts", body)
+    });
+    let replies = futures::future::join_all(calls).await;
+    assert!(
+        replies.iter().all(|r| r.status == StatusCode::CREATED),
+        "{:?}",
+        replies.iter().map(|r| r.body.to_string()).collect::<Vec<_>>()
+    );
+});
+
 both_backends!(possible_duplicates_need_a_confirmation_with_a_reason, |app: TestApp| async move {
     let a = app
         .create("contacts", json!({"name": "张伟", "birth_date": "1985-03-07", "email": "zhang.wei@example.com", "address": "杭州市西湖区文三路 90 号"}))

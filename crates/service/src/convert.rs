@@ -7,7 +7,7 @@
 
 use crate::access::Operation;
 use crate::duplicates::ConfirmNotDuplicate;
-use crate::error::{ServiceError, ServiceResult};
+use crate::error::{ServiceError, ServiceResult, again_if_stale};
 use crate::records::{CreateOptions, OverrideReason, PreparedWrite};
 use crate::view::RecordView;
 use crate::{RequestContext, Service};
@@ -56,6 +56,15 @@ fn invalid(field: &str, en: &str, zh: &str) -> ServiceError {
 
 impl Service {
     pub async fn convert_lead(
+        &self,
+        ctx: &RequestContext,
+        lead_id: Uuid,
+        request: &ConvertRequest,
+    ) -> ServiceResult<ConversionView> {
+        again_if_stale(|| self.convert_lead_once(ctx, lead_id, request)).await
+    }
+
+    async fn convert_lead_once(
         &self,
         ctx: &RequestContext,
         lead_id: Uuid,

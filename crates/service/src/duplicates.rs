@@ -26,8 +26,9 @@ use custodian_core::schema::ObjectDef;
 use custodian_core::values::index_text;
 use custodian_core::{ErrorCode, FieldError};
 use custodian_store::{
-    CandidateRow, Column, DismissalRow, Filter, FilterOp, FilterValue, JOB_DUPLICATE_SCAN, JobProgress, JobRow,
-    ListQuery, MATCH_KEYS_PER_CHECK, MatchKeySet, RowScope, ScanJobRow, Sort, StoredRecord, ValueKind, now_micros,
+    CandidateRow, Column, DismissalRow, Filter, FilterOp, FilterValue, GuardKey, JOB_DUPLICATE_SCAN, JobProgress,
+    JobRow, ListQuery, MATCH_KEYS_PER_CHECK, MatchGuard, MatchKeySet, RowScope, ScanJobRow, Sort, StoredRecord,
+    ValueKind, now_micros,
 };
 use serde_json::{Map, Value, json};
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
@@ -253,31 +254,59 @@ impl DupCheck<'_> {
 pub(crate) struct DupOutcome {
     pub result: ServiceResult<Option<Value>>,
     pub match_keys: Option<Vec<Vec<u8>>>,
+    /// What the fuzzy check saw, for the store to re-check at commit (see `MatchGuard`).
+    pub guard: Option<MatchGuard>,
 }
+
+/// A passed duplicate check of one write.
+#[derive(Debug, Default)]
+pub(crate) struct Checked {
+    /// The audit details of a confirmed override (`confirm_not_duplicate` given while fuzzy
+    /// candidates exist), if any.
+    pub confirmed: Option<Value>,
+    /// What the fuzzy check saw; the write's match keys carry it to the store.
+    pub guard: Option<MatchGuard>,
+}
+
+/// A write's prepared values and its match keys, each with the field (index in the policy's
+/// `compare` order) it was made from.
+type PreparedWithKeys = (PreparedRecord, Vec<(Vec<u8>, u8)>);
 
 /// A block (the records sharing one match key) of at most this many records is selective: one
 /// shared key of it is reason enough to score a candidate.
 const SELECTIVE_BLOCK: usize = 20;
 
 /// The candidates worth scoring, from `(candidate, size of a block it shares with the new
-/// record)` — one entry per shared key. A candidate is scored when it shares two or more keys,
-/// or one key of a selective block; one shared key of a crowded block (a common surname with
-/// the same initial) says too little to spend a comparison on at entry — the duplicate scan
-/// compares those. Those sharing the most keys come first, at most `limit`.
+/// record, the field that block's key comes from)` — one entry per shared key. A candidate is
+/// scored when it shares keys of two or more fields, or one key of a selective block. One
+/// field's keys count once, because they are correlated: people of the same name share its
+/// surname-initial, sound and spelling keys, and namesakes alone (a common name in a crowded
+/// block) say too little to spend a comparison on at entry — the duplicate scan compares
+/// those. Those sharing the most fields, then the most keys, come first, at most `limit`.
 pub(crate) fn choose_candidates<T: Ord + Copy + std::hash::Hash>(
-    shared: impl Iterator<Item = (T, usize)>,
+    shared: impl Iterator<Item = (T, usize, u8)>,
     limit: usize,
 ) -> Vec<T> {
-    let mut counts: HashMap<T, (usize, bool)> = HashMap::new();
-    for (id, block) in shared {
-        let e = counts.entry(id).or_default();
-        e.0 += 1;
-        e.1 |= block <= SELECTIVE_BLOCK;
+    #[derive(Default)]
+    struct Shared {
+        fields: u64,
+        keys: usize,
+        selective: bool,
     }
-    let mut ranked: Vec<(usize, bool, T)> =
-        counts.into_iter().filter(|(_, (n, selective))| *n >= 2 || *selective).map(|(id, (n, s))| (n, s, id)).collect();
-    ranked.sort_by(|a, b| b.0.cmp(&a.0).then(b.1.cmp(&a.1)).then(a.2.cmp(&b.2)));
-    ranked.into_iter().take(limit).map(|(_, _, id)| id).collect()
+    let mut counts: HashMap<T, Shared> = HashMap::new();
+    for (id, block, field) in shared {
+        let e = counts.entry(id).or_default();
+        e.fields |= 1u64 << (field % 64);
+        e.keys += 1;
+        e.selective |= block <= SELECTIVE_BLOCK;
+    }
+    let mut ranked: Vec<(u32, usize, bool, T)> = counts
+        .into_iter()
+        .map(|(id, s)| (s.fields.count_ones(), s.keys, s.selective, id))
+        .filter(|(fields, _, selective, _)| *fields >= 2 || *selective)
+        .collect();
+    ranked.sort_by(|a, b| b.0.cmp(&a.0).then(b.1.cmp(&a.1)).then(b.2.cmp(&a.2)).then(a.3.cmp(&b.3)));
+    ranked.into_iter().take(limit).map(|(_, _, _, id)| id).collect()
 }
 
 impl Service {
@@ -290,7 +319,12 @@ impl Service {
     ) -> Option<MatchKeySet> {
         let policy = policy(&def.name)?;
         let matcher = policy.matcher()?;
-        Some(MatchKeySet { object: def.name.clone(), record_id, keys: self.match_keys(&policy, &matcher, plain) })
+        Some(MatchKeySet {
+            object: def.name.clone(),
+            record_id,
+            keys: self.match_keys(&policy, &matcher, plain),
+            guard: None,
+        })
     }
 
     fn match_keys(&self, policy: &Policy, matcher: &Matcher, plain: &Map<String, Value>) -> Vec<Vec<u8>> {
@@ -298,32 +332,46 @@ impl Service {
     }
 
     fn prepared_match_keys(&self, policy: &Policy, matcher: &Matcher, prepared: &PreparedRecord) -> Vec<Vec<u8>> {
+        self.prepared_match_keys_of_fields(policy, matcher, prepared).into_iter().map(|(key, _)| key).collect()
+    }
+
+    /// The keyed hashes of a record's blocking keys, sorted and distinct, each with the index
+    /// (in the policy's `compare` order) of the field it was made from.
+    fn prepared_match_keys_of_fields(
+        &self,
+        policy: &Policy,
+        matcher: &Matcher,
+        prepared: &PreparedRecord,
+    ) -> Vec<(Vec<u8>, u8)> {
         let wanted = policy.blocking_indexes();
-        let mut keys: Vec<Vec<u8>> = matcher
+        let mut keys: Vec<(Vec<u8>, u8)> = matcher
             .blocking_keys(prepared)
             .into_iter()
-            .filter(|(class, _)| {
-                class.split_once(':').and_then(|(i, _)| i.parse::<usize>().ok()).is_some_and(|i| wanted.contains(&i))
+            .filter_map(|(class, text)| {
+                let field = class.split_once(':').and_then(|(i, _)| i.parse::<usize>().ok())?;
+                let field = u8::try_from(field).ok().filter(|f| wanted.contains(&usize::from(*f)))?;
+                Some((self.keyring.blind_index("match_keys", &class, &text), field))
             })
-            .map(|(class, text)| self.keyring.blind_index("match_keys", &class, &text))
             .collect();
         keys.sort();
-        keys.dedup();
+        keys.dedup_by(|a, b| a.0 == b.0);
         keys
     }
 
-    /// Runs the duplicate check of one write. Returns the audit details of a confirmed
-    /// override (`confirm_not_duplicate` given while fuzzy candidates exist), if any.
+    /// Runs the duplicate check of one write.
     pub(crate) async fn check_duplicates(
         &self,
         ctx: &RequestContext,
         def: &ObjectDef,
         after: &Map<String, Value>,
         options: CheckOptions<'_>,
-    ) -> ServiceResult<Option<Value>> {
+    ) -> ServiceResult<Checked> {
         let id = options.record_id.unwrap_or_else(Uuid::nil);
         let mut outcomes = self.check_duplicates_many(ctx, def, &[DupCheck { id, after, options }]).await?;
-        outcomes.pop().map_or(Ok(None), |o| o.result)
+        match outcomes.pop() {
+            Some(o) => o.result.map(|confirmed| Checked { confirmed, guard: o.guard }),
+            None => Ok(Checked::default()),
+        }
     }
 
     /// The duplicate check of many writes of one object at once (a batch, or one write): the
@@ -338,7 +386,7 @@ impl Service {
         items: &[DupCheck<'_>],
     ) -> ServiceResult<Vec<DupOutcome>> {
         let Some(policy) = policy(&def.name) else {
-            return Ok(items.iter().map(|_| DupOutcome { result: Ok(None), match_keys: None }).collect());
+            return Ok(items.iter().map(|_| DupOutcome { result: Ok(None), match_keys: None, guard: None }).collect());
         };
         let n = items.len();
         // A write's own record (`id` is the record being changed, for an update) and the ids it
@@ -396,11 +444,12 @@ impl Service {
                     && policy.compare.iter().any(|(name, _)| items[i].changed(name))
             })
             .collect();
-        let mut new: Vec<Option<(PreparedRecord, Vec<Vec<u8>>)>> = (0..n).map(|_| None).collect();
+        // Each write's prepared values and its match keys, each with the field it comes from.
+        let mut new: Vec<Option<PreparedWithKeys>> = (0..n).map(|_| None).collect();
         if let Some(m) = &matcher {
             let made = map_on_all_cores(&fuzzy, |&i| {
                 let prepared = m.prepare(&policy.raw_values(items[i].after));
-                let keys = self.prepared_match_keys(&policy, m, &prepared);
+                let keys = self.prepared_match_keys_of_fields(&policy, m, &prepared);
                 (prepared, keys)
             });
             for (i, made) in fuzzy.iter().zip(made) {
@@ -409,11 +458,11 @@ impl Service {
         }
         // Each write's keys (all of them are stored with the record) are looked up up to
         // MATCH_KEYS_PER_CHECK.
-        let lookup = |keys: &[Vec<u8>]| keys.len().min(MATCH_KEYS_PER_CHECK);
+        let lookup = |keys: &[(Vec<u8>, u8)]| keys.len().min(MATCH_KEYS_PER_CHECK);
         let mut key_index: HashMap<&[u8], usize> = HashMap::new();
         let mut distinct: Vec<Vec<u8>> = Vec::new();
         for (_, keys) in new.iter().flatten() {
-            for k in &keys[..lookup(keys)] {
+            for (k, _) in &keys[..lookup(keys)] {
                 key_index.entry(k.as_slice()).or_insert_with(|| {
                     distinct.push(k.clone());
                     distinct.len() - 1
@@ -421,7 +470,10 @@ impl Service {
             }
         }
         let mut blocks: Vec<Vec<Uuid>> = vec![Vec::new(); distinct.len()];
+        // Read before the blocks: keys stamped later were not seen (see `MatchGuard`).
+        let mut seen_stamp = None;
         if !distinct.is_empty() {
+            seen_stamp = Some(self.store.match_key_stamp(&def.name).await?);
             for (pos, id) in self.store.match_blocks(&def.name, &distinct).await? {
                 if let Some(block) = blocks.get_mut(pos) {
                     block.push(id);
@@ -432,11 +484,14 @@ impl Service {
         let chosen: Vec<Vec<Uuid>> = (0..n)
             .map(|i| {
                 let Some((_, keys)) = &new[i] else { return Vec::new() };
-                let shared = keys[..lookup(keys)].iter().filter_map(|k| key_index.get(k.as_slice())).flat_map(|&k| {
-                    let block = &blocks[k];
-                    block.iter().map(move |id| (*id, block.len()))
-                });
-                choose_candidates(shared.filter(|(id, _)| !excluded(i, id)), limit)
+                let shared = keys[..lookup(keys)]
+                    .iter()
+                    .filter_map(|(k, field)| key_index.get(k.as_slice()).map(|&x| (x, *field)))
+                    .flat_map(|(x, field)| {
+                        let block = &blocks[x];
+                        block.iter().map(move |id| (*id, block.len(), field))
+                    });
+                choose_candidates(shared.filter(|(id, _, _)| !excluded(i, id)), limit)
             })
             .collect();
         let mut stored: HashMap<Uuid, PreparedRecord> = HashMap::new();
@@ -516,10 +571,10 @@ impl Service {
                             scores.insert(id, (probability, Some(pending)));
                         }
                     };
-                    let shared = keys[..lookup(keys)].iter().flat_map(|k| {
+                    let shared = keys[..lookup(keys)].iter().flat_map(|(k, field)| {
                         let stored_len = key_index.get(k.as_slice()).map_or(0, |&x| blocks[x].len());
                         let earlier = pending_blocks.get(k.as_slice()).map(Vec::as_slice).unwrap_or_default();
-                        earlier.iter().map(move |j| (*j, stored_len + earlier.len()))
+                        earlier.iter().map(move |j| (*j, stored_len + earlier.len(), *field))
                     });
                     for j in choose_candidates(shared, limit) {
                         if let Some((other, _)) = &new[j] {
@@ -552,15 +607,39 @@ impl Service {
                     taken.entry((*name, key.clone())).or_insert(i);
                 }
                 if let Some((_, keys)) = &new[i] {
-                    for k in &keys[..lookup(keys)] {
+                    for (k, _) in &keys[..lookup(keys)] {
                         pending_blocks.entry(k.as_slice()).or_default().push(i);
                     }
                 }
             }
             out.push(outcome);
         }
-        let keys = new.iter().map(|n| n.as_ref().map(|(_, keys)| keys.clone()));
-        Ok(out.into_iter().zip(keys).map(|(result, match_keys)| DupOutcome { result, match_keys }).collect())
+        let guard = |keys: &[(Vec<u8>, u8)]| {
+            let seen_stamp = seen_stamp?;
+            let keys = keys[..lookup(keys)]
+                .iter()
+                .map(|(key, field)| GuardKey {
+                    key: key.clone(),
+                    field: *field,
+                    selective: key_index.get(key.as_slice()).is_some_and(|&x| blocks[x].len() <= SELECTIVE_BLOCK),
+                })
+                .collect();
+            Some(MatchGuard { seen_stamp, keys })
+        };
+        Ok(out
+            .into_iter()
+            .zip(&new)
+            .map(|(result, new)| {
+                let (match_keys, guard) = match new {
+                    Some((_, keys)) => (
+                        Some(keys.iter().map(|(k, _)| k.clone()).collect()),
+                        result.is_ok().then(|| guard(keys)).flatten(),
+                    ),
+                    None => (None, None),
+                };
+                DupOutcome { result, match_keys, guard }
+            })
+            .collect())
     }
 
     async fn drop_dismissed(
@@ -1106,17 +1185,34 @@ mod tests {
     use super::*;
 
     #[test]
-    fn candidates_need_two_shared_keys_or_a_selective_one() {
+    fn candidates_need_keys_of_two_fields_or_a_selective_block() {
         let crowded = SELECTIVE_BLOCK + 1;
-        // 1 shares only a crowded block; 2 shares two crowded blocks; 3 one selective block;
-        // 4 three keys.
-        let shared = [(1, crowded), (2, crowded), (2, 150), (3, 2), (4, crowded), (4, crowded), (4, 5)];
+        // 1 shares only a crowded block; 2 crowded blocks of two fields; 3 one selective block;
+        // 4 three keys of two fields; 5 three crowded keys of one field (a namesake: the
+        // surname-initial, sound and spelling keys of one common name).
+        let shared = [
+            (1, crowded, 0),
+            (2, crowded, 0),
+            (2, 150, 1),
+            (3, 2, 0),
+            (4, crowded, 0),
+            (4, crowded, 0),
+            (4, 5, 2),
+            (5, crowded, 0),
+            (5, crowded, 0),
+            (5, 150, 0),
+        ];
         assert_eq!(choose_candidates(shared.into_iter(), 10), vec![4, 2, 3]);
-        assert_eq!(choose_candidates(shared.into_iter(), 2), vec![4, 2], "most shared keys first");
-        // Equal counts: a selective block first, then by id.
-        let ties = [(9, crowded), (9, crowded), (8, 3), (8, crowded), (7, crowded), (7, crowded)];
+        assert_eq!(choose_candidates(shared.into_iter(), 2), vec![4, 2], "most shared fields first");
+        // The same name in a selective block is still worth a comparison.
+        let rare_name = [(6, crowded, 0), (6, crowded, 0), (6, 3, 0)];
+        assert_eq!(choose_candidates(rare_name.into_iter(), 10), vec![6]);
+        // Equal field counts: more shared keys, then a selective block, then by id.
+        let ties = [(9, crowded, 0), (9, crowded, 1), (8, 3, 0), (8, crowded, 1), (7, crowded, 0), (7, crowded, 1)];
         assert_eq!(choose_candidates(ties.into_iter(), 10), vec![8, 7, 9]);
-        assert!(choose_candidates(std::iter::empty::<(u8, usize)>(), 10).is_empty());
+        let more_keys = [(9, crowded, 0), (9, crowded, 1), (9, crowded, 1), (8, 3, 0), (8, crowded, 1)];
+        assert_eq!(choose_candidates(more_keys.into_iter(), 10), vec![9, 8]);
+        assert!(choose_candidates(std::iter::empty::<(u8, usize, u8)>(), 10).is_empty());
         assert!(choose_candidates(shared.into_iter(), 0).is_empty());
     }
 

@@ -45,6 +45,40 @@ impl ServiceError {
         self.extra = Some(extra);
         self
     }
+
+    /// Whether the store refused the write because its duplicate check went stale (a record
+    /// it would have been compared with was written meanwhile): checking again may pass.
+    pub fn is_stale_check(&self) -> bool {
+        self.code == ErrorCode::Conflict && self.extra.as_ref().is_some_and(|x| x["stale_duplicate_check"] == true)
+    }
+}
+
+/// How often a write whose duplicate check went stale is checked and sent again before the
+/// caller is told to try again later. Each time another similar record was committed while it
+/// was being checked; of n similar writes sent at once at least one commits per round, so n
+/// writes need at most n tries.
+pub(crate) const STALE_CHECK_ATTEMPTS: u32 = 10;
+
+/// Runs `attempt` (a whole write: duplicate check, then the write) again while its write is
+/// refused because its check went stale, at most `STALE_CHECK_ATTEMPTS` times in all. Before
+/// each new try it waits a random 0–2 ms per try so far, so that writes refused together do
+/// not all come back in the same group commit.
+pub(crate) async fn again_if_stale<T, F, Fut>(mut attempt: F) -> ServiceResult<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = ServiceResult<T>>,
+{
+    let mut tries = 1;
+    loop {
+        match attempt().await {
+            Err(e) if e.is_stale_check() && tries < STALE_CHECK_ATTEMPTS => {
+                let jitter = uuid::Uuid::new_v4().as_u128() % 2000;
+                tokio::time::sleep(std::time::Duration::from_micros((jitter as u64) * u64::from(tries))).await;
+                tries += 1;
+            }
+            outcome => return outcome,
+        }
+    }
 }
 
 impl std::fmt::Display for ServiceError {
@@ -74,6 +108,11 @@ impl From<StoreError> for ServiceError {
                 ServiceError::with_message(ErrorCode::Conflict, format!("Already exists: {what}"))
             }
             StoreError::Conflict(what) => ServiceError::with_message(ErrorCode::Conflict, what),
+            StoreError::StaleCheck => ServiceError::with_message(
+                ErrorCode::Conflict,
+                "Similar records were being written at the same time; send the request again.",
+            )
+            .with_extra(serde_json::json!({ "stale_duplicate_check": true })),
             StoreError::Unavailable(reason) => {
                 tracing::error!(%reason, "store unavailable");
                 ServiceError::new(ErrorCode::Unavailable)

@@ -4,7 +4,7 @@
 //! overwritten.
 
 use crate::access::Operation;
-use crate::error::{ServiceError, ServiceResult};
+use crate::error::{ServiceError, ServiceResult, again_if_stale};
 use crate::view::{RecordView, VersionView};
 use crate::{RequestContext, Service, WriteOptions};
 use custodian_core::values::validate_record;
@@ -88,6 +88,18 @@ impl Service {
         field: Option<&str>,
         options: &WriteOptions,
     ) -> ServiceResult<RecordView> {
+        again_if_stale(|| self.revert_record_once(ctx, object, id, version, field, options)).await
+    }
+
+    async fn revert_record_once(
+        &self,
+        ctx: &RequestContext,
+        object: &str,
+        id: Uuid,
+        version: i64,
+        field: Option<&str>,
+        options: &WriteOptions,
+    ) -> ServiceResult<RecordView> {
         self.refresh_schema_if_stale().await?;
         let def = self.object_def(object)?;
         let current = self.load_audited(ctx, &def, id, Operation::Update, "revert").await?;
@@ -147,7 +159,7 @@ impl Service {
             exact_only: true,
             ..Default::default()
         };
-        self.check_duplicates(ctx, &def, &after, check).await?;
+        let checked = self.check_duplicates(ctx, &def, &after, check).await?;
         let next = StoredRecord {
             version: current.version + 1,
             updated_at: now_micros().max(current.updated_at),
@@ -156,6 +168,7 @@ impl Service {
         };
         let mut prepared =
             self.prepare_write(ctx, &def, WriteAction::Update, Some(&current), Some(&before), &after, next)?;
+        prepared.guard(checked.guard);
         prepared.audit.action = "record.revert".into();
         if let Value::Object(details) = &mut prepared.audit.details {
             details.insert("reverted_to".into(), json!(version));

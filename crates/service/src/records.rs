@@ -4,7 +4,7 @@
 
 use crate::access::Operation;
 use crate::duplicates::{CheckOptions, ConfirmNotDuplicate, DupCheck};
-use crate::error::{ServiceError, ServiceResult};
+use crate::error::{ServiceError, ServiceResult, again_if_stale};
 use crate::view::{HistoryPage, RecordView, VersionView};
 use crate::{RequestContext, Service};
 use base64::Engine;
@@ -13,8 +13,8 @@ use custodian_core::schema::{FieldType, ObjectDef};
 use custodian_core::values::{ValidationContext, index_text, validate_record};
 use custodian_core::{ErrorCode, FieldError, search};
 use custodian_store::{
-    AuditDraft, FieldDigest, ListQuery, MatchKeySet, RecordWrite, RowScope, StoreError, StoredRecord, WriteAction,
-    WriteBatch, now_micros,
+    AuditDraft, FieldDigest, ListQuery, MatchGuard, MatchKeySet, RecordWrite, RowScope, StoreError, StoredRecord,
+    WriteAction, WriteBatch, now_micros,
 };
 use serde_json::{Map, Value, json};
 use uuid::Uuid;
@@ -109,6 +109,19 @@ pub(crate) struct Prepared {
     /// those up): looked up before the write (`check_unique_values`).
     pub unique_introduced: Vec<String>,
 }
+
+impl Prepared {
+    /// Hands the write's duplicate-check guard to the store with its match keys (see
+    /// `MatchGuard`); a write without keys (a deletion) needs none.
+    pub(crate) fn guard(&mut self, guard: Option<MatchGuard>) {
+        if let Some(set) = self.match_keys.as_mut().filter(|s| !s.keys.is_empty()) {
+            set.guard = guard;
+        }
+    }
+}
+
+/// The match keys a create's duplicate check computed, and its guard.
+type CheckedKeys = (Vec<Vec<u8>>, Option<MatchGuard>);
 
 /// How many creates of a batch are prepared at once (their lookups wait on the store).
 pub const PREPARE_CONCURRENCY: usize = 8;
@@ -430,7 +443,7 @@ impl Service {
         );
         // A deleted record is no candidate: its keys go with it (a restore writes them again).
         let match_keys = match match_keys {
-            Some(keys) => Some(MatchKeySet { object: def.name.clone(), record_id: record.id, keys }),
+            Some(keys) => Some(MatchKeySet { object: def.name.clone(), record_id: record.id, keys, guard: None }),
             None => self.match_key_set(def, record.id, plain),
         };
         let match_keys = match_keys.map(|mut set| {
@@ -624,12 +637,12 @@ impl Service {
             }
         }
         let mut outcomes: Vec<Option<ServiceResult<Option<Value>>>> = records.iter().map(|_| None).collect();
-        let mut match_keys: Vec<Option<Vec<Vec<u8>>>> = records.iter().map(|_| None).collect();
+        let mut match_keys: Vec<Option<CheckedKeys>> = records.iter().map(|_| None).collect();
         match self.check_duplicates_many(ctx, &def, &checks).await {
             Ok(results) => {
                 for (i, r) in positions.into_iter().zip(results) {
                     outcomes[i] = Some(r.result);
-                    match_keys[i] = r.match_keys;
+                    match_keys[i] = r.match_keys.map(|keys| (keys, r.guard));
                 }
             }
             Err(e) => {
@@ -659,8 +672,10 @@ impl Service {
                 deleted_at: None,
                 fields: Map::new(),
             };
+            let (keys, guard) = keys.clone().unzip();
             let mut prepared =
-                self.prepare_write_with(ctx, def, WriteAction::Create, None, None, plain, record, keys.clone())?;
+                self.prepare_write_with(ctx, def, WriteAction::Create, None, None, plain, record, keys)?;
+            prepared.guard(guard.flatten());
             note_confirmation(&mut prepared, confirmed);
             note_override(&mut prepared, uscc_override_note(def, None, plain, options.uscc_override.as_ref()));
             Ok((*id, PreparedWrite(prepared)))
@@ -701,8 +716,11 @@ impl Service {
         fields: &Map<String, Value>,
         options: &CreateOptions,
     ) -> ServiceResult<RecordView> {
-        let (id, prepared) = self.prepare_create(ctx, object, fields, options).await?;
-        self.apply_prepared(vec![prepared]).await?;
+        let id = again_if_stale(|| async {
+            let (id, prepared) = self.prepare_create(ctx, object, fields, options).await?;
+            self.apply_prepared(vec![prepared]).await.map(|()| id)
+        })
+        .await?;
         self.fetch_view(ctx, object, id).await
     }
 
@@ -717,6 +735,17 @@ impl Service {
     }
 
     pub async fn update_record(
+        &self,
+        ctx: &RequestContext,
+        object: &str,
+        id: Uuid,
+        changes: &Map<String, Value>,
+        options: &WriteOptions,
+    ) -> ServiceResult<RecordView> {
+        again_if_stale(|| self.update_record_once(ctx, object, id, changes, options)).await
+    }
+
+    async fn update_record_once(
         &self,
         ctx: &RequestContext,
         object: &str,
@@ -747,7 +776,7 @@ impl Service {
             confirm: options.confirm_not_duplicate.as_ref(),
             ..Default::default()
         };
-        let confirmed = self.check_duplicates(ctx, &def, &after, check).await?;
+        let checked = self.check_duplicates(ctx, &def, &after, check).await?;
         let actor = ctx.actor.as_ref().map(|a| a.user_id);
         let next = StoredRecord {
             version: current.version + 1,
@@ -757,7 +786,8 @@ impl Service {
         };
         let mut prepared =
             self.prepare_write(ctx, &def, WriteAction::Update, Some(&current), Some(&before), &after, next)?;
-        note_confirmation(&mut prepared, confirmed);
+        note_confirmation(&mut prepared, checked.confirmed);
+        prepared.guard(checked.guard);
         note_override(&mut prepared, uscc_override_note(&def, Some(&before), &after, options.uscc_override.as_ref()));
         self.apply(vec![prepared]).await?;
         self.fetch_view(ctx, object, id).await

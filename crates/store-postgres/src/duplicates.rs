@@ -3,8 +3,8 @@
 
 use crate::{append_events, commit, map_sqlx};
 use custodian_store::{
-    AuditDraft, CandidateRow, DismissalRow, MATCH_BLOCK_CAP, MatchKeySet, MergeChange, MergeRow, RecordWrite,
-    ScanJobRow, StoreError, StoreResult,
+    AuditDraft, CandidateRow, DismissalRow, GuardedSet, MATCH_BLOCK_CAP, MatchKeySet, MergeChange, MergeRow,
+    RecordWrite, ScanJobRow, StoreError, StoreResult, guard_scans,
 };
 use serde_json::Value;
 use sqlx::postgres::PgRow;
@@ -77,6 +77,24 @@ pub(crate) async fn check_exclusive_keys(conn: &mut PgConnection, records: &[Rec
     Ok(())
 }
 
+/// Moves the match-key stamp of every object in `objects` on (taking each counter row's lock,
+/// in one order, held to commit: writes of one object's keys commit in stamp order across
+/// servers). Called once per group transaction, before any savepoint.
+pub(crate) async fn bump_match_key_stamps(conn: &mut PgConnection, objects: &[String]) -> StoreResult<()> {
+    if objects.is_empty() {
+        return Ok(());
+    }
+    sqlx::query(
+        "INSERT INTO match_key_stamps (object, stamp) SELECT o, 1 FROM UNNEST($1::text[]) AS t(o) ORDER BY o \
+         ON CONFLICT (object) DO UPDATE SET stamp = match_key_stamps.stamp + 1",
+    )
+    .bind(objects)
+    .execute(&mut *conn)
+    .await
+    .map_err(map_sqlx)?;
+    Ok(())
+}
+
 pub(crate) async fn write_match_keys(conn: &mut PgConnection, sets: &[MatchKeySet]) -> StoreResult<()> {
     for set in sets {
         sqlx::query("DELETE FROM match_keys WHERE record_id = $1")
@@ -88,8 +106,9 @@ pub(crate) async fn write_match_keys(conn: &mut PgConnection, sets: &[MatchKeySe
             continue;
         }
         sqlx::query(
-            "INSERT INTO match_keys (object, key, record_id) SELECT $1, k, $2 FROM UNNEST($3::bytea[]) AS t(k) \
-             ON CONFLICT DO NOTHING",
+            "INSERT INTO match_keys (object, key, record_id, stamp) \
+             SELECT $1, k, $2, (SELECT s.stamp FROM match_key_stamps s WHERE s.object = $1) \
+             FROM UNNEST($3::bytea[]) AS t(k) ON CONFLICT DO NOTHING",
         )
         .bind(&set.object)
         .bind(set.record_id)
@@ -99,6 +118,49 @@ pub(crate) async fn write_match_keys(conn: &mut PgConnection, sets: &[MatchKeySe
         .map_err(map_sqlx)?;
     }
     Ok(())
+}
+
+pub(crate) async fn match_key_stamp(pool: &PgPool, object: &str) -> StoreResult<i64> {
+    sqlx::query_scalar("SELECT coalesce((SELECT stamp FROM match_key_stamps WHERE object = $1), 0)")
+        .bind(object)
+        .fetch_one(pool)
+        .await
+        .map_err(map_sqlx)
+}
+
+/// The guarded writes among `sets` that are breached (see `MatchGuard`), as positions in
+/// `sets`: run inside the group transaction, which holds the stamp counters' locks, after the
+/// keys of every write before them (and their own) are in. Keys carrying this transaction's
+/// stamp are read only with `with_current`: they are the guarded writes' own unless other
+/// writes of the group share that stamp.
+pub(crate) async fn breached_guards(
+    conn: &mut PgConnection,
+    sets: &[GuardedSet<'_>],
+    with_current: bool,
+) -> StoreResult<Vec<usize>> {
+    let mut breached = Vec::new();
+    for (object, since) in guard_scans(sets) {
+        let rows = sqlx::query(
+            "SELECT record_id, key, stamp FROM match_keys WHERE object = $1 AND stamp > $2 \
+             AND ($3 OR stamp < (SELECT s.stamp FROM match_key_stamps s WHERE s.object = $1))",
+        )
+        .bind(object)
+        .bind(since)
+        .bind(with_current)
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(map_sqlx)?;
+        let mut stamped: Vec<(Uuid, Vec<u8>, i64)> = Vec::with_capacity(rows.len());
+        for row in &rows {
+            stamped.push((
+                row.try_get("record_id").map_err(map_sqlx)?,
+                row.try_get("key").map_err(map_sqlx)?,
+                row.try_get("stamp").map_err(map_sqlx)?,
+            ));
+        }
+        breached.extend(custodian_store::breached_guards(sets, object, &stamped));
+    }
+    Ok(breached)
 }
 
 pub(crate) async fn apply_merge(conn: &mut PgConnection, change: &MergeChange) -> StoreResult<()> {

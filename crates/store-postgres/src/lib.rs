@@ -1185,6 +1185,10 @@ impl Store for PostgresStore {
         duplicates::match_blocks(&self.pool, object, keys).await
     }
 
+    async fn match_key_stamp(&self, object: &str) -> StoreResult<i64> {
+        duplicates::match_key_stamp(&self.pool, object).await
+    }
+
     async fn dismissed_with(&self, object: &str, record: Uuid, others: &[Uuid]) -> StoreResult<Vec<Uuid>> {
         duplicates::dismissed_with(&self.pool, object, record, others).await
     }

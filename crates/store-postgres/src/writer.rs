@@ -14,7 +14,7 @@
 
 use crate::{append_events, apply_record_write, internal, map_sqlx, sql};
 use custodian_store::{
-    AuditDraft, EncodedEvent, MatchKeySet, RecordWrite, StoreError, StoreResult, WriteBatch, chain_rows,
+    AuditDraft, EncodedEvent, GuardedSet, MatchKeySet, RecordWrite, StoreError, StoreResult, WriteBatch, chain_rows,
 };
 use serde::Serialize;
 use serde_json::{Map, Value};
@@ -267,7 +267,18 @@ async fn run_group(conn: &mut PgConnection, jobs: Vec<Job>) -> (bool, Option<Hea
             writes.extend(batch.records.iter().filter(|w| !w.exclusive_keys.is_empty()));
         }
     }
-    let locked = crate::duplicates::lock_exclusive_keys(conn, &writes).await;
+    let mut keyed: Vec<String> = Vec::new();
+    for job in &jobs {
+        if let Op::Write(batch) = &job.op {
+            keyed.extend(batch.match_keys.iter().filter(|s| !s.keys.is_empty()).map(|s| s.object.clone()));
+        }
+    }
+    keyed.sort();
+    keyed.dedup();
+    let locked = match crate::duplicates::lock_exclusive_keys(conn, &writes).await {
+        Ok(()) => crate::duplicates::bump_match_key_stamps(conn, &keyed).await,
+        Err(e) => Err(e),
+    };
     drop(writes);
     if let Err(e) = locked {
         let _ = exec(conn, "ROLLBACK").await;
@@ -392,6 +403,13 @@ async fn apply_single(conn: &mut PgConnection, op: &Op) -> StoreResult<Vec<i64>>
                 crate::monitor::insert_notifications(conn, &batch.notifications).await?;
                 crate::monitor::insert_outbox(conn, &batch.outbox).await?;
                 crate::duplicates::write_match_keys(conn, &batch.match_keys).await?;
+                let own = batch.record_ids();
+                let guarded: Vec<GuardedSet<'_>> =
+                    batch.match_keys.iter().filter(|s| s.guard.is_some()).map(|s| (s, &own)).collect();
+                // The jobs before this one in the group share its stamp.
+                if !guarded.is_empty() && !crate::duplicates::breached_guards(conn, &guarded, true).await?.is_empty() {
+                    return Err(StoreError::StaleCheck);
+                }
                 if let Some(merge) = &batch.merge {
                     crate::duplicates::apply_merge(conn, merge).await?;
                 }
@@ -412,6 +430,25 @@ async fn apply_single(conn: &mut PgConnection, op: &Op) -> StoreResult<Vec<i64>>
             Err(e)
         }
     }
+}
+
+/// Whether a guarded write of a group applied at once went stale, each judged as if the jobs
+/// had been applied one after another (the records of its own and later jobs do not count).
+async fn stale_checks(conn: &mut PgConnection, jobs: &[Job]) -> Result<bool, Fallback> {
+    let batches: Vec<Option<&WriteBatch>> = jobs
+        .iter()
+        .map(|j| match &j.op {
+            Op::Write(batch) => Some(batch),
+            Op::Audit(_) => None,
+        })
+        .collect();
+    let Some(exclusions) = WriteBatch::group_exclusions(&batches) else { return Ok(false) };
+    let sets: Vec<GuardedSet<'_>> =
+        WriteBatch::guarded_sets(&batches, &exclusions).into_iter().map(|(_, set)| set).collect();
+    // The group's keys share one stamp: other jobs' keys with it count only if there are other
+    // jobs with keys.
+    let keyed = batches.iter().flatten().filter(|b| b.match_keys.iter().any(|s| !s.keys.is_empty())).count();
+    Ok(!crate::duplicates::breached_guards(conn, &sets, keyed > 1).await?.is_empty())
 }
 
 /// Largest JSON text sent with one statement. sqlx 0.9.0 leaves Nagle's algorithm on (its
@@ -583,13 +620,19 @@ async fn apply_bulk(conn: &mut PgConnection, jobs: &[Job]) -> Result<(Vec<Vec<i6
     }
     exec_rows(
         conn,
-        "INSERT INTO match_keys (object, key, record_id) \
-         SELECT j.object, decode(j.key, 'hex'), j.record_id \
+        "INSERT INTO match_keys (object, key, record_id, stamp) \
+         SELECT j.object, decode(j.key, 'hex'), j.record_id, \
+         (SELECT s.stamp FROM match_key_stamps s WHERE s.object = j.object) \
          FROM jsonb_to_recordset($1::jsonb) AS j(object text, key text, record_id uuid) \
          ON CONFLICT DO NOTHING",
         arrays(parts.iter().flat_map(|p| p.match_keys.iter())),
     )
     .await?;
+    // Duplicate checks gone stale (see `MatchGuard`): the per-job replay decides which, each
+    // write judged after the ones before it.
+    if stale_checks(conn, jobs).await? {
+        return Err(Fallback("a duplicate check went stale".into()));
+    }
     let events: Vec<&EncodedEvent> = parts.iter().flat_map(|p| p.events.iter()).collect();
     let mut seqs = Vec::new();
     let mut new_head = None;

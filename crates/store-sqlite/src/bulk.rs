@@ -300,11 +300,22 @@ pub(crate) async fn apply(
         array(parts.iter().map(|p| &p.keyed_ids)),
     )
     .await?;
+    // The keys of the whole group get one new stamp per object (see `MatchGuard`).
+    let match_keys = array(parts.iter().map(|p| &p.match_keys));
     exec_json(
         conn,
-        "INSERT OR IGNORE INTO match_keys (object, key, record_id) \
-         SELECT j.value ->> 'object', unhex(j.value ->> 'key'), j.value ->> 'record_id' FROM jsonb_each(?) AS j",
-        array(parts.iter().map(|p| &p.match_keys)),
+        "INSERT INTO match_key_stamps (object, stamp) \
+         SELECT DISTINCT j.value ->> 'object', 1 FROM jsonb_each(?) AS j WHERE true \
+         ON CONFLICT (object) DO UPDATE SET stamp = stamp + 1",
+        match_keys.clone(),
+    )
+    .await?;
+    exec_json(
+        conn,
+        "INSERT OR IGNORE INTO match_keys (object, key, record_id, stamp) \
+         SELECT j.value ->> 'object', unhex(j.value ->> 'key'), j.value ->> 'record_id', \
+         (SELECT s.stamp FROM match_key_stamps s WHERE s.object = j.value ->> 'object') FROM jsonb_each(?) AS j",
+        match_keys,
     )
     .await?;
     let events: Vec<&EncodedEvent> = parts.iter().flat_map(|p| p.events.iter()).collect();

@@ -3,8 +3,8 @@
 
 use crate::{ChainHead, append_events, internal, map_sqlx, opt_uuid, parse_uuid};
 use custodian_store::{
-    AuditDraft, CandidateRow, DismissalRow, MATCH_BLOCK_CAP, MatchKeySet, MergeChange, MergeRow, RecordWrite,
-    ScanJobRow, StoreError, StoreResult,
+    AuditDraft, CandidateRow, DismissalRow, GuardedSet, MATCH_BLOCK_CAP, MatchKeySet, MergeChange, MergeRow,
+    RecordWrite, ScanJobRow, StoreError, StoreResult, guard_scans,
 };
 use serde_json::Value;
 use sqlx::sqlite::SqliteRow;
@@ -58,6 +58,14 @@ const EXCLUSIVE_HOLDER: &str = "SELECT b.record_id FROM blind_indexes b \
      LIMIT 1";
 
 pub(crate) async fn write_match_keys(conn: &mut SqliteConnection, sets: &[MatchKeySet]) -> StoreResult<()> {
+    // One new stamp per object for the whole batch.
+    let mut stamps: std::collections::BTreeMap<&str, i64> = std::collections::BTreeMap::new();
+    for set in sets.iter().filter(|s| !s.keys.is_empty()) {
+        if !stamps.contains_key(set.object.as_str()) {
+            let stamp = next_stamp(conn, &set.object).await?;
+            stamps.insert(&set.object, stamp);
+        }
+    }
     for set in sets {
         let id = set.record_id.to_string();
         sqlx::query("DELETE FROM match_keys WHERE record_id = ?")
@@ -65,17 +73,70 @@ pub(crate) async fn write_match_keys(conn: &mut SqliteConnection, sets: &[MatchK
             .execute(&mut *conn)
             .await
             .map_err(map_sqlx)?;
+        let Some(stamp) = stamps.get(set.object.as_str()).filter(|_| !set.keys.is_empty()) else { continue };
         for key in &set.keys {
-            sqlx::query("INSERT OR IGNORE INTO match_keys (object, key, record_id) VALUES (?, ?, ?)")
+            sqlx::query("INSERT OR IGNORE INTO match_keys (object, key, record_id, stamp) VALUES (?, ?, ?, ?)")
                 .bind(&set.object)
                 .bind(key)
                 .bind(&id)
+                .bind(stamp)
                 .execute(&mut *conn)
                 .await
                 .map_err(map_sqlx)?;
         }
     }
     Ok(())
+}
+
+/// Moves the match-key stamp of `object` on and returns it.
+async fn next_stamp(conn: &mut SqliteConnection, object: &str) -> StoreResult<i64> {
+    sqlx::query_scalar(
+        "INSERT INTO match_key_stamps (object, stamp) VALUES (?, 1) \
+         ON CONFLICT (object) DO UPDATE SET stamp = stamp + 1 RETURNING stamp",
+    )
+    .bind(object)
+    .fetch_one(&mut *conn)
+    .await
+    .map_err(map_sqlx)
+}
+
+pub(crate) async fn match_key_stamp(pool: &SqlitePool, object: &str) -> StoreResult<i64> {
+    sqlx::query_scalar("SELECT coalesce((SELECT stamp FROM match_key_stamps WHERE object = ?), 0)")
+        .bind(object)
+        .fetch_one(pool)
+        .await
+        .map_err(map_sqlx)
+}
+
+/// The guarded writes among `sets` that are breached (see `MatchGuard`), as positions in
+/// `sets`: run inside the writer's transaction after the keys of every write before them (and
+/// their own) are in. Keys carrying the stamp just taken are read only with `with_current`:
+/// they are the guarded writes' own unless other writes of the group share that stamp.
+pub(crate) async fn breached_guards(
+    conn: &mut SqliteConnection,
+    sets: &[GuardedSet<'_>],
+    with_current: bool,
+) -> StoreResult<Vec<usize>> {
+    let mut breached = Vec::new();
+    for (object, since) in guard_scans(sets) {
+        let rows = sqlx::query(
+            "SELECT record_id, key, stamp FROM match_keys WHERE object = ?1 AND stamp > ?2 \
+             AND (?3 OR stamp < (SELECT s.stamp FROM match_key_stamps s WHERE s.object = ?1))",
+        )
+        .bind(object)
+        .bind(since)
+        .bind(with_current)
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(map_sqlx)?;
+        let mut stamped: Vec<(Uuid, Vec<u8>, i64)> = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let key: Vec<u8> = row.try_get("key").map_err(map_sqlx)?;
+            stamped.push((uuid_of(row, "record_id")?, key, row.try_get("stamp").map_err(map_sqlx)?));
+        }
+        breached.extend(custodian_store::breached_guards(sets, object, &stamped));
+    }
+    Ok(breached)
 }
 
 pub(crate) async fn apply_merge(conn: &mut SqliteConnection, change: &MergeChange) -> StoreResult<()> {

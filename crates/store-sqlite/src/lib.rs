@@ -12,10 +12,10 @@ use custodian_store::{
 };
 use custodian_store::{
     AuditChainRow, AuditDraft, AuditRow, CandidateRow, CheckpointClaimOutcome, CheckpointClaimRequest,
-    CheckpointClaimRow, CheckpointRange, Cursor, CustomFieldRow, DepartmentRow, DismissalRow, GrantRow, ListQuery,
-    LoginCounterRow, MergeRow, MfaChallengeRow, MfaEffect, MfaFactor, RecordPage, RecordWrite, RoleRow, RowScope,
-    ScanJobRow, SessionRow, Store, StoreError, StoreResult, StoredRecord, StoredVersion, TeamRow, UserMfaRow, UserRow,
-    WrappedKeyRow, WriteAction, WriteBatch,
+    CheckpointClaimRow, CheckpointRange, Cursor, CustomFieldRow, DepartmentRow, DismissalRow, GrantRow, GuardedSet,
+    ListQuery, LoginCounterRow, MergeRow, MfaChallengeRow, MfaEffect, MfaFactor, RecordPage, RecordWrite, RoleRow,
+    RowScope, ScanJobRow, SessionRow, Store, StoreError, StoreResult, StoredRecord, StoredVersion, TeamRow, UserMfaRow,
+    UserRow, WrappedKeyRow, WriteAction, WriteBatch,
 };
 use serde_json::{Map, Value};
 use sqlx::sqlite::{
@@ -280,19 +280,37 @@ async fn run_group(conn: &mut SqliteConnection, jobs: Vec<Job>) {
     // savepoint; if anything in them fails, they are replayed one job at a time below.
     let (combinable, mut single): (Vec<Job>, Vec<Job>) =
         jobs.into_iter().partition(|j| matches!(j.op, Op::Write(..) | Op::Audit(..)));
-    if !combinable.is_empty() {
+    // A write whose duplicate check went stale (a record it would have been compared with was
+    // written meanwhile, by an earlier write of this group or before) is answered `StaleCheck`
+    // and the others go through the bulk path again without it.
+    let mut combinable = combinable;
+    for attempt in 0..2 {
+        if combinable.is_empty() {
+            break;
+        }
         match run_bulk(conn, &combinable, &mut head).await {
-            Ok(seqs) => {
-                for (job, seqs) in combinable.into_iter().zip(seqs) {
+            Ok(Bulk::Applied(seqs)) => {
+                for (job, seqs) in combinable.drain(..).zip(seqs) {
                     results.push((job.reply, Ok(OpOut::Seqs(seqs))));
                 }
             }
+            Ok(Bulk::Stale(stale)) if attempt == 0 => {
+                let (refused, rest): (Vec<_>, Vec<_>) =
+                    combinable.into_iter().enumerate().partition(|(i, _)| stale.contains(i));
+                results.extend(refused.into_iter().map(|(_, job)| (job.reply, Err(StoreError::StaleCheck))));
+                combinable = rest.into_iter().map(|(_, job)| job).collect();
+            }
+            Ok(Bulk::Stale(_)) => {
+                tracing::debug!(jobs = combinable.len(), "bulk write fell back to one job at a time: stale checks");
+                single.append(&mut combinable);
+            }
             Err(bulk::Fallback(reason)) => {
                 tracing::debug!(%reason, jobs = combinable.len(), "bulk write fell back to one job at a time");
-                single.extend(combinable);
+                single.append(&mut combinable);
             }
         }
     }
+    single.append(&mut combinable);
     for job in single {
         let saved_head = head.clone();
         let outcome = match exec(conn, "SAVEPOINT job").await {
@@ -331,13 +349,18 @@ async fn run_group(conn: &mut SqliteConnection, jobs: Vec<Job>) {
     }
 }
 
+/// What the bulk path did with a group.
+enum Bulk {
+    /// The event sequence numbers per job.
+    Applied(Vec<Vec<i64>>),
+    /// Nothing (rolled back): these jobs' duplicate checks went stale.
+    Stale(Vec<usize>),
+}
+
 /// Applies every `Op::Write` and `Op::Audit` of `jobs` in one savepoint through the bulk path.
-/// Returns the event sequence numbers per job, or `Fallback` after rolling the savepoint back.
-async fn run_bulk(
-    conn: &mut SqliteConnection,
-    jobs: &[Job],
-    head: &mut ChainHead,
-) -> Result<Vec<Vec<i64>>, bulk::Fallback> {
+/// Returns the event sequence numbers per job, or the jobs whose duplicate checks went stale,
+/// or `Fallback`; in both latter cases after rolling the savepoint back.
+async fn run_bulk(conn: &mut SqliteConnection, jobs: &[Job], head: &mut ChainHead) -> Result<Bulk, bulk::Fallback> {
     let mut parts = Vec::with_capacity(jobs.len());
     for job in jobs {
         match &job.op {
@@ -355,11 +378,21 @@ async fn run_bulk(
         Ok(seqs) => bulk_monitor_rows(conn, jobs).await.map(|()| seqs),
         Err(e) => Err(e),
     };
+    let stale = match &applied {
+        Ok(_) => stale_jobs(conn, jobs).await?,
+        Err(_) => Vec::new(),
+    };
     match applied {
-        Ok(seqs) => {
+        Ok(seqs) if stale.is_empty() => {
             exec(conn, "RELEASE bulk").await?;
             let mut seqs = seqs.into_iter();
-            Ok(parts.iter().map(|p| seqs.by_ref().take(p.events.len()).collect()).collect())
+            Ok(Bulk::Applied(parts.iter().map(|p| seqs.by_ref().take(p.events.len()).collect()).collect()))
+        }
+        Ok(_) => {
+            exec(conn, "ROLLBACK TO bulk").await?;
+            exec(conn, "RELEASE bulk").await?;
+            *head = saved;
+            Ok(Bulk::Stale(stale))
         }
         Err(e) => {
             exec(conn, "ROLLBACK TO bulk").await?;
@@ -368,6 +401,30 @@ async fn run_bulk(
             Err(e)
         }
     }
+}
+
+/// The jobs of a group applied at once whose duplicate checks went stale. Each guarded write
+/// is judged as if the group's jobs had been applied one after another: the records of the
+/// jobs after it do not count against it (it comes first; they are judged against it).
+async fn stale_jobs(conn: &mut SqliteConnection, jobs: &[Job]) -> Result<Vec<usize>, bulk::Fallback> {
+    let batches: Vec<Option<&WriteBatch>> = jobs
+        .iter()
+        .map(|j| match &j.op {
+            Op::Write(batch, _) => Some(batch),
+            _ => None,
+        })
+        .collect();
+    let Some(exclusions) = WriteBatch::group_exclusions(&batches) else { return Ok(Vec::new()) };
+    let (owner, sets): (Vec<usize>, Vec<GuardedSet<'_>>) =
+        WriteBatch::guarded_sets(&batches, &exclusions).into_iter().unzip();
+    // The group's keys share one new stamp: other jobs' keys with it count only if there are
+    // other jobs with keys.
+    let keyed = batches.iter().flatten().filter(|b| b.match_keys.iter().any(|s| !s.keys.is_empty())).count();
+    let mut stale: Vec<usize> =
+        duplicates::breached_guards(conn, &sets, keyed > 1).await?.into_iter().map(|i| owner[i]).collect();
+    stale.sort_unstable();
+    stale.dedup();
+    Ok(stale)
 }
 
 /// The change notifications and outbox messages of the record writes in a bulk group (rare:
@@ -416,6 +473,13 @@ async fn apply_op(conn: &mut SqliteConnection, op: Op, head: &mut ChainHead) -> 
             monitor::insert_notifications(conn, &batch.notifications).await?;
             monitor::insert_outbox(conn, &batch.outbox).await?;
             duplicates::write_match_keys(conn, &batch.match_keys).await?;
+            let own = batch.record_ids();
+            let guarded: Vec<GuardedSet<'_>> =
+                batch.match_keys.iter().filter(|s| s.guard.is_some()).map(|s| (s, &own)).collect();
+            // This job's keys carry the newest stamp; the jobs before it in the group, older ones.
+            if !guarded.is_empty() && !duplicates::breached_guards(conn, &guarded, false).await?.is_empty() {
+                return Err(StoreError::StaleCheck);
+            }
             if let Some(merge) = &batch.merge {
                 duplicates::apply_merge(conn, merge).await?;
             }
@@ -1465,6 +1529,10 @@ impl Store for SqliteStore {
 
     async fn match_blocks(&self, object: &str, keys: &[Vec<u8>]) -> StoreResult<Vec<(usize, Uuid)>> {
         duplicates::match_blocks(&self.read_pool, object, keys).await
+    }
+
+    async fn match_key_stamp(&self, object: &str) -> StoreResult<i64> {
+        duplicates::match_key_stamp(&self.read_pool, object).await
     }
 
     async fn dismissed_with(&self, object: &str, record: Uuid, others: &[Uuid]) -> StoreResult<Vec<Uuid>> {

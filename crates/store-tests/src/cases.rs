@@ -1943,6 +1943,7 @@ fn keyed(record: &StoredRecord, keys: &[&[u8]]) -> custodian_store::MatchKeySet 
         object: record.object.clone(),
         record_id: record.id,
         keys: keys.iter().map(|k| k.to_vec()).collect(),
+        guard: None,
     }
 }
 
@@ -2003,6 +2004,112 @@ pub async fn match_keys_find_active_candidates(store: DynStore) {
         .await;
     assert!(matches!(r, Err(StoreError::VersionConflict { .. })), "{r:?}");
     assert!(block_members(&store, OBJ, &[b"k9"]).await.is_empty());
+}
+
+/// `keys` of a record, guarded as a duplicate check that read `seen_stamp` would guard them:
+/// `(key, field, selective)`.
+fn guarded(record: &StoredRecord, keys: &[(&[u8], u8, bool)], seen_stamp: i64) -> custodian_store::MatchKeySet {
+    let mut set = keyed(record, &keys.iter().map(|(k, _, _)| *k).collect::<Vec<_>>());
+    set.guard = Some(custodian_store::MatchGuard {
+        seen_stamp,
+        keys: keys
+            .iter()
+            .map(|(k, field, selective)| custodian_store::GuardKey {
+                key: k.to_vec(),
+                field: *field,
+                selective: *selective,
+            })
+            .collect(),
+    });
+    set
+}
+
+async fn try_write_with_keys(
+    store: &DynStore,
+    w: RecordWrite,
+    keys: custodian_store::MatchKeySet,
+) -> custodian_store::StoreResult<()> {
+    let audit = vec![audit_for(&w)];
+    store.write(WriteBatch { records: vec![w], audit, match_keys: vec![keys], ..Default::default() }).await.map(|_| ())
+}
+
+/// A write whose duplicate check read the match-key stamp before a record it would have
+/// compared with was stored is refused (`StaleCheck`), nothing written; records that would not
+/// have been candidates, records the check saw, and the write's own batch never refuse it. Of
+/// two such writes sent at once, exactly one commits.
+pub async fn stale_duplicate_checks_are_refused_at_commit(store: DynStore) {
+    let before = store.match_key_stamp(OBJ).await.expect("stamp");
+    let a = new_record(json!({ "name": "a" }));
+    write_with_keys(&store, creation(&a), keyed(&a, &[b"name", b"phone", b"email"])).await;
+    let after_a = store.match_key_stamp(OBJ).await.expect("stamp");
+    assert!(after_a > before, "storing keys moves the stamp");
+    assert_eq!(store.match_key_stamp("companies").await.expect("stamp"), 0, "per object");
+
+    // Checked before `a` was stored, sharing keys of two fields with it: refused.
+    let w = new_record(json!({ "name": "w" }));
+    let r =
+        try_write_with_keys(&store, creation(&w), guarded(&w, &[(b"name", 0, false), (b"phone", 1, false)], before))
+            .await;
+    assert!(matches!(r, Err(StoreError::StaleCheck)), "{r:?}");
+    assert!(
+        store.get_record(OBJ, w.id, &RowScope::All).await.expect("get").is_none(),
+        "nothing of a refused write is stored"
+    );
+    assert_eq!(block_members(&store, OBJ, &[b"name"]).await, vec![a.id]);
+    // One selective key is enough.
+    let r = try_write_with_keys(&store, creation(&w), guarded(&w, &[(b"email", 2, true)], before)).await;
+    assert!(matches!(r, Err(StoreError::StaleCheck)), "{r:?}");
+    // Two crowded keys of one field (namesakes) are not; nor are keys the check saw.
+    try_write_with_keys(&store, creation(&w), guarded(&w, &[(b"name", 0, false), (b"email", 0, false)], before))
+        .await
+        .expect("namesake");
+    let v = new_record(json!({ "name": "v" }));
+    let now = store.match_key_stamp(OBJ).await.expect("stamp");
+    try_write_with_keys(&store, creation(&v), guarded(&v, &[(b"name", 0, true), (b"phone", 1, true)], now))
+        .await
+        .expect("seen");
+    // A record changed after the check counts as unseen: its new keys were not compared.
+    let a2 = successor(&a, json!({ "name": "a2" }));
+    write_with_keys(&store, change(WriteAction::Update, &a, &a2), keyed(&a2, &[b"x", b"y"])).await;
+    let seen = store.match_key_stamp(OBJ).await.expect("stamp");
+    let u = new_record(json!({ "name": "u" }));
+    let a3 = successor(&a2, json!({ "name": "a3" }));
+    write_with_keys(&store, change(WriteAction::Update, &a2, &a3), keyed(&a3, &[b"x", b"y"])).await;
+    let r = try_write_with_keys(&store, creation(&u), guarded(&u, &[(b"x", 0, false), (b"y", 1, false)], seen)).await;
+    assert!(matches!(r, Err(StoreError::StaleCheck)), "{r:?}");
+
+    // One batch's own writes were compared with each other by its check.
+    let (p, q) = (new_record(json!({ "name": "p" })), new_record(json!({ "name": "q" })));
+    let stamp = store.match_key_stamp(OBJ).await.expect("stamp");
+    let mut batch = WriteBatch::default();
+    for r in [&p, &q] {
+        let w = creation(r);
+        batch.audit.push(audit_for(&w));
+        batch.records.push(w);
+        batch.match_keys.push(guarded(r, &[(b"pq1", 0, true), (b"pq2", 1, true)], stamp));
+    }
+    store.write(batch).await.expect("a batch never refuses itself");
+
+    // Two near-duplicates checked at the same moment, sent at once, several times over: one
+    // commits, the other is refused (whichever order the store applies them in).
+    for round in 0..8u8 {
+        let stamp = store.match_key_stamp(OBJ).await.expect("stamp");
+        let key1 = [b'r', round, 1];
+        let key2 = [b'r', round, 2];
+        let twins: Vec<StoredRecord> =
+            (0..2).map(|i| new_record(json!({ "name": format!("twin {round} {i}") }))).collect();
+        let sends = twins.iter().map(|t| {
+            let store = store.clone();
+            let keys = guarded(t, &[(&key1[..], 0, false), (&key2[..], 1, false)], stamp);
+            let w = creation(t);
+            async move { try_write_with_keys(&store, w, keys).await }
+        });
+        let outcomes = futures::future::join_all(sends).await;
+        let committed = outcomes.iter().filter(|r| r.is_ok()).count();
+        assert_eq!(committed, 1, "round {round}: {outcomes:?}");
+        assert!(outcomes.iter().any(|r| matches!(r, Err(StoreError::StaleCheck))), "round {round}: {outcomes:?}");
+        assert_eq!(block_members(&store, OBJ, &[&key1[..]]).await.len(), 1);
+    }
 }
 
 /// A key shared by more records than the cap contributes only the cap, in key order; the

@@ -283,6 +283,7 @@ macro_rules! conformance_tests {
             outbox_leases_deliver_each_message_once,
             match_keys_find_active_candidates,
             match_keys_bound_common_blocks,
+            stale_duplicate_checks_are_refused_at_commit,
             scan_jobs_candidates_and_dismissals,
             merge_rows_are_written_with_their_batch_and_undone_once,
             roles_round_trip_and_held_roles_are_not_deleted,

@@ -24,7 +24,8 @@ pub use audit::{
     CheckpointClaimRow, CheckpointRange, EncodedEvent, chain_rows,
 };
 pub use duplicates::{
-    CandidateRow, DismissalRow, MATCH_BLOCK_CAP, MATCH_KEYS_PER_CHECK, MatchKeySet, MergeChange, MergeRow, ScanJobRow,
+    CandidateRow, DismissalRow, GuardKey, GuardedSet, MATCH_BLOCK_CAP, MATCH_KEYS_PER_CHECK, MatchGuard, MatchKeySet,
+    MergeChange, MergeRow, ScanJobRow, breached_guards, guard_scans,
 };
 pub use jobs::{
     FieldRulesRow, JOB_DUPLICATE_SCAN, JOB_MATCH_KEYS, JOB_RULE_CHECK, JobProgress, JobRow, KeyRefresh, ViolationRow,
@@ -52,6 +53,10 @@ pub enum StoreError {
     /// The change conflicts with other rows (a role still held by users, …).
     #[error("conflict: {0}")]
     Conflict(String),
+    /// A record that the write's duplicate check would have compared with it was written
+    /// while the check ran (see [`MatchGuard`]); check again.
+    #[error("records like this one were written while its duplicate check ran")]
+    StaleCheck,
     /// The database is unreachable, busy beyond its timeout or shutting down.
     #[error("store unavailable: {0}")]
     Unavailable(String),
@@ -186,6 +191,45 @@ pub struct WriteBatch {
 }
 
 impl WriteBatch {
+    /// The records this batch writes or gives match keys (a guarded write's own batch).
+    pub fn record_ids(&self) -> std::collections::HashSet<Uuid> {
+        self.records.iter().map(|w| w.record.id).chain(self.match_keys.iter().map(|s| s.record_id)).collect()
+    }
+
+    /// For batches applied at once as one group (`None`: a job that is no record write): per
+    /// batch, the records that do not count against its duplicate-check guards — its own and
+    /// those of every later batch, as if the batches were applied one after another. `None`
+    /// when no batch has a guard.
+    pub fn group_exclusions(batches: &[Option<&WriteBatch>]) -> Option<Vec<std::collections::HashSet<Uuid>>> {
+        if !batches.iter().flatten().any(|b| b.match_keys.iter().any(|s| s.guard.is_some())) {
+            return None;
+        }
+        let mut not_before = vec![std::collections::HashSet::new(); batches.len()];
+        let mut acc = std::collections::HashSet::new();
+        for (j, batch) in batches.iter().enumerate().rev() {
+            if let Some(b) = batch {
+                acc.extend(b.record_ids());
+            }
+            not_before[j] = acc.clone();
+        }
+        Some(not_before)
+    }
+
+    /// The guarded key sets of `batches` (see [`WriteBatch::group_exclusions`]), each with the
+    /// position of its batch.
+    pub fn guarded_sets<'a>(
+        batches: &[Option<&'a WriteBatch>],
+        exclusions: &'a [std::collections::HashSet<Uuid>],
+    ) -> Vec<(usize, GuardedSet<'a>)> {
+        let mut sets = Vec::new();
+        for (j, batch) in batches.iter().enumerate() {
+            for set in batch.iter().flat_map(|b| b.match_keys.iter()).filter(|s| s.guard.is_some()) {
+                sets.push((j, (set, &exclusions[j])));
+            }
+        }
+        sets
+    }
+
     /// Match keys are kept for active records only (so that [`Store::match_blocks`] never has
     /// to look at the records): the key set of a record this batch writes as deleted is emptied,
     /// which still removes its previous keys. Stores call this before writing.
@@ -735,6 +779,11 @@ pub trait Store: Send + Sync + 'static {
     /// of a check does not grow with the table when a key is common (a surname, say). Ordered
     /// by key index, then id. The caller counts shared keys and ranks the candidates.
     async fn match_blocks(&self, object: &str, keys: &[Vec<u8>]) -> StoreResult<Vec<(usize, Uuid)>>;
+
+    /// The highest stamp of `object`'s match keys (0 before any): read before a duplicate
+    /// check's block lookups, it tells which keys the check could not have seen
+    /// ([`MatchGuard::seen_stamp`]).
+    async fn match_key_stamp(&self, object: &str) -> StoreResult<i64>;
 
     /// Records among `others` whose pair with `record` was dismissed as "not a duplicate".
     async fn dismissed_with(&self, object: &str, record: Uuid, others: &[Uuid]) -> StoreResult<Vec<Uuid>>;
