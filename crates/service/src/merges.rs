@@ -436,11 +436,11 @@ impl Service {
                 };
                 self.check_duplicates(ctx, &rdef, &plain_before, check).await?;
             }
-            let mut p = self.prepare_write(ctx, &rdef, action, Some(record), Some(&plain_now), &plain_before, next)?;
             // Undo brings back the state before the merge, in which these records may share
-            // strong keys (that is often why they were merged): it claims none at commit. Keys
-            // taken by other records since are refused just above, before the transaction.
-            p.write.exclusive_keys.clear();
+            // strong keys (that is often why they were merged): the store lets them share them
+            // again (`WriteBatch::exclusive_key_peers`) but refuses at commit a key another
+            // record took since, also one taken while this undo was being prepared.
+            let mut p = self.prepare_write(ctx, &rdef, action, Some(record), Some(&plain_now), &plain_before, next)?;
             if let Value::Object(details) = &mut p.audit.details {
                 details.insert("unmerge_id".into(), json!(id));
             }

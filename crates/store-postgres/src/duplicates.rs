@@ -45,15 +45,22 @@ pub(crate) async fn lock_exclusive_keys(conn: &mut PgConnection, records: &[&Rec
 }
 
 /// Another active record holding one of the strong keys `records` introduce, not dismissed as
-/// "not a duplicate" with the writer (see `RecordWrite::exclusive_keys`). The caller holds the
-/// keys' locks (`lock_exclusive_keys`) and has applied the whole batch.
-pub(crate) async fn check_exclusive_keys(conn: &mut PgConnection, records: &[RecordWrite]) -> StoreResult<()> {
+/// "not a duplicate" with the writer and not among `peers` (see `RecordWrite::exclusive_keys`,
+/// `WriteBatch::exclusive_key_peers`). The caller holds the keys' locks (`lock_exclusive_keys`)
+/// and has applied the whole batch.
+pub(crate) async fn check_exclusive_keys(
+    conn: &mut PgConnection,
+    records: &[RecordWrite],
+    peers: &std::collections::HashSet<Uuid>,
+) -> StoreResult<()> {
+    let peers: Vec<Uuid> = peers.iter().copied().collect();
     for w in records {
         for key in &w.exclusive_keys {
             let holder: Option<Uuid> = sqlx::query_scalar(
                 "SELECT b.record_id FROM blind_indexes b \
                  JOIN records r ON r.id = b.record_id AND r.deleted_at IS NULL \
                  WHERE b.object = $1 AND b.field = $2 AND b.digest = $3 AND b.record_id <> $4 \
+                 AND NOT (b.record_id = ANY($5)) \
                  AND NOT EXISTS (SELECT 1 FROM duplicate_dismissals d WHERE d.object = $1 \
                  AND ((d.record_a = $4 AND d.record_b = b.record_id) OR (d.record_a = b.record_id AND d.record_b = $4))) \
                  LIMIT 1",
@@ -62,6 +69,7 @@ pub(crate) async fn check_exclusive_keys(conn: &mut PgConnection, records: &[Rec
             .bind(&key.field)
             .bind(&key.digest)
             .bind(w.record.id)
+            .bind(&peers)
             .fetch_optional(&mut *conn)
             .await
             .map_err(map_sqlx)?;

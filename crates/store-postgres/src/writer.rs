@@ -399,7 +399,7 @@ async fn apply_single(conn: &mut PgConnection, op: &Op) -> StoreResult<Vec<i64>>
                 for w in &batch.records {
                     apply_record_write(conn, w).await?;
                 }
-                crate::duplicates::check_exclusive_keys(conn, &batch.records).await?;
+                crate::duplicates::check_exclusive_keys(conn, &batch.records, &batch.exclusive_key_peers()).await?;
                 crate::monitor::insert_notifications(conn, &batch.notifications).await?;
                 crate::monitor::insert_outbox(conn, &batch.outbox).await?;
                 crate::duplicates::write_match_keys(conn, &batch.match_keys).await?;

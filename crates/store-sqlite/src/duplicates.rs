@@ -9,6 +9,7 @@ use custodian_store::{
 use serde_json::Value;
 use sqlx::sqlite::SqliteRow;
 use sqlx::{AssertSqlSafe, Row, SqliteConnection, SqlitePool};
+use std::collections::HashSet;
 use uuid::Uuid;
 
 fn uuid_of(row: &SqliteRow, column: &str) -> StoreResult<Uuid> {
@@ -22,10 +23,15 @@ fn json_of(row: &SqliteRow, column: &str) -> StoreResult<Value> {
 }
 
 /// Another active record holding one of the strong keys `records` introduce, not dismissed as
-/// "not a duplicate" with the writer (see `RecordWrite::exclusive_keys`). Runs inside the one
-/// writer's transaction with the whole batch applied, so it sees every committed write and the
-/// batch itself.
-pub(crate) async fn check_exclusive_keys(conn: &mut SqliteConnection, records: &[RecordWrite]) -> StoreResult<()> {
+/// "not a duplicate" with the writer and not among `peers` (see `RecordWrite::exclusive_keys`,
+/// `WriteBatch::exclusive_key_peers`). Runs inside the one writer's transaction with the whole
+/// batch applied, so it sees every committed write and the batch itself.
+pub(crate) async fn check_exclusive_keys(
+    conn: &mut SqliteConnection,
+    records: &[RecordWrite],
+    peers: &HashSet<Uuid>,
+) -> StoreResult<()> {
+    let peers = serde_json::to_string(&peers.iter().map(Uuid::to_string).collect::<Vec<_>>()).map_err(internal)?;
     for w in records {
         let id = w.record.id.to_string();
         for key in &w.exclusive_keys {
@@ -34,6 +40,7 @@ pub(crate) async fn check_exclusive_keys(conn: &mut SqliteConnection, records: &
                 .bind(&key.field)
                 .bind(&key.digest)
                 .bind(&id)
+                .bind(&peers)
                 .fetch_optional(&mut *conn)
                 .await
                 .map_err(map_sqlx)?;
@@ -49,10 +56,12 @@ pub(crate) async fn check_exclusive_keys(conn: &mut SqliteConnection, records: &
     Ok(())
 }
 
-/// A holder of `(object ?1, field ?2, digest ?3)` other than record ?4 that conflicts with it.
+/// A holder of `(object ?1, field ?2, digest ?3)` other than record ?4 and the records of the
+/// JSON array ?5 that conflicts with it.
 const EXCLUSIVE_HOLDER: &str = "SELECT b.record_id FROM blind_indexes b \
      JOIN records r ON r.id = b.record_id AND r.deleted_at IS NULL \
      WHERE b.object = ?1 AND b.field = ?2 AND b.digest = ?3 AND b.record_id <> ?4 \
+     AND b.record_id NOT IN (SELECT value FROM json_each(?5)) \
      AND NOT EXISTS (SELECT 1 FROM duplicate_dismissals d WHERE d.object = ?1 \
      AND ((d.record_a = ?4 AND d.record_b = b.record_id) OR (d.record_a = b.record_id AND d.record_b = ?4))) \
      LIMIT 1";

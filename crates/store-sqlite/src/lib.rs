@@ -469,7 +469,7 @@ async fn apply_op(conn: &mut SqliteConnection, op: Op, head: &mut ChainHead) -> 
             for w in &batch.records {
                 apply_record_write(conn, w).await?;
             }
-            duplicates::check_exclusive_keys(conn, &batch.records).await?;
+            duplicates::check_exclusive_keys(conn, &batch.records, &batch.exclusive_key_peers()).await?;
             monitor::insert_notifications(conn, &batch.notifications).await?;
             monitor::insert_outbox(conn, &batch.outbox).await?;
             duplicates::write_match_keys(conn, &batch.match_keys).await?;

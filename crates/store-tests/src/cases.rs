@@ -693,6 +693,74 @@ pub async fn exclusive_keys_refuse_a_second_active_holder(store: DynStore) {
     apply(&store, takes).await.expect("a dismissed pair shares the key");
 }
 
+/// Undoing a merge brings back records that shared a strong key before the merge: they may
+/// share it again, but a record outside the undo that took the key since still refuses it at
+/// commit (also when it took it after the undo was prepared), nothing written.
+pub async fn an_undo_shares_strong_keys_only_among_its_own_records(store: DynStore) {
+    use custodian_store::{MergeChange, MergeRow};
+    let (survivor, ws) = strong_creation("S", 41);
+    apply(&store, ws).await.expect("survivor");
+    let loser = create(&store, json!({ "name": "L" })).await;
+    let row = |id: Uuid| MergeRow {
+        id,
+        object: OBJ.into(),
+        survivor_id: survivor.id,
+        loser_ids: vec![loser.id],
+        records: json!([]),
+        request: json!({}),
+        created_at: now_micros(),
+        created_by: None,
+        undone_at: None,
+        undone_by: None,
+    };
+    let merged = |id: Uuid| WriteBatch {
+        audit: vec![AuditDraft::new("record.merge")],
+        merge: Some(MergeChange::Record(Box::new(row(id)))),
+        ..Default::default()
+    };
+    // The undo gives the loser back the survivor's key (as before the merge).
+    let undo = |id: Uuid, loser_now: &StoredRecord| {
+        let back = successor(loser_now, json!({ "name": "L" }));
+        let mut w = change(WriteAction::Update, loser_now, &back);
+        w.blind_indexes = vec![key("mobile", 41)];
+        w.exclusive_keys = vec![key("mobile", 41)];
+        let s2 = successor(&survivor, json!({ "name": "S" }));
+        let mut ws = change(WriteAction::Update, &survivor, &s2);
+        ws.blind_indexes = vec![key("mobile", 41)];
+        ws.exclusive_keys = vec![key("mobile", 41)];
+        WriteBatch {
+            audit: vec![audit_for(&w), audit_for(&ws), AuditDraft::new("record.unmerge")],
+            records: vec![w, ws],
+            merge: Some(MergeChange::Undo { id, undone_at: now_micros(), undone_by: None }),
+            ..Default::default()
+        }
+    };
+    // Another record took the key: the undo is refused, naming it, and changes nothing.
+    let first = Uuid::now_v7();
+    store.write(merged(first)).await.expect("merge");
+    let (taker, wt) = strong_creation("T", 41);
+    let mut wt = wt;
+    wt.exclusive_keys.clear(); // stored as a holder without claiming (as before this rule)
+    apply(&store, wt).await.expect("taker");
+    match store.write(undo(first, &loser)).await {
+        Err(StoreError::UniqueViolation { holder, .. }) => assert_eq!(holder, Some(taker.id)),
+        other => panic!("expected UniqueViolation, got {other:?}"),
+    }
+    assert_eq!(store.get_merge(first).await.expect("get").expect("merge").undone_at, None);
+    assert_eq!(get(&store, loser.id).await.expect("loser").version, loser.version);
+    // Without the taker the undo's own records share the key again.
+    let t_now = get(&store, taker.id).await.expect("taker");
+    let mut gone = successor(&t_now, json!({ "name": "T" }));
+    gone.deleted_at = Some(gone.updated_at);
+    apply(&store, change(WriteAction::Delete, &t_now, &gone)).await.expect("delete taker");
+    store.write(undo(first, &loser)).await.expect("the undo's records share the key");
+    let mut holders = store.find_by_blind_index(OBJ, "mobile", &digest(41), 10).await.expect("lookup");
+    holders.sort();
+    let mut expected = vec![survivor.id, loser.id];
+    expected.sort();
+    assert_eq!(holders, expected);
+}
+
 pub async fn concurrent_exclusive_claims_one_wins(store: DynStore) {
     let mut tasks = Vec::new();
     for i in 0..12 {

@@ -284,6 +284,7 @@ macro_rules! conformance_tests {
             match_keys_find_active_candidates,
             match_keys_bound_common_blocks,
             stale_duplicate_checks_are_refused_at_commit,
+            an_undo_shares_strong_keys_only_among_its_own_records,
             scan_jobs_candidates_and_dismissals,
             merge_rows_are_written_with_their_batch_and_undone_once,
             roles_round_trip_and_held_roles_are_not_deleted,

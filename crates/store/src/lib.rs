@@ -196,6 +196,17 @@ impl WriteBatch {
         self.records.iter().map(|w| w.record.id).chain(self.match_keys.iter().map(|s| s.record_id)).collect()
     }
 
+    /// Records whose holding a strong key does not count against this batch's
+    /// `exclusive_keys`: undoing a merge brings back the state before it, in which its records
+    /// may share strong keys (often why they were merged), so they may share them again; any
+    /// other record still may not. Empty for every other batch.
+    pub fn exclusive_key_peers(&self) -> std::collections::HashSet<Uuid> {
+        match self.merge {
+            Some(MergeChange::Undo { .. }) => self.record_ids(),
+            _ => std::collections::HashSet::new(),
+        }
+    }
+
     /// For batches applied at once as one group (`None`: a job that is no record write): per
     /// batch, the records that do not count against its duplicate-check guards — its own and
     /// those of every later batch, as if the batches were applied one after another. `None`
