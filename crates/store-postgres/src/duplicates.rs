@@ -3,13 +3,14 @@
 
 use crate::{append_events, commit, map_sqlx};
 use custodian_store::{
-    AuditDraft, CandidateRow, DismissalRow, GuardedSet, MATCH_BLOCK_CAP, MatchKeySet, MergeChange, MergeRow,
-    RecordWrite, ScanJobRow, StoreError, StoreResult, guard_scans,
+    AuditDraft, CandidateRow, DismissalRow, GuardScan, MATCH_BLOCK_CAP, MatchKeySet, MergeChange, MergeRow,
+    RecordWrite, ScanJobRow, StampedKeys, StoreError, StoreResult, WriteBatch,
 };
 use serde_json::Value;
 use sqlx::postgres::PgRow;
 use sqlx::types::Json;
 use sqlx::{PgConnection, PgPool, Row};
+use std::collections::BTreeMap;
 use uuid::Uuid;
 
 /// The advisory lock id of a strong key: its digest is a keyed hash, so its first eight bytes
@@ -136,25 +137,19 @@ pub(crate) async fn match_key_stamp(pool: &PgPool, object: &str) -> StoreResult<
         .map_err(map_sqlx)
 }
 
-/// The guarded writes among `sets` that are breached (see `MatchGuard`), as positions in
-/// `sets`: run inside the group transaction, which holds the stamp counters' locks, after the
-/// keys of every write before them (and their own) are in. Keys carrying this transaction's
-/// stamp are read only with `with_current`: they are the guarded writes' own unless other
-/// writes of the group share that stamp.
-pub(crate) async fn breached_guards(
-    conn: &mut PgConnection,
-    sets: &[GuardedSet<'_>],
-    with_current: bool,
-) -> StoreResult<Vec<usize>> {
-    let mut breached = Vec::new();
-    for (object, since) in guard_scans(sets) {
+/// The match keys stamped above each object's stamp in `scans` (`WriteBatch::guard_scans`), as
+/// `(holder, key, stamp)`: what a group's duplicate-check guards are judged against. Read in
+/// the group transaction, which holds the stamp counters' locks (so every key stamped before
+/// this transaction's stamp is committed and visible), before the group's own keys are written.
+async fn committed_keys(conn: &mut PgConnection, scans: &BTreeMap<String, GuardScan>) -> StoreResult<StampedKeys> {
+    let mut out = BTreeMap::new();
+    for (object, scan) in scans {
         let rows = sqlx::query(
-            "SELECT record_id, key, stamp FROM match_keys WHERE object = $1 AND stamp > $2 \
-             AND ($3 OR stamp < (SELECT s.stamp FROM match_key_stamps s WHERE s.object = $1))",
+            "SELECT record_id, key, stamp FROM match_keys WHERE object = $1 AND stamp > $2 AND key = ANY($3)",
         )
         .bind(object)
-        .bind(since)
-        .bind(with_current)
+        .bind(scan.since)
+        .bind(&scan.keys)
         .fetch_all(&mut *conn)
         .await
         .map_err(map_sqlx)?;
@@ -166,9 +161,20 @@ pub(crate) async fn breached_guards(
                 row.try_get("stamp").map_err(map_sqlx)?,
             ));
         }
-        breached.extend(custodian_store::breached_guards(sets, object, &stamped));
+        out.insert(object.clone(), stamped);
     }
-    Ok(breached)
+    Ok(out)
+}
+
+/// Positions of the batches of a group whose duplicate checks went stale (see `MatchGuard`),
+/// judged before any of their keys are written.
+pub(crate) async fn stale_batches(conn: &mut PgConnection, batches: &[Option<&WriteBatch>]) -> StoreResult<Vec<usize>> {
+    let scans = WriteBatch::guard_scans(batches);
+    if scans.is_empty() {
+        return Ok(Vec::new());
+    }
+    let committed = committed_keys(conn, &scans).await?;
+    Ok(WriteBatch::stale_in_group(batches, &committed))
 }
 
 pub(crate) async fn apply_merge(conn: &mut PgConnection, change: &MergeChange) -> StoreResult<()> {

@@ -14,7 +14,7 @@
 
 use crate::{append_events, apply_record_write, internal, map_sqlx, sql};
 use custodian_store::{
-    AuditDraft, EncodedEvent, GuardedSet, MatchKeySet, RecordWrite, StoreError, StoreResult, WriteBatch, chain_rows,
+    AuditDraft, EncodedEvent, MatchKeySet, RecordWrite, StoreError, StoreResult, WriteBatch, chain_rows,
 };
 use serde::Serialize;
 use serde_json::{Map, Value};
@@ -280,14 +280,41 @@ async fn run_group(conn: &mut PgConnection, jobs: Vec<Job>) -> (bool, Option<Hea
         Err(e) => Err(e),
     };
     drop(writes);
-    if let Err(e) = locked {
-        let _ = exec(conn, "ROLLBACK").await;
-        let msg = e.to_string();
-        for job in jobs {
-            let _ = job.reply.send(Err(StoreError::Unavailable(msg.clone())));
+    // Duplicate checks gone stale (see `MatchGuard`), judged with the stamp locks held and before
+    // anything is written: those jobs are answered `StaleCheck` and left out of the group.
+    let stale = match locked {
+        Ok(()) => {
+            let batches: Vec<Option<&WriteBatch>> = jobs
+                .iter()
+                .map(|j| match &j.op {
+                    Op::Write(batch) => Some(batch),
+                    Op::Audit(_) => None,
+                })
+                .collect();
+            crate::duplicates::stale_batches(conn, &batches).await
         }
-        return (false, None);
-    }
+        Err(e) => Err(e),
+    };
+    let stale = match stale {
+        Ok(stale) => stale,
+        Err(e) => {
+            let _ = exec(conn, "ROLLBACK").await;
+            let msg = e.to_string();
+            for job in jobs {
+                let _ = job.reply.send(Err(StoreError::Unavailable(msg.clone())));
+            }
+            return (false, None);
+        }
+    };
+    let jobs: Vec<Job> = if stale.is_empty() {
+        jobs
+    } else {
+        let (refused, rest): (Vec<_>, Vec<_>) = jobs.into_iter().enumerate().partition(|(i, _)| stale.contains(i));
+        for (_, job) in refused {
+            let _ = job.reply.send(Err(StoreError::StaleCheck));
+        }
+        rest.into_iter().map(|(_, job)| job).collect()
+    };
     let bulk = match exec(conn, "SAVEPOINT bulk").await {
         Ok(()) => match apply_bulk(conn, &jobs).await {
             Ok(seqs) => exec(conn, "RELEASE SAVEPOINT bulk").await.map(|()| seqs).map_err(Fallback::from),
@@ -402,14 +429,10 @@ async fn apply_single(conn: &mut PgConnection, op: &Op) -> StoreResult<Vec<i64>>
                 crate::duplicates::check_exclusive_keys(conn, &batch.records, &batch.exclusive_key_peers()).await?;
                 crate::monitor::insert_notifications(conn, &batch.notifications).await?;
                 crate::monitor::insert_outbox(conn, &batch.outbox).await?;
-                crate::duplicates::write_match_keys(conn, &batch.match_keys).await?;
-                let own = batch.record_ids();
-                let guarded: Vec<GuardedSet<'_>> =
-                    batch.match_keys.iter().filter(|s| s.guard.is_some()).map(|s| (s, &own)).collect();
-                // The jobs before this one in the group share its stamp.
-                if !guarded.is_empty() && !crate::duplicates::breached_guards(conn, &guarded, true).await?.is_empty() {
+                if !crate::duplicates::stale_batches(conn, &[Some(batch)]).await?.is_empty() {
                     return Err(StoreError::StaleCheck);
                 }
+                crate::duplicates::write_match_keys(conn, &batch.match_keys).await?;
                 if let Some(merge) = &batch.merge {
                     crate::duplicates::apply_merge(conn, merge).await?;
                 }
@@ -430,25 +453,6 @@ async fn apply_single(conn: &mut PgConnection, op: &Op) -> StoreResult<Vec<i64>>
             Err(e)
         }
     }
-}
-
-/// Whether a guarded write of a group applied at once went stale, each judged as if the jobs
-/// had been applied one after another (the records of its own and later jobs do not count).
-async fn stale_checks(conn: &mut PgConnection, jobs: &[Job]) -> Result<bool, Fallback> {
-    let batches: Vec<Option<&WriteBatch>> = jobs
-        .iter()
-        .map(|j| match &j.op {
-            Op::Write(batch) => Some(batch),
-            Op::Audit(_) => None,
-        })
-        .collect();
-    let Some(exclusions) = WriteBatch::group_exclusions(&batches) else { return Ok(false) };
-    let sets: Vec<GuardedSet<'_>> =
-        WriteBatch::guarded_sets(&batches, &exclusions).into_iter().map(|(_, set)| set).collect();
-    // The group's keys share one stamp: other jobs' keys with it count only if there are other
-    // jobs with keys.
-    let keyed = batches.iter().flatten().filter(|b| b.match_keys.iter().any(|s| !s.keys.is_empty())).count();
-    Ok(!crate::duplicates::breached_guards(conn, &sets, keyed > 1).await?.is_empty())
 }
 
 /// Largest JSON text sent with one statement. sqlx 0.9.0 leaves Nagle's algorithm on (its
@@ -628,11 +632,7 @@ async fn apply_bulk(conn: &mut PgConnection, jobs: &[Job]) -> Result<(Vec<Vec<i6
         arrays(parts.iter().flat_map(|p| p.match_keys.iter())),
     )
     .await?;
-    // Duplicate checks gone stale (see `MatchGuard`): the per-job replay decides which, each
-    // write judged after the ones before it.
-    if stale_checks(conn, jobs).await? {
-        return Err(Fallback("a duplicate check went stale".into()));
-    }
+
     let events: Vec<&EncodedEvent> = parts.iter().flat_map(|p| p.events.iter()).collect();
     let mut seqs = Vec::new();
     let mut new_head = None;

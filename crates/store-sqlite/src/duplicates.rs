@@ -3,13 +3,13 @@
 
 use crate::{ChainHead, append_events, internal, map_sqlx, opt_uuid, parse_uuid};
 use custodian_store::{
-    AuditDraft, CandidateRow, DismissalRow, GuardedSet, MATCH_BLOCK_CAP, MatchKeySet, MergeChange, MergeRow,
-    RecordWrite, ScanJobRow, StoreError, StoreResult, guard_scans,
+    AuditDraft, CandidateRow, DismissalRow, GuardScan, MATCH_BLOCK_CAP, MatchKeySet, MergeChange, MergeRow,
+    RecordWrite, ScanJobRow, StampedKeys, StoreError, StoreResult, WriteBatch,
 };
 use serde_json::Value;
 use sqlx::sqlite::SqliteRow;
 use sqlx::{AssertSqlSafe, Row, SqliteConnection, SqlitePool};
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use uuid::Uuid;
 
 fn uuid_of(row: &SqliteRow, column: &str) -> StoreResult<Uuid> {
@@ -117,24 +117,25 @@ pub(crate) async fn match_key_stamp(pool: &SqlitePool, object: &str) -> StoreRes
         .map_err(map_sqlx)
 }
 
-/// The guarded writes among `sets` that are breached (see `MatchGuard`), as positions in
-/// `sets`: run inside the writer's transaction after the keys of every write before them (and
-/// their own) are in. Keys carrying the stamp just taken are read only with `with_current`:
-/// they are the guarded writes' own unless other writes of the group share that stamp.
-pub(crate) async fn breached_guards(
+/// The match keys stamped above each object's stamp in `scans` (`WriteBatch::guard_scans`), as
+/// `(holder, key, stamp)`: what a group's duplicate-check guards are judged against. Read in
+/// the writer's transaction before the group's own keys are written.
+pub(crate) async fn committed_keys(
     conn: &mut SqliteConnection,
-    sets: &[GuardedSet<'_>],
-    with_current: bool,
-) -> StoreResult<Vec<usize>> {
-    let mut breached = Vec::new();
-    for (object, since) in guard_scans(sets) {
+    scans: &BTreeMap<String, GuardScan>,
+) -> StoreResult<StampedKeys> {
+    let mut out = BTreeMap::new();
+    for (object, scan) in scans {
+        // The stamp range (recent keys only, by the stamp index: a crowded key's block can be
+        // large), then the keys asked for.
+        let keys = serde_json::to_string(&scan.keys.iter().map(hex::encode).collect::<Vec<_>>()).map_err(internal)?;
         let rows = sqlx::query(
-            "SELECT record_id, key, stamp FROM match_keys WHERE object = ?1 AND stamp > ?2 \
-             AND (?3 OR stamp < (SELECT s.stamp FROM match_key_stamps s WHERE s.object = ?1))",
+            "SELECT record_id, key, stamp FROM match_keys INDEXED BY match_keys_stamp \
+             WHERE object = ? AND stamp > ? AND key IN (SELECT unhex(value) FROM json_each(?))",
         )
         .bind(object)
-        .bind(since)
-        .bind(with_current)
+        .bind(scan.since)
+        .bind(keys)
         .fetch_all(&mut *conn)
         .await
         .map_err(map_sqlx)?;
@@ -143,9 +144,23 @@ pub(crate) async fn breached_guards(
             let key: Vec<u8> = row.try_get("key").map_err(map_sqlx)?;
             stamped.push((uuid_of(row, "record_id")?, key, row.try_get("stamp").map_err(map_sqlx)?));
         }
-        breached.extend(custodian_store::breached_guards(sets, object, &stamped));
+        out.insert(object.clone(), stamped);
     }
-    Ok(breached)
+    Ok(out)
+}
+
+/// Positions of the batches of a group whose duplicate checks went stale (see `MatchGuard`),
+/// judged before any of their keys are written.
+pub(crate) async fn stale_batches(
+    conn: &mut SqliteConnection,
+    batches: &[Option<&WriteBatch>],
+) -> StoreResult<Vec<usize>> {
+    let scans = WriteBatch::guard_scans(batches);
+    if scans.is_empty() {
+        return Ok(Vec::new());
+    }
+    let committed = committed_keys(conn, &scans).await?;
+    Ok(WriteBatch::stale_in_group(batches, &committed))
 }
 
 pub(crate) async fn apply_merge(conn: &mut SqliteConnection, change: &MergeChange) -> StoreResult<()> {

@@ -12,10 +12,10 @@ use custodian_store::{
 };
 use custodian_store::{
     AuditChainRow, AuditDraft, AuditRow, CandidateRow, CheckpointClaimOutcome, CheckpointClaimRequest,
-    CheckpointClaimRow, CheckpointRange, Cursor, CustomFieldRow, DepartmentRow, DismissalRow, GrantRow, GuardedSet,
-    ListQuery, LoginCounterRow, MergeRow, MfaChallengeRow, MfaEffect, MfaFactor, RecordPage, RecordWrite, RoleRow,
-    RowScope, ScanJobRow, SessionRow, Store, StoreError, StoreResult, StoredRecord, StoredVersion, TeamRow, UserMfaRow,
-    UserRow, WrappedKeyRow, WriteAction, WriteBatch,
+    CheckpointClaimRow, CheckpointRange, Cursor, CustomFieldRow, DepartmentRow, DismissalRow, GrantRow, ListQuery,
+    LoginCounterRow, MergeRow, MfaChallengeRow, MfaEffect, MfaFactor, RecordPage, RecordWrite, RoleRow, RowScope,
+    ScanJobRow, SessionRow, Store, StoreError, StoreResult, StoredRecord, StoredVersion, TeamRow, UserMfaRow, UserRow,
+    WrappedKeyRow, WriteAction, WriteBatch,
 };
 use serde_json::{Map, Value};
 use sqlx::sqlite::{
@@ -353,13 +353,13 @@ async fn run_group(conn: &mut SqliteConnection, jobs: Vec<Job>) {
 enum Bulk {
     /// The event sequence numbers per job.
     Applied(Vec<Vec<i64>>),
-    /// Nothing (rolled back): these jobs' duplicate checks went stale.
+    /// Nothing: these jobs' duplicate checks went stale.
     Stale(Vec<usize>),
 }
 
 /// Applies every `Op::Write` and `Op::Audit` of `jobs` in one savepoint through the bulk path.
-/// Returns the event sequence numbers per job, or the jobs whose duplicate checks went stale,
-/// or `Fallback`; in both latter cases after rolling the savepoint back.
+/// Returns the event sequence numbers per job, or (having written nothing) the jobs whose
+/// duplicate checks went stale, or `Fallback` after rolling the savepoint back.
 async fn run_bulk(conn: &mut SqliteConnection, jobs: &[Job], head: &mut ChainHead) -> Result<Bulk, bulk::Fallback> {
     let mut parts = Vec::with_capacity(jobs.len());
     for job in jobs {
@@ -372,27 +372,29 @@ async fn run_bulk(conn: &mut SqliteConnection, jobs: &[Job], head: &mut ChainHea
             _ => return Err(bulk::Fallback("not a record write".into())),
         }
     }
+    // Duplicate checks gone stale are found before anything is written.
+    let batches: Vec<Option<&WriteBatch>> = jobs
+        .iter()
+        .map(|j| match &j.op {
+            Op::Write(batch, _) => Some(batch),
+            _ => None,
+        })
+        .collect();
+    let stale = duplicates::stale_batches(conn, &batches).await?;
+    if !stale.is_empty() {
+        return Ok(Bulk::Stale(stale));
+    }
     exec(conn, "SAVEPOINT bulk").await?;
     let saved = head.clone();
     let applied = match bulk::apply(conn, &parts, head).await {
         Ok(seqs) => bulk_monitor_rows(conn, jobs).await.map(|()| seqs),
         Err(e) => Err(e),
     };
-    let stale = match &applied {
-        Ok(_) => stale_jobs(conn, jobs).await?,
-        Err(_) => Vec::new(),
-    };
     match applied {
-        Ok(seqs) if stale.is_empty() => {
+        Ok(seqs) => {
             exec(conn, "RELEASE bulk").await?;
             let mut seqs = seqs.into_iter();
             Ok(Bulk::Applied(parts.iter().map(|p| seqs.by_ref().take(p.events.len()).collect()).collect()))
-        }
-        Ok(_) => {
-            exec(conn, "ROLLBACK TO bulk").await?;
-            exec(conn, "RELEASE bulk").await?;
-            *head = saved;
-            Ok(Bulk::Stale(stale))
         }
         Err(e) => {
             exec(conn, "ROLLBACK TO bulk").await?;
@@ -401,30 +403,6 @@ async fn run_bulk(conn: &mut SqliteConnection, jobs: &[Job], head: &mut ChainHea
             Err(e)
         }
     }
-}
-
-/// The jobs of a group applied at once whose duplicate checks went stale. Each guarded write
-/// is judged as if the group's jobs had been applied one after another: the records of the
-/// jobs after it do not count against it (it comes first; they are judged against it).
-async fn stale_jobs(conn: &mut SqliteConnection, jobs: &[Job]) -> Result<Vec<usize>, bulk::Fallback> {
-    let batches: Vec<Option<&WriteBatch>> = jobs
-        .iter()
-        .map(|j| match &j.op {
-            Op::Write(batch, _) => Some(batch),
-            _ => None,
-        })
-        .collect();
-    let Some(exclusions) = WriteBatch::group_exclusions(&batches) else { return Ok(Vec::new()) };
-    let (owner, sets): (Vec<usize>, Vec<GuardedSet<'_>>) =
-        WriteBatch::guarded_sets(&batches, &exclusions).into_iter().unzip();
-    // The group's keys share one new stamp: other jobs' keys with it count only if there are
-    // other jobs with keys.
-    let keyed = batches.iter().flatten().filter(|b| b.match_keys.iter().any(|s| !s.keys.is_empty())).count();
-    let mut stale: Vec<usize> =
-        duplicates::breached_guards(conn, &sets, keyed > 1).await?.into_iter().map(|i| owner[i]).collect();
-    stale.sort_unstable();
-    stale.dedup();
-    Ok(stale)
 }
 
 /// The change notifications and outbox messages of the record writes in a bulk group (rare:
@@ -472,14 +450,10 @@ async fn apply_op(conn: &mut SqliteConnection, op: Op, head: &mut ChainHead) -> 
             duplicates::check_exclusive_keys(conn, &batch.records, &batch.exclusive_key_peers()).await?;
             monitor::insert_notifications(conn, &batch.notifications).await?;
             monitor::insert_outbox(conn, &batch.outbox).await?;
-            duplicates::write_match_keys(conn, &batch.match_keys).await?;
-            let own = batch.record_ids();
-            let guarded: Vec<GuardedSet<'_>> =
-                batch.match_keys.iter().filter(|s| s.guard.is_some()).map(|s| (s, &own)).collect();
-            // This job's keys carry the newest stamp; the jobs before it in the group, older ones.
-            if !guarded.is_empty() && !duplicates::breached_guards(conn, &guarded, false).await?.is_empty() {
+            if !duplicates::stale_batches(conn, &[Some(&batch)]).await?.is_empty() {
                 return Err(StoreError::StaleCheck);
             }
+            duplicates::write_match_keys(conn, &batch.match_keys).await?;
             if let Some(merge) = &batch.merge {
                 duplicates::apply_merge(conn, merge).await?;
             }

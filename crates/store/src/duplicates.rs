@@ -56,6 +56,18 @@ pub struct GuardKey {
     pub selective: bool,
 }
 
+/// Committed match keys of objects, as `(holder, key, stamp)` per object: what a group's
+/// guards are judged against (`WriteBatch::stale_in_group`).
+pub type StampedKeys = std::collections::BTreeMap<String, Vec<(Uuid, Vec<u8>, i64)>>;
+
+/// What a store reads for the guards of one object (`WriteBatch::guard_scans`): the keys of
+/// `keys` stamped above `since`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GuardScan {
+    pub since: i64,
+    pub keys: Vec<Vec<u8>>,
+}
+
 impl MatchGuard {
     /// The first record among `rows` — `(holder, key, stamp)` of match keys of the object —
     /// that the check did not see and that would have been its candidate; `ignore` are the
@@ -161,43 +173,6 @@ pub enum MergeChange {
     Undo { id: Uuid, undone_at: i64, undone_by: Option<Uuid> },
 }
 
-/// A guarded write's key set, with the records whose keys do not count against it: its own
-/// batch, and in a group applied at once also the writes after it (judged against it).
-pub type GuardedSet<'a> = (&'a MatchKeySet, &'a std::collections::HashSet<Uuid>);
-
-/// The objects whose match keys the guards of `sets` must see, each with the lowest stamp its
-/// guards saw: the store reads `(holder, key, stamp)` of the keys stamped above it.
-pub fn guard_scans<'a>(sets: &[GuardedSet<'a>]) -> std::collections::BTreeMap<&'a str, i64> {
-    let mut objects: std::collections::BTreeMap<&str, i64> = std::collections::BTreeMap::new();
-    for (set, _) in sets {
-        if let Some(g) = &set.guard {
-            let since = objects.entry(set.object.as_str()).or_insert(g.seen_stamp);
-            *since = (*since).min(g.seen_stamp);
-        }
-    }
-    objects
-}
-
-/// Positions in `sets` of the guards of `object` that `rows` (`guard_scans`' read) breach.
-pub fn breached_guards(sets: &[GuardedSet<'_>], object: &str, rows: &[(Uuid, Vec<u8>, i64)]) -> Vec<usize> {
-    let mut by_key: std::collections::HashMap<&[u8], Vec<(Uuid, i64)>> = std::collections::HashMap::new();
-    for (id, key, stamp) in rows {
-        by_key.entry(key.as_slice()).or_default().push((*id, *stamp));
-    }
-    sets.iter()
-        .enumerate()
-        .filter(|(_, (set, _))| set.object == object)
-        .filter_map(|(i, (set, ignore))| {
-            let guard = set.guard.as_ref()?;
-            let rows = guard.keys.iter().flat_map(|k| {
-                let key = k.key.as_slice();
-                by_key.get(key).into_iter().flatten().map(move |(id, stamp)| (*id, key, *stamp))
-            });
-            guard.breached_by(rows, |id| *id == set.record_id || ignore.contains(id)).map(|_| i)
-        })
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -223,5 +198,43 @@ mod tests {
         // Keys the check did not look up do not count; nor do the batch's own records.
         assert_eq!(guard.breached_by([(c, &[7u8][..], 11), (c, &[1u8][..], 11)], none), None);
         assert_eq!(guard.breached_by([(own, &[4u8][..], 11)], |id| *id == own), None);
+    }
+
+    #[test]
+    fn a_group_is_judged_as_if_its_batches_came_one_after_another() {
+        use crate::WriteBatch;
+        let set = |object: &str, id: u128, seen: i64| MatchKeySet {
+            object: object.into(),
+            record_id: Uuid::from_u128(id),
+            keys: vec![vec![1], vec![2]],
+            guard: Some(MatchGuard {
+                seen_stamp: seen,
+                keys: vec![
+                    GuardKey { key: vec![1], field: 0, selective: false },
+                    GuardKey { key: vec![2], field: 1, selective: false },
+                ],
+            }),
+        };
+        let batch = |sets: Vec<MatchKeySet>| WriteBatch { match_keys: sets, ..WriteBatch::default() };
+        // Twins in one group: the first goes, the second is stale; a batch of another object
+        // with the same key bytes is not; a batch holding both twins is not stale by itself.
+        let group = [
+            batch(vec![set("contacts", 1, 5)]),
+            batch(vec![set("contacts", 2, 5)]),
+            batch(vec![set("leads", 3, 5)]),
+            batch(vec![set("companies", 4, 5), set("companies", 5, 5)]),
+        ];
+        let refs: Vec<Option<&WriteBatch>> = group.iter().map(Some).collect();
+        assert_eq!(WriteBatch::stale_in_group(&refs, &StampedKeys::new()), vec![1]);
+        let scans = WriteBatch::guard_scans(&refs);
+        assert_eq!(scans.get("contacts"), Some(&GuardScan { since: 5, keys: vec![vec![1], vec![2]] }));
+        // A committed holder stamped after the checks makes the first stale too (and the second
+        // then is judged against the committed holder only: stale as well).
+        let mut committed = StampedKeys::new();
+        committed.insert("contacts".into(), vec![(Uuid::from_u128(9), vec![1], 6), (Uuid::from_u128(9), vec![2], 6)]);
+        assert_eq!(WriteBatch::stale_in_group(&refs, &committed), vec![0, 1]);
+        // One seen by the checks (stamp not above theirs) does not.
+        committed.insert("contacts".into(), vec![(Uuid::from_u128(9), vec![1], 5), (Uuid::from_u128(9), vec![2], 5)]);
+        assert_eq!(WriteBatch::stale_in_group(&refs, &committed), vec![1]);
     }
 }

@@ -24,8 +24,8 @@ pub use audit::{
     CheckpointClaimRow, CheckpointRange, EncodedEvent, chain_rows,
 };
 pub use duplicates::{
-    CandidateRow, DismissalRow, GuardKey, GuardedSet, MATCH_BLOCK_CAP, MATCH_KEYS_PER_CHECK, MatchGuard, MatchKeySet,
-    MergeChange, MergeRow, ScanJobRow, breached_guards, guard_scans,
+    CandidateRow, DismissalRow, GuardKey, GuardScan, MATCH_BLOCK_CAP, MATCH_KEYS_PER_CHECK, MatchGuard, MatchKeySet,
+    MergeChange, MergeRow, ScanJobRow, StampedKeys,
 };
 pub use jobs::{
     FieldRulesRow, JOB_DUPLICATE_SCAN, JOB_MATCH_KEYS, JOB_RULE_CHECK, JobProgress, JobRow, KeyRefresh, ViolationRow,
@@ -207,38 +207,68 @@ impl WriteBatch {
         }
     }
 
-    /// For batches applied at once as one group (`None`: a job that is no record write): per
-    /// batch, the records that do not count against its duplicate-check guards — its own and
-    /// those of every later batch, as if the batches were applied one after another. `None`
-    /// when no batch has a guard.
-    pub fn group_exclusions(batches: &[Option<&WriteBatch>]) -> Option<Vec<std::collections::HashSet<Uuid>>> {
-        if !batches.iter().flatten().any(|b| b.match_keys.iter().any(|s| s.guard.is_some())) {
-            return None;
-        }
-        let mut not_before = vec![std::collections::HashSet::new(); batches.len()];
-        let mut acc = std::collections::HashSet::new();
-        for (j, batch) in batches.iter().enumerate().rev() {
-            if let Some(b) = batch {
-                acc.extend(b.record_ids());
+    /// The committed match keys a group of batches must be judged against (see [`MatchGuard`]):
+    /// per object with guards, the lowest stamp those guards saw and the keys they looked up;
+    /// the store reads those keys stamped above it (`(holder, key, stamp)`) before it writes
+    /// the group's keys.
+    pub fn guard_scans(batches: &[Option<&WriteBatch>]) -> std::collections::BTreeMap<String, GuardScan> {
+        let mut scans: std::collections::BTreeMap<String, GuardScan> = std::collections::BTreeMap::new();
+        for set in batches.iter().flatten().flat_map(|b| b.match_keys.iter()) {
+            if let Some(g) = &set.guard {
+                let scan = scans
+                    .entry(set.object.clone())
+                    .or_insert_with(|| GuardScan { since: g.seen_stamp, keys: Vec::new() });
+                scan.since = scan.since.min(g.seen_stamp);
+                scan.keys.extend(g.keys.iter().map(|k| k.key.clone()));
             }
-            not_before[j] = acc.clone();
         }
-        Some(not_before)
+        for scan in scans.values_mut() {
+            scan.keys.sort();
+            scan.keys.dedup();
+        }
+        scans
     }
 
-    /// The guarded key sets of `batches` (see [`WriteBatch::group_exclusions`]), each with the
-    /// position of its batch.
-    pub fn guarded_sets<'a>(
-        batches: &[Option<&'a WriteBatch>],
-        exclusions: &'a [std::collections::HashSet<Uuid>],
-    ) -> Vec<(usize, GuardedSet<'a>)> {
-        let mut sets = Vec::new();
-        for (j, batch) in batches.iter().enumerate() {
-            for set in batch.iter().flat_map(|b| b.match_keys.iter()).filter(|s| s.guard.is_some()) {
-                sets.push((j, (set, &exclusions[j])));
+    /// Positions of the batches of a group (`None`: a job that is no record write) whose
+    /// duplicate checks went stale: judged against `committed` (what `guard_scans` asked for,
+    /// read inside the group's transaction before its keys are written) and, as if the batches
+    /// were applied one after another, against the keys of the batches before them. A batch's
+    /// own records never count against it.
+    pub fn stale_in_group(batches: &[Option<&WriteBatch>], committed: &StampedKeys) -> Vec<usize> {
+        use std::collections::HashMap;
+        // (object, key) → holders with their stamps; the group's own keys are added as it goes,
+        // stamped after every check.
+        type Holders<'a> = HashMap<(&'a str, &'a [u8]), Vec<(Uuid, i64)>>;
+        let mut holders: Holders<'_> = HashMap::new();
+        for (object, rows) in committed {
+            for (id, key, stamp) in rows {
+                holders.entry((object.as_str(), key.as_slice())).or_default().push((*id, *stamp));
             }
         }
-        sets
+        let mut stale = Vec::new();
+        for (j, batch) in batches.iter().enumerate() {
+            let Some(batch) = batch else { continue };
+            let own = batch.record_ids();
+            let breached = batch.match_keys.iter().any(|set| {
+                let Some(guard) = &set.guard else { return false };
+                let rows = guard.keys.iter().flat_map(|k| {
+                    let key = k.key.as_slice();
+                    let found = holders.get(&(set.object.as_str(), key));
+                    found.into_iter().flatten().map(move |(id, stamp)| (*id, key, *stamp))
+                });
+                guard.breached_by(rows, |id| own.contains(id)).is_some()
+            });
+            if breached {
+                stale.push(j);
+                continue;
+            }
+            for set in &batch.match_keys {
+                for k in &set.keys {
+                    holders.entry((set.object.as_str(), k.as_slice())).or_default().push((set.record_id, i64::MAX));
+                }
+            }
+        }
+        stale
     }
 
     /// Match keys are kept for active records only (so that [`Store::match_blocks`] never has
