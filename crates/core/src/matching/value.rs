@@ -105,13 +105,19 @@ pub(crate) struct CityValue {
 }
 
 /// Normalises one raw cell of the given kind. Returns `None` for a missing value: empty,
-/// whitespace, or a placeholder such as "N/A", "null", "-", "无" or "未知".
+/// whitespace, or a placeholder such as "N/A", "null", "-", "无" or "未知" — also one that only
+/// normalisation reveals (a traditional or compatibility form of "无", say), so that a value's
+/// exact form, prepared again, is the same value.
 pub fn prepare(kind: FieldKind, raw: &str) -> Option<Prepared> {
     let raw = cut(raw, MAX_VALUE_BYTES);
     let trimmed = raw.trim();
     if is_placeholder(trimmed) {
         return None;
     }
+    prepare_kind(kind, trimmed).filter(|p| !is_placeholder(&p.exact))
+}
+
+fn prepare_kind(kind: FieldKind, trimmed: &str) -> Option<Prepared> {
     match kind {
         FieldKind::PersonName | FieldKind::GivenName | FieldKind::Surname => prepare_name(kind, trimmed),
         FieldKind::CompanyName => prepare_company(trimmed),
@@ -642,6 +648,14 @@ mod tests {
                 assert_eq!(prepare(kind, raw), None, "{kind} {raw:?}");
             }
         }
+        // A placeholder that only normalisation reveals: 無 (traditional), 🈚 (squared
+        // ideograph, NFKC 無), with a sign that names drop (found by the property test).
+        for raw in ["無", "🈚", "ＮＵＬＬ"] {
+            for kind in [FieldKind::PersonName, FieldKind::CompanyName, FieldKind::Address] {
+                assert_eq!(prepare(kind, raw), None, "{kind} {raw:?}");
+            }
+        }
+        assert_eq!(prepare(FieldKind::PersonName, "🈚എ"), None);
     }
 
     #[test]
