@@ -313,7 +313,25 @@ fn key_hash(class: u8, text: &str) -> u64 {
     hash
 }
 
+/// Candidate pairs of record indexes (i < j), sorted, and for each pair the set of key classes
+/// that proposed it.
+pub(crate) struct Candidates {
+    pub pairs: Vec<(u32, u32)>,
+    pub classes: Vec<u64>,
+}
+
+/// Proposals (a pair as proposed by one key, before pairs proposed by several keys are merged)
+/// are generated in passes over ranges of the smaller record index, each holding about a
+/// sixteenth of them, or this many when there are few.
+const MIN_PROPOSALS_PER_PASS: usize = 1 << 20;
+/// Passes over the proposals when there are many (each pass enumerates the blocks again).
+const PASSES: usize = 16;
+
 /// Candidate pairs (i < j) with the set of key classes that proposed each, sorted by pair.
+///
+/// A pair proposed by several keys is merged into one; the proposals are generated in passes,
+/// each keeping the pairs whose smaller index falls into its range, so that the memory held
+/// at once is bounded by the merged pairs plus one pass of proposals rather than all of them.
 pub(crate) fn candidate_pairs(
     classes: &[KeyClass],
     records: &[PreparedRecord],
@@ -321,7 +339,7 @@ pub(crate) fn candidate_pairs(
     sort_rank: &[u32],
     max_block_size: usize,
     window: usize,
-) -> Vec<(u32, u32, u64)> {
+) -> Candidates {
     let mut keyed: Vec<(u64, u32, u32, u8)> = Vec::with_capacity(records.len() * 8);
     let mut scratch = Vec::new();
     for (index, record) in records.iter().enumerate() {
@@ -334,7 +352,8 @@ pub(crate) fn candidate_pairs(
     // Grouped by key, members ordered by sort rank (for the sorted-neighbourhood windows).
     keyed.sort_unstable();
     keyed.dedup();
-    let mut pairs: Vec<(u64, u64)> = Vec::new();
+    // Blocks as ranges of `keyed`: a key's members, each paired with the next `reach - 1`.
+    let mut blocks: Vec<(usize, usize)> = Vec::new();
     let mut start = 0;
     while start < keyed.len() {
         let hash = keyed[start].0;
@@ -342,24 +361,66 @@ pub(crate) fn candidate_pairs(
         while end < keyed.len() && keyed[end].0 == hash {
             end += 1;
         }
-        let members = &keyed[start..end];
-        let class_bit = 1u64 << members[0].3;
-        let reach = if members.len() <= max_block_size { members.len() } else { window + 1 };
-        for (p, a) in members.iter().enumerate() {
-            for b in members.iter().skip(p + 1).take(reach - 1) {
-                let (x, y) = if a.2 < b.2 { (a.2, b.2) } else { (b.2, a.2) };
-                pairs.push(((u64::from(x) << 32) | u64::from(y), class_bit));
-            }
+        if end - start >= 2 {
+            blocks.push((start, end));
         }
         start = end;
     }
-    pairs.sort_unstable_by_key(|p| p.0);
-    let mut merged: Vec<(u32, u32, u64)> = Vec::with_capacity(pairs.len() / 2);
-    for (key, bits) in pairs {
-        let (x, y) = ((key >> 32) as u32, key as u32);
-        match merged.last_mut() {
-            Some(last) if last.0 == x && last.1 == y => last.2 |= bits,
-            _ => merged.push((x, y, bits)),
+    let for_each_proposal = |emit: &mut dyn FnMut(u32, u32, u64)| {
+        for &(start, end) in &blocks {
+            let members = &keyed[start..end];
+            let class_bit = 1u64 << members[0].3;
+            let reach = if members.len() <= max_block_size { members.len() } else { window + 1 };
+            for (p, a) in members.iter().enumerate() {
+                for b in members.iter().skip(p + 1).take(reach - 1) {
+                    let (x, y) = if a.2 < b.2 { (a.2, b.2) } else { (b.2, a.2) };
+                    emit(x, y, class_bit);
+                }
+            }
+        }
+    };
+    // Proposals per smaller index, to cut the index range into passes of bounded size.
+    let mut per_record = vec![0u32; records.len()];
+    let mut proposals = 0usize;
+    for_each_proposal(&mut |x, _, _| {
+        per_record[x as usize] = per_record[x as usize].saturating_add(1);
+        proposals += 1;
+    });
+    let per_pass = proposals.div_ceil(PASSES).max(MIN_PROPOSALS_PER_PASS);
+    let mut passes: Vec<(u32, u32)> = Vec::new();
+    let (mut low, mut held) = (0usize, 0usize);
+    for (x, &count) in per_record.iter().enumerate() {
+        if held > 0 && held + count as usize > per_pass {
+            passes.push((low as u32, x as u32));
+            (low, held) = (x, 0);
+        }
+        held += count as usize;
+    }
+    if held > 0 {
+        passes.push((low as u32, records.len() as u32));
+    }
+    drop(per_record);
+    // The merged pairs are at most the proposals; capacity that is never written is never
+    // touched, so reserving the bound costs address space, not memory.
+    let mut merged = Candidates { pairs: Vec::with_capacity(proposals), classes: Vec::with_capacity(proposals) };
+    let mut pass: Vec<(u64, u64)> = Vec::new();
+    for (low, high) in passes {
+        pass.clear();
+        for_each_proposal(&mut |x, y, bits| {
+            if (low..high).contains(&x) {
+                pass.push(((u64::from(x) << 32) | u64::from(y), bits));
+            }
+        });
+        pass.sort_unstable_by_key(|p| p.0);
+        for &(key, bits) in &pass {
+            let (x, y) = ((key >> 32) as u32, key as u32);
+            match (merged.pairs.last(), merged.classes.last_mut()) {
+                (Some(&last), Some(last_bits)) if last == (x, y) => *last_bits |= bits,
+                _ => {
+                    merged.pairs.push((x, y));
+                    merged.classes.push(bits);
+                }
+            }
         }
     }
     merged
@@ -431,9 +492,9 @@ mod tests {
         let frequencies = token_frequencies(&classes, &records, 1);
         let rank: Vec<u32> = (0..50).collect();
         let all = candidate_pairs(&classes, &records, &frequencies, &rank, 100, 3);
-        assert_eq!(all.len(), 50 * 49 / 2);
+        assert_eq!(all.pairs.len(), 50 * 49 / 2);
         let windowed = candidate_pairs(&classes, &records, &frequencies, &rank, 10, 3);
-        assert_eq!(windowed.len(), 47 * 3 + 2 + 1);
-        assert!(windowed.iter().all(|(a, b, bits)| a < b && *bits == 1));
+        assert_eq!(windowed.pairs.len(), 47 * 3 + 2 + 1);
+        assert!(windowed.pairs.iter().all(|(a, b)| a < b) && windowed.classes.iter().all(|&bits| bits == 1));
     }
 }
