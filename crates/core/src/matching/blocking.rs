@@ -148,7 +148,7 @@ pub(crate) fn record_keys(
             }
             Rule::SplitName { surname, given } => {
                 if let (Some(s), Some(g)) = (value(surname).and_then(name_of), value(given).and_then(name_of)) {
-                    let (s_form, g_form) = (s.tokens.concat(), g.tokens.concat());
+                    let (s_form, g_form): (String, String) = (s.tokens.iter().collect(), g.tokens.iter().collect());
                     for (a, b) in [(&s_form, &g_form), (&g_form, &s_form)] {
                         if let Some(initial) = b.chars().next() {
                             out.push((c, format!("{a}|{initial}")));
@@ -158,7 +158,7 @@ pub(crate) fn record_keys(
             }
             Rule::SplitNameMetaphone { surname, given } => {
                 if let (Some(s), Some(g)) = (value(surname).and_then(name_of), value(given).and_then(name_of)) {
-                    let (s_form, g_form) = (s.tokens.concat(), g.tokens.concat());
+                    let (s_form, g_form): (String, String) = (s.tokens.iter().collect(), g.tokens.iter().collect());
                     for (a, b) in [(&s_form, &g_form), (&g_form, &s_form)] {
                         let code = double_metaphone(a);
                         if let (Some(initial), false) = (b.chars().next(), code.is_empty()) {
@@ -169,7 +169,7 @@ pub(crate) fn record_keys(
             }
             Rule::Sound(i) => {
                 if let Some(name) = value(i).and_then(name_of) {
-                    out.push((c, name.tokens.concat()));
+                    out.push((c, name.tokens.iter().collect()));
                 }
             }
             Rule::Exact(i) => {
@@ -204,10 +204,12 @@ pub(crate) fn record_keys(
                 }
             }
             Rule::DateKey(i) => {
-                if let Some(Detail::Date(d)) = value(i).map(|v| &v.detail) {
+                if let Some(v) = value(i)
+                    && let Detail::Date(d) = &v.detail
+                {
                     match d.ymd {
                         Some((y, m, day)) => out.push((c, format!("{y}-{}-{}", m.min(day), m.max(day)))),
-                        None => out.push((c, d.digits.to_string())),
+                        None => out.push((c, v.exact.to_string())),
                     }
                 }
             }
@@ -235,26 +237,26 @@ fn name_of(value: &Prepared) -> Option<&NameValue> {
 /// (surname sound, initial of the given name) for each plausible reading of a name: for a Han
 /// name the surname is known; for a Latin name it may be the first or the last word.
 fn surname_initial_pairs(name: &NameValue) -> Vec<(&str, char)> {
-    let tokens = &name.tokens;
     let initial = |t: &str| t.chars().next();
     let mut pairs = Vec::new();
-    match tokens.len() {
-        0 => {}
-        1 => {
-            if let Some(i) = initial(&tokens[0]) {
-                pairs.push((&*tokens[0], i));
+    let mut tokens = name.tokens.iter();
+    match (tokens.next(), tokens.next(), name.tokens.iter().next_back()) {
+        (Some(first), None, _) => {
+            if let Some(i) = initial(first) {
+                pairs.push((first, i));
             }
         }
-        n => {
-            if let Some(i) = initial(&tokens[1]) {
-                pairs.push((&*tokens[0], i));
+        (Some(first), Some(second), Some(last)) => {
+            if let Some(i) = initial(second) {
+                pairs.push((first, i));
             }
             if !name.surname_first
-                && let Some(i) = initial(&tokens[0])
+                && let Some(i) = initial(first)
             {
-                pairs.push((&*tokens[n - 1], i));
+                pairs.push((last, i));
             }
         }
+        _ => {}
     }
     pairs
 }
@@ -265,14 +267,11 @@ fn rare_tokens(field: usize, value: &Prepared, frequencies: Option<&TokenFrequen
         _ => return,
     };
     let Some(table) = frequencies.and_then(|f| f.get(field)) else {
-        tokens.iter().for_each(|t| emit(t));
+        tokens.iter().for_each(&mut emit);
         return;
     };
-    let mut ranked: Vec<(u32, &str)> = tokens
-        .iter()
-        .filter_map(|t| table.get(t).map(|&count| (count, &**t)))
-        .filter(|(count, _)| *count >= 2)
-        .collect();
+    let mut ranked: Vec<(u32, &str)> =
+        tokens.iter().filter_map(|t| table.get(t).map(|&count| (count, t))).filter(|(count, _)| *count >= 2).collect();
     ranked.sort_unstable();
     for (_, token) in ranked.into_iter().take(RAREST_TOKENS) {
         emit(token);
@@ -294,8 +293,13 @@ pub(crate) fn token_frequencies(classes: &[KeyClass], records: &[PreparedRecord]
             if let Some(Detail::Company(t) | Detail::Tokens(t)) =
                 record.values.get(i).and_then(Option::as_ref).map(|v| &v.detail)
             {
-                for token in &t.tokens {
-                    *tables[i].entry(token.clone()).or_insert(0) += 1;
+                for token in t.tokens.iter() {
+                    match tables[i].get_mut(token) {
+                        Some(count) => *count += 1,
+                        None => {
+                            tables[i].insert(token.into(), 1);
+                        }
+                    }
                 }
             }
         }
@@ -314,10 +318,13 @@ fn key_hash(class: u8, text: &str) -> u64 {
 }
 
 /// Candidate pairs of record indexes (i < j), sorted, and for each pair the set of key classes
-/// that proposed it.
+/// that proposed it, as an index into the distinct sets (there are few of them, so a pair holds
+/// four bytes for its set rather than eight).
 pub(crate) struct Candidates {
     pub pairs: Vec<(u32, u32)>,
-    pub classes: Vec<u64>,
+    pub proposed_by: Vec<u32>,
+    /// Distinct sets of key classes (bit sets of class indexes).
+    pub class_sets: Vec<u64>,
 }
 
 /// Proposals (a pair as proposed by one key, before pairs proposed by several keys are merged)
@@ -402,7 +409,12 @@ pub(crate) fn candidate_pairs(
     drop(per_record);
     // The merged pairs are at most the proposals; capacity that is never written is never
     // touched, so reserving the bound costs address space, not memory.
-    let mut merged = Candidates { pairs: Vec::with_capacity(proposals), classes: Vec::with_capacity(proposals) };
+    let mut merged = Candidates {
+        pairs: Vec::with_capacity(proposals),
+        proposed_by: Vec::with_capacity(proposals),
+        class_sets: Vec::new(),
+    };
+    let mut set_ids: HashMap<u64, u32> = HashMap::new();
     let mut pass: Vec<(u64, u64)> = Vec::new();
     for (low, high) in passes {
         pass.clear();
@@ -412,15 +424,23 @@ pub(crate) fn candidate_pairs(
             }
         });
         pass.sort_unstable_by_key(|p| p.0);
-        for &(key, bits) in &pass {
-            let (x, y) = ((key >> 32) as u32, key as u32);
-            match (merged.pairs.last(), merged.classes.last_mut()) {
-                (Some(&last), Some(last_bits)) if last == (x, y) => *last_bits |= bits,
-                _ => {
-                    merged.pairs.push((x, y));
-                    merged.classes.push(bits);
-                }
+        // Proposals of the same pair merged in place (their class bits OR-ed).
+        let mut kept = 0;
+        for read in 0..pass.len() {
+            if kept > 0 && pass[kept - 1].0 == pass[read].0 {
+                pass[kept - 1].1 |= pass[read].1;
+            } else {
+                pass[kept] = pass[read];
+                kept += 1;
             }
+        }
+        for &(key, bits) in &pass[..kept] {
+            let id = *set_ids.entry(bits).or_insert_with(|| {
+                merged.class_sets.push(bits);
+                (merged.class_sets.len() - 1) as u32
+            });
+            merged.pairs.push(((key >> 32) as u32, key as u32));
+            merged.proposed_by.push(id);
         }
     }
     merged
@@ -495,6 +515,7 @@ mod tests {
         assert_eq!(all.pairs.len(), 50 * 49 / 2);
         let windowed = candidate_pairs(&classes, &records, &frequencies, &rank, 10, 3);
         assert_eq!(windowed.pairs.len(), 47 * 3 + 2 + 1);
-        assert!(windowed.pairs.iter().all(|(a, b)| a < b) && windowed.classes.iter().all(|&bits| bits == 1));
+        assert!(windowed.pairs.iter().all(|(a, b)| a < b));
+        assert!(windowed.proposed_by.iter().all(|&set| windowed.class_sets[set as usize] == 1));
     }
 }

@@ -238,8 +238,9 @@ impl Matcher {
 
     /// Finds duplicates among `records`: blocking, comparison, unsupervised estimation, scoring.
     ///
-    /// Per candidate pair it holds the pair, the classes that proposed it (until the EM
-    /// sessions are counted), its comparison levels (until the last weights) and its weight.
+    /// Per candidate pair it holds the pair, the set of classes that proposed it (until the EM
+    /// sessions are counted), its comparison levels, packed (until the last weights), and its
+    /// weight.
     /// Weights are computed on all worker threads, and sums over pairs are taken in pair
     /// order, so that the result does not depend on the number of threads.
     pub fn dedupe(&self, records: &[PreparedRecord], progress: &mut dyn FnMut(Stage, u64, u64)) -> DedupeResult {
@@ -249,7 +250,7 @@ impl Matcher {
         progress(Stage::Blocking, 0, n as u64);
         let frequencies = blocking::token_frequencies(&self.classes, records, width);
         let rank = sort_ranks(&self.kinds, records);
-        let blocking::Candidates { pairs, classes: proposed_by } = blocking::candidate_pairs(
+        let blocking::Candidates { pairs, proposed_by, class_sets } = blocking::candidate_pairs(
             &self.classes,
             records,
             &frequencies,
@@ -285,8 +286,8 @@ impl Matcher {
             .filter(|pair| pairs.binary_search(pair).is_err())
             .collect();
         let sample_levels = self.compare_pairs(records, &sample);
-        let candidate_counts = level_counts(&levels, width, &fields);
-        let sample_counts = level_counts(&sample_levels, width, &fields);
+        let candidate_counts = level_counts(&levels, &fields);
+        let sample_counts = level_counts(&sample_levels, &fields);
         for ((field, in_candidates), in_sample) in fields.iter_mut().zip(candidate_counts).zip(sample_counts) {
             let present = f64::from(field.present);
             let all_pairs = present * (present - 1.0) / 2.0;
@@ -305,7 +306,7 @@ impl Matcher {
         }
         progress(Stage::Estimating, 1, 4);
 
-        let sessions = self.sessions(&proposed_by, &levels);
+        let sessions = self.sessions(&proposed_by, &class_sets, &levels);
         drop(proposed_by);
         let reports: Vec<EmSession> = model::estimate_m(&mut fields, &sessions, self.config.em_iterations);
         let mut model = Model { fields, prior: 1e-6, sessions: reports };
@@ -324,7 +325,10 @@ impl Matcher {
         let tops: Vec<u8> = model.fields.iter().map(|f| (f.m.len() - 1) as u8).collect();
         let mut agreeing = vec![0.0f64; width];
         let mut agreeing_non_match = vec![0.0f64; width];
-        for (row, &weight) in levels.chunks_exact(width.max(1)).zip(&weights) {
+        let mut row = [MISSING; MAX_FIELDS];
+        let row = &mut row[..width];
+        for (packed, &weight) in levels.rows().zip(&weights) {
+            levels.unpack(packed, row);
             let q = 1.0 - model.probability(weight);
             for (k, (&level, &top)) in row.iter().zip(&tops).enumerate() {
                 if level == top {
@@ -353,30 +357,41 @@ impl Matcher {
     }
 
     /// Total weight of each pair, into `out` (one per pair), on all worker threads.
-    fn weights(&self, model: &Model, records: &[PreparedRecord], pairs: &[(u32, u32)], levels: &[u8], out: &mut [f64]) {
-        let width = self.kinds.len().max(1);
+    fn weights(
+        &self,
+        model: &Model,
+        records: &[PreparedRecord],
+        pairs: &[(u32, u32)],
+        levels: &LevelRows,
+        out: &mut [f64],
+    ) {
         fill_on_threads(out, self.threads(), |first, chunk| {
-            let rows = levels[first * width..].chunks_exact(width);
-            for ((&(a, b), row), weight) in pairs[first..].iter().zip(rows).zip(chunk) {
+            let mut row = [MISSING; MAX_FIELDS];
+            let row = &mut row[..levels.width];
+            for ((&(a, b), packed), weight) in pairs[first..].iter().zip(levels.rows_from(first)).zip(chunk) {
+                levels.unpack(packed, row);
                 *weight = model.total_weight(row, &records[a as usize].values, &records[b as usize].values);
             }
         });
     }
 
-    /// Comparison vectors of `pairs`, flattened (one row of `fields` levels per pair).
-    fn compare_pairs(&self, records: &[PreparedRecord], pairs: &[(u32, u32)]) -> Vec<u8> {
-        let width = self.kinds.len();
-        let mut out = vec![MISSING; pairs.len() * width];
-        if pairs.is_empty() || width == 0 {
+    /// Comparison vectors of `pairs`, packed.
+    fn compare_pairs(&self, records: &[PreparedRecord], pairs: &[(u32, u32)]) -> LevelRows {
+        let mut out = LevelRows::new(self.kinds.len(), pairs.len());
+        if pairs.is_empty() {
             return out;
         }
+        let (width, words) = (out.width, out.words);
         let threads = self.threads();
         let per_thread = pairs.len().div_ceil(threads).max(1);
         std::thread::scope(|scope| {
-            for (pair_chunk, out_chunk) in pairs.chunks(per_thread).zip(out.chunks_mut(per_thread * width)) {
+            for (pair_chunk, out_chunk) in pairs.chunks(per_thread).zip(out.data.chunks_mut(per_thread * words)) {
                 scope.spawn(move || {
-                    for (&(a, b), row) in pair_chunk.iter().zip(out_chunk.chunks_exact_mut(width)) {
+                    let mut row = [MISSING; MAX_FIELDS];
+                    let row = &mut row[..width];
+                    for (&(a, b), packed) in pair_chunk.iter().zip(out_chunk.chunks_exact_mut(words)) {
                         self.compare_into(&records[a as usize], &records[b as usize], row);
+                        LevelRows::pack(row, packed);
                     }
                 });
             }
@@ -386,7 +401,7 @@ impl Matcher {
 
     /// One EM session per set of fields that blocking classes are made from; each sees the
     /// candidate pairs its classes proposed, with those fields left out.
-    fn sessions(&self, proposed_by: &[u64], levels: &[u8]) -> Vec<Patterns> {
+    fn sessions(&self, proposed_by: &[u32], class_sets: &[u64], levels: &LevelRows) -> Vec<Patterns> {
         let width = self.kinds.len();
         let mut field_sets: Vec<u64> = self.classes.iter().map(|c| c.fields).collect();
         field_sets.sort_unstable();
@@ -403,7 +418,10 @@ impl Matcher {
             .collect();
         let mut counts: Vec<HashMap<Vec<u8>, u64>> = vec![HashMap::new(); field_sets.len()];
         let mut pattern = vec![MISSING; width];
-        for (&bits, row) in proposed_by.iter().zip(levels.chunks_exact(width.max(1))) {
+        let mut row = vec![MISSING; width];
+        for (&set, packed) in proposed_by.iter().zip(levels.rows()) {
+            let bits = class_sets[set as usize];
+            levels.unpack(packed, &mut row);
             for ((session, &mask), &excluded) in counts.iter_mut().zip(&class_masks).zip(&field_sets) {
                 if bits & mask == 0 {
                     continue;
@@ -432,6 +450,55 @@ impl Matcher {
     }
 }
 
+/// Comparison levels of many pairs, packed three bits to a field and ten fields to a 32-bit
+/// word (a row of eight fields takes four bytes instead of eight). Levels are below
+/// `MAX_LEVELS` (every kind has at most six); a missing value is stored as 7.
+#[derive(Debug)]
+struct LevelRows {
+    width: usize,
+    /// Words per row.
+    words: usize,
+    data: Vec<u32>,
+}
+
+const LEVEL_BITS: usize = 3;
+const FIELDS_PER_WORD: usize = 10;
+const PACKED_MISSING: u32 = 7;
+/// Levels a kind may have for its levels to be packed.
+const MAX_LEVELS: usize = 7;
+
+impl LevelRows {
+    fn new(width: usize, rows: usize) -> Self {
+        let words = width.div_ceil(FIELDS_PER_WORD).max(1);
+        Self { width, words, data: vec![0; rows * words] }
+    }
+
+    fn pack(row: &[u8], out: &mut [u32]) {
+        out.fill(0);
+        for (k, &level) in row.iter().enumerate() {
+            debug_assert!(level == MISSING || usize::from(level) < MAX_LEVELS, "level {level} cannot be packed");
+            let code = if level == MISSING { PACKED_MISSING } else { u32::from(level) };
+            out[k / FIELDS_PER_WORD] |= code << ((k % FIELDS_PER_WORD) * LEVEL_BITS);
+        }
+    }
+
+    fn unpack(&self, packed: &[u32], row: &mut [u8]) {
+        for (k, slot) in row.iter_mut().enumerate() {
+            let code = (packed[k / FIELDS_PER_WORD] >> ((k % FIELDS_PER_WORD) * LEVEL_BITS)) & PACKED_MISSING;
+            *slot = if code == PACKED_MISSING { MISSING } else { code as u8 };
+        }
+    }
+
+    fn rows(&self) -> std::slice::ChunksExact<'_, u32> {
+        self.data.chunks_exact(self.words)
+    }
+
+    /// Rows from row `first` on.
+    fn rows_from(&self, first: usize) -> std::slice::ChunksExact<'_, u32> {
+        self.data[first * self.words..].chunks_exact(self.words)
+    }
+}
+
 /// Fills `out` on up to `threads` scoped threads: `f` gets the index of its chunk's first item
 /// and the chunk. Fewer than 256 items stay on the calling thread.
 fn fill_on_threads<U: Send>(out: &mut [U], threads: usize, f: impl Fn(usize, &mut [U]) + Sync) {
@@ -448,11 +515,13 @@ fn fill_on_threads<U: Send>(out: &mut [U], threads: usize, f: impl Fn(usize, &mu
     });
 }
 
-/// Count of each level of each field in flattened comparison rows (`MISSING` is not counted).
-/// The counts are whole numbers below 2^53, so they equal adding 1.0 per pair.
-fn level_counts(rows: &[u8], width: usize, fields: &[FieldModel]) -> Vec<Vec<f64>> {
+/// Count of each level of each field in comparison rows (`MISSING` is not counted). The counts
+/// are whole numbers below 2^53, so they equal adding 1.0 per pair.
+fn level_counts(levels: &LevelRows, fields: &[FieldModel]) -> Vec<Vec<f64>> {
     let mut counts: Vec<Vec<u64>> = fields.iter().map(|f| vec![0; f.m.len()]).collect();
-    for row in rows.chunks_exact(width.max(1)) {
+    let mut row = vec![MISSING; levels.width];
+    for packed in levels.rows() {
+        levels.unpack(packed, &mut row);
         for (&level, field_counts) in row.iter().zip(counts.iter_mut()) {
             if let Some(slot) = field_counts.get_mut(usize::from(level)) {
                 *slot += 1;
@@ -470,7 +539,7 @@ fn mark_name_like_emails(kinds: &[FieldKind], record: &mut PreparedRecord) {
         if let (FieldKind::PersonName | FieldKind::GivenName | FieldKind::Surname, Some(v)) = (kind, value)
             && let Detail::Name(name) = &v.detail
         {
-            tokens.extend(name.tokens.iter().cloned());
+            tokens.extend(name.tokens.iter().map(Box::from));
         }
     }
     if tokens.is_empty() {
@@ -538,7 +607,7 @@ fn sort_ranks(kinds: &[FieldKind], records: &[PreparedRecord]) -> Vec<u32> {
             for &k in &order {
                 if let Some(Some(v)) = row.get(k) {
                     let part = match &v.detail {
-                        Detail::Name(name) => name.forms.first().map_or_else(|| v.exact.to_string(), |f| f.to_string()),
+                        Detail::Name(name) => name.forms.first().map_or_else(|| v.exact.to_string(), str::to_owned),
                         _ => v.exact.to_string(),
                     };
                     key.push_str(&part);
@@ -632,6 +701,25 @@ fn parallel_map<T: Sync, U: Send>(items: &[T], threads: usize, f: impl Fn(&T) ->
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn levels_pack_and_unpack() {
+        for kind in FieldKind::ALL {
+            assert!(kind.level_count() <= MAX_LEVELS, "{kind} has too many levels to pack");
+        }
+        for width in [1usize, 8, 10, 11, 64] {
+            let row: Vec<u8> =
+                (0..width).map(|k| if k % 5 == 4 { MISSING } else { (k % MAX_LEVELS) as u8 % 6 }).collect();
+            let mut levels = LevelRows::new(width, 3);
+            let words = levels.words;
+            LevelRows::pack(&row, &mut levels.data[words..2 * words]);
+            let mut back = vec![0; width];
+            levels.unpack(levels.rows_from(1).next().unwrap(), &mut back);
+            assert_eq!(back, row);
+            levels.unpack(levels.rows().next().unwrap(), &mut back);
+            assert!(back.iter().all(|&l| l == 0));
+        }
+    }
 
     #[test]
     fn map_on_all_cores_keeps_order_above_and_below_the_threshold() {
