@@ -240,7 +240,7 @@ fn surname_initial_pairs(name: &NameValue) -> Vec<(&str, char)> {
     let initial = |t: &str| t.chars().next();
     let mut pairs = Vec::new();
     let mut tokens = name.tokens.iter();
-    match (tokens.next(), tokens.next(), name.tokens.iter().next_back()) {
+    match (tokens.next(), tokens.next(), name.tokens.iter().last()) {
         (Some(first), None, _) => {
             if let Some(i) = initial(first) {
                 pairs.push((first, i));
@@ -346,21 +346,44 @@ pub(crate) fn candidate_pairs(
     sort_rank: &[u32],
     max_block_size: usize,
     window: usize,
+    threads: usize,
 ) -> Candidates {
-    let mut keyed: Vec<(u64, u32, u32, u8)> = Vec::with_capacity(records.len() * 8);
-    let mut scratch = Vec::new();
-    for (index, record) in records.iter().enumerate() {
-        scratch.clear();
-        record_keys(classes, &record.values, Some(frequencies), &mut scratch);
-        for (class, text) in &scratch {
-            keyed.push((key_hash(*class, text), sort_rank[index], index as u32, *class));
+    // Keys of consecutive slices of the records on the worker threads, joined in record order.
+    let per_thread = records.len().div_ceil(threads.max(1)).max(1);
+    let keys_of = |first: usize, slice: &[PreparedRecord]| {
+        let mut keyed: Vec<(u64, u32, u32, u8)> = Vec::with_capacity(slice.len() * 8);
+        let mut scratch = Vec::new();
+        for (index, record) in (first..).zip(slice) {
+            scratch.clear();
+            record_keys(classes, &record.values, Some(frequencies), &mut scratch);
+            for (class, text) in &scratch {
+                keyed.push((key_hash(*class, text), sort_rank[index], index as u32, *class));
+            }
         }
-    }
+        keyed
+    };
+    let parts: Vec<Vec<(u64, u32, u32, u8)>> = std::thread::scope(|scope| {
+        let keys_of = &keys_of;
+        let handles: Vec<_> = records
+            .chunks(per_thread)
+            .enumerate()
+            .map(|(i, slice)| scope.spawn(move || keys_of(i * per_thread, slice)))
+            .collect();
+        handles
+            .into_iter()
+            .map(|handle| match handle.join() {
+                Ok(part) => part,
+                Err(panic) => std::panic::resume_unwind(panic),
+            })
+            .collect()
+    });
+    let mut keyed = parts.concat();
+    drop(parts);
     // Grouped by key, members ordered by sort rank (for the sorted-neighbourhood windows).
     keyed.sort_unstable();
     keyed.dedup();
     // Blocks as ranges of `keyed`: a key's members, each paired with the next `reach - 1`.
-    let mut blocks: Vec<(usize, usize)> = Vec::new();
+    let mut blocks: Vec<(u32, u32)> = Vec::new();
     let mut start = 0;
     while start < keyed.len() {
         let hash = keyed[start].0;
@@ -369,13 +392,13 @@ pub(crate) fn candidate_pairs(
             end += 1;
         }
         if end - start >= 2 {
-            blocks.push((start, end));
+            blocks.push((start as u32, end as u32));
         }
         start = end;
     }
     let for_each_proposal = |emit: &mut dyn FnMut(u32, u32, u64)| {
         for &(start, end) in &blocks {
-            let members = &keyed[start..end];
+            let members = &keyed[start as usize..end as usize];
             let class_bit = 1u64 << members[0].3;
             let reach = if members.len() <= max_block_size { members.len() } else { window + 1 };
             for (p, a) in members.iter().enumerate() {
@@ -511,9 +534,9 @@ mod tests {
             (0..50).map(|_| PreparedRecord { values: vec![prepare(FieldKind::Exact, "same")] }).collect();
         let frequencies = token_frequencies(&classes, &records, 1);
         let rank: Vec<u32> = (0..50).collect();
-        let all = candidate_pairs(&classes, &records, &frequencies, &rank, 100, 3);
+        let all = candidate_pairs(&classes, &records, &frequencies, &rank, 100, 3, 2);
         assert_eq!(all.pairs.len(), 50 * 49 / 2);
-        let windowed = candidate_pairs(&classes, &records, &frequencies, &rank, 10, 3);
+        let windowed = candidate_pairs(&classes, &records, &frequencies, &rank, 10, 3, 1);
         assert_eq!(windowed.pairs.len(), 47 * 3 + 2 + 1);
         assert!(windowed.pairs.iter().all(|(a, b)| a < b));
         assert!(windowed.proposed_by.iter().all(|&set| windowed.class_sets[set as usize] == 1));

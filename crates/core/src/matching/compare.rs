@@ -330,7 +330,19 @@ fn initials_compatible(a: &NameValue, b: &NameValue) -> bool {
         }
         whole
     };
-    aligned(&mut b.tokens.iter()) || aligned(&mut b.tokens.iter().rev())
+    if aligned(&mut b.tokens.iter()) {
+        return true;
+    }
+    let mut reversed = [""; 16];
+    if a.tokens.len() <= reversed.len() {
+        for (slot, token) in reversed.iter_mut().rev().zip(b.tokens.iter()) {
+            *slot = token;
+        }
+        aligned(&mut reversed[reversed.len() - a.tokens.len()..].iter().copied())
+    } else {
+        let tokens: Vec<&str> = b.tokens.iter().collect();
+        aligned(&mut tokens.into_iter().rev())
+    }
 }
 
 fn compare_companies(ea: &str, eb: &str, a: &TokenValue, b: &TokenValue) -> u8 {

@@ -257,6 +257,7 @@ impl Matcher {
             &rank,
             self.config.max_block_size.max(2),
             self.config.window.max(1),
+            self.threads(),
         );
         drop((frequencies, rank));
         progress(Stage::Blocking, n as u64, n as u64);

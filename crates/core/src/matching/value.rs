@@ -102,28 +102,33 @@ pub(crate) struct TokenValue {
 }
 
 /// A short list of short strings (the tokens of an address, a company name or a name) in one
-/// allocation, each followed by a separator that no token contains: an address's dozens of
-/// tokens cost one allocation instead of one each. Two lists are equal when their items are.
+/// allocation, each preceded by its length in bytes written as one character (one byte for
+/// items shorter than 128 bytes): an address's dozens of tokens cost one allocation instead of
+/// one each, and reading them back needs no search for separators. Two lists are equal when
+/// their items are.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub(crate) struct Words(Box<str>);
 
-/// Ends each item of [`Words`]: a control character, never part of a token (tokens are made
-/// of letters, digits and CJK characters; any separator in an item is dropped).
-const WORD_END: char = '\u{1f}';
+/// Longest item of [`Words`] (lengths are written as a `char`, which cannot be a surrogate);
+/// values are cut to `MAX_VALUE_BYTES` long before, so no item comes near it.
+const MAX_WORD_BYTES: usize = 0xD7FF;
 
 impl Words {
     pub fn new<S: AsRef<str>>(items: impl IntoIterator<Item = S>) -> Self {
         let mut packed = String::new();
         for item in items {
-            packed.extend(item.as_ref().chars().filter(|&c| c != WORD_END));
-            packed.push(WORD_END);
+            let item = cut(item.as_ref(), MAX_WORD_BYTES);
+            if let Some(length) = char::from_u32(item.len() as u32) {
+                packed.push(length);
+                packed.push_str(item);
+            }
         }
         Self(packed.into())
     }
 
     /// The items in order.
-    pub fn iter(&self) -> std::str::SplitTerminator<'_, char> {
-        self.0.split_terminator(WORD_END)
+    pub fn iter(&self) -> WordsIter<'_> {
+        WordsIter(&self.0)
     }
 
     pub fn is_empty(&self) -> bool {
@@ -135,11 +140,27 @@ impl Words {
     }
 
     pub fn len(&self) -> usize {
-        self.0.bytes().filter(|&b| b == WORD_END as u8).count()
+        self.iter().count()
     }
 
     pub fn contains(&self, item: &str) -> bool {
         self.iter().any(|t| t == item)
+    }
+}
+
+/// The items of [`Words`].
+#[derive(Debug, Clone)]
+pub(crate) struct WordsIter<'a>(&'a str);
+
+impl<'a> Iterator for WordsIter<'a> {
+    type Item = &'a str;
+
+    fn next(&mut self) -> Option<&'a str> {
+        let mut chars = self.0.chars();
+        let length = chars.next()? as usize;
+        let (item, rest) = chars.as_str().split_at_checked(length)?;
+        self.0 = rest;
+        Some(item)
     }
 }
 
