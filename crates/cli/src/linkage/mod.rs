@@ -149,11 +149,11 @@ fn bench(records: &Path, truth: &Path, columns: &[(&str, &str)], threshold: f64,
             entity_of.get(id.as_str()).copied().with_context(|| format!("id {id:?} is not in {}", truth.display()))
         })
         .collect::<Result<_>>()?;
-    let candidates = outcome.result.candidate_pairs();
+    let candidates: Vec<(u32, u32)> = outcome.result.candidate_pairs().collect();
     let at = |t: f64| -> Evaluation {
         let predicted: Vec<(u32, u32)> = outcome.result.pairs_at_or_above(t).map(|p| (p.a, p.b)).collect();
         let clusters = outcome.result.clusters(t, min_link);
-        evaluate(&entities, candidates, &predicted, &clusters)
+        evaluate(&entities, &candidates, &predicted, &clusters)
     };
 
     let headline = at(threshold);

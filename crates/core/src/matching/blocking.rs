@@ -317,11 +317,75 @@ fn key_hash(class: u8, text: &str) -> u64 {
     hash
 }
 
+/// Pairs of record indexes (a < b) ordered by (a, b), held as compressed rows: the partners of
+/// record `a` are `partners[starts[a]..starts[a + 1]]`, ascending. A pair costs the four bytes
+/// of its partner.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct PairList {
+    starts: Vec<usize>,
+    partners: Vec<u32>,
+}
+
+impl PairList {
+    pub fn len(&self) -> usize {
+        self.partners.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.partners.is_empty()
+    }
+
+    /// The pairs in order, from the pair at index `first` on.
+    pub fn iter_from(&self, first: usize) -> PairIter<'_> {
+        // The row holding pair `first`: the last one starting at or before it.
+        let row = self.starts.partition_point(|&start| start <= first).saturating_sub(1);
+        PairIter { list: self, row, next: first }
+    }
+
+    pub fn iter(&self) -> PairIter<'_> {
+        self.iter_from(0)
+    }
+
+    /// Index of the pair (a, b), if it is in the list.
+    pub fn position(&self, a: u32, b: u32) -> Option<usize> {
+        let (start, end) = (*self.starts.get(a as usize)?, *self.starts.get(a as usize + 1)?);
+        self.partners[start..end].binary_search(&b).ok().map(|i| start + i)
+    }
+}
+
+/// The pairs of a [`PairList`] in order.
+#[derive(Debug, Clone)]
+pub(crate) struct PairIter<'a> {
+    list: &'a PairList,
+    row: usize,
+    next: usize,
+}
+
+impl Iterator for PairIter<'_> {
+    type Item = (u32, u32);
+
+    fn next(&mut self) -> Option<(u32, u32)> {
+        let partner = *self.list.partners.get(self.next)?;
+        while self.list.starts.get(self.row + 1).is_some_and(|&end| end <= self.next) {
+            self.row += 1;
+        }
+        self.next += 1;
+        Some((self.row as u32, partner))
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        let left = self.list.partners.len().saturating_sub(self.next);
+        (left, Some(left))
+    }
+}
+
+impl ExactSizeIterator for PairIter<'_> {}
+
 /// Candidate pairs of record indexes (i < j), sorted, and for each pair the set of key classes
 /// that proposed it, as an index into the distinct sets (there are few of them, so a pair holds
 /// four bytes for its set rather than eight).
 pub(crate) struct Candidates {
-    pub pairs: Vec<(u32, u32)>,
+    pub pairs: PairList,
     pub proposed_by: Vec<u32>,
     /// Distinct sets of key classes (bit sets of class indexes).
     pub class_sets: Vec<u64>,
@@ -433,7 +497,7 @@ pub(crate) fn candidate_pairs(
     // The merged pairs are at most the proposals; capacity that is never written is never
     // touched, so reserving the bound costs address space, not memory.
     let mut merged = Candidates {
-        pairs: Vec::with_capacity(proposals),
+        pairs: PairList { starts: vec![0; records.len() + 1], partners: Vec::with_capacity(proposals) },
         proposed_by: Vec::with_capacity(proposals),
         class_sets: Vec::new(),
     };
@@ -462,9 +526,14 @@ pub(crate) fn candidate_pairs(
                 merged.class_sets.push(bits);
                 (merged.class_sets.len() - 1) as u32
             });
-            merged.pairs.push(((key >> 32) as u32, key as u32));
+            merged.pairs.starts[(key >> 32) as usize + 1] += 1;
+            merged.pairs.partners.push(key as u32);
             merged.proposed_by.push(id);
         }
+    }
+    // Row lengths into row starts.
+    for row in 1..merged.pairs.starts.len() {
+        merged.pairs.starts[row] += merged.pairs.starts[row - 1];
     }
     merged
 }
@@ -539,6 +608,13 @@ mod tests {
         let windowed = candidate_pairs(&classes, &records, &frequencies, &rank, 10, 3, 1);
         assert_eq!(windowed.pairs.len(), 47 * 3 + 2 + 1);
         assert!(windowed.pairs.iter().all(|(a, b)| a < b));
+        let listed: Vec<(u32, u32)> = windowed.pairs.iter().collect();
+        assert!(listed.windows(2).all(|w| w[0] < w[1]));
+        for (i, &(a, b)) in listed.iter().enumerate() {
+            assert_eq!(windowed.pairs.position(a, b), Some(i));
+            assert_eq!(windowed.pairs.iter_from(i).next(), Some((a, b)));
+        }
+        assert_eq!(windowed.pairs.position(0, 0), None);
         assert!(windowed.proposed_by.iter().all(|&set| windowed.class_sets[set as usize] == 1));
     }
 }

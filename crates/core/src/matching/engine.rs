@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 
-use super::blocking::{self, KeyClass};
+use super::blocking::{self, KeyClass, PairList};
 use super::cluster::cluster_links;
 use super::compare::compare;
 use super::kind::FieldKind;
@@ -94,7 +94,7 @@ pub struct ScoredPair {
 #[derive(Debug, Clone)]
 pub struct DedupeResult {
     /// Candidate pairs (record indexes, a < b), ordered by (a, b).
-    pairs: Vec<(u32, u32)>,
+    pairs: PairList,
     /// Sum of the field weights of each candidate pair.
     weights: Vec<f64>,
     /// The model estimated on the input.
@@ -113,14 +113,14 @@ impl DedupeResult {
     }
 
     /// The candidate pairs (a < b), ordered by (a, b).
-    pub fn candidate_pairs(&self) -> &[(u32, u32)] {
-        &self.pairs
+    pub fn candidate_pairs(&self) -> impl ExactSizeIterator<Item = (u32, u32)> + '_ {
+        self.pairs.iter()
     }
 
     /// Every candidate pair with its score, ordered by (a, b).
     pub fn pairs(&self) -> impl ExactSizeIterator<Item = ScoredPair> + '_ {
         let prior = logit(self.model.prior);
-        self.pairs.iter().zip(&self.weights).map(move |(&(a, b), &weight)| ScoredPair {
+        self.pairs.iter().zip(&self.weights).map(move |((a, b), &weight)| ScoredPair {
             a,
             b,
             weight,
@@ -138,7 +138,7 @@ impl DedupeResult {
         let links: Vec<(u32, u32, f64)> =
             self.pairs_at_or_above(threshold).map(|p| (p.a, p.b, p.probability)).collect();
         let prior = logit(self.model.prior);
-        let score = |x: u32, y: u32| self.pairs.binary_search(&(x, y)).ok().map(|i| sigmoid(prior + self.weights[i]));
+        let score = |x: u32, y: u32| self.pairs.position(x, y).map(|i| sigmoid(prior + self.weights[i]));
         cluster_links(self.records, links, min_link, score)
     }
 }
@@ -284,9 +284,9 @@ impl Matcher {
         // candidates, so their `u` is counted rather than guessed from a handful of samples.
         let sample: Vec<(u32, u32)> = random_pairs(n, self.config.u_sample_pairs, self.config.seed)
             .into_iter()
-            .filter(|pair| pairs.binary_search(pair).is_err())
+            .filter(|&(a, b)| pairs.position(a, b).is_none())
             .collect();
-        let sample_levels = self.compare_pairs(records, &sample);
+        let sample_levels = self.compare_pairs(records, sample.as_slice());
         let candidate_counts = level_counts(&levels, &fields);
         let sample_counts = level_counts(&sample_levels, &fields);
         for ((field, in_candidates), in_sample) in fields.iter_mut().zip(candidate_counts).zip(sample_counts) {
@@ -362,14 +362,14 @@ impl Matcher {
         &self,
         model: &Model,
         records: &[PreparedRecord],
-        pairs: &[(u32, u32)],
+        pairs: &PairList,
         levels: &LevelRows,
         out: &mut [f64],
     ) {
         fill_on_threads(out, self.threads(), |first, chunk| {
             let mut row = [MISSING; MAX_FIELDS];
             let row = &mut row[..levels.width];
-            for ((&(a, b), packed), weight) in pairs[first..].iter().zip(levels.rows_from(first)).zip(chunk) {
+            for (((a, b), packed), weight) in pairs.iter_from(first).zip(levels.rows_from(first)).zip(chunk) {
                 levels.unpack(packed, row);
                 *weight = model.total_weight(row, &records[a as usize].values, &records[b as usize].values);
             }
@@ -377,20 +377,20 @@ impl Matcher {
     }
 
     /// Comparison vectors of `pairs`, packed.
-    fn compare_pairs(&self, records: &[PreparedRecord], pairs: &[(u32, u32)]) -> LevelRows {
-        let mut out = LevelRows::new(self.kinds.len(), pairs.len());
-        if pairs.is_empty() {
+    fn compare_pairs<P: Pairs + ?Sized>(&self, records: &[PreparedRecord], pairs: &P) -> LevelRows {
+        let mut out = LevelRows::new(self.kinds.len(), pairs.count());
+        if pairs.count() == 0 {
             return out;
         }
         let (width, words) = (out.width, out.words);
         let threads = self.threads();
-        let per_thread = pairs.len().div_ceil(threads).max(1);
+        let per_thread = pairs.count().div_ceil(threads).max(1);
         std::thread::scope(|scope| {
-            for (pair_chunk, out_chunk) in pairs.chunks(per_thread).zip(out.data.chunks_mut(per_thread * words)) {
+            for (i, out_chunk) in out.data.chunks_mut(per_thread * words).enumerate() {
                 scope.spawn(move || {
                     let mut row = [MISSING; MAX_FIELDS];
                     let row = &mut row[..width];
-                    for (&(a, b), packed) in pair_chunk.iter().zip(out_chunk.chunks_exact_mut(words)) {
+                    for ((a, b), packed) in pairs.from(i * per_thread).zip(out_chunk.chunks_exact_mut(words)) {
                         self.compare_into(&records[a as usize], &records[b as usize], row);
                         LevelRows::pack(row, packed);
                     }
@@ -448,6 +448,32 @@ impl Matcher {
                 Patterns { excluded_fields, counts }
             })
             .collect()
+    }
+}
+
+/// Pairs that can be read from any index on: the candidates, or a sample.
+trait Pairs: Sync {
+    fn count(&self) -> usize;
+    fn from(&self, first: usize) -> impl Iterator<Item = (u32, u32)> + '_;
+}
+
+impl Pairs for PairList {
+    fn count(&self) -> usize {
+        self.len()
+    }
+
+    fn from(&self, first: usize) -> impl Iterator<Item = (u32, u32)> + '_ {
+        self.iter_from(first)
+    }
+}
+
+impl Pairs for [(u32, u32)] {
+    fn count(&self) -> usize {
+        self.len()
+    }
+
+    fn from(&self, first: usize) -> impl Iterator<Item = (u32, u32)> + '_ {
+        self[first..].iter().copied()
     }
 }
 

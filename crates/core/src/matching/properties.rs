@@ -74,7 +74,7 @@ fn dedupe_on_generated_people_is_accurate() {
     let rows: Vec<Vec<String>> = data.rows.iter().map(|r| r[1..].to_vec()).collect();
     let records = matcher.prepare_all(&rows);
     let result = matcher.dedupe(&records, &mut |_, _, _| {});
-    let candidates: Vec<(u32, u32)> = result.candidate_pairs().to_vec();
+    let candidates: Vec<(u32, u32)> = result.candidate_pairs().collect();
     assert_eq!(candidates.len(), result.len());
     let predicted: Vec<(u32, u32)> = result.pairs_at_or_above(0.9).map(|p| (p.a, p.b)).collect();
     let e = evaluate(&data.entity, &candidates, &predicted, &result.clusters(0.9, None));
