@@ -15,6 +15,11 @@ use super::fold::double_metaphone;
 use super::kind::FieldKind;
 use super::value::{Detail, NameValue, Prepared};
 
+/// A record's blocking key: (key hash, sort rank, record index, key class).
+type KeyedRecord = (u64, u32, u32, u8);
+
+/// Slices of the records per worker thread when blocking keys are computed.
+const SLICES_PER_THREAD: usize = 8;
 /// How many of a record's rarest tokens become keys (company names, addresses, text).
 const RAREST_TOKENS: usize = 2;
 
@@ -413,9 +418,14 @@ pub(crate) fn candidate_pairs(
     threads: usize,
 ) -> Candidates {
     // Keys of consecutive slices of the records on the worker threads, joined in record order.
-    let per_thread = records.len().div_ceil(threads.max(1)).max(1);
-    let keys_of = |first: usize, slice: &[PreparedRecord]| {
-        let mut keyed: Vec<(u64, u32, u32, u8)> = Vec::with_capacity(slice.len() * 8);
+    // There are several slices per thread, each freed once copied, so that joining them holds
+    // little more than the joined list.
+    let threads = threads.max(1);
+    let per_slice = records.len().div_ceil(threads * SLICES_PER_THREAD).max(1);
+    let keys_of = |slice_index: usize| {
+        let first = slice_index * per_slice;
+        let slice = records.get(first..(first + per_slice).min(records.len())).unwrap_or_default();
+        let mut keyed: Vec<KeyedRecord> = Vec::with_capacity(slice.len() * 8);
         let mut scratch = Vec::new();
         for (index, record) in (first..).zip(slice) {
             scratch.clear();
@@ -426,23 +436,28 @@ pub(crate) fn candidate_pairs(
         }
         keyed
     };
-    let parts: Vec<Vec<(u64, u32, u32, u8)>> = std::thread::scope(|scope| {
+    let slices = records.len().div_ceil(per_slice);
+    let mut parts: Vec<(usize, Vec<KeyedRecord>)> = std::thread::scope(|scope| {
         let keys_of = &keys_of;
-        let handles: Vec<_> = records
-            .chunks(per_thread)
-            .enumerate()
-            .map(|(i, slice)| scope.spawn(move || keys_of(i * per_thread, slice)))
-            .collect();
-        handles
-            .into_iter()
-            .map(|handle| match handle.join() {
-                Ok(part) => part,
-                Err(panic) => std::panic::resume_unwind(panic),
+        let handles: Vec<_> = (0..threads)
+            .map(|worker| {
+                scope.spawn(move || (worker..slices).step_by(threads).map(|i| (i, keys_of(i))).collect::<Vec<_>>())
             })
-            .collect()
+            .collect();
+        let mut parts = Vec::with_capacity(slices);
+        for handle in handles {
+            match handle.join() {
+                Ok(done) => parts.extend(done),
+                Err(panic) => std::panic::resume_unwind(panic),
+            }
+        }
+        parts
     });
-    let mut keyed = parts.concat();
-    drop(parts);
+    parts.sort_unstable_by_key(|(i, _)| *i);
+    let mut keyed: Vec<KeyedRecord> = Vec::with_capacity(parts.iter().map(|(_, p)| p.len()).sum());
+    for (_, part) in parts {
+        keyed.extend_from_slice(&part);
+    }
     // Grouped by key, members ordered by sort rank (for the sorted-neighbourhood windows).
     keyed.sort_unstable();
     keyed.dedup();
@@ -482,16 +497,18 @@ pub(crate) fn candidate_pairs(
     });
     let per_pass = proposals.div_ceil(PASSES).max(MIN_PROPOSALS_PER_PASS);
     let mut passes: Vec<(u32, u32)> = Vec::new();
-    let (mut low, mut held) = (0usize, 0usize);
+    let (mut low, mut held, mut largest) = (0usize, 0usize, 0usize);
     for (x, &count) in per_record.iter().enumerate() {
         if held > 0 && held + count as usize > per_pass {
             passes.push((low as u32, x as u32));
+            largest = largest.max(held);
             (low, held) = (x, 0);
         }
         held += count as usize;
     }
     if held > 0 {
         passes.push((low as u32, records.len() as u32));
+        largest = largest.max(held);
     }
     drop(per_record);
     // The merged pairs are at most the proposals; capacity that is never written is never
@@ -502,7 +519,8 @@ pub(crate) fn candidate_pairs(
         class_sets: Vec::new(),
     };
     let mut set_ids: HashMap<u64, u32> = HashMap::new();
-    let mut pass: Vec<(u64, u64)> = Vec::new();
+    // Sized for the largest pass once, so that it never grows by copying.
+    let mut pass: Vec<(u64, u64)> = Vec::with_capacity(largest);
     for (low, high) in passes {
         pass.clear();
         for_each_proposal(&mut |x, y, bits| {
