@@ -91,7 +91,7 @@ pub fn run(args: DedupeArgs) -> Result<()> {
     let table = read_table(&args.input)?;
     let plan = plan(&table, &args.id_column, &args.columns)?;
     let progress = progress_bar(table.rows.len());
-    let outcome = dedupe_table(&table, &plan, &progress)?;
+    let outcome = dedupe_table(table, &plan, &progress)?;
     progress.set_message("writing");
     let written = write_pairs(&args.output, &outcome, args.threshold)?;
     let clusters = match &args.clusters {
@@ -103,8 +103,8 @@ pub fn run(args: DedupeArgs) -> Result<()> {
     writeln!(
         out,
         "{} records, {} candidate pairs compared, {} pairs with score >= {} written to {}{} ({:.2} s)",
-        table.rows.len(),
-        outcome.result.pairs.len(),
+        outcome.ids.len(),
+        outcome.result.len(),
         written,
         args.threshold,
         args.output.display(),
@@ -342,15 +342,29 @@ pub fn plan(table: &Table, id_column: &str, columns: &[String]) -> Result<Plan> 
     Ok(Plan { id_index, columns: planned })
 }
 
-/// Runs the matching engine on a table.
-pub fn dedupe_table(table: &Table, plan: &Plan, progress: &ProgressBar) -> Result<Outcome> {
+/// Rows prepared at a time: each batch's cells are freed once it is prepared, so the text of
+/// the file is not held beside its prepared form.
+const PREPARE_BATCH_ROWS: usize = 1 << 16;
+
+/// Runs the matching engine on a table (consumed: its cells are freed as they are prepared).
+pub fn dedupe_table(table: Table, plan: &Plan, progress: &ProgressBar) -> Result<Outcome> {
     let started = Instant::now();
     let fields: Vec<FieldSpec> = plan.columns.iter().map(|(_, f)| f.clone()).collect();
     let matcher = Matcher::new(fields, MatchConfig::default())?;
     progress.set_message("preparing");
-    let raw: Vec<Vec<&str>> =
-        table.rows.iter().map(|row| plan.columns.iter().map(|(i, _)| row[*i].as_str()).collect()).collect();
-    let records = matcher.prepare_all(&raw);
+    let ids: Vec<String> = table.rows.iter().map(|row| row[plan.id_index].trim().to_owned()).collect();
+    let mut records = Vec::with_capacity(table.rows.len());
+    let mut rows = table.rows.into_iter();
+    loop {
+        let batch: Vec<Vec<String>> = rows.by_ref().take(PREPARE_BATCH_ROWS).collect();
+        if batch.is_empty() {
+            break;
+        }
+        let raw: Vec<Vec<&str>> =
+            batch.iter().map(|row| plan.columns.iter().map(|(i, _)| row[*i].as_str()).collect()).collect();
+        records.extend(matcher.prepare_all(&raw));
+    }
+    drop(rows);
     let result = matcher.dedupe(&records, &mut |stage, done, total| {
         let name = match stage {
             Stage::Blocking => "blocking",
@@ -362,7 +376,6 @@ pub fn dedupe_table(table: &Table, plan: &Plan, progress: &ProgressBar) -> Resul
         progress.set_length(total.max(1));
         progress.set_position(done);
     });
-    let ids = table.rows.iter().map(|row| row[plan.id_index].trim().to_owned()).collect();
     Ok(Outcome { ids, result, elapsed: started.elapsed() })
 }
 

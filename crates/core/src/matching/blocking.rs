@@ -15,6 +15,11 @@ use super::fold::double_metaphone;
 use super::kind::FieldKind;
 use super::value::{Detail, NameValue, Prepared};
 
+/// A record's blocking key: (key hash, sort rank, record index, key class).
+type KeyedRecord = (u64, u32, u32, u8);
+
+/// Slices of the records per worker thread when blocking keys are computed.
+const SLICES_PER_THREAD: usize = 8;
 /// How many of a record's rarest tokens become keys (company names, addresses, text).
 const RAREST_TOKENS: usize = 2;
 
@@ -148,7 +153,7 @@ pub(crate) fn record_keys(
             }
             Rule::SplitName { surname, given } => {
                 if let (Some(s), Some(g)) = (value(surname).and_then(name_of), value(given).and_then(name_of)) {
-                    let (s_form, g_form) = (s.tokens.concat(), g.tokens.concat());
+                    let (s_form, g_form): (String, String) = (s.tokens.iter().collect(), g.tokens.iter().collect());
                     for (a, b) in [(&s_form, &g_form), (&g_form, &s_form)] {
                         if let Some(initial) = b.chars().next() {
                             out.push((c, format!("{a}|{initial}")));
@@ -158,7 +163,7 @@ pub(crate) fn record_keys(
             }
             Rule::SplitNameMetaphone { surname, given } => {
                 if let (Some(s), Some(g)) = (value(surname).and_then(name_of), value(given).and_then(name_of)) {
-                    let (s_form, g_form) = (s.tokens.concat(), g.tokens.concat());
+                    let (s_form, g_form): (String, String) = (s.tokens.iter().collect(), g.tokens.iter().collect());
                     for (a, b) in [(&s_form, &g_form), (&g_form, &s_form)] {
                         let code = double_metaphone(a);
                         if let (Some(initial), false) = (b.chars().next(), code.is_empty()) {
@@ -169,7 +174,7 @@ pub(crate) fn record_keys(
             }
             Rule::Sound(i) => {
                 if let Some(name) = value(i).and_then(name_of) {
-                    out.push((c, name.tokens.concat()));
+                    out.push((c, name.tokens.iter().collect()));
                 }
             }
             Rule::Exact(i) => {
@@ -204,10 +209,12 @@ pub(crate) fn record_keys(
                 }
             }
             Rule::DateKey(i) => {
-                if let Some(Detail::Date(d)) = value(i).map(|v| &v.detail) {
+                if let Some(v) = value(i)
+                    && let Detail::Date(d) = &v.detail
+                {
                     match d.ymd {
                         Some((y, m, day)) => out.push((c, format!("{y}-{}-{}", m.min(day), m.max(day)))),
-                        None => out.push((c, d.digits.to_string())),
+                        None => out.push((c, v.exact.to_string())),
                     }
                 }
             }
@@ -235,26 +242,26 @@ fn name_of(value: &Prepared) -> Option<&NameValue> {
 /// (surname sound, initial of the given name) for each plausible reading of a name: for a Han
 /// name the surname is known; for a Latin name it may be the first or the last word.
 fn surname_initial_pairs(name: &NameValue) -> Vec<(&str, char)> {
-    let tokens = &name.tokens;
     let initial = |t: &str| t.chars().next();
     let mut pairs = Vec::new();
-    match tokens.len() {
-        0 => {}
-        1 => {
-            if let Some(i) = initial(&tokens[0]) {
-                pairs.push((&*tokens[0], i));
+    let mut tokens = name.tokens.iter();
+    match (tokens.next(), tokens.next(), name.tokens.iter().last()) {
+        (Some(first), None, _) => {
+            if let Some(i) = initial(first) {
+                pairs.push((first, i));
             }
         }
-        n => {
-            if let Some(i) = initial(&tokens[1]) {
-                pairs.push((&*tokens[0], i));
+        (Some(first), Some(second), Some(last)) => {
+            if let Some(i) = initial(second) {
+                pairs.push((first, i));
             }
             if !name.surname_first
-                && let Some(i) = initial(&tokens[0])
+                && let Some(i) = initial(first)
             {
-                pairs.push((&*tokens[n - 1], i));
+                pairs.push((last, i));
             }
         }
+        _ => {}
     }
     pairs
 }
@@ -265,14 +272,11 @@ fn rare_tokens(field: usize, value: &Prepared, frequencies: Option<&TokenFrequen
         _ => return,
     };
     let Some(table) = frequencies.and_then(|f| f.get(field)) else {
-        tokens.iter().for_each(|t| emit(t));
+        tokens.iter().for_each(&mut emit);
         return;
     };
-    let mut ranked: Vec<(u32, &str)> = tokens
-        .iter()
-        .filter_map(|t| table.get(t).map(|&count| (count, &**t)))
-        .filter(|(count, _)| *count >= 2)
-        .collect();
+    let mut ranked: Vec<(u32, &str)> =
+        tokens.iter().filter_map(|t| table.get(t).map(|&count| (count, t))).filter(|(count, _)| *count >= 2).collect();
     ranked.sort_unstable();
     for (_, token) in ranked.into_iter().take(RAREST_TOKENS) {
         emit(token);
@@ -294,8 +298,13 @@ pub(crate) fn token_frequencies(classes: &[KeyClass], records: &[PreparedRecord]
             if let Some(Detail::Company(t) | Detail::Tokens(t)) =
                 record.values.get(i).and_then(Option::as_ref).map(|v| &v.detail)
             {
-                for token in &t.tokens {
-                    *tables[i].entry(token.clone()).or_insert(0) += 1;
+                for token in t.tokens.iter() {
+                    match tables[i].get_mut(token) {
+                        Some(count) => *count += 1,
+                        None => {
+                            tables[i].insert(token.into(), 1);
+                        }
+                    }
                 }
             }
         }
@@ -313,7 +322,92 @@ fn key_hash(class: u8, text: &str) -> u64 {
     hash
 }
 
+/// Pairs of record indexes (a < b) ordered by (a, b), held as compressed rows: the partners of
+/// record `a` are `partners[starts[a]..starts[a + 1]]`, ascending. A pair costs the four bytes
+/// of its partner.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct PairList {
+    starts: Vec<usize>,
+    partners: Vec<u32>,
+}
+
+impl PairList {
+    pub fn len(&self) -> usize {
+        self.partners.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.partners.is_empty()
+    }
+
+    /// The pairs in order, from the pair at index `first` on.
+    pub fn iter_from(&self, first: usize) -> PairIter<'_> {
+        // The row holding pair `first`: the last one starting at or before it.
+        let row = self.starts.partition_point(|&start| start <= first).saturating_sub(1);
+        PairIter { list: self, row, next: first }
+    }
+
+    pub fn iter(&self) -> PairIter<'_> {
+        self.iter_from(0)
+    }
+
+    /// Index of the pair (a, b), if it is in the list.
+    pub fn position(&self, a: u32, b: u32) -> Option<usize> {
+        let (start, end) = (*self.starts.get(a as usize)?, *self.starts.get(a as usize + 1)?);
+        self.partners[start..end].binary_search(&b).ok().map(|i| start + i)
+    }
+}
+
+/// The pairs of a [`PairList`] in order.
+#[derive(Debug, Clone)]
+pub(crate) struct PairIter<'a> {
+    list: &'a PairList,
+    row: usize,
+    next: usize,
+}
+
+impl Iterator for PairIter<'_> {
+    type Item = (u32, u32);
+
+    fn next(&mut self) -> Option<(u32, u32)> {
+        let partner = *self.list.partners.get(self.next)?;
+        while self.list.starts.get(self.row + 1).is_some_and(|&end| end <= self.next) {
+            self.row += 1;
+        }
+        self.next += 1;
+        Some((self.row as u32, partner))
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        let left = self.list.partners.len().saturating_sub(self.next);
+        (left, Some(left))
+    }
+}
+
+impl ExactSizeIterator for PairIter<'_> {}
+
+/// Candidate pairs of record indexes (i < j), sorted, and for each pair the set of key classes
+/// that proposed it, as an index into the distinct sets (there are few of them, so a pair holds
+/// four bytes for its set rather than eight).
+pub(crate) struct Candidates {
+    pub pairs: PairList,
+    pub proposed_by: Vec<u32>,
+    /// Distinct sets of key classes (bit sets of class indexes).
+    pub class_sets: Vec<u64>,
+}
+
+/// Proposals (a pair as proposed by one key, before pairs proposed by several keys are merged)
+/// are generated in passes over ranges of the smaller record index, each holding about a
+/// sixteenth of them, or this many when there are few.
+const MIN_PROPOSALS_PER_PASS: usize = 1 << 20;
+/// Passes over the proposals when there are many (each pass enumerates the blocks again).
+const PASSES: usize = 16;
+
 /// Candidate pairs (i < j) with the set of key classes that proposed each, sorted by pair.
+///
+/// A pair proposed by several keys is merged into one; the proposals are generated in passes,
+/// each keeping the pairs whose smaller index falls into its range, so that the memory held
+/// at once is bounded by the merged pairs plus one pass of proposals rather than all of them.
 pub(crate) fn candidate_pairs(
     classes: &[KeyClass],
     records: &[PreparedRecord],
@@ -321,20 +415,54 @@ pub(crate) fn candidate_pairs(
     sort_rank: &[u32],
     max_block_size: usize,
     window: usize,
-) -> Vec<(u32, u32, u64)> {
-    let mut keyed: Vec<(u64, u32, u32, u8)> = Vec::with_capacity(records.len() * 8);
-    let mut scratch = Vec::new();
-    for (index, record) in records.iter().enumerate() {
-        scratch.clear();
-        record_keys(classes, &record.values, Some(frequencies), &mut scratch);
-        for (class, text) in &scratch {
-            keyed.push((key_hash(*class, text), sort_rank[index], index as u32, *class));
+    threads: usize,
+) -> Candidates {
+    // Keys of consecutive slices of the records on the worker threads, joined in record order.
+    // There are several slices per thread, each freed once copied, so that joining them holds
+    // little more than the joined list.
+    let threads = threads.max(1);
+    let per_slice = records.len().div_ceil(threads * SLICES_PER_THREAD).max(1);
+    let keys_of = |slice_index: usize| {
+        let first = slice_index * per_slice;
+        let slice = records.get(first..(first + per_slice).min(records.len())).unwrap_or_default();
+        let mut keyed: Vec<KeyedRecord> = Vec::with_capacity(slice.len() * 8);
+        let mut scratch = Vec::new();
+        for (index, record) in (first..).zip(slice) {
+            scratch.clear();
+            record_keys(classes, &record.values, Some(frequencies), &mut scratch);
+            for (class, text) in &scratch {
+                keyed.push((key_hash(*class, text), sort_rank[index], index as u32, *class));
+            }
         }
+        keyed
+    };
+    let slices = records.len().div_ceil(per_slice);
+    let mut parts: Vec<(usize, Vec<KeyedRecord>)> = std::thread::scope(|scope| {
+        let keys_of = &keys_of;
+        let handles: Vec<_> = (0..threads)
+            .map(|worker| {
+                scope.spawn(move || (worker..slices).step_by(threads).map(|i| (i, keys_of(i))).collect::<Vec<_>>())
+            })
+            .collect();
+        let mut parts = Vec::with_capacity(slices);
+        for handle in handles {
+            match handle.join() {
+                Ok(done) => parts.extend(done),
+                Err(panic) => std::panic::resume_unwind(panic),
+            }
+        }
+        parts
+    });
+    parts.sort_unstable_by_key(|(i, _)| *i);
+    let mut keyed: Vec<KeyedRecord> = Vec::with_capacity(parts.iter().map(|(_, p)| p.len()).sum());
+    for (_, part) in parts {
+        keyed.extend_from_slice(&part);
     }
     // Grouped by key, members ordered by sort rank (for the sorted-neighbourhood windows).
     keyed.sort_unstable();
     keyed.dedup();
-    let mut pairs: Vec<(u64, u64)> = Vec::new();
+    // Blocks as ranges of `keyed`: a key's members, each paired with the next `reach - 1`.
+    let mut blocks: Vec<(u32, u32)> = Vec::new();
     let mut start = 0;
     while start < keyed.len() {
         let hash = keyed[start].0;
@@ -342,25 +470,88 @@ pub(crate) fn candidate_pairs(
         while end < keyed.len() && keyed[end].0 == hash {
             end += 1;
         }
-        let members = &keyed[start..end];
-        let class_bit = 1u64 << members[0].3;
-        let reach = if members.len() <= max_block_size { members.len() } else { window + 1 };
-        for (p, a) in members.iter().enumerate() {
-            for b in members.iter().skip(p + 1).take(reach - 1) {
-                let (x, y) = if a.2 < b.2 { (a.2, b.2) } else { (b.2, a.2) };
-                pairs.push(((u64::from(x) << 32) | u64::from(y), class_bit));
-            }
+        if end - start >= 2 {
+            blocks.push((start as u32, end as u32));
         }
         start = end;
     }
-    pairs.sort_unstable_by_key(|p| p.0);
-    let mut merged: Vec<(u32, u32, u64)> = Vec::with_capacity(pairs.len() / 2);
-    for (key, bits) in pairs {
-        let (x, y) = ((key >> 32) as u32, key as u32);
-        match merged.last_mut() {
-            Some(last) if last.0 == x && last.1 == y => last.2 |= bits,
-            _ => merged.push((x, y, bits)),
+    let for_each_proposal = |emit: &mut dyn FnMut(u32, u32, u64)| {
+        for &(start, end) in &blocks {
+            let members = &keyed[start as usize..end as usize];
+            let class_bit = 1u64 << members[0].3;
+            let reach = if members.len() <= max_block_size { members.len() } else { window + 1 };
+            for (p, a) in members.iter().enumerate() {
+                for b in members.iter().skip(p + 1).take(reach - 1) {
+                    let (x, y) = if a.2 < b.2 { (a.2, b.2) } else { (b.2, a.2) };
+                    emit(x, y, class_bit);
+                }
+            }
         }
+    };
+    // Proposals per smaller index, to cut the index range into passes of bounded size.
+    let mut per_record = vec![0u32; records.len()];
+    let mut proposals = 0usize;
+    for_each_proposal(&mut |x, _, _| {
+        per_record[x as usize] = per_record[x as usize].saturating_add(1);
+        proposals += 1;
+    });
+    let per_pass = proposals.div_ceil(PASSES).max(MIN_PROPOSALS_PER_PASS);
+    let mut passes: Vec<(u32, u32)> = Vec::new();
+    let (mut low, mut held, mut largest) = (0usize, 0usize, 0usize);
+    for (x, &count) in per_record.iter().enumerate() {
+        if held > 0 && held + count as usize > per_pass {
+            passes.push((low as u32, x as u32));
+            largest = largest.max(held);
+            (low, held) = (x, 0);
+        }
+        held += count as usize;
+    }
+    if held > 0 {
+        passes.push((low as u32, records.len() as u32));
+        largest = largest.max(held);
+    }
+    drop(per_record);
+    // The merged pairs are at most the proposals; capacity that is never written is never
+    // touched, so reserving the bound costs address space, not memory.
+    let mut merged = Candidates {
+        pairs: PairList { starts: vec![0; records.len() + 1], partners: Vec::with_capacity(proposals) },
+        proposed_by: Vec::with_capacity(proposals),
+        class_sets: Vec::new(),
+    };
+    let mut set_ids: HashMap<u64, u32> = HashMap::new();
+    // Sized for the largest pass once, so that it never grows by copying.
+    let mut pass: Vec<(u64, u64)> = Vec::with_capacity(largest);
+    for (low, high) in passes {
+        pass.clear();
+        for_each_proposal(&mut |x, y, bits| {
+            if (low..high).contains(&x) {
+                pass.push(((u64::from(x) << 32) | u64::from(y), bits));
+            }
+        });
+        pass.sort_unstable_by_key(|p| p.0);
+        // Proposals of the same pair merged in place (their class bits OR-ed).
+        let mut kept = 0;
+        for read in 0..pass.len() {
+            if kept > 0 && pass[kept - 1].0 == pass[read].0 {
+                pass[kept - 1].1 |= pass[read].1;
+            } else {
+                pass[kept] = pass[read];
+                kept += 1;
+            }
+        }
+        for &(key, bits) in &pass[..kept] {
+            let id = *set_ids.entry(bits).or_insert_with(|| {
+                merged.class_sets.push(bits);
+                (merged.class_sets.len() - 1) as u32
+            });
+            merged.pairs.starts[(key >> 32) as usize + 1] += 1;
+            merged.pairs.partners.push(key as u32);
+            merged.proposed_by.push(id);
+        }
+    }
+    // Row lengths into row starts.
+    for row in 1..merged.pairs.starts.len() {
+        merged.pairs.starts[row] += merged.pairs.starts[row - 1];
     }
     merged
 }
@@ -430,10 +621,18 @@ mod tests {
             (0..50).map(|_| PreparedRecord { values: vec![prepare(FieldKind::Exact, "same")] }).collect();
         let frequencies = token_frequencies(&classes, &records, 1);
         let rank: Vec<u32> = (0..50).collect();
-        let all = candidate_pairs(&classes, &records, &frequencies, &rank, 100, 3);
-        assert_eq!(all.len(), 50 * 49 / 2);
-        let windowed = candidate_pairs(&classes, &records, &frequencies, &rank, 10, 3);
-        assert_eq!(windowed.len(), 47 * 3 + 2 + 1);
-        assert!(windowed.iter().all(|(a, b, bits)| a < b && *bits == 1));
+        let all = candidate_pairs(&classes, &records, &frequencies, &rank, 100, 3, 2);
+        assert_eq!(all.pairs.len(), 50 * 49 / 2);
+        let windowed = candidate_pairs(&classes, &records, &frequencies, &rank, 10, 3, 1);
+        assert_eq!(windowed.pairs.len(), 47 * 3 + 2 + 1);
+        assert!(windowed.pairs.iter().all(|(a, b)| a < b));
+        let listed: Vec<(u32, u32)> = windowed.pairs.iter().collect();
+        assert!(listed.windows(2).all(|w| w[0] < w[1]));
+        for (i, &(a, b)) in listed.iter().enumerate() {
+            assert_eq!(windowed.pairs.position(a, b), Some(i));
+            assert_eq!(windowed.pairs.iter_from(i).next(), Some((a, b)));
+        }
+        assert_eq!(windowed.pairs.position(0, 0), None);
+        assert!(windowed.proposed_by.iter().all(|&set| windowed.class_sets[set as usize] == 1));
     }
 }

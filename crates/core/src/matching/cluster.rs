@@ -11,30 +11,47 @@ use std::collections::HashMap;
 /// Cluster label per record (the smallest record index in its cluster), from scored pairs
 /// `(a, b, probability)`.
 pub fn cluster(records: usize, pairs: &[(u32, u32, f64)], threshold: f64, min_link: Option<f64>) -> Vec<u32> {
+    let links: Vec<(u32, u32, f64)> = pairs
+        .iter()
+        .filter(|p| p.2 >= threshold && (p.0 as usize) < records && (p.1 as usize) < records)
+        .copied()
+        .collect();
+    let scores: HashMap<(u32, u32), f64> = match min_link {
+        Some(_) => pairs.iter().map(|&(a, b, s)| ((a.min(b), a.max(b)), s)).collect(),
+        None => HashMap::new(),
+    };
+    cluster_links(records, links, min_link, |x, y| scores.get(&(x, y)).copied())
+}
+
+/// [`cluster`] from the links (pairs at or above the threshold, indexes below `records`) and,
+/// for the minimum-link check, the score of any compared pair `(x, y)` with x < y.
+pub(crate) fn cluster_links(
+    records: usize,
+    mut links: Vec<(u32, u32, f64)>,
+    min_link: Option<f64>,
+    score: impl Fn(u32, u32) -> Option<f64>,
+) -> Vec<u32> {
     let mut parent: Vec<u32> = (0..records as u32).collect();
-    let mut links: Vec<&(u32, u32, f64)> =
-        pairs.iter().filter(|p| p.2 >= threshold && (p.0 as usize) < records && (p.1 as usize) < records).collect();
     links.sort_by(|x, y| y.2.total_cmp(&x.2).then((x.0, x.1).cmp(&(y.0, y.1))));
 
     match min_link {
         None => {
-            for &&(a, b, _) in &links {
+            for &(a, b, _) in &links {
                 union(&mut parent, a, b);
             }
         }
         Some(min_link) => {
-            let scores: HashMap<(u32, u32), f64> = pairs.iter().map(|&(a, b, s)| ((a.min(b), a.max(b)), s)).collect();
             let mut members: HashMap<u32, Vec<u32>> = HashMap::new();
-            for &&(a, b, _) in &links {
+            for &(a, b, _) in &links {
                 let (ra, rb) = (find(&mut parent, a), find(&mut parent, b));
                 if ra == rb {
                     continue;
                 }
                 let group_a = members.get(&ra).cloned().unwrap_or_else(|| vec![a]);
                 let group_b = members.get(&rb).cloned().unwrap_or_else(|| vec![b]);
-                let objection = group_a.iter().any(|&x| {
-                    group_b.iter().any(|&y| scores.get(&(x.min(y), x.max(y))).is_some_and(|&s| s < min_link))
-                });
+                let objection = group_a
+                    .iter()
+                    .any(|&x| group_b.iter().any(|&y| score(x.min(y), x.max(y)).is_some_and(|s| s < min_link)));
                 if objection {
                     continue;
                 }

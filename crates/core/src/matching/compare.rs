@@ -4,7 +4,7 @@
 //! is worth is not decided here but estimated from the data (see `model`).
 
 use super::kind::FieldKind;
-use super::value::{DateValue, Detail, NameValue, Prepared, TokenValue};
+use super::value::{DateValue, Detail, NameValue, Prepared, TokenValue, Words};
 
 /// Jaro-Winkler similarity in [0, 1] (prefix boost of up to four characters when the Jaro
 /// similarity exceeds 0.7, as in `strsim`). ASCII strings of up to 64 bytes — pinyin, digits,
@@ -133,7 +133,7 @@ fn bounded_osa<T: PartialEq>(a: &[T], b: &[T], max: usize) -> usize {
 /// Token-set similarities of two sorted, de-duplicated token lists: (soft Jaccard, overlap
 /// coefficient). Tokens match exactly, or — for Latin words of three letters or more — softly
 /// when their Jaro-Winkler similarity is at least 0.9, which then counts 0.8 of a match.
-pub fn token_set_similarity(a: &[Box<str>], b: &[Box<str>]) -> (f64, f64) {
+pub fn token_set_similarity<S: AsRef<str>>(a: &[S], b: &[S]) -> (f64, f64) {
     if a.is_empty() || b.is_empty() {
         return (0.0, 0.0);
     }
@@ -151,7 +151,7 @@ pub fn token_set_similarity(a: &[Box<str>], b: &[Box<str>]) -> (f64, f64) {
     };
     while i < a.len() || j < b.len() {
         let order = match (a.get(i), b.get(j)) {
-            (Some(x), Some(y)) => x.cmp(y),
+            (Some(x), Some(y)) => x.as_ref().cmp(y.as_ref()),
             (Some(_), None) => std::cmp::Ordering::Less,
             _ => std::cmp::Ordering::Greater,
         };
@@ -162,11 +162,11 @@ pub fn token_set_similarity(a: &[Box<str>], b: &[Box<str>]) -> (f64, f64) {
                 j += 1;
             }
             std::cmp::Ordering::Less => {
-                remember(&mut left_a, &mut na, i, &a[i]);
+                remember(&mut left_a, &mut na, i, a[i].as_ref());
                 i += 1;
             }
             std::cmp::Ordering::Greater => {
-                remember(&mut left_b, &mut nb, j, &b[j]);
+                remember(&mut left_b, &mut nb, j, b[j].as_ref());
                 j += 1;
             }
         }
@@ -174,13 +174,13 @@ pub fn token_set_similarity(a: &[Box<str>], b: &[Box<str>]) -> (f64, f64) {
     let mut soft = 0usize;
     let mut used = 0u64;
     for &ia in &left_a[..na] {
-        let ta = &a[usize::from(ia)];
+        let ta = a[usize::from(ia)].as_ref();
         let mut best: Option<(usize, f64)> = None;
         for (k, &ib) in left_b[..nb].iter().enumerate() {
             if used & (1 << k) != 0 {
                 continue;
             }
-            let s = jaro_winkler(ta, &b[usize::from(ib)]);
+            let s = jaro_winkler(ta, b[usize::from(ib)].as_ref());
             if s >= 0.9 && best.is_none_or(|(_, b)| s > b) {
                 best = Some((k, s));
             }
@@ -220,7 +220,7 @@ pub fn compare(kind: FieldKind, a: &Prepared, b: &Prepared) -> u8 {
                 0
             }
         }
-        (Detail::Date(x), Detail::Date(y)) => compare_dates(x, y),
+        (Detail::Date(x), Detail::Date(y)) => compare_dates(&a.exact, &b.exact, x, y),
         (Detail::Tokens(x), Detail::Tokens(y)) => compare_tokens(&a.exact, &b.exact, x, y),
         (Detail::Postcode, Detail::Postcode) => {
             let (p, q) = (&*a.exact, &*b.exact);
@@ -231,10 +231,11 @@ pub fn compare(kind: FieldKind, a: &Prepared, b: &Prepared) -> u8 {
                 u8::from(common >= 2 && common * 2 >= p.len().max(q.len()))
             }
         }
-        (Detail::City(x), Detail::City(y)) => {
-            if x.sound == y.sound {
+        (Detail::City, Detail::City) => {
+            let (x, y) = (a.sound.as_deref().unwrap_or_default(), b.sound.as_deref().unwrap_or_default());
+            if x == y {
                 2
-            } else if jaro_winkler(&x.sound, &y.sound) >= 0.9
+            } else if jaro_winkler(x, y) >= 0.9
                 || (a.exact.chars().count() >= 2 && b.exact.contains(&*a.exact))
                 || (b.exact.chars().count() >= 2 && a.exact.contains(&*b.exact))
             {
@@ -286,7 +287,7 @@ fn compare_names(a: &NameValue, b: &NameValue) -> u8 {
         return if a.tokens.first() == b.tokens.first() && best_form_similarity(a, b) >= 0.9 { 2 } else { shared_word };
     }
     let best = best_form_similarity(a, b);
-    let longest = a.forms.iter().chain(&b.forms).map(|f| f.len()).max().unwrap_or(0);
+    let longest = a.forms.iter().chain(b.forms.iter()).map(str::len).max().unwrap_or(0);
     // One edit in a string of five letters or more keeps Jaro-Winkler above 0.8, so the edit
     // distance is only worth computing above that.
     let one_typo = (0.8..0.93).contains(&best)
@@ -303,8 +304,8 @@ fn compare_names(a: &NameValue, b: &NameValue) -> u8 {
 
 fn best_form_similarity(a: &NameValue, b: &NameValue) -> f64 {
     let mut best = 0.0f64;
-    for x in &a.forms {
-        for y in &b.forms {
+    for x in a.forms.iter() {
+        for y in b.forms.iter() {
             best = best.max(jaro_winkler(x, y));
         }
     }
@@ -319,10 +320,9 @@ fn initials_compatible(a: &NameValue, b: &NameValue) -> bool {
         return false;
     }
     let word_ok = |x: &str, y: &str| x == y || (x.len() == 1 && y.starts_with(x)) || (y.len() == 1 && x.starts_with(y));
-    let aligned = |reversed: bool| {
+    let aligned = |other: &mut dyn Iterator<Item = &str>| {
         let mut whole = false;
-        for (i, x) in a.tokens.iter().enumerate() {
-            let y = if reversed { &b.tokens[b.tokens.len() - 1 - i] } else { &b.tokens[i] };
+        for (x, y) in a.tokens.iter().zip(other) {
             if !word_ok(x, y) {
                 return false;
             }
@@ -330,11 +330,23 @@ fn initials_compatible(a: &NameValue, b: &NameValue) -> bool {
         }
         whole
     };
-    aligned(false) || aligned(true)
+    if aligned(&mut b.tokens.iter()) {
+        return true;
+    }
+    let mut reversed = [""; 16];
+    if a.tokens.len() <= reversed.len() {
+        for (slot, token) in reversed.iter_mut().rev().zip(b.tokens.iter()) {
+            *slot = token;
+        }
+        aligned(&mut reversed[reversed.len() - a.tokens.len()..].iter().copied())
+    } else {
+        let tokens: Vec<&str> = b.tokens.iter().collect();
+        aligned(&mut tokens.into_iter().rev())
+    }
 }
 
 fn compare_companies(ea: &str, eb: &str, a: &TokenValue, b: &TokenValue) -> u8 {
-    let (jaccard, overlap) = token_set_similarity(&a.tokens, &b.tokens);
+    let (jaccard, overlap) = word_set_similarity(&a.tokens, &b.tokens);
     let shorter = if ea.len() <= eb.len() { ea } else { eb };
     let longer = if ea.len() <= eb.len() { eb } else { ea };
     // "杭州云图信息科技" contains "云图信息科技": a city prefix or a shortened name.
@@ -361,7 +373,8 @@ fn compare_phones(a: &str, b: &str) -> u8 {
     }
 }
 
-fn compare_dates(a: &DateValue, b: &DateValue) -> u8 {
+/// Dates by their digits (the exact forms) and parsed values.
+fn compare_dates(digits_a: &str, digits_b: &str, a: &DateValue, b: &DateValue) -> u8 {
     if let (Some((ya, ma, da)), Some((yb, mb, db))) = (a.ymd, b.ymd)
         && ya == yb
         && ma == db
@@ -369,7 +382,7 @@ fn compare_dates(a: &DateValue, b: &DateValue) -> u8 {
     {
         return 3;
     }
-    if edit_distance_at_most(&a.digits, &b.digits, 1) <= 1 {
+    if edit_distance_at_most(digits_a, digits_b, 1) <= 1 {
         return 2;
     }
     match (a.julian, b.julian) {
@@ -384,7 +397,7 @@ fn compare_tokens(ea: &str, eb: &str, a: &TokenValue, b: &TokenValue) -> u8 {
         let relative = (x - y).abs() / scale;
         return if relative <= 0.005 { 2 } else { u8::from(relative <= 0.1) };
     }
-    let (jaccard, overlap) = token_set_similarity(&a.tokens, &b.tokens);
+    let (jaccard, overlap) = word_set_similarity(&a.tokens, &b.tokens);
     // A different house or room number is a different address, however similar the street.
     let numbers_compatible = is_subset(&a.numbers, &b.numbers) || is_subset(&b.numbers, &a.numbers);
     let short = ea.chars().count().max(eb.chars().count()) <= 12;
@@ -396,8 +409,28 @@ fn compare_tokens(ea: &str, eb: &str, a: &TokenValue, b: &TokenValue) -> u8 {
     }
 }
 
-fn is_subset(small: &[Box<str>], big: &[Box<str>]) -> bool {
-    small.iter().all(|t| big.binary_search(t).is_ok())
+fn is_subset(small: &Words, big: &Words) -> bool {
+    small.iter().all(|t| big.contains(t))
+}
+
+/// Most tokens a value keeps (`value::MAX_TOKENS`); the token lists compared are never longer.
+const MAX_WORDS: usize = 64;
+
+/// [`token_set_similarity`] of two packed token lists, unpacked on the stack.
+fn word_set_similarity(a: &Words, b: &Words) -> (f64, f64) {
+    let (mut x, mut y) = ([""; MAX_WORDS], [""; MAX_WORDS]);
+    let (nx, ny) = (a.len(), b.len());
+    if nx > MAX_WORDS || ny > MAX_WORDS {
+        let (x, y): (Vec<&str>, Vec<&str>) = (a.iter().collect(), b.iter().collect());
+        return token_set_similarity(&x, &y);
+    }
+    for (slot, item) in x.iter_mut().zip(a.iter()) {
+        *slot = item;
+    }
+    for (slot, item) in y.iter_mut().zip(b.iter()) {
+        *slot = item;
+    }
+    token_set_similarity(&x[..nx], &y[..ny])
 }
 
 #[cfg(test)]

@@ -3,11 +3,11 @@
 
 use std::collections::HashMap;
 
-use super::blocking::{self, KeyClass};
-use super::cluster::cluster;
+use super::blocking::{self, KeyClass, PairList};
+use super::cluster::cluster_links;
 use super::compare::compare;
 use super::kind::FieldKind;
-use super::model::{self, EmSession, FieldModel, MISSING, Model, Patterns};
+use super::model::{self, EmSession, FieldModel, MISSING, Model, Patterns, logit, sigmoid};
 use super::value::{Detail, Prepared, prepare};
 
 /// Most fields a matcher accepts (blocking classes and EM sessions track fields in a 64-bit set).
@@ -86,26 +86,60 @@ pub struct ScoredPair {
     pub probability: f64,
 }
 
-/// Result of [`Matcher::dedupe`].
+/// Result of [`Matcher::dedupe`]: every candidate pair with its weight, and the model.
+///
+/// A pair's probability is not stored: it is the model's probability of the pair's weight,
+/// computed when asked for (the same number the scoring computed), so that a run over millions
+/// of pairs holds a pair and a weight per candidate and nothing more.
 #[derive(Debug, Clone)]
 pub struct DedupeResult {
-    /// Every candidate pair with its score, ordered by (a, b).
-    pub pairs: Vec<ScoredPair>,
+    /// Candidate pairs (record indexes, a < b), ordered by (a, b).
+    pairs: PairList,
+    /// Sum of the field weights of each candidate pair.
+    weights: Vec<f64>,
     /// The model estimated on the input.
     pub model: Model,
     pub records: usize,
 }
 
 impl DedupeResult {
-    /// Pairs scored at or above `threshold`.
-    pub fn pairs_at_or_above(&self, threshold: f64) -> impl Iterator<Item = &ScoredPair> {
-        self.pairs.iter().filter(move |p| p.probability >= threshold)
+    /// Number of candidate pairs.
+    pub fn len(&self) -> usize {
+        self.pairs.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.pairs.is_empty()
+    }
+
+    /// The candidate pairs (a < b), ordered by (a, b).
+    pub fn candidate_pairs(&self) -> impl ExactSizeIterator<Item = (u32, u32)> + '_ {
+        self.pairs.iter()
+    }
+
+    /// Every candidate pair with its score, ordered by (a, b).
+    pub fn pairs(&self) -> impl ExactSizeIterator<Item = ScoredPair> + '_ {
+        let prior = logit(self.model.prior);
+        self.pairs.iter().zip(&self.weights).map(move |((a, b), &weight)| ScoredPair {
+            a,
+            b,
+            weight,
+            probability: sigmoid(prior + weight),
+        })
+    }
+
+    /// Pairs scored at or above `threshold`, ordered by (a, b).
+    pub fn pairs_at_or_above(&self, threshold: f64) -> impl Iterator<Item = ScoredPair> + '_ {
+        self.pairs().filter(move |p| p.probability >= threshold)
     }
 
     /// Cluster label per record (smallest record index of its cluster).
     pub fn clusters(&self, threshold: f64, min_link: Option<f64>) -> Vec<u32> {
-        let scored: Vec<(u32, u32, f64)> = self.pairs.iter().map(|p| (p.a, p.b, p.probability)).collect();
-        cluster(self.records, &scored, threshold, min_link)
+        let links: Vec<(u32, u32, f64)> =
+            self.pairs_at_or_above(threshold).map(|p| (p.a, p.b, p.probability)).collect();
+        let prior = logit(self.model.prior);
+        let score = |x: u32, y: u32| self.pairs.position(x, y).map(|i| sigmoid(prior + self.weights[i]));
+        cluster_links(self.records, links, min_link, score)
     }
 }
 
@@ -203,28 +237,35 @@ impl Matcher {
     }
 
     /// Finds duplicates among `records`: blocking, comparison, unsupervised estimation, scoring.
+    ///
+    /// Per candidate pair it holds the pair, the set of classes that proposed it (until the EM
+    /// sessions are counted), its comparison levels, packed (until the last weights), and its
+    /// weight.
+    /// Weights are computed on all worker threads, and sums over pairs are taken in pair
+    /// order, so that the result does not depend on the number of threads.
     pub fn dedupe(&self, records: &[PreparedRecord], progress: &mut dyn FnMut(Stage, u64, u64)) -> DedupeResult {
         let n = records.len();
         let width = self.kinds.len();
-        let rows: Vec<&[Option<Prepared>]> = records.iter().map(|r| r.values.as_slice()).collect();
 
         progress(Stage::Blocking, 0, n as u64);
         let frequencies = blocking::token_frequencies(&self.classes, records, width);
-        let rank = sort_ranks(&self.kinds, &rows);
-        let candidates = blocking::candidate_pairs(
+        let rank = sort_ranks(&self.kinds, records);
+        let blocking::Candidates { pairs, proposed_by, class_sets } = blocking::candidate_pairs(
             &self.classes,
             records,
             &frequencies,
             &rank,
             self.config.max_block_size.max(2),
             self.config.window.max(1),
+            self.threads(),
         );
+        drop((frequencies, rank));
         progress(Stage::Blocking, n as u64, n as u64);
 
         // Comparison vectors of the candidates.
-        let total = candidates.len() as u64;
+        let total = pairs.len() as u64;
         progress(Stage::Comparing, 0, total);
-        let levels = self.compare_pairs(records, candidates.iter().map(|&(a, b, _)| (a, b)).collect());
+        let levels = self.compare_pairs(records, &pairs);
         progress(Stage::Comparing, total, total);
 
         // Parameters.
@@ -243,15 +284,12 @@ impl Matcher {
         // candidates, so their `u` is counted rather than guessed from a handful of samples.
         let sample: Vec<(u32, u32)> = random_pairs(n, self.config.u_sample_pairs, self.config.seed)
             .into_iter()
-            .filter(|&(a, b)| candidates.binary_search_by(|c| (c.0, c.1).cmp(&(a, b))).is_err())
+            .filter(|&(a, b)| pairs.position(a, b).is_none())
             .collect();
-        let sample_levels = self.compare_pairs(records, sample);
-        let unweighted_sample = vec![1.0; sample_levels.len() / width.max(1)];
-        let unweighted_candidates = vec![1.0; candidates.len()];
-        for (k, field) in fields.iter_mut().enumerate() {
-            let levels_k = field.m.len();
-            let in_candidates = level_counts(&levels, width, k, levels_k, &unweighted_candidates);
-            let in_sample = level_counts(&sample_levels, width, k, levels_k, &unweighted_sample);
+        let sample_levels = self.compare_pairs(records, sample.as_slice());
+        let candidate_counts = level_counts(&levels, &fields);
+        let sample_counts = level_counts(&sample_levels, &fields);
+        for ((field, in_candidates), in_sample) in fields.iter_mut().zip(candidate_counts).zip(sample_counts) {
             let present = f64::from(field.present);
             let all_pairs = present * (present - 1.0) / 2.0;
             let candidate_pairs: f64 = in_candidates.iter().sum();
@@ -269,11 +307,13 @@ impl Matcher {
         }
         progress(Stage::Estimating, 1, 4);
 
-        let sessions = self.sessions(&candidates, &levels);
+        let sessions = self.sessions(&proposed_by, &class_sets, &levels);
+        drop(proposed_by);
         let reports: Vec<EmSession> = model::estimate_m(&mut fields, &sessions, self.config.em_iterations);
         let mut model = Model { fields, prior: 1e-6, sessions: reports };
         let possible = n as f64 * (n as f64 - 1.0) / 2.0;
-        let weights = self.weights(&model, records, &candidates, &levels);
+        let mut weights = vec![0.0; pairs.len()];
+        self.weights(&model, records, &pairs, &levels, &mut weights);
         model.prior = model::estimate_prior(&weights, possible);
         progress(Stage::Estimating, 2, 4);
 
@@ -283,16 +323,22 @@ impl Matcher {
         // coincidence; it is the floor of the term-frequency `u` of values too rare to count.
         // The other levels and `m` keep the first estimates, which leave a margin for the
         // dependence between fields that the model ignores.
-        let candidate_non_match: Vec<f64> = weights.iter().map(|&w| 1.0 - model.probability(w)).collect();
-        for (k, field) in model.fields.iter_mut().enumerate() {
-            let top = (field.m.len() - 1) as u8;
-            let (mut agreeing, mut agreeing_non_match) = (0.0, 0.0);
-            for (row, q) in levels.chunks_exact(width.max(1)).zip(&candidate_non_match) {
-                if row[k] == top {
-                    agreeing += 1.0;
-                    agreeing_non_match += q;
+        let tops: Vec<u8> = model.fields.iter().map(|f| (f.m.len() - 1) as u8).collect();
+        let mut agreeing = vec![0.0f64; width];
+        let mut agreeing_non_match = vec![0.0f64; width];
+        let mut row = [MISSING; MAX_FIELDS];
+        let row = &mut row[..width];
+        for (packed, &weight) in levels.rows().zip(&weights) {
+            levels.unpack(packed, row);
+            let q = 1.0 - model.probability(weight);
+            for (k, (&level, &top)) in row.iter().zip(&tops).enumerate() {
+                if level == top {
+                    agreeing[k] += 1.0;
+                    agreeing_non_match[k] += q;
                 }
             }
+        }
+        for ((field, agreeing), agreeing_non_match) in model.fields.iter_mut().zip(agreeing).zip(agreeing_non_match) {
             let present = f64::from(field.present);
             let all_pairs = present * (present - 1.0) / 2.0;
             if all_pairs > 0.0 {
@@ -300,44 +346,53 @@ impl Matcher {
                 field.exact_floor = Some((coincidences / all_pairs).max(1.0 / (present * present)));
             }
         }
-        let weights = self.weights(&model, records, &candidates, &levels);
+        self.weights(&model, records, &pairs, &levels, &mut weights);
+        drop(levels);
         model.prior = model::estimate_prior(&weights, possible);
         progress(Stage::Estimating, 4, 4);
 
+        // Scores are the model's probabilities of the weights, computed when asked for.
         progress(Stage::Scoring, 0, total);
-        let pairs: Vec<ScoredPair> = candidates
-            .iter()
-            .zip(&weights)
-            .map(|(&(a, b, _), &weight)| ScoredPair { a, b, weight, probability: model.probability(weight) })
-            .collect();
         progress(Stage::Scoring, total, total);
-        DedupeResult { pairs, model, records: n }
+        DedupeResult { pairs, weights, model, records: n }
     }
 
-    /// Total weight of each pair.
-    fn weights(&self, model: &Model, records: &[PreparedRecord], pairs: &[(u32, u32, u64)], levels: &[u8]) -> Vec<f64> {
-        let width = self.kinds.len().max(1);
-        pairs
-            .iter()
-            .zip(levels.chunks_exact(width))
-            .map(|(&(a, b, _), row)| model.total_weight(row, &records[a as usize].values, &records[b as usize].values))
-            .collect()
+    /// Total weight of each pair, into `out` (one per pair), on all worker threads.
+    fn weights(
+        &self,
+        model: &Model,
+        records: &[PreparedRecord],
+        pairs: &PairList,
+        levels: &LevelRows,
+        out: &mut [f64],
+    ) {
+        fill_on_threads(out, self.threads(), |first, chunk| {
+            let mut row = [MISSING; MAX_FIELDS];
+            let row = &mut row[..levels.width];
+            for (((a, b), packed), weight) in pairs.iter_from(first).zip(levels.rows_from(first)).zip(chunk) {
+                levels.unpack(packed, row);
+                *weight = model.total_weight(row, &records[a as usize].values, &records[b as usize].values);
+            }
+        });
     }
 
-    /// Comparison vectors of `pairs`, flattened (one row of `fields` levels per pair).
-    fn compare_pairs(&self, records: &[PreparedRecord], pairs: Vec<(u32, u32)>) -> Vec<u8> {
-        let width = self.kinds.len();
-        let threads = self.threads();
-        let mut out = vec![MISSING; pairs.len() * width];
-        if pairs.is_empty() || width == 0 {
+    /// Comparison vectors of `pairs`, packed.
+    fn compare_pairs<P: Pairs + ?Sized>(&self, records: &[PreparedRecord], pairs: &P) -> LevelRows {
+        let mut out = LevelRows::new(self.kinds.len(), pairs.count());
+        if pairs.count() == 0 {
             return out;
         }
-        let per_thread = pairs.len().div_ceil(threads).max(1);
+        let (width, words) = (out.width, out.words);
+        let threads = self.threads();
+        let per_thread = pairs.count().div_ceil(threads).max(1);
         std::thread::scope(|scope| {
-            for (pair_chunk, out_chunk) in pairs.chunks(per_thread).zip(out.chunks_mut(per_thread * width)) {
+            for (i, out_chunk) in out.data.chunks_mut(per_thread * words).enumerate() {
                 scope.spawn(move || {
-                    for (&(a, b), row) in pair_chunk.iter().zip(out_chunk.chunks_exact_mut(width)) {
+                    let mut row = [MISSING; MAX_FIELDS];
+                    let row = &mut row[..width];
+                    for ((a, b), packed) in pairs.from(i * per_thread).zip(out_chunk.chunks_exact_mut(words)) {
                         self.compare_into(&records[a as usize], &records[b as usize], row);
+                        LevelRows::pack(row, packed);
                     }
                 });
             }
@@ -347,7 +402,7 @@ impl Matcher {
 
     /// One EM session per set of fields that blocking classes are made from; each sees the
     /// candidate pairs its classes proposed, with those fields left out.
-    fn sessions(&self, candidates: &[(u32, u32, u64)], levels: &[u8]) -> Vec<Patterns> {
+    fn sessions(&self, proposed_by: &[u32], class_sets: &[u64], levels: &LevelRows) -> Vec<Patterns> {
         let width = self.kinds.len();
         let mut field_sets: Vec<u64> = self.classes.iter().map(|c| c.fields).collect();
         field_sets.sort_unstable();
@@ -364,7 +419,10 @@ impl Matcher {
             .collect();
         let mut counts: Vec<HashMap<Vec<u8>, u64>> = vec![HashMap::new(); field_sets.len()];
         let mut pattern = vec![MISSING; width];
-        for (&(_, _, bits), row) in candidates.iter().zip(levels.chunks_exact(width.max(1))) {
+        let mut row = vec![MISSING; width];
+        for (&set, packed) in proposed_by.iter().zip(levels.rows()) {
+            let bits = class_sets[set as usize];
+            levels.unpack(packed, &mut row);
             for ((session, &mask), &excluded) in counts.iter_mut().zip(&class_masks).zip(&field_sets) {
                 if bits & mask == 0 {
                     continue;
@@ -372,7 +430,13 @@ impl Matcher {
                 for (k, (&level, slot)) in row.iter().zip(pattern.iter_mut()).enumerate() {
                     *slot = if k < 64 && excluded & (1u64 << k) != 0 { MISSING } else { level };
                 }
-                *session.entry(pattern.clone()).or_insert(0) += 1;
+                // Looked up by slice, so that a pattern is copied once, not once per pair.
+                match session.get_mut(pattern.as_slice()) {
+                    Some(count) => *count += 1,
+                    None => {
+                        session.insert(pattern.clone(), 1);
+                    }
+                }
             }
         }
         field_sets
@@ -387,15 +451,111 @@ impl Matcher {
     }
 }
 
-/// Weighted count of each level of field `k` in flattened comparison rows.
-fn level_counts(rows: &[u8], width: usize, k: usize, levels: usize, weights: &[f64]) -> Vec<f64> {
-    let mut counts = vec![0.0; levels];
-    for (row, w) in rows.chunks_exact(width.max(1)).zip(weights) {
-        if let Some(slot) = row.get(k).filter(|&&l| l != MISSING).and_then(|&l| counts.get_mut(usize::from(l))) {
-            *slot += w;
+/// Pairs that can be read from any index on: the candidates, or a sample.
+trait Pairs: Sync {
+    fn count(&self) -> usize;
+    fn from(&self, first: usize) -> impl Iterator<Item = (u32, u32)> + '_;
+}
+
+impl Pairs for PairList {
+    fn count(&self) -> usize {
+        self.len()
+    }
+
+    fn from(&self, first: usize) -> impl Iterator<Item = (u32, u32)> + '_ {
+        self.iter_from(first)
+    }
+}
+
+impl Pairs for [(u32, u32)] {
+    fn count(&self) -> usize {
+        self.len()
+    }
+
+    fn from(&self, first: usize) -> impl Iterator<Item = (u32, u32)> + '_ {
+        self[first..].iter().copied()
+    }
+}
+
+/// Comparison levels of many pairs, packed three bits to a field and ten fields to a 32-bit
+/// word (a row of eight fields takes four bytes instead of eight). Levels are below
+/// `MAX_LEVELS` (every kind has at most six); a missing value is stored as 7.
+#[derive(Debug)]
+struct LevelRows {
+    width: usize,
+    /// Words per row.
+    words: usize,
+    data: Vec<u32>,
+}
+
+const LEVEL_BITS: usize = 3;
+const FIELDS_PER_WORD: usize = 10;
+const PACKED_MISSING: u32 = 7;
+/// Levels a kind may have for its levels to be packed.
+const MAX_LEVELS: usize = 7;
+
+impl LevelRows {
+    fn new(width: usize, rows: usize) -> Self {
+        let words = width.div_ceil(FIELDS_PER_WORD).max(1);
+        Self { width, words, data: vec![0; rows * words] }
+    }
+
+    fn pack(row: &[u8], out: &mut [u32]) {
+        out.fill(0);
+        for (k, &level) in row.iter().enumerate() {
+            debug_assert!(level == MISSING || usize::from(level) < MAX_LEVELS, "level {level} cannot be packed");
+            let code = if level == MISSING { PACKED_MISSING } else { u32::from(level) };
+            out[k / FIELDS_PER_WORD] |= code << ((k % FIELDS_PER_WORD) * LEVEL_BITS);
         }
     }
-    counts
+
+    fn unpack(&self, packed: &[u32], row: &mut [u8]) {
+        for (k, slot) in row.iter_mut().enumerate() {
+            let code = (packed[k / FIELDS_PER_WORD] >> ((k % FIELDS_PER_WORD) * LEVEL_BITS)) & PACKED_MISSING;
+            *slot = if code == PACKED_MISSING { MISSING } else { code as u8 };
+        }
+    }
+
+    fn rows(&self) -> std::slice::ChunksExact<'_, u32> {
+        self.data.chunks_exact(self.words)
+    }
+
+    /// Rows from row `first` on.
+    fn rows_from(&self, first: usize) -> std::slice::ChunksExact<'_, u32> {
+        self.data[first * self.words..].chunks_exact(self.words)
+    }
+}
+
+/// Fills `out` on up to `threads` scoped threads: `f` gets the index of its chunk's first item
+/// and the chunk. Fewer than 256 items stay on the calling thread.
+fn fill_on_threads<U: Send>(out: &mut [U], threads: usize, f: impl Fn(usize, &mut [U]) + Sync) {
+    if out.len() < 256 || threads <= 1 {
+        f(0, out);
+        return;
+    }
+    let per_thread = out.len().div_ceil(threads);
+    let f = &f;
+    std::thread::scope(|scope| {
+        for (i, chunk) in out.chunks_mut(per_thread).enumerate() {
+            scope.spawn(move || f(i * per_thread, chunk));
+        }
+    });
+}
+
+/// Count of each level of each field in comparison rows (`MISSING` is not counted). The counts
+/// are whole numbers below 2^53, so they equal adding 1.0 per pair.
+fn level_counts(levels: &LevelRows, fields: &[FieldModel]) -> Vec<Vec<f64>> {
+    let mut counts: Vec<Vec<u64>> = fields.iter().map(|f| vec![0; f.m.len()]).collect();
+    let mut row = vec![MISSING; levels.width];
+    for packed in levels.rows() {
+        levels.unpack(packed, &mut row);
+        for (&level, field_counts) in row.iter().zip(counts.iter_mut()) {
+            if let Some(slot) = field_counts.get_mut(usize::from(level)) {
+                *slot += 1;
+            }
+        }
+    }
+    counts.into_iter().map(|c| c.into_iter().map(|x| x as f64).collect()).collect()
 }
 
 /// Marks e-mail values whose user part is made from the record's name (see
@@ -406,7 +566,7 @@ fn mark_name_like_emails(kinds: &[FieldKind], record: &mut PreparedRecord) {
         if let (FieldKind::PersonName | FieldKind::GivenName | FieldKind::Surname, Some(v)) = (kind, value)
             && let Detail::Name(name) = &v.detail
         {
-            tokens.extend(name.tokens.iter().cloned());
+            tokens.extend(name.tokens.iter().map(Box::from));
         }
     }
     if tokens.is_empty() {
@@ -451,7 +611,7 @@ fn is_made_from(user: &str, tokens: &[Box<str>]) -> bool {
 
 /// Rank of each record when sorted by a name-like key: the sound of the name, the company,
 /// the e-mail, the phone — the first two that are present.
-fn sort_ranks(kinds: &[FieldKind], rows: &[&[Option<Prepared>]]) -> Vec<u32> {
+fn sort_ranks(kinds: &[FieldKind], records: &[PreparedRecord]) -> Vec<u32> {
     let priority = |kind: FieldKind| match kind {
         FieldKind::PersonName => 0,
         FieldKind::Surname => 1,
@@ -465,15 +625,16 @@ fn sort_ranks(kinds: &[FieldKind], rows: &[&[Option<Prepared>]]) -> Vec<u32> {
     };
     let mut order: Vec<usize> = (0..kinds.len()).collect();
     order.sort_by_key(|&k| (priority(kinds[k]), k));
-    let keys: Vec<String> = rows
+    let keys: Vec<String> = records
         .iter()
-        .map(|row| {
+        .map(|record| {
+            let row = &record.values;
             let mut key = String::new();
             let mut used = 0;
             for &k in &order {
                 if let Some(Some(v)) = row.get(k) {
                     let part = match &v.detail {
-                        Detail::Name(name) => name.forms.first().map_or_else(|| v.exact.to_string(), |f| f.to_string()),
+                        Detail::Name(name) => name.forms.first().map_or_else(|| v.exact.to_string(), str::to_owned),
                         _ => v.exact.to_string(),
                     };
                     key.push_str(&part);
@@ -487,9 +648,9 @@ fn sort_ranks(kinds: &[FieldKind], rows: &[&[Option<Prepared>]]) -> Vec<u32> {
             key
         })
         .collect();
-    let mut by_key: Vec<u32> = (0..rows.len() as u32).collect();
+    let mut by_key: Vec<u32> = (0..records.len() as u32).collect();
     by_key.sort_by(|&x, &y| keys[x as usize].cmp(&keys[y as usize]).then(x.cmp(&y)));
-    let mut rank = vec![0u32; rows.len()];
+    let mut rank = vec![0u32; records.len()];
     for (position, &record) in by_key.iter().enumerate() {
         rank[record as usize] = position as u32;
     }
@@ -567,6 +728,25 @@ fn parallel_map<T: Sync, U: Send>(items: &[T], threads: usize, f: impl Fn(&T) ->
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn levels_pack_and_unpack() {
+        for kind in FieldKind::ALL {
+            assert!(kind.level_count() <= MAX_LEVELS, "{kind} has too many levels to pack");
+        }
+        for width in [1usize, 8, 10, 11, 64] {
+            let row: Vec<u8> =
+                (0..width).map(|k| if k % 5 == 4 { MISSING } else { (k % MAX_LEVELS) as u8 % 6 }).collect();
+            let mut levels = LevelRows::new(width, 3);
+            let words = levels.words;
+            LevelRows::pack(&row, &mut levels.data[words..2 * words]);
+            let mut back = vec![0; width];
+            levels.unpack(levels.rows_from(1).next().unwrap(), &mut back);
+            assert_eq!(back, row);
+            levels.unpack(levels.rows().next().unwrap(), &mut back);
+            assert!(back.iter().all(|&l| l == 0));
+        }
+    }
 
     #[test]
     fn map_on_all_cores_keeps_order_above_and_below_the_threshold() {

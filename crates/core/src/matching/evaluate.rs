@@ -1,6 +1,7 @@
 //! Quality measures of a deduplication against known truth: pairwise precision, recall and F1,
 //! B-cubed (per-record cluster) precision, recall and F1, and pair completeness of blocking.
 
+use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 
 /// Quality numbers of one run.
@@ -31,9 +32,9 @@ pub fn evaluate(truth: &[u32], candidates: &[(u32, u32)], predicted: &[(u32, u32
         *group_sizes.entry(*e).or_insert(0) += 1;
     }
     let true_pairs: usize = group_sizes.values().map(|&s| s * (s - 1) / 2).sum();
-    let predicted_set: HashSet<(u32, u32)> = predicted.iter().map(norm).filter(|(a, b)| a != b).collect();
+    let predicted_set = distinct_pairs(predicted, norm);
     let correct = predicted_set.iter().filter(|p| same(**p)).count();
-    let candidate_set: HashSet<(u32, u32)> = candidates.iter().map(norm).filter(|(a, b)| a != b).collect();
+    let candidate_set = distinct_pairs(candidates, norm);
     let found = candidate_set.iter().filter(|p| same(**p)).count();
 
     let ratio = |x: usize, y: usize| if y == 0 { 1.0 } else { x as f64 / y as f64 };
@@ -71,6 +72,17 @@ pub fn evaluate(truth: &[u32], candidates: &[(u32, u32)], predicted: &[(u32, u32
     }
 }
 
+/// The distinct pairs (a < b) among `pairs`, each as (smaller, larger), without pairs of a
+/// record with itself. Pairs already in that form and strictly ordered, as the matcher returns
+/// them, are used as they are rather than copied into a set.
+fn distinct_pairs(pairs: &[(u32, u32)], norm: impl Fn(&(u32, u32)) -> (u32, u32)) -> Cow<'_, [(u32, u32)]> {
+    if pairs.iter().all(|&(a, b)| a < b) && pairs.windows(2).all(|w| w[0] < w[1]) {
+        return Cow::Borrowed(pairs);
+    }
+    let set: HashSet<(u32, u32)> = pairs.iter().map(norm).filter(|(a, b)| a != b).collect();
+    Cow::Owned(set.into_iter().collect())
+}
+
 fn harmonic(p: f64, r: f64) -> f64 {
     if p + r == 0.0 { 0.0 } else { 2.0 * p * r / (p + r) }
 }
@@ -86,6 +98,9 @@ mod tests {
         let perfect = evaluate(&truth, &all, &all, &[0, 0, 0, 3, 4]);
         assert_eq!((perfect.precision, perfect.recall, perfect.f1, perfect.bcubed_f1), (1.0, 1.0, 1.0, 1.0));
         assert_eq!(perfect.pair_completeness, 1.0);
+        // Pairs in any order or orientation, repeated or of a record with itself, count once.
+        let messy = [(2, 1), (0, 1), (1, 0), (0, 2), (3, 3)];
+        assert_eq!(evaluate(&truth, &messy, &messy, &[0, 0, 0, 3, 4]), perfect);
 
         let partial = evaluate(&truth, &[(0, 1), (3, 4)], &[(1, 0), (3, 4)], &[0, 0, 2, 3, 3]);
         assert_eq!(partial.true_pairs, 3);

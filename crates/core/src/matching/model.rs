@@ -80,8 +80,13 @@ impl FieldModel {
             *self.sound_counts.entry(sound.clone()).or_insert(0) += 1;
         }
         if let Detail::Name(name) = &value.detail {
-            for part in &name.parts {
-                *self.part_counts.entry(part.clone()).or_insert(0) += 1;
+            for part in name.parts.iter() {
+                match self.part_counts.get_mut(part) {
+                    Some(count) => *count += 1,
+                    None => {
+                        self.part_counts.insert(part.into(), 1);
+                    }
+                }
             }
         }
     }

@@ -70,16 +70,29 @@ fn dedupe_on_generated_people_is_accurate() {
     let data = people(SynthConfig { records: 2000, seed: 21, duplicate_share: 0.4 });
     let fields: Vec<FieldSpec> =
         PEOPLE_COLUMNS[1..].iter().map(|(c, k)| FieldSpec::new(*c, k.parse().unwrap())).collect();
-    let matcher = Matcher::new(fields, MatchConfig::default()).unwrap();
+    let matcher = Matcher::new(fields.clone(), MatchConfig::default()).unwrap();
     let rows: Vec<Vec<String>> = data.rows.iter().map(|r| r[1..].to_vec()).collect();
     let records = matcher.prepare_all(&rows);
     let result = matcher.dedupe(&records, &mut |_, _, _| {});
-    let candidates: Vec<(u32, u32)> = result.pairs.iter().map(|p| (p.a, p.b)).collect();
+    let candidates: Vec<(u32, u32)> = result.candidate_pairs().collect();
+    assert_eq!(candidates.len(), result.len());
     let predicted: Vec<(u32, u32)> = result.pairs_at_or_above(0.9).map(|p| (p.a, p.b)).collect();
     let e = evaluate(&data.entity, &candidates, &predicted, &result.clusters(0.9, None));
     assert!(e.pair_completeness > 0.99, "{e:?}");
     assert!(e.precision > 0.98 && e.recall > 0.9 && e.f1 > 0.95, "{e:?}");
     // Deterministic for the same input.
     let again = matcher.dedupe(&records, &mut |_, _, _| {});
-    assert!(again.pairs == result.pairs, "two runs on the same input differ");
+    assert!(again.pairs().eq(result.pairs()), "two runs on the same input differ");
+    // And for any number of threads (sums over pairs are taken in pair order).
+    for threads in [1, 3] {
+        let other = Matcher::new(fields.clone(), MatchConfig { threads, ..MatchConfig::default() }).unwrap();
+        let result_other = other.dedupe(&records, &mut |_, _, _| {});
+        assert!(result_other.pairs().eq(result.pairs()), "{threads} threads change the result");
+        assert_eq!(result_other.model, result.model);
+    }
+    // Clusters from the result are those of the scored pairs.
+    let scored: Vec<(u32, u32, f64)> = result.pairs().map(|p| (p.a, p.b, p.probability)).collect();
+    for min_link in [None, Some(0.5)] {
+        assert_eq!(result.clusters(0.9, min_link), super::cluster(records.len(), &scored, 0.9, min_link));
+    }
 }

@@ -35,16 +35,20 @@ pub struct Prepared {
     pub(crate) detail: Detail,
 }
 
+/// What a kind needs beyond the exact form. Every part is boxed, so that a value takes two
+/// words here whatever its kind (a record holds one value per field, missing or not).
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) enum Detail {
-    Name(NameValue),
-    Company(TokenValue),
+    Name(Box<NameValue>),
+    Company(Box<TokenValue>),
     Phone,
-    Email(EmailValue),
-    Date(DateValue),
-    Tokens(TokenValue),
+    Email(Box<EmailValue>),
+    Date(Box<DateValue>),
+    Tokens(Box<TokenValue>),
     Postcode,
-    City(CityValue),
+    /// A place name; its sound (pinyin for Han, folded Latin letters otherwise, without
+    /// spaces) is [`Prepared::sound`].
+    City,
     Id,
     Exact,
 }
@@ -56,16 +60,16 @@ pub(crate) struct NameValue {
     pub han: Option<Box<str>>,
     /// Phonetic tokens in written order: for a Han name the surname's pinyin and the given
     /// name's pinyin run together ("zhang", "xiaoming"); for a Latin name its words.
-    pub tokens: Vec<Box<str>>,
-    /// Whether `tokens[0]` is known to be the surname (Han person names).
+    pub tokens: Words,
+    /// Whether the first token is known to be the surname (Han person names).
     pub surname_first: bool,
     /// Concatenations of the tokens in the orders the name may be written in.
-    pub forms: Vec<Box<str>>,
+    pub forms: Words,
     /// Sorted Double Metaphone codes of the tokens (Latin names only).
-    pub metaphones: Vec<Box<str>>,
+    pub metaphones: Words,
     /// The parts whose frequencies multiply to the chance of the whole name: surname and given
     /// name in Han characters, or the words of a Latin name. Empty for one-part names.
-    pub parts: Vec<Box<str>>,
+    pub parts: Words,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -82,26 +86,94 @@ pub(crate) struct EmailValue {
 pub(crate) struct DateValue {
     /// (year, month, day) when the text is a calendar date.
     pub ymd: Option<(i32, u8, u8)>,
-    /// Julian day number of `ymd`.
+    /// Julian day number of `ymd`. (The digits — YYYYMMDD for a date, otherwise the digits of
+    /// the text — are the exact form.)
     pub julian: Option<i32>,
-    /// Digits: YYYYMMDD for a date, otherwise the digits of the text.
-    pub digits: Box<str>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct TokenValue {
     /// Sorted, de-duplicated tokens: Latin words, numbers, CJK bigrams.
-    pub tokens: Vec<Box<str>>,
+    pub tokens: Words,
     /// The numeric tokens, sorted.
-    pub numbers: Vec<Box<str>>,
+    pub numbers: Words,
     /// The value as a number when the whole text is one number (Text kind).
     pub number: Option<f64>,
 }
 
-#[derive(Debug, Clone, PartialEq)]
-pub(crate) struct CityValue {
-    /// Pinyin for Han, folded Latin letters otherwise, without spaces.
-    pub sound: Box<str>,
+/// A short list of short strings (the tokens of an address, a company name or a name) in one
+/// allocation, each preceded by its length in bytes written as one character (one byte for
+/// items shorter than 128 bytes): an address's dozens of tokens cost one allocation instead of
+/// one each, and reading them back needs no search for separators. Two lists are equal when
+/// their items are.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct Words(Box<str>);
+
+/// Longest item of [`Words`] (lengths are written as a `char`, which cannot be a surrogate);
+/// values are cut to `MAX_VALUE_BYTES` long before, so no item comes near it.
+const MAX_WORD_BYTES: usize = 0xD7FF;
+
+impl Words {
+    pub fn new<S: AsRef<str>>(items: impl IntoIterator<Item = S>) -> Self {
+        let mut packed = String::new();
+        for item in items {
+            let item = cut(item.as_ref(), MAX_WORD_BYTES);
+            if let Some(length) = char::from_u32(item.len() as u32) {
+                packed.push(length);
+                packed.push_str(item);
+            }
+        }
+        Self(packed.into())
+    }
+
+    /// The items in order.
+    pub fn iter(&self) -> WordsIter<'_> {
+        WordsIter(&self.0)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    pub fn first(&self) -> Option<&str> {
+        self.iter().next()
+    }
+
+    pub fn len(&self) -> usize {
+        self.iter().count()
+    }
+
+    pub fn contains(&self, item: &str) -> bool {
+        self.iter().any(|t| t == item)
+    }
+}
+
+/// The items of [`Words`].
+#[derive(Debug, Clone)]
+pub(crate) struct WordsIter<'a>(&'a str);
+
+impl<'a> Iterator for WordsIter<'a> {
+    type Item = &'a str;
+
+    fn next(&mut self) -> Option<&'a str> {
+        let mut chars = self.0.chars();
+        let length = chars.next()? as usize;
+        let (item, rest) = chars.as_str().split_at_checked(length)?;
+        self.0 = rest;
+        Some(item)
+    }
+}
+
+/// Tokens as they are built, before they are packed into [`Words`].
+struct TokenLists {
+    tokens: Vec<Box<str>>,
+    numbers: Vec<Box<str>>,
+}
+
+impl TokenLists {
+    fn pack(self) -> TokenValue {
+        TokenValue { tokens: Words::new(&self.tokens), numbers: Words::new(&self.numbers), number: None }
+    }
 }
 
 /// Normalises one raw cell of the given kind. Returns `None` for a missing value: empty,
@@ -196,14 +268,14 @@ fn prepare_name(kind: FieldKind, text: &str) -> Option<Prepared> {
         return Some(Prepared {
             exact: han.clone().into(),
             sound: Some(sorted_sound(&tokens)),
-            detail: Detail::Name(NameValue {
+            detail: Detail::Name(Box::new(NameValue {
                 han: Some(han.into()),
-                tokens,
+                tokens: Words::new(&tokens),
                 surname_first,
-                forms,
-                metaphones: Vec::new(),
-                parts,
-            }),
+                forms: Words::new(&forms),
+                metaphones: Words::default(),
+                parts: Words::new(&parts),
+            })),
         });
     }
     if latin_words.is_empty() {
@@ -223,7 +295,14 @@ fn prepare_name(kind: FieldKind, text: &str) -> Option<Prepared> {
     Some(Prepared {
         exact: exact.into(),
         sound: Some(sorted_sound(&tokens)),
-        detail: Detail::Name(NameValue { han: None, tokens, surname_first: false, forms, metaphones, parts }),
+        detail: Detail::Name(Box::new(NameValue {
+            han: None,
+            tokens: Words::new(&tokens),
+            surname_first: false,
+            forms: Words::new(&forms),
+            metaphones: Words::new(&metaphones),
+            parts: Words::new(&parts),
+        })),
     })
 }
 
@@ -297,12 +376,12 @@ fn prepare_company(text: &str) -> Option<Prepared> {
     for stop in CJK_COMPANY_STOP_WORDS {
         without = without.replace(stop, " ");
     }
-    let mut value = tokenize(&without, false);
+    let mut value = token_lists(&without, false);
     value.tokens.retain(|t| !COMPANY_STOP_WORDS.contains(&&**t));
     if value.tokens.is_empty() {
-        value = tokenize(&canonical, false);
+        value = token_lists(&canonical, false);
     }
-    Some(Prepared { exact: canonical.into(), sound: None, detail: Detail::Company(value) })
+    Some(Prepared { exact: canonical.into(), sound: None, detail: Detail::Company(Box::new(value.pack())) })
 }
 
 fn strip_brackets(text: &str) -> String {
@@ -379,7 +458,7 @@ fn prepare_email(text: &str) -> Option<Prepared> {
     Some(Prepared {
         exact: address.clone().into(),
         sound,
-        detail: Detail::Email(EmailValue { user: user.into(), name_like: false }),
+        detail: Detail::Email(Box::new(EmailValue { user: user.into(), name_like: false })),
     })
 }
 
@@ -406,11 +485,7 @@ fn prepare_date(text: &str) -> Option<Prepared> {
     if digits.len() < 4 {
         return None;
     }
-    Some(Prepared {
-        exact: digits.clone().into(),
-        sound: None,
-        detail: Detail::Date(DateValue { ymd, julian, digits: digits.into() }),
-    })
+    Some(Prepared { exact: digits.into(), sound: None, detail: Detail::Date(Box::new(DateValue { ymd, julian })) })
 }
 
 fn calendar(y: i32, m: u8, d: u8) -> Option<i32> {
@@ -458,28 +533,30 @@ fn prepare_tokens(text: &str, numeric: bool) -> Option<Prepared> {
     if exact.is_empty() {
         return None;
     }
-    let mut value = tokenize(&folded, true);
+    let mut lists = token_lists(&folded, true);
     let mut exact = exact;
+    let mut number = None;
     if numeric {
         let plain = folded.trim().replace([',', ' '], "");
-        value.number = plain
+        number = plain
             .parse::<f64>()
             .ok()
             .or_else(|| exact.bytes().all(|b| b.is_ascii_digit()).then(|| exact.parse::<f64>().ok()).flatten())
             .filter(|n| n.is_finite());
-        if let Some(number) = value.number {
+        if let Some(number) = number {
             exact = format!("{number}");
         }
     } else {
-        for token in value.tokens.iter_mut() {
+        for token in lists.tokens.iter_mut() {
             if let Some((_, long)) = ADDRESS_ABBREVIATIONS.iter().find(|(short, _)| **short == **token) {
                 *token = (*long).into();
             }
         }
-        value.tokens.sort();
-        value.tokens.dedup();
+        lists.tokens.sort();
+        lists.tokens.dedup();
     }
-    Some(Prepared { exact: exact.into(), sound: None, detail: Detail::Tokens(value) })
+    let value = TokenValue { number, ..lists.pack() };
+    Some(Prepared { exact: exact.into(), sound: None, detail: Detail::Tokens(Box::new(value)) })
 }
 
 /// Common abbreviations in Latin-script addresses, expanded so that "12 Wattle St" and
@@ -511,7 +588,7 @@ const ADDRESS_ABBREVIATIONS: &[(&str, &str)] = &[
 
 /// Tokens of folded text: Latin words and numbers (split where letters meet digits, leading
 /// zeros dropped), CJK runs as overlapping bigrams (a single character stays a unigram).
-pub(crate) fn tokenize(folded: &str, keep_numbers: bool) -> TokenValue {
+fn token_lists(folded: &str, keep_numbers: bool) -> TokenLists {
     let mut tokens: Vec<Box<str>> = Vec::new();
     let mut numbers: Vec<Box<str>> = Vec::new();
     let mut cjk: Vec<char> = Vec::new();
@@ -571,7 +648,7 @@ pub(crate) fn tokenize(folded: &str, keep_numbers: bool) -> TokenValue {
     tokens.truncate(MAX_TOKENS);
     numbers.sort();
     numbers.dedup();
-    TokenValue { tokens, numbers, number: None }
+    TokenLists { tokens, numbers }
 }
 
 fn prepare_code(text: &str, detail: Detail) -> Option<Prepared> {
@@ -622,11 +699,7 @@ fn prepare_city(text: &str) -> Option<Prepared> {
     }
     let sound: String =
         exact.chars().map(|c| char_pinyin(c).map(str::to_owned).unwrap_or_else(|| c.to_string())).collect();
-    Some(Prepared {
-        exact: exact.into(),
-        sound: Some(sound.clone().into()),
-        detail: Detail::City(CityValue { sound: sound.into() }),
-    })
+    Some(Prepared { exact: exact.into(), sound: Some(sound.into()), detail: Detail::City })
 }
 
 #[cfg(test)]
@@ -636,7 +709,7 @@ mod tests {
 
     fn name(kind: FieldKind, raw: &str) -> NameValue {
         match prepare(kind, raw).unwrap().detail {
-            Detail::Name(n) => n,
+            Detail::Name(n) => *n,
             other => panic!("{other:?}"),
         }
     }
@@ -669,13 +742,10 @@ mod tests {
         for other in [&pinyin, &western, &joined] {
             assert!(other.forms.iter().any(|f| han.forms.contains(f)), "{other:?} vs {han:?}");
         }
-        assert_eq!(name(FieldKind::PersonName, "曾小明").tokens[0].as_ref(), "zeng");
-        assert_eq!(
-            name(FieldKind::PersonName, "欧阳娜娜").tokens,
-            vec!["ouyang".into(), "nana".into()] as Vec<Box<str>>
-        );
-        assert_eq!(name(FieldKind::Surname, "單").tokens[0].as_ref(), "shan");
-        assert_eq!(name(FieldKind::PersonName, "Lv Bu").tokens[0].as_ref(), "lu");
+        assert_eq!(name(FieldKind::PersonName, "曾小明").tokens.first(), Some("zeng"));
+        assert_eq!(name(FieldKind::PersonName, "欧阳娜娜").tokens.iter().collect::<Vec<_>>(), vec!["ouyang", "nana"]);
+        assert_eq!(name(FieldKind::Surname, "單").tokens.first(), Some("shan"));
+        assert_eq!(name(FieldKind::PersonName, "Lv Bu").tokens.first(), Some("lu"));
     }
 
     #[test]
@@ -734,12 +804,17 @@ mod tests {
         assert_eq!(city("杭州市").exact, city("杭州").exact);
         // Every suffix comes off, so the exact form is its own (found by the property test).
         assert_eq!(&*city("杭江区区").exact, "杭江");
-        match (city("杭州").detail, city("Hangzhou").detail) {
-            (Detail::City(a), Detail::City(b)) => assert_eq!(a.sound, b.sound),
-            other => panic!("{other:?}"),
+        let (hangzhou, pinyin) = (city("杭州"), city("Hangzhou"));
+        assert!(matches!((&hangzhou.detail, &pinyin.detail), (Detail::City, Detail::City)));
+        assert_eq!(hangzhou.sound, pinyin.sound);
+        let t = token_lists("浙江省杭州市文三路123号 room1201", true).pack();
+        assert!(t.tokens.contains("杭州") && t.numbers.contains("123"));
+        assert!(t.tokens.contains("room") && t.numbers.contains("1201"));
+        // Packed lists keep their items, empty ones included.
+        for items in [vec![], vec![""], vec!["a", "", "bc"], vec!["杭州", "room"]] {
+            let words = Words::new(&items);
+            assert_eq!(words.iter().collect::<Vec<_>>(), items);
+            assert_eq!(words.len(), items.len());
         }
-        let t = tokenize("浙江省杭州市文三路123号 room1201", true);
-        assert!(t.tokens.contains(&"杭州".into()) && t.numbers.contains(&"123".into()));
-        assert!(t.tokens.contains(&"room".into()) && t.numbers.contains(&"1201".into()));
     }
 }
