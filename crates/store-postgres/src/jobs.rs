@@ -172,9 +172,14 @@ pub(crate) async fn save_job_progress(pool: &PgPool, p: &JobProgress) -> StoreRe
                 .execute(&mut *tx)
                 .await
                 .map_err(map_sqlx)?;
+            // Stamped like any write of match keys (the counter's lock is held to commit), so
+            // that a duplicate check in flight sees them as new (see `MatchGuard`).
+            crate::duplicates::bump_match_key_stamps(&mut tx, std::slice::from_ref(&k.object)).await?;
             for key in keys {
                 sqlx::query(
-                    "INSERT INTO match_keys (object, key, record_id) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+                    "INSERT INTO match_keys (object, key, record_id, stamp) \
+                     VALUES ($1, $2, $3, (SELECT s.stamp FROM match_key_stamps s WHERE s.object = $1)) \
+                     ON CONFLICT DO NOTHING",
                 )
                 .bind(&k.object)
                 .bind(key)

@@ -98,7 +98,7 @@ pub(crate) async fn write_match_keys(conn: &mut SqliteConnection, sets: &[MatchK
 }
 
 /// Moves the match-key stamp of `object` on and returns it.
-async fn next_stamp(conn: &mut SqliteConnection, object: &str) -> StoreResult<i64> {
+pub(crate) async fn next_stamp(conn: &mut SqliteConnection, object: &str) -> StoreResult<i64> {
     sqlx::query_scalar(
         "INSERT INTO match_key_stamps (object, stamp) VALUES (?, 1) \
          ON CONFLICT (object) DO UPDATE SET stamp = stamp + 1 RETURNING stamp",

@@ -187,11 +187,15 @@ async fn save_progress(conn: &mut SqliteConnection, p: JobProgress) -> StoreResu
                 .execute(&mut *conn)
                 .await
                 .map_err(map_sqlx)?;
+            // Stamped like any write of match keys, so that a duplicate check in flight sees
+            // them as new (see `MatchGuard`).
+            let stamp = crate::duplicates::next_stamp(conn, &k.object).await?;
             for key in keys {
-                sqlx::query("INSERT OR IGNORE INTO match_keys (object, key, record_id) VALUES (?, ?, ?)")
+                sqlx::query("INSERT OR IGNORE INTO match_keys (object, key, record_id, stamp) VALUES (?, ?, ?, ?)")
                     .bind(&k.object)
                     .bind(key)
                     .bind(&rid)
+                    .bind(stamp)
                     .execute(&mut *conn)
                     .await
                     .map_err(map_sqlx)?;

@@ -147,7 +147,10 @@ pub async fn job_progress_records_violations_and_refreshes_keys(store: DynStore)
             unique_key: Some(("name".into(), Some(key("name", 2).digest))),
         },
     ];
+    let stamp = store.match_key_stamp(OBJ).await.expect("stamp");
     assert!(store.save_job_progress(p.clone()).await.expect("save"));
+    // Refreshed match keys are stamped like any written ones: a check in flight sees them.
+    assert!(store.match_key_stamp(OBJ).await.expect("stamp") > stamp);
     // Saving the same violations again does not count them twice.
     let mut again = progress(claimed.id, "s");
     again.violations = p.violations.clone();
