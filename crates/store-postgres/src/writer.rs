@@ -259,43 +259,36 @@ async fn run_group(conn: &mut PgConnection, jobs: Vec<Job>) -> (bool, Option<Hea
         return (false, None);
     }
     let mut results: Vec<StoreResult<Vec<i64>>> = Vec::with_capacity(jobs.len());
-    // Strong-key locks at the top level, before any savepoint: they stay held until COMMIT
-    // whichever path below applies the jobs.
-    let mut writes: Vec<&RecordWrite> = Vec::new();
-    for job in &jobs {
-        if let Op::Write(batch) = &job.op {
-            writes.extend(batch.records.iter().filter(|w| !w.exclusive_keys.is_empty()));
-        }
-    }
-    let mut keyed: Vec<String> = Vec::new();
-    for job in &jobs {
-        if let Op::Write(batch) = &job.op {
-            keyed.extend(batch.match_keys.iter().filter(|s| !s.keys.is_empty()).map(|s| s.object.clone()));
-        }
-    }
+    let batches: Vec<Option<&WriteBatch>> = jobs
+        .iter()
+        .map(|j| match &j.op {
+            Op::Write(batch) => Some(batch),
+            Op::Audit(_) => None,
+        })
+        .collect();
+    let writes: Vec<&RecordWrite> =
+        batches.iter().flatten().flat_map(|b| b.records.iter()).filter(|w| !w.exclusive_keys.is_empty()).collect();
+    let mut keyed: Vec<String> = batches
+        .iter()
+        .flatten()
+        .flat_map(|b| b.match_keys.iter())
+        .filter(|s| !s.keys.is_empty())
+        .map(|s| s.object.clone())
+        .collect();
     keyed.sort();
     keyed.dedup();
-    let locked = match crate::duplicates::lock_exclusive_keys(conn, &writes).await {
-        Ok(()) => crate::duplicates::bump_match_key_stamps(conn, &keyed).await,
-        Err(e) => Err(e),
-    };
-    drop(writes);
-    // Duplicate checks gone stale (see `MatchGuard`), judged with the stamp locks held and before
+    // Strong-key locks and match-key stamps (with their counter locks) at the top level, before
+    // any savepoint: they stay held until COMMIT whichever path below applies the jobs. Then
+    // duplicate checks gone stale (see `MatchGuard`), judged with those locks held and before
     // anything is written: those jobs are answered `StaleCheck` and left out of the group.
-    let stale = match locked {
-        Ok(()) => {
-            let batches: Vec<Option<&WriteBatch>> = jobs
-                .iter()
-                .map(|j| match &j.op {
-                    Op::Write(batch) => Some(batch),
-                    Op::Audit(_) => None,
-                })
-                .collect();
-            crate::duplicates::stale_batches(conn, &batches).await
-        }
-        Err(e) => Err(e),
-    };
-    let stale = match stale {
+    let judged = async {
+        crate::duplicates::lock_exclusive_keys(conn, &writes).await?;
+        crate::duplicates::bump_match_key_stamps(conn, &keyed).await?;
+        crate::duplicates::stale_batches(conn, &batches).await
+    }
+    .await;
+    drop((writes, batches));
+    let stale = match judged {
         Ok(stale) => stale,
         Err(e) => {
             let _ = exec(conn, "ROLLBACK").await;
