@@ -12,6 +12,7 @@
 //! under its own savepoint, through the per-record path that names the precise error. Callers
 //! are answered only after COMMIT returned.
 
+use crate::stats::StatsKeeper;
 use crate::{append_events, apply_record_write, internal, map_sqlx, sql};
 use custodian_store::{
     AuditDraft, EncodedEvent, MatchKeySet, RecordWrite, StoreError, StoreResult, WriteBatch, chain_rows,
@@ -171,9 +172,10 @@ pub(crate) struct Writer {
 }
 
 impl Writer {
-    pub(crate) fn spawn(options: PgConnectOptions) -> Writer {
+    /// The writer pokes `stats` after each group (and stops it when the writer stops).
+    pub(crate) fn spawn(options: PgConnectOptions, stats: StatsKeeper) -> Writer {
         let (tx, rx) = mpsc::channel(4096);
-        tokio::spawn(writer_loop(options, rx));
+        tokio::spawn(writer_loop(options, rx, stats));
         Writer { tx }
     }
 
@@ -195,7 +197,7 @@ impl Writer {
     }
 }
 
-async fn writer_loop(options: PgConnectOptions, mut rx: mpsc::Receiver<Job>) {
+async fn writer_loop(options: PgConnectOptions, mut rx: mpsc::Receiver<Job>, stats: StatsKeeper) {
     let mut conn: Option<PgConnection> = None;
     // The chain head as this writer's last group committed it (None: unknown).
     let mut head: Option<Head> = None;
@@ -228,6 +230,7 @@ async fn writer_loop(options: PgConnectOptions, mut rx: mpsc::Receiver<Job>) {
                     Ok(new_head) => {
                         head = Some(new_head);
                         conn = Some(c);
+                        stats.written();
                         continue;
                     }
                     Err(jobs) => jobs,
@@ -237,6 +240,7 @@ async fn writer_loop(options: PgConnectOptions, mut rx: mpsc::Receiver<Job>) {
         };
         // A connection that failed outside a job is dropped and replaced on the next group.
         let (usable, committed_head) = run_group(&mut c, jobs).await;
+        stats.written();
         head = committed_head;
         if usable {
             conn = Some(c);
@@ -477,10 +481,27 @@ fn arrays<'a>(rows: impl Iterator<Item = &'a String>) -> Vec<String> {
 }
 
 /// Runs `sql` once per array of rows; returns the rows affected in all.
+/// Runs `sql` (a prepared statement: it only inserts) once per array of rows.
 async fn exec_rows(conn: &mut PgConnection, sql: &'static str, arrays: Vec<String>) -> Result<u64, Fallback> {
+    exec_arrays(conn, sql, arrays, true).await
+}
+
+/// Like [`exec_rows`] for a statement that also reads a table (a join or a lookup): planned at
+/// each call (see the crate documentation).
+async fn exec_rows_replanned(conn: &mut PgConnection, sql: &'static str, arrays: Vec<String>) -> Result<u64, Fallback> {
+    exec_arrays(conn, sql, arrays, false).await
+}
+
+async fn exec_arrays(
+    conn: &mut PgConnection,
+    sql: &'static str,
+    arrays: Vec<String>,
+    persistent: bool,
+) -> Result<u64, Fallback> {
     let mut affected = 0;
     for rows in arrays {
         affected += sqlx::query(sql)
+            .persistent(persistent)
             .bind(rows)
             .execute(&mut *conn)
             .await
@@ -506,7 +527,7 @@ async fn apply_bulk(conn: &mut PgConnection, jobs: &[Job]) -> Result<(Vec<Vec<i6
 
     let updates = count(|p| p.updates.len());
     if updates > 0 {
-        let done = exec_rows(
+        let done = exec_rows_replanned(
             conn,
             "UPDATE records AS r SET version = j.version, owner_id = j.owner_id, team_id = j.team_id, \
              updated_at = j.updated_at, updated_by = j.updated_by, deleted_at = j.deleted_at, \
@@ -523,7 +544,12 @@ async fn apply_bulk(conn: &mut PgConnection, jobs: &[Job]) -> Result<(Vec<Vec<i6
         for sql in
             ["DELETE FROM blind_indexes WHERE record_id = ANY($1)", "DELETE FROM unique_keys WHERE record_id = ANY($1)"]
         {
-            sqlx::query(sql).bind(&ids).execute(&mut *conn).await.map_err(|e| Fallback(e.to_string()))?;
+            sqlx::query(sql)
+                .persistent(false)
+                .bind(&ids)
+                .execute(&mut *conn)
+                .await
+                .map_err(|e| Fallback(e.to_string()))?;
         }
     }
     let inserts = count(|p| p.inserts.len());
@@ -543,7 +569,7 @@ async fn apply_bulk(conn: &mut PgConnection, jobs: &[Job]) -> Result<(Vec<Vec<i6
     expect_rows("inserts", done, inserts)?;
     // Each version is the row just written.
     let versions = count(|p| p.versions.len());
-    let done = exec_rows(
+    let done = exec_rows_replanned(
         conn,
         "INSERT INTO record_versions (record_id, version, object, action, owner_id, team_id, deleted_at, \
          fields, changed_at, changed_by) \
@@ -580,15 +606,20 @@ async fn apply_bulk(conn: &mut PgConnection, jobs: &[Job]) -> Result<(Vec<Vec<i6
     // pair dismissed as "not a duplicate": the per-record replay names the holder.
     let exclusive = arrays(parts.iter().flat_map(|p| p.exclusive.iter()));
     for keys in exclusive {
+        // Key by key through the primary key (a LATERAL with LIMIT is run per key): a join would
+        // be planned for the 100 rows PostgreSQL assumes of any jsonb_to_recordset, and hash
+        // every blind index of the database for each group.
         let held: i64 = sqlx::query_scalar(
             "SELECT count(*) FROM jsonb_to_recordset($1::jsonb) AS j(object text, field text, digest text, record_id uuid) \
-             JOIN blind_indexes b ON b.object = j.object AND b.field = j.field AND b.digest = decode(j.digest, 'hex') \
-             AND b.record_id <> j.record_id \
+             CROSS JOIN LATERAL (SELECT 1 FROM blind_indexes b \
              JOIN records r ON r.id = b.record_id AND r.deleted_at IS NULL \
-             WHERE NOT EXISTS (SELECT 1 FROM duplicate_dismissals d WHERE d.object = b.object \
+             WHERE b.object = j.object AND b.field = j.field AND b.digest = decode(j.digest, 'hex') \
+             AND b.record_id <> j.record_id \
+             AND NOT EXISTS (SELECT 1 FROM duplicate_dismissals d WHERE d.object = b.object \
              AND ((d.record_a = j.record_id AND d.record_b = b.record_id) \
-             OR (d.record_a = b.record_id AND d.record_b = j.record_id)))",
+             OR (d.record_a = b.record_id AND d.record_b = j.record_id))) LIMIT 1) h",
         )
+        .persistent(false)
         .bind(keys)
         .fetch_one(&mut *conn)
         .await
@@ -610,6 +641,7 @@ async fn apply_bulk(conn: &mut PgConnection, jobs: &[Job]) -> Result<(Vec<Vec<i6
     let keyed: Vec<Uuid> = parts.iter().flat_map(|p| p.keyed_ids.iter().copied()).collect();
     if !keyed.is_empty() {
         sqlx::query("DELETE FROM match_keys WHERE record_id = ANY($1)")
+            .persistent(false)
             .bind(&keyed)
             .execute(&mut *conn)
             .await

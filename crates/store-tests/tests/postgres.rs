@@ -255,3 +255,62 @@ async fn connections_to_this_machine_do_not_pay_for_tls() {
     probe.close().await;
     assert_eq!(encrypted, 0, "no connection to this database (the writer's included) uses TLS");
 }
+
+/// A new database's statistics say "empty" (and a prepared statement's generic plan is made
+/// from them): as records arrive, the store analyzes the growing tables, so that fetching one
+/// record by id looks the id up in an index rather than a walk over every record of its object.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn planner_statistics_follow_a_growing_table() {
+    let Some((store, db)) = custodian_store_tests::postgres_test_store().await else {
+        return;
+    };
+    let pool = store.pool().clone();
+    let store: Arc<dyn Store> = Arc::new(store);
+    let analyzed = || async {
+        let n: i64 = sqlx::query_scalar(
+            "SELECT coalesce(sum(analyze_count), 0)::bigint FROM pg_stat_user_tables \
+             WHERE schemaname = current_schema() AND relname = 'records'",
+        )
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+        n
+    };
+    let before = analyzed().await;
+    let mut last = None;
+    // Rounds of creates until the keeper has analyzed `records` (each round pokes it again;
+    // the server publishes its row counters about once a second).
+    for round in 0..40 {
+        let records: Vec<_> =
+            (0..100).map(|i| cases::new_record(serde_json::json!({ "name": format!("r{round}-{i}") }))).collect();
+        let writes: Vec<_> = records.iter().map(cases::creation).collect();
+        let audit = writes.iter().map(cases::audit_for).collect();
+        store.write(custodian_store::WriteBatch { records: writes, audit, ..Default::default() }).await.unwrap();
+        last = records.last().map(|r| r.id);
+        if round >= 5 && analyzed().await > before {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    }
+    assert!(analyzed().await > before, "the store never analyzed the records table as it grew");
+    // The plan a prepared fetch by id settles on (the generic one) now finds the row through an
+    // index on the id (not a walk over the object's records filtered by id).
+    let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(db.url()).await.unwrap();
+    sqlx::query("SET plan_cache_mode = force_generic_plan").execute(&mut conn).await.unwrap();
+    sqlx::query(
+        "PREPARE one_record(text, uuid) AS SELECT r.id, r.fields FROM records r WHERE r.object = $1 AND r.id = $2",
+    )
+    .execute(&mut conn)
+    .await
+    .unwrap();
+    let plan: Vec<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+        "EXPLAIN EXECUTE one_record('{}', '{}')",
+        cases::OBJ,
+        last.unwrap()
+    )))
+    .fetch_all(&mut conn)
+    .await
+    .unwrap();
+    let by_id = plan.iter().any(|line| line.contains("Index Cond") && line.contains("id = $2"));
+    assert!(by_id, "fetch by id does not look the id up in an index:\n{}", plan.join("\n"));
+}
