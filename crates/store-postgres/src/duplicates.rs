@@ -355,7 +355,6 @@ pub(crate) async fn match_blocks(pool: &PgPool, object: &str, keys: &[Vec<u8>]) 
                              ORDER BY m.record_id LIMIT $3) c \
          ORDER BY k.i, c.record_id",
     )
-    .persistent(false)
     .bind(object)
     .bind(keys)
     .bind(i64::from(MATCH_BLOCK_CAP))
@@ -386,7 +385,6 @@ pub(crate) async fn find_by_blind_indexes(
                              WHERE b.object = $1 AND b.field = $2 AND b.digest = k.digest AND r.deleted_at IS NULL \
                              ORDER BY b.record_id LIMIT $4) c ORDER BY k.i, c.record_id",
     )
-    .persistent(false)
     .bind(object)
     .bind(field)
     .bind(digests)
