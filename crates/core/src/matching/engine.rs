@@ -12,6 +12,8 @@ use super::value::{Detail, Prepared, prepare};
 
 /// Most fields a matcher accepts (blocking classes and EM sessions track fields in a 64-bit set).
 pub const MAX_FIELDS: usize = 64;
+/// Rounds of refining the exact-coincidence estimates and the posteriors (see `dedupe`).
+const COINCIDENCE_ROUNDS: usize = 2;
 
 /// One attribute of the records: a name for messages and its kind.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -321,40 +323,74 @@ impl Matcher {
         // agreement (for a unique identifier, every exact agreement is a duplicate). With
         // posteriors known, the non-matching share of the agreeing pairs gives the chance of a
         // coincidence; it is the floor of the term-frequency `u` of values too rare to count.
-        // The other levels and `m` keep the first estimates, which leave a margin for the
-        // dependence between fields that the model ignores.
-        let tops: Vec<u8> = model.fields.iter().map(|f| (f.m.len() - 1) as u8).collect();
-        let mut agreeing = vec![0.0f64; width];
-        let mut agreeing_non_match = vec![0.0f64; width];
-        let mut row = [MISSING; MAX_FIELDS];
-        let row = &mut row[..width];
-        for (packed, &weight) in levels.rows().zip(&weights) {
-            levels.unpack(packed, row);
-            let q = 1.0 - model.probability(weight);
-            for (k, (&level, &top)) in row.iter().zip(&tops).enumerate() {
-                if level == top {
-                    agreeing[k] += 1.0;
-                    agreeing_non_match[k] += q;
-                }
-            }
+        // The same share, taken among the pairs agreeing on values held by about as many
+        // records, says how many of a value's other holders are unrelated records rather than
+        // further duplicates of the pair (a phone held by three records is one person entered
+        // three times, a name held by thirty is thirty people). Posteriors and these estimates
+        // are refined twice. The other levels and `m` keep the first estimates, which leave a
+        // margin for the dependence between fields that the model ignores.
+        for _ in 0..COINCIDENCE_ROUNDS {
+            self.estimate_coincidences(&mut model, records, &pairs, &levels, &weights);
+            self.weights(&model, records, &pairs, &levels, &mut weights);
+            model.prior = model::estimate_prior(&weights, possible);
         }
-        for ((field, agreeing), agreeing_non_match) in model.fields.iter_mut().zip(agreeing).zip(agreeing_non_match) {
-            let present = f64::from(field.present);
-            let all_pairs = present * (present - 1.0) / 2.0;
-            if all_pairs > 0.0 {
-                let coincidences = (model::exact_pairs(field) - agreeing).max(0.0) + agreeing_non_match;
-                field.exact_floor = Some((coincidences / all_pairs).max(1.0 / (present * present)));
-            }
-        }
-        self.weights(&model, records, &pairs, &levels, &mut weights);
         drop(levels);
-        model.prior = model::estimate_prior(&weights, possible);
         progress(Stage::Estimating, 4, 4);
 
         // Scores are the model's probabilities of the weights, computed when asked for.
         progress(Stage::Scoring, 0, total);
         progress(Stage::Scoring, total, total);
         DedupeResult { pairs, weights, model, records: n }
+    }
+
+    /// From the posteriors of `weights`: each field's chance of an exact coincidence between
+    /// unrelated records (`FieldModel::exact_floor`) and the non-matching share of exact
+    /// agreements by how many records hold the value (`FieldModel::coincidence_shares`).
+    fn estimate_coincidences(
+        &self,
+        model: &mut Model,
+        records: &[PreparedRecord],
+        pairs: &PairList,
+        levels: &LevelRows,
+        weights: &[f64],
+    ) {
+        let width = levels.width;
+        let tops: Vec<u8> = model.fields.iter().map(|f| (f.m.len() - 1) as u8).collect();
+        let mut agreeing = vec![0.0f64; width];
+        let mut agreeing_non_match = vec![0.0f64; width];
+        // Per field and holder-count bucket: (agreeing pairs, their expected non-matches).
+        let mut by_holders = vec![[(0.0f64, 0.0f64); model::HOLDER_BUCKETS]; width];
+        let mut row = [MISSING; MAX_FIELDS];
+        let row = &mut row[..width];
+        for (((a, _), packed), &weight) in pairs.iter().zip(levels.rows()).zip(weights) {
+            levels.unpack(packed, row);
+            let q = 1.0 - model.probability(weight);
+            for (k, (&level, &top)) in row.iter().zip(&tops).enumerate() {
+                if level != top {
+                    continue;
+                }
+                agreeing[k] += 1.0;
+                agreeing_non_match[k] += q;
+                let field = &model.fields[k];
+                let holders = records[a as usize].values[k].as_ref().map_or(0, |v| field.holders(v));
+                if let Some(bucket) = model::holder_bucket(holders) {
+                    by_holders[k][bucket].0 += 1.0;
+                    by_holders[k][bucket].1 += q;
+                }
+            }
+        }
+        for (k, field) in model.fields.iter_mut().enumerate() {
+            let present = f64::from(field.present);
+            let all_pairs = present * (present - 1.0) / 2.0;
+            if all_pairs > 0.0 {
+                let coincidences = (model::exact_pairs(field) - agreeing[k]).max(0.0) + agreeing_non_match[k];
+                field.exact_floor = Some((coincidences / all_pairs).max(1.0 / (present * present)));
+            }
+            // A pseudo-pair that is a coincidence keeps a bucket with little evidence near the
+            // cautious answer (every other holder unrelated).
+            field.coincidence_shares =
+                by_holders[k].iter().map(|&(agree, non_match)| (non_match + 1.0) / (agree + 1.0)).collect();
+        }
     }
 
     /// Total weight of each pair, into `out` (one per pair), on all worker threads.
@@ -774,5 +810,57 @@ mod tests {
         assert!(like("李小明", "lx1985@qq.com"));
         assert!(!like("张伟", "12345678@qq.com"));
         assert!(!like("Emily Carter", "sunshine@example.com"));
+    }
+
+    /// A phone held by three records that are one person entered three times is as strong
+    /// evidence as one held by two: the third holder is a further duplicate, not an unrelated
+    /// record that happens to share the number. (Counting it as unrelated put `u` at 1/present,
+    /// and two entries of one person that agree on the phone but write the name differently
+    /// fell below the threshold.)
+    #[test]
+    fn further_duplicates_do_not_make_a_shared_value_common() {
+        let matcher = Matcher::new(
+            vec![FieldSpec::new("name", FieldKind::PersonName), FieldSpec::new("phone", FieldKind::Phone)],
+            MatchConfig::default(),
+        )
+        .unwrap();
+        let surnames = ["王", "李", "张", "刘", "陈", "杨", "黄", "赵", "吴", "周"];
+        let given = ["伟", "芳", "娜", "敏", "静", "丽", "强", "磊", "军", "洋", "勇", "艳", "杰", "娟", "涛"];
+        let mut rows: Vec<[String; 2]> = Vec::new();
+        for i in 0..3000u32 {
+            let name = format!(
+                "{}{}{}",
+                surnames[(i % 10) as usize],
+                given[(i / 10 % 15) as usize],
+                given[(i / 150 % 15) as usize]
+            );
+            let phone = format!("139{:08}", 10_000_000 + i * 7919 % 89_999_999);
+            rows.push([name.clone(), phone.clone()]);
+            // Every tenth person is entered again with the same name, every thirtieth a third
+            // time with one character of the given name left out.
+            if i % 10 == 0 {
+                rows.push([name.clone(), phone.clone()]);
+            }
+            if i % 30 == 0 {
+                rows.push([name.chars().take(2).collect(), phone]);
+            }
+        }
+        let records = matcher.prepare_all(&rows);
+        let result = matcher.dedupe(&records, &mut |_, _, _| {});
+        let phone = &result.model.fields[1];
+        let weight = |row: usize| phone.weight(3, records[row].values[1].as_ref(), records[row].values[1].as_ref());
+        // Rows 0..=2: person 0 three times; person 10's phone is held by two records.
+        let held_by_two = rows
+            .iter()
+            .enumerate()
+            .find(|(_, r)| rows.iter().filter(|o| o[1] == r[1]).count() == 2)
+            .map(|(i, _)| i)
+            .unwrap();
+        assert_eq!(rows.iter().filter(|o| o[1] == rows[0][1]).count(), 3);
+        let (three, two) = (weight(0), weight(held_by_two));
+        // Counting the third holder as unrelated gives ln(m × present) ≈ 8; what is left of
+        // the gap to two holders is the estimate's caution (a pseudo-count of coincidence).
+        assert!(three > two - 3.0, "a phone held by three entries of one person weighs {three:.2}, by two {two:.2}");
+        assert!(three > 11.0, "a phone held by three entries of one person weighs only {three:.2}");
     }
 }

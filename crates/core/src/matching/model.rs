@@ -15,6 +15,10 @@
 //! * The prior (the chance that two random records match) is the fixed point of "expected
 //!   number of matches among the candidates divided by the number of possible pairs".
 //!
+//! * A value held by more than the compared pair: its other holders count towards `u` only
+//!   as far as they are unrelated records; `dedupe` estimates that share from the posteriors
+//!   of the pairs that agree on values held by about as many records.
+//!
 //! Estimates are smoothed towards defaults (Dirichlet pseudo-counts), clamped away from 0 and
 //! 1, and constrained so that a higher agreement level never counts less than a lower one.
 
@@ -54,6 +58,9 @@ pub struct FieldModel {
     /// Chance that two unrelated records agree exactly, net of duplicates (see `dedupe`);
     /// the term-frequency `u` of a rare value is not taken below it.
     pub(crate) exact_floor: Option<f64>,
+    /// Share of unrelated records among the other holders of a value, by how many records
+    /// hold it (see [`holder_bucket`]; estimated by `dedupe`). Empty: all of them.
+    pub(crate) coincidence_shares: Vec<f64>,
 }
 
 impl FieldModel {
@@ -69,7 +76,13 @@ impl FieldModel {
             part_counts: HashMap::new(),
             present: 0,
             exact_floor: None,
+            coincidence_shares: Vec::new(),
         }
+    }
+
+    /// How many records hold this exact value (at least 1).
+    pub(crate) fn holders(&self, value: &Prepared) -> u32 {
+        self.term_counts.get(&value.exact).copied().unwrap_or(1).max(1)
     }
 
     /// Counts a present value (for term-frequency adjustment).
@@ -109,7 +122,13 @@ impl FieldModel {
         let count = |value: &Prepared| self.term_counts.get(&value.exact).copied().unwrap_or(1);
         let u = match (a, b) {
             (Some(a), _) if level_index == top && self.present > 2 => {
-                let beyond_pair = f64::from(count(a).saturating_sub(2)) / present;
+                // The value's other holders that are unrelated records (not further duplicates).
+                let holders = count(a);
+                let share = holder_bucket(holders)
+                    .and_then(|bucket| self.coincidence_shares.get(bucket))
+                    .copied()
+                    .unwrap_or(1.0);
+                let beyond_pair = f64::from(holders.saturating_sub(2)) * share / present;
                 let floor = match &a.detail {
                     Detail::Name(name) if name.parts.len() >= 2 => name
                         .parts
@@ -145,6 +164,14 @@ impl FieldModel {
             weight
         }
     }
+}
+
+/// Buckets of [`holder_bucket`].
+pub(crate) const HOLDER_BUCKETS: usize = 16;
+
+/// Bucket of a value held by `holders` records, if more than a pair: 3, 4–5, 6–9, 10–17, …
+pub(crate) fn holder_bucket(holders: u32) -> Option<usize> {
+    (holders >= 3).then(|| ((holders - 2).ilog2() as usize).min(HOLDER_BUCKETS - 1))
 }
 
 /// Default `m`: most matching pairs agree exactly, the rest spread over lower levels.
