@@ -480,8 +480,8 @@ fn arrays<'a>(rows: impl Iterator<Item = &'a String>) -> Vec<String> {
     out
 }
 
-/// Runs `sql` once per array of rows; returns the rows affected in all.
-/// Runs `sql` (a prepared statement: it only inserts) once per array of rows.
+/// Runs `sql` (a prepared statement: it only inserts) once per array of rows; returns the rows
+/// affected in all.
 async fn exec_rows(conn: &mut PgConnection, sql: &'static str, arrays: Vec<String>) -> Result<u64, Fallback> {
     exec_arrays(conn, sql, arrays, true).await
 }
