@@ -220,6 +220,16 @@ fn comparison(op: &FilterOp) -> Option<(&'static str, &FilterValue)> {
 }
 
 /// `lhs sym rhs`, where `Ne` also matches a missing (NULL) left-hand side, as on SQLite.
+/// A text field as the left side of `sym`: byte order (`COLLATE "C"`) for ranges; equality as
+/// it is, because under a deterministic collation (every collation PostgreSQL creates by
+/// default) text equality is byte equality anyway, and a field's expression index
+/// (`fx_<object>_<field>`, in the database's collation) only serves a comparison in its own
+/// collation: with `COLLATE "C"`, `?uscc=…` and the duplicate check's strong-key lookup read
+/// every record of the object.
+fn text_operand(text: &str, sym: &str) -> String {
+    if matches!(sym, "=" | "<>") { text.to_owned() } else { format!("{text} COLLATE \"C\"") }
+}
+
 fn compare(lhs: &str, sym: &str, rhs: &str) -> String {
     if sym == "<>" { format!("({lhs} IS NULL OR {lhs} <> {rhs})") } else { format!("{lhs} {sym} {rhs}") }
 }
@@ -342,7 +352,7 @@ fn field_filter(parts: &mut QueryParts, path: &[String], kind: ValueKind, op: &F
             match kind {
                 ValueKind::Text => {
                     let vp = parts.bind(Bind::Text(value_as_text(v)));
-                    compare(&format!("{text} COLLATE \"C\""), sym, &vp)
+                    compare(&text_operand(&text, sym), sym, &vp)
                 }
                 ValueKind::Number => match value_as_number(v) {
                     Some(n) => {
@@ -562,6 +572,30 @@ mod tests {
             }
         }
         out
+    }
+
+    /// Equality on a text field must compare in the database's collation, the one its
+    /// expression index (`fx_<object>_<field>`) is built in, or the index cannot serve it:
+    /// a filter such as `?uscc=…` (and the duplicate check's lookup of a strong key that is not
+    /// encrypted) read every record of the object. Ranges compare byte-wise.
+    #[test]
+    fn text_equality_can_use_the_field_index_and_ranges_compare_bytes() {
+        let column = Column::Field { path: vec!["uscc".into()], kind: ValueKind::Text };
+        let sql_of = |op: FilterOp| {
+            let mut query = ListQuery::new("companies");
+            query.filters = vec![Filter::Column { column: column.clone(), op }];
+            let mut parts = QueryParts::default();
+            push_list_conditions(&mut parts, &query).unwrap_or_else(|e| panic!("{e}"));
+            parts.where_sql()
+        };
+        let value = || FilterValue::Text("91350100M000100Y43".into());
+        for sql in [sql_of(FilterOp::Eq(value())), sql_of(FilterOp::Ne(value()))] {
+            assert!(sql.contains("(r.fields #>> "), "{sql}");
+            assert!(!sql.contains("COLLATE"), "equality must not change the collation: {sql}");
+        }
+        for sql in [sql_of(FilterOp::Gt(value())), sql_of(FilterOp::Lte(value()))] {
+            assert!(sql.contains("COLLATE \"C\""), "ranges compare byte-wise: {sql}");
+        }
     }
 
     #[test]
