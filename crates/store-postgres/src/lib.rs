@@ -12,10 +12,11 @@
 //! `custodian-store-tests`.
 //!
 //! The writer's statements that read tables for a whole group (`jsonb_to_recordset` or
-//! `= ANY(array)` in a join or lookup) and list queries run as unnamed statements
-//! (`.persistent(false)`), planned at each call for its actual parameters. Statements run for
-//! each request (lookups of a record, of the strong keys and match keys of a create) stay
-//! prepared: planning them again cost 0.5 ms per key, more than running them.
+//! `= ANY(array)` in a join or lookup) run as unnamed statements (`.persistent(false)`),
+//! planned at each call for its actual parameters. Statements run for each request or record
+//! (lookups of a record, of references, of the strong keys and match keys of a create, lists)
+//! stay prepared: planning a query on `records`, with its dozens of partial field indexes, took
+//! 0.5–4 ms, more than running it.
 //! A named statement switches to one generic plan after five calls; on a new database that plan
 //! was made while the tables were empty (seq scans costed at zero) and stayed in use as they grew:
 //! a strong-key lookup of a 1000-record import chunk took 1–6 s, and creates ran at half speed,
@@ -585,7 +586,6 @@ impl Store for PostgresStore {
         sqlx::query_scalar(
             "SELECT id FROM records WHERE object = $1 AND deleted_at IS NULL AND id = ANY($2) ORDER BY id",
         )
-        .persistent(false)
         .bind(object)
         .bind(ids.to_vec())
         .fetch_all(&self.pool)
@@ -610,7 +610,7 @@ impl Store for PostgresStore {
             where_sql = parts.where_sql(),
             expr = sort.expr,
         );
-        let rows = sql::bind_all(sqlx::query(AssertSqlSafe(text)).persistent(false), parts.into_binds())
+        let rows = sql::bind_all(sqlx::query(AssertSqlSafe(text)), parts.into_binds())
             .fetch_all(&self.pool)
             .await
             .map_err(map_sqlx)?;
@@ -635,7 +635,7 @@ impl Store for PostgresStore {
         let mut parts = QueryParts::default();
         sql::push_list_conditions(&mut parts, query)?;
         let text = format!("SELECT COUNT(*) AS n FROM records r WHERE {}", parts.where_sql());
-        let row = sql::bind_all(sqlx::query(AssertSqlSafe(text)).persistent(false), parts.into_binds())
+        let row = sql::bind_all(sqlx::query(AssertSqlSafe(text)), parts.into_binds())
             .fetch_one(&self.pool)
             .await
             .map_err(map_sqlx)?;
