@@ -219,7 +219,6 @@ fn comparison(op: &FilterOp) -> Option<(&'static str, &FilterValue)> {
     })
 }
 
-/// `lhs sym rhs`, where `Ne` also matches a missing (NULL) left-hand side, as on SQLite.
 /// A text field as the left side of `sym`: byte order (`COLLATE "C"`) for ranges; equality as
 /// it is, because under a deterministic collation (every collation PostgreSQL creates by
 /// default) text equality is byte equality anyway, and a field's expression index
@@ -230,6 +229,7 @@ fn text_operand(text: &str, sym: &str) -> String {
     if matches!(sym, "=" | "<>") { text.to_owned() } else { format!("{text} COLLATE \"C\"") }
 }
 
+/// `lhs sym rhs`, where `Ne` also matches a missing (NULL) left-hand side, as on SQLite.
 fn compare(lhs: &str, sym: &str, rhs: &str) -> String {
     if sym == "<>" { format!("({lhs} IS NULL OR {lhs} <> {rhs})") } else { format!("{lhs} {sym} {rhs}") }
 }
