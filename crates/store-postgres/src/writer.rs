@@ -214,10 +214,7 @@ async fn writer_loop(options: PgConnectOptions, mut rx: mpsc::Receiver<Job>, sta
             None => match PgConnection::connect_with(&options).await {
                 Ok(c) => c,
                 Err(e) => {
-                    let msg = format!("cannot connect the writer: {e}");
-                    for job in jobs {
-                        let _ = job.reply.send(Err(StoreError::Unavailable(msg.clone())));
-                    }
+                    fail_all(jobs, &format!("cannot connect the writer: {e}"));
                     continue;
                 }
             },
@@ -248,6 +245,13 @@ async fn writer_loop(options: PgConnectOptions, mut rx: mpsc::Receiver<Job>, sta
     }
 }
 
+/// Answers every job of a group that could not run with `unavailable` and this reason.
+fn fail_all(jobs: Vec<Job>, msg: &str) {
+    for job in jobs {
+        let _ = job.reply.send(Err(StoreError::Unavailable(msg.to_owned())));
+    }
+}
+
 async fn exec(conn: &mut PgConnection, sql: &'static str) -> StoreResult<()> {
     sqlx::query(sql).execute(&mut *conn).await.map(|_| ()).map_err(map_sqlx)
 }
@@ -256,10 +260,7 @@ async fn exec(conn: &mut PgConnection, sql: &'static str) -> StoreResult<()> {
 /// head the group committed when the bulk path knows it.
 async fn run_group(conn: &mut PgConnection, jobs: Vec<Job>) -> (bool, Option<Head>) {
     if let Err(e) = exec(conn, "BEGIN").await {
-        let msg = e.to_string();
-        for job in jobs {
-            let _ = job.reply.send(Err(StoreError::Unavailable(msg.clone())));
-        }
+        fail_all(jobs, &e.to_string());
         return (false, None);
     }
     let mut results: Vec<StoreResult<Vec<i64>>> = Vec::with_capacity(jobs.len());
@@ -296,10 +297,7 @@ async fn run_group(conn: &mut PgConnection, jobs: Vec<Job>) -> (bool, Option<Hea
         Ok(stale) => stale,
         Err(e) => {
             let _ = exec(conn, "ROLLBACK").await;
-            let msg = e.to_string();
-            for job in jobs {
-                let _ = job.reply.send(Err(StoreError::Unavailable(msg.clone())));
-            }
+            fail_all(jobs, &e.to_string());
             return (false, None);
         }
     };
@@ -348,10 +346,7 @@ async fn run_group(conn: &mut PgConnection, jobs: Vec<Job>) -> (bool, Option<Hea
         }
         Err(e) => {
             let _ = exec(conn, "ROLLBACK").await;
-            let msg = e.to_string();
-            for job in jobs {
-                let _ = job.reply.send(Err(StoreError::Unavailable(format!("commit failed: {msg}"))));
-            }
+            fail_all(jobs, &format!("commit failed: {e}"));
             (false, None)
         }
     }

@@ -251,6 +251,13 @@ async fn writer_loop(mut conn: SqliteConnection, mut rx: mpsc::Receiver<Job>) {
     }
 }
 
+/// Answers every job of a group that could not run with `unavailable` and this reason.
+fn fail_all(jobs: Vec<Job>, msg: &str) {
+    for job in jobs {
+        let _ = job.reply.send(Err(StoreError::Unavailable(msg.to_owned())));
+    }
+}
+
 async fn exec(conn: &mut SqliteConnection, sql: &'static str) -> StoreResult<()> {
     sqlx::query(sql).execute(&mut *conn).await.map_err(map_sqlx).map(|_| ())
 }
@@ -259,20 +266,14 @@ async fn run_group(conn: &mut SqliteConnection, jobs: Vec<Job>) {
     let mut results: Vec<(oneshot::Sender<StoreResult<OpOut>>, StoreResult<OpOut>)> = Vec::with_capacity(jobs.len());
     let began = exec(conn, "BEGIN IMMEDIATE").await;
     if let Err(e) = began {
-        let msg = e.to_string();
-        for job in jobs {
-            let _ = job.reply.send(Err(StoreError::Unavailable(msg.clone())));
-        }
+        fail_all(jobs, &e.to_string());
         return;
     }
     let mut head = match read_chain_head(conn).await {
         Ok(h) => h,
         Err(e) => {
             let _ = exec(conn, "ROLLBACK").await;
-            let msg = e.to_string();
-            for job in jobs {
-                let _ = job.reply.send(Err(StoreError::Unavailable(msg.clone())));
-            }
+            fail_all(jobs, &e.to_string());
             return;
         }
     };
