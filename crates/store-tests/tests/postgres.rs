@@ -314,3 +314,40 @@ async fn planner_statistics_follow_a_growing_table() {
     let by_id = plan.iter().any(|line| line.contains("Index Cond") && line.contains("id = $2"));
     assert!(by_id, "fetch by id does not look the id up in an index:\n{}", plan.join("\n"));
 }
+
+/// A list with a full-text search is planned for its terms each time (an unnamed statement);
+/// other lists stay prepared. A generic plan cannot tell a rare name from a common word, and
+/// walked every record of the object in id order for a name with a handful of hits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn searched_lists_are_planned_for_their_terms() {
+    let Some((_store, db)) = custodian_store_tests::postgres_test_store().await else {
+        return;
+    };
+    // One pooled connection: the lists below and the look at its prepared statements share it.
+    let store = PostgresStore::connect_with_pool_size(db.url(), 1).await.unwrap();
+    let pool = store.pool().clone();
+    let store: Arc<dyn Store> = Arc::new(store);
+    let rare = cases::create(&store, serde_json::json!({ "name": "欧阳震华" })).await;
+    cases::create(&store, serde_json::json!({ "name": "张三" })).await;
+    let prepared = |needle: &'static str| {
+        let pool = pool.clone();
+        async move {
+            let n: i64 =
+                sqlx::query_scalar("SELECT count(*) FROM pg_prepared_statements WHERE statement LIKE '%' || $1 || '%'")
+                    .bind(needle)
+                    .fetch_one(&pool)
+                    .await
+                    .unwrap();
+            n
+        }
+    };
+    for _ in 0..8 {
+        let mut q = custodian_store::ListQuery::new(cases::OBJ);
+        q.search = custodian_core::search::query_tokens("欧阳震华");
+        let page = store.list_records(&q).await.unwrap();
+        assert_eq!(page.items.iter().map(|r| r.id).collect::<Vec<_>>(), vec![rare.id]);
+        store.list_records(&custodian_store::ListQuery::new(cases::OBJ)).await.unwrap();
+    }
+    assert_eq!(prepared("search @@").await, 0, "a searched list was kept as a prepared statement");
+    assert!(prepared("FROM records r WHERE").await > 0, "plain lists are no longer prepared");
+}
