@@ -7,7 +7,7 @@ use super::blocking::{self, KeyClass, PairList};
 use super::cluster::cluster_links;
 use super::compare::compare;
 use super::kind::FieldKind;
-use super::model::{self, EmSession, FieldModel, MISSING, Model, Patterns, logit, sigmoid};
+use super::model::{self, EmSession, FieldModel, MISSING, Model, Patterns, ValueStats, logit, sigmoid};
 use super::value::{Detail, Prepared, prepare};
 
 /// Most fields a matcher accepts (blocking classes and EM sessions track fields in a 64-bit set).
@@ -33,8 +33,13 @@ impl FieldSpec {
 pub struct MatchConfig {
     /// Blocks of up to this many records compare all their pairs; larger ones use a window.
     pub max_block_size: usize,
+    /// The same for the keys of coarse classes (company and address tokens, dates, halves of
+    /// identifiers: see `blocking`).
+    pub max_coarse_block_size: usize,
     /// Sorted-neighbourhood window inside large blocks.
     pub window: usize,
+    /// The window inside large blocks of coarse classes.
+    pub coarse_window: usize,
     /// Random pairs drawn to estimate `u`.
     pub u_sample_pairs: usize,
     /// EM iterations per session (it usually converges long before).
@@ -47,7 +52,16 @@ pub struct MatchConfig {
 
 impl Default for MatchConfig {
     fn default() -> Self {
-        Self { max_block_size: 50, window: 10, u_sample_pairs: 20_000, em_iterations: 200, seed: 0x5eed, threads: 0 }
+        Self {
+            max_block_size: 50,
+            max_coarse_block_size: 10,
+            window: 10,
+            coarse_window: 3,
+            u_sample_pairs: 20_000,
+            em_iterations: 200,
+            seed: 0x5eed,
+            threads: 0,
+        }
     }
 }
 
@@ -252,15 +266,8 @@ impl Matcher {
         progress(Stage::Blocking, 0, n as u64);
         let frequencies = blocking::token_frequencies(&self.classes, records, width);
         let rank = sort_ranks(&self.kinds, records);
-        let blocking::Candidates { pairs, proposed_by, class_sets } = blocking::candidate_pairs(
-            &self.classes,
-            records,
-            &frequencies,
-            &rank,
-            self.config.max_block_size.max(2),
-            self.config.window.max(1),
-            self.threads(),
-        );
+        let blocking::Candidates { pairs, proposed_by, class_sets } =
+            blocking::candidate_pairs(&self.classes, records, &frequencies, &rank, &self.config, self.threads());
         drop((frequencies, rank));
         progress(Stage::Blocking, n as u64, n as u64);
 
@@ -274,13 +281,16 @@ impl Matcher {
         progress(Stage::Estimating, 0, 4);
         let mut fields: Vec<FieldModel> =
             self.fields.iter().map(|f| FieldModel::with_defaults(f.name.clone(), f.kind)).collect();
-        for record in records {
-            for (field, value) in fields.iter_mut().zip(&record.values) {
-                if let Some(v) = value {
-                    field.observe(v);
-                }
+        // How common each value is, counted once (the counts themselves are not kept).
+        let mut stats = vec![ValueStats::default(); n * width];
+        for (k, field) in fields.iter_mut().enumerate() {
+            let values: Vec<Option<&Prepared>> =
+                records.iter().map(|r| r.values.get(k).and_then(Option::as_ref)).collect();
+            for (i, s) in field.count_values(&values).into_iter().enumerate() {
+                stats[i * width + k] = s;
             }
         }
+        let stats = Stats { values: stats, width };
         // `u` is the level distribution over all pairs, estimated by strata: the candidate
         // pairs are all counted, the rest are sampled. The high levels occur almost only among
         // candidates, so their `u` is counted rather than guessed from a handful of samples.
@@ -315,7 +325,7 @@ impl Matcher {
         let mut model = Model { fields, prior: 1e-6, sessions: reports };
         let possible = n as f64 * (n as f64 - 1.0) / 2.0;
         let mut weights = vec![0.0; pairs.len()];
-        self.weights(&model, records, &pairs, &levels, &mut weights);
+        self.weights(&model, records, &stats, &pairs, &levels, &mut weights);
         model.prior = model::estimate_prior(&weights, possible);
         progress(Stage::Estimating, 2, 4);
 
@@ -330,8 +340,8 @@ impl Matcher {
         // are refined twice. The other levels and `m` keep the first estimates, which leave a
         // margin for the dependence between fields that the model ignores.
         for _ in 0..COINCIDENCE_ROUNDS {
-            self.estimate_coincidences(&mut model, records, &pairs, &levels, &weights);
-            self.weights(&model, records, &pairs, &levels, &mut weights);
+            self.estimate_coincidences(&mut model, records, &stats, &pairs, &levels, &weights);
+            self.weights(&model, records, &stats, &pairs, &levels, &mut weights);
             model.prior = model::estimate_prior(&weights, possible);
         }
         drop(levels);
@@ -350,6 +360,7 @@ impl Matcher {
         &self,
         model: &mut Model,
         records: &[PreparedRecord],
+        stats: &Stats,
         pairs: &PairList,
         levels: &LevelRows,
         weights: &[f64],
@@ -371,8 +382,7 @@ impl Matcher {
                 }
                 agreeing[k] += 1.0;
                 agreeing_non_match[k] += q;
-                let field = &model.fields[k];
-                let holders = records[a as usize].values[k].as_ref().map_or(0, |v| field.holders(v));
+                let holders = records[a as usize].values[k].as_ref().map_or(0, |_| stats.of(a, k).holders);
                 if let Some(bucket) = model::holder_bucket(holders) {
                     by_holders[k][bucket].0 += 1.0;
                     by_holders[k][bucket].1 += q;
@@ -398,6 +408,7 @@ impl Matcher {
         &self,
         model: &Model,
         records: &[PreparedRecord],
+        stats: &Stats,
         pairs: &PairList,
         levels: &LevelRows,
         out: &mut [f64],
@@ -407,7 +418,13 @@ impl Matcher {
             let row = &mut row[..levels.width];
             for (((a, b), packed), weight) in pairs.iter_from(first).zip(levels.rows_from(first)).zip(chunk) {
                 levels.unpack(packed, row);
-                *weight = model.total_weight(row, &records[a as usize].values, &records[b as usize].values);
+                *weight = model.total_weight_with(
+                    row,
+                    &records[a as usize].values,
+                    &records[b as usize].values,
+                    |k, _| stats.of(a, k),
+                    |k, _| stats.of(b, k),
+                );
             }
         });
     }
@@ -484,6 +501,18 @@ impl Matcher {
                 Patterns { excluded_fields, counts }
             })
             .collect()
+    }
+}
+
+/// [`ValueStats`] of every record's values, record after record.
+struct Stats {
+    values: Vec<ValueStats>,
+    width: usize,
+}
+
+impl Stats {
+    fn of(&self, record: u32, field: usize) -> ValueStats {
+        self.values[record as usize * self.width + field]
     }
 }
 
@@ -847,8 +876,14 @@ mod tests {
         }
         let records = matcher.prepare_all(&rows);
         let result = matcher.dedupe(&records, &mut |_, _, _| {});
-        let phone = &result.model.fields[1];
-        let weight = |row: usize| phone.weight(3, records[row].values[1].as_ref(), records[row].values[1].as_ref());
+        // The counts of the phones again (`dedupe` keeps only the estimates).
+        let mut phone = result.model.fields[1].clone();
+        let phones: Vec<Option<&Prepared>> = records.iter().map(|r| r.values[1].as_ref()).collect();
+        let stats = phone.count_values(&phones);
+        let weight = |row: usize| {
+            let value = records[row].values[1].as_ref().map(|v| (v, stats[row]));
+            phone.weight_of(3, value, value)
+        };
         // Rows 0..=2: person 0 three times; person 10's phone is held by two records.
         let held_by_two = rows
             .iter()

@@ -55,6 +55,9 @@ pub struct FieldModel {
     pub(crate) part_counts: HashMap<Box<str>, u32>,
     /// Number of records where this field is present.
     pub(crate) present: u32,
+    /// Pairs of records that hold the same exact value (the sum over values of holders × (holders −
+    /// 1) / 2), kept apart from `term_counts` so that `dedupe` need not keep the counts.
+    pub(crate) same_value_pairs: u64,
     /// Chance that two unrelated records agree exactly, net of duplicates (see `dedupe`);
     /// the term-frequency `u` of a rare value is not taken below it.
     pub(crate) exact_floor: Option<f64>,
@@ -75,20 +78,66 @@ impl FieldModel {
             sound_counts: HashMap::new(),
             part_counts: HashMap::new(),
             present: 0,
+            same_value_pairs: 0,
             exact_floor: None,
             coincidence_shares: Vec::new(),
         }
     }
 
-    /// How many records hold this exact value (at least 1).
-    pub(crate) fn holders(&self, value: &Prepared) -> u32 {
-        self.term_counts.get(&value.exact).copied().unwrap_or(1).max(1)
+    /// How common a value is, from the counts `observe` keeps.
+    pub(crate) fn stats(&self, value: &Prepared) -> ValueStats {
+        ValueStats::of(
+            value,
+            self.present,
+            |v| self.term_counts.get(v).copied(),
+            |s| self.sound_counts.get(s).copied(),
+            |p| self.part_counts.get(p).copied(),
+        )
+    }
+
+    /// Counts the field's values of every record (`None` = missing) like `observe`, without
+    /// keeping the counts: returns each value's [`ValueStats`] (in input order; a missing value
+    /// gets the default) and keeps only the totals. Counting starts afresh.
+    pub(crate) fn count_values<'a>(&mut self, values: &[Option<&'a Prepared>]) -> Vec<ValueStats> {
+        let mut exact: HashMap<&'a str, u32> = HashMap::new();
+        let mut sounds: HashMap<&'a str, u32> = HashMap::new();
+        let mut parts: HashMap<&'a str, u32> = HashMap::new();
+        let mut present = 0u32;
+        for value in values.iter().flatten() {
+            present += 1;
+            *exact.entry(&value.exact).or_insert(0) += 1;
+            if let Some(sound) = &value.sound {
+                *sounds.entry(sound).or_insert(0) += 1;
+            }
+            if let Detail::Name(name) = &value.detail {
+                for part in name.parts.iter() {
+                    *parts.entry(part).or_insert(0) += 1;
+                }
+            }
+        }
+        self.present = present;
+        self.same_value_pairs = exact.values().map(|&c| u64::from(c) * u64::from(c - 1) / 2).sum();
+        values
+            .iter()
+            .map(|value| match value {
+                Some(value) => ValueStats::of(
+                    value,
+                    present,
+                    |v| exact.get(v).copied(),
+                    |s| sounds.get(s).copied(),
+                    |p| parts.get(p).copied(),
+                ),
+                None => ValueStats::default(),
+            })
+            .collect()
     }
 
     /// Counts a present value (for term-frequency adjustment).
     pub fn observe(&mut self, value: &Prepared) {
         self.present += 1;
-        *self.term_counts.entry(value.exact.clone()).or_insert(0) += 1;
+        let holders = self.term_counts.entry(value.exact.clone()).or_insert(0);
+        self.same_value_pairs += u64::from(*holders);
+        *holders += 1;
         if let Some(sound) = &value.sound {
             *self.sound_counts.entry(sound.clone()).or_insert(0) += 1;
         }
@@ -113,39 +162,43 @@ impl FieldModel {
     /// * a near level reached by values of the same sound: `u` is at least the chance that
     ///   another record has this sound, so agreeing on a common name's sound is weak evidence.
     pub fn weight(&self, level: u8, a: Option<&Prepared>, b: Option<&Prepared>) -> f64 {
+        self.weight_of(level, a.map(|v| (v, self.stats(v))), b.map(|v| (v, self.stats(v))))
+    }
+
+    /// [`FieldModel::weight`] of values whose [`ValueStats`] are known.
+    pub(crate) fn weight_of(
+        &self,
+        level: u8,
+        a: Option<(&Prepared, ValueStats)>,
+        b: Option<(&Prepared, ValueStats)>,
+    ) -> f64 {
         let level_index = usize::from(level);
         let (Some(&m), Some(&u)) = (self.m.get(level_index), self.u.get(level_index)) else {
             return 0.0;
         };
         let top = self.m.len() - 1;
         let present = f64::from(self.present.max(1));
-        let count = |value: &Prepared| self.term_counts.get(&value.exact).copied().unwrap_or(1);
         let u = match (a, b) {
-            (Some(a), _) if level_index == top && self.present > 2 => {
+            (Some((_, sa)), _) if level_index == top && self.present > 2 => {
                 // The value's other holders that are unrelated records (not further duplicates).
-                let holders = count(a);
+                let holders = sa.holders;
                 let share = holder_bucket(holders)
                     .and_then(|bucket| self.coincidence_shares.get(bucket))
                     .copied()
                     .unwrap_or(1.0);
                 let beyond_pair = f64::from(holders.saturating_sub(2)) * share / present;
-                let floor = match &a.detail {
-                    Detail::Name(name) if name.parts.len() >= 2 => name
-                        .parts
-                        .iter()
-                        .map(|p| f64::from(self.part_counts.get(p).copied().unwrap_or(1).max(1)) / present)
-                        .product::<f64>()
-                        .max(1.0 / (present * present)),
-                    _ => self.exact_floor.unwrap_or(u),
+                let floor = if sa.parts_chance >= 0.0 {
+                    sa.parts_chance.max(1.0 / (present * present))
+                } else {
+                    self.exact_floor.unwrap_or(u)
                 };
                 beyond_pair.max(floor)
             }
-            (Some(a), Some(b)) if level_index > 0 && level_index < top && self.present > 1 => {
+            (Some((a, sa)), Some((b, sb))) if level_index > 0 && level_index < top && self.present > 1 => {
                 match (&a.sound, &b.sound) {
                     (Some(x), Some(y)) if x == y => {
-                        let sound = self.sound_counts.get(x).copied().unwrap_or(0);
                         // Other records with this sound, beyond the pair's own values.
-                        let others = sound.saturating_sub(count(a).min(count(b))).saturating_sub(1);
+                        let others = sa.sound.saturating_sub(sa.holders.min(sb.holders)).saturating_sub(1);
                         u.max(f64::from(others) / present)
                     }
                     _ => u,
@@ -163,6 +216,51 @@ impl FieldModel {
         } else {
             weight
         }
+    }
+}
+
+/// How common one value of a field is: what its weight needs beyond the comparison level.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct ValueStats {
+    /// Records holding this exact value (at least 1).
+    pub holders: u32,
+    /// Records holding its sound (0 without a sound).
+    pub sound: u32,
+    /// For a name of two parts or more, the product of its parts' frequencies (the chance of
+    /// the combination); [`NO_PARTS`] otherwise.
+    pub parts_chance: f64,
+}
+
+/// [`ValueStats::parts_chance`] of a value that is not a name of several parts.
+const NO_PARTS: f64 = -1.0;
+
+impl ValueStats {
+    /// The stats of `value` from counts of exact values, sounds and name parts among `present`
+    /// values.
+    fn of(
+        value: &Prepared,
+        present: u32,
+        exact: impl Fn(&str) -> Option<u32>,
+        sound: impl Fn(&str) -> Option<u32>,
+        part: impl Fn(&str) -> Option<u32>,
+    ) -> Self {
+        let present = f64::from(present.max(1));
+        Self {
+            holders: exact(&value.exact).unwrap_or(1).max(1),
+            sound: value.sound.as_deref().and_then(sound).unwrap_or(0),
+            parts_chance: match &value.detail {
+                Detail::Name(name) if name.parts.len() >= 2 => {
+                    name.parts.iter().map(|p| f64::from(part(p).unwrap_or(1).max(1)) / present).product::<f64>()
+                }
+                _ => NO_PARTS,
+            },
+        }
+    }
+}
+
+impl Default for ValueStats {
+    fn default() -> Self {
+        Self { holders: 1, sound: 0, parts_chance: NO_PARTS }
     }
 }
 
@@ -238,6 +336,19 @@ impl Model {
 
     /// Sum of the field weights of a comparison vector for two records' prepared values.
     pub fn total_weight(&self, levels: &[u8], a: &[Option<Prepared>], b: &[Option<Prepared>]) -> f64 {
+        self.total_weight_with(levels, a, b, |k, v| self.fields[k].stats(v), |k, v| self.fields[k].stats(v))
+    }
+
+    /// [`Model::total_weight`] with each present value's [`ValueStats`] given by `stats_a` and
+    /// `stats_b` (field index, value).
+    pub(crate) fn total_weight_with(
+        &self,
+        levels: &[u8],
+        a: &[Option<Prepared>],
+        b: &[Option<Prepared>],
+        stats_a: impl Fn(usize, &Prepared) -> ValueStats,
+        stats_b: impl Fn(usize, &Prepared) -> ValueStats,
+    ) -> f64 {
         let mut total = 0.0;
         for (k, &level) in levels.iter().enumerate() {
             if level == MISSING {
@@ -245,7 +356,7 @@ impl Model {
             }
             let Some(field) = self.fields.get(k) else { continue };
             let (x, y) = (a.get(k).and_then(Option::as_ref), b.get(k).and_then(Option::as_ref));
-            let mut weight = field.weight(level, x, y);
+            let mut weight = field.weight_of(level, x.map(|v| (v, stats_a(k, v))), y.map(|v| (v, stats_b(k, v))));
             // E-mail users made from the name agree whenever the names do (namesakes share
             // zhangwei@…): short of the same address, that agreement adds nothing.
             if let (Some(Detail::Email(p)), Some(Detail::Email(q))) = (x.map(|v| &v.detail), y.map(|v| &v.detail))
@@ -297,8 +408,7 @@ pub(crate) fn estimate_u(field: &mut FieldModel, level_counts: &[f64], exact_ove
         let exact = match exact_override {
             Some(exact) => exact,
             None => {
-                let same: u64 =
-                    field.term_counts.values().map(|&c| u64::from(c) * u64::from(c.saturating_sub(1))).sum();
+                let same = 2 * field.same_value_pairs;
                 (same as f64 + U_PRIOR_STRENGTH * prior[levels - 1]) / (present * (present - 1.0) + U_PRIOR_STRENGTH)
             }
         };
@@ -320,7 +430,7 @@ pub(crate) fn estimate_u(field: &mut FieldModel, level_counts: &[f64], exact_ove
 
 /// Pairs of present values that agree exactly, over all pairs of records.
 pub(crate) fn exact_pairs(field: &FieldModel) -> f64 {
-    field.term_counts.values().map(|&c| f64::from(c) * (f64::from(c) - 1.0) / 2.0).sum()
+    field.same_value_pairs as f64
 }
 
 /// Comparison patterns of the candidate pairs of one EM session, with their counts.
@@ -531,6 +641,33 @@ mod tests {
         let unique_sound = f.weight(4, Some(&value("司马光")), Some(&value("Sima Guang")));
         assert!((unique_sound - (0.2f64 / 0.0005).ln()).abs() < 1e-9, "a sound of its own keeps the global u");
         assert!(f.weight(0, None, None) < 0.0);
+    }
+
+    /// `count_values` (what `dedupe` uses) says of every value what `observe` + `stats` say.
+    #[test]
+    fn counting_values_agrees_with_observing_them() {
+        use super::super::value::prepare;
+        let raw =
+            ["张伟", "张伟", "Wei Zhang", "章伟", "诸葛亮", "Zhuge Liang", "", "Emily Carter", "张伟", "E. Carter"];
+        let values: Vec<Option<Prepared>> = raw.iter().map(|r| prepare(FieldKind::PersonName, r)).collect();
+        let mut observed = FieldModel::with_defaults("name", FieldKind::PersonName);
+        for v in values.iter().flatten() {
+            observed.observe(v);
+        }
+        let mut counted = FieldModel::with_defaults("name", FieldKind::PersonName);
+        let refs: Vec<Option<&Prepared>> = values.iter().map(Option::as_ref).collect();
+        let stats = counted.count_values(&refs);
+        assert_eq!((counted.present, counted.same_value_pairs), (observed.present, observed.same_value_pairs));
+        assert_eq!(counted.same_value_pairs, 3, "张伟 three times");
+        assert!(counted.term_counts.is_empty(), "the counts are not kept");
+        for (value, stats) in values.iter().zip(&stats) {
+            match value {
+                Some(v) => assert_eq!(*stats, observed.stats(v)),
+                None => assert_eq!(*stats, ValueStats::default()),
+            }
+        }
+        assert_eq!(stats[0].holders, 3);
+        assert!(stats[0].parts_chance > 0.0 && stats[4].sound >= 2);
     }
 
     #[test]
