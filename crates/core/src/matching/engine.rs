@@ -422,8 +422,8 @@ impl Matcher {
                     row,
                     &records[a as usize].values,
                     &records[b as usize].values,
-                    |k, _| stats.of(a, k),
-                    |k, _| stats.of(b, k),
+                    |k| Some(stats.of(a, k)),
+                    |k| Some(stats.of(b, k)),
                 );
             }
         });
@@ -881,8 +881,8 @@ mod tests {
         let phones: Vec<Option<&Prepared>> = records.iter().map(|r| r.values[1].as_ref()).collect();
         let stats = phone.count_values(&phones);
         let weight = |row: usize| {
-            let value = records[row].values[1].as_ref().map(|v| (v, stats[row]));
-            phone.weight_of(3, value, value)
+            let value = records[row].values[1].as_ref().map(|_| stats[row]);
+            phone.weight_of(3, value, value, || true)
         };
         // Rows 0..=2: person 0 three times; person 10's phone is held by two records.
         let held_by_two = rows

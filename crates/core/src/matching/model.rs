@@ -162,15 +162,20 @@ impl FieldModel {
     /// * a near level reached by values of the same sound: `u` is at least the chance that
     ///   another record has this sound, so agreeing on a common name's sound is weak evidence.
     pub fn weight(&self, level: u8, a: Option<&Prepared>, b: Option<&Prepared>) -> f64 {
-        self.weight_of(level, a.map(|v| (v, self.stats(v))), b.map(|v| (v, self.stats(v))))
+        let same_sound = || matches!((a.and_then(|v| v.sound.as_ref()), b.and_then(|v| v.sound.as_ref())), (Some(x), Some(y)) if x == y);
+        self.weight_of(level, a.map(|v| self.stats(v)), b.map(|v| self.stats(v)), same_sound)
     }
 
     /// [`FieldModel::weight`] of values whose [`ValueStats`] are known.
+    /// [`FieldModel::weight`] of values known by their [`ValueStats`] (`None` = missing);
+    /// `same_sound` says whether the two values have the same sound (asked only for a near
+    /// level, so that weighing most pairs never reads the values themselves).
     pub(crate) fn weight_of(
         &self,
         level: u8,
-        a: Option<(&Prepared, ValueStats)>,
-        b: Option<(&Prepared, ValueStats)>,
+        a: Option<ValueStats>,
+        b: Option<ValueStats>,
+        same_sound: impl FnOnce() -> bool,
     ) -> f64 {
         let level_index = usize::from(level);
         let (Some(&m), Some(&u)) = (self.m.get(level_index), self.u.get(level_index)) else {
@@ -179,7 +184,7 @@ impl FieldModel {
         let top = self.m.len() - 1;
         let present = f64::from(self.present.max(1));
         let u = match (a, b) {
-            (Some((_, sa)), _) if level_index == top && self.present > 2 => {
+            (Some(sa), _) if level_index == top && self.present > 2 => {
                 // The value's other holders that are unrelated records (not further duplicates).
                 let holders = sa.holders;
                 let share = holder_bucket(holders)
@@ -194,15 +199,10 @@ impl FieldModel {
                 };
                 beyond_pair.max(floor)
             }
-            (Some((a, sa)), Some((b, sb))) if level_index > 0 && level_index < top && self.present > 1 => {
-                match (&a.sound, &b.sound) {
-                    (Some(x), Some(y)) if x == y => {
-                        // Other records with this sound, beyond the pair's own values.
-                        let others = sa.sound.saturating_sub(sa.holders.min(sb.holders)).saturating_sub(1);
-                        u.max(f64::from(others) / present)
-                    }
-                    _ => u,
-                }
+            (Some(sa), Some(sb)) if level_index > 0 && level_index < top && self.present > 1 && same_sound() => {
+                // Other records with this sound, beyond the pair's own values.
+                let others = sa.sound.saturating_sub(sa.holders.min(sb.holders)).saturating_sub(1);
+                u.max(f64::from(others) / present)
             }
             _ => u,
         };
@@ -336,18 +336,23 @@ impl Model {
 
     /// Sum of the field weights of a comparison vector for two records' prepared values.
     pub fn total_weight(&self, levels: &[u8], a: &[Option<Prepared>], b: &[Option<Prepared>]) -> f64 {
-        self.total_weight_with(levels, a, b, |k, v| self.fields[k].stats(v), |k, v| self.fields[k].stats(v))
+        let stats = |values: &[Option<Prepared>], k: usize| {
+            let field = self.fields.get(k)?;
+            values.get(k).and_then(Option::as_ref).map(|v| field.stats(v))
+        };
+        self.total_weight_with(levels, a, b, |k| stats(a, k), |k| stats(b, k))
     }
 
-    /// [`Model::total_weight`] with each present value's [`ValueStats`] given by `stats_a` and
-    /// `stats_b` (field index, value).
+    /// [`Model::total_weight`] with each value's [`ValueStats`] given by `stats_a` and `stats_b`
+    /// (by field index). The values themselves are read only for what their stats do not say
+    /// (the sound of a near agreement, the kind of an e-mail address).
     pub(crate) fn total_weight_with(
         &self,
         levels: &[u8],
         a: &[Option<Prepared>],
         b: &[Option<Prepared>],
-        stats_a: impl Fn(usize, &Prepared) -> ValueStats,
-        stats_b: impl Fn(usize, &Prepared) -> ValueStats,
+        stats_a: impl Fn(usize) -> Option<ValueStats>,
+        stats_b: impl Fn(usize) -> Option<ValueStats>,
     ) -> f64 {
         let mut total = 0.0;
         for (k, &level) in levels.iter().enumerate() {
@@ -355,14 +360,20 @@ impl Model {
                 continue;
             }
             let Some(field) = self.fields.get(k) else { continue };
-            let (x, y) = (a.get(k).and_then(Option::as_ref), b.get(k).and_then(Option::as_ref));
-            let mut weight = field.weight_of(level, x.map(|v| (v, stats_a(k, v))), y.map(|v| (v, stats_b(k, v))));
+            // The values are read only when needed (reading them is a cache miss per pair).
+            let same_sound = || {
+                let sound = |values| value_at(values, k).and_then(|v| v.sound.as_ref());
+                matches!((sound(a), sound(b)), (Some(p), Some(q)) if p == q)
+            };
+            let mut weight = field.weight_of(level, stats_a(k), stats_b(k), same_sound);
             // E-mail users made from the name agree whenever the names do (namesakes share
             // zhangwei@…): short of the same address, that agreement adds nothing.
-            if let (Some(Detail::Email(p)), Some(Detail::Email(q))) = (x.map(|v| &v.detail), y.map(|v| &v.detail))
+            if field.kind == FieldKind::Email
+                && usize::from(level) + 1 < field.m.len()
+                && let (Some(Detail::Email(p)), Some(Detail::Email(q))) =
+                    (value_at(a, k).map(|v| &v.detail), value_at(b, k).map(|v| &v.detail))
                 && p.name_like
                 && q.name_like
-                && usize::from(level) + 1 < field.m.len()
             {
                 weight = weight.min(0.0);
             }
@@ -375,6 +386,10 @@ impl Model {
     pub fn probability(&self, total_weight: f64) -> f64 {
         sigmoid(logit(self.prior) + total_weight)
     }
+}
+
+fn value_at(values: &[Option<Prepared>], k: usize) -> Option<&Prepared> {
+    values.get(k).and_then(Option::as_ref)
 }
 
 pub(crate) fn sigmoid(x: f64) -> f64 {

@@ -186,7 +186,14 @@ pub fn prepare(kind: FieldKind, raw: &str) -> Option<Prepared> {
     if is_placeholder(trimmed) {
         return None;
     }
-    prepare_kind(kind, trimmed).filter(|p| !is_placeholder(&p.exact))
+    let mut prepared = prepare_kind(kind, trimmed)?;
+    // Dropping the punctuation between two combining marks can leave them out of canonical
+    // order ("ףּ:\u{16ff0}"): the exact form is put back in order, so that it is the same when
+    // prepared again.
+    if !unicode_normalization::is_nfc(&prepared.exact) {
+        prepared.exact = prepared.exact.nfc().collect::<String>().into();
+    }
+    Some(prepared).filter(|p| !is_placeholder(&p.exact))
 }
 
 fn prepare_kind(kind: FieldKind, trimmed: &str) -> Option<Prepared> {
