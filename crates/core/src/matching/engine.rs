@@ -340,7 +340,7 @@ impl Matcher {
         // are refined twice. The other levels and `m` keep the first estimates, which leave a
         // margin for the dependence between fields that the model ignores.
         for _ in 0..COINCIDENCE_ROUNDS {
-            self.estimate_coincidences(&mut model, records, &stats, &pairs, &levels, &weights);
+            self.estimate_coincidences(&mut model, &stats, &pairs, &levels, &weights);
             self.weights(&model, records, &stats, &pairs, &levels, &mut weights);
             model.prior = model::estimate_prior(&weights, possible);
         }
@@ -359,7 +359,6 @@ impl Matcher {
     fn estimate_coincidences(
         &self,
         model: &mut Model,
-        records: &[PreparedRecord],
         stats: &Stats,
         pairs: &PairList,
         levels: &LevelRows,
@@ -382,7 +381,8 @@ impl Matcher {
                 }
                 agreeing[k] += 1.0;
                 agreeing_non_match[k] += q;
-                let holders = records[a as usize].values[k].as_ref().map_or(0, |_| stats.of(a, k).holders);
+                // The value is present (the pair agrees on it).
+                let holders = stats.of(a, k).holders;
                 if let Some(bucket) = model::holder_bucket(holders) {
                     by_holders[k][bucket].0 += 1.0;
                     by_holders[k][bucket].1 += q;
