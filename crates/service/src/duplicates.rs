@@ -956,8 +956,8 @@ impl Service {
     async fn run_duplicate_scan(&self, job: &ScanJobRow) -> ServiceResult<(ScanJobRow, Vec<CandidateRow>)> {
         let def = self.object_def(&job.object)?;
         let policy = policy(&def.name).ok_or_else(|| ServiceError::new(ErrorCode::Internal))?;
-        // A scan uses every core: it is one long job, and a 1M-record scan on one core took
-        // twice as long.
+        // A scan uses every core: it is one long job (minutes at a million records), and a
+        // request's single thread left the other cores idle all along.
         let matcher = Arc::new(policy.matcher_on(0).ok_or_else(|| ServiceError::new(ErrorCode::Internal))?);
         let mut ids: Vec<Uuid> = Vec::new();
         let mut records: Vec<PreparedRecord> = Vec::new();
