@@ -1392,8 +1392,9 @@ async fn scan(args: &BenchArgs, ws: &mut Workspace) -> Result<Vec<Row>> {
         peak as f64 / 1024.0,
         if reset { "" } else { " (peak since start: clear_refs unavailable)" }
     );
-    // The targets are for a million contacts; smaller runs are reported without a verdict.
-    let full = done.records >= 1_000_000;
+    // The targets are for a million contacts (asked for: a few demo look-alikes are refused
+    // at entry); smaller runs are reported without a verdict.
+    let full = n >= 1_000_000;
     Ok(vec![
         Row {
             scenario: "scan",
