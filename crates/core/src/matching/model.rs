@@ -162,11 +162,9 @@ impl FieldModel {
     /// * a near level reached by values of the same sound: `u` is at least the chance that
     ///   another record has this sound, so agreeing on a common name's sound is weak evidence.
     pub fn weight(&self, level: u8, a: Option<&Prepared>, b: Option<&Prepared>) -> f64 {
-        let same_sound = || matches!((a.and_then(|v| v.sound.as_ref()), b.and_then(|v| v.sound.as_ref())), (Some(x), Some(y)) if x == y);
-        self.weight_of(level, a.map(|v| self.stats(v)), b.map(|v| self.stats(v)), same_sound)
+        self.weight_of(level, a.map(|v| self.stats(v)), b.map(|v| self.stats(v)), || same_sound(a, b))
     }
 
-    /// [`FieldModel::weight`] of values whose [`ValueStats`] are known.
     /// [`FieldModel::weight`] of values known by their [`ValueStats`] (`None` = missing);
     /// `same_sound` says whether the two values have the same sound (asked only for a near
     /// level, so that weighing most pairs never reads the values themselves).
@@ -361,10 +359,7 @@ impl Model {
             }
             let Some(field) = self.fields.get(k) else { continue };
             // The values are read only when needed (reading them is a cache miss per pair).
-            let same_sound = || {
-                let sound = |values| value_at(values, k).and_then(|v| v.sound.as_ref());
-                matches!((sound(a), sound(b)), (Some(p), Some(q)) if p == q)
-            };
+            let same_sound = || same_sound(value_at(a, k), value_at(b, k));
             let mut weight = field.weight_of(level, stats_a(k), stats_b(k), same_sound);
             // E-mail users made from the name agree whenever the names do (namesakes share
             // zhangwei@…): short of the same address, that agreement adds nothing.
@@ -390,6 +385,11 @@ impl Model {
 
 fn value_at(values: &[Option<Prepared>], k: usize) -> Option<&Prepared> {
     values.get(k).and_then(Option::as_ref)
+}
+
+/// Whether two values have the same sound (both have one).
+fn same_sound(a: Option<&Prepared>, b: Option<&Prepared>) -> bool {
+    matches!((a.and_then(|v| v.sound.as_ref()), b.and_then(|v| v.sound.as_ref())), (Some(x), Some(y)) if x == y)
 }
 
 pub(crate) fn sigmoid(x: f64) -> f64 {
