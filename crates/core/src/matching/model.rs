@@ -47,16 +47,10 @@ pub struct FieldModel {
     pub m: Vec<f64>,
     /// P(level | non-match), per level.
     pub u: Vec<f64>,
-    /// How many records hold each exact value (for term-frequency adjustment).
-    pub(crate) term_counts: HashMap<Box<str>, u32>,
-    /// How many records hold each sound (see [`Prepared::sound`]).
-    pub(crate) sound_counts: HashMap<Box<str>, u32>,
-    /// How many records hold each name part (surname, given name, word).
-    pub(crate) part_counts: HashMap<Box<str>, u32>,
     /// Number of records where this field is present.
     pub(crate) present: u32,
     /// Pairs of records that hold the same exact value (the sum over values of holders × (holders −
-    /// 1) / 2), kept apart from `term_counts` so that `dedupe` need not keep the counts.
+    /// 1) / 2).
     pub(crate) same_value_pairs: u64,
     /// Chance that two unrelated records agree exactly, net of duplicates (see `dedupe`);
     /// the term-frequency `u` of a rare value is not taken below it.
@@ -74,9 +68,6 @@ impl FieldModel {
             kind,
             m: default_m(kind.level_count()),
             u: default_u(kind.level_count()),
-            term_counts: HashMap::new(),
-            sound_counts: HashMap::new(),
-            part_counts: HashMap::new(),
             present: 0,
             same_value_pairs: 0,
             exact_floor: None,
@@ -84,20 +75,15 @@ impl FieldModel {
         }
     }
 
-    /// How common a value is, from the counts `observe` keeps.
-    pub(crate) fn stats(&self, value: &Prepared) -> ValueStats {
-        ValueStats::of(
-            value,
-            self.present,
-            |v| self.term_counts.get(v).copied(),
-            |s| self.sound_counts.get(s).copied(),
-            |p| self.part_counts.get(p).copied(),
-        )
+    /// How common a value is when the field's values were not counted (a pair weighed on its
+    /// own, as at entry): as if it were held once, its sound by nobody else.
+    pub(crate) fn uncounted(&self, value: &Prepared) -> ValueStats {
+        ValueStats::of(value, self.present, |_| None, |_| None, |_| None)
     }
 
-    /// Counts the field's values of every record (`None` = missing) like `observe`, without
-    /// keeping the counts: returns each value's [`ValueStats`] (in input order; a missing value
-    /// gets the default) and keeps only the totals. Counting starts afresh.
+    /// Counts the field's values of every record (`None` = missing) without keeping the
+    /// counts: returns each value's [`ValueStats`] (in input order; a missing value gets the
+    /// default) and keeps only the totals. Counting starts afresh.
     pub(crate) fn count_values<'a>(&mut self, values: &[Option<&'a Prepared>]) -> Vec<ValueStats> {
         let mut exact: HashMap<&'a str, u32> = HashMap::new();
         let mut sounds: HashMap<&'a str, u32> = HashMap::new();
@@ -132,27 +118,6 @@ impl FieldModel {
             .collect()
     }
 
-    /// Counts a present value (for term-frequency adjustment).
-    pub fn observe(&mut self, value: &Prepared) {
-        self.present += 1;
-        let holders = self.term_counts.entry(value.exact.clone()).or_insert(0);
-        self.same_value_pairs += u64::from(*holders);
-        *holders += 1;
-        if let Some(sound) = &value.sound {
-            *self.sound_counts.entry(sound.clone()).or_insert(0) += 1;
-        }
-        if let Detail::Name(name) = &value.detail {
-            for part in name.parts.iter() {
-                match self.part_counts.get_mut(part) {
-                    Some(count) => *count += 1,
-                    None => {
-                        self.part_counts.insert(part.into(), 1);
-                    }
-                }
-            }
-        }
-    }
-
     /// ln(m/u) of a level for two present values, adjusted by term frequencies when they are
     /// known:
     /// * exact level: `u` is the chance that an unrelated record has this very value, estimated
@@ -161,13 +126,10 @@ impl FieldModel {
     ///   name's frequencies: a rare combination of common parts is still rare);
     /// * a near level reached by values of the same sound: `u` is at least the chance that
     ///   another record has this sound, so agreeing on a common name's sound is weak evidence.
-    pub fn weight(&self, level: u8, a: Option<&Prepared>, b: Option<&Prepared>) -> f64 {
-        self.weight_of(level, a.map(|v| self.stats(v)), b.map(|v| self.stats(v)), || same_sound(a, b))
-    }
-
-    /// [`FieldModel::weight`] of values known by their [`ValueStats`] (`None` = missing);
-    /// `same_sound` says whether the two values have the same sound (asked only for a near
-    /// level, so that weighing most pairs never reads the values themselves).
+    ///
+    /// The values are known by their [`ValueStats`] (`None` = missing); `same_sound` says
+    /// whether the two values have the same sound (asked only for a near level, so that
+    /// weighing most pairs never reads the values themselves).
     pub(crate) fn weight_of(
         &self,
         level: u8,
@@ -336,7 +298,7 @@ impl Model {
     pub fn total_weight(&self, levels: &[u8], a: &[Option<Prepared>], b: &[Option<Prepared>]) -> f64 {
         let stats = |values: &[Option<Prepared>], k: usize| {
             let field = self.fields.get(k)?;
-            values.get(k).and_then(Option::as_ref).map(|v| field.stats(v))
+            values.get(k).and_then(Option::as_ref).map(|v| field.uncounted(v))
         };
         self.total_weight_with(levels, a, b, |k| stats(a, k), |k| stats(b, k))
     }
@@ -633,56 +595,71 @@ mod tests {
         let mut f = FieldModel::with_defaults("name", FieldKind::PersonName);
         f.m = vec![0.04, 0.01, 0.05, 0.1, 0.2, 0.6];
         f.u = vec![0.98, 0.01, 0.007, 0.002, 0.0005, 0.0005];
-        let value = |raw: &str| prepare(FieldKind::PersonName, raw).unwrap();
-        for _ in 0..1000 {
-            f.observe(&value("Emily Carter"));
-        }
+        let value = |raw: &str| prepare(FieldKind::PersonName, raw);
+        let mut raw = vec!["Emily Carter"; 1000];
         for _ in 0..100 {
-            f.observe(&value("张伟"));
-            f.observe(&value("Wei Zhang"));
+            raw.extend(["张伟", "Wei Zhang"]);
         }
-        f.observe(&value("诸葛亮"));
-        f.observe(&value("诸葛亮"));
-        f.observe(&value("Zhuge Liang"));
-        f.observe(&value("Liang Zhuge"));
-        f.observe(&value("司马光"));
-        f.observe(&value("Sima Guang"));
-        let common = f.weight(5, Some(&value("张伟")), Some(&value("张伟")));
-        let rare = f.weight(5, Some(&value("诸葛亮")), Some(&value("诸葛亮")));
+        raw.extend(["诸葛亮", "诸葛亮", "Zhuge Liang", "Liang Zhuge", "司马光", "Sima Guang"]);
+        let values: Vec<Option<Prepared>> = raw.iter().map(|r| value(r)).collect();
+        let refs: Vec<Option<&Prepared>> = values.iter().map(Option::as_ref).collect();
+        let stats = f.count_values(&refs);
+        // The stats and value of the first record holding `name`.
+        let at = |name: &str| {
+            let i = raw.iter().position(|r| *r == name).unwrap();
+            (stats[i], values[i].as_ref())
+        };
+        let weight = |level: u8, a: &str, b: &str| {
+            let ((sa, va), (sb, vb)) = (at(a), at(b));
+            f.weight_of(level, Some(sa), Some(sb), || same_sound(va, vb))
+        };
+        let common = weight(5, "张伟", "张伟");
+        let rare = weight(5, "诸葛亮", "诸葛亮");
         assert!(rare > common && common >= 0.0, "{rare} {common}");
-        let common_sound = f.weight(4, Some(&value("张伟")), Some(&value("Wei Zhang")));
-        let rare_sound = f.weight(4, Some(&value("诸葛亮")), Some(&value("Zhuge Liang")));
+        let common_sound = weight(4, "张伟", "Wei Zhang");
+        let rare_sound = weight(4, "诸葛亮", "Zhuge Liang");
         assert!(rare_sound > common_sound, "{rare_sound} {common_sound}");
-        let unique_sound = f.weight(4, Some(&value("司马光")), Some(&value("Sima Guang")));
+        let unique_sound = weight(4, "司马光", "Sima Guang");
         assert!((unique_sound - (0.2f64 / 0.0005).ln()).abs() < 1e-9, "a sound of its own keeps the global u");
-        assert!(f.weight(0, None, None) < 0.0);
+        assert!(f.weight_of(0, None, None, || false) < 0.0);
     }
 
-    /// `count_values` (what `dedupe` uses) says of every value what `observe` + `stats` say.
+    /// `count_values` says of each value how many records hold it, its sound and its parts.
     #[test]
-    fn counting_values_agrees_with_observing_them() {
+    fn counting_values_counts_holders_sounds_and_parts() {
         use super::super::value::prepare;
         let raw =
             ["张伟", "张伟", "Wei Zhang", "章伟", "诸葛亮", "Zhuge Liang", "", "Emily Carter", "张伟", "E. Carter"];
         let values: Vec<Option<Prepared>> = raw.iter().map(|r| prepare(FieldKind::PersonName, r)).collect();
-        let mut observed = FieldModel::with_defaults("name", FieldKind::PersonName);
-        for v in values.iter().flatten() {
-            observed.observe(v);
-        }
-        let mut counted = FieldModel::with_defaults("name", FieldKind::PersonName);
         let refs: Vec<Option<&Prepared>> = values.iter().map(Option::as_ref).collect();
+        let mut counted = FieldModel::with_defaults("name", FieldKind::PersonName);
         let stats = counted.count_values(&refs);
-        assert_eq!((counted.present, counted.same_value_pairs), (observed.present, observed.same_value_pairs));
+        assert_eq!(counted.present, 9, "the empty name is missing");
         assert_eq!(counted.same_value_pairs, 3, "张伟 three times");
-        assert!(counted.term_counts.is_empty(), "the counts are not kept");
-        for (value, stats) in values.iter().zip(&stats) {
-            match value {
-                Some(v) => assert_eq!(*stats, observed.stats(v)),
-                None => assert_eq!(*stats, ValueStats::default()),
-            }
+        assert_eq!(stats[6], ValueStats::default());
+        for (i, v) in values.iter().enumerate().filter_map(|(i, v)| v.as_ref().map(|v| (i, v))) {
+            let holders = values.iter().flatten().filter(|w| w.exact == v.exact).count() as u32;
+            let sound = values.iter().flatten().filter(|w| v.sound.is_some() && w.sound == v.sound).count() as u32;
+            assert_eq!((stats[i].holders, stats[i].sound), (holders, sound), "{}", raw[i]);
         }
         assert_eq!(stats[0].holders, 3);
-        assert!(stats[0].parts_chance > 0.0 && stats[4].sound >= 2);
+        assert!(stats[4].sound >= 2, "诸葛亮 sounds like Zhuge Liang");
+        // 张伟: the chance of its surname times that of its given name, among the 9 present.
+        let Detail::Name(name) = &values[0].as_ref().unwrap().detail else { panic!("a name") };
+        let chance: f64 = name
+            .parts
+            .iter()
+            .map(|p| {
+                let holders = values
+                    .iter()
+                    .flatten()
+                    .filter(|w| matches!(&w.detail, Detail::Name(n) if n.parts.iter().any(|q| q == p)))
+                    .count();
+                holders as f64 / 9.0
+            })
+            .product();
+        assert!((stats[0].parts_chance - chance).abs() < 1e-12, "{} {chance}", stats[0].parts_chance);
+        assert_eq!(stats[7].holders, 1);
     }
 
     #[test]
