@@ -48,6 +48,12 @@ pub enum LinkageCommand {
         /// Minimum link for the clusters (see `custodian dedupe --min-link`).
         #[arg(long)]
         min_link: Option<f64>,
+        /// Also write the pairs the run got wrong at --threshold into this CSV file (per
+        /// benchmark file: `people-` or `companies-` is put before the file name): true pairs
+        /// blocking never proposed, true pairs scored below the threshold, and false pairs at
+        /// or above it, each with both records' values side by side.
+        #[arg(long)]
+        errors: Option<PathBuf>,
     },
 }
 
@@ -86,15 +92,17 @@ pub fn run(command: LinkageCommand) -> Result<()> {
             }
             Ok(())
         }
-        LinkageCommand::Run { dir, threshold, min_link } => {
+        LinkageCommand::Run { dir, threshold, min_link, errors } => {
             let mut found = false;
-            for (records, truth, columns) in [
-                ("records.csv", "truth.csv", synth::PEOPLE_COLUMNS),
-                ("companies.csv", "companies_truth.csv", synth::COMPANY_COLUMNS),
+            for (label, records, truth, columns) in [
+                ("people", "records.csv", "truth.csv", synth::PEOPLE_COLUMNS),
+                ("companies", "companies.csv", "companies_truth.csv", synth::COMPANY_COLUMNS),
             ] {
                 if dir.join(records).exists() {
                     found = true;
-                    bench(&dir.join(records), &dir.join(truth), columns, threshold, min_link)?;
+                    let errors = errors.as_ref().map(|path| labelled(path, label));
+                    let paths = BenchFiles { records: &dir.join(records), truth: &dir.join(truth), errors };
+                    bench(&paths, columns, threshold, min_link)?;
                 }
             }
             if !found {
@@ -128,8 +136,24 @@ fn write_data(dir: &Path, records: &str, truth: &str, data: &SynthData) -> Resul
     Ok(())
 }
 
-fn bench(records: &Path, truth: &Path, columns: &[(&str, &str)], threshold: f64, min_link: Option<f64>) -> Result<()> {
+/// `dir/name` → `dir/label-name`.
+fn labelled(path: &Path, label: &str) -> PathBuf {
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    path.with_file_name(format!("{label}-{name}"))
+}
+
+/// The files of one benchmark run.
+struct BenchFiles<'a> {
+    records: &'a Path,
+    truth: &'a Path,
+    /// Where to write the pairs got wrong (`--errors`).
+    errors: Option<PathBuf>,
+}
+
+fn bench(files: &BenchFiles, columns: &[(&str, &str)], threshold: f64, min_link: Option<f64>) -> Result<()> {
+    let (records, truth) = (files.records, files.truth);
     let table = dedupe::read_table(records)?;
+    let rows = files.errors.as_ref().map(|_| (table.header.clone(), table.rows.clone()));
     let mapping: Vec<String> = columns[1..].iter().map(|(c, k)| format!("{c}={k}")).collect();
     let plan = dedupe::plan(&table, columns[0].0, &mapping)?;
     let outcome = dedupe::dedupe_table(table, &plan, &ProgressBar::hidden())?;
@@ -201,5 +225,59 @@ fn bench(records: &Path, truth: &Path, columns: &[(&str, &str)], threshold: f64,
         Some(t) => writeln!(out, "  lowest reported threshold with precision >= {AUTO_MERGE_PRECISION}: {t}")?,
         None => writeln!(out, "  no reported threshold reaches precision {AUTO_MERGE_PRECISION}")?,
     }
+    if let (Some(path), Some((header, rows))) = (&files.errors, rows) {
+        let written = write_errors(path, &header, &rows, &outcome, &entities, threshold)?;
+        writeln!(out, "  {written} pairs got wrong at {threshold} written to {}", path.display())?;
+    }
     Ok(())
+}
+
+/// Writes the pairs got wrong at `threshold` (see `--errors`); returns how many.
+fn write_errors(
+    path: &Path,
+    header: &[String],
+    rows: &[Vec<String>],
+    outcome: &dedupe::Outcome,
+    entities: &[u32],
+    threshold: f64,
+) -> Result<usize> {
+    let row_of: HashMap<&str, &Vec<String>> = rows.iter().map(|r| (r[0].as_str(), r)).collect();
+    let scored: HashMap<(u32, u32), f64> = outcome.result.pairs().map(|p| ((p.a, p.b), p.probability)).collect();
+    let mut wrong: Vec<(&str, u32, u32, Option<f64>)> = Vec::new();
+    for (&(a, b), &p) in &scored {
+        if p >= threshold && entities[a as usize] != entities[b as usize] {
+            wrong.push(("false_pair", a, b, Some(p)));
+        }
+    }
+    let mut members: HashMap<u32, Vec<u32>> = HashMap::new();
+    for (i, e) in entities.iter().enumerate() {
+        members.entry(*e).or_default().push(i as u32);
+    }
+    for group in members.values() {
+        for (x, &a) in group.iter().enumerate() {
+            for &b in &group[x + 1..] {
+                match scored.get(&(a, b)) {
+                    None => wrong.push(("not_proposed", a, b, None)),
+                    Some(&p) if p < threshold => wrong.push(("scored_below", a, b, Some(p))),
+                    Some(_) => {}
+                }
+            }
+        }
+    }
+    wrong.sort_by_key(|(kind, a, b, _)| (*kind, *a, *b));
+    let mut w = csv::Writer::from_path(path).with_context(|| format!("cannot write {}", path.display()))?;
+    let mut head = vec!["kind".to_owned(), "score".to_owned()];
+    head.extend(header.iter().map(|h| format!("a.{h}")));
+    head.extend(header.iter().map(|h| format!("b.{h}")));
+    w.write_record(&head)?;
+    let empty = Vec::new();
+    for (kind, a, b, p) in &wrong {
+        let row = |i: u32| row_of.get(outcome.ids[i as usize].as_str()).copied().unwrap_or(&empty);
+        let mut line = vec![(*kind).to_owned(), p.map(|p| format!("{p:.4}")).unwrap_or_default()];
+        line.extend(row(*a).iter().cloned());
+        line.extend(row(*b).iter().cloned());
+        w.write_record(&line)?;
+    }
+    w.flush()?;
+    Ok(wrong.len())
 }
