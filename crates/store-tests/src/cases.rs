@@ -2015,6 +2015,13 @@ fn keyed(record: &StoredRecord, keys: &[&[u8]]) -> custodian_store::MatchKeySet 
     }
 }
 
+/// Creates a record with these match keys.
+pub async fn create_keyed(store: &DynStore, v: Value, keys: &[&[u8]]) -> StoredRecord {
+    let r = new_record(v);
+    write_with_keys(store, creation(&r), keyed(&r, keys)).await;
+    r
+}
+
 async fn write_with_keys(store: &DynStore, w: RecordWrite, keys: custodian_store::MatchKeySet) {
     let audit = vec![audit_for(&w)];
     store

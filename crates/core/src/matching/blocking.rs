@@ -50,6 +50,10 @@ pub(crate) enum Rule {
     NameForm(usize),
     /// Person name: Double Metaphone of the surname + initial of the given name.
     NameMetaphone(usize),
+    /// Person name in Han characters: its first character (the surname) + each other
+    /// character, so that 高捷怡 meets 高捷佳 and 周明 meets 周蓉明 (one character changed, added
+    /// or dropped), which sorted neighbourhoods of a common surname's initial block miss.
+    NameChars(usize),
     /// Surname column + initial of the given-name column (and the reverse, for swapped columns).
     SplitName { surname: usize, given: usize },
     /// Double Metaphone of the surname column + initial of the given-name column.
@@ -60,7 +64,16 @@ pub(crate) enum Rule {
     Exact(usize),
     /// The rarest tokens of the value.
     RareTokens(usize),
-    /// Last seven digits of a phone, and the digits before the last four.
+    /// All the numbers of an address that has two or more (street number, building, room):
+    /// rewritten addresses keep them (北京市东城区 长安街95号 阳光花园5栋1807室 and
+    /// 东城区长安街95号阳光花园5幢1807), while each of its words and numbers alone is shared
+    /// by records all over the file.
+    AddressNumbers(usize),
+    /// Last seven digits of a phone, the digits before the last four, and the digits before the
+    /// last seven with the last four. A mistyped digit leaves one of the three intact wherever
+    /// it is (the first two share the three digits before the last four, which the third
+    /// leaves out); so do two swapped neighbours, unless the start of the last seven or of the
+    /// last four digits lies between them.
     PhoneParts(usize),
     /// The user part of an e-mail address.
     EmailUser(usize),
@@ -78,7 +91,7 @@ pub fn key_classes(kinds: &[FieldKind]) -> Vec<KeyClass> {
     let given = kinds.iter().position(|k| *k == FieldKind::GivenName);
     let mut push = |name: String, fields: u64, rule: Rule| {
         let coarse = match rule {
-            Rule::RareTokens(_) | Rule::DateKey(_) | Rule::IdHalves(_) => true,
+            Rule::RareTokens(_) | Rule::DateKey(_) | Rule::IdHalves(_) | Rule::NameChars(_) => true,
             Rule::Exact(i) => matches!(kinds.get(i), Some(FieldKind::CompanyName | FieldKind::Postcode)),
             _ => false,
         };
@@ -99,6 +112,7 @@ pub fn key_classes(kinds: &[FieldKind]) -> Vec<KeyClass> {
                 push(format!("{i}:name_initial"), b, Rule::NameInitial(i));
                 push(format!("{i}:name_form"), b, Rule::NameForm(i));
                 push(format!("{i}:name_metaphone"), b, Rule::NameMetaphone(i));
+                push(format!("{i}:name_chars"), b, Rule::NameChars(i));
             }
             FieldKind::GivenName | FieldKind::Surname => {
                 if surname.is_none() || given.is_none() {
@@ -115,7 +129,11 @@ pub fn key_classes(kinds: &[FieldKind]) -> Vec<KeyClass> {
                 push(format!("{i}:email_user"), b, Rule::EmailUser(i));
             }
             FieldKind::Date => push(format!("{i}:date"), b, Rule::DateKey(i)),
-            FieldKind::Address | FieldKind::Text => push(format!("{i}:tokens"), b, Rule::RareTokens(i)),
+            FieldKind::Address => {
+                push(format!("{i}:tokens"), b, Rule::RareTokens(i));
+                push(format!("{i}:numbers"), b, Rule::AddressNumbers(i));
+            }
+            FieldKind::Text => push(format!("{i}:tokens"), b, Rule::RareTokens(i)),
             FieldKind::Postcode | FieldKind::Exact => push(format!("{i}:exact"), b, Rule::Exact(i)),
             FieldKind::IdNumber => {
                 push(format!("{i}:id"), b, Rule::Exact(i));
@@ -168,6 +186,14 @@ pub(crate) fn record_keys(
                     }
                 }
             }
+            Rule::NameChars(i) => {
+                if let Some(han) = value(i).and_then(name_of).and_then(|n| n.han.as_deref()) {
+                    let mut chars = han.chars();
+                    if let Some(surname) = chars.next() {
+                        out.extend(chars.map(|given| (c, format!("{surname}{given}"))));
+                    }
+                }
+            }
             Rule::SplitName { surname, given } => {
                 if let (Some(s), Some(g)) = (value(surname).and_then(name_of), value(given).and_then(name_of)) {
                     let (s_form, g_form): (String, String) = (s.tokens.iter().collect(), g.tokens.iter().collect());
@@ -204,6 +230,13 @@ pub(crate) fn record_keys(
                     rare_tokens(i, v, frequencies, |t| out.push((c, t.to_owned())));
                 }
             }
+            Rule::AddressNumbers(i) => {
+                if let Some(Detail::Tokens(t)) = value(i).map(|v| &v.detail)
+                    && t.numbers.len() >= 2
+                {
+                    out.push((c, t.numbers.iter().collect::<Vec<_>>().join("|")));
+                }
+            }
             Rule::PhoneParts(i) => {
                 if let Some(v) = value(i) {
                     let digits = &*v.exact;
@@ -211,7 +244,9 @@ pub(crate) fn record_keys(
                         out.push((c, format!("s{}", &digits[digits.len() - 7..])));
                     }
                     if digits.len() >= 9 {
-                        out.push((c, format!("h{}", &digits[..digits.len() - 4])));
+                        let n = digits.len();
+                        out.push((c, format!("h{}", &digits[..n - 4])));
+                        out.push((c, format!("m{}{}", &digits[..n - 7], &digits[n - 4..])));
                     }
                     if digits.len() < 7 {
                         out.push((c, format!("s{digits}")));
@@ -616,6 +651,11 @@ mod tests {
             assert!(share(&k, &["张伟"], &[other]), "张伟 vs {other}");
         }
         assert!(share(&k, &["Emily Carter"], &["Carter Emily"]));
+        // One Han character changed, added or dropped after a common surname's initial.
+        assert!(share(&k, &["高捷怡"], &["高捷佳"]));
+        assert!(share(&k, &["覃超东"], &["覃倩东"]));
+        assert!(share(&k, &["周明"], &["周蓉明"]));
+        assert!(!share(&k, &["王倩轩"], &["王惠永"]));
         assert!(share(&k, &["Emily Carter"], &["Emily Cartre"]), "metaphone key survives a typo");
         assert!(!share(&k, &["Emily Carter"], &["Grace Young"]));
     }
@@ -634,6 +674,27 @@ mod tests {
         assert!(share(&phone, &["13812345678"], &["+86 138 1234 5678"]));
         assert!(share(&phone, &["13812345678"], &["13912345678"]), "suffix");
         assert!(share(&phone, &["13812345678"], &["13812345687"]), "head");
+        // A mistyped digit anywhere, or two swapped ones inside a part, leaves a key in common.
+        let phone_number = "15137454968";
+        for at in 0..phone_number.len() {
+            let mut typo: Vec<u8> = phone_number.bytes().collect();
+            typo[at] = if typo[at] == b'0' { b'1' } else { b'0' };
+            let typo = String::from_utf8(typo).unwrap();
+            assert!(share(&phone, &[phone_number], &[&typo]), "{phone_number} vs {typo}");
+        }
+        assert!(share(&phone, &["18565345420"], &["18563545420"]), "swapped in the middle");
+        let address = [FieldKind::Address];
+        assert!(share(
+            &address,
+            &["北京市东城区 长安街95号 阳光花园5栋1807室"],
+            &["东城区长安街９５号阳光花园5幢1807"]
+        ));
+        let numbers = |raw: &str| -> Vec<String> {
+            keys(&address, &[raw]).into_iter().filter(|k| k.starts_with("0:numbers=")).collect()
+        };
+        assert_eq!(numbers("长安街95号阳光花园5栋1807室"), vec!["0:numbers=1807|5|95".to_owned()]);
+        assert_ne!(numbers("长安街95号阳光花园5栋1807室"), numbers("长安街95号阳光花园6栋1807室"));
+        assert!(numbers("长安街95号").is_empty(), "one number alone is no key");
         let email = [FieldKind::Email];
         assert!(share(&email, &["zhang.wei@qq.com"], &["zhangwei@163.com"]));
         let date = [FieldKind::Date];
@@ -674,7 +735,7 @@ mod tests {
     fn coarse_classes_have_their_own_block_limit_and_window() {
         let kinds = [FieldKind::Postcode, FieldKind::PersonName];
         let classes = key_classes(&kinds);
-        assert_eq!(classes.iter().map(|c| c.coarse).collect::<Vec<_>>(), vec![true, false, false, false]);
+        assert_eq!(classes.iter().map(|c| c.coarse).collect::<Vec<_>>(), vec![true, false, false, false, true]);
         let records_of = |n: usize, column: usize| -> Vec<PreparedRecord> {
             (0..n)
                 .map(|i| {
