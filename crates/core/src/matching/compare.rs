@@ -266,7 +266,7 @@ fn compare_names(a: &NameValue, b: &NameValue) -> u8 {
     if !a.metaphones.is_empty() && a.metaphones == b.metaphones && a.tokens.len() == b.tokens.len() {
         return 4;
     }
-    // Sharing a word (usually the surname: 杨超 and "Kevin Yang", 徐伟兰 and 徐扬欣) is the weakest
+    // Sharing a word (usually the surname: 杨超 and "Kevin Yang", 王兰蓉 and 王荣) is the weakest
     // agreement; whether it counts for or against a match is left to the estimation.
     // A Han name's shared word must be its surname: two people called 伟 share nothing.
     let shares = |x: &NameValue, y: &NameValue| match (x.surname_first, y.surname_first) {
@@ -284,7 +284,15 @@ fn compare_names(a: &NameValue, b: &NameValue) -> u8 {
         if longer >= 3 && edit_distance_at_most(x, y, 1) <= 1 {
             return 3;
         }
-        return if a.tokens.first() == b.tokens.first() && best_form_similarity(a, b) >= 0.9 { 2 } else { shared_word };
+        if a.tokens.first() == b.tokens.first() && best_form_similarity(a, b) >= 0.9 {
+            return 2;
+        }
+        // The same surname before given names with no character or syllable in common (王倩轩
+        // and 王惠永): relatives and namesakes of a surname, as different as two names get.
+        if shared_word == 1 && a.surname_first && b.surname_first && !given_names_overlap(a, b) {
+            return 0;
+        }
+        return shared_word;
     }
     let best = best_form_similarity(a, b);
     let longest = a.forms.iter().chain(b.forms.iter()).map(str::len).max().unwrap_or(0);
@@ -299,6 +307,20 @@ fn compare_names(a: &NameValue, b: &NameValue) -> u8 {
         2
     } else {
         shared_word
+    }
+}
+
+/// Whether two Han names' given names share a character (王兰蓉 and 王兰), or one's pinyin
+/// holds the other's (王兰蓉 and 王荣: "lanrong" and "rong").
+fn given_names_overlap(a: &NameValue, b: &NameValue) -> bool {
+    let given_chars = |n: &NameValue| n.parts.iter().find_map(|p| p.strip_prefix("g:")).unwrap_or_default().to_owned();
+    let (x, y) = (given_chars(a), given_chars(b));
+    if x.chars().any(|c| y.contains(c)) {
+        return true;
+    }
+    match (a.tokens.iter().nth(1), b.tokens.iter().nth(1)) {
+        (Some(p), Some(q)) if !p.is_empty() && !q.is_empty() => p.contains(q) || q.contains(p),
+        _ => false,
     }
 }
 
@@ -481,9 +503,17 @@ mod tests {
         check(P, "张伟", "张文", "similar");
         check(P, "张伟", "李伟", "different");
         check(P, "杨超", "Kevin Yang", "shared_word");
-        check(P, "徐伟兰", "徐扬欣", "shared_word");
+        // The same surname and given names with nothing in common: no evidence of one person.
+        check(P, "徐伟兰", "徐扬欣", "different");
+        check(P, "王倩轩", "王惠永", "different");
+        check(P, "吕轩蔷", "吕文", "different");
+        // ... unless a given name shares a character or holds the other's syllables.
+        check(P, "王兰蓉", "王荣", "similar");
+        check(P, "徐伟兰", "徐兰欣", "shared_word");
+        check(P, "陈杰惠", "陈惠", "close");
         check(P, "Emily Carter", "emily  carter", "exact");
-        check(P, "Emily Carter", "Carter, Emily", "same_sound");
+        check(P, "Emily Carter", "Carter, Emily", "exact");
+        check(P, "HELEN PARKER", "Parker Helen", "exact");
         check(P, "John Smith", "Jon Smyth", "same_sound");
         check(P, "Emily Carter", "Emily Cartre", "same_sound");
         check(P, "Emily Carter", "Emily Carer", "close");

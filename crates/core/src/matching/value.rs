@@ -288,7 +288,11 @@ fn prepare_name(kind: FieldKind, text: &str) -> Option<Prepared> {
     if latin_words.is_empty() {
         return None;
     }
-    let exact = latin_words.join(" ");
+    // The exact form ignores the order of the words: "Cox, Samantha" and "Samantha Cox" are
+    // one name written in two conventions (family name first or last).
+    let mut sorted_words: Vec<&str> = latin_words.iter().map(String::as_str).collect();
+    sorted_words.sort_unstable();
+    let exact = sorted_words.join(" ");
     let tokens: Vec<Box<str>> = latin_words.iter().map(|w| phonetic_name_word(w).into()).collect();
     let forms = name_forms(&tokens);
     let mut metaphones: Vec<Box<str>> =
