@@ -889,8 +889,10 @@ async fn service_concurrent_create(
 /// Creates `contacts` through the batch path the way a bulk loader uses it: chunk after chunk,
 /// each prepared (rules, duplicate check against the store and within the chunk, sealing) and
 /// then applied. A chunk is not prepared while the one before it commits: its duplicate check
-/// would not see the records of that chunk. Returns the ids, the elapsed time and the time
-/// spent preparing.
+/// would not see the records of that chunk. Demo people who happen to look alike are refused
+/// like any duplicate and left out (the demo generator makes a few: same surname and company,
+/// one given-name character apart). Returns the ids of the records created, the elapsed time
+/// and the time spent preparing.
 async fn batch_path(service: &Service, contacts: &[Map<String, Value>]) -> Result<(Vec<Uuid>, Duration, Duration)> {
     let ctx = RequestContext::cli();
     let started = Instant::now();
@@ -902,9 +904,14 @@ async fn batch_path(service: &Service, contacts: &[Map<String, Value>]) -> Resul
             chunk.iter().map(|f| (f.clone(), CreateOptions::default())).collect();
         let mut writes = Vec::with_capacity(chunk.len());
         for prepared in service.prepare_creates(&ctx, "contacts", &input).await {
-            let (id, write) = prepared.map_err(|e| anyhow!("prepare_create: {e} {:?}", e.details))?;
-            ids.push(id);
-            writes.push(write);
+            match prepared {
+                Ok((id, write)) => {
+                    ids.push(id);
+                    writes.push(write);
+                }
+                Err(e) if matches!(e.code.as_str(), "duplicate" | "possible_duplicate") => {}
+                Err(e) => bail!("prepare_create: {e} {:?}", e.details),
+            }
         }
         prepare += t.elapsed();
         service.apply_prepared(writes).await.map_err(|e| anyhow!("apply_prepared: {e}"))?;
@@ -1061,8 +1068,10 @@ async fn batch_create(args: &BenchArgs, ws: &mut Workspace) -> Result<Vec<Row>> 
     // Round by round (a few chunks each), ours then bare, so that both see the same machine.
     let round = CHUNK * BATCH_ROUND_CHUNKS;
     let (mut elapsed, mut prepare, mut bare_time) = (Duration::ZERO, Duration::ZERO, Duration::ZERO);
+    let mut created = 0;
     for (ours_round, bare_round) in contacts.chunks(round).zip(bodies.chunks(round)) {
-        let (_, took, p) = batch_path(&service, ours_round).await?;
+        let (ids, took, p) = batch_path(&service, ours_round).await?;
+        created += ids.len();
         elapsed += took;
         prepare += p;
         bare_time += bare.insert_batched(bare_round, CHUNK).await?;
@@ -1070,12 +1079,13 @@ async fn batch_create(args: &BenchArgs, ws: &mut Workspace) -> Result<Vec<Row>> 
     bare.close().await;
     drop(service);
     let total = elapsed;
-    let ours_rate = n as f64 / total.as_secs_f64().max(1e-9);
+    // Only the records created count (a look-alike refused at entry is checked but not written).
+    let ours_rate = created as f64 / total.as_secs_f64().max(1e-9);
     let bare_rate = n as f64 / bare_time.as_secs_f64().max(1e-9);
     let ratio = ours_rate / bare_rate;
     let per = |d: Duration| d.as_secs_f64() * 1e6 / n as f64;
     println!(
-        "batch-create: ours {ours_rate:.0} records/s ({n} in {:.2} s, chunks of {CHUNK}, each prepared then applied; preparing took {:.1} us/record) | bare {bare_rate:.0} records/s ({n} rows in transactions of {CHUNK}, {:.2} s) | ratio {ratio:.2}x (target >= 50000/s and >= 0.3x)",
+        "batch-create: ours {ours_rate:.0} records/s ({created} of {n} created in {:.2} s, chunks of {CHUNK}, each prepared then applied; preparing took {:.1} us/record) | bare {bare_rate:.0} records/s ({n} rows in transactions of {CHUNK}, {:.2} s) | ratio {ratio:.2}x (target >= 50000/s and >= 0.3x)",
         total.as_secs_f64(),
         per(prepare),
         bare_time.as_secs_f64(),
@@ -1688,18 +1698,21 @@ async fn audit_cost(args: &BenchArgs, ws: &mut Workspace) -> Result<Vec<Row>> {
     // (b) the batch path (chunks of CHUNK in one transaction each), the other half.
     let rest = &contacts[half..];
     let (mut on_time, mut off_time) = (Duration::ZERO, Duration::ZERO);
+    // Records created with auditing on (each has its event).
+    let mut created_on = on.ok;
     for (round, part) in rest.chunks(rest.len().div_ceil(ROUNDS).max(1)).enumerate() {
         let (first, second) = if round % 2 == 0 { (&audited, &unaudited) } else { (&unaudited, &audited) };
-        let (_, t1, _) = batch_path(first, part).await?;
-        let (_, t2, _) = batch_path(second, part).await?;
-        let (t_on, t_off) = if round % 2 == 0 { (t1, t2) } else { (t2, t1) };
+        let (ids1, t1, _) = batch_path(first, part).await?;
+        let (ids2, t2, _) = batch_path(second, part).await?;
+        let (t_on, t_off, made_on) = if round % 2 == 0 { (t1, t2, ids1.len()) } else { (t2, t1, ids2.len()) };
         on_time += t_on;
         off_time += t_off;
+        created_on += made_on;
     }
     let events_on = audited.store().audit_max_seq().await.map_err(|e| anyhow!("{e}"))?;
     let events_off = unaudited.store().audit_max_seq().await.map_err(|e| anyhow!("{e}"))?;
     drop((audited, unaudited));
-    if events_off != 0 || (events_on as usize) < n {
+    if events_off != 0 || (events_on as usize) < created_on {
         bail!("auditing switch not effective: {events_on} events with auditing, {events_off} without");
     }
     let ratio = on.rate() / off.rate().max(1e-9);
