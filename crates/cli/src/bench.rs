@@ -890,9 +890,9 @@ async fn service_concurrent_create(
 /// each prepared (rules, duplicate check against the store and within the chunk, sealing) and
 /// then applied. A chunk is not prepared while the one before it commits: its duplicate check
 /// would not see the records of that chunk. Demo people who happen to look alike are refused
-/// like any duplicate and left out (the demo generator makes a few: same surname and company,
-/// one given-name character apart). Returns the ids of the records created, the elapsed time
-/// and the time spent preparing.
+/// like any duplicate and left out (with no duplicates injected, the demo generator still makes
+/// a few). Returns the ids of the records created, the elapsed time and the time spent
+/// preparing.
 async fn batch_path(service: &Service, contacts: &[Map<String, Value>]) -> Result<(Vec<Uuid>, Duration, Duration)> {
     let ctx = RequestContext::cli();
     let started = Instant::now();
