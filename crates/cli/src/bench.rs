@@ -891,13 +891,13 @@ async fn service_concurrent_create(
 /// then applied. A chunk is not prepared while the one before it commits: its duplicate check
 /// would not see the records of that chunk. Demo people who happen to look alike are refused
 /// like any duplicate and left out (with no duplicates injected, the demo generator still makes
-/// a few). Returns the ids of the records created, the elapsed time and the time spent
-/// preparing.
-async fn batch_path(service: &Service, contacts: &[Map<String, Value>]) -> Result<(Vec<Uuid>, Duration, Duration)> {
+/// a few).
+async fn batch_path(service: &Service, contacts: &[Map<String, Value>]) -> Result<BatchRun> {
     let ctx = RequestContext::cli();
     let started = Instant::now();
     let mut prepare = Duration::ZERO;
     let mut ids = Vec::with_capacity(contacts.len());
+    let mut refused: BTreeMap<String, usize> = BTreeMap::new();
     for chunk in contacts.chunks(CHUNK) {
         let t = Instant::now();
         let input: Vec<(Map<String, Value>, CreateOptions)> =
@@ -909,14 +909,27 @@ async fn batch_path(service: &Service, contacts: &[Map<String, Value>]) -> Resul
                     ids.push(id);
                     writes.push(write);
                 }
-                Err(e) if matches!(e.code.as_str(), "duplicate" | "possible_duplicate") => {}
+                Err(e) if matches!(e.code.as_str(), "duplicate" | "possible_duplicate") => {
+                    *refused.entry(e.code.as_str().to_owned()).or_default() += 1;
+                }
                 Err(e) => bail!("prepare_create: {e} {:?}", e.details),
             }
         }
         prepare += t.elapsed();
         service.apply_prepared(writes).await.map_err(|e| anyhow!("apply_prepared: {e}"))?;
     }
-    Ok((ids, started.elapsed(), prepare))
+    Ok(BatchRun { ids, elapsed: started.elapsed(), prepare, refused })
+}
+
+/// What `batch_path` did.
+struct BatchRun {
+    /// The records created.
+    ids: Vec<Uuid>,
+    elapsed: Duration,
+    /// The time spent preparing (rules, duplicate check, sealing).
+    prepare: Duration,
+    /// Look-alikes refused at entry, by error code.
+    refused: BTreeMap<String, usize>,
 }
 
 // ---- report --------------------------------------------------------------------------------
@@ -1070,10 +1083,10 @@ async fn batch_create(args: &BenchArgs, ws: &mut Workspace) -> Result<Vec<Row>> 
     let (mut elapsed, mut prepare, mut bare_time) = (Duration::ZERO, Duration::ZERO, Duration::ZERO);
     let mut created = 0;
     for (ours_round, bare_round) in contacts.chunks(round).zip(bodies.chunks(round)) {
-        let (ids, took, p) = batch_path(&service, ours_round).await?;
-        created += ids.len();
-        elapsed += took;
-        prepare += p;
+        let run = batch_path(&service, ours_round).await?;
+        created += run.ids.len();
+        elapsed += run.elapsed;
+        prepare += run.prepare;
         bare_time += bare.insert_batched(bare_round, CHUNK).await?;
     }
     bare.close().await;
@@ -1106,7 +1119,7 @@ async fn http_get(args: &BenchArgs, ws: &mut Workspace) -> Result<Vec<Row>> {
     let service = ws.service("http-get").await?;
     let password = random_hex::<12>()?;
     service.ensure_admin(Some(password.clone())).await.map_err(|e| anyhow!("ensure_admin: {e}"))?;
-    let (ids, _, _) = batch_path(&service, &contacts).await?;
+    let ids = batch_path(&service, &contacts).await?.ids;
     let server = start_app(service.clone()).await?;
     let token = login(server.addr, &password).await?;
     let ours_requests: Arc<Vec<Vec<u8>>> = Arc::new(
@@ -1362,20 +1375,10 @@ async fn scan(args: &BenchArgs, ws: &mut Workspace) -> Result<Vec<Row>> {
     // Generated a chunk at a time (seeded per chunk), so that the generator's memory stays small
     // beside the scan's.
     for (round, first) in (0..n).step_by(CHUNK).enumerate() {
-        {
-            let chunk = demo_contacts(CHUNK.min(n - first), 17 + round as u64)?;
-            let input: Vec<(Map<String, Value>, CreateOptions)> =
-                chunk.into_iter().map(|f| (f, CreateOptions::default())).collect();
-            let mut writes = Vec::with_capacity(input.len());
-            for prepared in service.prepare_creates(&ctx, "contacts", &input).await {
-                match prepared {
-                    Ok((_, write)) => writes.push(write),
-                    // Demo people who happen to look alike are refused like any duplicate.
-                    Err(e) => *refused.entry(e.code.as_str().to_owned()).or_default() += 1,
-                }
-            }
-            stored += writes.len();
-            service.apply_prepared(writes).await.map_err(|e| anyhow!("apply_prepared: {e}"))?;
+        let run = batch_path(&service, &demo_contacts(CHUNK.min(n - first), 17 + round as u64)?).await?;
+        stored += run.ids.len();
+        for (code, count) in run.refused {
+            *refused.entry(code).or_default() += count;
         }
     }
     let refused = refused.iter().map(|(k, v)| format!("{k} {v}")).collect::<Vec<_>>().join(", ");
@@ -1702,12 +1705,11 @@ async fn audit_cost(args: &BenchArgs, ws: &mut Workspace) -> Result<Vec<Row>> {
     let mut created_on = on.ok;
     for (round, part) in rest.chunks(rest.len().div_ceil(ROUNDS).max(1)).enumerate() {
         let (first, second) = if round % 2 == 0 { (&audited, &unaudited) } else { (&unaudited, &audited) };
-        let (ids1, t1, _) = batch_path(first, part).await?;
-        let (ids2, t2, _) = batch_path(second, part).await?;
-        let (t_on, t_off, made_on) = if round % 2 == 0 { (t1, t2, ids1.len()) } else { (t2, t1, ids2.len()) };
-        on_time += t_on;
-        off_time += t_off;
-        created_on += made_on;
+        let (one, two) = (batch_path(first, part).await?, batch_path(second, part).await?);
+        let (on_run, off_run) = if round % 2 == 0 { (one, two) } else { (two, one) };
+        on_time += on_run.elapsed;
+        off_time += off_run.elapsed;
+        created_on += on_run.ids.len();
     }
     let events_on = audited.store().audit_max_seq().await.map_err(|e| anyhow!("{e}"))?;
     let events_off = unaudited.store().audit_max_seq().await.map_err(|e| anyhow!("{e}"))?;

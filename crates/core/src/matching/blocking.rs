@@ -50,9 +50,10 @@ pub(crate) enum Rule {
     NameForm(usize),
     /// Person name: Double Metaphone of the surname + initial of the given name.
     NameMetaphone(usize),
-    /// Person name in Han characters: its first character (the surname) + each other
-    /// character, so that 高捷怡 meets 高捷佳 and 周明 meets 周蓉明 (one character changed, added
-    /// or dropped), which sorted neighbourhoods of a common surname's initial block miss.
+    /// Person name in Han characters: its first character (the surname, or the first half of
+    /// 欧阳) + each other character, so that 高捷怡 meets 高捷佳 and 周明 meets 周蓉明 (one
+    /// character changed, added or dropped), which sorted neighbourhoods of a common surname's
+    /// initial block miss.
     NameChars(usize),
     /// Surname column + initial of the given-name column (and the reverse, for swapped columns).
     SplitName { surname: usize, given: usize },
