@@ -101,11 +101,23 @@ fn generated_benchmark_is_deduplicated_with_high_precision() {
     assert!(clusters.starts_with("id,cluster_id,cluster_size\n"));
     assert_eq!(clusters.lines().count(), 3001);
 
-    let out = custodian(&["linkage-bench", "run", "--dir", dir.0.to_str().unwrap()]);
+    let errors = dir.path("wrong.csv");
+    let out =
+        custodian(&["linkage-bench", "run", "--dir", dir.0.to_str().unwrap(), "--errors", errors.to_str().unwrap()]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let report = String::from_utf8_lossy(&out.stdout);
-    for needle in ["pair completeness", "precision", "B3-F1", "candidate pairs compared", "matching time"] {
+    for needle in ["pair completeness", "precision", "cl-F1", "B3-F1", "candidate pairs compared", "matching time"] {
         assert!(report.contains(needle), "{needle} missing in:\n{report}");
+    }
+    // The pairs got wrong, each with its fields' comparison levels.
+    let wrong = std::fs::read_to_string(dir.path("people-wrong.csv")).unwrap();
+    let mut lines = wrong.lines();
+    assert!(lines.next().unwrap().starts_with("kind,score,levels,a.id,a.name,"));
+    let rows: Vec<&str> = lines.collect();
+    assert!(!rows.is_empty(), "a generated file has hard pairs");
+    for row in rows {
+        assert!(["false_pair,", "scored_below,", "not_proposed,"].iter().any(|k| row.starts_with(k)), "{row}");
+        assert!(row.contains("name="), "{row}");
     }
 }
 

@@ -9,7 +9,9 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use custodian_core::matching::evaluate::{Evaluation, evaluate};
+use custodian_core::matching::model::MISSING;
 use custodian_core::matching::synth::{self, SynthConfig, SynthData};
+use custodian_core::matching::{FieldSpec, MatchConfig, Matcher};
 use indicatif::ProgressBar;
 
 use crate::dedupe;
@@ -195,7 +197,10 @@ fn bench(files: &BenchFiles, columns: &[(&str, &str)], threshold: f64, min_link:
         "  matching time (prepare, block, compare, estimate, score): {:.3} s",
         outcome.elapsed.as_secs_f64()
     )?;
-    writeln!(out, "  threshold  precision  recall   F1       B3-precision  B3-recall  B3-F1    pairs")?;
+    writeln!(
+        out,
+        "  threshold  precision  recall   F1       cl-precision  cl-recall  cl-F1    B3-precision  B3-recall  B3-F1    pairs"
+    )?;
     let mut thresholds: Vec<f64> = REPORTED_THRESHOLDS.to_vec();
     if !thresholds.iter().any(|t| (t - threshold).abs() < 1e-12) {
         thresholds.push(threshold);
@@ -209,11 +214,14 @@ fn bench(files: &BenchFiles, columns: &[(&str, &str)], threshold: f64, min_link:
         }
         writeln!(
             out,
-            "  {:<9}  {:.4}     {:.4}   {:.4}   {:.4}        {:.4}     {:.4}   {}{}",
+            "  {:<9}  {:.4}     {:.4}   {:.4}   {:.4}        {:.4}     {:.4}   {:.4}        {:.4}     {:.4}   {}{}",
             t,
             e.precision,
             e.recall,
             e.f1,
+            e.cluster_precision,
+            e.cluster_recall,
+            e.cluster_f1,
             e.bcubed_precision,
             e.bcubed_recall,
             e.bcubed_f1,
@@ -226,17 +234,19 @@ fn bench(files: &BenchFiles, columns: &[(&str, &str)], threshold: f64, min_link:
         None => writeln!(out, "  no reported threshold reaches precision {AUTO_MERGE_PRECISION}")?,
     }
     if let (Some(path), Some((header, rows))) = (&files.errors, rows) {
-        let written = write_errors(path, &header, &rows, &outcome, &entities, threshold)?;
+        let written = write_errors(path, &header, &rows, &plan, &outcome, &entities, threshold)?;
         writeln!(out, "  {written} pairs got wrong at {threshold} written to {}", path.display())?;
     }
     Ok(())
 }
 
-/// Writes the pairs got wrong at `threshold` (see `--errors`); returns how many.
+/// Writes the pairs got wrong at `threshold` (see `--errors`), each with the comparison level
+/// of every field; returns how many.
 fn write_errors(
     path: &Path,
     header: &[String],
     rows: &[Vec<String>],
+    plan: &dedupe::Plan,
     outcome: &dedupe::Outcome,
     entities: &[u32],
     threshold: f64,
@@ -266,14 +276,27 @@ fn write_errors(
     }
     wrong.sort_by_key(|(kind, a, b, _)| (*kind, *a, *b));
     let mut w = csv::Writer::from_path(path).with_context(|| format!("cannot write {}", path.display()))?;
-    let mut head = vec!["kind".to_owned(), "score".to_owned()];
+    let fields: Vec<FieldSpec> = plan.columns.iter().map(|(_, f)| f.clone()).collect();
+    let matcher = Matcher::new(fields.clone(), MatchConfig::default())?;
+    let prepared = |row: &[String]| {
+        let raw: Vec<&str> = plan.columns.iter().map(|(i, _)| row.get(*i).map(String::as_str).unwrap_or("")).collect();
+        matcher.prepare(&raw)
+    };
+    let mut head = vec!["kind".to_owned(), "score".to_owned(), "levels".to_owned()];
     head.extend(header.iter().map(|h| format!("a.{h}")));
     head.extend(header.iter().map(|h| format!("b.{h}")));
     w.write_record(&head)?;
     let empty = Vec::new();
     for (kind, a, b, p) in &wrong {
         let row = |i: u32| row_of.get(outcome.ids[i as usize].as_str()).copied().unwrap_or(&empty);
-        let mut line = vec![(*kind).to_owned(), p.map(|p| format!("{p:.4}")).unwrap_or_default()];
+        let levels = matcher.compare(&prepared(row(*a)), &prepared(row(*b)));
+        let levels: Vec<String> = fields
+            .iter()
+            .zip(levels)
+            .filter(|(_, level)| *level != MISSING)
+            .map(|(f, level)| format!("{}={}", f.name, f.kind.levels().get(usize::from(level)).unwrap_or(&"?")))
+            .collect();
+        let mut line = vec![(*kind).to_owned(), p.map(|p| format!("{p:.4}")).unwrap_or_default(), levels.join(" ")];
         line.extend(row(*a).iter().cloned());
         line.extend(row(*b).iter().cloned());
         w.write_record(&line)?;

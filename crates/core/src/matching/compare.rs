@@ -3,6 +3,7 @@
 //! values disagree, the highest level means exact agreement after normalisation; what each level
 //! is worth is not decided here but estimated from the data (see `model`).
 
+use super::fold;
 use super::kind::FieldKind;
 use super::value::{DateValue, Detail, NameValue, Prepared, TokenValue, Words};
 
@@ -303,11 +304,45 @@ fn compare_names(a: &NameValue, b: &NameValue) -> u8 {
         && a.forms.iter().any(|x| b.forms.iter().any(|y| edit_distance_at_most(x, y, 1) <= 1));
     if best >= 0.93 || one_typo {
         3
+    } else if shared_word == 1 && pinyin_given_names_differ(a, b) {
+        // "Han Chunpeng" and 韩柏红: the surname and a given name in pinyin that is not the
+        // other's, the relatives and namesakes case of two Han names (and, as there, the shared
+        // surname's letters make the pinyin look similar).
+        0
     } else if best >= 0.85 || initials_compatible(a, b) {
         2
     } else {
         shared_word
     }
+}
+
+/// For a Han name and a Latin one sharing the surname: whether the Latin name's other words are
+/// pinyin ("Chun Peng", "Tianyan") sharing no syllable with the Han given name. An English
+/// given name ("Emily Liu" and 刘瑞平) is no pinyin and says nothing about the given name.
+fn pinyin_given_names_differ(a: &NameValue, b: &NameValue) -> bool {
+    let (han, latin) = match (a.han.is_some(), b.han.is_some()) {
+        (true, false) => (a, b),
+        (false, true) => (b, a),
+        _ => return false,
+    };
+    let (Some(surname), Some(han_given)) = (han.tokens.first(), han.tokens.iter().nth(1)) else {
+        return false;
+    };
+    let mut rest = String::new();
+    let mut skipped = false;
+    for token in latin.tokens.iter() {
+        if !skipped && token == surname {
+            skipped = true;
+        } else {
+            rest.push_str(token);
+        }
+    }
+    if !skipped || !fold::is_pinyin_run(&rest) {
+        return false;
+    }
+    let given_chars = han.parts.iter().find_map(|p| p.strip_prefix("g:")).unwrap_or_default();
+    let syllables: Vec<&str> = given_chars.chars().filter_map(fold::char_pinyin).collect();
+    !syllables.is_empty() && !syllables.iter().any(|s| rest.contains(s)) && !han_given.contains(rest.as_str())
 }
 
 /// Whether two Han names' given names share a character (王兰蓉 and 王兰), or one's pinyin
@@ -521,6 +556,13 @@ mod tests {
         check(P, "Emily Carter", "Grace Young", "different");
         check(P, "曾伟", "Zeng Wei", "same_sound");
         check(P, "Chan Tai Man", "陈大文", "different");
+        // A pinyin given name that is not the Han one's: relatives, not one person ...
+        check(P, "Han Chun Peng", "韩柏红", "different");
+        check(P, "Tianyan Jiang", "江坚军", "different");
+        // ... but an English given name says nothing, nor does one sharing a syllable.
+        check(P, "Emily Liu", "刘瑞平", "shared_word");
+        check(P, "Liu Ruiqiang", "刘瑞平", "close");
+        check(P, "Ping Liu", "刘瑞平", "similar");
     }
 
     #[test]

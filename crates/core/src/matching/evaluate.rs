@@ -1,4 +1,5 @@
-//! Quality measures of a deduplication against known truth: pairwise precision, recall and F1,
+//! Quality measures of a deduplication against known truth: pairwise precision, recall and F1
+//! of the pairs scored at or above a threshold and of the pairs the clusters put together,
 //! B-cubed (per-record cluster) precision, recall and F1, and pair completeness of blocking.
 
 use std::borrow::Cow;
@@ -13,6 +14,13 @@ pub struct Evaluation {
     pub precision: f64,
     pub recall: f64,
     pub f1: f64,
+    /// Pairwise numbers of the clustering: a pair is predicted when both records are in one
+    /// cluster, whether or not that pair itself scored above the threshold (what a steward
+    /// merging whole clusters gets).
+    pub cluster_pairs: usize,
+    pub cluster_precision: f64,
+    pub cluster_recall: f64,
+    pub cluster_f1: f64,
     pub bcubed_precision: f64,
     pub bcubed_recall: f64,
     pub bcubed_f1: f64,
@@ -56,6 +64,10 @@ pub fn evaluate(truth: &[u32], candidates: &[(u32, u32)], predicted: &[(u32, u32
         br += common / group_sizes.get(&truth[i]).copied().unwrap_or(1) as f64;
     }
     let (bp, br) = if n == 0 { (1.0, 1.0) } else { (bp / n as f64, br / n as f64) };
+    let within = |s: usize| s * (s - 1) / 2;
+    let cluster_pairs: usize = cluster_sizes.values().copied().map(within).sum();
+    let cluster_correct: usize = overlap.values().copied().map(within).sum();
+    let (cp, cr) = (ratio(cluster_correct, cluster_pairs), ratio(cluster_correct, true_pairs));
 
     Evaluation {
         true_pairs,
@@ -64,6 +76,10 @@ pub fn evaluate(truth: &[u32], candidates: &[(u32, u32)], predicted: &[(u32, u32
         precision,
         recall,
         f1: harmonic(precision, recall),
+        cluster_pairs,
+        cluster_precision: cp,
+        cluster_recall: cr,
+        cluster_f1: harmonic(cp, cr),
         bcubed_precision: bp,
         bcubed_recall: br,
         bcubed_f1: harmonic(bp, br),
@@ -109,5 +125,15 @@ mod tests {
         assert!((partial.recall - 1.0 / 3.0).abs() < 1e-12);
         assert!((partial.pair_completeness - 1.0 / 3.0).abs() < 1e-12);
         assert!(partial.bcubed_f1 < 1.0 && partial.bcubed_f1 > 0.0);
+        // Clusters {0,1} and {3,4}: one of the two pairs they make is true, one of three true
+        // pairs is found.
+        assert_eq!(partial.cluster_pairs, 2);
+        assert!((partial.cluster_precision - 0.5).abs() < 1e-12);
+        assert!((partial.cluster_recall - 1.0 / 3.0).abs() < 1e-12);
+
+        // A chain 0-1, 1-2 scored alone misses the pair 0-2, which its cluster holds.
+        let chain = evaluate(&truth, &all, &[(0, 1), (1, 2)], &[0, 0, 0, 3, 4]);
+        assert!((chain.recall - 2.0 / 3.0).abs() < 1e-12);
+        assert_eq!((chain.cluster_pairs, chain.cluster_precision, chain.cluster_recall), (3, 1.0, 1.0));
     }
 }

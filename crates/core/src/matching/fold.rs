@@ -8,7 +8,7 @@
 //! character to one character; characters whose simplification depends on the word are left
 //! out on purpose (乾, 著, 藉, 瞭, 麼), because folding them wrongly would merge distinct names.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::LazyLock;
 
 use unicode_normalization::UnicodeNormalization;
@@ -242,6 +242,41 @@ pub fn char_pinyin(c: char) -> Option<&'static str> {
     })
 }
 
+/// The toneless pinyin syllables, as the pinyin table reads the CJK unified ideographs (ü as
+/// "u"), without the vowelless interjections (m, n, ng, hm, hng).
+static PINYIN_SYLLABLES: LazyLock<HashSet<&'static str>> = LazyLock::new(|| {
+    ('\u{4e00}'..='\u{9fff}')
+        .filter_map(char_pinyin)
+        .filter(|s| s.bytes().any(|b| matches!(b, b'a' | b'e' | b'i' | b'o' | b'u')))
+        .collect()
+});
+
+/// The longest toneless pinyin syllable ("zhuang", "shuang").
+const LONGEST_SYLLABLE: usize = 6;
+
+/// Whether a lower-case word is pinyin written without breaks: a run of one or more syllables
+/// ("chunpeng", "xian", but not "emily" or "chris").
+pub fn is_pinyin_run(word: &str) -> bool {
+    let bytes = word.as_bytes();
+    if bytes.is_empty() || !bytes.iter().all(u8::is_ascii_lowercase) {
+        return false;
+    }
+    // ends[i]: the first i letters are whole syllables.
+    let mut ends = vec![false; bytes.len() + 1];
+    ends[0] = true;
+    for start in 0..bytes.len() {
+        if !ends[start] {
+            continue;
+        }
+        for end in start + 1..=(start + LONGEST_SYLLABLE).min(bytes.len()) {
+            if PINYIN_SYLLABLES.contains(&word[start..end]) {
+                ends[end] = true;
+            }
+        }
+    }
+    ends[bytes.len()]
+}
+
 /// The length in characters of the surname at the start of a Han name (already simplified),
 /// and its pinyin: a compound surname from the table, otherwise the first character.
 pub fn surname_of_han_name(chars: &[char]) -> Option<(usize, String)> {
@@ -311,6 +346,17 @@ pub fn double_metaphone(word: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pinyin_runs() {
+        for word in ["chunpeng", "xian", "zhuangshuang", "a", "tianyan", "lu"] {
+            assert!(is_pinyin_run(word), "{word}");
+        }
+        for word in ["emily", "chris", "", "ng", "m", "zhang1", "Zhang", "jessica"] {
+            assert!(!is_pinyin_run(word), "{word}");
+        }
+        assert!(PINYIN_SYLLABLES.len() > 380 && PINYIN_SYLLABLES.len() < 450, "{}", PINYIN_SYLLABLES.len());
+    }
 
     #[test]
     fn table_is_consistent() {
