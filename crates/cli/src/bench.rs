@@ -674,6 +674,9 @@ impl Latencies {
 struct Load {
     ok: usize,
     errors: usize,
+    /// Creates refused as (possible) duplicates of records already stored: demo people who
+    /// happen to look alike. Correct answers, so no errors, but no records created either.
+    refused: usize,
     first_error: Option<String>,
     elapsed: Duration,
     latencies: Latencies,
@@ -683,14 +686,16 @@ impl Load {
     /// Loads run one after the other, as one.
     fn merge(loads: Vec<Load>) -> Load {
         let (mut ok, mut errors, mut first_error, mut elapsed, mut lats) = (0, 0, None, Duration::ZERO, Vec::new());
+        let mut refused = 0;
         for l in loads {
             ok += l.ok;
             errors += l.errors;
+            refused += l.refused;
             first_error = first_error.or(l.first_error);
             elapsed += l.elapsed;
             lats.extend(l.latencies.0);
         }
-        Load { ok, errors, first_error, elapsed, latencies: Latencies::new(lats) }
+        Load { ok, errors, refused, first_error, elapsed, latencies: Latencies::new(lats) }
     }
 
     fn rate(&self) -> f64 {
@@ -719,13 +724,21 @@ fn describe_error(resp: &Response) -> String {
     format!("{} {}", resp.status, text.chars().take(300).collect::<String>())
 }
 
+/// A 409 refusing a create as a (possible) duplicate of a stored record.
+fn is_duplicate_refusal(resp: &Response) -> bool {
+    resp.status == 409
+        && serde_json::from_slice::<Value>(&resp.body).ok().is_some_and(|body| {
+            matches!(body.pointer("/error/code").and_then(Value::as_str), Some("duplicate" | "possible_duplicate"))
+        })
+}
+
 /// Each request of `requests` exactly once, spread over `conns` (one worker per connection).
 async fn run_all_once(conns: Vec<HttpConn>, requests: Arc<Vec<Vec<u8>>>, expect: u16) -> Result<Load> {
-    let next = Arc::new(AtomicUsize::new(0));
+    let (next, refused) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
     let started = Instant::now();
     let mut set = JoinSet::new();
     for mut conn in conns {
-        let (next, requests) = (next.clone(), requests.clone());
+        let (next, requests, refused) = (next.clone(), requests.clone(), refused.clone());
         set.spawn(async move {
             let (mut ok, mut errors, mut first_error, mut lats) = (0, 0, None, Vec::new());
             loop {
@@ -736,6 +749,8 @@ async fn run_all_once(conns: Vec<HttpConn>, requests: Arc<Vec<Vec<u8>>>, expect:
                 lats.push(t.elapsed());
                 if resp.status == expect {
                     ok += 1;
+                } else if is_duplicate_refusal(&resp) {
+                    refused.fetch_add(1, Ordering::Relaxed);
                 } else {
                     errors += 1;
                     first_error.get_or_insert_with(|| describe_error(&resp));
@@ -745,7 +760,8 @@ async fn run_all_once(conns: Vec<HttpConn>, requests: Arc<Vec<Vec<u8>>>, expect:
         });
     }
     let (ok, errors, first_error, lats) = join_workers(set).await?;
-    Ok(Load { ok, errors, first_error, elapsed: started.elapsed(), latencies: Latencies::new(lats) })
+    let refused = refused.load(Ordering::Relaxed);
+    Ok(Load { ok, errors, refused, first_error, elapsed: started.elapsed(), latencies: Latencies::new(lats) })
 }
 
 /// Closed loop: every connection sends its next request as soon as the previous one is answered.
@@ -773,7 +789,7 @@ async fn closed_loop(conns: Vec<HttpConn>, requests: Arc<Vec<Vec<u8>>>, duration
         });
     }
     let (ok, errors, first_error, lats) = join_workers(set).await?;
-    Ok(Load { ok, errors, first_error, elapsed: started.elapsed(), latencies: Latencies::new(lats) })
+    Ok(Load { ok, errors, refused: 0, first_error, elapsed: started.elapsed(), latencies: Latencies::new(lats) })
 }
 
 /// Open loop: a ticker releases `rate` requests per second for `duration`, whatever the
@@ -828,7 +844,7 @@ async fn open_loop(
     while let Some(v) = sched_rx.recv().await {
         sched.extend(v);
     }
-    Ok((Load { ok, errors, first_error, elapsed, latencies: Latencies::new(lats) }, Latencies::new(sched)))
+    Ok((Load { ok, errors, refused: 0, first_error, elapsed, latencies: Latencies::new(lats) }, Latencies::new(sched)))
 }
 
 // ---- data ----------------------------------------------------------------------------------
@@ -858,11 +874,11 @@ async fn service_concurrent_create(
     contacts: Arc<Vec<Map<String, Value>>>,
     tasks: usize,
 ) -> Result<Load> {
-    let next = Arc::new(AtomicUsize::new(0));
+    let (next, refused) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
     let started = Instant::now();
     let mut set = JoinSet::new();
     for _ in 0..tasks {
-        let (service, contacts, next) = (service.clone(), contacts.clone(), next.clone());
+        let (service, contacts, next, refused) = (service.clone(), contacts.clone(), next.clone(), refused.clone());
         set.spawn(async move {
             let ctx = RequestContext::cli();
             let (mut ok, mut errors, mut first_error, mut lats) = (0, 0, None, Vec::new());
@@ -872,6 +888,9 @@ async fn service_concurrent_create(
                 let t = Instant::now();
                 match service.create_record(&ctx, "contacts", fields, &CreateOptions::default()).await {
                     Ok(_) => ok += 1,
+                    Err(e) if matches!(e.code.as_str(), "duplicate" | "possible_duplicate") => {
+                        refused.fetch_add(1, Ordering::Relaxed);
+                    }
                     Err(e) => {
                         errors += 1;
                         first_error.get_or_insert_with(|| e.to_string());
@@ -883,7 +902,8 @@ async fn service_concurrent_create(
         });
     }
     let (ok, errors, first_error, lats) = join_workers(set).await?;
-    Ok(Load { ok, errors, first_error, elapsed: started.elapsed(), latencies: Latencies::new(lats) })
+    let refused = refused.load(Ordering::Relaxed);
+    Ok(Load { ok, errors, refused, first_error, elapsed: started.elapsed(), latencies: Latencies::new(lats) })
 }
 
 /// Creates `contacts` through the batch path the way a bulk loader uses it: chunk after chunk,
@@ -995,11 +1015,16 @@ fn display_width(s: &str) -> usize {
 }
 
 fn errors_note(load: &Load) -> String {
-    match (&load.first_error, load.errors) {
+    let refused = match load.refused {
+        0 => String::new(),
+        n => format!(" [{n} demo look-alikes refused as duplicates, not created]"),
+    };
+    let errors = match (&load.first_error, load.errors) {
         (_, 0) => String::new(),
         (Some(e), n) => format!(" [{n} errors, first: {e}]"),
         (None, n) => format!(" [{n} errors]"),
-    }
+    };
+    refused + &errors
 }
 
 // ---- scenarios -----------------------------------------------------------------------------
@@ -1953,4 +1978,19 @@ async fn audit_verify(args: &BenchArgs, ws: &mut Workspace) -> Result<Vec<Row>> 
             pass: Some(largest < 2048),
         },
     ])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_duplicate_refusals_are_not_errors() {
+        let response = |status: u16, body: &str| Response { status, body: body.as_bytes().to_vec() };
+        assert!(is_duplicate_refusal(&response(409, r#"{"error":{"code":"duplicate","message":"m"}}"#)));
+        assert!(is_duplicate_refusal(&response(409, r#"{"error":{"code":"possible_duplicate"}}"#)));
+        assert!(!is_duplicate_refusal(&response(409, r#"{"error":{"code":"version_conflict"}}"#)));
+        assert!(!is_duplicate_refusal(&response(400, r#"{"error":{"code":"duplicate"}}"#)));
+        assert!(!is_duplicate_refusal(&response(409, "not json")));
+    }
 }
