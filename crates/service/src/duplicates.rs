@@ -412,30 +412,39 @@ impl Service {
             }
         }
         let mut exact: Vec<BTreeMap<Uuid, Vec<String>>> = vec![BTreeMap::new(); n];
-        for name in policy.strong {
-            let Some(f) = def.field(name) else { continue };
-            let wanted: Vec<(usize, &Vec<u8>)> = strong
+        let wanted = |name: &str| -> Vec<(usize, &Vec<u8>)> {
+            strong
                 .iter()
                 .enumerate()
-                .flat_map(|(i, keys)| keys.iter().filter(|(f, _)| f == name).map(move |(_, k)| (i, k)))
-                .collect();
-            if wanted.is_empty() {
-                continue;
+                .flat_map(|(i, keys)| keys.iter().filter(|(f, _)| *f == name).map(move |(_, k)| (i, k)))
+                .collect()
+        };
+        // Sensitive fields by blind index, every field in one read (field after field, so a
+        // record's fields are listed in the policy's order).
+        let mut blind: Vec<(usize, &'static str)> = Vec::new();
+        let mut digests: Vec<(String, Vec<u8>)> = Vec::new();
+        for name in policy.strong.iter().copied().filter(|name| def.field(name).is_some_and(|f| f.sensitive)) {
+            for (i, key) in wanted(name) {
+                blind.push((i, name));
+                digests.push((name.to_owned(), key.clone()));
             }
-            let mut hits: Vec<(usize, Uuid)> = Vec::new();
-            if f.sensitive {
-                let digests: Vec<Vec<u8>> = wanted.iter().map(|(_, k)| (*k).clone()).collect();
-                for (pos, id) in self.store.find_by_blind_indexes(&def.name, name, &digests, 20).await? {
-                    hits.extend(wanted.get(pos).map(|(i, _)| (*i, id)));
-                }
-            } else {
-                for (i, key) in &wanted {
-                    let q = equal_value_query(&def.name, name, String::from_utf8_lossy(key).into_owned());
-                    hits.extend(self.store.list_records(&q).await?.items.into_iter().map(|r| (*i, r.id)));
+        }
+        if !digests.is_empty() {
+            for (pos, id) in self.store.find_by_blind_indexes(&def.name, &digests, 20).await? {
+                let Some(&(i, name)) = blind.get(pos) else { continue };
+                if !excluded(i, &id) {
+                    exact[i].entry(id).or_default().push(name.to_owned());
                 }
             }
-            for (i, id) in hits.into_iter().filter(|(i, id)| !excluded(*i, id)) {
-                exact[i].entry(id).or_default().push((*name).to_owned());
+        }
+        for name in policy.strong.iter().copied().filter(|name| def.field(name).is_some_and(|f| !f.sensitive)) {
+            for (i, key) in wanted(name) {
+                let q = equal_value_query(&def.name, name, String::from_utf8_lossy(key).into_owned());
+                for record in self.store.list_records(&q).await?.items {
+                    if !excluded(i, &record.id) {
+                        exact[i].entry(record.id).or_default().push(name.to_owned());
+                    }
+                }
             }
         }
 

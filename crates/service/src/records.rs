@@ -506,7 +506,7 @@ impl Service {
                 let Some(blind) = w.blind_indexes.iter().find(|b| b.field == f.name) else { continue };
                 let ids: Vec<Uuid> = self
                     .store
-                    .find_by_blind_indexes(&def.name, &f.name, std::slice::from_ref(&blind.digest), 20)
+                    .find_by_blind_indexes(&def.name, &[(f.name.clone(), blind.digest.clone())], 20)
                     .await?
                     .into_iter()
                     .map(|(_, id)| id)

@@ -374,21 +374,22 @@ fn from_ordinality(rows: Vec<(i64, Uuid)>) -> StoreResult<Vec<(usize, Uuid)>> {
 pub(crate) async fn find_by_blind_indexes(
     pool: &PgPool,
     object: &str,
-    field: &str,
-    digests: &[Vec<u8>],
+    keys: &[(String, Vec<u8>)],
     limit: u32,
 ) -> StoreResult<Vec<(usize, Uuid)>> {
-    if digests.is_empty() || limit == 0 {
+    if keys.is_empty() || limit == 0 {
         return Ok(Vec::new());
     }
+    let (fields, digests): (Vec<&str>, Vec<&[u8]>) = keys.iter().map(|(f, d)| (f.as_str(), d.as_slice())).unzip();
     let rows: Vec<(i64, Uuid)> = sqlx::query_as(
-        "SELECT k.i, c.record_id FROM unnest($3::bytea[]) WITH ORDINALITY AS k(digest, i) \
+        "SELECT k.i, c.record_id FROM unnest($2::text[], $3::bytea[]) WITH ORDINALITY AS k(field, digest, i) \
          CROSS JOIN LATERAL (SELECT b.record_id FROM blind_indexes b JOIN records r ON r.id = b.record_id \
-                             WHERE b.object = $1 AND b.field = $2 AND b.digest = k.digest AND r.deleted_at IS NULL \
+                             WHERE b.object = $1 AND b.field = k.field AND b.digest = k.digest \
+                               AND r.deleted_at IS NULL \
                              ORDER BY b.record_id LIMIT $4) c ORDER BY k.i, c.record_id",
     )
     .bind(object)
-    .bind(field)
+    .bind(fields)
     .bind(digests)
     .bind(i64::from(limit))
     .fetch_all(pool)

@@ -384,47 +384,82 @@ const DIGESTS_PER_STATEMENT: usize = 500;
 pub(crate) async fn find_by_blind_indexes(
     pool: &SqlitePool,
     object: &str,
-    field: &str,
-    digests: &[Vec<u8>],
+    keys: &[(String, Vec<u8>)],
     limit: u32,
 ) -> StoreResult<Vec<(usize, Uuid)>> {
+    use std::collections::HashMap;
     let mut out: Vec<(usize, Uuid)> = Vec::new();
     if limit == 0 {
         return Ok(out);
     }
-    let position: std::collections::HashMap<&[u8], Vec<usize>> =
-        digests.iter().enumerate().fold(std::collections::HashMap::new(), |mut m, (i, d)| {
-            m.entry(d.as_slice()).or_insert_with(Vec::new).push(i);
-            m
-        });
-    let distinct: Vec<&[u8]> = {
-        let mut d: Vec<&[u8]> = position.keys().copied().collect();
-        d.sort();
-        d
-    };
-    for chunk in distinct.chunks(DIGESTS_PER_STATEMENT) {
-        let text = format!(
-            "SELECT b.digest AS digest, b.record_id AS id FROM blind_indexes b JOIN records r ON r.id = b.record_id \
-             WHERE b.object = ? AND b.field = ? AND b.digest IN ({}) AND r.deleted_at IS NULL \
-             ORDER BY b.digest, b.record_id",
-            vec!["?"; chunk.len()].join(", ")
-        );
-        let mut q = sqlx::query(AssertSqlSafe(text)).bind(object).bind(field);
-        for d in chunk {
-            q = q.bind(d.to_vec());
+    // Positions of each distinct (field, digest), and the distinct digests of each field.
+    let mut position: HashMap<(&str, &[u8]), Vec<usize>> = HashMap::new();
+    for (i, (field, digest)) in keys.iter().enumerate() {
+        position.entry((field.as_str(), digest.as_slice())).or_default().push(i);
+    }
+    let mut by_field: BTreeMap<&str, Vec<&[u8]>> = BTreeMap::new();
+    for (field, digest) in position.keys() {
+        by_field.entry(field).or_default().push(digest);
+    }
+    let parts: Vec<(&str, Vec<&[u8]>)> = by_field
+        .into_iter()
+        .flat_map(|(field, mut digests)| {
+            digests.sort();
+            digests.chunks(DIGESTS_PER_STATEMENT).map(|c| (field, c.to_vec())).collect::<Vec<_>>()
+        })
+        .collect();
+    // One statement for every field (a compound of one select per field), each within
+    // DIGESTS_PER_STATEMENT digests.
+    let mut statements: Vec<Vec<(&str, Vec<&[u8]>)>> = Vec::new();
+    let mut size = 0;
+    for part in parts {
+        if statements.is_empty() || size + part.1.len() > DIGESTS_PER_STATEMENT {
+            statements.push(Vec::new());
+            size = 0;
         }
-        let mut taken: std::collections::HashMap<Vec<u8>, u32> = std::collections::HashMap::new();
+        size += part.1.len();
+        if let Some(statement) = statements.last_mut() {
+            statement.push(part);
+        }
+    }
+    let mut rows: Vec<(String, Vec<u8>, Uuid)> = Vec::new();
+    for statement in &statements {
+        let text = statement
+            .iter()
+            .map(|(_, digests)| {
+                format!(
+                    "SELECT b.field AS field, b.digest AS digest, b.record_id AS id FROM blind_indexes b \
+                     JOIN records r ON r.id = b.record_id \
+                     WHERE b.object = ? AND b.field = ? AND b.digest IN ({}) AND r.deleted_at IS NULL",
+                    vec!["?"; digests.len()].join(", ")
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(" UNION ALL ");
+        let mut q = sqlx::query(AssertSqlSafe(text));
+        for (field, digests) in statement {
+            q = q.bind(object).bind(*field);
+            for d in digests {
+                q = q.bind(d.to_vec());
+            }
+        }
         for row in q.fetch_all(pool).await.map_err(map_sqlx)? {
+            let field: String = row.try_get("field").map_err(map_sqlx)?;
             let digest: Vec<u8> = row.try_get("digest").map_err(map_sqlx)?;
-            let n = taken.entry(digest.clone()).or_insert(0);
-            if *n >= limit {
-                continue;
-            }
-            *n += 1;
-            let id = uuid_of(&row, "id")?;
-            for i in position.get(digest.as_slice()).into_iter().flatten() {
-                out.push((*i, id));
-            }
+            rows.push((field, digest, uuid_of(&row, "id")?));
+        }
+    }
+    // At most `limit` ids per key, the smallest first (as an ORDER BY would give them).
+    rows.sort();
+    let mut taken: HashMap<(&str, &[u8]), u32> = HashMap::new();
+    for (field, digest, id) in &rows {
+        let n = taken.entry((field.as_str(), digest.as_slice())).or_insert(0);
+        if *n >= limit {
+            continue;
+        }
+        *n += 1;
+        for i in position.get(&(field.as_str(), digest.as_slice())).into_iter().flatten() {
+            out.push((*i, *id));
         }
     }
     out.sort();

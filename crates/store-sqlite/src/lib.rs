@@ -1130,11 +1130,10 @@ impl Store for SqliteStore {
     async fn find_by_blind_indexes(
         &self,
         object: &str,
-        field: &str,
-        digests: &[Vec<u8>],
+        keys: &[(String, Vec<u8>)],
         limit: u32,
     ) -> StoreResult<Vec<(usize, Uuid)>> {
-        duplicates::find_by_blind_indexes(&self.read_pool, object, field, digests, limit).await
+        duplicates::find_by_blind_indexes(&self.read_pool, object, keys, limit).await
     }
 
     async fn append_audit(&self, events: Vec<AuditDraft>) -> StoreResult<Vec<i64>> {

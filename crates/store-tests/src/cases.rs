@@ -1631,13 +1631,18 @@ pub async fn blind_index_filter_and_lookup(store: DynStore) {
     assert_eq!(store.find_by_blind_index(OBJ, "mobile", &digest(1), 1).await.expect("find").len(), 1, "limit");
     assert_eq!(store.find_by_blind_index("leads", "mobile", &digest(1), 10).await.expect("find"), vec![c.id]);
     // Many digests at once: each answered at its positions (repeats too), the limit per digest.
-    let digests = vec![digest(1), digest(9), digest(2), digest(1)];
-    let batch = store.find_by_blind_indexes(OBJ, "mobile", &digests, 10).await.expect("find");
+    let mobile = |i: u8| ("mobile".to_owned(), digest(i));
+    let digests = vec![mobile(1), mobile(9), mobile(2), mobile(1)];
+    let batch = store.find_by_blind_indexes(OBJ, &digests, 10).await.expect("find");
     let (lo, hi) = if a.id < d.id { (a.id, d.id) } else { (d.id, a.id) };
     assert_eq!(batch, vec![(0, lo), (0, hi), (3, lo), (3, hi)]);
-    let one_each = store.find_by_blind_indexes(OBJ, "mobile", &digests, 1).await.expect("find");
+    let one_each = store.find_by_blind_indexes(OBJ, &digests, 1).await.expect("find");
     assert_eq!(one_each.len(), 2, "limit per digest: {one_each:?}");
-    assert!(store.find_by_blind_indexes(OBJ, "mobile", &[], 10).await.expect("find").is_empty());
+    assert!(store.find_by_blind_indexes(OBJ, &[], 10).await.expect("find").is_empty());
+    // Several fields in one read: a digest counts only for its own field.
+    let fields = vec![("email".to_owned(), digest(1)), mobile(1), ("email".to_owned(), digest(2))];
+    let mixed = store.find_by_blind_indexes(OBJ, &fields, 10).await.expect("find");
+    assert_eq!(mixed, vec![(1, lo), (1, hi), (2, a.id)], "{mixed:?}");
 
     // An update replaces the record's blind indexes.
     let a2 = successor(&a, json!({ "name": "A" }));

@@ -610,18 +610,18 @@ pub trait Store: Send + Sync + 'static {
         digest: &[u8],
         limit: u32,
     ) -> StoreResult<Vec<Uuid>> {
-        let found = self.find_by_blind_indexes(object, field, &[digest.to_vec()], limit).await?;
+        let found = self.find_by_blind_indexes(object, &[(field.to_owned(), digest.to_vec())], limit).await?;
         Ok(found.into_iter().map(|(_, id)| id).collect())
     }
 
-    /// For many digests at once (the duplicate check of a batch): `(index into digests, id)`
-    /// of the active records of `object` holding each as blind index of `field`, at most
-    /// `limit` per digest, ordered by digest index, then id.
+    /// For many `(field, digest)` keys at once, of one field or several (the duplicate check of
+    /// a batch, every strong field in one round trip): `(index into keys, id)` of the active
+    /// records of `object` holding each digest as blind index of its field, at most `limit`
+    /// per key, ordered by key index, then id.
     async fn find_by_blind_indexes(
         &self,
         object: &str,
-        field: &str,
-        digests: &[Vec<u8>],
+        keys: &[(String, Vec<u8>)],
         limit: u32,
     ) -> StoreResult<Vec<(usize, Uuid)>>;
 
