@@ -401,7 +401,9 @@ pub(crate) async fn find_by_blind_indexes(
     for (field, digest) in position.keys() {
         by_field.entry(field).or_default().push(digest);
     }
-    let parts: Vec<(&str, Vec<&[u8]>)> = by_field
+    // (field, digests) parts of the statements.
+    type Part<'a> = (&'a str, Vec<&'a [u8]>);
+    let parts: Vec<Part> = by_field
         .into_iter()
         .flat_map(|(field, mut digests)| {
             digests.sort();
@@ -410,7 +412,7 @@ pub(crate) async fn find_by_blind_indexes(
         .collect();
     // One statement for every field (a compound of one select per field), each within
     // DIGESTS_PER_STATEMENT digests.
-    let mut statements: Vec<Vec<(&str, Vec<&[u8]>)>> = Vec::new();
+    let mut statements: Vec<Vec<Part>> = Vec::new();
     let mut size = 0;
     for part in parts {
         if statements.is_empty() || size + part.1.len() > DIGESTS_PER_STATEMENT {
