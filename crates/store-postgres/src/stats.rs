@@ -77,7 +77,10 @@ pub(crate) async fn analyze_grown(pool: &PgPool) -> Result<Vec<String>, sqlx::Er
     for table in &grown {
         // Only names from HOT_TABLES reach this statement.
         if HOT_TABLES.contains(&table.as_str()) {
-            sqlx::query(sqlx::AssertSqlSafe(format!("VACUUM (ANALYZE) {table}"))).persistent(false).execute(pool).await?;
+            sqlx::query(sqlx::AssertSqlSafe(format!("VACUUM (ANALYZE) {table}")))
+                .persistent(false)
+                .execute(pool)
+                .await?;
         }
     }
     Ok(grown)
