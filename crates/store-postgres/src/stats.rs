@@ -55,7 +55,7 @@ impl StatsKeeper {
 
 async fn keep(pool: PgPool, mut pokes: mpsc::Receiver<()>) {
     while pokes.recv().await.is_some() {
-        if let Err(e) = analyze_grown(&pool).await {
+        if let Err(e) = vacuum_grown(&pool).await {
             tracing::debug!(error = %e, "refreshing planner statistics failed; autovacuum will");
         }
         tokio::time::sleep(PAUSE).await;
@@ -64,7 +64,7 @@ async fn keep(pool: PgPool, mut pokes: mpsc::Receiver<()>) {
 
 /// Vacuums and analyzes the hot tables that grew (or changed) as much as their statistics
 /// know; returns their names.
-pub(crate) async fn analyze_grown(pool: &PgPool) -> Result<Vec<String>, sqlx::Error> {
+pub(crate) async fn vacuum_grown(pool: &PgPool) -> Result<Vec<String>, sqlx::Error> {
     let grown: Vec<String> = sqlx::query_scalar(
         "SELECT s.relname::text FROM pg_stat_user_tables s JOIN pg_class c ON c.oid = s.relid \
          WHERE s.schemaname = current_schema() AND s.relname = ANY($1) \
