@@ -32,6 +32,8 @@ struct Client<'a> {
 struct Sent {
     reply: Reply,
     request_id: String,
+    /// The request carried a session or API token.
+    authenticated: bool,
 }
 
 impl<'a> Client<'a> {
@@ -65,7 +67,7 @@ impl<'a> Client<'a> {
             serde_json::from_slice(&bytes)
                 .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()))
         };
-        Sent { reply: Reply { status, headers, body }, request_id }
+        Sent { reply: Reply { status, headers, body }, request_id, authenticated: token.is_some() }
     }
 }
 
@@ -101,6 +103,12 @@ async fn expect_event(app: &TestApp, sent: &Sent, status: StatusCode, action: &s
     assert_eq!(event["ip"], CLIENT_IP, "{action}: {event}");
     assert_eq!(event["user_agent"], USER_AGENT, "{action}: {event}");
     assert_eq!(event["request_id"], sent.request_id.as_str(), "{action}: {event}");
+    if sent.authenticated {
+        // The actor is the user, the role they acted in, and the session or token used.
+        assert!(event["actor_role"].as_str().is_some_and(|r| !r.is_empty()), "{action}: {event}");
+        let via = [&event["session_id"], &event["token_id"]];
+        assert_eq!(via.iter().filter(|v| v.as_str().is_some_and(|id| id.len() == 12)).count(), 1, "{action}: {event}");
+    }
     event
 }
 
@@ -226,6 +234,14 @@ both_backends!(every_listed_action_is_audited_with_actor_ip_agent_and_request_id
         )
         .await;
     expect_event(&app, &s, StatusCode::CREATED, "auth.token_create", &admin).await;
+    // A request made with the token names the token, not a session.
+    let api_token = s.reply.body["token"].as_str().unwrap().to_owned();
+    let token_id = s.reply.body["id"].as_str().unwrap().to_owned();
+    let s = c.send(Some(&api_token), Method::GET, &path, None).await;
+    let by_token = expect_event(&app, &s, StatusCode::OK, "record.view", &admin).await;
+    assert_eq!(by_token["token_id"], token_id.as_str(), "{by_token}");
+    assert_eq!(by_token["actor_role"], "admin", "{by_token}");
+    assert!(by_token.get("session_id").is_none(), "{by_token}");
 
     // ---- alerts: the reveal above raises one; acknowledging it is audited ----
     let raised = app.service.evaluate_alerts(now_micros()).await.unwrap();
@@ -245,9 +261,17 @@ both_backends!(every_listed_action_is_audited_with_actor_ip_agent_and_request_id
     expect_event(&app, &s, StatusCode::UNAUTHORIZED, "auth.login_failed", &rep_id).await;
     let s =
         c.send(None, Method::POST, "/api/v1/auth/login", Some(json!({"username": "rep", "password": PASSWORD}))).await;
-    expect_event(&app, &s, StatusCode::OK, "auth.login", &rep_id).await;
+    let login = expect_event(&app, &s, StatusCode::OK, "auth.login", &rep_id).await;
+    assert_eq!(login["actor_role"], "sales_rep", "{login}");
     let rep = s.reply.body["token"].as_str().unwrap().to_owned();
     let r = Some(rep.as_str());
+    // The login names the session that the rep's own session list shows as current, and the
+    // rep's later requests name the same session.
+    let sessions = c.send(r, Method::GET, "/api/v1/auth/sessions", None).await;
+    let current =
+        sessions.reply.body["items"].as_array().and_then(|list| list.iter().find(|s| s["current"] == true)).cloned();
+    let session_id = current.as_ref().and_then(|s| s["id"].as_str()).expect("current session").to_owned();
+    assert_eq!(login["session_id"], session_id.as_str(), "{login}");
 
     // ---- refusals of the rep: out-of-scope ids are 404 everywhere, admin routes 403 ----
     for (method, suffix, body) in [

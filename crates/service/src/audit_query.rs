@@ -51,6 +51,10 @@ pub struct AuditEventView {
     pub request_id: Option<String>,
     pub ip: Option<String>,
     pub user_agent: Option<String>,
+    /// The actor's role at the time, and the session or API token the request came through.
+    pub actor_role: Option<String>,
+    pub session_id: Option<String>,
+    pub token_id: Option<String>,
     pub details: Value,
     /// Fields whose values in `details` are masked for the caller.
     pub masked_fields: Vec<String>,
@@ -330,6 +334,9 @@ impl FieldViewer {
             request_id: text("request_id"),
             ip: text("ip"),
             user_agent: text("user_agent"),
+            actor_role: text("actor_role"),
+            session_id: text("session_id"),
+            token_id: text("token_id"),
             details,
             masked_fields: masked,
             hash: hex::encode(&row.hash),

@@ -11,7 +11,7 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use custodian_core::{ErrorCode, FieldError};
 use custodian_crypto::{random_bytes, sha256_hex};
-use custodian_store::{SessionRow, UserRow, now_micros};
+use custodian_store::{AuditDraft, SessionRow, UserRow, now_micros};
 use serde::Serialize;
 use serde_json::json;
 use std::collections::HashMap;
@@ -310,10 +310,18 @@ impl Service {
         }
         self.record_login_success(username).await?;
         let (result, session) = self.new_session(ctx, user.id)?;
-        let mut audit = self.audit_draft(ctx, "auth.login");
-        audit.actor_id = Some(user.id);
+        let audit = self.login_event(ctx, &user, &session);
         self.store.create_session(session, audit).await?;
         Ok(LoginOutcome::Session(result))
+    }
+
+    /// The `auth.login` event of a new session: the user, their role and the session's id.
+    pub(crate) fn login_event(&self, ctx: &RequestContext, user: &UserRow, session: &SessionRow) -> AuditDraft {
+        let mut audit = self.audit_draft(ctx, "auth.login");
+        audit.actor_id = Some(user.id);
+        audit.actor_role = Some(user.role.clone());
+        audit.session_id = session.token_hash.get(..12).map(str::to_owned);
+        audit
     }
 
     /// A new login session for a user (not yet stored) and what the client is told about it.

@@ -354,9 +354,7 @@ impl Service {
         if let Presented::Recovery { .. } = presented {
             events.push(self.recovery_used_event(ctx, &user, mfa.recovery_codes_left - 1));
         }
-        let mut login = self.audit_draft(ctx, "auth.login");
-        login.actor_id = Some(user.id);
-        events.push(login);
+        events.push(self.login_event(ctx, &user, &session));
         let effect = MfaEffect::Login { challenge_hash, now, session };
         match self.store.use_mfa_factor(user.id, self.factor_of(&presented), effect, events).await {
             Ok(true) => {}

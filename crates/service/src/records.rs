@@ -236,7 +236,12 @@ impl Service {
 
     pub(crate) fn audit_draft(&self, ctx: &RequestContext, action: &str) -> AuditDraft {
         let mut d = AuditDraft::new(action);
-        d.actor_id = ctx.actor.as_ref().map(|a| a.user_id);
+        if let Some(actor) = &ctx.actor {
+            d.actor_id = Some(actor.user_id);
+            d.actor_role = Some(actor.role.clone());
+            let id = actor.session_hash.get(..12).map(str::to_owned);
+            if actor.api_token { d.token_id = id } else { d.session_id = id }
+        }
         d.request_id = ctx.request_id.clone();
         d.ip = ctx.ip.clone();
         d.user_agent = ctx.user_agent.clone();

@@ -15,6 +15,12 @@ pub struct AuditDraft {
     pub request_id: Option<String>,
     pub ip: Option<String>,
     pub user_agent: Option<String>,
+    /// The actor's role when the event happened (roles change; the event keeps the one used).
+    pub actor_role: Option<String>,
+    /// The login session the request came through (the id the session list shows).
+    pub session_id: Option<String>,
+    /// The personal API token the request came through (the id it was created with).
+    pub token_id: Option<String>,
     /// Action-specific details (field-level changes, ids returned, reasons). Sensitive values
     /// appear only as ciphertext or keyed hashes.
     pub details: Value,
@@ -31,11 +37,16 @@ impl AuditDraft {
             request_id: None,
             ip: None,
             user_agent: None,
+            actor_role: None,
+            session_id: None,
+            token_id: None,
             details: Value::Object(Map::new()),
         }
     }
 
     /// Canonical encoding hashed into the chain: a JSON object with keys in a fixed order.
+    /// `actor_role`, `session_id` and `token_id` appear only when known, so an event without
+    /// them (a system event, or one written before they were recorded) encodes as it always did.
     pub fn canonical_body(&self) -> String {
         let mut m = Map::new();
         m.insert("at".into(), Value::from(self.at));
@@ -46,6 +57,13 @@ impl AuditDraft {
         m.insert("request_id".into(), self.request_id.clone().map(Value::String).unwrap_or(Value::Null));
         m.insert("ip".into(), self.ip.clone().map(Value::String).unwrap_or(Value::Null));
         m.insert("user_agent".into(), self.user_agent.clone().map(Value::String).unwrap_or(Value::Null));
+        for (key, value) in
+            [("actor_role", &self.actor_role), ("session_id", &self.session_id), ("token_id", &self.token_id)]
+        {
+            if let Some(value) = value {
+                m.insert(key.into(), Value::String(value.clone()));
+            }
+        }
         m.insert("details".into(), self.details.clone());
         Value::Object(m).to_string()
     }

@@ -96,7 +96,7 @@ pub async fn audit_events_csv(
     export(&state, &ctx, &params).await
 }
 
-const CSV_HEADER: [&str; 12] = [
+const CSV_HEADER: [&str; 15] = [
     "seq",
     "at",
     "actor_id",
@@ -106,6 +106,9 @@ const CSV_HEADER: [&str; 12] = [
     "request_id",
     "ip",
     "user_agent",
+    "actor_role",
+    "session_id",
+    "token_id",
     "details",
     "masked_fields",
     "hash",
@@ -136,6 +139,9 @@ fn csv_row(e: &AuditEventView) -> Vec<String> {
         opt(&e.request_id),
         opt(&e.ip),
         opt(&e.user_agent),
+        opt(&e.actor_role),
+        opt(&e.session_id),
+        opt(&e.token_id),
         cell(e.details.to_string()),
         e.masked_fields.join(" "),
         e.hash.clone(),
