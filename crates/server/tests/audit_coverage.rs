@@ -150,6 +150,11 @@ both_backends!(every_listed_action_is_audited_with_actor_ip_agent_and_request_id
     let path = format!("/api/v1/contacts/{id}");
     let s = c.send(t, Method::PATCH, &path, Some(json!({"fields": {"title": "经理"}}))).await;
     expect_event(&app, &s, StatusCode::OK, "record.update", &admin).await;
+    // The same change again changes nothing, but still shows the record: a view.
+    let s = c.send(t, Method::PATCH, &path, Some(json!({"fields": {"title": "经理"}}))).await;
+    let unchanged = expect_event(&app, &s, StatusCode::OK, "record.view", &admin).await;
+    assert_eq!(unchanged["details"]["unchanged"], "update", "{unchanged}");
+    assert_eq!(unchanged["details"]["masked"], json!(["id_number"]), "{unchanged}");
     let s = c.send(t, Method::GET, &path, None).await;
     let view = expect_event(&app, &s, StatusCode::OK, "record.view", &admin).await;
     assert_eq!(view["details"]["masked"], json!(["id_number"]));
@@ -165,6 +170,9 @@ both_backends!(every_listed_action_is_audited_with_actor_ip_agent_and_request_id
     let s = c.send(t, Method::POST, &format!("{path}/revert"), Some(json!({"to_version": 1, "field": "title"}))).await;
     let revert = expect_event(&app, &s, StatusCode::OK, "record.revert", &admin).await;
     assert_eq!(revert["details"]["reverted_to"], 1);
+    let s = c.send(t, Method::POST, &format!("{path}/revert"), Some(json!({"to_version": 1, "field": "title"}))).await;
+    let unchanged = expect_event(&app, &s, StatusCode::OK, "record.view", &admin).await;
+    assert_eq!(unchanged["details"]["unchanged"], "revert", "{unchanged}");
 
     // ---- reveal: refused without a step-up (428), then allowed ----
     let s = c.send(t, Method::POST, &format!("{path}/reveal"), Some(json!({"field": "id_number"}))).await;
@@ -531,4 +539,91 @@ both_backends!(periodic_evaluation_runs_once_per_period_across_servers, |app: Te
     assert!(later.expect("due again").iter().all(|x| x.metric != "distinct_records_viewed"));
     let alerts = app.store.list_alerts(None, 100).await.unwrap();
     assert_eq!(alerts.iter().filter(|x| x.metric == "distinct_records_viewed").count(), 1);
+});
+
+/// Read events the database refuses to store, as a full disk or a broken audit table would:
+/// a trigger rejects every insert of one of `actions` (or, with an empty list, takes it away).
+async fn refuse_audit_inserts(app: &TestApp, actions: &[&str]) {
+    use sqlx::Connection;
+    let list = actions.iter().map(|a| format!("'{a}'")).collect::<Vec<_>>().join(", ");
+    if app.backend == "sqlite" {
+        let path = std::path::Path::new(&app.location).join("custodian.db");
+        let mut conn = sqlx::SqliteConnection::connect(&format!("sqlite://{}", path.display())).await.unwrap();
+        let drop = "DROP TRIGGER IF EXISTS test_refuse_read_events";
+        sqlx::query(drop).execute(&mut conn).await.unwrap();
+        if !actions.is_empty() {
+            let create = format!(
+                "CREATE TRIGGER test_refuse_read_events BEFORE INSERT ON audit_events WHEN NEW.action IN ({list}) \
+                 BEGIN SELECT RAISE(ABORT, 'audit storage unavailable'); END"
+            );
+            sqlx::query(sqlx::AssertSqlSafe(create)).execute(&mut conn).await.unwrap();
+        }
+    } else {
+        let mut conn = sqlx::PgConnection::connect(&app.location).await.unwrap();
+        let drop = "DROP TRIGGER IF EXISTS test_refuse_read_events ON audit_events";
+        sqlx::query(drop).execute(&mut conn).await.unwrap();
+        if !actions.is_empty() {
+            sqlx::query(
+                "CREATE OR REPLACE FUNCTION test_refuse_read_events() RETURNS trigger LANGUAGE plpgsql AS \
+                 $$ BEGIN RAISE EXCEPTION 'audit storage unavailable'; END $$",
+            )
+            .execute(&mut conn)
+            .await
+            .unwrap();
+            let create = format!(
+                "CREATE TRIGGER test_refuse_read_events BEFORE INSERT ON audit_events FOR EACH ROW \
+                 WHEN (NEW.action IN ({list})) EXECUTE FUNCTION test_refuse_read_events()"
+            );
+            sqlx::query(sqlx::AssertSqlSafe(create)).execute(&mut conn).await.unwrap();
+        }
+    }
+}
+
+// A read that is served is never missing its event: when the event cannot be stored, the
+// view, list, search, history and reveal all fail with a structured error that carries none of
+// the record's values, and nothing is logged as shown. Once the audit table takes events again,
+// reads are served and the chain still verifies.
+both_backends!(a_read_whose_event_cannot_be_stored_is_not_served, |app: TestApp| async move {
+    let c = Client::new(&app);
+    let token = app.token.clone();
+    let t = Some(token.as_str());
+    let created = app
+        .create("contacts", json!({"name": "审计失败", "mobile": "13512349876", "title": "采购总监"}))
+        .await;
+    let id = created["id"].as_str().unwrap().to_owned();
+    let path = format!("/api/v1/contacts/{id}");
+    app.admin_step_up().await;
+    let reads: Vec<(Method, String, Option<Value>)> = vec![
+        (Method::GET, path.clone(), None),
+        (Method::GET, "/api/v1/contacts?limit=5".into(), None),
+        (Method::GET, "/api/v1/contacts?q=%E5%AE%A1%E8%AE%A1".into(), None),
+        (Method::GET, format!("{path}/history"), None),
+        (Method::GET, format!("{path}/history/1"), None),
+        (Method::POST, format!("{path}/reveal"), Some(json!({"field": "mobile"}))),
+    ];
+    let read_actions = ["record.view", "record.list", "record.search", "record.history", "record.reveal"];
+    refuse_audit_inserts(&app, &read_actions).await;
+    let before = app.store.list_audit(0, 100_000).await.unwrap().len();
+    for (method, uri, body) in &reads {
+        let s = c.send(t, method.clone(), uri, body.clone()).await;
+        assert!(s.reply.status.is_server_error(), "{method} {uri}: {} {}", s.reply.status, s.reply.body);
+        assert!(s.reply.body["error"]["code"].is_string(), "structured error for {uri}: {}", s.reply.body);
+        let text = s.reply.body.to_string();
+        for value in ["审计失败", "13512349876", "采购总监", "9876"] {
+            assert!(!text.contains(value), "{uri} leaked {value}: {text}");
+        }
+        assert!(events_of(&app, &s.request_id).await.iter().all(|e| !read_actions.contains(&e["action"].as_str().unwrap_or(""))));
+    }
+    assert_eq!(app.store.list_audit(0, 100_000).await.unwrap().len(), before, "no event was stored");
+    // Writes are not read events: they still work while reads are refused.
+    let s = c.send(t, Method::PATCH, &path, Some(json!({"fields": {"title": "总监"}}))).await;
+    let admin = admin_id(&app).await;
+    expect_event(&app, &s, StatusCode::OK, "record.update", &admin).await;
+    refuse_audit_inserts(&app, &[]).await;
+    for (method, uri, body) in &reads {
+        let s = c.send(t, method.clone(), uri, body.clone()).await;
+        assert!(s.reply.status.is_success(), "{method} {uri}: {} {}", s.reply.status, s.reply.body);
+    }
+    let all = app.store.list_audit(0, 100_000).await.unwrap();
+    custodian_store::audit::verify_chain(0, &custodian_core::audit::GENESIS_HASH, &all).unwrap();
 });

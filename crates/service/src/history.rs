@@ -149,7 +149,7 @@ impl Service {
         let after =
             validate_record(&def, None, &wanted, &self.stored_values_context()).map_err(ServiceError::validation)?;
         if after == before {
-            return Ok(self.record_view(ctx, &def, &current));
+            return self.unchanged_view(ctx, &def, &current, "revert").await;
         }
         self.check_references(&def, &after).await?;
         // Bringing back old values must not recreate a duplicate of a strong key.

@@ -772,7 +772,7 @@ impl Service {
         let validation = self.input_context(ctx, options.uscc_override.as_ref());
         let after = validate_record(&def, Some(&before), changes, &validation).map_err(ServiceError::validation)?;
         if after == before {
-            return Ok(self.record_view(ctx, &def, &current));
+            return self.unchanged_view(ctx, &def, &current, "update").await;
         }
         self.check_references(&def, &after).await?;
         let check = CheckOptions {
@@ -1045,6 +1045,25 @@ impl Service {
             json!({ "fields": view.fields.keys().collect::<Vec<_>>(), "masked": view.masked_fields }),
         )
         .await?;
+        Ok(view)
+    }
+
+    /// The record of a write that changed nothing (no version, no write event), as the caller
+    /// sees it: a read like any other, audited as a view that names the write it answered.
+    pub(crate) async fn unchanged_view(
+        &self,
+        ctx: &RequestContext,
+        def: &ObjectDef,
+        record: &StoredRecord,
+        operation: &str,
+    ) -> ServiceResult<RecordView> {
+        let view = self.record_view(ctx, def, record);
+        let details = json!({
+            "fields": view.fields.keys().collect::<Vec<_>>(),
+            "masked": view.masked_fields,
+            "unchanged": operation,
+        });
+        self.audit_read(ctx, "record.view", &def.name, Some(record.id), details).await?;
         Ok(view)
     }
 
