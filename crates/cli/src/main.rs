@@ -109,9 +109,18 @@ enum Command {
         command: admin::GrantCommand,
     },
     /// Create or upgrade the database schema, then exit.
+    ///
+    /// On PostgreSQL, run it as the role that owns the schema, and with --app-role give the
+    /// role servers connect as exactly what they need: the audit log and record versions can
+    /// be read and appended to, never changed, deleted or truncated, and the role owns nothing,
+    /// so it cannot drop their triggers either. Run it again after every upgrade.
     Migrate {
         #[command(flatten)]
         store: StoreArgs,
+        /// PostgreSQL only: an existing login role (not a superuser, not the owner) to grant a
+        /// server's privileges to.
+        #[arg(long)]
+        app_role: Option<String>,
     },
     /// Load realistic demo data (Chinese and English companies, contacts, leads, deals and
     /// activities, with a known share of near-duplicates). Seeded and reproducible.
@@ -343,9 +352,23 @@ async fn run(command: Command) -> Result<()> {
             serve(store, listen, default_region, insecure_cookies, checkpoints, monitor).await
         }
         Command::Audit { command } => audit::run(command).await,
-        Command::Migrate { store } => {
+        Command::Migrate { store, app_role: None } => {
             let s = open_store(&store).await?;
             println!("{} store is at the current schema version", s.backend());
+            Ok(())
+        }
+        Command::Migrate { store, app_role: Some(role) } => {
+            let Some(url) = store.database_url.as_deref() else {
+                bail!("--app-role applies to PostgreSQL only (give --database-url)");
+            };
+            let s = custodian_store_postgres::PostgresStore::connect(url)
+                .await
+                .map_err(|e| anyhow::anyhow!("cannot open PostgreSQL store: {e}"))?;
+            s.grant_app_role(&role).await.map_err(|e| anyhow::anyhow!("{e}"))?;
+            println!(
+                "postgres store is at the current schema version; role {role} may now run servers \
+                 (the audit log and record versions are append-only for it)"
+            );
             Ok(())
         }
         Command::Role { command } => admin::role(command).await,

@@ -318,6 +318,54 @@ fn offboard_from_the_command_line_on_postgres() {
     assert!(!dir.0.join("custodian.db").exists(), "everything went to PostgreSQL");
 }
 
+/// The schema owner migrates and prepares an application role; a server running as that role
+/// serves records, and the role cannot rewrite the audit log. `--app-role` without PostgreSQL
+/// is refused.
+#[test]
+fn a_server_runs_as_the_application_role_that_migrate_prepares() {
+    let dir = TempDir::new();
+    let out = cli(&["migrate", "--data-dir", dir.0.to_str().unwrap(), "--app-role", "custodian_app"]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("PostgreSQL only"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let Some((owner, db)) = rt.block_on(custodian_store_tests::postgres_app_role_test_db()) else { return };
+    rt.block_on(owner.close());
+    let app = Target { dir: dir.0.clone(), url: Some(db.app_url()) };
+    // Before the grant the role cannot even read the schema.
+    let out = cli_on(&app, &["user", "list"]);
+    assert!(!out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+    let owner = Target { dir: dir.0.clone(), url: Some(db.owner_url().to_owned()) };
+    let out = cli_on(&owner, &["migrate", "--app-role", db.role()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains(db.role()));
+    // Nothing is pending, so the application role "migrates" without creating anything.
+    let out = cli_on(&app, &["migrate"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(create_user_on(&app, "rep", "sales_rep", b"a long enough password").status.success());
+    let server = start_on(&app, Some("an admin password of some length"));
+    let token = login(server.port, "rep", "a long enough password");
+    let body = json!({"fields": {"name": "应用角色", "mobile": "13812340077"}});
+    let (status, created) = http(server.port, "POST", "/api/v1/contacts", Some(&token), Some(&body));
+    assert_eq!(status, 201, "{created}");
+    let id = created["id"].as_str().unwrap();
+    let (status, read) = http(server.port, "GET", &format!("/api/v1/contacts/{id}"), Some(&token), None);
+    assert_eq!(status, 200, "{read}");
+    stop(server);
+    rt.block_on(async {
+        use sqlx::Connection;
+        let mut conn = sqlx::PgConnection::connect(&db.app_url()).await.unwrap();
+        for sql in ["DELETE FROM audit_events", "ALTER TABLE audit_events DISABLE TRIGGER ALL"] {
+            assert!(sqlx::query(sqlx::AssertSqlSafe(sql)).execute(&mut conn).await.is_err(), "{sql}");
+        }
+        let events: i64 = sqlx::query_scalar("SELECT count(*) FROM audit_events").fetch_one(&mut conn).await.unwrap();
+        assert!(events >= 3, "{events}");
+    });
+}
+
 fn offboard_scenario(target: &Target) {
     for name in ["leaver", "heir"] {
         assert!(create_user_on(target, name, "sales_rep", b"a long enough password").status.success());

@@ -587,9 +587,8 @@ both_backends!(a_read_whose_event_cannot_be_stored_is_not_served, |app: TestApp|
     let c = Client::new(&app);
     let token = app.token.clone();
     let t = Some(token.as_str());
-    let created = app
-        .create("contacts", json!({"name": "审计失败", "mobile": "13512349876", "title": "采购总监"}))
-        .await;
+    let created =
+        app.create("contacts", json!({"name": "审计失败", "mobile": "13512349876", "title": "采购总监"})).await;
     let id = created["id"].as_str().unwrap().to_owned();
     let path = format!("/api/v1/contacts/{id}");
     app.admin_step_up().await;
@@ -612,7 +611,12 @@ both_backends!(a_read_whose_event_cannot_be_stored_is_not_served, |app: TestApp|
         for value in ["审计失败", "13512349876", "采购总监", "9876"] {
             assert!(!text.contains(value), "{uri} leaked {value}: {text}");
         }
-        assert!(events_of(&app, &s.request_id).await.iter().all(|e| !read_actions.contains(&e["action"].as_str().unwrap_or(""))));
+        assert!(
+            events_of(&app, &s.request_id)
+                .await
+                .iter()
+                .all(|e| !read_actions.contains(&e["action"].as_str().unwrap_or("")))
+        );
     }
     assert_eq!(app.store.list_audit(0, 100_000).await.unwrap().len(), before, "no event was stored");
     // Writes are not read events: they still work while reads are refused.

@@ -49,9 +49,11 @@ mod duplicates;
 mod jobs;
 mod mfa;
 mod monitor;
+mod roles;
 mod sql;
 mod stats;
 mod writer;
+pub use roles::AuditProtection;
 use sql::{Bind, QueryParts};
 
 /// Default size of the connection pool.
@@ -173,7 +175,8 @@ impl PostgresStore {
                     mapped => mapped,
                 },
             })?;
-        MIGRATOR.run(&pool).await.map_err(|e| StoreError::Internal(format!("migration failed: {e}")))?;
+        roles::migrate(&pool).await?;
+        roles::warn_if_unprotected(&pool).await;
         let stats = stats::StatsKeeper::spawn(pool.clone());
         Ok(PostgresStore { pool, writer: writer::Writer::spawn(writer_options, stats) })
     }
@@ -763,6 +766,13 @@ impl Store for PostgresStore {
             Ok(_) => Ok(()),
             // Another server created it at the same moment.
             Err(sqlx::Error::Database(db)) if matches!(db.code().as_deref(), Some("23505") | Some("42P07")) => Ok(()),
+            // An application role (see `roles`) owns no table, so it may not index one. The
+            // index only speeds up filters on the field; the owner can create it later.
+            Err(sqlx::Error::Database(db)) if db.code().as_deref() == Some("42501") => {
+                tracing::warn!(index = %custodian_store::field_index_name(object, path), "no privilege to create a \
+                    custom field's index; filters on it work without one (create it as the schema owner)");
+                Ok(())
+            }
             Err(e) => Err(map_sqlx(e)),
         }
     }
