@@ -175,6 +175,17 @@ async fn checkpoint_writer(
             key_id = %key.public().key_id(),
             "created a new audit signing key (mode 0600); keep a copy of its .pub file away from this server to verify checkpoints"
         );
+        // The log itself records which key signs its checkpoints from now on.
+        let mut event = custodian_store::AuditDraft::new("key.create");
+        event.user_agent = Some("custodian".into());
+        event.details = serde_json::json!({
+            "label": "audit-signing",
+            "purpose": "signing audit checkpoints",
+            "key_id": key.public().key_id().to_string(),
+            "public_key": key.public().to_hex(),
+            "file": key_path.display().to_string(),
+        });
+        store.append_audit(vec![event]).await.context("recording the new audit signing key in the audit log")?;
     }
     // Fail now, not at the first checkpoint, when the file cannot be appended to.
     std::fs::OpenOptions::new()

@@ -205,6 +205,22 @@ fn first_start_prints_admin_password_once_and_creates_a_private_key_file() {
     let mut rest = String::new();
     server.stdout.read_to_string(&mut rest).unwrap();
     assert!(!rest.contains("password"), "{rest}");
+    // The keys the first start created are in the audit log (by label and public half, never
+    // their material), once: the data key, the blind-index key and the checkpoint signing key.
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let bodies: Vec<String> = rt.block_on(async {
+        use sqlx::Connection;
+        let url = format!("sqlite://{}", dir.0.join("custodian.db").display());
+        let mut conn = sqlx::SqliteConnection::connect(&url).await.unwrap();
+        sqlx::query_scalar("SELECT body FROM audit_events WHERE action = 'key.create' ORDER BY seq")
+            .fetch_all(&mut conn)
+            .await
+            .unwrap()
+    });
+    assert_eq!(bodies.len(), 3, "{bodies:?}");
+    let signing = bodies.iter().find(|b| b.contains("audit-signing")).expect("signing key event");
+    let public = std::fs::read_to_string(dir.0.parent().unwrap().join("data.audit-signing.key.pub")).unwrap();
+    assert!(signing.contains(public.trim()), "{signing} names {public}");
 }
 
 #[test]

@@ -135,6 +135,23 @@ both_backends!(every_listed_action_is_audited_with_actor_ip_agent_and_request_id
     let token = app.token.clone();
     let t = Some(token.as_str());
 
+    // ---- keys: the first start created the data key and the blind-index key, each audited by
+    // its label (the material exists only wrapped, in its own table) ----
+    let keys: Vec<Value> = app
+        .store
+        .list_audit(0, 1000)
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| serde_json::from_str::<Value>(&row.body).unwrap())
+        .filter(|e| e["action"] == "key.create")
+        .collect();
+    assert_eq!(keys.len(), 2, "{keys:?}");
+    let wrapped = app.store.list_wrapped_keys().await.unwrap();
+    for key in &wrapped {
+        assert!(keys.iter().any(|e| e["details"]["label"] == key.label.as_str()), "{} is audited", key.label);
+    }
+
     // ---- records: create, update, view, list, search, history, as-of, diff, revert ----
     let s = c
         .send(

@@ -5,7 +5,8 @@
 use crate::error::{ServiceError, ServiceResult};
 use custodian_core::ErrorCode;
 use custodian_crypto::{INDEX_KEY_LABEL, Key, Keyring, MasterKey, data_key_label};
-use custodian_store::{Store, WrappedKeyRow};
+use custodian_store::{AuditDraft, Store, WrappedKeyRow};
+use serde_json::json;
 use std::collections::BTreeMap;
 
 fn key_error(e: impl std::fmt::Display) -> ServiceError {
@@ -21,7 +22,15 @@ pub async fn load_keyring(store: &dyn Store, master: &MasterKey) -> ServiceResul
         if !rows.iter().any(|r| r.label == label) {
             let key = Key::generate().map_err(key_error)?;
             let wrapped = master.wrap(&key, label).map_err(key_error)?;
-            store.insert_wrapped_key(WrappedKeyRow { label: label.to_owned(), wrapped }).await?;
+            // The event names the key, never its material (which exists here only wrapped).
+            let mut audit = AuditDraft::new("key.create");
+            audit.user_agent = Some("custodian".into());
+            audit.details = json!({ "label": label, "wrapped_by": "master key", "purpose": if label == INDEX_KEY_LABEL {
+                "blind indexes and unique keys"
+            } else {
+                "field encryption"
+            } });
+            store.insert_wrapped_key(WrappedKeyRow { label: label.to_owned(), wrapped }, audit).await?;
             generated = true;
         }
     }

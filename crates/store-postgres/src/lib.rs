@@ -829,17 +829,23 @@ impl Store for PostgresStore {
             .collect()
     }
 
-    async fn insert_wrapped_key(&self, key: WrappedKeyRow) -> StoreResult<bool> {
+    async fn insert_wrapped_key(&self, key: WrappedKeyRow, audit: AuditDraft) -> StoreResult<bool> {
+        let mut tx = self.begin().await?;
         let res = sqlx::query(
             "INSERT INTO wrapped_keys (label, wrapped, created_at) VALUES ($1, $2, $3) ON CONFLICT (label) DO NOTHING",
         )
         .bind(&key.label)
         .bind(&key.wrapped)
         .bind(custodian_store::now_micros())
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await
         .map_err(map_sqlx)?;
-        Ok(res.rows_affected() == 1)
+        let inserted = res.rows_affected() == 1;
+        if inserted {
+            append_events(&mut tx, &[audit]).await?;
+        }
+        commit(tx).await?;
+        Ok(inserted)
     }
 
     async fn create_user(&self, user: UserRow, audit: AuditDraft) -> StoreResult<()> {

@@ -172,7 +172,7 @@ enum Op {
     EnsureIndex(String),
     Audit(Vec<AuditDraft>, bulk::Encoded),
     AddCustomField(CustomFieldRow, AuditDraft),
-    InsertKey(WrappedKeyRow),
+    InsertKey(WrappedKeyRow, AuditDraft),
     CreateUser(UserRow, AuditDraft),
     CreateDepartment(DepartmentRow, AuditDraft),
     CreateTeam(TeamRow, AuditDraft),
@@ -483,7 +483,7 @@ async fn apply_op(conn: &mut SqliteConnection, op: Op, head: &mut ChainHead) -> 
             append_events(conn, head, &[audit]).await?;
             Ok(OpOut::Unit)
         }
-        Op::InsertKey(k) => {
+        Op::InsertKey(k, audit) => {
             let r = sqlx::query(
                 "INSERT INTO wrapped_keys (label, wrapped, created_at) VALUES (?, ?, ?) ON CONFLICT (label) DO NOTHING",
             )
@@ -493,7 +493,11 @@ async fn apply_op(conn: &mut SqliteConnection, op: Op, head: &mut ChainHead) -> 
             .execute(&mut *conn)
             .await
             .map_err(map_sqlx)?;
-            Ok(OpOut::Bool(r.rows_affected() == 1))
+            let inserted = r.rows_affected() == 1;
+            if inserted {
+                append_events(conn, head, &[audit]).await?;
+            }
+            Ok(OpOut::Bool(inserted))
         }
         Op::CreateUser(u, audit) => {
             access::check_assigned_role(conn, &u.role).await?;
@@ -1240,8 +1244,8 @@ impl Store for SqliteStore {
             .collect()
     }
 
-    async fn insert_wrapped_key(&self, key: WrappedKeyRow) -> StoreResult<bool> {
-        match self.submit(Op::InsertKey(key)).await? {
+    async fn insert_wrapped_key(&self, key: WrappedKeyRow, audit: AuditDraft) -> StoreResult<bool> {
+        match self.submit(Op::InsertKey(key, audit)).await? {
             OpOut::Bool(b) => Ok(b),
             _ => Err(internal("unexpected writer reply")),
         }

@@ -1871,11 +1871,14 @@ pub async fn custom_fields_round_trip(store: DynStore) {
 pub async fn wrapped_keys_first_writer_wins(store: DynStore) {
     assert!(store.list_wrapped_keys().await.expect("list").is_empty());
     let k1 = WrappedKeyRow { label: "data-v1".into(), wrapped: vec![0, 1, 2, 255, 0] };
-    assert!(store.insert_wrapped_key(k1.clone()).await.expect("insert"));
+    assert!(store.insert_wrapped_key(k1.clone(), AuditDraft::new("key.create")).await.expect("insert"));
     let other = WrappedKeyRow { label: "data-v1".into(), wrapped: vec![9; 48] };
-    assert!(!store.insert_wrapped_key(other).await.expect("insert"), "second insert of a label is refused");
+    assert!(
+        !store.insert_wrapped_key(other, AuditDraft::new("key.create")).await.expect("insert"),
+        "second insert of a label is refused"
+    );
     let k0 = WrappedKeyRow { label: "blind-v1".into(), wrapped: vec![7; 40] };
-    assert!(store.insert_wrapped_key(k0.clone()).await.expect("insert"));
+    assert!(store.insert_wrapped_key(k0.clone(), AuditDraft::new("key.create")).await.expect("insert"));
     assert_eq!(store.list_wrapped_keys().await.expect("list"), vec![k0, k1], "ordered by label, first value kept");
 
     // Two servers starting at once agree on one key.
@@ -1883,7 +1886,8 @@ pub async fn wrapped_keys_first_writer_wins(store: DynStore) {
     for i in 0..8_u8 {
         let store = store.clone();
         tasks.push(tokio::spawn(async move {
-            store.insert_wrapped_key(WrappedKeyRow { label: "race".into(), wrapped: vec![i; 8] }).await
+            let key = WrappedKeyRow { label: "race".into(), wrapped: vec![i; 8] };
+            store.insert_wrapped_key(key, AuditDraft::new("key.create")).await
         }));
     }
     let mut inserted = 0;
@@ -1893,6 +1897,9 @@ pub async fn wrapped_keys_first_writer_wins(store: DynStore) {
         }
     }
     assert_eq!(inserted, 1);
+    // Each key created is one audit event in its transaction; a refused second insert is none.
+    let events = all_audit(&store).await;
+    assert_eq!(events.iter().filter(|e| e.action == "key.create").count(), 3);
 }
 
 // ---- hostile and unusual input -------------------------------------------------------------
@@ -1951,7 +1958,12 @@ pub async fn sql_metacharacters_are_harmless(store: DynStore) {
 
     assert_eq!(store.get_user_by_username(evil).await.expect("lookup"), None);
     assert_eq!(store.get_session(evil).await.expect("lookup"), None);
-    assert!(store.insert_wrapped_key(WrappedKeyRow { label: evil.into(), wrapped: vec![1] }).await.expect("key"));
+    assert!(
+        store
+            .insert_wrapped_key(WrappedKeyRow { label: evil.into(), wrapped: vec![1] }, AuditDraft::new("key.create"))
+            .await
+            .expect("key")
+    );
     assert!(store.find_by_blind_index(evil, evil, evil.as_bytes(), 5).await.expect("lookup").is_empty());
     assert!(store.existing_ids(evil, &[a.id]).await.expect("lookup").is_empty());
     let mut d = AuditDraft::new(evil);

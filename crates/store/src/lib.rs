@@ -678,8 +678,9 @@ pub trait Store: Send + Sync + 'static {
     async fn list_wrapped_keys(&self) -> StoreResult<Vec<WrappedKeyRow>>;
 
     /// Inserts the key unless one with the label exists; returns whether it was inserted. Two
-    /// servers starting at once thus agree on one key.
-    async fn insert_wrapped_key(&self, key: WrappedKeyRow) -> StoreResult<bool>;
+    /// servers starting at once thus agree on one key. `audit` (the key's creation) is appended
+    /// in the same transaction, and only when the key was inserted.
+    async fn insert_wrapped_key(&self, key: WrappedKeyRow, audit: AuditDraft) -> StoreResult<bool>;
 
     // ---- people --------------------------------------------------------------------------
 
