@@ -393,6 +393,53 @@ both_backends!(change_notifications_reach_owner_and_manager, |app: TestApp| asyn
     let rest =
         as_user(&app, &manager, Method::GET, &format!("/api/v1/notifications?limit=1&cursor={cursor}"), None).await;
     assert_eq!(rest.body["items"][0]["changes"]["stage"]["new"], "won");
+    // A merge that gives the rep's deal another stage and amount notifies like an update,
+    // and so does its undo.
+    let count = |token: &str| {
+        let app = &app;
+        let token = token.to_owned();
+        async move {
+            let r = as_user(app, &token, Method::GET, "/api/v1/notifications?limit=100", None).await;
+            r.body["items"].as_array().unwrap().clone()
+        }
+    };
+    let (rep_before, manager_before) = (count(&rep).await.len(), count(&manager).await.len());
+    app.admin_step_up().await;
+    let twin = app
+        .create("deals", json!({"name": "另一单", "stage": "negotiation", "amount": {"amount": "9000"}, "company_id": company.body["id"]}))
+        .await;
+    let twin_id = twin["id"].as_str().unwrap().to_owned();
+    let merge = app
+        .post(
+            "/api/v1/merges",
+            json!({"object": "deals", "survivor_id": deal_id, "loser_ids": [twin_id],
+                   "fields": {"stage": twin_id, "amount": twin_id}}),
+        )
+        .await;
+    assert_eq!(merge.status, StatusCode::CREATED, "{}", merge.body);
+    let mine = count(&rep).await;
+    assert_eq!(mine.len(), rep_before + 1);
+    assert_eq!(mine[0]["record_id"], deal_id.as_str());
+    assert_eq!(mine[0]["changes"]["stage"], json!({"old": "lost", "new": "negotiation"}), "{}", mine[0]);
+    assert_eq!(count(&manager).await.len(), manager_before + 1);
+    let merge_id = merge.body["id"].as_str().unwrap();
+    let undo = app.call(Method::POST, &format!("/api/v1/merges/{merge_id}/undo"), None).await;
+    assert_eq!(undo.status, StatusCode::OK, "{}", undo.body);
+    let mine = count(&rep).await;
+    assert_eq!(mine.len(), rep_before + 2);
+    assert_eq!(mine[0]["changes"]["stage"], json!({"old": "negotiation", "new": "lost"}), "{}", mine[0]);
+    // Handing the deal to the manager tells the old owner and the new one.
+    let manager_now = count(&manager).await.len();
+    let r = app
+        .call(Method::POST, &format!("/api/v1/deals/{deal_id}/transfer"), Some(json!({"owner_id": manager_id})))
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let mine = count(&rep).await;
+    assert_eq!(mine.len(), rep_before + 3);
+    assert_eq!(mine[0]["changes"]["owner_id"], json!({"old": rep_id, "new": manager_id}), "{}", mine[0]);
+    let theirs = count(&manager).await;
+    assert_eq!(theirs.len(), manager_now + 1);
+    assert_eq!(theirs[0]["changes"]["owner_id"]["new"], manager_id.as_str());
 });
 
 both_backends!(off_hours_and_baselines_count_from_stored_events, |app: TestApp| async move {

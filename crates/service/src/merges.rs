@@ -464,6 +464,9 @@ impl Service {
     ) -> ServiceResult<()> {
         self.check_unique_values(&prepared).await?;
         let mut batch = WriteBatch::default();
+        // A merge (or its undo) that changes a survivor's owner, stage or amount tells the
+        // owners and their managers like any other update, in the same transaction.
+        (batch.notifications, batch.outbox) = self.notifications_for(&prepared).await?;
         for p in prepared {
             batch.records.push(p.write);
             batch.audit.push(p.audit);
