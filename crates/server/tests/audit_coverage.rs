@@ -268,9 +268,21 @@ both_backends!(every_listed_action_is_audited_with_actor_ip_agent_and_request_id
     assert_eq!(by_token["actor_role"], "admin", "{by_token}");
     assert!(by_token.get("session_id").is_none(), "{by_token}");
 
-    // ---- alerts: the reveal above raises one; acknowledging it is audited ----
+    // ---- alerts: the reveal above raises one; listing and acknowledging it are audited ----
     let raised = app.service.evaluate_alerts(now_micros()).await.unwrap();
     let alert = raised.iter().find(|a| a.metric == "reveals").expect("reveals alert");
+    let s = c.send(t, Method::GET, "/api/v1/alerts", None).await;
+    let listed = expect_event(&app, &s, StatusCode::OK, "alert.list", &admin).await;
+    assert!(listed["details"]["ids"].to_string().contains(&alert.id.to_string()), "{listed}");
+    // So are the other lists that show something: grants, the caller's sessions, notifications.
+    for (uri, action) in [
+        ("/api/v1/grants", "grant.list"),
+        ("/api/v1/auth/sessions", "auth.sessions_list"),
+        ("/api/v1/notifications", "notification.list"),
+    ] {
+        let s = c.send(t, Method::GET, uri, None).await;
+        expect_event(&app, &s, StatusCode::OK, action, &admin).await;
+    }
     let s = c.send(t, Method::POST, &format!("/api/v1/alerts/{}/ack", alert.id), None).await;
     expect_event(&app, &s, StatusCode::OK, "alert.ack", &admin).await;
 

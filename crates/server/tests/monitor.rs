@@ -113,14 +113,18 @@ both_backends!(audit_query_filters_masks_pages_and_exports, |app: TestApp| async
     assert!(r.headers["content-type"].to_str().unwrap().starts_with("text/csv"));
     let text = r.body.as_str().unwrap().to_owned();
     let mut reader = csv::Reader::from_reader(text.as_bytes());
-    assert_eq!(reader.headers().unwrap().iter().take(4).collect::<Vec<_>>(), vec!["seq", "at", "actor_id", "action"]);
+    let headers = reader.headers().unwrap().clone();
+    assert_eq!(headers.iter().take(4).collect::<Vec<_>>(), vec!["seq", "at", "actor_id", "action"]);
+    let details_column = headers.iter().position(|h| h == "details").unwrap();
+    let role_column = headers.iter().position(|h| h == "actor_role").unwrap();
     let rows: Vec<csv::StringRecord> = reader.records().map(Result::unwrap).collect();
     assert_eq!(
         rows.iter().map(|r| r[3].to_owned()).collect::<Vec<_>>(),
         vec!["record.view", "record.update", "record.create"]
     );
     assert_eq!(r.headers["x-row-count"], "3");
-    let details: Value = serde_json::from_str(&rows[1][9]).unwrap();
+    let details: Value = serde_json::from_str(&rows[1][details_column]).unwrap();
+    assert_eq!(&rows[1][role_column], "admin");
     assert_eq!(details["changes"]["mobile"]["new"], "****");
     let same = q(format!("/api/v1/audit/events?record_id={id}&format=csv")).await;
     assert_eq!(same.status, StatusCode::OK);
@@ -525,4 +529,51 @@ both_backends!(auto_suspension_spares_the_last_admin, |app: TestApp| async move 
     assert!(raised.iter().any(|a| a.metric == "distinct_records_viewed"), "{raised:?}");
     // The alert stands, the only admin keeps working.
     assert_eq!(app.get("/api/v1/me").await.status, StatusCode::OK);
+});
+
+// A notification shows record values, so it follows the recipient's field access like any
+// read: a change of a field hidden from them is left out, and the list is audited.
+both_backends!(notifications_follow_the_recipients_field_access, |app: TestApp| async move {
+    app.admin_step_up().await;
+    let role = json!({"name": "deal_keeper", "label_en": "Deal keeper", "label_zh": "商机专员", "sensitive_default": "masked",
+        "fields": {"deals.amount": "hidden"},
+        "objects": {"deals": {"create": true, "read": "own", "update": "own", "delete": "none", "export": false}}});
+    let r = app.post("/api/v1/roles", role).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    let (keeper_id, keeper) = user(&app, "keeper", "deal_keeper", None).await;
+    let company = app.create("companies", json!({"name": "保密客户有限公司"})).await;
+    let deal = app
+        .create(
+            "deals",
+            json!({"name": "保密单", "company_id": company["id"], "stage": "proposal", "amount": {"amount": "777"}}),
+        )
+        .await;
+    let deal_id = deal["id"].as_str().unwrap().to_owned();
+    let r = app
+        .call(Method::POST, &format!("/api/v1/deals/{deal_id}/transfer"), Some(json!({"owner_id": keeper_id})))
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let r = app
+        .call(
+            Method::PATCH,
+            &format!("/api/v1/deals/{deal_id}"),
+            Some(json!({"fields": {"stage": "negotiation", "amount": {"amount": "888"}}})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let mine = as_user(&app, &keeper, Method::GET, "/api/v1/notifications", None).await;
+    assert_eq!(mine.status, StatusCode::OK, "{}", mine.body);
+    let items = mine.body["items"].as_array().unwrap();
+    let change = items.iter().find(|n| n["changes"].get("stage").is_some()).expect("stage change").clone();
+    assert_eq!(change["changes"]["stage"]["new"], "negotiation");
+    assert!(change["changes"].get("amount").is_none(), "hidden field shown: {change}");
+    assert!(!mine.body.to_string().contains("888"), "{}", mine.body);
+    // The admin, who sees amounts, is told nothing (they made the change), but the list itself
+    // is a read on the log, with the notifications and records it showed.
+    let events = app.get("/api/v1/audit/events?action=notification.list").await;
+    let events = events.body["items"].as_array().unwrap().clone();
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(events[0]["actor_id"], keeper_id.as_str());
+    assert!(events[0]["details"]["records"].to_string().contains(&deal_id));
+    assert_eq!(events[0]["details"]["ids"].as_array().unwrap().len(), items.len());
 });

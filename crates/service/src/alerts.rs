@@ -335,6 +335,8 @@ impl Service {
         } else {
             None
         };
+        let ids: Vec<Uuid> = rows.iter().map(|a| a.id).collect();
+        self.audit_read_event(ctx, "alert.list", None, None, json!({ "ids": ids })).await?;
         Ok(AlertPage { items: rows.iter().map(AlertView::from).collect(), next_cursor })
     }
 

@@ -243,7 +243,7 @@ impl Service {
     }
 
     /// What the caller may see of each field, per object (for diffs in audit events).
-    fn field_viewer(&self, ctx: &RequestContext) -> FieldViewer {
+    pub(crate) fn field_viewer(&self, ctx: &RequestContext) -> FieldViewer {
         let role = self.role_of(ctx);
         let schema = self.schema();
         let mut access = std::collections::HashMap::new();
@@ -311,7 +311,7 @@ impl Service {
 }
 
 /// Field access of one caller over every object, applied to the details of audit events.
-struct FieldViewer {
+pub(crate) struct FieldViewer {
     access: std::collections::HashMap<(String, String), (FieldAccess, custodian_core::schema::FieldDef)>,
 }
 
@@ -349,7 +349,7 @@ impl FieldViewer {
 
     /// Diffs (`changes`) lose hidden fields and show masked ones masked; field lists (`fields`,
     /// `masked`) lose hidden names.
-    fn apply(&self, object: &str, details: &mut Value, masked: &mut Vec<String>) {
+    pub(crate) fn apply(&self, object: &str, details: &mut Value, masked: &mut Vec<String>) {
         let Value::Object(d) = details else { return };
         if let Some(Value::Object(changes)) = d.get_mut("changes") {
             let names: Vec<String> = changes.keys().cloned().collect();

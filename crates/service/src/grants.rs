@@ -258,11 +258,14 @@ impl Service {
         let admin = self.role_of(ctx).admin;
         let now = self.config.clock.now_micros();
         let rows = self.store.list_grants(if include_inactive { None } else { Some(now) }).await?;
-        Ok(rows
+        let shown: Vec<GrantView> = rows
             .iter()
             .filter(|g| admin || actor.is_none() || Some(g.user_id) == actor || g.granted_by == actor)
             .map(|g| self.grant_view(g))
-            .collect())
+            .collect();
+        let ids: Vec<Uuid> = shown.iter().map(|g| g.id).collect();
+        self.audit_read_event(ctx, "grant.list", None, None, json!({ "ids": ids })).await?;
+        Ok(shown)
     }
 
     /// Revokes a grant (admins any, others those they gave; fresh step-up; audited).

@@ -153,7 +153,23 @@ impl Service {
         } else {
             None
         };
-        Ok(NotificationPage { items: rows.iter().map(NotificationView::from).collect(), next_cursor })
+        // A change of a field the caller may not see is left out, and of one they see masked,
+        // masked: the notification shows record values like any other read.
+        let viewer = self.field_viewer(ctx);
+        let items: Vec<NotificationView> = rows
+            .iter()
+            .map(|row| {
+                let mut view = NotificationView::from(row);
+                let mut shown = json!({ "changes": view.changes.take() });
+                viewer.apply(&view.object, &mut shown, &mut Vec::new());
+                view.changes = shown.get_mut("changes").map(Value::take).unwrap_or(Value::Null);
+                view
+            })
+            .collect();
+        let ids: Vec<Uuid> = items.iter().map(|n| n.id).collect();
+        let records: Vec<Value> = items.iter().map(|n| json!({ "object": n.object, "id": n.record_id })).collect();
+        self.audit_read_event(ctx, "notification.list", None, None, json!({ "ids": ids, "records": records })).await?;
+        Ok(NotificationPage { items, next_cursor })
     }
 
     /// Signs off one of the caller's notifications (签字确认): an audit event naming the record

@@ -1085,11 +1085,24 @@ impl Service {
         record_id: Option<Uuid>,
         details: Value,
     ) -> ServiceResult<()> {
+        self.audit_read_event(ctx, action, Some(object), record_id, details).await
+    }
+
+    /// `audit_read` of something that is not one object's records (notifications, alerts,
+    /// grants, sessions): `details` names what was shown.
+    pub(crate) async fn audit_read_event(
+        &self,
+        ctx: &RequestContext,
+        action: &str,
+        object: Option<&str>,
+        record_id: Option<Uuid>,
+        details: Value,
+    ) -> ServiceResult<()> {
         if !self.config.audit_reads || ctx.actor.is_none() {
             return Ok(());
         }
         let mut audit = self.audit_draft(ctx, action);
-        audit.object = Some(object.to_owned());
+        audit.object = object.map(str::to_owned);
         audit.record_id = record_id;
         audit.details = details;
         self.store.append_audit(vec![audit]).await?;

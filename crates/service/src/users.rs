@@ -312,10 +312,10 @@ impl Service {
     /// The caller's own sessions and tokens.
     pub async fn my_sessions(&self, ctx: &RequestContext) -> ServiceResult<Vec<SessionView>> {
         let actor = ctx.actor.as_ref().ok_or_else(|| ServiceError::new(ErrorCode::Unauthenticated))?;
-        Ok(self
-            .store
-            .list_user_sessions(actor.user_id)
-            .await?
+        let sessions = self.store.list_user_sessions(actor.user_id).await?;
+        let ids: Vec<String> = sessions.iter().map(|s| s.token_hash.chars().take(12).collect()).collect();
+        self.audit_read_event(ctx, "auth.sessions_list", None, None, json!({ "ids": ids })).await?;
+        Ok(sessions
             .into_iter()
             .map(|s| SessionView {
                 id: s.token_hash.chars().take(12).collect(),
