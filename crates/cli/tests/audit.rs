@@ -130,7 +130,10 @@ fn verify_prove_and_tamper_end_to_end() {
 
     // A forged proof, garbage, a wrong key.
     let original = std::fs::read_to_string(&proof).unwrap();
-    let forged = original.replace("user.create", "user.delete").replace("auth.login_failed", "auth.login_worked");
+    let forged = original
+        .replace("user.create", "user.delete")
+        .replace("auth.login_failed", "auth.login_worked")
+        .replace("key.create", "key.delete");
     assert_ne!(forged, original, "the forgery must change the proven event");
     std::fs::write(root.0.join("forged.json"), forged).unwrap();
     std::fs::write(root.0.join("garbage.json"), b"\x00\xffnot a proof").unwrap();
@@ -148,31 +151,36 @@ fn verify_prove_and_tamper_end_to_end() {
     assert_eq!(out.status.code(), Some(3), "{}", text(&out));
     assert!(text(&out).contains("ends in the middle of this line"), "{}", text(&out));
 
-    // The attacker with file access: drops the guards, edits event 2, deletes the last one.
-    let last: i64 = {
+    // The attacker with file access: drops the guards, edits the failed login, deletes the last
+    // event.
+    let (failed, last): (i64, i64) = {
         let rt = tokio::runtime::Runtime::new().unwrap();
         rt.block_on(async {
             use sqlx::Connection;
             let url = format!("sqlite://{}", data.join("custodian.db").display());
             let mut c = sqlx::SqliteConnection::connect(&url).await.unwrap();
+            let failed: i64 = sqlx::query_scalar("SELECT seq FROM audit_events WHERE action = 'auth.login_failed'")
+                .fetch_one(&mut c)
+                .await
+                .unwrap();
             for sql in [
-                "DROP TRIGGER audit_events_no_update",
-                "DROP TRIGGER audit_events_no_delete",
-                // Event 2 is the failed login: the attacker makes it look like a success.
-                "UPDATE audit_events SET body = replace(body, 'auth.login_failed', 'auth.login') WHERE seq = 2",
+                "DROP TRIGGER audit_events_no_update".to_owned(),
+                "DROP TRIGGER audit_events_no_delete".to_owned(),
+                // The attacker makes the failed login look like a success.
+                format!("UPDATE audit_events SET body = replace(body, 'auth.login_failed', 'auth.login') WHERE seq = {failed}"),
             ] {
                 sqlx::query(sqlx::AssertSqlSafe(sql)).execute(&mut c).await.unwrap();
             }
-            sqlx::query_scalar("SELECT max(seq) FROM audit_events").fetch_one(&mut c).await.unwrap()
+            (failed, sqlx::query_scalar("SELECT max(seq) FROM audit_events").fetch_one(&mut c).await.unwrap())
         })
     };
     let out = run(&["audit", "verify", "--data-dir", d]);
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
-    assert!(text(&out).contains("FIRST BAD SEQUENCE NUMBER: 2"), "{}", text(&out));
+    assert!(text(&out).contains(&format!("FIRST BAD SEQUENCE NUMBER: {failed}")), "{}", text(&out));
     // The proof made before still checks (it is about the event as it was signed) …
     assert_eq!(run(&["audit", "check-proof", p, "--public-key", pk]).status.code(), Some(0));
     // … but no new proof is issued from the tampered range.
-    let out = run(&["audit", "prove", "2", "--data-dir", d]);
+    let out = run(&["audit", "prove", &failed.to_string(), "--data-dir", d]);
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
 
     let rt = tokio::runtime::Runtime::new().unwrap();
@@ -180,7 +188,9 @@ fn verify_prove_and_tamper_end_to_end() {
         use sqlx::Connection;
         let url = format!("sqlite://{}", data.join("custodian.db").display());
         let mut c = sqlx::SqliteConnection::connect(&url).await.unwrap();
-        let original = "UPDATE audit_events SET body = replace(body, 'eve', 'bob') WHERE seq = 2";
+        let original = format!(
+            "UPDATE audit_events SET body = replace(body, 'auth.login', 'auth.login_failed') WHERE seq = {failed}"
+        );
         sqlx::query(sqlx::AssertSqlSafe(original)).execute(&mut c).await.unwrap();
         let truncate = format!("DELETE FROM audit_events WHERE seq = {last}");
         sqlx::query(sqlx::AssertSqlSafe(truncate)).execute(&mut c).await.unwrap();

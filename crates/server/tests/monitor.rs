@@ -577,3 +577,42 @@ both_backends!(notifications_follow_the_recipients_field_access, |app: TestApp| 
     assert!(events[0]["details"]["records"].to_string().contains(&deal_id));
     assert_eq!(events[0]["details"]["ids"].as_array().unwrap().len(), items.len());
 });
+
+// An auditor whose role hides a field sees diffs without it: neither the change nor its name
+// reaches them through the audit query. The object filter alone selects one object's events.
+both_backends!(audit_diffs_leave_out_fields_hidden_from_the_auditor, |app: TestApp| async move {
+    app.admin_step_up().await;
+    let role = json!({"name": "limited_auditor", "label_en": "Limited auditor", "label_zh": "受限审计员",
+        "sensitive_default": "masked", "audit": true, "fields": {"contacts.title": "hidden"},
+        "objects": {"contacts": {"create": false, "read": "all", "update": "none", "delete": "none", "export": false}}});
+    let r = app.post("/api/v1/roles", role).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    let (_, auditor) = user(&app, "limited", "limited_auditor", None).await;
+    let contact = app.create("contacts", json!({"name": "隐藏字段", "title": "秘密头衔"})).await;
+    let id = contact["id"].as_str().unwrap().to_owned();
+    let r = app
+        .call(
+            Method::PATCH,
+            &format!("/api/v1/contacts/{id}"),
+            Some(json!({"fields": {"title": "新头衔", "birth_date": "1990-01-02"}})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    app.create("companies", json!({"name": "别的对象有限公司"})).await;
+    let r = as_user(&app, &auditor, Method::GET, &format!("/api/v1/audit/events?record_id={id}"), None).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let text = r.body.to_string();
+    for secret in ["秘密头衔", "新头衔", "\"title\""] {
+        assert!(!text.contains(secret), "{secret} shown: {text}");
+    }
+    let update = r.body["items"].as_array().unwrap().iter().find(|e| e["action"] == "record.update").unwrap().clone();
+    assert_eq!(update["details"]["changes"]["birth_date"]["new"], "1990-01-02", "{update}");
+    // The admin, who sees the field, gets it.
+    let r = app.get(&format!("/api/v1/audit/events?record_id={id}&action=record.update")).await;
+    assert_eq!(r.body["items"][0]["details"]["changes"]["title"]["new"], "新头衔", "{}", r.body);
+    // object=companies alone: only company events.
+    let r = as_user(&app, &auditor, Method::GET, "/api/v1/audit/events?object=companies", None).await;
+    let items = r.body["items"].as_array().unwrap();
+    assert!(!items.is_empty());
+    assert!(items.iter().all(|e| e["object"] == "companies"), "{}", r.body);
+});
