@@ -22,6 +22,40 @@ async fn audit_events_are_append_only_in_the_database() {
     custodian_store::audit::verify_chain(0, &custodian_core::audit::GENESIS_HASH, &rows).unwrap();
 }
 
+/// Two processes on one file (a server and a CLI command) append to one chain: a writer that
+/// remembers the head it committed last finds it moved by the other, reads it again, and links
+/// its events to the true head; nothing is refused and the chain verifies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_writers_on_one_file_keep_one_chain() {
+    use custodian_store_sqlite::SqliteStore;
+    let (server, dir) = custodian_store_tests::sqlite_test_store().await;
+    let server: std::sync::Arc<dyn Store> = std::sync::Arc::new(server);
+    let cli: std::sync::Arc<dyn Store> = std::sync::Arc::new(SqliteStore::open(&dir.database_file()).await.unwrap());
+    let mut expected = 0;
+    for round in 0..5 {
+        // Reads on the server: groups of audit appends only, against the remembered head.
+        for i in 0..3 {
+            server.append_audit(vec![AuditDraft::new(format!("record.view.{round}.{i}"))]).await.unwrap();
+        }
+        // The other process moves the head behind the server's back.
+        cli.append_audit(vec![AuditDraft::new("user.create"), AuditDraft::new("key.create")]).await.unwrap();
+        expected += 5;
+    }
+    let concurrent: Vec<_> = (0..20)
+        .map(|i| {
+            let store = if i % 2 == 0 { server.clone() } else { cli.clone() };
+            tokio::spawn(async move { store.append_audit(vec![AuditDraft::new("record.list")]).await })
+        })
+        .collect();
+    for task in concurrent {
+        task.await.unwrap().unwrap();
+    }
+    expected += 20;
+    let rows = server.list_audit(0, 1000).await.unwrap();
+    assert_eq!(rows.len(), expected);
+    custodian_store::audit::verify_chain(0, &custodian_core::audit::GENESIS_HASH, &rows).unwrap();
+}
+
 /// Upgrading a database whose records have no match keys (written before migration 0006) queues
 /// one match-key backfill per object concerned; a new database queues none.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
