@@ -279,13 +279,14 @@ async fn append_reads(conn: &mut SqliteConnection, jobs: Vec<Job>, known: &mut O
     if exec(conn, "BEGIN IMMEDIATE").await.is_err() {
         return Some(jobs);
     }
-    let events: Vec<&custodian_store::audit::EncodedEvent> = jobs
+    let parts: Vec<&bulk::Encoded> = jobs
         .iter()
-        .flat_map(|j| match &j.op {
-            Op::Audit(_, encoded) => encoded.events.iter(),
-            _ => [].iter(),
+        .filter_map(|j| match &j.op {
+            Op::Audit(_, encoded) => Some(encoded),
+            _ => None,
         })
         .collect();
+    let events: Vec<&custodian_store::audit::EncodedEvent> = parts.iter().flat_map(|p| p.events.iter()).collect();
     let appended = match bulk::append_events(conn, &mut head, &events).await {
         Ok(seqs) => exec(conn, "COMMIT").await.map(|()| seqs),
         Err(e) => Err(e),
@@ -294,11 +295,8 @@ async fn append_reads(conn: &mut SqliteConnection, jobs: Vec<Job>, known: &mut O
         Ok(seqs) => {
             *known = Some(head);
             let mut seqs = seqs.into_iter();
-            for job in jobs {
-                let n = match &job.op {
-                    Op::Audit(_, encoded) => encoded.events.len(),
-                    _ => 0,
-                };
+            let counts: Vec<usize> = parts.iter().map(|p| p.events.len()).collect();
+            for (job, n) in jobs.into_iter().zip(counts) {
                 let _ = job.reply.send(Ok(OpOut::Seqs(seqs.by_ref().take(n).collect())));
             }
             None
