@@ -14,6 +14,15 @@
 //! bounded number of rows, does not block reads or writes, and invalidates the cached plans
 //! that read the table, which PostgreSQL then makes again with the new numbers.
 //!
+//! Growth is not the only change that matters: statistics taken before an object's first
+//! records (leads loaded after 300k contacts) do not list that object among the values of
+//! `object`, so the planner counts on one row of it — and looked every match key of the new
+//! object's check at entry up through the `(object, stamp)` index, filtering the key, instead of
+//! the primary key: a batch of 1000 leads took minutes, each lookup reading every lead's keys
+//! (found loading 1M demo records: 2 leads/s, against 550 companies/s before). So a hot table
+//! (`records`, `match_keys`) is also analyzed, once it has [`MIN_CHANGES`] changes, when its
+//! statistics lack an object this server has written records of.
+//!
 //! It runs as `VACUUM (ANALYZE)`: the vacuum also marks the pages written since the last one
 //! all-visible, so an index-only scan answers from the index alone. The check at entry reads
 //! its match-key blocks that way; on pages a vacuum has not yet seen, every id of a block
@@ -22,6 +31,8 @@
 //! all-visible, and neither blocks reads nor writes.
 
 use sqlx::PgPool;
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::mpsc;
 
@@ -38,42 +49,86 @@ const PAUSE: Duration = Duration::from_secs(1);
 /// Handle the writer pokes after each commit; dropping it stops the keeper.
 pub(crate) struct StatsKeeper {
     poke: mpsc::Sender<()>,
+    /// Every object this server has written records of.
+    objects: Arc<Mutex<BTreeSet<String>>>,
 }
 
 impl StatsKeeper {
     pub(crate) fn spawn(pool: PgPool) -> StatsKeeper {
         let (poke, rx) = mpsc::channel(1);
-        tokio::spawn(keep(pool, rx));
-        StatsKeeper { poke }
+        let objects = Arc::new(Mutex::new(BTreeSet::new()));
+        tokio::spawn(keep(pool, rx, objects.clone()));
+        StatsKeeper { poke, objects }
     }
 
-    /// Rows were committed: check the statistics soon (a poke while one is pending is dropped).
-    pub(crate) fn written(&self) {
+    /// Rows were committed, records of `objects` among them: check the statistics soon (a poke
+    /// while one is pending is dropped; the objects are kept).
+    pub(crate) fn written(&self, objects: &[String]) {
+        if !objects.is_empty()
+            && let Ok(mut known) = self.objects.lock()
+        {
+            known.extend(objects.iter().cloned());
+        }
         let _ = self.poke.try_send(());
     }
 }
 
-async fn keep(pool: PgPool, mut pokes: mpsc::Receiver<()>) {
+async fn keep(pool: PgPool, mut pokes: mpsc::Receiver<()>, objects: Arc<Mutex<BTreeSet<String>>>) {
+    let mut tries = HashMap::new();
     while pokes.recv().await.is_some() {
-        if let Err(e) = vacuum_grown(&pool).await {
+        let written: Vec<String> = objects.lock().map(|o| o.iter().cloned().collect()).unwrap_or_default();
+        if let Err(e) = vacuum_grown(&pool, &written, &mut tries).await {
             tracing::debug!(error = %e, "refreshing planner statistics failed; autovacuum will");
         }
         tokio::time::sleep(PAUSE).await;
     }
 }
 
+/// Analyses a table makes for one object its statistics still lack (an object with a few rows
+/// in a large table may not be sampled; it is tried again as it grows, a few times per server).
+const MISSING_OBJECT_TRIES: u32 = 3;
+
 /// Vacuums and analyzes the hot tables that grew (or changed) as much as their statistics
-/// know; returns their names.
-pub(crate) async fn vacuum_grown(pool: &PgPool) -> Result<Vec<String>, sqlx::Error> {
-    let grown: Vec<String> = sqlx::query_scalar(
-        "SELECT s.relname::text FROM pg_stat_user_tables s JOIN pg_class c ON c.oid = s.relid \
-         WHERE s.schemaname = current_schema() AND s.relname = ANY($1) \
-         AND s.n_mod_since_analyze >= greatest($2, c.reltuples::bigint)",
+/// know, and `records` and `match_keys` when they changed [`MIN_CHANGES`] times while their
+/// statistics of `object` lack one of `objects` (objects written, with records in both tables
+/// or, for `match_keys`, with match keys), at most [`MISSING_OBJECT_TRIES`] times per table and
+/// object (counted in `tries`); returns the tables' names.
+pub(crate) async fn vacuum_grown(
+    pool: &PgPool,
+    objects: &[String],
+    tries: &mut HashMap<(String, String), u32>,
+) -> Result<Vec<String>, sqlx::Error> {
+    let due: Vec<(String, Option<String>)> = sqlx::query_as(
+        "WITH changed AS (SELECT s.relname::text AS relname, s.schemaname, s.n_mod_since_analyze AS n, \
+             c.reltuples::bigint AS tuples FROM pg_stat_user_tables s JOIN pg_class c ON c.oid = s.relid \
+             WHERE s.schemaname = current_schema() AND s.relname = ANY($1) AND s.n_mod_since_analyze >= $2), \
+         present(relname, object) AS (SELECT 'records', o FROM unnest($3::text[]) AS o \
+             UNION ALL SELECT 'match_keys', m.object FROM match_key_stamps m WHERE m.object = ANY($3)) \
+         SELECT relname, NULL::text FROM changed WHERE n >= tuples \
+         UNION ALL \
+         SELECT ch.relname, p.object FROM changed ch JOIN present p ON p.relname = ch.relname \
+         WHERE ch.n < ch.tuples AND NOT EXISTS (SELECT 1 FROM pg_stats t WHERE t.schemaname = ch.schemaname \
+             AND t.tablename = ch.relname AND t.attname = 'object' \
+             AND (p.object = ANY(t.most_common_vals::text::text[]) OR p.object = ANY(t.histogram_bounds::text::text[])))",
     )
     .bind(HOT_TABLES.as_slice())
     .bind(MIN_CHANGES)
+    .bind(objects)
     .fetch_all(pool)
     .await?;
+    let mut grown: Vec<String> = Vec::new();
+    for (table, missing) in due {
+        if let Some(object) = missing {
+            let tried = tries.entry((table.clone(), object)).or_insert(0);
+            if *tried >= MISSING_OBJECT_TRIES {
+                continue;
+            }
+            *tried += 1;
+        }
+        if !grown.contains(&table) {
+            grown.push(table);
+        }
+    }
     for table in &grown {
         // Only names from HOT_TABLES reach this statement.
         if HOT_TABLES.contains(&table.as_str()) {

@@ -209,6 +209,18 @@ async fn writer_loop(options: PgConnectOptions, mut rx: mpsc::Receiver<Job>, sta
                 Err(_) => break,
             }
         }
+        // The objects this group writes records of (see `StatsKeeper::written`).
+        let objects: Vec<String> = jobs
+            .iter()
+            .filter_map(|j| match &j.op {
+                Op::Write(batch) => Some(batch.records.iter().map(|w| w.record.object.as_str())),
+                Op::Audit(_) => None,
+            })
+            .flatten()
+            .collect::<std::collections::BTreeSet<&str>>()
+            .into_iter()
+            .map(str::to_owned)
+            .collect();
         let mut c = match conn.take() {
             Some(c) => c,
             None => match PgConnection::connect_with(&options).await {
@@ -227,7 +239,7 @@ async fn writer_loop(options: PgConnectOptions, mut rx: mpsc::Receiver<Job>, sta
                     Ok(new_head) => {
                         head = Some(new_head);
                         conn = Some(c);
-                        stats.written();
+                        stats.written(&[]);
                         continue;
                     }
                     Err(jobs) => jobs,
@@ -237,7 +249,7 @@ async fn writer_loop(options: PgConnectOptions, mut rx: mpsc::Receiver<Job>, sta
         };
         // A connection that failed outside a job is dropped and replaced on the next group.
         let (usable, committed_head) = run_group(&mut c, jobs).await;
-        stats.written();
+        stats.written(&objects);
         head = committed_head;
         if usable {
             conn = Some(c);
