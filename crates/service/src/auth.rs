@@ -18,6 +18,12 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 use uuid::Uuid;
 
+/// The id by which a session or token is shown (`GET /auth/sessions`) and named in audit
+/// events: the first 12 hex digits of its hash, never the token itself.
+pub(crate) fn public_session_id(token_hash: &str) -> String {
+    token_hash.chars().take(12).collect()
+}
+
 /// Built-in roles (PRODUCT.md S3).
 pub const ROLES: &[&str] = &["sales_rep", "sales_manager", "data_steward", "auditor", "admin"];
 
@@ -320,7 +326,7 @@ impl Service {
         let mut audit = self.audit_draft(ctx, "auth.login");
         audit.actor_id = Some(user.id);
         audit.actor_role = Some(user.role.clone());
-        audit.session_id = session.token_hash.get(..12).map(str::to_owned);
+        audit.session_id = Some(public_session_id(&session.token_hash));
         audit
     }
 
@@ -508,12 +514,14 @@ impl Service {
             name: Some(name.to_owned()),
             step_up_until: None,
         };
+        let id = public_session_id(&hash);
         let mut audit = self.audit_draft(ctx, "auth.token_create");
-        audit.details = json!({ "token_id": &hash[..12], "name": name, "scope": scope, "expires_at": crate::micros_to_rfc3339(expires_at) });
+        audit.details =
+            json!({ "token_id": id, "name": name, "scope": scope, "expires_at": crate::micros_to_rfc3339(expires_at) });
         self.store.create_session(row, audit).await?;
         Ok(NewApiToken {
             token,
-            id: hash[..12].to_owned(),
+            id,
             name: name.to_owned(),
             scope: scope.to_owned(),
             expires_at: crate::micros_to_rfc3339(expires_at),

@@ -239,7 +239,7 @@ impl Service {
         if let Some(actor) = &ctx.actor {
             d.actor_id = Some(actor.user_id);
             d.actor_role = Some(actor.role.clone());
-            let id = actor.session_hash.get(..12).map(str::to_owned);
+            let id = Some(crate::auth::public_session_id(&actor.session_hash));
             if actor.api_token { d.token_id = id } else { d.session_id = id }
         }
         d.request_id = ctx.request_id.clone();

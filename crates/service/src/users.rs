@@ -312,13 +312,13 @@ impl Service {
     /// The caller's own sessions and tokens.
     pub async fn my_sessions(&self, ctx: &RequestContext) -> ServiceResult<Vec<SessionView>> {
         let actor = ctx.actor.as_ref().ok_or_else(|| ServiceError::new(ErrorCode::Unauthenticated))?;
-        let sessions = self.store.list_user_sessions(actor.user_id).await?;
-        let ids: Vec<String> = sessions.iter().map(|s| s.token_hash.chars().take(12).collect()).collect();
-        self.audit_read_event(ctx, "auth.sessions_list", None, None, json!({ "ids": ids })).await?;
-        Ok(sessions
+        let sessions: Vec<SessionView> = self
+            .store
+            .list_user_sessions(actor.user_id)
+            .await?
             .into_iter()
             .map(|s| SessionView {
-                id: s.token_hash.chars().take(12).collect(),
+                id: crate::auth::public_session_id(&s.token_hash),
                 created_at: crate::micros_to_rfc3339(s.created_at),
                 last_seen_at: crate::micros_to_rfc3339(s.last_seen_at),
                 expires_at: crate::micros_to_rfc3339(s.expires_at),
@@ -329,7 +329,10 @@ impl Service {
                 scope: s.scope,
                 name: s.name,
             })
-            .collect())
+            .collect();
+        let ids: Vec<&str> = sessions.iter().map(|s| s.id.as_str()).collect();
+        self.audit_read_event(ctx, "auth.sessions_list", None, None, json!({ "ids": ids })).await?;
+        Ok(sessions)
     }
 
     /// "End all my sessions" (including the current one).
