@@ -126,3 +126,52 @@ async fn upgrade_queues_scans_left_running() {
     assert_eq!((job.kind.as_str(), job.object.as_str()), ("duplicate_scan", "contacts"));
     assert!(cases::pending_jobs(&upgraded).await.is_empty(), "only the running scan is queued");
 }
+
+/// Commits do not copy the WAL into the database file (automatic checkpoints are off); the
+/// writer does, after the group that left 1000 pages to copy, and once more when the store
+/// closes. Seen from outside: a copy of the database file without its WAL holds the records.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_writer_copies_the_wal_into_the_database_file() {
+    use custodian_store_tests::cases;
+    let (store, dir) = custodian_store_tests::sqlite_test_store().await;
+    let store: std::sync::Arc<dyn Store> = std::sync::Arc::new(store);
+    // About 1500 pages of 4 KiB.
+    let long = "长".repeat(2000);
+    for i in 0..1000 {
+        cases::create(&store, serde_json::json!({ "name": format!("张三{i}"), "note": long })).await;
+    }
+    // What the last groups left (fewer than 1000 pages) may wait for more writes.
+    assert!(records_in_database_file(&dir).await > 0, "copied while the store is open");
+    // Below 1000 pages: copied when the store closes.
+    for i in 0..5 {
+        cases::create(&store, serde_json::json!({ "name": format!("李四{i}") })).await;
+    }
+    drop(store);
+    assert_eq!(records_in_database_file(&dir).await, 1005, "copied when the store closed");
+}
+
+/// The records in a copy of the database file taken without its WAL, once their count stops
+/// changing for a second (or after 10 s).
+async fn records_in_database_file(dir: &custodian_store_tests::TestDir) -> i64 {
+    let copy = dir.path().join("copy.db");
+    let (mut last, mut same) = (-1, 0);
+    for _ in 0..100 {
+        std::fs::copy(dir.database_file(), &copy).unwrap();
+        let url = format!("sqlite://{}", copy.display());
+        let mut count = -1;
+        // A copy taken while a checkpoint writes may be torn: look again.
+        if let Ok(mut conn) = sqlx::SqliteConnection::connect(&url).await {
+            count =
+                sqlx::query_scalar::<_, i64>("SELECT count(*) FROM records").fetch_one(&mut conn).await.unwrap_or(-1);
+            conn.close().await.unwrap();
+        }
+        let _ = std::fs::remove_file(&copy);
+        same = if count == last && count >= 0 { same + 1 } else { 0 };
+        if same == 10 {
+            break;
+        }
+        last = count;
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    last
+}
