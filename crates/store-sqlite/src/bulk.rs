@@ -91,9 +91,11 @@ pub(crate) struct Encoded {
     /// Strong keys the writes introduce (`RecordWrite::exclusive_keys`).
     exclusive: Vec<String>,
     search: Vec<String>,
-    /// Records whose match keys are replaced, and their new keys.
+    /// Records whose match keys are replaced, their new keys, and the objects with new keys
+    /// (each once, as JSON strings).
     keyed_ids: Vec<String>,
     match_keys: Vec<String>,
+    keyed_objects: Vec<String>,
     pub(crate) events: Vec<EncodedEvent>,
 }
 
@@ -147,6 +149,10 @@ impl Encoded {
         for set in &batch.match_keys {
             let id = set.record_id.to_string();
             e.keyed_ids.push(to_json(&id)?);
+            let object = to_json(&set.object)?;
+            if !set.keys.is_empty() && !e.keyed_objects.contains(&object) {
+                e.keyed_objects.push(object);
+            }
             for key in &set.keys {
                 e.match_keys.push(to_json(&MatchKeyRow {
                     object: &set.object,
@@ -300,14 +306,15 @@ pub(crate) async fn apply(
         array(parts.iter().map(|p| &p.keyed_ids)),
     )
     .await?;
-    // The keys of the whole group get one new stamp per object (see `MatchGuard`).
-    let match_keys = array(parts.iter().map(|p| &p.match_keys));
+    // The keys of the whole group get one new stamp per object (see `MatchGuard`). The objects
+    // travel apart: picking them out of the keys' rows read all of them a second time (5% of
+    // the time of a 1000-record batch).
     exec_json(
         conn,
         "INSERT INTO match_key_stamps (object, stamp) \
-         SELECT DISTINCT j.value ->> 'object', 1 FROM jsonb_each(?) AS j WHERE true \
+         SELECT DISTINCT value, 1 FROM json_each(?) WHERE true \
          ON CONFLICT (object) DO UPDATE SET stamp = stamp + 1",
-        match_keys.clone(),
+        array(parts.iter().map(|p| &p.keyed_objects)),
     )
     .await?;
     exec_json(
@@ -315,7 +322,7 @@ pub(crate) async fn apply(
         "INSERT OR IGNORE INTO match_keys (object, key, record_id, stamp) \
          SELECT j.value ->> 'object', unhex(j.value ->> 'key'), j.value ->> 'record_id', \
          (SELECT s.stamp FROM match_key_stamps s WHERE s.object = j.value ->> 'object') FROM jsonb_each(?) AS j",
-        match_keys,
+        array(parts.iter().map(|p| &p.match_keys)),
     )
     .await?;
     let events: Vec<&EncodedEvent> = parts.iter().flat_map(|p| p.events.iter()).collect();
