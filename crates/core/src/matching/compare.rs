@@ -208,10 +208,13 @@ pub fn compare(kind: FieldKind, a: &Prepared, b: &Prepared) -> u8 {
         (Detail::Company(x), Detail::Company(y)) => compare_companies(&a.exact, &b.exact, x, y),
         (Detail::Phone, Detail::Phone) => compare_phones(&a.exact, &b.exact),
         (Detail::Email(x), Detail::Email(y)) => {
-            let (local_a, domain_a) = a.exact.rsplit_once('@').unwrap_or((&a.exact, ""));
-            let (local_b, domain_b) = b.exact.rsplit_once('@').unwrap_or((&b.exact, ""));
-            let domain_typo = local_a == local_b && edit_distance_at_most(domain_a, domain_b, 1) <= 1;
-            if !x.user.is_empty() && x.user == y.user || domain_typo {
+            // One slip of the keyboard away (qq.comm, zhnagwei@): the same address mistyped,
+            // unless the slip is in the digits or the punctuation, which tell the addresses of
+            // namesakes apart (zhangwei1@ and zhangwei2@, ping.huang@ and pinghuang@).
+            let not_letters = |s: &str| s.chars().filter(|c| !c.is_alphabetic()).collect::<String>();
+            if edit_distance_at_most(&a.exact, &b.exact, 1) <= 1 && not_letters(&a.exact) == not_letters(&b.exact) {
+                3
+            } else if !x.user.is_empty() && x.user == y.user {
                 2
             } else if x.user.chars().count().min(y.user.chars().count()) >= 4
                 && (jaro_winkler(&x.user, &y.user) >= 0.9 || edit_distance_at_most(&x.user, &y.user, 1) <= 1)
@@ -596,7 +599,11 @@ mod tests {
         check(FieldKind::Phone, "02 9876 5432", "+61 2 9876 5432", "one_typo");
         check(FieldKind::Phone, "13812345678", "13998765432", "different");
         check(FieldKind::Email, "zhang.wei@qq.com", "zhangwei@163.com", "same_user");
-        check(FieldKind::Email, "zhangwei@qq.com", "zhangwei@qq.con", "same_user");
+        check(FieldKind::Email, "zhangwei@qq.com", "zhangwei@qq.con", "one_typo");
+        check(FieldKind::Email, "zhangwei@qq.com", "zhnagwei@qq.com", "one_typo");
+        check(FieldKind::Email, "zhangwei1@qq.com", "zhangwei2@qq.com", "similar");
+        check(FieldKind::Email, "ping.huang@qq.com", "pinghuang@qq.com", "same_user");
+        check(FieldKind::Email, "zhangwei@163.com", "zhangwei@162.com", "same_user");
         check(FieldKind::Email, "dschmidt@qq.com", "dschmidt4@qq.com", "similar");
         check(FieldKind::Email, "zhangwei@qq.com", "lina@qq.com", "different");
         // Symmetric: a short user part is "different" whichever side it is on.
@@ -614,7 +621,8 @@ mod tests {
         check(FieldKind::IdNumber, "A1234567", "B7654321", "different");
         check(FieldKind::City, "杭州市", "杭州", "exact");
         check(FieldKind::City, "杭州", "Hangzhou", "same_sound");
-        check(FieldKind::City, "浙江杭州", "杭州", "similar");
+        check(FieldKind::City, "浙江杭州", "杭州", "exact");
+        check(FieldKind::City, "杭州西湖", "杭州", "similar");
         check(FieldKind::Exact, "A", "a", "different");
     }
 

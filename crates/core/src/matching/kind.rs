@@ -80,7 +80,7 @@ impl FieldKind {
             }
             FieldKind::CompanyName => &["different", "similar", "close", "exact"],
             FieldKind::Phone => &["different", "partial", "one_typo", "exact"],
-            FieldKind::Email => &["different", "similar", "same_user", "exact"],
+            FieldKind::Email => &["different", "similar", "same_user", "one_typo", "exact"],
             FieldKind::Date => &["different", "within_a_year", "one_typo", "day_month_swapped", "exact"],
             FieldKind::Address | FieldKind::Text => &["different", "similar", "close", "exact"],
             FieldKind::Postcode => &["different", "same_area", "one_typo", "exact"],

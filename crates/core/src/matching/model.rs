@@ -324,13 +324,15 @@ impl Model {
             let same_sound = || same_sound(value_at(a, k), value_at(b, k));
             let mut weight = field.weight_of(level, stats_a(k), stats_b(k), same_sound);
             // E-mail users made from the name agree whenever the names do (namesakes share
-            // zhangwei@…): short of the same address, that agreement adds nothing.
+            // zhangwei@…, and liuyi@ is one letter from liuyu@): short of the same address, or
+            // that address with its domain mistyped, that agreement adds nothing.
             if field.kind == FieldKind::Email
                 && usize::from(level) + 1 < field.m.len()
                 && let (Some(Detail::Email(p)), Some(Detail::Email(q))) =
                     (value_at(a, k).map(|v| &v.detail), value_at(b, k).map(|v| &v.detail))
                 && p.name_like
                 && q.name_like
+                && !(field.kind.levels().get(usize::from(level)) == Some(&"one_typo") && p.user == q.user)
             {
                 weight = weight.min(0.0);
             }

@@ -683,26 +683,138 @@ fn prepare_id(text: &str) -> Option<Prepared> {
 /// Administrative suffixes of Chinese place names: 杭州市 = 杭州, 浙江省 = 浙江.
 const PLACE_SUFFIXES: &[&str] = &["特别行政区", "自治区", "自治州", "地区", "新区", "市", "省", "区", "县", "镇", "乡"];
 
+/// Provinces and autonomous regions, as written before a city in them (浙江省杭州市, 广东深圳):
+/// the city is the place, so 浙江省杭州市 = 杭州 = Hangzhou. Longer forms first. The
+/// municipalities (北京, 上海, 天津, 重庆) are not here: what follows them is a district.
+const PROVINCE_PREFIXES: &[&str] = &[
+    "广西壮族自治区",
+    "新疆维吾尔自治区",
+    "宁夏回族自治区",
+    "内蒙古自治区",
+    "西藏自治区",
+    "黑龙江省",
+    "黑龙江",
+    "内蒙古",
+    "河北省",
+    "山西省",
+    "辽宁省",
+    "吉林省",
+    "江苏省",
+    "浙江省",
+    "安徽省",
+    "福建省",
+    "江西省",
+    "山东省",
+    "河南省",
+    "湖北省",
+    "湖南省",
+    "广东省",
+    "海南省",
+    "四川省",
+    "贵州省",
+    "云南省",
+    "陕西省",
+    "甘肃省",
+    "青海省",
+    "台湾省",
+    "河北",
+    "山西",
+    "辽宁",
+    "吉林",
+    "江苏",
+    "浙江",
+    "安徽",
+    "福建",
+    "江西",
+    "山东",
+    "河南",
+    "湖北",
+    "湖南",
+    "广东",
+    "海南",
+    "四川",
+    "贵州",
+    "云南",
+    "陕西",
+    "甘肃",
+    "青海",
+    "台湾",
+    "广西",
+    "新疆",
+    "宁夏",
+    "西藏",
+];
+
+/// The same provinces in pinyin (and English), as words beside a city's (Zhejiang Hangzhou,
+/// Hangzhou, Zhejiang).
+const PROVINCE_WORDS: &[&str] = &[
+    "hebei",
+    "shanxi",
+    "shaanxi",
+    "liaoning",
+    "jilin",
+    "heilongjiang",
+    "jiangsu",
+    "zhejiang",
+    "anhui",
+    "fujian",
+    "jiangxi",
+    "shandong",
+    "henan",
+    "hubei",
+    "hunan",
+    "guangdong",
+    "hainan",
+    "sichuan",
+    "guizhou",
+    "yunnan",
+    "gansu",
+    "qinghai",
+    "taiwan",
+    "guangxi",
+    "neimenggu",
+    "ningxia",
+    "xinjiang",
+    "xizang",
+    "tibet",
+];
+
 fn prepare_city(text: &str) -> Option<Prepared> {
     let folded = fold_text(text);
     let compact: String = folded.chars().filter(|c| c.is_alphanumeric()).collect();
     let han_only = compact.chars().all(is_han);
     let exact = if han_only {
-        // Suffixes come off until none does (杭江区区 → 杭江), so that the exact form is its own
-        // exact form.
+        // Suffixes and a leading province come off until none does (杭江区区 → 杭江,
+        // 浙江浙江杭州 → 杭州), so that the exact form is its own exact form; what is left
+        // keeps at least two characters (吉林省吉林市 → 吉林, 河北区 → 河北).
         let mut name = compact.clone();
-        while let Some(stem) =
-            PLACE_SUFFIXES.iter().find_map(|suffix| name.strip_suffix(suffix).filter(|stem| stem.chars().count() >= 2))
-        {
-            name = stem.to_owned();
+        loop {
+            let before = name.clone();
+            while let Some(stem) = PLACE_SUFFIXES
+                .iter()
+                .find_map(|suffix| name.strip_suffix(suffix).filter(|stem| stem.chars().count() >= 2))
+            {
+                name = stem.to_owned();
+            }
+            if let Some(city) = PROVINCE_PREFIXES
+                .iter()
+                .find_map(|province| name.strip_prefix(province).filter(|rest| rest.chars().count() >= 2))
+            {
+                name = city.to_owned();
+            }
+            if name == before {
+                break name;
+            }
         }
-        name
     } else {
-        let words: Vec<String> = folded
+        let mut words: Vec<String> = folded
             .split(|c: char| !c.is_alphanumeric())
             .map(fold_latin)
-            .filter(|w| !w.is_empty() && w != "city" && w != "district")
+            .filter(|w| !w.is_empty() && !matches!(w.as_str(), "city" | "district" | "province"))
             .collect();
+        if words.iter().any(|w| !PROVINCE_WORDS.contains(&w.as_str())) {
+            words.retain(|w| !PROVINCE_WORDS.contains(&w.as_str()));
+        }
         words.concat()
     };
     if exact.is_empty() {
@@ -815,6 +927,16 @@ mod tests {
         assert_eq!(city("杭州市").exact, city("杭州").exact);
         // Every suffix comes off, so the exact form is its own (found by the property test).
         assert_eq!(&*city("杭江区区").exact, "杭江");
+        // The province before a city does not count; a municipality's district does.
+        for same in ["浙江省杭州市", "浙江杭州", "Hangzhou, Zhejiang", "Zhejiang Province Hangzhou City"] {
+            assert_eq!(city(same).sound, city("杭州").sound, "{same}");
+        }
+        assert_eq!(&*city("广西壮族自治区南宁市").exact, "南宁");
+        assert_eq!(&*city("吉林省吉林市").exact, "吉林");
+        assert_eq!(&*city("河北区").exact, "河北");
+        assert_eq!(&*city("浙江省").exact, "浙江");
+        assert_eq!(&*city("上海市浦东新区").exact, "上海市浦东");
+        assert_eq!(&*city("Jilin").exact, "jilin");
         let (hangzhou, pinyin) = (city("杭州"), city("Hangzhou"));
         assert!(matches!((&hangzhou.detail, &pinyin.detail), (Detail::City, Detail::City)));
         assert_eq!(hangzhou.sound, pinyin.sound);
