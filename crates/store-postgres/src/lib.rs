@@ -187,6 +187,20 @@ impl PostgresStore {
         &self.pool
     }
 
+    /// PostgreSQL's plan of the statement that lists one page for `query` (`EXPLAIN`, one line
+    /// per row), for diagnosing a slow list and for tests of the plans that must not regress.
+    pub async fn explain_list(&self, query: &ListQuery) -> StoreResult<String> {
+        let ListStatement { text, parts, .. } = list_statement(query)?;
+        let rows = sql::bind_all(sqlx::query(AssertSqlSafe(format!("EXPLAIN {text}"))), parts.into_binds())
+            .persistent(false)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(map_sqlx)?;
+        let lines: Vec<String> =
+            rows.iter().map(|r| r.try_get::<String, _>(0)).collect::<Result<_, _>>().map_err(map_sqlx)?;
+        Ok(lines.join("\n"))
+    }
+
     /// Closes every connection of the pool.
     pub async fn close(&self) {
         self.pool.close().await;
@@ -436,6 +450,35 @@ fn fields_of(row: &PgRow) -> StoreResult<Map<String, Value>> {
     }
 }
 
+/// The statement listing one page for a query.
+struct ListStatement {
+    text: String,
+    parts: QueryParts,
+    sort: sql::SortExpr,
+    limit: u32,
+}
+
+fn list_statement(query: &ListQuery) -> StoreResult<ListStatement> {
+    let mut parts = QueryParts::default();
+    let by_id = matches!(query.sort.column, custodian_store::Column::Id);
+    sql::push_list_conditions_ordered(&mut parts, query, by_id)?;
+    let sort = sql::sort_expr(&mut parts, &query.sort.column)?;
+    if let Some(after) = &query.after {
+        sql::push_keyset(&mut parts, &sort, query.sort.descending, after)?;
+    }
+    let dir = if query.sort.descending { "DESC" } else { "ASC" };
+    let limit = query.limit.clamp(1, 1000);
+    let limit_p = parts.bind(Bind::Int(i64::from(limit) + 1));
+    // By id: `r.object` leads the order (see `push_list_conditions_ordered`).
+    let order = if by_id { format!("r.object {dir}, r.id {dir}") } else { format!("{} {dir}, r.id {dir}", sort.expr) };
+    let text = format!(
+        "SELECT {RECORD_COLUMNS}, {select} AS sort_key FROM records r WHERE {where_sql} ORDER BY {order} LIMIT {limit_p}",
+        select = sort.select,
+        where_sql = parts.where_sql(),
+    );
+    Ok(ListStatement { text, parts, sort, limit })
+}
+
 fn record_from_row(row: &PgRow) -> StoreResult<StoredRecord> {
     Ok(StoredRecord {
         id: row.try_get("id").map_err(map_sqlx)?,
@@ -598,22 +641,7 @@ impl Store for PostgresStore {
     }
 
     async fn list_records(&self, query: &ListQuery) -> StoreResult<RecordPage> {
-        let mut parts = QueryParts::default();
-        sql::push_list_conditions(&mut parts, query)?;
-        let sort = sql::sort_expr(&mut parts, &query.sort.column)?;
-        if let Some(after) = &query.after {
-            sql::push_keyset(&mut parts, &sort, query.sort.descending, after)?;
-        }
-        let dir = if query.sort.descending { "DESC" } else { "ASC" };
-        let limit = query.limit.clamp(1, 1000);
-        let limit_p = parts.bind(Bind::Int(i64::from(limit) + 1));
-        let text = format!(
-            "SELECT {RECORD_COLUMNS}, {select} AS sort_key FROM records r WHERE {where_sql} \
-             ORDER BY {expr} {dir}, r.id {dir} LIMIT {limit_p}",
-            select = sort.select,
-            where_sql = parts.where_sql(),
-            expr = sort.expr,
-        );
+        let ListStatement { text, parts, sort, limit } = list_statement(query)?;
         // A full-text search is planned for its actual terms: a generic plan cannot tell a rare
         // name (a handful of hits: read the search index, then sort) from a common word (walk the
         // sort order and stop at the page), and took the walk, reading every record of the

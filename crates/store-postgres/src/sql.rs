@@ -403,12 +403,28 @@ fn tsquery_text(query: &ListQuery) -> StoreResult<String> {
 }
 
 pub fn push_list_conditions(parts: &mut QueryParts, query: &ListQuery) -> StoreResult<()> {
-    if custodian_store::is_identifier(&query.object) {
+    push_list_conditions_ordered(parts, query, false)
+}
+
+/// [`push_list_conditions`] of a list ordered by `r.object, r.id` when `by_id`: the object is
+/// then matched as `r.object = ANY('{…}')`, which the planner does not take for a constant, so
+/// that the order keeps both keys and only the (object, id) index gives it. With
+/// `r.object = '…'` the order is `r.id` alone, and the planner walks the primary key, assuming
+/// the object's rows spread evenly over the ids; v7 ids follow the order of loading, and the
+/// first page of contacts read past the 150k companies loaded before them (100 ms at 1M
+/// records, against 0.2 ms through (object, id)). Partial indexes on `object = '…'` still apply:
+/// a constant array is proved to imply their predicate.
+pub fn push_list_conditions_ordered(parts: &mut QueryParts, query: &ListQuery, by_id: bool) -> StoreResult<()> {
+    let object = if custodian_store::is_identifier(&query.object) {
         // A literal lets the planner use the per-object partial field indexes.
-        parts.push_where(format!("r.object = '{}'", query.object));
+        format!("'{}'", query.object)
     } else {
-        let o = parts.bind(Bind::Text(query.object.clone()));
-        parts.push_where(format!("r.object = {o}"));
+        parts.bind(Bind::Text(query.object.clone()))
+    };
+    if by_id {
+        parts.push_where(format!("r.object = ANY(ARRAY[{object}])"));
+    } else {
+        parts.push_where(format!("r.object = {object}"));
     }
     match query.deleted {
         DeletedFilter::Active => parts.push_where("r.deleted_at IS NULL"),
