@@ -177,6 +177,9 @@ enum UserCommand {
         /// Department of the user.
         #[arg(long)]
         department_id: Option<uuid::Uuid>,
+        /// The user's e-mail address: their change notifications are mailed there.
+        #[arg(long)]
+        email: Option<String>,
         /// Read the password from standard input (required: passwords never go on the command line).
         #[arg(long, required = true)]
         password_stdin: bool,
@@ -376,7 +379,7 @@ async fn run(command: Command) -> Result<()> {
         Command::Department { command } => admin::department(command).await,
         Command::Grant { command } => admin::grant(command).await,
         Command::User {
-            command: UserCommand::Create { store, username, role, team_id, department_id, password_stdin },
+            command: UserCommand::Create { store, username, role, team_id, department_id, email, password_stdin },
         } => {
             if !password_stdin {
                 bail!("pass --password-stdin and write the password to standard input");
@@ -386,7 +389,17 @@ async fn run(command: Command) -> Result<()> {
             let password = password.trim_end_matches(['\n', '\r']).to_owned();
             let service = open_service(&store, ServiceConfig::default()).await?;
             let user = service
-                .create_user(&RequestContext::cli(), &username, &password, &role, team_id, department_id)
+                .add_user(
+                    &RequestContext::cli(),
+                    custodian_service::NewUser {
+                        username: &username,
+                        password: &password,
+                        role: &role,
+                        team_id,
+                        department_id,
+                        email: email.as_deref(),
+                    },
+                )
                 .await
                 .map_err(|e| {
                     let details: Vec<String> =

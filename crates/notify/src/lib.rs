@@ -275,8 +275,19 @@ impl OutboxWorker {
             .subject(subject)
             .header(ContentType::TEXT_PLAIN)
             .message_id(Some(format!("<{}@custodian>", message.id)));
-        for recipient in to {
-            builder = builder.to(recipient.clone());
+        // A notification goes to its recipient's own address when they have one; everything
+        // else (alerts, notifications of users without an address) to the configured list.
+        let own = match message.payload.get("recipient_email").and_then(|v| v.as_str()) {
+            Some(address) => Some(address.parse::<Mailbox>().map_err(|e| format!("recipient address: {e}"))?),
+            None => None,
+        };
+        match own {
+            Some(recipient) => builder = builder.to(recipient),
+            None => {
+                for recipient in to {
+                    builder = builder.to(recipient.clone());
+                }
+            }
         }
         let email = builder.body(text).map_err(|e| e.to_string())?;
         transport.send(email).await.map(|_| ()).map_err(|e| format!("SMTP: {e}"))

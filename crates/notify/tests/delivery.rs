@@ -174,6 +174,36 @@ async fn alert_is_delivered_once_by_webhook_and_mail(store: Arc<dyn Store>) {
     assert!(outbox.iter().all(|m| m.delivered_at.is_some() && m.attempts == 1 && m.last_error.is_none()));
 }
 
+/// A notification is mailed to its recipient's own address when the message names one, and to
+/// the configured list otherwise; an address that does not parse fails that delivery only.
+async fn notification_mail_goes_to_the_recipients_own_address(store: Arc<dyn Store>) {
+    let mails = Arc::new(Mutex::new(Vec::new()));
+    let smtp = smtp_listener(mails.clone()).await;
+    let message = |email: Value| {
+        let payload = json!({"type": "notification", "recipient_email": email, "notification": {"object": "deals"}});
+        OutboxRow::new("email", "notification", payload, now_micros())
+    };
+    let (own, none, broken) =
+        (message(json!("rep@example.cn")), message(Value::Null), message(json!("not an address")));
+    store
+        .write(WriteBatch { outbox: vec![own.clone(), none.clone(), broken.clone()], ..Default::default() })
+        .await
+        .unwrap();
+    let worker = OutboxWorker::new(store.clone(), config("server-a", "http://127.0.0.1:9/hook", Some(smtp))).unwrap();
+    assert_eq!(worker.deliver_due().await.unwrap(), 2);
+    let mails = mails.lock().unwrap().clone();
+    assert_eq!(mails.len(), 2, "{mails:?}");
+    let to = |mail: &str| mail.lines().find(|l| l.starts_with("To: ")).unwrap_or_default().to_owned();
+    let mut recipients: Vec<String> = mails.iter().map(|m| to(m)).collect();
+    recipients.sort();
+    assert_eq!(recipients, ["To: rep@example.cn", "To: security@example.com"]);
+    assert!(mails.iter().all(|m| m.contains("Subject: [Custodian] deals changed: please sign off")));
+    let outbox = store.list_outbox(10).await.unwrap();
+    let row = outbox.iter().find(|m| m.id == broken.id).unwrap();
+    assert!(row.delivered_at.is_none() && row.last_error.as_deref().unwrap().contains("recipient address"));
+    assert!(outbox.iter().filter(|m| m.id != broken.id).all(|m| m.delivered_at.is_some()));
+}
+
 async fn failing_webhook_is_retried_with_backoff(store: Arc<dyn Store>) {
     let received = Received::default();
     *received.refuse_first.lock().unwrap() = 1;
@@ -255,6 +285,7 @@ macro_rules! both {
 
 both!(
     alert_is_delivered_once_by_webhook_and_mail,
+    notification_mail_goes_to_the_recipients_own_address,
     failing_webhook_is_retried_with_backoff,
     unreachable_webhook_gives_up_after_max_attempts
 );

@@ -333,6 +333,18 @@ both_backends!(change_notifications_reach_owner_and_manager, |app: TestApp| asyn
     let deal = as_user(&app, &rep, Method::POST, "/api/v1/deals", Some(json!({"fields": {"name": "大单", "company_id": company.body["id"], "stage": "proposal", "amount": {"amount": "1000"}}}))).await;
     assert_eq!(deal.status, StatusCode::CREATED, "{}", deal.body);
     let deal_id = deal.body["id"].as_str().unwrap().to_owned();
+    // The rep has an e-mail address (normalised; a bad one is refused), the manager none.
+    let bad = app.call(Method::PATCH, &format!("/api/v1/users/{rep_id}"), Some(json!({"email": "rep@"}))).await;
+    assert_eq!(bad.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", bad.body);
+    assert_eq!(bad.body["error"]["details"][0]["field"], "email", "{}", bad.body);
+    let r =
+        app.call(Method::PATCH, &format!("/api/v1/users/{rep_id}"), Some(json!({"email": " Rep@Example.CN "}))).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert_eq!(r.body["email"], "rep@example.cn");
+    let changed = app.get("/api/v1/audit/events?action=user.update").await.body;
+    let changed = changed["items"].as_array().unwrap().last().unwrap().clone();
+    assert_eq!(changed["details"]["email"], json!({"changed": true, "set": true}));
+    assert!(!changed.to_string().contains("example.cn"), "the audit log holds no address: {changed}");
     // A change of something unwatched notifies nobody.
     let r =
         app.call(Method::PATCH, &format!("/api/v1/deals/{deal_id}"), Some(json!({"fields": {"name": "大单 2"}}))).await;
@@ -364,6 +376,12 @@ both_backends!(change_notifications_reach_owner_and_manager, |app: TestApp| asyn
     let recipients: BTreeSet<String> =
         outbox.iter().map(|m| m.payload["recipient"].as_str().unwrap().to_owned()).collect();
     assert_eq!(recipients, [rep_id.clone(), manager_id.clone()].into_iter().collect());
+    // The e-mail channel knows where each recipient's mail goes: the rep's own address; the
+    // manager's to the configured list (no address of their own).
+    for m in &outbox {
+        let expected = if m.payload["recipient"] == rep_id.as_str() { json!("rep@example.cn") } else { Value::Null };
+        assert_eq!(m.payload["recipient_email"], expected, "{}", m.payload);
+    }
     // Sign-off: only the recipient; audited with the record.
     let nid = items[0]["id"].as_str().unwrap().to_owned();
     let r = as_user(&app, &manager, Method::POST, &format!("/api/v1/notifications/{nid}/ack"), None).await;

@@ -18,6 +18,24 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 use uuid::Uuid;
 
+/// A user to create (see [`Service::add_user`]).
+#[derive(Debug, Clone, Copy)]
+pub struct NewUser<'a> {
+    pub username: &'a str,
+    pub password: &'a str,
+    pub role: &'a str,
+    pub team_id: Option<Uuid>,
+    pub department_id: Option<Uuid>,
+    /// Where the user's change notifications are mailed.
+    pub email: Option<&'a str>,
+}
+
+/// A user's e-mail address, normalised, or the field error saying why it is not one.
+pub(crate) fn user_email(raw: &str) -> Result<String, FieldError> {
+    custodian_core::normalize::normalize_email(raw)
+        .map_err(|e| FieldError::new("email", "invalid_email", e.message_en, e.message_zh))
+}
+
 /// The id by which a session or token is shown (`GET /auth/sessions`) and named in audit
 /// events: the first 12 hex digits of its hash, never the token itself.
 pub(crate) fn public_session_id(token_hash: &str) -> String {
@@ -196,7 +214,8 @@ impl Service {
         Ok(())
     }
 
-    /// Creates a user (CLI `user create`, first-start bootstrap, admin API).
+    /// Creates a user (CLI `user create`, first-start bootstrap, admin API) without an e-mail
+    /// address.
     pub async fn create_user(
         &self,
         ctx: &RequestContext,
@@ -206,9 +225,22 @@ impl Service {
         team_id: Option<Uuid>,
         department_id: Option<Uuid>,
     ) -> ServiceResult<UserRow> {
+        self.add_user(ctx, NewUser { username, password, role, team_id, department_id, email: None }).await
+    }
+
+    /// Creates a user.
+    pub async fn add_user(&self, ctx: &RequestContext, new: NewUser<'_>) -> ServiceResult<UserRow> {
+        let NewUser { username, password, role, team_id, department_id, email } = new;
         self.admin_or_refuse(ctx, "user.create").await?;
         let username = username.trim();
         let mut errors = Vec::new();
+        let email = match email.map(user_email).transpose() {
+            Ok(email) => email,
+            Err(e) => {
+                errors.push(e);
+                None
+            }
+        };
         if username.is_empty()
             || username.chars().count() > 64
             || !username.chars().all(|c| c.is_alphanumeric() || matches!(c, '_' | '-' | '.' | '@'))
@@ -248,9 +280,11 @@ impl Service {
             team_id,
             status: "active".into(),
             created_at: now_micros(),
+            email,
         };
         let mut audit = self.audit_draft(ctx, "user.create");
-        audit.details = json!({ "user_id": user.id, "username": user.username, "role": user.role });
+        audit.details = json!({ "user_id": user.id, "username": user.username, "role": user.role,
+            "email": user.email.is_some() });
         self.store.create_user(user.clone(), audit).await.map_err(|e| match e {
             custodian_store::StoreError::AlreadyExists(_) => ServiceError {
                 details: vec![FieldError::new("username", "taken", "This username is taken.", "该用户名已被使用。")],

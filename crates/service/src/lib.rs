@@ -32,7 +32,7 @@ mod view;
 pub use access::Operation;
 pub use alerts::{AlertPage, AlertRule, AlertView, METRICS, WorkingHours};
 pub use audit_query::{AuditEventView, AuditEvidence, AuditExport, AuditPage, AuditParams, MAX_AUDIT_PAGE};
-pub use auth::{Actor, LoginOutcome, LoginResult, NewApiToken, ROLES};
+pub use auth::{Actor, LoginOutcome, LoginResult, NewApiToken, NewUser, ROLES};
 pub use caches::CACHE_EPOCH_POLL;
 pub use clock::{Clock, ManualClock};
 pub use convert::{ConversionView, ConvertCompany, ConvertRequest};

@@ -1,5 +1,7 @@
 //! Change notifications (S13). Important changes — owner, deal stage and amount — notify the
-//! record's owner and the sales managers of the owner's team. The notifications and their
+//! record's owner and the sales managers of the owner's team, in the application and through the
+//! outbox (webhook; e-mail to the recipient's own address, or to the configured recipients for
+//! a user without one). The notifications and their
 //! outbox messages are part of the write's `WriteBatch`, so they commit with the change or not
 //! at all. Recipients read their own notifications and acknowledge them (签字确认), which is an
 //! audit event.
@@ -126,8 +128,11 @@ impl Service {
                     created_at: now,
                     acked_at: None,
                 };
-                let username = users.iter().find(|u| u.id == user_id).map(|u| u.username.clone());
-                let message = json!({ "type": "notification", "recipient": user_id, "recipient_username": username,
+                let recipient = users.iter().find(|u| u.id == user_id);
+                // The e-mail channel mails it to the recipient's own address when they have one.
+                let message = json!({ "type": "notification", "recipient": user_id,
+                    "recipient_username": recipient.map(|u| &u.username),
+                    "recipient_email": recipient.and_then(|u| u.email.as_ref()),
                     "notification": NotificationView::from(&row) });
                 outbox.extend(self.outbox_messages("notification", &message, now));
                 notifications.push(row);

@@ -20,6 +20,8 @@ pub struct UserView {
     pub team_id: Option<Uuid>,
     pub status: String,
     pub created_at: String,
+    /// Where the user's change notifications are mailed.
+    pub email: Option<String>,
 }
 
 impl From<&UserRow> for UserView {
@@ -33,6 +35,7 @@ impl From<&UserRow> for UserView {
             team_id: u.team_id,
             status: u.status.clone(),
             created_at: crate::micros_to_rfc3339(u.created_at),
+            email: u.email.clone(),
         }
     }
 }

@@ -20,6 +20,8 @@ pub struct UserChanges {
     pub team_id: Option<Option<Uuid>>,
     pub department_id: Option<Option<Uuid>>,
     pub display_name: Option<String>,
+    /// `Some(None)` removes the address.
+    pub email: Option<Option<String>>,
 }
 
 /// One line of an activity report.
@@ -70,7 +72,7 @@ impl Service {
         self.store.get_user(id).await?.ok_or_else(ServiceError::not_found)
     }
 
-    /// Changes role, team, department or display name. Nobody changes their own role (no
+    /// Changes role, team, department, display name or e-mail address. Nobody changes their own role (no
     /// self-escalation, also not by an admin); a role change needs a recent step-up.
     pub async fn update_user(&self, ctx: &RequestContext, id: Uuid, changes: &UserChanges) -> ServiceResult<UserRow> {
         let operation = if changes.role.is_some() { "user.role_change" } else { "user.update" };
@@ -134,12 +136,20 @@ impl Service {
             }
             user.display_name = n.to_owned();
         }
+        if let Some(email) = &changes.email {
+            user.email = match email.as_deref().map(crate::auth::user_email).transpose() {
+                Ok(email) => email,
+                Err(e) => return Err(ServiceError::validation(vec![e])),
+            };
+        }
         let mut audit = self.audit_draft(ctx, "user.update");
         audit.details = json!({
             "user_id": id,
             "role": {"old": before.role, "new": user.role},
             "team_id": {"old": before.team_id, "new": user.team_id},
             "department_id": {"old": before.department_id, "new": user.department_id},
+            // Whether the address changed, not the address: the log holds no contact data.
+            "email": {"changed": before.email != user.email, "set": user.email.is_some()},
         });
         // A role change ends the user's sessions so the new permissions apply at once.
         let revoke = before.role != user.role;

@@ -528,6 +528,7 @@ fn user_from_columns(row: &PgRow, prefix: &str) -> StoreResult<UserRow> {
         team_id: row.try_get(col("team_id").as_str()).map_err(map_sqlx)?,
         status: row.try_get(col("status").as_str()).map_err(map_sqlx)?,
         created_at: row.try_get(col("created_at").as_str()).map_err(map_sqlx)?,
+        email: row.try_get(col("email").as_str()).map_err(map_sqlx)?,
     })
 }
 
@@ -880,8 +881,8 @@ impl Store for PostgresStore {
         let mut tx = self.begin().await?;
         access::lock_assigned_role(&mut tx, &user.role).await?;
         let res = sqlx::query(
-            "INSERT INTO users (id, username, display_name, password_hash, role, department_id, team_id, status, created_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT DO NOTHING",
+            "INSERT INTO users (id, username, display_name, password_hash, role, department_id, team_id, status, created_at, email) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT DO NOTHING",
         )
         .bind(user.id)
         .bind(&user.username)
@@ -892,6 +893,7 @@ impl Store for PostgresStore {
         .bind(user.team_id)
         .bind(&user.status)
         .bind(user.created_at)
+        .bind(&user.email)
         .execute(&mut *tx)
         .await
         .map_err(map_sqlx)?;
@@ -1067,7 +1069,7 @@ impl Store for PostgresStore {
 
     async fn get_session_user(&self, token_hash: &str) -> StoreResult<Option<(SessionRow, UserRow)>> {
         let row = sqlx::query(
-            "SELECT s.*, u.id AS u_id, u.username AS u_username, u.display_name AS u_display_name, u.password_hash AS u_password_hash, u.role AS u_role, u.department_id AS u_department_id, u.team_id AS u_team_id, u.status AS u_status, u.created_at AS u_created_at \
+            "SELECT s.*, u.id AS u_id, u.username AS u_username, u.display_name AS u_display_name, u.password_hash AS u_password_hash, u.role AS u_role, u.department_id AS u_department_id, u.team_id AS u_team_id, u.status AS u_status, u.created_at AS u_created_at, u.email AS u_email \
              FROM sessions s JOIN users u ON u.id = s.user_id WHERE s.token_hash = $1",
         )
         .bind(token_hash)
@@ -1112,7 +1114,8 @@ impl Store for PostgresStore {
         let mut tx = self.begin().await?;
         access::lock_assigned_role(&mut tx, &user.role).await?;
         let r = sqlx::query(
-            "UPDATE users SET display_name = $2, role = $3, department_id = $4, team_id = $5, status = $6 WHERE id = $1",
+            "UPDATE users SET display_name = $2, role = $3, department_id = $4, team_id = $5, status = $6, email = $7 \
+             WHERE id = $1",
         )
         .bind(user.id)
         .bind(&user.display_name)
@@ -1120,6 +1123,7 @@ impl Store for PostgresStore {
         .bind(user.department_id)
         .bind(user.team_id)
         .bind(&user.status)
+        .bind(&user.email)
         .execute(&mut *tx)
         .await
         .map_err(map_sqlx)?;

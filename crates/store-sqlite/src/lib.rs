@@ -607,8 +607,8 @@ async fn apply_op(conn: &mut SqliteConnection, op: Op, head: &mut ChainHead) -> 
         Op::CreateUser(u, audit) => {
             access::check_assigned_role(conn, &u.role).await?;
             let r = sqlx::query(
-                "INSERT INTO users (id, username, display_name, password_hash, role, department_id, team_id, status, created_at) \
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "INSERT INTO users (id, username, display_name, password_hash, role, department_id, team_id, status, created_at, email) \
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             )
             .bind(u.id.to_string())
             .bind(&u.username)
@@ -619,6 +619,7 @@ async fn apply_op(conn: &mut SqliteConnection, op: Op, head: &mut ChainHead) -> 
             .bind(opt_uuid(u.team_id))
             .bind(&u.status)
             .bind(u.created_at)
+            .bind(&u.email)
             .execute(&mut *conn)
             .await;
             match r {
@@ -742,13 +743,15 @@ async fn apply_op(conn: &mut SqliteConnection, op: Op, head: &mut ChainHead) -> 
         Op::UpdateUser(u, revoke, audit) => {
             access::check_assigned_role(conn, &u.role).await?;
             let r = sqlx::query(
-                "UPDATE users SET display_name = ?, role = ?, department_id = ?, team_id = ?, status = ? WHERE id = ?",
+                "UPDATE users SET display_name = ?, role = ?, department_id = ?, team_id = ?, status = ?, email = ? \
+                 WHERE id = ?",
             )
             .bind(&u.display_name)
             .bind(&u.role)
             .bind(opt_uuid(u.department_id))
             .bind(opt_uuid(u.team_id))
             .bind(&u.status)
+            .bind(&u.email)
             .bind(u.id.to_string())
             .execute(&mut *conn)
             .await
@@ -1042,6 +1045,7 @@ fn user_from_columns(row: &SqliteRow, prefix: &str) -> StoreResult<UserRow> {
         team_id: parse_uuid(row.try_get(col("team_id").as_str()).map_err(map_sqlx)?)?,
         status: row.try_get(col("status").as_str()).map_err(map_sqlx)?,
         created_at: row.try_get(col("created_at").as_str()).map_err(map_sqlx)?,
+        email: row.try_get(col("email").as_str()).map_err(map_sqlx)?,
     })
 }
 
@@ -1457,7 +1461,7 @@ impl Store for SqliteStore {
 
     async fn get_session_user(&self, token_hash: &str) -> StoreResult<Option<(SessionRow, UserRow)>> {
         let row = sqlx::query(
-            "SELECT s.*, u.id AS u_id, u.username AS u_username, u.display_name AS u_display_name, u.password_hash AS u_password_hash, u.role AS u_role, u.department_id AS u_department_id, u.team_id AS u_team_id, u.status AS u_status, u.created_at AS u_created_at \
+            "SELECT s.*, u.id AS u_id, u.username AS u_username, u.display_name AS u_display_name, u.password_hash AS u_password_hash, u.role AS u_role, u.department_id AS u_department_id, u.team_id AS u_team_id, u.status AS u_status, u.created_at AS u_created_at, u.email AS u_email \
              FROM sessions s JOIN users u ON u.id = s.user_id WHERE s.token_hash = ?",
         )
         .bind(token_hash)

@@ -53,6 +53,7 @@ pub async fn roles_round_trip_and_held_roles_are_not_deleted(store: DynStore) {
         team_id: None,
         status: "active".into(),
         created_at: now_micros(),
+        email: None,
     };
     store.create_user(holder.clone(), AuditDraft::new("user.create")).await.expect("user");
     let before = store.audit_max_seq().await.expect("seq");
@@ -96,6 +97,7 @@ pub async fn a_role_is_never_deleted_while_being_assigned(store: DynStore) {
         team_id: None,
         status: "active".into(),
         created_at: now_micros(),
+        email: None,
     };
     store.create_user(user.clone(), AuditDraft::new("user.create")).await.expect("user");
     let (mut assigned, mut deleted) = (0, 0);

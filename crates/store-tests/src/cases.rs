@@ -220,6 +220,7 @@ pub fn user(name: &str) -> UserRow {
         team_id: None,
         status: "active".to_owned(),
         created_at: now_micros(),
+        email: None,
     }
 }
 
@@ -1730,6 +1731,7 @@ pub async fn users_round_trip(store: DynStore) {
     let mut zhang = user("zhangsan");
     zhang.department_id = Some(Uuid::now_v7());
     zhang.team_id = Some(Uuid::now_v7());
+    zhang.email = Some("zhangsan@example.cn".into());
     let admin = user("admin");
     store.create_user(zhang.clone(), AuditDraft::new("user.create")).await.expect("create");
     store.create_user(admin.clone(), AuditDraft::new("user.create")).await.expect("create");
@@ -1756,6 +1758,15 @@ pub async fn users_round_trip(store: DynStore) {
     let audit = all_audit(&store).await;
     assert_eq!(audit.len(), 2, "refused creations append no audit event");
     assert!(audit.iter().all(|r| r.action == "user.create"));
+
+    // The e-mail address changes and goes like the other columns.
+    let mut moved = zhang.clone();
+    moved.email = Some("san.zhang@example.cn".into());
+    store.update_user(moved.clone(), false, AuditDraft::new("user.update")).await.expect("update");
+    assert_eq!(store.get_user(zhang.id).await.expect("get"), Some(moved.clone()));
+    moved.email = None;
+    store.update_user(moved.clone(), false, AuditDraft::new("user.update")).await.expect("update");
+    assert_eq!(store.get_user_by_username("zhangsan").await.expect("get"), Some(moved));
 }
 
 pub async fn sessions_round_trip(store: DynStore) {
@@ -1782,6 +1793,7 @@ pub async fn sessions_round_trip(store: DynStore) {
     owner.id = s.user_id;
     owner.created_at = now - 1_000;
     owner.team_id = Some(Uuid::now_v7());
+    owner.email = Some("owner@example.cn".into());
     store.create_user(owner.clone(), AuditDraft::new("user.create")).await.expect("user");
     assert_eq!(store.get_session_user(&s.token_hash).await.expect("get"), Some((s.clone(), owner.clone())));
     assert_eq!(store.get_session_user("unknown").await.expect("get"), None);

@@ -437,6 +437,8 @@ pub struct UserRow {
     pub team_id: Option<Uuid>,
     pub status: String,
     pub created_at: i64,
+    /// Where the user's change notifications are mailed (normalised; optional).
+    pub email: Option<String>,
 }
 
 /// A login session or API token: only the SHA-256 of the token is stored.

@@ -24,6 +24,9 @@ pub struct NewUserBody {
     pub team_id: Option<Uuid>,
     #[serde(default)]
     pub department_id: Option<Uuid>,
+    /// Where the user's change notifications are mailed.
+    #[serde(default)]
+    pub email: Option<String>,
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -54,10 +57,15 @@ pub async fn create_user(
     Auth(ctx): Auth,
     JsonBody(body): JsonBody<NewUserBody>,
 ) -> ApiResult<Response> {
-    let user = state
-        .service
-        .create_user(&ctx, &body.username, &body.password, &body.role, body.team_id, body.department_id)
-        .await?;
+    let new = custodian_service::NewUser {
+        username: &body.username,
+        password: &body.password,
+        role: &body.role,
+        team_id: body.team_id,
+        department_id: body.department_id,
+        email: body.email.as_deref(),
+    };
+    let user = state.service.add_user(&ctx, new).await?;
     Ok((StatusCode::CREATED, Json(json!(custodian_service::UserView::from(&user)))).into_response())
 }
 
@@ -200,7 +208,7 @@ fn optional_id(
 }
 
 #[utoipa::path(patch, path = "/api/v1/users/{id}", tag = "admin", params(("id" = Uuid, Path)),
-    description = "Changes {\"role\", \"team_id\", \"department_id\", \"display_name\"}; a role change ends the user's sessions. Nobody changes their own role.",
+    description = "Changes {\"role\", \"team_id\", \"department_id\", \"display_name\", \"email\"} (null removes the e-mail address); a role change ends the user's sessions. Nobody changes their own role.",
     responses((status = 200), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub async fn update_user(
     State(state): State<AppState>,
@@ -209,19 +217,28 @@ pub async fn update_user(
     JsonBody(body): JsonBody<serde_json::Map<String, serde_json::Value>>,
 ) -> ApiResult<Response> {
     let id = parse_user_id(&id)?;
-    if let Some(k) = body.keys().find(|k| !["role", "team_id", "department_id", "display_name"].contains(&k.as_str())) {
+    if let Some(k) =
+        body.keys().find(|k| !["role", "team_id", "department_id", "display_name", "email"].contains(&k.as_str()))
+    {
         return Err(malformed(&format!("Unknown key {k}.")));
     }
     let text = |k: &str| match body.get(k) {
         None => Ok(None),
         Some(serde_json::Value::String(s)) => Ok(Some(s.clone())),
-        Some(_) => Err(malformed("role and display_name must be strings.")),
+        Some(_) => Err(malformed("role, display_name and email must be strings.")),
+    };
+    let email = match body.get("email") {
+        None => None,
+        Some(serde_json::Value::Null) => Some(None),
+        Some(serde_json::Value::String(s)) => Some(Some(s.clone())),
+        Some(_) => return Err(malformed("email must be a string or null.")),
     };
     let changes = custodian_service::UserChanges {
         role: text("role")?,
         display_name: text("display_name")?,
         team_id: optional_id(&body, "team_id")?,
         department_id: optional_id(&body, "department_id")?,
+        email,
     };
     let user = state.service.update_user(&ctx, id, &changes).await?;
     Ok(Json(json!(custodian_service::UserView::from(&user))).into_response())
