@@ -72,8 +72,9 @@ impl Service {
         self.store.get_user(id).await?.ok_or_else(ServiceError::not_found)
     }
 
-    /// Changes role, team, department, display name or e-mail address. Nobody changes their own role (no
-    /// self-escalation, also not by an admin); a role change needs a recent step-up.
+    /// Changes role, team, department, display name or e-mail address. Nobody changes their
+    /// own role (no self-escalation, also not by an admin); a role change needs a recent
+    /// step-up.
     pub async fn update_user(&self, ctx: &RequestContext, id: Uuid, changes: &UserChanges) -> ServiceResult<UserRow> {
         let operation = if changes.role.is_some() { "user.role_change" } else { "user.update" };
         self.admin_or_refuse(ctx, operation).await?;
