@@ -412,8 +412,9 @@ pub fn push_list_conditions(parts: &mut QueryParts, query: &ListQuery) -> StoreR
 /// `r.object = '…'` the order is `r.id` alone, and the planner walks the primary key, assuming
 /// the object's rows spread evenly over the ids; v7 ids follow the order of loading, and the
 /// first page of contacts read past the 150k companies loaded before them (100 ms at 1M
-/// records, against 0.2 ms through (object, id)). Partial indexes on `object = '…'` still apply:
-/// a constant array is proved to imply their predicate.
+/// records, against 0.2 ms through (object, id)). Partial indexes on `object = '…'` still apply
+/// (a constant array is proved to imply their predicate), but the planner then counts the
+/// object's share twice, so lists with field filters keep the plain equality.
 pub fn push_list_conditions_ordered(parts: &mut QueryParts, query: &ListQuery, by_id: bool) -> StoreResult<()> {
     let object = if custodian_store::is_identifier(&query.object) {
         // A literal lets the planner use the per-object partial field indexes.
