@@ -277,12 +277,10 @@ impl OutboxWorker {
             .message_id(Some(format!("<{}@custodian>", message.id)));
         // A notification goes to its recipient's own address when they have one; everything
         // else (alerts, notifications of users without an address) to the configured list.
-        let own = match message.payload.get("recipient_email").and_then(|v| v.as_str()) {
-            Some(address) => Some(address.parse::<Mailbox>().map_err(|e| format!("recipient address: {e}"))?),
-            None => None,
-        };
-        match own {
-            Some(recipient) => builder = builder.to(recipient),
+        match message.payload.get("recipient_email").and_then(|v| v.as_str()) {
+            Some(address) => {
+                builder = builder.to(address.parse::<Mailbox>().map_err(|e| format!("recipient address: {e}"))?)
+            }
             None => {
                 for recipient in to {
                     builder = builder.to(recipient.clone());

@@ -33,7 +33,7 @@ pub struct NewUser<'a> {
 /// A user's e-mail address, normalised, or the field error saying why it is not one.
 pub(crate) fn user_email(raw: &str) -> Result<String, FieldError> {
     custodian_core::normalize::normalize_email(raw)
-        .map_err(|e| FieldError::new("email", "invalid_email", e.message_en, e.message_zh))
+        .map_err(|e| FieldError::new("email", e.code, e.message_en, e.message_zh))
 }
 
 /// The id by which a session or token is shown (`GET /auth/sessions`) and named in audit

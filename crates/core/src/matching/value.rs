@@ -684,43 +684,14 @@ fn prepare_id(text: &str) -> Option<Prepared> {
 const PLACE_SUFFIXES: &[&str] = &["特别行政区", "自治区", "自治州", "地区", "新区", "市", "省", "区", "县", "镇", "乡"];
 
 /// Provinces and autonomous regions, as written before a city in them (浙江省杭州市, 广东深圳):
-/// the city is the place, so 浙江省杭州市 = 杭州 = Hangzhou. Longer forms first. The
-/// municipalities (北京, 上海, 天津, 重庆) are not here: what follows them is a district.
-const PROVINCE_PREFIXES: &[&str] = &[
-    "广西壮族自治区",
-    "新疆维吾尔自治区",
-    "宁夏回族自治区",
-    "内蒙古自治区",
-    "西藏自治区",
-    "黑龙江省",
-    "黑龙江",
-    "内蒙古",
-    "河北省",
-    "山西省",
-    "辽宁省",
-    "吉林省",
-    "江苏省",
-    "浙江省",
-    "安徽省",
-    "福建省",
-    "江西省",
-    "山东省",
-    "河南省",
-    "湖北省",
-    "湖南省",
-    "广东省",
-    "海南省",
-    "四川省",
-    "贵州省",
-    "云南省",
-    "陕西省",
-    "甘肃省",
-    "青海省",
-    "台湾省",
+/// the city is the place, so 浙江省杭州市 = 杭州 = Hangzhou. The municipalities (北京, 上海,
+/// 天津, 重庆) are not here: what follows them is a district.
+const PROVINCES: &[&str] = &[
     "河北",
     "山西",
     "辽宁",
     "吉林",
+    "黑龙江",
     "江苏",
     "浙江",
     "安徽",
@@ -739,11 +710,23 @@ const PROVINCE_PREFIXES: &[&str] = &[
     "甘肃",
     "青海",
     "台湾",
+    "内蒙古",
     "广西",
-    "新疆",
-    "宁夏",
     "西藏",
+    "宁夏",
+    "新疆",
 ];
+/// What may follow a province's name (广西壮族自治区, 浙江省); longer forms first.
+const PROVINCE_SUFFIXES: &[&str] = &["壮族自治区", "维吾尔自治区", "回族自治区", "自治区", "省"];
+
+/// `name` without a leading province (and its suffix), if at least two characters are left.
+fn without_province(name: &str) -> Option<&str> {
+    PROVINCES.iter().find_map(|province| {
+        let rest = name.strip_prefix(province)?;
+        let rest = PROVINCE_SUFFIXES.iter().find_map(|s| rest.strip_prefix(s)).unwrap_or(rest);
+        (rest.chars().count() >= 2).then_some(rest)
+    })
+}
 
 /// The same provinces in pinyin (and English), as words beside a city's (Zhejiang Hangzhou,
 /// Hangzhou, Zhejiang).
@@ -796,10 +779,7 @@ fn prepare_city(text: &str) -> Option<Prepared> {
             {
                 name = stem.to_owned();
             }
-            if let Some(city) = PROVINCE_PREFIXES
-                .iter()
-                .find_map(|province| name.strip_prefix(province).filter(|rest| rest.chars().count() >= 2))
-            {
+            if let Some(city) = without_province(&name) {
                 name = city.to_owned();
             }
             if name == before {

@@ -225,7 +225,7 @@ pub async fn update_user(
     let text = |k: &str| match body.get(k) {
         None => Ok(None),
         Some(serde_json::Value::String(s)) => Ok(Some(s.clone())),
-        Some(_) => Err(malformed("role, display_name and email must be strings.")),
+        Some(_) => Err(malformed("role and display_name must be strings.")),
     };
     let email = match body.get("email") {
         None => None,
