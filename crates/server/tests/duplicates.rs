@@ -267,6 +267,30 @@ both_backends!(possible_duplicates_need_a_confirmation_with_a_reason, |app: Test
     assert_eq!(r.code(), "possible_duplicate", "{}", r.body);
 });
 
+// The check at entry keeps stored candidates' prepared values by record version: a candidate
+// changed since it was last scored is scored as it is now.
+both_backends!(a_changed_candidate_is_scored_as_it_is_now, |app: TestApp| async move {
+    let a = app
+        .create("contacts", json!({"name": "张伟", "birth_date": "1985-03-07", "address": "杭州市西湖区文三路 90 号"}))
+        .await;
+    let fields = json!({"name": "張偉", "birth_date": "1985-03-07", "address": "杭州市西湖区文三路90号"});
+    let r = app.post("/api/v1/contacts", json!({"fields": fields})).await;
+    assert_eq!(r.code(), "possible_duplicate", "{}", r.body);
+
+    // Same name (still a candidate), another birth date and address: no longer alike.
+    let path = format!("/api/v1/contacts/{}", id_of(&a));
+    let changed = json!({"fields": {"birth_date": "1962-11-30", "address": "广州市天河区珠江东路 1 号"}, "version": 1});
+    let r = app.call(Method::PATCH, &path, Some(changed)).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let r = app.post("/api/v1/contacts", json!({"fields": fields})).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+
+    // And alike again after a change back: the new record is now the first candidate's twin.
+    let back = json!({"fields": {"birth_date": "1985-03-07", "address": "杭州市西湖区文三路 90 号"}, "version": 2});
+    let r = app.call(Method::PATCH, &path, Some(back)).await;
+    assert_eq!(r.code(), "possible_duplicate", "{}", r.body);
+});
+
 /// Everything a merge touches, as the admin sees it: fields, owner, team, deleted flag.
 async fn snapshot(app: &TestApp, records: &[(&str, &str)]) -> BTreeMap<String, Value> {
     let mut out = BTreeMap::new();

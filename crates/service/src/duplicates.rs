@@ -86,6 +86,38 @@ impl DuplicateConfig {
     }
 }
 
+/// Stored records' prepared match values, most recently used kept, by record id and version.
+/// A version's fields never change and the policies are fixed in code, so an entry never goes
+/// stale; a newer version is a new key and the old entry ages out. This saves the duplicate
+/// check at entry the decryption and preparation of candidates it has scored before — the
+/// records of common names, scored against many new ones. Bounded; in memory only.
+pub(crate) struct PreparedCache(std::sync::Mutex<hashlink::LruCache<(Uuid, i64), Arc<PreparedRecord>>>);
+
+/// Entries of the `PreparedCache` (a contact's prepared values take about a kilobyte).
+const PREPARED_CACHE_ENTRIES: usize = 8192;
+
+impl Default for PreparedCache {
+    fn default() -> Self {
+        PreparedCache(std::sync::Mutex::new(hashlink::LruCache::new(PREPARED_CACHE_ENTRIES)))
+    }
+}
+
+impl PreparedCache {
+    /// The cached entry of each record (by id and version), `None` where there is none.
+    fn get_many(&self, records: &[StoredRecord]) -> Vec<Option<Arc<PreparedRecord>>> {
+        let Ok(mut cache) = self.0.lock() else { return records.iter().map(|_| None).collect() };
+        records.iter().map(|r| cache.get(&(r.id, r.version)).cloned()).collect()
+    }
+
+    fn put_many(&self, entries: impl Iterator<Item = ((Uuid, i64), Arc<PreparedRecord>)>) {
+        if let Ok(mut cache) = self.0.lock() {
+            for (key, prepared) in entries {
+                cache.insert(key, prepared);
+            }
+        }
+    }
+}
+
 /// What counts as the same record, per object.
 pub(crate) struct Policy {
     /// Fields whose exact equality (normalised) means the same record.
@@ -509,22 +541,28 @@ impl Service {
                 choose_candidates(shared.filter(|(id, _, _)| !excluded(i, id)), limit)
             })
             .collect();
-        let mut stored: HashMap<Uuid, PreparedRecord> = HashMap::new();
+        let mut stored: HashMap<Uuid, Arc<PreparedRecord>> = HashMap::new();
         if let Some(m) = &matcher {
             let wanted: BTreeSet<Uuid> = chosen.iter().flatten().copied().collect();
             let wanted: Vec<Uuid> = wanted.into_iter().collect();
             let names: Vec<&str> = policy.compare.iter().map(|(name, _)| *name).collect();
             for ids in wanted.chunks(500) {
-                // One read per 500 candidates (the store returns active records only).
+                // One read per 500 candidates (the store returns active records only); those
+                // not prepared before are decrypted and prepared.
                 let mut q = ListQuery::new(def.name.clone());
                 q.scope =
                     RowScope::Restricted { owner_ids: Vec::new(), team_ids: Vec::new(), record_ids: ids.to_vec() };
                 q.limit = 500;
                 let records = self.store.list_records(&q).await?.items;
-                let made = map_on_all_cores(&records, |record| {
-                    m.prepare(&policy.raw_values(&self.decrypt_named(def, record.id, &record.fields, &names)))
+                let cached = self.prepared_cache.get_many(&records);
+                let missing: Vec<&StoredRecord> =
+                    records.iter().zip(&cached).filter(|(_, c)| c.is_none()).map(|(r, _)| r).collect();
+                let made: Vec<Arc<PreparedRecord>> = map_on_all_cores(&missing, |record| {
+                    Arc::new(m.prepare(&policy.raw_values(&self.decrypt_named(def, record.id, &record.fields, &names))))
                 });
-                stored.extend(records.iter().map(|r| r.id).zip(made));
+                self.prepared_cache.put_many(missing.iter().map(|r| (r.id, r.version)).zip(made.iter().cloned()));
+                stored.extend(records.iter().zip(cached).filter_map(|(r, c)| Some((r.id, c?))));
+                stored.extend(missing.iter().map(|r| r.id).zip(made));
             }
         }
         // Each write scored against its stored candidates (independent of batch order).

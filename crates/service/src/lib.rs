@@ -174,6 +174,7 @@ pub struct Service {
     verifying: Semaphore,
     mfa_sessions: mfa::EnrolledSessions,
     sessions: auth::SessionCache,
+    prepared_cache: duplicates::PreparedCache,
 }
 
 impl Service {
@@ -201,6 +202,7 @@ impl Service {
             verifying: Semaphore::new(1),
             mfa_sessions: Default::default(),
             sessions: Default::default(),
+            prepared_cache: Default::default(),
         };
         service.note_cache_epoch().await?;
         service.refresh_schema().await?;

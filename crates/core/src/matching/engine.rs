@@ -757,8 +757,11 @@ fn random_pairs(n: usize, count: usize, seed: u64) -> Vec<(u32, u32)> {
     pairs
 }
 
+/// The cores this process may use, read once: `available_parallelism` reads the cgroup files
+/// on every call, which cost a single create a tenth of its time when asked per write.
 fn all_cores() -> usize {
-    std::thread::available_parallelism().map_or(1, |n| n.get()).min(16)
+    static CORES: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *CORES.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()).min(16))
 }
 
 /// `f` over `items` in order, spread over every core (scoped threads); fewer than 256 items
