@@ -473,7 +473,14 @@ fn list_statement(query: &ListQuery) -> StoreResult<ListStatement> {
     let limit = query.limit.clamp(1, 1000);
     let limit_p = parts.bind(Bind::Int(i64::from(limit) + 1));
     // By id: `r.object` leads the order (see `push_list_conditions_ordered`).
-    let order = if by_id { format!("r.object {dir}, r.id {dir}") } else { format!("{} {dir}, r.id {dir}", sort.expr) };
+    // Ties are broken by id; a list in id order has none.
+    let order = if by_id {
+        format!("r.object {dir}, r.id {dir}")
+    } else if matches!(query.sort.column, custodian_store::Column::Id) {
+        format!("r.id {dir}")
+    } else {
+        format!("{} {dir}, r.id {dir}", sort.expr)
+    };
     let text = format!(
         "SELECT {RECORD_COLUMNS}, {select} AS sort_key FROM records r WHERE {where_sql} ORDER BY {order} LIMIT {limit_p}",
         select = sort.select,
@@ -790,7 +797,7 @@ impl Store for PostgresStore {
         // The expression is spelled exactly as `sql::field_expr` spells it for identifier paths,
         // and the object is a literal in list queries, so the planner can use this partial index.
         let ddl = format!(
-            "CREATE INDEX IF NOT EXISTS {name} ON records ((fields #>> '{{{path}}}'::text[])) WHERE object = '{object}'",
+            "CREATE INDEX IF NOT EXISTS {name} ON records ((fields #>> '{{{path}}}'::text[]), id) WHERE object = '{object}'",
             name = custodian_store::field_index_name(object, path),
             path = path.join(","),
         );

@@ -222,7 +222,7 @@ fn comparison(op: &FilterOp) -> Option<(&'static str, &FilterValue)> {
 /// A text field as the left side of `sym`: byte order (`COLLATE "C"`) for ranges; equality as
 /// it is, because under a deterministic collation (every collation PostgreSQL creates by
 /// default) text equality is byte equality anyway, and a field's expression index
-/// (`fx_<object>_<field>`, in the database's collation) only serves a comparison in its own
+/// (`fxid_<object>_<field>`, in the database's collation) only serves a comparison in its own
 /// collation: with `COLLATE "C"`, `?uscc=…` and the duplicate check's strong-key lookup read
 /// every record of the object.
 fn text_operand(text: &str, sym: &str) -> String {
@@ -592,7 +592,7 @@ mod tests {
     }
 
     /// Equality on a text field must compare in the database's collation, the one its
-    /// expression index (`fx_<object>_<field>`) is built in, or the index cannot serve it:
+    /// expression index (`fxid_<object>_<field>`) is built in, or the index cannot serve it:
     /// a filter such as `?uscc=…` (and the duplicate check's lookup of a strong key that is not
     /// encrypted) read every record of the object. Ranges compare byte-wise.
     #[test]

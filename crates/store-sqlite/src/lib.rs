@@ -109,6 +109,7 @@ impl SqliteStore {
             .run(&mut write_conn)
             .await
             .map_err(|e| StoreError::Internal(format!("migration failed: {e}")))?;
+        drop_field_indexes_before(&mut write_conn).await?;
         // Statistics for the query planner (cheap when they are fresh).
         sqlx::query(OPTIMIZE_SQL).execute(&mut write_conn).await.map_err(map_sqlx)?;
         let read_pool = SqlitePoolOptions::new()
@@ -223,6 +224,29 @@ struct Job {
 struct ChainHead {
     seq: i64,
     hash: Vec<u8>,
+}
+
+/// Drops the field indexes of the earlier form (on the value alone; see
+/// `custodian_store::field_index_name`): their successors are created beside them when the
+/// service starts, and each kept would only cost every write. Field indexes are made at run time
+/// for custom fields too, so they are found by name rather than listed in a migration.
+async fn drop_field_indexes_before(conn: &mut SqliteConnection) -> StoreResult<()> {
+    let pattern = format!("{}%", custodian_store::FIELD_INDEX_PREFIX_BEFORE.replace('_', "\\_"));
+    let names: Vec<String> = sqlx::query_scalar(
+        "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'records' AND name LIKE ? ESCAPE '\\'",
+    )
+    .bind(pattern)
+    .fetch_all(&mut *conn)
+    .await
+    .map_err(map_sqlx)?;
+    for name in names.into_iter().filter(|n| custodian_store::is_identifier(n)) {
+        tracing::info!(index = %name, "dropping a field index of the earlier form");
+        sqlx::query(AssertSqlSafe(format!("DROP INDEX IF EXISTS {name}")))
+            .execute(&mut *conn)
+            .await
+            .map_err(map_sqlx)?;
+    }
+    Ok(())
 }
 
 /// How often the writer refreshes the planner's statistics (`PRAGMA optimize`), so that the
@@ -1091,8 +1115,13 @@ fn list_sql(query: &ListQuery) -> StoreResult<(String, Vec<Bind>, sql::SortExpr,
     let (where_sql, binds) = parts.finish_where();
     let dir = if query.sort.descending { "DESC" } else { "ASC" };
     let limit = query.limit.clamp(1, 1000);
+    // Ties are broken by id; a list in id order has none. (`ORDER BY r.id, r.id` made SQLite
+    // sort every match of a filter for the second term although a field index gave them in id
+    // order.)
+    let tie_break =
+        if matches!(query.sort.column, custodian_store::Column::Id) { String::new() } else { format!(", r.id {dir}") };
     let text = format!(
-        "SELECT {RECORD_COLUMNS}, {expr} AS sort_key FROM records r WHERE {where_sql} ORDER BY {expr} {dir}, r.id {dir} LIMIT {}",
+        "SELECT {RECORD_COLUMNS}, {expr} AS sort_key FROM records r WHERE {where_sql} ORDER BY {expr} {dir}{tie_break} LIMIT {}",
         u64::from(limit) + 1,
         expr = sort.expr
     );
@@ -1309,7 +1338,7 @@ impl Store for SqliteStore {
         // A partial expression index per object and field; list queries spell the same
         // expression and the object as a literal so that SQLite can use it.
         let ddl = format!(
-            "CREATE INDEX IF NOT EXISTS {name} ON records (json_extract(fields, '$.{path}')) WHERE object = '{object}'",
+            "CREATE INDEX IF NOT EXISTS {name} ON records (json_extract(fields, '$.{path}'), id) WHERE object = '{object}'",
             name = custodian_store::field_index_name(object, path),
             path = path.join("."),
         );
@@ -1901,6 +1930,74 @@ mod tests {
         let after = plan(&store, &q).await;
         assert!(after.iter().any(|d| d.contains(&index)), "{after:?}");
         assert_eq!(store.list_records(&q).await.expect("list").items.len(), 1);
+        drop(store);
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    /// An equality filter matching many records reads them from the field's index in id order
+    /// and stops at the page: no sort of every match. A field index of the earlier form (value
+    /// alone) is dropped when the store opens.
+    #[tokio::test]
+    async fn a_common_value_is_listed_in_id_order_from_the_field_index() {
+        let dir = std::env::temp_dir().join(format!("custodian-plan-{}", Uuid::new_v4()));
+        let path = dir.join("t.db");
+        let store = SqliteStore::open_with(&path, Durability::Normal).await.expect("open");
+        store.ensure_field_index("leads", &["status".to_owned()]).await.expect("index");
+        let mut conn =
+            SqliteConnection::connect_with(&SqliteConnectOptions::new().filename(&path)).await.expect("conn");
+        sqlx::query(
+            "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 4000) \
+             INSERT INTO records (id, object, version, created_at, updated_at, fields) \
+             SELECT printf('00000000-0000-7000-8000-%012d', i), 'leads', 1, i, i, \
+                    json_object('status', CASE i % 4 WHEN 0 THEN 'new' WHEN 1 THEN 'working' WHEN 2 THEN 'qualified' ELSE 'lost' END) FROM n",
+        )
+        .execute(&mut conn)
+        .await
+        .expect("insert");
+        sqlx::query(
+            "CREATE INDEX fx_leads_status ON records (json_extract(fields, '$.status')) WHERE object = 'leads'",
+        )
+        .execute(&mut conn)
+        .await
+        .expect("old index");
+        sqlx::query("PRAGMA analysis_limit=1000").execute(&mut conn).await.expect("limit");
+        sqlx::query(OPTIMIZE_SQL).execute(&mut conn).await.expect("optimize");
+        conn.close().await.expect("close");
+        store.read_pool.close().await;
+        drop(store);
+        let store = SqliteStore::open_with(&path, Durability::Normal).await.expect("reopen");
+        let indexes: Vec<String> =
+            sqlx::query_scalar("SELECT name FROM sqlite_master WHERE type = 'index' AND name LIKE 'fx%'")
+                .fetch_all(&store.read_pool)
+                .await
+                .expect("indexes");
+        assert_eq!(indexes, vec![custodian_store::field_index_name("leads", &["status".to_owned()])]);
+        let mut q = ListQuery::new("leads".to_owned());
+        q.filters.push(Filter::Column {
+            column: Column::Field { path: vec!["status".into()], kind: ValueKind::Text },
+            op: FilterOp::Eq(FilterValue::Text("new".into())),
+        });
+        q.limit = 20;
+        for descending in [false, true] {
+            q.sort.descending = descending;
+            q.after = None;
+            let steps = plan(&store, &q).await;
+            assert!(steps.iter().any(|d| d.contains("fxid_leads_status")), "{steps:?}");
+            assert!(!steps.iter().any(|d| d.contains("TEMP B-TREE")), "{steps:?}");
+            let page = store.list_records(&q).await.expect("list");
+            assert_eq!(page.items.len(), 20);
+            let ids: Vec<Uuid> = page.items.iter().map(|r| r.id).collect();
+            let mut sorted = ids.clone();
+            sorted.sort();
+            if descending {
+                sorted.reverse();
+            }
+            assert_eq!(ids, sorted);
+            assert!(page.items.iter().all(|r| r.fields["status"] == "new"));
+            q.after = page.next.clone();
+            let next = store.list_records(&q).await.expect("next");
+            assert!(next.items.iter().all(|r| if descending { r.id < ids[19] } else { r.id > ids[19] }));
+        }
         drop(store);
         let _ = std::fs::remove_dir_all(dir);
     }

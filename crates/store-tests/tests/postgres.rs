@@ -458,6 +458,51 @@ async fn searched_lists_are_planned_for_their_terms() {
     assert!(prepared("FROM records r WHERE").await > 0, "plain lists are no longer prepared");
 }
 
+/// An equality filter matching many records reads them from the field's (value, id) index in id
+/// order and stops at the page, instead of sorting every match (`?status=new` of 9,073 leads
+/// among 200k records: 7 ms with the index on the value alone, 0.07 ms with this one).
+#[tokio::test]
+async fn a_common_value_is_listed_in_id_order_from_the_field_index() {
+    let Some((store, _db)) = custodian_store_tests::postgres_test_store().await else {
+        return;
+    };
+    store.ensure_field_index("leads", &["status".to_owned()]).await.unwrap();
+    let insert = "INSERT INTO records (id, object, version, created_at, updated_at, fields) \
+         SELECT ('00000000-0000-7000-8000-' || lpad(to_hex(n), 12, '0'))::uuid, \
+                CASE WHEN n <= 100000 THEN 'contacts' ELSE 'leads' END, 1, n, n, \
+                jsonb_build_object('status', (ARRAY['new', 'working', 'qualified', 'lost'])[n % 4 + 1]) \
+         FROM generate_series(1, 200000) AS n";
+    sqlx::query(sqlx::AssertSqlSafe(insert)).execute(store.pool()).await.unwrap();
+    sqlx::query("ANALYZE records").execute(store.pool()).await.unwrap();
+    let mut query = custodian_store::ListQuery::new("leads");
+    query.filters.push(custodian_store::Filter::Column {
+        column: custodian_store::Column::Field { path: vec!["status".into()], kind: custodian_store::ValueKind::Text },
+        op: custodian_store::FilterOp::Eq(custodian_store::FilterValue::Text("new".into())),
+    });
+    query.limit = 50;
+    for descending in [false, true] {
+        query.sort.descending = descending;
+        query.after = None;
+        let plan = store.explain_list(&query).await.unwrap();
+        let index = custodian_store::field_index_name("leads", &["status".to_owned()]);
+        assert!(plan.contains(&index) && !plan.contains("Sort"), "{plan}");
+        let page = store.list_records(&query).await.unwrap();
+        assert_eq!(page.items.len(), 50);
+        assert!(page.items.iter().all(|r| r.object == "leads" && r.fields["status"] == "new"));
+        let ids: Vec<_> = page.items.iter().map(|r| r.id).collect();
+        let mut sorted = ids.clone();
+        sorted.sort();
+        if descending {
+            sorted.reverse();
+        }
+        assert_eq!(ids, sorted);
+        query.after = page.next.clone();
+        let next = store.list_records(&query).await.unwrap();
+        assert_eq!(next.items.len(), 50);
+        assert!(next.items.iter().all(|r| if descending { r.id < ids[49] } else { r.id > ids[49] }));
+    }
+}
+
 /// The first page of an object listed in id order walks the (object, id) index, also when the
 /// object's records were all created after many of another object's: the primary key walk the
 /// planner took before (it assumes each object's rows spread evenly over the ids, while v7 ids

@@ -71,10 +71,18 @@ pub fn is_identifier(s: &str) -> bool {
     !s.is_empty() && s.len() <= 64 && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
-/// Name of the index `ensure_field_index` creates.
+/// Name of the index `ensure_field_index` creates: the field's value, then the record id, over
+/// the records of one object, so that an equality filter reads its matches in id order (the
+/// default list order) and stops at the page instead of sorting every match (`?status=new` of
+/// 9,073 leads: 7 ms -> 0.07 ms on PostgreSQL with 200k records, and the gap grows with the
+/// table). Indexes of the earlier form, on the value alone, were named `fx_…`; the stores drop
+/// them (`FIELD_INDEX_PREFIX_BEFORE`).
 pub fn field_index_name(object: &str, path: &[String]) -> String {
-    format!("fx_{object}_{}", path.join("__"))
+    format!("fxid_{object}_{}", path.join("__"))
 }
+
+/// The prefix of the field indexes on the value alone that `field_index_name` replaced.
+pub const FIELD_INDEX_PREFIX_BEFORE: &str = "fx_";
 
 /// Current time in microseconds since the Unix epoch (the stores' time representation).
 pub fn now_micros() -> i64 {
