@@ -1580,7 +1580,8 @@ async fn large(args: &BenchArgs, ws: &mut Workspace) -> Result<Vec<Row>> {
     let load_secs = load_started.elapsed().as_secs_f64();
     let load_text = String::from_utf8_lossy(&out.stdout).trim().to_owned();
     if !out.status.success() {
-        bail!("custodian demo failed: {load_text} {}", String::from_utf8_lossy(&out.stderr));
+        // The status too: a child killed by a signal leaves no output at all.
+        bail!("custodian demo failed ({}): {load_text} {}", out.status, String::from_utf8_lossy(&out.stderr));
     }
     println!("large: load done in {load_secs:.1} s: {}", load_text.replace('\n', "; "));
 
