@@ -532,20 +532,8 @@ async fn a_common_value_is_listed_in_id_order_from_the_field_index() {
         let plan = store.explain_list(&query).await.unwrap();
         let index = custodian_store::field_index_name("leads", &["status".to_owned()]);
         assert!(plan.contains(&index) && !plan.contains("Sort"), "{plan}");
-        let page = store.list_records(&query).await.unwrap();
-        assert_eq!(page.items.len(), 50);
-        assert!(page.items.iter().all(|r| r.object == "leads" && r.fields["status"] == "new"));
-        let ids: Vec<_> = page.items.iter().map(|r| r.id).collect();
-        let mut sorted = ids.clone();
-        sorted.sort();
-        if descending {
-            sorted.reverse();
-        }
-        assert_eq!(ids, sorted);
-        query.after = page.next.clone();
-        let next = store.list_records(&query).await.unwrap();
-        assert_eq!(next.items.len(), 50);
-        assert!(next.items.iter().all(|r| if descending { r.id < ids[49] } else { r.id > ids[49] }));
+        let first = two_pages_in_id_order(&store, &mut query).await;
+        assert!(first.iter().all(|r| r.object == "leads" && r.fields["status"] == "new"));
     }
 }
 
@@ -575,20 +563,33 @@ async fn a_list_in_id_order_walks_the_object_index() {
         query.sort.descending = descending;
         let plan = store.explain_list(&query).await.unwrap();
         assert!(plan.contains("records_object_id") && !plan.contains("records_pkey"), "{plan}");
-        let page = store.list_records(&query).await.unwrap();
-        assert_eq!(page.items.len(), 50);
-        assert!(page.items.iter().all(|r| r.object == "contacts"));
-        let ids: Vec<_> = page.items.iter().map(|r| r.id).collect();
-        let mut sorted = ids.clone();
-        sorted.sort();
-        if descending {
-            sorted.reverse();
-        }
-        assert_eq!(ids, sorted);
-        // The next page continues in the same order.
-        query.after = page.next.clone();
-        let next = store.list_records(&query).await.unwrap();
-        assert_eq!(next.items.len(), 50);
-        assert!(next.items.iter().all(|r| if descending { r.id < ids[49] } else { r.id > ids[49] }));
+        let first = two_pages_in_id_order(&store, &mut query).await;
+        assert!(first.iter().all(|r| r.object == "contacts"));
     }
+}
+
+/// Lists the first page of `query` and the page after it (its cursor left in `query.after`):
+/// both full, the first in id order in the query's direction, the next continuing after it.
+/// Returns the first page.
+async fn two_pages_in_id_order(
+    store: &PostgresStore,
+    query: &mut custodian_store::ListQuery,
+) -> Vec<custodian_store::StoredRecord> {
+    let limit = query.limit as usize;
+    let descending = query.sort.descending;
+    let page = store.list_records(query).await.unwrap();
+    assert_eq!(page.items.len(), limit);
+    let ids: Vec<_> = page.items.iter().map(|r| r.id).collect();
+    let mut sorted = ids.clone();
+    sorted.sort();
+    if descending {
+        sorted.reverse();
+    }
+    assert_eq!(ids, sorted);
+    query.after = page.next.clone();
+    let next = store.list_records(query).await.unwrap();
+    assert_eq!(next.items.len(), limit);
+    let last = ids[limit - 1];
+    assert!(next.items.iter().all(|r| if descending { r.id < last } else { r.id > last }));
+    page.items
 }
