@@ -626,6 +626,55 @@ both_backends!(a_batch_is_checked_against_the_store_and_against_itself, |app: Te
     assert_eq!(r.body["error"]["candidates"].as_array().unwrap().len(), 2, "{}", r.body);
 });
 
+both_backends!(a_batch_checks_plain_strong_keys_and_references_in_one_read, |app: TestApp| async move {
+    // Strong keys that are not encrypted (USCC, contract number) and references are looked up
+    // once for a whole batch; each record still gets its own answer.
+    use custodian_service::{CreateOptions, RequestContext};
+    let stored = app.create("companies", json!({"name": "华为技术有限公司", "uscc": "914403001922038216"})).await;
+    let other =
+        app.create("companies", json!({"name": "腾讯科技（深圳）有限公司", "uscc": "9144030071526726XG"})).await;
+    let ctx = RequestContext::cli();
+    let batch = |rows: Vec<Value>| -> Vec<_> {
+        rows.into_iter().map(|f| (f.as_object().unwrap().clone(), CreateOptions::default())).collect()
+    };
+    let companies = batch(vec![
+        // 0: the stored company's USCC.
+        json!({"name": "华为终端", "uscc": "914403001922038216"}),
+        // 1: new.
+        json!({"name": "北京字节跳动科技有限公司", "uscc": "91110108551385082Q"}),
+        // 2: the same USCC as 1, in the same batch.
+        json!({"name": "字节跳动（北京）", "uscc": "91110108551385082Q"}),
+    ]);
+    let results = app.service.prepare_creates(&ctx, "companies", &companies).await;
+    let code = |r: &Result<_, custodian_service::ServiceError>| r.as_ref().err().map(|e| e.code.as_str().to_owned());
+    assert_eq!(code(&results[0]).as_deref(), Some("duplicate"));
+    assert_eq!(results[0].as_ref().err().unwrap().extra.clone().unwrap()["candidates"][0]["id"], stored["id"]);
+    assert!(results[1].is_ok(), "{:?}", results[1].as_ref().err());
+    assert_eq!(code(&results[2]).as_deref(), Some("duplicate"));
+    assert_eq!(results[2].as_ref().err().unwrap().extra.clone().unwrap()["candidates"][0]["batch_index"], 1);
+
+    let missing = uuid::Uuid::now_v7().to_string();
+    let deals = batch(vec![
+        json!({"name": "年度框架", "company_id": id_of(&stored), "contract_no": "HT-2026-0101"}),
+        json!({"name": "续约", "company_id": id_of(&other), "contract_no": "HT-2026-0101"}),
+        json!({"name": "扩容", "company_id": missing, "contract_no": "HT-2026-0102"}),
+        json!({"name": "新签", "company_id": id_of(&other), "contract_no": "HT-2026-0103"}),
+    ]);
+    let results = app.service.prepare_creates(&ctx, "deals", &deals).await;
+    assert!(results[0].is_ok(), "{:?}", results[0].as_ref().err());
+    assert_eq!(code(&results[1]).as_deref(), Some("duplicate"), "the same contract number as deal 0");
+    assert_eq!(code(&results[2]).as_deref(), Some("validation_failed"));
+    let details = serde_json::to_string(&results[2].as_ref().err().unwrap().details).unwrap();
+    assert!(details.contains("invalid_reference"), "{details}");
+    assert!(results[3].is_ok(), "{:?}", results[3].as_ref().err());
+    let writes: Vec<_> = results.into_iter().filter_map(Result::ok).map(|(_, w)| w).collect();
+    app.service.apply_prepared(writes).await.unwrap();
+    // Once written, the contract number is a duplicate for the next batch too.
+    let again = batch(vec![json!({"name": "重复", "company_id": id_of(&stored), "contract_no": "HT-2026-0103"})]);
+    let results = app.service.prepare_creates(&ctx, "deals", &again).await;
+    assert_eq!(code(&results[0]).as_deref(), Some("duplicate"));
+});
+
 both_backends!(a_scan_whose_server_died_is_taken_over_by_another, |app: TestApp| async move {
     use custodian_store::{AuditDraft, ScanJobRow, now_micros};
     app.create("contacts", json!({"name": "张伟", "birth_date": "1985-03-07", "address": "杭州市西湖区文三路 90 号"}))

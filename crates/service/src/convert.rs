@@ -145,7 +145,7 @@ impl Service {
         self.check_field_writes(ctx, &leads, &changes)?;
         let after = validate_record(&leads, Some(&before), &changes, &self.stored_values_context())
             .map_err(ServiceError::validation)?;
-        self.check_references_with(&leads, &after, &pending).await?;
+        self.check_references_with(&leads, &after, &pending.iter().cloned().collect()).await?;
         let next = StoredRecord {
             version: lead.version + 1,
             updated_at: now_micros().max(lead.updated_at),

@@ -27,8 +27,8 @@ use custodian_core::values::index_text;
 use custodian_core::{ErrorCode, FieldError};
 use custodian_store::{
     CandidateRow, Column, DismissalRow, Filter, FilterOp, FilterValue, GuardKey, JOB_DUPLICATE_SCAN, JobProgress,
-    JobRow, ListQuery, MATCH_KEYS_PER_CHECK, MatchGuard, MatchKeySet, RowScope, ScanJobRow, Sort, StoredRecord,
-    ValueKind, now_micros,
+    JobRow, ListQuery, MATCH_KEYS_PER_CHECK, MatchGuard, MatchKeySet, RowScope, ScanJobRow, StoredRecord, ValueKind,
+    now_micros,
 };
 use serde_json::{Map, Value, json};
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
@@ -251,8 +251,10 @@ impl ConfirmNotDuplicate {
 pub(crate) fn equal_value_query(object: &str, field: &str, text: String) -> ListQuery {
     let mut q = ListQuery::new(object.to_owned());
     let column = Column::Field { path: vec![field.to_owned()], kind: ValueKind::Text };
-    q.filters.push(Filter::Column { column: column.clone(), op: FilterOp::Eq(FilterValue::Text(text)) });
-    q.sort = Sort { column, descending: false };
+    // In id order (the default sort), not by the field: every match has the same value, and
+    // an order on the field's sort expression, which no index has, let SQLite's planner (with
+    // the statistics of a growing table not yet refreshed) walk every record of the object.
+    q.filters.push(Filter::Column { column, op: FilterOp::Eq(FilterValue::Text(text)) });
     q.limit = 20;
     q
 }
@@ -469,13 +471,20 @@ impl Service {
                 }
             }
         }
+        // The others by value, every field in one read per field.
+        let mut plain: Vec<(usize, &'static str)> = Vec::new();
+        let mut values: Vec<(String, String)> = Vec::new();
         for name in policy.strong.iter().copied().filter(|name| def.field(name).is_some_and(|f| !f.sensitive)) {
             for (i, key) in wanted(name) {
-                let q = equal_value_query(&def.name, name, String::from_utf8_lossy(key).into_owned());
-                for record in self.store.list_records(&q).await?.items {
-                    if !excluded(i, &record.id) {
-                        exact[i].entry(record.id).or_default().push(name.to_owned());
-                    }
+                plain.push((i, name));
+                values.push((name.to_owned(), String::from_utf8_lossy(key).into_owned()));
+            }
+        }
+        if !values.is_empty() {
+            for (pos, id) in self.store.find_by_field_values(&def.name, &values, 20).await? {
+                let Some(&(i, name)) = plain.get(pos) else { continue };
+                if !excluded(i, &id) {
+                    exact[i].entry(id).or_default().push(name.to_owned());
                 }
             }
         }

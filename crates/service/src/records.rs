@@ -7,6 +7,9 @@ use crate::duplicates::{CheckOptions, ConfirmNotDuplicate, DupCheck};
 use crate::error::{ServiceError, ServiceResult, again_if_stale};
 use crate::view::{HistoryPage, RecordView, VersionView};
 use crate::{RequestContext, Service};
+
+/// Records taken to exist by a reference check: (object, id).
+pub(crate) type References = std::collections::HashSet<(String, Uuid)>;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use custodian_core::schema::{FieldType, ObjectDef};
@@ -250,15 +253,16 @@ impl Service {
 
     /// Checks that reference fields point at existing, active records of the right object.
     pub(crate) async fn check_references(&self, def: &ObjectDef, fields: &Map<String, Value>) -> ServiceResult<()> {
-        self.check_references_with(def, fields, &[]).await
+        self.check_references_with(def, fields, &References::default()).await
     }
 
-    /// `check_references`, where `pending` are records created in the same batch (object, id).
+    /// `check_references`, where `known` are records taken to exist (object, id): created in
+    /// the same batch, or found by the batch's one lookup (`known_references`).
     pub(crate) async fn check_references_with(
         &self,
         def: &ObjectDef,
         fields: &Map<String, Value>,
-        pending: &[(String, Uuid)],
+        known: &References,
     ) -> ServiceResult<()> {
         let mut errors = Vec::new();
         for f in def.fields.iter().filter(|f| f.field_type == FieldType::Reference) {
@@ -279,7 +283,7 @@ impl Service {
                 ));
                 continue;
             };
-            if pending.iter().any(|(o, p)| *o == target && *p == id) {
+            if known.contains(&(target.clone(), id)) {
                 continue;
             }
             if self.store.existing_ids(&target, &[id]).await?.is_empty() {
@@ -611,6 +615,7 @@ impl Service {
         records: &[(Map<String, Value>, CreateOptions)],
         pending: &[(String, Uuid)],
     ) -> Vec<ServiceResult<(Uuid, PreparedWrite)>> {
+        let known = self.known_references(object, records, pending).await;
         // 1. Access, rules and references, PREPARE_CONCURRENCY at a time so that the reference
         // lookups overlap. (Futures made eagerly per chunk: a stream combinator here would make
         // the handlers' futures fail the Send bound through a higher-ranked closure.)
@@ -618,7 +623,7 @@ impl Service {
         for chunk in records.chunks(PREPARE_CONCURRENCY) {
             let mut futures = Vec::with_capacity(chunk.len());
             for (fields, options) in chunk {
-                futures.push(self.validate_create(ctx, object, fields, options, pending));
+                futures.push(self.validate_create(ctx, object, fields, options, &known));
             }
             validated.extend(futures::future::join_all(futures).await);
         }
@@ -687,6 +692,50 @@ impl Service {
         })
     }
 
+    /// The records the references of a batch name that exist: `pending` (created in the same
+    /// batch) and, for a batch of more than one record, those found active by one lookup per
+    /// target object instead of one per record and field. Read from the input as given: a
+    /// reference this misses is looked up on its own by `check_references_with`, and a failed
+    /// lookup here leaves every reference to that check.
+    async fn known_references(
+        &self,
+        object: &str,
+        records: &[(Map<String, Value>, CreateOptions)],
+        pending: &[(String, Uuid)],
+    ) -> References {
+        let mut known: References = pending.iter().cloned().collect();
+        let Ok(def) = self.object_def(object) else { return known };
+        if records.len() < 2 {
+            return known;
+        }
+        let mut wanted: std::collections::BTreeMap<String, std::collections::BTreeSet<Uuid>> = Default::default();
+        for (fields, _) in records {
+            for f in def.fields.iter().filter(|f| f.field_type == FieldType::Reference) {
+                let Some(id) = fields.get(&f.name).and_then(Value::as_str).and_then(|s| Uuid::parse_str(s).ok()) else {
+                    continue;
+                };
+                let target = f.reference.clone().or_else(|| {
+                    fields
+                        .get("related_object")
+                        .and_then(Value::as_str)
+                        .filter(|o| self.object_def(o).is_ok())
+                        .map(str::to_owned)
+                });
+                if let Some(target) = target.filter(|t| !known.contains(&(t.clone(), id))) {
+                    wanted.entry(target).or_default().insert(id);
+                }
+            }
+        }
+        for (target, ids) in wanted {
+            let ids: Vec<Uuid> = ids.into_iter().collect();
+            match self.store.existing_ids(&target, &ids).await {
+                Ok(found) => known.extend(found.into_iter().map(|id| (target.clone(), id))),
+                Err(e) => tracing::debug!(error = %e, object = %target, "batch reference lookup failed"),
+            }
+        }
+        known
+    }
+
     /// The checks of a create before its duplicate check: access (refusals audited), field
     /// rules, references. Returns the object and the normalised values.
     async fn validate_create(
@@ -695,7 +744,7 @@ impl Service {
         object: &str,
         fields: &Map<String, Value>,
         options: &CreateOptions,
-        pending: &[(String, Uuid)],
+        known: &References,
     ) -> ServiceResult<(ObjectDef, Map<String, Value>)> {
         self.refresh_schema_if_stale().await?;
         let def = self.object_def(object)?;
@@ -705,7 +754,7 @@ impl Service {
         }
         let validation = self.input_context(ctx, options.uscc_override.as_ref());
         let plain = validate_record(&def, None, fields, &validation).map_err(ServiceError::validation)?;
-        self.check_references_with(&def, &plain, pending).await?;
+        self.check_references_with(&def, &plain, known).await?;
         Ok((def, plain))
     }
 

@@ -398,6 +398,54 @@ pub(crate) async fn find_by_blind_indexes(
     from_ordinality(rows)
 }
 
+/// `Store::find_by_field_values`: per field, one statement over the values as an array, each
+/// looked up through the field's expression index (`fxid_<object>_<field>` on the value and
+/// the id, partial on the object; both the path and the object are written as literals, as the
+/// index has them, or the planner cannot use it).
+pub(crate) async fn find_by_field_values(
+    pool: &PgPool,
+    object: &str,
+    keys: &[(String, String)],
+    limit: u32,
+) -> StoreResult<Vec<(usize, Uuid)>> {
+    let mut out = Vec::new();
+    if keys.is_empty() || limit == 0 {
+        return Ok(out);
+    }
+    if !custodian_store::is_identifier(object) {
+        return Err(crate::internal(format!("invalid object name {object:?}")));
+    }
+    let mut by_field: BTreeMap<&str, (Vec<i64>, Vec<&str>)> = BTreeMap::new();
+    for (i, (field, value)) in keys.iter().enumerate() {
+        let entry = by_field.entry(field.as_str()).or_default();
+        entry.0.push(i64::try_from(i).map_err(crate::internal)?);
+        entry.1.push(value.as_str());
+    }
+    for (field, (positions, values)) in by_field {
+        if !custodian_store::is_identifier(field) {
+            return Err(crate::internal(format!("invalid field name {field:?}")));
+        }
+        let text = format!(
+            "SELECT k.i, c.id FROM unnest($1::bigint[], $2::text[]) AS k(i, v) \
+             CROSS JOIN LATERAL (SELECT r.id FROM records r \
+                                 WHERE r.object = '{object}' AND (r.fields #>> '{{{field}}}'::text[]) = k.v \
+                                   AND r.deleted_at IS NULL ORDER BY r.id LIMIT $3) c"
+        );
+        let rows: Vec<(i64, Uuid)> = sqlx::query_as(sqlx::AssertSqlSafe(text))
+            .bind(positions)
+            .bind(values)
+            .bind(i64::from(limit))
+            .fetch_all(pool)
+            .await
+            .map_err(map_sqlx)?;
+        for (i, id) in rows {
+            out.push((usize::try_from(i).map_err(crate::internal)?, id));
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
 pub(crate) async fn dismissed_with(
     pool: &PgPool,
     object: &str,

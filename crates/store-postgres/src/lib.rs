@@ -739,6 +739,15 @@ impl Store for PostgresStore {
         duplicates::find_by_blind_indexes(&self.pool, object, keys, limit).await
     }
 
+    async fn find_by_field_values(
+        &self,
+        object: &str,
+        keys: &[(String, String)],
+        limit: u32,
+    ) -> StoreResult<Vec<(usize, Uuid)>> {
+        duplicates::find_by_field_values(&self.pool, object, keys, limit).await
+    }
+
     async fn append_audit(&self, events: Vec<AuditDraft>) -> StoreResult<Vec<i64>> {
         if events.is_empty() {
             return Ok(Vec::new());

@@ -1128,7 +1128,7 @@ fn list_sql(query: &ListQuery) -> StoreResult<(String, Vec<Bind>, sql::SortExpr,
     Ok((text, binds, sort, limit))
 }
 
-fn bind_all<'q>(
+pub(crate) fn bind_all<'q>(
     mut q: sqlx::query::Query<'q, sqlx::Sqlite, SqliteArguments>,
     binds: Vec<Bind>,
 ) -> sqlx::query::Query<'q, sqlx::Sqlite, SqliteArguments> {
@@ -1276,6 +1276,15 @@ impl Store for SqliteStore {
         limit: u32,
     ) -> StoreResult<Vec<(usize, Uuid)>> {
         duplicates::find_by_blind_indexes(&self.read_pool, object, keys, limit).await
+    }
+
+    async fn find_by_field_values(
+        &self,
+        object: &str,
+        keys: &[(String, String)],
+        limit: u32,
+    ) -> StoreResult<Vec<(usize, Uuid)>> {
+        duplicates::find_by_field_values(&self.read_pool, object, keys, limit).await
     }
 
     async fn append_audit(&self, events: Vec<AuditDraft>) -> StoreResult<Vec<i64>> {

@@ -1596,6 +1596,36 @@ pub async fn search_follows_updates_and_deletes(store: DynStore) {
     assert_eq!(find("李四", DeletedFilter::All).await, BTreeSet::new());
 }
 
+// ---- strong keys by value ---------------------------------------------------------------------
+
+/// `find_by_field_values`: each key answered at its positions (repeats too), only active
+/// records of the object, the limit per key, a value compared as it is (quotes included).
+pub async fn field_value_lookup(store: DynStore) {
+    let a = create(&store, json!({ "name": "Alpha" })).await;
+    let b = create(&store, json!({ "name": "Beta" })).await;
+    let d = create(&store, json!({ "name": "Alpha" })).await;
+    create_with(&store, new_record_of("leads", json!({ "name": "Alpha" }))).await;
+    let gone = create(&store, json!({ "name": "Beta" })).await;
+    let mut g2 = successor(&gone, json!({ "name": "Beta" }));
+    g2.deleted_at = Some(g2.updated_at);
+    apply(&store, change(WriteAction::Delete, &gone, &g2)).await.expect("delete");
+    create(&store, json!({ "name": "x' OR '1'='1" })).await;
+    let name = |v: &str| ("name".to_owned(), v.to_owned());
+    let (lo, hi) = if a.id < d.id { (a.id, d.id) } else { (d.id, a.id) };
+    let keys = vec![name("Alpha"), name("Zeta"), name("Beta"), name("Alpha")];
+    let found = store.find_by_field_values(OBJ, &keys, 10).await.expect("find");
+    assert_eq!(found, vec![(0, lo), (0, hi), (2, b.id), (3, lo), (3, hi)]);
+    let one_each = store.find_by_field_values(OBJ, &keys, 1).await.expect("find");
+    assert_eq!(one_each, vec![(0, lo), (2, b.id), (3, lo)], "the smallest id of each key");
+    assert!(store.find_by_field_values(OBJ, &[], 10).await.expect("find").is_empty());
+    assert!(store.find_by_field_values(OBJ, &keys, 0).await.expect("find").is_empty());
+    let injected = store.find_by_field_values(OBJ, &[name("x' OR '1'"), name("x")], 10).await.expect("find");
+    assert!(injected.is_empty(), "{injected:?}");
+    assert_eq!(store.find_by_field_values("leads", &[name("Beta")], 10).await.expect("find"), vec![]);
+    // A field name that is not an identifier is refused, not run.
+    assert!(store.find_by_field_values(OBJ, &[("name') = 1 --".to_owned(), "Alpha".to_owned())], 10).await.is_err());
+}
+
 // ---- blind indexes and scope ----------------------------------------------------------------
 
 pub async fn blind_index_filter_and_lookup(store: DynStore) {

@@ -334,6 +334,7 @@ macro_rules! conformance_tests {
             search_cjk_and_latin,
             search_follows_updates_and_deletes,
             blind_index_filter_and_lookup,
+            field_value_lookup,
             row_scope_restricts_reads,
             existing_ids_are_active_of_object,
             users_round_trip,

@@ -636,6 +636,18 @@ pub trait Store: Send + Sync + 'static {
         limit: u32,
     ) -> StoreResult<Vec<(usize, Uuid)>>;
 
+    /// `find_by_blind_indexes` for fields that are not encrypted: for many `(field, value)`
+    /// keys at once, `(index into keys, id)` of the active records of `object` whose text
+    /// field `field` equals `value`, at most `limit` per key, ordered by key index, then id.
+    /// One round trip per field for a whole batch, through the field's expression index (the
+    /// duplicate check's strong keys that are not encrypted, such as USCC or contract number).
+    async fn find_by_field_values(
+        &self,
+        object: &str,
+        keys: &[(String, String)],
+        limit: u32,
+    ) -> StoreResult<Vec<(usize, Uuid)>>;
+
     // ---- audit ---------------------------------------------------------------------------
 
     /// Appends events that accompany no record change (reads, logins, refusals).
