@@ -526,11 +526,12 @@ impl Service {
             }
         }
         let mut blocks: Vec<Vec<Uuid>> = vec![Vec::new(); distinct.len()];
-        // Read before the blocks: keys stamped later were not seen (see `MatchGuard`).
+        // The stamp is read with the blocks: keys stamped later were not seen (see `MatchGuard`).
         let mut seen_stamp = None;
         if !distinct.is_empty() {
-            seen_stamp = Some(self.store.match_key_stamp(&def.name).await?);
-            for (pos, id) in self.store.match_blocks(&def.name, &distinct).await? {
+            let (stamp, found) = self.store.stamped_match_blocks(&def.name, &distinct).await?;
+            seen_stamp = Some(stamp);
+            for (pos, id) in found {
                 if let Some(block) = blocks.get_mut(pos) {
                     block.push(id);
                 }

@@ -770,12 +770,19 @@ impl Service {
         fields: &Map<String, Value>,
         options: &CreateOptions,
     ) -> ServiceResult<RecordView> {
-        let id = again_if_stale(|| async {
-            let (id, prepared) = self.prepare_create(ctx, object, fields, options).await?;
-            self.apply_prepared(vec![prepared]).await.map(|()| id)
+        let record = again_if_stale(|| async {
+            let (_, prepared) = self.prepare_create(ctx, object, fields, options).await?;
+            let record = prepared.0.write.record.clone();
+            self.apply_prepared(vec![prepared]).await.map(|()| record)
         })
         .await?;
-        self.fetch_view(ctx, object, id).await
+        // The view of the version just written, without reading it back, shown as a read
+        // would show it: only if the caller's read scope admits it (as `fetch_view`).
+        let def = self.object_def(object)?;
+        if !self.scope_for(ctx, object, Operation::Read).await?.admits(&record) {
+            return Err(ServiceError::not_found());
+        }
+        Ok(self.record_view(ctx, &def, &record))
     }
 
     fn check_expected(current: &StoredRecord, options: &WriteOptions) -> ServiceResult<()> {

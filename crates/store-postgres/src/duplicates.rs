@@ -366,6 +366,34 @@ pub(crate) async fn match_blocks(pool: &PgPool, object: &str, keys: &[Vec<u8>]) 
     from_ordinality(rows)
 }
 
+/// `Store::stamped_match_blocks`: `match_blocks` with the stamp as an uncorrelated subquery of
+/// the same statement (one snapshot).
+pub(crate) async fn stamped_match_blocks(
+    pool: &PgPool,
+    object: &str,
+    keys: &[Vec<u8>],
+) -> StoreResult<(i64, Vec<(usize, Uuid)>)> {
+    if keys.is_empty() {
+        return Ok((match_key_stamp(pool, object).await?, Vec::new()));
+    }
+    let rows: Vec<(i64, i64, Vec<Uuid>)> = sqlx::query_as(
+        "SELECT coalesce((SELECT stamp FROM match_key_stamps WHERE object = $1), 0), k.i, \
+                ARRAY(SELECT m.record_id FROM match_keys m WHERE m.object = $1 AND m.key = k.key \
+                      ORDER BY m.record_id LIMIT $3) \
+         FROM unnest($2::bytea[]) WITH ORDINALITY AS k(key, i) \
+         ORDER BY k.i",
+    )
+    .bind(object)
+    .bind(keys)
+    .bind(i64::from(MATCH_BLOCK_CAP))
+    .fetch_all(pool)
+    .await
+    .map_err(map_sqlx)?;
+    let stamp = rows.first().map(|r| r.0).ok_or_else(|| crate::internal("no row for the match-key stamp"))?;
+    let rows = rows.into_iter().flat_map(|(_, i, ids)| ids.into_iter().map(move |id| (i, id))).collect();
+    Ok((stamp, from_ordinality(rows)?))
+}
+
 /// `(1-based WITH ORDINALITY position, id)` rows as `(index into the input array, id)`.
 fn from_ordinality(rows: Vec<(i64, Uuid)>) -> StoreResult<Vec<(usize, Uuid)>> {
     rows.into_iter().map(|(i, id)| Ok((usize::try_from(i - 1).map_err(crate::internal)?, id))).collect()

@@ -1275,6 +1275,10 @@ impl Store for PostgresStore {
         duplicates::match_key_stamp(&self.pool, object).await
     }
 
+    async fn stamped_match_blocks(&self, object: &str, keys: &[Vec<u8>]) -> StoreResult<(i64, Vec<(usize, Uuid)>)> {
+        duplicates::stamped_match_blocks(&self.pool, object, keys).await
+    }
+
     async fn dismissed_with(&self, object: &str, record: Uuid, others: &[Uuid]) -> StoreResult<Vec<Uuid>> {
         duplicates::dismissed_with(&self.pool, object, record, others).await
     }

@@ -342,7 +342,33 @@ pub(crate) async fn dismiss_candidate(
 const BLOCKS_PER_STATEMENT: usize = 200;
 
 pub(crate) async fn match_blocks(pool: &SqlitePool, object: &str, keys: &[Vec<u8>]) -> StoreResult<Vec<(usize, Uuid)>> {
+    Ok(read_blocks(pool, object, keys, false).await?.1)
+}
+
+/// `Store::stamped_match_blocks`: the stamp is read by the statement of the first keys, in its
+/// snapshot (a later statement can only see more keys, never fewer).
+pub(crate) async fn stamped_match_blocks(
+    pool: &SqlitePool,
+    object: &str,
+    keys: &[Vec<u8>],
+) -> StoreResult<(i64, Vec<(usize, Uuid)>)> {
+    if keys.is_empty() {
+        return Ok((match_key_stamp(pool, object).await?, Vec::new()));
+    }
+    let (stamp, blocks) = read_blocks(pool, object, keys, true).await?;
+    Ok((stamp.ok_or_else(|| internal("the match-key stamp was not read"))?, blocks))
+}
+
+/// The blocks of `keys`, and with `with_stamp` the object's match-key stamp read by the first
+/// statement (as a row of position -1).
+async fn read_blocks(
+    pool: &SqlitePool,
+    object: &str,
+    keys: &[Vec<u8>],
+    with_stamp: bool,
+) -> StoreResult<(Option<i64>, Vec<(usize, Uuid)>)> {
     let mut out = Vec::new();
+    let mut stamp = None;
     for (chunk_index, chunk) in keys.chunks(BLOCKS_PER_STATEMENT).enumerate() {
         // Each key's block is read through the primary key and cut at the cap; the position
         // and the cap are literals (SQLite re-prepares a statement whenever a bound LIMIT is
@@ -360,22 +386,39 @@ pub(crate) async fn match_blocks(pool: &SqlitePool, object: &str, keys: &[Vec<u8
             })
             .collect::<Vec<_>>()
             .join(" UNION ALL ");
+        let stamped = with_stamp && chunk_index == 0;
+        let text = if stamped {
+            format!(
+                "SELECT -1 AS i, CAST(coalesce((SELECT stamp FROM match_key_stamps WHERE object = ?), 0) AS TEXT) AS ids \
+                 UNION ALL {text}"
+            )
+        } else {
+            text
+        };
         let mut q = sqlx::query(AssertSqlSafe(text));
+        if stamped {
+            q = q.bind(object.to_owned());
+        }
         for k in chunk {
             q = q.bind(object.to_owned()).bind(k.clone());
         }
         let offset = chunk_index * BLOCKS_PER_STATEMENT;
         for row in q.fetch_all(pool).await.map_err(map_sqlx)? {
             let i: i64 = row.try_get("i").map_err(map_sqlx)?;
-            let i = offset + usize::try_from(i).map_err(internal)?;
             let ids: Option<String> = row.try_get("ids").map_err(map_sqlx)?;
+            if i < 0 {
+                let text = ids.unwrap_or_default();
+                stamp = Some(text.parse::<i64>().map_err(|e| internal(format!("match-key stamp {text:?}: {e}")))?);
+                continue;
+            }
+            let i = offset + usize::try_from(i).map_err(internal)?;
             for id in ids.iter().flat_map(|ids| ids.split(',')) {
                 out.push((i, Uuid::parse_str(id).map_err(internal)?));
             }
         }
     }
     out.sort();
-    Ok(out)
+    Ok((stamp, out))
 }
 
 /// Digests per statement of `find_by_blind_indexes`.

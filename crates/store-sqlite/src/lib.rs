@@ -345,18 +345,15 @@ async fn exec(conn: &mut SqliteConnection, sql: &'static str) -> StoreResult<()>
 }
 
 /// A group of audit appends only (the events of reads, the most frequent group) when the writer
-/// knows the head it committed last: BEGIN, one insert linked to that head, COMMIT — three
-/// statements where the general path takes seven (each a hand-off to SQLite's thread and back,
-/// which is what a read waits for). Another process that appended meanwhile (a CLI command on
+/// knows the head it committed last: BEGIN, one insert linked to that head, COMMIT, sent to
+/// SQLite's thread as one command where the general path takes seven (each a hand-off to that
+/// thread and back, which is what a read waits for). Another process that appended meanwhile (a CLI command on
 /// the same file) makes the insert fail on the chain trigger, which takes only the next number
 /// linked to the last event; the group then starts again on the general path, which reads the
 /// head. Returns the jobs when it did not answer them.
 async fn append_reads(conn: &mut SqliteConnection, jobs: Vec<Job>, known: &mut Option<ChainHead>) -> Option<Vec<Job>> {
     let Some(mut head) = known.take() else { return Some(jobs) };
     if !jobs.iter().all(|j| matches!(j.op, Op::Audit(..))) {
-        return Some(jobs);
-    }
-    if exec(conn, "BEGIN IMMEDIATE").await.is_err() {
         return Some(jobs);
     }
     let parts: Vec<&bulk::Encoded> = jobs
@@ -367,11 +364,7 @@ async fn append_reads(conn: &mut SqliteConnection, jobs: Vec<Job>, known: &mut O
         })
         .collect();
     let events: Vec<&custodian_store::audit::EncodedEvent> = parts.iter().flat_map(|p| p.events.iter()).collect();
-    let appended = match bulk::append_events(conn, &mut head, &events).await {
-        Ok(seqs) => exec(conn, "COMMIT").await.map(|()| seqs),
-        Err(e) => Err(e),
-    };
-    match appended {
+    match bulk::append_events_committed(conn, &mut head, &events).await {
         Ok(seqs) => {
             *known = Some(head);
             let mut seqs = seqs.into_iter();
@@ -1658,6 +1651,10 @@ impl Store for SqliteStore {
 
     async fn match_key_stamp(&self, object: &str) -> StoreResult<i64> {
         duplicates::match_key_stamp(&self.read_pool, object).await
+    }
+
+    async fn stamped_match_blocks(&self, object: &str, keys: &[Vec<u8>]) -> StoreResult<(i64, Vec<(usize, Uuid)>)> {
+        duplicates::stamped_match_blocks(&self.read_pool, object, keys).await
     }
 
     async fn dismissed_with(&self, object: &str, record: Uuid, others: &[Uuid]) -> StoreResult<Vec<Uuid>> {

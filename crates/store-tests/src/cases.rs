@@ -1731,6 +1731,8 @@ pub async fn row_scope_restricts_reads(store: DynStore) {
         for r in [&r1, &r2, &r3, &r4] {
             let got = store.get_record(OBJ, r.id, &scope).await.expect("get");
             assert_eq!(got.is_some(), want.contains(&r.id), "get {} under {scope:?}", r.id);
+            // The in-memory check (a create's answer) agrees with the store's SQL.
+            assert_eq!(scope.admits(r), want.contains(&r.id), "admits {} under {scope:?}", r.id);
         }
     }
 }
@@ -2121,6 +2123,17 @@ pub async fn match_keys_find_active_candidates(store: DynStore) {
     assert_eq!(twice, vec![(0, c.id), (1, c.id)]);
     assert!(store.match_blocks("companies", &keys).await.expect("match").is_empty());
     assert!(store.match_blocks(OBJ, &[]).await.expect("match").is_empty());
+    // With the stamp, in one read: the same blocks, the stamp the object has now (0 for an
+    // object without keys), with keys or without.
+    let stamp = store.match_key_stamp(OBJ).await.expect("stamp");
+    assert!(stamp > 0);
+    assert_eq!(store.stamped_match_blocks(OBJ, &keys).await.expect("match"), (stamp, blocks.clone()));
+    assert_eq!(store.stamped_match_blocks(OBJ, &[]).await.expect("match"), (stamp, vec![]));
+    assert_eq!(store.stamped_match_blocks("companies", &keys).await.expect("match"), (0, vec![]));
+    // More keys than one statement takes (SQLite reads them in several): all found, one stamp.
+    let mut many: Vec<Vec<u8>> = (0..450u32).map(|i| format!("none {i}").into_bytes()).collect();
+    many.push(b"k3".to_vec());
+    assert_eq!(store.stamped_match_blocks(OBJ, &many).await.expect("match"), (stamp, vec![(450, c.id)]));
     // A new write replaces the record's keys; deleted records are no candidates.
     let a2 = successor(&a, json!({ "name": "a2" }));
     write_with_keys(&store, change(WriteAction::Update, &a, &a2), keyed(&a2, &[b"k3"])).await;
@@ -2177,6 +2190,7 @@ pub async fn stale_duplicate_checks_are_refused_at_commit(store: DynStore) {
     write_with_keys(&store, creation(&a), keyed(&a, &[b"name", b"phone", b"email"])).await;
     let after_a = store.match_key_stamp(OBJ).await.expect("stamp");
     assert!(after_a > before, "storing keys moves the stamp");
+    assert_eq!(store.stamped_match_blocks(OBJ, &[b"name".to_vec()]).await.expect("match"), (after_a, vec![(0, a.id)]));
     assert_eq!(store.match_key_stamp("companies").await.expect("stamp"), 0, "per object");
 
     // Checked before `a` was stored, sharing keys of two fields with it: refused.

@@ -307,6 +307,21 @@ pub enum RowScope {
     },
 }
 
+impl RowScope {
+    /// Whether a record is in this scope: what the stores' SQL for the scope selects (owner,
+    /// team or record listed; a restricted scope listing nothing admits nothing).
+    pub fn admits(&self, record: &StoredRecord) -> bool {
+        match self {
+            RowScope::All => true,
+            RowScope::Restricted { owner_ids, team_ids, record_ids } => {
+                record.owner_id.is_some_and(|o| owner_ids.contains(&o))
+                    || record.team_id.is_some_and(|t| team_ids.contains(&t))
+                    || record_ids.contains(&record.id)
+            }
+        }
+    }
+}
+
 /// A column a filter or sort can target.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Column {
@@ -849,6 +864,11 @@ pub trait Store: Send + Sync + 'static {
     /// check's block lookups, it tells which keys the check could not have seen
     /// ([`MatchGuard::seen_stamp`]).
     async fn match_key_stamp(&self, object: &str) -> StoreResult<i64>;
+
+    /// `match_key_stamp` and `match_blocks` in one round trip (a duplicate check at entry waits
+    /// for each), the stamp read in the same snapshot as the blocks or before them, so that it
+    /// never claims keys the blocks could not have held.
+    async fn stamped_match_blocks(&self, object: &str, keys: &[Vec<u8>]) -> StoreResult<(i64, Vec<(usize, Uuid)>)>;
 
     /// Records among `others` whose pair with `record` was dismissed as "not a duplicate".
     async fn dismissed_with(&self, object: &str, record: Uuid, others: &[Uuid]) -> StoreResult<Vec<Uuid>>;
