@@ -7,9 +7,6 @@ use crate::duplicates::{CheckOptions, ConfirmNotDuplicate, DupCheck};
 use crate::error::{ServiceError, ServiceResult, again_if_stale};
 use crate::view::{HistoryPage, RecordView, VersionView};
 use crate::{RequestContext, Service};
-
-/// Records taken to exist by a reference check: (object, id).
-pub(crate) type References = std::collections::HashSet<(String, Uuid)>;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use custodian_core::schema::{FieldType, ObjectDef};
@@ -21,6 +18,9 @@ use custodian_store::{
 };
 use serde_json::{Map, Value, json};
 use uuid::Uuid;
+
+/// Records taken to exist by a reference check: (object, id).
+pub(crate) type References = std::collections::HashSet<(String, Uuid)>;
 
 /// Options of a create.
 #[derive(Debug, Clone, Default)]
