@@ -248,6 +248,22 @@ async fn open_existing_store(args: &StoreArgs) -> Result<Arc<dyn Store>> {
     open_store(args).await
 }
 
+/// `open_existing_store` for commands that only read the log (verify, prove): a SQLite file is
+/// opened read-only, neither migrated nor written, so checking the evidence leaves it as it was.
+async fn open_store_to_read(args: &StoreArgs) -> Result<Arc<dyn Store>> {
+    if args.database_url.is_some() {
+        return open_existing_store(args).await;
+    }
+    let db = args.data_dir.join("custodian.db");
+    if !db.exists() {
+        bail!("no Custodian database at {} (wrong --data-dir?)", db.display());
+    }
+    let store = custodian_store_sqlite::SqliteStore::open_read_only(&db)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot open SQLite store at {} for reading: {e}", db.display()))?;
+    Ok(Arc::new(store))
+}
+
 fn read_files(explicit: &[PathBuf], store: &StoreArgs) -> Result<(Vec<CheckpointFile>, Vec<PathBuf>)> {
     let paths: Vec<PathBuf> = if explicit.is_empty() {
         let default = default_checkpoint_file(store);
@@ -299,7 +315,7 @@ async fn verify(args: VerifyArgs) -> Result<()> {
              beside the audit signing key)"
         );
     }
-    let store = open_existing_store(&args.store).await?;
+    let store = open_store_to_read(&args.store).await?;
     let public: Vec<AuditPublicKey> = keys.iter().map(|(k, _)| k.clone()).collect();
     let report = verify_store(store.as_ref(), &files, &public).await?;
     if args.json {
@@ -343,7 +359,7 @@ async fn prove(args: ProveArgs) -> Result<()> {
     if keys.is_empty() {
         eprintln!("warning: no public key found: checkpoint signatures were not checked before proving");
     }
-    let store = open_existing_store(&args.store).await?;
+    let store = open_store_to_read(&args.store).await?;
     let proof = match build_proof(store.as_ref(), &files, &keys, args.seq, args.hash_only).await {
         Ok(p) => p,
         Err(e @ ProveError::Mismatch(_)) => {

@@ -112,6 +112,8 @@ fn verify_prove_and_tamper_end_to_end() {
         assert_eq!(mode & 0o777, 0o600);
     }
 
+    let db = data.join("custodian.db");
+    let before = std::fs::read(&db).unwrap();
     let ok = run(&["audit", "verify", "--data-dir", d]);
     assert_eq!(ok.status.code(), Some(0), "{}", text(&ok));
     assert!(text(&ok).contains("result: INTACT"));
@@ -122,6 +124,10 @@ fn verify_prove_and_tamper_end_to_end() {
     let out = run(&["audit", "prove", "2", "--data-dir", d, "--output", proof.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     assert!(std::fs::metadata(&proof).unwrap().len() < 2048);
+    // Checking the evidence leaves it as it was: the database is opened read-only.
+    assert!(std::fs::read(&db).unwrap() == before, "verify or prove changed the database file");
+    let wal = data.join("custodian.db-wal");
+    assert!(!wal.exists() || std::fs::metadata(&wal).unwrap().len() == 0, "verify or prove wrote to the WAL");
     let p = proof.to_str().unwrap();
     let pk = public.to_str().unwrap();
     let checked = run(&["audit", "check-proof", p, "--public-key", pk]);

@@ -131,6 +131,31 @@ impl SqliteStore {
         Ok(SqliteStore { read_pool, writer: tx })
     }
 
+    /// Opens an existing database for reading only, as the audit verifier and prover do: the
+    /// file is opened read-only, nothing is migrated, no writer runs (a write is answered
+    /// `unavailable`), so checking the evidence never changes it.
+    pub async fn open_read_only(path: &Path) -> StoreResult<SqliteStore> {
+        if !path.is_file() {
+            return Err(StoreError::Unavailable(format!("no database at {}", path.display())));
+        }
+        let options = SqliteConnectOptions::new()
+            .filename(path)
+            .read_only(true)
+            .busy_timeout(Duration::from_secs(10))
+            .foreign_keys(false)
+            .pragma("query_only", "ON");
+        let read_pool = SqlitePoolOptions::new()
+            .max_connections(2)
+            .test_before_acquire(false)
+            .acquire_timeout(Duration::from_secs(10))
+            .connect_with(options)
+            .await
+            .map_err(map_sqlx)?;
+        // A writer that has stopped: every write is refused.
+        let (writer, _) = mpsc::channel(1);
+        Ok(SqliteStore { read_pool, writer })
+    }
+
     async fn submit(&self, op: Op) -> StoreResult<OpOut> {
         let (reply, rx) = oneshot::channel();
         self.writer
