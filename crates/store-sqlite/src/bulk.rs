@@ -329,7 +329,6 @@ pub(crate) async fn apply(
     Ok(append_events(conn, head, &events).await?)
 }
 
-/// Links `events` into the chain after `head` and inserts them with one statement.
 /// The insert of a JSON array of chained audit rows (`chain_rows`).
 macro_rules! insert_events_sql {
     () => {
@@ -340,6 +339,7 @@ macro_rules! insert_events_sql {
     };
 }
 
+/// Links `events` into the chain after `head` and inserts them with one statement.
 pub(crate) async fn append_events(
     conn: &mut SqliteConnection,
     head: &mut ChainHead,
