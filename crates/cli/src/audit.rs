@@ -249,10 +249,17 @@ async fn open_existing_store(args: &StoreArgs) -> Result<Arc<dyn Store>> {
 }
 
 /// `open_existing_store` for commands that only read the log (verify, prove): a SQLite file is
-/// opened read-only, neither migrated nor written, so checking the evidence leaves it as it was.
+/// opened read-only, a PostgreSQL database through read-only sessions, neither migrated nor
+/// written, so checking the evidence leaves it as it was.
 async fn open_store_to_read(args: &StoreArgs) -> Result<Arc<dyn Store>> {
-    if args.database_url.is_some() {
-        return open_existing_store(args).await;
+    if let Some(url) = &args.database_url {
+        if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+            bail!("--database-url must start with postgres:// (SQLite is selected with --data-dir)");
+        }
+        let store = custodian_store_postgres::PostgresStore::connect_read_only(url)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot open PostgreSQL store for reading: {e}"))?;
+        return Ok(Arc::new(store));
     }
     let db = args.data_dir.join("custodian.db");
     if !db.exists() {

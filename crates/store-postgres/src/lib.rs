@@ -153,10 +153,23 @@ impl PostgresStore {
     /// Like [`PostgresStore::connect`] with a chosen pool size (tests use small pools so that
     /// many test databases fit under the server's connection limit).
     pub async fn connect_with_pool_size(url: &str, max_connections: u32) -> StoreResult<PostgresStore> {
+        Self::open(url, max_connections, false).await
+    }
+
+    /// Connects for reading only, as the audit verifier and prover do: nothing is migrated and
+    /// every session is read-only (`default_transaction_read_only`; a write fails in the
+    /// database), so checking the evidence never changes it.
+    pub async fn connect_read_only(url: &str) -> StoreResult<PostgresStore> {
+        Self::open(url, 2, true).await
+    }
+
+    async fn open(url: &str, max_connections: u32, read_only: bool) -> StoreResult<PostgresStore> {
         let options: sqlx::postgres::PgConnectOptions =
             url.parse().map_err(|e: sqlx::Error| StoreError::Internal(format!("invalid PostgreSQL URL: {e}")))?;
         // JIT compilation costs more than it saves on these short OLTP queries.
-        let options = plain_on_loopback(url, options.options([("jit", "off")]));
+        let options = options.options([("jit", "off")]);
+        let options = if read_only { options.options([("default_transaction_read_only", "on")]) } else { options };
+        let options = plain_on_loopback(url, options);
         let writer_options = options.clone();
         let pool = PgPoolOptions::new()
             .max_connections(max_connections.max(1))
@@ -175,8 +188,10 @@ impl PostgresStore {
                     mapped => mapped,
                 },
             })?;
-        roles::migrate(&pool).await?;
-        roles::warn_if_unprotected(&pool).await;
+        if !read_only {
+            roles::migrate(&pool).await?;
+            roles::warn_if_unprotected(&pool).await;
+        }
         let stats = stats::StatsKeeper::spawn(pool.clone());
         Ok(PostgresStore { pool, writer: writer::Writer::spawn(writer_options, stats) })
     }

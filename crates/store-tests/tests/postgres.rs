@@ -12,6 +12,30 @@ use std::sync::Arc;
 
 custodian_store_tests::conformance_tests!(custodian_store_tests::postgres_test_store().await);
 
+/// The audit verifier's and prover's connection (`connect_read_only`): it reads the log, and
+/// neither its own writes nor any migration or DDL can change the database.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_read_only_connection_reads_the_log_and_changes_nothing() {
+    let Some((store, db)) = custodian_store_tests::postgres_test_store().await else {
+        return;
+    };
+    store.append_audit(vec![AuditDraft::new("a"), AuditDraft::new("b")]).await.unwrap();
+    let reader = PostgresStore::connect_read_only(db.url()).await.unwrap();
+    let rows = reader.list_audit(0, 10).await.unwrap();
+    assert_eq!(rows.len(), 2);
+    verify_chain(0, &GENESIS_HASH, &rows).unwrap();
+    assert_eq!(reader.audit_max_seq().await.unwrap(), 2);
+    let refused = reader.append_audit(vec![AuditDraft::new("c")]).await;
+    assert!(refused.is_err(), "{refused:?}");
+    for sql in ["CREATE TABLE read_only_probe (a int)", "INSERT INTO match_key_stamps (object, stamp) VALUES ('x', 1)"]
+    {
+        let err = sqlx::query(sqlx::AssertSqlSafe(sql)).execute(reader.pool()).await.unwrap_err().to_string();
+        assert!(err.contains("read-only transaction"), "{sql} must be refused for being read-only: {err}");
+    }
+    assert_eq!(store.list_audit(0, 10).await.unwrap().len(), 2);
+    reader.close().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn audit_events_are_append_only_in_the_database() {
     let Some((store, _db)) = custodian_store_tests::postgres_test_store().await else {
