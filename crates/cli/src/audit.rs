@@ -253,9 +253,7 @@ async fn open_existing_store(args: &StoreArgs) -> Result<Arc<dyn Store>> {
 /// written, so checking the evidence leaves it as it was.
 async fn open_store_to_read(args: &StoreArgs) -> Result<Arc<dyn Store>> {
     if let Some(url) = &args.database_url {
-        if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
-            bail!("--database-url must start with postgres:// (SQLite is selected with --data-dir)");
-        }
+        crate::check_postgres_url(url)?;
         let store = custodian_store_postgres::PostgresStore::connect_read_only(url)
             .await
             .map_err(|e| anyhow::anyhow!("cannot open PostgreSQL store for reading: {e}"))?;

@@ -214,12 +214,18 @@ fn init_logging(format: &str) {
     }
 }
 
+/// Refuses a `--database-url` that is not a PostgreSQL URL.
+fn check_postgres_url(url: &str) -> Result<()> {
+    if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+        bail!("--database-url must start with postgres:// (SQLite is selected with --data-dir)");
+    }
+    Ok(())
+}
+
 async fn open_store(args: &StoreArgs) -> Result<Arc<dyn Store>> {
     match &args.database_url {
         Some(url) => {
-            if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
-                bail!("--database-url must start with postgres:// (SQLite is selected with --data-dir)");
-            }
+            check_postgres_url(url)?;
             let store = custodian_store_postgres::PostgresStore::connect(url)
                 .await
                 .map_err(|e| anyhow::anyhow!("cannot open PostgreSQL store: {e}"))?;
