@@ -511,62 +511,60 @@ pub(crate) async fn find_by_blind_indexes(
     Ok(out)
 }
 
-/// Values per statement of `find_by_field_values`.
-const VALUES_PER_STATEMENT: usize = 500;
+/// Values per statement of `find_by_field_values` (one term of a compound select each: SQLite
+/// allows at most 500).
+const VALUES_PER_STATEMENT: usize = 200;
 
 /// `Store::find_by_field_values`: per field, one statement for up to VALUES_PER_STATEMENT
-/// values, through the field's expression index (`fxid_<object>_<field>` on the value and the
-/// id, partial on the object: the object is written as a literal so the planner can use it).
+/// values, each value's holders read through the field's expression index (`fxid_<object>_
+/// <field>` on the value and the id, partial on the object: the object is written as a literal
+/// so the planner can use it) and cut at the limit in SQL, as one row of comma-joined ids.
 pub(crate) async fn find_by_field_values(
     pool: &SqlitePool,
     object: &str,
     keys: &[(String, String)],
     limit: u32,
 ) -> StoreResult<Vec<(usize, Uuid)>> {
-    use std::collections::HashMap;
     let mut out: Vec<(usize, Uuid)> = Vec::new();
     if limit == 0 || keys.is_empty() {
         return Ok(out);
     }
-    let mut position: HashMap<(&str, &str), Vec<usize>> = HashMap::new();
+    let mut by_field: BTreeMap<&str, Vec<(usize, &str)>> = BTreeMap::new();
     for (i, (field, value)) in keys.iter().enumerate() {
-        position.entry((field.as_str(), value.as_str())).or_default().push(i);
+        by_field.entry(field.as_str()).or_default().push((i, value.as_str()));
     }
-    let mut by_field: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
-    for (field, value) in position.keys() {
-        by_field.entry(field).or_default().push(value);
-    }
-    for (field, mut values) in by_field {
+    for (field, values) in by_field {
         if !custodian_store::is_identifier(field) {
             return Err(internal(format!("invalid field name {field:?}")));
         }
-        values.sort_unstable();
-        let expr = format!("json_extract(r.fields, '$.{field}')");
+        let mut parts = crate::sql::QueryParts::default();
+        crate::sql::push_object(&mut parts, object);
+        let (object_sql, object_binds) = parts.finish_where();
         for chunk in values.chunks(VALUES_PER_STATEMENT) {
-            let mut parts = crate::sql::QueryParts::default();
-            crate::sql::push_object(&mut parts, object);
-            let (object_sql, binds) = parts.finish_where();
-            let text = format!(
-                "SELECT CAST({expr} AS TEXT) AS value, r.id AS id FROM records r \
-                 WHERE {object_sql} AND r.deleted_at IS NULL AND {expr} IN ({}) ORDER BY {expr}, r.id",
-                vec!["?"; chunk.len()].join(", ")
-            );
-            let mut q = crate::bind_all(sqlx::query(AssertSqlSafe(text)), binds);
-            for v in chunk {
-                q = q.bind((*v).to_owned());
+            let text = (0..chunk.len())
+                .map(|n| {
+                    format!(
+                        "SELECT {n} AS n, (SELECT group_concat(id) FROM (SELECT r.id AS id FROM records r \
+                         WHERE {object_sql} AND r.deleted_at IS NULL AND json_extract(r.fields, '$.{field}') = ? \
+                         ORDER BY r.id LIMIT {limit})) AS ids"
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join(" UNION ALL ");
+            let mut binds = Vec::new();
+            for (_, value) in chunk {
+                binds.extend(object_binds.iter().cloned());
+                binds.push(crate::sql::Bind::Text((*value).to_owned()));
             }
-            // At most `limit` ids per value, the smallest first.
-            let mut taken: HashMap<String, u32> = HashMap::new();
+            let q = crate::bind_all(sqlx::query(AssertSqlSafe(text)), binds);
             for row in q.fetch_all(pool).await.map_err(map_sqlx)? {
-                let value: String = row.try_get("value").map_err(map_sqlx)?;
-                let id = uuid_of(&row, "id")?;
-                let n = taken.entry(value.clone()).or_insert(0);
-                if *n >= limit {
-                    continue;
-                }
-                *n += 1;
-                for i in position.get(&(field, value.as_str())).into_iter().flatten() {
-                    out.push((*i, id));
+                let n: i64 = row.try_get("n").map_err(map_sqlx)?;
+                let Some(&(i, _)) = usize::try_from(n).ok().and_then(|n| chunk.get(n)) else {
+                    return Err(internal(format!("unexpected position {n}")));
+                };
+                let ids: Option<String> = row.try_get("ids").map_err(map_sqlx)?;
+                for id in ids.iter().flat_map(|ids| ids.split(',')) {
+                    out.push((i, Uuid::parse_str(id).map_err(internal)?));
                 }
             }
         }

@@ -10,6 +10,7 @@ use serde_json::Value;
 use sqlx::Row;
 use sqlx::sqlite::SqliteRow;
 
+#[derive(Clone)]
 pub enum Bind {
     Text(String),
     Int(i64),

@@ -1619,6 +1619,10 @@ pub async fn field_value_lookup(store: DynStore) {
     assert_eq!(one_each, vec![(0, lo), (2, b.id), (3, lo)], "the smallest id of each key");
     assert!(store.find_by_field_values(OBJ, &[], 10).await.expect("find").is_empty());
     assert!(store.find_by_field_values(OBJ, &keys, 0).await.expect("find").is_empty());
+    // More values than one SQLite statement takes.
+    let mut many: Vec<(String, String)> = (0..450).map(|i| name(&format!("none {i}"))).collect();
+    many.push(name("Beta"));
+    assert_eq!(store.find_by_field_values(OBJ, &many, 10).await.expect("find"), vec![(450, b.id)]);
     let injected = store.find_by_field_values(OBJ, &[name("x' OR '1'"), name("x")], 10).await.expect("find");
     assert!(injected.is_empty(), "{injected:?}");
     assert_eq!(store.find_by_field_values("leads", &[name("Beta")], 10).await.expect("find"), vec![]);
