@@ -22,6 +22,18 @@ use uuid::Uuid;
 /// Records taken to exist by a reference check: (object, id).
 pub(crate) type References = std::collections::HashSet<(String, Uuid)>;
 
+/// The record a reference field names: its id, and its object (None when the field has no
+/// fixed target and `related_object` is missing). A reference without a fixed target takes it
+/// from `related_object` (activities).
+fn reference_of(f: &custodian_core::schema::FieldDef, fields: &Map<String, Value>) -> Option<(Uuid, Option<String>)> {
+    let id = fields.get(&f.name).and_then(Value::as_str).and_then(|s| Uuid::parse_str(s).ok())?;
+    let target = match &f.reference {
+        Some(t) => Some(t.clone()),
+        None => fields.get("related_object").and_then(Value::as_str).map(str::to_owned),
+    };
+    Some((id, target))
+}
+
 /// Options of a create.
 #[derive(Debug, Clone, Default)]
 pub struct CreateOptions {
@@ -266,13 +278,8 @@ impl Service {
     ) -> ServiceResult<()> {
         let mut errors = Vec::new();
         for f in def.fields.iter().filter(|f| f.field_type == FieldType::Reference) {
-            let Some(id) = fields.get(&f.name).and_then(Value::as_str).and_then(|s| Uuid::parse_str(s).ok()) else {
+            let Some((id, target)) = reference_of(f, fields) else {
                 continue;
-            };
-            // A reference without a fixed target takes it from `related_object` (activities).
-            let target = match &f.reference {
-                Some(t) => Some(t.clone()),
-                None => fields.get("related_object").and_then(Value::as_str).map(str::to_owned),
             };
             let Some(target) = target else {
                 errors.push(FieldError::new(
@@ -711,17 +718,11 @@ impl Service {
         let mut wanted: std::collections::BTreeMap<String, std::collections::BTreeSet<Uuid>> = Default::default();
         for (fields, _) in records {
             for f in def.fields.iter().filter(|f| f.field_type == FieldType::Reference) {
-                let Some(id) = fields.get(&f.name).and_then(Value::as_str).and_then(|s| Uuid::parse_str(s).ok()) else {
+                let Some((id, target)) = reference_of(f, fields) else {
                     continue;
                 };
-                let target = f.reference.clone().or_else(|| {
-                    fields
-                        .get("related_object")
-                        .and_then(Value::as_str)
-                        .filter(|o| self.object_def(o).is_ok())
-                        .map(str::to_owned)
-                });
-                if let Some(target) = target.filter(|t| !known.contains(&(t.clone(), id))) {
+                let target = target.filter(|t| self.object_def(t).is_ok() && !known.contains(&(t.clone(), id)));
+                if let Some(target) = target {
                     wanted.entry(target).or_default().insert(id);
                 }
             }

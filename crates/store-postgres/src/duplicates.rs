@@ -347,27 +347,14 @@ pub(crate) async fn match_blocks(pool: &PgPool, object: &str, keys: &[Vec<u8>]) 
     if keys.is_empty() {
         return Ok(Vec::new());
     }
-    // Each key's block is read through the primary key and cut at the cap (keys of deleted
-    // records are not kept), and comes back as one row holding an array: a check reads dozens
-    // of blocks of up to the cap each, and rows cost more to send and decode than array items.
-    let rows: Vec<(i64, Vec<Uuid>)> = sqlx::query_as(
-        "SELECT k.i, ARRAY(SELECT m.record_id FROM match_keys m WHERE m.object = $1 AND m.key = k.key \
-                           ORDER BY m.record_id LIMIT $3) \
-         FROM unnest($2::bytea[]) WITH ORDINALITY AS k(key, i) \
-         ORDER BY k.i",
-    )
-    .bind(object)
-    .bind(keys)
-    .bind(i64::from(MATCH_BLOCK_CAP))
-    .fetch_all(pool)
-    .await
-    .map_err(map_sqlx)?;
-    let rows = rows.into_iter().flat_map(|(i, ids)| ids.into_iter().map(move |id| (i, id))).collect();
-    from_ordinality(rows)
+    Ok(stamped_match_blocks(pool, object, keys).await?.1)
 }
 
-/// `Store::stamped_match_blocks`: `match_blocks` with the stamp as an uncorrelated subquery of
-/// the same statement (one snapshot).
+/// `Store::stamped_match_blocks`: the stamp as an uncorrelated subquery of the statement that
+/// reads the blocks (one snapshot). Each key's block is read through the primary key and cut
+/// at the cap (keys of deleted records are not kept), and comes back as one row holding an
+/// array: a check reads dozens of blocks of up to the cap each, and rows cost more to send and
+/// decode than array items.
 pub(crate) async fn stamped_match_blocks(
     pool: &PgPool,
     object: &str,

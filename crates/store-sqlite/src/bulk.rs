@@ -345,13 +345,7 @@ pub(crate) async fn append_events(
     head: &mut ChainHead,
     events: &[&EncodedEvent],
 ) -> StoreResult<Vec<i64>> {
-    if events.is_empty() {
-        return Ok(Vec::new());
-    }
-    let rows = chain_rows(head.seq, &head.hash, events);
-    sqlx::query(insert_events_sql!()).bind(rows.json).execute(&mut *conn).await.map_err(map_sqlx)?;
-    *head = ChainHead { seq: rows.head_seq, hash: rows.head_hash };
-    Ok(rows.seqs)
+    insert_chained(conn, head, events, insert_events_sql!()).await
 }
 
 /// `append_events` in a transaction of its own, sent to SQLite as one command: BEGIN, the
@@ -363,15 +357,22 @@ pub(crate) async fn append_events_committed(
     head: &mut ChainHead,
     events: &[&EncodedEvent],
 ) -> StoreResult<Vec<i64>> {
+    insert_chained(conn, head, events, concat!("BEGIN IMMEDIATE; ", insert_events_sql!(), "; COMMIT")).await
+}
+
+/// Runs `sql` (the insert of `insert_events_sql!`, alone or wrapped) with `events` linked
+/// after `head`, and moves `head` on once it succeeded.
+async fn insert_chained(
+    conn: &mut SqliteConnection,
+    head: &mut ChainHead,
+    events: &[&EncodedEvent],
+    sql: &'static str,
+) -> StoreResult<Vec<i64>> {
     if events.is_empty() {
         return Ok(Vec::new());
     }
     let rows = chain_rows(head.seq, &head.hash, events);
-    sqlx::query(concat!("BEGIN IMMEDIATE; ", insert_events_sql!(), "; COMMIT"))
-        .bind(rows.json)
-        .execute(&mut *conn)
-        .await
-        .map_err(map_sqlx)?;
+    sqlx::query(sql).bind(rows.json).execute(&mut *conn).await.map_err(map_sqlx)?;
     *head = ChainHead { seq: rows.head_seq, hash: rows.head_hash };
     Ok(rows.seqs)
 }
