@@ -7,6 +7,7 @@ mod audit;
 mod bench;
 mod dedupe;
 mod demo;
+mod exports;
 mod linkage;
 mod monitor;
 
@@ -151,6 +152,18 @@ enum Command {
     Dedupe {
         #[command(flatten)]
         args: dedupe::DedupeArgs,
+    },
+    /// Export records as CSV (offline, as the operator): the same filters, search and sort as
+    /// the API, registered in the audit log with every row id, watermarked and fingerprinted.
+    Export {
+        #[command(flatten)]
+        args: exports::ExportArgs,
+    },
+    /// Name the export a leaked CSV file came from: its invisible fingerprint, its watermark
+    /// column and its record ids are compared with every registered export.
+    TraceLeak {
+        #[command(flatten)]
+        args: exports::TraceArgs,
     },
     /// Labelled benchmark of the matching engine: generate synthetic records with known
     /// duplicates, or measure precision, recall, F1 and time on them.
@@ -453,6 +466,8 @@ async fn run(command: Command) -> Result<()> {
         }
         Command::Bench { args } => bench::run(args).await,
         Command::Dedupe { args } => dedupe::run(args),
+        Command::Export { args } => exports::export(args).await,
+        Command::TraceLeak { args } => exports::trace(args).await,
         Command::LinkageBench { command } => linkage::run(command),
     }
 }

@@ -622,3 +622,69 @@ fn roles_scenario(target: &Target) {
     assert_eq!(http(server.port, "GET", &path, Some(&rep), None).0, 404, "revoked grants stop working");
     stop(server);
 }
+
+#[test]
+fn export_and_trace_leak_from_the_command_line() {
+    let dir = TempDir::new();
+    export_scenario(&Target::sqlite(&dir.0));
+}
+
+#[test]
+fn export_and_trace_leak_from_the_command_line_on_postgres() {
+    let dir = TempDir::new();
+    let Some((target, _db)) = postgres_target(&dir.0) else { return };
+    export_scenario(&target);
+    assert!(!dir.0.join("custodian.db").exists(), "everything went to PostgreSQL");
+}
+
+/// Demo data exported twice (filtered, then all contacts); a part of the second file is traced
+/// to its export; the export is refused above `--max-rows`; an existing file is never replaced.
+fn export_scenario(target: &Target) {
+    let out = cli_on(target, &["demo", "--records", "200", "--seed", "5"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let root = target.dir.parent().unwrap();
+    let first = root.join("first.csv");
+    let second = root.join("second.csv");
+    let out = cli_on(
+        target,
+        &["export", "--object", "companies", "--filter", "name[contains]=科技", "--output", first.to_str().unwrap()],
+    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = cli_on(target, &["export", "--object", "contacts", "--output", second.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let rows = report["rows"].as_u64().unwrap();
+    assert!(rows >= 20, "{report}");
+    let text = std::fs::read_to_string(&second).unwrap();
+    let mut reader = csv::Reader::from_reader(text.trim_start_matches('\u{feff}').as_bytes());
+    assert_eq!(reader.records().count() as u64, rows);
+    // A part of the file, with the watermark column cut off: still traced to its export.
+    let lines: Vec<&str> = text.split("\r\n").filter(|l| !l.is_empty()).collect();
+    let cut = |l: &str| l.rsplit_once(',').unwrap().0.to_owned();
+    let part: Vec<String> = std::iter::once(lines[0]).chain(lines[3..15].iter().copied()).map(cut).collect();
+    let leaked = root.join("leaked.csv");
+    std::fs::write(&leaked, part.join("\r\n")).unwrap();
+    let out = cli_on(target, &["trace-leak", leaked.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let trace: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(trace["verdict"], "fingerprint", "{trace}");
+    assert_eq!(trace["export_id"], report["export_id"], "{trace}");
+    // A file no export produced: non-zero exit.
+    let stranger = root.join("stranger.csv");
+    std::fs::write(&stranger, "id,name\r\nx,y\r\n").unwrap();
+    let out = cli_on(target, &["trace-leak", stranger.to_str().unwrap()]);
+    assert!(!out.status.success());
+    // The cap, and an existing output file, refuse the export.
+    let third = root.join("third.csv");
+    let out =
+        cli_on(target, &["export", "--object", "contacts", "--max-rows", "5", "--output", third.to_str().unwrap()]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("export_too_large"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = cli_on(target, &["export", "--object", "contacts", "--output", second.to_str().unwrap()]);
+    assert!(!out.status.success());
+    assert_eq!(std::fs::read_to_string(&second).unwrap(), text, "never overwritten");
+}

@@ -5,6 +5,7 @@ pub mod access;
 pub mod audit;
 pub mod demo;
 pub mod error;
+pub mod export;
 pub mod matching;
 pub mod normalize;
 pub mod rules;

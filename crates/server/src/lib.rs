@@ -120,6 +120,7 @@ fn api_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(routes::records::restore))
         .routes(routes!(routes::records::transfer))
         .routes(routes!(routes::records::bulk_delete))
+        .routes(routes!(routes::records::export))
         .routes(routes!(routes::records::convert_lead))
         .routes(routes!(routes::records::reveal))
         .routes(routes!(routes::records::as_of))

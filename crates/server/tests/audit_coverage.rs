@@ -351,6 +351,7 @@ both_backends!(every_listed_action_is_audited_with_actor_ip_agent_and_request_id
         ),
         (Method::GET, "/api/v1/alerts".to_owned(), None),
         (Method::GET, "/api/v1/audit/events".to_owned(), None),
+        (Method::GET, "/api/v1/contacts/export".to_owned(), None),
         (
             Method::POST,
             "/api/v1/merges".to_owned(),
@@ -367,6 +368,10 @@ both_backends!(every_listed_action_is_audited_with_actor_ip_agent_and_request_id
     expect_event(&app, &s, StatusCode::OK, "audit.export", &admin).await;
     let s = c.send(t, Method::POST, "/api/v1/audit/verify", None).await;
     expect_event(&app, &s, StatusCode::OK, "audit.verify", &admin).await;
+    // So is every export of records, with the row ids it sent.
+    let s = c.send(t, Method::GET, "/api/v1/companies/export?columns=name", None).await;
+    let event = expect_event(&app, &s, StatusCode::OK, "record.export", &admin).await;
+    assert!(event["details"]["ids"].as_array().is_some_and(|ids| !ids.is_empty()), "{event}");
 
     // ---- change notifications and their sign-off ----
     let company = c.send(r, Method::POST, "/api/v1/companies", Some(json!({"fields": {"name": "覆盖客户"}}))).await;

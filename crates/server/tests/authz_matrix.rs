@@ -221,6 +221,14 @@ fn expected_other(route: &str, role: &str) -> Option<StatusCode> {
         | "GET /api/v1/schema/{object}"
         | "GET /api/v1/schema/{object}/fields/{field}/rules"
         | "GET /api/v1/{object}" => StatusCode::OK,
+        // Exports: roles with the export permission (rows, scope and fields in tests/exports.rs).
+        "GET /api/v1/{object}/export" => {
+            if matches!(role, "admin" | "data_steward" | "sales_manager") {
+                StatusCode::OK
+            } else {
+                StatusCode::FORBIDDEN
+            }
+        }
         // Rules are edited by admins and data stewards.
         "PUT /api/v1/schema/{object}/fields/{field}/rules" => {
             if merger(role) {

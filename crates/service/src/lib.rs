@@ -14,6 +14,7 @@ mod clock;
 mod convert;
 mod duplicates;
 mod error;
+mod exports;
 mod grants;
 mod history;
 mod keys;
@@ -38,6 +39,7 @@ pub use clock::{Clock, ManualClock};
 pub use convert::{ConversionView, ConvertCompany, ConvertRequest};
 pub use duplicates::{CandidatePage, CandidateView, ConfirmNotDuplicate, DuplicateConfig, ScanJobView};
 pub use error::{ServiceError, ServiceResult};
+pub use exports::{LeakTrace, RecordExport, TraceCandidate, WATERMARK_COLUMN};
 pub use grants::{GRANT_TTL, GrantRequest, GrantView, MAX_GRANT_HOURS};
 pub use history::VersionDiff;
 pub use keys::load_keyring;
@@ -105,6 +107,10 @@ pub struct ServiceConfig {
     pub job_page_size: u32,
     /// How long a claimed job stays leased to this server without progress.
     pub job_lease_secs: i64,
+    /// An export of more rows than this needs a fresh step-up (PRODUCT.md S8).
+    pub export_step_up_rows: u64,
+    /// No export has more rows than this; a larger one is refused (narrow the filters).
+    pub export_max_rows: u64,
     /// Whether the server that starts a job (a rule change, a backfill) also runs it at once;
     /// otherwise it waits for a worker (`run_jobs`) on any server.
     pub start_jobs_at_once: bool,
@@ -131,6 +137,8 @@ impl Default for ServiceConfig {
             job_page_size: 500,
             job_lease_secs: 60,
             start_jobs_at_once: true,
+            export_step_up_rows: 1_000,
+            export_max_rows: 10_000,
         }
     }
 }
