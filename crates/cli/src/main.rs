@@ -8,6 +8,7 @@ mod bench;
 mod dedupe;
 mod demo;
 mod exports;
+mod keys;
 mod linkage;
 mod monitor;
 
@@ -152,6 +153,11 @@ enum Command {
     Dedupe {
         #[command(flatten)]
         args: dedupe::DedupeArgs,
+    },
+    /// Data keys: status and rotation (re-encrypting stored values under the new key).
+    Keys {
+        #[command(subcommand)]
+        command: keys::KeysCommand,
     },
     /// Export records as CSV (offline, as the operator): the same filters, search and sort as
     /// the API, registered in the audit log with every row id, watermarked and fingerprinted.
@@ -467,6 +473,7 @@ async fn run(command: Command) -> Result<()> {
         Command::Bench { args } => bench::run(args).await,
         Command::Dedupe { args } => dedupe::run(args),
         Command::Export { args } => exports::export(args).await,
+        Command::Keys { command } => keys::run(command).await,
         Command::TraceLeak { args } => exports::trace(args).await,
         Command::LinkageBench { command } => linkage::run(command),
     }

@@ -16,6 +16,8 @@ use secrecy::{ExposeSecret, SecretBox};
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
 
 /// Length of every symmetric key.
 pub const KEY_LEN: usize = 32;
@@ -135,6 +137,12 @@ impl MasterKey {
             open(&self.0, format!("custodian-wrap:{label}").as_bytes(), wrapped).map_err(|_| CryptoError::Unwrap)?;
         Key::from_bytes(&bytes).ok_or(CryptoError::Unwrap)
     }
+
+    /// A second handle on the same key (for the keyring, which unwraps and wraps data keys
+    /// added by rotations while the server runs).
+    pub fn duplicate(&self) -> MasterKey {
+        MasterKey(Key(SecretBox::new(Box::new(*self.0.bytes()))))
+    }
 }
 
 #[cfg(unix)]
@@ -180,11 +188,20 @@ pub fn data_key_label(version: u32) -> String {
 }
 pub const INDEX_KEY_LABEL: &str = "index:1";
 
-/// The unwrapped keys the service works with.
+/// The version of the data key an envelope was sealed with, if it is an envelope.
+pub fn envelope_version(envelope: &str) -> Option<u32> {
+    envelope.strip_prefix(ENVELOPE_PREFIX)?.split_once(':')?.0.parse().ok()
+}
+
+/// The unwrapped keys the service works with. Data keys can be added while it is in use (a
+/// rotation here or on another server); the highest version seals new values, every known
+/// version opens old ones.
 pub struct Keyring {
-    data_keys: BTreeMap<u32, Key>,
-    current: u32,
+    data_keys: std::sync::RwLock<BTreeMap<u32, Arc<Key>>>,
+    current: AtomicU32,
     index_root: Key,
+    /// Wraps and unwraps the data keys a rotation adds (absent in keyrings built for tests).
+    master: Option<MasterKey>,
     /// Per (purpose, object, field): the HMAC state keyed with the HKDF-derived key, so that a
     /// digest costs one HMAC instead of a key derivation plus an HMAC (a write computes
     /// several digests per record). Derived from `index_root` only; never written anywhere.
@@ -193,10 +210,7 @@ pub struct Keyring {
 
 impl std::fmt::Debug for Keyring {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Keyring")
-            .field("versions", &self.data_keys.keys().collect::<Vec<_>>())
-            .field("current", &self.current)
-            .finish()
+        f.debug_struct("Keyring").field("versions", &self.versions()).field("current", &self.current_version()).finish()
     }
 }
 
@@ -206,11 +220,60 @@ impl Keyring {
     /// `data_keys` must not be empty; the highest version encrypts new values.
     pub fn new(data_keys: BTreeMap<u32, Key>, index_root: Key) -> Option<Self> {
         let current = *data_keys.keys().next_back()?;
-        Some(Keyring { data_keys, current, index_root, keyed: Default::default() })
+        let data_keys = data_keys.into_iter().map(|(v, k)| (v, Arc::new(k))).collect();
+        Some(Keyring {
+            data_keys: std::sync::RwLock::new(data_keys),
+            current: AtomicU32::new(current),
+            index_root,
+            master: None,
+            keyed: Default::default(),
+        })
     }
 
+    /// The keyring keeps `master` to unwrap data keys added later and to wrap new ones.
+    pub fn with_master(mut self, master: MasterKey) -> Self {
+        self.master = Some(master);
+        self
+    }
+
+    /// The version that seals new values: the highest known.
     pub fn current_version(&self) -> u32 {
-        self.current
+        self.current.load(Ordering::Acquire)
+    }
+
+    /// Every known data key version, ascending.
+    pub fn versions(&self) -> Vec<u32> {
+        self.data_keys.read().unwrap_or_else(|e| e.into_inner()).keys().copied().collect()
+    }
+
+    fn data_key(&self, version: u32) -> Result<Arc<Key>, CryptoError> {
+        let keys = self.data_keys.read().unwrap_or_else(|e| e.into_inner());
+        keys.get(&version).cloned().ok_or(CryptoError::UnknownKeyVersion(version))
+    }
+
+    /// Adds a data key version unwrapped from its stored form (label `data:N`); a version
+    /// already known is left as it is. Returns whether the keyring changed.
+    pub fn add_wrapped_data_key(&self, version: u32, wrapped: &[u8]) -> Result<bool, CryptoError> {
+        if self.data_key(version).is_ok() {
+            return Ok(false);
+        }
+        let master = self.master.as_ref().ok_or(CryptoError::Unwrap)?;
+        let key = master.unwrap(wrapped, &data_key_label(version))?;
+        self.insert_data_key(version, key);
+        Ok(true)
+    }
+
+    fn insert_data_key(&self, version: u32, key: Key) {
+        let mut keys = self.data_keys.write().unwrap_or_else(|e| e.into_inner());
+        keys.entry(version).or_insert_with(|| Arc::new(key));
+        self.current.fetch_max(version, Ordering::AcqRel);
+    }
+
+    /// A new data key of `version`, wrapped for storage under its label. It seals nothing until
+    /// `add_wrapped_data_key` adds it (after the store kept it).
+    pub fn new_wrapped_data_key(&self, version: u32) -> Result<Vec<u8>, CryptoError> {
+        let master = self.master.as_ref().ok_or(CryptoError::Unwrap)?;
+        master.wrap(&Key::generate()?, &data_key_label(version))
     }
 
     fn aad(object: &str, field: &str, record_id: &str, version: u32) -> Vec<u8> {
@@ -232,9 +295,25 @@ impl Keyring {
         record_id: &str,
         plaintext: &str,
     ) -> Result<String, CryptoError> {
-        let key = self.data_keys.get(&self.current).ok_or(CryptoError::UnknownKeyVersion(self.current))?;
-        let sealed = seal(key, &Self::aad(object, field, record_id, self.current), plaintext.as_bytes())?;
-        Ok(format!("{ENVELOPE_PREFIX}{}:{}", self.current, B64.encode(sealed)))
+        let current = self.current_version();
+        let key = self.data_key(current)?;
+        let sealed = seal(&key, &Self::aad(object, field, record_id, current), plaintext.as_bytes())?;
+        Ok(format!("{ENVELOPE_PREFIX}{current}:{}", B64.encode(sealed)))
+    }
+
+    /// The envelope sealed again under the current data key, or `None` when it already is.
+    pub fn reseal_field(
+        &self,
+        object: &str,
+        field: &str,
+        record_id: &str,
+        envelope: &str,
+    ) -> Result<Option<String>, CryptoError> {
+        if envelope_version(envelope).ok_or(CryptoError::Malformed)? == self.current_version() {
+            return Ok(None);
+        }
+        let plain = self.decrypt_field(object, field, record_id, envelope)?;
+        self.encrypt_field(object, field, record_id, &plain).map(Some)
     }
 
     /// Opens an envelope made by `encrypt_field` for the same object, field and record.
@@ -248,9 +327,9 @@ impl Keyring {
         let rest = envelope.strip_prefix(ENVELOPE_PREFIX).ok_or(CryptoError::Malformed)?;
         let (version, body) = rest.split_once(':').ok_or(CryptoError::Malformed)?;
         let version: u32 = version.parse().map_err(|_| CryptoError::Malformed)?;
-        let key = self.data_keys.get(&version).ok_or(CryptoError::UnknownKeyVersion(version))?;
+        let key = self.data_key(version)?;
         let sealed = B64.decode(body).map_err(|_| CryptoError::Malformed)?;
-        let plain = open(key, &Self::aad(object, field, record_id, version), &sealed)?;
+        let plain = open(&key, &Self::aad(object, field, record_id, version), &sealed)?;
         String::from_utf8(plain).map_err(|_| CryptoError::Malformed)
     }
 
@@ -322,6 +401,45 @@ mod tests {
         let mut keys = BTreeMap::new();
         keys.insert(1, Key::generate().unwrap());
         Keyring::new(keys, Key::generate().unwrap()).unwrap()
+    }
+
+    #[test]
+    fn a_rotation_seals_new_values_with_the_new_key_and_opens_old_ones() {
+        let master = MasterKey::from_hex(&"ab".repeat(32)).unwrap();
+        let mut keys = BTreeMap::new();
+        keys.insert(1, Key::generate().unwrap());
+        let ring = Keyring::new(keys, Key::generate().unwrap()).unwrap().with_master(master.duplicate());
+        let old = ring.encrypt_field("contacts", "mobile", "r1", "+8613800138000").unwrap();
+        assert_eq!(envelope_version(&old), Some(1));
+        assert_eq!(ring.reseal_field("contacts", "mobile", "r1", &old).unwrap(), None, "already current");
+        let wrapped = ring.new_wrapped_data_key(2).unwrap();
+        assert_eq!(ring.current_version(), 1, "not in use before it is stored and added");
+        // Another server's keyring learns the key from its wrapped form.
+        let mut other_keys = BTreeMap::new();
+        other_keys
+            .insert(1, master.unwrap(&master.wrap(&Key::generate().unwrap(), "data:1").unwrap(), "data:1").unwrap());
+        assert!(ring.add_wrapped_data_key(2, &wrapped).unwrap());
+        assert!(!ring.add_wrapped_data_key(2, &wrapped).unwrap(), "known already");
+        assert_eq!(ring.versions(), vec![1, 2]);
+        assert_eq!(ring.current_version(), 2);
+        let resealed = ring.reseal_field("contacts", "mobile", "r1", &old).unwrap().unwrap();
+        assert_eq!(envelope_version(&resealed), Some(2));
+        assert_eq!(ring.decrypt_field("contacts", "mobile", "r1", &resealed).unwrap(), "+8613800138000");
+        assert_eq!(ring.decrypt_field("contacts", "mobile", "r1", &old).unwrap(), "+8613800138000");
+        // A wrapped key under another label, or another master key, is refused.
+        assert!(ring.add_wrapped_data_key(3, &wrapped).is_err());
+        let stranger = Keyring::new(other_keys, Key::generate().unwrap())
+            .unwrap()
+            .with_master(MasterKey::from_hex(&"cd".repeat(32)).unwrap());
+        assert!(stranger.add_wrapped_data_key(2, &wrapped).is_err());
+        assert!(
+            Keyring::new(BTreeMap::from([(1, Key::generate().unwrap())]), Key::generate().unwrap())
+                .unwrap()
+                .new_wrapped_data_key(2)
+                .is_err(),
+            "no master, no new keys"
+        );
+        assert_eq!(envelope_version("plain text"), None);
     }
 
     /// The cached keyed state gives the digest of the plain construction (HKDF-derived field

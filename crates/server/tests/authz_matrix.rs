@@ -181,6 +181,14 @@ fn expected(route: &str, role: &str, c: Cat) -> StatusCode {
                 StatusCode::FORBIDDEN
             }
         }
+        // Re-encryption jobs: admins; a record id names no job.
+        "GET /api/v1/keys/jobs/{id}" => {
+            if role == "admin" {
+                StatusCode::NOT_FOUND
+            } else {
+                StatusCode::FORBIDDEN
+            }
+        }
         // No rule check has this id (a record id): not found for everyone who may read records.
         "GET /api/v1/rule-checks/{id}" => StatusCode::NOT_FOUND,
         // The id names a contact, not a lead: not found (real conversions in tests/convert.rs).
@@ -221,6 +229,22 @@ fn expected_other(route: &str, role: &str) -> Option<StatusCode> {
         | "GET /api/v1/schema/{object}"
         | "GET /api/v1/schema/{object}/fields/{field}/rules"
         | "GET /api/v1/{object}" => StatusCode::OK,
+        // Data keys: admins; a rotation needs a step-up; the id in the path names no job.
+        "GET /api/v1/keys" => {
+            if admin {
+                StatusCode::OK
+            } else {
+                StatusCode::FORBIDDEN
+            }
+        }
+        "POST /api/v1/keys/rotate" => {
+            if admin {
+                StatusCode::PRECONDITION_REQUIRED
+            } else {
+                StatusCode::FORBIDDEN
+            }
+        }
+        // (GET /api/v1/keys/jobs/{id} is with the routes that take an id, in `expected`.)
         // Exports: roles with the export permission (rows, scope and fields in tests/exports.rs).
         "GET /api/v1/{object}/export" => {
             if matches!(role, "admin" | "data_steward" | "sales_manager") {

@@ -425,6 +425,7 @@ both_backends!(a_backfill_gives_old_records_their_match_keys, |app: TestApp| asy
             version,
             match_keys: Some(Vec::new()),
             unique_key: None,
+            envelopes: Vec::new(),
         }],
         finish: Some(("done".into(), None)),
     };

@@ -1,5 +1,5 @@
 //! Keeping this server's caches of shared configuration — roles, grants, the organisation,
-//! custom fields and field rules — in step with the store, which other servers (or the CLI on
+//! custom fields, field rules and the data keys — in step with the store, which other servers (or the CLI on
 //! the same database) change too.
 //!
 //! The store keeps a counter, the cache epoch, that triggers move forward in every transaction
@@ -86,7 +86,9 @@ impl Service {
             self.cache_sync.bump();
             let reloaded = async {
                 self.refresh_schema().await?;
-                self.reload_roles().await
+                self.reload_roles().await?;
+                // A data key another server added (a rotation).
+                self.refresh_keys().await.map(|_| ())
             };
             if let Err(e) = reloaded.await {
                 // Not reloaded: the next request reads the epoch again and retries.

@@ -1,13 +1,26 @@
 //! Loading the keyring: data keys and the blind-index root key are kept in the store wrapped
 //! by the master key; the first start generates them. Two servers starting at once agree on
 //! one key because `insert_wrapped_key` inserts only when the label is free.
+//!
+//! Rotation (PRODUCT.md S5): an admin (with a fresh step-up) or the operator adds data key
+//! version N+1 (`key.rotate`); inserting it moves the cache epoch, so every server unwraps it
+//! within `CACHE_EPOCH_POLL` and seals new values with it. One resumable job per object with
+//! sensitive fields then seals the stored values of active records again (`JOB_REENCRYPT`),
+//! in the records' current state only: record versions are immutable, so every key version
+//! stays in the store to open them. The index root (blind indexes, unique keys) is not
+//! rotated: its digests are what equality lookups and uniqueness rest on.
 
 use crate::error::{ServiceError, ServiceResult};
+use crate::rules::JobView;
+use crate::{RequestContext, Service};
 use custodian_core::ErrorCode;
+use custodian_core::schema::ObjectDef;
 use custodian_crypto::{INDEX_KEY_LABEL, Key, Keyring, MasterKey, data_key_label};
-use custodian_store::{AuditDraft, Store, WrappedKeyRow};
-use serde_json::json;
+use custodian_store::{AuditDraft, JOB_REENCRYPT, JobRow, Store, StoredRecord, WrappedKeyRow, now_micros};
+use serde::Serialize;
+use serde_json::{Value, json};
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 fn key_error(e: impl std::fmt::Display) -> ServiceError {
     tracing::error!(error = %e, "key material problem");
@@ -48,5 +61,112 @@ pub async fn load_keyring(store: &dyn Store, master: &MasterKey) -> ServiceResul
         }
     }
     let index_root = index_root.ok_or_else(|| key_error("the index key is missing"))?;
-    Keyring::new(data_keys, index_root).ok_or_else(|| key_error("no data key"))
+    Keyring::new(data_keys, index_root)
+        .map(|k| k.with_master(master.duplicate()))
+        .ok_or_else(|| key_error("no data key"))
+}
+
+/// The data key versions and which one seals new values.
+#[derive(Debug, Clone, Serialize)]
+pub struct KeyStatus {
+    pub current_version: u32,
+    pub versions: Vec<u32>,
+}
+
+/// A rotation: the new version, and the jobs sealing stored values again (one per object with
+/// sensitive fields).
+#[derive(Debug, Clone, Serialize)]
+pub struct KeyRotation {
+    pub previous_version: u32,
+    pub version: u32,
+    pub jobs: Vec<JobView>,
+}
+
+impl Service {
+    /// Unwraps data key versions another server (or the CLI) added since this keyring was
+    /// loaded. Returns whether any was new.
+    pub(crate) async fn refresh_keys(&self) -> ServiceResult<bool> {
+        let mut added = false;
+        for row in self.store.list_wrapped_keys().await? {
+            let Some(version) = row.label.strip_prefix("data:").and_then(|v| v.parse::<u32>().ok()) else { continue };
+            if self.keyring.versions().contains(&version) {
+                continue;
+            }
+            match self.keyring.add_wrapped_data_key(version, &row.wrapped) {
+                Ok(new) => added |= new,
+                Err(e) => return Err(key_error(e)),
+            }
+        }
+        Ok(added)
+    }
+
+    /// The data key versions (admins).
+    pub async fn key_status(&self, ctx: &RequestContext) -> ServiceResult<KeyStatus> {
+        self.admin_or_refuse(ctx, "key.status").await?;
+        self.refresh_keys().await?;
+        Ok(KeyStatus { current_version: self.keyring.current_version(), versions: self.keyring.versions() })
+    }
+
+    /// Adds data key version N+1 and starts the jobs that seal stored values under it (admins,
+    /// fresh step-up; the operator offline). Audited as `key.rotate`, one `key.reencrypt` per
+    /// job.
+    pub async fn rotate_data_key(self: &Arc<Self>, ctx: &RequestContext) -> ServiceResult<KeyRotation> {
+        self.admin_or_refuse(ctx, "key.rotate").await?;
+        self.require_step_up(ctx, "key.rotate").await?;
+        self.refresh_keys().await?;
+        let previous = self.keyring.current_version();
+        let version = previous + 1;
+        let label = data_key_label(version);
+        let wrapped = self.keyring.new_wrapped_data_key(version).map_err(key_error)?;
+        let mut audit = self.audit_draft(ctx, "key.rotate");
+        audit.details =
+            json!({ "label": label, "version": version, "previous_version": previous, "wrapped_by": "master key" });
+        if !self.store.insert_wrapped_key(WrappedKeyRow { label, wrapped: wrapped.clone() }, audit).await? {
+            return Err(ServiceError::with_message(
+                ErrorCode::Conflict,
+                "Another rotation added this key version at the same moment; reload the key status.",
+            ));
+        }
+        self.keyring.add_wrapped_data_key(version, &wrapped).map_err(key_error)?;
+        let requested_by = ctx.actor.as_ref().map(|a| a.user_id);
+        let mut jobs = Vec::new();
+        for def in self.schema().objects().filter(|d| d.fields.iter().any(|f| f.sensitive)) {
+            let job =
+                JobRow::pending(JOB_REENCRYPT, &def.name, json!({ "version": version }), requested_by, now_micros());
+            let mut audit = self.audit_draft(ctx, "key.reencrypt");
+            audit.object = Some(def.name.clone());
+            audit.details = json!({ "job_id": job.id, "version": version });
+            self.store.create_job(job.clone(), audit).await?;
+            jobs.push(crate::rules::job_view(&job));
+        }
+        self.start_jobs();
+        Ok(KeyRotation { previous_version: previous, version, jobs })
+    }
+
+    /// A re-encryption job (admins).
+    pub async fn reencrypt_job(&self, ctx: &RequestContext, id: uuid::Uuid) -> ServiceResult<JobView> {
+        self.admin_or_refuse(ctx, "key.status").await?;
+        let job =
+            self.store.get_job(id).await?.filter(|j| j.kind == JOB_REENCRYPT).ok_or_else(ServiceError::not_found)?;
+        Ok(crate::rules::job_view(&job))
+    }
+
+    /// The current-state envelopes of `record` sealed again under the current data key (empty
+    /// when all are current already). A value that cannot be opened is left as it is (and
+    /// logged without its content): the job reports it by not counting the record.
+    pub(crate) fn resealed(&self, def: &ObjectDef, record: &StoredRecord) -> Vec<(String, String)> {
+        let id = record.id.to_string();
+        let mut out = Vec::new();
+        for f in def.fields.iter().filter(|f| f.sensitive) {
+            let Some(envelope) = record.fields.get(&f.name).and_then(Value::as_str) else { continue };
+            match self.keyring.reseal_field(&def.name, &f.name, &id, envelope) {
+                Ok(Some(new)) => out.push((f.name.clone(), new)),
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::error!(object = %def.name, field = %f.name, record = %record.id, error = %e, "a sensitive value could not be sealed again");
+                }
+            }
+        }
+        out
+    }
 }

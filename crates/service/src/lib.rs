@@ -42,7 +42,7 @@ pub use error::{ServiceError, ServiceResult};
 pub use exports::{LeakTrace, RecordExport, TraceCandidate, WATERMARK_COLUMN};
 pub use grants::{GRANT_TTL, GrantRequest, GrantView, MAX_GRANT_HOURS};
 pub use history::VersionDiff;
-pub use keys::load_keyring;
+pub use keys::{KeyRotation, KeyStatus, load_keyring};
 pub use merges::{MAX_LOSERS, MergeRequest, MergeRule, MergeView, MergedRecord};
 pub use mfa::{
     MFA_REQUIRED_ROLES, MfaChallengeView, MfaEnrolment, MfaStatus, RECOVERY_CODE_COUNT, STEP_UP_SECS, StepUpView,

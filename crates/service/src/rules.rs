@@ -27,8 +27,8 @@ use custodian_core::schema::{FieldDef, ObjectDef};
 use custodian_core::values::{index_text, validate_record};
 use custodian_core::{ErrorCode, FieldError};
 use custodian_store::{
-    Column, FieldRulesRow, Filter, FilterOp, FilterValue, JOB_MATCH_KEYS, JOB_RULE_CHECK, JobProgress, JobRow,
-    KeyRefresh, ListQuery, StoreError, StoredRecord, ViolationRow, now_micros,
+    Column, FieldRulesRow, Filter, FilterOp, FilterValue, JOB_MATCH_KEYS, JOB_REENCRYPT, JOB_RULE_CHECK, JobProgress,
+    JobRow, KeyRefresh, ListQuery, StoreError, StoredRecord, ViolationRow, now_micros,
 };
 use serde::Serialize;
 use serde_json::{Map, Value, json};
@@ -64,12 +64,13 @@ pub struct JobView {
     pub finished_at: Option<String>,
     /// Records processed so far.
     pub scanned: i64,
-    /// Violations found (rule check) or records whose keys were written (backfill).
+    /// Violations found (rule check), records whose keys were written (backfill) or whose
+    /// sensitive values were sealed again (re-encryption).
     pub found: i64,
     pub error: Option<String>,
 }
 
-fn job_view(job: &JobRow) -> JobView {
+pub(crate) fn job_view(job: &JobRow) -> JobView {
     JobView {
         id: job.id,
         kind: job.kind.clone(),
@@ -361,6 +362,10 @@ impl Service {
             return self.run_scan_job(claimant, job).await;
         }
         self.refresh_schema().await?;
+        if job.kind == JOB_REENCRYPT {
+            // The key the job seals under may have been added by another server.
+            self.refresh_keys().await?;
+        }
         let lease = self.config.job_lease_secs.max(1) * 1_000_000;
         let fail = |error: String| JobProgress {
             id: job.id,
@@ -401,7 +406,7 @@ impl Service {
                 *slot = field.clone();
             }
             Some((checked, field, params.rekey_unique))
-        } else if job.kind == JOB_MATCH_KEYS {
+        } else if job.kind == JOB_MATCH_KEYS || job.kind == JOB_REENCRYPT {
             None
         } else {
             return self
@@ -434,6 +439,7 @@ impl Service {
             }
         }
         let mut after = job.cursor;
+        let mut resealed = 0i64;
         loop {
             let page = self.job_page(&def.name, after).await?;
             let mut progress = JobProgress {
@@ -448,6 +454,20 @@ impl Service {
                 finish: None,
             };
             for record in &page {
+                if job.kind == JOB_REENCRYPT {
+                    let envelopes = self.resealed(&def, record);
+                    if !envelopes.is_empty() {
+                        progress.refresh.push(KeyRefresh {
+                            object: def.name.clone(),
+                            record_id: record.id,
+                            version: record.version,
+                            match_keys: None,
+                            unique_key: None,
+                            envelopes,
+                        });
+                    }
+                    continue;
+                }
                 let plain = self.decrypt_fields(&def, record.id, &record.fields);
                 match &check {
                     Some((checked, field, rekey)) => {
@@ -461,6 +481,7 @@ impl Service {
                                 version: record.version,
                                 match_keys: Some(set.keys),
                                 unique_key: None,
+                                envelopes: Vec::new(),
                             });
                         }
                     }
@@ -470,10 +491,19 @@ impl Service {
             if last_page {
                 progress.finish = Some(("done".into(), None));
             }
+            resealed += progress.refresh.iter().filter(|k| !k.envelopes.is_empty()).count() as i64;
             if !self.store.save_job_progress(progress).await? {
                 return Ok(false);
             }
             if last_page {
+                if job.kind == JOB_REENCRYPT {
+                    // Written by whichever server ran the job's last page, not by a caller.
+                    let mut audit = custodian_store::AuditDraft::new("key.reencrypt_done");
+                    audit.user_agent = Some(format!("custodian job {claimant}"));
+                    audit.object = Some(def.name.clone());
+                    audit.details = json!({ "job_id": job.id, "version": self.keyring.current_version(), "records_resealed": resealed, "resumed": job.cursor.is_some() });
+                    self.store.append_audit(vec![audit]).await?;
+                }
                 return Ok(true);
             }
             after = page.last().map(|r| r.id);
@@ -535,6 +565,7 @@ impl Service {
                 version: record.version,
                 match_keys: None,
                 unique_key: Some(unique_key),
+                envelopes: Vec::new(),
             });
         }
         codes.sort();

@@ -190,6 +190,18 @@ pub(crate) async fn save_job_progress(pool: &PgPool, p: &JobProgress) -> StoreRe
             }
             found += 1;
         }
+        if !k.envelopes.is_empty() {
+            let patch: serde_json::Map<String, serde_json::Value> =
+                k.envelopes.iter().map(|(f, e)| (f.clone(), serde_json::Value::String(e.clone()))).collect();
+            sqlx::query("UPDATE records SET fields = fields || $1 WHERE id = $2 AND version = $3")
+                .bind(serde_json::Value::Object(patch))
+                .bind(k.record_id)
+                .bind(k.version)
+                .execute(&mut *tx)
+                .await
+                .map_err(map_sqlx)?;
+            found += 1;
+        }
         if let Some((field, digest)) = &k.unique_key {
             sqlx::query("DELETE FROM unique_keys WHERE record_id = $1 AND field = $2")
                 .bind(k.record_id)

@@ -202,6 +202,18 @@ async fn save_progress(conn: &mut SqliteConnection, p: JobProgress) -> StoreResu
             }
             found += 1;
         }
+        if !k.envelopes.is_empty() {
+            let patch: serde_json::Map<String, serde_json::Value> =
+                k.envelopes.iter().map(|(f, e)| (f.clone(), serde_json::Value::String(e.clone()))).collect();
+            sqlx::query("UPDATE records SET fields = json_patch(fields, ?) WHERE id = ? AND version = ?")
+                .bind(serde_json::Value::Object(patch).to_string())
+                .bind(&rid)
+                .bind(k.version)
+                .execute(&mut *conn)
+                .await
+                .map_err(map_sqlx)?;
+            found += 1;
+        }
         if let Some((field, digest)) = &k.unique_key {
             sqlx::query("DELETE FROM unique_keys WHERE record_id = ? AND field = ?")
                 .bind(&rid)

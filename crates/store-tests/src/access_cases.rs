@@ -265,6 +265,10 @@ pub async fn the_cache_epoch_moves_with_shared_configuration_only(store: DynStor
     };
     store.add_custom_field(field, AuditDraft::new("schema.add_field")).await.expect("field");
     moved("a custom field", epoch().await);
+    // A data key added by a rotation: every server must learn it.
+    let key = custodian_store::WrappedKeyRow { label: "data:77".into(), wrapped: vec![1, 2, 3] };
+    assert!(store.insert_wrapped_key(key, AuditDraft::new("key.rotate")).await.expect("key"));
+    moved("a new data key", epoch().await);
 
     // Servers cache sessions too: ending one, or suspending its user, moves the epoch.
     let session = |hash: &str| crate::cases::session_for(user.id, hash);

@@ -138,6 +138,7 @@ pub async fn job_progress_records_violations_and_refreshes_keys(store: DynStore)
             version: mine.version,
             match_keys: Some(vec![b"mk".to_vec()]),
             unique_key: Some(("name".into(), Some(key("name", 1).digest))),
+            envelopes: Vec::new(),
         },
         KeyRefresh {
             object: OBJ.into(),
@@ -145,6 +146,7 @@ pub async fn job_progress_records_violations_and_refreshes_keys(store: DynStore)
             version: other.version + 5,
             match_keys: Some(vec![b"mk".to_vec()]),
             unique_key: Some(("name".into(), Some(key("name", 2).digest))),
+            envelopes: Vec::new(),
         },
     ];
     let stamp = store.match_key_stamp(OBJ).await.expect("stamp");
@@ -190,7 +192,53 @@ pub async fn job_progress_records_violations_and_refreshes_keys(store: DynStore)
         version: mine.version,
         match_keys: Some(vec![b"old".to_vec()]),
         unique_key: None,
+        envelopes: Vec::new(),
     }];
     assert!(store.save_job_progress(stale).await.expect("save"));
     assert!(crate::cases::block_members(&store, OBJ, &[b"old"]).await.is_empty());
+}
+
+/// A key rotation's job seals values again: the new envelopes replace the fields they name in
+/// the record's current state only while the record is still at the version the job read; the
+/// other fields and the stored versions keep what they hold.
+pub async fn reencryption_replaces_current_envelopes_only(store: DynStore) {
+    let record = create(&store, json!({ "name": "张三", "mobile": "enc:v1:1:AAAA", "email": "enc:v1:1:BBBB" })).await;
+    let moved = create(&store, json!({ "name": "李四", "mobile": "enc:v1:1:CCCC" })).await;
+    let next = successor(&moved, json!({ "name": "李四", "mobile": "enc:v1:1:DDDD" }));
+    crate::cases::apply(&store, crate::cases::change(custodian_store::WriteAction::Update, &moved, &next))
+        .await
+        .expect("update");
+    let job = job_row(custodian_store::JOB_REENCRYPT);
+    store.create_job(job.clone(), AuditDraft::new("key.rotate")).await.expect("job");
+    let claimed = store.claim_job("s", now_micros(), 60_000_000).await.expect("claim").expect("job");
+    let refresh = |r: &custodian_store::StoredRecord, envelopes: Vec<(&str, &str)>| KeyRefresh {
+        object: OBJ.into(),
+        record_id: r.id,
+        version: r.version,
+        match_keys: None,
+        unique_key: None,
+        envelopes: envelopes.into_iter().map(|(f, e)| (f.to_owned(), e.to_owned())).collect(),
+    };
+    let mut p = progress(claimed.id, "s");
+    p.refresh = vec![
+        refresh(&record, vec![("mobile", "enc:v1:2:NEW1"), ("email", "enc:v1:2:NEW2")]),
+        // Read before the update: stale, skipped.
+        refresh(&moved, vec![("mobile", "enc:v1:2:STALE")]),
+    ];
+    p.finish = Some(("done".into(), None));
+    assert!(store.save_job_progress(p).await.expect("save"));
+    let now = store.get_record(OBJ, record.id, &RowScope::All).await.expect("get").expect("exists");
+    assert_eq!(
+        now.fields,
+        json!({ "name": "张三", "mobile": "enc:v1:2:NEW1", "email": "enc:v1:2:NEW2" })
+            .as_object()
+            .cloned()
+            .unwrap_or_default()
+    );
+    assert_eq!(now.version, record.version, "no new version: the values did not change");
+    let v1 = store.get_version(OBJ, record.id, record.version).await.expect("version").expect("exists");
+    assert_eq!(v1.fields["mobile"], "enc:v1:1:AAAA", "versions are immutable");
+    let later = store.get_record(OBJ, moved.id, &RowScope::All).await.expect("get").expect("exists");
+    assert_eq!(later.fields["mobile"], "enc:v1:1:DDDD");
+    assert_eq!(store.get_job(job.id).await.expect("job").expect("exists").found, 1);
 }

@@ -370,6 +370,7 @@ macro_rules! conformance_tests {
             field_rules_are_revised_with_their_job,
             jobs_are_leased_once_and_taken_over_after_their_lease,
             job_progress_records_violations_and_refreshes_keys,
+            reencryption_replaces_current_envelopes_only,
         );
     };
 }

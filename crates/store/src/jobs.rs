@@ -25,6 +25,9 @@ pub const JOB_MATCH_KEYS: &str = "match_keys";
 /// Runs one duplicate scan (`params.scan_job_id`): not paged, taken over from the start when
 /// its server died.
 pub const JOB_DUPLICATE_SCAN: &str = "duplicate_scan";
+/// Seals the sensitive values of one object's active records again under the current data key
+/// (after a key rotation); paged and resumable like the rule check.
+pub const JOB_REENCRYPT: &str = "reencrypt";
 
 /// A background job over the active records of one object, processed in pages in id order.
 #[derive(Debug, Clone, PartialEq)]
@@ -96,6 +99,10 @@ pub struct KeyRefresh {
     /// digest is `None`). A digest another record holds is not taken (that record pair is a
     /// violation the job reports).
     pub unique_key: Option<(String, Option<Vec<u8>>)>,
+    /// Sensitive values sealed again under the current data key (a key rotation): each
+    /// `(field, envelope)` replaces that field's stored value in the record's current state.
+    /// Record versions keep what they hold (their keys stay to open them).
+    pub envelopes: Vec<(String, String)>,
 }
 
 /// One page of a job's work, saved in one transaction.

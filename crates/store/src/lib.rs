@@ -28,7 +28,8 @@ pub use duplicates::{
     MergeChange, MergeRow, ScanJobRow, StampedKeys,
 };
 pub use jobs::{
-    FieldRulesRow, JOB_DUPLICATE_SCAN, JOB_MATCH_KEYS, JOB_RULE_CHECK, JobProgress, JobRow, KeyRefresh, ViolationRow,
+    FieldRulesRow, JOB_DUPLICATE_SCAN, JOB_MATCH_KEYS, JOB_REENCRYPT, JOB_RULE_CHECK, JobProgress, JobRow, KeyRefresh,
+    ViolationRow,
 };
 pub use monitor::{
     ActionFilter, AlertRow, AlertRuleRow, AuditQuery, Bucket, BucketQuery, DeliveryOutcome, Measure, NotificationRow,

@@ -203,6 +203,19 @@ impl TestApp {
         body: Option<Vec<u8>>,
         headers: &[(&str, &str)],
     ) -> Reply {
+        self.raw_via(&self.router, method, path, token, body, headers).await
+    }
+
+    /// `raw` through another router (another server over the same store).
+    pub async fn raw_via(
+        &self,
+        router: &Router,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Vec<u8>>,
+        headers: &[(&str, &str)],
+    ) -> Reply {
         let mut builder = Request::builder().method(method).uri(path);
         if let Some(t) = token {
             builder = builder.header("authorization", format!("Bearer {t}"));
@@ -215,7 +228,7 @@ impl TestApp {
             builder = builder.header(*k, *v);
         }
         let request = builder.body(body.map(Body::from).unwrap_or_else(Body::empty)).unwrap();
-        let response = self.router.clone().oneshot(request).await.unwrap();
+        let response = router.clone().oneshot(request).await.unwrap();
         let status = response.status();
         let headers = response.headers().clone();
         let bytes = response.into_body().collect().await.unwrap().to_bytes();
