@@ -4,6 +4,7 @@
 
 mod admin;
 mod audit;
+mod backup;
 mod bench;
 mod dedupe;
 mod demo;
@@ -153,6 +154,11 @@ enum Command {
     Dedupe {
         #[command(flatten)]
         args: dedupe::DedupeArgs,
+    },
+    /// Backups: create (online, sealed, checksummed), verify (a restore drill), restore.
+    Backup {
+        #[command(subcommand)]
+        command: backup::BackupCommand,
     },
     /// Data keys: status and rotation (re-encrypting stored values under the new key).
     Keys {
@@ -474,6 +480,7 @@ async fn run(command: Command) -> Result<()> {
         Command::Dedupe { args } => dedupe::run(args),
         Command::Export { args } => exports::export(args).await,
         Command::Keys { command } => keys::run(command).await,
+        Command::Backup { command } => backup::run(command).await,
         Command::TraceLeak { args } => exports::trace(args).await,
         Command::LinkageBench { command } => linkage::run(command),
     }

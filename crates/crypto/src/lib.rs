@@ -6,6 +6,7 @@
 //! derived with HKDF from the index root key, so equal values give equal digests without the
 //! value ever being stored.
 
+pub mod backup;
 pub mod totp;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD_NO_PAD as B64;
@@ -267,6 +268,11 @@ impl Keyring {
         let mut keys = self.data_keys.write().unwrap_or_else(|e| e.into_inner());
         keys.entry(version).or_insert_with(|| Arc::new(key));
         self.current.fetch_max(version, Ordering::AcqRel);
+    }
+
+    /// The key that seals backups (derived from the master key), if this keyring has it.
+    pub fn backup_key(&self) -> Option<backup::BackupKey> {
+        self.master.as_ref().map(backup::BackupKey::derive)
     }
 
     /// A new data key of `version`, wrapped for storage under its label. It seals nothing until

@@ -623,6 +623,14 @@ impl Store for PostgresStore {
         sqlx::query("SELECT 1").execute(&self.pool).await.map_err(map_sqlx).map(|_| ())
     }
 
+    async fn backup_copy(&self, _dest: &std::path::Path) -> StoreResult<()> {
+        Err(StoreError::Conflict(
+            "custodian backup copies SQLite stores; back PostgreSQL up with its own tools \
+             (pg_basebackup with WAL archiving for point-in-time recovery, or pg_dump)"
+                .into(),
+        ))
+    }
+
     async fn write(&self, mut batch: WriteBatch) -> StoreResult<Vec<i64>> {
         batch.clear_keys_of_deleted();
         if batch.records.is_empty()

@@ -1171,6 +1171,20 @@ impl Store for SqliteStore {
         sqlx::query("SELECT 1").execute(&self.read_pool).await.map_err(map_sqlx).map(|_| ())
     }
 
+    async fn backup_copy(&self, dest: &std::path::Path) -> StoreResult<()> {
+        // VACUUM INTO copies one read snapshot, compacted, without stopping the writer (WAL).
+        // Read connections refuse every write (query_only), the copy's file included: this one
+        // is let out for the copy and never goes back to the pool unless it is guarded again.
+        let dest = dest.to_str().ok_or_else(|| internal("the backup path is not valid UTF-8"))?;
+        let mut conn = self.read_pool.acquire().await.map_err(map_sqlx)?;
+        sqlx::query("PRAGMA query_only = OFF").execute(&mut *conn).await.map_err(map_sqlx)?;
+        let copied = sqlx::query("VACUUM INTO ?").bind(dest).execute(&mut *conn).await.map_err(map_sqlx);
+        if sqlx::query("PRAGMA query_only = ON").execute(&mut *conn).await.is_err() {
+            drop(conn.detach());
+        }
+        copied.map(|_| ())
+    }
+
     async fn write(&self, mut batch: WriteBatch) -> StoreResult<Vec<i64>> {
         batch.clear_keys_of_deleted();
         let encoded = bulk::Encoded::new(&batch)?;

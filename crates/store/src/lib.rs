@@ -603,6 +603,11 @@ pub trait Store: Send + Sync + 'static {
     /// Cheap liveness check of the database.
     async fn health(&self) -> StoreResult<()>;
 
+    /// Writes a consistent copy of the whole database to the new file `dest` while the store
+    /// stays in use (PRODUCT.md R1). SQLite only: PostgreSQL answers `Conflict` (its own
+    /// tools — pg_basebackup with WAL archiving, pg_dump — back it up).
+    async fn backup_copy(&self, dest: &std::path::Path) -> StoreResult<()>;
+
     // ---- records -------------------------------------------------------------------------
 
     /// Applies record changes and audit events atomically. Returns the sequence numbers
