@@ -9,15 +9,17 @@
 
 use crate::{StoreArgs, open_service};
 use anyhow::{Context, Result, anyhow, bail};
-use clap::Subcommand;
+use clap::{Args, Subcommand};
 use custodian_crypto::MasterKey;
 use custodian_crypto::backup::{BackupKey, open, read_manifest};
-use custodian_service::{RequestContext, ServiceConfig, private_dir, private_file};
+use custodian_service::{RequestContext, Retention, ScratchDir, Service, ServiceConfig, private_dir, private_file};
 use custodian_store::{DeletedFilter, ListQuery, Store};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use std::io::{BufReader, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
 
 #[derive(Subcommand)]
 pub enum BackupCommand {
@@ -148,10 +150,11 @@ async fn live_service(args: &StoreArgs) -> Result<Option<std::sync::Arc<custodia
 /// Checks a backup as a restore would, in a private temporary directory. Returns whether every
 /// check passed and the report.
 pub async fn drill(file: &Path, master: &MasterKey) -> Result<(bool, Value)> {
-    let scratch = std::env::temp_dir().join(format!("custodian-drill-{}", uuid::Uuid::now_v7().simple()));
-    private_dir(&scratch)?;
+    // Removed when this returns or is dropped half-way (a server stopping mid-drill).
+    let scratch = ScratchDir(std::env::temp_dir().join(format!("custodian-drill-{}", uuid::Uuid::now_v7().simple())));
+    private_dir(&scratch.0)?;
     let outcome = async {
-        let db = scratch.join("custodian.db");
+        let db = scratch.0.join("custodian.db");
         let manifest = unseal(file, master, &db)?;
         let store = custodian_store_sqlite::SqliteStore::open_read_only(&db)
             .await
@@ -166,7 +169,7 @@ pub async fn drill(file: &Path, master: &MasterKey) -> Result<(bool, Value)> {
         Ok::<_, anyhow::Error>((ok, report))
     }
     .await;
-    let _ = std::fs::remove_dir_all(&scratch);
+    drop(scratch);
     outcome
 }
 
@@ -176,7 +179,9 @@ pub async fn run(command: BackupCommand) -> Result<()> {
         BackupCommand::Create { store, output_dir } => {
             let service = open_service(&store, ServiceConfig::default()).await?;
             let report = service.create_backup(&ctx, &output_dir).await.map_err(|e| anyhow!("{e}"))?;
-            println!("{}", serde_json::to_string_pretty(&report)?);
+            let mut shown = serde_json::to_value(&report)?;
+            shown["path"] = json!(report.path);
+            println!("{}", serde_json::to_string_pretty(&shown)?);
         }
         BackupCommand::Verify { store, file } => {
             let master = existing_master_key(&store)?;
@@ -243,4 +248,96 @@ pub async fn run(command: BackupCommand) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Backups made by `serve` (the directory is also where `POST /api/v1/backups` writes).
+#[derive(Args, Clone, Debug)]
+pub struct BackupScheduleArgs {
+    /// Directory of backups (created 0700; keep it on another disk, copy it offsite). With it
+    /// the server backs up on a schedule, checks each new backup with a restore drill, and
+    /// deletes the backups the retention lets go.
+    #[arg(long, env = "CUSTODIAN_BACKUP_DIR")]
+    pub backup_dir: Option<PathBuf>,
+    /// Back up when the newest backup is this old (seconds); 0: only on request.
+    #[arg(long, env = "CUSTODIAN_BACKUP_EVERY_SECS", default_value_t = 86_400)]
+    pub backup_every_secs: u64,
+    /// Keep the newest backup of each of this many recent days …
+    #[arg(long, env = "CUSTODIAN_BACKUP_KEEP_DAILY", default_value_t = 7)]
+    pub backup_keep_daily: usize,
+    /// … of this many recent ISO weeks …
+    #[arg(long, env = "CUSTODIAN_BACKUP_KEEP_WEEKLY", default_value_t = 4)]
+    pub backup_keep_weekly: usize,
+    /// … and of this many recent months (the newest backup is always kept).
+    #[arg(long, env = "CUSTODIAN_BACKUP_KEEP_MONTHLY", default_value_t = 12)]
+    pub backup_keep_monthly: usize,
+}
+
+impl BackupScheduleArgs {
+    fn retention(&self) -> Retention {
+        Retention { daily: self.backup_keep_daily, weekly: self.backup_keep_weekly, monthly: self.backup_keep_monthly }
+    }
+}
+
+/// The context of scheduled backup work on the audit log.
+fn scheduler_ctx() -> RequestContext {
+    RequestContext { user_agent: Some("custodian backup schedule".into()), ..RequestContext::default() }
+}
+
+/// One scheduled round: a backup, its restore drill (recorded), then the retention.
+async fn scheduled_backup(service: &Service, dir: &Path, master: &MasterKey, keep: Retention) -> Result<()> {
+    let ctx = scheduler_ctx();
+    let report = service.create_backup(&ctx, dir).await.map_err(|e| anyhow!("{e}"))?;
+    let (ok, mut details) = match drill(&report.path, master).await {
+        Ok(r) => r,
+        Err(e) => (false, json!({ "error": format!("{e:#}") })),
+    };
+    details["file"] = json!(report.file);
+    details["ok"] = json!(ok);
+    details["scheduled"] = json!(true);
+    service.record_backup_event(&ctx, "backup.verify", details).await.map_err(|e| anyhow!("{e}"))?;
+    if !ok {
+        // Nothing is deleted after a backup that failed its drill.
+        bail!("the new backup {} failed its restore drill", report.file);
+    }
+    let deleted = service.prune_backups(&ctx, dir, keep).await.map_err(|e| anyhow!("{e}"))?;
+    tracing::info!(file = %report.file, bytes = report.file_bytes, deleted = deleted.len(), "scheduled backup written and checked");
+    Ok(())
+}
+
+/// Starts the backup schedule of `serve`, when a directory and an interval are configured.
+pub fn start_schedule(
+    service: Arc<Service>,
+    args: &BackupScheduleArgs,
+    master: MasterKey,
+) -> Option<tokio::task::JoinHandle<()>> {
+    let dir = args.backup_dir.clone()?;
+    if args.backup_every_secs == 0 {
+        return None;
+    }
+    if service.store().backend() != "sqlite" {
+        tracing::warn!("--backup-dir: scheduled backups are for SQLite stores; back PostgreSQL up with its own tools");
+        return None;
+    }
+    let every = Duration::from_secs(args.backup_every_secs);
+    let keep = args.retention();
+    Some(tokio::spawn(async move {
+        let mut tick = tokio::time::interval(every.min(Duration::from_secs(60)));
+        loop {
+            tick.tick().await;
+            let newest = match service.list_backups(&scheduler_ctx()).await {
+                Ok(files) => files.first().map(|f| f.created_micros),
+                Err(e) if e.code == custodian_core::ErrorCode::Unavailable => None,
+                Err(e) => {
+                    tracing::warn!(error = %e, "backup directory unreadable");
+                    continue;
+                }
+            };
+            let due = newest.is_none_or(|t| {
+                custodian_store::now_micros().saturating_sub(t) >= i64::try_from(every.as_micros()).unwrap_or(i64::MAX)
+            });
+            if due && let Err(e) = scheduled_backup(&service, &dir, &master, keep).await {
+                tracing::error!(error = %format!("{e:#}"), "scheduled backup failed");
+            }
+        }
+    }))
 }

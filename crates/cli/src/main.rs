@@ -80,6 +80,8 @@ enum Command {
         checkpoints: audit::CheckpointArgs,
         #[command(flatten)]
         monitor: monitor::MonitorArgs,
+        #[command(flatten)]
+        backups: backup::BackupScheduleArgs,
     },
     /// Verify the tamper-evident audit log, write signed checkpoints, prove and check inclusion.
     Audit {
@@ -315,6 +317,7 @@ async fn serve(
     insecure_cookies: bool,
     checkpoints: audit::CheckpointArgs,
     monitor_args: monitor::MonitorArgs,
+    backups: backup::BackupScheduleArgs,
 ) -> Result<()> {
     let delivery = monitor_args.delivery()?;
     let config = ServiceConfig {
@@ -322,6 +325,7 @@ async fn serve(
         // POST /api/v1/audit/verify checks the same evidence as `custodian audit verify`.
         audit_evidence: audit::evidence(&store, &checkpoints),
         outbox_channels: delivery.channels(),
+        backup_dir: backups.backup_dir.clone(),
         ..ServiceConfig::default()
     };
     let service = open_service(&store, config).await?;
@@ -355,6 +359,8 @@ async fn serve(
     let checkpoint_writer = audit::start_checkpoint_writer(service.store().clone(), &store, &checkpoints).await?;
     // Anomaly evaluation and outbox delivery (webhook, SMTP).
     let monitor_tasks = monitor::MonitorTasks::spawn(service.clone(), &monitor_args, delivery)?;
+    // Scheduled backups, each checked by a restore drill, old ones pruned.
+    let backup_schedule = backup::start_schedule(service.clone(), &backups, master_key(&store)?);
     let listener =
         tokio::net::TcpListener::bind(&listen).await.with_context(|| format!("cannot listen on {listen}"))?;
     tracing::info!(address = %listener.local_addr()?, backend = service.store().backend(), "custodian is listening");
@@ -363,6 +369,9 @@ async fn serve(
         custodian_server::serve(listener, custodian_server::app_with_options(service, options), shutdown).await;
     checkpoint_writer.shutdown(std::time::Duration::from_secs(30)).await;
     monitor_tasks.shutdown().await;
+    if let Some(task) = backup_schedule {
+        task.abort();
+    }
     served?;
     Ok(())
 }
@@ -382,8 +391,8 @@ async fn main() -> std::process::ExitCode {
 
 async fn run(command: Command) -> Result<()> {
     match command {
-        Command::Serve { store, listen, default_region, insecure_cookies, checkpoints, monitor } => {
-            serve(store, listen, default_region, insecure_cookies, checkpoints, monitor).await
+        Command::Serve { store, listen, default_region, insecure_cookies, checkpoints, monitor, backups } => {
+            serve(store, listen, default_region, insecure_cookies, checkpoints, monitor, backups).await
         }
         Command::Audit { command } => audit::run(command).await,
         Command::Migrate { store, app_role: None } => {

@@ -883,3 +883,44 @@ fn backups_of_postgres_are_refused_clearly() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("pg_basebackup"), "{}", String::from_utf8_lossy(&out.stderr));
 }
+
+/// `serve --backup-dir` backs up on its schedule, checks every backup with a restore drill and
+/// keeps what the retention says (here: the newest of today only).
+#[test]
+fn scheduled_backups_are_checked_and_pruned() {
+    let dir = TempDir::new();
+    let data = dir.0.to_str().unwrap().to_owned();
+    let backups = dir.0.parent().unwrap().join("backups");
+    assert!(create_user(&data, "boss", "admin", b"admin password 123").status.success());
+    let server = start_with(
+        &Target::sqlite(&dir.0),
+        None,
+        &[
+            ("CUSTODIAN_BACKUP_DIR", backups.to_str().unwrap()),
+            ("CUSTODIAN_BACKUP_EVERY_SECS", "1"),
+            ("CUSTODIAN_BACKUP_KEEP_DAILY", "1"),
+            ("CUSTODIAN_BACKUP_KEEP_WEEKLY", "0"),
+            ("CUSTODIAN_BACKUP_KEEP_MONTHLY", "0"),
+        ],
+    );
+    let mut secret = None;
+    let token = login_with_mfa(server.port, "boss", "admin password 123", &mut secret);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let events = loop {
+        let (_, body) = http(server.port, "GET", "/api/v1/audit/events?action=backup.&limit=100", Some(&token), None);
+        let items = body["items"].as_array().cloned().unwrap_or_default();
+        if items.iter().any(|e| e["action"] == "backup.prune") {
+            break items;
+        }
+        assert!(Instant::now() < deadline, "no pruning yet: {body}");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    stop(server);
+    let verified: Vec<&serde_json::Value> = events.iter().filter(|e| e["action"] == "backup.verify").collect();
+    assert!(verified.len() >= 2, "{events:?}");
+    assert!(verified.iter().all(|e| e["details"]["ok"] == true && e["details"]["scheduled"] == true), "{events:?}");
+    assert!(events.iter().any(|e| e["action"] == "backup.create"));
+    let files: Vec<_> = std::fs::read_dir(&backups).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert!(!files.is_empty() && files.len() <= 2, "the newest is kept, older ones pruned: {files:?}");
+    assert!(files.iter().all(|f| f.to_string_lossy().ends_with(".cbk")), "no scratch copies: {files:?}");
+}

@@ -100,6 +100,7 @@ fn api_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(routes::monitor::audit_events))
         .routes(routes!(routes::monitor::audit_events_csv))
         .routes(routes!(routes::monitor::audit_verify))
+        .routes(routes!(routes::backups::create, routes::backups::list))
         .routes(routes!(routes::keys::status))
         .routes(routes!(routes::keys::rotate))
         .routes(routes!(routes::keys::job))

@@ -229,6 +229,14 @@ fn expected_other(route: &str, role: &str) -> Option<StatusCode> {
         | "GET /api/v1/schema/{object}"
         | "GET /api/v1/schema/{object}/fields/{field}/rules"
         | "GET /api/v1/{object}" => StatusCode::OK,
+        // Backups: admins, with a step-up; the matrix's server has no backup directory (409).
+        "POST /api/v1/backups" | "GET /api/v1/backups" => {
+            if admin {
+                StatusCode::CONFLICT
+            } else {
+                StatusCode::FORBIDDEN
+            }
+        }
         // Data keys: admins; a rotation needs a step-up; the id in the path names no job.
         "GET /api/v1/keys" => {
             if admin {

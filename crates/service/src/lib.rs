@@ -35,7 +35,7 @@ pub use access::Operation;
 pub use alerts::{AlertPage, AlertRule, AlertView, METRICS, WorkingHours};
 pub use audit_query::{AuditEventView, AuditEvidence, AuditExport, AuditPage, AuditParams, MAX_AUDIT_PAGE};
 pub use auth::{Actor, LoginOutcome, LoginResult, NewApiToken, NewUser, ROLES};
-pub use backup::{BACKUP_EXTENSION, BackupReport, file_digest, private_dir, private_file};
+pub use backup::{BACKUP_EXTENSION, BackupFile, BackupReport, Retention, ScratchDir, private_dir, private_file};
 pub use caches::CACHE_EPOCH_POLL;
 pub use clock::{Clock, ManualClock};
 pub use convert::{ConversionView, ConvertCompany, ConvertRequest};
@@ -109,6 +109,9 @@ pub struct ServiceConfig {
     pub job_page_size: u32,
     /// How long a claimed job stays leased to this server without progress.
     pub job_lease_secs: i64,
+    /// Where `POST /api/v1/backups` and the backup schedule write backups (none: backups come
+    /// from `custodian backup create` only).
+    pub backup_dir: Option<std::path::PathBuf>,
     /// An export of more rows than this needs a fresh step-up (PRODUCT.md S8).
     pub export_step_up_rows: u64,
     /// No export has more rows than this; a larger one is refused (narrow the filters).
@@ -139,6 +142,7 @@ impl Default for ServiceConfig {
             job_page_size: 500,
             job_lease_secs: 60,
             start_jobs_at_once: true,
+            backup_dir: None,
             export_step_up_rows: 1_000,
             export_max_rows: 10_000,
         }

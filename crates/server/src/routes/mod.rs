@@ -1,6 +1,7 @@
 pub mod access;
 pub mod admin;
 pub mod auth;
+pub mod backups;
 pub mod duplicates;
 pub mod keys;
 pub mod mfa;
