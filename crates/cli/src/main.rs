@@ -9,6 +9,7 @@ mod bench;
 mod dedupe;
 mod demo;
 mod exports;
+mod imports;
 mod keys;
 mod linkage;
 mod monitor;
@@ -166,6 +167,18 @@ enum Command {
     Keys {
         #[command(subcommand)]
         command: keys::KeysCommand,
+    },
+    /// Import a CSV file into one object: checked row by row like API creates (rules,
+    /// normalisation, duplicates against stored records and within the file); a dry run unless
+    /// --commit, which writes every row in one transaction (or nothing).
+    Import {
+        #[command(flatten)]
+        args: imports::ImportArgs,
+    },
+    /// Undo an import: soft-delete every record it wrote that is still active (one transaction).
+    ImportRevert {
+        #[command(flatten)]
+        args: imports::RevertArgs,
     },
     /// Export records as CSV (offline, as the operator): the same filters, search and sort as
     /// the API, registered in the audit log with every row id, watermarked and fingerprinted.
@@ -488,6 +501,8 @@ async fn run(command: Command) -> Result<()> {
         Command::Bench { args } => bench::run(args).await,
         Command::Dedupe { args } => dedupe::run(args),
         Command::Export { args } => exports::export(args).await,
+        Command::Import { args } => imports::import(args).await,
+        Command::ImportRevert { args } => imports::revert(args).await,
         Command::Keys { command } => keys::run(command).await,
         Command::Backup { command } => backup::run(command).await,
         Command::TraceLeak { args } => exports::trace(args).await,

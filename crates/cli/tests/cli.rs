@@ -924,3 +924,47 @@ fn scheduled_backups_are_checked_and_pruned() {
     assert!(!files.is_empty() && files.len() <= 2, "the newest is kept, older ones pruned: {files:?}");
     assert!(files.iter().all(|f| f.to_string_lossy().ends_with(".cbk")), "no scratch copies: {files:?}");
 }
+
+#[test]
+fn import_from_the_command_line() {
+    let dir = TempDir::new();
+    import_scenario(&Target::sqlite(&dir.0));
+}
+
+#[test]
+fn import_from_the_command_line_on_postgres() {
+    let dir = TempDir::new();
+    let Some((target, _db)) = postgres_target(&dir.0) else { return };
+    import_scenario(&target);
+}
+
+/// A dry run that finds problems (non-zero exit, report on stdout), a commit that skips them,
+/// the revert, and a GBK file refused with the command that converts it.
+fn import_scenario(target: &Target) {
+    let root = target.dir.parent().unwrap().to_owned();
+    let file = root.join("leads.csv");
+    std::fs::write(&file, "名称,手机,来源\n赵敏,13700001111,web\n周芷若,137-0000-2222,朋友介绍\n").unwrap();
+    let path = file.to_str().unwrap();
+    let mapping = ["--column", "名称=name", "--column", "手机=mobile", "--column", "来源=source"];
+    let dry: Vec<&str> = ["import", "--object", "leads", "--input", path].into_iter().chain(mapping).collect();
+    let out = cli_on(target, &dry);
+    assert!(!out.status.success(), "problems make the dry run fail");
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["problems"][0]["details"][0]["field"], "source", "{report}");
+    assert_eq!(report["committed"], false);
+    let commit: Vec<&str> = dry.iter().copied().chain(["--commit", "--skip-invalid"]).collect();
+    let out = cli_on(target, &commit);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["written"], 1, "{report}");
+    let import_id = report["import_id"].as_str().unwrap().to_owned();
+    let out = cli_on(target, &["import-revert", &import_id]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let reverted: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(reverted["deleted"].as_array().unwrap().len(), 1);
+    let gbk = root.join("gbk.csv");
+    std::fs::write(&gbk, b"name\n\xd5\xc5\xce\xb0\n").unwrap();
+    let out = cli_on(target, &["import", "--object", "leads", "--input", gbk.to_str().unwrap()]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("iconv -f GBK"), "{}", String::from_utf8_lossy(&out.stderr));
+}

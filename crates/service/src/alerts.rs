@@ -41,6 +41,7 @@ const ACTIVITY_ACTIONS: &[&str] = &[
     "record.delete",
     "record.restore",
     "record.export",
+    "record.import",
     "audit.query",
     "audit.export",
 ];

@@ -18,6 +18,7 @@ mod error;
 mod exports;
 mod grants;
 mod history;
+mod imports;
 mod keys;
 mod merges;
 mod mfa;
@@ -44,6 +45,7 @@ pub use error::{ServiceError, ServiceResult};
 pub use exports::{LeakTrace, RecordExport, TraceCandidate, WATERMARK_COLUMN};
 pub use grants::{GRANT_TTL, GrantRequest, GrantView, MAX_GRANT_HOURS};
 pub use history::VersionDiff;
+pub use imports::{ImportReport, ImportRequest, MAX_IMPORT_ROWS, Normalisation, RowProblem};
 pub use keys::{KeyRotation, KeyStatus, load_keyring};
 pub use merges::{MAX_LOSERS, MergeRequest, MergeRule, MergeView, MergedRecord};
 pub use mfa::{

@@ -560,6 +560,12 @@ impl Service {
     }
 
     pub(crate) async fn apply(&self, prepared: Vec<Prepared>) -> ServiceResult<()> {
+        self.apply_with(prepared, Vec::new()).await
+    }
+
+    /// `apply`, with `extra` audit events (a summary of the whole batch) in the same
+    /// transaction.
+    pub(crate) async fn apply_with(&self, prepared: Vec<Prepared>, extra: Vec<AuditDraft>) -> ServiceResult<()> {
         self.check_unique_values(&prepared).await?;
         let mut batch = WriteBatch::default();
         // Change notifications commit with the change (or not at all).
@@ -571,6 +577,7 @@ impl Service {
             }
             batch.match_keys.extend(p.match_keys);
         }
+        batch.audit.extend(extra);
         self.store.write(batch).await?;
         Ok(())
     }
