@@ -10,7 +10,7 @@ use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 
 /// A service error with its per-field details, for the terminal.
-fn describe(e: &custodian_service::ServiceError) -> String {
+pub(crate) fn describe(e: &custodian_service::ServiceError) -> String {
     let mut text = e.to_string();
     for d in &e.details {
         text.push_str(&format!("\n  {}: {} ({})", d.field, d.message, d.code));

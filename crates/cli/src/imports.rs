@@ -1,10 +1,11 @@
 //! `custodian import` and `custodian import-revert` (PRODUCT.md A6, X3): a CSV file checked
 //! (dry run, the default) or written through the service's one write path, as the operator.
 
+use crate::exports::describe;
 use crate::{StoreArgs, open_service};
 use anyhow::{Context, Result, anyhow, bail};
 use clap::Args;
-use custodian_service::{ImportRequest, RequestContext, ServiceConfig, ServiceError};
+use custodian_service::{ImportRequest, RequestContext, ServiceConfig};
 use sha2::{Digest, Sha256};
 use std::path::PathBuf;
 
@@ -39,14 +40,6 @@ pub struct RevertArgs {
     store: StoreArgs,
     /// The import id its report (and the audit log) gave.
     import_id: uuid::Uuid,
-}
-
-fn describe(e: &ServiceError) -> String {
-    let mut text = e.to_string();
-    for d in &e.details {
-        text.push_str(&format!("\n  {}: {} ({})", d.field, d.message, d.code));
-    }
-    text
 }
 
 pub async fn import(args: ImportArgs) -> Result<()> {

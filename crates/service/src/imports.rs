@@ -17,7 +17,7 @@ use custodian_core::access::Scope;
 use custodian_core::schema::{FieldDef, FieldType, ObjectDef};
 use custodian_core::values::{index_text, validate_record};
 use custodian_core::{ErrorCode, FieldError};
-use custodian_store::{ActionFilter, AuditQuery, StoredRecord, WriteAction, now_micros};
+use custodian_store::{ActionFilter, AuditQuery};
 use serde::Serialize;
 use serde_json::{Map, Value, json};
 use uuid::Uuid;
@@ -376,21 +376,7 @@ impl Service {
             if current.deleted_at.is_some() {
                 continue;
             }
-            let plain = self.decrypt_fields(&def, id, &current.fields);
-            let now = now_micros().max(current.updated_at);
-            let next = StoredRecord {
-                version: current.version + 1,
-                updated_at: now,
-                updated_by: ctx.actor.as_ref().map(|a| a.user_id),
-                deleted_at: Some(now),
-                ..current.clone()
-            };
-            let mut p =
-                self.prepare_write(ctx, &def, WriteAction::Delete, Some(&current), Some(&plain), &plain, next)?;
-            if let Value::Object(d) = &mut p.audit.details {
-                d.insert("import_id".into(), json!(import_id));
-            }
-            prepared.push(p);
+            prepared.push(self.prepare_soft_delete(ctx, &def, &current, ("import_id", json!(import_id)))?);
             deleted.push(id);
         }
         let mut summary = self.audit_draft(ctx, "record.import_revert");

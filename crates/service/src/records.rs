@@ -1072,24 +1072,35 @@ impl Service {
             if current.deleted_at.is_some() {
                 return Err(ServiceError::not_found().with_extra(json!({ "id": id })));
             }
-            let plain = self.decrypt_fields(&def, *id, &current.fields);
-            let now = now_micros().max(current.updated_at);
-            let next = StoredRecord {
-                version: current.version + 1,
-                updated_at: now,
-                updated_by: ctx.actor.as_ref().map(|a| a.user_id),
-                deleted_at: Some(now),
-                ..current.clone()
-            };
-            let mut p =
-                self.prepare_write(ctx, &def, WriteAction::Delete, Some(&current), Some(&plain), &plain, next)?;
-            if let Value::Object(d) = &mut p.audit.details {
-                d.insert("bulk".into(), json!(seen.len()));
-            }
-            prepared.push(p);
+            prepared.push(self.prepare_soft_delete(ctx, &def, &current, ("bulk", json!(seen.len())))?);
         }
         self.apply(prepared).await?;
         Ok(BulkDeleteReport { object: def.name.clone(), deleted: seen })
+    }
+
+    /// The soft delete of an active record as one write of a batch (bulk delete, import
+    /// revert), `note` added to its audit details.
+    pub(crate) fn prepare_soft_delete(
+        &self,
+        ctx: &RequestContext,
+        def: &ObjectDef,
+        current: &StoredRecord,
+        note: (&str, Value),
+    ) -> ServiceResult<Prepared> {
+        let plain = self.decrypt_fields(def, current.id, &current.fields);
+        let now = now_micros().max(current.updated_at);
+        let next = StoredRecord {
+            version: current.version + 1,
+            updated_at: now,
+            updated_by: ctx.actor.as_ref().map(|a| a.user_id),
+            deleted_at: Some(now),
+            ..current.clone()
+        };
+        let mut p = self.prepare_write(ctx, def, WriteAction::Delete, Some(current), Some(&plain), &plain, next)?;
+        if let Value::Object(d) = &mut p.audit.details {
+            d.insert(note.0.to_owned(), note.1);
+        }
+        Ok(p)
     }
 
     /// One record (also a deleted one, which shows `deleted_at`).
