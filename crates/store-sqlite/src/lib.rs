@@ -303,8 +303,8 @@ const WAL_SIZE_LIMIT: &str = "67108864";
 /// before anyone waiting on it was answered (60% of the commit time of a 1000-record batch).
 /// A checkpoint on another connection, beside the commits, made commits of audited reads wait
 /// behind the database file's writes in the file system's journal (p99 of a GET 4 -> 100 ms).
-async fn checkpoint_if_due(conn: &mut SqliteConnection, shm: &Path, last: &mut Instant) {
-    let due = match uncheckpointed_pages(shm) {
+async fn checkpoint_if_due(conn: &mut SqliteConnection, shm: &mut WalIndex, last: &mut Instant) {
+    let due = match shm.uncheckpointed_pages() {
         Some(pages) => pages >= CHECKPOINT_PAGES,
         None => last.elapsed() >= CHECKPOINT_BLIND_EVERY,
     };
@@ -321,19 +321,61 @@ async fn checkpoint(conn: &mut SqliteConnection) {
     }
 }
 
-/// The WAL pages not yet copied into the database file, read from the WAL index (the `-shm`
-/// file, format documented at sqlite.org/walformat.html: the header's `mxFrame` at byte 16 and
-/// the checkpoint information's `nBackfill` at byte 96, both in native byte order). `None`
-/// when the file cannot be read; a torn read only moves one checkpoint.
-fn uncheckpointed_pages(shm: &Path) -> Option<u32> {
-    use std::io::Read;
-    let mut head = [0u8; 100];
-    std::fs::File::open(shm).ok()?.read_exact(&mut head).ok()?;
-    let word = |at: usize| head.get(at..at + 4).and_then(|b| b.try_into().ok()).map(u32::from_ne_bytes);
-    Some(word(16)?.saturating_sub(word(96)?))
+/// The WAL index (the `-shm` file), read by the writer to see how much is left to checkpoint.
+///
+/// Architecture Invariant: this process never closes a descriptor of the database's files
+/// while SQLite connections may be open in it. Closing any descriptor of a file drops every
+/// POSIX advisory lock the process holds on that file — SQLite's locks on the WAL index
+/// included (sqlite.org/howtocorrupt.html, "Posix advisory locks canceled by a separate thread
+/// doing close()"). Another process (a CLI command on the same data directory) then believed
+/// itself alone, reset the WAL index under the server's memory mapping, and the server died of
+/// SIGBUS. So the file is opened once and its descriptor is never closed (one per store).
+struct WalIndex {
+    path: PathBuf,
+    file: Option<std::fs::File>,
+}
+
+impl WalIndex {
+    fn new(path: PathBuf) -> WalIndex {
+        WalIndex { path, file: None }
+    }
+
+    /// The WAL pages not yet copied into the database file (format documented at
+    /// sqlite.org/walformat.html: the header's `mxFrame` at byte 16 and the checkpoint
+    /// information's `nBackfill` at byte 96, both in native byte order). `None` when the file
+    /// cannot be read; a torn read only moves one checkpoint.
+    #[cfg(unix)]
+    fn uncheckpointed_pages(&mut self) -> Option<u32> {
+        use std::os::unix::fs::FileExt;
+        if self.file.is_none() {
+            self.file = std::fs::File::open(&self.path).ok();
+        }
+        let mut head = [0u8; 100];
+        self.file.as_ref()?.read_exact_at(&mut head, 0).ok()?;
+        let word = |at: usize| head.get(at..at + 4).and_then(|b| b.try_into().ok()).map(u32::from_ne_bytes);
+        Some(word(16)?.saturating_sub(word(96)?))
+    }
+
+    /// Elsewhere the checkpoints run on the blind schedule.
+    #[cfg(not(unix))]
+    fn uncheckpointed_pages(&mut self) -> Option<u32> {
+        let _ = &self.path;
+        None
+    }
+}
+
+impl Drop for WalIndex {
+    fn drop(&mut self) {
+        // Deliberately left open (see the type's documentation): read connections of this
+        // store may outlive the writer.
+        if let Some(file) = self.file.take() {
+            std::mem::forget(file);
+        }
+    }
 }
 
 async fn writer_loop(mut conn: SqliteConnection, mut rx: mpsc::Receiver<Job>, shm: PathBuf) {
+    let mut shm = WalIndex::new(shm);
     let mut last_checkpoint = Instant::now();
     let mut last_optimize = Instant::now();
     // The chain head this writer committed last (see `append_reads`).
@@ -353,7 +395,7 @@ async fn writer_loop(mut conn: SqliteConnection, mut rx: mpsc::Receiver<Job>, sh
             }
         }
         run_group(&mut conn, jobs, &mut known_head).await;
-        checkpoint_if_due(&mut conn, &shm, &mut last_checkpoint).await;
+        checkpoint_if_due(&mut conn, &mut shm, &mut last_checkpoint).await;
     }
     checkpoint(&mut conn).await;
 }
