@@ -51,6 +51,9 @@ pub enum FieldRule {
     },
     /// The value (each value of a multi-enum) is one of these.
     AllowedValues { values: Vec<String> },
+    /// The value cannot change while the stored record's `field` has one of `values`; data
+    /// stewards and admins may change it with a reason (audited, and the owner is notified).
+    LockedWhen { field: String, values: Vec<String> },
 }
 
 impl FieldRule {
@@ -63,6 +66,7 @@ impl FieldRule {
             FieldRule::Range { .. } => "range",
             FieldRule::Length { .. } => "length",
             FieldRule::AllowedValues { .. } => "allowed_values",
+            FieldRule::LockedWhen { .. } => "locked_when",
         }
     }
 
@@ -70,7 +74,7 @@ impl FieldRule {
     fn keys(kind: &str) -> Option<&'static [&'static str]> {
         Some(match kind {
             "required" => &[],
-            "required_when" => &["field", "values"],
+            "required_when" | "locked_when" => &["field", "values"],
             "unique" => &["scope"],
             "regex" => &["pattern"],
             "range" | "length" => &["min", "max"],
@@ -98,6 +102,9 @@ pub fn rules_of(def: &FieldDef) -> Vec<FieldRule> {
                 FieldRule::RequiredWhen { field: field.clone(), values: values.clone() }
             }
             Rule::AllowedValues { values } => FieldRule::AllowedValues { values: values.clone() },
+            Rule::LockedWhen { field, values } => {
+                FieldRule::LockedWhen { field: field.clone(), values: values.clone() }
+            }
         });
     }
     out
@@ -123,6 +130,9 @@ pub fn apply_rules(def: &mut FieldDef, rules: &[FieldRule]) {
             FieldRule::Range { min, max } => def.rules.push(Rule::Range { min: *min, max: *max }),
             FieldRule::Length { min, max } => def.rules.push(Rule::Length { min: *min, max: *max }),
             FieldRule::AllowedValues { values } => def.rules.push(Rule::AllowedValues { values: values.clone() }),
+            FieldRule::LockedWhen { field, values } => {
+                def.rules.push(Rule::LockedWhen { field: field.clone(), values: values.clone() })
+            }
         }
     }
 }
@@ -162,8 +172,8 @@ pub fn parse_rules(value: &Value) -> Result<Vec<FieldRule>, Vec<FieldError>> {
             errors.push(err(
                 i,
                 "unknown_rule",
-                "kind must be required, required_when, unique, regex, range, length or allowed_values.",
-                "kind 须为 required、required_when、unique、regex、range、length 或 allowed_values。",
+                "kind must be required, required_when, unique, regex, range, length, allowed_values or locked_when.",
+                "kind 须为 required、required_when、unique、regex、range、length、allowed_values 或 locked_when。",
             ));
             continue;
         };
@@ -224,7 +234,7 @@ pub fn check_rules(object: &ObjectDef, field: &FieldDef, rules: &[FieldRule]) ->
     for (i, rule) in rules.iter().enumerate() {
         let kind = rule.kind();
         if rule != &FieldRule::Required
-            && !matches!(rule, FieldRule::RequiredWhen { .. })
+            && !matches!(rule, FieldRule::RequiredWhen { .. } | FieldRule::LockedWhen { .. })
             && rules[..i].iter().any(|r| r.kind() == kind)
         {
             errors.push(err(
@@ -245,7 +255,8 @@ pub fn check_rules(object: &ObjectDef, field: &FieldDef, rules: &[FieldRule]) ->
         };
         match rule {
             FieldRule::Required => {}
-            FieldRule::RequiredWhen { field: other, values } => {
+            FieldRule::RequiredWhen { field: other, values } | FieldRule::LockedWhen { field: other, values } => {
+                let locked = matches!(rule, FieldRule::LockedWhen { .. });
                 let Some(other_def) = object.field(other) else {
                     errors.push(err(
                         i,
@@ -255,7 +266,7 @@ pub fn check_rules(object: &ObjectDef, field: &FieldDef, rules: &[FieldRule]) ->
                     ));
                     continue;
                 };
-                if other == &field.name {
+                if other == &field.name && !locked {
                     errors.push(err(
                         i,
                         "contradictory",

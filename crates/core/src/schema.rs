@@ -119,6 +119,9 @@ pub enum Rule {
     RequiredWhen { field: String, values: Vec<String> },
     /// The value (each value of a multi-enum) must be one of these.
     AllowedValues { values: Vec<String> },
+    /// The value cannot change while the stored record's `field` has one of `values` (a key
+    /// field locked once, e.g., a deal is won); the condition may be the field itself.
+    LockedWhen { field: String, values: Vec<String> },
 }
 
 /// Among which active records a unique field's value must be unique.
@@ -363,16 +366,24 @@ impl Schema {
                 FieldDef::std("converted_deal_id", T::Reference, "Converted to deal", "转化商机").reference("deals"),
             ],
         };
+        // A won deal's key fields lock (PRODUCT.md A7): amount, company, contract number and the
+        // stage itself (reopening it) change only with a steward's or admin's reasoned override.
+        let won_locks = || Rule::LockedWhen { field: "stage".into(), values: vec!["won".into()] };
         let deals = ObjectDef {
             name: "deals".into(),
             label_en: "Deal".into(),
             label_zh: "商机".into(),
             fields: vec![
                 FieldDef::std("name", T::Text, "Name", "商机名称").required(),
-                FieldDef::std("company_id", T::Reference, "Company", "所属客户").required().reference("companies"),
+                FieldDef::std("company_id", T::Reference, "Company", "所属客户")
+                    .required()
+                    .reference("companies")
+                    .rule(won_locks()),
                 FieldDef::std("contact_id", T::Reference, "Contact", "联系人").reference("contacts"),
-                FieldDef::std("amount", T::Money, "Amount", "金额").rule(Rule::Range { min: Some(0.0), max: None }),
-                FieldDef::std("stage", T::Enum, "Stage", "阶段").options(&[
+                FieldDef::std("amount", T::Money, "Amount", "金额")
+                    .rule(Rule::Range { min: Some(0.0), max: None })
+                    .rule(won_locks()),
+                FieldDef::std("stage", T::Enum, "Stage", "阶段").rule(won_locks()).options(&[
                     "qualification",
                     "needs_analysis",
                     "proposal",
@@ -384,7 +395,8 @@ impl Schema {
                 FieldDef::std("contract_no", T::Text, "Contract number", "合同编号")
                     .unique()
                     .rule(Rule::Regex { pattern: "^[A-Z]{2,4}-[0-9]{4}-[0-9]{3,8}$".into() })
-                    .rule(Rule::RequiredWhen { field: "stage".into(), values: vec!["won".into()] }),
+                    .rule(Rule::RequiredWhen { field: "stage".into(), values: vec!["won".into()] })
+                    .rule(won_locks()),
                 tags(),
             ],
         };

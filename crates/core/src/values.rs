@@ -26,6 +26,31 @@ pub struct ValidationContext {
     /// Accept a USCC whose checksum fails (a data steward's audited override); the format
     /// and charset are still checked.
     pub accept_uscc_checksum: bool,
+    /// Accept changes of locked fields (`Rule::LockedWhen`): a data steward's or admin's
+    /// override with a reason, audited.
+    pub accept_locked_changes: bool,
+}
+
+/// The fields whose value differs between `existing` and `after` while a `LockedWhen` rule of
+/// theirs is in force in `existing` (the stored state decides whether a field is locked).
+pub fn locked_fields_changed(
+    object: &ObjectDef,
+    existing: &Map<String, Value>,
+    after: &Map<String, Value>,
+) -> Vec<String> {
+    let mut out = Vec::new();
+    for def in &object.fields {
+        let locked = def.rules.iter().any(|rule| match rule {
+            Rule::LockedWhen { field, values } => {
+                existing.get(field).and_then(Value::as_str).is_some_and(|v| values.iter().any(|x| x == v))
+            }
+            _ => false,
+        });
+        if locked && existing.get(&def.name) != after.get(&def.name) {
+            out.push(def.name.clone());
+        }
+    }
+    out
 }
 
 /// Validates `changes` against `object` and returns the complete normalised field map of the
@@ -80,6 +105,22 @@ pub fn validate_record(
             check_rules(def, value, &result, &mut errors);
         } else {
             check_required_when(def, &result, &mut errors);
+        }
+    }
+    if let Some(existing) = existing
+        && !ctx.accept_locked_changes
+    {
+        for name in locked_fields_changed(object, existing, &result) {
+            let Some(def) = object.field(&name) else { continue };
+            errors.push(FieldError::new(
+                &name,
+                "locked",
+                format!(
+                    "{} is locked on this record; a data steward or admin may change it with a reason.",
+                    def.label_en
+                ),
+                format!("该记录的{}已锁定；如需修改，须由数据管理员或系统管理员填写原因。", def.label_zh),
+            ));
         }
     }
     if errors.is_empty() {
@@ -170,7 +211,7 @@ pub fn check_rules(def: &FieldDef, value: &Value, _record: &Map<String, Value>, 
                     ));
                 }
             }
-            Rule::RequiredWhen { .. } => {}
+            Rule::RequiredWhen { .. } | Rule::LockedWhen { .. } => {}
         }
     }
 }
@@ -506,6 +547,7 @@ mod tests {
 
     fn ctx() -> ValidationContext {
         ValidationContext {
+            accept_locked_changes: false,
             today: time::macros::date!(2026 - 11 - 29),
             default_region: "CN".into(),
             accept_uscc_checksum: false,

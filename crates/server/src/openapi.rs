@@ -83,15 +83,28 @@ pub struct RecordBody {
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct OverrideBody {
+    /// Save a USCC whose checksum fails: `{"reason": "…"}`.
     #[serde(default)]
     pub uscc: Option<ConfirmNotDuplicateBody>,
+    /// Change fields locked on the record (`locked_when` rules): `{"reason": "…"}`. The owner
+    /// and their managers are notified.
+    #[serde(default)]
+    pub lock: Option<ConfirmNotDuplicateBody>,
 }
 
 impl OverrideBody {
+    fn reason(
+        body: Option<&ConfirmNotDuplicateBody>,
+    ) -> Result<Option<custodian_service::OverrideReason>, crate::error::ApiError> {
+        body.map(|b| custodian_service::OverrideReason::new(&b.reason).map_err(crate::error::ApiError)).transpose()
+    }
+
     pub fn uscc(body: Option<&Self>) -> Result<Option<custodian_service::OverrideReason>, crate::error::ApiError> {
-        body.and_then(|b| b.uscc.as_ref())
-            .map(|b| custodian_service::OverrideReason::new(&b.reason).map_err(crate::error::ApiError))
-            .transpose()
+        Self::reason(body.and_then(|b| b.uscc.as_ref()))
+    }
+
+    pub fn lock(body: Option<&Self>) -> Result<Option<custodian_service::OverrideReason>, crate::error::ApiError> {
+        Self::reason(body.and_then(|b| b.lock.as_ref()))
     }
 }
 

@@ -394,7 +394,10 @@ both_backends!(change_notifications_reach_owner_and_manager, |app: TestApp| asyn
     assert_eq!(acks.len(), 1);
     assert_eq!(acks[0]["actor_id"], rep_id.as_str());
     assert_eq!(acks[0]["details"]["notification_id"], nid.as_str());
-    // The rep changing their own deal notifies the manager, not the rep.
+    // The rep changing their own deal notifies the manager, not the rep. (A won deal's stage
+    // is locked by default — tests/locks.rs —: lifted here to reopen it.)
+    let r = app.call(Method::PUT, "/api/v1/schema/deals/fields/stage/rules", Some(json!({"rules": []}))).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
     let r = as_user(
         &app,
         &rep,

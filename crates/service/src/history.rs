@@ -151,6 +151,7 @@ impl Service {
         if after == before {
             return self.unchanged_view(ctx, &def, &current, "revert").await;
         }
+        Self::refuse_locked_changes(&def, &before, &after)?;
         self.check_references(&def, &after).await?;
         // Bringing back old values must not recreate a duplicate of a strong key.
         let check = crate::duplicates::CheckOptions {

@@ -241,7 +241,7 @@ impl Service {
             match result {
                 Ok((id, write)) => {
                     // The values as normalised (pure work again; the write holds them sealed).
-                    let validation = self.input_context(ctx, None);
+                    let validation = self.input_context(ctx, None, None);
                     let stored = validate_record(&def, None, &records[i].0, &validation).unwrap_or_default();
                     for (column, f) in &mapping {
                         let cell = req.rows[i][*column].trim();

@@ -213,6 +213,7 @@ impl Service {
         self.check_field_writes(ctx, &def, &changes)?;
         let merged =
             validate_record(&def, None, &merged, &self.stored_values_context()).map_err(ServiceError::validation)?;
+        Self::refuse_locked_changes(&def, &survivor.plain, &merged)?;
         self.check_references(&def, &merged).await?;
         let check = CheckOptions {
             record_id: Some(survivor.record.id),

@@ -16,9 +16,33 @@ use serde_json::{Map, Value, json};
 use std::collections::BTreeSet;
 use uuid::Uuid;
 
-/// Fields whose changes notify, per object (`*` = every object). Locked fields join this list
-/// when they exist.
+/// Fields whose changes notify, per object (`*` = every object). Changes of fields locked on
+/// the record (a lock override) notify too (`notice_locked`).
 const WATCHED: &[(&str, &str)] = &[("deals", "stage"), ("deals", "amount")];
+
+/// Adds the locked fields a write changed (under a lock override) to its notice, marked
+/// `"locked": true`, so the owner and their managers hear of it even for unwatched fields.
+pub(crate) fn notice_locked(
+    prepared: &mut Prepared,
+    def: &custodian_core::ObjectDef,
+    locked: &[String],
+    owner: Option<Uuid>,
+) {
+    let diff = prepared.audit.details.get("changes").cloned().unwrap_or(Value::Null);
+    let notice =
+        prepared.notice.get_or_insert_with(|| ChangeNotice { old_owner: owner, new_owner: owner, changes: Map::new() });
+    for field in locked {
+        let sensitive = def.field(field).is_some_and(|f| f.sensitive);
+        let mut change = match diff.get(field) {
+            Some(c) if !sensitive => c.clone(),
+            _ => json!({ "changed": true }),
+        };
+        if let Value::Object(m) = &mut change {
+            m.insert("locked".into(), Value::Bool(true));
+        }
+        notice.changes.insert(field.clone(), change);
+    }
+}
 
 /// What a prepared write changes that people must hear about.
 #[derive(Debug, Clone)]

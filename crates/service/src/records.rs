@@ -76,6 +76,9 @@ pub struct WriteOptions {
     pub confirm_not_duplicate: Option<ConfirmNotDuplicate>,
     /// Saves a USCC whose checksum fails (data stewards and admins; audited with the reason).
     pub uscc_override: Option<OverrideReason>,
+    /// Changes fields locked on the record (`locked_when` rules; data stewards and admins;
+    /// audited with the reason, and the owner and their managers are notified).
+    pub lock_override: Option<OverrideReason>,
 }
 
 /// Properties every record has that only the service sets: refused when a caller tries to
@@ -151,6 +154,7 @@ impl Service {
 
     pub(crate) fn validation_context(&self) -> ValidationContext {
         ValidationContext {
+            accept_locked_changes: false,
             today: time::OffsetDateTime::now_utc().date(),
             default_region: self.config.default_region.clone(),
             accept_uscc_checksum: false,
@@ -169,12 +173,40 @@ impl Service {
         &self,
         ctx: &RequestContext,
         uscc_override: Option<&OverrideReason>,
+        lock_override: Option<&OverrideReason>,
     ) -> ValidationContext {
         let role = self.role_of(ctx);
         ValidationContext {
             accept_uscc_checksum: uscc_override.is_some() && (role.admin || role.merge),
+            accept_locked_changes: lock_override.is_some() && (role.admin || role.merge),
             ..self.validation_context()
         }
+    }
+
+    /// Refuses a write that brings back or merges values (revert, merge) when it would change a
+    /// field locked on the record: those go through an update with a lock override.
+    pub(crate) fn refuse_locked_changes(
+        def: &ObjectDef,
+        before: &Map<String, Value>,
+        after: &Map<String, Value>,
+    ) -> ServiceResult<()> {
+        let locked = custodian_core::values::locked_fields_changed(def, before, after);
+        if locked.is_empty() {
+            return Ok(());
+        }
+        Err(ServiceError::validation(
+            locked
+                .iter()
+                .map(|f| {
+                    FieldError::new(
+                        f,
+                        "locked",
+                        "This field is locked on the record; change it with an update and a lock override.",
+                        "该字段已锁定；如需修改，请通过更新并填写解锁原因。",
+                    )
+                })
+                .collect(),
+        ))
     }
 
     /// The keyed hash that holds a unique value: over the value alone (scope global) or over
@@ -760,7 +792,7 @@ impl Service {
             self.audit_refusal(ctx, object, None, "create", &e).await;
             return Err(e);
         }
-        let validation = self.input_context(ctx, options.uscc_override.as_ref());
+        let validation = self.input_context(ctx, options.uscc_override.as_ref(), None);
         let plain = validate_record(&def, None, fields, &validation).map_err(ServiceError::validation)?;
         self.check_references_with(&def, &plain, known).await?;
         Ok((def, plain))
@@ -833,8 +865,9 @@ impl Service {
         self.audited(ctx, object, Some(id), "update", allowed).await?;
         Self::check_expected(&current, options)?;
         let before = self.decrypt_fields(&def, id, &current.fields);
-        let validation = self.input_context(ctx, options.uscc_override.as_ref());
+        let validation = self.input_context(ctx, options.uscc_override.as_ref(), options.lock_override.as_ref());
         let after = validate_record(&def, Some(&before), changes, &validation).map_err(ServiceError::validation)?;
+        let locked = custodian_core::values::locked_fields_changed(&def, &before, &after);
         if after == before {
             return self.unchanged_view(ctx, &def, &current, "update").await;
         }
@@ -858,6 +891,10 @@ impl Service {
         note_confirmation(&mut prepared, checked.confirmed);
         prepared.guard(checked.guard);
         note_override(&mut prepared, uscc_override_note(&def, Some(&before), &after, options.uscc_override.as_ref()));
+        if let (false, Some(o)) = (locked.is_empty(), options.lock_override.as_ref()) {
+            note_override(&mut prepared, Some(json!({ "lock": { "reason": o.reason, "fields": locked } })));
+            crate::notifications::notice_locked(&mut prepared, &def, &locked, current.owner_id);
+        }
         self.apply(vec![prepared]).await?;
         self.fetch_view(ctx, object, id).await
     }
@@ -1255,8 +1292,17 @@ fn note_confirmation(prepared: &mut Prepared, confirmed: Option<Value>) {
 
 /// Records a warning override (USCC checksum) in the write's audit event.
 pub(crate) fn note_override(prepared: &mut Prepared, note: Option<Value>) {
-    if let (Some(note), Value::Object(details)) = (note, &mut prepared.audit.details) {
-        details.insert("override".into(), note);
+    let (Some(Value::Object(note)), Value::Object(details)) = (note, &mut prepared.audit.details) else { return };
+    // Several overrides of one write (a USCC and a lock) sit side by side.
+    match details.entry("override") {
+        serde_json::map::Entry::Occupied(mut o) => {
+            if let Value::Object(existing) = o.get_mut() {
+                existing.extend(note);
+            }
+        }
+        serde_json::map::Entry::Vacant(v) => {
+            v.insert(Value::Object(note));
+        }
     }
 }
 

@@ -206,6 +206,7 @@ pub async fn update(
         expected_version: expected_version(&headers, body.version)?,
         confirm_not_duplicate: ConfirmNotDuplicateBody::checked(body.confirm_not_duplicate.as_ref())?,
         uscc_override: OverrideBody::uscc(body.override_.as_ref())?,
+        lock_override: OverrideBody::lock(body.override_.as_ref())?,
     };
     Ok(with_etag(StatusCode::OK, state.service.update_record(&ctx, &object, id, &body.fields, &options).await?))
 }
