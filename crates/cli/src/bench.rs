@@ -1813,6 +1813,9 @@ async fn audit_cost(args: &BenchArgs, ws: &mut Workspace) -> Result<Vec<Row>> {
     let audited = ws.service("audit-cost-on").await?;
     let config = ServiceConfig { audit_writes: false, ..ServiceConfig::default() };
     let unaudited = ws.service_with("audit-cost-off", config).await?;
+    // Events the stores hold before the writes (the keys' creation, …).
+    let base_on = audited.store().audit_max_seq().await.map_err(|e| anyhow!("{e}"))?;
+    let base_off = unaudited.store().audit_max_seq().await.map_err(|e| anyhow!("{e}"))?;
     // (a) create_record from C tasks, the sides alternating in rounds of the same records
     // (each side on its own store, so the same records are no duplicates).
     let half = n / 2;
@@ -1843,8 +1846,8 @@ async fn audit_cost(args: &BenchArgs, ws: &mut Workspace) -> Result<Vec<Row>> {
         off_time += off_run.elapsed;
         created_on += on_run.ids.len();
     }
-    let events_on = audited.store().audit_max_seq().await.map_err(|e| anyhow!("{e}"))?;
-    let events_off = unaudited.store().audit_max_seq().await.map_err(|e| anyhow!("{e}"))?;
+    let events_on = audited.store().audit_max_seq().await.map_err(|e| anyhow!("{e}"))? - base_on;
+    let events_off = unaudited.store().audit_max_seq().await.map_err(|e| anyhow!("{e}"))? - base_off;
     drop((audited, unaudited));
     if events_off != 0 || (events_on as usize) < created_on {
         bail!("auditing switch not effective: {events_on} events with auditing, {events_off} without");
