@@ -11,6 +11,7 @@ pub mod normalize;
 pub mod rules;
 pub mod schema;
 pub mod search;
+pub mod table;
 pub mod values;
 
 pub use error::{ErrorCode, FieldError};

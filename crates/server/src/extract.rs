@@ -172,6 +172,26 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody<T> {
     }
 }
 
+/// A CSV body (`Content-Type: text/csv`, anything else 415; too large 413), as bytes: the
+/// table reader decides what is usable.
+pub struct CsvBody(pub Bytes);
+
+impl<S: Send + Sync> FromRequest<S> for CsvBody {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let csv = req
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|ct| ct.to_str().ok())
+            .is_some_and(|s| s.trim_start().to_ascii_lowercase().starts_with("text/csv"));
+        if !csv {
+            return Err(ApiError::message(ErrorCode::UnsupportedMediaType, "The body must be text/csv."));
+        }
+        read_body(req, state).await.map(CsvBody)
+    }
+}
+
 /// A JSON body that may be left out entirely (an empty body means `T::default()`); a body that
 /// is there is checked exactly like `JsonBody`.
 pub struct OptionalJsonBody<T>(pub T);

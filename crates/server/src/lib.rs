@@ -125,6 +125,8 @@ fn api_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(routes::records::transfer))
         .routes(routes!(routes::records::bulk_delete))
         .routes(routes!(routes::records::export))
+        .routes(routes!(routes::records::import))
+        .routes(routes!(routes::records::revert_import))
         .routes(routes!(routes::records::convert_lead))
         .routes(routes!(routes::records::reveal))
         .routes(routes!(routes::records::as_of))

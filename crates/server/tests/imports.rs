@@ -6,8 +6,8 @@
 
 mod common;
 
-use axum::http::StatusCode;
-use common::{PASSWORD, TestApp};
+use axum::http::{Method, StatusCode};
+use common::{PASSWORD, TestApp, as_user};
 use custodian_service::{ImportRequest, RequestContext};
 use serde_json::json;
 
@@ -78,7 +78,7 @@ both_backends!(imports_check_every_row_and_write_all_or_nothing, |app: TestApp| 
     // Each record has its own create event, tied to the import, and is the rep's own.
     let creates = app.get("/api/v1/audit/events?action=record.create").await.body["items"].as_array().unwrap().clone();
     assert!(creates.iter().filter(|e| e["details"]["import_id"] == import_id.to_string()).count() == 2);
-    let r = common::as_user(&app, &rep_token, axum::http::Method::GET, "/api/v1/contacts", None).await;
+    let r = common::as_user(&app, &rep_token, Method::GET, "/api/v1/contacts", None).await;
     assert_eq!(r.body["items"].as_array().unwrap().len(), 2, "owned by the importer");
 
     // Importing the same file again: every row now duplicates a stored record.
@@ -119,4 +119,62 @@ both_backends!(imports_check_every_row_and_write_all_or_nothing, |app: TestApp| 
     );
     let reverts = app.get("/api/v1/audit/events?action=record.import_revert").await;
     assert_eq!(reverts.body["items"][1]["details"]["deleted"].as_array().unwrap().len(), 2, "{}", reverts.body);
+});
+
+/// A CSV request body (`Content-Type: text/csv`) with `token`.
+async fn upload(app: &TestApp, token: &str, path: &str, csv: &[u8]) -> common::Reply {
+    app.raw(Method::POST, path, Some(token), Some(csv.to_vec()), &[("content-type", "text/csv; charset=utf-8")]).await
+}
+
+both_backends!(imports_over_http, |app: TestApp| async move {
+    let r = app.post("/api/v1/users", json!({"username": "rep", "password": PASSWORD, "role": "sales_rep"})).await;
+    assert_eq!(r.status, StatusCode::CREATED);
+    let rep = app.login("rep", PASSWORD).await;
+    let csv = "名称,手机,来源\n赵敏,13700001111,web\n周芷若,137-0000-2222,朋友介绍\n".as_bytes();
+    let path =
+        "/api/v1/leads/import?map=%E5%90%8D%E7%A7%B0:name&map=%E6%89%8B%E6%9C%BA:mobile&map=%E6%9D%A5%E6%BA%90:source";
+    // Dry run: 200 with the report.
+    let r = upload(&app, &rep, path, csv).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert_eq!((r.body["valid_rows"].clone(), r.body["invalid_rows"].clone()), (json!(1), json!(1)));
+    assert_eq!(r.body["problems"][0]["details"][0]["field"], "source");
+    // A commit with a bad row: 422, nothing written, the report in error.report.
+    let r = upload(&app, &rep, &format!("{path}&commit=true"), csv).await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.body);
+    assert_eq!(r.body["error"]["report"]["invalid_rows"], 1, "{}", r.body);
+    assert!(as_user(&app, &rep, Method::GET, "/api/v1/leads", None).await.body["items"].as_array().unwrap().is_empty());
+    // Skipping it: 201 and the import id.
+    let r = upload(&app, &rep, &format!("{path}&commit=true&skip_invalid=true&file_name=leads.csv"), csv).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    let import_id = r.body["import_id"].as_str().unwrap().to_owned();
+    let leads = as_user(&app, &rep, Method::GET, "/api/v1/leads", None).await;
+    assert_eq!(leads.body["items"][0]["fields"]["mobile"], "+8613700001111");
+    let event = app.get("/api/v1/audit/events?action=record.import").await.body["items"][0].clone();
+    assert_eq!(event["details"]["file"], "leads.csv");
+    assert_eq!(event["details"]["file_sha256"].as_str().unwrap().len(), 64);
+    // Bad input: content type, broken CSV, GBK, unknown parameters, a bad mapping.
+    let r = app.raw(Method::POST, path, Some(&rep), Some(csv.to_vec()), &[("content-type", "application/json")]).await;
+    assert_eq!(r.status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    let r = upload(&app, &rep, path, b"a,b\n1,\"open\n").await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.body);
+    let r = upload(&app, &rep, "/api/v1/leads/import", b"name\n\xd5\xc5\xce\xb0\n").await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert!(r.body["error"]["message"].as_str().unwrap().contains("iconv"), "{}", r.body);
+    for bad in
+        ["/api/v1/leads/import?nonsense=1", "/api/v1/leads/import?commit=maybe", "/api/v1/leads/import?map=nocolon"]
+    {
+        assert_eq!(upload(&app, &rep, bad, csv).await.status, StatusCode::BAD_REQUEST, "{bad}");
+    }
+    let r = upload(&app, &rep, "/api/v1/leads/import?map=%E5%90%8D%E7%A7%B0:nonsense", csv).await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.body);
+    assert_eq!(upload(&app, &rep, "/api/v1/nonsense/import", csv).await.status, StatusCode::NOT_FOUND);
+    // Revert: a rep has no second factor to step up with; the admin does.
+    let revert = format!("/api/v1/imports/{import_id}/revert");
+    let r = as_user(&app, &rep, Method::POST, &revert, None).await;
+    assert_eq!(r.status, StatusCode::PRECONDITION_REQUIRED, "{}", r.body);
+    app.admin_step_up().await;
+    let r = app.post(&revert, json!({})).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert_eq!(r.body["deleted"].as_array().unwrap().len(), 1);
+    assert!(as_user(&app, &rep, Method::GET, "/api/v1/leads", None).await.body["items"].as_array().unwrap().is_empty());
 });

@@ -2,7 +2,7 @@
 
 use crate::AppState;
 use crate::error::{ApiError, ApiResult};
-use crate::extract::{Auth, JsonBody, OptionalJsonBody, PathParams, QueryPairs};
+use crate::extract::{Auth, CsvBody, JsonBody, OptionalJsonBody, PathParams, QueryPairs};
 use crate::openapi::{
     ConfirmNotDuplicateBody, ErrorBody, HistoryDoc, OverrideBody, RecordBody, RecordDoc, RecordListDoc, VersionBody,
     VersionDoc,
@@ -149,6 +149,87 @@ pub async fn export(
         }
     }
     Ok(response)
+}
+
+#[utoipa::path(post, path = "/api/v1/{object}/import", tag = "records",
+    request_body(content = String, content_type = "text/csv", description = "UTF-8 CSV with a header row (GBK and UTF-16 are refused with the command that converts them)"),
+    params(("object" = String, Path),
+           ("map" = Option<String>, Query, description = "COLUMN:field, repeatable; without any, columns named like a field (name, or zh/en label) are mapped"),
+           ("commit" = Option<bool>, Query, description = "Write the rows (default: a dry run)"),
+           ("skip_invalid" = Option<bool>, Query, description = "With commit: write the good rows, list the bad ones"),
+           ("file_name" = Option<String>, Query, description = "Recorded with the import")),
+    description = "Imports rows as creates through the one write path: rules, normalisation and the duplicate check against stored records and the other rows. A dry run (200) reports per-row problems and normalisations; a commit writes every row and a record.import event in one transaction (201), or nothing (422 with the report in error.report) unless skip_invalid. At most 20,000 rows and the body limit (1 MiB); larger files go through `custodian import`.",
+    responses((status = 200, description = "Dry-run report"), (status = 201, description = "Committed: report with import_id and ids"), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody), (status = 413, body = ErrorBody), (status = 415, body = ErrorBody), (status = 422, body = ErrorBody)))]
+pub async fn import(
+    State(state): State<AppState>,
+    Auth(ctx): Auth,
+    PathParams(object): PathParams<String>,
+    QueryPairs(pairs): QueryPairs,
+    CsvBody(bytes): CsvBody,
+) -> ApiResult<Response> {
+    let flag = |v: &str, key: &str| match v.trim() {
+        "true" | "1" => Ok(true),
+        "false" | "0" => Ok(false),
+        _ => Err(query_error(key, "Expected true or false.", "应为 true 或 false。")),
+    };
+    let (mut commit, mut skip_invalid, mut mapping, mut file_name) =
+        (false, false, Vec::new(), "upload.csv".to_owned());
+    for (k, v) in &pairs {
+        match k.as_str() {
+            "commit" => commit = flag(v, k)?,
+            "skip_invalid" => skip_invalid = flag(v, k)?,
+            "file_name" => file_name = v.chars().take(200).collect(),
+            "map" => {
+                let (column, field) = v
+                    .rsplit_once(':')
+                    .ok_or_else(|| query_error("map", "map is COLUMN:field.", "map 的格式为 列名:字段。"))?;
+                mapping.push((column.trim().to_owned(), field.trim().to_owned()));
+            }
+            other => {
+                return Err(query_error(other, "Unknown parameter.", "未知参数。"));
+            }
+        }
+    }
+    let table = custodian_core::table::parse_table(&bytes)
+        .map_err(|e| ApiError::message(ErrorCode::MalformedRequest, format!("Not a usable CSV file: {e}")))?;
+    let request = custodian_service::ImportRequest {
+        object,
+        header: table.header,
+        rows: table.rows,
+        lines: table.lines,
+        mapping,
+        file_name,
+        file_sha256: custodian_crypto::sha256_hex(&bytes),
+        commit,
+        skip_invalid,
+    };
+    let report = state.service.import_records(&ctx, &request).await?;
+    if report.committed {
+        return Ok((StatusCode::CREATED, Json(report)).into_response());
+    }
+    if commit {
+        let e = custodian_service::ServiceError::with_message(
+            ErrorCode::ValidationFailed,
+            "Some rows have problems; nothing was written (see error.report, or send skip_invalid=true).",
+        )
+        .with_extra(json!({ "report": report }));
+        return Err(ApiError(e));
+    }
+    Ok(Json(report).into_response())
+}
+
+#[utoipa::path(post, path = "/api/v1/imports/{id}/revert", tag = "records",
+    params(("id" = Uuid, Path, description = "The import_id of a committed import")),
+    description = "Soft-deletes every record the import wrote that is still active, in one transaction (the caller's delete scope applies; needs a fresh step-up).",
+    responses((status = 200, description = "{import_id, deleted}"), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 428, body = ErrorBody)))]
+pub async fn revert_import(
+    State(state): State<AppState>,
+    Auth(ctx): Auth,
+    PathParams(id): PathParams<String>,
+) -> ApiResult<Response> {
+    let id = parse_id(&id)?;
+    let deleted = state.service.revert_import(&ctx, id).await?;
+    Ok(Json(json!({ "import_id": id, "deleted": deleted })).into_response())
 }
 
 #[utoipa::path(post, path = "/api/v1/{object}", tag = "records", request_body = RecordBody,
