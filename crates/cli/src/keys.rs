@@ -19,6 +19,12 @@ pub enum KeysCommand {
         #[command(flatten)]
         store: StoreArgs,
     },
+    /// Seal stored sensitive values under the current data key again, without a new key (after
+    /// a rotation whose jobs never started).
+    Reseal {
+        #[command(flatten)]
+        store: StoreArgs,
+    },
 }
 
 pub async fn run(command: KeysCommand) -> Result<()> {
@@ -29,12 +35,17 @@ pub async fn run(command: KeysCommand) -> Result<()> {
             let status = service.key_status(&ctx).await.map_err(|e| anyhow!("{e}"))?;
             println!("{}", serde_json::to_string_pretty(&status)?);
         }
-        KeysCommand::Rotate { store } => {
+        KeysCommand::Rotate { ref store } | KeysCommand::Reseal { ref store } => {
             // The jobs run here, in the foreground, rather than on a background task.
             let config = ServiceConfig { start_jobs_at_once: false, ..ServiceConfig::default() };
-            let service = open_service(&store, config).await?;
-            let rotation = service.rotate_data_key(&ctx).await.map_err(|e| anyhow!("{e}"))?;
-            eprintln!("data key version {} added; sealing stored values again", rotation.version);
+            let service = open_service(store, config).await?;
+            let rotation = if matches!(command, KeysCommand::Rotate { .. }) {
+                let r = service.rotate_data_key(&ctx).await.map_err(|e| anyhow!("{e}"))?;
+                eprintln!("data key version {} added; sealing stored values again", r.version);
+                r
+            } else {
+                service.reseal_stored_values(&ctx).await.map_err(|e| anyhow!("{e}"))?
+            };
             let claimant = format!("cli-{}", uuid::Uuid::now_v7());
             service.run_jobs(&claimant).await.map_err(|e| {
                 anyhow!("{e}; the re-encryption jobs resume from where they stopped when a server claims them")

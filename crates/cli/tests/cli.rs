@@ -728,6 +728,11 @@ fn rotation_scenario(target: &Target) {
     assert!(jobs.iter().all(|j| j["status"] == "done"), "{rotation}");
     assert!(jobs[0]["found"].as_i64().unwrap() > 10, "contacts sealed again: {rotation}");
     assert_eq!(status(target), json!({"current_version": 2, "versions": [1, 2]}));
+    // A reseal finds nothing left to seal again.
+    let out = cli_on(target, &["keys", "reseal"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let reseal: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(reseal["jobs"].as_array().unwrap().iter().all(|j| j["status"] == "done" && j["found"] == 0), "{reseal}");
     let csv = target.dir.parent().unwrap().join("after-rotation.csv");
     let out =
         cli_on(target, &["export", "--object", "contacts", "--columns", "mobile", "--output", csv.to_str().unwrap()]);

@@ -103,6 +103,7 @@ fn api_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(routes::backups::create, routes::backups::list))
         .routes(routes!(routes::keys::status))
         .routes(routes!(routes::keys::rotate))
+        .routes(routes!(routes::keys::reseal))
         .routes(routes!(routes::keys::job))
         .routes(routes!(routes::monitor::list_alerts))
         .routes(routes!(routes::monitor::ack_alert))

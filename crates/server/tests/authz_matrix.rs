@@ -248,7 +248,7 @@ fn expected_other(route: &str, role: &str) -> Option<StatusCode> {
                 StatusCode::FORBIDDEN
             }
         }
-        "POST /api/v1/keys/rotate" => {
+        "POST /api/v1/keys/rotate" | "POST /api/v1/keys/reseal" => {
             if admin {
                 StatusCode::PRECONDITION_REQUIRED
             } else {

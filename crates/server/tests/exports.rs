@@ -242,12 +242,25 @@ both_backends!(a_leaked_file_is_traced_to_its_export, |app: TestApp| async move 
     assert_eq!(t.verdict, "ambiguous", "{t:?}");
     assert!(t.export_id.is_none());
     assert!(t.candidates.iter().all(|c| c.ids_matched == 30));
+    // A watermark copied onto rows of another export is not believed: the ids disagree.
+    let (a_header, a_rows) = parse(&text(&a));
+    let mut w = csv::Writer::from_writer(Vec::new());
+    w.write_record(&a_header).unwrap();
+    for r in a_rows.iter().take(3) {
+        let mut r = r.clone();
+        let last = r.len() - 1;
+        r[last] = rows[0][rows[0].len() - 1].clone();
+        r[0] = uuid::Uuid::now_v7().to_string();
+        w.write_record(&r).unwrap();
+    }
+    let t = trace(w.into_inner().unwrap()).await;
+    assert_ne!(t.verdict, "watermark", "{t:?}");
     // A file from elsewhere names nothing.
     let t = trace(b"id,name\r\n1,x\r\n".to_vec()).await;
     assert_eq!(t.verdict, "none");
     // Every trace is on the record.
     let traces = app.get("/api/v1/audit/events?action=export.trace").await;
-    assert_eq!(traces.body["items"].as_array().unwrap().len(), 5);
+    assert_eq!(traces.body["items"].as_array().unwrap().len(), 6);
 });
 
 both_backends!(export_rows_feed_the_anomaly_metric, |app: TestApp| async move {

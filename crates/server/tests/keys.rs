@@ -53,6 +53,10 @@ both_backends!(a_rotation_reaches_every_server_and_reseals_stored_values, |app: 
     );
     let c2 = id_of(&app.create("contacts", json!({"name": "李雷", "mobile": "13900139000"})).await);
     app.create("leads", json!({"name": "韩梅梅", "mobile": "13700137000"})).await;
+    // A deleted contact keeps its key through the rotation; restoring it writes it anew, under
+    // the current key.
+    let gone = id_of(&app.create("contacts", json!({"name": "离职客户", "mobile": "13500000001"})).await);
+    assert_eq!(app.call(Method::DELETE, &format!("/api/v1/contacts/{gone}"), None).await.status, StatusCode::OK);
     app.create("companies", json!({"name": "杭州云栖科技有限公司"})).await;
     // A second server over the same store, started before the rotation.
     let master = MasterKey::from_hex(&app.master_hex).unwrap();
@@ -148,5 +152,17 @@ both_backends!(a_rotation_reaches_every_server_and_reseals_stored_values, |app: 
     }
     let r = app.get("/api/v1/keys").await;
     assert_eq!(r.body, json!({"current_version": 3, "versions": [1, 2, 3]}));
+    assert_eq!(stored_mobile_version(&app, &gone).await, 1, "deleted records are left");
+    let r = app.post(&format!("/api/v1/contacts/{gone}/restore"), json!({})).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert_eq!(r.body["fields"]["mobile"], "+8613500000001", "old key versions still open");
+    assert_eq!(stored_mobile_version(&app, &gone).await, 3);
+    // A reseal (for a rotation whose jobs never ran) finds nothing left here.
+    app.admin_step_up().await;
+    let r = app.post("/api/v1/keys/reseal", json!({})).await;
+    assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.body);
+    assert_eq!(r.body["version"], 3);
+    let jobs = finished(&app, &r.body).await;
+    assert!(jobs.iter().all(|j| j["found"] == 0), "{jobs:?}");
     assert_eq!(app.get("/api/v1/keys/jobs/01938f2c-0000-7000-8000-000000000001").await.status, StatusCode::NOT_FOUND);
 });

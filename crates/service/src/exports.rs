@@ -65,7 +65,7 @@ pub struct TraceCandidate {
     pub fingerprint_match: bool,
     pub fingerprint_cells: usize,
     pub fingerprint_agreeing: usize,
-    /// The file's watermark column names this export.
+    /// The file's watermark column names this export, and the file's rows agree with it.
     pub watermark_match: bool,
     /// File rows whose id this export contained.
     pub ids_matched: usize,
@@ -208,13 +208,7 @@ impl Service {
                     format!("An export is limited to {max} rows; narrow the filters."),
                     format!("单次导出最多 {max} 行，请缩小筛选范围。"),
                 )]);
-                self.audit_denied(
-                    ctx,
-                    "record.export",
-                    &e,
-                    json!({ "object": query.object, "rows_over": max, "limit": max }),
-                )
-                .await;
+                self.audit_denied(ctx, "record.export", &e, json!({ "object": query.object, "limit": max })).await;
                 return Err(e);
             }
             match page.next {
@@ -301,30 +295,28 @@ impl Service {
             async move { Ok(renderer.header()) }
         });
         let store = self.store.clone();
-        let start = (!impossible && rows > 0).then_some((query, 0u64));
+        let start = (!impossible && rows > 0).then(|| (query, HashSet::<Uuid>::new()));
         let body = stream::unfold(start, move |state| {
             let store = store.clone();
             let renderer = renderer.clone();
             let wanted = wanted.clone();
             async move {
-                let (query, written) = state?;
+                let (query, mut written) = state?;
                 let page = match store.list_records(&query).await {
                     Ok(page) => page,
                     Err(e) => return Some((Err(ServiceError::from(e)), None)),
                 };
                 let mut out = String::new();
-                let mut written = written;
-                // Only the registered rows leave, at most once each: a record created or
-                // moved into the filter since the registration is not in the file.
+                // Only the registered rows leave, each once (a record whose sort key changed
+                // meanwhile may come round twice): one created or moved into the filter since
+                // the registration is not in the file.
                 for r in page.items.iter().filter(|r| wanted.contains(&r.id)) {
-                    if written == wanted.len() as u64 {
-                        break;
+                    if written.insert(r.id) {
+                        renderer.line(&mut out, r);
                     }
-                    renderer.line(&mut out, r);
-                    written += 1;
                 }
                 let next = match page.next {
-                    Some(after) if written < wanted.len() as u64 => {
+                    Some(after) if written.len() < wanted.len() => {
                         Some((ListQuery { after: Some(after), ..query }, written))
                     }
                     _ => None,
@@ -419,7 +411,10 @@ impl Service {
                     })
                     .unwrap_or(0);
                 let export_text = export_id.to_string();
-                let watermark_match = watermarks.iter().any(|w| w.contains(&export_text));
+                // Anyone who saw an export can copy its watermark: it counts only where the
+                // rows agree with it (at least half of the file's ids were in that export).
+                let watermark_match = watermarks.iter().any(|w| w.contains(&export_text))
+                    && (file_ids.is_empty() || ids_matched * 2 >= file_ids.len());
                 let fp = match fingerprint_key(self, export_id) {
                     Some(key) if !header.is_empty() => {
                         let known = |c: &str| c == WATERMARK_COLUMN || columns.iter().any(|k| k == c);

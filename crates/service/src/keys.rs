@@ -128,6 +128,25 @@ impl Service {
             ));
         }
         self.keyring.add_wrapped_data_key(version, &wrapped).map_err(key_error)?;
+        let jobs = self.start_reseal_jobs(ctx, version).await?;
+        Ok(KeyRotation { previous_version: previous, version, jobs })
+    }
+
+    /// Starts the jobs that seal stored values under the current data key again, without a
+    /// new key (admins, fresh step-up): after a rotation whose jobs never started (its server
+    /// stopped in between). Values already current are left; a restored record is written anew
+    /// under the current key anyway.
+    pub async fn reseal_stored_values(self: &Arc<Self>, ctx: &RequestContext) -> ServiceResult<KeyRotation> {
+        self.admin_or_refuse(ctx, "key.reencrypt").await?;
+        self.require_step_up(ctx, "key.reencrypt").await?;
+        self.refresh_keys().await?;
+        let version = self.keyring.current_version();
+        let jobs = self.start_reseal_jobs(ctx, version).await?;
+        Ok(KeyRotation { previous_version: version, version, jobs })
+    }
+
+    /// One `JOB_REENCRYPT` per object with sensitive fields (audited `key.reencrypt`).
+    async fn start_reseal_jobs(self: &Arc<Self>, ctx: &RequestContext, version: u32) -> ServiceResult<Vec<JobView>> {
         let requested_by = ctx.actor.as_ref().map(|a| a.user_id);
         let mut jobs = Vec::new();
         for def in self.schema().objects().filter(|d| d.fields.iter().any(|f| f.sensitive)) {
@@ -140,7 +159,7 @@ impl Service {
             jobs.push(crate::rules::job_view(&job));
         }
         self.start_jobs();
-        Ok(KeyRotation { previous_version: previous, version, jobs })
+        Ok(jobs)
     }
 
     /// A re-encryption job (admins).

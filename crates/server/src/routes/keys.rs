@@ -27,6 +27,14 @@ pub async fn rotate(State(state): State<AppState>, Auth(ctx): Auth) -> ApiResult
     Ok((StatusCode::ACCEPTED, Json(json!(rotation))).into_response())
 }
 
+#[utoipa::path(post, path = "/api/v1/keys/reseal", tag = "keys",
+    description = "Starts the background jobs that seal stored sensitive values of active records under the current data key again, without a new key: after a rotation whose jobs never started (its server stopped in between). Admins, with a fresh step-up (428 otherwise).",
+    responses((status = 202, description = "{previous_version, version, jobs} (both versions the current one)"), (status = 403, body = ErrorBody), (status = 428, body = ErrorBody)))]
+pub async fn reseal(State(state): State<AppState>, Auth(ctx): Auth) -> ApiResult<Response> {
+    let started = state.service.reseal_stored_values(&ctx).await?;
+    Ok((StatusCode::ACCEPTED, Json(json!(started))).into_response())
+}
+
 #[utoipa::path(get, path = "/api/v1/keys/jobs/{id}", tag = "keys",
     params(("id" = Uuid, Path)),
     responses((status = 200, description = "The job: {id, kind, object, status, scanned, found (records sealed again), error}"), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
