@@ -128,8 +128,12 @@ pub struct BackupReport {
     pub manifest: Value,
 }
 
-/// Creates `dir` (and its parents) readable by the owner only.
+/// Creates `dir` (and its parents) readable by the owner only. A directory that exists
+/// already keeps its permissions (it may be anyone's, e.g. a home directory).
 pub fn private_dir(dir: &Path) -> std::io::Result<()> {
+    if dir.is_dir() {
+        return Ok(());
+    }
     std::fs::create_dir_all(dir)?;
     #[cfg(unix)]
     {
