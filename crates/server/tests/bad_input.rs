@@ -314,8 +314,17 @@ fn path() -> impl Strategy<Value = String> {
         "x",
         "schema/contacts/fields",
         "auth/login",
+        "keys",
+        "backups",
+        "imports",
     ]);
-    let id = prop_oneof![Just("01938f2c-0000-7000-8000-000000000000".to_owned()), "[a-z0-9%-]{0,12}"];
+    let id = prop_oneof![
+        Just("01938f2c-0000-7000-8000-000000000000".to_owned()),
+        Just("export".to_owned()),
+        Just("import".to_owned()),
+        Just("rotate".to_owned()),
+        "[a-z0-9%-]{0,12}"
+    ];
     let suffix = prop::sample::select(vec!["", "/restore", "/history", "/history/1", "/history/x"]);
     let query = prop_oneof![Just(String::new()), "\\?[a-z_\\[\\]=&%0-9]{0,30}"];
     (object, prop::option::of(id), suffix, query).prop_map(|(o, id, s, q)| match id {
@@ -359,6 +368,42 @@ fn fuzz(rt: &tokio::runtime::Runtime, app: &TestApp, default_cases: u32) {
             prop_assert!(r.status.as_u16() < 500, "{method} {path} → {} {}", r.status, r.body);
             if r.status.as_u16() >= 400 {
                 prop_assert!(known.contains(&r.code()), "{method} {path} → unknown error body {}", r.body);
+            }
+            Ok(())
+        })
+        .unwrap();
+    // CSV uploads to the importer: lines of cells with quotes, commas, line breaks, NUL and
+    // bytes that are not UTF-8, with and without a mapping and a commit.
+    let cell = prop_oneof!["[a-z张王0-9 ,\"\r\n]{0,12}", Just("\u{0}".to_owned()), Just("13800138000".to_owned())];
+    let csv = prop_oneof![
+        prop::collection::vec(prop::collection::vec(cell, 0..6), 0..8).prop_map(|rows| rows
+            .iter()
+            .map(|r| r.join(","))
+            .collect::<Vec<_>>()
+            .join("\n")
+            .into_bytes()),
+        prop::collection::vec(any::<u8>(), 0..200),
+    ];
+    let query =
+        prop::sample::select(vec!["", "?commit=true", "?map=name:name&commit=true&skip_invalid=true", "?map=a:b"]);
+    let mut runner = proptest::test_runner::TestRunner::new(ProptestConfig {
+        cases: cases / 10 + 1,
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    });
+    runner
+        .run(&(csv, query), |(bytes, query)| {
+            let path = format!("/api/v1/contacts/import{query}");
+            let r = rt.block_on(app.raw(
+                Method::POST,
+                &path,
+                Some(&app.token),
+                Some(bytes),
+                &[("content-type", "text/csv")],
+            ));
+            prop_assert!(r.status.as_u16() < 500, "{path} → {} {}", r.status, r.body);
+            if r.status.as_u16() >= 400 {
+                prop_assert!(known.contains(&r.code()), "{path} → unknown error body {}", r.body);
             }
             Ok(())
         })
