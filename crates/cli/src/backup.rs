@@ -147,23 +147,39 @@ async fn live_service(args: &StoreArgs) -> Result<Option<std::sync::Arc<custodia
     Ok(Some(open_service(args, ServiceConfig::default()).await?))
 }
 
-/// Checks a backup as a restore would, in a private temporary directory. Returns whether every
-/// check passed and the report.
-pub async fn drill(file: &Path, master: &MasterKey) -> Result<(bool, Value)> {
+/// Checks a backup as a restore would, in a private temporary directory (and, for a
+/// PostgreSQL backup, a scratch database on the server of `database_url`, dropped afterwards).
+/// Returns whether every check passed and the report.
+pub async fn drill(file: &Path, master: &MasterKey, database_url: Option<&str>) -> Result<(bool, Value)> {
     // Removed when this returns or is dropped half-way (a server stopping mid-drill).
     let scratch = ScratchDir(std::env::temp_dir().join(format!("custodian-drill-{}", uuid::Uuid::now_v7().simple())));
     private_dir(&scratch.0)?;
     let outcome = async {
-        let db = scratch.0.join("custodian.db");
-        let manifest = unseal(file, master, &db)?;
-        let store = custodian_store_sqlite::SqliteStore::open_read_only(&db)
-            .await
-            .map_err(|e| anyhow!("the restored database does not open: {e}"))?;
-        let (ok, mut report) = inspect(&store, master).await?;
-        // Closed before the scratch directory goes.
-        drop(store);
+        let content = scratch.0.join("content");
+        let manifest = unseal(file, master, &content)?;
+        let (ok, mut report) = match manifest["backend"].as_str() {
+            Some("sqlite") => {
+                let store = custodian_store_sqlite::SqliteStore::open_read_only(&content)
+                    .await
+                    .map_err(|e| anyhow!("the restored database does not open: {e}"))?;
+                let checked = inspect(&store, master).await;
+                // Closed before the scratch directory goes.
+                drop(store);
+                checked?
+            }
+            Some("postgres") => {
+                let url = database_url.ok_or_else(|| {
+                    anyhow!(
+                        "a PostgreSQL backup is checked in a scratch database: give --database-url of a server to use"
+                    )
+                })?;
+                pg_drill(url, &content, master).await?
+            }
+            other => bail!("{}: a backup of an unknown store ({other:?})", file.display()),
+        };
         report["backup_id"] = manifest["backup_id"].clone();
         report["created_at"] = manifest["created_at"].clone();
+        report["backend"] = manifest["backend"].clone();
         report["checksum"] = json!("ok");
         report["seal"] = json!("ok");
         Ok::<_, anyhow::Error>((ok, report))
@@ -171,6 +187,27 @@ pub async fn drill(file: &Path, master: &MasterKey) -> Result<(bool, Value)> {
     .await;
     drop(scratch);
     outcome
+}
+
+/// Restores a pg_dump file into a scratch database, inspects it read-only and drops it.
+async fn pg_drill(url: &str, dump: &Path, master: &MasterKey) -> Result<(bool, Value)> {
+    use custodian_store_postgres::backup as pg;
+    let name = format!("custodian_drill_{}", uuid::Uuid::now_v7().simple());
+    let scratch_url = pg::create_database(url, &name).await.map_err(|e| anyhow!("{e}"))?;
+    let checked = async {
+        pg::restore(&scratch_url, dump).await.map_err(|e| anyhow!("the dump does not restore: {e}"))?;
+        let store = custodian_store_postgres::PostgresStore::connect_read_only(&scratch_url)
+            .await
+            .map_err(|e| anyhow!("the restored database does not open: {e}"))?;
+        let checked = inspect(&store, master).await;
+        store.close().await;
+        checked
+    }
+    .await;
+    if let Err(e) = pg::drop_database(url, &name).await {
+        tracing::warn!(database = %name, error = %e, "the drill's scratch database could not be dropped");
+    }
+    checked
 }
 
 pub async fn run(command: BackupCommand) -> Result<()> {
@@ -185,7 +222,7 @@ pub async fn run(command: BackupCommand) -> Result<()> {
         }
         BackupCommand::Verify { store, file } => {
             let master = existing_master_key(&store)?;
-            let (ok, report) = match drill(&file, &master).await {
+            let (ok, report) = match drill(&file, &master, store.database_url.as_deref()).await {
                 Ok(r) => r,
                 Err(e) => (false, json!({ "error": format!("{e:#}") })),
             };
@@ -214,8 +251,8 @@ pub async fn run(command: BackupCommand) -> Result<()> {
             }
         }
         BackupCommand::Restore { store, file } => {
-            if store.database_url.is_some() {
-                bail!("custodian backup restores SQLite stores (--data-dir); restore PostgreSQL with its own tools");
+            if let Some(url) = store.database_url.clone() {
+                return restore_postgres(&store, &url, &file).await;
             }
             let db = store.data_dir.join("custodian.db");
             if db.exists() {
@@ -232,22 +269,52 @@ pub async fn run(command: BackupCommand) -> Result<()> {
                     return Err(e);
                 }
             };
-            std::fs::rename(&partial, &db)?;
-            // Opening migrates it to this version and loads its keys with the master key.
-            let service = open_service(&store, ServiceConfig::default()).await?;
-            let (ok, report) = inspect(service.store().as_ref(), &master).await?;
-            let mut details = report.clone();
-            details["backup_id"] = manifest["backup_id"].clone();
-            details["backup_created_at"] = manifest["created_at"].clone();
-            details["ok"] = json!(ok);
-            service.record_backup_event(&ctx, "backup.restore", details).await.map_err(|e| anyhow!("{e}"))?;
-            println!("{}", serde_json::to_string_pretty(&json!({ "ok": ok, "manifest": manifest, "report": report }))?);
-            if !ok {
-                bail!("the restored store failed its check (see the report); it is kept for inspection");
+            if manifest["backend"] != "sqlite" {
+                let _ = std::fs::remove_file(&partial);
+                bail!("this is a backup of a PostgreSQL store: restore it with --database-url");
             }
+            std::fs::rename(&partial, &db)?;
+            finish_restore(&store, &master, &manifest).await?;
         }
     }
     Ok(())
+}
+
+/// Opens a restored store (which migrates it to this version and loads its keys with the
+/// master key), checks it and records `backup.restore` on its log.
+async fn finish_restore(store: &StoreArgs, master: &MasterKey, manifest: &Value) -> Result<()> {
+    let service = open_service(store, ServiceConfig::default()).await?;
+    let (ok, report) = inspect(service.store().as_ref(), master).await?;
+    let mut details = report.clone();
+    details["backup_id"] = manifest["backup_id"].clone();
+    details["backup_created_at"] = manifest["created_at"].clone();
+    details["ok"] = json!(ok);
+    service.record_backup_event(&RequestContext::cli(), "backup.restore", details).await.map_err(|e| anyhow!("{e}"))?;
+    println!("{}", serde_json::to_string_pretty(&json!({ "ok": ok, "manifest": manifest, "report": report }))?);
+    if !ok {
+        bail!("the restored store failed its check (see the report); it is kept for inspection");
+    }
+    Ok(())
+}
+
+/// Restores a PostgreSQL backup into the empty database of `url` (pg_restore, one transaction).
+async fn restore_postgres(store: &StoreArgs, url: &str, file: &Path) -> Result<()> {
+    crate::check_postgres_url(url)?;
+    use custodian_store_postgres::backup as pg;
+    if !pg::is_empty(url).await.map_err(|e| anyhow!("{e}"))? {
+        bail!("the target database has tables already: restore into an empty database");
+    }
+    let master = existing_master_key(store)?;
+    let scratch = ScratchDir(std::env::temp_dir().join(format!("custodian-restore-{}", uuid::Uuid::now_v7().simple())));
+    private_dir(&scratch.0)?;
+    let dump = scratch.0.join("content");
+    let manifest = unseal(file, &master, &dump)?;
+    if manifest["backend"] != "postgres" {
+        bail!("this is a backup of a SQLite store: restore it with --data-dir (no --database-url)");
+    }
+    pg::restore(url, &dump).await.map_err(|e| anyhow!("{e}"))?;
+    drop(scratch);
+    finish_restore(store, &master, &manifest).await
 }
 
 /// Backups made by `serve` (the directory is also where `POST /api/v1/backups` writes).
@@ -284,10 +351,16 @@ fn scheduler_ctx() -> RequestContext {
 }
 
 /// One scheduled round: a backup, its restore drill (recorded), then the retention.
-async fn scheduled_backup(service: &Service, dir: &Path, master: &MasterKey, keep: Retention) -> Result<()> {
+async fn scheduled_backup(
+    service: &Service,
+    dir: &Path,
+    master: &MasterKey,
+    keep: Retention,
+    database_url: Option<&str>,
+) -> Result<()> {
     let ctx = scheduler_ctx();
     let report = service.create_backup(&ctx, dir).await.map_err(|e| anyhow!("{e}"))?;
-    let (ok, mut details) = match drill(&report.path, master).await {
+    let (ok, mut details) = match drill(&report.path, master, database_url).await {
         Ok(r) => r,
         Err(e) => (false, json!({ "error": format!("{e:#}") })),
     };
@@ -309,13 +382,10 @@ pub fn start_schedule(
     service: Arc<Service>,
     args: &BackupScheduleArgs,
     master: MasterKey,
+    database_url: Option<String>,
 ) -> Option<tokio::task::JoinHandle<()>> {
     let dir = args.backup_dir.clone()?;
     if args.backup_every_secs == 0 {
-        return None;
-    }
-    if service.store().backend() != "sqlite" {
-        tracing::warn!("--backup-dir: scheduled backups are for SQLite stores; back PostgreSQL up with its own tools");
         return None;
     }
     let every = Duration::from_secs(args.backup_every_secs);
@@ -335,7 +405,7 @@ pub fn start_schedule(
             let due = newest.is_none_or(|t| {
                 custodian_store::now_micros().saturating_sub(t) >= i64::try_from(every.as_micros()).unwrap_or(i64::MAX)
             });
-            if due && let Err(e) = scheduled_backup(&service, &dir, &master, keep).await {
+            if due && let Err(e) = scheduled_backup(&service, &dir, &master, keep, database_url.as_deref()).await {
                 tracing::error!(error = %format!("{e:#}"), "scheduled backup failed");
             }
         }

@@ -255,7 +255,7 @@ fn init_logging(format: &str) {
 }
 
 /// Refuses a `--database-url` that is not a PostgreSQL URL.
-fn check_postgres_url(url: &str) -> Result<()> {
+pub(crate) fn check_postgres_url(url: &str) -> Result<()> {
     if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
         bail!("--database-url must start with postgres:// (SQLite is selected with --data-dir)");
     }
@@ -373,7 +373,8 @@ async fn serve(
     // Anomaly evaluation and outbox delivery (webhook, SMTP).
     let monitor_tasks = monitor::MonitorTasks::spawn(service.clone(), &monitor_args, delivery)?;
     // Scheduled backups, each checked by a restore drill, old ones pruned.
-    let backup_schedule = backup::start_schedule(service.clone(), &backups, master_key(&store)?);
+    let backup_schedule =
+        backup::start_schedule(service.clone(), &backups, master_key(&store)?, store.database_url.clone());
     let listener =
         tokio::net::TcpListener::bind(&listen).await.with_context(|| format!("cannot listen on {listen}"))?;
     tracing::info!(address = %listener.local_addr()?, backend = service.store().backend(), "custodian is listening");

@@ -881,12 +881,48 @@ fn backup_verify_and_restore_from_the_command_line() {
 }
 
 #[test]
-fn backups_of_postgres_are_refused_clearly() {
+fn backup_verify_and_restore_on_postgres() {
     let dir = TempDir::new();
     let Some((target, _db)) = postgres_target(&dir.0) else { return };
-    let out = cli_on(&target, &["backup", "create", "--output-dir", dir.0.join("b").to_str().unwrap()]);
-    assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("pg_basebackup"), "{}", String::from_utf8_lossy(&out.stderr));
+    let url = target.url.clone().unwrap();
+    let out = cli_on(&target, &["demo", "--records", "150", "--seed", "6"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let backups = dir.0.join("b");
+    let out = cli_on(&target, &["backup", "create", "--output-dir", backups.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let created: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(created["manifest"]["backend"], "postgres");
+    let file = created["path"].as_str().unwrap().to_owned();
+    // The drill restores into a scratch database of the same server and drops it.
+    let out = cli_on(&target, &["backup", "verify", &file]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let drill: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(drill["report"]["audit_chain"], "intact", "{drill}");
+    let companies = drill["report"]["records"]["companies"].as_u64().unwrap();
+    assert!(companies > 0);
+    // Never over a database that has tables; into an empty one, with the same records.
+    let out = cli_on(&target, &["backup", "restore", &file]);
+    assert!(!out.status.success(), "the live database is not empty");
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let name = format!("custodian_t_{}", uuid::Uuid::new_v4().simple());
+    let empty = rt.block_on(custodian_store_postgres::backup::create_database(&url, &name)).unwrap();
+    let restored = Target { dir: dir.0.clone(), url: Some(empty.clone()) };
+    let out = cli_on(&restored, &["backup", "restore", &file]);
+    let dropped = rt.block_on(custodian_store_postgres::backup::drop_database(&url, &name));
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["report"]["records"]["companies"].as_u64().unwrap(), companies);
+    assert_eq!(report["report"]["audit_chain"], "intact");
+    dropped.unwrap();
+    // No scratch database is left behind by the drill.
+    let mut conn = rt.block_on(<sqlx::PgConnection as sqlx::Connection>::connect(&url)).unwrap();
+    let left: i64 = rt
+        .block_on(
+            sqlx::query_scalar("SELECT count(*) FROM pg_database WHERE datname LIKE 'custodian_drill_%'")
+                .fetch_one(&mut conn),
+        )
+        .unwrap();
+    assert_eq!(left, 0);
 }
 
 /// `serve --backup-dir` backs up on its schedule, checks every backup with a restore drill and

@@ -45,6 +45,7 @@ use uuid::Uuid;
 
 mod access;
 mod audit;
+pub mod backup;
 mod duplicates;
 mod jobs;
 mod mfa;
@@ -64,6 +65,8 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!();
 
 pub struct PostgresStore {
     pool: PgPool,
+    /// The URL the store was opened with (for `pg_dump`; never shown: it may hold a password).
+    url: String,
     /// Group commit of record writes and audit appends (see `writer`).
     writer: writer::Writer,
 }
@@ -193,7 +196,7 @@ impl PostgresStore {
             roles::warn_if_unprotected(&pool).await;
         }
         let stats = stats::StatsKeeper::spawn(pool.clone());
-        Ok(PostgresStore { pool, writer: writer::Writer::spawn(writer_options, stats) })
+        Ok(PostgresStore { pool, url: url.to_owned(), writer: writer::Writer::spawn(writer_options, stats) })
     }
 
     /// The underlying pool, for operational tooling and backend-specific tests (for example
@@ -623,12 +626,9 @@ impl Store for PostgresStore {
         sqlx::query("SELECT 1").execute(&self.pool).await.map_err(map_sqlx).map(|_| ())
     }
 
-    async fn backup_copy(&self, _dest: &std::path::Path) -> StoreResult<()> {
-        Err(StoreError::Conflict(
-            "custodian backup copies SQLite stores; back PostgreSQL up with its own tools \
-             (pg_basebackup with WAL archiving for point-in-time recovery, or pg_dump)"
-                .into(),
-        ))
+    async fn backup_copy(&self, dest: &std::path::Path) -> StoreResult<()> {
+        // pg_dump: one consistent snapshot while the store stays in use (custom format).
+        backup::dump(&self.url, dest).await
     }
 
     async fn write(&self, mut batch: WriteBatch) -> StoreResult<Vec<i64>> {

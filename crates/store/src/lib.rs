@@ -604,8 +604,8 @@ pub trait Store: Send + Sync + 'static {
     async fn health(&self) -> StoreResult<()>;
 
     /// Writes a consistent copy of the whole database to the new file `dest` while the store
-    /// stays in use (PRODUCT.md R1). SQLite only: PostgreSQL answers `Conflict` (its own
-    /// tools — pg_basebackup with WAL archiving, pg_dump — back it up).
+    /// stays in use (PRODUCT.md R1): SQLite `VACUUM INTO`, PostgreSQL `pg_dump` (custom format;
+    /// the client tools must be installed).
     async fn backup_copy(&self, dest: &std::path::Path) -> StoreResult<()>;
 
     // ---- records -------------------------------------------------------------------------
