@@ -80,33 +80,28 @@ pub fn url_with_database(url: &str, name: &str) -> StoreResult<String> {
     Ok(parsed.to_string())
 }
 
-/// Creates a new empty database `name` (letters, digits and underscores) on the server of
-/// `url`; returns its URL. The role of `url` needs the CREATEDB privilege.
-pub async fn create_database(url: &str, name: &str) -> StoreResult<String> {
-    if !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') || name.is_empty() {
+/// Runs one statement on the server of `url` about the database `name` (letters, digits and
+/// underscores only: it is spliced into the statement).
+async fn on_server(url: &str, name: &str, sql: String) -> StoreResult<()> {
+    if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
         return Err(StoreError::Internal("invalid database name".into()));
     }
     let mut conn = PgConnection::connect(url).await.map_err(|e| StoreError::Unavailable(e.to_string()))?;
-    sqlx::query(AssertSqlSafe(format!("CREATE DATABASE \"{name}\"")))
-        .execute(&mut conn)
-        .await
-        .map_err(|e| StoreError::Conflict(format!("cannot create a scratch database (CREATEDB needed): {e}")))?;
+    let done = sqlx::query(AssertSqlSafe(sql)).execute(&mut conn).await.map(|_| ());
     let _ = conn.close().await;
+    done.map_err(|e| StoreError::Conflict(format!("{e} (the role needs CREATEDB for scratch databases)")))
+}
+
+/// Creates a new empty database `name` on the server of `url`; returns its URL. The role of
+/// `url` needs the CREATEDB privilege.
+pub async fn create_database(url: &str, name: &str) -> StoreResult<String> {
+    on_server(url, name, format!("CREATE DATABASE \"{name}\"")).await?;
     url_with_database(url, name)
 }
 
 /// Drops the database `name` on the server of `url` (its connections closed).
 pub async fn drop_database(url: &str, name: &str) -> StoreResult<()> {
-    if !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') || name.is_empty() {
-        return Err(StoreError::Internal("invalid database name".into()));
-    }
-    let mut conn = PgConnection::connect(url).await.map_err(|e| StoreError::Unavailable(e.to_string()))?;
-    sqlx::query(AssertSqlSafe(format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)")))
-        .execute(&mut conn)
-        .await
-        .map_err(|e| StoreError::Unavailable(e.to_string()))?;
-    let _ = conn.close().await;
-    Ok(())
+    on_server(url, name, format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)")).await
 }
 
 #[cfg(test)]
