@@ -163,7 +163,7 @@ enum Command {
         #[command(subcommand)]
         command: backup::BackupCommand,
     },
-    /// Data keys: status and rotation (re-encrypting stored values under the new key).
+    /// Data keys: status, rotation (re-encrypting stored values under the new key) and reseal.
     Keys {
         #[command(subcommand)]
         command: keys::KeysCommand,
