@@ -126,6 +126,7 @@ fn api_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(routes::records::transfer))
         .routes(routes!(routes::records::bulk_delete))
         .routes(routes!(routes::records::export))
+        .routes(routes!(routes::records::trace_leak))
         .routes(routes!(routes::records::import))
         .routes(routes!(routes::records::revert_import))
         .routes(routes!(routes::records::convert_lead))

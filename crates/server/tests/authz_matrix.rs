@@ -258,7 +258,7 @@ fn expected_other(route: &str, role: &str) -> Option<StatusCode> {
         // (GET /api/v1/keys/jobs/{id} is with the routes that take an id, in `expected`.)
         // Imports: every role that creates records (an empty body is no CSV: 400 after the
         // permission check passes the request on; a dry run otherwise).
-        "POST /api/v1/{object}/import" => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        "POST /api/v1/{object}/import" | "POST /api/v1/exports/trace" => StatusCode::UNSUPPORTED_MEDIA_TYPE,
         // Exports: roles with the export permission (rows, scope and fields in tests/exports.rs).
         "GET /api/v1/{object}/export" => {
             if matches!(role, "admin" | "data_steward" | "sales_manager") {

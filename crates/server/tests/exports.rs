@@ -258,9 +258,20 @@ both_backends!(a_leaked_file_is_traced_to_its_export, |app: TestApp| async move 
     // A file from elsewhere names nothing.
     let t = trace(b"id,name\r\n1,x\r\n".to_vec()).await;
     assert_eq!(t.verdict, "none");
+    // Over HTTP, for auditors and admins (a CSV body), audited the same way.
+    let (_, auditor) = user(&app, "auditor", "auditor").await;
+    let csv = [("content-type", "text/csv")];
+    let r =
+        app.raw(Method::POST, "/api/v1/exports/trace", Some(&auditor), Some(b_text.clone().into_bytes()), &csv).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert_eq!(r.body["verdict"], "fingerprint");
+    assert_eq!(r.body["export_id"], b_id.as_str());
+    let r =
+        app.raw(Method::POST, "/api/v1/exports/trace", Some(&steward), Some(b_text.clone().into_bytes()), &csv).await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN, "stewards export, they do not investigate: {}", r.body);
     // Every trace is on the record.
     let traces = app.get("/api/v1/audit/events?action=export.trace").await;
-    assert_eq!(traces.body["items"].as_array().unwrap().len(), 6);
+    assert_eq!(traces.body["items"].as_array().unwrap().len(), 7);
 });
 
 both_backends!(export_rows_feed_the_anomaly_metric, |app: TestApp| async move {

@@ -151,6 +151,18 @@ pub async fn export(
     Ok(response)
 }
 
+#[utoipa::path(post, path = "/api/v1/exports/trace", tag = "records",
+    request_body(content = String, content_type = "text/csv", description = "The leaked file (or part of it), at most 1 MiB"),
+    description = "Names the registered export a (leaked) CSV file came from: its invisible quoting fingerprint, then its watermark column (believed only where the file's ids agree), then the record ids it shares with each export. Auditors and admins; audited (export.trace). Larger files: `custodian trace-leak`.",
+    responses((status = 200, description = "{file_sha256, file_rows, file_ids, verdict: fingerprint|watermark|ids|ambiguous|none, export_id, candidates}"), (status = 403, body = ErrorBody), (status = 413, body = ErrorBody), (status = 415, body = ErrorBody)))]
+pub async fn trace_leak(
+    State(state): State<AppState>,
+    Auth(ctx): Auth,
+    CsvBody(bytes): CsvBody,
+) -> ApiResult<Response> {
+    Ok(Json(state.service.trace_leak(&ctx, &bytes).await?).into_response())
+}
+
 #[utoipa::path(post, path = "/api/v1/{object}/import", tag = "records",
     request_body(content = String, content_type = "text/csv", description = "UTF-8 CSV with a header row (GBK and UTF-16 are refused with the command that converts them)"),
     params(("object" = String, Path),
