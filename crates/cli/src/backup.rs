@@ -317,6 +317,9 @@ async fn restore_postgres(store: &StoreArgs, url: &str, file: &Path) -> Result<(
     finish_restore(store, &master, &manifest).await
 }
 
+/// The name of the backup schedule in the database's job leases.
+const BACKUP_JOB: &str = "scheduled_backup";
+
 /// Backups made by `serve` (the directory is also where `POST /api/v1/backups` writes).
 #[derive(Args, Clone, Debug)]
 pub struct BackupScheduleArgs {
@@ -390,6 +393,7 @@ pub fn start_schedule(
     }
     let every = Duration::from_secs(args.backup_every_secs);
     let keep = args.retention();
+    let holder = format!("backup-{}", uuid::Uuid::now_v7());
     Some(tokio::spawn(async move {
         let mut tick = tokio::time::interval(every.min(Duration::from_secs(60)));
         loop {
@@ -402,11 +406,27 @@ pub fn start_schedule(
                     continue;
                 }
             };
-            let due = newest.is_none_or(|t| {
-                custodian_store::now_micros().saturating_sub(t) >= i64::try_from(every.as_micros()).unwrap_or(i64::MAX)
-            });
-            if due && let Err(e) = scheduled_backup(&service, &dir, &master, keep, database_url.as_deref()).await {
+            let every_micros = i64::try_from(every.as_micros()).unwrap_or(i64::MAX);
+            let now = custodian_store::now_micros();
+            if newest.is_some_and(|t| now.saturating_sub(t) < every_micros) {
+                continue;
+            }
+            // Servers sharing a PostgreSQL database back it up once per period between them
+            // (a lease in the database); one that dies mid-backup hands over after the lease.
+            let lease = every_micros.max(3_600_000_000).saturating_mul(2);
+            match service.store().claim_periodic_job(BACKUP_JOB, &holder, now, lease, every_micros).await {
+                Ok(true) => {}
+                Ok(false) => continue,
+                Err(e) => {
+                    tracing::warn!(error = %e, "the backup lease could not be taken");
+                    continue;
+                }
+            }
+            if let Err(e) = scheduled_backup(&service, &dir, &master, keep, database_url.as_deref()).await {
                 tracing::error!(error = %format!("{e:#}"), "scheduled backup failed");
+            }
+            if let Err(e) = service.store().release_periodic_job(BACKUP_JOB, &holder).await {
+                tracing::warn!(error = %e, "the backup lease could not be released; it expires by itself");
             }
         }
     }))
