@@ -33,6 +33,10 @@ pub struct TestApp {
     pub clock: ManualClock,
     /// TOTP secrets of the users the harness enrolled, by username.
     pub mfa_secrets: Mutex<HashMap<String, Vec<u8>>>,
+    /// The time step of the last code `next_code` computed. The manual clock runs with the
+    /// system clock plus an offset, so real time may cross a step boundary after it: "the code
+    /// just used" must be that step's, not the current one's.
+    pub last_step: Mutex<Option<i64>>,
     _guard: Box<dyn Any + Send + Sync>,
 }
 
@@ -67,6 +71,7 @@ async fn build(store: Arc<dyn Store>, guard: Box<dyn Any + Send + Sync>, locatio
         master_hex,
         clock: manual,
         mfa_secrets: Mutex::new(HashMap::new()),
+        last_step: Mutex::new(None),
         _guard: guard,
     };
     app.token = app.login("admin", ADMIN_PASSWORD).await;
@@ -165,13 +170,24 @@ impl TestApp {
     /// Moves the clock to the next TOTP step and returns the user's code for it.
     pub fn next_code(&self, username: &str) -> String {
         self.clock.advance_secs(custodian_crypto::totp::STEP_SECS);
-        self.current_code(username)
+        let step = custodian_crypto::totp::step_at(self.service.config().clock.now_secs());
+        *self.last_step.lock().unwrap() = Some(step);
+        self.code_at(username, step)
     }
 
-    /// The user's code for the current step (without moving the clock).
+    /// The user's code for the step `next_code` used last (the current step before any): the
+    /// code just used, without moving the clock.
     pub fn current_code(&self, username: &str) -> String {
+        let step = self
+            .last_step
+            .lock()
+            .unwrap()
+            .unwrap_or_else(|| custodian_crypto::totp::step_at(self.service.config().clock.now_secs()));
+        self.code_at(username, step)
+    }
+
+    fn code_at(&self, username: &str, step: i64) -> String {
         let secret = self.mfa_secrets.lock().unwrap().get(username).cloned().expect("user enrolled by the harness");
-        let step = custodian_crypto::totp::step_at(self.service.config().clock.now_secs());
         custodian_crypto::totp::code_for_step(&secret, step)
     }
 
