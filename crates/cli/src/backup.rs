@@ -4,8 +4,9 @@
 //! audited). `verify` is a restore drill: the backup is opened into a private temporary
 //! directory and checked — the seal (a wrong master key or any damage is refused), the checksum
 //! of the copy, the hash chain of its audit log, that the master key opens its data keys, and
-//! its record counts — then removed. `restore` does the same into an empty data directory and
-//! keeps the result, migrated to this version and with a `backup.restore` event on its log.
+//! its record counts — then removed. `restore` does the same into an empty data directory (or
+//! an empty PostgreSQL database) and keeps the result, migrated to this version and with a
+//! `backup.restore` event on its log.
 
 use crate::{StoreArgs, open_service};
 use anyhow::{Context, Result, anyhow, bail};
@@ -23,7 +24,8 @@ use std::time::Duration;
 
 #[derive(Subcommand)]
 pub enum BackupCommand {
-    /// Back the store up into a new file in --output-dir while it is in use (SQLite).
+    /// Back the store up into a new file in --output-dir while it is in use (SQLite: a copy;
+    /// PostgreSQL: pg_dump).
     Create {
         #[command(flatten)]
         store: StoreArgs,
@@ -39,8 +41,9 @@ pub enum BackupCommand {
         /// The backup file.
         file: PathBuf,
     },
-    /// Restore a backup into an empty --data-dir (the master key must be there already, or in
-    /// CUSTODIAN_MASTER_KEY / --master-key-file: backups never contain it).
+    /// Restore a backup into an empty --data-dir, or an empty database with --database-url (the
+    /// master key must be there already, or in CUSTODIAN_MASTER_KEY / --master-key-file:
+    /// backups never contain it).
     Restore {
         #[command(flatten)]
         store: StoreArgs,
@@ -51,10 +54,10 @@ pub enum BackupCommand {
 
 /// The master key that must already exist (never created here: a new key opens nothing).
 fn existing_master_key(args: &StoreArgs) -> Result<MasterKey> {
-    if let Ok(hex) = std::env::var("CUSTODIAN_MASTER_KEY") {
-        return MasterKey::from_hex(&hex).context("CUSTODIAN_MASTER_KEY");
+    if let Some(key) = crate::master_key_from_env() {
+        return key;
     }
-    let path = args.master_key_file.clone().unwrap_or_else(|| args.data_dir.join("master.key"));
+    let path = crate::master_key_path(args);
     if !path.is_file() {
         bail!(
             "no master key at {} (backups are sealed with the master key of the store they came from; \
@@ -152,8 +155,7 @@ async fn live_service(args: &StoreArgs) -> Result<Option<std::sync::Arc<custodia
 /// Returns whether every check passed and the report.
 pub async fn drill(file: &Path, master: &MasterKey, database_url: Option<&str>) -> Result<(bool, Value)> {
     // Removed when this returns or is dropped half-way (a server stopping mid-drill).
-    let scratch = ScratchDir(std::env::temp_dir().join(format!("custodian-drill-{}", uuid::Uuid::now_v7().simple())));
-    private_dir(&scratch.0)?;
+    let scratch = ScratchDir::in_temp("custodian-drill")?;
     let outcome = async {
         let content = scratch.0.join("content");
         let manifest = unseal(file, master, &content)?;
@@ -189,6 +191,18 @@ pub async fn drill(file: &Path, master: &MasterKey, database_url: Option<&str>) 
     outcome
 }
 
+/// `drill`, with a failure to run it reported as a failed check: whether the backup passed, and
+/// the report for the `backup.verify` event (the file's name and the outcome included).
+async fn drill_details(file: &Path, master: &MasterKey, database_url: Option<&str>) -> (bool, Value) {
+    let (ok, mut report) = match drill(file, master, database_url).await {
+        Ok(r) => r,
+        Err(e) => (false, json!({ "error": format!("{e:#}") })),
+    };
+    report["file"] = json!(file.file_name().map(|n| n.to_string_lossy().into_owned()));
+    report["ok"] = json!(ok);
+    (ok, report)
+}
+
 /// Restores a pg_dump file into a scratch database, inspects it read-only and drops it.
 async fn pg_drill(url: &str, dump: &Path, master: &MasterKey) -> Result<(bool, Value)> {
     use custodian_store_postgres::backup as pg;
@@ -222,14 +236,8 @@ pub async fn run(command: BackupCommand) -> Result<()> {
         }
         BackupCommand::Verify { store, file } => {
             let master = existing_master_key(&store)?;
-            let (ok, report) = match drill(&file, &master, store.database_url.as_deref()).await {
-                Ok(r) => r,
-                Err(e) => (false, json!({ "error": format!("{e:#}") })),
-            };
-            let mut details = report.clone();
-            details["file"] = json!(file.file_name().map(|n| n.to_string_lossy().into_owned()));
-            details["ok"] = json!(ok);
-            println!("{}", serde_json::to_string_pretty(&json!({ "ok": ok, "report": report }))?);
+            let (ok, details) = drill_details(&file, &master, store.database_url.as_deref()).await;
+            println!("{}", serde_json::to_string_pretty(&json!({ "ok": ok, "report": details }))?);
             // On the log of the store this runs beside, when there is one it can open.
             let recorded = async {
                 match live_service(&store).await? {
@@ -305,8 +313,7 @@ async fn restore_postgres(store: &StoreArgs, url: &str, file: &Path) -> Result<(
         bail!("the target database has tables already: restore into an empty database");
     }
     let master = existing_master_key(store)?;
-    let scratch = ScratchDir(std::env::temp_dir().join(format!("custodian-restore-{}", uuid::Uuid::now_v7().simple())));
-    private_dir(&scratch.0)?;
+    let scratch = ScratchDir::in_temp("custodian-restore")?;
     let dump = scratch.0.join("content");
     let manifest = unseal(file, &master, &dump)?;
     if manifest["backend"] != "postgres" {
@@ -363,12 +370,7 @@ async fn scheduled_backup(
 ) -> Result<()> {
     let ctx = scheduler_ctx();
     let report = service.create_backup(&ctx, dir).await.map_err(|e| anyhow!("{e}"))?;
-    let (ok, mut details) = match drill(&report.path, master, database_url).await {
-        Ok(r) => r,
-        Err(e) => (false, json!({ "error": format!("{e:#}") })),
-    };
-    details["file"] = json!(report.file);
-    details["ok"] = json!(ok);
+    let (ok, mut details) = drill_details(&report.path, master, database_url).await;
     details["scheduled"] = json!(true);
     service.record_backup_event(&ctx, "backup.verify", details).await.map_err(|e| anyhow!("{e}"))?;
     if !ok {

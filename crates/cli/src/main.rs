@@ -281,11 +281,22 @@ async fn open_store(args: &StoreArgs) -> Result<Arc<dyn Store>> {
     }
 }
 
+/// The master key given in `CUSTODIAN_MASTER_KEY`, if one is.
+pub(crate) fn master_key_from_env() -> Option<Result<MasterKey>> {
+    let hex = std::env::var("CUSTODIAN_MASTER_KEY").ok()?;
+    Some(MasterKey::from_hex(&hex).context("CUSTODIAN_MASTER_KEY"))
+}
+
+/// Where the master key file of `args` is (`--master-key-file`, else DATA_DIR/master.key).
+pub(crate) fn master_key_path(args: &StoreArgs) -> PathBuf {
+    args.master_key_file.clone().unwrap_or_else(|| args.data_dir.join("master.key"))
+}
+
 fn master_key(args: &StoreArgs) -> Result<MasterKey> {
-    if let Ok(hex) = std::env::var("CUSTODIAN_MASTER_KEY") {
-        return MasterKey::from_hex(&hex).context("CUSTODIAN_MASTER_KEY");
+    if let Some(key) = master_key_from_env() {
+        return key;
     }
-    let path = args.master_key_file.clone().unwrap_or_else(|| args.data_dir.join("master.key"));
+    let path = master_key_path(args);
     let (key, created) = MasterKey::load_or_create(&path)?;
     if created {
         tracing::warn!(path = %path.display(), "created a new master key file (mode 0600); back it up separately from the database");

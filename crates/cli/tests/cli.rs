@@ -456,14 +456,19 @@ fn webhook_delivery_refuses_to_start_without_a_signing_secret() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("CUSTODIAN_WEBHOOK_SECRET"));
 }
 
-fn cli<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> std::process::Output {
-    Command::new(BIN)
+/// The binary with text logs and none of the caller's key or database settings.
+fn custodian<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> Command {
+    let mut command = Command::new(BIN);
+    command
         .args(["--log-format", "text"])
         .args(args)
         .env_remove("CUSTODIAN_MASTER_KEY")
-        .env_remove("CUSTODIAN_DATABASE_URL")
-        .output()
-        .unwrap()
+        .env_remove("CUSTODIAN_DATABASE_URL");
+    command
+}
+
+fn cli<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> std::process::Output {
+    custodian(args).output().unwrap()
 }
 
 /// `cli` with the target's store options after `args`.
@@ -1089,15 +1094,7 @@ fn an_import_killed_mid_way_leaves_all_rows_or_none() {
     ];
     let wal_len = || std::fs::metadata(&wal).map(|m| m.len()).unwrap_or(0);
     let before = wal_len();
-    let mut child = Command::new(BIN)
-        .args(["--log-format", "text"])
-        .args(args)
-        .env_remove("CUSTODIAN_MASTER_KEY")
-        .env_remove("CUSTODIAN_DATABASE_URL")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = custodian(&args).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
     let deadline = Instant::now() + Duration::from_secs(120);
     let mut exited = false;
     while wal_len() < before + (4 << 20) {

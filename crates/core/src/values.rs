@@ -31,6 +31,29 @@ pub struct ValidationContext {
     pub accept_locked_changes: bool,
 }
 
+/// One `locked` error per field `locked_fields_changed` names.
+pub fn locked_change_errors(
+    object: &ObjectDef,
+    existing: &Map<String, Value>,
+    after: &Map<String, Value>,
+) -> Vec<FieldError> {
+    locked_fields_changed(object, existing, after)
+        .iter()
+        .filter_map(|name| object.field(name))
+        .map(|def| {
+            FieldError::new(
+                &def.name,
+                "locked",
+                format!(
+                    "{} is locked on this record; a data steward or admin may change it with a reason.",
+                    def.label_en
+                ),
+                format!("该记录的{}已锁定；如需修改，须由数据管理员或系统管理员填写原因。", def.label_zh),
+            )
+        })
+        .collect()
+}
+
 /// The fields whose value differs between `existing` and `after` while a `LockedWhen` rule of
 /// theirs is in force in `existing` (the stored state decides whether a field is locked).
 pub fn locked_fields_changed(
@@ -110,18 +133,7 @@ pub fn validate_record(
     if let Some(existing) = existing
         && !ctx.accept_locked_changes
     {
-        for name in locked_fields_changed(object, existing, &result) {
-            let Some(def) = object.field(&name) else { continue };
-            errors.push(FieldError::new(
-                &name,
-                "locked",
-                format!(
-                    "{} is locked on this record; a data steward or admin may change it with a reason.",
-                    def.label_en
-                ),
-                format!("该记录的{}已锁定；如需修改，须由数据管理员或系统管理员填写原因。", def.label_zh),
-            ));
-        }
+        errors.extend(locked_change_errors(object, existing, &result));
     }
     if errors.is_empty() {
         Ok(result)

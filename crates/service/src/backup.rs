@@ -22,6 +22,19 @@ use uuid::Uuid;
 /// future using it is dropped half-way).
 pub struct ScratchDir(pub PathBuf);
 
+impl ScratchDir {
+    /// A new private (0700) directory at `path`.
+    pub fn create(path: PathBuf) -> std::io::Result<ScratchDir> {
+        private_dir(&path)?;
+        Ok(ScratchDir(path))
+    }
+
+    /// A new private directory `PREFIX-<random>` in the system's temporary directory.
+    pub fn in_temp(prefix: &str) -> std::io::Result<ScratchDir> {
+        ScratchDir::create(std::env::temp_dir().join(format!("{prefix}-{}", Uuid::now_v7().simple())))
+    }
+}
+
 impl Drop for ScratchDir {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
@@ -204,12 +217,12 @@ impl Service {
         let stamp = stamp.get(..15).unwrap_or("backup").to_owned();
         let name = format!("custodian-{stamp}Z-{}.{BACKUP_EXTENSION}", &backup_id.simple().to_string()[24..]);
         let path = dir.join(&name);
-        // The unsealed copy never outlives this call, even when the call is dropped half-way (a
-        // client that hangs up, a server that stops).
-        let scratch = ScratchDir(dir.join(format!(".tmp-{}", backup_id.simple())));
         let outcome = async {
             private_dir(dir).map_err(|e| io_error("the backup directory cannot be created", e))?;
-            private_dir(&scratch.0).map_err(|e| io_error("the backup directory cannot be written", e))?;
+            // The unsealed copy never outlives this block, even when the call is dropped
+            // half-way (a client that hangs up, a server that stops).
+            let scratch = ScratchDir::create(dir.join(format!(".tmp-{}", backup_id.simple())))
+                .map_err(|e| io_error("the backup directory cannot be written", e))?;
             let audit_seq = self.store.audit_max_seq().await?;
             let copy = scratch.0.join("custodian.db");
             self.store.backup_copy(&copy).await?;
@@ -246,7 +259,6 @@ impl Service {
             sealed.map_err(|e| io_error("the backup could not be sealed", e))
         }
         .await;
-        drop(scratch);
         match outcome {
             Ok((manifest, file_bytes)) => {
                 let mut audit = self.audit_draft(ctx, "backup.create");

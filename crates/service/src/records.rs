@@ -190,23 +190,8 @@ impl Service {
         before: &Map<String, Value>,
         after: &Map<String, Value>,
     ) -> ServiceResult<()> {
-        let locked = custodian_core::values::locked_fields_changed(def, before, after);
-        if locked.is_empty() {
-            return Ok(());
-        }
-        Err(ServiceError::validation(
-            locked
-                .iter()
-                .map(|f| {
-                    FieldError::new(
-                        f,
-                        "locked",
-                        "This field is locked on the record; change it with an update and a lock override.",
-                        "该字段已锁定；如需修改，请通过更新并填写解锁原因。",
-                    )
-                })
-                .collect(),
-        ))
+        let errors = custodian_core::values::locked_change_errors(def, before, after);
+        if errors.is_empty() { Ok(()) } else { Err(ServiceError::validation(errors)) }
     }
 
     /// The keyed hash that holds a unique value: over the value alone (scope global) or over
