@@ -10,7 +10,10 @@ use std::path::Path;
 /// `url` without its password, and the password.
 fn split_password(url: &str) -> StoreResult<(String, Option<String>)> {
     let mut parsed = url::Url::parse(url).map_err(|e| StoreError::Internal(format!("invalid PostgreSQL URL: {e}")))?;
+    // Percent-decoded as in the URL's userinfo, where '+' is a plus sign (form decoding would
+    // make it a space).
     let password = parsed.password().map(|p| {
+        let p = p.replace('+', "%2B");
         url::form_urlencoded::parse(format!("p={p}").as_bytes()).next().map(|(_, v)| v.into_owned()).unwrap_or_default()
     });
     if password.is_some() {
@@ -114,6 +117,8 @@ mod tests {
         let (bare, p) = split_password("postgres://app:s%40cret@db.example:5432/crm?sslmode=require").unwrap();
         assert_eq!(bare, "postgres://app@db.example:5432/crm?sslmode=require");
         assert_eq!(p.as_deref(), Some("s@cret"));
+        let (_, p) = split_password("postgres://app:a+b%2Bc@db/crm").unwrap();
+        assert_eq!(p.as_deref(), Some("a+b+c"));
         let (bare, p) = split_password("postgres://postgres@127.0.0.1:5432/test").unwrap();
         assert_eq!((bare.as_str(), p), ("postgres://postgres@127.0.0.1:5432/test", None));
         assert_eq!(url_with_database("postgres://a@h:1/x?s=1", "y").unwrap(), "postgres://a@h:1/y?s=1");
