@@ -194,3 +194,59 @@ fn small_file_works() {
     assert_eq!(lines.len(), 2, "{text}");
     assert!(lines[1].starts_with("1,2,"), "{text}");
 }
+
+/// `linkage-bench score` on a labelled file that is not ours: English names, entities named by
+/// text, columns of other names. The numbers come from the truth given, not from our generator.
+#[test]
+fn any_labelled_file_is_scored() {
+    let dir = TempDir::new();
+    let input = dir.path("people.csv");
+    std::fs::write(
+        &input,
+        "rec,first,last,born,phone\n\
+         a1,Margaret,Whitfield,1961-04-12,13812345678\n\
+         a2,Maggie,Whitfield,1961-04-12,138 1234 5678\n\
+         b1,Thomas,Okonkwo,1979-11-03,13987654321\n\
+         b2,Tom,Okonkwo,1979-11-03,+86 139 8765 4321\n\
+         b3,Thomas,Okonkwo,1979-11-30,13987654321\n\
+         c1,Priya,Raman,1990-01-05,13700001111\n\
+         d1,Lars,Eriksen,1955-07-21,13611112222\n",
+    )
+    .unwrap();
+    let truth = dir.path("truth.csv");
+    std::fs::write(
+        &truth,
+        "id,entity\na1,whitfield\na2,whitfield\nb1,okonkwo\nb2,okonkwo\nb3,okonkwo\nc1,raman\nd1,eriksen\n",
+    )
+    .unwrap();
+    let errors = dir.path("wrong.csv");
+    let mut args = vec!["linkage-bench", "score", "--input", input.to_str().unwrap(), "--id-column", "rec"];
+    for c in ["first=given_name", "last=surname", "born=date", "phone=phone"] {
+        args.extend_from_slice(&["--column", c]);
+    }
+    args.extend_from_slice(&["--truth", truth.to_str().unwrap(), "--threshold", "0.5"]);
+    let with_errors = [args.clone(), vec!["--errors", errors.to_str().unwrap()]].concat();
+    let out = custodian(&with_errors);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert!(report.contains("7 records, 4 true duplicate pairs"), "{report}");
+    assert!(report.contains("pair completeness 1.0000"), "{report}");
+    // Every true pair shares the phone number and the birth date or surname: all found, none
+    // wrong, so the errors file holds its header only.
+    let headline = report.lines().find(|l| l.contains("<- --threshold")).unwrap();
+    let cells: Vec<&str> = headline.split_whitespace().collect();
+    assert_eq!(&cells[1..4], ["1.0000", "1.0000", "1.0000"], "{report}");
+    let wrong = std::fs::read_to_string(&errors).unwrap();
+    assert_eq!(wrong.lines().count(), 1, "{wrong}");
+    assert!(wrong.starts_with("kind,score,levels,a.rec,a.first,"), "{wrong}");
+
+    // A truth that misses a record, or names one twice, is refused.
+    std::fs::write(&truth, "id,entity\na1,x\na2,x\n").unwrap();
+    let out = custodian(&args);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("is not in"), "{}", String::from_utf8_lossy(&out.stderr));
+    std::fs::write(&truth, "id,entity\na1,x\na1,y\n").unwrap();
+    let out = custodian(&args);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("appears twice"), "{}", String::from_utf8_lossy(&out.stderr));
+}
