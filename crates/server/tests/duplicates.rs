@@ -753,3 +753,58 @@ both_backends!(undo_never_restores_a_mobile_another_record_took_since, |app: Tes
     let found = app.get("/api/v1/contacts?mobile=13800000002").await.body;
     assert_eq!(found["items"][0]["id"], b.as_str(), "{found}");
 });
+
+// A WeChat ID is a personal account name: two contacts sharing one are very likely one person,
+// whatever else changed (a second phone, a pinyin name). Checked at entry and by the scan.
+both_backends!(a_shared_wechat_id_is_evidence_of_one_person, |app: TestApp| async move {
+    let a = app.create("contacts", json!({"name": "徐浩", "mobile": "13800001111", "wechat": "xuhao6681"})).await;
+    let fields = json!({"name": "Xu Hao", "mobile": "13900002222", "wechat": " xuhao6681 "});
+    let r = app.post("/api/v1/contacts", json!({"fields": fields})).await;
+    assert_eq!(r.code(), "possible_duplicate", "{}", r.body);
+    let c = &r.body["error"]["candidates"][0];
+    assert_eq!(c["id"], a["id"]);
+    assert!(c["matched_on"].as_array().unwrap().iter().any(|m| m == "wechat:exact"), "{c}");
+    // The same name without the shared account is another person of that name.
+    let other = json!({"name": "Xu Hao", "mobile": "13900003333", "wechat": "haoxu_1990"});
+    let r = app.post("/api/v1/contacts", json!({"fields": other})).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    // Stored anyway (an import a user confirmed), the pair is proposed by the scan.
+    let confirmed = json!({"fields": fields, "confirm_not_duplicate": {"reason": "导入时确认"}});
+    let r = app.post("/api/v1/contacts", confirmed).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    let b = id_of(&r.body);
+    // The scan estimates its model on the records scanned: a few hundred demo contacts, some
+    // of them look-alikes stored after a confirmation (those with the same mobile are refused).
+    let demo = custodian_core::demo::generate(1000, 11, 0.1);
+    let confirm = custodian_service::CreateOptions {
+        confirm_not_duplicate: Some(custodian_service::ConfirmNotDuplicate::new("导入").unwrap()),
+        ..Default::default()
+    };
+    let input: Vec<_> = demo
+        .of("contacts")
+        .iter()
+        .map(|r| {
+            let mut fields = r.fields.clone();
+            fields.remove("company_id");
+            (fields, confirm.clone())
+        })
+        .collect();
+    let ctx = custodian_service::RequestContext::cli();
+    let writes: Vec<_> = app.service.prepare_creates(&ctx, "contacts", &input).await.into_iter().flatten().collect();
+    assert!(writes.len() > 200, "{} demo contacts", writes.len());
+    app.service.apply_prepared(writes.into_iter().map(|(_, w)| w).collect()).await.unwrap();
+    let admin = app.token.clone();
+    run_scan(&app, &admin).await;
+    let r = as_user(&app, &admin, Method::GET, "/api/v1/duplicates?object=contacts", None).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let pair = r.body["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| {
+            let ids: Vec<&str> = c["records"].as_array().unwrap().iter().map(|x| x["id"].as_str().unwrap()).collect();
+            ids.contains(&id_of(&a).as_str()) && ids.contains(&b.as_str())
+        })
+        .unwrap_or_else(|| panic!("pair not proposed: {}", r.body));
+    assert!(pair["reasons"].as_array().unwrap().iter().any(|x| x == "wechat:exact"), "{pair}");
+});

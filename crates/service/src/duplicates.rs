@@ -21,7 +21,9 @@ use crate::access::Operation;
 use crate::error::{ServiceError, ServiceResult};
 use crate::view::micros_to_rfc3339;
 use crate::{RequestContext, Service};
-use custodian_core::matching::{FieldKind, FieldSpec, MatchConfig, Matcher, Model, PreparedRecord, map_on_all_cores};
+use custodian_core::matching::{
+    DedupeResult, FieldKind, FieldSpec, MatchConfig, Matcher, Model, PreparedRecord, map_on_all_cores,
+};
 use custodian_core::schema::ObjectDef;
 use custodian_core::values::index_text;
 use custodian_core::{ErrorCode, FieldError};
@@ -49,6 +51,25 @@ pub struct DuplicateConfig {
     pub max_entry_candidates: u32,
     /// Records a scan compares at most (larger objects are refused, not silently truncated).
     pub max_scan_records: usize,
+    /// Shown every scan's blocking before its pairs are stored (`custodian bench --only scan`
+    /// measures the pair completeness of the real scan on labelled records with it). `None`
+    /// outside benchmarks.
+    pub scan_probe: Option<ScanProbe>,
+}
+
+/// A look at a scan's outcome: the ids of the records scanned (in the order of the result's
+/// record indexes) and the result (`DedupeResult::probability` of a pair of them). Runs on the
+/// scan's blocking thread; it must be quick, since its time counts in the scan's.
+#[derive(Clone)]
+pub struct ScanProbe(pub Arc<ScanProbeFn>);
+
+/// The function of a [`ScanProbe`]: object, ids of the records scanned, the result.
+pub type ScanProbeFn = dyn Fn(&str, &[Uuid], &DedupeResult) + Send + Sync;
+
+impl std::fmt::Debug for ScanProbe {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ScanProbe")
+    }
 }
 
 impl Default for DuplicateConfig {
@@ -59,6 +80,7 @@ impl Default for DuplicateConfig {
             entry_prior: 1e-6,
             max_entry_candidates: 50,
             max_scan_records: 2_000_000,
+            scan_probe: None,
         }
     }
 }
@@ -144,8 +166,9 @@ pub(crate) fn policy(object: &str) -> Option<Policy> {
                 ("birth_date", K::Date),
                 ("company_id", K::Exact),
                 ("address", K::Address),
+                ("wechat", K::IdNumber),
             ],
-            blocking: &["name", "mobile", "email"],
+            blocking: &["name", "mobile", "email", "wechat"],
             fuzzy_at_entry: true,
             display: &["name", "company_id", "title", "mobile", "email"],
         },
@@ -1055,8 +1078,15 @@ impl Service {
             .collect();
         let threshold = self.config.duplicates.warn_threshold(&def.name);
         let count = ids.len();
+        let probe = self.config.duplicates.scan_probe.clone();
+        let object = def.name.clone();
+        let ids = Arc::new(ids);
+        let scanned = Arc::clone(&ids);
         let scored = tokio::task::spawn_blocking(move || {
             let result = matcher.dedupe(&records, &mut |_, _, _| {});
+            if let Some(ScanProbe(probe)) = &probe {
+                probe(&object, &scanned, &result);
+            }
             let clusters = result.clusters(threshold, None);
             let pairs: Vec<(u32, u32, f64, Vec<String>)> = result
                 .pairs_at_or_above(threshold)
@@ -1339,6 +1369,15 @@ mod tests {
         assert!(score("contacts", base.clone(), serde_json::json!({"name": "张伟"})) < warn);
         // Another name with the same birth date.
         assert!(score("contacts", base, serde_json::json!({"name": "王小明", "birth_date": "1985-03-07"})) < warn);
+        // A second phone, the name in pinyin, the same WeChat account.
+        let a = serde_json::json!({"name": "徐浩", "mobile": "+8613800001111", "wechat": "xuhao6681"});
+        let b = serde_json::json!({"name": "Xu Hao", "mobile": "+8613900002222", "wechat": "xuhao6681"});
+        assert!(score("contacts", a.clone(), b) >= warn);
+        // Without the account it is a namesake; with it but another name, not enough either.
+        let namesake = serde_json::json!({"name": "Xu Hao", "mobile": "+8613900002222"});
+        assert!(score("contacts", a.clone(), namesake) < 0.01);
+        let other = serde_json::json!({"name": "王小明", "mobile": "+8613900002222", "wechat": "xuhao6681"});
+        assert!(score("contacts", a, other) < warn);
         // Companies: the same canonical name and phone.
         assert!(
             score(

@@ -221,19 +221,23 @@ async fn upgrade_queues_a_match_key_backfill_for_records_without_keys() {
 }
 
 /// Upgrading a database whose records hold keys of the blocking before migration 0016 (which
-/// added keys) queues one backfill per object with active records, keys or not.
+/// added keys) or 0021 (contacts' WeChat IDs) queues one backfill per object with active
+/// records, keys or not.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn upgrade_queues_a_match_key_backfill_when_the_keys_changed() {
-    let Some((store, db)) = custodian_store_tests::postgres_test_store().await else {
-        return;
-    };
-    let store: Arc<dyn Store> = Arc::new(store);
-    cases::create_keyed(&store, serde_json::json!({ "name": "张三" }), &[b"old key"]).await;
-    let raw = PostgresStore::connect(db.url()).await.unwrap();
-    sqlx::query("DELETE FROM _sqlx_migrations WHERE version = 16").execute(raw.pool()).await.unwrap();
-    raw.close().await;
-    let upgraded: Arc<dyn Store> = Arc::new(PostgresStore::connect(db.url()).await.unwrap());
-    assert_eq!(cases::pending_jobs(&upgraded).await, vec![("match_keys".to_owned(), "contacts".to_owned())]);
+    for version in [16_i64, 21] {
+        let Some((store, db)) = custodian_store_tests::postgres_test_store().await else {
+            return;
+        };
+        let store: Arc<dyn Store> = Arc::new(store);
+        cases::create_keyed(&store, serde_json::json!({ "name": "张三" }), &[b"old key"]).await;
+        let raw = PostgresStore::connect(db.url()).await.unwrap();
+        sqlx::query("DELETE FROM _sqlx_migrations WHERE version = $1").bind(version).execute(raw.pool()).await.unwrap();
+        raw.close().await;
+        let upgraded: Arc<dyn Store> = Arc::new(PostgresStore::connect(db.url()).await.unwrap());
+        let expected = vec![("match_keys".to_owned(), "contacts".to_owned())];
+        assert_eq!(cases::pending_jobs(&upgraded).await, expected, "migration {version}");
+    }
 }
 
 /// A scan left running by a version before leased scan jobs (migration 0013) is queued as a job

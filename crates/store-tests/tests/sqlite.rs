@@ -77,21 +77,25 @@ async fn upgrade_queues_a_match_key_backfill_for_records_without_keys() {
 }
 
 /// Upgrading a database whose records hold keys of the blocking before migration 0015 (which
-/// added keys) queues one backfill per object with active records, keys or not.
+/// added keys) or 0018 (contacts' WeChat IDs) queues one backfill per object with active
+/// records, keys or not.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn upgrade_queues_a_match_key_backfill_when_the_keys_changed() {
     use custodian_store_tests::cases;
-    let (store, dir) = custodian_store_tests::sqlite_test_store().await;
-    let store: std::sync::Arc<dyn Store> = std::sync::Arc::new(store);
-    cases::create_keyed(&store, serde_json::json!({ "name": "张三" }), &[b"old key"]).await;
-    let url = format!("sqlite://{}", dir.database_file().display());
-    let mut conn = sqlx::SqliteConnection::connect(&url).await.unwrap();
-    sqlx::query("DELETE FROM _sqlx_migrations WHERE version = 15").execute(&mut conn).await.unwrap();
-    conn.close().await.unwrap();
-    drop(store);
-    let upgraded: std::sync::Arc<dyn Store> =
-        std::sync::Arc::new(custodian_store_sqlite::SqliteStore::open(&dir.database_file()).await.unwrap());
-    assert_eq!(cases::pending_jobs(&upgraded).await, vec![("match_keys".to_owned(), "contacts".to_owned())]);
+    for version in [15, 18] {
+        let (store, dir) = custodian_store_tests::sqlite_test_store().await;
+        let store: std::sync::Arc<dyn Store> = std::sync::Arc::new(store);
+        cases::create_keyed(&store, serde_json::json!({ "name": "张三" }), &[b"old key"]).await;
+        let url = format!("sqlite://{}", dir.database_file().display());
+        let mut conn = sqlx::SqliteConnection::connect(&url).await.unwrap();
+        sqlx::query("DELETE FROM _sqlx_migrations WHERE version = ?").bind(version).execute(&mut conn).await.unwrap();
+        conn.close().await.unwrap();
+        drop(store);
+        let upgraded: std::sync::Arc<dyn Store> =
+            std::sync::Arc::new(custodian_store_sqlite::SqliteStore::open(&dir.database_file()).await.unwrap());
+        let expected = vec![("match_keys".to_owned(), "contacts".to_owned())];
+        assert_eq!(cases::pending_jobs(&upgraded).await, expected, "migration {version}");
+    }
 }
 
 /// A scan left running by a version before leased scan jobs (migration 0012) is queued as a job
