@@ -133,6 +133,13 @@ impl DedupeResult {
         self.pairs.iter()
     }
 
+    /// The match probability of records `a` and `b` (in either order), `None` when blocking did
+    /// not propose the pair for comparison.
+    pub fn probability(&self, a: u32, b: u32) -> Option<f64> {
+        let i = self.pairs.position(a.min(b), a.max(b))?;
+        Some(sigmoid(logit(self.model.prior) + self.weights[i]))
+    }
+
     /// Every candidate pair with its score, ordered by (a, b).
     pub fn pairs(&self) -> impl ExactSizeIterator<Item = ScoredPair> + '_ {
         let prior = logit(self.model.prior);
