@@ -1006,8 +1006,7 @@ async fn batch_path(service: &Service, contacts: &[Map<String, Value>]) -> Resul
     batch_path_with(service, input).await
 }
 
-/// `batch_path` with each contact's options. `ids` holds `Some(id)` per contact created, `None`
-/// per contact refused.
+/// `batch_path` with each contact's options; `outcomes` says, per contact, which was created.
 async fn batch_path_with(service: &Service, contacts: Vec<(Map<String, Value>, CreateOptions)>) -> Result<BatchRun> {
     let ctx = RequestContext::cli();
     let started = Instant::now();
