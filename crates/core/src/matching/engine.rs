@@ -682,17 +682,21 @@ fn is_made_from(user: &str, tokens: &[Box<str>]) -> bool {
 }
 
 /// Rank of each record when sorted by a name-like key: the sound of the name, the company,
-/// the e-mail, the phone — the first two that are present.
+/// the birth date, the e-mail, the phone — the first two that are present. A date before the
+/// e-mail and phone: a person's second entry often has another phone or address of e-mail,
+/// rarely another birth date, so within a common name's block their entries stay neighbours
+/// (demo contacts at 200k: the scan's pair completeness 0.9398 → 0.9434; the 200k linkage set
+/// unchanged).
 fn sort_ranks(kinds: &[FieldKind], records: &[PreparedRecord]) -> Vec<u32> {
     let priority = |kind: FieldKind| match kind {
         FieldKind::PersonName => 0,
         FieldKind::Surname => 1,
         FieldKind::GivenName => 2,
         FieldKind::CompanyName => 3,
-        FieldKind::Email => 4,
-        FieldKind::Phone => 5,
-        FieldKind::IdNumber => 6,
-        FieldKind::Date => 7,
+        FieldKind::Date => 4,
+        FieldKind::Email => 5,
+        FieldKind::Phone => 6,
+        FieldKind::IdNumber => 7,
         _ => 8,
     };
     let mut order: Vec<usize> = (0..kinds.len()).collect();
