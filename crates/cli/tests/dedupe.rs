@@ -203,14 +203,14 @@ fn any_labelled_file_is_scored() {
     let input = dir.path("people.csv");
     std::fs::write(
         &input,
-        "rec,first,last,born,phone\n\
-         a1,Margaret,Whitfield,1961-04-12,13812345678\n\
-         a2,Maggie,Whitfield,1961-04-12,138 1234 5678\n\
-         b1,Thomas,Okonkwo,1979-11-03,13987654321\n\
-         b2,Tom,Okonkwo,1979-11-03,+86 139 8765 4321\n\
-         b3,Thomas,Okonkwo,1979-11-30,13987654321\n\
-         c1,Priya,Raman,1990-01-05,13700001111\n\
-         d1,Lars,Eriksen,1955-07-21,13611112222\n",
+        "first,last,born,phone,rec\n\
+         Margaret,Whitfield,1961-04-12,13812345678,a1\n\
+         Maggie,Whitfield,1961-04-12,138 1234 5678,a2\n\
+         Thomas,Okonkwo,1979-11-03,13987654321,b1\n\
+         Tom,Okonkwo,1979-11-03,+86 139 8765 4321,b2\n\
+         Thomas,Okonkwo,1979-11-30,13987654321,b3\n\
+         Priya,Raman,1990-01-05,13700001111,c1\n\
+         Lars,Eriksen,1955-07-21,13611112222,d1\n",
     )
     .unwrap();
     let truth = dir.path("truth.csv");
@@ -238,7 +238,20 @@ fn any_labelled_file_is_scored() {
     assert_eq!(&cells[1..4], ["1.0000", "1.0000", "1.0000"], "{report}");
     let wrong = std::fs::read_to_string(&errors).unwrap();
     assert_eq!(wrong.lines().count(), 1, "{wrong}");
-    assert!(wrong.starts_with("kind,score,levels,a.rec,a.first,"), "{wrong}");
+    assert!(wrong.starts_with("kind,score,levels,a.first,a.last,a.born,a.phone,a.rec,b.first,"), "{wrong}");
+    // At a threshold no pair reaches, every true pair is listed, each with both records' values
+    // (the id column need not come first).
+    let strict = [args.clone(), vec!["--errors", errors.to_str().unwrap()]].concat();
+    let strict: Vec<&str> = strict.iter().map(|a| if *a == "0.5" { "0.999999" } else { a }).collect();
+    let out = custodian(&strict);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let wrong = std::fs::read_to_string(&errors).unwrap();
+    let rows: Vec<&str> = wrong.lines().skip(1).collect();
+    assert!(!rows.is_empty(), "{wrong}");
+    for row in rows {
+        assert!(row.starts_with("scored_below,"), "{row}");
+        assert!(row.contains("Whitfield") || row.contains("Okonkwo"), "{row}");
+    }
 
     // A truth that misses a record, or names one twice, is refused.
     std::fs::write(&truth, "id,entity\na1,x\na2,x\n").unwrap();

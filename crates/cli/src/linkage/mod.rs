@@ -302,7 +302,8 @@ fn write_errors(
     entities: &[u32],
     threshold: f64,
 ) -> Result<usize> {
-    let row_of: HashMap<&str, &Vec<String>> = rows.iter().map(|r| (r[0].as_str(), r)).collect();
+    let row_of: HashMap<&str, &Vec<String>> =
+        rows.iter().filter_map(|r| Some((r.get(plan.id_index)?.as_str(), r))).collect();
     let scored: HashMap<(u32, u32), f64> = outcome.result.pairs().map(|p| ((p.a, p.b), p.probability)).collect();
     let mut wrong: Vec<(&str, u32, u32, Option<f64>)> = Vec::new();
     for (&(a, b), &p) in &scored {
