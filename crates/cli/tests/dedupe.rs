@@ -262,4 +262,8 @@ fn any_labelled_file_is_scored() {
     let out = custodian(&args);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("appears twice"), "{}", String::from_utf8_lossy(&out.stderr));
+    std::fs::write(&truth, "id,entity\na1,x\na2,\n").unwrap();
+    let out = custodian(&args);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("empty entity"), "{}", String::from_utf8_lossy(&out.stderr));
 }

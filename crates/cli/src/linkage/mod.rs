@@ -282,6 +282,10 @@ fn read_truth(path: &Path) -> Result<HashMap<String, u32>> {
         let (Some(id), Some(entity)) = (cells.next(), cells.next()) else {
             bail!("{}: row {} lacks an id or an entity", path.display(), line + 2);
         };
+        if entity.trim().is_empty() {
+            // Records with no entity would all count as one.
+            bail!("{}: row {} has an empty entity", path.display(), line + 2);
+        }
         let next = u32::try_from(numbers.len()).context("too many entities")?;
         let number = *numbers.entry(entity).or_insert(next);
         if entity_of.insert(id.clone(), number).is_some() {
