@@ -98,7 +98,7 @@ pub fn run(args: DedupeArgs) -> Result<()> {
     Ok(())
 }
 
-fn check_probability(flag: &str, value: f64, zero_allowed: bool) -> Result<()> {
+pub(crate) fn check_probability(flag: &str, value: f64, zero_allowed: bool) -> Result<()> {
     let ok = value.is_finite() && value <= 1.0 && if zero_allowed { value >= 0.0 } else { value > 0.0 };
     if !ok {
         let range = if zero_allowed { "0 <= value <= 1" } else { "0 < value <= 1" };

@@ -43,21 +43,12 @@ pub enum LinkageCommand {
         out: PathBuf,
     },
     /// Deduplicate a generated benchmark as `custodian dedupe` does and report its quality.
+    /// With --errors, `people-` or `companies-` is put before the file name, per benchmark file.
     Run {
         #[arg(long)]
         dir: PathBuf,
-        /// Threshold of the headline numbers.
-        #[arg(long, default_value_t = 0.9)]
-        threshold: f64,
-        /// Minimum link for the clusters (see `custodian dedupe --min-link`).
-        #[arg(long)]
-        min_link: Option<f64>,
-        /// Also write the pairs the run got wrong at --threshold into this CSV file (per
-        /// benchmark file: `people-` or `companies-` is put before the file name): true pairs
-        /// blocking never proposed, true pairs scored below the threshold, and false pairs at
-        /// or above it, each with both records' values side by side.
-        #[arg(long)]
-        errors: Option<PathBuf>,
+        #[command(flatten)]
+        report: Report,
     },
     /// Deduplicate any labelled CSV (your own records, or a public record-linkage benchmark)
     /// as `custodian dedupe` does and report the same numbers as `run`: the truth is a CSV of
@@ -76,14 +67,25 @@ pub enum LinkageCommand {
         /// entity it belongs to.
         #[arg(long)]
         truth: PathBuf,
-        #[arg(long, default_value_t = 0.9)]
-        threshold: f64,
-        #[arg(long)]
-        min_link: Option<f64>,
-        /// Also write the pairs got wrong at --threshold into this CSV file (as `run --errors`).
-        #[arg(long)]
-        errors: Option<PathBuf>,
+        #[command(flatten)]
+        report: Report,
     },
+}
+
+/// What `run` and `score` report, and where the pairs got wrong go.
+#[derive(clap::Args, Debug, Clone)]
+pub struct Report {
+    /// Threshold of the headline numbers.
+    #[arg(long, default_value_t = 0.9)]
+    threshold: f64,
+    /// Minimum link for the clusters (see `custodian dedupe --min-link`).
+    #[arg(long)]
+    min_link: Option<f64>,
+    /// Also write the pairs got wrong at --threshold into this CSV file: true pairs blocking
+    /// never proposed, true pairs scored below the threshold, and false pairs at or above it,
+    /// each with both records' values side by side.
+    #[arg(long)]
+    errors: Option<PathBuf>,
 }
 
 pub fn run(command: LinkageCommand) -> Result<()> {
@@ -121,7 +123,7 @@ pub fn run(command: LinkageCommand) -> Result<()> {
             }
             Ok(())
         }
-        LinkageCommand::Run { dir, threshold, min_link, errors } => {
+        LinkageCommand::Run { dir, report: Report { threshold, min_link, errors } } => {
             let mut found = false;
             for (label, records, truth, columns) in [
                 ("people", "records.csv", "truth.csv", synth::PEOPLE_COLUMNS),
@@ -143,10 +145,8 @@ pub fn run(command: LinkageCommand) -> Result<()> {
             }
             Ok(())
         }
-        LinkageCommand::Score { input, id_column, columns, truth, threshold, min_link, errors } => {
-            if !(threshold > 0.0 && threshold <= 1.0) {
-                bail!("--threshold must be greater than 0 and at most 1");
-            }
+        LinkageCommand::Score { input, id_column, columns, truth, report: Report { threshold, min_link, errors } } => {
+            dedupe::check_probability("--threshold", threshold, false)?;
             let paths = BenchFiles { records: &input, truth: &truth, errors };
             bench(&paths, &id_column, &columns, threshold, min_link)
         }
