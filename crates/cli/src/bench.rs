@@ -917,7 +917,7 @@ async fn open_loop(
 
 /// `n` realistic contacts from the demo generator (no duplicates; `company_id` dropped).
 fn demo_contacts(n: usize, seed: u64) -> Result<Vec<Map<String, Value>>> {
-    Ok(labelled_demo_contacts(n, seed, 0.0)?.into_iter().map(|c| c.fields).collect())
+    Ok(labelled_demo_contacts(n, seed, 0.0)?.1.into_iter().map(|c| c.fields).collect())
 }
 
 /// A demo contact and, for an injected near-duplicate, its label.
@@ -927,12 +927,21 @@ struct DemoContact {
     duplicate_of: Option<usize>,
     /// An injected duplicate whose strong keys normalise to its original's (refused at entry).
     exact: bool,
+    /// Its company: an index into the companies generated with it (`company_id` is left out of
+    /// `fields` until that company is stored).
+    company: Option<usize>,
 }
 
-/// `n` demo contacts (without their company references, which name no stored company) of which
-/// about `duplicate_share` are injected near-duplicates of earlier ones, labelled.
-fn labelled_demo_contacts(n: usize, seed: u64, duplicate_share: f64) -> Result<Vec<DemoContact>> {
+/// A demo company's fields and the index of the company it duplicates, if it is an injected
+/// near-duplicate.
+type DemoCompany = (Map<String, Value>, Option<usize>);
+
+/// `n` demo contacts (without their company references) of which about `duplicate_share` are
+/// injected near-duplicates of earlier ones, labelled; and the demo companies they work at, each
+/// with the index of the company it duplicates (companies get injected near-duplicates too).
+fn labelled_demo_contacts(n: usize, seed: u64, duplicate_share: f64) -> Result<(Vec<DemoCompany>, Vec<DemoContact>)> {
     let data = generate(n * 10 / 3 + 64, seed, duplicate_share);
+    let companies = data.of("companies").iter().map(|r| (r.fields.clone(), r.duplicate_of)).collect();
     let contacts: Vec<DemoContact> = data
         .of("contacts")
         .iter()
@@ -940,11 +949,12 @@ fn labelled_demo_contacts(n: usize, seed: u64, duplicate_share: f64) -> Result<V
         .map(|r| {
             let mut fields = r.fields.clone();
             fields.remove("company_id");
+            let company = r.refs.iter().find(|(field, _, _)| *field == "company_id").map(|(_, _, key)| *key);
             let exact = fields
                 .get("tags")
                 .and_then(Value::as_array)
                 .is_some_and(|tags| tags.iter().any(|t| t.as_str() == Some(custodian_core::demo::TAG_DUP_EXACT)));
-            DemoContact { fields, duplicate_of: r.duplicate_of, exact }
+            DemoContact { fields, duplicate_of: r.duplicate_of, exact, company }
         })
         .collect();
     if contacts.len() < n {
@@ -953,7 +963,7 @@ fn labelled_demo_contacts(n: usize, seed: u64, duplicate_share: f64) -> Result<V
     if contacts.iter().enumerate().any(|(i, c)| c.duplicate_of.is_some_and(|o| o >= i)) {
         bail!("the demo generator labelled a duplicate of a later contact");
     }
-    Ok(contacts)
+    Ok((companies, contacts))
 }
 
 /// `service.create_record` for every contact, from `tasks` concurrent tasks.
@@ -1003,11 +1013,16 @@ async fn service_concurrent_create(
 async fn batch_path(service: &Service, contacts: &[Map<String, Value>]) -> Result<BatchRun> {
     let input: Vec<(Map<String, Value>, CreateOptions)> =
         contacts.iter().map(|f| (f.clone(), CreateOptions::default())).collect();
-    batch_path_with(service, input).await
+    batch_path_with(service, "contacts", input).await
 }
 
-/// `batch_path` with each contact's options; `outcomes` says, per contact, which was created.
-async fn batch_path_with(service: &Service, contacts: Vec<(Map<String, Value>, CreateOptions)>) -> Result<BatchRun> {
+/// `batch_path` for records of `object`, each with its options; `outcomes` says, per record,
+/// which was created.
+async fn batch_path_with(
+    service: &Service,
+    object: &str,
+    contacts: Vec<(Map<String, Value>, CreateOptions)>,
+) -> Result<BatchRun> {
     let ctx = RequestContext::cli();
     let started = Instant::now();
     let mut prepare = Duration::ZERO;
@@ -1017,7 +1032,7 @@ async fn batch_path_with(service: &Service, contacts: Vec<(Map<String, Value>, C
     for input in contacts.chunks(CHUNK) {
         let t = Instant::now();
         let mut writes = Vec::with_capacity(input.len());
-        for prepared in service.prepare_creates(&ctx, "contacts", input).await {
+        for prepared in service.prepare_creates(&ctx, object, input).await {
             match prepared {
                 Ok((id, write)) => {
                     ids.push(id);
@@ -1548,11 +1563,11 @@ async fn scan(args: &BenchArgs, ws: &mut Workspace) -> Result<Vec<Row>> {
     let service = ws.service_with("scan", config).await?;
     let ctx = RequestContext::cli();
     println!(
-        "scan: storing {n} demo contacts through the batch path (about {:.0}% injected near-duplicates, the labelled part)…",
+        "scan: storing {n} demo contacts and their companies through the batch path (about {:.0}% injected near-duplicates, the labelled part)…",
         share * 100.0
     );
     let started = Instant::now();
-    let mut stored = 0usize;
+    let (mut stored, mut stored_companies) = (0usize, 0usize);
     let mut refused: BTreeMap<String, usize> = BTreeMap::new();
     // Generated a chunk at a time (seeded per chunk), so that the generator's memory stays small
     // beside the scan's. An injected duplicate whose strong keys differ is stored as a user who
@@ -1561,17 +1576,31 @@ async fn scan(args: &BenchArgs, ws: &mut Workspace) -> Result<Vec<Row>> {
         custodian_service::ConfirmNotDuplicate::new("benchmark: a labelled near-duplicate, stored on purpose")
             .map_err(|e| anyhow!("{e}"))?;
     for (round, first) in (0..n).step_by(CHUNK).enumerate() {
-        let contacts = labelled_demo_contacts(CHUNK.min(n - first), 17 + round as u64, share)?;
+        let (companies, contacts) = labelled_demo_contacts(CHUNK.min(n - first), 17 + round as u64, share)?;
+        // Their companies first (as a user would store them: a near-duplicate company refused
+        // at entry stands for its original), then the contacts, who work there.
+        let input = companies.iter().map(|(fields, _)| (fields.clone(), CreateOptions::default())).collect();
+        let run = batch_path_with(&service, "companies", input).await?;
+        stored_companies += run.ids.len();
+        let company_ids: Vec<Option<Uuid>> = companies
+            .iter()
+            .zip(&run.outcomes)
+            .map(|((_, duplicate_of), id)| id.or_else(|| run.outcomes.get((*duplicate_of)?).copied().flatten()))
+            .collect();
         let input = contacts
             .iter()
             .map(|c| {
                 let fuzzy = c.duplicate_of.is_some() && !c.exact;
                 let options =
                     CreateOptions { confirm_not_duplicate: fuzzy.then(|| confirm.clone()), ..Default::default() };
-                (c.fields.clone(), options)
+                let mut fields = c.fields.clone();
+                if let Some(id) = c.company.and_then(|k| company_ids.get(k).copied().flatten()) {
+                    fields.insert("company_id".into(), Value::String(id.to_string()));
+                }
+                (fields, options)
             })
             .collect();
-        let run = batch_path_with(&service, input).await?;
+        let run = batch_path_with(&service, "contacts", input).await?;
         stored += run.ids.len();
         for (code, count) in run.refused {
             *refused.entry(code).or_default() += count;
@@ -1592,7 +1621,10 @@ async fn scan(args: &BenchArgs, ws: &mut Workspace) -> Result<Vec<Row>> {
         }
     }
     let refused = refused.iter().map(|(k, v)| format!("{k} {v}")).collect::<Vec<_>>().join(", ");
-    println!("scan: stored {stored} contacts in {:.1} s (refused: {refused})", started.elapsed().as_secs_f64());
+    println!(
+        "scan: stored {stored} contacts (refused: {refused}) and {stored_companies} companies in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
     // The peak is measured from here on (Linux: writing 5 to clear_refs resets VmHWM).
     let reset = std::fs::write("/proc/self/clear_refs", "5").is_ok();
     let rss_before = read_status_kb("VmRSS").unwrap_or(0);

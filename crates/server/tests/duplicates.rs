@@ -9,6 +9,7 @@ use common::TestApp;
 use common::{as_user, id_of, user};
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
 
 both_backends!(exact_duplicates_are_refused_with_the_candidates_the_caller_may_see, |app: TestApp| async move {
     let rep = user(&app, "rep1", "sales_rep").await;
@@ -807,4 +808,59 @@ both_backends!(a_shared_wechat_id_is_evidence_of_one_person, |app: TestApp| asyn
         })
         .unwrap_or_else(|| panic!("pair not proposed: {}", r.body));
     assert!(pair["reasons"].as_array().unwrap().iter().any(|x| x == "wechat:exact"), "{pair}");
+});
+
+both_backends!(namesakes_at_one_company_are_paired_by_it, |app: TestApp| async move {
+    // A common name's block is too large to pair its records (hundreds of 王伟): a second entry
+    // of the person that shares nothing but the name and the company is found by the company.
+    let company = app.create("companies", json!({"name": "杭州云栖数据科技有限公司"})).await;
+    let confirm = custodian_service::CreateOptions {
+        confirm_not_duplicate: Some(custodian_service::ConfirmNotDuplicate::new("导入").unwrap()),
+        ..Default::default()
+    };
+    let input: Vec<_> = (0..300)
+        .map(|i| {
+            let fields = json!({"name": "王伟", "mobile": format!("139{:08}", i * 333_667)});
+            (fields.as_object().unwrap().clone(), confirm.clone())
+        })
+        .collect();
+    let ctx = custodian_service::RequestContext::cli();
+    let writes: Vec<_> = app.service.prepare_creates(&ctx, "contacts", &input).await.into_iter().flatten().collect();
+    assert_eq!(writes.len(), 300);
+    app.service.apply_prepared(writes.into_iter().map(|(_, w)| w).collect()).await.unwrap();
+    let a = app.create("contacts", json!({"name": "王伟", "mobile": "13900001111", "company_id": company["id"]})).await;
+
+    // From a business card: the name, a title and the company.
+    let card = json!({"name": "王 伟", "company_id": company["id"], "title": "销售总监"});
+    let r = app.post("/api/v1/contacts", json!({"fields": card})).await;
+    assert_eq!(r.code(), "possible_duplicate", "{}", r.body);
+    let c = &r.body["error"]["candidates"][0];
+    assert_eq!(c["id"], a["id"], "{}", r.body);
+    assert!(c["matched_on"].as_array().unwrap().iter().any(|m| m == "company_id:exact"), "{c}");
+    // Another 王伟 at no company is another person of that name.
+    let r = app.post("/api/v1/contacts", json!({"fields": {"name": "王伟", "mobile": "13900003333"}})).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+
+    // With a second mobile number it is left to the scan, which proposes the pair.
+    let fields = json!({"name": "王伟", "mobile": "13987654321", "company_id": company["id"], "title": "销售总监"});
+    let r = app
+        .post("/api/v1/contacts", json!({"fields": fields, "confirm_not_duplicate": {"reason": "导入时确认"}}))
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    let b = id_of(&r.body);
+    // The scan's blocking compares the pair (its score is the scan's model's business, estimated
+    // on the records scanned).
+    let compared: Arc<Mutex<Option<Option<f64>>>> = Arc::default();
+    let seen = compared.clone();
+    let (ia, ib) = (uuid::Uuid::parse_str(&id_of(&a)).unwrap(), uuid::Uuid::parse_str(&b).unwrap());
+    let mut config = app.service.config().clone();
+    config.duplicates.scan_probe = Some(custodian_service::ScanProbe(Arc::new(move |_, ids, result| {
+        let at = |id| ids.iter().position(|x| *x == id).unwrap() as u32;
+        *seen.lock().unwrap() = Some(result.probability(at(ia), at(ib)));
+    })));
+    let app = app.reconfigure(config).await;
+    let admin = app.token.clone();
+    run_scan(&app, &admin).await;
+    let compared = compared.lock().unwrap().expect("the scan ran");
+    assert!(compared.is_some(), "the scan's blocking did not pair the two");
 });

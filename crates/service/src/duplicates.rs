@@ -168,7 +168,10 @@ pub(crate) fn policy(object: &str) -> Option<Policy> {
                 ("address", K::Address),
                 ("wechat", K::IdNumber),
             ],
-            blocking: &["name", "mobile", "email", "wechat"],
+            // The company: a person entered twice at one company ("Michael Clark" and
+            // "M. Clark", 李丽 and "LI Li") often shares nothing else, and a common name's
+            // block is too large to pair them; a company's contacts are few.
+            blocking: &["name", "mobile", "email", "wechat", "company_id"],
             fuzzy_at_entry: true,
             display: &["name", "company_id", "title", "mobile", "email"],
         },
@@ -839,10 +842,24 @@ impl Service {
 /// identifiers but not for names (张伟 is shared by hundreds of thousands of people). An exact
 /// name is taken to be shared by one pair in ten thousand; it then takes a second agreeing
 /// field (birth date, address, company, a similar e-mail) to reach the warn threshold.
+///
+/// And one for exact fields: their defaults say one pair in a hundred shares a value (right for
+/// a value from a short list), but the exact fields of the policies identify something: a
+/// company reference (a contact's colleagues are few of all contacts), a website, a contract
+/// number. They are taken to be shared by one pair in a thousand, so that a name and the same
+/// company reach the warn threshold (not against a different mobile number: that is for the
+/// scan's review queue).
 fn entry_model(policy: &Policy, prior: f64) -> Model {
     let fields: Vec<(String, FieldKind)> = policy.compare.iter().map(|(n, k)| ((*n).to_owned(), *k)).collect();
     let mut model = Model::with_defaults(&fields, prior);
     for field in &mut model.fields {
+        if field.kind == FieldKind::Exact
+            && let [different, exact] = field.u.as_mut_slice()
+        {
+            let shared = 1e-3_f64.min(*exact);
+            *different += *exact - shared;
+            *exact = shared;
+        }
         if matches!(field.kind, FieldKind::PersonName | FieldKind::CompanyName | FieldKind::Text)
             && let (Some(top), Some(first)) = (field.u.last().copied(), field.u.first().copied())
         {
@@ -1378,6 +1395,17 @@ mod tests {
         assert!(score("contacts", a.clone(), namesake) < 0.01);
         let other = serde_json::json!({"name": "王小明", "mobile": "+8613900002222", "wechat": "xuhao6681"});
         assert!(score("contacts", a, other) < warn);
+        // The same name at the same company (a business card without the phone); with a
+        // different mobile it is left to the scan; the name alone at another company is not
+        // enough.
+        let company = "01a23291-992f-736a-979d-086dc7e38912";
+        let a = serde_json::json!({"name": "王伟", "mobile": "+8613900001111", "company_id": company});
+        let card = serde_json::json!({"name": "王 伟", "title": "销售总监", "company_id": company});
+        assert!(score("contacts", a.clone(), card) >= warn);
+        let second_phone = serde_json::json!({"name": "王伟", "mobile": "+8613900002222", "company_id": company});
+        assert!(score("contacts", a.clone(), second_phone) < warn);
+        let elsewhere = serde_json::json!({"name": "王伟", "company_id": "01a23291-992f-736a-979d-086dc7e38999"});
+        assert!(score("contacts", a, elsewhere) < 0.01);
         // Companies: the same canonical name and phone.
         assert!(
             score(
