@@ -1021,15 +1021,15 @@ async fn batch_path(service: &Service, contacts: &[Map<String, Value>]) -> Resul
 async fn batch_path_with(
     service: &Service,
     object: &str,
-    contacts: Vec<(Map<String, Value>, CreateOptions)>,
+    records: Vec<(Map<String, Value>, CreateOptions)>,
 ) -> Result<BatchRun> {
     let ctx = RequestContext::cli();
     let started = Instant::now();
     let mut prepare = Duration::ZERO;
-    let mut ids = Vec::with_capacity(contacts.len());
-    let mut outcomes = Vec::with_capacity(contacts.len());
+    let mut ids = Vec::with_capacity(records.len());
+    let mut outcomes = Vec::with_capacity(records.len());
     let mut refused: BTreeMap<String, usize> = BTreeMap::new();
-    for input in contacts.chunks(CHUNK) {
+    for input in records.chunks(CHUNK) {
         let t = Instant::now();
         let mut writes = Vec::with_capacity(input.len());
         for prepared in service.prepare_creates(&ctx, object, input).await {
