@@ -221,8 +221,8 @@ async fn upgrade_queues_a_match_key_backfill_for_records_without_keys() {
 }
 
 /// Upgrading a database whose records hold keys of the blocking before migration 0016 (which
-/// added keys), 0021 (contacts' WeChat IDs) or 0022 (contacts' companies) queues one backfill per object with active
-/// records, keys or not.
+/// added keys), 0021 (contacts' WeChat IDs) or 0022 (contacts' companies) queues one backfill per
+/// object with active records, keys or not.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn upgrade_queues_a_match_key_backfill_when_the_keys_changed() {
     for version in [16_i64, 21, 22] {

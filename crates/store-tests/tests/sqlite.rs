@@ -77,8 +77,8 @@ async fn upgrade_queues_a_match_key_backfill_for_records_without_keys() {
 }
 
 /// Upgrading a database whose records hold keys of the blocking before migration 0015 (which
-/// added keys), 0018 (contacts' WeChat IDs) or 0019 (contacts' companies) queues one backfill per object with active
-/// records, keys or not.
+/// added keys), 0018 (contacts' WeChat IDs) or 0019 (contacts' companies) queues one backfill per
+/// object with active records, keys or not.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn upgrade_queues_a_match_key_backfill_when_the_keys_changed() {
     use custodian_store_tests::cases;
