@@ -148,6 +148,10 @@ pub(crate) struct Policy {
     pub compare: &'static [(&'static str, FieldKind)],
     /// Fields among `compare` whose blocking keys are stored for the check at entry.
     pub blocking: &'static [&'static str],
+    /// Fields among `compare` that weigh only in a scan, whose model is estimated on the
+    /// stored records: at entry the defaults cannot say how common a value is, and a title is
+    /// shared by many (each agreement of a default text field weighs as much as a rare name).
+    pub scan_only: &'static [&'static str],
     /// Whether fuzzy candidates are checked at entry (a scan always compares).
     pub fuzzy_at_entry: bool,
     /// Fields shown for a candidate.
@@ -167,11 +171,17 @@ pub(crate) fn policy(object: &str) -> Option<Policy> {
                 ("company_id", K::Exact),
                 ("address", K::Address),
                 ("wechat", K::IdNumber),
+                // Last: the fields' indexes name the stored match keys' classes.
+                ("title", K::Text),
             ],
             // The company: a person entered twice at one company ("Michael Clark" and
             // "M. Clark", 李丽 and "LI Li") often shares nothing else, and a common name's
             // block is too large to pair them; a company's contacts are few.
             blocking: &["name", "mobile", "email", "wechat", "company_id"],
+            // A title is no evidence alone, but within a common name's block it is: the scan
+            // blocks on the name with the title (two entries of one person often share little
+            // else).
+            scan_only: &["title"],
             fuzzy_at_entry: true,
             display: &["name", "company_id", "title", "mobile", "email"],
         },
@@ -184,6 +194,7 @@ pub(crate) fn policy(object: &str) -> Option<Policy> {
                 ("email", K::Email),
             ],
             blocking: &["name", "mobile", "email"],
+            scan_only: &[],
             fuzzy_at_entry: true,
             display: &["name", "company_name", "mobile", "email"],
         },
@@ -198,6 +209,7 @@ pub(crate) fn policy(object: &str) -> Option<Policy> {
                 ("uscc", K::IdNumber),
             ],
             blocking: &["name", "phone"],
+            scan_only: &[],
             fuzzy_at_entry: true,
             display: &["name", "uscc", "city"],
         },
@@ -205,6 +217,7 @@ pub(crate) fn policy(object: &str) -> Option<Policy> {
             strong: &["contract_no"],
             compare: &[("name", K::Text), ("company_id", K::Exact), ("contract_no", K::Exact)],
             blocking: &["name"],
+            scan_only: &[],
             // Deals of one company are often named alike on purpose (renewals); only a scan
             // proposes them.
             fuzzy_at_entry: false,
@@ -410,6 +423,8 @@ impl Service {
         prepared: &PreparedRecord,
     ) -> Vec<(Vec<u8>, u8)> {
         let wanted = policy.blocking_indexes();
+        // Classes of one field only ("3:phone_parts"): a class over two fields ("0+7:name_with",
+        // whose prefix is no field index) is the scan's.
         let mut keys: Vec<(Vec<u8>, u8)> = matcher
             .blocking_keys(prepared)
             .into_iter()
@@ -849,10 +864,17 @@ impl Service {
 /// number. They are taken to be shared by one pair in a thousand, so that a name and the same
 /// company reach the warn threshold (not against a different mobile number: that is for the
 /// scan's review queue).
+///
+/// A policy's `scan_only` fields weigh nothing here.
 fn entry_model(policy: &Policy, prior: f64) -> Model {
     let fields: Vec<(String, FieldKind)> = policy.compare.iter().map(|(n, k)| ((*n).to_owned(), *k)).collect();
     let mut model = Model::with_defaults(&fields, prior);
     for field in &mut model.fields {
+        if policy.scan_only.contains(&field.name.as_str()) {
+            // m = u: every level weighs nothing.
+            field.m = field.u.clone();
+            continue;
+        }
         if field.kind == FieldKind::Exact
             && let [different, exact] = field.u.as_mut_slice()
         {
@@ -1406,6 +1428,15 @@ mod tests {
         assert!(score("contacts", a.clone(), second_phone) < warn);
         let elsewhere = serde_json::json!({"name": "王伟", "company_id": "01a23291-992f-736a-979d-086dc7e38999"});
         assert!(score("contacts", a, elsewhere) < 0.01);
+        // A shared title weighs nothing at entry (the scan estimates what it is worth): two
+        // 张伟 who are both sales managers score as two 张伟.
+        let name_only = score("contacts", serde_json::json!({"name": "张伟"}), serde_json::json!({"name": "張偉"}));
+        let same_title = score(
+            "contacts",
+            serde_json::json!({"name": "张伟", "title": "销售经理"}),
+            serde_json::json!({"name": "張偉", "title": "销售经理"}),
+        );
+        assert!((same_title - name_only).abs() < 1e-12, "{same_title} vs {name_only}");
         // Companies: the same canonical name and phone.
         assert!(
             score(

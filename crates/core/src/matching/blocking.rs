@@ -50,6 +50,12 @@ pub(crate) enum Rule {
     NameForm(usize),
     /// Person name: Double Metaphone of the surname + initial of the given name.
     NameMetaphone(usize),
+    /// Person name (each of its sounds, and surname sound + initial of the given name) with the
+    /// exact value of another field that describes the person (a title, a city, a company
+    /// name, a postcode): a common name's block is too large to compare in full, and its
+    /// sorted windows cannot bring together two entries of one person that share only such
+    /// a value (张雨 and 張雨, both 行政主管), while the name with it is a small block.
+    NameWith { name: usize, other: usize },
     /// Person name in Han characters: its first character (the surname, or the first half of
     /// 欧阳) + each other character, so that 高捷怡 meets 高捷佳 and 周明 meets 周蓉明 (one
     /// character changed, added or dropped), which sorted neighbourhoods of a common surname's
@@ -144,6 +150,13 @@ pub fn key_classes(kinds: &[FieldKind]) -> Vec<KeyClass> {
             FieldKind::City => {}
         }
     }
+    for (p, _) in kinds.iter().enumerate().filter(|(_, k)| **k == FieldKind::PersonName) {
+        for (i, kind) in kinds.iter().enumerate() {
+            if matches!(kind, FieldKind::Text | FieldKind::City | FieldKind::CompanyName | FieldKind::Postcode) {
+                push(format!("{p}+{i}:name_with"), bit(p) | bit(i), Rule::NameWith { name: p, other: i });
+            }
+        }
+    }
     // Class membership is tracked in a 64-bit set.
     classes.truncate(64);
     classes
@@ -184,6 +197,14 @@ pub(crate) fn record_keys(
                         if !code.is_empty() {
                             out.push((c, format!("{code}|{initial}")));
                         }
+                    }
+                }
+            }
+            Rule::NameWith { name, other } => {
+                if let (Some(n), Some(v)) = (value(name).and_then(name_of), value(other)) {
+                    out.extend(n.forms.iter().map(|f| (c, format!("{f}|{}", v.exact))));
+                    for (surname, initial) in surname_initial_pairs(n) {
+                        out.push((c, format!("{surname}|{initial}|{}", v.exact)));
                     }
                 }
             }
@@ -730,13 +751,40 @@ mod tests {
         assert!(windowed.proposed_by.iter().all(|&set| windowed.class_sets[set as usize] == 1));
     }
 
+    /// Two entries of one person far apart in a common name's block (sorted windows never pair
+    /// them) are paired by the name with a value they share.
+    #[test]
+    fn a_name_with_a_shared_value_pairs_what_the_name_block_cannot() {
+        let kinds = [FieldKind::PersonName, FieldKind::Text];
+        assert!(share(&kinds, &["张雨", "行政主管"], &["張雨", "行政主管"]));
+        let classes = key_classes(&kinds);
+        let pairs = |shared_title: bool| {
+            let records: Vec<PreparedRecord> = (0..200)
+                .map(|i| {
+                    let title = if shared_title && (i == 0 || i == 199) {
+                        "行政主管".to_owned()
+                    } else {
+                        format!("职务{i}")
+                    };
+                    let name = if i == 199 { "張雨" } else { "张雨" };
+                    PreparedRecord { values: vec![prepare(kinds[0], name), prepare(kinds[1], &title)] }
+                })
+                .collect();
+            let frequencies = token_frequencies(&classes, &records, 2);
+            let rank: Vec<u32> = (0..200).collect();
+            candidate_pairs(&classes, &records, &frequencies, &rank, &limits(50, 3), 1)
+        };
+        assert!(pairs(true).pairs.position(0, 199).is_some());
+        assert!(pairs(false).pairs.position(0, 199).is_none(), "the name block alone does not pair them");
+    }
+
     /// A block of a coarse class (here: a postcode) is compared in full only up to its own
     /// size limit, and by its own window above it; a name's block keeps the general ones.
     #[test]
     fn coarse_classes_have_their_own_block_limit_and_window() {
         let kinds = [FieldKind::Postcode, FieldKind::PersonName];
         let classes = key_classes(&kinds);
-        assert_eq!(classes.iter().map(|c| c.coarse).collect::<Vec<_>>(), vec![true, false, false, false, true]);
+        assert_eq!(classes.iter().map(|c| c.coarse).collect::<Vec<_>>(), vec![true, false, false, false, true, false]);
         let records_of = |n: usize, column: usize| -> Vec<PreparedRecord> {
             (0..n)
                 .map(|i| {
