@@ -1600,14 +1600,13 @@ fn read_scan_labels(dir: &std::path::Path, n: usize, share: f64) -> Result<Optio
             dir.display()
         );
     }
-    lines
+    let pairs = lines
         .map(|line| {
             let (a, b) = line.split_once(' ').ok_or_else(|| anyhow!("{}: bad line {line:?}", path.display()))?;
-            Ok(Some((Uuid::parse_str(a)?, Uuid::parse_str(b)?)))
+            Ok((Uuid::parse_str(a)?, Uuid::parse_str(b)?))
         })
-        .collect::<Result<Vec<_>>>()
-        .map(|pairs| pairs.into_iter().flatten().collect::<Vec<_>>())
-        .map(Some)
+        .collect::<Result<Vec<_>>>()?;
+    Ok(Some(pairs))
 }
 
 fn write_scan_labels(dir: &std::path::Path, n: usize, share: f64, pairs: &[(Uuid, Uuid)]) -> Result<()> {
