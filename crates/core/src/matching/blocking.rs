@@ -50,12 +50,13 @@ pub(crate) enum Rule {
     NameForm(usize),
     /// Person name: Double Metaphone of the surname + initial of the given name.
     NameMetaphone(usize),
-    /// Person name (each of its sounds, and surname sound + initial of the given name) with the
-    /// exact value of another field that describes the person (a title, a city, a company
-    /// name, a postcode): a common name's block is too large to compare in full, and its
-    /// sorted windows cannot bring together two entries of one person that share only such
-    /// a value (张雨 and 張雨, both 行政主管), while the name with it is a small block.
-    NameWith { name: usize, other: usize },
+    /// Person name (each of its sounds; with `initials`, surname sound + initial of the given
+    /// name instead) with the exact value of another field that describes the person (a
+    /// title, a city, a company name, a postcode): a common name's block is too large to
+    /// compare in full, and its sorted windows cannot bring together two entries of one person
+    /// that share only such a value (张雨 and 張雨, both 行政主管), while the name with it is
+    /// a small block. The initials' blocks (Amy Mitchell and Ammy Mitchell) are larger: coarse.
+    NameWith { name: usize, other: usize, initials: bool },
     /// Person name in Han characters: its first character (the surname, or the first half of
     /// 欧阳) + each other character, so that 高捷怡 meets 高捷佳 and 周明 meets 周蓉明 (one
     /// character changed, added or dropped), which sorted neighbourhoods of a common surname's
@@ -99,6 +100,7 @@ pub fn key_classes(kinds: &[FieldKind]) -> Vec<KeyClass> {
     let mut push = |name: String, fields: u64, rule: Rule| {
         let coarse = match rule {
             Rule::RareTokens(_) | Rule::DateKey(_) | Rule::IdHalves(_) | Rule::NameChars(_) => true,
+            Rule::NameWith { initials, .. } => initials,
             Rule::Exact(i) => matches!(kinds.get(i), Some(FieldKind::CompanyName | FieldKind::Postcode)),
             _ => false,
         };
@@ -153,7 +155,9 @@ pub fn key_classes(kinds: &[FieldKind]) -> Vec<KeyClass> {
     for (p, _) in kinds.iter().enumerate().filter(|(_, k)| **k == FieldKind::PersonName) {
         for (i, kind) in kinds.iter().enumerate() {
             if matches!(kind, FieldKind::Text | FieldKind::City | FieldKind::CompanyName | FieldKind::Postcode) {
-                push(format!("{p}+{i}:name_with"), bit(p) | bit(i), Rule::NameWith { name: p, other: i });
+                let fields = bit(p) | bit(i);
+                push(format!("{p}+{i}:name_with"), fields, Rule::NameWith { name: p, other: i, initials: false });
+                push(format!("{p}+{i}:initial_with"), fields, Rule::NameWith { name: p, other: i, initials: true });
             }
         }
     }
@@ -200,11 +204,14 @@ pub(crate) fn record_keys(
                     }
                 }
             }
-            Rule::NameWith { name, other } => {
+            Rule::NameWith { name, other, initials } => {
                 if let (Some(n), Some(v)) = (value(name).and_then(name_of), value(other)) {
-                    out.extend(n.forms.iter().map(|f| (c, format!("{f}|{}", v.exact))));
-                    for (surname, initial) in surname_initial_pairs(n) {
-                        out.push((c, format!("{surname}|{initial}|{}", v.exact)));
+                    if initials {
+                        for (surname, initial) in surname_initial_pairs(n) {
+                            out.push((c, format!("{surname}|{initial}|{}", v.exact)));
+                        }
+                    } else {
+                        out.extend(n.forms.iter().map(|f| (c, format!("{f}|{}", v.exact))));
                     }
                 }
             }
@@ -784,7 +791,10 @@ mod tests {
     fn coarse_classes_have_their_own_block_limit_and_window() {
         let kinds = [FieldKind::Postcode, FieldKind::PersonName];
         let classes = key_classes(&kinds);
-        assert_eq!(classes.iter().map(|c| c.coarse).collect::<Vec<_>>(), vec![true, false, false, false, true, false]);
+        assert_eq!(
+            classes.iter().map(|c| c.coarse).collect::<Vec<_>>(),
+            vec![true, false, false, false, true, false, true]
+        );
         let records_of = |n: usize, column: usize| -> Vec<PreparedRecord> {
             (0..n)
                 .map(|i| {
