@@ -815,7 +815,12 @@ both_backends!(namesakes_at_one_company_are_paired_by_it, |app: TestApp| async m
     // of the person that shares nothing but the name and the company is found by the company.
     let company = app.create("companies", json!({"name": "杭州云栖数据科技有限公司"})).await;
     store_namesakes(&app, |_| None).await;
-    let a = app.create("contacts", json!({"name": "王伟", "mobile": "13900001111", "company_id": company["id"]})).await;
+    let a = app
+        .create(
+            "contacts",
+            json!({"name": "王伟", "mobile": "13900001111", "company_id": company["id"], "title": "销售总监"}),
+        )
+        .await;
 
     // From a business card: the name, a title and the company.
     let card = json!({"name": "王 伟", "company_id": company["id"], "title": "销售总监"});
@@ -824,6 +829,8 @@ both_backends!(namesakes_at_one_company_are_paired_by_it, |app: TestApp| async m
     let c = &r.body["error"]["candidates"][0];
     assert_eq!(c["id"], a["id"], "{}", r.body);
     assert!(c["matched_on"].as_array().unwrap().iter().any(|m| m == "company_id:exact"), "{c}");
+    // The shared title weighs nothing at entry, so it is not named as a reason.
+    assert!(!c["matched_on"].as_array().unwrap().iter().any(|m| m == "title:exact"), "{c}");
     // Another 王伟 at no company is another person of that name.
     let r = app.post("/api/v1/contacts", json!({"fields": {"name": "王伟", "mobile": "13900003333"}})).await;
     assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);

@@ -627,7 +627,8 @@ impl Service {
                     .filter_map(|id| {
                         let other = stored.get(id)?;
                         let probability = m.score(&model, prepared, other).probability;
-                        (probability >= threshold).then(|| (*id, probability, reasons(m, prepared, other)))
+                        (probability >= threshold)
+                            .then(|| (*id, probability, reasons(m, prepared, other, policy.scan_only)))
                     })
                     .collect()
             }),
@@ -671,7 +672,7 @@ impl Service {
                     let mut consider = |id: Uuid, other: &PreparedRecord, pending: usize| {
                         let probability = m.score(&model, prepared, other).probability;
                         if probability >= threshold {
-                            scored.insert(id, reasons(m, prepared, other));
+                            scored.insert(id, reasons(m, prepared, other, policy.scan_only));
                             scores.insert(id, (probability, Some(pending)));
                         }
                     };
@@ -894,14 +895,15 @@ fn entry_model(policy: &Policy, prior: f64) -> Model {
     model
 }
 
-/// Fields that agree at some level, as "field:level" (e.g. "name:same_sound").
-pub(crate) fn reasons(matcher: &Matcher, a: &PreparedRecord, b: &PreparedRecord) -> Vec<String> {
+/// Fields that agree at some level, as "field:level" (e.g. "name:same_sound"), except the
+/// `weightless` ones (at entry, a policy's `scan_only` fields: they are no reason there).
+pub(crate) fn reasons(matcher: &Matcher, a: &PreparedRecord, b: &PreparedRecord, weightless: &[&str]) -> Vec<String> {
     let levels = matcher.compare(a, b);
     matcher
         .fields()
         .iter()
         .zip(levels)
-        .filter(|(_, level)| *level != u8::MAX && *level > 0)
+        .filter(|(f, level)| *level != u8::MAX && *level > 0 && !weightless.contains(&f.name.as_str()))
         .filter_map(|(f, level)| f.kind.levels().get(usize::from(level)).map(|name| format!("{}:{name}", f.name)))
         .collect()
 }
@@ -1130,7 +1132,7 @@ impl Service {
             let pairs: Vec<(u32, u32, f64, Vec<String>)> = result
                 .pairs_at_or_above(threshold)
                 .map(|p| {
-                    let why = reasons(&matcher, &records[p.a as usize], &records[p.b as usize]);
+                    let why = reasons(&matcher, &records[p.a as usize], &records[p.b as usize], &[]);
                     (p.a, p.b, p.probability, why)
                 })
                 .collect();
