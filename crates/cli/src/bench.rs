@@ -332,16 +332,17 @@ impl Workspace {
             None => None,
         };
         let data_dir = self.sqlite_dir(scenario);
-        // A kept store keeps its own master key file (mode 0600) beside it: the run's key is
-        // gone with the run.
-        let kept = data_dir.join("master.key");
-        let master = if self.kept_scan.as_ref().is_some_and(|d| *d == data_dir) {
-            std::fs::create_dir_all(&data_dir).with_context(|| format!("creating {}", data_dir.display()))?;
-            MasterKey::load_or_create(&kept).map_err(|e| anyhow!("{}: {e}", kept.display()))?.0
+        let kept = self.kept_scan.as_ref().is_some_and(|d| *d == data_dir);
+        let args = crate::StoreArgs { data_dir, database_url, master_key_file: None };
+        // A kept store keeps its own master key file (mode 0600) where `serve` would look for
+        // it: the run's key is gone with the run.
+        let master = if kept {
+            std::fs::create_dir_all(&args.data_dir).with_context(|| format!("creating {}", args.data_dir.display()))?;
+            let path = crate::master_key_path(&args);
+            MasterKey::load_or_create(&path).map_err(|e| anyhow!("{}: {e}", path.display()))?.0
         } else {
             MasterKey::from_hex(&self.master_hex).map_err(|e| anyhow!("master key: {e}"))?
         };
-        let args = crate::StoreArgs { data_dir, database_url, master_key_file: None };
         let store = crate::open_store(&args).await?;
         let keyring = load_keyring(store.as_ref(), &master).await.map_err(|e| anyhow!("{e}"))?;
         let service = Service::new(store, keyring, config).await.map_err(|e| anyhow!("{e}"))?;
