@@ -903,3 +903,32 @@ both_backends!(namesakes_with_one_title_are_paired_by_the_scan, |app: TestApp| a
         "the scan's blocking did not pair the two"
     );
 });
+
+both_backends!(a_remembered_candidate_scores_as_its_stored_record, |app: TestApp| async move {
+    // A create keeps its prepared match values for the checks after it, which then need not
+    // read, decrypt and prepare the record again. A server that did not write it (another
+    // server, or this one restarted) prepares it from the stored, encrypted record: both must
+    // see the same candidate, with the same score and reasons.
+    let a = app
+        .create(
+            "contacts",
+            json!({"name": "欧阳娜娜", "mobile": "+86 139-0571-2468", "email": "Ouyang.Nana@Example.COM",
+                   "wechat": "oyn_1990", "birth_date": "1990-11-02", "address": "杭州市滨江区江南大道 1 号",
+                   "title": "采购经理"}),
+        )
+        .await;
+    let probe = json!({"fields": {"name": "歐陽娜娜", "email": "ouyang.nana@example.com.cn", "birth_date": "1990-11-02",
+                                  "address": "杭州市滨江区江南大道1号"}});
+    let candidate = |r: &common::Reply| {
+        assert_eq!(r.code(), "possible_duplicate", "{}", r.body);
+        let c = r.body["error"]["candidates"][0].clone();
+        assert_eq!(c["id"], a["id"]);
+        c
+    };
+    let remembered = candidate(&app.post("/api/v1/contacts", probe.clone()).await);
+    let config = app.service.config().clone();
+    let app = app.reconfigure(config).await;
+    let from_store = candidate(&app.post("/api/v1/contacts", probe).await);
+    assert_eq!(remembered["score"], from_store["score"]);
+    assert_eq!(remembered["matched_on"], from_store["matched_on"]);
+});

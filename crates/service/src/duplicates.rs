@@ -125,10 +125,10 @@ impl Default for PreparedCache {
 }
 
 impl PreparedCache {
-    /// The cached entry of each record (by id and version), `None` where there is none.
-    fn get_many(&self, records: &[StoredRecord]) -> Vec<Option<Arc<PreparedRecord>>> {
-        let Ok(mut cache) = self.0.lock() else { return records.iter().map(|_| None).collect() };
-        records.iter().map(|r| cache.get(&(r.id, r.version)).cloned()).collect()
+    /// The cached entry of each record id and version, `None` where there is none.
+    fn get_many(&self, versions: &[(Uuid, i64)]) -> Vec<Option<Arc<PreparedRecord>>> {
+        let Ok(mut cache) = self.0.lock() else { return versions.iter().map(|_| None).collect() };
+        versions.iter().map(|key| cache.get(key).cloned()).collect()
     }
 
     fn put_many(&self, entries: impl Iterator<Item = ((Uuid, i64), Arc<PreparedRecord>)>) {
@@ -335,6 +335,9 @@ pub(crate) struct DupOutcome {
     pub match_keys: Option<Vec<Vec<u8>>>,
     /// What the fuzzy check saw, for the store to re-check at commit (see `MatchGuard`).
     pub guard: Option<MatchGuard>,
+    /// The write's prepared match values when the check computed them: a create keeps them
+    /// (`remember_prepared`) for the checks that will find its record among their candidates.
+    pub prepared: Option<Arc<PreparedRecord>>,
 }
 
 /// A passed duplicate check of one write.
@@ -349,7 +352,7 @@ pub(crate) struct Checked {
 
 /// A write's prepared values and its match keys, each with the field (index in the policy's
 /// `compare` order) it was made from.
-type PreparedWithKeys = (PreparedRecord, Vec<(Vec<u8>, u8)>);
+type PreparedWithKeys = (Arc<PreparedRecord>, Vec<(Vec<u8>, u8)>);
 
 /// A block (the records sharing one match key) of at most this many records is selective: one
 /// shared key of it is reason enough to score a candidate.
@@ -455,6 +458,14 @@ impl Service {
         }
     }
 
+    /// Keeps the prepared match values of records just prepared for writing, under the
+    /// version each write gives its record: the next checks that find one of them among their
+    /// candidates need not read, decrypt and prepare it again (a batch of new records is the
+    /// next batch's candidates). An entry of a write that never commits is never asked for.
+    pub(crate) fn remember_prepared(&self, entries: impl Iterator<Item = ((Uuid, i64), Arc<PreparedRecord>)>) {
+        self.prepared_cache.put_many(entries);
+    }
+
     /// The duplicate check of many writes of one object at once (a batch, or one write): the
     /// same answers as checking each alone against the stored records, with a fixed number of
     /// store round trips for the whole batch, and each write also checked against the writes
@@ -467,7 +478,10 @@ impl Service {
         items: &[DupCheck<'_>],
     ) -> ServiceResult<Vec<DupOutcome>> {
         let Some(policy) = policy(&def.name) else {
-            return Ok(items.iter().map(|_| DupOutcome { result: Ok(None), match_keys: None, guard: None }).collect());
+            return Ok(items
+                .iter()
+                .map(|_| DupOutcome { result: Ok(None), match_keys: None, guard: None, prepared: None })
+                .collect());
         };
         let n = items.len();
         // A write's own record (`id` is the record being changed, for an update) and the ids it
@@ -547,7 +561,7 @@ impl Service {
             let made = map_on_all_cores(&fuzzy, |&i| {
                 let prepared = m.prepare(&policy.raw_values(items[i].after));
                 let keys = self.prepared_match_keys_of_fields(&policy, m, &prepared);
-                (prepared, keys)
+                (Arc::new(prepared), keys)
             });
             for (i, made) in fuzzy.iter().zip(made) {
                 new[*i] = Some(made);
@@ -597,23 +611,26 @@ impl Service {
             let wanted: BTreeSet<Uuid> = chosen.iter().flatten().copied().collect();
             let wanted: Vec<Uuid> = wanted.into_iter().collect();
             let names: Vec<&str> = policy.compare.iter().map(|(name, _)| *name).collect();
-            for ids in wanted.chunks(500) {
-                // One read per 500 candidates (the store returns active records only); those
-                // not prepared before are decrypted and prepared.
+            // The candidates' current versions first (the store returns active records only):
+            // those whose version was prepared before need no more. The others are read whole
+            // (one read per 500), decrypted and prepared. Reading every candidate whole cost
+            // more than scoring it: a contact's row is a kilobyte or two of JSON to parse.
+            let versions = self.store.active_versions(&def.name, &wanted).await?;
+            let cached = self.prepared_cache.get_many(&versions);
+            let missing: Vec<Uuid> =
+                versions.iter().zip(&cached).filter(|(_, c)| c.is_none()).map(|((id, _), _)| *id).collect();
+            stored.extend(versions.iter().zip(cached).filter_map(|((id, _), c)| Some((*id, c?))));
+            for ids in missing.chunks(500) {
                 let mut q = ListQuery::new(def.name.clone());
                 q.scope =
                     RowScope::Restricted { owner_ids: Vec::new(), team_ids: Vec::new(), record_ids: ids.to_vec() };
                 q.limit = 500;
                 let records = self.store.list_records(&q).await?.items;
-                let cached = self.prepared_cache.get_many(&records);
-                let missing: Vec<&StoredRecord> =
-                    records.iter().zip(&cached).filter(|(_, c)| c.is_none()).map(|(r, _)| r).collect();
-                let made: Vec<Arc<PreparedRecord>> = map_on_all_cores(&missing, |record| {
+                let made: Vec<Arc<PreparedRecord>> = map_on_all_cores(&records, |record| {
                     Arc::new(m.prepare(&policy.raw_values(&self.decrypt_named(def, record.id, &record.fields, &names))))
                 });
-                self.prepared_cache.put_many(missing.iter().map(|r| (r.id, r.version)).zip(made.iter().cloned()));
-                stored.extend(records.iter().zip(cached).filter_map(|(r, c)| Some((r.id, c?))));
-                stored.extend(missing.iter().map(|r| r.id).zip(made));
+                self.prepared_cache.put_many(records.iter().map(|r| (r.id, r.version)).zip(made.iter().cloned()));
+                stored.extend(records.iter().map(|r| r.id).zip(made));
             }
         }
         // Each write scored against its stored candidates (independent of batch order).
@@ -742,7 +759,8 @@ impl Service {
                     ),
                     None => (None, None),
                 };
-                DupOutcome { result, match_keys, guard }
+                let prepared = new.as_ref().map(|(prepared, _)| prepared.clone());
+                DupOutcome { result, match_keys, guard, prepared }
             })
             .collect())
     }

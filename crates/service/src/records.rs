@@ -19,6 +19,9 @@ use custodian_store::{
 use serde_json::{Map, Value, json};
 use uuid::Uuid;
 
+/// The version a create gives its record.
+const FIRST_VERSION: i64 = 1;
+
 /// Records taken to exist by a reference check: (object, id).
 pub(crate) type References = std::collections::HashSet<(String, Uuid)>;
 
@@ -679,9 +682,13 @@ impl Service {
         }
         let mut outcomes: Vec<Option<ServiceResult<Option<Value>>>> = records.iter().map(|_| None).collect();
         let mut match_keys: Vec<Option<CheckedKeys>> = records.iter().map(|_| None).collect();
+        let mut prepared_values = Vec::new();
         match self.check_duplicates_many(ctx, &def, &checks).await {
             Ok(results) => {
                 for (i, r) in positions.into_iter().zip(results) {
+                    if let (Ok(_), Some(prepared)) = (&r.result, r.prepared) {
+                        prepared_values.push(((ids[i], FIRST_VERSION), prepared));
+                    }
                     outcomes[i] = Some(r.result);
                     match_keys[i] = r.match_keys.map(|keys| (keys, r.guard));
                 }
@@ -693,6 +700,7 @@ impl Service {
             }
         }
         drop(checks);
+        self.remember_prepared(prepared_values.into_iter());
         // 3. The writes of those that passed (sealing is CPU work: spread over every core).
         let inputs: Vec<_> = validated.into_iter().zip(outcomes).zip(records).zip(ids).zip(match_keys).collect();
         custodian_core::matching::map_on_all_cores(&inputs, |((((v, outcome), (_, options)), id), keys)| {
@@ -703,7 +711,7 @@ impl Service {
             let record = StoredRecord {
                 id: *id,
                 object: def.name.clone(),
-                version: 1,
+                version: FIRST_VERSION,
                 owner_id: options.owner_id.or(actor.map(|a| a.user_id)),
                 team_id: options.team_id.or(actor.and_then(|a| a.team_id)),
                 created_at: now,

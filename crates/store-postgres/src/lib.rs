@@ -660,18 +660,16 @@ impl Store for PostgresStore {
         row.as_ref().map(record_from_row).transpose()
     }
 
-    async fn existing_ids(&self, object: &str, ids: &[Uuid]) -> StoreResult<Vec<Uuid>> {
+    async fn active_versions(&self, object: &str, ids: &[Uuid]) -> StoreResult<Vec<(Uuid, i64)>> {
         if ids.is_empty() {
             return Ok(Vec::new());
         }
-        sqlx::query_scalar(
-            "SELECT id FROM records WHERE object = $1 AND deleted_at IS NULL AND id = ANY($2) ORDER BY id",
-        )
-        .bind(object)
-        .bind(ids.to_vec())
-        .fetch_all(&self.pool)
-        .await
-        .map_err(map_sqlx)
+        sqlx::query_as("SELECT id, version FROM records WHERE object = $1 AND deleted_at IS NULL AND id = ANY($2)")
+            .bind(object)
+            .bind(ids.to_vec())
+            .fetch_all(&self.pool)
+            .await
+            .map_err(map_sqlx)
     }
 
     async fn list_records(&self, query: &ListQuery) -> StoreResult<RecordPage> {

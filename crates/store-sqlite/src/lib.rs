@@ -1250,7 +1250,7 @@ impl Store for SqliteStore {
         row.as_ref().map(record_from_row).transpose()
     }
 
-    async fn existing_ids(&self, object: &str, ids: &[Uuid]) -> StoreResult<Vec<Uuid>> {
+    async fn active_versions(&self, object: &str, ids: &[Uuid]) -> StoreResult<Vec<(Uuid, i64)>> {
         let mut out = Vec::new();
         for chunk in ids.chunks(500) {
             let placeholders = vec!["?"; chunk.len()].join(", ");
@@ -1258,14 +1258,16 @@ impl Store for SqliteStore {
             sql::push_object(&mut parts, object);
             let (object_sql, binds) = parts.finish_where();
             let text = format!(
-                "SELECT r.id FROM records r WHERE {object_sql} AND r.deleted_at IS NULL AND r.id IN ({placeholders})"
+                "SELECT r.id, r.version FROM records r WHERE {object_sql} AND r.deleted_at IS NULL \
+                 AND r.id IN ({placeholders})"
             );
             let mut binds = binds;
             binds.extend(chunk.iter().map(|id| Bind::Text(id.to_string())));
             let q = bind_all(sqlx::query(AssertSqlSafe(text)), binds);
             for row in q.fetch_all(&self.read_pool).await.map_err(map_sqlx)? {
                 let id: String = row.try_get("id").map_err(map_sqlx)?;
-                out.push(Uuid::parse_str(&id).map_err(internal)?);
+                let version: i64 = row.try_get("version").map_err(map_sqlx)?;
+                out.push((Uuid::parse_str(&id).map_err(internal)?, version));
             }
         }
         Ok(out)

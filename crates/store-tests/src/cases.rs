@@ -1758,6 +1758,15 @@ pub async fn existing_ids_are_active_of_object(store: DynStore) {
     assert_eq!(got, want);
     assert!(store.existing_ids(OBJ, &[]).await.expect("existing").is_empty());
     assert_eq!(store.existing_ids("companies", &[d.id, a.id]).await.expect("existing"), vec![d.id]);
+    // Their current versions: a record changed since reports its new version.
+    let b2 = successor(&b, json!({ "n": 22 }));
+    apply(&store, change(WriteAction::Update, &b, &b2)).await.expect("update");
+    let mut versions = store.active_versions(OBJ, &[b.id, a.id, c.id, d.id, b.id]).await.expect("versions");
+    versions.sort();
+    let mut want = vec![(a.id, a.version), (b.id, b2.version)];
+    want.sort();
+    assert_eq!(versions, want);
+    assert_eq!(b2.version, b.version + 1);
 }
 
 // ---- people, sessions, schema, keys ------------------------------------------------------

@@ -617,8 +617,15 @@ pub trait Store: Send + Sync + 'static {
     /// One record by id, deleted or not, if it is of `object` and inside `scope`.
     async fn get_record(&self, object: &str, id: Uuid, scope: &RowScope) -> StoreResult<Option<StoredRecord>>;
 
+    /// The current version of each record among `ids` that exists as an active record of
+    /// `object`, in no particular order (each id once). Cheap: no fields are read. The check at
+    /// entry uses it to tell which candidates' prepared values it holds already.
+    async fn active_versions(&self, object: &str, ids: &[Uuid]) -> StoreResult<Vec<(Uuid, i64)>>;
+
     /// Ids among `ids` that exist as active records of `object` (reference checks).
-    async fn existing_ids(&self, object: &str, ids: &[Uuid]) -> StoreResult<Vec<Uuid>>;
+    async fn existing_ids(&self, object: &str, ids: &[Uuid]) -> StoreResult<Vec<Uuid>> {
+        Ok(self.active_versions(object, ids).await?.into_iter().map(|(id, _)| id).collect())
+    }
 
     async fn list_records(&self, query: &ListQuery) -> StoreResult<RecordPage>;
 
