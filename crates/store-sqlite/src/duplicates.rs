@@ -369,7 +369,12 @@ async fn read_blocks(
 ) -> StoreResult<(Option<i64>, Vec<(usize, Uuid)>)> {
     let mut out = Vec::new();
     let mut stamp = None;
-    for (chunk_index, chunk) in keys.chunks(BLOCKS_PER_STATEMENT).enumerate() {
+    // The keys are looked up in their order (a row's position is mapped back to the key's):
+    // neighbouring keys share the index's pages, where a check's keys in their own order land
+    // on a new leaf page each.
+    let mut order: Vec<usize> = (0..keys.len()).collect();
+    order.sort_by(|&a, &b| keys[a].cmp(&keys[b]));
+    for (chunk_index, chunk) in order.chunks(BLOCKS_PER_STATEMENT).enumerate() {
         // Each key's block is read through the primary key and cut at the cap; the position
         // and the cap are literals (SQLite re-prepares a statement whenever a bound LIMIT is
         // rebound), so statements of the same chunk length share one prepared form. Neither a
@@ -399,10 +404,9 @@ async fn read_blocks(
         if stamped {
             q = q.bind(object.to_owned());
         }
-        for k in chunk {
-            q = q.bind(object.to_owned()).bind(k.clone());
+        for &k in chunk {
+            q = q.bind(object.to_owned()).bind(keys[k].clone());
         }
-        let offset = chunk_index * BLOCKS_PER_STATEMENT;
         for row in q.fetch_all(pool).await.map_err(map_sqlx)? {
             let i: i64 = row.try_get("i").map_err(map_sqlx)?;
             let ids: Option<String> = row.try_get("ids").map_err(map_sqlx)?;
@@ -411,7 +415,7 @@ async fn read_blocks(
                 stamp = Some(text.parse::<i64>().map_err(|e| internal(format!("match-key stamp {text:?}: {e}")))?);
                 continue;
             }
-            let i = offset + usize::try_from(i).map_err(internal)?;
+            let i = usize::try_from(i).ok().and_then(|i| chunk.get(i)).copied().ok_or_else(|| internal("block row"))?;
             for id in ids.iter().flat_map(|ids| ids.split(',')) {
                 out.push((i, Uuid::parse_str(id).map_err(internal)?));
             }
