@@ -5,6 +5,7 @@
 
 use super::fold;
 use super::kind::FieldKind;
+use super::nicknames;
 use super::value::{DateValue, Detail, NameValue, Prepared, TokenValue, Words};
 
 /// Jaro-Winkler similarity in [0, 1] (prefix boost of up to four characters when the Jaro
@@ -298,6 +299,10 @@ fn compare_names(a: &NameValue, b: &NameValue) -> u8 {
         }
         return shared_word;
     }
+    // A familiar form of the given name (Beth and Elizabeth) is the same name, as a typo is.
+    if familiar_forms_of_one_name(a, b) {
+        return 3;
+    }
     let best = best_form_similarity(a, b);
     let longest = a.forms.iter().chain(b.forms.iter()).map(str::len).max().unwrap_or(0);
     // One edit in a string of five letters or more keeps Jaro-Winkler above 0.8, so the edit
@@ -376,21 +381,52 @@ fn best_form_similarity(a: &NameValue, b: &NameValue) -> f64 {
 /// name's word or is its initial, in the written or the reversed order, with at least one whole
 /// word in common.
 fn initials_compatible(a: &NameValue, b: &NameValue) -> bool {
-    if a.tokens.len() != b.tokens.len() || a.tokens.len() < 2 {
+    let word_ok = |x: &str, y: &str| x == y || (x.len() == 1 && y.starts_with(x)) || (y.len() == 1 && x.starts_with(y));
+    a.tokens.len() >= 2
+        && words_aligned(a, b, |pairs| {
+            let mut whole = false;
+            for (x, y) in pairs {
+                if !word_ok(x, y) {
+                    return false;
+                }
+                whole |= x == y && x.len() > 1;
+            }
+            whole
+        })
+}
+
+/// "Beth Johnson" and "Elizabeth Johnson": the same number of words, in the written or the
+/// reversed order, where at least one word is a familiar form of the other's given name (or
+/// both are forms of one, Bill and Will) and every other word is the same. A name that reads
+/// wholly as pinyin ("Zhang Dan") is a Chinese name, not an English one with a familiar form.
+fn familiar_forms_of_one_name(a: &NameValue, b: &NameValue) -> bool {
+    let pinyin = |n: &NameValue| n.tokens.iter().all(fold::is_pinyin_run);
+    if pinyin(a) || pinyin(b) {
         return false;
     }
-    let word_ok = |x: &str, y: &str| x == y || (x.len() == 1 && y.starts_with(x)) || (y.len() == 1 && x.starts_with(y));
-    let aligned = |other: &mut dyn Iterator<Item = &str>| {
-        let mut whole = false;
-        for (x, y) in a.tokens.iter().zip(other) {
-            if !word_ok(x, y) {
+    let several = a.tokens.len() >= 2;
+    words_aligned(a, b, |pairs| {
+        let (mut familiar, mut same) = (false, false);
+        for (x, y) in pairs {
+            if x == y {
+                same = true;
+            } else if nicknames::same_given_name(x, y) {
+                familiar = true;
+            } else {
                 return false;
             }
-            whole |= x == y && x.len() > 1;
         }
-        whole
-    };
-    if aligned(&mut b.tokens.iter()) {
+        familiar && (same || !several)
+    })
+}
+
+/// Whether `check` accepts the word pairs of two names of as many words, paired in written
+/// order or with one name's words reversed ("Emily Carter" and "Carter Emily").
+fn words_aligned(a: &NameValue, b: &NameValue, check: impl Fn(&mut dyn Iterator<Item = (&str, &str)>) -> bool) -> bool {
+    if a.tokens.len() != b.tokens.len() || a.tokens.is_empty() {
+        return false;
+    }
+    if check(&mut a.tokens.iter().zip(b.tokens.iter())) {
         return true;
     }
     let mut reversed = [""; 16];
@@ -398,10 +434,10 @@ fn initials_compatible(a: &NameValue, b: &NameValue) -> bool {
         for (slot, token) in reversed.iter_mut().rev().zip(b.tokens.iter()) {
             *slot = token;
         }
-        aligned(&mut reversed[reversed.len() - a.tokens.len()..].iter().copied())
+        check(&mut a.tokens.iter().zip(reversed[reversed.len() - a.tokens.len()..].iter().copied()))
     } else {
         let tokens: Vec<&str> = b.tokens.iter().collect();
-        aligned(&mut tokens.into_iter().rev())
+        check(&mut a.tokens.iter().zip(tokens.into_iter().rev()))
     }
 }
 
@@ -557,6 +593,20 @@ mod tests {
         check(P, "Emily Carter", "Emily Carer", "close");
         check(P, "Emily Carter", "E. Carter", "similar");
         check(P, "Emily Carter", "Grace Young", "different");
+        // A familiar form of the given name is the same name, in either order of the words.
+        check(P, "Beth Johnson", "Elizabeth Johnson", "close");
+        check(P, "Johnson, Beth", "ELIZABETH JOHNSON", "close");
+        check(P, "Bill Clark", "Will Clark", "close");
+        check(FieldKind::GivenName, "Bill", "William", "close");
+        check(P, "Beth Johnson", "Elizabeth Jones", "different");
+        check(P, "Beth Jones", "Emily Jones", "similar");
+        // ... but a name that reads as pinyin is a Chinese one: 张丹 is not Daniel Zhang.
+        let name = |text: &str| match prepare(P, text).map(|p| p.detail) {
+            Some(Detail::Name(n)) => n,
+            other => panic!("{text:?}: {other:?}"),
+        };
+        assert!(familiar_forms_of_one_name(&name("Dan Smith"), &name("Daniel Smith")));
+        assert!(!familiar_forms_of_one_name(&name("Zhang Dan"), &name("Daniel Zhang")));
         check(P, "曾伟", "Zeng Wei", "same_sound");
         check(P, "Chan Tai Man", "陈大文", "different");
         // A pinyin given name that is not the Han one's: relatives, not one person ...

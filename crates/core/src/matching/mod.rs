@@ -21,6 +21,7 @@ pub mod evaluate;
 pub mod fold;
 mod kind;
 pub mod model;
+mod nicknames;
 #[cfg(test)]
 mod properties;
 pub mod synth;
