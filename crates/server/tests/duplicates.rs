@@ -268,6 +268,24 @@ both_backends!(possible_duplicates_need_a_confirmation_with_a_reason, |app: Test
     assert_eq!(r.code(), "possible_duplicate", "{}", r.body);
 });
 
+// An English familiar form of the given name is the same name at entry: Beth Johnson is
+// checked against the stored Elizabeth Johnson like a typo of her name would be.
+both_backends!(a_familiar_form_of_a_name_is_checked_like_the_name, |app: TestApp| async move {
+    let a = app
+        .create(
+            "contacts",
+            json!({"name": "Elizabeth Johnson", "birth_date": "1979-06-21", "address": "上海市徐汇区漕溪北路 88 号"}),
+        )
+        .await;
+    let fields = json!({"name": "Johnson, Beth", "birth_date": "1979-06-21", "address": "上海市徐汇区漕溪北路88号"});
+    let r = app.post("/api/v1/contacts", json!({"fields": fields})).await;
+    assert_eq!(r.status, StatusCode::CONFLICT, "{}", r.body);
+    assert_eq!(r.code(), "possible_duplicate", "{}", r.body);
+    let c = &r.body["error"]["candidates"][0];
+    assert_eq!(c["id"], a["id"], "{c}");
+    assert!(c["matched_on"].as_array().unwrap().iter().any(|m| m == "name:close"), "{c}");
+});
+
 // The check at entry keeps stored candidates' prepared values by record version: a candidate
 // changed since it was last scored is scored as it is now.
 both_backends!(a_changed_candidate_is_scored_as_it_is_now, |app: TestApp| async move {

@@ -221,11 +221,11 @@ async fn upgrade_queues_a_match_key_backfill_for_records_without_keys() {
 }
 
 /// Upgrading a database whose records hold keys of the blocking before migration 0016 (which
-/// added keys), 0021 (contacts' WeChat IDs) or 0022 (contacts' companies) queues one backfill per
-/// object with active records, keys or not.
+/// added keys), 0021 (contacts' WeChat IDs), 0022 (contacts' companies) or 0023 (formal readings
+/// of familiar given names) queues one backfill per object with active records, keys or not.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn upgrade_queues_a_match_key_backfill_when_the_keys_changed() {
-    for version in [16_i64, 21, 22] {
+    for version in [16_i64, 21, 22, 23] {
         let Some((store, db)) = custodian_store_tests::postgres_test_store().await else {
             return;
         };

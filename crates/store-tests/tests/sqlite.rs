@@ -77,12 +77,12 @@ async fn upgrade_queues_a_match_key_backfill_for_records_without_keys() {
 }
 
 /// Upgrading a database whose records hold keys of the blocking before migration 0015 (which
-/// added keys), 0018 (contacts' WeChat IDs) or 0019 (contacts' companies) queues one backfill per
-/// object with active records, keys or not.
+/// added keys), 0018 (contacts' WeChat IDs), 0019 (contacts' companies) or 0021 (formal readings
+/// of familiar given names) queues one backfill per object with active records, keys or not.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn upgrade_queues_a_match_key_backfill_when_the_keys_changed() {
     use custodian_store_tests::cases;
-    for version in [15, 18, 19] {
+    for version in [15, 18, 19, 21] {
         let (store, dir) = custodian_store_tests::sqlite_test_store().await;
         let store: std::sync::Arc<dyn Store> = std::sync::Arc::new(store);
         cases::create_keyed(&store, serde_json::json!({ "name": "张三" }), &[b"old key"]).await;

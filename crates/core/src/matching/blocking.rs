@@ -21,6 +21,7 @@ use std::collections::HashMap;
 use super::engine::{MatchConfig, PreparedRecord};
 use super::fold::double_metaphone;
 use super::kind::FieldKind;
+use super::nicknames;
 use super::value::{Detail, NameValue, Prepared};
 
 /// A record's blocking key: (key hash with the key's class in its low [`CLASS_BITS`] bits, sort
@@ -202,6 +203,8 @@ pub(crate) fn record_keys(
             Rule::NameForm(i) => {
                 if let Some(name) = value(i).and_then(name_of) {
                     out.extend(name.forms.iter().map(|f| (c, f.to_string())));
+                    // Beth Johnson also by Elizabeth Johnson's forms (see `nicknames`).
+                    out.extend(nicknames::formal_forms(name).into_iter().map(|f| (c, f.into_string())));
                 }
             }
             Rule::NameMetaphone(i) => {

@@ -400,8 +400,7 @@ fn initials_compatible(a: &NameValue, b: &NameValue) -> bool {
 /// both are forms of one, Bill and Will) and every other word is the same. A name that reads
 /// wholly as pinyin ("Zhang Dan") is a Chinese name, not an English one with a familiar form.
 fn familiar_forms_of_one_name(a: &NameValue, b: &NameValue) -> bool {
-    let pinyin = |n: &NameValue| n.tokens.iter().all(fold::is_pinyin_run);
-    if pinyin(a) || pinyin(b) {
+    if nicknames::reads_as_pinyin(a) || nicknames::reads_as_pinyin(b) {
         return false;
     }
     let several = a.tokens.len() >= 2;

@@ -1,9 +1,13 @@
 //! English given names and their familiar forms: "Beth Johnson" and "Elizabeth Johnson" are
 //! one name written two ways, as are "Bill" and "Will" (both William). Used by the person-name
-//! comparator only; blocking and the stored match keys do not read it.
+//! comparator, and by blocking: a name with a familiar form is also keyed by its formal
+//! reading, so that the two meet in one block (at entry, the stored match keys).
 //!
 //! A familiar form may belong to several formal names (Alex: Alexander, Alexandra); two words
 //! are the same given name when they share a formal name.
+
+use super::fold;
+use super::value::{NameValue, name_forms};
 
 /// Formal given names (lower case) with their common familiar forms.
 const GIVEN_NAMES: &[(&str, &[&str])] = &[
@@ -107,6 +111,51 @@ pub(crate) fn same_given_name(a: &str, b: &str) -> bool {
     a != b && formal_names(a).any(|x| formal_names(b).any(|y| x == y))
 }
 
+/// Whether every word of a name reads as pinyin: a Chinese name ("Zhang Dan" is 张丹), whose
+/// words are not English familiar forms.
+pub(crate) fn reads_as_pinyin(name: &NameValue) -> bool {
+    name.tokens.iter().all(fold::is_pinyin_run)
+}
+
+/// Most formal readings of one name that are made into blocking keys (a familiar form of two
+/// or three formal names in each of two words is already nine).
+const MAX_FORMAL_READINGS: usize = 4;
+
+/// The written forms (see `NameValue::forms`) of a name with each familiar form replaced by
+/// its formal name: "Beth Johnson" gives those of "Elizabeth Johnson", "Bill Clark" and "Will
+/// Clark" both those of "William Clark". Empty when the name has no familiar form or reads as
+/// pinyin. Blocking keys of these forms put a name beside its formal reading.
+pub(crate) fn formal_forms(name: &NameValue) -> Vec<Box<str>> {
+    if reads_as_pinyin(name) {
+        return Vec::new();
+    }
+    let mut readings: Vec<Vec<Box<str>>> = vec![Vec::new()];
+    let mut replaced = false;
+    for token in name.tokens.iter() {
+        let formal: Vec<&str> = formal_names(token).filter(|f| *f != token).collect();
+        replaced |= !formal.is_empty();
+        let options: Vec<&str> = if formal.is_empty() { vec![token] } else { formal };
+        readings = readings
+            .into_iter()
+            .flat_map(|reading| {
+                options.iter().map(move |option| {
+                    let mut next = reading.clone();
+                    next.push((*option).into());
+                    next
+                })
+            })
+            .take(MAX_FORMAL_READINGS)
+            .collect();
+    }
+    if !replaced {
+        return Vec::new();
+    }
+    let mut forms: Vec<Box<str>> = readings.iter().flat_map(|tokens| name_forms(tokens)).collect();
+    forms.sort();
+    forms.dedup();
+    forms
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -122,6 +171,28 @@ mod tests {
         assert!(!same_given_name("emily", "elizabeth"));
         assert!(!same_given_name("samantha", "samuel"));
         assert!(!same_given_name("smith", "smyth"));
+    }
+
+    fn name(text: &str) -> Box<NameValue> {
+        match crate::matching::prepare(crate::matching::FieldKind::PersonName, text).map(|p| p.detail) {
+            Some(crate::matching::value::Detail::Name(n)) => n,
+            other => panic!("{text:?}: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_familiar_form_is_keyed_by_its_formal_reading() {
+        let formal = name("Elizabeth Johnson");
+        assert!(formal_forms(&formal).is_empty(), "no familiar form");
+        let beth = formal_forms(&name("Johnson, Beth"));
+        assert!(formal.forms.iter().all(|f| beth.iter().any(|b| **b == *f)), "{beth:?}");
+        let (bill, will) = (formal_forms(&name("Bill Clark")), formal_forms(&name("Will Clark")));
+        assert!(bill.iter().any(|f| will.contains(f)) && bill.iter().any(|f| &**f == "williamclark"), "{bill:?}");
+        // Alex: Alexander or Alexandra.
+        let alex = formal_forms(&name("Alex Turner"));
+        assert!(["alexanderturner", "alexandraturner"].iter().all(|f| alex.iter().any(|a| &**a == *f)), "{alex:?}");
+        assert!(formal_forms(&name("Zhang Dan")).is_empty(), "pinyin: 张丹");
+        assert!(formal_forms(&name("张伟")).is_empty());
     }
 
     #[test]

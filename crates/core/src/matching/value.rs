@@ -338,7 +338,7 @@ fn han_pinyin(chars: &[char]) -> String {
 
 /// The orders a name may be written in: as written, the last word moved to the front (Western
 /// "Wei Zhang" read as Chinese "Zhang Wei"), and the first word moved to the end.
-fn name_forms(tokens: &[Box<str>]) -> Vec<Box<str>> {
+pub(crate) fn name_forms(tokens: &[Box<str>]) -> Vec<Box<str>> {
     let mut forms: Vec<Box<str>> = Vec::with_capacity(3);
     forms.push(tokens.concat().into());
     if tokens.len() >= 2 {
