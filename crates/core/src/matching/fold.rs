@@ -277,6 +277,29 @@ pub fn is_pinyin_run(word: &str) -> bool {
     ends[bytes.len()]
 }
 
+/// A name written as one run of pinyin ("Chenmei", "Ouyangxiu") read as surname and given
+/// name: a compound surname's reading if the run starts with one, otherwise the longest first
+/// syllable that leaves a run of pinyin. None for a single syllable or a word that is no pinyin.
+pub fn split_pinyin_name(word: &str) -> Option<(&str, &str)> {
+    if !is_pinyin_run(word) {
+        return None;
+    }
+    let split = |at: usize| {
+        let (surname, given) = (word.get(..at)?, word.get(at..)?);
+        (!given.is_empty() && is_pinyin_run(given)).then_some((surname, given))
+    };
+    COMPOUND_SURNAMES
+        .iter()
+        .filter(|(_, reading)| word.starts_with(reading))
+        .find_map(|(_, reading)| split(reading.len()))
+        .or_else(|| {
+            (1..=LONGEST_SYLLABLE.min(word.len()))
+                .rev()
+                .filter(|&at| word.get(..at).is_some_and(|first| PINYIN_SYLLABLES.contains(first)))
+                .find_map(split)
+        })
+}
+
 /// The length in characters of the surname at the start of a Han name (already simplified),
 /// and its pinyin: a compound surname from the table, otherwise the first character.
 pub fn surname_of_han_name(chars: &[char]) -> Option<(usize, String)> {
@@ -408,6 +431,16 @@ mod tests {
             assert_eq!(surname_pinyin(surname).as_deref(), Some(want), "{surname}");
         }
         assert_eq!(char_pinyin('曾'), Some("ceng"), "the everyday reading stays for given names");
+    }
+
+    #[test]
+    fn a_name_in_one_run_of_pinyin_splits_at_its_surname() {
+        assert_eq!(split_pinyin_name("chenmei"), Some(("chen", "mei")));
+        assert_eq!(split_pinyin_name("zhangxiaoming"), Some(("zhang", "xiaoming")));
+        assert_eq!(split_pinyin_name("lilijun"), Some(("li", "lijun")));
+        assert_eq!(split_pinyin_name("ouyangxiu"), Some(("ouyang", "xiu")));
+        assert_eq!(split_pinyin_name("zhang"), None, "one syllable");
+        assert_eq!(split_pinyin_name("emily"), None, "no pinyin");
     }
 
     #[test]

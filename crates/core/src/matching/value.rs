@@ -9,8 +9,8 @@ use time::Date;
 use unicode_normalization::UnicodeNormalization;
 
 use super::fold::{
-    char_pinyin, double_metaphone, fold_latin, is_han, phonetic_name_word, simplify_char, surname_of_han_name,
-    surname_pinyin, to_simplified,
+    char_pinyin, double_metaphone, fold_latin, is_han, phonetic_name_word, simplify_char, split_pinyin_name,
+    surname_of_han_name, surname_pinyin, to_simplified,
 };
 use super::kind::FieldKind;
 use crate::normalize::{canonical_company_name, normalize_cn_resident_id, normalize_email, normalize_phone};
@@ -295,6 +295,15 @@ fn prepare_name(kind: FieldKind, text: &str) -> Option<Prepared> {
     let exact = sorted_words.join(" ");
     let tokens: Vec<Box<str>> = latin_words.iter().map(|w| phonetic_name_word(w).into()).collect();
     let forms = name_forms(&tokens);
+    // A name in one run of pinyin sounds as its surname and given name do apart ("Chenmei" as
+    // "Chen Mei" and 陈梅), so that how common the sound is counts all of them.
+    let sound = match tokens.as_slice() {
+        [one] => match split_pinyin_name(one) {
+            Some((surname, given)) => sorted_sound(&[surname.into(), given.into()]),
+            None => sorted_sound(&tokens),
+        },
+        _ => sorted_sound(&tokens),
+    };
     let mut metaphones: Vec<Box<str>> =
         latin_words.iter().map(|w| double_metaphone(w)).filter(|m| !m.is_empty()).map(Into::into).collect();
     metaphones.sort();
@@ -305,7 +314,7 @@ fn prepare_name(kind: FieldKind, text: &str) -> Option<Prepared> {
     };
     Some(Prepared {
         exact: exact.into(),
-        sound: Some(sorted_sound(&tokens)),
+        sound: Some(sound),
         detail: Detail::Name(Box::new(NameValue {
             han: None,
             tokens: Words::new(&tokens),
@@ -849,6 +858,13 @@ mod tests {
         assert_eq!(name(FieldKind::PersonName, "欧阳娜娜").tokens.iter().collect::<Vec<_>>(), vec!["ouyang", "nana"]);
         assert_eq!(name(FieldKind::Surname, "單").tokens.first(), Some("shan"));
         assert_eq!(name(FieldKind::PersonName, "Lv Bu").tokens.first(), Some("lu"));
+        // A name in one run of pinyin sounds as the name apart does, so that a common name
+        // written "Chenmei" counts as common when a same-sound agreement is weighed.
+        let sound = |raw: &str| prepare(FieldKind::PersonName, raw).and_then(|p| p.sound).unwrap();
+        assert_eq!(sound("Chenmei"), sound("Chen Mei"));
+        assert_eq!(sound("Chenmei"), sound("陈梅"));
+        assert_eq!(sound("OUYANGNANA"), sound("欧阳娜娜"));
+        assert_eq!(sound("Emily"), "emily".into());
     }
 
     #[test]
