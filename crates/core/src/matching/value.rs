@@ -9,8 +9,8 @@ use time::Date;
 use unicode_normalization::UnicodeNormalization;
 
 use super::fold::{
-    char_pinyin, double_metaphone, fold_latin, is_han, phonetic_name_word, simplify_char, split_pinyin_name,
-    surname_of_han_name, surname_pinyin, to_simplified,
+    char_pinyin, double_metaphone, fold_latin, is_han, is_pinyin_run, phonetic_name_word, simplify_char,
+    split_pinyin_name, surname_of_han_name, surname_pinyin, to_simplified,
 };
 use super::kind::FieldKind;
 use crate::normalize::{canonical_company_name, normalize_cn_resident_id, normalize_email, normalize_phone};
@@ -297,16 +297,23 @@ fn prepare_name(kind: FieldKind, text: &str) -> Option<Prepared> {
     let forms = name_forms(&tokens);
     // A name in one run of pinyin sounds as its surname and given name do apart ("Chenmei" as
     // "Chen Mei" and 陈梅), so that how common the sound is counts all of them.
-    let sound = match tokens.as_slice() {
-        [one] => match split_pinyin_name(one) {
-            Some((surname, given)) => sorted_sound(&[surname.into(), given.into()]),
-            None => sorted_sound(&tokens),
-        },
-        _ => sorted_sound(&tokens),
-    };
     let mut metaphones: Vec<Box<str>> =
         latin_words.iter().map(|w| double_metaphone(w)).filter(|m| !m.is_empty()).map(Into::into).collect();
     metaphones.sort();
+    // A name that is not pinyin sounds as its Double Metaphone codes say, the measure by which
+    // it agrees in sound with others (Ammy Kelly and Amy Kelly): a misspelt common name is as
+    // common in sound as the name.
+    let one_run = match tokens.as_slice() {
+        [one] => split_pinyin_name(one),
+        _ => None,
+    };
+    let sound: Box<str> = if let Some((surname, given)) = one_run {
+        sorted_sound(&[surname.into(), given.into()])
+    } else if metaphones.len() == tokens.len() && !tokens.iter().all(|t| is_pinyin_run(t)) {
+        metaphones.join(" ").into()
+    } else {
+        sorted_sound(&tokens)
+    };
     let parts: Vec<Box<str>> = if kind == FieldKind::PersonName && latin_words.len() >= 2 {
         latin_words.iter().map(|w| format!("w:{w}").into()).collect()
     } else {
@@ -864,7 +871,10 @@ mod tests {
         assert_eq!(sound("Chenmei"), sound("Chen Mei"));
         assert_eq!(sound("Chenmei"), sound("陈梅"));
         assert_eq!(sound("OUYANGNANA"), sound("欧阳娜娜"));
-        assert_eq!(sound("Emily"), "emily".into());
+        // Any other Latin name sounds as its Double Metaphone codes: a misspelling of a common
+        // name is as common in sound.
+        assert_eq!(sound("Ammy Kelly"), sound("Kelly, Amy"));
+        assert_eq!(sound("Zhang Wei"), sound("张伟"), "pinyin stays pinyin");
     }
 
     #[test]
