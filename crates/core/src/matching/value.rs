@@ -295,16 +295,16 @@ fn prepare_name(kind: FieldKind, text: &str) -> Option<Prepared> {
     let exact = sorted_words.join(" ");
     let tokens: Vec<Box<str>> = latin_words.iter().map(|w| phonetic_name_word(w).into()).collect();
     let forms = name_forms(&tokens);
-    // A name in one run of pinyin sounds as its surname and given name do apart ("Chenmei" as
-    // "Chen Mei" and 陈梅), so that how common the sound is counts all of them.
     let mut metaphones: Vec<Box<str>> =
         latin_words.iter().map(|w| double_metaphone(w)).filter(|m| !m.is_empty()).map(Into::into).collect();
     metaphones.sort();
-    // A name that is not pinyin sounds as its Double Metaphone codes say, the measure by which
-    // it agrees in sound with others (Ammy Kelly and Amy Kelly): a misspelt common name is as
-    // common in sound as the name.
+    // The sound counts everyone who sounds alike (how common a same-sound agreement is): a
+    // person's name in one run of pinyin sounds as its surname and given name apart ("Chenmei"
+    // as "Chen Mei" and 陈梅); a name that is not pinyin as its Double Metaphone codes, the
+    // measure by which it agrees in sound with others (Ammy Kelly and Amy Kelly: a misspelt
+    // common name is as common in sound as the name).
     let one_run = match tokens.as_slice() {
-        [one] => split_pinyin_name(one),
+        [one] if kind == FieldKind::PersonName => split_pinyin_name(one),
         _ => None,
     };
     let sound: Box<str> = if let Some((surname, given)) = one_run {
@@ -875,6 +875,8 @@ mod tests {
         // name is as common in sound.
         assert_eq!(sound("Ammy Kelly"), sound("Kelly, Amy"));
         assert_eq!(sound("Zhang Wei"), sound("张伟"), "pinyin stays pinyin");
+        let given = |raw: &str| prepare(FieldKind::GivenName, raw).and_then(|p| p.sound).unwrap();
+        assert_eq!(given("Xiaoming"), given("晓明"), "a given name is not split");
     }
 
     #[test]
