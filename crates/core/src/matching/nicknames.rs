@@ -173,11 +173,8 @@ mod tests {
         assert!(!same_given_name("smith", "smyth"));
     }
 
-    fn name(text: &str) -> Box<NameValue> {
-        match crate::matching::prepare(crate::matching::FieldKind::PersonName, text).map(|p| p.detail) {
-            Some(crate::matching::value::Detail::Name(n)) => n,
-            other => panic!("{text:?}: {other:?}"),
-        }
+    fn name(text: &str) -> NameValue {
+        super::super::value::name_of_text(crate::matching::FieldKind::PersonName, text)
     }
 
     #[test]

@@ -821,17 +821,22 @@ fn prepare_city(text: &str) -> Option<Prepared> {
     Some(Prepared { exact: exact.into(), sound: Some(sound.into()), detail: Detail::City })
 }
 
+/// The prepared form of a name written `raw`, for tests of the name comparators and keys.
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+pub(crate) fn name_of_text(kind: FieldKind, raw: &str) -> NameValue {
+    match prepare(kind, raw).unwrap().detail {
+        Detail::Name(n) => *n,
+        other => panic!("{raw:?}: {other:?}"),
+    }
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
 
-    fn name(kind: FieldKind, raw: &str) -> NameValue {
-        match prepare(kind, raw).unwrap().detail {
-            Detail::Name(n) => *n,
-            other => panic!("{other:?}"),
-        }
-    }
+    use super::name_of_text as name;
 
     #[test]
     fn missing_values() {
