@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use custodian_core::matching::evaluate::{Evaluation, evaluate};
-use custodian_core::matching::model::MISSING;
+use custodian_core::matching::model::{MISSING, Model};
 use custodian_core::matching::synth::{self, SynthConfig, SynthData};
 use custodian_core::matching::{FieldSpec, MatchConfig, Matcher};
 use indicatif::ProgressBar;
@@ -86,6 +86,10 @@ pub struct Report {
     /// each with both records' values side by side.
     #[arg(long)]
     errors: Option<PathBuf>,
+    /// Also print the fitted model: per field and agreement level, m (chance among matches),
+    /// u (chance among non-matches) and the weight ln(m/u); then the prior and the EM runs.
+    #[arg(long)]
+    model: bool,
 }
 
 pub fn run(command: LinkageCommand) -> Result<()> {
@@ -123,7 +127,7 @@ pub fn run(command: LinkageCommand) -> Result<()> {
             }
             Ok(())
         }
-        LinkageCommand::Run { dir, report: Report { threshold, min_link, errors } } => {
+        LinkageCommand::Run { dir, report: Report { threshold, min_link, errors, model } } => {
             let mut found = false;
             for (label, records, truth, columns) in [
                 ("people", "records.csv", "truth.csv", synth::PEOPLE_COLUMNS),
@@ -134,7 +138,7 @@ pub fn run(command: LinkageCommand) -> Result<()> {
                     let errors = errors.as_ref().map(|path| labelled(path, label));
                     let paths = BenchFiles { records: &dir.join(records), truth: &dir.join(truth), errors };
                     let mapping: Vec<String> = columns[1..].iter().map(|(c, k)| format!("{c}={k}")).collect();
-                    bench(&paths, columns[0].0, &mapping, threshold, min_link)?;
+                    bench(&paths, columns[0].0, &mapping, threshold, min_link, model)?;
                 }
             }
             if !found {
@@ -145,10 +149,16 @@ pub fn run(command: LinkageCommand) -> Result<()> {
             }
             Ok(())
         }
-        LinkageCommand::Score { input, id_column, columns, truth, report: Report { threshold, min_link, errors } } => {
+        LinkageCommand::Score {
+            input,
+            id_column,
+            columns,
+            truth,
+            report: Report { threshold, min_link, errors, model },
+        } => {
             dedupe::check_probability("--threshold", threshold, false)?;
             let paths = BenchFiles { records: &input, truth: &truth, errors };
-            bench(&paths, &id_column, &columns, threshold, min_link)
+            bench(&paths, &id_column, &columns, threshold, min_link, model)
         }
     }
 }
@@ -187,7 +197,14 @@ struct BenchFiles<'a> {
     errors: Option<PathBuf>,
 }
 
-fn bench(files: &BenchFiles, id_column: &str, mapping: &[String], threshold: f64, min_link: Option<f64>) -> Result<()> {
+fn bench(
+    files: &BenchFiles,
+    id_column: &str,
+    mapping: &[String],
+    threshold: f64,
+    min_link: Option<f64>,
+    show_model: bool,
+) -> Result<()> {
     let (records, truth) = (files.records, files.truth);
     let table = dedupe::read_table(records)?;
     let rows = files.errors.as_ref().map(|_| (table.header.clone(), table.rows.clone()));
@@ -261,9 +278,41 @@ fn bench(files: &BenchFiles, id_column: &str, mapping: &[String], threshold: f64
         Some(t) => writeln!(out, "  lowest reported threshold with precision >= {AUTO_MERGE_PRECISION}: {t}")?,
         None => writeln!(out, "  no reported threshold reaches precision {AUTO_MERGE_PRECISION}")?,
     }
+    if show_model {
+        write_model(&mut out, &outcome.result.model)?;
+    }
     if let (Some(path), Some((header, rows))) = (&files.errors, rows) {
         let written = write_errors(path, &header, &rows, &plan, &outcome, &entities, threshold)?;
         writeln!(out, "  {written} pairs got wrong at {threshold} written to {}", path.display())?;
+    }
+    Ok(())
+}
+
+/// The fitted model (`--model`): each field's m, u and weight per level, the prior and the EM runs.
+fn write_model(out: &mut impl Write, model: &Model) -> Result<()> {
+    writeln!(out, "  model: prior {:.3e}", model.prior)?;
+    for field in &model.fields {
+        writeln!(out, "    {} ({}), present in {} records", field.name, field.kind, field.present())?;
+        for (level, (m, u)) in field.kind.levels().iter().zip(field.m.iter().zip(&field.u)) {
+            writeln!(out, "      {level:<18} m {m:.4}  u {u:.3e}  ln(m/u) {:+.2}", (m / u).ln())?;
+        }
+    }
+    for session in &model.sessions {
+        let left_out: Vec<&str> = model
+            .fields
+            .iter()
+            .enumerate()
+            .filter(|(k, _)| *k < 64 && session.excluded_fields & (1u64 << k) != 0)
+            .map(|(_, f)| f.name.as_str())
+            .collect();
+        writeln!(
+            out,
+            "    EM without [{}]: {} pairs, {} iterations, match share {:.4}",
+            left_out.join(", "),
+            session.pairs,
+            session.iterations,
+            session.match_share
+        )?;
     }
     Ok(())
 }

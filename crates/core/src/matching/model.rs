@@ -75,6 +75,11 @@ impl FieldModel {
         }
     }
 
+    /// Number of records where this field is present (0 before the values were counted).
+    pub fn present(&self) -> u32 {
+        self.present
+    }
+
     /// How common a value is when the field's values were not counted (a pair weighed on its
     /// own, as at entry): as if it were held once, its sound by nobody else.
     pub(crate) fn uncounted(&self, value: &Prepared) -> ValueStats {
