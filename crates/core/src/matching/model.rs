@@ -11,7 +11,10 @@
 //! * `m` comes from expectation-maximisation over the candidate pairs, run separately for the
 //!   pairs proposed by each blocking class with that class's own fields left out: records that
 //!   share a surname key agree on the surname whether or not they match, so that agreement
-//!   says nothing about `m` of the surname — but their phones, e-mails and dates do.
+//!   says nothing about `m` of the surname — but their phones, e-mails and dates do. A
+//!   session takes only the pairs that agree exactly on the class's fields (pairs that share
+//!   no more than a coarse key, such as a phone's exchange, are mostly neighbours), and it
+//!   estimates the `u` of its own pairs alongside `m` (see [`estimate_m`]).
 //! * The prior (the chance that two random records match) is the fixed point of "expected
 //!   number of matches among the candidates divided by the number of possible pairs".
 //!
@@ -36,6 +39,9 @@ const M_PRIOR_STRENGTH: f64 = 20.0;
 const U_PRIOR_STRENGTH: f64 = 100.0;
 /// No single field moves the log-odds by more than this many nats either way.
 const MAX_FIELD_WEIGHT: f64 = 18.0;
+/// Pseudo-count (in pairs) of the prior of a session's `u` (see [`estimate_m`]): the `u` of
+/// all pairs.
+const U_SESSION_PRIOR: f64 = 100.0;
 const PROBABILITY_FLOOR: f64 = 1e-7;
 
 /// Parameters of one field.
@@ -425,8 +431,17 @@ pub(crate) struct Patterns {
     pub counts: Vec<(Vec<u8>, u64)>,
 }
 
-/// Runs EM for each session with `u` fixed, pools the expected level counts of the matching
-/// pairs across sessions, and sets each field's `m` from them.
+/// Runs EM for each session, pools the expected level counts of the matching pairs across
+/// sessions, and sets each field's `m` from them.
+///
+/// A session's pairs share a blocking key, and its non-matches share more than chance would
+/// give: restaurants of one cuisine are often in one town, with numbers of one exchange. Their
+/// level distribution (`u` within the session) is therefore estimated with `m`: it starts from
+/// the session's own level frequencies (most candidate pairs are non-matches) and then follows
+/// the expected non-matches, smoothed towards the field's `u` over all pairs by
+/// [`U_SESSION_PRIOR`] pseudo-pairs. Measured against the `u` of random pairs instead, that
+/// shared agreement counted as evidence of a match and EM took neighbours for duplicates.
+/// The session's `u` serves only the estimate of `m`; scoring uses the `u` of all pairs.
 pub(crate) fn estimate_m(fields: &mut [FieldModel], sessions: &[Patterns], max_iterations: usize) -> Vec<EmSession> {
     let n = fields.len();
     let mut pooled: Vec<Vec<f64>> = fields.iter().map(|f| vec![0.0; f.m.len()]).collect();
@@ -438,12 +453,22 @@ pub(crate) fn estimate_m(fields: &mut [FieldModel], sessions: &[Patterns], max_i
         }
         let included: Vec<bool> = (0..n).map(|k| k >= 64 || session.excluded_fields & (1u64 << k) == 0).collect();
         let mut m: Vec<Vec<f64>> = fields.iter().map(|f| default_m(f.m.len())).collect();
+        let mut seen: Vec<Vec<f64>> = fields.iter().map(|f| vec![0.0; f.m.len()]).collect();
+        for (pattern, count) in &session.counts {
+            for (k, &level) in pattern.iter().enumerate() {
+                if level != MISSING && included[k] {
+                    seen[k][usize::from(level)] += *count as f64;
+                }
+            }
+        }
+        let mut u: Vec<Vec<f64>> = fields.iter().zip(&seen).map(|(f, counts)| session_u(counts, &f.u)).collect();
         let mut share = 0.1f64;
         let mut expected: Vec<Vec<f64>> = fields.iter().map(|f| vec![0.0; f.m.len()]).collect();
+        let mut expected_non: Vec<Vec<f64>> = fields.iter().map(|f| vec![0.0; f.m.len()]).collect();
         let mut iterations = 0;
         for iteration in 0..max_iterations.max(1) {
             iterations = iteration + 1;
-            for row in expected.iter_mut() {
+            for row in expected.iter_mut().chain(expected_non.iter_mut()) {
                 row.iter_mut().for_each(|v| *v = 0.0);
             }
             let prior = logit(share);
@@ -456,13 +481,14 @@ pub(crate) fn estimate_m(fields: &mut [FieldModel], sessions: &[Patterns], max_i
                         continue;
                     }
                     let l = usize::from(level);
-                    log_odds += (m[k][l].max(PROBABILITY_FLOOR) / fields[k].u[l]).ln();
+                    log_odds += (m[k][l].max(PROBABILITY_FLOOR) / u[k][l]).ln();
                 }
                 let g = sigmoid(log_odds) * count as f64;
                 matched += g;
                 for (k, &level) in pattern.iter().enumerate() {
                     if level != MISSING && included[k] {
                         expected[k][usize::from(level)] += g;
+                        expected_non[k][usize::from(level)] += count as f64 - g;
                     }
                 }
             }
@@ -473,7 +499,8 @@ pub(crate) fn estimate_m(fields: &mut [FieldModel], sessions: &[Patterns], max_i
                 if !included[k] {
                     continue;
                 }
-                let new_m = smoothed_monotone_m(&expected[k], &fields[k].u);
+                u[k] = session_u(&expected_non[k], &fields[k].u);
+                let new_m = smoothed_monotone_m(&expected[k], &u[k]);
                 for (old, new) in m[k].iter_mut().zip(new_m) {
                     change = change.max((*old - new).abs());
                     *old = new;
@@ -501,6 +528,17 @@ pub(crate) fn estimate_m(fields: &mut [FieldModel], sessions: &[Patterns], max_i
         field.m = smoothed_monotone_m(counts, &field.u);
     }
     report
+}
+
+/// A session's `u` from its (expected) non-matching level counts, smoothed towards the
+/// field's `u` over all pairs.
+fn session_u(counts: &[f64], all_pairs: &[f64]) -> Vec<f64> {
+    let total: f64 = counts.iter().sum();
+    counts
+        .iter()
+        .zip(all_pairs)
+        .map(|(c, u)| ((c + U_SESSION_PRIOR * u) / (total + U_SESSION_PRIOR)).clamp(PROBABILITY_FLOOR, 1.0))
+        .collect()
 }
 
 /// `m` from expected counts: Dirichlet-smoothed towards the default, then the ratio m/u made
@@ -717,5 +755,30 @@ mod tests {
         weights.extend(vec![-30.0; 1000]);
         let prior = estimate_prior(&weights, 1e6);
         assert!((prior - 1e-4).abs() < 1e-6, "{prior}");
+    }
+
+    /// Pairs blocked on one field share more than that field: two restaurants of one cuisine
+    /// are often in one town, with numbers from one exchange. Against `u` of random pairs,
+    /// that agreement looks like evidence of a match, and EM took the neighbours for matches.
+    #[test]
+    fn em_learns_what_the_non_matches_of_a_session_share() {
+        let mut fields = vec![
+            FieldModel::with_defaults("name", FieldKind::CompanyName),
+            FieldModel::with_defaults("city", FieldKind::City),
+            FieldModel::with_defaults("phone", FieldKind::Phone),
+            FieldModel::with_defaults("type", FieldKind::Text),
+        ];
+        fields[0].u = vec![0.998, 0.001, 0.0005, 0.0005];
+        fields[1].u = vec![0.78, 0.01, 0.01, 0.2];
+        fields[2].u = vec![0.9989, 0.0006, 0.0001, 0.0004];
+        // Pairs of one type (field 3, left out): 40 matches, 400 neighbours, 1,560 strangers.
+        let session = Patterns {
+            excluded_fields: 1 << 3,
+            counts: vec![(vec![0, 0, 0, MISSING], 1560), (vec![0, 3, 1, MISSING], 400), (vec![3, 3, 3, MISSING], 40)],
+        };
+        estimate_m(&mut fields, &[session], 200);
+        let name = &fields[0].m;
+        // The 40 matches all agree on the name; before, the 400 neighbours counted as matches.
+        assert!(name[0] < 0.1 && name[3] > 0.8, "m of the name's levels: {name:?}");
     }
 }
