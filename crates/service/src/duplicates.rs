@@ -1448,6 +1448,12 @@ mod tests {
         assert!(score("contacts", a.clone(), second_phone) < warn);
         let elsewhere = serde_json::json!({"name": "王伟", "company_id": "01a23291-992f-736a-979d-086dc7e38999"});
         assert!(score("contacts", a, elsewhere) < 0.01);
+        // Colleagues: one company, one office address, other names.
+        let office = "上海市浦东新区世纪大道100号环球金融中心25楼";
+        let colleague = |name: &str| serde_json::json!({"name": name, "company_id": company, "address": office});
+        for (x, y) in [("王倩轩", "王惠永"), ("王倩轩", "李明"), ("Emily Carter", "John Smith")] {
+            assert!(score("contacts", colleague(x), colleague(y)) < warn, "{x} and {y}");
+        }
         // A shared title weighs nothing at entry (the scan estimates what it is worth): two
         // 张伟 who are both sales managers score as two 张伟.
         let name_only = score("contacts", serde_json::json!({"name": "张伟"}), serde_json::json!({"name": "張偉"}));
