@@ -955,7 +955,7 @@ mod tests {
         let cities = ["springfield", "riverton", "lakeside", "fairview", "greenville"];
         let mut rows: Vec<[String; 4]> = Vec::new();
         let mut entity: Vec<usize> = Vec::new();
-        // Two businesses of the first building, each entered once.
+        // Two businesses of the first building (rows of the first and the third).
         let mut neighbours = None;
         for b in 0..40usize {
             let addr = format!("{} {}", 100 + b * 7, streets[b % streets.len()]);
