@@ -239,6 +239,37 @@ fn any_labelled_file_is_scored() {
     let wrong = std::fs::read_to_string(&errors).unwrap();
     assert_eq!(wrong.lines().count(), 1, "{wrong}");
     assert!(wrong.starts_with("kind,score,levels,a.first,a.last,a.born,a.phone,a.rec,b.first,"), "{wrong}");
+    // `--model` adds the fitted model: each field with its kind and how many records hold it,
+    // m and u of every level (each a distribution), and the EM runs.
+    let out = custodian(&[args.clone(), vec!["--model"]].concat());
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let report = String::from_utf8_lossy(&out.stdout);
+    let model: Vec<&str> = report.lines().skip_while(|l| !l.trim_start().starts_with("model: prior")).collect();
+    assert!(!model.is_empty(), "{report}");
+    for field in ["first (given_name)", "last (surname)", "born (date)", "phone (phone)"] {
+        assert!(model.iter().any(|l| l.trim() == format!("{field}, present in 7 records")), "{report}");
+    }
+    let phone: Vec<&str> = model
+        .iter()
+        .skip_while(|l| !l.contains("phone (phone)"))
+        .skip(1)
+        .take_while(|l| l.starts_with("      "))
+        .copied()
+        .collect();
+    let levels: Vec<&str> = phone.iter().filter_map(|l| l.split_whitespace().next()).collect();
+    assert_eq!(levels, ["different", "partial", "one_typo", "exact"], "{report}");
+    let column = |name: &str| -> f64 {
+        phone
+            .iter()
+            .map(|l| {
+                let cells: Vec<&str> = l.split_whitespace().collect();
+                let at = cells.iter().position(|c| *c == name).unwrap();
+                cells[at + 1].parse::<f64>().unwrap()
+            })
+            .sum()
+    };
+    assert!((column("m") - 1.0).abs() < 1e-3 && (column("u") - 1.0).abs() < 1e-3, "{report}");
+    assert!(model.iter().any(|l| l.trim_start().starts_with("EM without [")), "{report}");
     // At a threshold no pair reaches, every true pair is listed, each with both records' values
     // (the id column need not come first).
     let strict = [args.clone(), vec!["--errors", errors.to_str().unwrap()]].concat();
