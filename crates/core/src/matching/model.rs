@@ -279,8 +279,9 @@ pub struct Model {
     pub fields: Vec<FieldModel>,
     /// Probability that two records drawn at random are the same entity.
     pub prior: f64,
-    /// EM diagnostics: (blocking class fields, iterations, estimated share of matches among
-    /// that class's candidate pairs).
+    /// EM diagnostics, one per run: the blocking class's fields, the pairs it ran on (the
+    /// class's candidate pairs that agree exactly on those fields), iterations, and the
+    /// estimated share of matches among those pairs.
     pub sessions: Vec<EmSession>,
 }
 
@@ -289,6 +290,7 @@ pub struct Model {
 pub struct EmSession {
     /// Bit set of the fields left out (those the blocking keys were made from).
     pub excluded_fields: u64,
+    /// Candidate pairs of the run: those agreeing exactly on the fields left out.
     pub pairs: usize,
     pub iterations: usize,
     pub match_share: f64,
