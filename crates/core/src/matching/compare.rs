@@ -200,7 +200,7 @@ pub fn token_set_similarity<S: AsRef<str>>(a: &[S], b: &[S]) -> (f64, f64) {
 
 /// Agreement level of two prepared values of the same kind, in `0..kind.level_count()`.
 pub fn compare(kind: FieldKind, a: &Prepared, b: &Prepared) -> u8 {
-    let top = (kind.level_count() - 1) as u8;
+    let top = kind.exact_level();
     if a.exact == b.exact {
         return top;
     }

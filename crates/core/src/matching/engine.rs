@@ -372,7 +372,7 @@ impl Matcher {
         weights: &[f64],
     ) {
         let width = levels.width;
-        let tops: Vec<u8> = model.fields.iter().map(|f| (f.m.len() - 1) as u8).collect();
+        let tops: Vec<u8> = model.fields.iter().map(|f| f.kind.exact_level()).collect();
         let mut agreeing = vec![0.0f64; width];
         let mut agreeing_non_match = vec![0.0f64; width];
         // Per field and holder-count bucket: (agreeing pairs, their expected non-matches).
@@ -468,7 +468,7 @@ impl Matcher {
     /// entity".
     fn sessions(&self, proposed_by: &[u32], class_sets: &[u64], levels: &LevelRows) -> Vec<Patterns> {
         let width = self.kinds.len();
-        let tops: Vec<u8> = self.kinds.iter().map(|k| (k.level_count() - 1) as u8).collect();
+        let tops: Vec<u8> = self.kinds.iter().map(|k| k.exact_level()).collect();
         let mut field_sets: Vec<u64> = self.classes.iter().map(|c| c.fields).collect();
         field_sets.sort_unstable();
         field_sets.dedup();

@@ -94,6 +94,11 @@ impl FieldKind {
     pub fn level_count(self) -> usize {
         self.levels().len()
     }
+
+    /// The highest level: exact agreement after normalisation.
+    pub fn exact_level(self) -> u8 {
+        (self.level_count() - 1) as u8
+    }
 }
 
 impl fmt::Display for FieldKind {
