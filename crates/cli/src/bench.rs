@@ -1714,7 +1714,7 @@ async fn scan(args: &BenchArgs, ws: &mut Workspace) -> Result<Vec<Row>> {
     let reset = std::fs::write("/proc/self/clear_refs", "5").is_ok();
     let rss_before = read_status_kb("VmRSS").unwrap_or(0);
     let t = Instant::now();
-    let job = service.start_duplicate_scan(&ctx, "contacts").await.map_err(|e| anyhow!("start scan: {e}"))?;
+    let job = service.start_duplicate_scan(&ctx, "contacts", None).await.map_err(|e| anyhow!("start scan: {e}"))?;
     let done = loop {
         tokio::time::sleep(Duration::from_millis(100)).await;
         let view = service.duplicate_scan_job(&ctx, job.id).await.map_err(|e| anyhow!("scan job: {e}"))?;

@@ -482,7 +482,12 @@ both_backends!(merge_reparents_and_undo_restores_the_exact_state, |app: TestApp|
 
 /// Starts a contacts scan and waits until it is done.
 async fn run_scan(app: &TestApp, token: &str) -> Value {
-    let r = as_user(app, token, Method::POST, "/api/v1/duplicates/scan", Some(json!({"object": "contacts"}))).await;
+    run_scan_with(app, token, json!({"object": "contacts"})).await
+}
+
+/// Starts a scan with `body` and waits until it is done.
+async fn run_scan_with(app: &TestApp, token: &str, body: Value) -> Value {
+    let r = as_user(app, token, Method::POST, "/api/v1/duplicates/scan", Some(body)).await;
     assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.body);
     let job = id_of(&r.body);
     for _ in 0..600 {
@@ -577,6 +582,126 @@ both_backends!(scan_proposes_pairs_and_dismissed_pairs_are_never_proposed_again,
     let events = app.store.list_audit(0, 100_000).await.unwrap();
     assert!(events.iter().any(|e| e.action == "duplicates.scan"));
     assert!(events.iter().any(|e| e.action == "duplicates.dismiss" && e.body.contains("父子同名")));
+});
+
+both_backends!(auto_merge_is_off_by_default_merges_only_sure_groups_and_is_undone_exactly, |app: TestApp| async move {
+    let steward = user(&app, "steward9", "data_steward").await;
+    let rep = user(&app, "rep9", "sales_rep").await;
+    let company = app.create("companies", json!({"name": "杭州云图信息科技有限公司"})).await;
+    let person = |name: &str, mobile: &str| {
+        json!({"name": name, "mobile": mobile, "birth_date": "1985-03-07", "address": "杭州市西湖区文三路 90 号",
+               "wechat": "zhangwei_hz", "company_id": id_of(&company), "title": "采购经理"})
+    };
+    // The same person twice (another mobile): the older record must survive.
+    let older = app.create("contacts", person("张伟", "13812340001")).await;
+    let confirm = json!({"reason": "the steward will look"});
+    let r = app
+        .post("/api/v1/contacts", json!({"fields": person("張偉", "13812340002"), "confirm_not_duplicate": confirm}))
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    let newer = r.body;
+    // A likely pair, but not a sure one: a namesake with the birth date only.
+    let r = app
+        .post(
+            "/api/v1/contacts",
+            json!({"fields": {"name": "张伟", "birth_date": "1985-03-07"}, "confirm_not_duplicate": confirm}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    for (i, name) in ["李娜", "王强", "赵雷", "Emily Carter", "周杰", "吴敏"].iter().enumerate() {
+        app.create("contacts", json!({"name": name, "mobile": format!("1360000000{i}"), "birth_date": format!("19{}-0{}-1{}", 70 + i, i + 1, i)})).await;
+    }
+    let activity = app
+        .create(
+            "activities",
+            json!({"subject": "拜访", "kind": "visit", "related_object": "contacts", "related_id": id_of(&newer)}),
+        )
+        .await;
+    let (o, n, a) = (id_of(&older), id_of(&newer), id_of(&activity));
+    let records = [("contacts", o.as_str()), ("contacts", n.as_str()), ("activities", a.as_str())];
+    let before = snapshot(&app, &records).await;
+    let is_pair = |c: &Value, x: &str, y: &str| {
+        let ids: Vec<&str> = c["records"].as_array().unwrap().iter().map(|r| r["id"].as_str().unwrap()).collect();
+        ids.contains(&x) && ids.contains(&y)
+    };
+
+    // Off by default: a scan only proposes, even a pair it is sure of.
+    let job = run_scan(&app, &steward).await;
+    assert!(job["auto_merge"].is_null(), "{job}");
+    let queue = as_user(&app, &steward, Method::GET, "/api/v1/duplicates?object=contacts", None).await.body;
+    let items = queue["items"].as_array().unwrap().clone();
+    let sure = items.iter().find(|c| is_pair(c, &o, &n)).unwrap_or_else(|| panic!("{queue}"));
+    assert!(sure["score"].as_f64().unwrap() >= 0.99, "{sure}");
+    assert!(items.iter().any(|c| c["score"].as_f64().unwrap() < 0.99), "a pair below the threshold: {queue}");
+    assert_eq!(snapshot(&app, &records).await, before);
+
+    // Asking for it: stewards only, with a fresh second factor, never below the floor.
+    let ask = |threshold: Value| json!({"object": "contacts", "auto_merge": {"threshold": threshold}});
+    let r = as_user(&app, &rep, Method::POST, "/api/v1/duplicates/scan", Some(ask(json!(0.99)))).await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN, "{}", r.body);
+    let r = as_user(&app, &steward, Method::POST, "/api/v1/duplicates/scan", Some(ask(json!(0.99)))).await;
+    assert_eq!((r.status, r.code()), (StatusCode::PRECONDITION_REQUIRED, "step_up_required"), "{}", r.body);
+    let r = app.step_up(&steward, "steward9").await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    for (bad, code) in [
+        (ask(json!(0.9)), "out_of_range"),
+        (ask(json!(1.5)), "out_of_range"),
+        (ask(json!("high")), "malformed_request"),
+        (json!({"object": "deals", "auto_merge": {"threshold": 0.999}}), "not_supported"),
+        (json!({"object": "contacts", "auto_merge": {"threshold": 0.99, "rule": "oldest"}}), "invalid"),
+        (json!({"object": "contacts", "auto_merge": {"threshold": 0.99, "now": true}}), "malformed_request"),
+    ] {
+        let r = as_user(&app, &steward, Method::POST, "/api/v1/duplicates/scan", Some(bad.clone())).await;
+        assert!(r.status.is_client_error(), "{bad}: {}", r.body);
+        assert!(r.body.to_string().contains(code), "{bad}: {}", r.body);
+    }
+    let scans = |events: &[custodian_store::AuditRow]| events.iter().filter(|e| e.action == "duplicates.scan").count();
+    assert_eq!(scans(&app.store.list_audit(0, 100_000).await.unwrap()), 1, "refused scans start nothing");
+    assert_eq!(snapshot(&app, &records).await, before);
+
+    let job = run_scan_with(
+        &app,
+        &steward,
+        json!({"object": "contacts", "auto_merge": {"threshold": 0.99, "rule": "most_complete"}}),
+    )
+    .await;
+    let outcome = &job["auto_merge"];
+    assert_eq!((outcome["threshold"].as_f64(), outcome["rule"].as_str()), (Some(0.99), Some("most_complete")));
+    assert_eq!((outcome["merged"].as_u64(), outcome["records_merged"].as_u64()), (Some(1), Some(1)), "{job}");
+    // The older record survives; the newer is a tombstone; the activity follows the survivor.
+    let tombstone = app.get(&format!("/api/v1/contacts/{n}")).await.body;
+    assert!(tombstone["deleted_at"].is_string());
+    assert_eq!(tombstone["merged_into"], o.as_str());
+    let moved = app.get(&format!("/api/v1/activities/{}", id_of(&activity))).await.body;
+    assert_eq!(moved["fields"]["related_id"], o.as_str());
+    // What was sure is merged, with the merge named; everything else waits for a steward.
+    let merged = as_user(&app, &steward, Method::GET, "/api/v1/duplicates?object=contacts&status=merged", None).await;
+    let merged_items = merged.body["items"].as_array().unwrap();
+    assert_eq!(merged_items.len(), 1, "{}", merged.body);
+    assert!(merged_items[0]["score"].as_f64().unwrap() >= 0.99);
+    let merge_id = merged_items[0]["merge_id"].as_str().unwrap().to_owned();
+    let open = as_user(&app, &steward, Method::GET, "/api/v1/duplicates?object=contacts", None).await.body;
+    assert!(!open["items"].as_array().unwrap().is_empty(), "{open}");
+    for c in open["items"].as_array().unwrap() {
+        assert!(c["score"].as_f64().unwrap() < 0.99 && c["merge_id"].is_null(), "{c}");
+    }
+    // The merge was the system's, on the steward's request, and says so.
+    let m = as_user(&app, &steward, Method::GET, &format!("/api/v1/merges/{merge_id}"), None).await.body;
+    assert_eq!(m["survivor_id"], o.as_str());
+    assert_eq!(m["loser_ids"], json!([n]));
+    assert_eq!(m["auto"]["scan_job_id"], job["id"]);
+    assert_eq!(m["auto"]["threshold"].as_f64(), Some(0.99));
+    let me = as_user(&app, &steward, Method::GET, "/api/v1/me", None).await.body;
+    assert_eq!(m["auto"]["requested_by"], me["id"]);
+    let events = app.store.list_audit(0, 100_000).await.unwrap();
+    let merge_event = events.iter().find(|e| e.action == "record.merge").expect("merge audited");
+    assert_eq!(merge_event.actor_id, None);
+    assert!(merge_event.body.contains(job["id"].as_str().unwrap()), "{}", merge_event.body);
+
+    // Undone exactly, by the steward, from the review queue's merge id.
+    let r = as_user(&app, &steward, Method::POST, &format!("/api/v1/merges/{merge_id}/undo"), None).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert_eq!(snapshot(&app, &records).await, before);
 });
 
 both_backends!(a_batch_is_checked_against_the_store_and_against_itself, |app: TestApp| async move {
@@ -716,6 +841,7 @@ both_backends!(a_scan_whose_server_died_is_taken_over_by_another, |app: TestApp|
         records: 0,
         pairs: 0,
         error: None,
+        auto_merge: None,
     };
     let queued = custodian_store_tests::cases::scan_job_queued(&scan);
     app.store.create_scan_job(scan.clone(), queued.clone(), AuditDraft::new("duplicates.scan")).await.unwrap();

@@ -18,6 +18,7 @@
 //! proposed again, at entry or by a scan.
 
 use crate::access::Operation;
+use crate::auto_merge::AutoMerge;
 use crate::error::{ServiceError, ServiceResult};
 use crate::view::micros_to_rfc3339;
 use crate::{RequestContext, Service};
@@ -234,7 +235,7 @@ impl Policy {
     }
 
     /// The matcher of `threads` worker threads (0: one per core).
-    fn matcher_on(&self, threads: usize) -> Option<Matcher> {
+    pub(crate) fn matcher_on(&self, threads: usize) -> Option<Matcher> {
         let fields = self.compare.iter().map(|(name, kind)| FieldSpec::new(*name, *kind)).collect();
         Matcher::new(fields, MatchConfig { threads, ..MatchConfig::default() }).ok()
     }
@@ -928,6 +929,15 @@ pub(crate) fn reasons(matcher: &Matcher, a: &PreparedRecord, b: &PreparedRecord,
 
 // ---- scan and review queue (A5) ------------------------------------------------------------
 
+/// Aborts a background task when dropped (also on an early return).
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 /// A duplicate scan job as callers see it.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct ScanJobView {
@@ -940,18 +950,31 @@ pub struct ScanJobView {
     pub records: i64,
     pub pairs: i64,
     pub error: Option<String>,
+    /// The auto-merge the scan was asked for, with what it did once done: `{threshold, rule,
+    /// merged, records_merged, left_for_review, refused}`; `null` when it only proposes pairs.
+    pub auto_merge: Option<Value>,
+}
+
+/// The auto-merge a scan job asked for and has not done yet.
+fn pending_auto_merge(job: &ScanJobRow) -> Option<AutoMerge> {
+    let asked = job.auto_merge.as_ref()?;
+    let done = asked.get("merged").is_some() || asked.get("error").is_some();
+    if done || job.status == "failed" { None } else { AutoMerge::from_json(asked) }
 }
 
 fn job_view(job: &ScanJobRow) -> ScanJobView {
+    // A scan whose auto-merge is still to come is running, as far as its caller can tell.
+    let status = if job.status == "done" && pending_auto_merge(job).is_some() { "running" } else { &job.status };
     ScanJobView {
         id: job.id,
         object: job.object.clone(),
-        status: job.status.clone(),
+        status: status.to_owned(),
         created_at: micros_to_rfc3339(job.created_at),
         finished_at: job.finished_at.map(micros_to_rfc3339),
         records: job.records,
         pairs: job.pairs,
         error: job.error.clone(),
+        auto_merge: job.auto_merge.clone(),
     }
 }
 
@@ -969,6 +992,8 @@ pub struct CandidateView {
     pub records: Vec<Value>,
     /// Records of the pair outside the caller's read scope (counted, not shown).
     pub hidden_records: usize,
+    /// The merge that took a "merged" pair (`POST /api/v1/merges/{id}/undo` undoes it).
+    pub merge_id: Option<Uuid>,
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -978,11 +1003,15 @@ pub struct CandidatePage {
 }
 
 impl Service {
-    /// Starts a background scan of an object's active records; returns the job at once.
+    /// Starts a background scan of an object's active records; returns the job at once. With
+    /// `auto_merge`, the scan also merges the groups it is surest of (see `auto_merge`): that
+    /// takes a fresh second factor, like a merge, and a threshold no lower than the object's
+    /// floor.
     pub async fn start_duplicate_scan(
         self: &Arc<Self>,
         ctx: &RequestContext,
         object: &str,
+        auto_merge: Option<AutoMerge>,
     ) -> ServiceResult<ScanJobView> {
         let def = self.object_def(object)?;
         if let Err(e) = self.require_merge(ctx) {
@@ -997,6 +1026,10 @@ impl Service {
                 format!("{} 不支持查重。", def.name),
             )]));
         }
+        if let Some(settings) = &auto_merge {
+            settings.check(&def.name)?;
+            self.require_step_up(ctx, "duplicates.auto_merge").await?;
+        }
         let job = ScanJobRow {
             id: Uuid::now_v7(),
             object: def.name.clone(),
@@ -1007,6 +1040,7 @@ impl Service {
             records: 0,
             pairs: 0,
             error: None,
+            auto_merge: auto_merge.map(AutoMerge::to_json),
         };
         // The scan runs as a leased background job: started here at once, and taken over by
         // another server (from the start) when this one dies before finishing it.
@@ -1014,15 +1048,17 @@ impl Service {
         let queued = JobRow::pending(JOB_DUPLICATE_SCAN, &def.name, params, job.requested_by, job.created_at);
         let mut audit = self.audit_draft(ctx, "duplicates.scan");
         audit.object = Some(def.name.clone());
-        audit.details = json!({ "job_id": job.id });
+        audit.details = json!({ "job_id": job.id, "auto_merge": job.auto_merge });
         self.store.create_scan_job(job.clone(), queued, audit).await?;
         self.start_jobs();
         Ok(job_view(&job))
     }
 
-    /// Runs the claimed background job of a duplicate scan: the whole scan in one step, with
-    /// the job's lease renewed while it runs. Only the holder of the lease stores the result; a
-    /// scan already finished (by a server that died before closing its job) is only closed.
+    /// Runs the claimed background job of a duplicate scan: the whole scan in one step, then
+    /// its auto-merge when it was asked for one, with the job's lease renewed while they run.
+    /// Only the holder of the lease stores the result and merges. A scan already finished (by
+    /// a server that died before closing its job) is only closed, after the auto-merge it still
+    /// owes (which starts again from the scan's open pairs: what was merged is no longer open).
     /// Returns false when the lease was lost.
     pub(crate) async fn run_scan_job(&self, claimant: &str, job: &JobRow) -> ServiceResult<bool> {
         let lease = self.config.job_lease_secs.max(1) * 1_000_000;
@@ -1049,14 +1085,15 @@ impl Service {
             let failed = progress(0, Some(("failed", Some("no such duplicate scan".into()))));
             return self.store.save_job_progress(failed).await.map_err(Into::into);
         };
-        if scan.status != "running" {
+        let owed = pending_auto_merge(&scan);
+        if scan.status != "running" && owed.is_none() {
             return self.store.save_job_progress(progress(0, Some(("done", None)))).await.map_err(Into::into);
         }
-        // Renew the lease a few times per lease period while the scan runs.
+        // Renew the lease a few times per lease period while the scan and its auto-merge run.
         let store = Arc::clone(&self.store);
         let beat = progress(0, None);
         let period = std::time::Duration::from_micros((lease / 3).max(1) as u64);
-        let heartbeat = tokio::spawn(async move {
+        let _heartbeat = AbortOnDrop(tokio::spawn(async move {
             loop {
                 tokio::time::sleep(period).await;
                 let now = now_micros();
@@ -1065,28 +1102,49 @@ impl Service {
                     break;
                 }
             }
-        });
-        let outcome = self.run_duplicate_scan(&scan).await;
-        heartbeat.abort();
-        if !self.store.save_job_progress(progress(0, None)).await? {
-            tracing::warn!(job = %job.id, "lost the lease of a duplicate scan; another server runs it");
-            return Ok(false);
-        }
-        let (finished, candidates, status) = match outcome {
-            Ok((done, candidates)) => (done, candidates, ("done", None)),
-            Err(e) => {
-                tracing::error!(job = %scan.id, error = %e, "duplicate scan failed");
-                let failed = ScanJobRow {
-                    status: "failed".into(),
-                    finished_at: Some(now_micros()),
-                    error: Some(e.message.clone()),
-                    ..scan.clone()
-                };
-                (failed, Vec::new(), ("failed", Some(e.message)))
+        }));
+        let (mut records, mut status) = (scan.records, ("done", None));
+        if scan.status == "running" {
+            let outcome = self.run_duplicate_scan(&scan).await;
+            if !self.store.save_job_progress(progress(0, None)).await? {
+                tracing::warn!(job = %job.id, "lost the lease of a duplicate scan; another server runs it");
+                return Ok(false);
             }
-        };
-        let records = finished.records;
-        self.store.finish_scan_job(finished, candidates).await?;
+            let (finished, candidates) = match outcome {
+                Ok(done) => done,
+                Err(e) => {
+                    tracing::error!(job = %scan.id, error = %e, "duplicate scan failed");
+                    let failed = ScanJobRow {
+                        status: "failed".into(),
+                        finished_at: Some(now_micros()),
+                        error: Some(e.message.clone()),
+                        ..scan.clone()
+                    };
+                    status = ("failed", Some(e.message));
+                    (failed, Vec::new())
+                }
+            };
+            records = finished.records;
+            self.store.finish_scan_job(finished, candidates).await?;
+        }
+        if status.0 == "done"
+            && let Some(settings) = owed
+        {
+            // Only the holder of the lease merges.
+            if !self.store.save_job_progress(progress(records, None)).await? {
+                tracing::warn!(job = %job.id, "lost the lease of a duplicate scan; another server merges");
+                return Ok(false);
+            }
+            let outcome = self.auto_merge_scan(&scan, settings).await.unwrap_or_else(|e| {
+                tracing::error!(job = %scan.id, error = %e, "auto-merge failed");
+                let mut failed = settings.to_json();
+                if let Value::Object(o) = &mut failed {
+                    o.insert("error".into(), json!(e.message));
+                }
+                failed
+            });
+            self.store.set_scan_auto_merge(scan.id, outcome).await?;
+        }
         self.store.save_job_progress(progress(records, Some(status))).await.map_err(Into::into)
     }
 
@@ -1184,6 +1242,7 @@ impl Service {
                 created_at: now,
                 decided_at: None,
                 decided_by: None,
+                merge_id: None,
             });
         }
         let done = ScanJobRow {
@@ -1255,6 +1314,7 @@ impl Service {
                 status: row.status,
                 records,
                 hidden_records: hidden,
+                merge_id: row.merge_id,
             });
         }
         self.audit_read(

@@ -47,7 +47,7 @@ impl MergeRule {
             _ => None,
         }
     }
-    fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             MergeRule::Survivor => "survivor",
             MergeRule::Newest => "newest",
@@ -64,6 +64,9 @@ pub struct MergeRequest {
     /// Field name → id of the record (survivor or loser) whose value the survivor takes.
     pub fields: BTreeMap<String, Uuid>,
     pub rule: MergeRule,
+    /// Set when a scan merges by itself (auto-merge): the scan job, its threshold and the
+    /// steward who asked for it, kept in the merge row and its audit event.
+    pub auto: Option<Value>,
 }
 
 /// One record a merge wrote.
@@ -85,6 +88,9 @@ pub struct MergeView {
     pub loser_ids: Vec<Uuid>,
     pub records: Vec<MergedRecord>,
     pub rule: String,
+    /// The scan job, threshold and requesting steward of an auto-merge; `None` for a
+    /// steward's own merge.
+    pub auto: Option<Value>,
     pub created_at: String,
     pub created_by: Option<Uuid>,
     pub undone_at: Option<String>,
@@ -99,6 +105,7 @@ fn merge_view(row: &MergeRow) -> MergeView {
         loser_ids: row.loser_ids.clone(),
         records: serde_json::from_value(row.records.clone()).unwrap_or_default(),
         rule: row.request.get("rule").and_then(Value::as_str).unwrap_or("survivor").to_owned(),
+        auto: row.request.get("auto").filter(|v| !v.is_null()).cloned(),
         created_at: micros_to_rfc3339(row.created_at),
         created_by: row.created_by,
         undone_at: row.undone_at.map(micros_to_rfc3339),
@@ -325,7 +332,7 @@ impl Service {
             survivor_id: survivor.record.id,
             loser_ids: losers_seen.clone(),
             records: serde_json::to_value(&touched).unwrap_or_default(),
-            request: json!({ "fields": request.fields, "rule": request.rule.as_str() }),
+            request: json!({ "fields": request.fields, "rule": request.rule.as_str(), "auto": request.auto }),
             created_at: now,
             created_by: actor,
             undone_at: None,
@@ -341,6 +348,7 @@ impl Service {
             "fields": request.fields,
             "rule": request.rule.as_str(),
             "records": touched,
+            "auto": request.auto,
         });
         self.apply_merge_batch(prepared, event, MergeChange::Record(Box::new(row.clone()))).await?;
         Ok(merge_view(&row))

@@ -196,13 +196,16 @@ pub(crate) async fn apply_merge(conn: &mut PgConnection, change: &MergeChange) -
             .execute(&mut *conn)
             .await
             .map_err(map_sqlx)?;
+            let mut members = vec![m.survivor_id];
+            members.extend(&m.loser_ids);
             sqlx::query(
-                "UPDATE duplicate_candidates SET status = 'merged', decided_at = $1, decided_by = $2 \
-                 WHERE status = 'open' AND (record_a = ANY($3) OR record_b = ANY($3))",
+                "UPDATE duplicate_candidates SET status = 'merged', decided_at = $1, decided_by = $2, merge_id = $4 \
+                 WHERE status = 'open' AND record_a = ANY($3) AND record_b = ANY($3)",
             )
             .bind(m.created_at)
             .bind(m.created_by)
-            .bind(&m.loser_ids)
+            .bind(&members)
+            .bind(m.id)
             .execute(&mut *conn)
             .await
             .map_err(map_sqlx)?;
@@ -241,8 +244,8 @@ pub(crate) async fn create_scan_job(
     let mut tx = pool.begin().await.map_err(map_sqlx)?;
     crate::jobs::insert_job(&mut tx, queued).await?;
     sqlx::query(
-        "INSERT INTO duplicate_scan_jobs (id, object, status, requested_by, created_at, finished_at, records, pairs, error) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        "INSERT INTO duplicate_scan_jobs (id, object, status, requested_by, created_at, finished_at, records, pairs, error, \
+         auto_merge) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
     )
     .bind(job.id)
     .bind(&job.object)
@@ -253,6 +256,7 @@ pub(crate) async fn create_scan_job(
     .bind(job.records)
     .bind(job.pairs)
     .bind(&job.error)
+    .bind(job.auto_merge.as_ref().map(Json))
     .execute(&mut *tx)
     .await
     .map_err(map_sqlx)?;
@@ -263,7 +267,8 @@ pub(crate) async fn create_scan_job(
 pub(crate) async fn finish_scan_job(pool: &PgPool, job: &ScanJobRow, candidates: &[CandidateRow]) -> StoreResult<()> {
     let mut tx = pool.begin().await.map_err(map_sqlx)?;
     let r = sqlx::query(
-        "UPDATE duplicate_scan_jobs SET status = $1, finished_at = $2, records = $3, pairs = $4, error = $5 WHERE id = $6",
+        "UPDATE duplicate_scan_jobs SET status = $1, finished_at = $2, records = $3, pairs = $4, error = $5, \
+         auto_merge = $7 WHERE id = $6",
     )
     .bind(&job.status)
     .bind(job.finished_at)
@@ -271,6 +276,7 @@ pub(crate) async fn finish_scan_job(pool: &PgPool, job: &ScanJobRow, candidates:
     .bind(job.pairs)
     .bind(&job.error)
     .bind(job.id)
+    .bind(job.auto_merge.as_ref().map(Json))
     .execute(&mut *tx)
     .await
     .map_err(map_sqlx)?;
@@ -286,7 +292,8 @@ pub(crate) async fn finish_scan_job(pool: &PgPool, job: &ScanJobRow, candidates:
         for c in candidates {
             sqlx::query(
                 "INSERT INTO duplicate_candidates (id, object, job_id, cluster_id, record_a, record_b, score, reasons, \
-                 status, created_at, decided_at, decided_by) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+                 status, created_at, decided_at, decided_by, merge_id) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
             )
             .bind(c.id)
             .bind(&c.object)
@@ -300,12 +307,26 @@ pub(crate) async fn finish_scan_job(pool: &PgPool, job: &ScanJobRow, candidates:
             .bind(c.created_at)
             .bind(c.decided_at)
             .bind(c.decided_by)
+            .bind(c.merge_id)
             .execute(&mut *tx)
             .await
             .map_err(map_sqlx)?;
         }
     }
     commit(tx).await
+}
+
+pub(crate) async fn set_scan_auto_merge(pool: &PgPool, id: Uuid, auto_merge: &Value) -> StoreResult<()> {
+    let r = sqlx::query("UPDATE duplicate_scan_jobs SET auto_merge = $1 WHERE id = $2")
+        .bind(Json(auto_merge))
+        .bind(id)
+        .execute(pool)
+        .await
+        .map_err(map_sqlx)?;
+    if r.rows_affected() == 0 {
+        return Err(StoreError::NotFound);
+    }
+    Ok(())
 }
 
 pub(crate) async fn dismiss_candidate(pool: &PgPool, id: Uuid, d: &DismissalRow, audit: AuditDraft) -> StoreResult<()> {
@@ -520,6 +541,7 @@ pub(crate) async fn get_scan_job(pool: &PgPool, id: Uuid) -> StoreResult<Option<
         records: row.try_get("records").map_err(map_sqlx)?,
         pairs: row.try_get("pairs").map_err(map_sqlx)?,
         error: row.try_get("error").map_err(map_sqlx)?,
+        auto_merge: row.try_get::<Option<Json<Value>>, _>("auto_merge").map_err(map_sqlx)?.map(|Json(v)| v),
     }))
 }
 
@@ -538,6 +560,7 @@ fn candidate_from_row(row: &PgRow) -> StoreResult<CandidateRow> {
         created_at: row.try_get("created_at").map_err(map_sqlx)?,
         decided_at: row.try_get("decided_at").map_err(map_sqlx)?,
         decided_by: row.try_get("decided_by").map_err(map_sqlx)?,
+        merge_id: row.try_get("merge_id").map_err(map_sqlx)?,
     })
 }
 
@@ -552,7 +575,7 @@ pub(crate) async fn list_candidates(
         "SELECT c.* FROM duplicate_candidates c \
          JOIN records a ON a.id = c.record_a JOIN records b ON b.id = c.record_b \
          WHERE c.object = $1 AND c.status = $2 AND ($3::uuid IS NULL OR c.id > $3) \
-         AND a.deleted_at IS NULL AND b.deleted_at IS NULL ORDER BY c.id LIMIT $4",
+         AND (c.status = 'merged' OR (a.deleted_at IS NULL AND b.deleted_at IS NULL)) ORDER BY c.id LIMIT $4",
     )
     .bind(object)
     .bind(status)

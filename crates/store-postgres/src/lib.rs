@@ -1325,6 +1325,10 @@ impl Store for PostgresStore {
         duplicates::finish_scan_job(&self.pool, &job, &candidates).await
     }
 
+    async fn set_scan_auto_merge(&self, id: Uuid, auto_merge: Value) -> StoreResult<()> {
+        duplicates::set_scan_auto_merge(&self.pool, id, &auto_merge).await
+    }
+
     async fn list_candidates(
         &self,
         object: &str,

@@ -182,19 +182,22 @@ pub(crate) async fn apply_merge(conn: &mut SqliteConnection, change: &MergeChang
             .execute(&mut *conn)
             .await
             .map_err(map_sqlx)?;
-            for loser in &m.loser_ids {
-                sqlx::query(
-                    "UPDATE duplicate_candidates SET status = 'merged', decided_at = ?, decided_by = ? \
-                     WHERE status = 'open' AND (record_a = ? OR record_b = ?)",
-                )
-                .bind(m.created_at)
-                .bind(opt_uuid(m.created_by))
-                .bind(loser.to_string())
-                .bind(loser.to_string())
-                .execute(&mut *conn)
-                .await
-                .map_err(map_sqlx)?;
-            }
+            let mut members = vec![m.survivor_id];
+            members.extend(&m.loser_ids);
+            let members = serde_json::to_string(&members).map_err(internal)?;
+            sqlx::query(
+                "UPDATE duplicate_candidates SET status = 'merged', decided_at = ?, decided_by = ?, merge_id = ? \
+                 WHERE status = 'open' AND record_a IN (SELECT value FROM json_each(?)) \
+                 AND record_b IN (SELECT value FROM json_each(?))",
+            )
+            .bind(m.created_at)
+            .bind(opt_uuid(m.created_by))
+            .bind(m.id.to_string())
+            .bind(&members)
+            .bind(&members)
+            .execute(&mut *conn)
+            .await
+            .map_err(map_sqlx)?;
             Ok(())
         }
         MergeChange::Undo { id, undone_at, undone_by } => {
@@ -228,8 +231,8 @@ pub(crate) async fn create_scan_job(
     audit: AuditDraft,
 ) -> StoreResult<()> {
     sqlx::query(
-        "INSERT INTO duplicate_scan_jobs (id, object, status, requested_by, created_at, finished_at, records, pairs, error) \
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        "INSERT INTO duplicate_scan_jobs (id, object, status, requested_by, created_at, finished_at, records, pairs, error, \
+         auto_merge) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
     )
     .bind(job.id.to_string())
     .bind(&job.object)
@@ -240,6 +243,7 @@ pub(crate) async fn create_scan_job(
     .bind(job.records)
     .bind(job.pairs)
     .bind(&job.error)
+    .bind(job.auto_merge.as_ref().map(Value::to_string))
     .execute(&mut *conn)
     .await
     .map_err(map_sqlx)?;
@@ -253,13 +257,15 @@ pub(crate) async fn finish_scan_job(
     candidates: &[CandidateRow],
 ) -> StoreResult<()> {
     let r = sqlx::query(
-        "UPDATE duplicate_scan_jobs SET status = ?, finished_at = ?, records = ?, pairs = ?, error = ? WHERE id = ?",
+        "UPDATE duplicate_scan_jobs SET status = ?, finished_at = ?, records = ?, pairs = ?, error = ?, auto_merge = ? \
+         WHERE id = ?",
     )
     .bind(&job.status)
     .bind(job.finished_at)
     .bind(job.records)
     .bind(job.pairs)
     .bind(&job.error)
+    .bind(job.auto_merge.as_ref().map(Value::to_string))
     .bind(job.id.to_string())
     .execute(&mut *conn)
     .await
@@ -278,7 +284,7 @@ pub(crate) async fn finish_scan_job(
     for c in candidates {
         sqlx::query(
             "INSERT INTO duplicate_candidates (id, object, job_id, cluster_id, record_a, record_b, score, reasons, status, \
-             created_at, decided_at, decided_by) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+             created_at, decided_at, decided_by, merge_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(c.id.to_string())
         .bind(&c.object)
@@ -292,9 +298,23 @@ pub(crate) async fn finish_scan_job(
         .bind(c.created_at)
         .bind(c.decided_at)
         .bind(opt_uuid(c.decided_by))
+        .bind(opt_uuid(c.merge_id))
         .execute(&mut *conn)
         .await
         .map_err(map_sqlx)?;
+    }
+    Ok(())
+}
+
+pub(crate) async fn set_scan_auto_merge(conn: &mut SqliteConnection, id: Uuid, auto_merge: &Value) -> StoreResult<()> {
+    let r = sqlx::query("UPDATE duplicate_scan_jobs SET auto_merge = ? WHERE id = ?")
+        .bind(auto_merge.to_string())
+        .bind(id.to_string())
+        .execute(&mut *conn)
+        .await
+        .map_err(map_sqlx)?;
+    if r.rows_affected() == 0 {
+        return Err(StoreError::NotFound);
     }
     Ok(())
 }
@@ -632,6 +652,10 @@ fn job_from_row(row: &SqliteRow) -> StoreResult<ScanJobRow> {
         records: row.try_get("records").map_err(map_sqlx)?,
         pairs: row.try_get("pairs").map_err(map_sqlx)?,
         error: row.try_get("error").map_err(map_sqlx)?,
+        auto_merge: match row.try_get::<Option<String>, _>("auto_merge").map_err(map_sqlx)? {
+            Some(text) => Some(serde_json::from_str(&text).map_err(internal)?),
+            None => None,
+        },
     })
 }
 
@@ -658,6 +682,7 @@ fn candidate_from_row(row: &SqliteRow) -> StoreResult<CandidateRow> {
         created_at: row.try_get("created_at").map_err(map_sqlx)?,
         decided_at: row.try_get("decided_at").map_err(map_sqlx)?,
         decided_by: parse_uuid(row.try_get("decided_by").map_err(map_sqlx)?)?,
+        merge_id: parse_uuid(row.try_get("merge_id").map_err(map_sqlx)?)?,
     })
 }
 
@@ -671,7 +696,8 @@ pub(crate) async fn list_candidates(
     let text = format!(
         "SELECT c.* FROM duplicate_candidates c \
          JOIN records a ON a.id = c.record_a JOIN records b ON b.id = c.record_b \
-         WHERE c.object = ? AND c.status = ? AND c.id > ? AND a.deleted_at IS NULL AND b.deleted_at IS NULL \
+         WHERE c.object = ? AND c.status = ? AND c.id > ? \
+         AND (c.status = 'merged' OR (a.deleted_at IS NULL AND b.deleted_at IS NULL)) \
          ORDER BY c.id LIMIT {}",
         limit.clamp(1, 1000)
     );

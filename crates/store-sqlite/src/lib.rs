@@ -222,6 +222,7 @@ enum Op {
     Monitor(monitor::MonitorOp),
     CreateScanJob(Box<(ScanJobRow, custodian_store::JobRow, AuditDraft)>),
     FinishScanJob(ScanJobRow, Vec<CandidateRow>),
+    SetScanAutoMerge(Uuid, Value),
     DismissCandidate(Uuid, DismissalRow, AuditDraft),
     Mfa(mfa::MfaOp),
     Access(access::AccessOp),
@@ -876,6 +877,10 @@ async fn apply_op(conn: &mut SqliteConnection, op: Op, head: &mut ChainHead) -> 
         }
         Op::FinishScanJob(job, candidates) => {
             duplicates::finish_scan_job(conn, &job, &candidates).await?;
+            Ok(OpOut::Unit)
+        }
+        Op::SetScanAutoMerge(id, auto_merge) => {
+            duplicates::set_scan_auto_merge(conn, id, &auto_merge).await?;
             Ok(OpOut::Unit)
         }
         Op::DismissCandidate(id, dismissal, audit) => {
@@ -1763,6 +1768,10 @@ impl Store for SqliteStore {
 
     async fn finish_scan_job(&self, job: ScanJobRow, candidates: Vec<CandidateRow>) -> StoreResult<()> {
         self.submit_unit(Op::FinishScanJob(job, candidates)).await
+    }
+
+    async fn set_scan_auto_merge(&self, id: Uuid, auto_merge: Value) -> StoreResult<()> {
+        self.submit_unit(Op::SetScanAutoMerge(id, auto_merge)).await
     }
 
     async fn list_candidates(

@@ -574,6 +574,18 @@ pub fn scan_job_queued(job: &custodian_store::ScanJobRow) -> custodian_store::Jo
 /// A finished scan job proposing the pair `a`, `b` (the cluster named after `a`) as one open
 /// candidate, which is returned.
 async fn propose_pair(store: &DynStore, a: Uuid, b: Uuid, score: f64, reasons: Value) -> custodian_store::CandidateRow {
+    let mut proposed = propose_pairs(store, &[(a, b)], score, reasons).await;
+    proposed.remove(0)
+}
+
+/// A finished scan job proposing each pair (the cluster named after the first pair's first
+/// record) as an open candidate; returns them in order.
+async fn propose_pairs(
+    store: &DynStore,
+    pairs: &[(Uuid, Uuid)],
+    score: f64,
+    reasons: Value,
+) -> Vec<custodian_store::CandidateRow> {
     use custodian_store::{CandidateRow, ScanJobRow};
     let job = ScanJobRow {
         id: Uuid::now_v7(),
@@ -583,26 +595,31 @@ async fn propose_pair(store: &DynStore, a: Uuid, b: Uuid, score: f64, reasons: V
         created_at: now_micros(),
         finished_at: None,
         records: 2,
-        pairs: 1,
+        pairs: pairs.len() as i64,
         error: None,
+        auto_merge: None,
     };
     store.create_scan_job(job.clone(), scan_job_queued(&job), AuditDraft::new("duplicates.scan")).await.expect("job");
-    let candidate = CandidateRow {
-        id: Uuid::now_v7(),
-        object: OBJ.into(),
-        job_id: job.id,
-        cluster_id: a,
-        record_a: a.min(b),
-        record_b: a.max(b),
-        score,
-        reasons,
-        status: "open".into(),
-        created_at: now_micros(),
-        decided_at: None,
-        decided_by: None,
-    };
-    store.finish_scan_job(ScanJobRow { status: "done".into(), ..job }, vec![candidate.clone()]).await.expect("finish");
-    candidate
+    let candidates: Vec<CandidateRow> = pairs
+        .iter()
+        .map(|&(a, b)| CandidateRow {
+            id: Uuid::now_v7(),
+            object: OBJ.into(),
+            job_id: job.id,
+            cluster_id: pairs[0].0,
+            record_a: a.min(b),
+            record_b: a.max(b),
+            score,
+            reasons: reasons.clone(),
+            status: "open".into(),
+            created_at: now_micros(),
+            decided_at: None,
+            decided_by: None,
+            merge_id: None,
+        })
+        .collect();
+    store.finish_scan_job(ScanJobRow { status: "done".into(), ..job }, candidates.clone()).await.expect("finish");
+    candidates
 }
 
 /// A create whose write introduces strong key `byte` (blind index and exclusive key).
@@ -2332,6 +2349,7 @@ pub async fn scan_jobs_candidates_and_dismissals(store: DynStore) {
         records: 0,
         pairs: 0,
         error: None,
+        auto_merge: Some(json!({ "threshold": 0.99, "rule": "survivor" })),
     };
     store.create_scan_job(job.clone(), scan_job_queued(&job), AuditDraft::new("duplicates.scan")).await.expect("job");
     assert_eq!(store.get_scan_job(job.id).await.expect("get"), Some(job.clone()));
@@ -2355,13 +2373,27 @@ pub async fn scan_jobs_candidates_and_dismissals(store: DynStore) {
         created_at: now_micros(),
         decided_at: None,
         decided_by: None,
+        merge_id: None,
     };
     let ab = pair(&a, &b, 0.97);
     let bc = pair(&b, &c, 0.85);
-    let done =
-        ScanJobRow { status: "done".into(), finished_at: Some(now_micros()), records: 3, pairs: 2, ..job.clone() };
+    // What an auto-merge did is kept with the finished job.
+    let outcome = json!({ "threshold": 0.99, "rule": "survivor", "merged": 0, "records_merged": 0 });
+    let done = ScanJobRow {
+        status: "done".into(),
+        finished_at: Some(now_micros()),
+        records: 3,
+        pairs: 2,
+        auto_merge: Some(outcome),
+        ..job.clone()
+    };
     store.finish_scan_job(done.clone(), vec![ab.clone(), bc.clone()]).await.expect("finish");
-    assert_eq!(store.get_scan_job(job.id).await.expect("get"), Some(done));
+    assert_eq!(store.get_scan_job(job.id).await.expect("get"), Some(done.clone()));
+    let merged = json!({ "threshold": 0.99, "rule": "survivor", "merged": 2, "records_merged": 3 });
+    store.set_scan_auto_merge(job.id, merged.clone()).await.expect("auto-merge outcome");
+    let got = store.get_scan_job(job.id).await.expect("get").expect("job");
+    assert_eq!(got, ScanJobRow { auto_merge: Some(merged), ..done });
+    assert!(matches!(store.set_scan_auto_merge(Uuid::now_v7(), json!({})).await, Err(StoreError::NotFound)));
     let open = store.list_candidates(OBJ, "open", None, 10).await.expect("list");
     assert_eq!(open, vec![ab.clone(), bc.clone()]);
     assert_eq!(store.list_candidates(OBJ, "open", Some(ab.id), 10).await.expect("list"), vec![bc.clone()]);
@@ -2416,7 +2448,9 @@ pub async fn merge_rows_are_written_with_their_batch_and_undone_once(store: DynS
     use custodian_store::{MergeChange, MergeRow};
     let survivor = create(&store, json!({ "name": "s" })).await;
     let loser = create(&store, json!({ "name": "l" })).await;
-    let candidate = propose_pair(&store, survivor.id, loser.id, 0.99, json!([])).await;
+    let outsider = create(&store, json!({ "name": "o" })).await;
+    let proposed = propose_pairs(&store, &[(survivor.id, loser.id), (loser.id, outsider.id)], 0.99, json!([])).await;
+    let (candidate, beside) = (proposed[0].clone(), proposed[1].clone());
     let row = MergeRow {
         id: Uuid::now_v7(),
         object: OBJ.into(),
@@ -2460,8 +2494,15 @@ pub async fn merge_rows_are_written_with_their_batch_and_undone_once(store: DynS
     assert_eq!(store.merged_into(OBJ, loser.id).await.expect("merged"), Some(survivor.id));
     assert_eq!(store.merged_into(OBJ, survivor.id).await.expect("merged"), None);
     assert_eq!(store.merged_into("companies", loser.id).await.expect("merged"), None);
-    // Open candidates involving a loser are decided by the merge.
-    assert_eq!(store.get_candidate(candidate.id).await.expect("get").expect("candidate").status, "merged");
+    // Open candidates between the merge's records are decided by it, and name it; they are
+    // listed as merged although the loser is a tombstone now.
+    let decided = store.get_candidate(candidate.id).await.expect("get").expect("candidate");
+    assert_eq!((decided.status.as_str(), decided.merge_id), ("merged", Some(row.id)));
+    assert_eq!(store.list_candidates(OBJ, "merged", None, 10).await.expect("list"), vec![decided]);
+    // A pair of the loser and a record outside the merge was not merged: it stays open, out of
+    // the queue while the loser is a tombstone.
+    assert_eq!(store.get_candidate(beside.id).await.expect("get"), Some(beside.clone()));
+    assert!(store.list_candidates(OBJ, "open", None, 10).await.expect("list").is_empty());
     let undo = |at: i64| WriteBatch {
         records: Vec::new(),
         audit: vec![AuditDraft::new("record.unmerge")],

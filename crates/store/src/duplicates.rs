@@ -122,6 +122,10 @@ pub struct ScanJobRow {
     pub pairs: i64,
     /// Why a failed job failed (no record values).
     pub error: Option<String>,
+    /// The auto-merge the scan was asked for (`{"threshold", "rule"}`), with its outcome once
+    /// the scan is done (`merged`, `records_merged`, `skipped`); `None` for a scan that only
+    /// proposes pairs (the default).
+    pub auto_merge: Option<Value>,
 }
 
 /// One proposed duplicate pair (`record_a` < `record_b`) from a scan.
@@ -143,6 +147,8 @@ pub struct CandidateRow {
     pub created_at: i64,
     pub decided_at: Option<i64>,
     pub decided_by: Option<Uuid>,
+    /// The merge that took the pair ("merged" pairs; what undo needs).
+    pub merge_id: Option<Uuid>,
 }
 
 /// A merge as stored: enough to undo it exactly.
@@ -166,7 +172,10 @@ pub struct MergeRow {
 /// The merge bookkeeping carried by a `WriteBatch`.
 #[derive(Debug, Clone, PartialEq)]
 pub enum MergeChange {
-    /// Stores a new merge row; open candidate pairs that involve a loser become "merged".
+    /// Stores a new merge row; open candidate pairs between two of its records (survivor and
+    /// losers) become "merged", with the merge's id. Open pairs of a loser and a record outside
+    /// the merge stay open (hidden from the queue while the loser is a tombstone, back when the
+    /// merge is undone).
     Record(Box<MergeRow>),
     /// Marks a merge undone: `NotFound` when there is no such merge, `AlreadyExists` when it was
     /// undone already (so two concurrent undos cannot both apply).

@@ -895,11 +895,18 @@ pub trait Store: Send + Sync + 'static {
 
     async fn get_scan_job(&self, id: Uuid) -> StoreResult<Option<ScanJobRow>>;
 
-    /// Finishes a job. When it is "done", the object's open candidates are replaced by
-    /// `candidates` in the same transaction (decided ones are kept).
+    /// Finishes a job (status, counts, error and `auto_merge`). When it is "done", the object's
+    /// open candidates are replaced by `candidates` in the same transaction (decided ones are
+    /// kept).
     async fn finish_scan_job(&self, job: ScanJobRow, candidates: Vec<CandidateRow>) -> StoreResult<()>;
 
-    /// Candidates of an object with a status, both records active, ordered by id after `after`.
+    /// Replaces a scan job's `auto_merge` (what its auto-merge did, once done); `NotFound` when
+    /// there is no such job.
+    async fn set_scan_auto_merge(&self, id: Uuid, auto_merge: Value) -> StoreResult<()>;
+
+    /// Candidates of an object with a status, ordered by id after `after`: open and dismissed
+    /// ones whose records are both active, merged ones whatever became of their records (a
+    /// merge leaves a tombstone).
     async fn list_candidates(
         &self,
         object: &str,

@@ -9,7 +9,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use custodian_core::ErrorCode;
-use custodian_service::{MergeRequest, MergeRule, ServiceError};
+use custodian_service::{AutoMerge, MergeRequest, MergeRule, ServiceError};
 use serde_json::json;
 use std::collections::BTreeMap;
 use uuid::Uuid;
@@ -29,15 +29,55 @@ pub struct ScanBody {
     pub object: String,
 }
 
-#[utoipa::path(post, path = "/api/v1/duplicates/scan", tag = "duplicates", request_body = ScanBody,
-    description = "Starts a background scan that proposes duplicate pairs of an object's active records (data stewards and admins). Poll the job with GET /api/v1/duplicates/scan/{id}.",
-    responses((status = 202, description = "The job: {id, object, status, created_at, finished_at, records, pairs, error}"), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
+#[derive(serde::Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StartScanBody {
+    /// companies, contacts, leads or deals.
+    pub object: String,
+    /// Off unless given: the scan also merges, as the system, every group of records whose
+    /// pairs all score at or above `threshold` (undoable like any merge). Needs a fresh second
+    /// factor.
+    #[serde(default)]
+    pub auto_merge: Option<AutoMergeBody>,
+}
+
+#[derive(serde::Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AutoMergeBody {
+    /// At least the object's floor: the lowest threshold whose precision on the project's
+    /// labelled benchmark is 0.995 or more (contacts, leads and companies; deals have none).
+    pub threshold: f64,
+    /// survivor (default: the group's oldest record keeps its values), newest or most_complete.
+    #[serde(default)]
+    pub rule: Option<String>,
+}
+
+fn merge_rule(rule: Option<&str>, field: &str) -> ApiResult<MergeRule> {
+    match rule {
+        None => Ok(MergeRule::default()),
+        Some(r) => MergeRule::parse(r).ok_or_else(|| {
+            invalid_body(
+                field,
+                "rule must be survivor, newest or most_complete.",
+                "rule 须为 survivor、newest 或 most_complete。",
+            )
+        }),
+    }
+}
+
+#[utoipa::path(post, path = "/api/v1/duplicates/scan", tag = "duplicates", request_body = StartScanBody,
+    description = "Starts a background scan that proposes duplicate pairs of an object's active records (data stewards and admins); with auto_merge (off by default) it also merges the groups it is surest of. Poll the job with GET /api/v1/duplicates/scan/{id}.",
+    responses((status = 202, description = "The job: {id, object, status, created_at, finished_at, records, pairs, error, auto_merge}"), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub async fn start_scan(
     State(state): State<AppState>,
     Auth(ctx): Auth,
-    JsonBody(body): JsonBody<ScanBody>,
+    JsonBody(body): JsonBody<StartScanBody>,
 ) -> ApiResult<Response> {
-    let job = state.service.start_duplicate_scan(&ctx, &body.object).await?;
+    let auto_merge = match body.auto_merge {
+        None => None,
+        Some(a) => Some(AutoMerge { threshold: a.threshold, rule: merge_rule(a.rule.as_deref(), "auto_merge.rule")? }),
+    };
+    let job = state.service.start_duplicate_scan(&ctx, &body.object, auto_merge).await?;
     Ok((StatusCode::ACCEPTED, Json(json!(job))).into_response())
 }
 
@@ -144,22 +184,14 @@ pub async fn merge(
     Auth(ctx): Auth,
     JsonBody(body): JsonBody<MergeBody>,
 ) -> ApiResult<Response> {
-    let rule = match body.rule.as_deref() {
-        None => MergeRule::default(),
-        Some(r) => MergeRule::parse(r).ok_or_else(|| {
-            invalid_body(
-                "rule",
-                "rule must be survivor, newest or most_complete.",
-                "rule 须为 survivor、newest 或 most_complete。",
-            )
-        })?,
-    };
+    let rule = merge_rule(body.rule.as_deref(), "rule")?;
     let request = MergeRequest {
         object: body.object,
         survivor_id: body.survivor_id,
         loser_ids: body.loser_ids,
         fields: body.fields,
         rule,
+        auto: None,
     };
     let merge = state.service.merge_records(&ctx, &request).await?;
     Ok((StatusCode::CREATED, Json(json!(merge))).into_response())
