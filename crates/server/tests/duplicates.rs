@@ -702,6 +702,15 @@ both_backends!(auto_merge_is_off_by_default_merges_only_sure_groups_and_is_undon
     let r = as_user(&app, &steward, Method::POST, &format!("/api/v1/merges/{merge_id}/undo"), None).await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.body);
     assert_eq!(snapshot(&app, &records).await, before);
+    // The pair is open again, for the steward to dismiss: then no later auto-merge takes it.
+    let open = as_user(&app, &steward, Method::GET, "/api/v1/duplicates?object=contacts", None).await.body;
+    let again = open["items"].as_array().unwrap().iter().find(|c| is_pair(c, &o, &n)).expect("reopened").clone();
+    let path = format!("/api/v1/duplicates/{}/dismiss", id_of(&again));
+    let r = as_user(&app, &steward, Method::POST, &path, Some(json!({"reason": "两位同名同事"}))).await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT, "{}", r.body);
+    let job = run_scan_with(&app, &steward, json!({"object": "contacts", "auto_merge": {"threshold": 0.99}})).await;
+    assert_eq!(job["auto_merge"]["merged"], 0, "{job}");
+    assert_eq!(snapshot(&app, &records).await, before);
 });
 
 both_backends!(a_batch_is_checked_against_the_store_and_against_itself, |app: TestApp| async move {

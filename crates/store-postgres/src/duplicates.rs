@@ -220,6 +220,14 @@ pub(crate) async fn apply_merge(conn: &mut PgConnection, change: &MergeChange) -
                 .await
                 .map_err(map_sqlx)?;
             if r.rows_affected() == 1 {
+                sqlx::query(
+                    "UPDATE duplicate_candidates SET status = 'open', decided_at = NULL, decided_by = NULL, \
+                     merge_id = NULL WHERE merge_id = $1 AND status = 'merged'",
+                )
+                .bind(id)
+                .execute(&mut *conn)
+                .await
+                .map_err(map_sqlx)?;
                 return Ok(());
             }
             let exists: Option<i32> = sqlx::query_scalar("SELECT 1 FROM merges WHERE id = $1")

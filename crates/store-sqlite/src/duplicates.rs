@@ -217,6 +217,14 @@ pub(crate) async fn apply_merge(conn: &mut SqliteConnection, change: &MergeChang
                         .execute(&mut *conn)
                         .await
                         .map_err(map_sqlx)?;
+                    sqlx::query(
+                        "UPDATE duplicate_candidates SET status = 'open', decided_at = NULL, decided_by = NULL, \
+                         merge_id = NULL WHERE merge_id = ? AND status = 'merged'",
+                    )
+                    .bind(id.to_string())
+                    .execute(&mut *conn)
+                    .await
+                    .map_err(map_sqlx)?;
                     Ok(())
                 }
             }

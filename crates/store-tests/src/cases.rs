@@ -2514,6 +2514,8 @@ pub async fn merge_rows_are_written_with_their_batch_and_undone_once(store: DynS
     store.write(undo(at)).await.expect("undo");
     let undone = store.get_merge(row.id).await.expect("get").expect("merge");
     assert_eq!((undone.undone_at, undone.undone_by), (Some(at), row.created_by));
+    // Its pair is undecided again.
+    assert_eq!(store.get_candidate(candidate.id).await.expect("get"), Some(candidate.clone()));
     assert_eq!(store.merged_into(OBJ, loser.id).await.expect("merged"), None);
     assert!(matches!(store.write(undo(at + 1)).await, Err(StoreError::AlreadyExists(_))));
     let missing = WriteBatch {

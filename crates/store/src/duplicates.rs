@@ -177,8 +177,9 @@ pub enum MergeChange {
     /// the merge stay open (hidden from the queue while the loser is a tombstone, back when the
     /// merge is undone).
     Record(Box<MergeRow>),
-    /// Marks a merge undone: `NotFound` when there is no such merge, `AlreadyExists` when it was
-    /// undone already (so two concurrent undos cannot both apply).
+    /// Marks a merge undone, and its merged pairs open again (undecided: a steward may now
+    /// dismiss them, or a later scan merge them again): `NotFound` when there is no such merge,
+    /// `AlreadyExists` when it was undone already (so two concurrent undos cannot both apply).
     Undo { id: Uuid, undone_at: i64, undone_by: Option<Uuid> },
 }
 
