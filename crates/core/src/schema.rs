@@ -293,11 +293,17 @@ pub const RESERVED_FIELD_NAMES: &[&str] = &[
     "override",
 ];
 
+/// The values of the `source` field of leads, contacts and companies.
+pub const SOURCES: &[&str] = &["web", "referral", "event", "cold_call", "partner", "other"];
+
 impl Schema {
     /// The standard objects of PRODUCT.md "Domain".
     pub fn standard() -> Self {
         use FieldType as T;
         let tags = || FieldDef::std("tags", T::MultiEnum, "Tags", "标签");
+        // Where a record came from: a lead's channel, kept by the company and contact it
+        // converts into, and what trusted-source survivorship ranks when records merge.
+        let source = || FieldDef::std("source", T::Enum, "Source", "来源").options(SOURCES);
         let companies = ObjectDef {
             name: "companies".into(),
             label_en: "Company".into(),
@@ -313,6 +319,7 @@ impl Schema {
                 FieldDef::std("phone", T::Phone, "Phone", "电话"),
                 FieldDef::std("status", T::Enum, "Status", "状态")
                     .options(&["prospect", "active", "inactive", "archived"]),
+                source(),
                 tags(),
             ],
         };
@@ -330,6 +337,7 @@ impl Schema {
                 FieldDef::std("wechat", T::Text, "WeChat", "微信").sensitive(),
                 FieldDef::std("birth_date", T::Date, "Birth date", "出生日期"),
                 FieldDef::std("address", T::Text, "Address", "地址").sensitive(),
+                source(),
                 tags(),
             ],
         };
@@ -342,14 +350,7 @@ impl Schema {
                 FieldDef::std("company_name", T::Text, "Company name", "公司名称"),
                 FieldDef::std("mobile", T::Phone, "Mobile", "手机").sensitive(),
                 FieldDef::std("email", T::Email, "Email", "邮箱").sensitive(),
-                FieldDef::std("source", T::Enum, "Source", "来源").options(&[
-                    "web",
-                    "referral",
-                    "event",
-                    "cold_call",
-                    "partner",
-                    "other",
-                ]),
+                source(),
                 FieldDef::std("status", T::Enum, "Status", "状态").options(&[
                     "new",
                     "working",

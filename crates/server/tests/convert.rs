@@ -15,7 +15,7 @@ async fn count(app: &TestApp, object: &str) -> usize {
 
 both_backends!(a_lead_converts_in_one_transaction_with_references_and_audit, |app: TestApp| async move {
     let lead = app
-        .create("leads", json!({"name": "李娜", "company_name": "杭州云图信息科技有限公司", "mobile": "13912345678", "status": "qualified"}))
+        .create("leads", json!({"name": "李娜", "company_name": "杭州云图信息科技有限公司", "mobile": "13912345678", "status": "qualified", "source": "referral"}))
         .await;
     let path = format!("/api/v1/leads/{}/convert", id_of(&lead));
     let r = app
@@ -33,6 +33,11 @@ both_backends!(a_lead_converts_in_one_transaction_with_references_and_audit, |ap
     assert_eq!(contact["fields"]["company_id"], company["id"]);
     assert_eq!(deal["fields"]["company_id"], company["id"]);
     assert_eq!(deal["fields"]["contact_id"], contact["id"]);
+    // The company and contact keep the channel the lead came through.
+    assert_eq!(
+        (company["fields"]["source"].as_str(), contact["fields"]["source"].as_str()),
+        (Some("referral"), Some("referral"))
+    );
     let lead_after = app.get(&format!("/api/v1/leads/{}", id_of(&lead))).await.body;
     assert_eq!(lead_after["fields"]["status"], "converted");
     assert_eq!(lead_after["fields"]["converted_company_id"], company["id"]);

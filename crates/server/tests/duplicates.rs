@@ -713,6 +713,56 @@ both_backends!(auto_merge_is_off_by_default_merges_only_sure_groups_and_is_undon
     assert_eq!(snapshot(&app, &records).await, before);
 });
 
+both_backends!(trusted_source_survivorship_takes_each_value_from_the_most_trusted_source, |app: TestApp| async move {
+    app.admin_step_up().await;
+    let confirm = json!({"reason": "the steward merges them below"});
+    let mut ids = Vec::new();
+    for fields in [
+        json!({"name": "云图信息科技", "source": "web", "phone": "0571-88880001", "website": "https://yuntu.example.com", "city": "杭州"}),
+        json!({"name": "杭州云图信息科技有限公司", "source": "partner", "phone": "0571-88880002"}),
+        json!({"name": "云图科技", "source": "referral", "phone": "0571-88880003", "city": "杭州市", "industry": "软件"}),
+    ] {
+        let r = app.post("/api/v1/companies", json!({"fields": fields, "confirm_not_duplicate": confirm})).await;
+        assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+        ids.push(id_of(&r.body));
+    }
+    let (web, partner, referral) = (&ids[0], &ids[1], &ids[2]);
+    let records: Vec<(&str, &str)> = ids.iter().map(|id| ("companies", id.as_str())).collect();
+    let before = snapshot(&app, &records).await;
+    let merge = |rule: &str, sources: Value| json!({"object": "companies", "survivor_id": web, "loser_ids": [partner, referral], "rule": rule, "trusted_sources": sources});
+    // A ranking that does not fit is refused, and nothing changes.
+    for bad in [
+        merge("trusted_source", json!([])),
+        merge("trusted_source", json!(["erp"])),
+        merge("trusted_source", json!(["partner", "partner"])),
+        merge("newest", json!(["partner"])),
+        json!({"object": "deals", "survivor_id": web, "loser_ids": [partner], "rule": "trusted_source", "trusted_sources": ["web"]}),
+    ] {
+        let r = app.post("/api/v1/merges", bad.clone()).await;
+        assert!(r.status.is_client_error(), "{bad}: {}", r.body);
+    }
+    assert_eq!(snapshot(&app, &records).await, before);
+
+    let r = app.post("/api/v1/merges", merge("trusted_source", json!(["partner", "referral"]))).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    assert_eq!(
+        (r.body["rule"].as_str(), &r.body["trusted_sources"]),
+        (Some("trusted_source"), &json!(["partner", "referral"]))
+    );
+    let merge_id = id_of(&r.body);
+    let survivor = app.get(&format!("/api/v1/companies/{web}")).await.body["fields"].clone();
+    // The partner's values first, then the referral's; the web form's only where no one else has one.
+    assert_eq!(survivor["name"], "杭州云图信息科技有限公司");
+    assert_eq!(survivor["source"], "partner");
+    assert_eq!(survivor["phone"], before[&format!("companies/{partner}")]["fields"]["phone"]);
+    assert_eq!(survivor["city"], "杭州市");
+    assert_eq!(survivor["industry"], "软件");
+    assert_eq!(survivor["website"], before[&format!("companies/{web}")]["fields"]["website"]);
+    let r = app.post(&format!("/api/v1/merges/{merge_id}/undo"), json!({})).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert_eq!(snapshot(&app, &records).await, before);
+});
+
 both_backends!(a_batch_is_checked_against_the_store_and_against_itself, |app: TestApp| async move {
     use custodian_service::{CreateOptions, RequestContext};
     let stored = app.create("contacts", json!({"name": "张伟", "mobile": "13812345678"})).await;

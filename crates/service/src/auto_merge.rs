@@ -17,9 +17,10 @@
 //! a value that would break a unique key) stays open in the review queue.
 
 use crate::error::{ServiceError, ServiceResult};
-use crate::merges::{MAX_LOSERS, MergeRequest, MergeRule};
+use crate::merges::{MAX_LOSERS, MergeRequest, MergeRule, check_trusted_sources};
 use crate::{RequestContext, Service};
 use custodian_core::FieldError;
+use custodian_core::schema::ObjectDef;
 use custodian_store::{CandidateRow, RowScope, ScanJobRow};
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -35,18 +36,22 @@ pub fn auto_merge_floor(object: &str) -> Option<f64> {
 }
 
 /// What a scan was asked to merge by itself.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct AutoMerge {
     /// Match probability every pair of a group must reach.
     pub threshold: f64,
     /// How the survivor's values are chosen (the survivor is the group's oldest record).
     pub rule: MergeRule,
+    /// The source ranking of `MergeRule::TrustedSource`, most trusted first.
+    pub trusted_sources: Vec<String>,
 }
 
 impl AutoMerge {
     /// Checks the settings for `object`: 422 when the object has no floor or the threshold is
     /// below it (or above 1, or not a number).
-    pub fn check(&self, object: &str) -> ServiceResult<()> {
+    pub fn check(&self, def: &ObjectDef) -> ServiceResult<()> {
+        let object = def.name.as_str();
+        check_trusted_sources(def, self.rule, &self.trusted_sources)?;
         let Some(floor) = auto_merge_floor(object) else {
             return Err(ServiceError::validation(vec![FieldError::new(
                 "auto_merge",
@@ -71,14 +76,18 @@ impl AutoMerge {
         Ok(())
     }
 
-    pub(crate) fn to_json(self) -> Value {
-        json!({ "threshold": self.threshold, "rule": self.rule.as_str() })
+    pub(crate) fn to_json(&self) -> Value {
+        json!({ "threshold": self.threshold, "rule": self.rule.as_str(), "trusted_sources": self.trusted_sources })
     }
 
     pub(crate) fn from_json(value: &Value) -> Option<Self> {
         let threshold = value.get("threshold")?.as_f64()?;
         let rule = MergeRule::parse(value.get("rule")?.as_str()?)?;
-        Some(AutoMerge { threshold, rule })
+        let trusted_sources = match value.get("trusted_sources") {
+            None => Vec::new(),
+            Some(v) => serde_json::from_value(v.clone()).ok()?,
+        };
+        Some(AutoMerge { threshold, rule, trusted_sources })
     }
 }
 
@@ -131,7 +140,7 @@ impl Service {
     /// Merges the groups among a finished scan's open pairs that reach its auto-merge
     /// threshold (the store marks their pairs "merged", with the merge). Returns the outcome
     /// kept in the job's `auto_merge`.
-    pub(crate) async fn auto_merge_scan(&self, job: &ScanJobRow, settings: AutoMerge) -> ServiceResult<Value> {
+    pub(crate) async fn auto_merge_scan(&self, job: &ScanJobRow, settings: &AutoMerge) -> ServiceResult<Value> {
         let def = self.object_def(&job.object)?;
         let mut candidates: Vec<CandidateRow> = Vec::new();
         let mut after = None;
@@ -186,6 +195,7 @@ impl Service {
                 loser_ids: members.iter().copied().filter(|id| *id != survivor_id).collect(),
                 fields: BTreeMap::new(),
                 rule: settings.rule,
+                trusted_sources: settings.trusted_sources.clone(),
                 auto: Some(provenance.clone()),
             };
             match self.merge_records(&ctx, &request).await {
@@ -331,16 +341,32 @@ mod tests {
 
     #[test]
     fn thresholds_below_the_floor_are_refused() {
-        let at = |threshold: f64| AutoMerge { threshold, rule: MergeRule::Survivor };
-        assert!(at(0.99).check("contacts").is_ok());
-        assert!(at(1.0).check("companies").is_ok());
+        let schema = Schema::standard();
+        let def = |object: &str| schema.object(object).unwrap();
+        let at = |threshold: f64| AutoMerge { threshold, rule: MergeRule::Survivor, trusted_sources: Vec::new() };
+        assert!(at(0.99).check(def("contacts")).is_ok());
+        assert!(at(1.0).check(def("companies")).is_ok());
         for bad in [0.98, 0.5, 0.0, -1.0, 1.01, f64::NAN, f64::INFINITY] {
-            let e = at(bad).check("contacts").unwrap_err();
+            let e = at(bad).check(def("contacts")).unwrap_err();
             assert_eq!(e.details[0].code, "out_of_range", "{bad}");
         }
-        assert_eq!(at(0.999).check("deals").unwrap_err().details[0].code, "not_supported");
-        let settings = AutoMerge { threshold: 0.995, rule: MergeRule::MostComplete };
-        assert_eq!(AutoMerge::from_json(&settings.to_json()), Some(settings));
+        assert_eq!(at(0.999).check(def("deals")).unwrap_err().details[0].code, "not_supported");
+        // A trusted-source rule needs its ranking, of the object's own sources.
+        let trusting = |sources: &[&str]| AutoMerge {
+            threshold: 0.995,
+            rule: MergeRule::TrustedSource,
+            trusted_sources: sources.iter().map(|s| (*s).to_owned()).collect(),
+        };
+        assert!(trusting(&["partner", "referral"]).check(def("companies")).is_ok());
+        for bad in [&[][..], &["erp"], &["web", "web"]] {
+            assert!(trusting(bad).check(def("contacts")).is_err(), "{bad:?}");
+        }
+        let mut stray = at(0.99);
+        stray.trusted_sources = vec!["web".into()];
+        assert!(stray.check(def("contacts")).is_err());
+        for settings in [trusting(&["event", "web"]), AutoMerge { rule: MergeRule::MostComplete, ..at(0.995) }] {
+            assert_eq!(AutoMerge::from_json(&settings.to_json()), Some(settings));
+        }
     }
 
     #[test]

@@ -111,13 +111,14 @@ impl Service {
                 (*id, false)
             }
             ConvertCompany::New(fields) => {
-                let (id, w) = self.prepare_create_with(ctx, "companies", fields, &options, &pending).await?;
+                let fields = with_lead_source(fields, &before);
+                let (id, w) = self.prepare_create_with(ctx, "companies", &fields, &options, &pending).await?;
                 writes.push(w);
                 pending.push(("companies".into(), id));
                 (id, true)
             }
         };
-        let mut contact_fields = request.contact.clone();
+        let mut contact_fields = with_lead_source(&request.contact, &before);
         contact_fields.insert("company_id".into(), json!(company_id));
         let (contact_id, w) = self.prepare_create_with(ctx, "contacts", &contact_fields, &options, &pending).await?;
         writes.push(w);
@@ -184,4 +185,17 @@ impl Service {
             },
         })
     }
+}
+
+/// New company or contact fields with the lead's source where the caller gave none: the
+/// channel a customer came through stays known after conversion (and trusted-source merges
+/// can rank it).
+fn with_lead_source(fields: &Map<String, Value>, lead: &Map<String, Value>) -> Map<String, Value> {
+    let mut fields = fields.clone();
+    if !fields.contains_key("source")
+        && let Some(source) = lead.get("source").filter(|v| !v.is_null())
+    {
+        fields.insert("source".into(), source.clone());
+    }
+    fields
 }

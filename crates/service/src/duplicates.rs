@@ -1027,7 +1027,7 @@ impl Service {
             )]));
         }
         if let Some(settings) = &auto_merge {
-            settings.check(&def.name)?;
+            settings.check(&def)?;
             self.require_step_up(ctx, "duplicates.auto_merge").await?;
         }
         let job = ScanJobRow {
@@ -1040,7 +1040,7 @@ impl Service {
             records: 0,
             pairs: 0,
             error: None,
-            auto_merge: auto_merge.map(AutoMerge::to_json),
+            auto_merge: auto_merge.as_ref().map(AutoMerge::to_json),
         };
         // The scan runs as a leased background job: started here at once, and taken over by
         // another server (from the start) when this one dies before finishing it.
@@ -1135,7 +1135,7 @@ impl Service {
                 tracing::warn!(job = %job.id, "lost the lease of a duplicate scan; another server merges");
                 return Ok(false);
             }
-            let outcome = self.auto_merge_scan(&scan, settings).await.unwrap_or_else(|e| {
+            let outcome = self.auto_merge_scan(&scan, &settings).await.unwrap_or_else(|e| {
                 tracing::error!(job = %scan.id, error = %e, "auto-merge failed");
                 let mut failed = settings.to_json();
                 if let Value::Object(o) = &mut failed {

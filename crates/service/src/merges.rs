@@ -36,6 +36,9 @@ pub enum MergeRule {
     Newest,
     /// The value of the record with the most filled fields that has one.
     MostComplete,
+    /// The value of the record whose `source` comes first in the request's `trusted_sources`
+    /// that has one (records of other or no source after those listed; the newest among equals).
+    TrustedSource,
 }
 
 impl MergeRule {
@@ -44,6 +47,7 @@ impl MergeRule {
             "survivor" => Some(MergeRule::Survivor),
             "newest" => Some(MergeRule::Newest),
             "most_complete" => Some(MergeRule::MostComplete),
+            "trusted_source" => Some(MergeRule::TrustedSource),
             _ => None,
         }
     }
@@ -52,6 +56,7 @@ impl MergeRule {
             MergeRule::Survivor => "survivor",
             MergeRule::Newest => "newest",
             MergeRule::MostComplete => "most_complete",
+            MergeRule::TrustedSource => "trusted_source",
         }
     }
 }
@@ -64,6 +69,9 @@ pub struct MergeRequest {
     /// Field name → id of the record (survivor or loser) whose value the survivor takes.
     pub fields: BTreeMap<String, Uuid>,
     pub rule: MergeRule,
+    /// For `MergeRule::TrustedSource`: values of the object's `source` field, most trusted
+    /// first. Empty for the other rules.
+    pub trusted_sources: Vec<String>,
     /// Set when a scan merges by itself (auto-merge): the scan job, its threshold and the
     /// steward who asked for it, kept in the merge row and its audit event.
     pub auto: Option<Value>,
@@ -88,6 +96,8 @@ pub struct MergeView {
     pub loser_ids: Vec<Uuid>,
     pub records: Vec<MergedRecord>,
     pub rule: String,
+    /// The source ranking of a `trusted_source` merge, most trusted first.
+    pub trusted_sources: Vec<String>,
     /// The scan job, threshold and requesting steward of an auto-merge; `None` for a
     /// steward's own merge.
     pub auto: Option<Value>,
@@ -105,6 +115,11 @@ fn merge_view(row: &MergeRow) -> MergeView {
         loser_ids: row.loser_ids.clone(),
         records: serde_json::from_value(row.records.clone()).unwrap_or_default(),
         rule: row.request.get("rule").and_then(Value::as_str).unwrap_or("survivor").to_owned(),
+        trusted_sources: row
+            .request
+            .get("trusted_sources")
+            .and_then(|v| serde_json::from_value(v.clone()).ok())
+            .unwrap_or_default(),
         auto: row.request.get("auto").filter(|v| !v.is_null()).cloned(),
         created_at: micros_to_rfc3339(row.created_at),
         created_by: row.created_by,
@@ -125,6 +140,52 @@ fn filled(v: Option<&Value>) -> bool {
         Some(Value::Array(a)) => !a.is_empty(),
         Some(_) => true,
     }
+}
+
+/// Refuses a source ranking that does not fit the rule or the object: `trusted_source` needs
+/// one (distinct values of the object's `source` field, at least one), the other rules none.
+pub(crate) fn check_trusted_sources(def: &ObjectDef, rule: MergeRule, ranking: &[String]) -> ServiceResult<()> {
+    if rule != MergeRule::TrustedSource {
+        if ranking.is_empty() {
+            return Ok(());
+        }
+        return Err(invalid(
+            "trusted_sources",
+            "invalid",
+            "trusted_sources goes with the rule trusted_source only.",
+            "trusted_sources 仅用于 trusted_source 规则。",
+        ));
+    }
+    let Some(source) = def.field("source") else {
+        return Err(invalid(
+            "rule",
+            "not_supported",
+            format!("{} records have no source to trust.", def.name),
+            format!("{} 记录没有来源字段，不能按可信来源合并。", def.name),
+        ));
+    };
+    let options = &source.options;
+    let mut seen: Vec<&str> = Vec::new();
+    for value in ranking {
+        if !options.iter().any(|o| o == value) || seen.contains(&value.as_str()) {
+            return Err(invalid(
+                "trusted_sources",
+                "invalid_value",
+                format!("List distinct sources, most trusted first, from: {}.", options.join(", ")),
+                format!("请按可信程度从高到低列出不重复的来源，可选：{}。", options.join("、")),
+            ));
+        }
+        seen.push(value);
+    }
+    if seen.is_empty() {
+        return Err(invalid(
+            "trusted_sources",
+            "required",
+            "The rule trusted_source needs trusted_sources, most trusted first.",
+            "trusted_source 规则须提供 trusted_sources（可信程度从高到低）。",
+        ));
+    }
+    Ok(())
 }
 
 /// A record with its decrypted fields.
@@ -186,8 +247,15 @@ impl Service {
                 ));
             }
         }
+        check_trusted_sources(&def, request.rule, &request.trusted_sources)?;
         let mut newest_first: Vec<&Loaded> = all.clone();
         newest_first.sort_by_key(|l| std::cmp::Reverse(l.record.updated_at));
+        // Most trusted source first, then newest (a stable sort keeps that order among equals).
+        let mut most_trusted: Vec<&Loaded> = newest_first.clone();
+        most_trusted.sort_by_key(|l| {
+            let source = l.plain.get("source").and_then(Value::as_str);
+            request.trusted_sources.iter().position(|t| Some(t.as_str()) == source).unwrap_or(usize::MAX)
+        });
         let mut most_complete: Vec<&Loaded> = all.clone();
         most_complete.sort_by_key(|l| std::cmp::Reverse(l.plain.values().filter(|v| filled(Some(v))).count()));
         let mut merged = Map::new();
@@ -205,6 +273,7 @@ impl Service {
                     }
                     MergeRule::Newest => newest_first.iter().copied().find(|l| filled(l.plain.get(name))),
                     MergeRule::MostComplete => most_complete.iter().copied().find(|l| filled(l.plain.get(name))),
+                    MergeRule::TrustedSource => most_trusted.iter().copied().find(|l| filled(l.plain.get(name))),
                 },
             };
             if let Some(value) = pick.and_then(|l| l.plain.get(name)).filter(|v| filled(Some(v))) {
@@ -332,7 +401,12 @@ impl Service {
             survivor_id: survivor.record.id,
             loser_ids: losers_seen.clone(),
             records: serde_json::to_value(&touched).unwrap_or_default(),
-            request: json!({ "fields": request.fields, "rule": request.rule.as_str(), "auto": request.auto }),
+            request: json!({
+                "fields": request.fields,
+                "rule": request.rule.as_str(),
+                "trusted_sources": request.trusted_sources,
+                "auto": request.auto,
+            }),
             created_at: now,
             created_by: actor,
             undone_at: None,
@@ -347,6 +421,7 @@ impl Service {
             "loser_ids": losers_seen,
             "fields": request.fields,
             "rule": request.rule.as_str(),
+            "trusted_sources": request.trusted_sources,
             "records": touched,
             "auto": request.auto,
         });

@@ -47,9 +47,13 @@ pub struct AutoMergeBody {
     /// At least the object's floor: the lowest threshold whose precision on the project's
     /// labelled benchmark is 0.995 or more (contacts, leads and companies; deals have none).
     pub threshold: f64,
-    /// survivor (default: the group's oldest record keeps its values), newest or most_complete.
+    /// survivor (default: the group's oldest record keeps its values), newest, most_complete
+    /// or trusted_source.
     #[serde(default)]
     pub rule: Option<String>,
+    /// For the rule trusted_source: values of the object's source field, most trusted first.
+    #[serde(default)]
+    pub trusted_sources: Vec<String>,
 }
 
 fn merge_rule(rule: Option<&str>, field: &str) -> ApiResult<MergeRule> {
@@ -58,8 +62,8 @@ fn merge_rule(rule: Option<&str>, field: &str) -> ApiResult<MergeRule> {
         Some(r) => MergeRule::parse(r).ok_or_else(|| {
             invalid_body(
                 field,
-                "rule must be survivor, newest or most_complete.",
-                "rule 须为 survivor、newest 或 most_complete。",
+                "rule must be survivor, newest, most_complete or trusted_source.",
+                "rule 须为 survivor、newest、most_complete 或 trusted_source。",
             )
         }),
     }
@@ -75,7 +79,11 @@ pub async fn start_scan(
 ) -> ApiResult<Response> {
     let auto_merge = match body.auto_merge {
         None => None,
-        Some(a) => Some(AutoMerge { threshold: a.threshold, rule: merge_rule(a.rule.as_deref(), "auto_merge.rule")? }),
+        Some(a) => Some(AutoMerge {
+            threshold: a.threshold,
+            rule: merge_rule(a.rule.as_deref(), "auto_merge.rule")?,
+            trusted_sources: a.trusted_sources,
+        }),
     };
     let job = state.service.start_duplicate_scan(&ctx, &body.object, auto_merge).await?;
     Ok((StatusCode::ACCEPTED, Json(json!(job))).into_response())
@@ -171,9 +179,13 @@ pub struct MergeBody {
     #[schema(value_type = Object)]
     pub fields: BTreeMap<String, Uuid>,
     /// For fields not listed: survivor (default: the survivor's value, else the newest),
-    /// newest or most_complete.
+    /// newest, most_complete or trusted_source (the value of the record whose source comes
+    /// first in trusted_sources; others after, the newest among equals).
     #[serde(default)]
     pub rule: Option<String>,
+    /// For the rule trusted_source: values of the object's source field, most trusted first.
+    #[serde(default)]
+    pub trusted_sources: Vec<String>,
 }
 
 #[utoipa::path(post, path = "/api/v1/merges", tag = "duplicates", request_body = MergeBody,
@@ -191,6 +203,7 @@ pub async fn merge(
         loser_ids: body.loser_ids,
         fields: body.fields,
         rule,
+        trusted_sources: body.trusted_sources,
         auto: None,
     };
     let merge = state.service.merge_records(&ctx, &request).await?;
