@@ -161,6 +161,11 @@ pub struct BenchArgs {
     /// Print this many of the labelled pairs that blocking did not propose, with their fields.
     #[arg(long, default_value_t = 0)]
     scan_show_missed: usize,
+    /// Run the `scan` scenario's scan with auto-merge at this threshold (no lower than the
+    /// contacts' floor) and report how many merged pairs are labelled duplicates (precision)
+    /// and how many labelled pairs were merged (recall).
+    #[arg(long)]
+    scan_auto_merge: Option<f64>,
     /// Events appended by the `audit-verify` scenario.
     #[arg(long, default_value_t = 1_000_000)]
     audit_events: usize,
@@ -1714,7 +1719,13 @@ async fn scan(args: &BenchArgs, ws: &mut Workspace) -> Result<Vec<Row>> {
     let reset = std::fs::write("/proc/self/clear_refs", "5").is_ok();
     let rss_before = read_status_kb("VmRSS").unwrap_or(0);
     let t = Instant::now();
-    let job = service.start_duplicate_scan(&ctx, "contacts", None).await.map_err(|e| anyhow!("start scan: {e}"))?;
+    let auto_merge = args.scan_auto_merge.map(|threshold| custodian_service::AutoMerge {
+        threshold,
+        rule: custodian_service::MergeRule::Survivor,
+        trusted_sources: Vec::new(),
+    });
+    let job =
+        service.start_duplicate_scan(&ctx, "contacts", auto_merge).await.map_err(|e| anyhow!("start scan: {e}"))?;
     let done = loop {
         tokio::time::sleep(Duration::from_millis(100)).await;
         let view = service.duplicate_scan_job(&ctx, job.id).await.map_err(|e| anyhow!("scan job: {e}"))?;
@@ -1727,8 +1738,9 @@ async fn scan(args: &BenchArgs, ws: &mut Workspace) -> Result<Vec<Row>> {
     let took = t.elapsed().as_secs_f64();
     let peak = read_status_kb("VmHWM").unwrap_or(0);
     println!(
-        "scan: {} contacts scanned in {took:.1} s, {} candidate pairs stored; resident memory {:.0} MB before, peak {:.0} MB{}",
+        "scan: {} contacts scanned in {took:.1} s{}, {} candidate pairs stored; resident memory {:.0} MB before, peak {:.0} MB{}",
         done.records,
+        if done.auto_merge.is_some() { " (with its auto-merge)" } else { "" },
         done.pairs,
         rss_before as f64 / 1024.0,
         peak as f64 / 1024.0,
@@ -1752,6 +1764,39 @@ async fn scan(args: &BenchArgs, ws: &mut Workspace) -> Result<Vec<Row>> {
     );
     if args.scan_show_missed > 0 {
         show_missed(&service, &missed, args.scan_show_missed).await?;
+    }
+    if let Some(outcome) = &done.auto_merge {
+        let truth: std::collections::HashSet<(Uuid, Uuid)> = {
+            let labelled = labelled.lock().map_err(|_| anyhow!("labelled pairs poisoned"))?;
+            labelled.pairs.iter().map(|&(a, b)| (a.min(b), a.max(b))).collect()
+        };
+        let (mut merged_pairs, mut labelled_merged, mut cursor) = (0usize, 0usize, None);
+        loop {
+            let page = service
+                .list_duplicates(&ctx, "contacts", Some("merged"), cursor.as_deref(), Some(500))
+                .await
+                .map_err(|e| anyhow!("merged pairs: {e}"))?;
+            for c in &page.items {
+                let ids: Vec<Uuid> = c
+                    .records
+                    .iter()
+                    .filter_map(|r| r.get("id").and_then(Value::as_str).and_then(|s| Uuid::parse_str(s).ok()))
+                    .collect();
+                if let [a, b] = ids[..] {
+                    merged_pairs += 1;
+                    labelled_merged += usize::from(truth.contains(&(a.min(b), a.max(b))));
+                }
+            }
+            match page.next_cursor {
+                Some(next) => cursor = Some(next),
+                None => break,
+            }
+        }
+        println!(
+            "scan: auto-merge {outcome}; {merged_pairs} pairs merged, {labelled_merged} of them labelled duplicates (precision at least {:.4}: an unlabelled pair may still be one person); {:.4} of the labelled pairs merged",
+            labelled_merged as f64 / merged_pairs.max(1) as f64,
+            labelled_merged as f64 / true_pairs.max(1) as f64,
+        );
     }
     let entry = entry_check_row(&service, ws, "scan", full).await?;
     let mut rows = vec![
