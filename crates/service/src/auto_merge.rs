@@ -13,11 +13,13 @@
 //! compared and above it stays in the review queue), of at most `MAX_LOSERS + 1` records. The
 //! name rule keeps for a steward what a score alone cannot tell apart: two businesses behind
 //! one switchboard and one address (the restaurants of one hotel in the public Fodors-Zagat
-//! benchmark score 0.99 and more with names that share nothing), or two colleagues. Each group goes through the one merge
-//! path (`Service::merge_records`), as the system, with the scan job, its threshold and the
-//! steward who asked for it in the merge row and audit event: atomic, audited and undoable
-//! like a steward's merge. A group the merge path refuses (a record changed or deleted since,
-//! a value that would break a unique key) stays open in the review queue.
+//! benchmark score 0.99 and more with names that share nothing), or two colleagues.
+//!
+//! Each group goes through the one merge path (`Service::merge_records`), as the system, with
+//! the scan job, its threshold and the steward who asked for it in the merge row and audit
+//! event: atomic, audited and undoable like a steward's merge. A group the merge path refuses
+//! (a record changed or deleted since, a value that would break a unique key) stays open in
+//! the review queue.
 
 use crate::error::{ServiceError, ServiceResult};
 use crate::merges::{MAX_LOSERS, MergeRequest, MergeRule, check_trusted_sources};
@@ -104,7 +106,7 @@ pub(crate) fn names_agree<S: AsRef<str>>(reasons: &[S]) -> bool {
     reasons.iter().any(|r| r.as_ref().split_once(':').is_some_and(|(field, _)| field == NAME_FIELD))
 }
 
-/// Groups of records to merge, from scored pairs `(a, b, probability)` of `records` records:
+/// Groups of records to merge, from scored pairs `(a, b, probability)` of record numbers:
 /// connected components of the pairs at or above `threshold` in which every pair was scored at
 /// or above it, of 2 to `max_size` records, each sorted, in order of their first record. Also
 /// returns the number of components left out (a pair missing or below the threshold, or too
