@@ -25,6 +25,7 @@ use crate::error::{ServiceError, ServiceResult};
 use crate::merges::{MAX_LOSERS, MergeRequest, MergeRule, check_trusted_sources};
 use crate::{RequestContext, Service};
 use custodian_core::FieldError;
+use custodian_core::matching::cluster;
 use custodian_core::schema::ObjectDef;
 use custodian_store::{CandidateRow, RowScope, ScanJobRow};
 use serde_json::{Value, json};
@@ -106,40 +107,27 @@ pub(crate) fn names_agree<S: AsRef<str>>(reasons: &[S]) -> bool {
     reasons.iter().any(|r| r.as_ref().split_once(':').is_some_and(|(field, _)| field == NAME_FIELD))
 }
 
-/// Groups of records to merge, from scored pairs `(a, b, probability)` of record numbers:
-/// connected components of the pairs at or above `threshold` in which every pair was scored at
-/// or above it, of 2 to `max_size` records, each sorted, in order of their first record. Also
-/// returns the number of components left out (a pair missing or below the threshold, or too
-/// many records).
-pub(crate) fn merge_groups(pairs: &[(u32, u32, f64)], threshold: f64, max_size: usize) -> (Vec<Vec<u32>>, usize) {
-    let strong: Vec<(u32, u32)> =
-        pairs.iter().filter(|p| p.2 >= threshold && p.0 != p.1).map(|p| (p.0.min(p.1), p.0.max(p.1))).collect();
-    let linked: HashSet<(u32, u32)> = strong.iter().copied().collect();
-    let mut parent: HashMap<u32, u32> = HashMap::new();
-    fn find(parent: &mut HashMap<u32, u32>, x: u32) -> u32 {
-        let mut root = x;
-        while let Some(&p) = parent.get(&root).filter(|&&p| p != root) {
-            root = p;
-        }
-        parent.insert(x, root);
-        root
-    }
-    for &(a, b) in &strong {
-        let (ra, rb) = (find(&mut parent, a), find(&mut parent, b));
-        if ra != rb {
-            parent.insert(ra.max(rb), ra.min(rb));
-        }
-    }
-    let members: Vec<u32> = parent.keys().copied().collect();
-    let mut components: BTreeMap<u32, Vec<u32>> = BTreeMap::new();
-    for x in members {
-        let root = find(&mut parent, x);
-        components.entry(root).or_default().push(x);
+/// Groups of records to merge, from scored pairs `(a, b, probability)` of record numbers below
+/// `records`: the clusters (connected components, `matching::cluster`) of the pairs at or
+/// above `threshold` in which every pair was scored at or above it, of 2 to `max_size` records,
+/// each sorted, in order of their first record. Also returns the number of clusters left out
+/// (a pair missing or below the threshold, or too many records).
+pub(crate) fn merge_groups(
+    records: usize,
+    pairs: &[(u32, u32, f64)],
+    threshold: f64,
+    max_size: usize,
+) -> (Vec<Vec<u32>>, usize) {
+    let linked: HashSet<(u32, u32)> =
+        pairs.iter().filter(|p| p.2 >= threshold).map(|p| (p.0.min(p.1), p.0.max(p.1))).collect();
+    let mut clusters: BTreeMap<u32, Vec<u32>> = BTreeMap::new();
+    for (i, label) in cluster(records, pairs, threshold, None).into_iter().enumerate() {
+        clusters.entry(label).or_default().push(i as u32);
     }
     let mut groups = Vec::new();
     let mut left_out = 0;
-    for (_, mut group) in components {
-        group.sort_unstable();
+    // Labels are each cluster's smallest record, and members come in order: groups are sorted.
+    for group in clusters.into_values().filter(|g| g.len() > 1) {
         let complete = group.iter().enumerate().all(|(i, &x)| group[i + 1..].iter().all(|&y| linked.contains(&(x, y))));
         if complete && group.len() <= max_size {
             groups.push(group);
@@ -147,7 +135,6 @@ pub(crate) fn merge_groups(pairs: &[(u32, u32, f64)], threshold: f64, max_size: 
             left_out += 1;
         }
     }
-    groups.sort_by_key(|g| g[0]);
     (groups, left_out)
 }
 
@@ -181,7 +168,7 @@ impl Service {
         };
         let pairs: Vec<(u32, u32, f64)> =
             candidates.iter().map(|c| (number(c.record_a), number(c.record_b), c.score)).collect();
-        let (groups, left_out) = merge_groups(&pairs, settings.threshold, MAX_LOSERS + 1);
+        let (groups, left_out) = merge_groups(ids.len(), &pairs, settings.threshold, MAX_LOSERS + 1);
         // The system merges; the steward who asked is named in every merge row and event.
         let ctx = RequestContext { user_agent: Some("custodian-auto-merge".into()), ..RequestContext::default() };
         let provenance = json!({
@@ -317,7 +304,7 @@ mod tests {
         thresholds
             .iter()
             .map(|&threshold| {
-                let (groups, _) = merge_groups(&scored, threshold, MAX_LOSERS + 1);
+                let (groups, _) = merge_groups(prepared.len(), &scored, threshold, MAX_LOSERS + 1);
                 let mut predicted = Vec::new();
                 for g in &groups {
                     for (i, a) in g.iter().enumerate() {
@@ -355,15 +342,15 @@ mod tests {
             (13, 15, 1.0),
             (14, 15, 1.0),
         ];
-        let (groups, left_out) = merge_groups(&pairs, 0.99, 21);
+        let (groups, left_out) = merge_groups(16, &pairs, 0.99, 21);
         assert_eq!(groups, vec![vec![0, 1, 2], vec![9, 10], vec![12, 13, 14, 15]]);
         assert_eq!(left_out, 2);
         // Groups larger than one merge takes stay for review.
-        let (groups, left_out) = merge_groups(&pairs, 0.99, 3);
+        let (groups, left_out) = merge_groups(16, &pairs, 0.99, 3);
         assert_eq!(groups, vec![vec![0, 1, 2], vec![9, 10]]);
         assert_eq!(left_out, 3);
-        assert_eq!(merge_groups(&pairs, 1.0, 21), (vec![vec![12, 13, 14, 15]], 0));
-        assert_eq!(merge_groups(&[], 0.99, 21), (Vec::new(), 0));
+        assert_eq!(merge_groups(16, &pairs, 1.0, 21), (vec![vec![12, 13, 14, 15]], 0));
+        assert_eq!(merge_groups(0, &[], 0.99, 21), (Vec::new(), 0));
     }
 
     #[test]
