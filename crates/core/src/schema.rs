@@ -429,15 +429,22 @@ impl Schema {
     }
 
     /// The standard schema plus custom fields (each `(object, field)`), in the order given.
-    /// Custom fields naming an unknown object or clashing with an existing field are skipped;
-    /// the service refuses such fields before they are stored.
+    /// Custom fields naming an unknown object, or clashing with a custom field given before,
+    /// are skipped; the service refuses such fields before they are stored.
+    ///
+    /// A stored custom field with the name of a *standard* field can only predate that standard
+    /// field (a release added it, e.g. `source` of companies and contacts): the stored field
+    /// keeps its place, so its values keep the type, sensitivity, sealing and rules they were
+    /// written under, and that object goes without the newer standard field.
     pub fn with_custom_fields(custom: impl IntoIterator<Item = (String, FieldDef)>) -> Self {
         let mut schema = Schema::standard();
-        for (object, field) in custom {
-            if let Some(def) = schema.objects.get_mut(&object)
-                && def.field(&field.name).is_none()
-            {
-                def.fields.push(field);
+        for (object, mut field) in custom {
+            field.custom = true;
+            let Some(def) = schema.objects.get_mut(&object) else { continue };
+            match def.fields.iter_mut().find(|f| f.name == field.name) {
+                None => def.fields.push(field),
+                Some(standard) if !standard.custom => *standard = field,
+                Some(_) => {}
             }
         }
         schema
@@ -549,5 +556,36 @@ mod tests {
         let leads = s.object("leads").unwrap_or_else(|| panic!("leads"));
         assert!(leads.field("mobile").is_some_and(|f| f.sensitive));
         assert!(leads.field("email").is_some_and(|f| f.sensitive));
+    }
+
+    #[test]
+    fn a_stored_custom_field_keeps_its_place_when_a_standard_field_takes_its_name() {
+        // Stored before `source` became a standard field of contacts: sensitive free text.
+        let mut old = FieldDef::std("source", FieldType::Text, "Source", "来源");
+        old.sensitive = true;
+        let mut level = FieldDef::std("level", FieldType::Text, "Level", "等级");
+        level.custom = true;
+        let again = FieldDef::std("level", FieldType::Integer, "Level", "等级");
+        let s = Schema::with_custom_fields([
+            ("contacts".to_owned(), old),
+            ("contacts".to_owned(), level),
+            ("contacts".to_owned(), again),
+            ("nowhere".to_owned(), FieldDef::std("x", FieldType::Text, "X", "X")),
+        ]);
+        let contacts = s.object("contacts").unwrap_or_else(|| panic!("contacts"));
+        let standard = Schema::standard();
+        let std_contacts = standard.object("contacts").unwrap_or_else(|| panic!("contacts"));
+        let source = contacts.field("source").unwrap_or_else(|| panic!("source"));
+        assert!(source.custom && source.sensitive && source.options.is_empty());
+        assert_eq!(source.field_type, FieldType::Text);
+        // In the standard field's place, once; the first custom `level` wins over a later one.
+        let position = |d: &ObjectDef| d.fields.iter().position(|f| f.name == "source");
+        assert_eq!(position(contacts), position(std_contacts));
+        assert_eq!(contacts.fields.iter().filter(|f| f.name == "source").count(), 1);
+        assert_eq!(contacts.field("level").map(|f| f.field_type), Some(FieldType::Text));
+        assert_eq!(contacts.fields.len(), std_contacts.fields.len() + 1);
+        // Other objects keep the standard field.
+        let companies = s.object("companies").unwrap_or_else(|| panic!("companies"));
+        assert!(companies.field("source").is_some_and(|f| !f.custom && f.options.len() == SOURCES.len()));
     }
 }

@@ -283,6 +283,61 @@ both_backends!(custom_fields_at_runtime, |app: TestApp| async move {
     assert!(doc.body["components"]["schemas"]["Fields_contacts"]["properties"]["level"].is_object());
 });
 
+// Before `source` became a standard field of companies and contacts, an admin could add a
+// custom field of that name. Upgrading must not take it over: its values keep their type,
+// sealing and blind index, and what builds on the standard field leaves that object alone.
+both_backends!(a_custom_field_stored_before_a_standard_field_of_its_name_keeps_its_values, |app: TestApp| async move {
+    use custodian_store::{AuditDraft, CustomFieldRow, now_micros};
+    let definition = json!({"name": "source", "type": "text", "label_en": "Lead source", "label_zh": "线索来源",
+        "sensitive": true, "custom": true});
+    let row = CustomFieldRow { object: "contacts".into(), name: "source".into(), definition, created_at: now_micros() };
+    app.store.add_custom_field(row, AuditDraft::new("schema.add_field")).await.unwrap();
+    // A server starting on that store (as after an upgrade).
+    let app = app.reconfigure(custodian_service::ServiceConfig::default()).await;
+    let schema = app.get("/api/v1/schema/contacts").await;
+    let fields = schema.body["fields"].as_array().unwrap();
+    let source: Vec<&Value> = fields.iter().filter(|f| f["name"] == "source").collect();
+    assert_eq!(source.len(), 1, "{}", schema.body);
+    assert_eq!(
+        (&source[0]["type"], &source[0]["custom"], &source[0]["sensitive"]),
+        (&json!("text"), &json!(true), &json!(true))
+    );
+
+    let a = app.create("contacts", json!({"name": "周杰", "source": "LinkedIn 广告"})).await;
+    let path = format!("/api/v1/contacts/{}", id_of(&a));
+    assert_eq!(app.get(&path).await.body["fields"]["source"], "LinkedIn 广告");
+    // Found by its blind index, like any sensitive field.
+    let r = app.get("/api/v1/contacts?source=LinkedIn%20%E5%B9%BF%E5%91%8A").await;
+    assert_eq!(r.body["items"].as_array().map(Vec::len), Some(1), "{}", r.body);
+    assert_eq!(r.body["items"][0]["id"], a["id"]);
+    let r = app.call(Method::PATCH, &path, Some(json!({"fields": {"title": "采购经理"}, "version": 1}))).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert_eq!(r.body["fields"]["source"], "LinkedIn 广告");
+
+    // Nothing to rank on contacts now; companies keep the standard choice.
+    let b = app.create("contacts", json!({"name": "周杰伦", "source": "展会"})).await;
+    app.admin_step_up().await;
+    let merge = json!({"object": "contacts", "survivor_id": a["id"], "loser_ids": [b["id"]], "rule": "trusted_source", "trusted_sources": ["web"]});
+    let before = app.get(&path).await.body;
+    let r = app.post("/api/v1/merges", merge).await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.body);
+    assert_eq!(r.body["error"]["details"][0]["code"], "not_supported", "{}", r.body);
+    assert_eq!(app.get(&path).await.body, before);
+
+    // A converted lead's channel goes to the new company, not into the contact's own field.
+    let lead =
+        app.create("leads", json!({"name": "吴磊", "company_name": "宁波海曙贸易有限公司", "source": "event"})).await;
+    let r = app
+        .post(
+            &format!("/api/v1/leads/{}/convert", id_of(&lead)),
+            json!({"company": {"fields": {"name": "宁波海曙贸易有限公司"}}, "contact": {"fields": {"name": "吴磊"}}}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    assert_eq!(r.body["company"]["fields"]["source"], "event");
+    assert!(r.body["contact"]["fields"].get("source").is_none(), "{}", r.body);
+});
+
 both_backends!(sensitive_values_are_not_stored_in_plaintext, |app: TestApp| async move {
     let secrets = [
         "13912345678",

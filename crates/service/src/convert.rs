@@ -11,6 +11,7 @@ use crate::error::{ServiceError, ServiceResult, again_if_stale};
 use crate::records::{CreateOptions, OverrideReason, PreparedWrite};
 use crate::view::RecordView;
 use crate::{RequestContext, Service};
+use custodian_core::schema::{FieldType, ObjectDef};
 use custodian_core::values::validate_record;
 use custodian_core::{ErrorCode, FieldError};
 use custodian_store::{StoredRecord, WriteAction, now_micros};
@@ -111,14 +112,14 @@ impl Service {
                 (*id, false)
             }
             ConvertCompany::New(fields) => {
-                let fields = with_lead_source(fields, &before);
+                let fields = with_lead_source(&self.object_def("companies")?, fields, &before);
                 let (id, w) = self.prepare_create_with(ctx, "companies", &fields, &options, &pending).await?;
                 writes.push(w);
                 pending.push(("companies".into(), id));
                 (id, true)
             }
         };
-        let mut contact_fields = with_lead_source(&request.contact, &before);
+        let mut contact_fields = with_lead_source(&self.object_def("contacts")?, &request.contact, &before);
         contact_fields.insert("company_id".into(), json!(company_id));
         let (contact_id, w) = self.prepare_create_with(ctx, "contacts", &contact_fields, &options, &pending).await?;
         writes.push(w);
@@ -189,11 +190,18 @@ impl Service {
 
 /// New company or contact fields with the lead's source where the caller gave none: the
 /// channel a customer came through stays known after conversion (and trusted-source merges
-/// can rank it).
-fn with_lead_source(fields: &Map<String, Value>, lead: &Map<String, Value>) -> Map<String, Value> {
+/// can rank it). Only into a `source` that offers that choice: an object may keep a custom
+/// `source` of its own from before the standard one (`Schema::with_custom_fields`), which the
+/// lead's value need not fit.
+fn with_lead_source(target: &ObjectDef, fields: &Map<String, Value>, lead: &Map<String, Value>) -> Map<String, Value> {
     let mut fields = fields.clone();
+    let offered = |v: &Value| {
+        target.field("source").is_some_and(|f| {
+            f.field_type == FieldType::Enum && v.as_str().is_some_and(|s| f.options.iter().any(|o| o == s))
+        })
+    };
     if !fields.contains_key("source")
-        && let Some(source) = lead.get("source").filter(|v| !v.is_null())
+        && let Some(source) = lead.get("source").filter(|v| offered(v))
     {
         fields.insert("source".into(), source.clone());
     }

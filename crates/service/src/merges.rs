@@ -156,12 +156,14 @@ pub(crate) fn check_trusted_sources(def: &ObjectDef, rule: MergeRule, ranking: &
             "trusted_sources 仅用于 trusted_source 规则。",
         ));
     }
-    let Some(source) = def.field("source") else {
+    // A choice of sources: the standard field, or a custom one kept from before it (which may
+    // be free text: then there is nothing to rank).
+    let Some(source) = def.field("source").filter(|f| f.field_type == FieldType::Enum && !f.options.is_empty()) else {
         return Err(invalid(
             "rule",
             "not_supported",
-            format!("{} records have no source to trust.", def.name),
-            format!("{} 记录没有来源字段，不能按可信来源合并。", def.name),
+            format!("{} records have no choice of sources to trust.", def.name),
+            format!("{} 记录没有可选的来源字段，不能按可信来源合并。", def.name),
         ));
     };
     let options = &source.options;
