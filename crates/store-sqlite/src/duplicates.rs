@@ -453,9 +453,15 @@ async fn read_blocks(
     Ok((stamp, out))
 }
 
-/// Digests per statement of `find_by_blind_indexes`.
-const DIGESTS_PER_STATEMENT: usize = 500;
+/// Digests per statement of `find_by_blind_indexes` (one term of a compound select each:
+/// SQLite allows at most 500).
+const DIGESTS_PER_STATEMENT: usize = 200;
 
+/// `Store::find_by_blind_indexes`: per distinct (field, digest), its active holders read in id
+/// order through the table's primary key (object, field, digest, record_id) and cut at the
+/// limit in SQL, as one row of comma-joined ids; up to DIGESTS_PER_STATEMENT of them per
+/// statement. A digest many records share (a switchboard number, a shared inbox) costs the
+/// limit, not its holders.
 pub(crate) async fn find_by_blind_indexes(
     pool: &SqlitePool,
     object: &str,
@@ -464,79 +470,49 @@ pub(crate) async fn find_by_blind_indexes(
 ) -> StoreResult<Vec<(usize, Uuid)>> {
     use std::collections::HashMap;
     let mut out: Vec<(usize, Uuid)> = Vec::new();
-    if limit == 0 {
+    if limit == 0 || keys.is_empty() {
         return Ok(out);
     }
-    // Positions of each distinct (field, digest), and the distinct digests of each field.
-    let mut position: HashMap<(&str, &[u8]), Vec<usize>> = HashMap::new();
+    // The distinct (field, digest) pairs, each with the positions that asked for it.
+    type Asked<'a> = ((&'a str, &'a [u8]), Vec<usize>);
+    let mut position: HashMap<(&str, &[u8]), usize> = HashMap::new();
+    let mut distinct: Vec<Asked> = Vec::new();
     for (i, (field, digest)) in keys.iter().enumerate() {
-        position.entry((field.as_str(), digest.as_slice())).or_default().push(i);
-    }
-    let mut by_field: BTreeMap<&str, Vec<&[u8]>> = BTreeMap::new();
-    for (field, digest) in position.keys() {
-        by_field.entry(field).or_default().push(digest);
-    }
-    // (field, digests) parts of the statements.
-    type Part<'a> = (&'a str, Vec<&'a [u8]>);
-    let parts: Vec<Part> = by_field
-        .into_iter()
-        .flat_map(|(field, mut digests)| {
-            digests.sort();
-            digests.chunks(DIGESTS_PER_STATEMENT).map(|c| (field, c.to_vec())).collect::<Vec<_>>()
-        })
-        .collect();
-    // One statement for every field (a compound of one select per field), each within
-    // DIGESTS_PER_STATEMENT digests.
-    let mut statements: Vec<Vec<Part>> = Vec::new();
-    let mut size = 0;
-    for part in parts {
-        if statements.is_empty() || size + part.1.len() > DIGESTS_PER_STATEMENT {
-            statements.push(Vec::new());
-            size = 0;
-        }
-        size += part.1.len();
-        if let Some(statement) = statements.last_mut() {
-            statement.push(part);
+        let key = (field.as_str(), digest.as_slice());
+        let at = *position.entry(key).or_insert_with(|| {
+            distinct.push((key, Vec::new()));
+            distinct.len() - 1
+        });
+        if let Some((_, asked)) = distinct.get_mut(at) {
+            asked.push(i);
         }
     }
-    let mut rows: Vec<(String, Vec<u8>, Uuid)> = Vec::new();
-    for statement in &statements {
-        let text = statement
-            .iter()
-            .map(|(_, digests)| {
+    for chunk in distinct.chunks(DIGESTS_PER_STATEMENT) {
+        let text = (0..chunk.len())
+            .map(|n| {
                 format!(
-                    "SELECT b.field AS field, b.digest AS digest, b.record_id AS id FROM blind_indexes b \
+                    "SELECT {n} AS n, (SELECT group_concat(id) FROM (SELECT b.record_id AS id FROM blind_indexes b \
                      JOIN records r ON r.id = b.record_id \
-                     WHERE b.object = ? AND b.field = ? AND b.digest IN ({}) AND r.deleted_at IS NULL",
-                    vec!["?"; digests.len()].join(", ")
+                     WHERE b.object = ? AND b.field = ? AND b.digest = ? AND r.deleted_at IS NULL \
+                     ORDER BY b.record_id LIMIT {limit})) AS ids"
                 )
             })
             .collect::<Vec<_>>()
             .join(" UNION ALL ");
         let mut q = sqlx::query(AssertSqlSafe(text));
-        for (field, digests) in statement {
-            q = q.bind(object).bind(*field);
-            for d in digests {
-                q = q.bind(d.to_vec());
-            }
+        for ((field, digest), _) in chunk {
+            q = q.bind(object).bind(*field).bind(digest.to_vec());
         }
         for row in q.fetch_all(pool).await.map_err(map_sqlx)? {
-            let field: String = row.try_get("field").map_err(map_sqlx)?;
-            let digest: Vec<u8> = row.try_get("digest").map_err(map_sqlx)?;
-            rows.push((field, digest, uuid_of(&row, "id")?));
-        }
-    }
-    // At most `limit` ids per key, the smallest first (as an ORDER BY would give them).
-    rows.sort();
-    let mut taken: HashMap<(&str, &[u8]), u32> = HashMap::new();
-    for (field, digest, id) in &rows {
-        let n = taken.entry((field.as_str(), digest.as_slice())).or_insert(0);
-        if *n >= limit {
-            continue;
-        }
-        *n += 1;
-        for i in position.get(&(field.as_str(), digest.as_slice())).into_iter().flatten() {
-            out.push((*i, *id));
+            let n: i64 = row.try_get("n").map_err(map_sqlx)?;
+            let Some((_, asked)) = usize::try_from(n).ok().and_then(|n| chunk.get(n)) else {
+                return Err(internal(format!("unexpected position {n}")));
+            };
+            let ids: Option<String> = row.try_get("ids").map_err(map_sqlx)?;
+            for id in ids.iter().flat_map(|ids| ids.split(',')) {
+                let id = Uuid::parse_str(id).map_err(internal)?;
+                out.extend(asked.iter().map(|i| (*i, id)));
+            }
         }
     }
     out.sort();
