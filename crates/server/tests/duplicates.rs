@@ -726,6 +726,83 @@ both_backends!(auto_merge_is_off_by_default_merges_only_sure_groups_and_is_undon
     assert_eq!(snapshot(&app, &records).await, before);
 });
 
+// An auto-merge runs long after it was asked for (a scan of a million records takes minutes):
+// the steward's rights are read again before each merge, and rights taken away stop it.
+both_backends!(an_auto_merge_stops_when_its_steward_may_no_longer_merge, |app: TestApp| async move {
+    let config = custodian_service::ServiceConfig { start_jobs_at_once: false, ..Default::default() };
+    let app = app.reconfigure(config).await;
+    let steward = user(&app, "steward7", "data_steward").await;
+    let steward_id = as_user(&app, &steward, Method::GET, "/api/v1/me", None).await.body["id"].clone();
+    let person = |mobile: &str| {
+        json!({"name": "张伟", "mobile": mobile, "birth_date": "1985-03-07", "address": "杭州市西湖区文三路 90 号",
+               "wechat": "zhangwei_hz", "title": "采购经理"})
+    };
+    let a = app.create("contacts", person("13812340001")).await;
+    let r = app
+        .post(
+            "/api/v1/contacts",
+            json!({"fields": person("13812340002"), "confirm_not_duplicate": {"reason": "later"}}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    let b = r.body;
+    for (i, name) in ["李娜", "王强", "赵雷", "Emily Carter", "周杰", "吴敏"].iter().enumerate() {
+        app.create("contacts", json!({"name": name, "mobile": format!("1360000000{i}"), "birth_date": format!("19{}-0{}-1{}", 70 + i, i + 1, i)})).await;
+    }
+    let (ia, ib) = (id_of(&a), id_of(&b));
+    let records = [("contacts", ia.as_str()), ("contacts", ib.as_str())];
+    let before = snapshot(&app, &records).await;
+    let ask = json!({"object": "contacts", "auto_merge": {"threshold": 0.99}});
+    let scan = |token: String| {
+        let app = &app;
+        let ask = ask.clone();
+        async move {
+            let r = as_user(app, &token, Method::POST, "/api/v1/duplicates/scan", Some(ask)).await;
+            assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.body);
+            let job = id_of(&r.body);
+            app.service.run_jobs("test-server").await.unwrap();
+            let r = app.get(&format!("/api/v1/duplicates/scan/{job}")).await;
+            assert_eq!((r.status, r.body["status"].as_str()), (StatusCode::OK, Some("done")), "{}", r.body);
+            r.body
+        }
+    };
+    let r = app.step_up(&steward, "steward7").await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let r = as_user(&app, &steward, Method::POST, "/api/v1/duplicates/scan", Some(ask.clone())).await;
+    assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.body);
+    let job = id_of(&r.body);
+    // The steward becomes a sales rep before the scan has run.
+    app.admin_step_up().await;
+    let r = app
+        .call(
+            Method::PATCH,
+            &format!("/api/v1/users/{}", steward_id.as_str().unwrap()),
+            Some(json!({"role": "sales_rep"})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    app.service.run_jobs("test-server").await.unwrap();
+    let done = app.get(&format!("/api/v1/duplicates/scan/{job}")).await.body;
+    assert_eq!(done["status"], "done", "{done}");
+    let outcome = &done["auto_merge"];
+    assert_eq!(outcome["merged"], 0, "{done}");
+    assert_eq!(
+        (outcome["stopped"]["code"].as_str(), outcome["stopped"]["groups_left"].as_u64()),
+        (Some("forbidden"), Some(1)),
+        "{done}"
+    );
+    assert!(outcome["left_for_review"].as_u64().unwrap() >= 1, "{done}");
+    assert_eq!(snapshot(&app, &records).await, before);
+    let events = app.store.list_audit(0, 100_000).await.unwrap();
+    let stop = events.iter().find(|e| e.action == "duplicates.auto_merge_stopped").expect("the stop is audited");
+    assert!(stop.body.contains(&job) && stop.body.contains(steward_id.as_str().unwrap()), "{}", stop.body);
+    // The pair waits for review; someone who may still merge gets it merged.
+    let queue = app.get("/api/v1/duplicates?object=contacts").await.body;
+    assert!(queue["items"].as_array().unwrap().iter().any(|c| c["score"].as_f64().unwrap() >= 0.99), "{queue}");
+    let job = scan(app.token.clone()).await;
+    assert_eq!((job["auto_merge"]["merged"].as_u64(), job["auto_merge"].get("stopped")), (Some(1), None), "{job}");
+});
+
 both_backends!(trusted_source_survivorship_takes_each_value_from_the_most_trusted_source, |app: TestApp| async move {
     app.admin_step_up().await;
     let confirm = json!({"reason": "the steward merges them below"});

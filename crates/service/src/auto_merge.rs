@@ -19,14 +19,17 @@
 //! the scan job, its threshold and the steward who asked for it in the merge row and audit
 //! event: atomic, audited and undoable like a steward's merge. A group the merge path refuses
 //! (a record changed or deleted since, a value that would break a unique key) stays open in
-//! the review queue.
+//! the review queue. Before each group the steward's rights are read again: a steward
+//! suspended, or moved to a role that may not merge everything, stops the merges still to come.
 
+use crate::access::Operation;
+use crate::auth::Actor;
 use crate::error::{ServiceError, ServiceResult};
 use crate::merges::{MAX_LOSERS, MergeRequest, MergeRule, check_trusted_sources};
 use crate::{RequestContext, Service};
-use custodian_core::FieldError;
 use custodian_core::matching::cluster;
 use custodian_core::schema::ObjectDef;
+use custodian_core::{ErrorCode, FieldError};
 use custodian_store::{CandidateRow, RowScope, ScanJobRow};
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -139,6 +142,65 @@ pub(crate) fn merge_groups(
 }
 
 impl Service {
+    /// Whether the caller may have a scan of `object` merge (the inner error says why not):
+    /// merge rights, and the right to change and delete every record of the object. The scan
+    /// compares, and so may merge, every record: a custom role with merge rights over its own
+    /// team's records merges those by hand.
+    pub(crate) async fn may_auto_merge(
+        &self,
+        ctx: &RequestContext,
+        object: &str,
+    ) -> ServiceResult<Result<(), ServiceError>> {
+        if let Err(e) = self.require_merge(ctx) {
+            return Ok(Err(e));
+        }
+        for op in [Operation::Update, Operation::Delete] {
+            if self.scope_for(ctx, object, op).await? != RowScope::All {
+                return Ok(Err(ServiceError::with_message(
+                    ErrorCode::Forbidden,
+                    "Auto-merge needs the right to change and delete every record of the object.",
+                )));
+            }
+        }
+        Ok(Ok(()))
+    }
+
+    /// `may_auto_merge` for the steward who asked for a scan's auto-merge, as they stand now
+    /// (their account and role read again: a scan of a million records runs for minutes, and
+    /// rights taken away meanwhile stop its merges). Nothing to check for a scan no one asked
+    /// for (the CLI's).
+    async fn requester_may_auto_merge(&self, job: &ScanJobRow) -> ServiceResult<Result<(), ServiceError>> {
+        let Some(user_id) = job.requested_by else { return Ok(Ok(())) };
+        let gone = || {
+            ServiceError::with_message(
+                ErrorCode::Forbidden,
+                "The steward who asked for the auto-merge is no longer active.",
+            )
+        };
+        let Some(user) = self.store.get_user(user_id).await? else { return Ok(Err(gone())) };
+        if user.status != "active" {
+            return Ok(Err(gone()));
+        }
+        self.refresh_roles_if_stale().await?;
+        let ctx = RequestContext {
+            actor: Some(Actor {
+                user_id: user.id,
+                username: user.username,
+                role: user.role,
+                team_id: user.team_id,
+                department_id: user.department_id,
+                session_hash: String::new(),
+                stepped_up: false,
+                step_up_until: None,
+                mfa_enrollment_required: false,
+                read_only: false,
+                api_token: false,
+            }),
+            ..RequestContext::default()
+        };
+        self.may_auto_merge(&ctx, &job.object).await
+    }
+
     /// Merges the groups among a finished scan's open pairs that reach its auto-merge
     /// threshold (the store marks their pairs "merged", with the merge). Returns the outcome
     /// kept in the job's `auto_merge`.
@@ -177,7 +239,14 @@ impl Service {
             "requested_by": job.requested_by,
         });
         let (mut merged, mut records_merged, mut refused) = (0usize, 0usize, BTreeMap::<String, usize>::new());
-        for group in groups {
+        let mut stopped: Option<(ServiceError, usize)> = None;
+        let total = groups.len();
+        for (done, group) in groups.into_iter().enumerate() {
+            // The steward's rights as they are now, before each merge.
+            if let Err(e) = self.requester_may_auto_merge(job).await? {
+                stopped = Some((e, total - done));
+                break;
+            }
             let members: Vec<Uuid> = group.iter().filter_map(|&i| ids.get(i as usize).copied()).collect();
             // The survivor is the oldest record: links to it from outside (other systems,
             // bookmarks, exports) are likeliest to exist.
@@ -214,12 +283,24 @@ impl Service {
                 }
             }
         }
+        let not_tried = stopped.as_ref().map_or(0, |(_, n)| *n);
         let mut outcome = settings.to_json();
         if let Value::Object(o) = &mut outcome {
             o.insert("merged".into(), json!(merged));
             o.insert("records_merged".into(), json!(records_merged));
-            o.insert("left_for_review".into(), json!(left_out + refused.values().sum::<usize>()));
+            o.insert("left_for_review".into(), json!(left_out + refused.values().sum::<usize>() + not_tried));
             o.insert("refused".into(), json!(refused));
+        }
+        if let Some((e, groups_left)) = stopped {
+            tracing::warn!(job = %job.id, reason = %e.message, "auto-merge stopped: the steward who asked may no longer");
+            let stop = json!({ "code": e.code.as_str(), "message": e.message, "groups_left": groups_left });
+            let mut audit = self.audit_draft(&ctx, "duplicates.auto_merge_stopped");
+            audit.object = Some(def.name.clone());
+            audit.details = json!({ "job_id": job.id, "requested_by": job.requested_by, "stopped": stop });
+            self.store.append_audit(vec![audit]).await?;
+            if let Value::Object(o) = &mut outcome {
+                o.insert("stopped".into(), stop);
+            }
         }
         Ok(outcome)
     }

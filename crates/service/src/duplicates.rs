@@ -1028,18 +1028,9 @@ impl Service {
         }
         if let Some(settings) = &auto_merge {
             settings.check(&def)?;
-            // The scan compares, and so may merge, every record of the object: only someone
-            // who may change and delete every one of them may ask for that (a custom role with
-            // merge rights over its own team's records merges those by hand).
-            for op in [Operation::Update, Operation::Delete] {
-                if self.scope_for(ctx, &def.name, op).await? != RowScope::All {
-                    let e = ServiceError::with_message(
-                        ErrorCode::Forbidden,
-                        "Auto-merge needs the right to change and delete every record of the object.",
-                    );
-                    self.audit_refusal(ctx, &def.name, None, "duplicate_auto_merge", &e).await;
-                    return Err(e);
-                }
+            if let Err(e) = self.may_auto_merge(ctx, &def.name).await? {
+                self.audit_refusal(ctx, &def.name, None, "duplicate_auto_merge", &e).await;
+                return Err(e);
             }
             self.require_step_up(ctx, "duplicates.auto_merge").await?;
         }
