@@ -519,14 +519,6 @@ impl Service {
                 digests.push((name.to_owned(), key.clone()));
             }
         }
-        if !digests.is_empty() {
-            for (pos, id) in self.store.find_by_blind_indexes(&def.name, &digests, 20).await? {
-                let Some(&(i, name)) = blind.get(pos) else { continue };
-                if !excluded(i, &id) {
-                    exact[i].entry(id).or_default().push(name.to_owned());
-                }
-            }
-        }
         // The others by value, every field in one read per field.
         let mut plain: Vec<(usize, &'static str)> = Vec::new();
         let mut values: Vec<(String, String)> = Vec::new();
@@ -534,14 +526,6 @@ impl Service {
             for (i, key) in wanted(name) {
                 plain.push((i, name));
                 values.push((name.to_owned(), String::from_utf8_lossy(key).into_owned()));
-            }
-        }
-        if !values.is_empty() {
-            for (pos, id) in self.store.find_by_field_values(&def.name, &values, 20).await? {
-                let Some(&(i, name)) = plain.get(pos) else { continue };
-                if !excluded(i, &id) {
-                    exact[i].entry(id).or_default().push(name.to_owned());
-                }
             }
         }
 
@@ -581,11 +565,45 @@ impl Service {
                 });
             }
         }
+
+        // The three reads do not depend on one another: they run at once (each on its own
+        // connection of the read pool), so a check waits for the slowest, not for their sum.
+        let (by_blind, by_value, by_block) = futures::join!(
+            async {
+                if digests.is_empty() {
+                    return Ok(Vec::new());
+                }
+                self.store.find_by_blind_indexes(&def.name, &digests, 20).await
+            },
+            async {
+                if values.is_empty() {
+                    return Ok(Vec::new());
+                }
+                self.store.find_by_field_values(&def.name, &values, 20).await
+            },
+            async {
+                if distinct.is_empty() {
+                    return Ok(None);
+                }
+                self.store.stamped_match_blocks(&def.name, &distinct).await.map(Some)
+            },
+        );
+        for (pos, id) in by_blind? {
+            let Some(&(i, name)) = blind.get(pos) else { continue };
+            if !excluded(i, &id) {
+                exact[i].entry(id).or_default().push(name.to_owned());
+            }
+        }
+        for (pos, id) in by_value? {
+            let Some(&(i, name)) = plain.get(pos) else { continue };
+            if !excluded(i, &id) {
+                exact[i].entry(id).or_default().push(name.to_owned());
+            }
+        }
         let mut blocks: Vec<Vec<Uuid>> = vec![Vec::new(); distinct.len()];
         // The stamp is read with the blocks: keys stamped later were not seen (see `MatchGuard`).
         let mut seen_stamp = None;
-        if !distinct.is_empty() {
-            let (stamp, found) = self.store.stamped_match_blocks(&def.name, &distinct).await?;
+        if let Some((stamp, found)) = by_block? {
             seen_stamp = Some(stamp);
             for (pos, id) in found {
                 if let Some(block) = blocks.get_mut(pos) {
