@@ -1221,7 +1221,21 @@ both_backends!(a_remembered_candidate_scores_as_its_stored_record, |app: TestApp
     let remembered = candidate(&app.post("/api/v1/contacts", probe.clone()).await);
     let config = app.service.config().clone();
     let app = app.reconfigure(config).await;
-    let from_store = candidate(&app.post("/api/v1/contacts", probe).await);
+    let from_store = candidate(&app.post("/api/v1/contacts", probe.clone()).await);
     assert_eq!(remembered["score"], from_store["score"]);
     assert_eq!(remembered["matched_on"], from_store["matched_on"]);
+
+    // An update keeps the prepared values of the version it wrote, likewise: the probe scores
+    // the same against them as a restarted server does against the stored version.
+    let path = format!("/api/v1/contacts/{}", id_of(&a));
+    let change = json!({"fields": {"address": "杭州市西湖区文三路 90 号"}, "version": 1});
+    let r = app.call(Method::PATCH, &path, Some(change)).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let remembered = candidate(&app.post("/api/v1/contacts", probe.clone()).await);
+    assert_ne!(remembered["score"], from_store["score"], "the update changed what the probe is compared with");
+    let config = app.service.config().clone();
+    let app = app.reconfigure(config).await;
+    let after_restart = candidate(&app.post("/api/v1/contacts", probe).await);
+    assert_eq!(remembered["score"], after_restart["score"]);
+    assert_eq!(remembered["matched_on"], after_restart["matched_on"]);
 });

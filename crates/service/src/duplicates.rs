@@ -337,7 +337,8 @@ pub(crate) struct DupOutcome {
     /// What the fuzzy check saw, for the store to re-check at commit (see `MatchGuard`).
     pub guard: Option<MatchGuard>,
     /// The write's prepared match values when the check computed them: a create keeps them
-    /// (`remember_prepared`) for the checks that will find its record among their candidates.
+    /// (`remember_prepared`) for the checks that will find its record among their candidates,
+    /// and so does an update once its version is written.
     pub prepared: Option<Arc<PreparedRecord>>,
 }
 
@@ -349,6 +350,9 @@ pub(crate) struct Checked {
     pub confirmed: Option<Value>,
     /// What the fuzzy check saw; the write's match keys carry it to the store.
     pub guard: Option<MatchGuard>,
+    /// The write's prepared match values when the check computed them (an update keeps them
+    /// for its new version once written, as a create does).
+    pub prepared: Option<Arc<PreparedRecord>>,
 }
 
 /// A write's prepared values and its match keys, each with the field (index in the policy's
@@ -454,7 +458,7 @@ impl Service {
         let id = options.record_id.unwrap_or_else(Uuid::nil);
         let mut outcomes = self.check_duplicates_many(ctx, def, &[DupCheck { id, after, options }]).await?;
         match outcomes.pop() {
-            Some(o) => o.result.map(|confirmed| Checked { confirmed, guard: o.guard }),
+            Some(o) => o.result.map(|confirmed| Checked { confirmed, guard: o.guard, prepared: o.prepared }),
             None => Ok(Checked::default()),
         }
     }

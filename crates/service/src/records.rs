@@ -879,6 +879,7 @@ impl Service {
             updated_by: actor,
             ..current.clone()
         };
+        let version = next.version;
         let mut prepared =
             self.prepare_write(ctx, &def, WriteAction::Update, Some(&current), Some(&before), &after, next)?;
         note_confirmation(&mut prepared, checked.confirmed);
@@ -889,6 +890,9 @@ impl Service {
             crate::notifications::notice_locked(&mut prepared, &def, &locked, current.owner_id);
         }
         self.apply(vec![prepared]).await?;
+        // Only once written: a concurrent update that won would have written this version
+        // with other values.
+        self.remember_prepared(checked.prepared.map(|p| ((id, version), p)).into_iter());
         self.fetch_view(ctx, object, id).await
     }
 
