@@ -962,6 +962,7 @@ const SALT_COMPANY: u64 = 0x636f_6d70_616e_7931;
 const SALT_CONTACT: u64 = 0x636f_6e74_6163_7431;
 const SALT_LEAD_PERSON: u64 = 0x6c65_6164_7065_7231;
 const SALT_LEAD_COMPANY: u64 = 0x6c65_6164_636f_6d31;
+const SALT_SOURCE: u64 = 0x736f_7572_6365_3031;
 
 /// SplitMix64: a tiny hash-based stream for identities that must be re-derivable from a key.
 struct Mix(u64);
@@ -985,6 +986,25 @@ impl Mix {
     fn below(&mut self, n: usize) -> usize {
         ((u128::from(self.next()) * n as u128) >> 64) as usize
     }
+}
+
+/// The channel a company or contact record came in through (`source`), for three records in
+/// four, weighted like the leads'. Drawn from its own stream (not the generator's), so the
+/// rest of the data is what it was before companies and contacts had a source.
+fn entry_source(seed: u64, salt: u64, key: usize) -> Option<&'static str> {
+    let mut m = Mix::new(seed, SALT_SOURCE ^ salt, key);
+    if m.below(4) == 0 {
+        return None;
+    }
+    let total: u32 = LEAD_SOURCES.iter().map(|(_, w)| w).sum();
+    let mut r = m.below(total as usize) as u32;
+    for &(source, w) in LEAD_SOURCES {
+        if r < w {
+            return Some(source);
+        }
+        r -= w;
+    }
+    None
 }
 
 #[derive(Clone, Copy)]
@@ -1993,6 +2013,9 @@ impl Gen {
         }
         let status = self.weighted(&[("prospect", 40), ("active", 35), ("inactive", 15), ("archived", 10)]);
         f.put("status", status);
+        if let Some(source) = entry_source(self.seed, SALT_COMPANY, key) {
+            f.put("source", source);
+        }
         let tags = self.tags(COMPANY_TAGS, 60);
         f.put("tags", tags);
         DemoRecord { object: OBJECTS[COMPANIES], key, fields: f.into_map(), refs: Vec::new(), duplicate_of: None }
@@ -2026,6 +2049,10 @@ impl Gen {
             }
         }
         f.put("status", "prospect");
+        // Entered again, often through another channel.
+        if let Some(source) = entry_source(self.seed, SALT_COMPANY, key) {
+            f.put("source", source);
+        }
         f.put("tags", Self::dup_tag(exact));
         DemoRecord { object: OBJECTS[COMPANIES], key, fields: f.into_map(), refs: Vec::new(), duplicate_of: Some(root) }
     }
@@ -2089,6 +2116,9 @@ impl Gen {
             let a = self.home_address(city);
             f.put("address", a);
         }
+        if let Some(source) = entry_source(self.seed, SALT_CONTACT, key) {
+            f.put("source", source);
+        }
         let tags = self.tags(CONTACT_TAGS, 35);
         f.put("tags", tags);
         DemoRecord { object: OBJECTS[CONTACTS], key, fields: f.into_map(), refs, duplicate_of: None }
@@ -2139,6 +2169,9 @@ impl Gen {
             && let Some(a) = self.field(CONTACTS, root, "address")
         {
             f.put("address", a);
+        }
+        if let Some(source) = entry_source(self.seed, SALT_CONTACT, key) {
+            f.put("source", source);
         }
         f.put("tags", Self::dup_tag(exact));
         DemoRecord { object: OBJECTS[CONTACTS], key, fields: f.into_map(), refs, duplicate_of: Some(root) }
@@ -2650,6 +2683,8 @@ mod tests {
                 ],
             ),
             ("leads", "source", &["web", "referral", "event", "cold_call", "partner", "other"]),
+            ("companies", "source", crate::schema::SOURCES),
+            ("contacts", "source", crate::schema::SOURCES),
             ("leads", "status", &["new", "working", "qualified", "disqualified", "converted"]),
             ("deals", "stage", &["qualification", "needs_analysis", "proposal", "negotiation", "won", "lost"]),
             ("activities", "kind", &["call", "meeting", "email", "visit", "note", "task"]),
@@ -2661,6 +2696,12 @@ mod tests {
                     assert!(allowed.contains(&v.as_str().unwrap()), "{obj}.{field} = {v}");
                 }
             }
+        }
+        // Companies and contacts name the channel they came through, three in four.
+        for obj in ["companies", "contacts"] {
+            let with = data.of(obj).iter().filter(|r| r.fields.contains_key("source")).count();
+            let share = with as f64 / data.of(obj).len() as f64;
+            assert!((0.65..0.85).contains(&share), "{obj}: {share}");
         }
         let is_date = |s: &str| {
             s.len() == 10 && time::Date::parse(s, time::macros::format_description!("[year]-[month]-[day]")).is_ok()
