@@ -796,6 +796,25 @@ both_backends!(an_auto_merge_stops_when_its_steward_may_no_longer_merge, |app: T
     let events = app.store.list_audit(0, 100_000).await.unwrap();
     let stop = events.iter().find(|e| e.action == "duplicates.auto_merge_stopped").expect("the stop is audited");
     assert!(stop.body.contains(&job) && stop.body.contains(steward_id.as_str().unwrap()), "{}", stop.body);
+    // A steward suspended before their scan has run stops it the same way.
+    let other = user(&app, "steward6", "data_steward").await;
+    let other_id = as_user(&app, &other, Method::GET, "/api/v1/me", None).await.body["id"].clone();
+    let r = app.step_up(&other, "steward6").await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let r = as_user(&app, &other, Method::POST, "/api/v1/duplicates/scan", Some(ask.clone())).await;
+    assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.body);
+    let job = id_of(&r.body);
+    let r = app.post(&format!("/api/v1/users/{}/suspend", other_id.as_str().unwrap()), json!({})).await;
+    assert!(r.status.is_success(), "{}", r.body);
+    app.service.run_jobs("test-server").await.unwrap();
+    let done = app.get(&format!("/api/v1/duplicates/scan/{job}")).await.body;
+    assert_eq!(
+        (done["auto_merge"]["merged"].as_u64(), done["auto_merge"]["stopped"]["code"].as_str()),
+        (Some(0), Some("forbidden")),
+        "{done}"
+    );
+    assert!(done["auto_merge"]["stopped"]["message"].as_str().unwrap().contains("no longer active"), "{done}");
+    assert_eq!(snapshot(&app, &records).await, before);
     // The pair waits for review; someone who may still merge gets it merged.
     let queue = app.get("/api/v1/duplicates?object=contacts").await.body;
     assert!(queue["items"].as_array().unwrap().iter().any(|c| c["score"].as_f64().unwrap() >= 0.99), "{queue}");
