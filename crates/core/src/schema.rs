@@ -261,6 +261,16 @@ impl ObjectDef {
     pub fn field(&self, name: &str) -> Option<&FieldDef> {
         self.fields.iter().find(|f| f.name == name)
     }
+
+    /// The channels a record of this object can name in its `source` field, when that field is
+    /// a choice: the standard one, or a custom choice kept from before it. `None` when the
+    /// object has no `source`, or a custom one of another type (then there is nothing to rank
+    /// or to copy a lead's channel into).
+    pub fn source_choices(&self) -> Option<&[String]> {
+        self.field("source")
+            .filter(|f| f.field_type == FieldType::Enum && !f.options.is_empty())
+            .map(|f| f.options.as_slice())
+    }
 }
 
 /// All objects and their fields (standard plus custom).

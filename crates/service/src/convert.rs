@@ -11,7 +11,7 @@ use crate::error::{ServiceError, ServiceResult, again_if_stale};
 use crate::records::{CreateOptions, OverrideReason, PreparedWrite};
 use crate::view::RecordView;
 use crate::{RequestContext, Service};
-use custodian_core::schema::{FieldType, ObjectDef};
+use custodian_core::schema::ObjectDef;
 use custodian_core::values::validate_record;
 use custodian_core::{ErrorCode, FieldError};
 use custodian_store::{StoredRecord, WriteAction, now_micros};
@@ -196,9 +196,7 @@ impl Service {
 fn with_lead_source(target: &ObjectDef, fields: &Map<String, Value>, lead: &Map<String, Value>) -> Map<String, Value> {
     let mut fields = fields.clone();
     let offered = |v: &Value| {
-        target.field("source").is_some_and(|f| {
-            f.field_type == FieldType::Enum && v.as_str().is_some_and(|s| f.options.iter().any(|o| o == s))
-        })
+        target.source_choices().is_some_and(|choices| v.as_str().is_some_and(|s| choices.iter().any(|o| o == s)))
     };
     if !fields.contains_key("source")
         && let Some(source) = lead.get("source").filter(|v| offered(v))

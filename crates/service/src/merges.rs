@@ -156,9 +156,7 @@ pub(crate) fn check_trusted_sources(def: &ObjectDef, rule: MergeRule, ranking: &
             "trusted_sources 仅用于 trusted_source 规则。",
         ));
     }
-    // A choice of sources: the standard field, or a custom one kept from before it (which may
-    // be free text: then there is nothing to rank).
-    let Some(source) = def.field("source").filter(|f| f.field_type == FieldType::Enum && !f.options.is_empty()) else {
+    let Some(options) = def.source_choices() else {
         return Err(invalid(
             "rule",
             "not_supported",
@@ -166,7 +164,6 @@ pub(crate) fn check_trusted_sources(def: &ObjectDef, rule: MergeRule, ranking: &
             format!("{} 记录没有可选的来源字段，不能按可信来源合并。", def.name),
         ));
     };
-    let options = &source.options;
     let mut seen: Vec<&str> = Vec::new();
     for value in ranking {
         if !options.iter().any(|o| o == value) || seen.contains(&value.as_str()) {
