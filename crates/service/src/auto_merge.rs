@@ -212,9 +212,13 @@ impl Service {
             let page = self.store.list_candidates(&def.name, "open", after, 1000).await?;
             after = page.last().map(|c| c.id);
             let full = page.len() == 1000;
+            // The reasons are looked at only for this scan's pairs at or above the threshold.
             candidates.extend(page.into_iter().filter(|c| {
-                let reasons: Vec<String> = serde_json::from_value(c.reasons.clone()).unwrap_or_default();
-                c.job_id == job.id && c.score >= settings.threshold && names_agree(&reasons)
+                c.job_id == job.id && c.score >= settings.threshold && {
+                    let reasons: Vec<&str> =
+                        c.reasons.as_array().map(|r| r.iter().filter_map(Value::as_str).collect()).unwrap_or_default();
+                    names_agree(&reasons)
+                }
             }));
             if !full {
                 break;

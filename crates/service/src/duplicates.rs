@@ -973,7 +973,8 @@ pub struct ScanJobView {
     pub pairs: i64,
     pub error: Option<String>,
     /// The auto-merge the scan was asked for, with what it did once done: `{threshold, rule,
-    /// merged, records_merged, left_for_review, refused}`; `null` when it only proposes pairs.
+    /// trusted_sources, merged, records_merged, left_for_review, refused}`, and `stopped` or
+    /// `error` when it ended early; `null` when it only proposes pairs.
     pub auto_merge: Option<Value>,
 }
 

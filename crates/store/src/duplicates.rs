@@ -122,9 +122,10 @@ pub struct ScanJobRow {
     pub pairs: i64,
     /// Why a failed job failed (no record values).
     pub error: Option<String>,
-    /// The auto-merge the scan was asked for (`{"threshold", "rule"}`), with its outcome once
-    /// the scan is done (`merged`, `records_merged`, `skipped`); `None` for a scan that only
-    /// proposes pairs (the default).
+    /// The auto-merge the scan was asked for (`{"threshold", "rule", "trusted_sources"}`), with
+    /// its outcome once done (`merged`, `records_merged`, `left_for_review`, `refused`, and
+    /// `stopped` or `error` when it ended early); `None` for a scan that only proposes pairs
+    /// (the default).
     pub auto_merge: Option<Value>,
 }
 
