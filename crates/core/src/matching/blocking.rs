@@ -18,6 +18,7 @@
 
 use std::collections::HashMap;
 
+use super::compare::edit_distance_at_most;
 use super::engine::{MatchConfig, PreparedRecord};
 use super::fold::double_metaphone;
 use super::kind::FieldKind;
@@ -490,6 +491,114 @@ pub(crate) struct Candidates {
     pub class_sets: Vec<u64>,
 }
 
+/// A spelling of a name held by at most this many members of a name block counts as rare there.
+const RARE_SPELLING: usize = 2;
+/// Spellings held by more members of one block than this are not paired with their variants
+/// (the pairs would outgrow the rest of the candidates).
+const MAX_SPELLING_RUN: usize = 1000;
+
+/// The field of a person-name class (one name field, its sounds or initials).
+fn name_field(rule: Rule) -> Option<usize> {
+    match rule {
+        Rule::NameInitial(i) | Rule::NameForm(i) | Rule::NameMetaphone(i) => Some(i),
+        _ => None,
+    }
+}
+
+/// Whether `rare`, a name in Latin letters, reads as another spelling of `common`: one edit (a
+/// letter changed, added, dropped, or two neighbours swapped) from it in some order of its
+/// words, or the same words with a given name cut to its initial ("R. Young" and Ryan Young).
+/// A name in Han characters is not misspelt letter by letter: its variants sound the same (the
+/// same spelling here) or change a character (`Rule::NameChars`), and one letter of pinyin
+/// apart (张文, 张伟) are two names.
+fn spelling_variant(rare: &NameValue, common: &NameValue) -> bool {
+    if rare.han.is_some() {
+        return false;
+    }
+    let Some(spelling) = common.forms.first() else { return false };
+    if rare.forms.iter().any(|form| edit_distance_at_most(form, spelling, 1) <= 1) {
+        return true;
+    }
+    let (a, b): (Vec<&str>, Vec<&str>) = (rare.tokens.iter().collect(), common.tokens.iter().collect());
+    if a.len() != b.len() || a.len() < 2 {
+        return false;
+    }
+    let fits = |x: &str, y: &str| x == y || (x.chars().count() == 1 && y.starts_with(x));
+    let same_word = |pairs: &mut dyn Iterator<Item = (&&str, &&str)>| {
+        let pairs: Vec<_> = pairs.collect();
+        pairs.iter().all(|(x, y)| fits(x, y)) && pairs.iter().any(|(x, y)| x == y && x.chars().count() > 1)
+    };
+    same_word(&mut a.iter().zip(b.iter())) || same_word(&mut a.iter().rev().zip(b.iter()))
+}
+
+/// Extra proposals inside name blocks too large to compare in full. Their sorted windows pair
+/// each entry with its next few neighbours in name order, and a name that many records hold
+/// (hundreds of Eric Youngs among a million contacts) is a run longer than the window: a rare
+/// misspelling beside it (Eric Yoing, E. Young) meets only the run's first few holders, in no
+/// particular order, so the holder it duplicates is missed however close the names are. Each
+/// member whose spelling is rare in the block is therefore paired with every holder of each
+/// spelling too common for the window that it is a variant of (`spelling_variant`). The work is
+/// the rare members times the common spellings of a block, and the pairs the rare members
+/// times the holders of the spellings they vary; common spellings are never paired in full with
+/// one another.
+fn spelling_variant_pairs(
+    classes: &[KeyClass],
+    records: &[PreparedRecord],
+    keyed: &[KeyedRecord],
+    blocks: &[(u32, u32)],
+    limits: &MatchConfig,
+) -> Vec<(u32, u32, u64)> {
+    let mut out: Vec<(u32, u32, u64)> = Vec::new();
+    let window = limits.window.max(1);
+    let cap = limits.max_block_size.max(2);
+    for &(start, end) in blocks {
+        let members = &keyed[start as usize..end as usize];
+        if members.len() <= cap {
+            continue;
+        }
+        let class = class_of(&members[0]);
+        let Some(field) = classes.get(usize::from(class)).filter(|c| !c.coarse).and_then(|c| name_field(c.rule)) else {
+            continue;
+        };
+        let name = |index: u32| {
+            records.get(index as usize).and_then(|r| r.values.get(field)).and_then(Option::as_ref).and_then(name_of)
+        };
+        // Holders per spelling, in order of first appearance (members are in rank order).
+        let mut holders: HashMap<&str, usize> = HashMap::new();
+        let mut spellings: Vec<(&NameValue, Vec<u32>)> = Vec::new();
+        for member in members {
+            let Some(value) = name(member.2) else { continue };
+            let Some(spelling) = value.forms.first() else { continue };
+            let at = *holders.entry(spelling).or_insert_with(|| {
+                spellings.push((value, Vec::new()));
+                spellings.len() - 1
+            });
+            spellings[at].1.push(member.2);
+        }
+        let common: Vec<&(&NameValue, Vec<u32>)> =
+            spellings.iter().filter(|(_, h)| h.len() > window && h.len() <= MAX_SPELLING_RUN).collect();
+        if common.is_empty() {
+            continue;
+        }
+        let bit = 1u64 << class;
+        for (rare, rare_holders) in spellings.iter().filter(|(_, h)| h.len() <= RARE_SPELLING) {
+            for (spelling, common_holders) in &common {
+                if !spelling_variant(rare, spelling) {
+                    continue;
+                }
+                for &r in rare_holders {
+                    for &c in common_holders {
+                        out.push((r.min(c), r.max(c), bit));
+                    }
+                }
+            }
+        }
+    }
+    out.sort_unstable();
+    out.dedup();
+    out
+}
+
 /// Proposals (a pair as proposed by one key, before pairs proposed by several keys are merged)
 /// are generated in passes over ranges of the smaller record index, each holding about a
 /// sixteenth of them, or this many when there are few.
@@ -569,7 +678,11 @@ pub(crate) fn candidate_pairs(
         }
         start = end;
     }
+    let variants = spelling_variant_pairs(classes, records, &keyed, &blocks, limits);
     let for_each_proposal = |emit: &mut dyn FnMut(u32, u32, u64)| {
+        for &(x, y, bits) in &variants {
+            emit(x, y, bits);
+        }
         for &(start, end) in &blocks {
             let members = &keyed[start as usize..end as usize];
             let class = class_of(&members[0]);
@@ -798,6 +911,45 @@ mod tests {
         };
         assert!(pairs(true).pairs.position(0, 199).is_some());
         assert!(pairs(false).pairs.position(0, 199).is_none(), "the name block alone does not pair them");
+    }
+
+    /// A rare misspelling of a name too common for the window (Eric Yoing, E. Young among 40
+    /// Eric Youngs, window 3) is paired with every holder of the name; another
+    /// name of the block (Eric Yang, two edits away) is not, nor are two common names paired in
+    /// full with each other.
+    #[test]
+    fn a_rare_spelling_meets_every_holder_of_the_common_name_it_varies() {
+        let kinds = [FieldKind::PersonName];
+        let classes = key_classes(&kinds);
+        let mut names: Vec<&str> = vec!["Eric Young"; 40];
+        names.extend(["Eric Yoing", "E. Young", "Eric Yang", "Young, Eric"]);
+        names.extend(["Erica Young"; 20]);
+        let records: Vec<PreparedRecord> =
+            names.iter().map(|n| PreparedRecord { values: vec![prepare(kinds[0], n)] }).collect();
+        let frequencies = token_frequencies(&classes, &records, 1);
+        // Ranked in record order, so that the rare spellings sit after every Eric Young.
+        let rank: Vec<u32> = (0..records.len() as u32).collect();
+        let pairs = candidate_pairs(&classes, &records, &frequencies, &rank, &limits(10, 3), 1).pairs;
+        let paired_with_all = |rare: u32| (0..40).all(|young| pairs.position(young, rare).is_some());
+        assert!(paired_with_all(40), "Eric Yoing");
+        assert!(paired_with_all(41), "E. Young");
+        assert!(!paired_with_all(42), "Eric Yang is two edits away");
+        // "Young, Eric" is Eric Young's own spelling: a holder of the common name, not a variant.
+        assert!(!paired_with_all(43));
+        // The 20 Erica Youngs are one edit from Eric Young but common themselves.
+        let erica_with_young = (44..64).flat_map(|e| (0..40).map(move |y| (y, e)));
+        assert!(erica_with_young.filter(|&(y, e)| pairs.position(y, e).is_some()).count() < 40 * 20 / 4);
+        assert!(spelling_variant(
+            name_of(&prepare(kinds[0], "A. Clark").unwrap()).unwrap(),
+            name_of(&prepare(kinds[0], "Andrew Clark").unwrap()).unwrap()
+        ));
+        let han = |n: &str| prepare(kinds[0], n).unwrap();
+        assert!(!spelling_variant(name_of(&han("张文")).unwrap(), name_of(&han("张伟")).unwrap()));
+        assert!(spelling_variant(name_of(&han("Zhang Wen")).unwrap(), name_of(&han("张伟")).unwrap()));
+        assert!(!spelling_variant(
+            name_of(&prepare(kinds[0], "A. B.").unwrap()).unwrap(),
+            name_of(&prepare(kinds[0], "Andrew Brown").unwrap()).unwrap()
+        ));
     }
 
     /// A block of a coarse class (here: a postcode) is compared in full only up to its own
