@@ -260,10 +260,12 @@ fn acknowledged_writes_survive_kill_minus_9() {
     let token = login_with_mfa(server.port, "admin", "admin password 123", &mut secret);
     let port = server.port;
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let answered = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let mut writers = Vec::new();
     for w in 0..8 {
         let token = token.clone();
         let stop = stop.clone();
+        let answered = answered.clone();
         writers.push(std::thread::spawn(move || {
             let mut acked = Vec::new();
             for i in 0..10_000 {
@@ -275,14 +277,22 @@ fn acknowledged_writes_survive_kill_minus_9() {
                 let result =
                     std::panic::catch_unwind(|| http(port, "POST", "/api/v1/companies", Some(&token), Some(&body)));
                 match result {
-                    Ok((201, v)) => acked.push(v["id"].as_str().unwrap().to_owned()),
+                    Ok((201, v)) => {
+                        acked.push(v["id"].as_str().unwrap().to_owned());
+                        answered.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    }
                     _ => break,
                 }
             }
             acked
         }));
     }
-    std::thread::sleep(Duration::from_millis(1500));
+    // Killed while the writers are busy: once enough writes were acknowledged (counted, not
+    // timed: on a loaded machine 1.5 s once brought only 14), or after a minute at the latest.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while answered.load(std::sync::atomic::Ordering::SeqCst) < 100 && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
     server.child.kill().unwrap(); // SIGKILL
     server.child.wait().unwrap();
     stop.store(true, std::sync::atomic::Ordering::SeqCst);
