@@ -997,14 +997,18 @@ fn entry_source(seed: u64, salt: u64, key: usize) -> Option<&'static str> {
         return None;
     }
     let total: u32 = LEAD_SOURCES.iter().map(|(_, w)| w).sum();
-    let mut r = m.below(total as usize) as u32;
-    for &(source, w) in LEAD_SOURCES {
+    Some(weighted_at(LEAD_SOURCES, m.below(total as usize) as u32))
+}
+
+/// The item of `xs` at draw `r` (in `0..` the sum of the weights); the last one past the end.
+fn weighted_at<T: Copy>(xs: &[(T, u32)], mut r: u32) -> T {
+    for &(x, w) in xs {
         if r < w {
-            return Some(source);
+            return x;
         }
         r -= w;
     }
-    None
+    xs[xs.len() - 1].0
 }
 
 #[derive(Clone, Copy)]
@@ -1752,14 +1756,7 @@ impl Gen {
 
     fn weighted<T: Copy>(&mut self, xs: &[(T, u32)]) -> T {
         let total: u32 = xs.iter().map(|x| x.1).sum();
-        let mut r = self.rng.random_range(0..total.max(1));
-        for &(x, w) in xs {
-            if r < w {
-                return x;
-            }
-            r -= w;
-        }
-        xs[xs.len() - 1].0
+        weighted_at(xs, self.rng.random_range(0..total.max(1)))
     }
 
     fn tags(&mut self, pool: &[&str], p_any: u32) -> Value {

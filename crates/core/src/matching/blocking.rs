@@ -18,7 +18,7 @@
 
 use std::collections::HashMap;
 
-use super::compare::edit_distance_at_most;
+use super::compare::{edit_distance_at_most, initials_compatible};
 use super::engine::{MatchConfig, PreparedRecord};
 use super::fold::double_metaphone;
 use super::kind::FieldKind;
@@ -507,7 +507,8 @@ fn name_field(rule: Rule) -> Option<usize> {
 
 /// Whether `rare`, a name in Latin letters, reads as another spelling of `common`: one edit (a
 /// letter changed, added, dropped, or two neighbours swapped) from it in some order of its
-/// words, or the same words with a given name cut to its initial ("R. Young" and Ryan Young).
+/// words, or the same words with a given name cut to its initial ("R. Young" and Ryan Young:
+/// `initials_compatible`, as the comparator reads it).
 /// A name in Han characters is not misspelt letter by letter: its variants sound the same (the
 /// same spelling here) or change a character (`Rule::NameChars`), and one letter of pinyin
 /// apart (张文, 张伟) are two names.
@@ -519,16 +520,7 @@ fn spelling_variant(rare: &NameValue, common: &NameValue) -> bool {
     if rare.forms.iter().any(|form| edit_distance_at_most(form, spelling, 1) <= 1) {
         return true;
     }
-    let (a, b): (Vec<&str>, Vec<&str>) = (rare.tokens.iter().collect(), common.tokens.iter().collect());
-    if a.len() != b.len() || a.len() < 2 {
-        return false;
-    }
-    let fits = |x: &str, y: &str| x == y || (x.chars().count() == 1 && y.starts_with(x));
-    let same_word = |pairs: &mut dyn Iterator<Item = (&&str, &&str)>| {
-        let pairs: Vec<_> = pairs.collect();
-        pairs.iter().all(|(x, y)| fits(x, y)) && pairs.iter().any(|(x, y)| x == y && x.chars().count() > 1)
-    };
-    same_word(&mut a.iter().zip(b.iter())) || same_word(&mut a.iter().rev().zip(b.iter()))
+    initials_compatible(rare, common)
 }
 
 /// Extra proposals inside name blocks too large to compare in full. Their sorted windows pair
