@@ -2,7 +2,9 @@
 //! clean-up. Columns are mapped to kinds (`--column name=person_name`); the matching engine
 //! (`custodian_core::matching`) estimates its weights on the file itself, so no training data
 //! or configuration is needed. Writes `id_a,id_b,score` for pairs at or above the threshold,
-//! and optionally the clusters.
+//! and optionally the clusters. The pairs are those scored at or above the threshold and those
+//! the clusters imply through chains of them (A~B and B~C: A~C), scored by their best chain, so
+//! that pairs and clusters tell one story; `--direct-only` leaves the implied ones out.
 //!
 //! Bad input gets a clear error and changes nothing: the input must be UTF-8 (GBK exports are
 //! refused with the `iconv` command that converts them), quoting must be well-formed, fields,
@@ -48,6 +50,12 @@ pub struct DedupeArgs {
     /// (0 <= min_link <= 1). Without it, clusters are plain connected components.
     #[arg(long)]
     pub min_link: Option<f64>,
+    /// Write only the pairs whose own comparison scored at or above the threshold. Without it,
+    /// the pairs that chains of those imply are written too (A~B and B~C: A~C, scored by the
+    /// product along its best chain; not when A and C were compared and clearly differ, nor
+    /// within clusters of more than 100 records).
+    #[arg(long)]
+    pub direct_only: bool,
 }
 
 /// What to compare, resolved against a table's header.
@@ -77,7 +85,7 @@ pub fn run(args: DedupeArgs) -> Result<()> {
     let progress = progress_bar(table.rows.len());
     let outcome = dedupe_table(table, &plan, &progress)?;
     progress.set_message("writing");
-    let written = write_pairs(&args.output, &outcome, args.threshold)?;
+    let written = write_pairs(&args.output, &outcome, args.threshold, args.min_link, args.direct_only)?;
     let clusters = match &args.clusters {
         Some(path) => Some(write_clusters(path, &outcome, args.threshold, args.min_link)?),
         None => None,
@@ -235,9 +243,17 @@ fn write_atomically(path: &Path, write: impl FnOnce(&mut csv::Writer<std::fs::Fi
     result
 }
 
-/// Pairs at or above the threshold, best first; returns how many were written.
-pub fn write_pairs(path: &Path, outcome: &Outcome, threshold: f64) -> Result<usize> {
-    let mut pairs: Vec<_> = outcome.result.pairs_at_or_above(threshold).collect();
+/// Pairs at or above the threshold (with the implied ones unless `direct_only`), best first;
+/// returns how many were written.
+pub fn write_pairs(
+    path: &Path,
+    outcome: &Outcome,
+    threshold: f64,
+    min_link: Option<f64>,
+    direct_only: bool,
+) -> Result<usize> {
+    let mut pairs: Vec<_> = outcome.result.linked_pairs(threshold, min_link);
+    pairs.retain(|p| !(direct_only && p.implied));
     pairs.sort_by(|x, y| y.probability.total_cmp(&x.probability).then((x.a, x.b).cmp(&(y.a, y.b))));
     write_atomically(path, |w| {
         w.write_record(["id_a", "id_b", "score"])?;
@@ -331,23 +347,43 @@ mod tests {
             threshold: 0.9,
             clusters: Some(dir.join("clusters.csv")),
             min_link: Some(0.5),
+            direct_only: false,
         };
-        run(args).unwrap();
-        let pairs = std::fs::read_to_string(dir.join("pairs.csv")).unwrap();
-        let mut lines = pairs.lines();
-        assert_eq!(lines.next(), Some("id_a,id_b,score"));
+        run(args.clone()).unwrap();
+        run(DedupeArgs { output: dir.join("direct.csv"), direct_only: true, ..args }).unwrap();
+        let read_pairs = |name: &str| -> Vec<(String, String, f64)> {
+            let text = std::fs::read_to_string(dir.join(name)).unwrap();
+            let mut lines = text.lines();
+            assert_eq!(lines.next(), Some("id_a,id_b,score"));
+            lines
+                .map(|line| {
+                    let parts: Vec<&str> = line.split(',').collect();
+                    (parts[0].to_owned(), parts[1].to_owned(), parts[2].parse().unwrap())
+                })
+                .collect()
+        };
+        let (pairs, direct) = (read_pairs("pairs.csv"), read_pairs("direct.csv"));
         let entity: HashMap<&str, u32> = data.rows.iter().zip(&data.entity).map(|(r, e)| (r[0].as_str(), *e)).collect();
         let (mut right, mut total) = (0, 0);
-        for line in lines {
-            let parts: Vec<&str> = line.split(',').collect();
-            let score: f64 = parts[2].parse().unwrap();
-            assert!((0.9..=1.0).contains(&score));
+        for (a, b, score) in &pairs {
+            assert!((0.9..=1.0).contains(score));
             total += 1;
-            right += usize::from(entity[parts[0]] == entity[parts[1]]);
+            right += usize::from(entity[a.as_str()] == entity[b.as_str()]);
         }
         assert!(total > 50 && right as f64 / total as f64 > 0.95, "{right}/{total}");
         let clusters = std::fs::read_to_string(dir.join("clusters.csv")).unwrap();
         assert_eq!(clusters.lines().count(), 601);
+        // The direct pairs are all written; each pair written besides them joins two records of
+        // one cluster.
+        let cluster_of: HashMap<&str, &str> =
+            clusters.lines().skip(1).filter_map(|l| l.split(',').next().zip(l.split(',').nth(1))).collect();
+        let key = |p: &(String, String, f64)| (p.0.clone(), p.1.clone());
+        let direct_keys: std::collections::HashSet<_> = direct.iter().map(key).collect();
+        let all_keys: std::collections::HashSet<_> = pairs.iter().map(key).collect();
+        assert!(direct_keys.is_subset(&all_keys));
+        for (a, b) in all_keys.difference(&direct_keys) {
+            assert_eq!(cluster_of[a.as_str()], cluster_of[b.as_str()], "{a} {b}");
+        }
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

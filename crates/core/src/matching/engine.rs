@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 
 use super::blocking::{self, KeyClass, PairList};
-use super::cluster::cluster_links;
+use super::cluster::{cluster_links, implied_links};
 use super::compare::compare;
 use super::kind::FieldKind;
 use super::model::{self, EmSession, FieldModel, MISSING, Model, Patterns, ValueStats, logit, sigmoid};
@@ -102,6 +102,19 @@ pub struct ScoredPair {
     pub probability: f64,
 }
 
+/// A pair reported at a threshold (see [`DedupeResult::linked_pairs`]): scored at or above it
+/// by its own comparison, or implied by a chain of such pairs.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LinkedPair {
+    pub a: u32,
+    pub b: u32,
+    /// The pair's own match probability, or for an implied pair the product of the
+    /// probabilities along its best chain.
+    pub probability: f64,
+    /// Whether the pair is implied by a chain rather than scored at the threshold itself.
+    pub implied: bool,
+}
+
 /// Result of [`Matcher::dedupe`]: every candidate pair with its weight, and the model.
 ///
 /// A pair's probability is not stored: it is the model's probability of the pair's weight,
@@ -158,11 +171,28 @@ impl DedupeResult {
 
     /// Cluster label per record (smallest record index of its cluster).
     pub fn clusters(&self, threshold: f64, min_link: Option<f64>) -> Vec<u32> {
-        let links: Vec<(u32, u32, f64)> =
-            self.pairs_at_or_above(threshold).map(|p| (p.a, p.b, p.probability)).collect();
-        let prior = logit(self.model.prior);
-        let score = |x: u32, y: u32| self.pairs.position(x, y).map(|i| sigmoid(prior + self.weights[i]));
-        cluster_links(self.records, links, min_link, score)
+        cluster_links(self.records, self.links(threshold), min_link, |x, y| self.probability(x, y))
+    }
+
+    /// The pairs to report at `threshold`: those scored at or above it, and those the clusters
+    /// (as [`Self::clusters`] with `min_link`) imply through chains of them (see
+    /// [`implied_links`]), so that the pairs agree with the clusters. Ordered by (a, b).
+    pub fn linked_pairs(&self, threshold: f64, min_link: Option<f64>) -> Vec<LinkedPair> {
+        let links = self.links(threshold);
+        let labels = cluster_links(self.records, links.clone(), min_link, |x, y| self.probability(x, y));
+        let implied = implied_links(&links, &labels, threshold, |x, y| self.probability(x, y));
+        let mut pairs: Vec<LinkedPair> = links
+            .into_iter()
+            .map(|(a, b, probability)| LinkedPair { a, b, probability, implied: false })
+            .chain(implied.into_iter().map(|(a, b, probability)| LinkedPair { a, b, probability, implied: true }))
+            .collect();
+        pairs.sort_by_key(|p| (p.a, p.b));
+        pairs
+    }
+
+    /// The pairs scored at or above `threshold` as `(a, b, probability)`.
+    fn links(&self, threshold: f64) -> Vec<(u32, u32, f64)> {
+        self.pairs_at_or_above(threshold).map(|p| (p.a, p.b, p.probability)).collect()
     }
 }
 

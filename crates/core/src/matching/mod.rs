@@ -8,7 +8,8 @@
 //! * Comparators ([`compare`]) turn a pair of values into an ordered agreement level.
 //! * A Fellegi-Sunter [`Model`] turns levels into a match probability; its parameters are
 //!   estimated on the input itself, without labels ([`model`]).
-//! * [`cluster`] groups pairs above a threshold into clusters of duplicates.
+//! * [`cluster`] groups pairs above a threshold into clusters of duplicates, and finds the
+//!   pairs those clusters imply through chains of links.
 //!
 //! [`Matcher`] runs the whole pipeline; [`synth`] generates labelled test data and
 //! [`evaluate`] measures quality against it.
@@ -30,8 +31,8 @@ pub mod value;
 pub use blocking::KeyClass;
 pub use cluster::cluster;
 pub use engine::{
-    DedupeResult, FieldSpec, MAX_FIELDS, MatchConfig, MatchError, Matcher, PreparedRecord, ScoredPair, Stage,
-    map_on_all_cores,
+    DedupeResult, FieldSpec, LinkedPair, MAX_FIELDS, MatchConfig, MatchError, Matcher, PreparedRecord, ScoredPair,
+    Stage, map_on_all_cores,
 };
 pub use kind::{FieldKind, UnknownKind};
 pub use model::{FieldModel, Model};

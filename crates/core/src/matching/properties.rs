@@ -95,4 +95,24 @@ fn dedupe_on_generated_people_is_accurate() {
     for min_link in [None, Some(0.5)] {
         assert_eq!(result.clusters(0.9, min_link), super::cluster(records.len(), &scored, 0.9, min_link));
     }
+    // The linked pairs are the scored ones at the threshold and, besides them, pairs within one
+    // cluster each scored at or above the threshold by a chain, never a pair that clearly differs.
+    for min_link in [None, Some(0.5)] {
+        let labels = result.clusters(0.9, min_link);
+        let linked = result.linked_pairs(0.9, min_link);
+        let direct: Vec<(u32, u32)> = linked.iter().filter(|p| !p.implied).map(|p| (p.a, p.b)).collect();
+        assert_eq!(direct, predicted);
+        let implied: Vec<_> = linked.iter().filter(|p| p.implied).collect();
+        for p in &implied {
+            assert_eq!(labels[p.a as usize], labels[p.b as usize], "{p:?}");
+            assert!(p.probability >= 0.9 && p.probability <= 1.0, "{p:?}");
+            assert!(result.probability(p.a, p.b).is_none_or(|own| own >= super::cluster::IMPLIED_VETO), "{p:?}");
+        }
+        if min_link.is_none() {
+            assert!(!implied.is_empty(), "2,000 generated people have chains of three or more");
+        }
+        let written: Vec<(u32, u32)> = linked.iter().map(|p| (p.a, p.b)).collect();
+        let with_implied = evaluate(&data.entity, &candidates, &written, &labels);
+        assert!(with_implied.f1 >= e.f1 - 0.005, "{with_implied:?} against {e:?}");
+    }
 }
