@@ -10,7 +10,8 @@
 //! A and C are the same entity too. [`implied_links`] finds them, scored by the chain that
 //! links them best, so that the pairs reported agree with the clusters reported.
 
-use std::collections::HashMap;
+use std::cmp::Ordering;
+use std::collections::{BinaryHeap, HashMap};
 
 /// A cluster of more records than this implies no pairs: such clusters are chains of look-alikes
 /// (a common name, a shared switchboard) more often than one entity entered a hundred times, and
@@ -121,44 +122,76 @@ pub(crate) fn implied_links(
             continue;
         }
         let local = |x: u32| members.binary_search(&x).unwrap_or(0);
-        let mut direct = vec![0.0f64; k * k];
+        let mut neighbours: Vec<Vec<(usize, f64)>> = vec![Vec::new(); k];
         for &(a, b, p) in cluster_links {
             let (x, y) = (local(a), local(b));
-            direct[x * k + y] = direct[x * k + y].max(p);
-            direct[y * k + x] = direct[x * k + y];
+            neighbours[x].push((y, p));
+            neighbours[y].push((x, p));
         }
-        // From each record, the best product to every other (Dijkstra on products: each link
-        // is at most 1, so a product never grows along a chain).
+        // From each record, the best product to every other reachable at or above the
+        // threshold (Dijkstra on products: a link is at most 1, so a product never grows along
+        // a chain, and the search stops where products fall below the threshold).
+        let mut best = vec![0.0f64; k];
+        let mut linked = vec![false; k];
+        let mut reached: Vec<usize> = Vec::new();
+        let mut heap: BinaryHeap<(Product, usize)> = BinaryHeap::new();
         for source in 0..k {
-            let mut best = vec![0.0f64; k];
-            let mut done = vec![false; k];
+            for &x in &reached {
+                best[x] = 0.0;
+            }
+            reached.clear();
+            for &(y, _) in &neighbours[source] {
+                linked[y] = true;
+            }
             best[source] = 1.0;
-            while let Some(x) =
-                (0..k).filter(|&x| !done[x] && best[x] >= threshold).max_by(|&x, &y| best[x].total_cmp(&best[y]))
-            {
-                done[x] = true;
-                for y in 0..k {
-                    let through = best[x] * direct[x * k + y];
-                    if !done[y] && through > best[y] {
+            heap.push((Product(1.0), source));
+            while let Some((Product(product), x)) = heap.pop() {
+                if product < best[x] {
+                    continue;
+                }
+                reached.push(x);
+                for &(y, p) in &neighbours[x] {
+                    let through = product * p;
+                    if through >= threshold && through > best[y] {
                         best[y] = through;
+                        heap.push((Product(through), y));
                     }
                 }
             }
-            for target in source + 1..k {
-                let product = best[target];
-                if product < threshold || direct[source * k + target] > 0.0 {
-                    continue;
-                }
+            reached.sort_unstable();
+            reached.dedup();
+            for &target in reached.iter().filter(|&&t| t > source && !linked[t]) {
                 let (a, b) = (members[source], members[target]);
                 if score(a, b).is_some_and(|own| own < IMPLIED_VETO) {
                     continue;
                 }
-                implied.push((a, b, product));
+                implied.push((a, b, best[target]));
+            }
+            for &(y, _) in &neighbours[source] {
+                linked[y] = false;
             }
         }
     }
     implied.sort_by_key(|&(a, b, _)| (a, b));
     implied
+}
+
+/// A product of probabilities ordered as a number (never NaN: products of probabilities).
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Product(f64);
+
+impl Eq for Product {}
+
+impl PartialOrd for Product {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Product {
+    fn cmp(&self, other: &Self) -> Ordering {
+        self.0.total_cmp(&other.0)
+    }
 }
 
 fn find(parent: &mut [u32], mut x: u32) -> u32 {
