@@ -19,7 +19,7 @@
 use std::borrow::Cow;
 use std::collections::HashMap;
 
-use super::compare::{edit_distance_at_most, initials_compatible};
+use super::compare::{edit_distance_at_most, initial_of, initials_compatible};
 use super::engine::{MatchConfig, PreparedRecord};
 use super::fold::double_metaphone;
 use super::kind::FieldKind;
@@ -567,8 +567,7 @@ fn split_spelling_variant(rare: (&NameValue, &NameValue), common: (&NameValue, &
     let (Some(rs), Some(rg), Some(cs), Some(cg)) = (form(rare.0), form(rare.1), form(common.0), form(common.1)) else {
         return false;
     };
-    let initial = |x: &str, y: &str| (x.len() == 1 && y.starts_with(x)) || (y.len() == 1 && x.starts_with(y));
-    (rs == cs && (edit_distance_at_most(rg, cg, 1) <= 1 || initial(rg, cg)))
+    (rs == cs && (edit_distance_at_most(rg, cg, 1) <= 1 || initial_of(rg, cg)))
         || (rg == cg && edit_distance_at_most(rs, cs, 1) <= 1)
 }
 

@@ -377,11 +377,16 @@ fn best_form_similarity(a: &NameValue, b: &NameValue) -> f64 {
     best
 }
 
+/// Whether one of two words is the other cut to its initial: "R" and "Ryan".
+pub(crate) fn initial_of(x: &str, y: &str) -> bool {
+    (x.len() == 1 && y.starts_with(x)) || (y.len() == 1 && x.starts_with(y))
+}
+
 /// "E. Carter" and "Emily Carter": the same number of words, where every word equals the other
 /// name's word or is its initial, in the written or the reversed order, with at least one whole
 /// word in common.
 pub(crate) fn initials_compatible(a: &NameValue, b: &NameValue) -> bool {
-    let word_ok = |x: &str, y: &str| x == y || (x.len() == 1 && y.starts_with(x)) || (y.len() == 1 && x.starts_with(y));
+    let word_ok = |x: &str, y: &str| x == y || initial_of(x, y);
     a.tokens.len() >= 2
         && words_aligned(a, b, |pairs| {
             let mut whole = false;
