@@ -2102,9 +2102,11 @@ struct EntryCheck {
 ///
 /// Measured twice: first as the load left the caches (cold: on this machine the database
 /// server's file pages were mostly gone after a bulk load, and each of the ~15 random index
-/// pages a check reads cost a disk read of about 1 ms), then, with other new contacts, after the
-/// tables and indexes the check reads were read once (warm: a running server touches them on
-/// every create, so its caches hold them). The verdict is the warm one; both are printed.
+/// pages a check reads cost a disk read of about 1 ms; the development VM runs DAMON proactive
+/// reclaim, which pages out any page untouched for about a minute, so pages the load wrote
+/// early are gone by its end), then, with other new contacts, after the tables and indexes the
+/// check reads were read once (warm: a running server touches them on every create, so its
+/// caches hold them). The verdict is the warm one; both are printed.
 async fn entry_check_row(
     service: &Service,
     ws: &mut Workspace,
