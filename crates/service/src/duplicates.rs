@@ -52,6 +52,8 @@ pub struct DuplicateConfig {
     pub max_entry_candidates: u32,
     /// Records a scan compares at most (larger objects are refused, not silently truncated).
     pub max_scan_records: usize,
+    /// Records a scan reads per page (1 to 1,000; the next page is read while one is prepared).
+    pub scan_page: u32,
     /// Shown every scan's blocking before its pairs are stored (`custodian bench --only scan`
     /// measures the pair completeness of the real scan on labelled records with it). `None`
     /// outside benchmarks.
@@ -81,6 +83,7 @@ impl Default for DuplicateConfig {
             entry_prior: 1e-6,
             max_entry_candidates: 50,
             max_scan_records: 2_000_000,
+            scan_page: 1000,
             scan_probe: None,
         }
     }
@@ -101,6 +104,9 @@ impl DuplicateConfig {
             if !ok(*t) {
                 return Err(format!("duplicate warn threshold of {object} ({t}) is not in (0, 1]"));
             }
+        }
+        if !(1..=1000).contains(&self.scan_page) {
+            return Err(format!("duplicate scan page of {} records is not in 1..=1000", self.scan_page));
         }
         if !(self.entry_prior.is_finite() && self.entry_prior > 0.0 && self.entry_prior <= 0.5) {
             return Err(format!("duplicate entry prior {} is not in (0, 0.5]", self.entry_prior));
@@ -952,9 +958,9 @@ pub(crate) fn reasons(matcher: &Matcher, a: &PreparedRecord, b: &PreparedRecord,
 // ---- scan and review queue (A5) ------------------------------------------------------------
 
 /// Aborts a background task when dropped (also on an early return).
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
+struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
 
-impl Drop for AbortOnDrop {
+impl<T> Drop for AbortOnDrop<T> {
     fn drop(&mut self) {
         self.0.abort();
     }
@@ -1152,7 +1158,9 @@ impl Service {
                 }
             };
             records = finished.records;
+            let (started, pairs) = (std::time::Instant::now(), candidates.len());
             self.store.finish_scan_job(finished, candidates).await?;
+            tracing::info!(job = %scan.id, pairs, secs = started.elapsed().as_secs_f64(), "duplicate scan stored its pairs");
         }
         if status.0 == "done"
             && let Some(settings) = owed
@@ -1183,12 +1191,21 @@ impl Service {
         // A scan uses every core: it is one long job (minutes at a million records), and a
         // request's single thread left the other cores idle all along.
         let matcher = Arc::new(policy.matcher_on(0).ok_or_else(|| ServiceError::new(ErrorCode::Internal))?);
+        let started = std::time::Instant::now();
         let mut ids: Vec<Uuid> = Vec::new();
         let mut records: Vec<PreparedRecord> = Vec::new();
         let mut query = ListQuery::new(def.name.clone());
-        query.limit = 1000;
+        query.limit = self.config.duplicates.scan_page;
+        let mut page = self.store.list_records(&query).await?;
         loop {
-            let page = self.store.list_records(&query).await?;
+            // The next page is read while this one is decrypted and prepared: a page read waits
+            // on the database (on disk reads when its pages are not cached), and the wait is
+            // hidden behind the work instead of added to it.
+            let next = page.next.take().map(|after| {
+                let store = Arc::clone(&self.store);
+                let query = ListQuery { after: Some(after), ..query.clone() };
+                AbortOnDrop(tokio::spawn(async move { store.list_records(&query).await }))
+            });
             // Each page is prepared as it comes, so that only one page of plaintext values is
             // held at a time (not a copy of every record's values beside the prepared ones).
             let mut rows = Vec::with_capacity(page.items.len());
@@ -1208,11 +1225,17 @@ impl Service {
                     format!("More than {} records: too many for one scan.", self.config.duplicates.max_scan_records),
                 ));
             }
-            match page.next {
-                Some(next) => query.after = Some(next),
+            match next {
+                Some(mut task) => {
+                    page = (&mut task.0).await.map_err(|e| {
+                        tracing::error!(error = %e, "duplicate scan read failed");
+                        ServiceError::new(ErrorCode::Internal)
+                    })??;
+                }
                 None => break,
             }
         }
+        let read = started.elapsed();
         let dismissed: HashSet<(Uuid, Uuid)> = self
             .store
             .list_dismissals(&def.name)
@@ -1247,6 +1270,14 @@ impl Service {
             ServiceError::new(ErrorCode::Internal)
         })?;
         let (clusters, pairs) = scored;
+        tracing::info!(
+            object = %def.name,
+            records = count,
+            pairs = pairs.len(),
+            read_secs = read.as_secs_f64(),
+            compare_secs = (started.elapsed() - read).as_secs_f64(),
+            "duplicate scan compared the stored records"
+        );
         let now = now_micros();
         let mut candidates = Vec::new();
         for (a, b, probability, why) in pairs {
@@ -1475,6 +1506,9 @@ mod tests {
             assert!(per_object.check().is_err(), "{bad}");
             let prior = DuplicateConfig { entry_prior: bad, ..DuplicateConfig::default() };
             assert!(prior.check().is_err(), "{bad}");
+        }
+        for bad in [0, 1001] {
+            assert!(DuplicateConfig { scan_page: bad, ..DuplicateConfig::default() }.check().is_err(), "{bad}");
         }
         let mut config = DuplicateConfig::default();
         config.warn_thresholds.insert("leads".into(), 0.95);
