@@ -289,9 +289,7 @@ both_backends!(a_familiar_form_of_a_name_is_checked_like_the_name, |app: TestApp
 // The check at entry keeps stored candidates' prepared values by record version: a candidate
 // changed since it was last scored is scored as it is now.
 both_backends!(a_changed_candidate_is_scored_as_it_is_now, |app: TestApp| async move {
-    let a = app
-        .create("contacts", json!({"name": "张伟", "birth_date": "1985-03-07", "address": "杭州市西湖区文三路 90 号"}))
-        .await;
+    let a = create_zhang_wei(&app).await;
     let fields = json!({"name": "張偉", "birth_date": "1985-03-07", "address": "杭州市西湖区文三路90号"});
     let r = app.post("/api/v1/contacts", json!({"fields": fields})).await;
     assert_eq!(r.code(), "possible_duplicate", "{}", r.body);
@@ -480,6 +478,32 @@ both_backends!(merge_reparents_and_undo_restores_the_exact_state, |app: TestApp|
     assert_eq!(events.iter().filter(|e| e.action == "record.unmerge").count(), 1);
 });
 
+/// Stores 张伟 of Hangzhou, whose duplicate `create_traditional_zhang_wei` stores.
+async fn create_zhang_wei(app: &TestApp) -> Value {
+    app.create("contacts", json!({"name": "张伟", "birth_date": "1985-03-07", "address": "杭州市西湖区文三路 90 号"}))
+        .await
+}
+
+/// Stores the same 张伟 written in traditional characters (confirmed not a duplicate at entry,
+/// as an import would): the pair a scan must propose.
+async fn create_traditional_zhang_wei(app: &TestApp) -> Value {
+    let r = app
+        .post(
+            "/api/v1/contacts",
+            json!({"fields": {"name": "張偉", "birth_date": "1985-03-07", "address": "杭州市西湖区文三路90号"}, "confirm_not_duplicate": {"reason": "import"}}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    r.body
+}
+
+/// Stores contacts that duplicate nobody (each its own mobile and birth date).
+async fn create_strangers(app: &TestApp, names: &[&str]) {
+    for (i, name) in names.iter().enumerate() {
+        app.create("contacts", json!({"name": name, "mobile": format!("1360000000{i}"), "birth_date": format!("19{}-0{}-1{}", 70 + i, i + 1, i)})).await;
+    }
+}
+
 /// Starts a contacts scan and waits until it is done.
 async fn run_scan(app: &TestApp, token: &str) -> Value {
     run_scan_with(app, token, json!({"object": "contacts"})).await
@@ -510,21 +534,9 @@ both_backends!(a_scan_compares_records_across_its_pages, |app: TestApp| async mo
     config.duplicates.scan_page = 2;
     let app = app.reconfigure(config).await;
     let steward = user(&app, "steward9", "data_steward").await;
-    let a = app
-        .create("contacts", json!({"name": "张伟", "birth_date": "1985-03-07", "address": "杭州市西湖区文三路 90 号"}))
-        .await;
-    for (i, name) in ["李娜", "王强", "赵雷", "Emily Carter", "周杰", "吴敏", "Olivia Brown"].iter().enumerate()
-    {
-        app.create("contacts", json!({"name": name, "mobile": format!("1360000000{i}"), "birth_date": format!("19{}-0{}-1{}", 70 + i, i + 1, i)})).await;
-    }
-    let r = app
-        .post(
-            "/api/v1/contacts",
-            json!({"fields": {"name": "張偉", "birth_date": "1985-03-07", "address": "杭州市西湖区文三路90号"}, "confirm_not_duplicate": {"reason": "import"}}),
-        )
-        .await;
-    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
-    let b = r.body;
+    let a = create_zhang_wei(&app).await;
+    create_strangers(&app, &["李娜", "王强", "赵雷", "Emily Carter", "周杰", "吴敏", "Olivia Brown"]).await;
+    let b = create_traditional_zhang_wei(&app).await;
     let job = run_scan(&app, &steward).await;
     assert_eq!(job["records"], 9, "{job}");
     let r = as_user(&app, &steward, Method::GET, "/api/v1/duplicates?object=contacts", None).await;
@@ -542,20 +554,9 @@ both_backends!(a_scan_compares_records_across_its_pages, |app: TestApp| async mo
 both_backends!(scan_proposes_pairs_and_dismissed_pairs_are_never_proposed_again, |app: TestApp| async move {
     let steward = user(&app, "steward2", "data_steward").await;
     let rep = user(&app, "rep3", "sales_rep").await;
-    let a = app
-        .create("contacts", json!({"name": "张伟", "birth_date": "1985-03-07", "address": "杭州市西湖区文三路 90 号"}))
-        .await;
-    let r = app
-        .post(
-            "/api/v1/contacts",
-            json!({"fields": {"name": "張偉", "birth_date": "1985-03-07", "address": "杭州市西湖区文三路90号"}, "confirm_not_duplicate": {"reason": "import"}}),
-        )
-        .await;
-    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
-    let b = r.body;
-    for (i, name) in ["李娜", "王强", "赵雷", "Emily Carter", "周杰", "吴敏"].iter().enumerate() {
-        app.create("contacts", json!({"name": name, "mobile": format!("1360000000{i}"), "birth_date": format!("19{}-0{}-1{}", 70 + i, i + 1, i)})).await;
-    }
+    let a = create_zhang_wei(&app).await;
+    let b = create_traditional_zhang_wei(&app).await;
+    create_strangers(&app, &["李娜", "王强", "赵雷", "Emily Carter", "周杰", "吴敏"]).await;
 
     let r = as_user(&app, &rep, Method::POST, "/api/v1/duplicates/scan", Some(json!({"object": "contacts"}))).await;
     assert_eq!(r.status, StatusCode::FORBIDDEN);
@@ -645,9 +646,7 @@ both_backends!(auto_merge_is_off_by_default_merges_only_sure_groups_and_is_undon
         )
         .await;
     assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
-    for (i, name) in ["李娜", "王强", "赵雷", "Emily Carter", "周杰", "吴敏"].iter().enumerate() {
-        app.create("contacts", json!({"name": name, "mobile": format!("1360000000{i}"), "birth_date": format!("19{}-0{}-1{}", 70 + i, i + 1, i)})).await;
-    }
+    create_strangers(&app, &["李娜", "王强", "赵雷", "Emily Carter", "周杰", "吴敏"]).await;
     let activity = app
         .create(
             "activities",
@@ -783,9 +782,7 @@ both_backends!(an_auto_merge_stops_when_its_steward_may_no_longer_merge, |app: T
         .await;
     assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
     let b = r.body;
-    for (i, name) in ["李娜", "王强", "赵雷", "Emily Carter", "周杰", "吴敏"].iter().enumerate() {
-        app.create("contacts", json!({"name": name, "mobile": format!("1360000000{i}"), "birth_date": format!("19{}-0{}-1{}", 70 + i, i + 1, i)})).await;
-    }
+    create_strangers(&app, &["李娜", "王强", "赵雷", "Emily Carter", "周杰", "吴敏"]).await;
     let (ia, ib) = (id_of(&a), id_of(&b));
     let records = [("contacts", ia.as_str()), ("contacts", ib.as_str())];
     let before = snapshot(&app, &records).await;
@@ -1026,15 +1023,8 @@ both_backends!(a_batch_checks_plain_strong_keys_and_references_in_one_read, |app
 
 both_backends!(a_scan_whose_server_died_is_taken_over_by_another, |app: TestApp| async move {
     use custodian_store::{AuditDraft, ScanJobRow, now_micros};
-    app.create("contacts", json!({"name": "张伟", "birth_date": "1985-03-07", "address": "杭州市西湖区文三路 90 号"}))
-        .await;
-    let r = app
-        .post(
-            "/api/v1/contacts",
-            json!({"fields": {"name": "張偉", "birth_date": "1985-03-07", "address": "杭州市西湖区文三路90号"}, "confirm_not_duplicate": {"reason": "import"}}),
-        )
-        .await;
-    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    create_zhang_wei(&app).await;
+    create_traditional_zhang_wei(&app).await;
     // A server queued a scan, claimed its job with a short lease and died.
     let scan = ScanJobRow {
         id: uuid::Uuid::now_v7(),
