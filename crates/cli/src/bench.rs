@@ -152,10 +152,12 @@ pub struct BenchArgs {
     /// blocking pair completeness is measured.
     #[arg(long, default_value_t = 0.05)]
     scan_duplicate_share: f64,
-    /// Keep the `scan` scenario's SQLite store in this directory (with its own master key file
-    /// and the labelled pairs) and reuse it when it already holds the same --scan-records and
+    /// Keep the `scan` scenario's store in this directory (with its own master key file and the
+    /// labelled pairs) and reuse it when it already holds the same --scan-records and
     /// --scan-duplicate-share: a scan of a million contacts can then be measured again without
-    /// storing them again (which takes hours). Not with --database-url.
+    /// storing them again (which takes most of an hour). With --database-url the store is a
+    /// database on that server, named in the directory's `pg-database.txt` and left there
+    /// after the run (drop it when done).
     #[arg(long)]
     scan_keep: Option<PathBuf>,
     /// Print this many of the labelled pairs that blocking did not propose, with their fields.
@@ -183,9 +185,6 @@ pub async fn run(args: BenchArgs) -> Result<()> {
         && !(url.starts_with("postgres://") || url.starts_with("postgresql://"))
     {
         bail!("--database-url must start with postgres://");
-    }
-    if args.scan_keep.is_some() && args.database_url.is_some() {
-        bail!("--scan-keep keeps a SQLite store: it cannot be used with --database-url");
     }
     let mut ws = Workspace::create(&args).await?;
     let outcome = run_scenarios(&args, &mut ws).await;
@@ -308,20 +307,53 @@ impl Workspace {
         sqlx::PgConnection::connect(server.as_str()).await.context("connecting to the PostgreSQL server")
     }
 
-    /// Creates a fresh database for `scenario` and returns its URL.
+    /// The name of `scenario`'s database: the kept one's (--scan-keep) as its directory names
+    /// it, otherwise one of this run's.
+    fn database_name(&self, scenario: &str) -> Result<String> {
+        if let Some(dir) = self.kept_scan.as_ref().filter(|_| scenario == "scan") {
+            let path = dir.join(KEPT_DATABASE);
+            if path.exists() {
+                let name = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+                return Ok(name.trim().to_owned());
+            }
+            return Ok(format!("custodian_bench_kept_{}_scan", self.run_id));
+        }
+        Ok(format!("custodian_bench_{}_{}", self.run_id, scenario.replace('-', "_")))
+    }
+
+    /// `name`'s URL on the server.
+    fn database_url(&self, name: &str) -> Result<url::Url> {
+        let mut url = self.pg_server.clone().ok_or_else(|| anyhow!("no PostgreSQL server"))?;
+        url.set_path(&format!("/{name}"));
+        Ok(url)
+    }
+
+    /// Creates a fresh database for `scenario` and returns its URL. The kept scan store's
+    /// database (--scan-keep) is created once, named in its directory, and never dropped.
     async fn create_database(&mut self, scenario: &str) -> Result<String> {
-        let server = self.pg_server.clone().ok_or_else(|| anyhow!("no PostgreSQL server"))?;
-        let name = format!("custodian_bench_{}_{}", self.run_id, scenario.replace('-', "_"));
+        let name = self.database_name(scenario)?;
+        let kept = self.kept_scan.clone().filter(|_| scenario == "scan");
+        if let Some(dir) = &kept
+            && dir.join(KEPT_DATABASE).exists()
+        {
+            return Ok(self.database_url(&name)?.to_string());
+        }
         let mut admin = self.admin_connection().await?;
         sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE \"{name}\"")))
             .execute(&mut admin)
             .await
             .with_context(|| format!("creating database {name}"))?;
-        self.pg_databases.push(name.clone());
         let _ = admin.close().await;
-        let mut url = server;
-        url.set_path(&format!("/{name}"));
-        Ok(url.to_string())
+        match &kept {
+            Some(dir) => {
+                std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+                let path = dir.join(KEPT_DATABASE);
+                std::fs::write(&path, &name).with_context(|| format!("writing {}", path.display()))?;
+                println!("scan: the store is kept in database {name} (named in {}): drop it when done", path.display());
+            }
+            None => self.pg_databases.push(name.clone()),
+        }
+        Ok(self.database_url(&name)?.to_string())
     }
 
     /// A service over a fresh store, built like `serve` builds it (`open_store`, the master key,
@@ -384,9 +416,8 @@ impl Workspace {
             "SELECT sum(length(fields)) FROM records NOT INDEXED",
         ];
         match &self.pg_server {
-            Some(server) => {
-                let mut url = server.clone();
-                url.set_path(&format!("/custodian_bench_{}_{}", self.run_id, scenario.replace('-', "_")));
+            Some(_) => {
+                let url = self.database_url(&self.database_name(scenario)?)?;
                 let mut conn = sqlx::PgConnection::connect(url.as_str()).await?;
                 for sql in PG {
                     sqlx::query(sqlx::AssertSqlSafe(sql)).execute(&mut conn).await.with_context(|| sql.to_owned())?;
@@ -1582,6 +1613,9 @@ struct LabelledPairs {
 /// naming the run that stored them.
 const SCAN_LABELS: &str = "scan-labels.txt";
 
+/// The file of a kept scan store's directory that names its PostgreSQL database.
+const KEPT_DATABASE: &str = "pg-database.txt";
+
 fn scan_labels_header(n: usize, share: f64) -> String {
     format!("custodian scan labels: {n} records, duplicate share {share}")
 }
@@ -1592,9 +1626,9 @@ fn read_scan_labels(dir: &std::path::Path, n: usize, share: f64) -> Result<Optio
     let text = match std::fs::read_to_string(&path) {
         Ok(text) => text,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            if dir.join("custodian.db").exists() {
+            if dir.join("custodian.db").exists() || dir.join(KEPT_DATABASE).exists() {
                 bail!(
-                    "{} holds a store without its labelled pairs (a run that stopped while storing): remove the directory",
+                    "{} holds a store without its labelled pairs (a run that stopped while storing): remove the directory (and drop the database its {KEPT_DATABASE} names)",
                     dir.display()
                 );
             }
