@@ -34,7 +34,8 @@
 //! contacts, the ones since the 512k vacuum), and autovacuum may be off or slow to come. So
 //! once writes pause for [`QUIET`], the keeper also vacuums each hot table with at least
 //! [`MIN_CHANGES`] rows inserted, updated or deleted since its last vacuum (the check at entry
-//! right after a million-contact load on PostgreSQL: its blocks' keys came from the table).
+//! right after a million-contact load on PostgreSQL: its blocks' keys came from the table); and
+//! once after start, for what a server stopped right after a load left.
 
 use sqlx::PgPool;
 use std::collections::{BTreeSet, HashMap};
@@ -87,8 +88,9 @@ impl StatsKeeper {
 
 async fn keep(pool: PgPool, mut pokes: mpsc::Receiver<()>, objects: Arc<Mutex<BTreeSet<String>>>) {
     let mut tries = HashMap::new();
-    // Whether rows were written since the last vacuum of a pause.
-    let mut unsettled = false;
+    // Whether rows may have been written since the last vacuum of a pause: at start too (a
+    // server stopped, or of an earlier version, right after a load left them).
+    let mut unsettled = true;
     loop {
         let poked = if unsettled {
             match tokio::time::timeout(QUIET, pokes.recv()).await {
