@@ -526,12 +526,19 @@ async fn run_scan_with(app: &TestApp, token: &str, body: Value) -> Value {
     panic!("the scan did not finish");
 }
 
-// A scan reads the stored records page by page, the next page while it prepares one: with
-// pages of two, a pair stored four pages apart is still compared, and every record is read
-// exactly once (none lost or read twice between pages).
+// A scan reads the stored records page by page, several ranges of ids side by side: with
+// pages of two and three readers, a pair stored four pages apart is still compared, and every
+// record is read exactly once and put in id order (none lost or read twice between pages or
+// ranges, whatever order the pages arrived in).
 both_backends!(a_scan_compares_records_across_its_pages, |app: TestApp| async move {
     let mut config = custodian_service::ServiceConfig::default();
     config.duplicates.scan_page = 2;
+    config.duplicates.scan_readers = 3;
+    let scanned = Arc::new(Mutex::new(Vec::new()));
+    let seen = Arc::clone(&scanned);
+    config.duplicates.scan_probe = Some(custodian_service::ScanProbe(Arc::new(move |_, ids, _| {
+        seen.lock().unwrap().push(ids.to_vec());
+    })));
     let app = app.reconfigure(config).await;
     let steward = user(&app, "steward9", "data_steward").await;
     let a = create_zhang_wei(&app).await;
@@ -549,6 +556,13 @@ both_backends!(a_scan_compares_records_across_its_pages, |app: TestApp| async mo
         .collect();
     let (ia, ib) = (id_of(&a), id_of(&b));
     assert!(pairs.iter().any(|p| p.contains(&ia.as_str()) && p.contains(&ib.as_str())), "{}", r.body);
+    let scanned = scanned.lock().unwrap().clone();
+    assert_eq!(scanned.len(), 1, "one scan");
+    let mut in_order = scanned[0].clone();
+    in_order.sort();
+    in_order.dedup();
+    assert_eq!(scanned[0], in_order, "records read twice or out of id order");
+    assert_eq!(scanned[0].len(), 9);
 });
 
 both_backends!(scan_proposes_pairs_and_dismissed_pairs_are_never_proposed_again, |app: TestApp| async move {

@@ -30,7 +30,8 @@ use custodian_core::values::index_text;
 use custodian_core::{ErrorCode, FieldError};
 use custodian_store::{
     CandidateRow, Column, DismissalRow, Filter, FilterOp, FilterValue, GuardKey, JOB_DUPLICATE_SCAN, JobProgress,
-    JobRow, ListQuery, MATCH_KEYS_PER_CHECK, MatchGuard, MatchKeySet, RowScope, ScanJobRow, StoredRecord, ValueKind,
+    JobRow, ListQuery, MATCH_KEYS_PER_CHECK, MatchGuard, MatchKeySet, RecordPage, RowScope, ScanJobRow, StoredRecord,
+    ValueKind,
     now_micros,
 };
 use serde_json::{Map, Value, json};
@@ -52,8 +53,12 @@ pub struct DuplicateConfig {
     pub max_entry_candidates: u32,
     /// Records a scan compares at most (larger objects are refused, not silently truncated).
     pub max_scan_records: usize,
-    /// Records a scan reads per page (1 to 1,000; the next page is read while one is prepared).
+    /// Records a scan reads per page (1 to 1,000).
     pub scan_page: u32,
+    /// Pages a scan reads at once (1 to 16), each from its own range of ids, while it prepares
+    /// the pages read: a page read waits on the database, on disk reads when its pages are not
+    /// cached, and several keep the disk and the cores busy.
+    pub scan_readers: u32,
     /// Shown every scan's blocking before its pairs are stored (`custodian bench --only scan`
     /// measures the pair completeness of the real scan on labelled records with it). `None`
     /// outside benchmarks.
@@ -84,6 +89,7 @@ impl Default for DuplicateConfig {
             max_entry_candidates: 50,
             max_scan_records: 2_000_000,
             scan_page: 1000,
+            scan_readers: 4,
             scan_probe: None,
         }
     }
@@ -107,6 +113,9 @@ impl DuplicateConfig {
         }
         if !(1..=1000).contains(&self.scan_page) {
             return Err(format!("duplicate scan page of {} records is not in 1..=1000", self.scan_page));
+        }
+        if !(1..=16).contains(&self.scan_readers) {
+            return Err(format!("duplicate scan readers ({}) are not in 1..=16", self.scan_readers));
         }
         if !(self.entry_prior.is_finite() && self.entry_prior > 0.0 && self.entry_prior <= 0.5) {
             return Err(format!("duplicate entry prior {} is not in (0, 0.5]", self.entry_prior));
@@ -957,6 +966,10 @@ pub(crate) fn reasons(matcher: &Matcher, a: &PreparedRecord, b: &PreparedRecord,
 
 // ---- scan and review queue (A5) ------------------------------------------------------------
 
+/// Ranges of ids a scan with several readers cuts an object into (see
+/// `Service::read_prepared`): enough that readers done early take over the rest.
+const SCAN_RANGES: usize = 16;
+
 /// Aborts a background task when dropped (also on an early return).
 struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
 
@@ -1183,6 +1196,117 @@ impl Service {
         self.store.save_job_progress(progress(records, Some(status))).await.map_err(Into::into)
     }
 
+    /// Reads and prepares every active record of `def` for a scan, in id order: its ids and
+    /// prepared values. The ids are cut into ranges ([`SCAN_RANGES`]), read page by page by
+    /// `scan_readers` tasks side by side, each taking the next range when done with one; the
+    /// pages are decrypted and prepared as they come, so that only the pages in flight hold
+    /// plaintext values, and put back in id order at the end (a scan's result does not depend
+    /// on the order pages arrived in).
+    async fn read_prepared(
+        &self,
+        def: &ObjectDef,
+        policy: &Policy,
+        matcher: &Arc<Matcher>,
+    ) -> ServiceResult<(Vec<Uuid>, Vec<PreparedRecord>)> {
+        let readers = self.config.duplicates.scan_readers.max(1) as usize;
+        let mut base = ListQuery::new(def.name.clone());
+        base.limit = self.config.duplicates.scan_page;
+        let ranges = Arc::new(self.scan_ranges(&base, readers).await?);
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<(usize, ServiceResult<RecordPage>)>(readers * 2);
+        let next_range = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let _readers: Vec<AbortOnDrop<()>> = (0..readers.min(ranges.len()))
+            .map(|_| {
+                let (store, tx, next_range, ranges, base) =
+                    (Arc::clone(&self.store), tx.clone(), Arc::clone(&next_range), Arc::clone(&ranges), base.clone());
+                AbortOnDrop(tokio::spawn(async move {
+                    loop {
+                        let r = next_range.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        let Some(&(from, to)) = ranges.get(r) else { return };
+                        let mut query = base.clone();
+                        let bound = |op| Filter::Column { column: Column::Id, op };
+                        query.filters.extend(from.map(|id| bound(FilterOp::Gte(FilterValue::Uuid(id)))));
+                        query.filters.extend(to.map(|id| bound(FilterOp::Lt(FilterValue::Uuid(id)))));
+                        loop {
+                            let page = store.list_records(&query).await.map_err(ServiceError::from);
+                            let next = page.as_ref().ok().and_then(|p| p.next.clone());
+                            if tx.send((r, page)).await.is_err() {
+                                return;
+                            }
+                            match next {
+                                Some(after) => query.after = Some(after),
+                                None => break,
+                            }
+                        }
+                    }
+                }))
+            })
+            .collect();
+        drop(tx);
+        let mut parts: Vec<(Vec<Uuid>, Vec<PreparedRecord>)> = ranges.iter().map(|_| Default::default()).collect();
+        let mut count = 0usize;
+        while let Some((r, page)) = rx.recv().await {
+            let page = page?;
+            count += page.items.len();
+            if count > self.config.duplicates.max_scan_records {
+                return Err(ServiceError::with_message(
+                    ErrorCode::Conflict,
+                    format!("More than {} records: too many for one scan.", self.config.duplicates.max_scan_records),
+                ));
+            }
+            let mut ids = Vec::with_capacity(page.items.len());
+            let mut rows = Vec::with_capacity(page.items.len());
+            for record in &page.items {
+                let plain = self.decrypt_fields(def, record.id, &record.fields);
+                ids.push(record.id);
+                rows.push(policy.raw_values(&plain));
+            }
+            let m = Arc::clone(matcher);
+            let prepared = tokio::task::spawn_blocking(move || m.prepare_all(&rows)).await.map_err(|e| {
+                tracing::error!(error = %e, "duplicate scan task failed");
+                ServiceError::new(ErrorCode::Internal)
+            })?;
+            let Some(part) = parts.get_mut(r) else { return Err(ServiceError::new(ErrorCode::Internal)) };
+            part.0.extend(ids);
+            part.1.extend(prepared);
+        }
+        let (mut ids, mut records) = (Vec::with_capacity(count), Vec::with_capacity(count));
+        for (part_ids, part_records) in parts {
+            ids.extend(part_ids);
+            records.extend(part_records);
+        }
+        Ok((ids, records))
+    }
+
+    /// The ranges of ids a scan reads side by side: `[from, to)`, the first open below and the
+    /// last open above (so that every record is in one, whatever its id). Cut evenly between
+    /// the first and the last id: v7 ids (the ones this server gives) grow with time, so the
+    /// ranges hold the records created in equal stretches of time; the readers balance uneven
+    /// ones by taking the next range when done.
+    async fn scan_ranges(&self, base: &ListQuery, readers: usize) -> ServiceResult<Vec<(Option<Uuid>, Option<Uuid>)>> {
+        let end = |descending| {
+            let mut query = base.clone();
+            query.limit = 1;
+            query.sort.descending = descending;
+            async move { Ok::<_, ServiceError>(self.store.list_records(&query).await?.items.first().map(|r| r.id)) }
+        };
+        let (Some(first), Some(last)) = (end(false).await?, end(true).await?) else {
+            return Ok(vec![(None, None)]);
+        };
+        let parts = if readers > 1 { SCAN_RANGES as u128 } else { 1 };
+        let (lo, hi) = (first.as_u128(), last.as_u128());
+        let step = hi.saturating_sub(lo) / parts;
+        let mut cuts: Vec<Uuid> = (1..parts).map(|i| Uuid::from_u128(lo + step * i)).collect();
+        cuts.dedup();
+        let mut ranges = Vec::with_capacity(cuts.len() + 1);
+        let mut from = None;
+        for cut in cuts {
+            ranges.push((from, Some(cut)));
+            from = Some(cut);
+        }
+        ranges.push((from, None));
+        Ok(ranges)
+    }
+
     /// Compares every active record of the job's object and returns the finished job with the
     /// candidate pairs at or above the warn threshold (dismissed pairs left out).
     async fn run_duplicate_scan(&self, job: &ScanJobRow) -> ServiceResult<(ScanJobRow, Vec<CandidateRow>)> {
@@ -1192,49 +1316,7 @@ impl Service {
         // request's single thread left the other cores idle all along.
         let matcher = Arc::new(policy.matcher_on(0).ok_or_else(|| ServiceError::new(ErrorCode::Internal))?);
         let started = std::time::Instant::now();
-        let mut ids: Vec<Uuid> = Vec::new();
-        let mut records: Vec<PreparedRecord> = Vec::new();
-        let mut query = ListQuery::new(def.name.clone());
-        query.limit = self.config.duplicates.scan_page;
-        let mut page = self.store.list_records(&query).await?;
-        loop {
-            // The next page is read while this one is decrypted and prepared: a page read waits
-            // on the database (on disk reads when its pages are not cached), and the wait is
-            // hidden behind the work instead of added to it.
-            let next = page.next.take().map(|after| {
-                let store = Arc::clone(&self.store);
-                let query = ListQuery { after: Some(after), ..query.clone() };
-                AbortOnDrop(tokio::spawn(async move { store.list_records(&query).await }))
-            });
-            // Each page is prepared as it comes, so that only one page of plaintext values is
-            // held at a time (not a copy of every record's values beside the prepared ones).
-            let mut rows = Vec::with_capacity(page.items.len());
-            for record in &page.items {
-                let plain = self.decrypt_fields(&def, record.id, &record.fields);
-                ids.push(record.id);
-                rows.push(policy.raw_values(&plain));
-            }
-            let m = Arc::clone(&matcher);
-            records.extend(tokio::task::spawn_blocking(move || m.prepare_all(&rows)).await.map_err(|e| {
-                tracing::error!(error = %e, "duplicate scan task failed");
-                ServiceError::new(ErrorCode::Internal)
-            })?);
-            if ids.len() > self.config.duplicates.max_scan_records {
-                return Err(ServiceError::with_message(
-                    ErrorCode::Conflict,
-                    format!("More than {} records: too many for one scan.", self.config.duplicates.max_scan_records),
-                ));
-            }
-            match next {
-                Some(mut task) => {
-                    page = (&mut task.0).await.map_err(|e| {
-                        tracing::error!(error = %e, "duplicate scan read failed");
-                        ServiceError::new(ErrorCode::Internal)
-                    })??;
-                }
-                None => break,
-            }
-        }
+        let (ids, records) = self.read_prepared(&def, &policy, &matcher).await?;
         let read = started.elapsed();
         let dismissed: HashSet<(Uuid, Uuid)> = self
             .store
@@ -1509,6 +1591,9 @@ mod tests {
         }
         for bad in [0, 1001] {
             assert!(DuplicateConfig { scan_page: bad, ..DuplicateConfig::default() }.check().is_err(), "{bad}");
+        }
+        for bad in [0, 17] {
+            assert!(DuplicateConfig { scan_readers: bad, ..DuplicateConfig::default() }.check().is_err(), "{bad}");
         }
         let mut config = DuplicateConfig::default();
         config.warn_thresholds.insert("leads".into(), 0.95);
