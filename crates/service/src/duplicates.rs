@@ -31,8 +31,7 @@ use custodian_core::{ErrorCode, FieldError};
 use custodian_store::{
     CandidateRow, Column, DismissalRow, Filter, FilterOp, FilterValue, GuardKey, JOB_DUPLICATE_SCAN, JobProgress,
     JobRow, ListQuery, MATCH_KEYS_PER_CHECK, MatchGuard, MatchKeySet, RecordPage, RowScope, ScanJobRow, StoredRecord,
-    ValueKind,
-    now_micros,
+    ValueKind, now_micros,
 };
 use serde_json::{Map, Value, json};
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
