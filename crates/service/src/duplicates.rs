@@ -1331,7 +1331,17 @@ impl Service {
         let ids = Arc::new(ids);
         let scanned = Arc::clone(&ids);
         let scored = tokio::task::spawn_blocking(move || {
-            let result = matcher.dedupe(&records, &mut |_, _, _| {});
+            // When each stage of the engine ended (seconds since the previous mark), logged
+            // with the scan's times: where a long scan spends them.
+            let mut stages: Vec<String> = Vec::new();
+            let mut mark = std::time::Instant::now();
+            let result = matcher.dedupe(&records, &mut |stage, done, total| {
+                // Each stage's end, and each step of the estimation.
+                if done > 0 && (done == total || stage == custodian_core::matching::Stage::Estimating) {
+                    stages.push(format!("{stage:?} {done}/{total} {:.1}s", mark.elapsed().as_secs_f64()));
+                    mark = std::time::Instant::now();
+                }
+            });
             if let Some(ScanProbe(probe)) = &probe {
                 probe(&object, &scanned, &result);
             }
@@ -1343,6 +1353,8 @@ impl Service {
                     (p.a, p.b, p.probability, why)
                 })
                 .collect();
+            stages.push(format!("clusters and reasons {:.1}s", mark.elapsed().as_secs_f64()));
+            tracing::info!(candidates = result.len(), stages = %stages.join(", "), "duplicate scan stages");
             (clusters, pairs)
         })
         .await
