@@ -318,7 +318,7 @@ impl Matcher {
         progress(Stage::Estimating, 0, 4);
         let mut fields: Vec<FieldModel> =
             self.fields.iter().map(|f| FieldModel::with_defaults(f.name.clone(), f.kind)).collect();
-        let stats = value_stats(&mut fields, records);
+        let stats = value_stats(&mut fields, records, self.threads());
         // `u` is the level distribution over all pairs, estimated by strata: the candidate
         // pairs are all counted, the rest are sampled. The high levels occur almost only among
         // candidates, so their `u` is counted rather than guessed from a handful of samples.
@@ -596,14 +596,40 @@ impl Stats {
 }
 
 /// How common each value of `records` is (the counts themselves are not kept); also counts
-/// each field's values present into `fields`.
-fn value_stats(fields: &mut [FieldModel], records: &[PreparedRecord]) -> Stats {
+/// each field's values present into `fields`. Fields are counted `threads` at a time (each on
+/// its own thread: their counts are independent), so that no more than that many fields' value
+/// maps are held at once.
+fn value_stats(fields: &mut [FieldModel], records: &[PreparedRecord], threads: usize) -> Stats {
     let width = fields.len();
+    let threads = threads.max(1);
     let mut stats = vec![ValueStats::default(); records.len() * width];
-    for (k, field) in fields.iter_mut().enumerate() {
-        let values: Vec<Option<&Prepared>> = records.iter().map(|r| r.values.get(k).and_then(Option::as_ref)).collect();
-        for (i, s) in field.count_values(&values).into_iter().enumerate() {
-            stats[i * width + k] = s;
+    for (group, models) in fields.chunks_mut(threads).enumerate() {
+        let counted: Vec<Vec<ValueStats>> = std::thread::scope(|scope| {
+            let handles: Vec<_> = models
+                .iter_mut()
+                .enumerate()
+                .map(|(j, field)| {
+                    let k = group * threads + j;
+                    scope.spawn(move || {
+                        let values: Vec<Option<&Prepared>> =
+                            records.iter().map(|r| r.values.get(k).and_then(Option::as_ref)).collect();
+                        field.count_values(&values)
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|handle| match handle.join() {
+                    Ok(column) => column,
+                    Err(panic) => std::panic::resume_unwind(panic),
+                })
+                .collect()
+        });
+        for (j, column) in counted.into_iter().enumerate() {
+            let k = group * threads + j;
+            for (i, s) in column.into_iter().enumerate() {
+                stats[i * width + k] = s;
+            }
         }
     }
     Stats { values: stats, width }
@@ -945,7 +971,7 @@ mod tests {
         assert!(result.len() > 100, "{}", result.len());
         let mut fields: Vec<FieldModel> =
             matcher.fields.iter().map(|f| FieldModel::with_defaults(f.name.clone(), f.kind)).collect();
-        let stats = value_stats(&mut fields, &records);
+        let stats = value_stats(&mut fields, &records, 1);
         let levels = matcher.compare_pairs(&records, &result.pairs);
         let mut full = vec![0.0; result.len()];
         matcher.weights(&result.model, &records, &stats, &result.pairs, &levels, &mut full);
