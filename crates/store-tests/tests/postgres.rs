@@ -365,6 +365,15 @@ async fn planner_statistics_follow_a_growing_table() {
     assert!(by_id, "fetch by id does not look the id up in an index:\n{}", plan.join("\n"));
 }
 
+/// Stores `n` new records of `object` in one batch.
+async fn write_records_of(store: &Arc<dyn Store>, object: &str, n: usize) {
+    let records: Vec<_> =
+        (0..n).map(|i| cases::new_record_of(object, serde_json::json!({ "name": format!("{object}-{i}") }))).collect();
+    let writes: Vec<_> = records.iter().map(cases::creation).collect();
+    let audit = writes.iter().map(cases::audit_for).collect();
+    store.write(custodian_store::WriteBatch { records: writes, audit, ..Default::default() }).await.unwrap();
+}
+
 /// Statistics taken before an object's first records do not know that object, and the planner
 /// then counts on one row of it (a load of leads after 300k contacts looked every match key up
 /// through the wrong index: minutes per batch). When records of an object the statistics lack
@@ -378,17 +387,7 @@ async fn planner_statistics_learn_of_a_new_object() {
     // Only the store's own analyses count here.
     sqlx::query("ALTER TABLE records SET (autovacuum_enabled = false)").execute(&pool).await.unwrap();
     let store: Arc<dyn Store> = Arc::new(store);
-    let write = |object: &'static str, n: usize| {
-        let store = store.clone();
-        async move {
-            let records: Vec<_> = (0..n)
-                .map(|i| cases::new_record_of(object, serde_json::json!({ "name": format!("{object}-{i}") })))
-                .collect();
-            let writes: Vec<_> = records.iter().map(cases::creation).collect();
-            let audit = writes.iter().map(cases::audit_for).collect();
-            store.write(custodian_store::WriteBatch { records: writes, audit, ..Default::default() }).await.unwrap();
-        }
-    };
+    let write = |object: &'static str, n: usize| write_records_of(&store, object, n);
     let known = |object: &'static str| {
         let pool = pool.clone();
         async move {
@@ -461,16 +460,7 @@ async fn a_pause_in_writing_vacuums_what_the_writes_left() {
     // Only the store's own vacuums count here.
     sqlx::query("ALTER TABLE records SET (autovacuum_enabled = false)").execute(&pool).await.unwrap();
     let store: Arc<dyn Store> = Arc::new(store);
-    let write = |n: usize| {
-        let store = store.clone();
-        async move {
-            let records: Vec<_> =
-                (0..n).map(|i| cases::new_record(serde_json::json!({ "name": format!("r{i}") }))).collect();
-            let writes: Vec<_> = records.iter().map(cases::creation).collect();
-            let audit = writes.iter().map(cases::audit_for).collect();
-            store.write(custodian_store::WriteBatch { records: writes, audit, ..Default::default() }).await.unwrap();
-        }
-    };
+    let write = |n: usize| write_records_of(&store, cases::OBJ, n);
     // (vacuums so far, rows inserted since the last one)
     let state = || {
         let pool = pool.clone();
