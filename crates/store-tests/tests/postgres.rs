@@ -365,6 +365,15 @@ async fn planner_statistics_follow_a_growing_table() {
     assert!(by_id, "fetch by id does not look the id up in an index:\n{}", plan.join("\n"));
 }
 
+/// A test store whose `records` table autovacuum leaves alone (only the store's own vacuums
+/// and analyses count), with its pool.
+async fn store_without_autovacuum() -> Option<(Arc<dyn Store>, sqlx::PgPool, custodian_store_tests::PgTestDb)> {
+    let (store, db) = custodian_store_tests::postgres_test_store().await?;
+    let pool = store.pool().clone();
+    sqlx::query("ALTER TABLE records SET (autovacuum_enabled = false)").execute(&pool).await.unwrap();
+    Some((Arc::new(store), pool, db))
+}
+
 /// Stores `n` new records of `object` in one batch.
 async fn write_records_of(store: &Arc<dyn Store>, object: &str, n: usize) {
     let records: Vec<_> =
@@ -380,13 +389,9 @@ async fn write_records_of(store: &Arc<dyn Store>, object: &str, n: usize) {
 /// arrive, the store analyzes the table even though it has not grown by as much as it held.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn planner_statistics_learn_of_a_new_object() {
-    let Some((store, _db)) = custodian_store_tests::postgres_test_store().await else {
+    let Some((store, pool, _db)) = store_without_autovacuum().await else {
         return;
     };
-    let pool = store.pool().clone();
-    // Only the store's own analyses count here.
-    sqlx::query("ALTER TABLE records SET (autovacuum_enabled = false)").execute(&pool).await.unwrap();
-    let store: Arc<dyn Store> = Arc::new(store);
     let write = |object: &'static str, n: usize| write_records_of(&store, object, n);
     let known = |object: &'static str| {
         let pool = pool.clone();
@@ -453,13 +458,9 @@ async fn planner_statistics_learn_of_a_new_object() {
 /// the table). Once writing pauses, the store vacuums what the writes left.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_pause_in_writing_vacuums_what_the_writes_left() {
-    let Some((store, _db)) = custodian_store_tests::postgres_test_store().await else {
+    let Some((store, pool, _db)) = store_without_autovacuum().await else {
         return;
     };
-    let pool = store.pool().clone();
-    // Only the store's own vacuums count here.
-    sqlx::query("ALTER TABLE records SET (autovacuum_enabled = false)").execute(&pool).await.unwrap();
-    let store: Arc<dyn Store> = Arc::new(store);
     let write = |n: usize| write_records_of(&store, cases::OBJ, n);
     // (vacuums so far, rows inserted since the last one)
     let state = || {
