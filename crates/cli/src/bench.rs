@@ -310,7 +310,7 @@ impl Workspace {
     /// The name of `scenario`'s database: the kept one's (--scan-keep) as its directory names
     /// it, otherwise one of this run's.
     fn database_name(&self, scenario: &str) -> Result<String> {
-        if let Some(dir) = self.kept_scan.as_ref().filter(|_| scenario == "scan") {
+        if let Some(dir) = self.kept_dir(scenario) {
             let path = dir.join(KEPT_DATABASE);
             if path.exists() {
                 let name = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
@@ -332,7 +332,7 @@ impl Workspace {
     /// database (--scan-keep) is created once, named in its directory, and never dropped.
     async fn create_database(&mut self, scenario: &str) -> Result<String> {
         let name = self.database_name(scenario)?;
-        let kept = self.kept_scan.clone().filter(|_| scenario == "scan");
+        let kept = self.kept_dir(scenario).cloned();
         if let Some(dir) = &kept
             && dir.join(KEPT_DATABASE).exists()
         {
@@ -386,12 +386,14 @@ impl Workspace {
         Ok(Arc::new(service))
     }
 
+    /// The directory that keeps `scenario`'s store (--scan-keep), if it is kept.
+    fn kept_dir(&self, scenario: &str) -> Option<&PathBuf> {
+        self.kept_scan.as_ref().filter(|_| scenario == "scan")
+    }
+
     /// Where `scenario`'s SQLite store is (for --database-url: where it would be).
     fn sqlite_dir(&self, scenario: &str) -> PathBuf {
-        match &self.kept_scan {
-            Some(dir) if scenario == "scan" => dir.clone(),
-            _ => self.dir.join(scenario),
-        }
+        self.kept_dir(scenario).cloned().unwrap_or_else(|| self.dir.join(scenario))
     }
 
     /// Reads the indexes and the records the duplicate check at entry reads, each once in full,

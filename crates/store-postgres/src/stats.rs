@@ -130,15 +130,21 @@ pub(crate) async fn vacuum_settled(pool: &PgPool) -> Result<Vec<String>, sqlx::E
     .fetch_all(pool)
     .await?;
     for table in &due {
-        // Only names from HOT_TABLES reach this statement.
-        if HOT_TABLES.contains(&table.as_str()) {
-            sqlx::query(sqlx::AssertSqlSafe(format!("VACUUM {table}"))).persistent(false).execute(pool).await?;
-        }
+        vacuum(pool, "VACUUM", table).await?;
     }
     if !due.is_empty() {
         tracing::debug!(tables = ?due, "vacuumed what the last writes left");
     }
     Ok(due)
+}
+
+/// Runs `command` (`VACUUM` or `VACUUM (ANALYZE)`) on `table` if it is one of [`HOT_TABLES`]:
+/// only those names reach the statement.
+async fn vacuum(pool: &PgPool, command: &'static str, table: &str) -> Result<(), sqlx::Error> {
+    if HOT_TABLES.contains(&table) {
+        sqlx::query(sqlx::AssertSqlSafe(format!("{command} {table}"))).persistent(false).execute(pool).await?;
+    }
+    Ok(())
 }
 
 /// Analyses a table makes for one object its statistics still lack (an object with a few rows
@@ -187,13 +193,7 @@ pub(crate) async fn vacuum_grown(
         }
     }
     for table in &grown {
-        // Only names from HOT_TABLES reach this statement.
-        if HOT_TABLES.contains(&table.as_str()) {
-            sqlx::query(sqlx::AssertSqlSafe(format!("VACUUM (ANALYZE) {table}")))
-                .persistent(false)
-                .execute(pool)
-                .await?;
-        }
+        vacuum(pool, "VACUUM (ANALYZE)", table).await?;
     }
     Ok(grown)
 }
