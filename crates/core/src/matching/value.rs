@@ -565,9 +565,13 @@ fn prepare_tokens(text: &str, numeric: bool) -> Option<Prepared> {
     let mut number = None;
     if numeric {
         let plain = folded.trim().replace([',', ' '], "");
-        number = plain
-            .parse::<f64>()
-            .ok()
+        // Only plain decimals count as numbers: Rust would also read "0e0" or "inf", which
+        // makes "0e@0" (exact form "0e0") prepare differently the second time.
+        let decimal = plain.bytes().any(|b| b.is_ascii_digit())
+            && plain.bytes().all(|b| b.is_ascii_digit() || matches!(b, b'.' | b'+' | b'-'));
+        number = decimal
+            .then(|| plain.parse::<f64>().ok())
+            .flatten()
             .or_else(|| exact.bytes().all(|b| b.is_ascii_digit()).then(|| exact.parse::<f64>().ok()).flatten())
             .filter(|n| n.is_finite());
         if let Some(number) = number {
@@ -962,5 +966,18 @@ mod tests {
             assert_eq!(words.iter().collect::<Vec<_>>(), items);
             assert_eq!(words.len(), items.len());
         }
+    }
+
+    #[test]
+    fn text_reads_only_plain_decimals_as_numbers() {
+        let text = |raw: &str| prepare(FieldKind::Text, raw).unwrap().exact.to_string();
+        assert_eq!(text("1,250.50"), "1250.5");
+        assert_eq!(text("-3"), "-3");
+        // Scientific notation and words Rust's float parser knows stay text, so the exact form
+        // prepares to itself (found by the property test: "0e@0" became "0e0", then "0").
+        assert_eq!(text("0e@0"), "0e0");
+        assert_eq!(text("0e0"), "0e0");
+        assert_eq!(text("inf"), "inf");
+        assert_eq!(text("1.5.3"), "153");
     }
 }
