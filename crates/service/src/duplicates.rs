@@ -123,12 +123,14 @@ impl DuplicateConfig {
     }
 }
 
-/// Stored records' prepared match values, most recently used kept, by record id and version.
-/// A version's fields never change and the policies are fixed in code, so an entry never goes
-/// stale; a newer version is a new key and the old entry ages out. This saves the duplicate
-/// check at entry the decryption and preparation of candidates it has scored before — the
-/// records of common names, scored against many new ones. Bounded; in memory only.
-pub(crate) struct PreparedCache(std::sync::Mutex<hashlink::LruCache<(Uuid, i64), Arc<PreparedRecord>>>);
+/// Stored records' prepared match values, most recently used kept, by record id, each with the
+/// version it was prepared from. A version's fields never change and the policies are fixed in
+/// code, so an entry is good for as long as its version is the record's current one, which the
+/// store tells each check (`Store::candidate_fields`); the last version put replaces the one
+/// before. This saves the duplicate check at entry the decryption and preparation of
+/// candidates it has scored before — the records of common names, scored against many new
+/// ones. Bounded; in memory only.
+pub(crate) struct PreparedCache(std::sync::Mutex<hashlink::LruCache<Uuid, (i64, Arc<PreparedRecord>)>>);
 
 /// Entries of the `PreparedCache` (a contact's prepared values take about a kilobyte).
 const PREPARED_CACHE_ENTRIES: usize = 8192;
@@ -140,16 +142,17 @@ impl Default for PreparedCache {
 }
 
 impl PreparedCache {
-    /// The cached entry of each record id and version, `None` where there is none.
-    fn get_many(&self, versions: &[(Uuid, i64)]) -> Vec<Option<Arc<PreparedRecord>>> {
-        let Ok(mut cache) = self.0.lock() else { return versions.iter().map(|_| None).collect() };
-        versions.iter().map(|key| cache.get(key).cloned()).collect()
+    /// The cached entry of each record id (its version and prepared values), `None` where there
+    /// is none.
+    fn held(&self, ids: &[Uuid]) -> Vec<Option<(i64, Arc<PreparedRecord>)>> {
+        let Ok(mut cache) = self.0.lock() else { return ids.iter().map(|_| None).collect() };
+        ids.iter().map(|id| cache.get(id).cloned()).collect()
     }
 
     fn put_many(&self, entries: impl Iterator<Item = ((Uuid, i64), Arc<PreparedRecord>)>) {
         if let Ok(mut cache) = self.0.lock() {
-            for (key, prepared) in entries {
-                cache.insert(key, prepared);
+            for ((id, version), prepared) in entries {
+                cache.insert(id, (version, prepared));
             }
         }
     }
@@ -648,26 +651,30 @@ impl Service {
             let wanted: BTreeSet<Uuid> = chosen.iter().flatten().copied().collect();
             let wanted: Vec<Uuid> = wanted.into_iter().collect();
             let names: Vec<&str> = policy.compare.iter().map(|(name, _)| *name).collect();
-            // The candidates' current versions first (the store returns active records only):
-            // those whose version was prepared before need no more. The others are read whole
-            // (one read per 500), decrypted and prepared. Reading every candidate whole cost
-            // more than scoring it: a contact's row is a kilobyte or two of JSON to parse.
-            let versions = self.store.active_versions(&def.name, &wanted).await?;
-            let cached = self.prepared_cache.get_many(&versions);
-            let missing: Vec<Uuid> =
-                versions.iter().zip(&cached).filter(|(_, c)| c.is_none()).map(|((id, _), _)| *id).collect();
-            stored.extend(versions.iter().zip(cached).filter_map(|((id, _), c)| Some((*id, c?))));
-            for ids in missing.chunks(500) {
-                let mut q = ListQuery::new(def.name.clone());
-                q.scope =
-                    RowScope::Restricted { owner_ids: Vec::new(), team_ids: Vec::new(), record_ids: ids.to_vec() };
-                q.limit = 500;
-                let records = self.store.list_records(&q).await?.items;
-                let made: Vec<Arc<PreparedRecord>> = map_on_all_cores(&records, |record| {
-                    Arc::new(m.prepare(&policy.raw_values(&self.decrypt_named(def, record.id, &record.fields, &names))))
+            // The candidates in one read per 500 (the store returns active records only): with
+            // the version of each whose prepared values are held, so that the store sends the
+            // fields only of the others, which are decrypted and prepared. Reading every candidate
+            // whole cost more than scoring it: a contact's row is a kilobyte or two of JSON to parse.
+            for ids in wanted.chunks(500) {
+                let held = self.prepared_cache.held(ids);
+                let known: Vec<(Uuid, Option<i64>)> =
+                    ids.iter().zip(&held).map(|(id, h)| (*id, h.as_ref().map(|(version, _)| *version))).collect();
+                let rows = self.store.candidate_fields(&def.name, &known).await?;
+                let held: HashMap<Uuid, Arc<PreparedRecord>> =
+                    ids.iter().zip(held).filter_map(|(id, h)| Some((*id, h?.1))).collect();
+                let mut read = Vec::new();
+                for row in rows {
+                    match row.fields {
+                        Some(fields) => read.push((row.id, row.version, fields)),
+                        None => stored.extend(held.get(&row.id).map(|p| (row.id, p.clone()))),
+                    }
+                }
+                let made: Vec<Arc<PreparedRecord>> = map_on_all_cores(&read, |(id, _, fields)| {
+                    Arc::new(m.prepare(&policy.raw_values(&self.decrypt_named(def, *id, fields, &names))))
                 });
-                self.prepared_cache.put_many(records.iter().map(|r| (r.id, r.version)).zip(made.iter().cloned()));
-                stored.extend(records.iter().map(|r| r.id).zip(made));
+                self.prepared_cache
+                    .put_many(read.iter().map(|(id, version, _)| (*id, *version)).zip(made.iter().cloned()));
+                stored.extend(read.iter().map(|(id, _, _)| *id).zip(made));
             }
         }
         // Each write scored against its stored candidates (independent of batch order).

@@ -29,7 +29,7 @@ use custodian_store::{
     AlertRow, AlertRuleRow, AuditQuery, Bucket, BucketQuery, DeliveryOutcome, NotificationRow, OutboxRow,
 };
 use custodian_store::{
-    AuditChainRow, AuditDraft, AuditRow, CandidateRow, CheckpointClaimOutcome, CheckpointClaimRequest,
+    AuditChainRow, AuditDraft, AuditRow, CandidateFields, CandidateRow, CheckpointClaimOutcome, CheckpointClaimRequest,
     CheckpointClaimRow, CheckpointRange, Cursor, CustomFieldRow, DepartmentRow, DismissalRow, GrantRow, ListQuery,
     LoginCounterRow, MergeRow, MfaChallengeRow, MfaEffect, MfaFactor, RecordPage, RecordWrite, RoleRow, RowScope,
     ScanJobRow, SessionRow, Store, StoreError, StoreResult, StoredRecord, StoredVersion, TeamRow, UserMfaRow, UserRow,
@@ -675,6 +675,44 @@ impl Store for PostgresStore {
             .fetch_all(&self.pool)
             .await
             .map_err(map_sqlx)
+    }
+
+    async fn candidate_fields(
+        &self,
+        object: &str,
+        wanted: &[(Uuid, Option<i64>)],
+    ) -> StoreResult<Vec<CandidateFields>> {
+        if wanted.is_empty() {
+            return Ok(Vec::new());
+        }
+        let (ids, versions): (Vec<Uuid>, Vec<Option<i64>>) = wanted.iter().copied().unzip();
+        // An unknown version is null, which equals nothing, so its fields come back.
+        let rows = sqlx::query(
+            "SELECT r.id, r.version, CASE WHEN r.version = k.v THEN NULL ELSE r.fields END AS fields \
+             FROM unnest($2::uuid[], $3::int8[]) AS k(id, v) JOIN records r ON r.id = k.id \
+             WHERE r.object = $1 AND r.deleted_at IS NULL",
+        )
+        .bind(object)
+        .bind(ids)
+        .bind(versions)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(map_sqlx)?;
+        rows.iter()
+            .map(|row| {
+                let fields: Option<Json<Value>> = row.try_get("fields").map_err(map_sqlx)?;
+                let fields = match fields {
+                    None => None,
+                    Some(Json(Value::Object(m))) => Some(m),
+                    Some(_) => return Err(internal("record fields are not a JSON object")),
+                };
+                Ok(CandidateFields {
+                    id: row.try_get("id").map_err(map_sqlx)?,
+                    version: row.try_get("version").map_err(map_sqlx)?,
+                    fields,
+                })
+            })
+            .collect()
     }
 
     async fn list_records(&self, query: &ListQuery) -> StoreResult<RecordPage> {

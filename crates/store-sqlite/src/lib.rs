@@ -11,13 +11,13 @@ use custodian_store::{
     AlertRow, AlertRuleRow, AuditQuery, Bucket, BucketQuery, DeliveryOutcome, NotificationRow, OutboxRow,
 };
 use custodian_store::{
-    AuditChainRow, AuditDraft, AuditRow, CandidateRow, CheckpointClaimOutcome, CheckpointClaimRequest,
+    AuditChainRow, AuditDraft, AuditRow, CandidateFields, CandidateRow, CheckpointClaimOutcome, CheckpointClaimRequest,
     CheckpointClaimRow, CheckpointRange, Cursor, CustomFieldRow, DepartmentRow, DismissalRow, GrantRow, ListQuery,
     LoginCounterRow, MergeRow, MfaChallengeRow, MfaEffect, MfaFactor, RecordPage, RecordWrite, RoleRow, RowScope,
     ScanJobRow, SessionRow, Store, StoreError, StoreResult, StoredRecord, StoredVersion, TeamRow, UserMfaRow, UserRow,
     WrappedKeyRow, WriteAction, WriteBatch,
 };
-use serde_json::{Map, Value};
+use serde_json::{Map, Value, json};
 use sqlx::sqlite::{
     SqliteArguments, SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
 };
@@ -1276,6 +1276,40 @@ impl Store for SqliteStore {
             }
         }
         Ok(out)
+    }
+
+    async fn candidate_fields(
+        &self,
+        object: &str,
+        wanted: &[(Uuid, Option<i64>)],
+    ) -> StoreResult<Vec<CandidateFields>> {
+        if wanted.is_empty() {
+            return Ok(Vec::new());
+        }
+        let keys: Vec<Value> = wanted.iter().map(|(id, v)| json!({ "id": id.to_string(), "v": v })).collect();
+        // The ids drive the join (each looked up by the primary key); an unknown version is
+        // null, which equals nothing, so its fields come back.
+        let rows = sqlx::query(
+            "SELECT r.id, r.version, CASE WHEN r.version = k.value ->> 'v' THEN NULL ELSE r.fields END AS fields \
+             FROM json_each(?) AS k CROSS JOIN records AS r ON r.id = k.value ->> 'id' \
+             WHERE r.object = ? AND r.deleted_at IS NULL",
+        )
+        .bind(Value::Array(keys).to_string())
+        .bind(object)
+        .fetch_all(&self.read_pool)
+        .await
+        .map_err(map_sqlx)?;
+        rows.iter()
+            .map(|row| {
+                let id: String = row.try_get("id").map_err(map_sqlx)?;
+                let fields: Option<String> = row.try_get("fields").map_err(map_sqlx)?;
+                Ok(CandidateFields {
+                    id: Uuid::parse_str(&id).map_err(internal)?,
+                    version: row.try_get("version").map_err(map_sqlx)?,
+                    fields: fields.as_deref().map(parse_fields).transpose()?,
+                })
+            })
+            .collect()
     }
 
     async fn list_records(&self, query: &ListQuery) -> StoreResult<RecordPage> {

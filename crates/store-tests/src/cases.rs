@@ -10,10 +10,10 @@ use custodian_core::audit::GENESIS_HASH;
 use custodian_core::search::{QueryToken, index_text, query_tokens};
 use custodian_store::audit::verify_chain;
 use custodian_store::{
-    AuditDraft, AuditRow, CheckpointClaimOutcome, CheckpointClaimRequest, CheckpointRange, Column, CustomFieldRow,
-    DeletedFilter, DepartmentRow, FieldDigest, Filter, FilterOp, FilterValue, ListQuery, MfaChallengeRow, MfaEffect,
-    MfaFactor, RecordWrite, RowScope, SessionRow, Sort, Store, StoreError, StoredRecord, TeamRow, UserMfaRow, UserRow,
-    ValueKind, WrappedKeyRow, WriteAction, WriteBatch, now_micros,
+    AuditDraft, AuditRow, CandidateFields, CheckpointClaimOutcome, CheckpointClaimRequest, CheckpointRange, Column,
+    CustomFieldRow, DeletedFilter, DepartmentRow, FieldDigest, Filter, FilterOp, FilterValue, ListQuery,
+    MfaChallengeRow, MfaEffect, MfaFactor, RecordWrite, RowScope, SessionRow, Sort, Store, StoreError, StoredRecord,
+    TeamRow, UserMfaRow, UserRow, ValueKind, WrappedKeyRow, WriteAction, WriteBatch, now_micros,
 };
 use serde_json::{Map, Value, json};
 use std::cmp::Ordering;
@@ -1796,6 +1796,21 @@ pub async fn existing_ids_are_active_of_object(store: DynStore) {
     want.sort();
     assert_eq!(versions, want);
     assert_eq!(b2.version, b.version + 1);
+    // The check at entry's candidates: fields only where the version named is not the
+    // current one (or none is named); deleted records and other objects' are left out.
+    let wanted = [(a.id, Some(a.version)), (b.id, Some(b.version)), (c.id, None), (d.id, None), (Uuid::now_v7(), None)];
+    let mut got = store.candidate_fields(OBJ, &wanted).await.expect("candidates");
+    got.sort_by_key(|c| c.id);
+    let mut want = vec![
+        CandidateFields { id: a.id, version: a.version, fields: None },
+        CandidateFields { id: b.id, version: b2.version, fields: Some(b2.fields.clone()) },
+    ];
+    want.sort_by_key(|c| c.id);
+    assert_eq!(got, want);
+    let unnamed = store.candidate_fields(OBJ, &[(a.id, None)]).await.expect("candidates");
+    assert_eq!(unnamed, vec![CandidateFields { id: a.id, version: a.version, fields: Some(a.fields.clone()) }]);
+    assert!(store.candidate_fields(OBJ, &[]).await.expect("candidates").is_empty());
+    assert!(store.candidate_fields("companies", &[(a.id, None)]).await.expect("candidates").is_empty());
 }
 
 // ---- people, sessions, schema, keys ------------------------------------------------------

@@ -108,6 +108,15 @@ pub struct StoredRecord {
     pub fields: Map<String, Value>,
 }
 
+/// A candidate of the check at entry as `Store::candidate_fields` reads it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CandidateFields {
+    pub id: Uuid,
+    pub version: i64,
+    /// `None` when the version is the one the caller named.
+    pub fields: Option<Map<String, Value>>,
+}
+
 /// What a write does to a record; stored with each version.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum WriteAction {
@@ -621,6 +630,14 @@ pub trait Store: Send + Sync + 'static {
     /// `object`, in no particular order (each id once). Cheap: no fields are read. The check at
     /// entry uses it to tell which candidates' prepared values it holds already.
     async fn active_versions(&self, object: &str, ids: &[Uuid]) -> StoreResult<Vec<(Uuid, i64)>>;
+
+    /// The candidates of the check at entry in one read: each active record of `object` among
+    /// `wanted`, with its current version, and with its fields unless that version is the one
+    /// given beside its id (the caller holds what it needs of that version already). `wanted`
+    /// names each id once; the answer is in no particular order. Where the check first asked for the versions and then
+    /// read the records it lacked, each candidate's row was looked up twice, in two round trips.
+    async fn candidate_fields(&self, object: &str, wanted: &[(Uuid, Option<i64>)])
+    -> StoreResult<Vec<CandidateFields>>;
 
     /// Ids among `ids` that exist as active records of `object` (reference checks).
     async fn existing_ids(&self, object: &str, ids: &[Uuid]) -> StoreResult<Vec<Uuid>> {
