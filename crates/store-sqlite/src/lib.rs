@@ -1287,8 +1287,9 @@ impl Store for SqliteStore {
             return Ok(Vec::new());
         }
         let keys: Vec<Value> = wanted.iter().map(|(id, v)| json!({ "id": id.to_string(), "v": v })).collect();
-        // The ids drive the join (each looked up by the primary key); an unknown version is
-        // null, which equals nothing, so its fields come back.
+        // The ids drive the join, each looked up in the `(object, id, version, deleted_at)`
+        // index, and the row is visited only for its fields; an unknown version is null, which
+        // equals nothing, so its fields come back.
         let rows = sqlx::query(
             "SELECT r.id, r.version, CASE WHEN r.version = k.value ->> 'v' THEN NULL ELSE r.fields END AS fields \
              FROM json_each(?) AS k CROSS JOIN records AS r ON r.id = k.value ->> 'id' \

@@ -627,15 +627,15 @@ pub trait Store: Send + Sync + 'static {
     async fn get_record(&self, object: &str, id: Uuid, scope: &RowScope) -> StoreResult<Option<StoredRecord>>;
 
     /// The current version of each record among `ids` that exists as an active record of
-    /// `object`, in no particular order (each id once). Cheap: no fields are read. The check at
-    /// entry uses it to tell which candidates' prepared values it holds already.
+    /// `object`, in no particular order (each id once). Cheap: no fields are read.
     async fn active_versions(&self, object: &str, ids: &[Uuid]) -> StoreResult<Vec<(Uuid, i64)>>;
 
     /// The candidates of the check at entry in one read: each active record of `object` among
     /// `wanted`, with its current version, and with its fields unless that version is the one
     /// given beside its id (the caller holds what it needs of that version already). `wanted`
-    /// names each id once; the answer is in no particular order. Where the check first asked for the versions and then
-    /// read the records it lacked, each candidate's row was looked up twice, in two round trips.
+    /// names each id once; the answer is in no particular order. Where the check first asked
+    /// for the versions and then read the records it lacked, each candidate's row was looked up
+    /// twice, in two round trips.
     async fn candidate_fields(&self, object: &str, wanted: &[(Uuid, Option<i64>)])
     -> StoreResult<Vec<CandidateFields>>;
 
