@@ -656,17 +656,15 @@ impl Service {
             // fields only of the others, which are decrypted and prepared. Reading every candidate
             // whole cost more than scoring it: a contact's row is a kilobyte or two of JSON to parse.
             for ids in wanted.chunks(500) {
-                let held = self.prepared_cache.held(ids);
+                let held: HashMap<Uuid, (i64, Arc<PreparedRecord>)> =
+                    ids.iter().zip(self.prepared_cache.held(ids)).filter_map(|(id, h)| Some((*id, h?))).collect();
                 let known: Vec<(Uuid, Option<i64>)> =
-                    ids.iter().zip(&held).map(|(id, h)| (*id, h.as_ref().map(|(version, _)| *version))).collect();
-                let rows = self.store.candidate_fields(&def.name, &known).await?;
-                let held: HashMap<Uuid, Arc<PreparedRecord>> =
-                    ids.iter().zip(held).filter_map(|(id, h)| Some((*id, h?.1))).collect();
+                    ids.iter().map(|id| (*id, held.get(id).map(|(version, _)| *version))).collect();
                 let mut read = Vec::new();
-                for row in rows {
+                for row in self.store.candidate_fields(&def.name, &known).await? {
                     match row.fields {
                         Some(fields) => read.push((row.id, row.version, fields)),
-                        None => stored.extend(held.get(&row.id).map(|p| (row.id, p.clone()))),
+                        None => stored.extend(held.get(&row.id).map(|(_, p)| (row.id, p.clone()))),
                     }
                 }
                 let made: Vec<Arc<PreparedRecord>> = map_on_all_cores(&read, |(id, _, fields)| {
