@@ -462,6 +462,11 @@ const RECORD_COLUMNS: &str = "r.id, r.object, r.version, r.owner_id, r.team_id, 
 
 fn fields_of(row: &PgRow) -> StoreResult<Map<String, Value>> {
     let Json(v): Json<Value> = row.try_get("fields").map_err(map_sqlx)?;
+    fields_object(v)
+}
+
+/// A record's `fields` column as the object it must be.
+fn fields_object(v: Value) -> StoreResult<Map<String, Value>> {
     match v {
         Value::Object(m) => Ok(m),
         _ => Err(internal("record fields are not a JSON object")),
@@ -701,15 +706,10 @@ impl Store for PostgresStore {
         rows.iter()
             .map(|row| {
                 let fields: Option<Json<Value>> = row.try_get("fields").map_err(map_sqlx)?;
-                let fields = match fields {
-                    None => None,
-                    Some(Json(Value::Object(m))) => Some(m),
-                    Some(_) => return Err(internal("record fields are not a JSON object")),
-                };
                 Ok(CandidateFields {
                     id: row.try_get("id").map_err(map_sqlx)?,
                     version: row.try_get("version").map_err(map_sqlx)?,
-                    fields,
+                    fields: fields.map(|Json(v)| fields_object(v)).transpose()?,
                 })
             })
             .collect()
