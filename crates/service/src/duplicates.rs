@@ -20,7 +20,7 @@
 use crate::access::Operation;
 use crate::auto_merge::AutoMerge;
 use crate::error::{ServiceError, ServiceResult};
-use crate::view::micros_to_rfc3339;
+use crate::view::{decrypt_stored, micros_to_rfc3339};
 use crate::{RequestContext, Service};
 use custodian_core::matching::{
     DedupeResult, FieldKind, FieldSpec, MatchConfig, Matcher, Model, PreparedRecord, map_on_all_cores,
@@ -159,6 +159,7 @@ impl PreparedCache {
 }
 
 /// What counts as the same record, per object.
+#[derive(Clone, Copy)]
 pub(crate) struct Policy {
     /// Fields whose exact equality (normalised) means the same record.
     pub strong: &'static [&'static str],
@@ -380,6 +381,18 @@ type PreparedWithKeys = (Arc<PreparedRecord>, Vec<(Vec<u8>, u8)>);
 /// shared key of it is reason enough to score a candidate.
 const SELECTIVE_BLOCK: usize = 20;
 
+/// A read of the check at entry is cut into at most this many parts read at once, none with
+/// fewer than READ_PART_MIN items. Its keys and candidates are scattered over large indexes
+/// and tables (at a million contacts, gigabytes): what a check reads is rarely all in memory,
+/// and one statement reads its pages one after the other, waiting on each.
+const READ_PARTS: usize = 3;
+const READ_PART_MIN: usize = 4;
+
+/// `items` cut into the parts of a check's read (see READ_PARTS), in order.
+fn read_parts<T>(items: &[T]) -> std::slice::Chunks<'_, T> {
+    items.chunks(items.len().div_ceil(READ_PARTS).max(READ_PART_MIN))
+}
+
 /// The candidates worth scoring, from `(candidate, size of a block it shares with the new
 /// record, the field that block's key comes from)` — one entry per shared key. A candidate is
 /// scored when it shares keys of two or more fields, or one key of a selective block. One
@@ -493,6 +506,27 @@ impl Service {
     /// store round trips for the whole batch, and each write also checked against the writes
     /// before it in the batch that passed (they are written together, so the store cannot see
     /// them yet). The outer error is a store failure; the inner results are per write.
+    /// `Store::stamped_match_blocks` of `keys` read in parts at once (see READ_PARTS). The
+    /// parts may read different snapshots: the stamp is the lowest one read, so a key stamped
+    /// after it counts as unseen (a guard then has the write checked again), never the reverse.
+    async fn stamped_blocks_in_parts(
+        &self,
+        object: &str,
+        keys: &[Vec<u8>],
+    ) -> ServiceResult<(i64, Vec<(usize, Uuid)>)> {
+        let parts: Vec<&[Vec<u8>]> = read_parts(keys).collect();
+        let read =
+            futures::future::try_join_all(parts.iter().map(|part| self.store.stamped_match_blocks(object, part)))
+                .await?;
+        let (mut stamp, mut found, mut first) = (i64::MAX, Vec::new(), 0);
+        for (part, (seen, rows)) in parts.iter().zip(read) {
+            stamp = stamp.min(seen);
+            found.extend(rows.into_iter().map(|(pos, id)| (first + pos, id)));
+            first += part.len();
+        }
+        Ok((stamp, found))
+    }
+
     pub(crate) async fn check_duplicates_many(
         &self,
         ctx: &RequestContext,
@@ -606,7 +640,7 @@ impl Service {
                 if distinct.is_empty() {
                     return Ok(None);
                 }
-                self.store.stamped_match_blocks(&def.name, &distinct).await.map(Some)
+                self.stamped_blocks_in_parts(&def.name, &distinct).await.map(Some)
             },
         );
         for (pos, id) in by_blind? {
@@ -655,13 +689,18 @@ impl Service {
             // the version of each whose prepared values are held, so that the store sends the
             // fields only of the others, which are decrypted and prepared. Reading every candidate
             // whole cost more than scoring it: a contact's row is a kilobyte or two of JSON to parse.
+            // The parts of a read run at once, each on its own connection (see `read_parts`).
             for ids in wanted.chunks(500) {
                 let held: HashMap<Uuid, (i64, Arc<PreparedRecord>)> =
                     ids.iter().zip(self.prepared_cache.held(ids)).filter_map(|(id, h)| Some((*id, h?))).collect();
                 let known: Vec<(Uuid, Option<i64>)> =
                     ids.iter().map(|id| (*id, held.get(id).map(|(version, _)| *version))).collect();
+                let parts = futures::future::try_join_all(
+                    read_parts(&known).map(|part| self.store.candidate_fields(&def.name, part)),
+                )
+                .await?;
                 let mut read = Vec::new();
-                for row in self.store.candidate_fields(&def.name, &known).await? {
+                for row in parts.into_iter().flatten() {
                     match row.fields {
                         Some(fields) => read.push((row.id, row.version, fields)),
                         None => stored.extend(held.get(&row.id).map(|(_, p)| (row.id, p.clone()))),
@@ -1213,6 +1252,7 @@ impl Service {
         matcher: &Arc<Matcher>,
     ) -> ServiceResult<(Vec<Uuid>, Vec<PreparedRecord>)> {
         let readers = self.config.duplicates.scan_readers.max(1) as usize;
+        let def = Arc::new(def.clone());
         let mut base = ListQuery::new(def.name.clone());
         base.limit = self.config.duplicates.scan_page;
         let ranges = Arc::new(self.scan_ranges(&base, readers).await?);
@@ -1257,15 +1297,19 @@ impl Service {
                     format!("More than {} records: too many for one scan.", self.config.duplicates.max_scan_records),
                 ));
             }
-            let mut ids = Vec::with_capacity(page.items.len());
-            let mut rows = Vec::with_capacity(page.items.len());
-            for record in &page.items {
-                let plain = self.decrypt_fields(def, record.id, &record.fields);
-                ids.push(record.id);
-                rows.push(policy.raw_values(&plain));
-            }
-            let m = Arc::clone(matcher);
-            let prepared = tokio::task::spawn_blocking(move || m.prepare_all(&rows)).await.map_err(|e| {
+            let ids: Vec<Uuid> = page.items.iter().map(|record| record.id).collect();
+            // Decrypted (only the fields compared) and prepared on every core: decrypting on
+            // this task kept one core busy while the other waited.
+            let (m, keyring, def, policy) = (Arc::clone(matcher), Arc::clone(&self.keyring), Arc::clone(&def), *policy);
+            let prepared = tokio::task::spawn_blocking(move || {
+                let names: Vec<&str> = policy.compare.iter().map(|(name, _)| *name).collect();
+                m.prepare_each(&page.items, |record| {
+                    let plain = decrypt_stored(&keyring, &def, record.id, &record.fields, |n| names.contains(&n));
+                    m.prepare(&policy.raw_values(&plain))
+                })
+            })
+            .await
+            .map_err(|e| {
                 tracing::error!(error = %e, "duplicate scan task failed");
                 ServiceError::new(ErrorCode::Internal)
             })?;
@@ -1560,6 +1604,23 @@ impl Service {
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_checks_read_is_cut_into_few_parts_that_keep_every_item_in_order() {
+        for n in 1..=200usize {
+            let items: Vec<usize> = (0..n).collect();
+            let parts: Vec<&[usize]> = read_parts(&items).collect();
+            assert!(parts.len() <= READ_PARTS, "{n} items in {} parts", parts.len());
+            assert!(parts.iter().all(|p| !p.is_empty()));
+            if n <= READ_PART_MIN {
+                assert_eq!(parts.len(), 1, "{n} items are read at once");
+            } else {
+                assert!(parts.len() > 1, "{n} items are read in parts");
+            }
+            let joined: Vec<usize> = parts.concat();
+            assert_eq!(joined, items, "the parts joined are the items in order");
+        }
+    }
 
     #[test]
     fn candidates_need_keys_of_two_fields_or_a_selective_block() {

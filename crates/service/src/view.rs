@@ -3,6 +3,7 @@
 
 use crate::{RequestContext, Service};
 use custodian_core::schema::ObjectDef;
+use custodian_crypto::Keyring;
 use custodian_store::{StoredRecord, StoredVersion};
 use serde::Serialize;
 use serde_json::{Map, Value};
@@ -66,6 +67,43 @@ pub struct HistoryPage {
     pub next_cursor: Option<String>,
 }
 
+/// The fields of a stored map that `wanted` names, sensitive ones decrypted: what
+/// `Service::decrypt_fields` does, for work that runs away from the service (a scan decrypts on
+/// its worker threads). Values that cannot be opened are left out (and logged without their
+/// content) rather than failing the whole read.
+pub(crate) fn decrypt_stored(
+    keyring: &Keyring,
+    def: &ObjectDef,
+    record_id: Uuid,
+    stored: &Map<String, Value>,
+    wanted: impl Fn(&str) -> bool,
+) -> Map<String, Value> {
+    let mut out = Map::with_capacity(stored.len());
+    let id = record_id.to_string();
+    for (name, value) in stored.iter().filter(|(name, _)| wanted(name)) {
+        let sensitive = def.field(name).is_some_and(|f| f.sensitive);
+        if sensitive {
+            let Some(envelope) = value.as_str() else {
+                continue;
+            };
+            match keyring.decrypt_field(&def.name, name, &id, envelope) {
+                Ok(plain) => {
+                    // Sensitive values are stored as their normalised text; structured
+                    // types are kept as JSON text.
+                    let v = serde_json::from_str::<Value>(&plain).unwrap_or(Value::String(plain));
+                    out.insert(name.clone(), v);
+                }
+                Err(e) => {
+                    tracing::error!(object = %def.name, field = %name, record = %record_id, error = %e, "sensitive value could not be decrypted");
+                }
+            }
+        } else {
+            out.insert(name.clone(), value.clone());
+        }
+    }
+    out
+}
+
 impl Service {
     /// Decrypts sensitive values of a stored field map. Values that cannot be opened are left
     /// out (and logged without their content) rather than failing the whole read.
@@ -96,30 +134,7 @@ impl Service {
         stored: &Map<String, Value>,
         wanted: impl Fn(&str) -> bool,
     ) -> Map<String, Value> {
-        let mut out = Map::with_capacity(stored.len());
-        let id = record_id.to_string();
-        for (name, value) in stored.iter().filter(|(name, _)| wanted(name)) {
-            let sensitive = def.field(name).is_some_and(|f| f.sensitive);
-            if sensitive {
-                let Some(envelope) = value.as_str() else {
-                    continue;
-                };
-                match self.keyring.decrypt_field(&def.name, name, &id, envelope) {
-                    Ok(plain) => {
-                        // Sensitive values are stored as their normalised text; structured
-                        // types are kept as JSON text.
-                        let v = serde_json::from_str::<Value>(&plain).unwrap_or(Value::String(plain));
-                        out.insert(name.clone(), v);
-                    }
-                    Err(e) => {
-                        tracing::error!(object = %def.name, field = %name, record = %record_id, error = %e, "sensitive value could not be decrypted");
-                    }
-                }
-            } else {
-                out.insert(name.clone(), value.clone());
-            }
-        }
-        out
+        decrypt_stored(&self.keyring, def, record_id, stored, wanted)
     }
 
     /// Field visibility for the caller: returns the fields to show and the names of masked

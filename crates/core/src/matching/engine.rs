@@ -251,7 +251,17 @@ impl Matcher {
         R: AsRef<[S]> + Sync,
         S: AsRef<str>,
     {
-        parallel_map(rows, self.threads(), |row| self.prepare(row.as_ref()))
+        self.prepare_each(rows, |row| self.prepare(row.as_ref()))
+    }
+
+    /// Prepares many items on all worker threads, `prepare` reading each one's raw values
+    /// there too (a scan decrypts them on the same threads).
+    pub fn prepare_each<T: Sync>(
+        &self,
+        items: &[T],
+        prepare: impl Fn(&T) -> PreparedRecord + Sync,
+    ) -> Vec<PreparedRecord> {
+        parallel_map(items, self.threads(), prepare)
     }
 
     /// Agreement level per field (`MISSING` where either value is missing).
