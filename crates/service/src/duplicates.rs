@@ -501,11 +501,6 @@ impl Service {
         self.prepared_cache.put_many(entries);
     }
 
-    /// The duplicate check of many writes of one object at once (a batch, or one write): the
-    /// same answers as checking each alone against the stored records, with a fixed number of
-    /// store round trips for the whole batch, and each write also checked against the writes
-    /// before it in the batch that passed (they are written together, so the store cannot see
-    /// them yet). The outer error is a store failure; the inner results are per write.
     /// `Store::stamped_match_blocks` of `keys` read in parts at once (see READ_PARTS). The
     /// parts may read different snapshots: the stamp is the lowest one read, so a key stamped
     /// after it counts as unseen (a guard then has the write checked again), never the reverse.
@@ -527,6 +522,11 @@ impl Service {
         Ok((stamp, found))
     }
 
+    /// The duplicate check of many writes of one object at once (a batch, or one write): the
+    /// same answers as checking each alone against the stored records, with a fixed number of
+    /// store round trips for the whole batch, and each write also checked against the writes
+    /// before it in the batch that passed (they are written together, so the store cannot see
+    /// them yet). The outer error is a store failure; the inner results are per write.
     pub(crate) async fn check_duplicates_many(
         &self,
         ctx: &RequestContext,
