@@ -28,6 +28,7 @@ use custodian_core::matching::{
 use custodian_core::schema::ObjectDef;
 use custodian_core::values::index_text;
 use custodian_core::{ErrorCode, FieldError};
+use custodian_crypto::Keyring;
 use custodian_store::{
     CandidateRow, Column, DismissalRow, Filter, FilterOp, FilterValue, GuardKey, JOB_DUPLICATE_SCAN, JobProgress,
     JobRow, ListQuery, MATCH_KEYS_PER_CHECK, MatchGuard, MatchKeySet, RecordPage, RowScope, ScanJobRow, StoredRecord,
@@ -261,6 +262,19 @@ impl Policy {
     /// A record's values in the matcher's field order.
     pub(crate) fn raw_values(&self, plain: &Map<String, Value>) -> Vec<String> {
         self.compare.iter().map(|(name, _)| plain.get(*name).map(index_text).unwrap_or_default()).collect()
+    }
+
+    /// `raw_values` of a stored record, only the compared fields decrypted (the check at entry
+    /// and the scan read stored candidates this way).
+    pub(crate) fn stored_raw_values(
+        &self,
+        keyring: &Keyring,
+        def: &ObjectDef,
+        record_id: Uuid,
+        stored: &Map<String, Value>,
+    ) -> Vec<String> {
+        let compared = |name: &str| self.compare.iter().any(|(n, _)| *n == name);
+        self.raw_values(&decrypt_stored(keyring, def, record_id, stored, compared))
     }
 
     /// Field indexes whose blocking key classes are stored.
@@ -684,7 +698,6 @@ impl Service {
         if let Some(m) = &matcher {
             let wanted: BTreeSet<Uuid> = chosen.iter().flatten().copied().collect();
             let wanted: Vec<Uuid> = wanted.into_iter().collect();
-            let names: Vec<&str> = policy.compare.iter().map(|(name, _)| *name).collect();
             // The candidates in one read per 500 (the store returns active records only): with
             // the version of each whose prepared values are held, so that the store sends the
             // fields only of the others, which are decrypted and prepared. Reading every candidate
@@ -707,7 +720,7 @@ impl Service {
                     }
                 }
                 let made: Vec<Arc<PreparedRecord>> = map_on_all_cores(&read, |(id, _, fields)| {
-                    Arc::new(m.prepare(&policy.raw_values(&self.decrypt_named(def, *id, fields, &names))))
+                    Arc::new(m.prepare(&policy.stored_raw_values(&self.keyring, def, *id, fields)))
                 });
                 self.prepared_cache
                     .put_many(read.iter().map(|(id, version, _)| (*id, *version)).zip(made.iter().cloned()));
@@ -1302,10 +1315,8 @@ impl Service {
             // this task kept one core busy while the other waited.
             let (m, keyring, def, policy) = (Arc::clone(matcher), Arc::clone(&self.keyring), Arc::clone(&def), *policy);
             let prepared = tokio::task::spawn_blocking(move || {
-                let names: Vec<&str> = policy.compare.iter().map(|(name, _)| *name).collect();
                 m.prepare_each(&page.items, |record| {
-                    let plain = decrypt_stored(&keyring, &def, record.id, &record.fields, |n| names.contains(&n));
-                    m.prepare(&policy.raw_values(&plain))
+                    m.prepare(&policy.stored_raw_values(&keyring, &def, record.id, &record.fields))
                 })
             })
             .await

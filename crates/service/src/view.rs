@@ -105,36 +105,14 @@ pub(crate) fn decrypt_stored(
 }
 
 impl Service {
-    /// Decrypts sensitive values of a stored field map. Values that cannot be opened are left
-    /// out (and logged without their content) rather than failing the whole read.
+    /// Decrypts sensitive values of a stored field map (`decrypt_stored` of every field).
     pub(crate) fn decrypt_fields(
         &self,
         def: &ObjectDef,
         record_id: Uuid,
         stored: &Map<String, Value>,
     ) -> Map<String, Value> {
-        self.decrypt_where(def, record_id, stored, |_| true)
-    }
-
-    /// `decrypt_fields` of the fields in `names` only (the others are not decrypted).
-    pub(crate) fn decrypt_named(
-        &self,
-        def: &ObjectDef,
-        record_id: Uuid,
-        stored: &Map<String, Value>,
-        names: &[&str],
-    ) -> Map<String, Value> {
-        self.decrypt_where(def, record_id, stored, |name| names.contains(&name))
-    }
-
-    fn decrypt_where(
-        &self,
-        def: &ObjectDef,
-        record_id: Uuid,
-        stored: &Map<String, Value>,
-        wanted: impl Fn(&str) -> bool,
-    ) -> Map<String, Value> {
-        decrypt_stored(&self.keyring, def, record_id, stored, wanted)
+        decrypt_stored(&self.keyring, def, record_id, stored, |_| true)
     }
 
     /// Field visibility for the caller: returns the fields to show and the names of masked
