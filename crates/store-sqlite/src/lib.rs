@@ -1069,6 +1069,12 @@ async fn apply_record_write(conn: &mut SqliteConnection, w: &RecordWrite) -> Sto
 
 const RECORD_COLUMNS: &str = "r.id, r.object, r.version, r.owner_id, r.team_id, r.created_at, r.created_by, r.updated_at, r.updated_by, r.deleted_at, r.fields";
 
+/// A row's id column (stored as text).
+pub(crate) fn uuid_col(row: &SqliteRow, column: &str) -> StoreResult<Uuid> {
+    let text: String = row.try_get(column).map_err(map_sqlx)?;
+    Uuid::parse_str(&text).map_err(internal)
+}
+
 fn parse_uuid(s: Option<String>) -> StoreResult<Option<Uuid>> {
     s.map(|s| Uuid::parse_str(&s).map_err(internal)).transpose()
 }
@@ -1302,10 +1308,9 @@ impl Store for SqliteStore {
         .map_err(map_sqlx)?;
         rows.iter()
             .map(|row| {
-                let id: String = row.try_get("id").map_err(map_sqlx)?;
                 let fields: Option<String> = row.try_get("fields").map_err(map_sqlx)?;
                 Ok(CandidateFields {
-                    id: Uuid::parse_str(&id).map_err(internal)?,
+                    id: uuid_col(row, "id")?,
                     version: row.try_get("version").map_err(map_sqlx)?,
                     fields: fields.as_deref().map(parse_fields).transpose()?,
                 })

@@ -3,7 +3,7 @@
 //! transaction, so alerts and their outbox messages commit with their audit events.
 
 use crate::sql::Bind;
-use crate::{ChainHead, append_events, audit_from_row, bind_all, internal, map_sqlx, parse_uuid};
+use crate::{ChainHead, append_events, audit_from_row, bind_all, internal, map_sqlx, parse_uuid, uuid_col};
 use custodian_store::monitor::prefix_upper_bound;
 use custodian_store::{
     ActionFilter, AlertRow, AlertRuleRow, AuditDraft, AuditQuery, AuditRow, Bucket, BucketQuery, DeliveryOutcome,
@@ -37,11 +37,6 @@ pub(crate) enum MonitorOut {
 fn json_text(row: &SqliteRow, column: &str) -> StoreResult<Value> {
     let text: String = row.try_get(column).map_err(map_sqlx)?;
     serde_json::from_str(&text).map_err(internal)
-}
-
-fn uuid_col(row: &SqliteRow, column: &str) -> StoreResult<Uuid> {
-    let text: String = row.try_get(column).map_err(map_sqlx)?;
-    Uuid::parse_str(&text).map_err(internal)
 }
 
 fn alert_from_row(row: &SqliteRow) -> StoreResult<AlertRow> {
