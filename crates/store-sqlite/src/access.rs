@@ -1,7 +1,9 @@
 //! Custom roles, time-boxed grants and login-failure counters of the SQLite store. Mutations
 //! run in the writer task (one savepoint each, like every other job), with their audit events.
 
-use crate::{ChainHead, OpOut, append_events, internal, is_unique_violation, map_sqlx, opt_uuid, parse_uuid};
+use crate::{
+    ChainHead, OpOut, append_events, internal, is_unique_violation, map_sqlx, opt_uuid, opt_uuid_col, uuid_col,
+};
 use custodian_store::{AuditDraft, GrantRow, LoginCounterRow, RoleRow, StoreError, StoreResult};
 use sqlx::sqlite::SqliteRow;
 use sqlx::{Row, SqliteConnection, SqlitePool};
@@ -200,21 +202,19 @@ pub(crate) async fn list_roles(pool: &SqlitePool) -> StoreResult<Vec<RoleRow>> {
 }
 
 fn grant_from_row(row: &SqliteRow) -> StoreResult<GrantRow> {
-    let id: String = row.try_get("id").map_err(map_sqlx)?;
-    let user_id: String = row.try_get("user_id").map_err(map_sqlx)?;
     Ok(GrantRow {
-        id: Uuid::parse_str(&id).map_err(internal)?,
-        user_id: Uuid::parse_str(&user_id).map_err(internal)?,
+        id: uuid_col(row, "id")?,
+        user_id: uuid_col(row, "user_id")?,
         object: row.try_get("object").map_err(map_sqlx)?,
-        record_id: parse_uuid(row.try_get("record_id").map_err(map_sqlx)?)?,
-        team_id: parse_uuid(row.try_get("team_id").map_err(map_sqlx)?)?,
+        record_id: opt_uuid_col(row, "record_id")?,
+        team_id: opt_uuid_col(row, "team_id")?,
         access: row.try_get("access").map_err(map_sqlx)?,
         reason: row.try_get("reason").map_err(map_sqlx)?,
-        granted_by: parse_uuid(row.try_get("granted_by").map_err(map_sqlx)?)?,
+        granted_by: opt_uuid_col(row, "granted_by")?,
         created_at: row.try_get("created_at").map_err(map_sqlx)?,
         expires_at: row.try_get("expires_at").map_err(map_sqlx)?,
         revoked_at: row.try_get("revoked_at").map_err(map_sqlx)?,
-        revoked_by: parse_uuid(row.try_get("revoked_by").map_err(map_sqlx)?)?,
+        revoked_by: opt_uuid_col(row, "revoked_by")?,
     })
 }
 

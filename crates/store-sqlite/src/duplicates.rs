@@ -1,7 +1,7 @@
 //! Duplicate work in the SQLite store: match keys and merge rows written inside the writer's
 //! transaction (as part of a `WriteBatch`), scan jobs, candidates and dismissals.
 
-use crate::{ChainHead, append_events, internal, map_sqlx, opt_uuid, parse_uuid};
+use crate::{ChainHead, append_events, internal, map_sqlx, opt_uuid, opt_uuid_col, parse_uuid, uuid_col};
 use custodian_store::{
     AuditDraft, CandidateRow, DismissalRow, GuardScan, MATCH_BLOCK_CAP, MatchKeySet, MergeChange, MergeRow,
     RecordWrite, ScanJobRow, StampedKeys, StoreError, StoreResult, WriteBatch,
@@ -11,11 +11,6 @@ use sqlx::sqlite::SqliteRow;
 use sqlx::{AssertSqlSafe, Row, SqliteConnection, SqlitePool};
 use std::collections::{BTreeMap, HashSet};
 use uuid::Uuid;
-
-fn uuid_of(row: &SqliteRow, column: &str) -> StoreResult<Uuid> {
-    let text: String = row.try_get(column).map_err(map_sqlx)?;
-    Uuid::parse_str(&text).map_err(internal)
-}
 
 fn json_of(row: &SqliteRow, column: &str) -> StoreResult<Value> {
     let text: String = row.try_get(column).map_err(map_sqlx)?;
@@ -142,7 +137,7 @@ pub(crate) async fn committed_keys(
         let mut stamped: Vec<(Uuid, Vec<u8>, i64)> = Vec::with_capacity(rows.len());
         for row in &rows {
             let key: Vec<u8> = row.try_get("key").map_err(map_sqlx)?;
-            stamped.push((uuid_of(row, "record_id")?, key, row.try_get("stamp").map_err(map_sqlx)?));
+            stamped.push((uuid_col(row, "record_id")?, key, row.try_get("stamp").map_err(map_sqlx)?));
         }
         out.insert(object.clone(), stamped);
     }
@@ -608,10 +603,10 @@ pub(crate) async fn dismissed_with(
 fn dismissal_from_row(row: &SqliteRow) -> StoreResult<DismissalRow> {
     Ok(DismissalRow {
         object: row.try_get("object").map_err(map_sqlx)?,
-        record_a: uuid_of(row, "record_a")?,
-        record_b: uuid_of(row, "record_b")?,
+        record_a: uuid_col(row, "record_a")?,
+        record_b: uuid_col(row, "record_b")?,
         reason: row.try_get("reason").map_err(map_sqlx)?,
-        decided_by: parse_uuid(row.try_get("decided_by").map_err(map_sqlx)?)?,
+        decided_by: opt_uuid_col(row, "decided_by")?,
         decided_at: row.try_get("decided_at").map_err(map_sqlx)?,
     })
 }
@@ -627,10 +622,10 @@ pub(crate) async fn list_dismissals(pool: &SqlitePool, object: &str) -> StoreRes
 
 fn job_from_row(row: &SqliteRow) -> StoreResult<ScanJobRow> {
     Ok(ScanJobRow {
-        id: uuid_of(row, "id")?,
+        id: uuid_col(row, "id")?,
         object: row.try_get("object").map_err(map_sqlx)?,
         status: row.try_get("status").map_err(map_sqlx)?,
-        requested_by: parse_uuid(row.try_get("requested_by").map_err(map_sqlx)?)?,
+        requested_by: opt_uuid_col(row, "requested_by")?,
         created_at: row.try_get("created_at").map_err(map_sqlx)?,
         finished_at: row.try_get("finished_at").map_err(map_sqlx)?,
         records: row.try_get("records").map_err(map_sqlx)?,
@@ -654,19 +649,19 @@ pub(crate) async fn get_scan_job(pool: &SqlitePool, id: Uuid) -> StoreResult<Opt
 
 fn candidate_from_row(row: &SqliteRow) -> StoreResult<CandidateRow> {
     Ok(CandidateRow {
-        id: uuid_of(row, "id")?,
+        id: uuid_col(row, "id")?,
         object: row.try_get("object").map_err(map_sqlx)?,
-        job_id: uuid_of(row, "job_id")?,
-        cluster_id: uuid_of(row, "cluster_id")?,
-        record_a: uuid_of(row, "record_a")?,
-        record_b: uuid_of(row, "record_b")?,
+        job_id: uuid_col(row, "job_id")?,
+        cluster_id: uuid_col(row, "cluster_id")?,
+        record_a: uuid_col(row, "record_a")?,
+        record_b: uuid_col(row, "record_b")?,
         score: row.try_get("score").map_err(map_sqlx)?,
         reasons: json_of(row, "reasons")?,
         status: row.try_get("status").map_err(map_sqlx)?,
         created_at: row.try_get("created_at").map_err(map_sqlx)?,
         decided_at: row.try_get("decided_at").map_err(map_sqlx)?,
-        decided_by: parse_uuid(row.try_get("decided_by").map_err(map_sqlx)?)?,
-        merge_id: parse_uuid(row.try_get("merge_id").map_err(map_sqlx)?)?,
+        decided_by: opt_uuid_col(row, "decided_by")?,
+        merge_id: opt_uuid_col(row, "merge_id")?,
     })
 }
 
@@ -713,16 +708,16 @@ pub(crate) async fn get_merge(pool: &SqlitePool, id: Uuid) -> StoreResult<Option
     let Some(row) = row else { return Ok(None) };
     let losers: Vec<Uuid> = serde_json::from_value(json_of(&row, "loser_ids")?).map_err(internal)?;
     Ok(Some(MergeRow {
-        id: uuid_of(&row, "id")?,
+        id: uuid_col(&row, "id")?,
         object: row.try_get("object").map_err(map_sqlx)?,
-        survivor_id: uuid_of(&row, "survivor_id")?,
+        survivor_id: uuid_col(&row, "survivor_id")?,
         loser_ids: losers,
         records: json_of(&row, "records")?,
         request: json_of(&row, "request")?,
         created_at: row.try_get("created_at").map_err(map_sqlx)?,
-        created_by: parse_uuid(row.try_get("created_by").map_err(map_sqlx)?)?,
+        created_by: opt_uuid_col(&row, "created_by")?,
         undone_at: row.try_get("undone_at").map_err(map_sqlx)?,
-        undone_by: parse_uuid(row.try_get("undone_by").map_err(map_sqlx)?)?,
+        undone_by: opt_uuid_col(&row, "undone_by")?,
     }))
 }
 

@@ -3,7 +3,7 @@
 //! the oldest claimable job and its conditional update) is atomic.
 
 use crate::sql::{Bind, QueryParts, push_scope};
-use crate::{ChainHead, OpOut, append_events, internal, map_sqlx, opt_uuid, parse_uuid};
+use crate::{ChainHead, OpOut, append_events, internal, map_sqlx, opt_uuid, opt_uuid_col, uuid_col};
 use custodian_store::{
     AuditDraft, FieldRulesRow, JobProgress, JobRow, RowScope, StoreError, StoreResult, ViolationRow,
 };
@@ -24,24 +24,19 @@ pub(crate) enum JobsOut {
     Saved(bool),
 }
 
-fn uuid_of(row: &SqliteRow, column: &str) -> StoreResult<Uuid> {
-    let text: String = row.try_get(column).map_err(map_sqlx)?;
-    Uuid::parse_str(&text).map_err(internal)
-}
-
 fn job_from_row(row: &SqliteRow) -> StoreResult<JobRow> {
     let params: String = row.try_get("params").map_err(map_sqlx)?;
     Ok(JobRow {
-        id: uuid_of(row, "id")?,
+        id: uuid_col(row, "id")?,
         kind: row.try_get("kind").map_err(map_sqlx)?,
         object: row.try_get("object").map_err(map_sqlx)?,
         params: serde_json::from_str(&params).map_err(internal)?,
         status: row.try_get("status").map_err(map_sqlx)?,
-        requested_by: parse_uuid(row.try_get("requested_by").map_err(map_sqlx)?)?,
+        requested_by: opt_uuid_col(row, "requested_by")?,
         created_at: row.try_get("created_at").map_err(map_sqlx)?,
         claimed_by: row.try_get("claimed_by").map_err(map_sqlx)?,
         lease_until: row.try_get("lease_until").map_err(map_sqlx)?,
-        cursor: parse_uuid(row.try_get("cursor").map_err(map_sqlx)?)?,
+        cursor: opt_uuid_col(row, "cursor")?,
         scanned: row.try_get("scanned").map_err(map_sqlx)?,
         found: row.try_get("found").map_err(map_sqlx)?,
         finished_at: row.try_get("finished_at").map_err(map_sqlx)?,
@@ -269,7 +264,7 @@ pub(crate) async fn list_field_rules(pool: &SqlitePool) -> StoreResult<Vec<Field
                 rules: serde_json::from_str(&rules).map_err(internal)?,
                 revision: row.try_get("revision").map_err(map_sqlx)?,
                 updated_at: row.try_get("updated_at").map_err(map_sqlx)?,
-                updated_by: parse_uuid(row.try_get("updated_by").map_err(map_sqlx)?)?,
+                updated_by: opt_uuid_col(row, "updated_by")?,
             })
         })
         .collect()
@@ -319,7 +314,7 @@ pub(crate) async fn list_violations(
         .map(|row| {
             Ok(ViolationRow {
                 job_id,
-                record_id: uuid_of(row, "record_id")?,
+                record_id: uuid_col(row, "record_id")?,
                 field: row.try_get("field").map_err(map_sqlx)?,
                 code: row.try_get("code").map_err(map_sqlx)?,
             })

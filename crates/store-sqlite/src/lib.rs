@@ -1075,7 +1075,12 @@ pub(crate) fn uuid_col(row: &SqliteRow, column: &str) -> StoreResult<Uuid> {
     Uuid::parse_str(&text).map_err(internal)
 }
 
-fn parse_uuid(s: Option<String>) -> StoreResult<Option<Uuid>> {
+/// A nullable id column: `None` for NULL.
+pub(crate) fn opt_uuid_col(row: &SqliteRow, column: &str) -> StoreResult<Option<Uuid>> {
+    parse_uuid(row.try_get(column).map_err(map_sqlx)?)
+}
+
+pub(crate) fn parse_uuid(s: Option<String>) -> StoreResult<Option<Uuid>> {
     s.map(|s| Uuid::parse_str(&s).map_err(internal)).transpose()
 }
 
@@ -1087,38 +1092,36 @@ fn parse_fields(text: &str) -> StoreResult<Map<String, Value>> {
 }
 
 fn record_from_row(row: &SqliteRow) -> StoreResult<StoredRecord> {
-    let id: String = row.try_get("id").map_err(map_sqlx)?;
     let fields: String = row.try_get("fields").map_err(map_sqlx)?;
     Ok(StoredRecord {
-        id: Uuid::parse_str(&id).map_err(internal)?,
+        id: uuid_col(row, "id")?,
         object: row.try_get("object").map_err(map_sqlx)?,
         version: row.try_get("version").map_err(map_sqlx)?,
-        owner_id: parse_uuid(row.try_get("owner_id").map_err(map_sqlx)?)?,
-        team_id: parse_uuid(row.try_get("team_id").map_err(map_sqlx)?)?,
+        owner_id: opt_uuid_col(row, "owner_id")?,
+        team_id: opt_uuid_col(row, "team_id")?,
         created_at: row.try_get("created_at").map_err(map_sqlx)?,
-        created_by: parse_uuid(row.try_get("created_by").map_err(map_sqlx)?)?,
+        created_by: opt_uuid_col(row, "created_by")?,
         updated_at: row.try_get("updated_at").map_err(map_sqlx)?,
-        updated_by: parse_uuid(row.try_get("updated_by").map_err(map_sqlx)?)?,
+        updated_by: opt_uuid_col(row, "updated_by")?,
         deleted_at: row.try_get("deleted_at").map_err(map_sqlx)?,
         fields: parse_fields(&fields)?,
     })
 }
 
 fn version_from_row(row: &SqliteRow) -> StoreResult<StoredVersion> {
-    let id: String = row.try_get("record_id").map_err(map_sqlx)?;
     let action: String = row.try_get("action").map_err(map_sqlx)?;
     let fields: String = row.try_get("fields").map_err(map_sqlx)?;
     Ok(StoredVersion {
-        record_id: Uuid::parse_str(&id).map_err(internal)?,
+        record_id: uuid_col(row, "record_id")?,
         object: row.try_get("object").map_err(map_sqlx)?,
         version: row.try_get("version").map_err(map_sqlx)?,
         action: WriteAction::parse(&action).ok_or_else(|| internal("unknown version action"))?,
-        owner_id: parse_uuid(row.try_get("owner_id").map_err(map_sqlx)?)?,
-        team_id: parse_uuid(row.try_get("team_id").map_err(map_sqlx)?)?,
+        owner_id: opt_uuid_col(row, "owner_id")?,
+        team_id: opt_uuid_col(row, "team_id")?,
         deleted_at: row.try_get("deleted_at").map_err(map_sqlx)?,
         fields: parse_fields(&fields)?,
         changed_at: row.try_get("changed_at").map_err(map_sqlx)?,
-        changed_by: parse_uuid(row.try_get("changed_by").map_err(map_sqlx)?)?,
+        changed_by: opt_uuid_col(row, "changed_by")?,
     })
 }
 
@@ -1129,15 +1132,14 @@ fn user_from_row(row: &SqliteRow) -> StoreResult<UserRow> {
 /// A user from columns named `{prefix}id`, `{prefix}username`, … (a prefix when joined).
 fn user_from_columns(row: &SqliteRow, prefix: &str) -> StoreResult<UserRow> {
     let col = |name: &str| format!("{prefix}{name}");
-    let id: String = row.try_get(col("id").as_str()).map_err(map_sqlx)?;
     Ok(UserRow {
-        id: Uuid::parse_str(&id).map_err(internal)?,
+        id: uuid_col(row, &col("id"))?,
         username: row.try_get(col("username").as_str()).map_err(map_sqlx)?,
         display_name: row.try_get(col("display_name").as_str()).map_err(map_sqlx)?,
         password_hash: row.try_get(col("password_hash").as_str()).map_err(map_sqlx)?,
         role: row.try_get(col("role").as_str()).map_err(map_sqlx)?,
-        department_id: parse_uuid(row.try_get(col("department_id").as_str()).map_err(map_sqlx)?)?,
-        team_id: parse_uuid(row.try_get(col("team_id").as_str()).map_err(map_sqlx)?)?,
+        department_id: opt_uuid_col(row, &col("department_id"))?,
+        team_id: opt_uuid_col(row, &col("team_id"))?,
         status: row.try_get(col("status").as_str()).map_err(map_sqlx)?,
         created_at: row.try_get(col("created_at").as_str()).map_err(map_sqlx)?,
         email: row.try_get(col("email").as_str()).map_err(map_sqlx)?,
@@ -1165,10 +1167,10 @@ fn audit_from_row(row: &SqliteRow) -> StoreResult<AuditRow> {
     Ok(AuditRow {
         seq: row.try_get("seq").map_err(map_sqlx)?,
         at: row.try_get("at").map_err(map_sqlx)?,
-        actor_id: parse_uuid(row.try_get("actor_id").map_err(map_sqlx)?)?,
+        actor_id: opt_uuid_col(row, "actor_id")?,
         action: row.try_get("action").map_err(map_sqlx)?,
         object: row.try_get("object").map_err(map_sqlx)?,
-        record_id: parse_uuid(row.try_get("record_id").map_err(map_sqlx)?)?,
+        record_id: opt_uuid_col(row, "record_id")?,
         body: row.try_get("body").map_err(map_sqlx)?,
         prev_hash: row.try_get("prev_hash").map_err(map_sqlx)?,
         hash: row.try_get("hash").map_err(map_sqlx)?,
@@ -1568,7 +1570,7 @@ impl Store for SqliteStore {
                 Ok(DepartmentRow {
                     id: Uuid::parse_str(&id).map_err(internal)?,
                     name: row.try_get("name").map_err(map_sqlx)?,
-                    parent_id: parse_uuid(row.try_get("parent_id").map_err(map_sqlx)?)?,
+                    parent_id: opt_uuid_col(row, "parent_id")?,
                     created_at: row.try_get("created_at").map_err(map_sqlx)?,
                 })
             })
@@ -1598,7 +1600,7 @@ impl Store for SqliteStore {
                 Ok(TeamRow {
                     id: Uuid::parse_str(&id).map_err(internal)?,
                     name: row.try_get("name").map_err(map_sqlx)?,
-                    department_id: parse_uuid(row.try_get("department_id").map_err(map_sqlx)?)?,
+                    department_id: opt_uuid_col(row, "department_id")?,
                     created_at: row.try_get("created_at").map_err(map_sqlx)?,
                 })
             })
@@ -1661,7 +1663,7 @@ impl Store for SqliteStore {
         rows.iter()
             .map(|row| {
                 Ok(custodian_store::ActivityCount {
-                    actor_id: parse_uuid(row.try_get("actor_id").map_err(map_sqlx)?)?,
+                    actor_id: opt_uuid_col(row, "actor_id")?,
                     action: row.try_get("action").map_err(map_sqlx)?,
                     count: row.try_get("n").map_err(map_sqlx)?,
                 })

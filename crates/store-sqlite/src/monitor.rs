@@ -3,7 +3,7 @@
 //! transaction, so alerts and their outbox messages commit with their audit events.
 
 use crate::sql::Bind;
-use crate::{ChainHead, append_events, audit_from_row, bind_all, internal, map_sqlx, parse_uuid, uuid_col};
+use crate::{ChainHead, append_events, audit_from_row, bind_all, internal, map_sqlx, opt_uuid_col, uuid_col};
 use custodian_store::monitor::prefix_upper_bound;
 use custodian_store::{
     ActionFilter, AlertRow, AlertRuleRow, AuditDraft, AuditQuery, AuditRow, Bucket, BucketQuery, DeliveryOutcome,
@@ -49,7 +49,7 @@ fn alert_from_row(row: &SqliteRow) -> StoreResult<AlertRow> {
         value: row.try_get("value").map_err(map_sqlx)?,
         details: json_text(row, "details")?,
         acked_at: row.try_get("acked_at").map_err(map_sqlx)?,
-        acked_by: parse_uuid(row.try_get("acked_by").map_err(map_sqlx)?)?,
+        acked_by: opt_uuid_col(row, "acked_by")?,
     })
 }
 
@@ -60,7 +60,7 @@ fn notification_from_row(row: &SqliteRow) -> StoreResult<NotificationRow> {
         object: row.try_get("object").map_err(map_sqlx)?,
         record_id: uuid_col(row, "record_id")?,
         version: row.try_get("version").map_err(map_sqlx)?,
-        actor_id: parse_uuid(row.try_get("actor_id").map_err(map_sqlx)?)?,
+        actor_id: opt_uuid_col(row, "actor_id")?,
         changes: json_text(row, "changes")?,
         created_at: row.try_get("created_at").map_err(map_sqlx)?,
         acked_at: row.try_get("acked_at").map_err(map_sqlx)?,
