@@ -395,6 +395,23 @@ type PreparedWithKeys = (Arc<PreparedRecord>, Vec<(Vec<u8>, u8)>);
 /// shared key of it is reason enough to score a candidate.
 const SELECTIVE_BLOCK: usize = 20;
 
+/// " (resident N MB, peak M MB)": this process's resident memory now and its peak (Linux, from
+/// /proc/self/status; empty elsewhere), for the scan's log of its stages.
+fn resident_memory() -> String {
+    let Ok(status) = std::fs::read_to_string("/proc/self/status") else { return String::new() };
+    let megabytes = |field: &str| {
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix(field))
+            .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            .map(|kb| kb / 1024)
+    };
+    match (megabytes("VmRSS:"), megabytes("VmHWM:")) {
+        (Some(now), Some(peak)) => format!(" (resident {now} MB, peak {peak} MB)"),
+        _ => String::new(),
+    }
+}
+
 /// A read of the check at entry is cut into at most this many parts read at once, none with
 /// fewer than READ_PART_MIN items. Its keys and candidates are scattered over large indexes
 /// and tables (at a million contacts, gigabytes): what a check reads is rarely all in memory,
@@ -1391,14 +1408,19 @@ impl Service {
         let ids = Arc::new(ids);
         let scanned = Arc::clone(&ids);
         let scored = tokio::task::spawn_blocking(move || {
-            // When each stage of the engine ended (seconds since the previous mark), logged
-            // with the scan's times: where a long scan spends them.
+            // When each stage of the engine ended (seconds since the previous mark) and the
+            // process's resident memory then, logged with the scan's times: where a long scan
+            // spends them, and what it holds (a million contacts take gigabytes).
             let mut stages: Vec<String> = Vec::new();
             let mut mark = std::time::Instant::now();
             let result = matcher.dedupe(&records, &mut |stage, done, total| {
                 // Each stage's end, and each step of the estimation.
                 if done > 0 && (done == total || stage == custodian_core::matching::Stage::Estimating) {
-                    stages.push(format!("{stage:?} {done}/{total} {:.1}s", mark.elapsed().as_secs_f64()));
+                    stages.push(format!(
+                        "{stage:?} {done}/{total} {:.1}s{}",
+                        mark.elapsed().as_secs_f64(),
+                        resident_memory()
+                    ));
                     mark = std::time::Instant::now();
                 }
             });
@@ -1413,7 +1435,7 @@ impl Service {
                     (p.a, p.b, p.probability, why)
                 })
                 .collect();
-            stages.push(format!("clusters and reasons {:.1}s", mark.elapsed().as_secs_f64()));
+            stages.push(format!("clusters and reasons {:.1}s{}", mark.elapsed().as_secs_f64(), resident_memory()));
             tracing::info!(candidates = result.len(), stages = %stages.join(", "), "duplicate scan stages");
             (clusters, pairs)
         })
@@ -1615,6 +1637,21 @@ impl Service {
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn the_scans_log_reads_this_processs_resident_memory_and_peak() {
+        let note = resident_memory();
+        let numbers: Vec<u64> = note
+            .trim()
+            .trim_start_matches("(resident ")
+            .trim_end_matches(" MB)")
+            .split(" MB, peak ")
+            .map(|n| n.parse().expect("a number of megabytes"))
+            .collect();
+        assert_eq!(numbers.len(), 2, "{note}");
+        assert!(numbers[0] > 0 && numbers[0] <= numbers[1], "{note}");
+    }
 
     #[test]
     fn a_checks_read_is_cut_into_few_parts_that_keep_every_item_in_order() {
