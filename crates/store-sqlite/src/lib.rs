@@ -1147,10 +1147,9 @@ fn user_from_columns(row: &SqliteRow, prefix: &str) -> StoreResult<UserRow> {
 }
 
 fn session_from_row(row: &SqliteRow) -> StoreResult<SessionRow> {
-    let user: String = row.try_get("user_id").map_err(map_sqlx)?;
     Ok(SessionRow {
         token_hash: row.try_get("token_hash").map_err(map_sqlx)?,
-        user_id: Uuid::parse_str(&user).map_err(internal)?,
+        user_id: uuid_col(row, "user_id")?,
         created_at: row.try_get("created_at").map_err(map_sqlx)?,
         last_seen_at: row.try_get("last_seen_at").map_err(map_sqlx)?,
         expires_at: row.try_get("expires_at").map_err(map_sqlx)?,
@@ -1278,9 +1277,7 @@ impl Store for SqliteStore {
             binds.extend(chunk.iter().map(|id| Bind::Text(id.to_string())));
             let q = bind_all(sqlx::query(AssertSqlSafe(text)), binds);
             for row in q.fetch_all(&self.read_pool).await.map_err(map_sqlx)? {
-                let id: String = row.try_get("id").map_err(map_sqlx)?;
-                let version: i64 = row.try_get("version").map_err(map_sqlx)?;
-                out.push((Uuid::parse_str(&id).map_err(internal)?, version));
+                out.push((uuid_col(&row, "id")?, row.try_get("version").map_err(map_sqlx)?));
             }
         }
         Ok(out)
@@ -1566,9 +1563,8 @@ impl Store for SqliteStore {
             .map_err(map_sqlx)?;
         rows.iter()
             .map(|row| {
-                let id: String = row.try_get("id").map_err(map_sqlx)?;
                 Ok(DepartmentRow {
-                    id: Uuid::parse_str(&id).map_err(internal)?,
+                    id: uuid_col(row, "id")?,
                     name: row.try_get("name").map_err(map_sqlx)?,
                     parent_id: opt_uuid_col(row, "parent_id")?,
                     created_at: row.try_get("created_at").map_err(map_sqlx)?,
@@ -1596,9 +1592,8 @@ impl Store for SqliteStore {
             .map_err(map_sqlx)?;
         rows.iter()
             .map(|row| {
-                let id: String = row.try_get("id").map_err(map_sqlx)?;
                 Ok(TeamRow {
-                    id: Uuid::parse_str(&id).map_err(internal)?,
+                    id: uuid_col(row, "id")?,
                     name: row.try_get("name").map_err(map_sqlx)?,
                     department_id: opt_uuid_col(row, "department_id")?,
                     created_at: row.try_get("created_at").map_err(map_sqlx)?,

@@ -2,7 +2,7 @@
 //! window of sessions. Mutations run in the writer task (one savepoint each, like every other
 //! job), so a consumed factor, its effect and its audit events commit or roll back together.
 
-use crate::{ChainHead, OpOut, append_events, insert_session, internal, map_sqlx};
+use crate::{ChainHead, OpOut, append_events, insert_session, map_sqlx, uuid_col};
 use custodian_store::{AuditDraft, MfaChallengeRow, MfaEffect, MfaFactor, StoreError, StoreResult, UserMfaRow};
 use sqlx::sqlite::SqliteRow;
 use sqlx::{Row, SqliteConnection, SqlitePool};
@@ -171,10 +171,9 @@ pub(crate) async fn apply(conn: &mut SqliteConnection, op: MfaOp, head: &mut Cha
 }
 
 fn mfa_from_row(row: &SqliteRow) -> StoreResult<UserMfaRow> {
-    let id: String = row.try_get("user_id").map_err(map_sqlx)?;
     let enabled: i64 = row.try_get("enabled").map_err(map_sqlx)?;
     Ok(UserMfaRow {
-        user_id: Uuid::parse_str(&id).map_err(internal)?,
+        user_id: uuid_col(row, "user_id")?,
         secret: row.try_get("secret").map_err(map_sqlx)?,
         enabled: enabled != 0,
         last_used_step: row.try_get("last_used_step").map_err(map_sqlx)?,
@@ -203,10 +202,9 @@ pub(crate) async fn get_mfa_challenge(pool: &SqlitePool, hash: &str) -> StoreRes
         .await
         .map_err(map_sqlx)?;
     row.map(|row| {
-        let id: String = row.try_get("user_id").map_err(map_sqlx)?;
         Ok(MfaChallengeRow {
             challenge_hash: row.try_get("challenge_hash").map_err(map_sqlx)?,
-            user_id: Uuid::parse_str(&id).map_err(internal)?,
+            user_id: uuid_col(&row, "user_id")?,
             created_at: row.try_get("created_at").map_err(map_sqlx)?,
             expires_at: row.try_get("expires_at").map_err(map_sqlx)?,
         })

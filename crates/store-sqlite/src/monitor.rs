@@ -196,12 +196,7 @@ pub(crate) async fn active_actors(pool: &SqlitePool, since: i64, actions: &[Stri
     }
     text.push(')');
     let rows = bind_all(sqlx::query(AssertSqlSafe(text)), binds).fetch_all(pool).await.map_err(map_sqlx)?;
-    rows.iter()
-        .map(|r| {
-            let id: String = r.try_get("actor_id").map_err(map_sqlx)?;
-            Uuid::parse_str(&id).map_err(internal)
-        })
-        .collect()
+    rows.iter().map(|r| uuid_col(r, "actor_id")).collect()
 }
 
 pub(crate) async fn list_rules(pool: &SqlitePool) -> StoreResult<Vec<AlertRuleRow>> {
