@@ -54,7 +54,8 @@ use clap::Args;
 use custodian_core::demo::generate;
 use custodian_crypto::{MasterKey, random_bytes};
 use custodian_service::{
-    CreateOptions, ListParams, RequestContext, ScanProbe, Service, ServiceConfig, WriteOptions, load_keyring,
+    CreateOptions, ListParams, ProcessMemory, RequestContext, ScanProbe, Service, ServiceConfig, WriteOptions,
+    load_keyring,
 };
 use serde_json::{Map, Value, json};
 use sqlx::{ConnectOptions, Connection};
@@ -1753,7 +1754,7 @@ async fn scan(args: &BenchArgs, ws: &mut Workspace) -> Result<Vec<Row>> {
     }
     // The peak is measured from here on (Linux: writing 5 to clear_refs resets VmHWM).
     let reset = std::fs::write("/proc/self/clear_refs", "5").is_ok();
-    let rss_before = read_status_kb("VmRSS").unwrap_or(0);
+    let rss_before = ProcessMemory::read().map_or(0, |m| m.resident_kb);
     let t = Instant::now();
     let auto_merge = args.scan_auto_merge.map(|threshold| custodian_service::AutoMerge {
         threshold,
@@ -1772,7 +1773,7 @@ async fn scan(args: &BenchArgs, ws: &mut Workspace) -> Result<Vec<Row>> {
         }
     };
     let took = t.elapsed().as_secs_f64();
-    let peak = read_status_kb("VmHWM").unwrap_or(0);
+    let peak = ProcessMemory::read().map_or(0, |m| m.peak_kb);
     println!(
         "scan: {} contacts scanned in {took:.1} s{}, {} candidate pairs stored; resident memory {:.0} MB before, peak {:.0} MB{}",
         done.records,
@@ -1942,14 +1943,6 @@ async fn store_scan_records(
     Ok(())
 }
 
-fn read_status_kb(field: &str) -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix(field))
-        .and_then(|rest| rest.trim_start_matches(':').trim().trim_end_matches("kB").trim().parse().ok())
-}
-
 fn encode(text: &str) -> String {
     form_urlencoded::byte_serialize(text.as_bytes()).collect()
 }
@@ -2089,8 +2082,7 @@ async fn large(args: &BenchArgs, ws: &mut Workspace) -> Result<Vec<Row>> {
         });
     }
     drop(conn);
-    let rss = read_status_kb("VmRSS").unwrap_or(0);
-    let hwm = read_status_kb("VmHWM").unwrap_or(0);
+    let (rss, hwm) = ProcessMemory::read().map_or((0, 0), |m| (m.resident_kb, m.peak_kb));
     server.stop().await?;
 
     rows.extend(entry_check_row(&service, ws, "large", true).await?);

@@ -395,20 +395,33 @@ type PreparedWithKeys = (Arc<PreparedRecord>, Vec<(Vec<u8>, u8)>);
 /// shared key of it is reason enough to score a candidate.
 const SELECTIVE_BLOCK: usize = 20;
 
-/// " (resident N MB, peak M MB)": this process's resident memory now and its peak (Linux, from
-/// /proc/self/status; empty elsewhere), for the scan's log of its stages.
+/// This process's resident memory and its peak, in kB (Linux, from /proc/self/status; `None`
+/// elsewhere): the scan logs them at each stage, the benchmarks report them.
+#[derive(Debug, Clone, Copy)]
+pub struct ProcessMemory {
+    pub resident_kb: u64,
+    pub peak_kb: u64,
+}
+
+impl ProcessMemory {
+    pub fn read() -> Option<ProcessMemory> {
+        let status = std::fs::read_to_string("/proc/self/status").ok()?;
+        let kb = |field: &str| {
+            status
+                .lines()
+                .find_map(|line| line.strip_prefix(field))
+                .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        };
+        Some(ProcessMemory { resident_kb: kb("VmRSS:")?, peak_kb: kb("VmHWM:")? })
+    }
+}
+
+/// " (resident N MB, peak M MB)", or nothing where the memory cannot be read: for the scan's
+/// log of its stages.
 fn resident_memory() -> String {
-    let Ok(status) = std::fs::read_to_string("/proc/self/status") else { return String::new() };
-    let megabytes = |field: &str| {
-        status
-            .lines()
-            .find_map(|line| line.strip_prefix(field))
-            .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-            .map(|kb| kb / 1024)
-    };
-    match (megabytes("VmRSS:"), megabytes("VmHWM:")) {
-        (Some(now), Some(peak)) => format!(" (resident {now} MB, peak {peak} MB)"),
-        _ => String::new(),
+    match ProcessMemory::read() {
+        Some(m) => format!(" (resident {} MB, peak {} MB)", m.resident_kb / 1024, m.peak_kb / 1024),
+        None => String::new(),
     }
 }
 

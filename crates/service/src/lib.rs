@@ -42,7 +42,9 @@ pub use backup::{BACKUP_EXTENSION, BackupFile, BackupReport, Retention, ScratchD
 pub use caches::CACHE_EPOCH_POLL;
 pub use clock::{Clock, ManualClock};
 pub use convert::{ConversionView, ConvertCompany, ConvertRequest};
-pub use duplicates::{CandidatePage, CandidateView, ConfirmNotDuplicate, DuplicateConfig, ScanJobView, ScanProbe};
+pub use duplicates::{
+    CandidatePage, CandidateView, ConfirmNotDuplicate, DuplicateConfig, ProcessMemory, ScanJobView, ScanProbe,
+};
 pub use error::{ServiceError, ServiceResult};
 pub use exports::{LeakTrace, RecordExport, TraceCandidate, WATERMARK_COLUMN};
 pub use grants::{GRANT_TTL, GrantRequest, GrantView, MAX_GRANT_HOURS};
