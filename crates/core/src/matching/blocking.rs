@@ -31,6 +31,19 @@ use super::value::{Detail, NameValue, Prepared};
 /// separate class byte would pad each to 24.
 type KeyedRecord = (u64, u32, u32);
 
+/// A block of records sharing a key: a range of the list of block members, and the key's class.
+struct Block {
+    start: u32,
+    end: u32,
+    class: u8,
+}
+
+impl Block {
+    fn members<'a>(&self, all: &'a [u32]) -> &'a [u32] {
+        all.get(self.start as usize..self.end as usize).unwrap_or_default()
+    }
+}
+
 /// Bits of a key hash that hold its class (there are at most 64 classes).
 const CLASS_BITS: u32 = 6;
 
@@ -41,6 +54,8 @@ fn class_of(key: &KeyedRecord) -> u8 {
 
 /// Slices of the records per worker thread when blocking keys are computed.
 const SLICES_PER_THREAD: usize = 8;
+/// Blocking keys per record reserved for (see [`candidate_pairs`]); a contact has about twenty.
+const RESERVED_KEYS_PER_RECORD: usize = 48;
 /// How many of a record's rarest tokens become keys (company names, addresses, text).
 const RAREST_TOKENS: usize = 2;
 
@@ -602,19 +617,19 @@ fn spelling_variant(rare: &NameValue, common: &NameValue) -> bool {
 fn spelling_variant_pairs(
     classes: &[KeyClass],
     records: &[PreparedRecord],
-    keyed: &[KeyedRecord],
-    blocks: &[(u32, u32)],
+    members: &[u32],
+    blocks: &[Block],
     limits: &MatchConfig,
 ) -> Vec<(u32, u32, u64)> {
     let mut out: Vec<(u32, u32, u64)> = Vec::new();
     let window = limits.window.max(1);
     let cap = limits.max_block_size.max(2);
-    for &(start, end) in blocks {
-        let members = &keyed[start as usize..end as usize];
+    for block in blocks {
+        let members = block.members(members);
         if members.len() <= cap {
             continue;
         }
-        let class = class_of(&members[0]);
+        let class = block.class;
         let Some(fields) = classes.get(usize::from(class)).filter(|c| !c.coarse).and_then(|c| name_fields(c.rule))
         else {
             continue;
@@ -623,14 +638,14 @@ fn spelling_variant_pairs(
         // Holders per spelling, in order of first appearance (members are in rank order).
         let mut holders: HashMap<Cow<str>, usize> = HashMap::new();
         let mut spellings: Vec<(Spelt, Vec<u32>)> = Vec::new();
-        for member in members {
-            let Some(value) = name(member.2) else { continue };
+        for &member in members {
+            let Some(value) = name(member) else { continue };
             let Some(spelling) = value.spelling() else { continue };
             let at = *holders.entry(spelling).or_insert_with(|| {
                 spellings.push((value, Vec::new()));
                 spellings.len() - 1
             });
-            spellings[at].1.push(member.2);
+            spellings[at].1.push(member);
         }
         let common: Vec<&(Spelt, Vec<u32>)> =
             spellings.iter().filter(|(_, h)| h.len() > window && h.len() <= MAX_SPELLING_RUN).collect();
@@ -676,73 +691,90 @@ pub(crate) fn candidate_pairs(
     limits: &MatchConfig,
     threads: usize,
 ) -> Candidates {
-    // Keys of consecutive slices of the records on the worker threads, joined in record order.
-    // There are several slices per thread, each freed once copied, so that joining them holds
-    // little more than the joined list.
+    // Keys of consecutive slices of the records on the worker threads, each slice's keys added
+    // to one list as soon as they are made. The list's order does not matter: it is sorted
+    // whole below, and the sorted list is the same whatever order the keys came in. Holding
+    // every slice's keys until all were made and then copying them into one list held them
+    // twice (at a million records, 20 million keys: 300 MB more at the scan's peak).
     let threads = threads.max(1);
     let per_slice = records.len().div_ceil(threads * SLICES_PER_THREAD).max(1);
-    let keys_of = |slice_index: usize| {
-        let first = slice_index * per_slice;
-        let slice = records.get(first..(first + per_slice).min(records.len())).unwrap_or_default();
-        let mut keyed: Vec<KeyedRecord> = Vec::with_capacity(slice.len() * 8);
-        let mut scratch = Vec::new();
-        for (index, record) in (first..).zip(slice) {
-            scratch.clear();
-            record_keys(classes, &record.values, Some(frequencies), &mut scratch);
-            for (class, text) in &scratch {
-                let hash = (key_hash(*class, text) << CLASS_BITS) | u64::from(*class);
-                keyed.push((hash, sort_rank[index], index as u32));
-            }
-        }
-        keyed
-    };
     let slices = records.len().div_ceil(per_slice);
-    let mut parts: Vec<(usize, Vec<KeyedRecord>)> = std::thread::scope(|scope| {
-        let keys_of = &keys_of;
-        let handles: Vec<_> = (0..threads)
-            .map(|worker| {
-                scope.spawn(move || (worker..slices).step_by(threads).map(|i| (i, keys_of(i))).collect::<Vec<_>>())
-            })
-            .collect();
-        let mut parts = Vec::with_capacity(slices);
-        for handle in handles {
-            match handle.join() {
-                Ok(done) => parts.extend(done),
-                Err(panic) => std::panic::resume_unwind(panic),
-            }
+    // Capacity that is never written is never touched: reserving more keys than most records
+    // have costs address space, not memory, and the list never grows by copying.
+    let keyed: std::sync::Mutex<Vec<KeyedRecord>> =
+        std::sync::Mutex::new(Vec::with_capacity(records.len() * RESERVED_KEYS_PER_RECORD));
+    let next_slice = std::sync::atomic::AtomicUsize::new(0);
+    std::thread::scope(|scope| {
+        for _ in 0..threads {
+            scope.spawn(|| {
+                let mut made: Vec<KeyedRecord> = Vec::new();
+                let mut scratch = Vec::new();
+                loop {
+                    let slice_index = next_slice.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    if slice_index >= slices {
+                        return;
+                    }
+                    let first = slice_index * per_slice;
+                    let slice = records.get(first..(first + per_slice).min(records.len())).unwrap_or_default();
+                    made.clear();
+                    for (index, record) in (first..).zip(slice) {
+                        scratch.clear();
+                        record_keys(classes, &record.values, Some(frequencies), &mut scratch);
+                        for (class, text) in &scratch {
+                            let hash = (key_hash(*class, text) << CLASS_BITS) | u64::from(*class);
+                            made.push((hash, sort_rank[index], index as u32));
+                        }
+                    }
+                    // A poisoned lock means another worker panicked; the scope re-raises it.
+                    if let Ok(mut keyed) = keyed.lock() {
+                        keyed.extend_from_slice(&made);
+                    }
+                }
+            });
         }
-        parts
     });
-    parts.sort_unstable_by_key(|(i, _)| *i);
-    let mut keyed: Vec<KeyedRecord> = Vec::with_capacity(parts.iter().map(|(_, p)| p.len()).sum());
-    for (_, part) in parts {
-        keyed.extend_from_slice(&part);
-    }
+    let mut keyed = keyed.into_inner().unwrap_or_else(std::sync::PoisonError::into_inner);
     // Grouped by key, members ordered by sort rank (for the sorted-neighbourhood windows).
     keyed.sort_unstable();
     keyed.dedup();
-    // Blocks as ranges of `keyed`: a key's members, each paired with the next `reach - 1`.
-    let mut blocks: Vec<(u32, u32)> = Vec::new();
+    // Blocks: a key's members (record indexes in sort-rank order), each paired with the next
+    // `reach - 1`. A member takes 4 bytes where its key took 16, keys no other record shares
+    // are left out, and the keys are freed before the pairs are made (which at a million
+    // records take as much again): the scan's peak memory is here.
+    let block_of = |start: usize| {
+        let hash = keyed[start].0;
+        start + keyed[start..].iter().take_while(|k| k.0 == hash).count()
+    };
+    let mut in_blocks = 0usize;
     let mut start = 0;
     while start < keyed.len() {
-        let hash = keyed[start].0;
-        let mut end = start + 1;
-        while end < keyed.len() && keyed[end].0 == hash {
-            end += 1;
-        }
+        let end = block_of(start);
         if end - start >= 2 {
-            blocks.push((start as u32, end as u32));
+            in_blocks += end - start;
         }
         start = end;
     }
-    let variants = spelling_variant_pairs(classes, records, &keyed, &blocks, limits);
+    let mut members: Vec<u32> = Vec::with_capacity(in_blocks);
+    let mut blocks: Vec<Block> = Vec::new();
+    let mut start = 0;
+    while start < keyed.len() {
+        let end = block_of(start);
+        if end - start >= 2 {
+            let first = members.len() as u32;
+            members.extend(keyed[start..end].iter().map(|k| k.2));
+            blocks.push(Block { start: first, end: members.len() as u32, class: class_of(&keyed[start]) });
+        }
+        start = end;
+    }
+    drop(keyed);
+    let variants = spelling_variant_pairs(classes, records, &members, &blocks, limits);
     let for_each_proposal = |emit: &mut dyn FnMut(u32, u32, u64)| {
         for &(x, y, bits) in &variants {
             emit(x, y, bits);
         }
-        for &(start, end) in &blocks {
-            let members = &keyed[start as usize..end as usize];
-            let class = class_of(&members[0]);
+        for block in &blocks {
+            let class = block.class;
+            let members = block.members(&members);
             let class_bit = 1u64 << class;
             let (cap, window) = match classes.get(usize::from(class)) {
                 Some(class) if class.coarse => (limits.max_coarse_block_size, limits.coarse_window),
@@ -750,9 +782,9 @@ pub(crate) fn candidate_pairs(
             };
             let (cap, window) = (cap.max(2), window.max(1));
             let reach = if members.len() <= cap { members.len() } else { window + 1 };
-            for (p, a) in members.iter().enumerate() {
-                for b in members.iter().skip(p + 1).take(reach - 1) {
-                    let (x, y) = if a.2 < b.2 { (a.2, b.2) } else { (b.2, a.2) };
+            for (p, &a) in members.iter().enumerate() {
+                for &b in members.iter().skip(p + 1).take(reach - 1) {
+                    let (x, y) = if a < b { (a, b) } else { (b, a) };
                     emit(x, y, class_bit);
                 }
             }

@@ -124,8 +124,10 @@ pub struct LinkedPair {
 pub struct DedupeResult {
     /// Candidate pairs (record indexes, a < b), ordered by (a, b).
     pairs: PairList,
-    /// Sum of the field weights of each candidate pair.
-    weights: Vec<f64>,
+    /// Sum of the field weights of each candidate pair, computed in `f64` and kept in `f32`
+    /// (a millionth of a nat is far below any difference a threshold tells apart, and a million
+    /// records have tens of millions of candidates).
+    weights: Vec<f32>,
     /// The model estimated on the input.
     pub model: Model,
     pub records: usize,
@@ -150,7 +152,7 @@ impl DedupeResult {
     /// not propose the pair for comparison.
     pub fn probability(&self, a: u32, b: u32) -> Option<f64> {
         let i = self.pairs.position(a.min(b), a.max(b))?;
-        Some(sigmoid(logit(self.model.prior) + self.weights[i]))
+        Some(sigmoid(logit(self.model.prior) + f64::from(self.weights[i])))
     }
 
     /// Every candidate pair with its score, ordered by (a, b).
@@ -159,8 +161,8 @@ impl DedupeResult {
         self.pairs.iter().zip(&self.weights).map(move |((a, b), &weight)| ScoredPair {
             a,
             b,
-            weight,
-            probability: sigmoid(prior + weight),
+            weight: f64::from(weight),
+            probability: sigmoid(prior + f64::from(weight)),
         })
     }
 
@@ -323,6 +325,10 @@ impl Matcher {
         progress(Stage::Comparing, 0, total);
         let levels = self.compare_pairs(records, &pairs);
         progress(Stage::Comparing, total, total);
+        // The EM sessions' patterns, counted now so that the proposing classes (four bytes a
+        // pair) are freed before the estimation holds its value counts and the weights.
+        let sessions = self.sessions(&proposed_by, &class_sets, &levels);
+        drop(proposed_by);
 
         // Parameters.
         progress(Stage::Estimating, 0, 4);
@@ -357,12 +363,10 @@ impl Matcher {
         }
         progress(Stage::Estimating, 1, 4);
 
-        let sessions = self.sessions(&proposed_by, &class_sets, &levels);
-        drop(proposed_by);
         let reports: Vec<EmSession> = model::estimate_m(&mut fields, &sessions, self.config.em_iterations);
         let mut model = Model { fields, prior: 1e-6, sessions: reports };
         let possible = n as f64 * (n as f64 - 1.0) / 2.0;
-        let mut weights = vec![0.0; pairs.len()];
+        let mut weights = vec![0.0f32; pairs.len()];
         self.weights(&model, records, &stats, &pairs, &levels, &mut weights);
         model.prior = model::estimate_prior(&weights, possible);
         progress(Stage::Estimating, 2, 4);
@@ -405,7 +409,7 @@ impl Matcher {
         stats: &Stats,
         pairs: &PairList,
         levels: &LevelRows,
-        weights: &[f64],
+        weights: &[f32],
     ) {
         let width = levels.width;
         let tops: Vec<u8> = model.fields.iter().map(|f| f.kind.exact_level()).collect();
@@ -417,7 +421,7 @@ impl Matcher {
         let row = &mut row[..width];
         for (((a, _), packed), &weight) in pairs.iter().zip(levels.rows()).zip(weights) {
             levels.unpack(packed, row);
-            let q = 1.0 - model.probability(weight);
+            let q = 1.0 - model.probability(f64::from(weight));
             for (k, (&level, &top)) in row.iter().zip(&tops).enumerate() {
                 if level != top {
                     continue;
@@ -456,7 +460,7 @@ impl Matcher {
         stats: &Stats,
         pairs: &PairList,
         levels: &LevelRows,
-        weights: &mut [f64],
+        weights: &mut [f32],
         threads: usize,
     ) {
         let tops: Vec<u8> = after.iter().map(|f| f.kind.exact_level()).collect();
@@ -473,7 +477,8 @@ impl Matcher {
                     // The statistics of the second record and the sound are not read at the
                     // exact level.
                     let sa = Some(stats.of(a, k));
-                    *weight += new.weight_of(level, sa, None, || false) - old.weight_of(level, sa, None, || false);
+                    let change = new.weight_of(level, sa, None, || false) - old.weight_of(level, sa, None, || false);
+                    *weight = (f64::from(*weight) + change) as f32;
                 }
             }
         });
@@ -487,7 +492,7 @@ impl Matcher {
         stats: &Stats,
         pairs: &PairList,
         levels: &LevelRows,
-        out: &mut [f64],
+        out: &mut [f32],
     ) {
         fill_on_threads(out, self.threads(), |first, chunk| {
             let mut row = [MISSING; MAX_FIELDS];
@@ -500,7 +505,7 @@ impl Matcher {
                     &records[b as usize].values,
                     |k| Some(stats.of(a, k)),
                     |k| Some(stats.of(b, k)),
-                );
+                ) as f32;
             }
         });
     }
@@ -983,12 +988,13 @@ mod tests {
             matcher.fields.iter().map(|f| FieldModel::with_defaults(f.name.clone(), f.kind)).collect();
         let stats = value_stats(&mut fields, &records, 1);
         let levels = matcher.compare_pairs(&records, &result.pairs);
-        let mut full = vec![0.0; result.len()];
+        let mut full = vec![0.0f32; result.len()];
         matcher.weights(&result.model, &records, &stats, &result.pairs, &levels, &mut full);
         let changed = result.model.fields.iter().any(|f| f.exact_floor.is_some());
         assert!(changed, "the rounds estimated nothing");
         for (i, (refined, full)) in result.weights.iter().zip(&full).enumerate() {
-            assert!((refined - full).abs() < 1e-9, "pair {i}: {refined} refined, {full} weighed again");
+            // Each round rounds its correction to `f32`.
+            assert!((refined - full).abs() < 1e-4, "pair {i}: {refined} refined, {full} weighed again");
         }
     }
 

@@ -591,7 +591,7 @@ fn monotone_ratio(m: &[f64], u: &[f64]) -> Vec<f64> {
 
 /// The prior that makes the expected number of matches among the candidates (each weighted by
 /// its posterior) equal to prior × all possible pairs.
-pub(crate) fn estimate_prior(weights: &[f64], possible_pairs: f64) -> f64 {
+pub(crate) fn estimate_prior(weights: &[f32], possible_pairs: f64) -> f64 {
     if weights.is_empty() || possible_pairs < 1.0 {
         return 1e-6;
     }
@@ -599,7 +599,7 @@ pub(crate) fn estimate_prior(weights: &[f64], possible_pairs: f64) -> f64 {
     let mut prior = (weights.iter().filter(|&&w| w > 0.0).count() as f64 / possible_pairs).clamp(floor, 0.5);
     for _ in 0..200 {
         let l = logit(prior);
-        let expected: f64 = weights.iter().map(|&w| sigmoid(l + w)).sum();
+        let expected: f64 = weights.iter().map(|&w| sigmoid(l + f64::from(w))).sum();
         let next = (expected / possible_pairs).clamp(floor, 0.5);
         if (next - prior).abs() <= prior * 1e-6 {
             prior = next;
