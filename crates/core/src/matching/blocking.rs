@@ -700,9 +700,11 @@ pub(crate) fn candidate_pairs(
     let per_slice = records.len().div_ceil(threads * SLICES_PER_THREAD).max(1);
     let slices = records.len().div_ceil(per_slice);
     // Capacity that is never written is never touched: reserving more keys than most records
-    // have costs address space, not memory, and the list never grows by copying.
-    let keyed: std::sync::Mutex<Vec<KeyedRecord>> =
-        std::sync::Mutex::new(Vec::with_capacity(records.len() * RESERVED_KEYS_PER_RECORD));
+    // have costs address space, not memory, and the list never grows by copying. Where even
+    // the address space is refused (strict overcommit), the list grows as keys come.
+    let mut reserved: Vec<KeyedRecord> = Vec::new();
+    let _ = reserved.try_reserve(records.len().saturating_mul(RESERVED_KEYS_PER_RECORD));
+    let keyed = std::sync::Mutex::new(reserved);
     let next_slice = std::sync::atomic::AtomicUsize::new(0);
     std::thread::scope(|scope| {
         for _ in 0..threads {
