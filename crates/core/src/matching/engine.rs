@@ -125,7 +125,7 @@ pub struct DedupeResult {
     /// Candidate pairs (record indexes, a < b), ordered by (a, b).
     pairs: PairList,
     /// Sum of the field weights of each candidate pair, computed in `f64` and kept in `f32`
-    /// (a millionth of a nat is far below any difference a threshold tells apart, and a million
+    /// (a few millionths of a nat are far below any difference a threshold tells apart, and a million
     /// records have tens of millions of candidates).
     weights: Vec<f32>,
     /// The model estimated on the input.
