@@ -743,30 +743,13 @@ pub(crate) fn candidate_pairs(
     // `reach - 1`. A member takes 4 bytes where its key took 16, keys no other record shares
     // are left out, and the keys are freed before the pairs are made (which at a million
     // records take as much again): the scan's peak memory is here.
-    let block_of = |start: usize| {
-        let hash = keyed[start].0;
-        start + keyed[start..].iter().take_while(|k| k.0 == hash).count()
-    };
-    let mut in_blocks = 0usize;
-    let mut start = 0;
-    while start < keyed.len() {
-        let end = block_of(start);
-        if end - start >= 2 {
-            in_blocks += end - start;
-        }
-        start = end;
-    }
-    let mut members: Vec<u32> = Vec::with_capacity(in_blocks);
+    let runs = || keyed.chunk_by(|x, y| x.0 == y.0).filter(|run| run.len() >= 2);
+    let mut members: Vec<u32> = Vec::with_capacity(runs().map(<[KeyedRecord]>::len).sum());
     let mut blocks: Vec<Block> = Vec::new();
-    let mut start = 0;
-    while start < keyed.len() {
-        let end = block_of(start);
-        if end - start >= 2 {
-            let first = members.len() as u32;
-            members.extend(keyed[start..end].iter().map(|k| k.2));
-            blocks.push(Block { start: first, end: members.len() as u32, class: class_of(&keyed[start]) });
-        }
-        start = end;
+    for run in runs() {
+        let first = members.len() as u32;
+        members.extend(run.iter().map(|k| k.2));
+        blocks.push(Block { start: first, end: members.len() as u32, class: class_of(&run[0]) });
     }
     drop(keyed);
     let variants = spelling_variant_pairs(classes, records, &members, &blocks, limits);
