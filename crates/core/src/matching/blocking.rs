@@ -202,13 +202,13 @@ pub(crate) type TokenFrequencies = Vec<HashMap<Box<str>, u32>>;
 /// tokens are returned (for callers that filter keys themselves, e.g. against a stored index).
 pub(crate) fn record_keys(
     classes: &[KeyClass],
-    record: &[Option<Prepared>],
+    record: &PreparedRecord,
     frequencies: Option<&TokenFrequencies>,
     out: &mut Vec<(u8, String)>,
 ) {
     for (class_index, class) in classes.iter().enumerate() {
         let c = class_index as u8;
-        let value = |i: usize| record.get(i).and_then(Option::as_ref);
+        let value = |i: usize| record.value(i);
         match class.rule {
             Rule::NameInitial(i) => {
                 if let Some(name) = value(i).and_then(name_of) {
@@ -406,9 +406,7 @@ pub(crate) fn token_frequencies(classes: &[KeyClass], records: &[PreparedRecord]
         .collect();
     for record in records {
         for &i in &token_fields {
-            if let Some(Detail::Company(t) | Detail::Tokens(t)) =
-                record.values.get(i).and_then(Option::as_ref).map(|v| &v.detail)
-            {
+            if let Some(Detail::Company(t) | Detail::Tokens(t)) = record.value(i).map(|v| &v.detail) {
                 for token in t.tokens.iter() {
                     match tables[i].get_mut(token) {
                         Some(count) => *count += 1,
@@ -540,7 +538,7 @@ enum Spelt<'a> {
 
 impl<'a> Spelt<'a> {
     fn of(fields: NameFields, record: &'a PreparedRecord) -> Option<Spelt<'a>> {
-        let name = |i: usize| record.values.get(i).and_then(Option::as_ref).and_then(name_of);
+        let name = |i: usize| record.value(i).and_then(name_of);
         match fields {
             NameFields::Whole(i) => name(i).map(Spelt::Whole),
             NameFields::Split { surname, given } => Some(Spelt::Split { surname: name(surname)?, given: name(given)? }),
@@ -721,7 +719,7 @@ pub(crate) fn candidate_pairs(
                     made.clear();
                     for (index, record) in (first..).zip(slice) {
                         scratch.clear();
-                        record_keys(classes, &record.values, Some(frequencies), &mut scratch);
+                        record_keys(classes, record, Some(frequencies), &mut scratch);
                         for (class, text) in &scratch {
                             let hash = (key_hash(*class, text) << CLASS_BITS) | u64::from(*class);
                             made.push((hash, sort_rank[index], index as u32));
@@ -851,7 +849,7 @@ mod tests {
 
     fn keys(kinds: &[FieldKind], raw: &[&str]) -> Vec<String> {
         let classes = key_classes(kinds);
-        let record: Vec<Option<Prepared>> = kinds.iter().zip(raw).map(|(k, r)| prepare(*k, r)).collect();
+        let record = PreparedRecord::new(kinds.iter().zip(raw).map(|(k, r)| prepare(*k, r)));
         let mut out = Vec::new();
         record_keys(&classes, &record, None, &mut out);
         out.into_iter().map(|(c, t)| format!("{}={t}", classes[c as usize].name)).collect()
@@ -942,7 +940,7 @@ mod tests {
         let kinds = [FieldKind::Exact];
         let classes = key_classes(&kinds);
         let records: Vec<PreparedRecord> =
-            (0..50).map(|_| PreparedRecord { values: vec![prepare(FieldKind::Exact, "same")] }).collect();
+            (0..50).map(|_| PreparedRecord::new(vec![prepare(FieldKind::Exact, "same")])).collect();
         let frequencies = token_frequencies(&classes, &records, 1);
         let rank: Vec<u32> = (0..50).collect();
         let all = candidate_pairs(&classes, &records, &frequencies, &rank, &limits(100, 3), 2);
@@ -976,7 +974,7 @@ mod tests {
                         format!("职务{i}")
                     };
                     let name = if i == 199 { "張雨" } else { "张雨" };
-                    PreparedRecord { values: vec![prepare(kinds[0], name), prepare(kinds[1], &title)] }
+                    PreparedRecord::new(vec![prepare(kinds[0], name), prepare(kinds[1], &title)])
                 })
                 .collect();
             let frequencies = token_frequencies(&classes, &records, 2);
@@ -999,7 +997,7 @@ mod tests {
         names.extend(["Eric Yoing", "E. Young", "Eric Yang", "Young, Eric"]);
         names.extend(["Erica Young"; 20]);
         let records: Vec<PreparedRecord> =
-            names.iter().map(|n| PreparedRecord { values: vec![prepare(kinds[0], n)] }).collect();
+            names.iter().map(|n| PreparedRecord::new(vec![prepare(kinds[0], n)])).collect();
         let frequencies = token_frequencies(&classes, &records, 1);
         // Ranked in record order, so that the rare spellings sit after every Eric Young.
         let rank: Vec<u32> = (0..records.len() as u32).collect();
@@ -1036,10 +1034,8 @@ mod tests {
         let mut names: Vec<(&str, &str)> = vec![("Smith", "John"); 40];
         names.extend([("Smith", "Jhon"), ("Smith", "J."), ("Smyth", "Jane"), ("Smiht", "John")]);
         names.extend([("Smith", "Joan"); 20]);
-        let records: Vec<PreparedRecord> = names
-            .iter()
-            .map(|(s, g)| PreparedRecord { values: vec![prepare(kinds[0], s), prepare(kinds[1], g)] })
-            .collect();
+        let records: Vec<PreparedRecord> =
+            names.iter().map(|(s, g)| PreparedRecord::new(vec![prepare(kinds[0], s), prepare(kinds[1], g)])).collect();
         let frequencies = token_frequencies(&classes, &records, 2);
         let rank: Vec<u32> = (0..records.len() as u32).collect();
         let pairs = candidate_pairs(&classes, &records, &frequencies, &rank, &limits(10, 3), 1).pairs;
@@ -1079,7 +1075,7 @@ mod tests {
                     if column == 0 {
                         values[1] = prepare(FieldKind::PersonName, &format!("Person{i} Name{i}"));
                     }
-                    PreparedRecord { values }
+                    PreparedRecord::new(values)
                 })
                 .collect()
         };

@@ -76,10 +76,45 @@ pub enum MatchError {
     DuplicateField(String),
 }
 
-/// The prepared values of one record, in field order (`None` = missing).
+/// The prepared values of one record, by field index. Only the values present are held (a
+/// bit per field says which): a scan holds a million of these, and a missing value took a
+/// whole slot (48 bytes) when every field had one.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PreparedRecord {
-    pub values: Vec<Option<Prepared>>,
+    /// Bit `k` set: field `k` has a value (fields are at most [`MAX_FIELDS`]).
+    present: u64,
+    /// The values present, in field order.
+    values: Box<[Prepared]>,
+}
+
+impl PreparedRecord {
+    /// A record from its values in field order (`None` = missing). Values past
+    /// [`MAX_FIELDS`] are not kept (no matcher compares that many fields).
+    pub fn new(values: impl IntoIterator<Item = Option<Prepared>>) -> Self {
+        let mut present = 0u64;
+        let mut kept = Vec::new();
+        for (k, value) in values.into_iter().enumerate().take(MAX_FIELDS) {
+            if let Some(v) = value {
+                present |= 1 << k;
+                kept.push(v);
+            }
+        }
+        Self { present, values: kept.into_boxed_slice() }
+    }
+
+    /// The value of field `k`, if it has one.
+    pub fn value(&self, k: usize) -> Option<&Prepared> {
+        let bit = 1u64.checked_shl(u32::try_from(k).ok()?)?;
+        if self.present & bit == 0 {
+            return None;
+        }
+        self.values.get((self.present & (bit - 1)).count_ones() as usize)
+    }
+
+    /// The values present, in field order.
+    pub(crate) fn present_mut(&mut self) -> impl Iterator<Item = &mut Prepared> {
+        self.values.iter_mut()
+    }
 }
 
 /// Pipeline stages reported to the progress callback.
@@ -236,13 +271,8 @@ impl Matcher {
     /// Prepares one record from its raw values in field order (absent trailing values count
     /// as missing).
     pub fn prepare<S: AsRef<str>>(&self, raw: &[S]) -> PreparedRecord {
-        let values = self
-            .kinds
-            .iter()
-            .enumerate()
-            .map(|(i, kind)| raw.get(i).and_then(|v| prepare(*kind, v.as_ref())))
-            .collect();
-        let mut record = PreparedRecord { values };
+        let values = self.kinds.iter().enumerate().map(|(i, kind)| raw.get(i).and_then(|v| prepare(*kind, v.as_ref())));
+        let mut record = PreparedRecord::new(values);
         mark_name_like_emails(&self.kinds, &mut record);
         record
     }
@@ -275,7 +305,7 @@ impl Matcher {
 
     fn compare_into(&self, a: &PreparedRecord, b: &PreparedRecord, out: &mut [u8]) {
         for (k, kind) in self.kinds.iter().enumerate() {
-            out[k] = match (a.values.get(k).and_then(Option::as_ref), b.values.get(k).and_then(Option::as_ref)) {
+            out[k] = match (a.value(k), b.value(k)) {
                 (Some(x), Some(y)) => compare(*kind, x, y),
                 _ => MISSING,
             };
@@ -286,14 +316,14 @@ impl Matcher {
     /// classes. A store keeps (a keyed hash of) these to find candidates for a new record.
     pub fn blocking_keys(&self, record: &PreparedRecord) -> Vec<(String, String)> {
         let mut out = Vec::new();
-        blocking::record_keys(&self.classes, &record.values, None, &mut out);
+        blocking::record_keys(&self.classes, record, None, &mut out);
         out.into_iter().map(|(c, text)| (self.classes[usize::from(c)].name.clone(), text)).collect()
     }
 
     /// Scores a pair with a given model (e.g. one estimated earlier by [`Matcher::dedupe`]).
     pub fn score(&self, model: &Model, a: &PreparedRecord, b: &PreparedRecord) -> ScoredPair {
         let levels = self.compare(a, b);
-        let weight = model.total_weight(&levels, &a.values, &b.values);
+        let weight = model.total_weight(&levels, a, b);
         ScoredPair { a: 0, b: 0, weight, probability: model.probability(weight) }
     }
 
@@ -501,8 +531,8 @@ impl Matcher {
                 levels.unpack(packed, row);
                 *weight = model.total_weight_with(
                     row,
-                    &records[a as usize].values,
-                    &records[b as usize].values,
+                    &records[a as usize],
+                    &records[b as usize],
                     |k| Some(stats.of(a, k)),
                     |k| Some(stats.of(b, k)),
                 ) as f32;
@@ -626,8 +656,7 @@ fn value_stats(fields: &mut [FieldModel], records: &[PreparedRecord], threads: u
                 .map(|(j, field)| {
                     let k = group * threads + j;
                     scope.spawn(move || {
-                        let values: Vec<Option<&Prepared>> =
-                            records.iter().map(|r| r.values.get(k).and_then(Option::as_ref)).collect();
+                        let values: Vec<Option<&Prepared>> = records.iter().map(|r| r.value(k)).collect();
                         field.count_values(&values)
                     })
                 })
@@ -761,8 +790,8 @@ fn level_counts(levels: &LevelRows, fields: &[FieldModel]) -> Vec<Vec<f64>> {
 /// `EmailValue::name_like`).
 fn mark_name_like_emails(kinds: &[FieldKind], record: &mut PreparedRecord) {
     let mut tokens: Vec<Box<str>> = Vec::new();
-    for (kind, value) in kinds.iter().zip(&record.values) {
-        if let (FieldKind::PersonName | FieldKind::GivenName | FieldKind::Surname, Some(v)) = (kind, value)
+    for (k, kind) in kinds.iter().enumerate() {
+        if let (FieldKind::PersonName | FieldKind::GivenName | FieldKind::Surname, Some(v)) = (kind, record.value(k))
             && let Detail::Name(name) = &v.detail
         {
             tokens.extend(name.tokens.iter().map(Box::from));
@@ -771,7 +800,7 @@ fn mark_name_like_emails(kinds: &[FieldKind], record: &mut PreparedRecord) {
     if tokens.is_empty() {
         return;
     }
-    for value in record.values.iter_mut().flatten() {
+    for value in record.present_mut() {
         if let Detail::Email(email) = &mut value.detail {
             let letters: String = email.user.chars().filter(|c| !c.is_ascii_digit()).collect();
             email.name_like = is_made_from(&letters, &tokens);
@@ -831,11 +860,10 @@ fn sort_ranks(kinds: &[FieldKind], records: &[PreparedRecord]) -> Vec<u32> {
     let keys: Vec<String> = records
         .iter()
         .map(|record| {
-            let row = &record.values;
             let mut key = String::new();
             let mut used = 0;
             for &k in &order {
-                if let Some(Some(v)) = row.get(k) {
+                if let Some(v) = record.value(k) {
                     let part = match &v.detail {
                         Detail::Name(name) => name.forms.first().map_or_else(|| v.exact.to_string(), str::to_owned),
                         _ => v.exact.to_string(),
@@ -935,6 +963,29 @@ fn parallel_map<T: Sync, U: Send>(items: &[T], threads: usize, f: impl Fn(&T) ->
 mod tests {
     use super::*;
 
+    /// A record holds only its present values, and answers each field index as the full row
+    /// of values did: the value at that index, or none (also past the last field, and past
+    /// the 64 fields a record can have).
+    #[test]
+    fn a_record_answers_every_field_as_its_full_row_did() {
+        let raw: Vec<String> =
+            (0..MAX_FIELDS).map(|k| if k % 3 == 1 { String::new() } else { format!("v{k}") }).collect();
+        let row: Vec<Option<Prepared>> = raw.iter().map(|r| prepare(FieldKind::Exact, r)).collect();
+        let record = PreparedRecord::new(row.clone());
+        assert_eq!(record.values.len(), row.iter().flatten().count(), "only the present values are held");
+        for k in 0..MAX_FIELDS + 3 {
+            assert_eq!(record.value(k), row.get(k).and_then(Option::as_ref), "field {k}");
+        }
+        assert_eq!(record.value(usize::MAX), None);
+        let sparse = PreparedRecord::new([None, None, prepare(FieldKind::Exact, "x")]);
+        assert_eq!((sparse.value(0), sparse.value(1)), (None, None));
+        assert_eq!(sparse.value(2).map(|v| &*v.exact), Some("x"));
+        let past = PreparedRecord::new((0..MAX_FIELDS + 2).map(|_| prepare(FieldKind::Exact, "y")));
+        assert_eq!((past.values.len(), past.value(MAX_FIELDS)), (MAX_FIELDS, None), "no field past the 64th");
+        let empty = PreparedRecord::new([]);
+        assert_eq!((empty.value(0), empty.values.len()), (None, 0));
+    }
+
     #[test]
     fn levels_pack_and_unpack() {
         for kind in FieldKind::ALL {
@@ -1013,7 +1064,7 @@ mod tests {
             MatchConfig::default(),
         )
         .unwrap();
-        let like = |name: &str, email: &str| match &matcher.prepare(&[name, email]).values[1] {
+        let like = |name: &str, email: &str| match &matcher.prepare(&[name, email]).value(1) {
             Some(Prepared { detail: Detail::Email(e), .. }) => e.name_like,
             other => panic!("{other:?}"),
         };
@@ -1063,10 +1114,10 @@ mod tests {
         let result = matcher.dedupe(&records, &mut |_, _, _| {});
         // The counts of the phones again (`dedupe` keeps only the estimates).
         let mut phone = result.model.fields[1].clone();
-        let phones: Vec<Option<&Prepared>> = records.iter().map(|r| r.values[1].as_ref()).collect();
+        let phones: Vec<Option<&Prepared>> = records.iter().map(|r| r.value(1)).collect();
         let stats = phone.count_values(&phones);
         let weight = |row: usize| {
-            let value = records[row].values[1].as_ref().map(|_| stats[row]);
+            let value = records[row].value(1).map(|_| stats[row]);
             phone.weight_of(3, value, value, || true)
         };
         // Rows 0..=2: person 0 three times; person 10's phone is held by two records.

@@ -27,6 +27,7 @@
 
 use std::collections::HashMap;
 
+use super::engine::PreparedRecord;
 use super::kind::FieldKind;
 use super::value::{Detail, Prepared};
 
@@ -308,10 +309,10 @@ impl Model {
     }
 
     /// Sum of the field weights of a comparison vector for two records' prepared values.
-    pub fn total_weight(&self, levels: &[u8], a: &[Option<Prepared>], b: &[Option<Prepared>]) -> f64 {
-        let stats = |values: &[Option<Prepared>], k: usize| {
+    pub fn total_weight(&self, levels: &[u8], a: &PreparedRecord, b: &PreparedRecord) -> f64 {
+        let stats = |values: &PreparedRecord, k: usize| {
             let field = self.fields.get(k)?;
-            values.get(k).and_then(Option::as_ref).map(|v| field.uncounted(v))
+            values.value(k).map(|v| field.uncounted(v))
         };
         self.total_weight_with(levels, a, b, |k| stats(a, k), |k| stats(b, k))
     }
@@ -322,8 +323,8 @@ impl Model {
     pub(crate) fn total_weight_with(
         &self,
         levels: &[u8],
-        a: &[Option<Prepared>],
-        b: &[Option<Prepared>],
+        a: &PreparedRecord,
+        b: &PreparedRecord,
         stats_a: impl Fn(usize) -> Option<ValueStats>,
         stats_b: impl Fn(usize) -> Option<ValueStats>,
     ) -> f64 {
@@ -360,8 +361,8 @@ impl Model {
     }
 }
 
-fn value_at(values: &[Option<Prepared>], k: usize) -> Option<&Prepared> {
-    values.get(k).and_then(Option::as_ref)
+fn value_at(values: &PreparedRecord, k: usize) -> Option<&Prepared> {
+    values.value(k)
 }
 
 /// Whether two values have the same sound (both have one).
