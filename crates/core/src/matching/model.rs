@@ -310,9 +310,9 @@ impl Model {
 
     /// Sum of the field weights of a comparison vector for two records' prepared values.
     pub fn total_weight(&self, levels: &[u8], a: &PreparedRecord, b: &PreparedRecord) -> f64 {
-        let stats = |values: &PreparedRecord, k: usize| {
+        let stats = |record: &PreparedRecord, k: usize| {
             let field = self.fields.get(k)?;
-            values.value(k).map(|v| field.uncounted(v))
+            record.value(k).map(|v| field.uncounted(v))
         };
         self.total_weight_with(levels, a, b, |k| stats(a, k), |k| stats(b, k))
     }
@@ -335,7 +335,7 @@ impl Model {
             }
             let Some(field) = self.fields.get(k) else { continue };
             // The values are read only when needed (reading them is a cache miss per pair).
-            let same_sound = || same_sound(value_at(a, k), value_at(b, k));
+            let same_sound = || same_sound(a.value(k), b.value(k));
             let mut weight = field.weight_of(level, stats_a(k), stats_b(k), same_sound);
             // E-mail users made from the name agree whenever the names do (namesakes share
             // zhangwei@…, and liuyi@ is one letter from liuyu@): short of the same address, or
@@ -343,7 +343,7 @@ impl Model {
             if field.kind == FieldKind::Email
                 && usize::from(level) + 1 < field.m.len()
                 && let (Some(Detail::Email(p)), Some(Detail::Email(q))) =
-                    (value_at(a, k).map(|v| &v.detail), value_at(b, k).map(|v| &v.detail))
+                    (a.value(k).map(|v| &v.detail), b.value(k).map(|v| &v.detail))
                 && p.name_like
                 && q.name_like
                 && !(field.kind.levels().get(usize::from(level)) == Some(&"one_typo") && p.user == q.user)
@@ -359,10 +359,6 @@ impl Model {
     pub fn probability(&self, total_weight: f64) -> f64 {
         sigmoid(logit(self.prior) + total_weight)
     }
-}
-
-fn value_at(values: &PreparedRecord, k: usize) -> Option<&Prepared> {
-    values.value(k)
 }
 
 /// Whether two values have the same sound (both have one).
