@@ -111,6 +111,11 @@ impl PreparedRecord {
         self.values.get((self.present & (bit - 1)).count_ones() as usize)
     }
 
+    /// [`Prepared::touch`] of every value.
+    fn touch(&self) -> usize {
+        self.values.iter().map(Prepared::touch).fold(self.present as usize, usize::wrapping_add)
+    }
+
     /// The values present, in field order.
     pub(crate) fn present_mut(&mut self) -> impl Iterator<Item = &mut Prepared> {
         self.values.iter_mut()
@@ -554,10 +559,23 @@ impl Matcher {
                 scope.spawn(move || {
                     let mut row = [MISSING; MAX_FIELDS];
                     let row = &mut row[..width];
+                    // The second record of a pair is anywhere in memory (pairs come in the
+                    // first record's order), its values' parts in separate allocations: each
+                    // read of a comparison waited on memory in turn. Touching the second
+                    // record of the pair `TOUCH_AHEAD` places on has those reads under way
+                    // together, while this pair is compared.
+                    let mut ahead = pairs.from((i * per_thread + TOUCH_AHEAD).min(pairs.count()));
+                    let mut touched = 0usize;
                     for ((a, b), packed) in pairs.from(i * per_thread).zip(out_chunk.chunks_exact_mut(words)) {
+                        if let Some((_, next)) = ahead.next()
+                            && let Some(record) = records.get(next as usize)
+                        {
+                            touched = touched.wrapping_add(record.touch());
+                        }
                         self.compare_into(&records[a as usize], &records[b as usize], row);
                         LevelRows::pack(row, packed);
                     }
+                    std::hint::black_box(touched);
                 });
             }
         });
@@ -704,6 +722,10 @@ impl Pairs for [(u32, u32)] {
         self[first..].iter().copied()
     }
 }
+
+/// How many pairs ahead of the one compared [`Matcher::compare_pairs`] touches the second
+/// record ([`PreparedRecord::touch`]).
+const TOUCH_AHEAD: usize = 4;
 
 /// Comparison levels of many pairs, packed three bits to a field and ten fields to a 32-bit
 /// word (a row of eight fields takes four bytes instead of eight). Levels are below
