@@ -1071,6 +1071,30 @@ mod tests {
         }
     }
 
+    /// Comparing touches a record some pairs ahead: lists shorter than that distance, on
+    /// several threads, compare as one pair at a time does.
+    #[test]
+    fn short_pair_lists_compare_as_single_pairs_do() {
+        let config = MatchConfig { threads: 3, ..MatchConfig::default() };
+        let matcher = Matcher::new(
+            vec![FieldSpec::new("name", FieldKind::PersonName), FieldSpec::new("phone", FieldKind::Phone)],
+            config,
+        )
+        .unwrap();
+        let rows = [["张伟", "13812345678"], ["張偉", "13812345678"], ["John Smith", ""], ["Jon Smyth", "13812345679"]];
+        let records = matcher.prepare_all(&rows.map(|r| r.map(str::to_owned)));
+        for count in 0..=TOUCH_AHEAD + 2 {
+            let pairs: Vec<(u32, u32)> = (0..count as u32).map(|i| (i % 4, (i + 1) % 4)).collect();
+            let levels = matcher.compare_pairs(&records, pairs.as_slice());
+            let mut row = [MISSING; 2];
+            for (&(a, b), packed) in pairs.iter().zip(levels.rows()) {
+                levels.unpack(packed, &mut row);
+                assert_eq!(row.to_vec(), matcher.compare(&records[a as usize], &records[b as usize]), "{count} pairs");
+            }
+            assert_eq!(levels.rows().count(), count);
+        }
+    }
+
     #[test]
     fn map_on_all_cores_keeps_order_above_and_below_the_threshold() {
         for n in [0usize, 3, 255, 256, 1001] {
