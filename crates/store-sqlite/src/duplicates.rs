@@ -361,15 +361,12 @@ pub(crate) async fn dismiss_candidate(
 
 // ---- reads -------------------------------------------------------------------------------
 
-/// Keys per statement of `match_blocks` (SQLite allows at most 500 terms in a compound select).
-const BLOCKS_PER_STATEMENT: usize = 200;
-
 pub(crate) async fn match_blocks(pool: &SqlitePool, object: &str, keys: &[Vec<u8>]) -> StoreResult<Vec<(usize, Uuid)>> {
     Ok(read_blocks(pool, object, keys, false).await?.1)
 }
 
-/// `Store::stamped_match_blocks`: the stamp is read by the statement of the first keys, in its
-/// snapshot (a later statement can only see more keys, never fewer).
+/// `Store::stamped_match_blocks`: the stamp is read by the statement that reads the blocks, in
+/// its snapshot.
 pub(crate) async fn stamped_match_blocks(
     pool: &SqlitePool,
     object: &str,
@@ -382,8 +379,20 @@ pub(crate) async fn stamped_match_blocks(
     Ok((stamp.ok_or_else(|| internal("the match-key stamp was not read"))?, blocks))
 }
 
-/// The blocks of `keys`, and with `with_stamp` the object's match-key stamp read by the first
+/// The blocks of `keys`, and with `with_stamp` the object's match-key stamp read by the same
 /// statement (as a row of position -1).
+///
+/// One statement for all keys: the keys travel as one JSON array of hex texts and each key's
+/// block is a correlated subquery over it, read through the primary key and cut at the cap (a
+/// literal: SQLite re-prepares a statement whenever a bound LIMIT is rebound). A block comes
+/// back as one row, its ids joined by commas: each row costs the driver about a microsecond, a
+/// block of a common key holds hundreds of ids, and a check reads dozens of blocks. (A compound
+/// select of one term per key, the form before, opened and closed its cursors for every term
+/// and had to be prepared again for every new number of keys: twice the time per key.) The
+/// keys are looked up in their order (a row's position is mapped back to the key's):
+/// neighbouring keys share the index's pages, where a check's keys in their own order land on
+/// a new leaf page each. Neither a join nor an ORDER BY (keys of deleted records are not kept;
+/// the caller sorts).
 async fn read_blocks(
     pool: &SqlitePool,
     object: &str,
@@ -392,71 +401,45 @@ async fn read_blocks(
 ) -> StoreResult<(Option<i64>, Vec<(usize, Uuid)>)> {
     let mut out = Vec::new();
     let mut stamp = None;
-    // The keys are looked up in their order (a row's position is mapped back to the key's):
-    // neighbouring keys share the index's pages, where a check's keys in their own order land
-    // on a new leaf page each.
     let mut order: Vec<usize> = (0..keys.len()).collect();
     order.sort_by(|&a, &b| keys[a].cmp(&keys[b]));
-    for (chunk_index, chunk) in order.chunks(BLOCKS_PER_STATEMENT).enumerate() {
-        // Each key's block is read through the primary key and cut at the cap; the position
-        // and the cap are literals (SQLite re-prepares a statement whenever a bound LIMIT is
-        // rebound), so statements of the same chunk length share one prepared form. Neither a
-        // join nor an ORDER BY: either makes SQLite's plan for the compound many times slower
-        // (keys of deleted records are not kept; the caller sorts). A block comes back as one
-        // row, its ids joined by commas: each row costs the driver about a microsecond, a
-        // block of a common key holds hundreds of ids, and a check reads dozens of blocks.
-        let text: String = (0..chunk.len())
-            .map(|i| {
-                format!(
-                    "SELECT {i} AS i, (SELECT group_concat(record_id) FROM \
-                     (SELECT record_id FROM match_keys WHERE object = ? AND key = ? LIMIT {MATCH_BLOCK_CAP})) AS ids"
-                )
-            })
-            .collect::<Vec<_>>()
-            .join(" UNION ALL ");
-        let stamped = with_stamp && chunk_index == 0;
-        let text = if stamped {
-            format!(
-                "SELECT -1 AS i, CAST(coalesce((SELECT stamp FROM match_key_stamps WHERE object = ?), 0) AS TEXT) AS ids \
-                 UNION ALL {text}"
-            )
-        } else {
-            text
-        };
-        let mut q = sqlx::query(AssertSqlSafe(text));
-        if stamped {
-            q = q.bind(object.to_owned());
+    let hex_keys = Value::Array(order.iter().map(|&k| Value::String(hex::encode(&keys[k]))).collect()).to_string();
+    let blocks = format!(
+        "SELECT j.key AS i, (SELECT group_concat(record_id) FROM \
+         (SELECT record_id FROM match_keys WHERE object = ?1 AND key = unhex(j.value) LIMIT {MATCH_BLOCK_CAP})) AS ids \
+         FROM json_each(?2) AS j"
+    );
+    let text = if with_stamp {
+        format!(
+            "SELECT -1 AS i, CAST(coalesce((SELECT stamp FROM match_key_stamps WHERE object = ?1), 0) AS TEXT) AS ids \
+             UNION ALL {blocks}"
+        )
+    } else {
+        blocks
+    };
+    let rows = sqlx::query(AssertSqlSafe(text)).bind(object).bind(hex_keys).fetch_all(pool).await.map_err(map_sqlx)?;
+    for row in rows {
+        let i: i64 = row.try_get("i").map_err(map_sqlx)?;
+        let ids: Option<String> = row.try_get("ids").map_err(map_sqlx)?;
+        if i < 0 {
+            let text = ids.unwrap_or_default();
+            stamp = Some(text.parse::<i64>().map_err(|e| internal(format!("match-key stamp {text:?}: {e}")))?);
+            continue;
         }
-        for &k in chunk {
-            q = q.bind(object.to_owned()).bind(keys[k].clone());
-        }
-        for row in q.fetch_all(pool).await.map_err(map_sqlx)? {
-            let i: i64 = row.try_get("i").map_err(map_sqlx)?;
-            let ids: Option<String> = row.try_get("ids").map_err(map_sqlx)?;
-            if i < 0 {
-                let text = ids.unwrap_or_default();
-                stamp = Some(text.parse::<i64>().map_err(|e| internal(format!("match-key stamp {text:?}: {e}")))?);
-                continue;
-            }
-            let i = usize::try_from(i).ok().and_then(|i| chunk.get(i)).copied().ok_or_else(|| internal("block row"))?;
-            for id in ids.iter().flat_map(|ids| ids.split(',')) {
-                out.push((i, Uuid::parse_str(id).map_err(internal)?));
-            }
+        let i = usize::try_from(i).ok().and_then(|i| order.get(i)).copied().ok_or_else(|| internal("block row"))?;
+        for id in ids.iter().flat_map(|ids| ids.split(',')) {
+            out.push((i, Uuid::parse_str(id).map_err(internal)?));
         }
     }
     out.sort();
     Ok((stamp, out))
 }
 
-/// Digests per statement of `find_by_blind_indexes` (one term of a compound select each:
-/// SQLite allows at most 500).
-const DIGESTS_PER_STATEMENT: usize = 200;
-
 /// `Store::find_by_blind_indexes`: per distinct (field, digest), its active holders read in id
 /// order through the table's primary key (object, field, digest, record_id) and cut at the
-/// limit in SQL, as one row of comma-joined ids; up to DIGESTS_PER_STATEMENT of them per
-/// statement. A digest many records share (a switchboard number, a shared inbox) costs the
-/// limit, not its holders.
+/// limit in SQL, as one row of comma-joined ids; one statement for all of them, the pairs as
+/// one JSON array (a correlated subquery per pair, as `read_blocks` does). A digest many
+/// records share (a switchboard number, a shared inbox) costs the limit, not its holders.
 pub(crate) async fn find_by_blind_indexes(
     pool: &SqlitePool,
     object: &str,
@@ -482,46 +465,40 @@ pub(crate) async fn find_by_blind_indexes(
             asked.push(i);
         }
     }
-    for chunk in distinct.chunks(DIGESTS_PER_STATEMENT) {
-        let text = (0..chunk.len())
-            .map(|n| {
-                format!(
-                    "SELECT {n} AS n, (SELECT group_concat(id) FROM (SELECT b.record_id AS id FROM blind_indexes b \
-                     JOIN records r ON r.id = b.record_id \
-                     WHERE b.object = ? AND b.field = ? AND b.digest = ? AND r.deleted_at IS NULL \
-                     ORDER BY b.record_id LIMIT {limit})) AS ids"
-                )
-            })
-            .collect::<Vec<_>>()
-            .join(" UNION ALL ");
-        let mut q = sqlx::query(AssertSqlSafe(text));
-        for ((field, digest), _) in chunk {
-            q = q.bind(object).bind(*field).bind(digest.to_vec());
-        }
-        for row in q.fetch_all(pool).await.map_err(map_sqlx)? {
-            let n: i64 = row.try_get("n").map_err(map_sqlx)?;
-            let Some((_, asked)) = usize::try_from(n).ok().and_then(|n| chunk.get(n)) else {
-                return Err(internal(format!("unexpected position {n}")));
-            };
-            let ids: Option<String> = row.try_get("ids").map_err(map_sqlx)?;
-            for id in ids.iter().flat_map(|ids| ids.split(',')) {
-                let id = Uuid::parse_str(id).map_err(internal)?;
-                out.extend(asked.iter().map(|i| (*i, id)));
-            }
+    let pairs = Value::Array(
+        distinct
+            .iter()
+            .map(|((field, digest), _)| Value::Array(vec![Value::from(*field), Value::String(hex::encode(digest))]))
+            .collect(),
+    )
+    .to_string();
+    let text = format!(
+        "SELECT j.key AS n, (SELECT group_concat(id) FROM (SELECT b.record_id AS id FROM blind_indexes b \
+         JOIN records r ON r.id = b.record_id \
+         WHERE b.object = ?1 AND b.field = j.value ->> 0 AND b.digest = unhex(j.value ->> 1) \
+         AND r.deleted_at IS NULL ORDER BY b.record_id LIMIT {limit})) AS ids FROM json_each(?2) AS j"
+    );
+    let rows = sqlx::query(AssertSqlSafe(text)).bind(object).bind(pairs).fetch_all(pool).await.map_err(map_sqlx)?;
+    for row in rows {
+        let n: i64 = row.try_get("n").map_err(map_sqlx)?;
+        let Some((_, asked)) = usize::try_from(n).ok().and_then(|n| distinct.get(n)) else {
+            return Err(internal(format!("unexpected position {n}")));
+        };
+        let ids: Option<String> = row.try_get("ids").map_err(map_sqlx)?;
+        for id in ids.iter().flat_map(|ids| ids.split(',')) {
+            let id = Uuid::parse_str(id).map_err(internal)?;
+            out.extend(asked.iter().map(|i| (*i, id)));
         }
     }
     out.sort();
     Ok(out)
 }
 
-/// Values per statement of `find_by_field_values` (one term of a compound select each: SQLite
-/// allows at most 500).
-const VALUES_PER_STATEMENT: usize = 200;
-
-/// `Store::find_by_field_values`: per field, one statement for up to VALUES_PER_STATEMENT
-/// values, each value's holders read through the field's expression index (`fxid_<object>_
-/// <field>` on the value and the id, partial on the object: the object is written as a literal
-/// so the planner can use it) and cut at the limit in SQL, as one row of comma-joined ids.
+/// `Store::find_by_field_values`: per field, one statement for all its values (one JSON array,
+/// a correlated subquery per value, as `read_blocks` does), each value's holders read through
+/// the field's expression index (`fxid_<object>_<field>` on the value and the id, partial on
+/// the object: the object is written as a literal so the planner can use it) and cut at the
+/// limit in SQL, as one row of comma-joined ids.
 pub(crate) async fn find_by_field_values(
     pool: &SqlitePool,
     object: &str,
@@ -542,33 +519,23 @@ pub(crate) async fn find_by_field_values(
         }
         let mut parts = crate::sql::QueryParts::default();
         crate::sql::push_object(&mut parts, object);
-        let (object_sql, object_binds) = parts.finish_where();
-        for chunk in values.chunks(VALUES_PER_STATEMENT) {
-            let text = (0..chunk.len())
-                .map(|n| {
-                    format!(
-                        "SELECT {n} AS n, (SELECT group_concat(id) FROM (SELECT r.id AS id FROM records r \
-                         WHERE {object_sql} AND r.deleted_at IS NULL AND json_extract(r.fields, '$.{field}') = ? \
-                         ORDER BY r.id LIMIT {limit})) AS ids"
-                    )
-                })
-                .collect::<Vec<_>>()
-                .join(" UNION ALL ");
-            let mut binds = Vec::new();
-            for (_, value) in chunk {
-                binds.extend(object_binds.iter().cloned());
-                binds.push(crate::sql::Bind::Text((*value).to_owned()));
-            }
-            let q = crate::bind_all(sqlx::query(AssertSqlSafe(text)), binds);
-            for row in q.fetch_all(pool).await.map_err(map_sqlx)? {
-                let n: i64 = row.try_get("n").map_err(map_sqlx)?;
-                let Some(&(i, _)) = usize::try_from(n).ok().and_then(|n| chunk.get(n)) else {
-                    return Err(internal(format!("unexpected position {n}")));
-                };
-                let ids: Option<String> = row.try_get("ids").map_err(map_sqlx)?;
-                for id in ids.iter().flat_map(|ids| ids.split(',')) {
-                    out.push((i, Uuid::parse_str(id).map_err(internal)?));
-                }
+        let (object_sql, mut binds) = parts.finish_where();
+        let text = format!(
+            "SELECT j.key AS n, (SELECT group_concat(id) FROM (SELECT r.id AS id FROM records r \
+             WHERE {object_sql} AND r.deleted_at IS NULL AND json_extract(r.fields, '$.{field}') = j.value \
+             ORDER BY r.id LIMIT {limit})) AS ids FROM json_each(?) AS j"
+        );
+        let array = Value::Array(values.iter().map(|(_, v)| Value::from(*v)).collect()).to_string();
+        binds.push(crate::sql::Bind::Text(array));
+        let q = crate::bind_all(sqlx::query(AssertSqlSafe(text)), binds);
+        for row in q.fetch_all(pool).await.map_err(map_sqlx)? {
+            let n: i64 = row.try_get("n").map_err(map_sqlx)?;
+            let Some(&(i, _)) = usize::try_from(n).ok().and_then(|n| values.get(n)) else {
+                return Err(internal(format!("unexpected position {n}")));
+            };
+            let ids: Option<String> = row.try_get("ids").map_err(map_sqlx)?;
+            for id in ids.iter().flat_map(|ids| ids.split(',')) {
+                out.push((i, Uuid::parse_str(id).map_err(internal)?));
             }
         }
     }
