@@ -361,12 +361,16 @@ pub(crate) async fn dismiss_candidate(
 
 // ---- reads -------------------------------------------------------------------------------
 
+/// Keys per statement of `read_blocks`: bounds the rows one statement holds at once (a block
+/// row carries up to MATCH_BLOCK_CAP ids), for an import of many thousand records.
+const BLOCK_KEYS_PER_STATEMENT: usize = 1000;
+
 pub(crate) async fn match_blocks(pool: &SqlitePool, object: &str, keys: &[Vec<u8>]) -> StoreResult<Vec<(usize, Uuid)>> {
     Ok(read_blocks(pool, object, keys, false).await?.1)
 }
 
-/// `Store::stamped_match_blocks`: the stamp is read by the statement that reads the blocks, in
-/// its snapshot.
+/// `Store::stamped_match_blocks`: the stamp is read by the statement of the first keys, in its
+/// snapshot (a later statement can only see more keys, never fewer).
 pub(crate) async fn stamped_match_blocks(
     pool: &SqlitePool,
     object: &str,
@@ -379,20 +383,20 @@ pub(crate) async fn stamped_match_blocks(
     Ok((stamp.ok_or_else(|| internal("the match-key stamp was not read"))?, blocks))
 }
 
-/// The blocks of `keys`, and with `with_stamp` the object's match-key stamp read by the same
+/// The blocks of `keys`, and with `with_stamp` the object's match-key stamp read by the first
 /// statement (as a row of position -1).
 ///
-/// One statement for all keys: the keys travel as one JSON array of hex texts and each key's
-/// block is a correlated subquery over it, read through the primary key and cut at the cap (a
-/// literal: SQLite re-prepares a statement whenever a bound LIMIT is rebound). A block comes
-/// back as one row, its ids joined by commas: each row costs the driver about a microsecond, a
-/// block of a common key holds hundreds of ids, and a check reads dozens of blocks. (A compound
-/// select of one term per key, the form before, opened and closed its cursors for every term
-/// and had to be prepared again for every new number of keys: twice the time per key.) The
-/// keys are looked up in their order (a row's position is mapped back to the key's):
-/// neighbouring keys share the index's pages, where a check's keys in their own order land on
-/// a new leaf page each. Neither a join nor an ORDER BY (keys of deleted records are not kept;
-/// the caller sorts).
+/// One statement per BLOCK_KEYS_PER_STATEMENT keys, always the same text: the keys travel as
+/// one JSON array of hex texts and each key's block is a correlated subquery over it, read
+/// through the primary key and cut at the cap (a literal: SQLite re-prepares a statement
+/// whenever a bound LIMIT is rebound). A block comes back as one row, its ids joined by commas:
+/// each row costs the driver about a microsecond, a block of a common key holds hundreds of
+/// ids, and a check reads dozens of blocks. (A compound select of one term per key, the form
+/// before, opened and closed its cursors for every term and had to be prepared again for every
+/// new number of keys: twice the time per key.) The keys are looked up in their order (a row's
+/// position is mapped back to the key's): neighbouring keys share the index's pages, where a
+/// check's keys in their own order land on a new leaf page each. Neither a join nor an ORDER
+/// BY (keys of deleted records are not kept; the caller sorts).
 async fn read_blocks(
     pool: &SqlitePool,
     object: &str,
@@ -403,32 +407,36 @@ async fn read_blocks(
     let mut stamp = None;
     let mut order: Vec<usize> = (0..keys.len()).collect();
     order.sort_by(|&a, &b| keys[a].cmp(&keys[b]));
-    let hex_keys = Value::Array(order.iter().map(|&k| Value::String(hex::encode(&keys[k]))).collect()).to_string();
     let blocks = format!(
         "SELECT j.key AS i, (SELECT group_concat(record_id) FROM \
          (SELECT record_id FROM match_keys WHERE object = ?1 AND key = unhex(j.value) LIMIT {MATCH_BLOCK_CAP})) AS ids \
          FROM json_each(?2) AS j"
     );
-    let text = if with_stamp {
-        format!(
-            "SELECT -1 AS i, CAST(coalesce((SELECT stamp FROM match_key_stamps WHERE object = ?1), 0) AS TEXT) AS ids \
-             UNION ALL {blocks}"
-        )
-    } else {
-        blocks
-    };
-    let rows = sqlx::query(AssertSqlSafe(text)).bind(object).bind(hex_keys).fetch_all(pool).await.map_err(map_sqlx)?;
-    for row in rows {
-        let i: i64 = row.try_get("i").map_err(map_sqlx)?;
-        let ids: Option<String> = row.try_get("ids").map_err(map_sqlx)?;
-        if i < 0 {
-            let text = ids.unwrap_or_default();
-            stamp = Some(text.parse::<i64>().map_err(|e| internal(format!("match-key stamp {text:?}: {e}")))?);
-            continue;
-        }
-        let i = usize::try_from(i).ok().and_then(|i| order.get(i)).copied().ok_or_else(|| internal("block row"))?;
-        for id in ids.iter().flat_map(|ids| ids.split(',')) {
-            out.push((i, Uuid::parse_str(id).map_err(internal)?));
+    let stamped = format!(
+        "SELECT -1 AS i, CAST(coalesce((SELECT stamp FROM match_key_stamps WHERE object = ?1), 0) AS TEXT) AS ids \
+         UNION ALL {blocks}"
+    );
+    for (chunk_index, chunk) in order.chunks(BLOCK_KEYS_PER_STATEMENT).enumerate() {
+        let text = if with_stamp && chunk_index == 0 { &stamped } else { &blocks };
+        let hex_keys = Value::Array(chunk.iter().map(|&k| Value::String(hex::encode(&keys[k]))).collect()).to_string();
+        let rows = sqlx::query(AssertSqlSafe(text.as_str()))
+            .bind(object)
+            .bind(hex_keys)
+            .fetch_all(pool)
+            .await
+            .map_err(map_sqlx)?;
+        for row in rows {
+            let i: i64 = row.try_get("i").map_err(map_sqlx)?;
+            let ids: Option<String> = row.try_get("ids").map_err(map_sqlx)?;
+            if i < 0 {
+                let text = ids.unwrap_or_default();
+                stamp = Some(text.parse::<i64>().map_err(|e| internal(format!("match-key stamp {text:?}: {e}")))?);
+                continue;
+            }
+            let i = usize::try_from(i).ok().and_then(|i| chunk.get(i)).copied().ok_or_else(|| internal("block row"))?;
+            for id in ids.iter().flat_map(|ids| ids.split(',')) {
+                out.push((i, Uuid::parse_str(id).map_err(internal)?));
+            }
         }
     }
     out.sort();

@@ -2187,10 +2187,13 @@ pub async fn match_keys_find_active_candidates(store: DynStore) {
     assert_eq!(store.stamped_match_blocks(OBJ, &keys).await.expect("match"), (stamp, blocks.clone()));
     assert_eq!(store.stamped_match_blocks(OBJ, &[]).await.expect("match"), (stamp, vec![]));
     assert_eq!(store.stamped_match_blocks("companies", &keys).await.expect("match"), (0, vec![]));
-    // More keys than one statement takes (SQLite reads them in several): all found, one stamp.
-    let mut many: Vec<Vec<u8>> = (0..450u32).map(|i| format!("none {i}").into_bytes()).collect();
-    many.push(b"k3".to_vec());
-    assert_eq!(store.stamped_match_blocks(OBJ, &many).await.expect("match"), (stamp, vec![(450, c.id)]));
+    // More keys than one statement takes (SQLite reads them in several, in key order: these
+    // two keys sort after every filler, so the last statement finds them): all found at their
+    // positions, one stamp.
+    let mut many: Vec<Vec<u8>> = (0..2500u32).map(|i| format!("filler {i}").into_bytes()).collect();
+    many.insert(1200, b"k3".to_vec());
+    many.push(b"k1".to_vec());
+    assert_eq!(store.stamped_match_blocks(OBJ, &many).await.expect("match"), (stamp, vec![(1200, c.id), (2501, a.id)]));
     // A new write replaces the record's keys; deleted records are no candidates.
     let a2 = successor(&a, json!({ "name": "a2" }));
     write_with_keys(&store, change(WriteAction::Update, &a, &a2), keyed(&a2, &[b"k3"])).await;
