@@ -35,6 +35,8 @@ mod duplicates;
 mod jobs;
 mod mfa;
 mod monitor;
+#[doc(hidden)]
+pub use monitor::AUDIT_RECORD_FILTER;
 mod sql;
 use sql::{Bind, QueryParts};
 
@@ -322,6 +324,60 @@ async fn checkpoint(conn: &mut SqliteConnection) {
     }
 }
 
+/// Audit events the record index may lack before the writer adds them (migration 0023): a
+/// larger batch puts more of its entries on each page it writes, a smaller one keeps shorter
+/// the scan of the events after the mark that the record filter of the audit query adds.
+const AUDIT_RECORD_INDEX_BATCH: i64 = 4096;
+/// How long appended events wait for the record index when fewer than a batch came.
+const AUDIT_RECORD_INDEX_EVERY: Duration = Duration::from_secs(1);
+/// Adds the events after the mark to the record index in record order (so that entries of
+/// one page are written together) and moves the mark, in one transaction sent as one command.
+/// The mark is then read back: another process on the file may have appended too.
+const INDEX_AUDIT_RECORDS_SQL: &str = "BEGIN IMMEDIATE; \
+     INSERT OR IGNORE INTO audit_record_index (record_id, seq) \
+     SELECT record_id, seq FROM audit_events \
+     WHERE seq > COALESCE((SELECT seq FROM audit_record_index_mark), 0) AND record_id IS NOT NULL \
+     ORDER BY record_id, seq; \
+     INSERT INTO audit_record_index_mark (id, seq) SELECT 1, COALESCE(MAX(seq), 0) FROM audit_events WHERE true \
+     ON CONFLICT (id) DO UPDATE SET seq = max(seq, excluded.seq); \
+     COMMIT; \
+     SELECT seq FROM audit_record_index_mark";
+
+/// Where the writer's record indexing of audit events stands.
+struct RecordIndexing {
+    /// The mark as this writer last moved it (`None` before the first batch).
+    mark: Option<i64>,
+    last: Instant,
+}
+
+impl RecordIndexing {
+    /// Indexes the audit events by record when a batch of them is waiting (counted from the
+    /// head this writer committed last), or when some have waited `AUDIT_RECORD_INDEX_EVERY`
+    /// (or the writer does not know the count). Run after answering a group's jobs.
+    async fn index_if_due(&mut self, conn: &mut SqliteConnection, head: Option<&ChainHead>) {
+        let waited = self.last.elapsed() >= AUDIT_RECORD_INDEX_EVERY;
+        let due = match (head, self.mark) {
+            (Some(head), Some(mark)) => head.seq - mark >= AUDIT_RECORD_INDEX_BATCH || (waited && head.seq > mark),
+            _ => waited,
+        };
+        if due {
+            self.index(conn).await;
+        }
+    }
+
+    async fn index(&mut self, conn: &mut SqliteConnection) {
+        self.last = Instant::now();
+        match sqlx::query_scalar::<_, i64>(INDEX_AUDIT_RECORDS_SQL).fetch_optional(&mut *conn).await {
+            Ok(mark) => self.mark = mark,
+            Err(e) => {
+                // The events stay after the mark, where the record filter still finds them.
+                tracing::warn!(error = %e, "indexing audit events by record failed");
+                let _ = exec(conn, "ROLLBACK").await;
+            }
+        }
+    }
+}
+
 /// The WAL index (the `-shm` file), read by the writer to see how much is left to checkpoint.
 ///
 /// Architecture Invariant: this process never closes a descriptor of the database's files
@@ -381,6 +437,7 @@ async fn writer_loop(mut conn: SqliteConnection, mut rx: mpsc::Receiver<Job>, sh
     let mut last_optimize = Instant::now();
     // The chain head this writer committed last (see `append_reads`).
     let mut known_head: Option<ChainHead> = None;
+    let mut indexing = RecordIndexing { mark: None, last: Instant::now() };
     while let Some(first) = rx.recv().await {
         if last_optimize.elapsed() > OPTIMIZE_EVERY {
             if let Err(e) = sqlx::query(OPTIMIZE_SQL).execute(&mut conn).await {
@@ -396,6 +453,7 @@ async fn writer_loop(mut conn: SqliteConnection, mut rx: mpsc::Receiver<Job>, sh
             }
         }
         run_group(&mut conn, jobs, &mut known_head).await;
+        indexing.index_if_due(&mut conn, known_head.as_ref()).await;
         checkpoint_if_due(&mut conn, &mut shm, &mut last_checkpoint).await;
     }
     checkpoint(&mut conn).await;

@@ -81,6 +81,14 @@ fn outbox_from_row(row: &SqliteRow) -> StoreResult<OutboxRow> {
     })
 }
 
+/// The record filter of the audit query (both parameters the record id): the writer adds events to the
+/// record index in batches (migration 0023), so a record's events are those of the index and
+/// those after its mark, a range of the table's key.
+#[doc(hidden)]
+pub const AUDIT_RECORD_FILTER: &str = "seq IN (SELECT seq FROM audit_record_index WHERE record_id = ? \
+     UNION ALL SELECT seq FROM audit_events \
+     WHERE seq > COALESCE((SELECT seq FROM audit_record_index_mark), 0) AND record_id = ?)";
+
 /// WHERE conditions of an audit query; every filter is an index range on its own.
 fn audit_where(query: &AuditQuery) -> (String, Vec<Bind>) {
     let mut conditions: Vec<&'static str> = Vec::new();
@@ -94,7 +102,8 @@ fn audit_where(query: &AuditQuery) -> (String, Vec<Bind>) {
         binds.push(Bind::Text(o.clone()));
     }
     if let Some(r) = query.record_id {
-        conditions.push("record_id = ?");
+        conditions.push(AUDIT_RECORD_FILTER);
+        binds.push(Bind::Text(r.to_string()));
         binds.push(Bind::Text(r.to_string()));
     }
     match &query.action {

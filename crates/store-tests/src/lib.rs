@@ -350,6 +350,7 @@ macro_rules! conformance_tests {
             sql_metacharacters_are_harmless,
             unusual_values_round_trip,
             audit_query_filters_and_pages,
+            audit_by_record_finds_every_event_of_the_record,
             audit_buckets_count_from_events,
             periodic_jobs_run_once_per_period_one_server_at_a_time,
             alerts_are_unique_per_window_and_acknowledged,

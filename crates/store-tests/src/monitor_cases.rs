@@ -87,6 +87,46 @@ pub async fn audit_query_filters_and_pages(store: DynStore) {
     assert_eq!(seen, all.iter().map(|r| r.seq).collect::<Vec<_>>());
 }
 
+/// A record's events are all found by the record filter, newest first and page by page, however
+/// many events came between them and whenever they were appended: more than one batch of the
+/// SQLite writer's record indexing (4,096 events) comes before the record's last events.
+pub async fn audit_by_record_finds_every_event_of_the_record(store: DynStore) {
+    let actor = Uuid::now_v7();
+    let (record, other) = (Uuid::now_v7(), Uuid::now_v7());
+    let mut expected = Vec::new();
+    for round in 0..3 {
+        let drafts: Vec<AuditDraft> = (0..2500i64)
+            .map(|i| {
+                let r = if i % 97 == round { record } else { other };
+                event("record.view", actor, 1_700_000_000_000_000 + i, Some("contacts"), Some(r))
+            })
+            .collect();
+        let mine: Vec<bool> = drafts.iter().map(|d| d.record_id == Some(record)).collect();
+        let seqs = store.append_audit(drafts).await.expect("append");
+        expected.extend(seqs.into_iter().zip(mine).filter(|(_, m)| *m).map(|(s, _)| s));
+    }
+    let last = store.append_audit(vec![event("record.update", actor, 1, Some("contacts"), Some(record))]).await;
+    expected.extend(last.expect("append"));
+    expected.reverse();
+
+    let mut query = AuditQuery { record_id: Some(record), limit: 9, ..Default::default() };
+    assert_eq!(store.count_audit(&query).await.expect("count"), expected.len() as u64);
+    let mut seen = Vec::new();
+    loop {
+        let rows = store.query_audit(&query).await.expect("page");
+        assert!(rows.iter().all(|r| r.record_id == Some(record)));
+        let Some(end) = rows.last() else { break };
+        query.before_seq = Some(end.seq);
+        seen.extend(rows.iter().map(|r| r.seq));
+    }
+    assert_eq!(seen, expected);
+    // With another filter beside it.
+    query.before_seq = None;
+    query.action = Some(ActionFilter::Exact("record.update".into()));
+    let rows = store.query_audit(&query).await.expect("update");
+    assert_eq!(rows.iter().map(|r| r.seq).collect::<Vec<_>>(), expected[..1].to_vec());
+}
+
 pub async fn audit_buckets_count_from_events(store: DynStore) {
     let (alice, bob) = (Uuid::now_v7(), Uuid::now_v7());
     let (r1, r2, r3) = (Uuid::now_v7(), Uuid::now_v7(), Uuid::now_v7());

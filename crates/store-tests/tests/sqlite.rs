@@ -183,3 +183,70 @@ async fn records_in_database_file(dir: &custodian_store_tests::TestDir) -> i64 {
     }
     last
 }
+
+/// The writer adds audit events to the record index in batches (migration 0023): once more than
+/// a batch was appended it indexes them and moves the mark; the record filter reads the index
+/// for what is before the mark and the table's key range for what is after it (never a scan of
+/// the whole log), and finds the record's events on both sides.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_writer_indexes_audit_events_by_record_in_batches() {
+    use custodian_store::AuditQuery;
+    let (store, dir) = custodian_store_tests::sqlite_test_store().await;
+    let record = uuid::Uuid::now_v7();
+    let draft = |r: Option<uuid::Uuid>| {
+        let mut d = AuditDraft::new("record.view");
+        d.object = Some("contacts".into());
+        d.record_id = r;
+        d
+    };
+    let drafts: Vec<AuditDraft> =
+        (0..5000).map(|i| draft(if i % 100 == 0 { Some(record) } else { Some(uuid::Uuid::now_v7()) })).collect();
+    let first = store.append_audit(drafts).await.unwrap();
+    let url = format!("sqlite://{}", dir.database_file().display());
+    let mut conn = sqlx::SqliteConnection::connect(&url).await.unwrap();
+    let mut mark = 0;
+    for _ in 0..100 {
+        // Indexing follows the answer to the append: wait for it (any later group runs it too).
+        store.append_audit(vec![draft(None)]).await.unwrap();
+        mark =
+            sqlx::query_scalar::<_, i64>("SELECT seq FROM audit_record_index_mark").fetch_one(&mut conn).await.unwrap();
+        if mark >= first[4999] {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(mark >= first[4999], "the batch was indexed (mark {mark})");
+    let indexed: i64 = sqlx::query_scalar("SELECT count(*) FROM audit_record_index WHERE record_id = ?")
+        .bind(record.to_string())
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(indexed, 50);
+    // Events after the mark: not indexed yet (fewer than a batch, and not a second old).
+    let later = store.append_audit(vec![draft(Some(record)), draft(Some(record))]).await.unwrap();
+    let mut expected: Vec<i64> = first.iter().step_by(100).copied().chain(later).collect();
+    expected.reverse();
+    let query = AuditQuery { record_id: Some(record), limit: 1000, ..Default::default() };
+    let found: Vec<i64> = store.query_audit(&query).await.unwrap().iter().map(|r| r.seq).collect();
+    assert_eq!(found, expected);
+    assert_eq!(store.count_audit(&query).await.unwrap(), 52);
+
+    let explain = format!(
+        "EXPLAIN QUERY PLAN SELECT * FROM audit_events WHERE {} ORDER BY seq DESC LIMIT 10",
+        custodian_store_sqlite::AUDIT_RECORD_FILTER
+    );
+    let plan: Vec<String> = sqlx::query_as::<_, (i64, i64, i64, String)>(sqlx::AssertSqlSafe(explain))
+        .bind(record.to_string())
+        .bind(record.to_string())
+        .fetch_all(&mut conn)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|row| row.3)
+        .collect();
+    let plan = plan.join(" | ");
+    assert!(plan.contains("SEARCH audit_record_index USING PRIMARY KEY (record_id=?)"), "{plan}");
+    assert!(plan.contains("SEARCH audit_events USING INTEGER PRIMARY KEY (rowid>?)"), "{plan}");
+    assert!(!plan.contains("SCAN audit_events"), "{plan}");
+    conn.close().await.unwrap();
+}
