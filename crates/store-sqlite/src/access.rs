@@ -1,12 +1,13 @@
 //! Custom roles, time-boxed grants and login-failure counters of the SQLite store. Mutations
 //! run in the writer task (one savepoint each, like every other job), with their audit events.
 
+use crate::read_pool::ReadPool;
 use crate::{
     ChainHead, OpOut, append_events, internal, is_unique_violation, map_sqlx, opt_uuid, opt_uuid_col, uuid_col,
 };
 use custodian_store::{AuditDraft, GrantRow, LoginCounterRow, RoleRow, StoreError, StoreResult};
 use sqlx::sqlite::SqliteRow;
-use sqlx::{Row, SqliteConnection, SqlitePool};
+use sqlx::{Row, SqliteConnection};
 use uuid::Uuid;
 
 /// A user may be given a built-in role or a custom role that exists. Runs in the one writer,
@@ -186,8 +187,9 @@ fn counter_from_row(row: &SqliteRow) -> StoreResult<LoginCounterRow> {
     })
 }
 
-pub(crate) async fn list_roles(pool: &SqlitePool) -> StoreResult<Vec<RoleRow>> {
-    let rows = sqlx::query("SELECT * FROM roles ORDER BY name").fetch_all(pool).await.map_err(map_sqlx)?;
+pub(crate) async fn list_roles(pool: &ReadPool) -> StoreResult<Vec<RoleRow>> {
+    let rows =
+        sqlx::query("SELECT * FROM roles ORDER BY name").fetch_all(&mut *pool.get().await?).await.map_err(map_sqlx)?;
     rows.iter()
         .map(|row| {
             let def: String = row.try_get("definition").map_err(map_sqlx)?;
@@ -218,35 +220,39 @@ fn grant_from_row(row: &SqliteRow) -> StoreResult<GrantRow> {
     })
 }
 
-pub(crate) async fn list_grants(pool: &SqlitePool, active_at: Option<i64>) -> StoreResult<Vec<GrantRow>> {
+pub(crate) async fn list_grants(pool: &ReadPool, active_at: Option<i64>) -> StoreResult<Vec<GrantRow>> {
     let rows = match active_at {
         Some(now) => sqlx::query(
             "SELECT * FROM access_grants WHERE revoked_at IS NULL AND expires_at > ? ORDER BY created_at DESC, id DESC",
         )
         .bind(now)
-        .fetch_all(pool)
+        .fetch_all(&mut *pool.get().await?)
         .await,
-        None => sqlx::query("SELECT * FROM access_grants ORDER BY created_at DESC, id DESC").fetch_all(pool).await,
+        None => {
+            sqlx::query("SELECT * FROM access_grants ORDER BY created_at DESC, id DESC")
+                .fetch_all(&mut *pool.get().await?)
+                .await
+        }
     }
     .map_err(map_sqlx)?;
     rows.iter().map(grant_from_row).collect()
 }
 
-pub(crate) async fn get_grant(pool: &SqlitePool, id: Uuid) -> StoreResult<Option<GrantRow>> {
+pub(crate) async fn get_grant(pool: &ReadPool, id: Uuid) -> StoreResult<Option<GrantRow>> {
     let row = sqlx::query("SELECT * FROM access_grants WHERE id = ?")
         .bind(id.to_string())
-        .fetch_optional(pool)
+        .fetch_optional(&mut *pool.get().await?)
         .await
         .map_err(map_sqlx)?;
     row.as_ref().map(grant_from_row).transpose()
 }
 
-pub(crate) async fn login_counters(pool: &SqlitePool, keys: &[String]) -> StoreResult<Vec<LoginCounterRow>> {
+pub(crate) async fn login_counters(pool: &ReadPool, keys: &[String]) -> StoreResult<Vec<LoginCounterRow>> {
     let mut out = Vec::with_capacity(keys.len());
     for key in keys {
         let row = sqlx::query("SELECT key, failures, last_failure_at FROM login_failures WHERE key = ?")
             .bind(key)
-            .fetch_optional(pool)
+            .fetch_optional(&mut *pool.get().await?)
             .await
             .map_err(map_sqlx)?;
         if let Some(row) = row {

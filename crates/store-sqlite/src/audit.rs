@@ -2,15 +2,16 @@
 //! verifier reads, and the checkpoint claims (run inside the writer task's transaction, so they
 //! are serialised with every append).
 
+use crate::read_pool::ReadPool;
 use crate::{ChainHead, map_sqlx};
 use custodian_store::audit::{claim_is_stale, plan_checkpoint_claim};
 use custodian_store::{
     AuditChainRow, CheckpointClaimOutcome, CheckpointClaimRequest, CheckpointClaimRow, CheckpointRange, StoreResult,
 };
-use futures::StreamExt;
 use futures::stream::BoxStream;
+use futures::{StreamExt, TryStreamExt};
 use sqlx::sqlite::SqliteRow;
-use sqlx::{AssertSqlSafe, Row, SqliteConnection, SqlitePool};
+use sqlx::{AssertSqlSafe, Row, SqliteConnection};
 
 /// One row per event, in as few columns as possible: the SQLite driver copies every column
 /// value under SQLite's allocator mutex, which is what a million-event verification spends its
@@ -25,7 +26,7 @@ const CHAIN_SQL: &str = "SELECT seq, \
        iif(typeof(action) = 'blob', quote(action), action), iif(typeof(object) = 'blob', quote(object), object), \
        iif(typeof(record_id) = 'blob', quote(record_id), record_id), \
        iif(typeof(request_id) = 'blob', quote(request_id), request_id)) AS meta \
-     FROM audit_events WHERE seq > ? AND seq <= ? ORDER BY seq";
+     FROM audit_events WHERE seq > ? AND seq <= ? ORDER BY seq LIMIT ?";
 
 /// The six repeated columns: `(at, actor_id, action, object, record_id, request_id)`.
 type Meta = (Option<i64>, Option<String>, Option<String>, Option<String>, Option<String>, Option<String>);
@@ -63,17 +64,37 @@ fn chain_row(row: &SqliteRow) -> StoreResult<AuditChainRow> {
     })
 }
 
+/// Events read per statement by `audit_chain`: each page is read on a connection lent for it
+/// (a stream of the whole log would hold one for as long as its reader takes).
+const CHAIN_PAGE: i64 = 10_000;
+
 pub(crate) fn audit_chain(
-    pool: &SqlitePool,
+    pool: &ReadPool,
     after_seq: i64,
     through_seq: Option<i64>,
 ) -> BoxStream<'_, StoreResult<AuditChainRow>> {
-    sqlx::query(CHAIN_SQL)
-        .bind(after_seq)
-        .bind(through_seq.unwrap_or(i64::MAX))
-        .fetch(pool)
-        .map(|r| r.map_err(map_sqlx).and_then(|row| chain_row(&row)))
-        .boxed()
+    let through = through_seq.unwrap_or(i64::MAX);
+    // State: the last sequence number read, or None once a short page ended the log.
+    futures::stream::try_unfold(Some(after_seq), move |after| async move {
+        let Some(after) = after else { return Ok(None) };
+        let rows = sqlx::query(CHAIN_SQL)
+            .bind(after)
+            .bind(through)
+            .bind(CHAIN_PAGE)
+            .fetch_all(&mut *pool.get().await?)
+            .await
+            .map_err(map_sqlx)?;
+        // The key column is an integer whatever else an attacker changed.
+        let last = rows.last().and_then(|row| row.try_get::<i64, _>(0).ok());
+        let next = match last {
+            Some(seq) if rows.len() as i64 == CHAIN_PAGE => Some(seq),
+            _ => None,
+        };
+        let page: Vec<StoreResult<AuditChainRow>> = rows.iter().map(chain_row).collect();
+        Ok(Some((futures::stream::iter(page), next)))
+    })
+    .try_flatten()
+    .boxed()
 }
 
 fn claim_row(row: &SqliteRow) -> StoreResult<CheckpointClaimRow> {
@@ -154,7 +175,7 @@ pub(crate) async fn complete_checkpoint(
 }
 
 pub(crate) async fn list_claims(
-    pool: &SqlitePool,
+    pool: &ReadPool,
     after_seq_from: i64,
     limit: u32,
 ) -> StoreResult<Vec<CheckpointClaimRow>> {
@@ -162,6 +183,10 @@ pub(crate) async fn list_claims(
         "SELECT * FROM audit_checkpoint_claims WHERE seq_from > ? ORDER BY seq_from LIMIT {}",
         limit.clamp(1, 100_000)
     );
-    let rows = sqlx::query(AssertSqlSafe(text)).bind(after_seq_from).fetch_all(pool).await.map_err(map_sqlx)?;
+    let rows = sqlx::query(AssertSqlSafe(text))
+        .bind(after_seq_from)
+        .fetch_all(&mut *pool.get().await?)
+        .await
+        .map_err(map_sqlx)?;
     rows.iter().map(claim_row).collect()
 }

@@ -1,6 +1,7 @@
 //! Duplicate work in the SQLite store: match keys and merge rows written inside the writer's
 //! transaction (as part of a `WriteBatch`), scan jobs, candidates and dismissals.
 
+use crate::read_pool::ReadPool;
 use crate::{ChainHead, append_events, internal, map_sqlx, opt_uuid, opt_uuid_col, parse_uuid, uuid_col};
 use custodian_store::{
     AuditDraft, CandidateRow, DismissalRow, GuardScan, MATCH_BLOCK_CAP, MatchKeySet, MergeChange, MergeRow,
@@ -8,7 +9,7 @@ use custodian_store::{
 };
 use serde_json::Value;
 use sqlx::sqlite::SqliteRow;
-use sqlx::{AssertSqlSafe, Row, SqliteConnection, SqlitePool};
+use sqlx::{AssertSqlSafe, Row, SqliteConnection};
 use std::collections::{BTreeMap, HashSet};
 use uuid::Uuid;
 
@@ -104,10 +105,10 @@ pub(crate) async fn next_stamp(conn: &mut SqliteConnection, object: &str) -> Sto
     .map_err(map_sqlx)
 }
 
-pub(crate) async fn match_key_stamp(pool: &SqlitePool, object: &str) -> StoreResult<i64> {
+pub(crate) async fn match_key_stamp(pool: &ReadPool, object: &str) -> StoreResult<i64> {
     sqlx::query_scalar("SELECT coalesce((SELECT stamp FROM match_key_stamps WHERE object = ?), 0)")
         .bind(object)
-        .fetch_one(pool)
+        .fetch_one(&mut *pool.get().await?)
         .await
         .map_err(map_sqlx)
 }
@@ -365,14 +366,14 @@ pub(crate) async fn dismiss_candidate(
 /// row carries up to MATCH_BLOCK_CAP ids), for an import of many thousand records.
 const BLOCK_KEYS_PER_STATEMENT: usize = 1000;
 
-pub(crate) async fn match_blocks(pool: &SqlitePool, object: &str, keys: &[Vec<u8>]) -> StoreResult<Vec<(usize, Uuid)>> {
+pub(crate) async fn match_blocks(pool: &ReadPool, object: &str, keys: &[Vec<u8>]) -> StoreResult<Vec<(usize, Uuid)>> {
     Ok(read_blocks(pool, object, keys, false).await?.1)
 }
 
 /// `Store::stamped_match_blocks`: the stamp is read by the statement of the first keys, in its
 /// snapshot (a later statement can only see more keys, never fewer).
 pub(crate) async fn stamped_match_blocks(
-    pool: &SqlitePool,
+    pool: &ReadPool,
     object: &str,
     keys: &[Vec<u8>],
 ) -> StoreResult<(i64, Vec<(usize, Uuid)>)> {
@@ -398,7 +399,7 @@ pub(crate) async fn stamped_match_blocks(
 /// check's keys in their own order land on a new leaf page each. Neither a join nor an ORDER
 /// BY (keys of deleted records are not kept; the caller sorts).
 async fn read_blocks(
-    pool: &SqlitePool,
+    pool: &ReadPool,
     object: &str,
     keys: &[Vec<u8>],
     with_stamp: bool,
@@ -422,7 +423,7 @@ async fn read_blocks(
         let rows = sqlx::query(AssertSqlSafe(text.as_str()))
             .bind(object)
             .bind(hex_keys)
-            .fetch_all(pool)
+            .fetch_all(&mut *pool.get().await?)
             .await
             .map_err(map_sqlx)?;
         for row in rows {
@@ -449,7 +450,7 @@ async fn read_blocks(
 /// one JSON array (a correlated subquery per pair, as `read_blocks` does). A digest many
 /// records share (a switchboard number, a shared inbox) costs the limit, not its holders.
 pub(crate) async fn find_by_blind_indexes(
-    pool: &SqlitePool,
+    pool: &ReadPool,
     object: &str,
     keys: &[(String, Vec<u8>)],
     limit: u32,
@@ -486,7 +487,12 @@ pub(crate) async fn find_by_blind_indexes(
          WHERE b.object = ?1 AND b.field = j.value ->> 0 AND b.digest = unhex(j.value ->> 1) \
          AND r.deleted_at IS NULL ORDER BY b.record_id LIMIT {limit})) AS ids FROM json_each(?2) AS j"
     );
-    let rows = sqlx::query(AssertSqlSafe(text)).bind(object).bind(pairs).fetch_all(pool).await.map_err(map_sqlx)?;
+    let rows = sqlx::query(AssertSqlSafe(text))
+        .bind(object)
+        .bind(pairs)
+        .fetch_all(&mut *pool.get().await?)
+        .await
+        .map_err(map_sqlx)?;
     for row in rows {
         let n: i64 = row.try_get("n").map_err(map_sqlx)?;
         let Some((_, asked)) = usize::try_from(n).ok().and_then(|n| distinct.get(n)) else {
@@ -508,7 +514,7 @@ pub(crate) async fn find_by_blind_indexes(
 /// the object: the object is written as a literal so the planner can use it) and cut at the
 /// limit in SQL, as one row of comma-joined ids.
 pub(crate) async fn find_by_field_values(
-    pool: &SqlitePool,
+    pool: &ReadPool,
     object: &str,
     keys: &[(String, String)],
     limit: u32,
@@ -536,7 +542,8 @@ pub(crate) async fn find_by_field_values(
         let array = Value::Array(values.iter().map(|(_, v)| Value::from(*v)).collect()).to_string();
         binds.push(crate::sql::Bind::Text(array));
         let q = crate::bind_all(sqlx::query(AssertSqlSafe(text)), binds);
-        for row in q.fetch_all(pool).await.map_err(map_sqlx)? {
+        let rows = q.fetch_all(&mut *pool.get().await?).await.map_err(map_sqlx)?;
+        for row in rows {
             let n: i64 = row.try_get("n").map_err(map_sqlx)?;
             let Some(&(i, _)) = usize::try_from(n).ok().and_then(|n| values.get(n)) else {
                 return Err(internal(format!("unexpected position {n}")));
@@ -552,7 +559,7 @@ pub(crate) async fn find_by_field_values(
 }
 
 pub(crate) async fn dismissed_with(
-    pool: &SqlitePool,
+    pool: &ReadPool,
     object: &str,
     record: Uuid,
     others: &[Uuid],
@@ -565,7 +572,7 @@ pub(crate) async fn dismissed_with(
                 .bind(object)
                 .bind(a.to_string())
                 .bind(b.to_string())
-                .fetch_optional(pool)
+                .fetch_optional(&mut *pool.get().await?)
                 .await
                 .map_err(map_sqlx)?;
         if found.is_some() {
@@ -586,10 +593,10 @@ fn dismissal_from_row(row: &SqliteRow) -> StoreResult<DismissalRow> {
     })
 }
 
-pub(crate) async fn list_dismissals(pool: &SqlitePool, object: &str) -> StoreResult<Vec<DismissalRow>> {
+pub(crate) async fn list_dismissals(pool: &ReadPool, object: &str) -> StoreResult<Vec<DismissalRow>> {
     let rows = sqlx::query("SELECT * FROM duplicate_dismissals WHERE object = ? ORDER BY record_a, record_b")
         .bind(object)
-        .fetch_all(pool)
+        .fetch_all(&mut *pool.get().await?)
         .await
         .map_err(map_sqlx)?;
     rows.iter().map(dismissal_from_row).collect()
@@ -613,10 +620,10 @@ fn job_from_row(row: &SqliteRow) -> StoreResult<ScanJobRow> {
     })
 }
 
-pub(crate) async fn get_scan_job(pool: &SqlitePool, id: Uuid) -> StoreResult<Option<ScanJobRow>> {
+pub(crate) async fn get_scan_job(pool: &ReadPool, id: Uuid) -> StoreResult<Option<ScanJobRow>> {
     let row = sqlx::query("SELECT * FROM duplicate_scan_jobs WHERE id = ?")
         .bind(id.to_string())
-        .fetch_optional(pool)
+        .fetch_optional(&mut *pool.get().await?)
         .await
         .map_err(map_sqlx)?;
     row.as_ref().map(job_from_row).transpose()
@@ -641,7 +648,7 @@ fn candidate_from_row(row: &SqliteRow) -> StoreResult<CandidateRow> {
 }
 
 pub(crate) async fn list_candidates(
-    pool: &SqlitePool,
+    pool: &ReadPool,
     object: &str,
     status: &str,
     after: Option<Uuid>,
@@ -659,25 +666,25 @@ pub(crate) async fn list_candidates(
         .bind(object)
         .bind(status)
         .bind(after.map(|u| u.to_string()).unwrap_or_default())
-        .fetch_all(pool)
+        .fetch_all(&mut *pool.get().await?)
         .await
         .map_err(map_sqlx)?;
     rows.iter().map(candidate_from_row).collect()
 }
 
-pub(crate) async fn get_candidate(pool: &SqlitePool, id: Uuid) -> StoreResult<Option<CandidateRow>> {
+pub(crate) async fn get_candidate(pool: &ReadPool, id: Uuid) -> StoreResult<Option<CandidateRow>> {
     let row = sqlx::query("SELECT * FROM duplicate_candidates WHERE id = ?")
         .bind(id.to_string())
-        .fetch_optional(pool)
+        .fetch_optional(&mut *pool.get().await?)
         .await
         .map_err(map_sqlx)?;
     row.as_ref().map(candidate_from_row).transpose()
 }
 
-pub(crate) async fn get_merge(pool: &SqlitePool, id: Uuid) -> StoreResult<Option<MergeRow>> {
+pub(crate) async fn get_merge(pool: &ReadPool, id: Uuid) -> StoreResult<Option<MergeRow>> {
     let row = sqlx::query("SELECT * FROM merges WHERE id = ?")
         .bind(id.to_string())
-        .fetch_optional(pool)
+        .fetch_optional(&mut *pool.get().await?)
         .await
         .map_err(map_sqlx)?;
     let Some(row) = row else { return Ok(None) };
@@ -696,7 +703,7 @@ pub(crate) async fn get_merge(pool: &SqlitePool, id: Uuid) -> StoreResult<Option
     }))
 }
 
-pub(crate) async fn merged_into(pool: &SqlitePool, object: &str, loser: Uuid) -> StoreResult<Option<Uuid>> {
+pub(crate) async fn merged_into(pool: &ReadPool, object: &str, loser: Uuid) -> StoreResult<Option<Uuid>> {
     let survivor: Option<String> = sqlx::query_scalar(
         "SELECT survivor_id FROM merges WHERE object = ? AND undone_at IS NULL \
          AND EXISTS (SELECT 1 FROM json_each(merges.loser_ids) WHERE json_each.value = ?) \
@@ -704,7 +711,7 @@ pub(crate) async fn merged_into(pool: &SqlitePool, object: &str, loser: Uuid) ->
     )
     .bind(object)
     .bind(loser.to_string())
-    .fetch_optional(pool)
+    .fetch_optional(&mut *pool.get().await?)
     .await
     .map_err(map_sqlx)?;
     parse_uuid(survivor)

@@ -2,13 +2,14 @@
 //! `Op::Jobs`), reads on the read pool. The writer is the only writer, so a claim (a read of
 //! the oldest claimable job and its conditional update) is atomic.
 
+use crate::read_pool::ReadPool;
 use crate::sql::{Bind, QueryParts, push_scope};
 use crate::{ChainHead, OpOut, append_events, internal, map_sqlx, opt_uuid, opt_uuid_col, uuid_col};
 use custodian_store::{
     AuditDraft, FieldRulesRow, JobProgress, JobRow, RowScope, StoreError, StoreResult, ViolationRow,
 };
 use sqlx::sqlite::SqliteRow;
-use sqlx::{AssertSqlSafe, Row, SqliteConnection, SqlitePool};
+use sqlx::{AssertSqlSafe, Row, SqliteConnection};
 use uuid::Uuid;
 
 pub(crate) enum JobsOp {
@@ -252,9 +253,11 @@ async fn save_progress(conn: &mut SqliteConnection, p: JobProgress) -> StoreResu
 
 // ---- reads -------------------------------------------------------------------------------
 
-pub(crate) async fn list_field_rules(pool: &SqlitePool) -> StoreResult<Vec<FieldRulesRow>> {
-    let rows =
-        sqlx::query("SELECT * FROM field_rules ORDER BY object, field").fetch_all(pool).await.map_err(map_sqlx)?;
+pub(crate) async fn list_field_rules(pool: &ReadPool) -> StoreResult<Vec<FieldRulesRow>> {
+    let rows = sqlx::query("SELECT * FROM field_rules ORDER BY object, field")
+        .fetch_all(&mut *pool.get().await?)
+        .await
+        .map_err(map_sqlx)?;
     rows.iter()
         .map(|row| {
             let rules: String = row.try_get("rules").map_err(map_sqlx)?;
@@ -270,17 +273,17 @@ pub(crate) async fn list_field_rules(pool: &SqlitePool) -> StoreResult<Vec<Field
         .collect()
 }
 
-pub(crate) async fn get_job(pool: &SqlitePool, id: Uuid) -> StoreResult<Option<JobRow>> {
+pub(crate) async fn get_job(pool: &ReadPool, id: Uuid) -> StoreResult<Option<JobRow>> {
     let row = sqlx::query("SELECT * FROM jobs WHERE id = ?")
         .bind(id.to_string())
-        .fetch_optional(pool)
+        .fetch_optional(&mut *pool.get().await?)
         .await
         .map_err(map_sqlx)?;
     row.as_ref().map(job_from_row).transpose()
 }
 
 pub(crate) async fn list_violations(
-    pool: &SqlitePool,
+    pool: &ReadPool,
     job_id: Uuid,
     scope: &RowScope,
     after: Option<&ViolationRow>,
@@ -309,7 +312,7 @@ pub(crate) async fn list_violations(
             Bind::Blob(v) => q.bind(v),
         };
     }
-    let rows = q.bind(i64::from(limit)).fetch_all(pool).await.map_err(map_sqlx)?;
+    let rows = q.bind(i64::from(limit)).fetch_all(&mut *pool.get().await?).await.map_err(map_sqlx)?;
     rows.iter()
         .map(|row| {
             Ok(ViolationRow {

@@ -18,10 +18,8 @@ use custodian_store::{
     WrappedKeyRow, WriteAction, WriteBatch,
 };
 use serde_json::{Map, Value, json};
-use sqlx::sqlite::{
-    SqliteArguments, SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
-};
-use sqlx::{AssertSqlSafe, Connection, Row, SqliteConnection, SqlitePool};
+use sqlx::sqlite::{SqliteArguments, SqliteConnectOptions, SqliteJournalMode, SqliteRow, SqliteSynchronous};
+use sqlx::{AssertSqlSafe, Connection, Row, SqliteConnection};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::{Duration, Instant};
@@ -35,16 +33,18 @@ mod duplicates;
 mod jobs;
 mod mfa;
 mod monitor;
+mod read_pool;
 #[doc(hidden)]
 pub use monitor::AUDIT_RECORD_FILTER;
 mod sql;
+use read_pool::ReadPool;
 use sql::{Bind, QueryParts};
 
 /// Most jobs committed in one group transaction.
 const MAX_GROUP: usize = 512;
 
 pub struct SqliteStore {
-    read_pool: SqlitePool,
+    read_pool: ReadPool,
     writer: mpsc::Sender<Job>,
 }
 
@@ -114,18 +114,8 @@ impl SqliteStore {
         drop_field_indexes_before(&mut write_conn).await?;
         // Statistics for the query planner (cheap when they are fresh).
         sqlx::query(OPTIMIZE_SQL).execute(&mut write_conn).await.map_err(map_sqlx)?;
-        let read_pool = SqlitePoolOptions::new()
-            .max_connections(8)
-            .min_connections(1)
-            // A connection to a local file does not go stale; pinging it before each use
-            // doubled the cost of every read (each call is a hop to the driver's thread).
-            .test_before_acquire(false)
-            // Statistics refreshed by the writer reach a connection only when it opens.
-            .max_lifetime(READ_CONNECTION_LIFETIME)
-            .acquire_timeout(Duration::from_secs(10))
-            .connect_with(base.pragma("query_only", "ON"))
-            .await
-            .map_err(map_sqlx)?;
+        // Statistics refreshed by the writer reach a connection only when it opens.
+        let read_pool = ReadPool::connect(base.pragma("query_only", "ON"), 8, READ_CONNECTION_LIFETIME).await?;
         let mut shm = path.as_os_str().to_owned();
         shm.push("-shm");
         let (tx, rx) = mpsc::channel(4096);
@@ -146,13 +136,7 @@ impl SqliteStore {
             .busy_timeout(Duration::from_secs(10))
             .foreign_keys(false)
             .pragma("query_only", "ON");
-        let read_pool = SqlitePoolOptions::new()
-            .max_connections(2)
-            .test_before_acquire(false)
-            .acquire_timeout(Duration::from_secs(10))
-            .connect_with(options)
-            .await
-            .map_err(map_sqlx)?;
+        let read_pool = ReadPool::connect(options, 2, READ_CONNECTION_LIFETIME).await?;
         // A writer that has stopped: every write is refused.
         let (writer, _) = mpsc::channel(1);
         Ok(SqliteStore { read_pool, writer })
@@ -1280,7 +1264,7 @@ impl Store for SqliteStore {
     }
 
     async fn health(&self) -> StoreResult<()> {
-        sqlx::query("SELECT 1").execute(&self.read_pool).await.map_err(map_sqlx).map(|_| ())
+        sqlx::query("SELECT 1").execute(&mut *self.read_pool.get().await?).await.map_err(map_sqlx).map(|_| ())
     }
 
     async fn backup_copy(&self, dest: &std::path::Path) -> StoreResult<()> {
@@ -1288,11 +1272,12 @@ impl Store for SqliteStore {
         // Read connections refuse every write (query_only), the copy's file included: this one
         // is let out for the copy and never goes back to the pool unless it is guarded again.
         let dest = dest.to_str().ok_or_else(|| internal("the backup path is not valid UTF-8"))?;
-        let mut conn = self.read_pool.acquire().await.map_err(map_sqlx)?;
+        let mut conn = self.read_pool.get().await?;
+        conn.set_reusable(false);
         sqlx::query("PRAGMA query_only = OFF").execute(&mut *conn).await.map_err(map_sqlx)?;
         let copied = sqlx::query("VACUUM INTO ?").bind(dest).execute(&mut *conn).await.map_err(map_sqlx);
-        if sqlx::query("PRAGMA query_only = ON").execute(&mut *conn).await.is_err() {
-            drop(conn.detach());
+        if sqlx::query("PRAGMA query_only = ON").execute(&mut *conn).await.is_ok() {
+            conn.set_reusable(true);
         }
         copied.map(|_| ())
     }
@@ -1314,7 +1299,7 @@ impl Store for SqliteStore {
         let (where_sql, binds) = parts.finish_where();
         let text = format!("SELECT {RECORD_COLUMNS} FROM records r WHERE {where_sql}");
         let row = bind_all(sqlx::query(AssertSqlSafe(text)), binds)
-            .fetch_optional(&self.read_pool)
+            .fetch_optional(&mut *self.read_pool.get().await?)
             .await
             .map_err(map_sqlx)?;
         row.as_ref().map(record_from_row).transpose()
@@ -1334,7 +1319,7 @@ impl Store for SqliteStore {
             let mut binds = binds;
             binds.extend(chunk.iter().map(|id| Bind::Text(id.to_string())));
             let q = bind_all(sqlx::query(AssertSqlSafe(text)), binds);
-            for row in q.fetch_all(&self.read_pool).await.map_err(map_sqlx)? {
+            for row in q.fetch_all(&mut *self.read_pool.get().await?).await.map_err(map_sqlx)? {
                 out.push((uuid_col(&row, "id")?, row.try_get("version").map_err(map_sqlx)?));
             }
         }
@@ -1360,7 +1345,7 @@ impl Store for SqliteStore {
         )
         .bind(Value::Array(keys).to_string())
         .bind(object)
-        .fetch_all(&self.read_pool)
+        .fetch_all(&mut *self.read_pool.get().await?)
         .await
         .map_err(map_sqlx)?;
         rows.iter()
@@ -1377,8 +1362,10 @@ impl Store for SqliteStore {
 
     async fn list_records(&self, query: &ListQuery) -> StoreResult<RecordPage> {
         let (text, binds, sort, limit) = list_sql(query)?;
-        let rows =
-            bind_all(sqlx::query(AssertSqlSafe(text)), binds).fetch_all(&self.read_pool).await.map_err(map_sqlx)?;
+        let rows = bind_all(sqlx::query(AssertSqlSafe(text)), binds)
+            .fetch_all(&mut *self.read_pool.get().await?)
+            .await
+            .map_err(map_sqlx)?;
         let mut items = Vec::with_capacity(rows.len());
         let mut keys = Vec::with_capacity(rows.len());
         for row in rows.iter().take(limit as usize) {
@@ -1401,8 +1388,10 @@ impl Store for SqliteStore {
         sql::push_list_conditions(&mut parts, query)?;
         let (where_sql, binds) = parts.finish_where();
         let text = format!("SELECT COUNT(*) AS n FROM records r WHERE {where_sql}");
-        let row =
-            bind_all(sqlx::query(AssertSqlSafe(text)), binds).fetch_one(&self.read_pool).await.map_err(map_sqlx)?;
+        let row = bind_all(sqlx::query(AssertSqlSafe(text)), binds)
+            .fetch_one(&mut *self.read_pool.get().await?)
+            .await
+            .map_err(map_sqlx)?;
         let n: i64 = row.try_get("n").map_err(map_sqlx)?;
         Ok(n.max(0) as u64)
     }
@@ -1416,7 +1405,7 @@ impl Store for SqliteStore {
             .bind(id.to_string())
             .bind(object)
             .bind(after)
-            .fetch_all(&self.read_pool)
+            .fetch_all(&mut *self.read_pool.get().await?)
             .await
             .map_err(map_sqlx)?;
         rows.iter().map(version_from_row).collect()
@@ -1427,7 +1416,7 @@ impl Store for SqliteStore {
             .bind(id.to_string())
             .bind(object)
             .bind(version)
-            .fetch_optional(&self.read_pool)
+            .fetch_optional(&mut *self.read_pool.get().await?)
             .await
             .map_err(map_sqlx)?;
         row.as_ref().map(version_from_row).transpose()
@@ -1441,7 +1430,7 @@ impl Store for SqliteStore {
         .bind(id.to_string())
         .bind(at)
         .bind(object)
-        .fetch_optional(&self.read_pool)
+        .fetch_optional(&mut *self.read_pool.get().await?)
         .await
         .map_err(map_sqlx)?;
         row.as_ref().map(version_from_row).transpose()
@@ -1476,8 +1465,11 @@ impl Store for SqliteStore {
     async fn list_audit(&self, after_seq: i64, limit: u32) -> StoreResult<Vec<AuditRow>> {
         let text =
             format!("SELECT * FROM audit_events WHERE seq > ? ORDER BY seq ASC LIMIT {}", limit.clamp(1, 100_000));
-        let rows =
-            sqlx::query(AssertSqlSafe(text)).bind(after_seq).fetch_all(&self.read_pool).await.map_err(map_sqlx)?;
+        let rows = sqlx::query(AssertSqlSafe(text))
+            .bind(after_seq)
+            .fetch_all(&mut *self.read_pool.get().await?)
+            .await
+            .map_err(map_sqlx)?;
         rows.iter().map(audit_from_row).collect()
     }
 
@@ -1491,7 +1483,7 @@ impl Store for SqliteStore {
 
     async fn audit_max_seq(&self) -> StoreResult<i64> {
         sqlx::query_scalar("SELECT COALESCE(MAX(seq), 0) FROM audit_events")
-            .fetch_one(&self.read_pool)
+            .fetch_one(&mut *self.read_pool.get().await?)
             .await
             .map_err(map_sqlx)
     }
@@ -1534,7 +1526,7 @@ impl Store for SqliteStore {
 
     async fn list_custom_fields(&self) -> StoreResult<Vec<CustomFieldRow>> {
         let rows = sqlx::query("SELECT * FROM custom_fields ORDER BY created_at, object, name")
-            .fetch_all(&self.read_pool)
+            .fetch_all(&mut *self.read_pool.get().await?)
             .await
             .map_err(map_sqlx)?;
         rows.iter()
@@ -1556,7 +1548,7 @@ impl Store for SqliteStore {
 
     async fn list_wrapped_keys(&self) -> StoreResult<Vec<WrappedKeyRow>> {
         let rows = sqlx::query("SELECT label, wrapped FROM wrapped_keys ORDER BY label")
-            .fetch_all(&self.read_pool)
+            .fetch_all(&mut *self.read_pool.get().await?)
             .await
             .map_err(map_sqlx)?;
         rows.iter()
@@ -1583,7 +1575,7 @@ impl Store for SqliteStore {
     async fn get_user(&self, id: Uuid) -> StoreResult<Option<UserRow>> {
         let row = sqlx::query("SELECT * FROM users WHERE id = ?")
             .bind(id.to_string())
-            .fetch_optional(&self.read_pool)
+            .fetch_optional(&mut *self.read_pool.get().await?)
             .await
             .map_err(map_sqlx)?;
         row.as_ref().map(user_from_row).transpose()
@@ -1592,21 +1584,25 @@ impl Store for SqliteStore {
     async fn get_user_by_username(&self, username: &str) -> StoreResult<Option<UserRow>> {
         let row = sqlx::query("SELECT * FROM users WHERE username = ?")
             .bind(username)
-            .fetch_optional(&self.read_pool)
+            .fetch_optional(&mut *self.read_pool.get().await?)
             .await
             .map_err(map_sqlx)?;
         row.as_ref().map(user_from_row).transpose()
     }
 
     async fn list_users(&self) -> StoreResult<Vec<UserRow>> {
-        let rows =
-            sqlx::query("SELECT * FROM users ORDER BY username").fetch_all(&self.read_pool).await.map_err(map_sqlx)?;
+        let rows = sqlx::query("SELECT * FROM users ORDER BY username")
+            .fetch_all(&mut *self.read_pool.get().await?)
+            .await
+            .map_err(map_sqlx)?;
         rows.iter().map(user_from_row).collect()
     }
 
     async fn count_users(&self) -> StoreResult<u64> {
-        let n: i64 =
-            sqlx::query_scalar("SELECT COUNT(*) FROM users").fetch_one(&self.read_pool).await.map_err(map_sqlx)?;
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM users")
+            .fetch_one(&mut *self.read_pool.get().await?)
+            .await
+            .map_err(map_sqlx)?;
         Ok(n.max(0) as u64)
     }
 
@@ -1616,7 +1612,7 @@ impl Store for SqliteStore {
 
     async fn list_departments(&self) -> StoreResult<Vec<DepartmentRow>> {
         let rows = sqlx::query("SELECT * FROM departments ORDER BY created_at, id")
-            .fetch_all(&self.read_pool)
+            .fetch_all(&mut *self.read_pool.get().await?)
             .await
             .map_err(map_sqlx)?;
         rows.iter()
@@ -1645,7 +1641,7 @@ impl Store for SqliteStore {
 
     async fn list_teams(&self) -> StoreResult<Vec<TeamRow>> {
         let rows = sqlx::query("SELECT * FROM teams ORDER BY created_at, id")
-            .fetch_all(&self.read_pool)
+            .fetch_all(&mut *self.read_pool.get().await?)
             .await
             .map_err(map_sqlx)?;
         rows.iter()
@@ -1667,7 +1663,7 @@ impl Store for SqliteStore {
     async fn get_session(&self, token_hash: &str) -> StoreResult<Option<SessionRow>> {
         let row = sqlx::query("SELECT * FROM sessions WHERE token_hash = ?")
             .bind(token_hash)
-            .fetch_optional(&self.read_pool)
+            .fetch_optional(&mut *self.read_pool.get().await?)
             .await
             .map_err(map_sqlx)?;
         row.as_ref().map(session_from_row).transpose()
@@ -1679,7 +1675,7 @@ impl Store for SqliteStore {
              FROM sessions s JOIN users u ON u.id = s.user_id WHERE s.token_hash = ?",
         )
         .bind(token_hash)
-        .fetch_optional(&self.read_pool)
+        .fetch_optional(&mut *self.read_pool.get().await?)
         .await
         .map_err(map_sqlx)?;
         row.as_ref().map(|r| Ok((session_from_row(r)?, user_from_columns(r, "u_")?))).transpose()
@@ -1688,7 +1684,7 @@ impl Store for SqliteStore {
     async fn list_user_sessions(&self, user_id: Uuid) -> StoreResult<Vec<SessionRow>> {
         let rows = sqlx::query("SELECT * FROM sessions WHERE user_id = ? ORDER BY created_at DESC")
             .bind(user_id.to_string())
-            .fetch_all(&self.read_pool)
+            .fetch_all(&mut *self.read_pool.get().await?)
             .await
             .map_err(map_sqlx)?;
         rows.iter().map(session_from_row).collect()
@@ -1710,7 +1706,7 @@ impl Store for SqliteStore {
             "SELECT actor_id, action, COUNT(*) AS n FROM audit_events WHERE at >= ? GROUP BY actor_id, action",
         )
         .bind(since)
-        .fetch_all(&self.read_pool)
+        .fetch_all(&mut *self.read_pool.get().await?)
         .await
         .map_err(map_sqlx)?;
         rows.iter()
@@ -2017,7 +2013,10 @@ impl Store for SqliteStore {
     }
 
     async fn cache_epoch(&self) -> StoreResult<i64> {
-        sqlx::query_scalar("SELECT n FROM cache_epoch WHERE id = 1").fetch_one(&self.read_pool).await.map_err(map_sqlx)
+        sqlx::query_scalar("SELECT n FROM cache_epoch WHERE id = 1")
+            .fetch_one(&mut *self.read_pool.get().await?)
+            .await
+            .map_err(map_sqlx)
     }
 
     async fn list_grants(&self, active_at: Option<i64>) -> StoreResult<Vec<GrantRow>> {
@@ -2076,7 +2075,7 @@ mod tests {
     async fn plan(store: &SqliteStore, query: &ListQuery) -> Vec<String> {
         let (text, binds, _, _) = list_sql(query).expect("sql");
         bind_all(sqlx::query(AssertSqlSafe(format!("EXPLAIN QUERY PLAN {text}"))), binds)
-            .fetch_all(&store.read_pool)
+            .fetch_all(&mut *store.read_pool.get().await.expect("read"))
             .await
             .expect("plan")
             .iter()
@@ -2116,7 +2115,7 @@ mod tests {
         conn.close().await.expect("close");
         // A connection loads the statistics when it opens: the read pool's connections are
         // replaced within READ_CONNECTION_LIFETIME; a new one plans with the index.
-        assert_eq!(store.read_pool.options().get_max_lifetime(), Some(READ_CONNECTION_LIFETIME));
+        assert_eq!(store.read_pool.lifetime(), READ_CONNECTION_LIFETIME);
         store.read_pool.close().await;
         let store = SqliteStore::open_with(&path, Durability::Normal).await.expect("reopen");
         let index = custodian_store::field_index_name("companies", &["uscc".to_owned()]);
@@ -2161,7 +2160,7 @@ mod tests {
         let store = SqliteStore::open_with(&path, Durability::Normal).await.expect("reopen");
         let indexes: Vec<String> =
             sqlx::query_scalar("SELECT name FROM sqlite_master WHERE type = 'index' AND name LIKE 'fx%'")
-                .fetch_all(&store.read_pool)
+                .fetch_all(&mut *store.read_pool.get().await.expect("read"))
                 .await
                 .expect("indexes");
         assert_eq!(indexes, vec![custodian_store::field_index_name("leads", &["status".to_owned()])]);

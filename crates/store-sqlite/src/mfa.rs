@@ -2,10 +2,11 @@
 //! window of sessions. Mutations run in the writer task (one savepoint each, like every other
 //! job), so a consumed factor, its effect and its audit events commit or roll back together.
 
+use crate::read_pool::ReadPool;
 use crate::{ChainHead, OpOut, append_events, insert_session, map_sqlx, uuid_col};
 use custodian_store::{AuditDraft, MfaChallengeRow, MfaEffect, MfaFactor, StoreError, StoreResult, UserMfaRow};
 use sqlx::sqlite::SqliteRow;
-use sqlx::{Row, SqliteConnection, SqlitePool};
+use sqlx::{Row, SqliteConnection};
 use uuid::Uuid;
 
 /// MFA jobs for the writer task.
@@ -183,22 +184,22 @@ fn mfa_from_row(row: &SqliteRow) -> StoreResult<UserMfaRow> {
     })
 }
 
-pub(crate) async fn get_user_mfa(pool: &SqlitePool, user_id: Uuid) -> StoreResult<Option<UserMfaRow>> {
+pub(crate) async fn get_user_mfa(pool: &ReadPool, user_id: Uuid) -> StoreResult<Option<UserMfaRow>> {
     let row = sqlx::query(
         "SELECT m.*, (SELECT COUNT(*) FROM mfa_recovery_codes c WHERE c.user_id = m.user_id AND c.used_at IS NULL) \
          AS codes_left FROM user_mfa m WHERE m.user_id = ?",
     )
     .bind(user_id.to_string())
-    .fetch_optional(pool)
+    .fetch_optional(&mut *pool.get().await?)
     .await
     .map_err(map_sqlx)?;
     row.as_ref().map(mfa_from_row).transpose()
 }
 
-pub(crate) async fn get_mfa_challenge(pool: &SqlitePool, hash: &str) -> StoreResult<Option<MfaChallengeRow>> {
+pub(crate) async fn get_mfa_challenge(pool: &ReadPool, hash: &str) -> StoreResult<Option<MfaChallengeRow>> {
     let row = sqlx::query("SELECT * FROM mfa_challenges WHERE challenge_hash = ?")
         .bind(hash)
-        .fetch_optional(pool)
+        .fetch_optional(&mut *pool.get().await?)
         .await
         .map_err(map_sqlx)?;
     row.map(|row| {

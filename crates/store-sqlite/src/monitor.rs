@@ -2,6 +2,7 @@
 //! the read pool; every write runs in the writer task (`MonitorOp`), inside the group
 //! transaction, so alerts and their outbox messages commit with their audit events.
 
+use crate::read_pool::ReadPool;
 use crate::sql::Bind;
 use crate::{ChainHead, append_events, audit_from_row, bind_all, internal, map_sqlx, opt_uuid_col, uuid_col};
 use custodian_store::monitor::prefix_upper_bound;
@@ -11,7 +12,7 @@ use custodian_store::{
 };
 use serde_json::Value;
 use sqlx::sqlite::SqliteRow;
-use sqlx::{AssertSqlSafe, Row, SqliteConnection, SqlitePool};
+use sqlx::{AssertSqlSafe, Row, SqliteConnection};
 use uuid::Uuid;
 
 pub(crate) enum MonitorOp {
@@ -137,23 +138,25 @@ fn audit_where(query: &AuditQuery) -> (String, Vec<Bind>) {
     (sql, binds)
 }
 
-pub(crate) async fn query_audit(pool: &SqlitePool, query: &AuditQuery) -> StoreResult<Vec<AuditRow>> {
+pub(crate) async fn query_audit(pool: &ReadPool, query: &AuditQuery) -> StoreResult<Vec<AuditRow>> {
     let (where_sql, mut binds) = audit_where(query);
     binds.push(Bind::Int(i64::from(query.limit.clamp(1, 1000))));
     let text = format!("SELECT * FROM audit_events WHERE {where_sql} ORDER BY seq DESC LIMIT ?");
-    let rows = bind_all(sqlx::query(AssertSqlSafe(text)), binds).fetch_all(pool).await.map_err(map_sqlx)?;
+    let rows =
+        bind_all(sqlx::query(AssertSqlSafe(text)), binds).fetch_all(&mut *pool.get().await?).await.map_err(map_sqlx)?;
     rows.iter().map(audit_from_row).collect()
 }
 
-pub(crate) async fn count_audit(pool: &SqlitePool, query: &AuditQuery) -> StoreResult<u64> {
+pub(crate) async fn count_audit(pool: &ReadPool, query: &AuditQuery) -> StoreResult<u64> {
     let (where_sql, binds) = audit_where(query);
     let text = format!("SELECT COUNT(*) AS n FROM audit_events WHERE {where_sql}");
-    let row = bind_all(sqlx::query(AssertSqlSafe(text)), binds).fetch_one(pool).await.map_err(map_sqlx)?;
+    let row =
+        bind_all(sqlx::query(AssertSqlSafe(text)), binds).fetch_one(&mut *pool.get().await?).await.map_err(map_sqlx)?;
     let n: i64 = row.try_get("n").map_err(map_sqlx)?;
     Ok(n.max(0) as u64)
 }
 
-pub(crate) async fn audit_buckets(pool: &SqlitePool, query: &BucketQuery) -> StoreResult<Vec<Bucket>> {
+pub(crate) async fn audit_buckets(pool: &ReadPool, query: &BucketQuery) -> StoreResult<Vec<Bucket>> {
     if query.actions.is_empty() || query.bucket_micros <= 0 || query.until <= query.since {
         return Ok(Vec::new());
     }
@@ -177,7 +180,8 @@ pub(crate) async fn audit_buckets(pool: &SqlitePool, query: &BucketQuery) -> Sto
     binds.extend(query.actions.iter().map(|a| Bind::Text(a.clone())));
     binds.push(Bind::Int(query.since));
     binds.push(Bind::Int(query.until));
-    let rows = bind_all(sqlx::query(AssertSqlSafe(text)), binds).fetch_all(pool).await.map_err(map_sqlx)?;
+    let rows =
+        bind_all(sqlx::query(AssertSqlSafe(text)), binds).fetch_all(&mut *pool.get().await?).await.map_err(map_sqlx)?;
     rows.iter()
         .map(|r| {
             Ok((r.try_get::<i64, _>("bucket").map_err(map_sqlx)?, r.try_get::<i64, _>("value").map_err(map_sqlx)?))
@@ -189,7 +193,7 @@ pub(crate) async fn audit_buckets(pool: &SqlitePool, query: &BucketQuery) -> Sto
 /// window, which reads every event in it (millions in an hour of audited reads): the distinct
 /// actors of the whole log are walked through the (actor_id, …) index — one seek each, and
 /// there are as many as there are users — and each is asked for one event in the window.
-pub(crate) async fn active_actors(pool: &SqlitePool, since: i64, actions: &[String]) -> StoreResult<Vec<Uuid>> {
+pub(crate) async fn active_actors(pool: &ReadPool, since: i64, actions: &[String]) -> StoreResult<Vec<Uuid>> {
     let mut text = "WITH RECURSIVE actors(id) AS ( \
          SELECT (SELECT min(actor_id) FROM audit_events WHERE actor_id IS NOT NULL) \
          UNION ALL \
@@ -204,12 +208,16 @@ pub(crate) async fn active_actors(pool: &SqlitePool, since: i64, actions: &[Stri
         binds.extend(actions.iter().map(|a| Bind::Text(a.clone())));
     }
     text.push(')');
-    let rows = bind_all(sqlx::query(AssertSqlSafe(text)), binds).fetch_all(pool).await.map_err(map_sqlx)?;
+    let rows =
+        bind_all(sqlx::query(AssertSqlSafe(text)), binds).fetch_all(&mut *pool.get().await?).await.map_err(map_sqlx)?;
     rows.iter().map(|r| uuid_col(r, "actor_id")).collect()
 }
 
-pub(crate) async fn list_rules(pool: &SqlitePool) -> StoreResult<Vec<AlertRuleRow>> {
-    let rows = sqlx::query("SELECT * FROM alert_rules ORDER BY metric").fetch_all(pool).await.map_err(map_sqlx)?;
+pub(crate) async fn list_rules(pool: &ReadPool) -> StoreResult<Vec<AlertRuleRow>> {
+    let rows = sqlx::query("SELECT * FROM alert_rules ORDER BY metric")
+        .fetch_all(&mut *pool.get().await?)
+        .await
+        .map_err(map_sqlx)?;
     rows.iter()
         .map(|r| {
             Ok(AlertRuleRow {
@@ -222,7 +230,7 @@ pub(crate) async fn list_rules(pool: &SqlitePool) -> StoreResult<Vec<AlertRuleRo
 }
 
 pub(crate) async fn list_alerts(
-    pool: &SqlitePool,
+    pool: &ReadPool,
     before: Option<(i64, Uuid)>,
     limit: u32,
 ) -> StoreResult<Vec<AlertRow>> {
@@ -238,14 +246,14 @@ pub(crate) async fn list_alerts(
         .bind(id.to_string())
         .bind(limit),
     }
-    .fetch_all(pool)
+    .fetch_all(&mut *pool.get().await?)
     .await
     .map_err(map_sqlx)?;
     rows.iter().map(alert_from_row).collect()
 }
 
 pub(crate) async fn list_notifications(
-    pool: &SqlitePool,
+    pool: &ReadPool,
     user_id: Uuid,
     before: Option<(i64, Uuid)>,
     limit: u32,
@@ -265,16 +273,16 @@ pub(crate) async fn list_notifications(
         .bind(id.to_string())
         .bind(limit),
     }
-    .fetch_all(pool)
+    .fetch_all(&mut *pool.get().await?)
     .await
     .map_err(map_sqlx)?;
     rows.iter().map(notification_from_row).collect()
 }
 
-pub(crate) async fn list_outbox(pool: &SqlitePool, limit: u32) -> StoreResult<Vec<OutboxRow>> {
+pub(crate) async fn list_outbox(pool: &ReadPool, limit: u32) -> StoreResult<Vec<OutboxRow>> {
     let rows = sqlx::query("SELECT * FROM outbox ORDER BY created_at, id LIMIT ?")
         .bind(i64::from(limit.clamp(1, 100_000)))
-        .fetch_all(pool)
+        .fetch_all(&mut *pool.get().await?)
         .await
         .map_err(map_sqlx)?;
     rows.iter().map(outbox_from_row).collect()

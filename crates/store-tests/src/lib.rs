@@ -320,6 +320,7 @@ macro_rules! conformance_tests {
             audit_rows_round_trip,
             audit_chain_is_linear_under_concurrency,
             audit_chain_streams_raw_rows,
+            audit_chain_streams_a_long_log_whole,
             checkpoint_claims_hand_out_consecutive_ranges,
             checkpoint_claims_are_disjoint_under_concurrency,
             filter_text,
