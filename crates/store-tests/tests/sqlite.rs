@@ -250,3 +250,51 @@ async fn the_writer_indexes_audit_events_by_record_in_batches() {
     assert!(!plan.contains("SCAN audit_events"), "{plan}");
     conn.close().await.unwrap();
 }
+
+/// Upgrading a database from before migration 0023 indexes every audit event it holds by record
+/// and drops the per-event index; the record filter then finds them all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn upgrade_indexes_the_audit_events_by_record() {
+    use custodian_store::AuditQuery;
+    let (store, dir) = custodian_store_tests::sqlite_test_store().await;
+    let (record, other) = (uuid::Uuid::now_v7(), uuid::Uuid::now_v7());
+    let drafts: Vec<AuditDraft> = (0..30)
+        .map(|i| {
+            let mut d = AuditDraft::new("record.view");
+            d.record_id = Some(if i % 3 == 0 { record } else { other });
+            d
+        })
+        .collect();
+    let mut expected: Vec<i64> = store.append_audit(drafts).await.unwrap().into_iter().step_by(3).collect();
+    expected.reverse();
+    drop(store);
+    // The database as it was before 0023.
+    let url = format!("sqlite://{}", dir.database_file().display());
+    let mut conn = sqlx::SqliteConnection::connect(&url).await.unwrap();
+    for sql in [
+        "DROP TABLE audit_record_index",
+        "DROP TABLE audit_record_index_mark",
+        "CREATE INDEX audit_events_record ON audit_events (record_id)",
+        "DELETE FROM _sqlx_migrations WHERE version = 23",
+    ] {
+        sqlx::query(sqlx::AssertSqlSafe(sql)).execute(&mut conn).await.unwrap();
+    }
+    conn.close().await.unwrap();
+    let upgraded = custodian_store_sqlite::SqliteStore::open(&dir.database_file()).await.unwrap();
+    let query = AuditQuery { record_id: Some(record), limit: 100, ..Default::default() };
+    let found: Vec<i64> = upgraded.query_audit(&query).await.unwrap().iter().map(|r| r.seq).collect();
+    assert_eq!(found, expected);
+    let mut conn = sqlx::SqliteConnection::connect(&url).await.unwrap();
+    let (indexed, mark): (i64, i64) =
+        sqlx::query_as("SELECT (SELECT count(*) FROM audit_record_index), (SELECT seq FROM audit_record_index_mark)")
+            .fetch_one(&mut conn)
+            .await
+            .unwrap();
+    assert_eq!((indexed, mark), (30, 30));
+    let old: Option<String> = sqlx::query_scalar("SELECT name FROM sqlite_master WHERE name = 'audit_events_record'")
+        .fetch_optional(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(old, None);
+    conn.close().await.unwrap();
+}
