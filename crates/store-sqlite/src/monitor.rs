@@ -82,9 +82,9 @@ fn outbox_from_row(row: &SqliteRow) -> StoreResult<OutboxRow> {
     })
 }
 
-/// The record filter of the audit query (both parameters the record id): the writer adds events to the
-/// record index in batches (migration 0023), so a record's events are those of the index and
-/// those after its mark, a range of the table's key.
+/// The record filter of the audit query (both parameters the record id): the writer adds
+/// events to the record index in batches (migration 0023), so a record's events are those of
+/// the index and those after its mark, a range of the table's key.
 #[doc(hidden)]
 pub const AUDIT_RECORD_FILTER: &str = "seq IN (SELECT seq FROM audit_record_index WHERE record_id = ? \
      UNION ALL SELECT seq FROM audit_events \
