@@ -23,9 +23,7 @@ use crate::map_sqlx;
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// At most `size` connections, opened when first needed, each closed once older than
-/// `lifetime` (a connection plans with the statistics it loaded when it opened). Cloning shares
-/// the connections.
-#[derive(Clone)]
+/// `lifetime` (a connection plans with the statistics it loaded when it opened).
 pub(crate) struct ReadPool(Arc<Inner>);
 
 struct Inner {
@@ -39,6 +37,12 @@ struct Inner {
 struct Idle {
     conn: SqliteConnection,
     opened: Instant,
+}
+
+impl Idle {
+    async fn open(options: &SqliteConnectOptions) -> StoreResult<Idle> {
+        Ok(Idle { conn: options.connect().await.map_err(map_sqlx)?, opened: Instant::now() })
+    }
 }
 
 /// A connection lent by the pool; it goes back when this is dropped.
@@ -57,7 +61,7 @@ impl ReadPool {
         size: usize,
         lifetime: Duration,
     ) -> StoreResult<ReadPool> {
-        let first = Idle { conn: options.connect().await.map_err(map_sqlx)?, opened: Instant::now() };
+        let first = Idle::open(&options).await?;
         Ok(ReadPool(Arc::new(Inner {
             options,
             lifetime,
@@ -75,7 +79,7 @@ impl ReadPool {
         let idle = self.0.idle.lock().map_err(|_| StoreError::Internal("read pool lock poisoned".into()))?.pop();
         let conn = match idle {
             Some(idle) => idle,
-            None => Idle { conn: self.0.options.connect().await.map_err(map_sqlx)?, opened: Instant::now() },
+            None => Idle::open(&self.0.options).await?,
         };
         Ok(ReadConn { conn: Some(conn), reusable: true, pool: self.0.clone(), _permit: permit })
     }
