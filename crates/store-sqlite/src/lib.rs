@@ -1337,17 +1337,21 @@ impl Store for SqliteStore {
         let keys: Vec<Value> = wanted.iter().map(|(id, v)| json!({ "id": id.to_string(), "v": v })).collect();
         // The ids drive the join, each looked up in the `(object, id, version, deleted_at)`
         // index, and the row is visited only for its fields; an unknown version is null, which
-        // equals nothing, so its fields come back.
-        let rows = sqlx::query(
+        // equals nothing, so its fields come back. The object is a literal (`push_object`): a
+        // bound one made SQLite prepare the statement again on every execution.
+        let mut parts = QueryParts::default();
+        sql::push_object(&mut parts, object);
+        let (object_sql, mut binds) = parts.finish_where();
+        let text = format!(
             "SELECT r.id, r.version, CASE WHEN r.version = k.value ->> 'v' THEN NULL ELSE r.fields END AS fields \
              FROM json_each(?) AS k CROSS JOIN records AS r ON r.id = k.value ->> 'id' \
-             WHERE r.object = ? AND r.deleted_at IS NULL",
-        )
-        .bind(Value::Array(keys).to_string())
-        .bind(object)
-        .fetch_all(&mut *self.read_pool.get().await?)
-        .await
-        .map_err(map_sqlx)?;
+             WHERE {object_sql} AND r.deleted_at IS NULL"
+        );
+        binds.insert(0, Bind::Text(Value::Array(keys).to_string()));
+        let rows = bind_all(sqlx::query(AssertSqlSafe(text)), binds)
+            .fetch_all(&mut *self.read_pool.get().await?)
+            .await
+            .map_err(map_sqlx)?;
         rows.iter()
             .map(|row| {
                 let fields: Option<String> = row.try_get("fields").map_err(map_sqlx)?;
