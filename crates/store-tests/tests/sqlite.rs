@@ -132,21 +132,21 @@ async fn upgrade_queues_scans_left_running() {
 }
 
 /// Commits do not copy the WAL into the database file (automatic checkpoints are off); the
-/// writer does, after the group that left 1000 pages to copy, and once more when the store
+/// writer does, after the group that left 8000 pages to copy, and once more when the store
 /// closes. Seen from outside: a copy of the database file without its WAL holds the records.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_writer_copies_the_wal_into_the_database_file() {
     use custodian_store_tests::cases;
     let (store, dir) = custodian_store_tests::sqlite_test_store().await;
     let store: std::sync::Arc<dyn Store> = std::sync::Arc::new(store);
-    // About 1500 pages of 4 KiB.
-    let long = "长".repeat(2000);
+    // About 12,000 pages of 4 KiB: a record and its version take six each.
+    let long = "长".repeat(8000);
     for i in 0..1000 {
         cases::create(&store, serde_json::json!({ "name": format!("张三{i}"), "note": long })).await;
     }
-    // What the last groups left (fewer than 1000 pages) may wait for more writes.
+    // What the last groups left (fewer than 8000 pages) may wait for more writes.
     assert!(records_in_database_file(&dir).await > 0, "copied while the store is open");
-    // Below 1000 pages: copied when the store closes.
+    // Below 8000 pages: copied when the store closes.
     for i in 0..5 {
         cases::create(&store, serde_json::json!({ "name": format!("李四{i}") })).await;
     }
