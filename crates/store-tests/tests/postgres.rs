@@ -530,6 +530,63 @@ async fn searched_lists_are_planned_for_their_terms() {
     assert!(prepared("FROM records r WHERE").await > 0, "plain lists are no longer prepared");
 }
 
+/// The entry check's small look-ups (blocks, blind indexes, strong field values, candidates,
+/// active versions) take their keys as arrays and run on connections that keep one generic
+/// plan per statement: left to PostgreSQL, a custom plan (which knows the array's length)
+/// always looked cheaper, and every execution was planned again over all the indexes of
+/// `records`. A batch's large look-ups stay on the main pool, planned for their arrays.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn entry_check_lookups_are_planned_once() {
+    let Some((_store, db)) = custodian_store_tests::postgres_test_store().await else {
+        return;
+    };
+    // A main pool of four: one look-up connection, which the look at its statements shares.
+    let store = PostgresStore::connect_with_pool_size(db.url(), 4).await.unwrap();
+    let lookups = store.lookup_pool().clone();
+    let store: Arc<dyn Store> = Arc::new(store);
+    let known = cases::create(&store, serde_json::json!({ "name": "张三", "code": "A-1" })).await;
+    for n in 1..=8usize {
+        let ids: Vec<uuid::Uuid> = (0..n).map(|_| uuid::Uuid::now_v7()).chain([known.id]).collect();
+        let wanted: Vec<(uuid::Uuid, Option<i64>)> = ids.iter().map(|id| (*id, None)).collect();
+        let found = store.candidate_fields(cases::OBJ, &wanted).await.unwrap();
+        assert_eq!(found.iter().map(|c| c.id).collect::<Vec<_>>(), vec![known.id]);
+        assert_eq!(store.existing_ids(cases::OBJ, &ids).await.unwrap(), vec![known.id]);
+        let keys: Vec<Vec<u8>> = (0..n).map(|i| vec![i as u8; 32]).collect();
+        store.stamped_match_blocks(cases::OBJ, &keys).await.unwrap();
+        let digests: Vec<(String, Vec<u8>)> = (0..n).map(|i| ("mobile".to_owned(), vec![i as u8; 32])).collect();
+        store.find_by_blind_indexes(cases::OBJ, &digests, 20).await.unwrap();
+        let values: Vec<(String, String)> =
+            (0..n).map(|i| ("code".to_owned(), if i == 0 { "A-1".to_owned() } else { format!("B-{i}") })).collect();
+        let by_value = store.find_by_field_values(cases::OBJ, &values, 20).await.unwrap();
+        assert_eq!(by_value, vec![(0, known.id)]);
+    }
+    let look = || async {
+        let plans: Vec<(String, i64, i64)> = sqlx::query_as(
+            "SELECT statement, generic_plans, custom_plans FROM pg_prepared_statements \
+             WHERE statement NOT LIKE '%pg_prepared_statements%'",
+        )
+        .fetch_all(&lookups)
+        .await
+        .unwrap();
+        plans
+    };
+    let plans = look().await;
+    let checked = ["FROM records", "match_keys", "blind_indexes", "fields #>>"];
+    for needle in checked {
+        assert!(plans.iter().any(|(s, _, _)| s.contains(needle)), "no look-up statement with {needle}: {plans:?}");
+    }
+    for (statement, generic, custom) in &plans {
+        assert_eq!(*custom, 0, "planned for its values: {statement}");
+        assert!(*generic >= 8, "{generic} generic plans of {statement}");
+    }
+    // A batch's look-ups are planned for their arrays, on the main pool.
+    let many: Vec<(uuid::Uuid, Option<i64>)> = (0..500).map(|_| (uuid::Uuid::now_v7(), None)).collect();
+    assert!(store.candidate_fields(cases::OBJ, &many).await.unwrap().is_empty());
+    let keys: Vec<Vec<u8>> = (0..500u32).map(|i| i.to_be_bytes().repeat(8)).collect();
+    store.stamped_match_blocks(cases::OBJ, &keys).await.unwrap();
+    assert_eq!(look().await, plans, "a large look-up ran on the generic-plan connections");
+}
+
 /// Migration 0019 rebuilds each old field index (value alone) as the (value, id) index of the
 /// same field, with the same predicate, and drops the old one: a server running as an
 /// application role cannot create indexes, so the migration (run by the owner) must leave
