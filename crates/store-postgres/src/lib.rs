@@ -70,6 +70,18 @@ fn lookup_pool_size(max_connections: u32) -> u32 {
     (max_connections / 4).max(1)
 }
 
+/// The settings both pools share, for a pool of `max_connections`. No ping before each use (a
+/// round trip per query): a connection broken by a server restart fails its next query (503,
+/// `unavailable`) and is discarded.
+fn pool_options(max_connections: u32) -> PgPoolOptions {
+    PgPoolOptions::new()
+        .max_connections(max_connections)
+        .test_before_acquire(false)
+        .min_connections(0)
+        .acquire_timeout(Duration::from_secs(10))
+        .idle_timeout(Duration::from_secs(300))
+}
+
 /// Migrations embedded at compile time (no database needed to build).
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!();
 
@@ -192,30 +204,15 @@ impl PostgresStore {
         let options = if read_only { options.options([("default_transaction_read_only", "on")]) } else { options };
         let options = plain_on_loopback(url, options);
         let writer_options = options.clone();
-        let lookups = PgPoolOptions::new()
-            .max_connections(lookup_pool_size(max_connections))
-            .test_before_acquire(false)
-            .min_connections(0)
-            .acquire_timeout(Duration::from_secs(10))
-            .idle_timeout(Duration::from_secs(300))
+        let lookups = pool_options(lookup_pool_size(max_connections))
             .connect_lazy_with(options.clone().options([("plan_cache_mode", "force_generic_plan")]));
-        let pool = PgPoolOptions::new()
-            .max_connections(max_connections.max(1))
-            // No ping before each use (a round trip per query). A connection broken by a
-            // server restart fails its next query (503, `unavailable`) and is discarded.
-            .test_before_acquire(false)
-            .min_connections(0)
-            .acquire_timeout(Duration::from_secs(10))
-            .idle_timeout(Duration::from_secs(300))
-            .connect_with(options)
-            .await
-            .map_err(|e| match e {
-                sqlx::Error::Configuration(_) => StoreError::Internal(format!("invalid PostgreSQL URL: {e}")),
-                other => match map_sqlx(other) {
-                    StoreError::Internal(m) => StoreError::Unavailable(m),
-                    mapped => mapped,
-                },
-            })?;
+        let pool = pool_options(max_connections.max(1)).connect_with(options).await.map_err(|e| match e {
+            sqlx::Error::Configuration(_) => StoreError::Internal(format!("invalid PostgreSQL URL: {e}")),
+            other => match map_sqlx(other) {
+                StoreError::Internal(m) => StoreError::Unavailable(m),
+                mapped => mapped,
+            },
+        })?;
         if !read_only {
             roles::migrate(&pool).await?;
             roles::warn_if_unprotected(&pool).await;
