@@ -212,6 +212,82 @@ both_backends!(concurrent_creates_of_one_person_without_strong_keys_admit_one, |
     );
 });
 
+both_backends!(concurrent_creates_are_prepared_together_each_as_its_own_caller, |app: TestApp| async move {
+    // Single creates that arrive at once are validated and checked as one group: each must
+    // still be answered as its own caller's create (access, rules, owner, which candidates of
+    // a refusal it may see), whatever else is in its group.
+    let rep = user(&app, "rep_grouped", "sales_rep").await;
+    let auditor = user(&app, "auditor_grouped", "auditor").await;
+    let (groups_before, creates_before) = app.service.create_groups_prepared();
+    // Four rounds of people who share nothing with one another.
+    let stored_people = [
+        ("欧阳娜娜", "13912345678", "ouyang@example.com"),
+        ("Samuel Whitfield", "15887654321", "s.whitfield@corp.cn"),
+        ("诸葛明远", "18611223344", "zhuge@shu.cn"),
+        ("Priya Raman", "17755667788", "priya.r@tang.cn"),
+    ];
+    let new_people = [
+        ("司马光", "13701020304", "Harriet Osei", "harriet@osei.org"),
+        ("Tobias Brenner", "15100998877", "上官飞燕", "feiyan@shangguan.cn"),
+        ("慕容雪", "18955443322", "Ignacio Ferreyra", "ignacio@ferreyra.ar"),
+        ("Olga Petrova", "13366778899", "东方朔", "dongfang@han.cn"),
+    ];
+    for (round, ((stored_name, mobile, email), (rep_name, rep_mobile, admin_name, admin_email))) in
+        stored_people.into_iter().zip(new_people).enumerate()
+    {
+        let stored = app.create("contacts", json!({"name": stored_name, "mobile": mobile, "email": email})).await;
+        let app = &app;
+        let post = |token: Option<&str>, fields: Value| {
+            let body = json!({ "fields": fields }).to_string().into_bytes();
+            let token = token.unwrap_or(&app.token).to_owned();
+            async move { app.raw(Method::POST, "/api/v1/contacts", Some(&token), Some(body), &[]).await }
+        };
+        let replies = futures::future::join_all([
+            // The admin's look-alike: refused, the stored record shown.
+            post(None, json!({"name": "管理员录入", "mobile": mobile})),
+            // The rep's look-alike: refused, the admin's record only counted.
+            post(Some(&rep), json!({"name": "代表录入", "email": email})),
+            // The rep's new contact: theirs (a rep sees only their own records: created for anyone
+            // else, it would be answered not_found).
+            post(Some(&rep), json!({"name": rep_name, "mobile": rep_mobile})),
+            // The admin's new contact.
+            post(None, json!({"name": admin_name, "email": admin_email})),
+            // The rep's invalid contact: refused by the rules alone.
+            post(Some(&rep), json!({"name": "无效号码", "mobile": "12345"})),
+            // An auditor may not create at all.
+            post(Some(&auditor), json!({"name": "审计录入"})),
+        ])
+        .await;
+        let codes: Vec<(StatusCode, &str)> = replies.iter().map(|r| (r.status, r.code())).collect();
+        assert_eq!(
+            codes,
+            vec![
+                (StatusCode::CONFLICT, "duplicate"),
+                (StatusCode::CONFLICT, "duplicate"),
+                (StatusCode::CREATED, ""),
+                (StatusCode::CREATED, ""),
+                (StatusCode::UNPROCESSABLE_ENTITY, "validation_failed"),
+                (StatusCode::FORBIDDEN, "forbidden"),
+            ],
+            "round {round}: {:?}",
+            replies.iter().map(|r| r.body.to_string()).collect::<Vec<_>>()
+        );
+        assert_eq!(replies[0].body["error"]["candidates"][0]["id"], stored["id"], "{}", replies[0].body);
+        assert_eq!(replies[1].body["error"]["candidates"], json!([]), "{}", replies[1].body);
+        assert_eq!(replies[1].body["error"]["hidden_candidates"], 1, "{}", replies[1].body);
+        let theirs =
+            as_user(app, &rep, Method::GET, &format!("/api/v1/contacts/{}", id_of(&replies[2].body)), None).await;
+        assert_eq!(theirs.status, StatusCode::OK, "{}", theirs.body);
+        let not_theirs =
+            as_user(app, &rep, Method::GET, &format!("/api/v1/contacts/{}", id_of(&replies[3].body)), None).await;
+        assert_eq!(not_theirs.status, StatusCode::NOT_FOUND, "{}", not_theirs.body);
+    }
+    // The creates of a round did meet in groups (else this test proved nothing about them).
+    let (groups, creates) = app.service.create_groups_prepared();
+    let (groups, creates) = (groups - groups_before, creates - creates_before);
+    assert!(creates > groups, "{creates} creates in {groups} groups");
+});
+
 both_backends!(possible_duplicates_need_a_confirmation_with_a_reason, |app: TestApp| async move {
     let a = app
         .create("contacts", json!({"name": "张伟", "birth_date": "1985-03-07", "email": "zhang.wei@example.com", "address": "杭州市西湖区文三路 90 号"}))

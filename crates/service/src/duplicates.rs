@@ -345,8 +345,22 @@ pub(crate) struct CheckOptions<'a> {
     pub exact_only: bool,
 }
 
+/// Whether the writes of a batch duplicate check are also checked against one another.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Within {
+    /// They are written together (a batch): each is checked against the ones before it that
+    /// passed, which the store cannot see yet.
+    Batch,
+    /// Each is written on its own, as if checked alone (single writes checked together): the
+    /// writer's guards judge them against one another when they commit (`MatchGuard`), and a
+    /// refusal names stored records only.
+    Alone,
+}
+
 /// One write's part in a (batch) duplicate check.
 pub(crate) struct DupCheck<'a> {
+    /// Who writes: the candidates a refusal lists are the ones this caller may see.
+    pub ctx: &'a RequestContext,
     /// The record's id: the id a create will get, or the id of the record being changed.
     pub id: Uuid,
     /// Its normalised values after the write.
@@ -530,7 +544,8 @@ impl Service {
         options: CheckOptions<'_>,
     ) -> ServiceResult<Checked> {
         let id = options.record_id.unwrap_or_else(Uuid::nil);
-        let mut outcomes = self.check_duplicates_many(ctx, def, &[DupCheck { id, after, options }]).await?;
+        let mut outcomes =
+            self.check_duplicates_many(def, &[DupCheck { ctx, id, after, options }], Within::Alone).await?;
         match outcomes.pop() {
             Some(o) => o.result.map(|confirmed| Checked { confirmed, guard: o.guard, prepared: o.prepared }),
             None => Ok(Checked::default()),
@@ -568,14 +583,15 @@ impl Service {
 
     /// The duplicate check of many writes of one object at once (a batch, or one write): the
     /// same answers as checking each alone against the stored records, with a fixed number of
-    /// store round trips for the whole batch, and each write also checked against the writes
-    /// before it in the batch that passed (they are written together, so the store cannot see
-    /// them yet). The outer error is a store failure; the inner results are per write.
+    /// store round trips for the whole batch, and, with `Within::Batch`, each write also
+    /// checked against the writes before it in the batch that passed (they are written
+    /// together, so the store cannot see them yet). The outer error is a store failure; the
+    /// inner results are per write.
     pub(crate) async fn check_duplicates_many(
         &self,
-        ctx: &RequestContext,
         def: &ObjectDef,
         items: &[DupCheck<'_>],
+        within: Within,
     ) -> ServiceResult<Vec<DupOutcome>> {
         let Some(policy) = policy(&def.name) else {
             return Ok(items
@@ -799,7 +815,7 @@ impl Service {
                 pending: Some(j),
             }));
             if !found.is_empty() {
-                out.push(Err(self.duplicate_error(ctx, def, &policy, ErrorCode::Duplicate, found).await));
+                out.push(Err(self.duplicate_error(item.ctx, def, &policy, ErrorCode::Duplicate, found).await));
                 continue;
             }
             let outcome = match (&matcher, &new[i]) {
@@ -843,12 +859,12 @@ impl Service {
                                 Found { id, matched_on, score, pending: pending.flatten() }
                             })
                             .collect();
-                        Err(self.duplicate_error(ctx, def, &policy, ErrorCode::PossibleDuplicate, found).await)
+                        Err(self.duplicate_error(item.ctx, def, &policy, ErrorCode::PossibleDuplicate, found).await)
                     }
                 }
                 _ => Ok(None),
             };
-            if outcome.is_ok() {
+            if outcome.is_ok() && within == Within::Batch {
                 for (name, key) in &strong[i] {
                     taken.entry((*name, key.clone())).or_insert(i);
                 }

@@ -14,6 +14,7 @@ mod backup;
 mod caches;
 mod clock;
 mod convert;
+mod create_groups;
 mod duplicates;
 mod error;
 mod exports;
@@ -195,6 +196,7 @@ pub struct Service {
     mfa_sessions: mfa::EnrolledSessions,
     sessions: auth::SessionCache,
     prepared_cache: duplicates::PreparedCache,
+    create_groups: create_groups::CreateGroups,
 }
 
 impl Service {
@@ -223,6 +225,7 @@ impl Service {
             mfa_sessions: Default::default(),
             sessions: Default::default(),
             prepared_cache: Default::default(),
+            create_groups: Default::default(),
         };
         service.note_cache_epoch().await?;
         service.refresh_schema().await?;

@@ -3,7 +3,7 @@
 //! one `WriteBatch` (new version + audit event) applied atomically by the store.
 
 use crate::access::Operation;
-use crate::duplicates::{CheckOptions, ConfirmNotDuplicate, DupCheck};
+use crate::duplicates::{CheckOptions, ConfirmNotDuplicate, DupCheck, Within};
 use crate::error::{ServiceError, ServiceResult, again_if_stale};
 use crate::view::{HistoryPage, RecordView, VersionView};
 use crate::{RequestContext, Service};
@@ -35,6 +35,13 @@ fn reference_of(f: &custodian_core::schema::FieldDef, fields: &Map<String, Value
         None => fields.get("related_object").and_then(Value::as_str).map(str::to_owned),
     };
     Some((id, target))
+}
+
+/// One create of a batch of creates, with its caller.
+pub(crate) struct CreateInput<'a> {
+    pub ctx: &'a RequestContext,
+    pub fields: &'a Map<String, Value>,
+    pub options: &'a CreateOptions,
 }
 
 /// Options of a create.
@@ -649,15 +656,30 @@ impl Service {
         records: &[(Map<String, Value>, CreateOptions)],
         pending: &[(String, Uuid)],
     ) -> Vec<ServiceResult<(Uuid, PreparedWrite)>> {
-        let known = self.known_references(object, records, pending).await;
+        let inputs: Vec<CreateInput<'_>> =
+            records.iter().map(|(fields, options)| CreateInput { ctx, fields, options }).collect();
+        self.prepare_creates_of(object, &inputs, pending, Within::Batch).await
+    }
+
+    /// Prepares creates of one object, each with its own caller: `Within::Batch` for the
+    /// records of one batch, written together; `Within::Alone` for single creates that arrived
+    /// at once, each then written on its own (see `create_groups`).
+    pub(crate) async fn prepare_creates_of(
+        &self,
+        object: &str,
+        records: &[CreateInput<'_>],
+        pending: &[(String, Uuid)],
+        within: Within,
+    ) -> Vec<ServiceResult<(Uuid, PreparedWrite)>> {
+        let known = self.known_references(object, records.iter().map(|r| r.fields), pending).await;
         // 1. Access, rules and references, PREPARE_CONCURRENCY at a time so that the reference
         // lookups overlap. (Futures made eagerly per chunk: a stream combinator here would make
         // the handlers' futures fail the Send bound through a higher-ranked closure.)
         let mut validated: Vec<ServiceResult<(ObjectDef, Map<String, Value>)>> = Vec::with_capacity(records.len());
         for chunk in records.chunks(PREPARE_CONCURRENCY) {
             let mut futures = Vec::with_capacity(chunk.len());
-            for (fields, options) in chunk {
-                futures.push(self.validate_create(ctx, object, fields, options, &known));
+            for r in chunk {
+                futures.push(self.validate_create(r.ctx, object, r.fields, r.options, &known));
             }
             validated.extend(futures::future::join_all(futures).await);
         }
@@ -671,8 +693,9 @@ impl Service {
         let mut positions = Vec::new();
         for (i, v) in validated.iter().enumerate() {
             if let Ok((_, plain)) = v {
-                let confirm = records[i].1.confirm_not_duplicate.as_ref();
+                let confirm = records[i].options.confirm_not_duplicate.as_ref();
                 checks.push(DupCheck {
+                    ctx: records[i].ctx,
                     id: ids[i],
                     after: plain,
                     options: CheckOptions { confirm, ..Default::default() },
@@ -683,7 +706,7 @@ impl Service {
         let mut outcomes: Vec<Option<ServiceResult<Option<Value>>>> = records.iter().map(|_| None).collect();
         let mut match_keys: Vec<Option<CheckedKeys>> = records.iter().map(|_| None).collect();
         let mut prepared_values = Vec::new();
-        match self.check_duplicates_many(ctx, &def, &checks).await {
+        match self.check_duplicates_many(&def, &checks, within).await {
             Ok(results) => {
                 for (i, r) in positions.into_iter().zip(results) {
                     if let (Ok(_), Some(prepared)) = (&r.result, r.prepared) {
@@ -703,9 +726,10 @@ impl Service {
         self.remember_prepared(prepared_values.into_iter());
         // 3. The writes of those that passed (sealing is CPU work: spread over every core).
         let inputs: Vec<_> = validated.into_iter().zip(outcomes).zip(records).zip(ids).zip(match_keys).collect();
-        custodian_core::matching::map_on_all_cores(&inputs, |((((v, outcome), (_, options)), id), keys)| {
+        custodian_core::matching::map_on_all_cores(&inputs, |((((v, outcome), input), id), keys)| {
             let (def, plain) = v.as_ref().map_err(Clone::clone)?;
             let confirmed = outcome.clone().unwrap_or(Ok(None))?;
+            let (ctx, options) = (input.ctx, input.options);
             let now = now_micros();
             let actor = ctx.actor.as_ref();
             let record = StoredRecord {
@@ -736,10 +760,10 @@ impl Service {
     /// target object instead of one per record and field. Read from the input as given: a
     /// reference this misses is looked up on its own by `check_references_with`, and a failed
     /// lookup here leaves every reference to that check.
-    async fn known_references(
+    async fn known_references<'a>(
         &self,
         object: &str,
-        records: &[(Map<String, Value>, CreateOptions)],
+        records: impl ExactSizeIterator<Item = &'a Map<String, Value>>,
         pending: &[(String, Uuid)],
     ) -> References {
         let mut known: References = pending.iter().cloned().collect();
@@ -748,7 +772,7 @@ impl Service {
             return known;
         }
         let mut wanted: std::collections::BTreeMap<String, std::collections::BTreeSet<Uuid>> = Default::default();
-        for (fields, _) in records {
+        for fields in records {
             for f in def.fields.iter().filter(|f| f.field_type == FieldType::Reference) {
                 let Some((id, target)) = reference_of(f, fields) else {
                     continue;
@@ -804,7 +828,7 @@ impl Service {
         options: &CreateOptions,
     ) -> ServiceResult<RecordView> {
         let record = again_if_stale(|| async {
-            let (_, prepared) = self.prepare_create(ctx, object, fields, options).await?;
+            let (_, prepared) = self.prepare_create_grouped(ctx, object, fields, options).await?;
             let record = prepared.0.write.record.clone();
             self.apply_prepared(vec![prepared]).await.map(|()| record)
         })
