@@ -1249,6 +1249,7 @@ async fn http_create(args: &BenchArgs, ws: &mut Workspace) -> Result<Vec<Row>> {
     // Each round meets a larger store (larger blocks to check against) than the one before.
     let round_rates: Vec<String> = rounds_ours.iter().map(|l| format!("{:.0}", l.rate())).collect();
     let ours = Load::merge(rounds_ours);
+    let (groups, grouped) = service.create_groups_prepared();
     server.stop().await?;
     drop(service);
 
@@ -1265,13 +1266,14 @@ async fn http_create(args: &BenchArgs, ws: &mut Workspace) -> Result<Vec<Row>> {
 
     let ratio = ours.rate() / bare_rate;
     println!(
-        "http-create: ours {:.0} records/s ({} created in {:.2} s, {} clients; request {}; rounds {} records/s){} [breakdown: service.create_record without HTTP, {} tasks: {:.0} records/s over the first round's {} records, into an empty store{}] | bare {:.0} records/s ({} rows, one per transaction, in {:.2} s) | ratio {:.2}x (target >= 3x and >= 2000 records/s)",
+        "http-create: ours {:.0} records/s ({} created in {:.2} s, {} clients; request {}; rounds {} records/s; prepared in groups of {:.1} on average){} [breakdown: service.create_record without HTTP, {} tasks: {:.0} records/s over the first round's {} records, into an empty store{}] | bare {:.0} records/s ({} rows, one per transaction, in {:.2} s) | ratio {:.2}x (target >= 3x and >= 2000 records/s)",
         ours.rate(),
         ours.ok,
         ours.elapsed.as_secs_f64(),
         args.concurrency,
         ours.latencies.summary(),
         round_rates.join("/"),
+        grouped as f64 / groups.max(1) as f64,
         errors_note(&ours),
         args.concurrency,
         svc.rate(),
