@@ -1,5 +1,6 @@
 //! SQLite backend: the embedded default. WAL journal, `synchronous=FULL` (an acknowledged write
-//! survives power loss), a pool of read connections and exactly one writer task.
+//! survives power loss), a pool of read connections and exactly one writer task, on a thread
+//! of its own.
 //!
 //! Group commit: every mutation is a job sent to the writer task, which drains all queued jobs
 //! into one transaction with a savepoint per job. A failing job rolls back to its savepoint and
@@ -119,7 +120,22 @@ impl SqliteStore {
         let mut shm = path.as_os_str().to_owned();
         shm.push("-shm");
         let (tx, rx) = mpsc::channel(4096);
-        tokio::spawn(writer_loop(write_conn, rx, PathBuf::from(shm)));
+        // The writer task runs on its own thread, in a runtime of its own: a group takes a dozen
+        // hand-offs to SQLite's thread and back, and on the server's runtime each answer waited
+        // for a worker, busy with requests (a duplicate check scores on the worker), before the
+        // writer could send the next statement. HTTP creates, alternating runs: 1,183/1,158 ->
+        // 1,228/1,245 records/s (straight on the service: 1,856/1,848 -> 2,148/2,032); audited
+        // GETs in a closed loop 13.6k/13.3k -> 13.9k/14.8k req/s. The thread ends when the
+        // store's last sender is dropped, after the writer's last checkpoint.
+        let shm = PathBuf::from(shm);
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| StoreError::Internal(format!("writer runtime: {e}")))?;
+        std::thread::Builder::new()
+            .name("custodian-sqlite-writer".into())
+            .spawn(move || runtime.block_on(writer_loop(write_conn, rx, shm)))
+            .map_err(|e| StoreError::Internal(format!("writer thread: {e}")))?;
         Ok(SqliteStore { read_pool, writer: tx })
     }
 
