@@ -1,6 +1,7 @@
 //! Field rules and background jobs in the PostgreSQL store. A claim is one `UPDATE … WHERE id =
-//! (SELECT … FOR UPDATE SKIP LOCKED)`, so servers claiming at once get different jobs; progress
-//! is applied only while the job row (locked) is still held by the claimant.
+//! (SELECT … FOR UPDATE SKIP LOCKED)` under an advisory lock that claims take in turn, so
+//! servers claiming at once get different jobs and never two live jobs of one kind and object;
+//! progress is applied only while the job row (locked) is still held by the claimant.
 
 use crate::sql::{Bind, QueryParts, bind_all, push_scope};
 use crate::{append_events, commit, map_sqlx};
@@ -106,24 +107,35 @@ pub(crate) async fn create_job(pool: &PgPool, job: &JobRow, audit: AuditDraft) -
     commit(tx).await
 }
 
+/// Advisory lock key of job claims ("custjobs" in ASCII).
+const CLAIM_LOCK_KEY: i64 = 0x6375_7374_6a6f_6273;
+
 pub(crate) async fn claim_job(
     pool: &PgPool,
     claimant: &str,
     now: i64,
     lease_micros: i64,
 ) -> StoreResult<Option<JobRow>> {
+    let mut tx = pool.begin().await.map_err(map_sqlx)?;
+    // Claims take turns, so that two servers never both see no live job of a kind and object
+    // and both start one; the update's snapshot is taken after the turn began.
+    sqlx::query("SELECT pg_advisory_xact_lock($1)").bind(CLAIM_LOCK_KEY).execute(&mut *tx).await.map_err(map_sqlx)?;
     let row = sqlx::query(
         "UPDATE jobs SET status = 'running', claimed_by = $1, lease_until = $2 WHERE id = (\
-           SELECT id FROM jobs WHERE status = 'pending' OR (status = 'running' AND lease_until < $3) \
+           SELECT id FROM jobs j WHERE (status = 'pending' OR (status = 'running' AND lease_until < $3)) \
+           AND NOT EXISTS (SELECT 1 FROM jobs r WHERE r.kind = j.kind AND r.object = j.object \
+             AND r.id <> j.id AND r.status = 'running' AND r.lease_until >= $3) \
            ORDER BY created_at, id LIMIT 1 FOR UPDATE SKIP LOCKED) RETURNING *",
     )
     .bind(claimant)
     .bind(now.saturating_add(lease_micros))
     .bind(now)
-    .fetch_optional(pool)
+    .fetch_optional(&mut *tx)
     .await
     .map_err(map_sqlx)?;
-    row.as_ref().map(job_from_row).transpose()
+    let job = row.as_ref().map(job_from_row).transpose()?;
+    commit(tx).await?;
+    Ok(job)
 }
 
 pub(crate) async fn save_job_progress(pool: &PgPool, p: &JobProgress) -> StoreResult<bool> {

@@ -1,6 +1,10 @@
 //! Field rules and background jobs in the SQLite store. Writes run in the writer task (one
 //! `Op::Jobs`), reads on the read pool. The writer is the only writer, so a claim (a read of
 //! the oldest claimable job and its conditional update) is atomic.
+//!
+//! Jobs of one kind and object run one at a time, in both stores: a job waits while another
+//! of its kind and object is held under a live lease. (Two duplicate scans of one object would
+//! otherwise replace each other's open pairs, and an auto-merge find its pairs gone.)
 
 use crate::read_pool::ReadPool;
 use crate::sql::{Bind, QueryParts, push_scope};
@@ -109,7 +113,9 @@ pub(crate) async fn apply(conn: &mut SqliteConnection, op: Box<JobsOp>, head: &m
         }
         JobsOp::Claim { claimant, now, lease_micros } => {
             let row = sqlx::query(
-                "SELECT * FROM jobs WHERE status = 'pending' OR (status = 'running' AND lease_until < ?) \
+                "SELECT * FROM jobs j WHERE (status = 'pending' OR (status = 'running' AND lease_until < ?1)) \
+                 AND NOT EXISTS (SELECT 1 FROM jobs r WHERE r.kind = j.kind AND r.object = j.object \
+                   AND r.id <> j.id AND r.status = 'running' AND r.lease_until >= ?1) \
                  ORDER BY created_at, id LIMIT 1",
             )
             .bind(now)

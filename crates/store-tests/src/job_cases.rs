@@ -114,6 +114,39 @@ pub async fn jobs_are_leased_once_and_taken_over_after_their_lease(store: DynSto
     }
 }
 
+pub async fn jobs_of_one_kind_and_object_run_one_at_a_time(store: DynStore) {
+    let kind = custodian_store::JOB_DUPLICATE_SCAN;
+    let first = job_row(kind);
+    let second = job_row(kind);
+    let mut other_object = job_row(kind);
+    other_object.object = "other".into();
+    let other_kind = job_row(custodian_store::JOB_RULE_CHECK);
+    for job in [&first, &second, &other_object, &other_kind] {
+        store.create_job(job.clone(), AuditDraft::new("duplicates.scan")).await.expect("job");
+    }
+    let (now, lease) = (now_micros(), 60_000_000);
+    // Servers claiming at once: the first scan, the other object's and the other kind's, never
+    // the second scan of the object while the first runs.
+    let claims =
+        futures::future::join_all(["a", "b", "c", "d"].map(|server| store.claim_job(server, now, lease))).await;
+    let mut claimed: Vec<Uuid> = claims.into_iter().filter_map(|c| c.expect("claim")).map(|j| j.id).collect();
+    claimed.sort();
+    let mut expected = vec![first.id, other_object.id, other_kind.id];
+    expected.sort();
+    assert_eq!(claimed, expected);
+    // The first's lease ends: the first is taken over (it is older), still not the second.
+    let later = now + lease + 1;
+    let taken = store.claim_job("e", later, lease).await.expect("claim").expect("expired job");
+    assert_eq!(taken.id, first.id);
+    assert!(store.claim_job("e", later, lease).await.expect("claim").is_none_or(|j| j.id != second.id));
+    // Once it is done, the second is claimed.
+    let mut done = progress(first.id, "e");
+    done.finish = Some(("done".into(), None));
+    assert!(store.save_job_progress(done).await.expect("save"));
+    let next = store.claim_job("f", later, lease).await.expect("claim").expect("second");
+    assert_eq!(next.id, second.id);
+}
+
 pub async fn job_progress_records_violations_and_refreshes_keys(store: DynStore) {
     let owner = Uuid::now_v7();
     let mine = {

@@ -960,7 +960,9 @@ pub trait Store: Send + Sync + 'static {
 
     /// Leases the oldest job that is pending, or running with a lease that ended before `now`,
     /// to `claimant` until `now + lease_micros`. Two servers claiming at once never get the same
-    /// job while its lease runs.
+    /// job while its lease runs. A job is not claimed while another job of its kind and object
+    /// is running under a lease that has not ended: such jobs run one after the other (two
+    /// duplicate scans of one object would replace each other's open pairs).
     async fn claim_job(&self, claimant: &str, now: i64, lease_micros: i64) -> StoreResult<Option<JobRow>>;
 
     /// Saves a page of a job's work (violations, key refreshes, cursor, counters, lease, end) in
