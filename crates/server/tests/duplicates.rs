@@ -792,9 +792,9 @@ both_backends!(auto_merge_is_off_by_default_merges_only_sure_groups_and_is_undon
     assert_eq!(r.status, StatusCode::OK, "{}", r.body);
     let r = as_user(&app, &merger, Method::POST, "/api/v1/duplicates/scan", Some(ask(json!(0.99)))).await;
     assert_eq!(r.status, StatusCode::FORBIDDEN, "{}", r.body);
-    // Proposing is still theirs. Their scan is waited for: a scan that finished after the
-    // steward's below would take over its open pairs (a pair names the last scan that found
-    // it), and the auto-merge acts only on its own scan's pairs.
+    // Proposing is still theirs. Their scan is waited for, so that the pairs the steward's
+    // auto-merge scan below acts on are its own (a pair names the last scan that found it;
+    // scans of one object run one after the other, see `claim_job`).
     let job = run_scan_with(&app, &merger, json!({"object": "contacts"})).await;
     assert!(job["auto_merge"].is_null(), "{job}");
     let scans = |events: &[custodian_store::AuditRow]| events.iter().filter(|e| e.action == "duplicates.scan").count();
