@@ -140,11 +140,22 @@ pub async fn jobs_of_one_kind_and_object_run_one_at_a_time(store: DynStore) {
     assert_eq!(taken.id, first.id);
     assert!(store.claim_job("e", later, lease).await.expect("claim").is_none_or(|j| j.id != second.id));
     // Once it is done, the second is claimed.
-    let mut done = progress(first.id, "e");
-    done.finish = Some(("done".into(), None));
-    assert!(store.save_job_progress(done).await.expect("save"));
+    crate::cases::finish_job(&store, first.id, "e").await;
     let next = store.claim_job("f", later, lease).await.expect("claim").expect("second");
     assert_eq!(next.id, second.id);
+}
+
+/// The tests' list of queued jobs (`cases::pending_jobs`) names each of two queued alike,
+/// although the second cannot be claimed while the first runs.
+pub async fn queued_jobs_alike_are_each_listed(store: DynStore) {
+    for _ in 0..2 {
+        store
+            .create_job(job_row(custodian_store::JOB_DUPLICATE_SCAN), AuditDraft::new("duplicates.scan"))
+            .await
+            .expect("job");
+    }
+    let scan = (custodian_store::JOB_DUPLICATE_SCAN.to_owned(), OBJ.to_owned());
+    assert_eq!(crate::cases::pending_jobs(&store).await, vec![scan.clone(), scan]);
 }
 
 pub async fn job_progress_records_violations_and_refreshes_keys(store: DynStore) {

@@ -372,6 +372,7 @@ macro_rules! conformance_tests {
             field_rules_are_revised_with_their_job,
             jobs_are_leased_once_and_taken_over_after_their_lease,
             jobs_of_one_kind_and_object_run_one_at_a_time,
+            queued_jobs_alike_are_each_listed,
             job_progress_records_violations_and_refreshes_keys,
             reencryption_replaces_current_envelopes_only,
         );

@@ -269,6 +269,8 @@ async fn upgrade_queues_scans_left_running() {
     let job = upgraded.claim_job("t", custodian_store::now_micros(), 1_000_000).await.unwrap().unwrap();
     assert_eq!(job.params, serde_json::json!({ "scan_job_id": "01938f2c-0000-7000-8000-000000000001" }));
     assert_eq!((job.kind.as_str(), job.object.as_str()), ("duplicate_scan", "contacts"));
+    // Finished first: while it runs, another scan of contacts would not be claimed (nor listed).
+    cases::finish_job(&upgraded, job.id, "t").await;
     assert!(cases::pending_jobs(&upgraded).await.is_empty(), "only the running scan is queued");
 }
 
