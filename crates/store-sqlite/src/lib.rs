@@ -123,10 +123,11 @@ impl SqliteStore {
         // The writer task runs on its own thread, in a runtime of its own: a group took a dozen
         // hand-offs to SQLite's thread and back (about six since `bulk::INSERT_GROUP`), and on
         // the server's runtime each answer waited for a worker, busy with requests (a duplicate
-        // check scores on the worker), before the writer could send the next statement. HTTP creates, alternating runs: 1,183/1,158 ->
-        // 1,228/1,245 records/s (straight on the service: 1,856/1,848 -> 2,148/2,032); audited
-        // GETs in a closed loop 13.6k/13.3k -> 13.9k/14.8k req/s. The thread ends when the
-        // store's last sender is dropped, after the writer's last checkpoint.
+        // check scores on the worker), before the writer could send the next statement. HTTP
+        // creates, alternating runs: 1,183/1,158 -> 1,228/1,245 records/s (straight on the
+        // service: 1,856/1,848 -> 2,148/2,032); audited GETs in a closed loop 13.6k/13.3k ->
+        // 13.9k/14.8k req/s. The thread ends when the store's last sender is dropped, after the
+        // writer's last checkpoint.
         let shm = PathBuf::from(shm);
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
