@@ -6,6 +6,11 @@
 //! printed *ratios* stay meaningful on a shared, noisy machine. Everything is loopback only and
 //! bounded in time and request count.
 //!
+//! `http-create`, `batch-create` and the closed-loop half of `http-get` also print, per side,
+//! the cores this process kept busy and what it wrote to storage per item (`Meter`): a side
+//! that uses far less than every core is waiting (for the disk, or for its turn), and the
+//! bytes written per record show how many pages each commit dirties (WAL and checkpoint).
+//!
 //! Scenarios:
 //! - `http-create`: C keep-alive HTTP/1.1 clients POST N contacts to the real app; baseline: one
 //!   connection inserting the same N JSON bodies into a bare table, one row per transaction.
@@ -269,6 +274,76 @@ fn load_average() -> String {
     std::fs::read_to_string("/proc/loadavg")
         .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
         .unwrap_or_else(|_| "unknown".into())
+}
+
+/// What this process had used at one moment: CPU time over all its threads, ended ones
+/// included (`/proc/self/stat`'s utime and stime, in the kernel's fixed 100 ticks a second),
+/// and bytes it had caused to be written to storage (`/proc/self/io`'s write_bytes: pages it
+/// dirtied, the WAL's and the checkpoint's alike). `None` where /proc does not say (not Linux).
+#[derive(Clone, Copy)]
+struct Usage {
+    cpu: Duration,
+    written: u64,
+}
+
+impl Usage {
+    fn now() -> Option<Usage> {
+        let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+        let io = std::fs::read_to_string("/proc/self/io").ok()?;
+        Usage::parse(&stat, &io)
+    }
+
+    fn parse(stat: &str, io: &str) -> Option<Usage> {
+        // The fields after the command name (which may hold spaces and parentheses), from the
+        // state on: utime and stime, the 14th and 15th fields of the line, are the 12th and
+        // 13th of these.
+        let rest = stat.rsplit_once(')')?.1;
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        let ticks = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+        let written = io.lines().find_map(|l| l.strip_prefix("write_bytes:"))?.trim().parse().ok()?;
+        Some(Usage { cpu: Duration::from_millis(ticks * 10), written })
+    }
+}
+
+/// The CPU and storage writes of one side of a comparison, summed over its rounds (see
+/// `Usage`): how many cores it kept busy and how much it wrote per item. The load generator
+/// runs in this process too, and so do both sides; a PostgreSQL server's own work is not
+/// counted.
+#[derive(Default)]
+struct Meter {
+    cpu: Duration,
+    written: u64,
+    wall: Duration,
+    known: bool,
+}
+
+impl Meter {
+    /// Runs `work` and adds what this process used meanwhile.
+    async fn measure<T>(&mut self, work: impl std::future::Future<Output = T>) -> T {
+        let (before, started) = (Usage::now(), Instant::now());
+        let out = work.await;
+        let wall = started.elapsed();
+        if let (Some(a), Some(b)) = (before, Usage::now()) {
+            self.cpu += b.cpu.saturating_sub(a.cpu);
+            self.written += b.written.saturating_sub(a.written);
+            self.wall += wall;
+            self.known = true;
+        }
+        out
+    }
+
+    /// "this process: 1.42 cores, 37.1 KB written per record" (or a note that /proc did not
+    /// say).
+    fn summary(&self, items: usize, item: &str) -> String {
+        if !self.known {
+            return "this process's CPU and writes unknown".into();
+        }
+        format!(
+            "this process: {:.2} cores, {:.1} KB written per {item}",
+            self.cpu.as_secs_f64() / self.wall.as_secs_f64().max(1e-9),
+            self.written as f64 / 1024.0 / items.max(1) as f64
+        )
+    }
 }
 
 fn random_hex<const N: usize>() -> Result<String> {
@@ -1240,11 +1315,14 @@ async fn http_create(args: &BenchArgs, ws: &mut Workspace) -> Result<Vec<Row>> {
     // latency during the run (frequent on shared machines) affects both sides alike.
     let mut bare = ws.bare("http_create").await?;
     let (mut rounds_ours, mut bare_rows, mut bare_time) = (Vec::new(), 0, Duration::ZERO);
+    let (mut ours_meter, mut bare_meter) = (Meter::default(), Meter::default());
     let per_round = n.div_ceil(ROUNDS);
     for part in (0..n).step_by(per_round).map(|start| start..(start + per_round).min(n)) {
         let conns = connect_all(server.addr, args.concurrency).await?;
-        rounds_ours.push(run_all_once(conns, Arc::new(requests[part.clone()].to_vec()), 201).await?);
-        let (rows, time) = bare.insert_per_row(&bodies[part], BARE_PER_ROW_MAX / ROUNDS as u32).await?;
+        let round = ours_meter.measure(run_all_once(conns, Arc::new(requests[part.clone()].to_vec()), 201)).await?;
+        rounds_ours.push(round);
+        let (rows, time) =
+            bare_meter.measure(bare.insert_per_row(&bodies[part], BARE_PER_ROW_MAX / ROUNDS as u32)).await?;
         bare_rows += rows;
         bare_time += time;
     }
@@ -1269,7 +1347,7 @@ async fn http_create(args: &BenchArgs, ws: &mut Workspace) -> Result<Vec<Row>> {
 
     let ratio = ours.rate() / bare_rate;
     println!(
-        "http-create: ours {:.0} records/s ({} created in {:.2} s, {} clients; request {}; rounds {} records/s; prepared in groups of {:.1} on average){} [breakdown: service.create_record without HTTP, {} tasks: {:.0} records/s over the first round's {} records, into an empty store{}] | bare {:.0} records/s ({} rows, one per transaction, in {:.2} s) | ratio {:.2}x (target >= 3x and >= 2000 records/s)",
+        "http-create: ours {:.0} records/s ({} created in {:.2} s, {} clients; request {}; rounds {} records/s; prepared in groups of {:.1} on average; {}){} [breakdown: service.create_record without HTTP, {} tasks: {:.0} records/s over the first round's {} records, into an empty store{}] | bare {:.0} records/s ({} rows, one per transaction, in {:.2} s; {}) | ratio {:.2}x (target >= 3x and >= 2000 records/s)",
         ours.rate(),
         ours.ok,
         ours.elapsed.as_secs_f64(),
@@ -1277,6 +1355,7 @@ async fn http_create(args: &BenchArgs, ws: &mut Workspace) -> Result<Vec<Row>> {
         ours.latencies.summary(),
         round_rates.join("/"),
         grouped as f64 / groups.max(1) as f64,
+        ours_meter.summary(ours.ok, "record"),
         errors_note(&ours),
         args.concurrency,
         svc.rate(),
@@ -1285,6 +1364,7 @@ async fn http_create(args: &BenchArgs, ws: &mut Workspace) -> Result<Vec<Row>> {
         bare_rate,
         bare_rows,
         bare_time.as_secs_f64(),
+        bare_meter.summary(bare_rows, "row"),
         ratio
     );
     Ok(vec![Row {
@@ -1308,12 +1388,13 @@ async fn batch_create(args: &BenchArgs, ws: &mut Workspace) -> Result<Vec<Row>> 
     let round = CHUNK * BATCH_ROUND_CHUNKS;
     let (mut elapsed, mut prepare, mut bare_time) = (Duration::ZERO, Duration::ZERO, Duration::ZERO);
     let mut created = 0;
+    let (mut ours_meter, mut bare_meter) = (Meter::default(), Meter::default());
     for (ours_round, bare_round) in contacts.chunks(round).zip(bodies.chunks(round)) {
-        let run = batch_path(&service, ours_round).await?;
+        let run = ours_meter.measure(batch_path(&service, ours_round)).await?;
         created += run.ids.len();
         elapsed += run.elapsed;
         prepare += run.prepare;
-        bare_time += bare.insert_batched(bare_round, CHUNK).await?;
+        bare_time += bare_meter.measure(bare.insert_batched(bare_round, CHUNK)).await?;
     }
     bare.close().await;
     drop(service);
@@ -1324,10 +1405,12 @@ async fn batch_create(args: &BenchArgs, ws: &mut Workspace) -> Result<Vec<Row>> 
     let ratio = ours_rate / bare_rate;
     let per = |d: Duration| d.as_secs_f64() * 1e6 / n as f64;
     println!(
-        "batch-create: ours {ours_rate:.0} records/s ({created} of {n} created in {:.2} s, chunks of {CHUNK}, each prepared then applied; preparing took {:.1} us/record) | bare {bare_rate:.0} records/s ({n} rows in transactions of {CHUNK}, {:.2} s) | ratio {ratio:.2}x (target >= 50000/s and >= 0.3x)",
+        "batch-create: ours {ours_rate:.0} records/s ({created} of {n} created in {:.2} s, chunks of {CHUNK}, each prepared then applied; preparing took {:.1} us/record; {}) | bare {bare_rate:.0} records/s ({n} rows in transactions of {CHUNK}, {:.2} s; {}) | ratio {ratio:.2}x (target >= 50000/s and >= 0.3x)",
         total.as_secs_f64(),
         per(prepare),
+        ours_meter.summary(created, "record"),
         bare_time.as_secs_f64(),
+        bare_meter.summary(n, "row"),
     );
     Ok(vec![Row {
         scenario: "batch-create",
@@ -1392,9 +1475,12 @@ async fn http_get(args: &BenchArgs, ws: &mut Workspace) -> Result<Vec<Row>> {
     // (b) closed loop, same client, same duration, alternating in rounds.
     let closed_dur = Duration::from_secs(GET_CLOSED_SECS);
     let (mut ours_rounds, mut bare_rounds, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut ours_meter, mut bare_meter) = (Meter::default(), Meter::default());
     for _ in 0..GET_CLOSED_ROUNDS {
-        let ours = closed_loop(connect_all(server.addr, c).await?, ours_requests.clone(), closed_dur).await?;
-        let bare = closed_loop(connect_all(bare_server.addr, c).await?, bare_requests.clone(), closed_dur).await?;
+        let conns = connect_all(server.addr, c).await?;
+        let ours = ours_meter.measure(closed_loop(conns, ours_requests.clone(), closed_dur)).await?;
+        let conns = connect_all(bare_server.addr, c).await?;
+        let bare = bare_meter.measure(closed_loop(conns, bare_requests.clone(), closed_dur)).await?;
         ratios.push(ours.rate() / bare.rate());
         ours_rounds.push(ours);
         bare_rounds.push(bare);
@@ -1425,12 +1511,14 @@ async fn http_get(args: &BenchArgs, ws: &mut Workspace) -> Result<Vec<Row>> {
         bare_open.latencies.summary(),
     );
     println!(
-        "http-get (b) closed loop {c} connections, {GET_CLOSED_ROUNDS} rounds of {GET_CLOSED_SECS} s: ours {:.0} req/s ({}){} | bare axum {:.0} req/s ({}){} | req/s per round, ours/bare: {closed_per_round} | median ratio {ratio:.2}x (target >= 0.25x)",
+        "http-get (b) closed loop {c} connections, {GET_CLOSED_ROUNDS} rounds of {GET_CLOSED_SECS} s: ours {:.0} req/s ({}; {}){} | bare axum {:.0} req/s ({}; {}){} | req/s per round, ours/bare: {closed_per_round} | median ratio {ratio:.2}x (target >= 0.25x)",
         ours_closed.rate(),
         ours_closed.latencies.summary(),
+        ours_meter.summary(ours_closed.ok, "request"),
         errors_note(&ours_closed),
         bare_closed.rate(),
         bare_closed.latencies.summary(),
+        bare_meter.summary(bare_closed.ok, "request"),
         errors_note(&bare_closed),
     );
     Ok(vec![
@@ -2547,6 +2635,28 @@ async fn audit_verify(args: &BenchArgs, ws: &mut Workspace) -> Result<Vec<Row>> 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn usage_reads_cpu_ticks_and_written_bytes() {
+        let stat = "4242 (tokio (rt) 1) S 1 4242 4242 0 -1 4194560 5163 0 0 0 250 75 0 0 20 0 9 0 \
+                    1234 567890 1234 18446744073709551615 1 1 0 0 0 0 0 4096 17610 0 0 0 17 1 0 0 0 0 0";
+        let io = "rchar: 10\nwchar: 20\nsyscr: 1\nsyscw: 2\nread_bytes: 4096\nwrite_bytes: 81920\n\
+                  cancelled_write_bytes: 0\n";
+        let usage = Usage::parse(stat, io).unwrap();
+        // 250 + 75 ticks of 10 ms.
+        assert_eq!(usage.cpu, Duration::from_millis(3250));
+        assert_eq!(usage.written, 81920);
+        assert!(Usage::parse("4242 (x) S 1 2", io).is_none(), "a short line is not read as zero");
+        assert!(Usage::parse(stat, "rchar: 10\n").is_none());
+    }
+
+    #[test]
+    fn meter_reports_cores_and_bytes_per_item() {
+        let meter =
+            Meter { cpu: Duration::from_secs(3), written: 10 * 1024 * 1024, wall: Duration::from_secs(2), known: true };
+        assert_eq!(meter.summary(512, "record"), "this process: 1.50 cores, 20.0 KB written per record");
+        assert_eq!(Meter::default().summary(1, "record"), "this process's CPU and writes unknown");
+    }
 
     #[test]
     fn only_duplicate_refusals_are_not_errors() {
