@@ -47,26 +47,48 @@ impl AuditDraft {
     /// Canonical encoding hashed into the chain: a JSON object with keys in a fixed order.
     /// `actor_role`, `session_id` and `token_id` appear only when known, so an event without
     /// them (a system event, or one written before they were recorded) encodes as it always did.
+    ///
+    /// Written straight from the draft's fields (`CanonicalBody`), not through a `Value` map
+    /// built first: that copied every string and the whole of `details` for each event, 3% of
+    /// an audited GET's CPU. The bytes are the same (`canonical_body_is_the_map_encoding`).
     pub fn canonical_body(&self) -> String {
-        let mut m = Map::new();
-        m.insert("at".into(), Value::from(self.at));
-        m.insert("actor_id".into(), self.actor_id.map(|u| Value::String(u.to_string())).unwrap_or(Value::Null));
-        m.insert("action".into(), Value::String(self.action.clone()));
-        m.insert("object".into(), self.object.clone().map(Value::String).unwrap_or(Value::Null));
-        m.insert("record_id".into(), self.record_id.map(|u| Value::String(u.to_string())).unwrap_or(Value::Null));
-        m.insert("request_id".into(), self.request_id.clone().map(Value::String).unwrap_or(Value::Null));
-        m.insert("ip".into(), self.ip.clone().map(Value::String).unwrap_or(Value::Null));
-        m.insert("user_agent".into(), self.user_agent.clone().map(Value::String).unwrap_or(Value::Null));
-        for (key, value) in
-            [("actor_role", &self.actor_role), ("session_id", &self.session_id), ("token_id", &self.token_id)]
-        {
-            if let Some(value) = value {
-                m.insert(key.into(), Value::String(value.clone()));
-            }
-        }
-        m.insert("details".into(), self.details.clone());
-        Value::Object(m).to_string()
+        let body = CanonicalBody {
+            at: self.at,
+            actor_id: self.actor_id,
+            action: &self.action,
+            object: self.object.as_deref(),
+            record_id: self.record_id,
+            request_id: self.request_id.as_deref(),
+            ip: self.ip.as_deref(),
+            user_agent: self.user_agent.as_deref(),
+            actor_role: self.actor_role.as_deref(),
+            session_id: self.session_id.as_deref(),
+            token_id: self.token_id.as_deref(),
+            details: &self.details,
+        };
+        // Serialising strings, numbers, ids and a `Value` cannot fail.
+        serde_json::to_string(&body).unwrap_or_default()
     }
+}
+
+/// The canonical body's keys in their order (serde writes a struct's fields as declared).
+#[derive(serde::Serialize)]
+struct CanonicalBody<'a> {
+    at: i64,
+    actor_id: Option<Uuid>,
+    action: &'a str,
+    object: Option<&'a str>,
+    record_id: Option<Uuid>,
+    request_id: Option<&'a str>,
+    ip: Option<&'a str>,
+    user_agent: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    actor_role: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    session_id: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    token_id: Option<&'a str>,
+    details: &'a Value,
 }
 
 /// A stored audit event.
@@ -283,7 +305,79 @@ pub fn chain_rows(head_seq: i64, head_hash: &[u8], events: &[&EncodedEvent]) -> 
 #[allow(clippy::unwrap_used)]
 mod encoding_tests {
     use super::*;
+    use proptest::prelude::*;
     use serde_json::{Value, json};
+
+    /// The canonical body as it was first built: a map with keys in insertion order (the
+    /// workspace's serde_json keeps it). Every event ever hashed was encoded this way.
+    fn map_encoding(d: &AuditDraft) -> String {
+        let text = |v: &Option<String>| v.clone().map(Value::String).unwrap_or(Value::Null);
+        let id = |v: Option<Uuid>| v.map(|u| Value::String(u.to_string())).unwrap_or(Value::Null);
+        let mut m = Map::new();
+        m.insert("at".into(), Value::from(d.at));
+        m.insert("actor_id".into(), id(d.actor_id));
+        m.insert("action".into(), Value::String(d.action.clone()));
+        m.insert("object".into(), text(&d.object));
+        m.insert("record_id".into(), id(d.record_id));
+        m.insert("request_id".into(), text(&d.request_id));
+        m.insert("ip".into(), text(&d.ip));
+        m.insert("user_agent".into(), text(&d.user_agent));
+        for (key, value) in [("actor_role", &d.actor_role), ("session_id", &d.session_id), ("token_id", &d.token_id)] {
+            if let Some(value) = value {
+                m.insert(key.into(), Value::String(value.clone()));
+            }
+        }
+        m.insert("details".into(), d.details.clone());
+        Value::Object(m).to_string()
+    }
+
+    #[test]
+    fn canonical_body_keeps_its_bytes() {
+        let mut d = AuditDraft::new("record.view");
+        d.at = 1_700_000_000_000_001;
+        d.actor_id = Some(Uuid::from_u128(7));
+        d.object = Some("contacts".into());
+        d.session_id = Some("s1".into());
+        d.details = json!({"fields": ["mobile"], "quote": "\"引号\"\n"});
+        assert_eq!(
+            d.canonical_body(),
+            r#"{"at":1700000000000001,"actor_id":"00000000-0000-0000-0000-000000000007","action":"record.view","object":"contacts","record_id":null,"request_id":null,"ip":null,"user_agent":null,"session_id":"s1","details":{"fields":["mobile"],"quote":"\"引号\"\n"}}"#
+        );
+    }
+
+    fn text() -> impl Strategy<Value = Option<String>> {
+        proptest::option::of("[a-z0-9\\\\\"\\n\\u{0}-\\u{1f}张伟é ]{0,12}")
+    }
+
+    proptest! {
+        #[test]
+        fn canonical_body_is_the_map_encoding(
+            at in any::<i64>(),
+            actor in proptest::option::of(any::<u128>()),
+            record in proptest::option::of(any::<u128>()),
+            action in "[a-z._]{1,20}",
+            (object, request_id, ip, user_agent) in (text(), text(), text(), text()),
+            (actor_role, session_id, token_id) in (text(), text(), text()),
+            detail in text(),
+            n in any::<i64>(),
+        ) {
+            let d = AuditDraft {
+                at,
+                actor_id: actor.map(Uuid::from_u128),
+                action,
+                object,
+                record_id: record.map(Uuid::from_u128),
+                request_id,
+                ip,
+                user_agent,
+                actor_role,
+                session_id,
+                token_id,
+                details: json!({"z": detail, "a": [n, null, {"k": true}], "m": 1.5}),
+            };
+            prop_assert_eq!(d.canonical_body(), map_encoding(&d));
+        }
+    }
 
     #[test]
     fn chained_rows_carry_every_column_and_link_up() {
