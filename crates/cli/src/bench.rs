@@ -2642,7 +2642,7 @@ mod tests {
                     1234 567890 1234 18446744073709551615 1 1 0 0 0 0 0 4096 17610 0 0 0 17 1 0 0 0 0 0";
         let io = "rchar: 10\nwchar: 20\nsyscr: 1\nsyscw: 2\nread_bytes: 4096\nwrite_bytes: 81920\n\
                   cancelled_write_bytes: 0\n";
-        let usage = Usage::parse(stat, io).unwrap();
+        let Some(usage) = Usage::parse(stat, io) else { panic!("a full line is read") };
         // 250 + 75 ticks of 10 ms.
         assert_eq!(usage.cpu, Duration::from_millis(3250));
         assert_eq!(usage.written, 81920);
