@@ -130,7 +130,7 @@ async fn upgrade_queues_scans_left_running() {
     assert_eq!((job.kind.as_str(), job.object.as_str()), ("duplicate_scan", "contacts"));
     // Finished first: while it runs, another scan of contacts would not be claimed (nor listed).
     cases::finish_job(&upgraded, job.id, "t").await;
-    assert!(cases::pending_jobs(&upgraded).await.is_empty(), "only the running scan is queued");
+    assert!(cases::pending_jobs(&upgraded).await.is_empty(), "the finished scan was queued too");
 }
 
 /// Commits do not copy the WAL into the database file (automatic checkpoints are off); the
