@@ -312,18 +312,27 @@ impl Usage {
 /// The CPU and storage writes of one side of a comparison, summed over its rounds (see
 /// `Usage`): how many cores it kept busy and how much it wrote per item. The load generator
 /// runs in this process too, and so do both sides; a PostgreSQL server's own work is not
-/// counted.
+/// counted. Watching a store, also how busy its writer was (`Store::writer_stats`).
 #[derive(Default)]
 struct Meter {
     cpu: Duration,
     written: u64,
     wall: Duration,
     known: bool,
+    store: Option<Arc<dyn custodian_store::Store>>,
+    writer: custodian_store::WriterStats,
+    writer_wall: Duration,
 }
 
 impl Meter {
-    /// Runs `work` and adds what this process used meanwhile.
+    /// A meter that also reads the writer of `store`.
+    fn watching(store: &Arc<dyn custodian_store::Store>) -> Meter {
+        Meter { store: Some(store.clone()), ..Meter::default() }
+    }
+
+    /// Runs `work` and adds what this process (and the watched store's writer) did meanwhile.
     async fn measure<T>(&mut self, work: impl std::future::Future<Output = T>) -> T {
+        let writer_before = self.store.as_ref().map(|s| s.writer_stats());
         let (before, started) = (Usage::now(), Instant::now());
         let out = work.await;
         let wall = started.elapsed();
@@ -333,21 +342,50 @@ impl Meter {
             self.wall += wall;
             self.known = true;
         }
+        if let (Some(store), Some(a)) = (&self.store, writer_before) {
+            let ran = store.writer_stats().since(&a);
+            self.writer.groups += ran.groups;
+            self.writer.jobs += ran.jobs;
+            self.writer.busy += ran.busy;
+            self.writer.upkeep += ran.upkeep;
+            self.writer_wall += wall;
+        }
         out
+    }
+
+    /// `writer_summary` of the watched store's writer, or nothing when none was watched.
+    fn writer_summary(&self) -> String {
+        match self.store {
+            Some(_) => writer_summary(&self.writer, self.writer_wall),
+            None => String::new(),
+        }
     }
 
     /// "this process: 1.42 cores, 37.1 KB written per record" (or a note that /proc did not
     /// say).
     fn summary(&self, items: usize, item: &str) -> String {
         if !self.known {
-            return "this process's CPU and writes unknown".into();
+            return format!("this process's CPU and writes unknown{}", self.writer_summary());
         }
         format!(
-            "this process: {:.2} cores, {:.1} KB written per {item}",
+            "this process: {:.2} cores, {:.1} KB written per {item}{}",
             self.cpu.as_secs_f64() / self.wall.as_secs_f64().max(1e-9),
-            self.written as f64 / 1024.0 / items.max(1) as f64
+            self.written as f64 / 1024.0 / items.max(1) as f64,
+            self.writer_summary()
         )
     }
+}
+
+/// "; writer busy 75% of the time (upkeep 25%), 10.0 jobs per group": the share of `wall` the
+/// writer spent on groups and upkeep, the upkeep's share, and the jobs it committed together.
+fn writer_summary(ran: &custodian_store::WriterStats, wall: Duration) -> String {
+    let wall = wall.as_secs_f64().max(1e-9);
+    format!(
+        "; writer busy {:.0}% of the time (upkeep {:.0}%), {:.1} jobs per group",
+        100.0 * (ran.busy + ran.upkeep).as_secs_f64() / wall,
+        100.0 * ran.upkeep.as_secs_f64() / wall,
+        ran.jobs as f64 / ran.groups.max(1) as f64
+    )
 }
 
 fn random_hex<const N: usize>() -> Result<String> {
@@ -1319,7 +1357,7 @@ async fn http_create(args: &BenchArgs, ws: &mut Workspace) -> Result<Vec<Row>> {
     // latency during the run (frequent on shared machines) affects both sides alike.
     let mut bare = ws.bare("http_create").await?;
     let (mut rounds_ours, mut bare_rows, mut bare_time) = (Vec::new(), 0, Duration::ZERO);
-    let (mut ours_meter, mut bare_meter) = (Meter::default(), Meter::default());
+    let (mut ours_meter, mut bare_meter) = (Meter::watching(service.store()), Meter::default());
     let per_round = n.div_ceil(ROUNDS);
     for part in (0..n).step_by(per_round).map(|start| start..(start + per_round).min(n)) {
         let conns = connect_all(server.addr, args.concurrency).await?;
@@ -1392,7 +1430,7 @@ async fn batch_create(args: &BenchArgs, ws: &mut Workspace) -> Result<Vec<Row>> 
     let round = CHUNK * BATCH_ROUND_CHUNKS;
     let (mut elapsed, mut prepare, mut bare_time) = (Duration::ZERO, Duration::ZERO, Duration::ZERO);
     let mut created = 0;
-    let (mut ours_meter, mut bare_meter) = (Meter::default(), Meter::default());
+    let (mut ours_meter, mut bare_meter) = (Meter::watching(service.store()), Meter::default());
     for (ours_round, bare_round) in contacts.chunks(round).zip(bodies.chunks(round)) {
         let run = ours_meter.measure(batch_path(&service, ours_round)).await?;
         created += run.ids.len();
@@ -1479,7 +1517,7 @@ async fn http_get(args: &BenchArgs, ws: &mut Workspace) -> Result<Vec<Row>> {
     // (b) closed loop, same client, same duration, alternating in rounds.
     let closed_dur = Duration::from_secs(GET_CLOSED_SECS);
     let (mut ours_rounds, mut bare_rounds, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
-    let (mut ours_meter, mut bare_meter) = (Meter::default(), Meter::default());
+    let (mut ours_meter, mut bare_meter) = (Meter::watching(service.store()), Meter::default());
     for _ in 0..GET_CLOSED_ROUNDS {
         let conns = connect_all(server.addr, c).await?;
         let ours = ours_meter.measure(closed_loop(conns, ours_requests.clone(), closed_dur)).await?;
@@ -2203,7 +2241,7 @@ async fn large(args: &BenchArgs, ws: &mut Workspace) -> Result<Vec<Row>> {
     let bodies: Vec<String> = contacts.iter().map(|f| json!({ "fields": f }).to_string()).collect();
     let requests: Vec<Vec<u8>> =
         bodies.iter().map(|b| request_bytes("POST", "/api/v1/contacts", Some(&token), Some(b.as_bytes()))).collect();
-    let mut meter = Meter::default();
+    let mut meter = Meter::watching(service.store());
     let conns = connect_all(server.addr, args.concurrency).await?;
     let creates = meter.measure(run_all_once(conns, Arc::new(requests), 201)).await?;
     let mut bare = ws.bare("large_create").await?;
@@ -2701,10 +2739,29 @@ mod tests {
 
     #[test]
     fn meter_reports_cores_and_bytes_per_item() {
-        let meter =
-            Meter { cpu: Duration::from_secs(3), written: 10 * 1024 * 1024, wall: Duration::from_secs(2), known: true };
+        let meter = Meter {
+            cpu: Duration::from_secs(3),
+            written: 10 * 1024 * 1024,
+            wall: Duration::from_secs(2),
+            known: true,
+            ..Meter::default()
+        };
         assert_eq!(meter.summary(512, "record"), "this process: 1.50 cores, 20.0 KB written per record");
         assert_eq!(Meter::default().summary(1, "record"), "this process's CPU and writes unknown");
+        let ran = custodian_store::WriterStats {
+            groups: 4,
+            jobs: 40,
+            busy: Duration::from_millis(1500),
+            upkeep: Duration::from_millis(500),
+        };
+        assert_eq!(
+            writer_summary(&ran, Duration::from_secs(2)),
+            "; writer busy 100% of the time (upkeep 25%), 10.0 jobs per group"
+        );
+        assert_eq!(
+            writer_summary(&custodian_store::WriterStats::default(), Duration::ZERO),
+            "; writer busy 0% of the time (upkeep 0%), 0.0 jobs per group"
+        );
     }
 
     #[test]

@@ -194,7 +194,36 @@ async fn healthz(State(state): State<AppState>) -> Response {
 }
 
 async fn metrics_text(State(state): State<AppState>) -> Response {
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], state.metrics.render()).into_response()
+    let mut text = state.metrics.render();
+    writer_metrics(&mut text, &state.service.store().writer_stats());
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
+}
+
+/// The store writer's totals (`custodian_store::WriterStats`) in the Prometheus text format,
+/// read when scraped: `rate(custodian_store_writer_busy_seconds_total[1m])` near 1 means the
+/// single writer is the limit of writes and audited reads.
+fn writer_metrics(text: &mut String, stats: &custodian_store::WriterStats) {
+    use std::fmt::Write;
+    let lines = [
+        ("custodian_store_writer_groups_total", "Group transactions run by the store's writer.", stats.groups as f64),
+        ("custodian_store_writer_jobs_total", "Writes and audit appends in those groups.", stats.jobs as f64),
+        (
+            "custodian_store_writer_busy_seconds_total",
+            "Time the writer spent running groups.",
+            stats.busy.as_secs_f64(),
+        ),
+        (
+            "custodian_store_writer_upkeep_seconds_total",
+            "Time the writer spent on upkeep between groups (SQLite: WAL checkpoints, statistics).",
+            stats.upkeep.as_secs_f64(),
+        ),
+    ];
+    if !text.is_empty() && !text.ends_with('\n') {
+        text.push('\n');
+    }
+    for (name, help, value) in lines {
+        let _ = write!(text, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}\n");
+    }
 }
 
 async fn not_found() -> Response {

@@ -403,6 +403,42 @@ both_backends!(sensitive_values_are_not_stored_in_plaintext, |app: TestApp| asyn
     assert_eq!(r.body["items"][0]["masked_fields"], json!(["id_number"]));
 });
 
+/// The value of an unlabelled metric in a Prometheus text page.
+fn metric(text: &str, name: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name).and_then(|rest| rest.strip_prefix(' ')))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("{name} missing from {text}"))
+}
+
+both_backends!(metrics_show_the_store_writers_work, |app: TestApp| async move {
+    let scrape = || async {
+        let r = app.raw(Method::GET, "/metrics", None, None, &[]).await;
+        assert_eq!(r.status, StatusCode::OK);
+        r.body.as_str().unwrap_or_default().to_owned()
+    };
+    let before = scrape().await;
+    for kind in ["groups", "jobs", "busy_seconds", "upkeep_seconds"] {
+        assert!(before.contains(&format!("# TYPE custodian_store_writer_{kind}_total counter\n")), "{before}");
+    }
+    app.create("companies", json!({"name": "杭州计量科技有限公司"})).await;
+    // A group is counted right after its jobs are answered: scrape until it is (2 s at most).
+    let jobs = "custodian_store_writer_jobs_total";
+    let mut after = scrape().await;
+    for _ in 0..200 {
+        if metric(&after, jobs) >= metric(&before, jobs) + 1.0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        after = scrape().await;
+    }
+    for name in ["custodian_store_writer_groups_total", jobs] {
+        assert!(metric(&after, name) >= metric(&before, name) + 1.0, "{name}: {before} -> {after}");
+    }
+    let busy = "custodian_store_writer_busy_seconds_total";
+    assert!(metric(&after, busy) > metric(&before, busy), "{before} -> {after}");
+});
+
 #[tokio::test]
 async fn operations_endpoints_and_request_ids() {
     let app = common::sqlite_app().await.unwrap();

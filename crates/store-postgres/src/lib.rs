@@ -666,6 +666,10 @@ fn session_from_row(row: &PgRow) -> StoreResult<SessionRow> {
 
 #[async_trait]
 impl Store for PostgresStore {
+    fn writer_stats(&self) -> custodian_store::WriterStats {
+        self.writer.stats()
+    }
+
     fn backend(&self) -> &'static str {
         "postgres"
     }

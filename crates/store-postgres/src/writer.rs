@@ -15,12 +15,15 @@
 use crate::stats::StatsKeeper;
 use crate::{append_events, apply_record_write, internal, map_sqlx, sql};
 use custodian_store::{
-    AuditDraft, EncodedEvent, MatchKeySet, RecordWrite, StoreError, StoreResult, WriteBatch, chain_rows,
+    AuditDraft, EncodedEvent, MatchKeySet, RecordWrite, StoreError, StoreResult, WriteBatch, WriterMeter, WriterStats,
+    chain_rows,
 };
 use serde::Serialize;
 use serde_json::{Map, Value};
 use sqlx::postgres::PgConnectOptions;
 use sqlx::{Connection, PgConnection, Row};
+use std::sync::Arc;
+use std::time::Instant;
 use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
@@ -169,14 +172,20 @@ struct Job {
 /// Handle of the writer task.
 pub(crate) struct Writer {
     tx: mpsc::Sender<Job>,
+    meter: Arc<WriterMeter>,
 }
 
 impl Writer {
     /// The writer pokes `stats` after each group (and stops it when the writer stops).
     pub(crate) fn spawn(options: PgConnectOptions, stats: StatsKeeper) -> Writer {
         let (tx, rx) = mpsc::channel(4096);
-        tokio::spawn(writer_loop(options, rx, stats));
-        Writer { tx }
+        let meter = Arc::new(WriterMeter::default());
+        tokio::spawn(writer_loop(options, rx, stats, meter.clone()));
+        Writer { tx, meter }
+    }
+
+    pub(crate) fn stats(&self) -> WriterStats {
+        self.meter.read()
     }
 
     pub(crate) async fn write(&self, batch: WriteBatch) -> StoreResult<Vec<i64>> {
@@ -197,7 +206,12 @@ impl Writer {
     }
 }
 
-async fn writer_loop(options: PgConnectOptions, mut rx: mpsc::Receiver<Job>, stats: StatsKeeper) {
+async fn writer_loop(
+    options: PgConnectOptions,
+    mut rx: mpsc::Receiver<Job>,
+    stats: StatsKeeper,
+    meter: Arc<WriterMeter>,
+) {
     let mut conn: Option<PgConnection> = None;
     // The chain head as this writer's last group committed it (None: unknown).
     let mut head: Option<Head> = None;
@@ -209,6 +223,7 @@ async fn writer_loop(options: PgConnectOptions, mut rx: mpsc::Receiver<Job>, sta
                 Err(_) => break,
             }
         }
+        let (n, started) = (jobs.len(), Instant::now());
         // The objects this group writes records of (see `StatsKeeper::written`).
         let objects: Vec<String> = jobs
             .iter()
@@ -227,6 +242,7 @@ async fn writer_loop(options: PgConnectOptions, mut rx: mpsc::Receiver<Job>, sta
                 Ok(c) => c,
                 Err(e) => {
                     fail_all(jobs, &format!("cannot connect the writer: {e}"));
+                    meter.group(n, started.elapsed());
                     continue;
                 }
             },
@@ -239,6 +255,7 @@ async fn writer_loop(options: PgConnectOptions, mut rx: mpsc::Receiver<Job>, sta
                     Ok(new_head) => {
                         head = Some(new_head);
                         conn = Some(c);
+                        meter.group(n, started.elapsed());
                         stats.written(&[]);
                         continue;
                     }
@@ -249,6 +266,7 @@ async fn writer_loop(options: PgConnectOptions, mut rx: mpsc::Receiver<Job>, sta
         };
         // A connection that failed outside a job is dropped and replaced on the next group.
         let (usable, committed_head) = run_group(&mut c, jobs).await;
+        meter.group(n, started.elapsed());
         stats.written(&objects);
         head = committed_head;
         if usable {

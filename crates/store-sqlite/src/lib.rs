@@ -16,13 +16,14 @@ use custodian_store::{
     CheckpointClaimRow, CheckpointRange, Cursor, CustomFieldRow, DepartmentRow, DismissalRow, GrantRow, ListQuery,
     LoginCounterRow, MergeRow, MfaChallengeRow, MfaEffect, MfaFactor, RecordPage, RecordWrite, RoleRow, RowScope,
     ScanJobRow, SessionRow, Store, StoreError, StoreResult, StoredRecord, StoredVersion, TeamRow, UserMfaRow, UserRow,
-    WrappedKeyRow, WriteAction, WriteBatch,
+    WrappedKeyRow, WriteAction, WriteBatch, WriterMeter, WriterStats,
 };
 use serde_json::{Map, Value, json};
 use sqlx::sqlite::{SqliteArguments, SqliteConnectOptions, SqliteJournalMode, SqliteRow, SqliteSynchronous};
 use sqlx::{AssertSqlSafe, Connection, Row, SqliteConnection};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
@@ -47,6 +48,7 @@ const MAX_GROUP: usize = 512;
 pub struct SqliteStore {
     read_pool: ReadPool,
     writer: mpsc::Sender<Job>,
+    writer_meter: Arc<WriterMeter>,
 }
 
 /// Durability setting of the write connection.
@@ -129,15 +131,17 @@ impl SqliteStore {
         // 13.9k/14.8k req/s. The thread ends when the store's last sender is dropped, after the
         // writer's last checkpoint.
         let shm = PathBuf::from(shm);
+        let writer_meter = Arc::new(WriterMeter::default());
+        let meter = writer_meter.clone();
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .map_err(|e| StoreError::Internal(format!("writer runtime: {e}")))?;
         std::thread::Builder::new()
             .name("custodian-sqlite-writer".into())
-            .spawn(move || runtime.block_on(writer_loop(write_conn, rx, shm)))
+            .spawn(move || runtime.block_on(writer_loop(write_conn, rx, shm, meter)))
             .map_err(|e| StoreError::Internal(format!("writer thread: {e}")))?;
-        Ok(SqliteStore { read_pool, writer: tx })
+        Ok(SqliteStore { read_pool, writer: tx, writer_meter })
     }
 
     /// Opens an existing database for reading only, as the audit verifier and prover do: the
@@ -156,7 +160,7 @@ impl SqliteStore {
         let read_pool = ReadPool::connect(options, 2, READ_CONNECTION_LIFETIME).await?;
         // A writer that has stopped: every write is refused.
         let (writer, _) = mpsc::channel(1);
-        Ok(SqliteStore { read_pool, writer })
+        Ok(SqliteStore { read_pool, writer, writer_meter: Arc::default() })
     }
 
     async fn submit(&self, op: Op) -> StoreResult<OpOut> {
@@ -439,7 +443,7 @@ impl Drop for WalIndex {
     }
 }
 
-async fn writer_loop(mut conn: SqliteConnection, mut rx: mpsc::Receiver<Job>, shm: PathBuf) {
+async fn writer_loop(mut conn: SqliteConnection, mut rx: mpsc::Receiver<Job>, shm: PathBuf, meter: Arc<WriterMeter>) {
     let mut shm = WalIndex::new(shm);
     let mut last_checkpoint = Instant::now();
     let mut last_optimize = Instant::now();
@@ -448,9 +452,11 @@ async fn writer_loop(mut conn: SqliteConnection, mut rx: mpsc::Receiver<Job>, sh
     let mut indexing = RecordIndexing { mark: None, last: Instant::now() };
     while let Some(first) = rx.recv().await {
         if last_optimize.elapsed() > OPTIMIZE_EVERY {
+            let started = Instant::now();
             if let Err(e) = sqlx::query(OPTIMIZE_SQL).execute(&mut conn).await {
                 tracing::warn!(error = %e, "PRAGMA optimize failed");
             }
+            meter.upkeep(started.elapsed());
             last_optimize = Instant::now();
         }
         let mut jobs = vec![first];
@@ -460,9 +466,13 @@ async fn writer_loop(mut conn: SqliteConnection, mut rx: mpsc::Receiver<Job>, sh
                 Err(_) => break,
             }
         }
+        let (n, started) = (jobs.len(), Instant::now());
         run_group(&mut conn, jobs, &mut known_head).await;
+        let ran = Instant::now();
+        meter.group(n, ran - started);
         indexing.index_if_due(&mut conn, known_head.as_ref()).await;
         checkpoint_if_due(&mut conn, &mut shm, &mut last_checkpoint).await;
+        meter.upkeep(ran.elapsed());
     }
     checkpoint(&mut conn).await;
 }
@@ -1283,6 +1293,10 @@ pub(crate) fn bind_all<'q>(
 
 #[async_trait]
 impl Store for SqliteStore {
+    fn writer_stats(&self) -> WriterStats {
+        self.writer_meter.read()
+    }
+
     fn backend(&self) -> &'static str {
         "sqlite"
     }

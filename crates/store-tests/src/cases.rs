@@ -297,6 +297,36 @@ pub async fn empty_batch_is_a_no_op(store: DynStore) {
     assert_eq!(store.append_audit(Vec::new()).await.expect("empty append"), Vec::<i64>::new());
 }
 
+/// The writer counts what it ran (`Store::writer_stats`, exported by `/metrics`): every record
+/// write and audit append is one job of some group, concurrent ones share groups, and the
+/// groups took time.
+pub async fn writer_counts_its_groups_and_time(store: DynStore) {
+    let before = store.writer_stats();
+    create(&store, json!({ "name": "counted" })).await;
+    store.append_audit(vec![AuditDraft::new("counted.read")]).await.expect("append");
+    let mut tasks = Vec::new();
+    for i in 0..20 {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move { create(&store, json!({ "name": format!("c{i}") })).await }));
+    }
+    for t in tasks {
+        t.await.expect("create task");
+    }
+    // A group is counted right after its jobs are answered: wait for the last one (2 s at most).
+    let mut ran = store.writer_stats().since(&before);
+    for _ in 0..200 {
+        if ran.jobs >= 22 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        ran = store.writer_stats().since(&before);
+    }
+    assert_eq!(ran.jobs, 22, "{ran:?}");
+    assert!((2..=22).contains(&ran.groups), "{ran:?}");
+    assert!(ran.busy > std::time::Duration::ZERO, "{ran:?}");
+    assert!(store.writer_stats().busy >= ran.busy, "the totals only grow");
+}
+
 pub async fn stale_version_conflicts_and_changes_nothing(store: DynStore) {
     let r1 = create(&store, json!({ "name": "v1" })).await;
     let r2 = update(&store, &r1, json!({ "name": "v2" })).await;

@@ -304,6 +304,7 @@ macro_rules! conformance_tests {
         $crate::__conformance_cases!($make;
             create_get_update,
             empty_batch_is_a_no_op,
+            writer_counts_its_groups_and_time,
             stale_version_conflicts_and_changes_nothing,
             concurrent_updates_one_wins,
             concurrent_creates_of_one_id_one_wins,

@@ -18,6 +18,7 @@ pub mod audit;
 pub mod duplicates;
 pub mod jobs;
 pub mod monitor;
+pub mod writer_stats;
 pub use access::{GrantRow, LoginCounterRow, RoleRow};
 pub use audit::{
     AuditChainRow, AuditDraft, AuditRow, ChainedRows, CheckpointClaimOutcome, CheckpointClaimRequest,
@@ -35,6 +36,7 @@ pub use monitor::{
     ActionFilter, AlertRow, AlertRuleRow, AuditQuery, Bucket, BucketQuery, DeliveryOutcome, Measure, NotificationRow,
     OutboxRow,
 };
+pub use writer_stats::{WriterMeter, WriterStats};
 
 pub type StoreResult<T> = Result<T, StoreError>;
 
@@ -608,6 +610,10 @@ pub struct WrappedKeyRow {
 pub trait Store: Send + Sync + 'static {
     /// "sqlite" or "postgres".
     fn backend(&self) -> &'static str;
+
+    /// What the writer (group commit of record writes and audit appends) has done since the
+    /// store opened: see `WriterStats`.
+    fn writer_stats(&self) -> WriterStats;
 
     /// Cheap liveness check of the database.
     async fn health(&self) -> StoreResult<()>;
