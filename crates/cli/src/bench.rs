@@ -9,7 +9,9 @@
 //! `http-create`, `batch-create` and the closed-loop half of `http-get` also print, per side,
 //! the cores this process kept busy and what it wrote to storage per item (`Meter`): a side
 //! that uses far less than every core is waiting (for the disk, or for its turn), and the
-//! bytes written per record show how many pages each commit dirties (WAL and checkpoint).
+//! bytes written per record show how many pages each commit dirties (WAL and checkpoint). Our
+//! side also prints how busy the store's writer was (`Store::writer_stats`): near 100%, the one
+//! writer is the ceiling; well below, the requests' own work before it is.
 //!
 //! Scenarios:
 //! - `http-create`: C keep-alive HTTP/1.1 clients POST N contacts to the real app; baseline: one
