@@ -1229,6 +1229,7 @@ async fn batch_path_with(
     let mut prepare = Duration::ZERO;
     let mut ids = Vec::with_capacity(records.len());
     let mut outcomes = Vec::with_capacity(records.len());
+    let mut stand_ins = Vec::with_capacity(records.len());
     let mut refused: BTreeMap<String, usize> = BTreeMap::new();
     for input in records.chunks(CHUNK) {
         let t = Instant::now();
@@ -1238,10 +1239,12 @@ async fn batch_path_with(
                 Ok((id, write)) => {
                     ids.push(id);
                     outcomes.push(Some(id));
+                    stand_ins.push(None);
                     writes.push(write);
                 }
                 Err(e) if is_duplicate_code(e.code.as_str()) => {
                     outcomes.push(None);
+                    stand_ins.push(crate::demo::refused_as_duplicate_of(&e));
                     *refused.entry(e.code.as_str().to_owned()).or_default() += 1;
                 }
                 Err(e) => bail!("prepare_create: {e} {:?}", e.details),
@@ -1250,7 +1253,7 @@ async fn batch_path_with(
         prepare += t.elapsed();
         service.apply_prepared(writes).await.map_err(|e| anyhow!("apply_prepared: {e}"))?;
     }
-    Ok(BatchRun { ids, outcomes, elapsed: started.elapsed(), prepare, refused })
+    Ok(BatchRun { ids, outcomes, stand_ins, elapsed: started.elapsed(), prepare, refused })
 }
 
 /// What `batch_path` did.
@@ -1259,6 +1262,9 @@ struct BatchRun {
     ids: Vec<Uuid>,
     /// Per input record in order: its id if created, `None` if refused as a duplicate.
     outcomes: Vec<Option<Uuid>>,
+    /// Per input record in order: for one refused as a duplicate, the candidate its refusal
+    /// names (the record that stands for it).
+    stand_ins: Vec<Option<Uuid>>,
     elapsed: Duration,
     /// The time spent preparing (rules, duplicate check, sealing).
     prepare: Duration,
@@ -2049,10 +2055,13 @@ async fn store_scan_records(
         let input = companies.iter().map(|(fields, _)| (fields.clone(), CreateOptions::default())).collect();
         let run = batch_path_with(service, "companies", input).await?;
         stored_companies += run.ids.len();
+        // (A look-alike the generator made by chance stands for the candidate its refusal names.)
         let company_ids: Vec<Option<Uuid>> = companies
             .iter()
-            .zip(&run.outcomes)
-            .map(|((_, duplicate_of), id)| id.or_else(|| run.outcomes.get((*duplicate_of)?).copied().flatten()))
+            .zip(run.outcomes.iter().zip(&run.stand_ins))
+            .map(|((_, duplicate_of), (id, stand_in))| {
+                id.or_else(|| run.outcomes.get((*duplicate_of)?).copied().flatten()).or(*stand_in)
+            })
             .collect();
         let input = contacts
             .iter()

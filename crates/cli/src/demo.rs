@@ -164,10 +164,19 @@ struct Pending {
     write: PreparedWrite,
 }
 
+/// The first candidate a duplicate refusal names (a stored record, or one written earlier in the
+/// same batch); `None` for any other error.
+pub(crate) fn refused_as_duplicate_of(refusal: &ServiceError) -> Option<Uuid> {
+    if !matches!(refusal.code, ErrorCode::Duplicate | ErrorCode::PossibleDuplicate) {
+        return None;
+    }
+    refusal.extra.as_ref()?.get("candidates")?.as_array()?.first()?.get("id")?.as_str()?.parse::<Uuid>().ok()
+}
+
 /// A refused record is represented by the record it duplicates, so that records referring to
 /// it (a deal of that company) still get a valid reference: an injected near-duplicate by its
 /// original, any other look-alike (the generator makes a few by chance) by the first candidate
-/// its refusal names (a stored record, or one written earlier in the same batch). A record
+/// its refusal names. A record
 /// refused for another reason has no stand-in; references to it are left out.
 fn stand_in(
     ids: &mut HashMap<(&'static str, usize), Uuid>,
@@ -177,12 +186,7 @@ fn stand_in(
     refusal: &ServiceError,
 ) {
     let original = duplicate_of.and_then(|k| ids.get(&(object, k)).copied());
-    let candidate = || {
-        if !matches!(refusal.code, ErrorCode::Duplicate | ErrorCode::PossibleDuplicate) {
-            return None;
-        }
-        refusal.extra.as_ref()?.get("candidates")?.as_array()?.first()?.get("id")?.as_str()?.parse::<Uuid>().ok()
-    };
+    let candidate = || refused_as_duplicate_of(refusal);
     if let Some(id) = original.or_else(candidate) {
         ids.insert((object, key), id);
     }
