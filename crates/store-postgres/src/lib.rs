@@ -218,7 +218,7 @@ impl PostgresStore {
             roles::warn_if_unprotected(&pool).await;
         }
         let stats = stats::StatsKeeper::spawn(pool.clone());
-        Ok(PostgresStore { pool, lookups, url: url.to_owned(), writer: writer::Writer::spawn(writer_options, stats) })
+        Ok(PostgresStore { pool, lookups, url: url.to_owned(), writer: writer::Writer::spawn(writer_options, stats)? })
     }
 
     /// Where an entry-check look-up of `items` keys or ids runs: a small one (a single write's

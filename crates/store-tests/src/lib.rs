@@ -131,6 +131,44 @@ impl Drop for PgTestDb {
     }
 }
 
+/// The store's writer does not need the caller's runtime: with the runtime's only worker held
+/// by another task, an audit append (what every audited read waits for) is still answered.
+/// A writer running as a task on that runtime would wait for the worker to come free, as it
+/// did, on a busy server, after every answer from the database. `make` opens the store (in the
+/// runtime); `None` skips the check.
+pub fn writer_answers_while_the_runtime_is_busy<S, G, F>(make: impl FnOnce() -> F)
+where
+    S: custodian_store::Store,
+    F: std::future::Future<Output = Option<(S, G)>>,
+{
+    use custodian_store::AuditDraft;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{Arc, mpsc};
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+    let Some((store, guard)) = rt.block_on(make()) else { return };
+    rt.block_on(store.append_audit(vec![AuditDraft::new("before")])).unwrap();
+    let (holding, held) = mpsc::channel();
+    let (release, released_rx) = mpsc::channel::<()>();
+    let released = Arc::new(AtomicBool::new(false));
+    let flag = released.clone();
+    // Holds the worker (blocking it on purpose) until released, or for 20 s at most.
+    rt.spawn(async move {
+        holding.send(()).unwrap();
+        let _ = released_rx.recv_timeout(Duration::from_secs(20));
+        flag.store(true, Ordering::SeqCst);
+    });
+    held.recv().unwrap();
+    // `block_on` runs this future on the test's own thread, not on the held worker.
+    let appended = rt.block_on(store.append_audit(vec![AuditDraft::new("while the worker is held")]));
+    let worker_was_free = released.load(Ordering::SeqCst);
+    let _ = release.send(());
+    assert!(!worker_was_free, "the append was answered only once the runtime's worker came free");
+    assert_eq!(appended.unwrap().len(), 1);
+    assert_eq!(rt.block_on(store.audit_max_seq()).unwrap(), 2);
+    drop(store);
+    drop(guard);
+}
+
 static SKIP_NOTICE: Once = Once::new();
 
 /// A `PostgresStore` on a fresh database, or `None` (after a notice on stderr) when no server

@@ -724,3 +724,8 @@ async fn two_pages_in_id_order(
     assert!(next.items.iter().all(|r| if descending { r.id < last } else { r.id > last }));
     page.items
 }
+
+#[test]
+fn the_writer_answers_while_the_runtime_is_busy() {
+    custodian_store_tests::writer_answers_while_the_runtime_is_busy(custodian_store_tests::postgres_test_store);
+}

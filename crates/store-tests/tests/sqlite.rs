@@ -301,3 +301,10 @@ async fn upgrade_indexes_the_audit_events_by_record() {
     assert_eq!(old, None);
     conn.close().await.unwrap();
 }
+
+#[test]
+fn the_writer_answers_while_the_runtime_is_busy() {
+    custodian_store_tests::writer_answers_while_the_runtime_is_busy(|| async {
+        Some(custodian_store_tests::sqlite_test_store().await)
+    });
+}
