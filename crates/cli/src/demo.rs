@@ -176,8 +176,8 @@ pub(crate) fn refused_as_duplicate_of(refusal: &ServiceError) -> Option<Uuid> {
 /// A refused record is represented by the record it duplicates, so that records referring to
 /// it (a deal of that company) still get a valid reference: an injected near-duplicate by its
 /// original, any other look-alike (the generator makes a few by chance) by the first candidate
-/// its refusal names. A record
-/// refused for another reason has no stand-in; references to it are left out.
+/// its refusal names. A record refused for another reason has no stand-in; references to it
+/// are left out.
 fn stand_in(
     ids: &mut HashMap<(&'static str, usize), Uuid>,
     object: &'static str,
@@ -186,8 +186,7 @@ fn stand_in(
     refusal: &ServiceError,
 ) {
     let original = duplicate_of.and_then(|k| ids.get(&(object, k)).copied());
-    let candidate = || refused_as_duplicate_of(refusal);
-    if let Some(id) = original.or_else(candidate) {
+    if let Some(id) = original.or_else(|| refused_as_duplicate_of(refusal)) {
         ids.insert((object, key), id);
     }
 }
