@@ -177,23 +177,12 @@ pub(crate) struct Writer {
 
 impl Writer {
     /// The writer pokes `stats` after each group (and stops it when the writer stops).
-    ///
-    /// The writer task runs on its own thread, in a runtime of its own (as SQLite's does): on
-    /// the server's runtime, each answer from PostgreSQL waited for a worker busy with requests
-    /// before the writer could send the next statement or answer its jobs, and every audited
-    /// read waits for the writer. The thread ends when the store's last sender is dropped.
+    /// The writer runs on a thread of its own (`custodian_store::spawn_writer`).
     pub(crate) fn spawn(options: PgConnectOptions, stats: StatsKeeper) -> StoreResult<Writer> {
         let (tx, rx) = mpsc::channel(4096);
         let meter = Arc::new(WriterMeter::default());
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(|e| StoreError::Internal(format!("writer runtime: {e}")))?;
         let loop_meter = meter.clone();
-        std::thread::Builder::new()
-            .name("custodian-pg-writer".into())
-            .spawn(move || runtime.block_on(writer_loop(options, rx, stats, loop_meter)))
-            .map_err(|e| StoreError::Internal(format!("writer thread: {e}")))?;
+        custodian_store::spawn_writer("custodian-pg-writer", move || writer_loop(options, rx, stats, loop_meter))?;
         Ok(Writer { tx, meter })
     }
 

@@ -122,7 +122,7 @@ impl SqliteStore {
         let mut shm = path.as_os_str().to_owned();
         shm.push("-shm");
         let (tx, rx) = mpsc::channel(4096);
-        // The writer task runs on its own thread, in a runtime of its own: a group took a dozen
+        // The writer task runs on its own thread, in a runtime of its own (`spawn_writer`): a group took a dozen
         // hand-offs to SQLite's thread and back (about six since `bulk::INSERT_GROUP`), and on
         // the server's runtime each answer waited for a worker, busy with requests (a duplicate
         // check scores on the worker), before the writer could send the next statement. HTTP
@@ -133,14 +133,7 @@ impl SqliteStore {
         let shm = PathBuf::from(shm);
         let writer_meter = Arc::new(WriterMeter::default());
         let meter = writer_meter.clone();
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(|e| StoreError::Internal(format!("writer runtime: {e}")))?;
-        std::thread::Builder::new()
-            .name("custodian-sqlite-writer".into())
-            .spawn(move || runtime.block_on(writer_loop(write_conn, rx, shm, meter)))
-            .map_err(|e| StoreError::Internal(format!("writer thread: {e}")))?;
+        custodian_store::spawn_writer("custodian-sqlite-writer", move || writer_loop(write_conn, rx, shm, meter))?;
         Ok(SqliteStore { read_pool, writer: tx, writer_meter })
     }
 

@@ -36,7 +36,7 @@ pub use monitor::{
     ActionFilter, AlertRow, AlertRuleRow, AuditQuery, Bucket, BucketQuery, DeliveryOutcome, Measure, NotificationRow,
     OutboxRow,
 };
-pub use writer_stats::{WriterMeter, WriterStats};
+pub use writer_stats::{WriterMeter, WriterStats, spawn_writer};
 
 pub type StoreResult<T> = Result<T, StoreError>;
 

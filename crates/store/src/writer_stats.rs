@@ -3,10 +3,32 @@
 //! audit appends through one writer task (group commit), so its share of busy time is the
 //! capacity signal of a server: a writer busy nearly all the time is the limit of writes and
 //! audited reads; one often idle leaves the limit to the requests' own work before it.
-//! Exported by `/metrics` and printed by `custodian bench`.
+//! Exported by `/metrics` and printed by `custodian bench`. `spawn_writer` starts the writer
+//! itself, the same way for both.
 
+use crate::{StoreError, StoreResult};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
+
+/// Starts a store's writer loop (`writer()`) on a thread of its own, named `name`, in a
+/// current-thread runtime of its own; both backends run theirs so. On the server's runtime each
+/// answer from the database waited for a worker busy with requests before the writer could
+/// send its next statement or answer its jobs, and every write and audited read waits for the
+/// writer. The thread ends when the loop does (when the store's last job sender is dropped).
+pub fn spawn_writer<F>(name: &str, writer: impl FnOnce() -> F + Send + 'static) -> StoreResult<()>
+where
+    F: std::future::Future<Output = ()>,
+{
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| StoreError::Internal(format!("writer runtime: {e}")))?;
+    std::thread::Builder::new()
+        .name(name.to_owned())
+        .spawn(move || runtime.block_on(writer()))
+        .map_err(|e| StoreError::Internal(format!("writer thread: {e}")))?;
+    Ok(())
+}
 
 /// Totals since the writer started (monotonic; a rate over two readings is the load). A group
 /// is counted right after its jobs are answered, so a reading taken as soon as a write returns
