@@ -124,21 +124,26 @@ impl DuplicateConfig {
     }
 }
 
-/// Stored records' prepared match values, most recently used kept, by record id, each with the
-/// version it was prepared from. A version's fields never change and the policies are fixed in
-/// code, so an entry is good for as long as its version is the record's current one, which the
-/// store tells each check (`Store::candidate_fields`); the last version put replaces the one
-/// before. This saves the duplicate check at entry the decryption and preparation of
-/// candidates it has scored before — the records of common names, scored against many new
-/// ones. Bounded; in memory only.
-pub(crate) struct PreparedCache(std::sync::Mutex<hashlink::LruCache<Uuid, (i64, Arc<PreparedRecord>)>>);
+/// Stored records' prepared match values, by record id, each with the version it was prepared
+/// from. A version's fields never change and the policies are fixed in code, so an entry is
+/// good for as long as its version is the record's current one, which the store tells each
+/// check (`Store::candidate_fields`); the last version put replaces the one before. This saves
+/// the duplicate check at entry the decryption and preparation of candidates it has scored
+/// before — the records of common names, scored against many new ones. Bounded; in memory only.
+///
+/// The eviction is scan-resistant (S3-FIFO, `quick_cache`), not least-recently-used: a batch
+/// of a thousand contacts asks for some ten thousand candidates, and once those outnumber the
+/// entries an LRU evicted each before it was asked for again — at 15,000 stored contacts every
+/// candidate of a batch was read, decrypted and prepared again (none found held). Records asked
+/// for again and again (common names) now stay; those asked for once pass through.
+pub(crate) struct PreparedCache(quick_cache::sync::Cache<Uuid, (i64, Arc<PreparedRecord>)>);
 
 /// Entries of the `PreparedCache` (a contact's prepared values take about a kilobyte).
 const PREPARED_CACHE_ENTRIES: usize = 8192;
 
 impl Default for PreparedCache {
     fn default() -> Self {
-        PreparedCache(std::sync::Mutex::new(hashlink::LruCache::new(PREPARED_CACHE_ENTRIES)))
+        PreparedCache(quick_cache::sync::Cache::new(PREPARED_CACHE_ENTRIES))
     }
 }
 
@@ -146,15 +151,12 @@ impl PreparedCache {
     /// The cached entry of each record id (its version and prepared values), `None` where there
     /// is none.
     fn held(&self, ids: &[Uuid]) -> Vec<Option<(i64, Arc<PreparedRecord>)>> {
-        let Ok(mut cache) = self.0.lock() else { return ids.iter().map(|_| None).collect() };
-        ids.iter().map(|id| cache.get(id).cloned()).collect()
+        ids.iter().map(|id| self.0.get(id)).collect()
     }
 
     fn put_many(&self, entries: impl Iterator<Item = ((Uuid, i64), Arc<PreparedRecord>)>) {
-        if let Ok(mut cache) = self.0.lock() {
-            for ((id, version), prepared) in entries {
-                cache.insert(id, (version, prepared));
-            }
+        for ((id, version), prepared) in entries {
+            self.0.insert(id, (version, prepared));
         }
     }
 }
@@ -1680,6 +1682,37 @@ mod tests {
             .collect();
         assert_eq!(numbers.len(), 2, "{note}");
         assert!(numbers[0] > 0 && numbers[0] <= numbers[1], "{note}");
+    }
+
+    #[test]
+    fn candidates_asked_for_in_cycles_larger_than_the_cache_are_still_found_held() {
+        // What a batch load asks: each batch of a thousand contacts the same ten thousand or so
+        // stored candidates (the blocks of common names), more than the cache holds. An LRU
+        // evicted each of them before it was asked for again and found none held after the
+        // first pass; the cache must keep a good share of them.
+        let cache = PreparedCache::default();
+        let m = policy("contacts").and_then(|p| p.matcher()).expect("a contacts matcher");
+        let prepared = Arc::new(m.prepare(&["张伟", "13812345678"]));
+        let candidates: Vec<Uuid> = (0..PREPARED_CACHE_ENTRIES * 5 / 4).map(|_| Uuid::now_v7()).collect();
+        let mut held_per_pass = Vec::new();
+        for _ in 0..6 {
+            let mut held = 0;
+            for batch in candidates.chunks(500) {
+                let found = cache.held(batch);
+                held += found.iter().flatten().count();
+                let missed =
+                    batch.iter().zip(&found).filter(|(_, f)| f.is_none()).map(|(id, _)| ((*id, 1), prepared.clone()));
+                cache.put_many(missed);
+            }
+            held_per_pass.push(held);
+        }
+        assert_eq!(held_per_pass[0], 0);
+        let last = held_per_pass[held_per_pass.len() - 1];
+        assert!(last * 2 >= candidates.len(), "held per pass of {}: {held_per_pass:?}", candidates.len());
+        // A version put later replaces the one held.
+        let id = candidates[0];
+        cache.put_many(std::iter::once(((id, 2), prepared.clone())));
+        assert_eq!(cache.held(&[id])[0].as_ref().map(|(version, _)| *version), Some(2));
     }
 
     #[test]
