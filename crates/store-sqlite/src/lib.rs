@@ -122,14 +122,14 @@ impl SqliteStore {
         let mut shm = path.as_os_str().to_owned();
         shm.push("-shm");
         let (tx, rx) = mpsc::channel(4096);
-        // The writer task runs on its own thread, in a runtime of its own (`spawn_writer`): a group took a dozen
-        // hand-offs to SQLite's thread and back (about six since `bulk::INSERT_GROUP`), and on
-        // the server's runtime each answer waited for a worker, busy with requests (a duplicate
-        // check scores on the worker), before the writer could send the next statement. HTTP
-        // creates, alternating runs: 1,183/1,158 -> 1,228/1,245 records/s (straight on the
-        // service: 1,856/1,848 -> 2,148/2,032); audited GETs in a closed loop 13.6k/13.3k ->
-        // 13.9k/14.8k req/s. The thread ends when the store's last sender is dropped, after the
-        // writer's last checkpoint.
+        // The writer task runs on its own thread, in a runtime of its own (`spawn_writer`): a
+        // group took a dozen hand-offs to SQLite's thread and back (about six since
+        // `bulk::INSERT_GROUP`), and on the server's runtime each answer waited for a worker,
+        // busy with requests (a duplicate check scores on the worker), before the writer could
+        // send the next statement. HTTP creates, alternating runs: 1,183/1,158 -> 1,228/1,245
+        // records/s (straight on the service: 1,856/1,848 -> 2,148/2,032); audited GETs in a
+        // closed loop 13.6k/13.3k -> 13.9k/14.8k req/s. The thread ends when the store's last
+        // sender is dropped, after the writer's last checkpoint.
         let shm = PathBuf::from(shm);
         let writer_meter = Arc::new(WriterMeter::default());
         let meter = writer_meter.clone();
