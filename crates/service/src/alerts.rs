@@ -327,7 +327,7 @@ impl Service {
         limit: Option<u32>,
     ) -> ServiceResult<AlertPage> {
         self.auditor_or_refuse(ctx, "alert.list").await?;
-        let limit = limit.unwrap_or(50).clamp(1, 500);
+        let limit = self.page_size(limit)?;
         let before = cursor.map(decode_cursor).transpose()?;
         let mut rows = self.store.list_alerts(before, limit + 1).await?;
         let next_cursor = if rows.len() > limit as usize {

@@ -173,7 +173,7 @@ impl Service {
         limit: Option<u32>,
     ) -> ServiceResult<NotificationPage> {
         let actor = ctx.actor.as_ref().ok_or_else(|| ServiceError::new(ErrorCode::Unauthenticated))?;
-        let limit = limit.unwrap_or(50).clamp(1, 500);
+        let limit = self.page_size(limit)?;
         let before = cursor.map(crate::alerts::decode_cursor).transpose()?;
         let mut rows = self.store.list_notifications(actor.user_id, before, limit + 1).await?;
         let next_cursor = if rows.len() > limit as usize {
