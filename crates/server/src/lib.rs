@@ -142,7 +142,7 @@ fn api_routes() -> OpenApiRouter<AppState> {
 pub fn openapi_document(service: &Service) -> serde_json::Value {
     let (_, api) = api_routes().split_for_parts();
     let doc = serde_json::to_value(&api).unwrap_or_default();
-    openapi::finish_document(doc, &service.schema())
+    openapi::finish_document(doc, service)
 }
 
 /// Builds the application with all middleware and default options. `service` is shared by
@@ -154,7 +154,7 @@ pub fn app(service: Arc<Service>) -> Router {
 /// Builds the application with all middleware.
 pub fn app_with_options(service: Arc<Service>, options: AppOptions) -> Router {
     let (api_router, api) = api_routes().split_for_parts();
-    let doc = openapi::finish_document(serde_json::to_value(&api).unwrap_or_default(), &service.schema());
+    let doc = openapi::finish_document(serde_json::to_value(&api).unwrap_or_default(), &service);
     let state = AppState { service, options, metrics: metrics_handle(), openapi: Arc::new(doc) };
     let request_id = HeaderName::from_static("x-request-id");
     Router::new()
@@ -180,7 +180,7 @@ pub fn app_with_options(service: Arc<Service>, options: AppOptions) -> Router {
 
 async fn openapi_json(State(state): State<AppState>) -> Response {
     // Custom fields change the document: rebuild the schema-driven part on each request.
-    let doc = openapi::finish_document((*state.openapi).clone(), &state.service.schema());
+    let doc = openapi::finish_document((*state.openapi).clone(), &state.service);
     axum::Json(doc).into_response()
 }
 

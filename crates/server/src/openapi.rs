@@ -4,10 +4,12 @@
 //! schema, custom fields included.
 
 use custodian_core::ErrorCode;
-use custodian_core::schema::{FieldType, Schema};
+use custodian_core::schema::FieldType;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use utoipa::ToSchema;
+
+use crate::extract::SESSION_COOKIE;
 
 /// Error body shared by every error response.
 #[derive(Serialize, ToSchema)]
@@ -112,6 +114,7 @@ impl OverrideBody {
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ConfirmNotDuplicateBody {
+    #[schema(min_length = 1, max_length = 500)]
     pub reason: String,
 }
 
@@ -205,8 +208,11 @@ fn field_schema(t: FieldType, options: &[String]) -> Value {
 }
 
 /// Adds the schema-driven parts to the generated document: one `Fields_<object>` schema per
-/// object and the error-code table.
-pub fn finish_document(mut doc: Value, schema: &Schema) -> Value {
+/// object, the security schemes, the responses every operation can give, the page bounds and
+/// the error-code table. Running it again on its own output changes nothing.
+pub fn finish_document(mut doc: Value, service: &custodian_service::Service) -> Value {
+    let schema = service.schema();
+    let max_page_size = service.config().max_page_size;
     doc["openapi"] = json!("3.1.0");
     doc["info"] = json!({
         "title": "Custodian API",
@@ -237,6 +243,16 @@ pub fn finish_document(mut doc: Value, schema: &Schema) -> Value {
             );
         }
     }
+    doc["components"]["securitySchemes"] = json!({
+        "bearer": {"type": "http", "scheme": "bearer", "description": "A session token from POST /api/v1/auth/login, or a personal API token."},
+        "session_cookie": {"type": "apiKey", "in": "cookie", "name": SESSION_COOKIE, "description": "The session cookie set by login; unsafe requests also need the X-CSRF-Token header."}
+    });
+    doc["security"] = json!([{"bearer": []}, {"session_cookie": []}]);
+    if let Some(paths) = doc.get_mut("paths").and_then(Value::as_object_mut) {
+        for operation in paths.values_mut().filter_map(Value::as_object_mut).flat_map(|ops| ops.values_mut()) {
+            complete_responses(operation, max_page_size);
+        }
+    }
     doc["x-error-codes"] = Value::Array(
         ErrorCode::ALL
             .iter()
@@ -244,4 +260,73 @@ pub fn finish_document(mut doc: Value, schema: &Schema) -> Value {
             .collect(),
     );
     doc
+}
+
+/// Adds to an operation the error statuses that the layers every request passes through can
+/// answer with, whatever the handler documents: 400 (a query parameter the handler does not
+/// know, a body that is not JSON), 401 (no or an expired session), 403 (a role without the
+/// right, a role that must enrol a second factor first, a cookie request without its CSRF
+/// token), 503 (the store unavailable, the request's time limit); 404 where the path names
+/// something; 413 and 415 where a body is read. Then gives every response the description
+/// OpenAPI requires: the codes of the error table behind an error status, so that a client
+/// knows which `error.code` values to expect.
+fn complete_responses(operation: &mut Value, max_page_size: u32) {
+    // Every list names its page size `limit` and its position `cursor`; outside the service's
+    // bounds (`page_size`; the audit log's `MAX_AUDIT_PAGE` is the same 500 by default) they
+    // are refused with 400 `invalid_query`.
+    if let Some(parameters) = operation.get_mut("parameters").and_then(Value::as_array_mut) {
+        for parameter in parameters.iter_mut() {
+            if parameter["in"] == "header" && parameter["name"] == "If-Match" {
+                // What `expected_version` in routes/records.rs reads: "3", W/"3" or 3.
+                parameter["schema"] = json!({"type": "string", "pattern": "^(W/)?\"?[0-9]{1,18}\"?$"});
+                continue;
+            }
+            if parameter["in"] != "query" {
+                continue;
+            }
+            match parameter["name"].as_str() {
+                Some("limit") => {
+                    parameter["schema"] = json!({"type": "integer", "minimum": 1, "maximum": max_page_size});
+                }
+                Some("cursor") => {
+                    parameter["schema"] = json!({"type": "string", "minLength": 1});
+                    parameter["description"] = json!("next_cursor of the previous page");
+                }
+                _ => {}
+            }
+        }
+    }
+    let has_path_parameters =
+        operation["parameters"].as_array().is_some_and(|parameters| parameters.iter().any(|p| p["in"] == "path"));
+    let has_body = operation.get("requestBody").is_some();
+    let Some(responses) = operation.get_mut("responses").and_then(Value::as_object_mut) else { return };
+    let mut statuses = vec![400u16, 401, 403, 503];
+    if has_path_parameters {
+        statuses.push(404);
+    }
+    if has_body {
+        statuses.extend([413, 415]);
+    }
+    for status in statuses {
+        responses.entry(status.to_string()).or_insert_with(|| json!({}));
+    }
+    for (status, response) in responses.iter_mut() {
+        if response.get("description").is_some() {
+            continue;
+        }
+        let codes: Vec<&str> =
+            ErrorCode::ALL.iter().filter(|c| c.http_status().to_string() == *status).map(|c| c.as_str()).collect();
+        let description = match status.as_str() {
+            "200" => "OK".to_owned(),
+            "201" => "Created".to_owned(),
+            "202" => "Accepted".to_owned(),
+            "204" => "No content".to_owned(),
+            _ if codes.is_empty() => format!("HTTP {status}"),
+            _ => format!("Error; `error.code` is one of: {}", codes.join(", ")),
+        };
+        response["description"] = json!(description);
+        if !codes.is_empty() && response.get("content").is_none() {
+            response["content"] = json!({"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}});
+        }
+    }
 }

@@ -476,6 +476,64 @@ async fn operations_endpoints_and_request_ids() {
     assert_eq!(app.get("/api/v1/contacts").await.status, StatusCode::UNAUTHORIZED);
 }
 
+/// What a client generator, a validator or a schema-driven test tool (schemathesis) needs of the
+/// OpenAPI document: a description on every response (OpenAPI requires one), operation ids
+/// that are unique, the security schemes, the error statuses that every request can meet, and
+/// the page bounds the service enforces.
+#[tokio::test]
+async fn openapi_document_is_complete_for_clients_and_validators() {
+    let app = common::sqlite_app().await.unwrap();
+    let doc = app.raw(Method::GET, "/api/v1/openapi.json", None, None, &[]).await.body;
+    let bearer = &doc["components"]["securitySchemes"]["bearer"];
+    assert_eq!((bearer["type"].as_str(), bearer["scheme"].as_str()), (Some("http"), Some("bearer")), "{bearer}");
+    assert!(doc["security"].as_array().is_some_and(|s| s.iter().any(|r| r.get("bearer").is_some())));
+    let schemas = doc["components"]["schemas"].as_object().unwrap();
+    let mut operation_ids = std::collections::HashSet::new();
+    let mut operations = 0;
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for (method, operation) in item.as_object().unwrap() {
+            operations += 1;
+            let at = format!("{method} {path}");
+            let id = operation["operationId"].as_str().unwrap_or_else(|| panic!("{at}: no operationId"));
+            assert!(operation_ids.insert(id.to_owned()), "{at}: operationId {id} used twice");
+            let responses = operation["responses"].as_object().unwrap();
+            for (status, response) in responses {
+                assert!(response["description"].is_string(), "{at} {status}: no description");
+                if status.as_str() >= "400" {
+                    let schema = &response["content"]["application/json"]["schema"]["$ref"];
+                    assert_eq!(schema, "#/components/schemas/ErrorBody", "{at} {status}");
+                }
+            }
+            let mut expected = vec!["400", "401", "403", "503"];
+            let parameters = operation["parameters"].as_array().cloned().unwrap_or_default();
+            if parameters.iter().any(|p| p["in"] == "path") {
+                expected.push("404");
+            }
+            if operation.get("requestBody").is_some() {
+                expected.extend(["413", "415"]);
+            }
+            for status in expected {
+                assert!(responses.contains_key(status), "{at}: status {status} not documented");
+            }
+            for p in parameters.iter().filter(|p| p["in"] == "query" && p["name"] == "limit") {
+                assert_eq!(
+                    (p["schema"]["minimum"].as_u64(), p["schema"]["maximum"].as_u64()),
+                    (Some(1), Some(500)),
+                    "{at}"
+                );
+            }
+        }
+    }
+    assert!(operations >= 75, "{operations} operations");
+    // Logging in needs no credentials; every `$ref` names a schema that exists.
+    assert_eq!(doc["paths"]["/api/v1/auth/login"]["post"]["security"], json!([{}]));
+    let text = doc.to_string();
+    for reference in text.split("\"#/components/schemas/").skip(1) {
+        let name = reference.split('"').next().unwrap();
+        assert!(schemas.contains_key(name), "$ref to a missing schema {name}");
+    }
+}
+
 both_backends!(as_of_diff_and_revert, |app: TestApp| async move {
     let c = app.create("contacts", json!({"name": "历史", "title": "一", "mobile": "13711112222"})).await;
     let id = id_of(&c);

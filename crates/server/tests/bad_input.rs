@@ -206,6 +206,16 @@ both_backends!(every_kind_of_bad_input_is_refused_cleanly, |app: TestApp| async 
     assert_table_error(&app.get("/api/v1/contacts?limit=100000000").await, StatusCode::BAD_REQUEST, "invalid_query");
     assert_table_error(&app.get("/api/v1/contacts?limit=-1").await, StatusCode::BAD_REQUEST, "invalid_query");
     assert_table_error(&app.get("/api/v1/contacts?limit=0").await, StatusCode::BAD_REQUEST, "invalid_query");
+    // Every list refuses a page size out of range rather than cutting it silently.
+    for list in
+        ["/api/v1/alerts", "/api/v1/notifications", "/api/v1/audit/events", "/api/v1/duplicates?object=contacts&"]
+    {
+        let sep = if list.ends_with('&') { "" } else { "?" };
+        for limit in ["0", "501", "2147483648"] {
+            let r = app.get(&format!("{list}{sep}limit={limit}")).await;
+            assert_table_error(&r, StatusCode::BAD_REQUEST, "invalid_query");
+        }
+    }
     assert_table_error(&app.get("/api/v1/contacts?nope=1").await, StatusCode::BAD_REQUEST, "invalid_query");
     assert_table_error(&app.get("/api/v1/contacts?name[like]=1").await, StatusCode::BAD_REQUEST, "invalid_query");
     assert_table_error(&app.get("/api/v1/contacts?sort=mobile").await, StatusCode::BAD_REQUEST, "invalid_query");
@@ -333,7 +343,30 @@ fn path() -> impl Strategy<Value = String> {
     })
 }
 
-/// Thousands of generated requests: never a 5xx, every error from the table.
+/// The statuses the OpenAPI document lists for the operation that `path` reaches with
+/// `method`, or `None` where no documented operation takes the request (the router's own 404
+/// and 405). Among the templates that match, the router takes the one whose segments are
+/// literal furthest to the left, and so does this.
+fn documented_statuses(doc: &Value, method: &Method, path: &str) -> Option<Vec<u16>> {
+    let path = path.split('?').next().unwrap_or(path);
+    let segments: Vec<&str> = path.split('/').collect();
+    let mut best: Option<(Vec<bool>, &Value)> = None;
+    for (template, operations) in doc["paths"].as_object()? {
+        let parts: Vec<&str> = template.split('/').collect();
+        let matches = parts.len() == segments.len()
+            && parts.iter().zip(&segments).all(|(t, s)| if t.starts_with('{') { !s.is_empty() } else { t == s });
+        let literal: Vec<bool> = parts.iter().map(|t| !t.starts_with('{')).collect();
+        if matches && best.as_ref().is_none_or(|(b, _)| literal > *b) {
+            best = Some((literal, operations));
+        }
+    }
+    let operation = best?.1.get(method.as_str().to_lowercase())?;
+    Some(operation["responses"].as_object()?.keys().filter_map(|k| k.parse().ok()).collect())
+}
+
+/// Thousands of generated requests: never a 5xx, every error from the table, every status one
+/// that the OpenAPI document lists for the operation (clients and outside tests check
+/// responses against it).
 #[test]
 fn generated_requests_never_produce_server_errors_sqlite() {
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
@@ -356,6 +389,7 @@ fn fuzz(rt: &tokio::runtime::Runtime, app: &TestApp, default_cases: u32) {
         failure_persistence: None,
         ..ProptestConfig::default()
     });
+    let doc = rt.block_on(app.get("/api/v1/openapi.json")).body;
     let methods = prop::sample::select(vec![Method::GET, Method::POST, Method::PATCH, Method::DELETE]);
     runner
         .run(&(methods, path(), body()), |(method, path, body)| {
@@ -368,6 +402,14 @@ fn fuzz(rt: &tokio::runtime::Runtime, app: &TestApp, default_cases: u32) {
             prop_assert!(r.status.as_u16() < 500, "{method} {path} → {} {}", r.status, r.body);
             if r.status.as_u16() >= 400 {
                 prop_assert!(known.contains(&r.code()), "{method} {path} → unknown error body {}", r.body);
+            }
+            if let Some(statuses) = documented_statuses(&doc, &method, &path) {
+                prop_assert!(
+                    statuses.contains(&r.status.as_u16()),
+                    "{method} {path} → {}, which the OpenAPI document does not list ({statuses:?}): {}",
+                    r.status,
+                    r.body
+                );
             }
             Ok(())
         })
@@ -405,6 +447,8 @@ fn fuzz(rt: &tokio::runtime::Runtime, app: &TestApp, default_cases: u32) {
             if r.status.as_u16() >= 400 {
                 prop_assert!(known.contains(&r.code()), "{path} → unknown error body {}", r.body);
             }
+            let statuses = documented_statuses(&doc, &Method::POST, &path).unwrap_or_default();
+            prop_assert!(statuses.contains(&r.status.as_u16()), "{path} → {} not in {statuses:?}", r.status);
             Ok(())
         })
         .unwrap();

@@ -22,7 +22,7 @@ pub async fn list_roles(State(state): State<AppState>, Auth(ctx): Auth) -> ApiRe
     Ok(Json(json!({ "items": state.service.list_roles(&ctx).await? })).into_response())
 }
 
-#[utoipa::path(post, path = "/api/v1/roles", tag = "admin",
+#[utoipa::path(post, path = "/api/v1/roles", tag = "admin", request_body = Object,
     description = "Creates a custom role: {\"name\", \"label_en\", \"label_zh\", \"objects\": {OBJECT: {\"create\", \"read\", \"update\", \"delete\", \"export\"}} with scopes none|own|team|department|all, \"fields\": {\"OBJECT.FIELD\": hidden|masked|masked_write|read|write}, \"sensitive_default\", \"can_reveal\", \"admin\", \"audit\", \"merge\", \"grant\"}. Admins only, fresh step-up (428); audited.",
     responses((status = 201), (status = 403, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody), (status = 428, body = ErrorBody)))]
 pub async fn create_role(
@@ -44,7 +44,7 @@ pub async fn get_role(
     Ok(Json(json!(state.service.get_role(&ctx, &name).await?)).into_response())
 }
 
-#[utoipa::path(put, path = "/api/v1/roles/{name}", tag = "admin", params(("name" = String, Path)),
+#[utoipa::path(put, path = "/api/v1/roles/{name}", tag = "admin", params(("name" = String, Path)), request_body = Object,
     description = "Replaces a custom role's definition (same shape as POST). Built-in roles are read-only (409). Admins only, fresh step-up (428); audited with before and after.",
     responses((status = 200), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody), (status = 428, body = ErrorBody)))]
 pub async fn update_role(
@@ -81,9 +81,12 @@ pub struct GrantBody {
     #[serde(default)]
     pub team_id: Option<Uuid>,
     /// read or write
+    #[schema(pattern = "^(read|write)$")]
     pub access: String,
     /// 1-720
+    #[schema(minimum = 1, maximum = 720)]
     pub hours: u32,
+    #[schema(min_length = 1, max_length = 500)]
     pub reason: String,
 }
 

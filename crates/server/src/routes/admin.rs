@@ -32,6 +32,7 @@ pub struct NewUserBody {
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewDepartmentBody {
+    #[schema(min_length = 1, max_length = 100)]
     pub name: String,
     #[serde(default)]
     pub parent_id: Option<Uuid>,
@@ -40,6 +41,7 @@ pub struct NewDepartmentBody {
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewTeamBody {
+    #[schema(min_length = 1, max_length = 100)]
     pub name: String,
     #[serde(default)]
     pub department_id: Option<Uuid>,
@@ -118,7 +120,7 @@ fn rename_and_move(
     Ok((name, optional_id(body, id_key)?))
 }
 
-#[utoipa::path(patch, path = "/api/v1/departments/{id}", tag = "admin", params(("id" = Uuid, Path)),
+#[utoipa::path(patch, path = "/api/v1/departments/{id}", tag = "admin", params(("id" = Uuid, Path)), request_body = Object,
     description = "Renames a department or moves it: {\"name\", \"parent_id\"} (null = top level). A move below itself or its own sub-departments is refused.",
     responses((status = 200), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub async fn update_department(
@@ -133,7 +135,7 @@ pub async fn update_department(
     Ok(Json(json!(d)).into_response())
 }
 
-#[utoipa::path(patch, path = "/api/v1/teams/{id}", tag = "admin", params(("id" = Uuid, Path)),
+#[utoipa::path(patch, path = "/api/v1/teams/{id}", tag = "admin", params(("id" = Uuid, Path)), request_body = Object,
     description = "Renames a team or moves it to another department: {\"name\", \"department_id\"} (null = none).",
     responses((status = 200), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub async fn update_team(
@@ -165,7 +167,7 @@ pub async fn object_schema(
     Ok(Json(json!(state.service.object_schema(&object)?)).into_response())
 }
 
-#[utoipa::path(post, path = "/api/v1/schema/{object}/fields", tag = "schema", params(("object" = String, Path)),
+#[utoipa::path(post, path = "/api/v1/schema/{object}/fields", tag = "schema", params(("object" = String, Path)), request_body = Object,
     description = "Adds a custom field: {\"name\",\"type\",\"label_en\",\"label_zh\",\"required\",\"unique\",\"sensitive\",\"options\",\"reference\",\"rules\"}",
     responses((status = 201), (status = 403, body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub async fn add_field(
@@ -207,7 +209,7 @@ fn optional_id(
     }
 }
 
-#[utoipa::path(patch, path = "/api/v1/users/{id}", tag = "admin", params(("id" = Uuid, Path)),
+#[utoipa::path(patch, path = "/api/v1/users/{id}", tag = "admin", params(("id" = Uuid, Path)), request_body = Object,
     description = "Changes {\"role\", \"team_id\", \"department_id\", \"display_name\", \"email\"} (null removes the e-mail address); a role change ends the user's sessions. Nobody changes their own role.",
     responses((status = 200), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub async fn update_user(
@@ -298,7 +300,7 @@ pub async fn field_rules(
 }
 
 #[utoipa::path(put, path = "/api/v1/schema/{object}/fields/{field}/rules", tag = "schema",
-    params(("object" = String, Path), ("field" = String, Path)),
+    params(("object" = String, Path), ("field" = String, Path)), request_body = Object,
     description = "Replaces the rules of a field (admins and data stewards; audited with before and after): {\"rules\": [{\"kind\": \"required\"}, {\"kind\": \"required_when\", \"field\": \"stage\", \"values\": [\"won\"]}, {\"kind\": \"unique\", \"scope\": \"global\" | \"per_owner\" | \"per_team\"}, {\"kind\": \"regex\", \"pattern\": \"…\"}, {\"kind\": \"range\", \"min\": 0, \"max\": 10}, {\"kind\": \"length\", \"min\": 1, \"max\": 50}, {\"kind\": \"allowed_values\", \"values\": [\"…\"]}], \"revision\": 3 (optional: the revision the change is based on)}. Starts a background re-check of the object's stored records; poll GET /api/v1/rule-checks/{id}.",
     responses((status = 200, description = "{object, field, rules, revision, job}"), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub async fn put_field_rules(

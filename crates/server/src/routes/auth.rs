@@ -99,10 +99,13 @@ pub async fn end_my_sessions(State(state): State<AppState>, Auth(ctx): Auth) -> 
 #[derive(serde::Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewTokenBody {
+    #[schema(min_length = 1, max_length = 100)]
     pub name: String,
     /// "read" or "read_write".
+    #[schema(pattern = "^(read|read_write)$")]
     pub scope: String,
     /// 1-365.
+    #[schema(minimum = 1, maximum = 365)]
     pub expires_in_days: u32,
 }
 

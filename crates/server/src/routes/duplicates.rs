@@ -50,6 +50,7 @@ pub struct AutoMergeBody {
     /// survivor (default: the group's oldest record keeps its values), newest, most_complete
     /// or trusted_source.
     #[serde(default)]
+    #[schema(pattern = "^(survivor|newest|most_complete|trusted_source)$")]
     pub rule: Option<String>,
     /// For the rule trusted_source: values of the object's source field, most trusted first.
     #[serde(default)]
@@ -101,11 +102,11 @@ pub async fn scan_job(
     Ok(Json(json!(job)).into_response())
 }
 
-#[utoipa::path(get, path = "/api/v1/duplicates", tag = "duplicates",
+#[utoipa::path(get, path = "/api/v1/duplicates", tag = "duplicates", operation_id = "list_duplicates",
     params(("object" = String, Query), ("status" = Option<String>, Query, description = "open (default), dismissed or merged"),
            ("cursor" = Option<String>, Query), ("limit" = Option<u32>, Query)),
     description = "The review queue: proposed pairs with score, reasons and the records the caller may see (masked); others are counted in hidden_records.",
-    responses((status = 200, description = "{items: [{id, object, cluster_id, score, reasons, status, records, hidden_records}], next_cursor}"), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody)))]
+    responses((status = 200, description = "{items: [{id, object, cluster_id, score, reasons, status, records, hidden_records}], next_cursor}"), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody, description = "unknown_object")))]
 pub async fn list(
     State(state): State<AppState>,
     Auth(ctx): Auth,
@@ -151,6 +152,7 @@ pub async fn list(
 #[serde(deny_unknown_fields)]
 pub struct DismissBody {
     /// Why the two records are not the same (required).
+    #[schema(min_length = 1, max_length = 500)]
     pub reason: String,
 }
 
@@ -182,6 +184,7 @@ pub struct MergeBody {
     /// newest, most_complete or trusted_source (the value of the record whose source comes
     /// first in trusted_sources; others after, the newest among equals).
     #[serde(default)]
+    #[schema(pattern = "^(survivor|newest|most_complete|trusted_source)$")]
     pub rule: Option<String>,
     /// For the rule trusted_source: values of the object's source field, most trusted first.
     #[serde(default)]

@@ -66,7 +66,7 @@ fn audit_params(pairs: Vec<(String, String)>) -> ApiResult<(AuditParams, bool)> 
            ("object" = Option<String>, Query), ("record_id" = Option<Uuid>, Query),
            ("action" = Option<String>, Query, description = "Exact action, or a prefix ending in '.' or '*' (record.)"),
            ("from" = Option<String>, Query, description = "RFC 3339, inclusive"), ("to" = Option<String>, Query, description = "RFC 3339, inclusive"),
-           ("cursor" = Option<String>, Query), ("limit" = Option<u32>, Query, description = "Page size, capped at 500"),
+           ("cursor" = Option<String>, Query), ("limit" = Option<u32>, Query, description = "Page size, 1-500"),
            ("format" = Option<String>, Query, description = "json (default) or csv (the whole filtered log, like events.csv)")),
     description = "Audit events newest first, for auditors and admins. Diffs follow the caller's field access (hidden fields absent, masked ones masked). Every query is itself an audit event (audit.query).",
     responses((status = 200, description = "{items, next_cursor}"), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody)))]
@@ -239,7 +239,7 @@ pub async fn list_alert_rules(State(state): State<AppState>, Auth(ctx): Auth) ->
     Ok(Json(json!({ "items": state.service.list_alert_rules(&ctx).await? })).into_response())
 }
 
-#[utoipa::path(put, path = "/api/v1/alert-rules/{metric}", tag = "alerts", params(("metric" = String, Path)),
+#[utoipa::path(put, path = "/api/v1/alert-rules/{metric}", tag = "alerts", params(("metric" = String, Path)), request_body = Object,
     description = "Replaces a rule: {\"enabled\", \"window_secs\", \"absolute\", \"baseline_multiple\", \"baseline_min\", \"auto_suspend\", \"working_hours\": {\"timezone\", \"start\", \"end\", \"weekdays\"}}. Admins only; audited with the old and new rule.",
     responses((status = 200), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub async fn put_alert_rule(

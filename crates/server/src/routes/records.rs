@@ -422,6 +422,7 @@ pub async fn transfer(
 #[serde(deny_unknown_fields)]
 pub struct BulkDeleteBody {
     /// 1-500 distinct record ids.
+    #[schema(min_items = 1, max_items = 500)]
     pub ids: Vec<Uuid>,
 }
 
