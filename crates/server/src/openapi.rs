@@ -237,6 +237,11 @@ pub fn finish_document(mut doc: Value, service: &custodian_service::Service) -> 
                     required.push(f.name.clone());
                 }
             }
+            // An update names only the fields it changes: the same fields, none required.
+            schemas.insert(
+                format!("FieldsUpdate_{}", object.name),
+                json!({"type": "object", "title": object.label_en, "properties": props.clone(), "additionalProperties": false}),
+            );
             schemas.insert(
                 format!("Fields_{}", object.name),
                 json!({"type": "object", "title": object.label_en, "properties": props, "required": required, "additionalProperties": false}),
@@ -248,9 +253,25 @@ pub fn finish_document(mut doc: Value, service: &custodian_service::Service) -> 
         "session_cookie": {"type": "apiKey", "in": "cookie", "name": SESSION_COOKIE, "description": "The session cookie set by login; unsafe requests also need the X-CSRF-Token header."}
     });
     doc["security"] = json!([{"bearer": []}, {"session_cookie": []}]);
+    let object_names: Vec<&str> = schema.objects().map(|o| o.name.as_str()).collect();
     if let Some(paths) = doc.get_mut("paths").and_then(Value::as_object_mut) {
-        for operation in paths.values_mut().filter_map(Value::as_object_mut).flat_map(|ops| ops.values_mut()) {
-            complete_responses(operation, max_page_size);
+        let record_links = record_links(paths);
+        for (path, operations) in paths.iter_mut() {
+            let Some(operations) = operations.as_object_mut() else { continue };
+            for (method, operation) in operations.iter_mut() {
+                complete_responses(operation, max_page_size);
+                name_objects(operation, path, &object_names);
+                match (method.as_str(), path.as_str()) {
+                    ("post", "/api/v1/{object}") => {
+                        operation["responses"]["201"]["links"] = record_links.clone();
+                        describe_record_fields(operation, "Fields_", &object_names);
+                    }
+                    ("patch", "/api/v1/{object}/{id}") => {
+                        describe_record_fields(operation, "FieldsUpdate_", &object_names)
+                    }
+                    _ => {}
+                }
+            }
         }
     }
     doc["x-error-codes"] = Value::Array(
@@ -328,5 +349,51 @@ fn complete_responses(operation: &mut Value, max_page_size: u32) {
         if !codes.is_empty() && response.get("content").is_none() {
             response["content"] = json!({"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}});
         }
+    }
+}
+
+/// Where a path's `{object}` is a record object (the record routes and the schema routes), its
+/// values are the objects of the live schema: any other answers 404 `unknown_object`.
+fn name_objects(operation: &mut Value, path: &str, object_names: &[&str]) {
+    if !path.starts_with("/api/v1/{object}") && !path.starts_with("/api/v1/schema/{object}") {
+        return;
+    }
+    if let Some(parameters) = operation.get_mut("parameters").and_then(Value::as_array_mut) {
+        for parameter in parameters.iter_mut().filter(|p| p["in"] == "path" && p["name"] == "object") {
+            parameter["schema"] = json!({"type": "string", "enum": object_names});
+        }
+    }
+}
+
+/// OpenAPI links from a created record to every operation on one record, each given the
+/// record's object and id (and version where the operation names one), so that a client or a
+/// stateful test tool can follow a record from its creation through its changes and history.
+fn record_links(paths: &serde_json::Map<String, Value>) -> Value {
+    let mut links = serde_json::Map::new();
+    for (path, operations) in paths.iter().filter(|(p, _)| p.starts_with("/api/v1/{object}/{id}")) {
+        for operation in operations.as_object().into_iter().flat_map(|ops| ops.values()) {
+            let Some(id) = operation["operationId"].as_str() else { continue };
+            let mut parameters = json!({"object": "$response.body#/object", "id": "$response.body#/id"});
+            if path.contains("{version}") {
+                parameters["version"] = json!("$response.body#/version");
+            }
+            links.insert(id.to_owned(), json!({"operationId": id, "parameters": parameters}));
+        }
+    }
+    Value::Object(links)
+}
+
+/// The `fields` of a create or an update are those of the path's object (`Fields_<object>`, or
+/// `FieldsUpdate_<object>` where none is required): one of the objects' field schemas.
+fn describe_record_fields(operation: &mut Value, prefix: &str, object_names: &[&str]) {
+    let one_of_the_objects: Vec<Value> =
+        object_names.iter().map(|o| json!({"$ref": format!("#/components/schemas/{prefix}{o}")})).collect();
+    if let Some(content) = operation.pointer_mut("/requestBody/content/application~1json") {
+        content["schema"] = json!({
+            "allOf": [
+                {"$ref": "#/components/schemas/RecordBody"},
+                {"type": "object", "properties": {"fields": {"anyOf": one_of_the_objects}}}
+            ]
+        });
     }
 }

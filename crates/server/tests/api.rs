@@ -525,6 +525,18 @@ async fn openapi_document_is_complete_for_clients_and_validators() {
         }
     }
     assert!(operations >= 75, "{operations} operations");
+    // A created record links to the operations on it; `{object}` names the schema's objects;
+    // a create's fields are one object's fields.
+    let create = &doc["paths"]["/api/v1/{object}"]["post"];
+    let links = create["responses"]["201"]["links"].as_object().unwrap();
+    for id in ["get", "update", "delete", "restore", "history", "history_version"] {
+        assert_eq!(links[id]["parameters"]["id"], "$response.body#/id", "{id}");
+    }
+    assert_eq!(links["history_version"]["parameters"]["version"], "$response.body#/version");
+    let object = create["parameters"].as_array().unwrap().iter().find(|p| p["name"] == "object").unwrap();
+    assert!(object["schema"]["enum"].as_array().unwrap().contains(&json!("contacts")), "{object}");
+    let body = create["requestBody"]["content"]["application/json"]["schema"].to_string();
+    assert!(body.contains("Fields_contacts") && !body.contains("FieldsUpdate_"), "{body}");
     // Logging in needs no credentials; every `$ref` names a schema that exists.
     assert_eq!(doc["paths"]["/api/v1/auth/login"]["post"]["security"], json!([{}]));
     let text = doc.to_string();

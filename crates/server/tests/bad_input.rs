@@ -327,6 +327,12 @@ fn path() -> impl Strategy<Value = String> {
         "keys",
         "backups",
         "imports",
+        "merges",
+        "duplicates",
+        "grants",
+        "alerts",
+        "notifications",
+        "audit/events",
     ]);
     let id = prop_oneof![
         Just("01938f2c-0000-7000-8000-000000000000".to_owned()),
@@ -335,7 +341,21 @@ fn path() -> impl Strategy<Value = String> {
         Just("rotate".to_owned()),
         "[a-z0-9%-]{0,12}"
     ];
-    let suffix = prop::sample::select(vec!["", "/restore", "/history", "/history/1", "/history/x"]);
+    let suffix = prop::sample::select(vec![
+        "",
+        "/restore",
+        "/history",
+        "/history/1",
+        "/history/x",
+        "/reveal",
+        "/revert",
+        "/transfer",
+        "/as-of",
+        "/diff",
+        "/undo",
+        "/dismiss",
+        "/ack",
+    ]);
     let query = prop_oneof![Just(String::new()), "\\?[a-z_\\[\\]=&%0-9]{0,30}"];
     (object, prop::option::of(id), suffix, query).prop_map(|(o, id, s, q)| match id {
         Some(id) => format!("/api/v1/{o}/{id}{s}{q}"),

@@ -193,7 +193,7 @@ pub struct MergeBody {
 
 #[utoipa::path(post, path = "/api/v1/merges", tag = "duplicates", request_body = MergeBody,
     description = "Merges records into a survivor in one transaction: losers become tombstones, related records are re-parented, everything is recorded for undo.",
-    responses((status = 201, description = "{id, object, survivor_id, loser_ids, records: [{object, id, before_version, after_version, role}], rule, created_at, …}"), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
+    responses((status = 201, description = "{id, object, survivor_id, loser_ids, records: [{object, id, before_version, after_version, role}], rule, created_at, …}"), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody), (status = 428, body = ErrorBody)))]
 pub async fn merge(
     State(state): State<AppState>,
     Auth(ctx): Auth,
@@ -225,7 +225,7 @@ pub async fn get_merge(
 
 #[utoipa::path(post, path = "/api/v1/merges/{id}/undo", tag = "duplicates", params(("id" = Uuid, Path)),
     description = "Restores every record the merge wrote to its pre-merge state (new versions). 409 when records changed since the merge or it was undone already.",
-    responses((status = 200, description = "The merge, now with undone_at"), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+    responses((status = 200, description = "The merge, now with undone_at"), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 428, body = ErrorBody)))]
 pub async fn undo_merge(
     State(state): State<AppState>,
     Auth(ctx): Auth,

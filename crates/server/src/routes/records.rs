@@ -380,7 +380,7 @@ pub struct RevealBody {
 #[utoipa::path(post, path = "/api/v1/{object}/{id}/reveal", tag = "records", request_body = RevealBody,
     params(("object" = String, Path), ("id" = Uuid, Path)),
     description = "Reveals one masked field value (audited). Restricted fields need a step-up (428 otherwise).",
-    responses((status = 200, description = "{\"field\", \"value\"}"), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 428, body = ErrorBody)))]
+    responses((status = 200, description = "{\"field\", \"value\"}"), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody), (status = 428, body = ErrorBody)))]
 pub async fn reveal(
     State(state): State<AppState>,
     Auth(ctx): Auth,
