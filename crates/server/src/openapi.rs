@@ -226,7 +226,11 @@ pub fn finish_document(mut doc: Value, service: &custodian_service::Service) -> 
             let mut props = serde_json::Map::new();
             let mut required = Vec::new();
             for f in &object.fields {
-                let mut s = field_schema(f.field_type, &f.options);
+                // null clears a field (`validate_record`); a required one stays required.
+                let mut s = match field_schema(f.field_type, &f.options) {
+                    s if f.required => s,
+                    s => json!({"anyOf": [s, {"type": "null"}]}),
+                };
                 s["title"] = json!(f.label_en);
                 s["x-label-zh"] = json!(f.label_zh);
                 if f.sensitive {

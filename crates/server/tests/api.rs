@@ -537,6 +537,10 @@ async fn openapi_document_is_complete_for_clients_and_validators() {
     assert!(object["schema"]["enum"].as_array().unwrap().contains(&json!("contacts")), "{object}");
     let body = create["requestBody"]["content"]["application/json"]["schema"].to_string();
     assert!(body.contains("Fields_contacts") && !body.contains("FieldsUpdate_"), "{body}");
+    // null clears a field that is not required.
+    let contact = &schemas["Fields_contacts"]["properties"];
+    assert_eq!(contact["name"]["type"], "string", "{}", contact["name"]);
+    assert!(contact["title"]["anyOf"].as_array().unwrap().contains(&json!({"type": "null"})), "{}", contact["title"]);
     // Logging in needs no credentials; every `$ref` names a schema that exists.
     assert_eq!(doc["paths"]["/api/v1/auth/login"]["post"]["security"], json!([{}]));
     let text = doc.to_string();
