@@ -152,16 +152,11 @@ impl AuditParams {
             q.before_seq = Some(seq);
         }
         if let Some(l) = &self.limit {
-            // Out of range is refused, as for every other list: a page silently cut to the cap
-            // would look like the end of the log to a client that does not read next_cursor.
-            q.limit = l.trim().parse::<u32>().ok().filter(|n| (1..=MAX_AUDIT_PAGE).contains(n)).ok_or_else(|| {
-                ServiceError::invalid_query(
-                    "limit",
-                    "out_of_range",
-                    format!("limit must be between 1 and {MAX_AUDIT_PAGE}."),
-                    format!("limit 须在 1 到 {MAX_AUDIT_PAGE} 之间。"),
-                )
-            })?;
+            let n = l
+                .trim()
+                .parse::<u32>()
+                .map_err(|_| bad("limit", "limit is a positive integer.", "limit 须为正整数。"))?;
+            q.limit = crate::query::page_size_within(Some(n), MAX_AUDIT_PAGE)?;
         }
         Ok((q, Value::Object(filter)))
     }

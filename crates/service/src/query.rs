@@ -35,6 +35,21 @@ fn bad(field: &str, code: &str, en: impl Into<String>, zh: impl Into<String>) ->
     ServiceError::invalid_query(field, code, en, zh)
 }
 
+/// A list's page size: 50 when none is asked, else 1 to `max`; outside that refused (400
+/// `invalid_query`), never cut to the bound, so that a short page is always the last one.
+pub(crate) fn page_size_within(limit: Option<u32>, max: u32) -> ServiceResult<u32> {
+    match limit {
+        None => Ok(50),
+        Some(n) if (1..=max).contains(&n) => Ok(n),
+        Some(_) => Err(bad(
+            "limit",
+            "out_of_range",
+            format!("limit must be between 1 and {max}."),
+            format!("limit 须在 1 到 {max} 之间。"),
+        )),
+    }
+}
+
 fn system_column(name: &str) -> Option<Column> {
     Some(match name {
         "id" => Column::Id,
@@ -67,17 +82,7 @@ fn field_column(def: &FieldDef) -> Column {
 
 impl Service {
     pub(crate) fn page_size(&self, limit: Option<u32>) -> ServiceResult<u32> {
-        let max = self.config.max_page_size;
-        match limit {
-            None => Ok(50),
-            Some(n) if (1..=max).contains(&n) => Ok(n),
-            Some(_) => Err(bad(
-                "limit",
-                "out_of_range",
-                format!("limit must be between 1 and {max}."),
-                format!("limit 须在 1 到 {max} 之间。"),
-            )),
-        }
+        page_size_within(limit, self.config.max_page_size)
     }
 
     fn system_filter_value(&self, name: &str, column: &Column, raw: &str) -> ServiceResult<FilterValue> {
