@@ -154,7 +154,8 @@ pub fn app(service: Arc<Service>) -> Router {
 /// Builds the application with all middleware.
 pub fn app_with_options(service: Arc<Service>, options: AppOptions) -> Router {
     let (api_router, api) = api_routes().split_for_parts();
-    let doc = openapi::finish_document(serde_json::to_value(&api).unwrap_or_default(), &service);
+    let doc =
+        openapi::complete_document(serde_json::to_value(&api).unwrap_or_default(), service.config().max_page_size);
     let state = AppState { service, options, metrics: metrics_handle(), openapi: Arc::new(doc) };
     let request_id = HeaderName::from_static("x-request-id");
     Router::new()
@@ -179,8 +180,8 @@ pub fn app_with_options(service: Arc<Service>, options: AppOptions) -> Router {
 }
 
 async fn openapi_json(State(state): State<AppState>) -> Response {
-    // Custom fields change the document: rebuild the schema-driven part on each request.
-    let doc = openapi::finish_document((*state.openapi).clone(), &state.service);
+    // Custom fields change the document: add the schema-driven part on each request.
+    let doc = openapi::with_schema((*state.openapi).clone(), &state.service.schema());
     axum::Json(doc).into_response()
 }
 

@@ -4,7 +4,7 @@
 //! schema, custom fields included.
 
 use custodian_core::ErrorCode;
-use custodian_core::schema::FieldType;
+use custodian_core::schema::{FieldType, Schema};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use utoipa::ToSchema;
@@ -207,12 +207,16 @@ fn field_schema(t: FieldType, options: &[String]) -> Value {
     }
 }
 
-/// Adds the schema-driven parts to the generated document: one `Fields_<object>` schema per
-/// object, the security schemes, the responses every operation can give, the page bounds and
-/// the error-code table. Running it again on its own output changes nothing.
-pub fn finish_document(mut doc: Value, service: &custodian_service::Service) -> Value {
-    let schema = service.schema();
-    let max_page_size = service.config().max_page_size;
+/// The whole document: `complete_document` and then `with_schema`.
+pub fn finish_document(doc: Value, service: &custodian_service::Service) -> Value {
+    with_schema(complete_document(doc, service.config().max_page_size), &service.schema())
+}
+
+/// Completes the generated document once, when the application is built: the version and
+/// licence, the security schemes, on every operation the bounds of its paging parameters and
+/// the responses every request can get, links from a created record to the operations on it,
+/// and the error-code table. What follows the live schema is left to `with_schema`.
+pub fn complete_document(mut doc: Value, max_page_size: u32) -> Value {
     doc["openapi"] = json!("3.1.0");
     doc["info"] = json!({
         "title": "Custodian API",
@@ -220,6 +224,33 @@ pub fn finish_document(mut doc: Value, service: &custodian_service::Service) -> 
         "description": "Self-hosted CRM whose data is accurate and safe. Authenticate with POST /api/v1/auth/login and send `Authorization: Bearer TOKEN`.",
         "license": {"name": "MIT OR Apache-2.0", "identifier": "MIT OR Apache-2.0"}
     });
+    doc["components"]["securitySchemes"] = json!({
+        "bearer": {"type": "http", "scheme": "bearer", "description": "A session token from POST /api/v1/auth/login, or a personal API token."},
+        "session_cookie": {"type": "apiKey", "in": "cookie", "name": SESSION_COOKIE, "description": "The session cookie set by login; unsafe requests also need the X-CSRF-Token header."}
+    });
+    doc["security"] = json!([{"bearer": []}, {"session_cookie": []}]);
+    let links = doc["paths"].as_object().map(record_links).unwrap_or_default();
+    for_each_operation(&mut doc, |method, path, operation| {
+        bound_parameters(operation, max_page_size);
+        complete_responses(operation);
+        if (method, path) == ("post", "/api/v1/{object}") {
+            operation["responses"]["201"]["links"] = links.clone();
+        }
+    });
+    doc["x-error-codes"] = Value::Array(
+        ErrorCode::ALL
+            .iter()
+            .map(|c| json!({"code": c.as_str(), "status": c.http_status(), "message": c.message_en(), "message_zh": c.message_zh()}))
+            .collect(),
+    );
+    doc
+}
+
+/// Adds what follows the live schema (custom fields change it, so this runs for each request
+/// of the document): one `Fields_<object>` and one `FieldsUpdate_<object>` schema per object,
+/// the objects as the values of a record path's `{object}`, and the fields a create or an
+/// update takes. Running it again on its own output changes nothing.
+pub fn with_schema(mut doc: Value, schema: &Schema) -> Value {
     let schemas = doc.pointer_mut("/components/schemas").and_then(Value::as_object_mut);
     if let Some(schemas) = schemas {
         for object in schema.objects() {
@@ -252,53 +283,33 @@ pub fn finish_document(mut doc: Value, service: &custodian_service::Service) -> 
             );
         }
     }
-    doc["components"]["securitySchemes"] = json!({
-        "bearer": {"type": "http", "scheme": "bearer", "description": "A session token from POST /api/v1/auth/login, or a personal API token."},
-        "session_cookie": {"type": "apiKey", "in": "cookie", "name": SESSION_COOKIE, "description": "The session cookie set by login; unsafe requests also need the X-CSRF-Token header."}
-    });
-    doc["security"] = json!([{"bearer": []}, {"session_cookie": []}]);
     let object_names: Vec<&str> = schema.objects().map(|o| o.name.as_str()).collect();
-    if let Some(paths) = doc.get_mut("paths").and_then(Value::as_object_mut) {
-        let record_links = record_links(paths);
-        for (path, operations) in paths.iter_mut() {
-            let Some(operations) = operations.as_object_mut() else { continue };
-            for (method, operation) in operations.iter_mut() {
-                complete_responses(operation, max_page_size);
-                name_objects(operation, path, &object_names);
-                match (method.as_str(), path.as_str()) {
-                    ("post", "/api/v1/{object}") => {
-                        operation["responses"]["201"]["links"] = record_links.clone();
-                        describe_record_fields(operation, "Fields_", &object_names);
-                    }
-                    ("patch", "/api/v1/{object}/{id}") => {
-                        describe_record_fields(operation, "FieldsUpdate_", &object_names)
-                    }
-                    _ => {}
-                }
-            }
+    for_each_operation(&mut doc, |method, path, operation| {
+        name_objects(operation, path, &object_names);
+        match (method, path) {
+            ("post", "/api/v1/{object}") => describe_record_fields(operation, "Fields_", &object_names),
+            ("patch", "/api/v1/{object}/{id}") => describe_record_fields(operation, "FieldsUpdate_", &object_names),
+            _ => {}
         }
-    }
-    doc["x-error-codes"] = Value::Array(
-        ErrorCode::ALL
-            .iter()
-            .map(|c| json!({"code": c.as_str(), "status": c.http_status(), "message": c.message_en(), "message_zh": c.message_zh()}))
-            .collect(),
-    );
+    });
     doc
 }
 
-/// Adds to an operation the error statuses that the layers every request passes through can
-/// answer with, whatever the handler documents: 400 (a query parameter the handler does not
-/// know, a body that is not JSON), 401 (no or an expired session), 403 (a role without the
-/// right, a role that must enrol a second factor first, a cookie request without its CSRF
-/// token), 503 (the store unavailable, the request's time limit); 404 where the path names
-/// something; 413 and 415 where a body is read. Then gives every response the description
-/// OpenAPI requires: the codes of the error table behind an error status, so that a client
-/// knows which `error.code` values to expect.
-fn complete_responses(operation: &mut Value, max_page_size: u32) {
-    // Every list names its page size `limit` and its position `cursor`; outside the service's
-    // bounds (`page_size`; the audit log's `MAX_AUDIT_PAGE` is the same 500 by default) they
-    // are refused with 400 `invalid_query`.
+/// Calls `f` with the method, the path template and the operation of every operation.
+fn for_each_operation(doc: &mut Value, mut f: impl FnMut(&str, &str, &mut Value)) {
+    let Some(paths) = doc.get_mut("paths").and_then(Value::as_object_mut) else { return };
+    for (path, operations) in paths.iter_mut() {
+        let Some(operations) = operations.as_object_mut() else { continue };
+        for (method, operation) in operations.iter_mut() {
+            f(method, path, operation);
+        }
+    }
+}
+
+/// Every list names its page size `limit` and its position `cursor`; outside the service's
+/// bounds (`page_size_within`; the audit log's `MAX_AUDIT_PAGE` is the same 500 by default) they
+/// are refused with 400 `invalid_query`. `If-Match` takes a record version.
+fn bound_parameters(operation: &mut Value, max_page_size: u32) {
     if let Some(parameters) = operation.get_mut("parameters").and_then(Value::as_array_mut) {
         for parameter in parameters.iter_mut() {
             if parameter["in"] == "header" && parameter["name"] == "If-Match" {
@@ -321,6 +332,17 @@ fn complete_responses(operation: &mut Value, max_page_size: u32) {
             }
         }
     }
+}
+
+/// Adds to an operation the error statuses that the layers every request passes through can
+/// answer with, whatever the handler documents: 400 (a query parameter the handler does not
+/// know, a body that is not JSON), 401 (no or an expired session), 403 (a role without the
+/// right, a role that must enrol a second factor first, a cookie request without its CSRF
+/// token), 503 (the store unavailable, the request's time limit); 404 where the path names
+/// something; 413 and 415 where a body is read. Then gives every response the description
+/// OpenAPI requires: the codes of the error table behind an error status, so that a client
+/// knows which `error.code` values to expect.
+fn complete_responses(operation: &mut Value) {
     let has_path_parameters =
         operation["parameters"].as_array().is_some_and(|parameters| parameters.iter().any(|p| p["in"] == "path"));
     let has_body = operation.get("requestBody").is_some();
